@@ -1,0 +1,209 @@
+//! Records the programs write to the ring buffer.
+//!
+//! Every record starts with an [`EventHeader`] whose `kind` says which record follows. Kinds are
+//! numbered in ranges (1.. rare ring-buffer events, 100.. periodic aggregates); a retired kind's
+//! number is never reused.
+
+/// Common prefix of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// CPU the program ran on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_boot_ns()`: nanoseconds since boot, suspend included (`CLOCK_BOOTTIME`).
+    pub timestamp_ns: u64,
+}
+
+const _: () = assert!(size_of::<EventHeader>() == 16);
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    OomKill = 1,
+}
+
+impl TryFrom<u32> for EventKind {
+    type Error = u32;
+
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        match value {
+            1 => Ok(Self::OomKill),
+            other => Err(other),
+        }
+    }
+}
+
+/// `flags` bit: the memcg id was read in the kernel from the victim task.
+pub const OOM_FLAG_MEMCG: u32 = 1 << 0;
+/// `flags` bit: the rss counters were read from the victim's `mm`.
+pub const OOM_FLAG_RSS: u32 = 1 << 1;
+/// `flags` bit: tgid and comm were read from the victim task (not only its pid).
+pub const OOM_FLAG_TASK: u32 = 1 << 2;
+
+/// A task chosen as OOM victim (`oom:mark_victim`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomKillRecord {
+    pub header: EventHeader,
+    /// Inode number of the victim's memory-controller cgroup directory (`kernfs_node.id`).
+    pub memcg_id: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    /// Pages, as the kernel's own `get_mm_counter()` reads them.
+    pub anon_rss_pages: u64,
+    pub file_rss_pages: u64,
+    pub shmem_rss_pages: u64,
+    /// `OOM_FLAG_*` bits saying which fields are valid.
+    pub flags: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(size_of::<OomKillRecord>() == 80);
+
+/// Why events were dropped; the index into the per-CPU lost counters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostKind {
+    /// The ring buffer was full when an OOM kill was to be reported.
+    OomKill = 0,
+}
+
+impl LostKind {
+    /// Number of lost counters (the `LOST` map's size).
+    pub const COUNT: u32 = 1;
+    pub const ALL: [Self; Self::COUNT as usize] = [Self::OomKill];
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::OomKill => "oom_kill",
+        }
+    }
+}
+
+/// Why a record could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the record needs.
+    Short { kind: u32, need: usize, got: usize },
+    /// A kind this build does not know.
+    UnknownKind(u32),
+}
+
+/// A decoded ring-buffer record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    OomKill(OomKillRecord),
+}
+
+impl Record {
+    /// Decodes one ring-buffer record, checking its length; never trusts alignment.
+    ///
+    /// # Errors
+    ///
+    /// When the bytes are too short for the header or for the record their kind names, or the
+    /// kind is unknown.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let header: EventHeader = read(bytes, 0)?;
+        match EventKind::try_from(header.kind) {
+            Ok(EventKind::OomKill) => Ok(Self::OomKill(read(bytes, header.kind)?)),
+            Err(kind) => Err(DecodeError::UnknownKind(kind)),
+        }
+    }
+}
+
+fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            kind,
+            need,
+            got: bytes.len(),
+        });
+    }
+    // SAFETY: the length check above guarantees `size_of::<T>()` readable bytes; `read_unaligned`
+    // makes no alignment assumption; `T` is only instantiated with the `#[repr(C)]` integer-only
+    // records of this module, for which every bit pattern is valid.
+    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// Views a record as its bytes, for the trace file and for tests.
+#[must_use]
+pub fn as_bytes<T: Copy>(record: &T) -> &[u8] {
+    // SAFETY: the records of this module are `#[repr(C)]`, integer-only, with explicit padding
+    // fields, so all `size_of::<T>()` bytes are initialised.
+    unsafe { core::slice::from_raw_parts(core::ptr::from_ref(record).cast(), size_of::<T>()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_kernel_side() {
+        assert_eq!(core::mem::offset_of!(OomKillRecord, memcg_id), 16);
+        assert_eq!(core::mem::offset_of!(OomKillRecord, pid), 24);
+        assert_eq!(core::mem::offset_of!(OomKillRecord, anon_rss_pages), 32);
+        assert_eq!(core::mem::offset_of!(OomKillRecord, flags), 56);
+        assert_eq!(core::mem::offset_of!(OomKillRecord, comm), 64);
+    }
+
+    #[test]
+    fn decodes_a_good_record_at_any_alignment() {
+        let mut rec = OomKillRecord {
+            header: EventHeader {
+                kind: EventKind::OomKill as u32,
+                cpu: 1,
+                timestamp_ns: 42,
+            },
+            memcg_id: 7,
+            pid: 100,
+            tgid: 99,
+            anon_rss_pages: 1,
+            file_rss_pages: 2,
+            shmem_rss_pages: 3,
+            flags: OOM_FLAG_MEMCG | OOM_FLAG_RSS,
+            _pad: 0,
+            comm: [0; 16],
+        };
+        rec.comm[..6].copy_from_slice(b"memhog");
+        let mut buf = [0u8; 81];
+        buf[1..].copy_from_slice(as_bytes(&rec));
+        assert_eq!(Record::decode(&buf[1..]), Ok(Record::OomKill(rec)));
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert_eq!(
+            Record::decode(&[0; 3]),
+            Err(DecodeError::Short {
+                kind: 0,
+                need: 16,
+                got: 3
+            })
+        );
+        let header = EventHeader {
+            kind: EventKind::OomKill as u32,
+            ..EventHeader::default()
+        };
+        assert_eq!(
+            Record::decode(as_bytes(&header)),
+            Err(DecodeError::Short {
+                kind: 1,
+                need: 80,
+                got: 16
+            })
+        );
+        let header = EventHeader {
+            kind: 9999,
+            ..EventHeader::default()
+        };
+        assert_eq!(
+            Record::decode(as_bytes(&header)),
+            Err(DecodeError::UnknownKind(9999))
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The ABI between memtrace's eBPF programs and its loader.
+//!
+//! Everything here is `#[repr(C)]`, made of fixed-width integers with explicit padding, and
+//! checked by a size assertion, because the kernel side and the user side are compiled by
+//! different compilers for different targets and must agree byte for byte.
+#![no_std]
+
+pub mod event;
+pub mod names;
+pub mod offsets;
+
+pub use event::{EventHeader, EventKind, LostKind, OomKillRecord};
+pub use offsets::KernelOffsets;

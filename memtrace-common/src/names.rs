@@ -1,0 +1,22 @@
+//! Map, program and global names, defined once for both sides.
+
+/// Ring buffer carrying rare events (OOM kills, …) one by one.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Per-CPU array of lost-event counters, indexed by [`crate::LostKind`].
+pub const LOST_MAP: &str = "LOST";
+/// The [`crate::KernelOffsets`] global, filled in from the running kernel's BTF before load.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+
+/// Raw tracepoint program on `oom:mark_victim`.
+pub const PROG_OOM_MARK_VICTIM: &str = "oom_mark_victim";
+
+/// Capability probes: the smallest program of each type, loaded and attached by
+/// `memtrace probes` to learn what the running kernel allows.
+pub const PROG_CAP_TRACEPOINT: &str = "cap_tracepoint";
+pub const PROG_CAP_RAW_TRACEPOINT: &str = "cap_raw_tracepoint";
+pub const PROG_CAP_KPROBE: &str = "cap_kprobe";
+pub const PROG_CAP_FENTRY: &str = "cap_fentry";
+
+/// Kernel function the kprobe and fentry capability probes attach to: it exists on every kernel
+/// with a memory controller and is where the OOM strategies of later kernels will hook.
+pub const CAP_PROBE_FUNCTION: &str = "oom_kill_process";

@@ -1,0 +1,2 @@
+#![no_std]
+// Library target so memtrace can name this crate as a build-dependency.

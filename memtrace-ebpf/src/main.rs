@@ -1,0 +1,19 @@
+//! memtrace's eBPF programs: one module per probe family under `probes/`.
+#![no_std]
+#![no_main]
+
+mod kernel;
+mod maps;
+mod probes;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach a panic, so this is never called.
+    loop {}
+}
+
+/// The helpers the programs call (`bpf_probe_read_kernel`, …) are GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

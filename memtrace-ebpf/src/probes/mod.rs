@@ -1,0 +1,4 @@
+//! One module per probe family.
+
+mod capability;
+mod oom;

@@ -1,0 +1,12 @@
+//! Attribution: memcg id → cgroup path (v1 memory hierarchy and v2), and the memcg's limits.
+//!
+//! A memcg id is the inode number of its cgroup directory (`kernfs_node.id` on 64-bit kernels),
+//! the same number `stat(2)` reports, so one directory walk maps ids to paths on both v1 and v2.
+
+mod cgroupfs;
+mod context;
+
+pub use cgroupfs::{
+    CgroupVersion, HierarchyError, MemcgResolver, MemoryHierarchy, memcg_path_of_pid,
+};
+pub use context::LiveContext;

@@ -1,0 +1,118 @@
+//! Command line: one module per subcommand.
+
+mod live;
+mod probes;
+mod record;
+mod replay;
+mod run;
+
+use std::{io, process::ExitCode, time::Instant};
+
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  memtrace run                              stream OOM kills live until Ctrl-C
+  memtrace run --format json --duration 10m JSON Lines for 10 minutes
+  memtrace record -o node1.mtrace           record to a trace file until Ctrl-C
+  memtrace replay node1.mtrace              print a recorded trace like `run` did
+  memtrace probes                           what this kernel allows and what attaches
+
+memtrace must run as root (it loads eBPF programs). RUST_LOG=debug shows more.";
+
+/// Why a container's memory stays high and why it was OOM-killed, live and afterwards.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Run(run::Args),
+    Record(record::Args),
+    Replay(replay::Args),
+    Probes(probes::Args),
+}
+
+/// Runs a parsed command line; errors become one line on stderr and exit status 1.
+#[must_use]
+pub fn main(cli: Cli, started: Instant) -> ExitCode {
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args, started),
+        Command::Record(args) => record::run(&args, started),
+        Command::Replay(args) => replay::run(&args),
+        Command::Probes(args) => probes::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        // Output piped into `head` and closed: not an error worth a message.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("memtrace: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// A current-thread runtime: the pipeline is one reader and one consumer, and a single thread
+/// keeps memtrace's own footprint on the node small.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_run_options() {
+        let cli = Cli::try_parse_from(["memtrace", "run", "--format", "json", "--duration", "1m 30s"])
+            .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run: {cli:?}")
+        };
+        assert_eq!(args.format, crate::sinks::Format::Json);
+        assert_eq!(args.live.duration.map(|d| d.as_secs()), Some(90));
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_message() {
+        for argv in [
+            &["memtrace", "run", "--duration", "soon"][..],
+            &["memtrace", "run", "--format", "xml"],
+            &["memtrace", "record"],
+            &["memtrace", "replay"],
+            &["memtrace", "frobnicate"],
+        ] {
+            let err = Cli::try_parse_from(argv).expect_err("must be rejected");
+            assert!(!err.to_string().is_empty(), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn record_and_replay_take_files() {
+        let cli = Cli::try_parse_from(["memtrace", "record", "-o", "/tmp/x.mtrace"]).expect("ok");
+        assert!(matches!(cli.command, Command::Record(a) if a.output.to_str() == Some("/tmp/x.mtrace")));
+        let cli = Cli::try_parse_from(["memtrace", "replay", "f", "--format", "json"]).expect("ok");
+        assert!(matches!(cli.command, Command::Replay(a) if a.format == crate::sinks::Format::Json));
+    }
+}

@@ -1,0 +1,59 @@
+//! Kernel timestamps (`CLOCK_BOOTTIME`, what `bpf_ktime_get_boot_ns()` returns) to wall time.
+
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+/// The clock the programs stamp events with, as recorded in trace files.
+pub const EVENT_CLOCK: &str = "CLOCK_BOOTTIME";
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; both clocks exist on every Linux ≥ 2.6.39.
+    let rc = unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    debug_assert_eq!(rc, 0);
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Wall-clock time now, ns since the Unix epoch.
+#[must_use]
+pub fn now_wall_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Wall-clock time of boot in ns since the Unix epoch: `realtime − boottime`, read now.
+#[must_use]
+pub fn boot_time_wall_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME).saturating_sub(clock_ns(libc::CLOCK_BOOTTIME))
+}
+
+/// RFC 3339 in UTC with microseconds, e.g. `2026-11-27T15:47:01.123456Z`.
+#[must_use]
+pub fn format_wall(wall_ns: u64) -> String {
+    let micros = i128::from(wall_ns / 1_000) * 1_000;
+    OffsetDateTime::from_unix_timestamp_nanos(micros)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{wall_ns}ns"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_with_microseconds() {
+        assert_eq!(
+            format_wall(1_795_794_421_123_456_789),
+            "2026-11-27T15:47:01.123456Z"
+        );
+    }
+
+    #[test]
+    fn boot_time_is_in_the_past() {
+        let now = clock_ns(libc::CLOCK_REALTIME);
+        let boot = boot_time_wall_ns();
+        assert!(boot > 1_600_000_000_000_000_000 && boot < now);
+    }
+}

@@ -1,0 +1,18 @@
+//! memtrace: why a container's memory stays high and why it was OOM-killed, from eBPF probes on
+//! the kernel's memory-cgroup paths.
+//!
+//! - `probes`: capability detection, BTF offsets, load/attach.
+//! - `attribution`: memcg id → cgroup path, limits.
+//! - `pipeline`: ring buffer → records → events → sinks.
+//! - `sinks`: terminal (text, JSON Lines); `trace`: the trace file format.
+//! - `cli`: the subcommands.
+
+pub mod attribution;
+pub mod cli;
+pub mod clock;
+pub mod event;
+pub mod pipeline;
+pub mod probes;
+pub mod sinks;
+pub mod trace;
+pub mod units;

@@ -1,0 +1,127 @@
+//! Ring buffer → decoded records → records with context → sinks.
+//!
+//! The reader task drains the ring buffer into owned records and never awaits while it holds a
+//! ring-buffer item; it hands batches over a channel to the consumer, which adds context and
+//! writes to the sink. On stop, the reader drains once more so that nothing the kernel already
+//! submitted is lost, then closes the channel; the consumer finishes what is queued.
+
+use std::{future::Future, io};
+
+use aya::maps::{MapData, RingBuf};
+use memtrace_common::event::Record;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::{mpsc, watch},
+};
+
+use crate::{
+    attribution::LiveContext,
+    event::{Event, HostClock},
+    sinks::Sink,
+};
+
+/// What went through the pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    /// Ring-buffer records that could not be decoded (a kernel/user ABI mismatch).
+    pub undecodable: u64,
+}
+
+/// Runs until `stop` completes, then drains and returns.
+///
+/// # Errors
+///
+/// Sink write errors (e.g. a closed stdout) and ring-buffer polling errors.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    mut context: LiveContext,
+    clock: HostClock,
+    sink: &mut dyn Sink,
+    stop: impl Future<Output = ()>,
+) -> io::Result<Stats> {
+    let (tx, mut rx) = mpsc::channel::<Vec<Record>>(1024);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reader = tokio::spawn(read_ring(ring, tx, stop_rx));
+
+    let consume = async {
+        let mut events = 0;
+        while let Some(batch) = rx.recv().await {
+            for record in batch {
+                let observed = context.observe(record);
+                sink.write(&observed, &Event::new(&observed, clock))?;
+                events += 1;
+            }
+            if rx.is_empty() {
+                sink.flush()?;
+            }
+        }
+        sink.flush()?;
+        Ok::<_, io::Error>(events)
+    };
+    tokio::pin!(consume, stop);
+    let mut stopping = false;
+    let consumed = loop {
+        tokio::select! {
+            result = &mut consume => break result,
+            () = &mut stop, if !stopping => {
+                stopping = true;
+                // The reader may be gone already (its error surfaces below).
+                let _ = stop_tx.send(true);
+            }
+        }
+    };
+    // A sink error ends consumption early; tell the reader in case it is still running.
+    let _ = stop_tx.send(true);
+    let undecodable = reader.await.map_err(io::Error::other)??;
+    Ok(Stats {
+        events: consumed?,
+        undecodable,
+    })
+}
+
+async fn read_ring(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<Vec<Record>>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<u64> {
+    // SAFETY: the fd belongs to `ring`, which the AsyncFd owns (and so keeps open, unchanged)
+    // until it is dropped at the end of this function.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut undecodable = 0;
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                let batch = drain(guard.get_inner_mut(), &mut undecodable);
+                guard.clear_ready();
+                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            _ = stop.changed() => {
+                let batch = drain(fd.get_mut(), &mut undecodable);
+                if !batch.is_empty() {
+                    let _ = tx.send(batch).await;
+                }
+                break;
+            }
+        }
+    }
+    Ok(undecodable)
+}
+
+fn drain(ring: &mut RingBuf<MapData>, undecodable: &mut u64) -> Vec<Record> {
+    let mut batch = Vec::new();
+    while let Some(item) = ring.next() {
+        match Record::decode(&item) {
+            Ok(record) => batch.push(record),
+            Err(err) => {
+                *undecodable += 1;
+                log::warn!("undecodable ring-buffer record: {err:?}");
+            }
+        }
+    }
+    batch
+}

@@ -1,0 +1,363 @@
+//! Struct member offsets from the running kernel's BTF.
+//!
+//! aya cannot emit CO-RE relocations, so every offset the programs need is resolved here by name
+//! and handed to them as the `OFFSETS` global. Nothing is hard-coded: a kernel that renamed or
+//! dropped a member is a start-up error naming it.
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Backend, Btf, BtfType, Struct, Type};
+use fallible_iterator::FallibleIterator as _;
+use memtrace_common::{
+    KernelOffsets,
+    offsets::{MARK_VICTIM_ARG_PID, MARK_VICTIM_ARG_TASK},
+};
+
+/// Where the kernel exposes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error(
+        "kernel BTF not found at {0}: memtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    Missing(PathBuf),
+    #[error("cannot parse kernel BTF at {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: btf_rs::Error,
+    },
+    #[error("kernel BTF has no {0}: this kernel is not supported yet (please report it)")]
+    NotFound(String),
+    #[error("kernel BTF: {what} has an unexpected shape: {why}")]
+    Unexpected { what: String, why: String },
+}
+
+/// The kernel's BTF, with the lookups memtrace needs.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+/// Where a struct member lives: byte offset from the start of the outer struct, and its type.
+struct MemberAt {
+    offset: u32,
+    ty: Type,
+}
+
+impl KernelBtf {
+    /// Opens `/sys/kernel/btf/vmlinux`.
+    ///
+    /// # Errors
+    ///
+    /// When the file is missing (kernel without BTF) or cannot be parsed.
+    pub fn from_sys() -> Result<Self, BtfError> {
+        Self::from_path(Path::new(VMLINUX_BTF))
+    }
+
+    /// Opens a vmlinux BTF file.
+    ///
+    /// # Errors
+    ///
+    /// When the file is missing or cannot be parsed.
+    pub fn from_path(path: &Path) -> Result<Self, BtfError> {
+        if !path.exists() {
+            return Err(BtfError::Missing(path.to_owned()));
+        }
+        // Mmap: parses lazily, so start-up does not pay for the ~100k types we never look at.
+        let btf = Btf::from_file_with_backend(path, Backend::Mmap).map_err(|source| {
+            BtfError::Parse {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        Ok(Self { btf })
+    }
+
+    /// Resolves every offset the programs need.
+    ///
+    /// # Errors
+    ///
+    /// Names the first struct, member or enum value this kernel's BTF lacks.
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        let memory_cgrp_id = self.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
+        let subsys = self.member("css_set", "subsys")?;
+        let subsys_elem = self.array_element_size("css_set.subsys", &subsys.ty)?;
+
+        let rss_stat = self.member("mm_struct", "rss_stat")?;
+        let rss = self.rss_counters(&rss_stat)?;
+        let file = self.anon_enum_value("MM_FILEPAGES")?;
+        let anon = self.anon_enum_value("MM_ANONPAGES")?;
+        let shmem = self.anon_enum_value("MM_SHMEMPAGES")?;
+
+        Ok(KernelOffsets {
+            task_pid: self.member("task_struct", "pid")?.offset,
+            task_tgid: self.member("task_struct", "tgid")?.offset,
+            task_comm: self.member("task_struct", "comm")?.offset,
+            task_cgroups: self.member("task_struct", "cgroups")?.offset,
+            task_mm: self.member("task_struct", "mm")?.offset,
+            css_set_memory_css: subsys.offset + memory_cgrp_id * subsys_elem,
+            css_cgroup: self.member("cgroup_subsys_state", "cgroup")?.offset,
+            cgroup_kn: self.member("cgroup", "kn")?.offset,
+            kernfs_node_id: self.member("kernfs_node", "id")?.offset,
+            mm_file_rss: rss.at(file),
+            mm_anon_rss: rss.at(anon),
+            mm_shmem_rss: rss.at(shmem),
+            mark_victim_arg: self.mark_victim_arg()?,
+            _pad: 0,
+        })
+    }
+
+    /// Whether `oom:mark_victim` passes the victim task or only its pid, from the prototype of
+    /// its raw tracepoint (`btf_trace_mark_victim`: `void (*)(void *, <args…>)`).
+    fn mark_victim_arg(&self) -> Result<u32, BtfError> {
+        const WHAT: &str = "typedef btf_trace_mark_victim";
+        let unexpected = |why: &str| BtfError::Unexpected {
+            what: WHAT.to_owned(),
+            why: why.to_owned(),
+        };
+        let typedef = self.named(WHAT, "btf_trace_mark_victim", |t| {
+            matches!(t, Type::Typedef(_))
+        })?;
+        let Type::Ptr(ptr) = self.skip_modifiers(typedef)? else {
+            return Err(unexpected("not a function pointer"));
+        };
+        let Type::FuncProto(proto) = self.chained(WHAT, &ptr)? else {
+            return Err(unexpected("not a function pointer"));
+        };
+        // parameters[0] is the tracepoint's `void *__data`.
+        let first = proto
+            .parameters
+            .get(1)
+            .ok_or_else(|| unexpected("no arguments"))?;
+        match self.skip_modifiers(self.chained(WHAT, first)?)? {
+            Type::Ptr(ptr) => match self.skip_modifiers(self.chained(WHAT, &ptr)?)? {
+                Type::Struct(s) if self.name_of(&s) == "task_struct" => Ok(MARK_VICTIM_ARG_TASK),
+                _ => Err(unexpected("first argument is a pointer, but not to task_struct")),
+            },
+            Type::Int(_) => Ok(MARK_VICTIM_ARG_PID),
+            _ => Err(unexpected("first argument is neither a task nor a pid")),
+        }
+    }
+
+    /// The rss counters of `mm_struct`: an array of `percpu_counter` (6.2+) whose `count` is
+    /// what `get_mm_counter()` reads, or `struct mm_rss_stat { atomic_long_t count[]; }` before.
+    fn rss_counters(&self, rss_stat: &MemberAt) -> Result<Counters, BtfError> {
+        const WHAT: &str = "mm_struct.rss_stat";
+        match &rss_stat.ty {
+            Type::Array(array) => {
+                let stride = self.array_element_size(WHAT, &rss_stat.ty)?;
+                let elem = self.skip_modifiers(self.chained(WHAT, array)?)?;
+                let Type::Struct(counter) = elem else {
+                    return Err(BtfError::Unexpected {
+                        what: WHAT.to_owned(),
+                        why: "array elements are not structs".to_owned(),
+                    });
+                };
+                let count = self.find_member(&counter, "count", 0).ok_or_else(|| {
+                    BtfError::NotFound(format!("member count of {WHAT}[]"))
+                })?;
+                Ok(Counters {
+                    base: rss_stat.offset + count.offset,
+                    stride,
+                })
+            }
+            Type::Struct(s) => {
+                let count = self
+                    .find_member(s, "count", 0)
+                    .ok_or_else(|| BtfError::NotFound(format!("member {WHAT}.count")))?;
+                let stride = self.array_element_size(WHAT, &count.ty)?;
+                Ok(Counters {
+                    base: rss_stat.offset + count.offset,
+                    stride,
+                })
+            }
+            _ => Err(BtfError::Unexpected {
+                what: WHAT.to_owned(),
+                why: "neither an array nor a struct".to_owned(),
+            }),
+        }
+    }
+
+    /// Byte offset of `member` in `struct name`, looking through anonymous structs and unions
+    /// (`mm_struct` keeps most of its members in one).
+    fn member(&self, strukt: &str, member: &str) -> Result<MemberAt, BtfError> {
+        let what = format!("struct {strukt}");
+        let Type::Struct(s) = self.named(&what, strukt, |t| {
+            matches!(t, Type::Struct(s) if !s.members.is_empty())
+        })?
+        else {
+            unreachable!("named() returned a type its filter rejected")
+        };
+        self.find_member(&s, member, 0)
+            .ok_or_else(|| BtfError::NotFound(format!("member {strukt}.{member}")))
+    }
+
+    fn find_member(&self, s: &Struct, name: &str, base_bits: u32) -> Option<MemberAt> {
+        for m in &s.members {
+            let bits = base_bits + m.bit_offset();
+            let member_name = self.name_of(m);
+            if member_name == name {
+                let ty = self.btf.resolve_chained_type(m).ok()?;
+                return Some(MemberAt {
+                    offset: bits / 8,
+                    ty,
+                });
+            }
+            if member_name.is_empty()
+                && let Ok(Type::Struct(inner) | Type::Union(inner)) =
+                    self.btf.resolve_chained_type(m).and_then(|t| {
+                        self.skip_modifiers(t).map_err(|_| {
+                            btf_rs::Error::OpNotSupp("unresolvable anonymous member".into())
+                        })
+                    })
+                && let Some(found) = self.find_member(&inner, name, bits)
+            {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    fn enum_value(&self, enum_name: &str, member: &str) -> Result<u32, BtfError> {
+        let what = format!("enum {enum_name}");
+        let Type::Enum(e) = self.named(&what, enum_name, |t| matches!(t, Type::Enum(_)))? else {
+            unreachable!("named() returned a type its filter rejected")
+        };
+        e.members
+            .iter()
+            .find(|m| self.name_of(*m) == member)
+            .map(btf_rs::EnumMember::val)
+            .ok_or_else(|| BtfError::NotFound(format!("{member} in {what}")))
+    }
+
+    /// Value of a member of an anonymous enum (`MM_FILEPAGES`, …): a scan over all types, done
+    /// once per name at start-up.
+    fn anon_enum_value(&self, member: &str) -> Result<u32, BtfError> {
+        let mut types = self.btf.type_iter();
+        while let Ok(Some(t)) = types.next() {
+            if let Type::Enum(e) = t
+                && let Some(m) = e.members.iter().find(|m| self.name_of(*m) == member)
+            {
+                return Ok(m.val());
+            }
+        }
+        Err(BtfError::NotFound(format!("enum value {member}")))
+    }
+
+    fn array_element_size(&self, what: &str, ty: &Type) -> Result<u32, BtfError> {
+        let Type::Array(array) = ty else {
+            return Err(BtfError::Unexpected {
+                what: what.to_owned(),
+                why: "not an array".to_owned(),
+            });
+        };
+        let elem = self.chained(what, array)?;
+        self.size_of(what, &elem)
+    }
+
+    fn size_of(&self, what: &str, ty: &Type) -> Result<u32, BtfError> {
+        let size = match ty {
+            Type::Int(i) => i.size(),
+            Type::Ptr(_) => size_of::<u64>(),
+            Type::Struct(s) | Type::Union(s) => s.size(),
+            Type::Enum(e) => e.size(),
+            Type::Enum64(e) => e.size(),
+            Type::Float(f) => f.size(),
+            Type::Array(a) => {
+                let elem = self.size_of(what, &self.chained(what, a)?)?;
+                return Ok(elem * u32::try_from(a.len()).unwrap_or(u32::MAX));
+            }
+            other => return self.size_of(what, &self.skip_modifiers(other.clone())?),
+        };
+        u32::try_from(size).map_err(|_| BtfError::Unexpected {
+            what: what.to_owned(),
+            why: format!("size {size} does not fit in 32 bits"),
+        })
+    }
+
+    /// Follows typedefs and qualifiers down to the type they name.
+    fn skip_modifiers(&self, mut ty: Type) -> Result<Type, BtfError> {
+        loop {
+            ty = match &ty {
+                Type::Typedef(t) => self.chained("typedef", t)?,
+                Type::Const(t) => self.chained("const", t)?,
+                Type::Volatile(t) => self.chained("volatile", t)?,
+                Type::Restrict(t) => self.chained("restrict", t)?,
+                Type::TypeTag(t) => self.chained("type tag", t)?,
+                _ => return Ok(ty),
+            };
+        }
+    }
+
+    fn chained<T: BtfType + ?Sized>(&self, what: &str, t: &T) -> Result<Type, BtfError> {
+        self.btf
+            .resolve_chained_type(t)
+            .map_err(|e| BtfError::Unexpected {
+                what: what.to_owned(),
+                why: e.to_string(),
+            })
+    }
+
+    fn named(&self, what: &str, name: &str, want: impl Fn(&Type) -> bool) -> Result<Type, BtfError> {
+        self.btf
+            .resolve_types_by_name(name)
+            .ok()
+            .and_then(|types| types.into_iter().find(want))
+            .ok_or_else(|| BtfError::NotFound(what.to_owned()))
+    }
+
+    fn name_of(&self, t: &dyn BtfType) -> String {
+        self.btf.resolve_name(t).unwrap_or_default()
+    }
+}
+
+/// An array of counters inside `mm_struct`.
+struct Counters {
+    base: u32,
+    stride: u32,
+}
+
+impl Counters {
+    fn at(&self, index: u32) -> u32 {
+        self.base + index * self.stride
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the BTF of the kernel the tests run on: the offsets must be plausible and
+    /// consistent with the layout rules they encode.
+    #[test]
+    fn resolves_every_offset_on_the_running_kernel() {
+        let btf = KernelBtf::from_sys().expect("this test needs /sys/kernel/btf/vmlinux");
+        let o = btf.kernel_offsets().expect("offsets");
+        assert!(o.task_pid > 0 && o.task_tgid == o.task_pid + 4, "{o:?}");
+        assert!(o.task_comm > o.task_pid, "{o:?}");
+        assert!(o.css_set_memory_css > 0, "{o:?}");
+        assert_eq!(o.css_set_memory_css % 8, 0, "{o:?}");
+        assert!(o.mm_anon_rss != o.mm_file_rss && o.mm_shmem_rss != o.mm_file_rss, "{o:?}");
+    }
+
+    #[test]
+    fn missing_btf_is_a_clear_error() {
+        let err = KernelBtf::from_path(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .expect("must fail");
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    }
+
+    #[test]
+    fn missing_member_names_it() {
+        let btf = KernelBtf::from_sys().expect("this test needs /sys/kernel/btf/vmlinux");
+        let err = btf
+            .member("task_struct", "no_such_member")
+            .err()
+            .expect("must fail");
+        assert_eq!(
+            err.to_string(),
+            "kernel BTF has no member task_struct.no_such_member: this kernel is not supported yet (please report it)"
+        );
+    }
+}

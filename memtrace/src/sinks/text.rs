@@ -1,0 +1,102 @@
+//! One line per event, for people.
+
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+};
+
+use super::Sink;
+use crate::{
+    event::{Event, OomKill, Observed},
+    units::human_bytes,
+};
+
+pub struct TextSink<W: Write> {
+    out: io::BufWriter<W>,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out: io::BufWriter::new(out),
+        }
+    }
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    fn write(&mut self, _observed: &Observed, event: &Event) -> io::Result<()> {
+        writeln!(self.out, "{}", line(event))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `TIME TYPE CGROUP details…`
+#[must_use]
+pub fn line(event: &Event) -> String {
+    match event {
+        Event::OomKill(e) => oom_kill(e),
+    }
+}
+
+fn oom_kill(e: &OomKill) -> String {
+    let mut s = format!(
+        "{} {:<9} {} pid={}",
+        e.time,
+        "oom_kill",
+        e.cgroup.as_deref().unwrap_or("?"),
+        e.pid
+    );
+    if let Some(tgid) = e.tgid.filter(|&t| t != e.pid) {
+        let _ = write!(s, " tgid={tgid}");
+    }
+    if let Some(comm) = &e.comm {
+        let _ = write!(s, " comm={comm}");
+    }
+    for (name, value) in [
+        ("anon", e.anon_rss_bytes),
+        ("file", e.file_rss_bytes),
+        ("shmem", e.shmem_rss_bytes),
+    ] {
+        if let Some(v) = value {
+            let _ = write!(s, " {name}={}", human_bytes(v));
+        }
+    }
+    let _ = write!(
+        s,
+        " memcg_usage={} memcg_limit={}",
+        e.memcg_usage_bytes.map_or_else(|| "?".into(), human_bytes),
+        e.memcg_limit_bytes.map_or_else(|| "none".into(), human_bytes),
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kill_line() {
+        let e = OomKill {
+            time: "2026-11-27T15:47:01.000001Z".into(),
+            timestamp_ns: 1,
+            pid: 7,
+            tgid: Some(7),
+            comm: Some("memhog".into()),
+            memcg_id: Some(42),
+            cgroup: Some("/x".into()),
+            memcg_limit_bytes: Some(64 << 20),
+            memcg_usage_bytes: None,
+            anon_rss_bytes: Some(63 << 20),
+            file_rss_bytes: Some(0),
+            shmem_rss_bytes: Some(0),
+        };
+        assert_eq!(
+            line(&Event::OomKill(e)),
+            "2026-11-27T15:47:01.000001Z oom_kill  /x pid=7 comm=memhog anon=63.0MiB file=0B \
+             shmem=0B memcg_usage=? memcg_limit=64.0MiB"
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! Reading a trace file back, defensively: every length is checked before it is trusted, and
+//! every way a file can be wrong is an error that says which.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{self, BufReader, Read},
+    path::{Path, PathBuf},
+};
+
+use memtrace_common::event::{DecodeError, Record};
+
+use super::format::{
+    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CGROUP, TAG_END, TAG_EVENT, TraceHeader,
+    UNKNOWN, VERSION, crc,
+};
+use crate::event::{Context, Observed};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} is not a memtrace trace file")]
+    NotATrace { path: PathBuf },
+    #[error(
+        "{path} is a version {found} trace; this memtrace reads version {VERSION}: \
+         use a newer memtrace"
+    )]
+    FutureVersion { path: PathBuf, found: u16 },
+    #[error(
+        "{path} is truncated at byte {offset} after {events} events (the recording was cut short)"
+    )]
+    Truncated {
+        path: PathBuf,
+        offset: u64,
+        events: u64,
+    },
+    #[error("{path} is corrupt at byte {offset}: {why}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+}
+
+/// What a trace yields, in file order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TraceItem {
+    Event(Observed),
+    /// The end marker: totals as the recorder counted them.
+    End { events: u64, lost: Vec<u64> },
+}
+
+pub struct TraceReader {
+    path: PathBuf,
+    input: BufReader<File>,
+    offset: u64,
+    header: TraceHeader,
+    cgroups: HashMap<u32, String>,
+    events: u64,
+    ended: bool,
+}
+
+impl TraceReader {
+    /// Opens a trace and reads its header.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, is not a trace, is from a newer format, or its header is
+    /// cut or damaged.
+    pub fn open(path: &Path) -> Result<Self, TraceError> {
+        let file = File::open(path).map_err(|source| TraceError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut reader = Self {
+            path: path.to_owned(),
+            input: BufReader::new(file),
+            offset: 0,
+            header: TraceHeader {
+                memtrace_version: String::new(),
+                host: String::new(),
+                kernel_release: String::new(),
+                boot_time_wall_ns: 0,
+                clock: String::new(),
+                page_size: 0,
+                started_wall_ns: 0,
+                probes: Vec::new(),
+                cgroup_version: String::new(),
+            },
+            cgroups: HashMap::new(),
+            events: 0,
+            ended: false,
+        };
+        let mut fixed = [0u8; 16];
+        match reader.read_exact(&mut fixed)? {
+            Fill::Full => {}
+            Fill::Empty | Fill::Partial if fixed[..8] != MAGIC[..] => {
+                return Err(TraceError::NotATrace { path: reader.path });
+            }
+            Fill::Empty | Fill::Partial => return Err(reader.truncated()),
+        }
+        if fixed[..8] != MAGIC[..] {
+            return Err(TraceError::NotATrace { path: reader.path });
+        }
+        let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+        if version > VERSION {
+            return Err(TraceError::FutureVersion {
+                path: reader.path,
+                found: version,
+            });
+        }
+        if version == 0 {
+            return Err(reader.corrupt(8, "format version 0".into()));
+        }
+        let len = le_u32(&fixed[12..16]);
+        if len > MAX_PAYLOAD {
+            return Err(reader.corrupt(12, format!("header length {len} is implausible")));
+        }
+        let mut json = vec![0u8; len as usize + 4];
+        if reader.read_exact(&mut json)? != Fill::Full {
+            return Err(reader.truncated());
+        }
+        let stored = le_u32(&json[len as usize..]);
+        json.truncate(len as usize);
+        if crc(&fixed, &json) != stored {
+            return Err(reader.corrupt(16, "header checksum mismatch".into()));
+        }
+        reader.header = serde_json::from_slice(&json)
+            .map_err(|e| reader.corrupt(16, format!("header is not valid: {e}")))?;
+        if reader.header.page_size == 0 {
+            return Err(reader.corrupt(16, "header has page size 0".into()));
+        }
+        Ok(reader)
+    }
+
+    #[must_use]
+    pub fn header(&self) -> &TraceHeader {
+        &self.header
+    }
+
+    /// The next event or the end marker; `None` after the end marker.
+    ///
+    /// # Errors
+    ///
+    /// [`TraceError::Truncated`] when the file stops before its end marker (a recorder that was
+    /// killed): everything before was complete and has been returned. Other variants for
+    /// damaged content.
+    pub fn next_item(&mut self) -> Result<Option<TraceItem>, TraceError> {
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            let frame_offset = self.offset;
+            let mut head = [0u8; FRAME_HEADER_LEN];
+            if self.read_exact(&mut head)? != Fill::Full {
+                return Err(self.truncated_at(frame_offset));
+            }
+            let tag = head[0];
+            let len = le_u32(&head[4..8]);
+            if len > MAX_PAYLOAD {
+                return Err(self.corrupt(frame_offset, format!("frame length {len} is implausible")));
+            }
+            let mut payload = vec![0u8; len as usize];
+            if self.read_exact(&mut payload)? != Fill::Full {
+                return Err(self.truncated_at(frame_offset));
+            }
+            if crc(&head[..8], &payload) != le_u32(&head[8..12]) {
+                return Err(self.corrupt(frame_offset, "frame checksum mismatch".into()));
+            }
+            match tag {
+                TAG_CGROUP => self.cgroup(frame_offset, &payload)?,
+                TAG_EVENT => return self.event(frame_offset, &payload).map(Some),
+                TAG_END => return self.end(frame_offset, &payload).map(Some),
+                other => {
+                    return Err(self.corrupt(frame_offset, format!("unknown frame type {other}")));
+                }
+            }
+        }
+    }
+
+    fn cgroup(&mut self, at: u64, payload: &[u8]) -> Result<(), TraceError> {
+        if payload.len() < 16 {
+            return Err(self.corrupt(at, "short cgroup frame".into()));
+        }
+        let id = le_u32(&payload[..4]);
+        let path = std::str::from_utf8(&payload[16..])
+            .map_err(|_| self.corrupt(at, "cgroup path is not UTF-8".into()))?;
+        self.cgroups.insert(id, path.to_owned());
+        Ok(())
+    }
+
+    fn event(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
+        if payload.len() < 24 {
+            return Err(self.corrupt(at, "short event frame".into()));
+        }
+        let table_id = le_u32(&payload[..4]);
+        let cgroup = if table_id == NO_CGROUP {
+            None
+        } else {
+            Some(self.cgroups.get(&table_id).cloned().ok_or_else(|| {
+                self.corrupt(at, format!("event names cgroup #{table_id}, never defined"))
+            })?)
+        };
+        let known = |v: u64| (v != UNKNOWN).then_some(v);
+        let record = Record::decode(&payload[24..]).map_err(|e| {
+            self.corrupt(
+                at,
+                match e {
+                    DecodeError::Short { kind, need, got } => {
+                        format!("event of kind {kind} has {got} bytes, needs {need}")
+                    }
+                    DecodeError::UnknownKind(kind) => format!("unknown event kind {kind}"),
+                },
+            )
+        })?;
+        self.events += 1;
+        Ok(TraceItem::Event(Observed {
+            record,
+            context: Context {
+                cgroup,
+                memcg_limit_bytes: known(le_u64(&payload[8..16])),
+                memcg_usage_bytes: known(le_u64(&payload[16..24])),
+            },
+        }))
+    }
+
+    fn end(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
+        if payload.len() < 16 {
+            return Err(self.corrupt(at, "short end frame".into()));
+        }
+        let events = le_u64(&payload[..8]);
+        let kinds = le_u32(&payload[8..12]) as usize;
+        let lost: Vec<u64> = payload[16..].chunks_exact(8).map(le_u64).collect();
+        if lost.len() != kinds {
+            return Err(self.corrupt(at, "end frame's lost counters do not match".into()));
+        }
+        if events != self.events {
+            return Err(self.corrupt(
+                at,
+                format!("end marker counts {events} events, file holds {}", self.events),
+            ));
+        }
+        self.ended = true;
+        Ok(TraceItem::End { events, lost })
+    }
+
+    /// Reads exactly `buf.len()` bytes, or says how much was there.
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<Fill, TraceError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.input.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(TraceError::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        self.offset += filled as u64;
+        Ok(match filled {
+            0 if !buf.is_empty() => Fill::Empty,
+            n if n == buf.len() => Fill::Full,
+            _ => Fill::Partial,
+        })
+    }
+
+    fn truncated(&self) -> TraceError {
+        self.truncated_at(self.offset)
+    }
+
+    fn truncated_at(&self, offset: u64) -> TraceError {
+        TraceError::Truncated {
+            path: self.path.clone(),
+            offset,
+            events: self.events,
+        }
+    }
+
+    fn corrupt(&self, offset: u64, why: String) -> TraceError {
+        TraceError::Corrupt {
+            path: self.path.clone(),
+            offset,
+            why,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Fill {
+    Empty,
+    Partial,
+    Full,
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, os::unix::fs::PermissionsExt as _};
+
+    use memtrace_common::{EventHeader, EventKind, LostKind, OomKillRecord};
+
+    use super::*;
+    use crate::trace::TraceWriter;
+
+    fn header() -> TraceHeader {
+        TraceHeader {
+            memtrace_version: "0.1.0".into(),
+            host: "node-1".into(),
+            kernel_release: "6.18.0".into(),
+            boot_time_wall_ns: 1_795_000_000_000_000_000,
+            clock: "CLOCK_BOOTTIME".into(),
+            page_size: 4096,
+            started_wall_ns: 1_795_000_100_000_000_000,
+            probes: vec!["oom_kill=raw_tp/mark_victim".into()],
+            cgroup_version: "v1".into(),
+        }
+    }
+
+    fn observed(pid: u32, cgroup: Option<&str>) -> Observed {
+        Observed {
+            record: Record::OomKill(OomKillRecord {
+                header: EventHeader {
+                    kind: EventKind::OomKill as u32,
+                    cpu: 1,
+                    timestamp_ns: u64::from(pid) * 1000,
+                },
+                memcg_id: 99,
+                pid,
+                tgid: pid,
+                anon_rss_pages: 16_000,
+                flags: 7,
+                ..OomKillRecord::default()
+            }),
+            context: Context {
+                cgroup: cgroup.map(Into::into),
+                memcg_limit_bytes: Some(64 << 20),
+                memcg_usage_bytes: None,
+            },
+        }
+    }
+
+    fn write_sample(path: &Path) -> Vec<Observed> {
+        let events = vec![
+            observed(1, Some("/a")),
+            observed(2, None),
+            observed(3, Some("/a")),
+            observed(4, Some("/b/c")),
+        ];
+        let mut w = TraceWriter::create(path, &header()).expect("create");
+        for e in &events {
+            w.append(e).expect("append");
+        }
+        w.finish(&[(LostKind::OomKill, 5)]).expect("finish");
+        events
+    }
+
+    fn read_all(path: &Path) -> Result<(Vec<Observed>, Option<TraceItem>), TraceError> {
+        let mut r = TraceReader::open(path)?;
+        let mut events = Vec::new();
+        let mut end = None;
+        while let Some(item) = r.next_item()? {
+            match item {
+                TraceItem::Event(e) => events.push(e),
+                end_item @ TraceItem::End { .. } => end = Some(end_item),
+            }
+        }
+        Ok((events, end))
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.mtrace");
+        let written = write_sample(&path);
+        assert_eq!(
+            fs::metadata(&path).expect("stat").permissions().mode() & 0o777,
+            0o600
+        );
+        let r = TraceReader::open(&path).expect("open");
+        assert_eq!(r.header(), &header());
+        let (events, end) = read_all(&path).expect("read");
+        assert_eq!(events, written);
+        assert_eq!(
+            end,
+            Some(TraceItem::End {
+                events: 4,
+                lost: vec![5]
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_empty_and_future_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x");
+        for garbage in [&b""[..], b"hello", b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00"]
+        {
+            fs::write(&path, garbage).expect("write");
+            let err = TraceReader::open(&path).err().expect("must fail");
+            assert!(matches!(err, TraceError::NotATrace { .. }), "{err}");
+        }
+        write_sample(&path);
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+        fs::write(&path, &bytes).expect("write");
+        let err = TraceReader::open(&path).err().expect("must fail");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is a version 2 trace; this memtrace reads version 1: use a newer memtrace",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_reported_never_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let full = dir.path().join("full");
+        write_sample(&full);
+        let bytes = fs::read(&full).expect("read");
+        let cut = dir.path().join("cut");
+        for len in 8..bytes.len() {
+            fs::write(&cut, &bytes[..len]).expect("write");
+            let err = read_all(&cut).err().expect("a cut file must not read cleanly");
+            assert!(
+                matches!(err, TraceError::Truncated { .. }),
+                "cut at {len}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_an_error_never_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let full = dir.path().join("full");
+        write_sample(&full);
+        let bytes = fs::read(&full).expect("read");
+        let bad = dir.path().join("bad");
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x41;
+            fs::write(&bad, &flipped).expect("write");
+            assert!(read_all(&bad).is_err(), "flip at byte {i} went unnoticed");
+        }
+    }
+}

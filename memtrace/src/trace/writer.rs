@@ -1,0 +1,156 @@
+//! Appending to a trace file.
+
+use std::{
+    collections::HashMap,
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write},
+    os::unix::fs::OpenOptionsExt as _,
+    path::Path,
+};
+
+use memtrace_common::{LostKind, event::{Record, as_bytes}};
+
+use super::format::{
+    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CGROUP, TAG_END, TAG_EVENT, TraceHeader,
+    UNKNOWN, VERSION, crc,
+};
+use crate::{
+    event::{Event, Observed},
+    sinks::Sink,
+};
+
+pub struct TraceWriter {
+    out: BufWriter<File>,
+    cgroups: HashMap<String, u32>,
+    events: u64,
+}
+
+impl TraceWriter {
+    /// Creates `path` (mode 0600: traces name every cgroup and process on the node) and writes
+    /// the header.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be created or written.
+    pub fn create(path: &Path, header: &TraceHeader) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        let mut out = BufWriter::new(file);
+        let json = serde_json::to_vec(header)?;
+        let len = u32::try_from(json.len())
+            .ok()
+            .filter(|&l| l <= MAX_PAYLOAD)
+            .ok_or_else(|| io::Error::other("trace header too large"))?;
+        let mut fixed = [0u8; 16];
+        fixed[..8].copy_from_slice(MAGIC);
+        fixed[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        fixed[12..16].copy_from_slice(&len.to_le_bytes());
+        out.write_all(&fixed)?;
+        out.write_all(&json)?;
+        out.write_all(&crc(&fixed, &json).to_le_bytes())?;
+        out.flush()?;
+        Ok(Self {
+            out,
+            cgroups: HashMap::new(),
+            events: 0,
+        })
+    }
+
+    /// Appends one event, preceded by its cgroup's table frame the first time it is named.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn append(&mut self, observed: &Observed) -> io::Result<()> {
+        let table_id = match &observed.context.cgroup {
+            None => NO_CGROUP,
+            Some(path) => match self.cgroups.get(path) {
+                Some(&id) => id,
+                None => self.add_cgroup(path, memcg_id(&observed.record))?,
+            },
+        };
+        let record = match &observed.record {
+            Record::OomKill(r) => as_bytes(r),
+        };
+        let mut payload = Vec::with_capacity(24 + record.len());
+        payload.extend_from_slice(&table_id.to_le_bytes());
+        payload.extend_from_slice(&0u32.to_le_bytes());
+        for value in [
+            observed.context.memcg_limit_bytes,
+            observed.context.memcg_usage_bytes,
+        ] {
+            payload.extend_from_slice(&value.unwrap_or(UNKNOWN).to_le_bytes());
+        }
+        payload.extend_from_slice(record);
+        self.frame(TAG_EVENT, &payload)?;
+        self.events += 1;
+        Ok(())
+    }
+
+    fn add_cgroup(&mut self, path: &str, memcg_id: u64) -> io::Result<u32> {
+        let id = u32::try_from(self.cgroups.len())
+            .map_err(|_| io::Error::other("too many cgroups for one trace"))?;
+        let mut payload = Vec::with_capacity(16 + path.len());
+        payload.extend_from_slice(&id.to_le_bytes());
+        payload.extend_from_slice(&0u32.to_le_bytes());
+        payload.extend_from_slice(&memcg_id.to_le_bytes());
+        payload.extend_from_slice(path.as_bytes());
+        self.frame(TAG_CGROUP, &payload)?;
+        self.cgroups.insert(path.to_owned(), id);
+        Ok(id)
+    }
+
+    fn frame(&mut self, tag: u8, payload: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|&l| l <= MAX_PAYLOAD)
+            .ok_or_else(|| io::Error::other("trace frame too large"))?;
+        let mut head = [0u8; FRAME_HEADER_LEN];
+        head[0] = tag;
+        head[4..8].copy_from_slice(&len.to_le_bytes());
+        let sum = crc(&head[..8], payload);
+        head[8..12].copy_from_slice(&sum.to_le_bytes());
+        self.out.write_all(&head)?;
+        self.out.write_all(payload)
+    }
+
+    /// Writes the end marker with the totals and flushes to disk.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn finish(mut self, lost: &[(LostKind, u64)]) -> io::Result<u64> {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&self.events.to_le_bytes());
+        let kinds = u32::try_from(lost.len()).map_err(io::Error::other)?;
+        payload.extend_from_slice(&kinds.to_le_bytes());
+        payload.extend_from_slice(&0u32.to_le_bytes());
+        for (_, count) in lost {
+            payload.extend_from_slice(&count.to_le_bytes());
+        }
+        self.frame(TAG_END, &payload)?;
+        self.out.flush()?;
+        self.out.get_ref().sync_all()?;
+        Ok(self.events)
+    }
+}
+
+fn memcg_id(record: &Record) -> u64 {
+    match record {
+        Record::OomKill(r) => r.memcg_id,
+    }
+}
+
+impl Sink for TraceWriter {
+    fn write(&mut self, observed: &Observed, _event: &Event) -> io::Result<()> {
+        self.append(observed)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

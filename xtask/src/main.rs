@@ -1,0 +1,70 @@
+//! memtrace's developer tasks, run as `cargo xtask <COMMAND>`.
+
+mod bpf_linker;
+mod build;
+mod process;
+mod run;
+mod setup;
+mod test;
+mod toolchain;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::workspace::Workspace;
+
+const EXAMPLES: &str = "\
+Examples:
+  cargo xtask setup                     install the pinned toolchains and bpf-linker
+  cargo xtask build --release           build memtrace and the test binaries, optimised
+  cargo xtask run -- --help             build memtrace (release) and show `memtrace run --help`
+  cargo xtask run --debug -- ARGS       run the debug build of memtrace as `memtrace run ARGS`
+  cargo xtask test                      rustfmt, clippy, build, then the whole test suite
+  cargo xtask test -- -- --nocapture    run the test suite with the tests' output shown";
+
+/// Developer tasks for memtrace: install the toolchains, build, run and test.
+///
+/// Every command first makes sure the pinned Rust toolchains and bpf-linker are installed
+/// (what `setup` does), so a fresh clone needs nothing but rustup.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install both pinned toolchains with their components, and bpf-linker (fast when present)
+    Setup,
+    /// Set up, then build memtrace and the integration-test binaries
+    Build(build::Options),
+    /// Set up, build memtrace, then run `memtrace run ARGS...` in place of this process
+    Run(run::Options),
+    /// Set up, then check formatting, run clippy, build, and run the whole test suite
+    Test(test::Options),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line naming the failed step and why; a backtrace would bury it.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    let workspace = Workspace::locate()?;
+    match command {
+        Command::Setup => setup::run(&workspace),
+        Command::Build(options) => build::run(&workspace, &options),
+        Command::Run(options) => run::run(&workspace, &options).map(|never| match never {}),
+        Command::Test(options) => test::run(&workspace, &options),
+    }
+}

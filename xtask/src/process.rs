@@ -1,0 +1,105 @@
+//! Running external commands: each is echoed before it runs, and a failure becomes an error that
+//! names the command and its exit status.
+
+use std::{
+    borrow::Cow,
+    ffi::OsStr,
+    fmt,
+    io::ErrorKind,
+    process::{Command, Output},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Displays a command the way one would type it in a shell. Variables set on the command are
+/// shown as assignments, except `PATH`, which would drown the rest.
+pub struct Shown<'a>(pub &'a Command);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, value) in self.0.get_envs() {
+            if let Some(value) = value
+                && name != "PATH"
+            {
+                write!(f, "{}={} ", name.to_string_lossy(), quote(value))?;
+            }
+        }
+        write!(f, "{}", quote(self.0.get_program()))?;
+        for arg in self.0.get_args() {
+            write!(f, " {}", quote(arg))?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes `word` for a POSIX shell when it holds anything a shell would interpret.
+fn quote(word: &OsStr) -> Cow<'_, str> {
+    let word = word.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word
+    } else {
+        Cow::Owned(format!("'{}'", word.replace('\'', r"'\''")))
+    }
+}
+
+/// Prints `cmd`, runs it with the terminal attached, and fails unless it exits successfully.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    println!("$ {}", Shown(cmd));
+    let status = cmd.status().map_err(|error| spawn_error(cmd, error))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", Shown(cmd));
+    }
+    Ok(())
+}
+
+/// Runs `cmd` silently and returns its standard output; on failure the error carries what the
+/// command wrote to standard error.
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().map_err(|error| spawn_error(cmd, error))?;
+    if !status.success() {
+        bail!(
+            "`{}` failed with {status}: {}",
+            Shown(cmd),
+            String::from_utf8_lossy(&stderr).trim()
+        );
+    }
+    String::from_utf8(stdout).with_context(|| format!("`{}` printed non-UTF-8 output", Shown(cmd)))
+}
+
+/// The error for a command that could not even start, saying so plainly when the program is
+/// not installed.
+pub fn spawn_error(cmd: &Command, error: std::io::Error) -> anyhow::Error {
+    if error.kind() == ErrorKind::NotFound {
+        anyhow::anyhow!(
+            "could not run `{}`: `{}` was not found",
+            Shown(cmd),
+            cmd.get_program().to_string_lossy()
+        )
+    } else {
+        anyhow::Error::new(error).context(format!("could not run `{}`", Shown(cmd)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::Shown;
+
+    #[test]
+    fn shows_a_command_as_typed_in_a_shell() {
+        let mut cmd = Command::new("cargo");
+        cmd.args(["+1.99.1", "test", "--", "it's here", ""])
+            .env("MEMTRACE_BIN", "/repo/target/debug/memtrace")
+            .env("PATH", "/elsewhere");
+        assert_eq!(
+            Shown(&cmd).to_string(),
+            r"MEMTRACE_BIN=/repo/target/debug/memtrace cargo +1.99.1 test -- 'it'\''s here' ''"
+        );
+    }
+}
