@@ -57,7 +57,7 @@ pub struct OomKillRecord {
     pub shmem_rss_pages: u64,
     /// `OOM_FLAG_*` bits saying which fields are valid.
     pub flags: u32,
-    pub _pad: u32,
+    pub pad: u32,
     pub comm: [u8; 16],
 }
 
@@ -166,7 +166,7 @@ mod tests {
             file_rss_pages: 2,
             shmem_rss_pages: 3,
             flags: OOM_FLAG_MEMCG | OOM_FLAG_RSS,
-            _pad: 0,
+            pad: 0,
             comm: [0; 16],
         };
         rec.comm[..6].copy_from_slice(b"memhog");

@@ -39,7 +39,7 @@ pub struct KernelOffsets {
     pub mm_shmem_rss: u32,
     /// [`MARK_VICTIM_ARG_TASK`] or [`MARK_VICTIM_ARG_PID`].
     pub mark_victim_arg: u32,
-    pub _pad: u32,
+    pub pad: u32,
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == 56);
@@ -59,7 +59,7 @@ impl KernelOffsets {
         mm_anon_rss: 0,
         mm_shmem_rss: 0,
         mark_victim_arg: MARK_VICTIM_ARG_TASK,
-        _pad: 0,
+        pad: 0,
     };
 }
 

@@ -1,8 +1,8 @@
 //! The events users see, built from kernel records plus what userspace knew at the time.
 
 use memtrace_common::{
-    event::{OOM_FLAG_MEMCG, OOM_FLAG_RSS, OOM_FLAG_TASK, Record},
     OomKillRecord,
+    event::{OOM_FLAG_MEMCG, OOM_FLAG_RSS, OOM_FLAG_TASK, Record},
 };
 use serde::Serialize;
 
@@ -128,7 +128,7 @@ mod tests {
                 file_rss_pages: 0,
                 shmem_rss_pages: 0,
                 flags: OOM_FLAG_MEMCG | OOM_FLAG_RSS | OOM_FLAG_TASK,
-                _pad: 0,
+                pad: 0,
                 comm,
             }),
             context: Context {

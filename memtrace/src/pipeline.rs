@@ -125,3 +125,28 @@ fn drain(ring: &mut RingBuf<MapData>, undecodable: &mut u64) -> Vec<Record> {
     }
     batch
 }
+
+/// Flushes the programs' log messages to `log` whenever there are some; runs until aborted.
+pub async fn forward_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its map fd; flushing neither closes nor replaces it, and the
+    // AsyncFd owns the logger until this task ends.
+    let mut logger = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::warn!("eBPF log messages will not be shown: {e}");
+            return;
+        }
+    };
+    loop {
+        match logger.readable_mut().await {
+            Ok(mut guard) => {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            Err(e) => {
+                log::warn!("eBPF log messages will not be shown: {e}");
+                return;
+            }
+        }
+    }
+}

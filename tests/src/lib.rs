@@ -1,0 +1,342 @@
+//! Helpers for integration tests that run the real memtrace binary on the real kernel: memory
+//! cgroups that clean up after themselves, a memtrace process that is stopped like a user stops
+//! it, and the kernel's own counters to compare with.
+//!
+//! Nothing here skips: a scenario that cannot be set up panics with the reason.
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers panic, with the reason, when a scenario cannot run"
+)]
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _},
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use memtrace::attribution::{CgroupVersion, MemoryHierarchy};
+
+/// The memtrace binary under test: `MEMTRACE_BIN` (set by `cargo xtask test`), else the debug
+/// build next to this test binary.
+#[must_use]
+pub fn memtrace_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MEMTRACE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/oom_kill-HASH → target/debug/memtrace
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("memtrace"))
+        .expect("test binary has no target dir");
+    assert!(
+        candidate.is_file(),
+        "memtrace binary not found at {}: run the tests with `cargo xtask test`, or set MEMTRACE_BIN",
+        candidate.display()
+    );
+    candidate
+}
+
+/// A memory cgroup created for one test, with a limit; removed on drop (its processes killed
+/// first), also when the test fails.
+pub struct TestCgroup {
+    hierarchy: MemoryHierarchy,
+    /// Path relative to the hierarchy root, as memtrace prints it (`/memtrace-test-…`).
+    pub path: String,
+    pub dir: PathBuf,
+}
+
+impl TestCgroup {
+    /// # Panics
+    ///
+    /// When there is no memory controller or the cgroup cannot be created: the test cannot run.
+    #[must_use]
+    pub fn new(name: &str, limit_bytes: u64) -> Self {
+        let hierarchy = MemoryHierarchy::discover().expect("a memory cgroup hierarchy");
+        let path = format!("/memtrace-test-{name}-{}", std::process::id());
+        let dir = hierarchy.dir(&path);
+        if dir.exists() {
+            // Left over by a crashed earlier run with the same pid.
+            let _ = fs::remove_dir(&dir);
+        }
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let cgroup = Self {
+            hierarchy,
+            path,
+            dir,
+        };
+        let limit_file = match cgroup.hierarchy.version {
+            CgroupVersion::V1 => "memory.limit_in_bytes",
+            CgroupVersion::V2 => "memory.max",
+        };
+        cgroup.write(limit_file, &limit_bytes.to_string());
+        if cgroup.hierarchy.version == CgroupVersion::V2 {
+            // No swap for the workload: the limit must end in an OOM kill, not in swapping.
+            cgroup.write("memory.swap.max", "0");
+        }
+        cgroup
+    }
+
+    fn write(&self, file: &str, value: &str) {
+        let path = self.dir.join(file);
+        fs::write(&path, value)
+            .unwrap_or_else(|e| panic!("write {value} to {}: {e}", path.display()));
+    }
+
+    #[must_use]
+    pub fn procs_file(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    /// The kernel's own OOM-kill count for this memcg (v1 `memory.oom_control`, v2
+    /// `memory.events`).
+    #[must_use]
+    pub fn kernel_oom_kills(&self) -> u64 {
+        let file = match self.hierarchy.version {
+            CgroupVersion::V1 => "memory.oom_control",
+            CgroupVersion::V2 => "memory.events",
+        };
+        let text = fs::read_to_string(self.dir.join(file)).expect("read oom counters");
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no oom_kill line in {file}: {text}"))
+    }
+
+    /// Runs memhog (pass `env!("CARGO_BIN_EXE_memhog")`: cargo gives it to test targets only)
+    /// inside this cgroup until it exits; returns its pid and exit status.
+    #[must_use]
+    pub fn run_memhog(&self, memhog: &str, cap_mib: u64) -> (u32, ExitStatus) {
+        let mut child = Command::new(memhog)
+            .arg(self.procs_file())
+            .arg(cap_mib.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn memhog");
+        let pid = child.id();
+        let status = wait_timeout(&mut child, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("memhog (pid {pid}) still running after 60 s"));
+        (pid, status)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let procs = fs::read_to_string(self.procs_file()).unwrap_or_default();
+            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "warning: could not remove test cgroup {}",
+            self.dir.display()
+        );
+    }
+}
+
+/// Asserts that a process was killed by SIGKILL (what the OOM killer sends).
+///
+/// # Panics
+///
+/// When it was not.
+pub fn assert_oom_killed(pid: u32, status: ExitStatus) {
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "memhog (pid {pid}) was not OOM-killed: {status}"
+    );
+}
+
+/// A running memtrace, started like a user starts it and stopped with Ctrl-C (SIGINT).
+pub struct Memtrace {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+/// What a stopped memtrace printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Memtrace {
+    /// Starts `memtrace ARGS` and waits for its "attached" line.
+    ///
+    /// # Panics
+    ///
+    /// When it exits or does not attach within 30 s.
+    #[must_use]
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(memtrace_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn memtrace");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut me = Self {
+            child,
+            stderr: rx,
+            stderr_seen: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match me.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let attached = line.starts_with("memtrace: attached");
+                    me.stderr_seen.push(line);
+                    if attached {
+                        return me;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = me.child.wait().expect("wait");
+                    panic!(
+                        "memtrace {args:?} exited ({status}) before attaching:\n{}",
+                        me.stderr_seen.join("\n")
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "memtrace {args:?} did not attach within 30 s:\n{}",
+                me.stderr_seen.join("\n")
+            );
+        }
+    }
+
+    /// Sends SIGINT (Ctrl-C) and collects the output.
+    ///
+    /// # Panics
+    ///
+    /// When it does not exit within 10 s.
+    #[must_use]
+    pub fn stop(mut self) -> Finished {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut stdout)
+            .expect("read stdout");
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10))
+            .expect("memtrace did not exit within 10 s of SIGINT");
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
+            self.stderr_seen.push(line);
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr_seen.join("\n"),
+        }
+    }
+}
+
+impl Drop for Memtrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parses JSON Lines output.
+///
+/// # Panics
+///
+/// On a line that is not a JSON object with a `"type"`.
+#[must_use]
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            assert!(v["type"].is_string(), "no \"type\": {l}");
+            v
+        })
+        .collect()
+}
+
+/// The `oom_kill` events memtrace reported for one cgroup (other tests may OOM their own
+/// cgroups at the same time).
+#[must_use]
+pub fn oom_kills_in<'a>(
+    events: &'a [serde_json::Value],
+    cgroup: &str,
+) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "oom_kill" && e["cgroup"] == cgroup)
+        .collect()
+}
+
+/// The kernel log's `oom-kill:` line for a victim pid, e.g.
+/// `oom-kill:constraint=CONSTRAINT_MEMCG,…,oom_memcg=/x,task_memcg=/x,task=memhog,pid=42,uid=0`.
+///
+/// # Panics
+///
+/// When the kernel log cannot be read.
+#[must_use]
+pub fn kernel_oom_line(pid: u32) -> Option<String> {
+    let out = Command::new("dmesg").output().expect("run dmesg");
+    assert!(out.status.success(), "dmesg failed: {out:?}");
+    let needle = format!(",pid={pid},");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("oom-kill:") && l.contains(&needle))
+        .map(str::to_owned)
+}
+
+/// A field of an `oom-kill:` line (`task_memcg`, `task`, …).
+#[must_use]
+pub fn oom_line_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    let start = line.find("oom-kill:")? + "oom-kill:".len();
+    line[start..].split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == field).then_some(v)
+    })
+}

@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::{
     process, setup,
-    workspace::{MEMTRACE, TESTS, Workspace},
+    workspace::{EBPF, MEMTRACE, TESTS, Workspace},
 };
 
 #[derive(Args)]
@@ -26,7 +26,8 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         cmd.args(args);
         cmd
     };
-    let mut test = cargo(&["test", "--workspace"]);
+    // The eBPF crate only builds for the BPF target (through memtrace's build.rs).
+    let mut test = cargo(&["test", "--workspace", "--exclude", EBPF]);
     // In CI, one failing test should not hide the others.
     if env::var_os("CI").is_some_and(|ci| ci == "true") {
         test.arg("--no-fail-fast");
@@ -36,19 +37,34 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         workspace.target_dir().join("debug").join(MEMTRACE),
     );
 
-    let steps: [(&str, Command); 4] = [
+    let mut ebpf_clippy = workspace.ebpf_cargo();
+    ebpf_clippy.args([
+        "clippy",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+
+    let steps: [(&str, Command); 5] = [
         ("format", cargo(&["fmt", "--all", "--", "--check"])),
         (
             "clippy",
             cargo(&[
                 "clippy",
                 "--workspace",
+                "--exclude",
+                EBPF,
                 "--all-targets",
                 "--",
                 "-D",
                 "warnings",
             ]),
         ),
+        ("clippy (eBPF)", ebpf_clippy),
         (
             "build",
             cargo(&["build", "-p", MEMTRACE, "-p", TESTS, "--bins"]),

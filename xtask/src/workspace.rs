@@ -15,6 +15,8 @@ use crate::{bpf_linker, toolchain::Toolchain};
 pub const MEMTRACE: &str = "memtrace";
 /// The integration-test package; its binaries are driven by `cargo test`.
 pub const TESTS: &str = "memtrace-tests";
+/// The eBPF package: built for the BPF target by memtrace's build.rs, never for the host.
+pub const EBPF: &str = "memtrace-ebpf";
 
 /// The repository this xtask belongs to, with its pinned toolchains.
 pub struct Workspace {
@@ -86,6 +88,17 @@ impl Workspace {
         if let Some(dir) = &self.target_dir_override {
             cmd.env("CARGO_TARGET_DIR", dir);
         }
+        cmd
+    }
+
+    /// `cargo` on the eBPF nightly in the eBPF crate's directory, for checks that build it for
+    /// the BPF target directly (clippy); its own target directory keeps it apart from aya-build's.
+    pub fn ebpf_cargo(&self) -> Command {
+        let mut cmd = Command::new("cargo");
+        cmd.arg(format!("+{}", self.ebpf.channel))
+            .current_dir(self.root.join(EBPF))
+            .env("PATH", &self.path)
+            .env("CARGO_TARGET_DIR", self.target_dir().join("ebpf-check"));
         cmd
     }
 }

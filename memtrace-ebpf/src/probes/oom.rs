@@ -21,6 +21,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
+use aya_log_ebpf::warn;
 use memtrace_common::{
     EventHeader, EventKind, LostKind, OomKillRecord,
     event::{OOM_FLAG_MEMCG, OOM_FLAG_RSS, OOM_FLAG_TASK},
@@ -33,18 +34,20 @@ use crate::{
 };
 
 #[raw_tracepoint(tracepoint = "mark_victim")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the program macro hands the context by value"
+)]
 pub fn oom_mark_victim(ctx: RawTracePointContext) -> i32 {
-    match try_oom_mark_victim(&ctx) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    oom_mark_victim_inner(&ctx);
+    0
 }
 
-fn try_oom_mark_victim(ctx: &RawTracePointContext) -> Result<(), i64> {
+fn oom_mark_victim_inner(ctx: &RawTracePointContext) {
     let offsets = OFFSETS.load();
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
         count_lost(LostKind::OomKill);
-        return Ok(());
+        return;
     };
     let mut rec = OomKillRecord {
         header: EventHeader {
@@ -61,21 +64,27 @@ fn try_oom_mark_victim(ctx: &RawTracePointContext) -> Result<(), i64> {
     let arg0: u64 = unsafe { *ctx.as_ptr().cast::<u64>() };
     if offsets.mark_victim_arg == MARK_VICTIM_ARG_TASK {
         let task = arg0 as *const u8;
-        fill_from_task(&mut rec, task, &offsets);
+        fill_from_task(ctx, &mut rec, task, &offsets);
     } else {
-        // `int pid`: the raw tracepoint passes it widened to u64.
-        rec.pid = arg0 as u32;
-        rec.tgid = arg0 as u32;
+        // `int pid`: the raw tracepoint passes it widened to u64; the low 32 bits are the pid.
+        #[expect(clippy::cast_possible_truncation, reason = "an int widened to u64")]
+        let pid = arg0 as u32;
+        rec.pid = pid;
+        rec.tgid = pid;
     }
     entry.write(rec);
     entry.submit(0);
-    Ok(())
 }
 
 /// Fills what the victim task gives; a field that cannot be read leaves its flag clear, so a
 /// partly readable task still produces an event (an OOM kill is never dropped for a detail).
 #[inline(always)]
-fn fill_from_task(rec: &mut OomKillRecord, task: *const u8, offsets: &memtrace_common::KernelOffsets) {
+fn fill_from_task(
+    ctx: &RawTracePointContext,
+    rec: &mut OomKillRecord,
+    task: *const u8,
+    offsets: &memtrace_common::KernelOffsets,
+) {
     // SAFETY: `task` is the tracepoint's `struct task_struct *`; every read goes through
     // `bpf_probe_read_kernel`.
     unsafe {
@@ -89,9 +98,17 @@ fn fill_from_task(rec: &mut OomKillRecord, task: *const u8, offsets: &memtrace_c
             rec.comm = comm;
             rec.flags |= OOM_FLAG_TASK;
         }
-        if let Ok(id) = task_memcg_id(task, offsets) {
-            rec.memcg_id = id;
-            rec.flags |= OOM_FLAG_MEMCG;
+        match task_memcg_id(task, offsets) {
+            Ok(id) => {
+                rec.memcg_id = id;
+                rec.flags |= OOM_FLAG_MEMCG;
+            }
+            // Rare (a task torn down under us) and worth knowing: userspace falls back to
+            // /proc/PID/cgroup, which may already be gone.
+            Err(err) => warn!(
+                ctx,
+                "mark_victim: cannot read pid {}'s memcg: error {}", rec.pid, err
+            ),
         }
         if let Ok(mm) = read_at::<*const u8>(task, offsets.task_mm)
             && !mm.is_null()
@@ -103,9 +120,9 @@ fn fill_from_task(rec: &mut OomKillRecord, task: *const u8, offsets: &memtrace_c
         {
             // Per-CPU batched counters can be transiently negative; the kernel clamps the same
             // way (`percpu_counter_read_positive`).
-            rec.anon_rss_pages = anon.max(0) as u64;
-            rec.file_rss_pages = file.max(0) as u64;
-            rec.shmem_rss_pages = shmem.max(0) as u64;
+            rec.anon_rss_pages = anon.max(0).cast_unsigned();
+            rec.file_rss_pages = file.max(0).cast_unsigned();
+            rec.shmem_rss_pages = shmem.max(0).cast_unsigned();
             rec.flags |= OOM_FLAG_RSS;
         }
     }

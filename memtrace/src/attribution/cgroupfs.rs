@@ -2,8 +2,7 @@
 
 use std::{
     collections::HashMap,
-    fs,
-    io,
+    fs, io,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -132,7 +131,9 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut rest = s;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
         if let Some(code) = code {
             out.push(char::from(code));
             rest = &rest[i + 4..];
@@ -249,13 +250,19 @@ mod tests {
         let h = MemoryHierarchy::from_mountinfo(info, |_| "cpuset cpu io memory pids".into())
             .expect("found");
         assert_eq!(h.version, CgroupVersion::V2);
-        assert_eq!(MemoryHierarchy::from_mountinfo(info, |_| "cpu io".into()), None);
-        assert_eq!(MemoryHierarchy::from_mountinfo("garbage\n\n - \n", |_| String::new()), None);
+        assert_eq!(
+            MemoryHierarchy::from_mountinfo(info, |_| "cpu io".into()),
+            None
+        );
+        assert_eq!(
+            MemoryHierarchy::from_mountinfo("garbage\n\n - \n", |_| String::new()),
+            None
+        );
     }
 
     #[test]
     fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo(r"/a\040b\\c"), r"/a b\c");
+        assert_eq!(unescape_mountinfo(r"/a\040b\134c"), r"/a b\c");
         assert_eq!(unescape_mountinfo(r"/trailing\"), r"/trailing\");
     }
 
@@ -270,7 +277,10 @@ mod tests {
             version: CgroupVersion::V2,
         });
         assert_eq!(resolver.path(ino("")), Some("/"));
-        assert_eq!(resolver.path(ino("kubepods/pod1/ctr")), Some("/kubepods/pod1/ctr"));
+        assert_eq!(
+            resolver.path(ino("kubepods/pod1/ctr")),
+            Some("/kubepods/pod1/ctr")
+        );
         assert_eq!(resolver.path(ino("system.slice")), Some("/system.slice"));
 
         // Created after the first scan: found by the rescan a miss triggers.
@@ -300,8 +310,11 @@ mod tests {
             version: CgroupVersion::V1,
             ..h
         };
-        fs::write(root.path().join("memory.limit_in_bytes"), "9223372036854771712\n")
-            .expect("write");
+        fs::write(
+            root.path().join("memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .expect("write");
         assert_eq!(v1.limit_bytes("/"), None, "v1 'unlimited' is not a limit");
     }
 
@@ -312,7 +325,10 @@ mod tests {
             memcg_path_from_proc(v1, CgroupVersion::V1).as_deref(),
             Some("/kubepods/pod1")
         );
-        assert_eq!(memcg_path_from_proc(v1, CgroupVersion::V2).as_deref(), Some("/"));
+        assert_eq!(
+            memcg_path_from_proc(v1, CgroupVersion::V2).as_deref(),
+            Some("/")
+        );
         assert_eq!(memcg_path_from_proc("junk", CgroupVersion::V1), None);
     }
 }

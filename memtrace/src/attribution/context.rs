@@ -23,9 +23,7 @@ impl LiveContext {
                 self.resolver.path(r.memcg_id).map(str::to_owned)
             }
             // The kernel gave only a pid (older `mark_victim`): the victim is still exiting.
-            Record::OomKill(r) => {
-                memcg_path_of_pid(r.pid, self.resolver.hierarchy().version)
-            }
+            Record::OomKill(r) => memcg_path_of_pid(r.pid, self.resolver.hierarchy().version),
         };
         let hierarchy = self.resolver.hierarchy();
         let context = Context {

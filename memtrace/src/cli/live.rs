@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::LostKind;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     attribution::{LiveContext, MemcgResolver, MemoryHierarchy},
@@ -27,10 +28,13 @@ pub struct Session {
     runtime: tokio::runtime::Runtime,
     probes: Probes,
     ring: RingBuf<MapData>,
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
     context: LiveContext,
     hierarchy: MemoryHierarchy,
     clock: HostClock,
     duration: Option<Duration>,
+    interrupt: Signal,
+    terminate: Signal,
 }
 
 /// What a session saw, printed on stderr when it ends.
@@ -46,10 +50,21 @@ impl Session {
     /// (tests and people wait for that line before they trigger anything).
     pub fn start(args: &LiveArgs, started: Instant) -> anyhow::Result<Self> {
         let hierarchy = MemoryHierarchy::discover()?;
+        let runtime = super::runtime()?;
+        // Listen for Ctrl-C and SIGTERM before saying "attached": whoever waits for that line
+        // may signal at once, and must get a clean detach, not the default kill.
+        let (interrupt, terminate) = {
+            let _in_runtime = runtime.enter();
+            (
+                signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
+                signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            )
+        };
         let mut probes = Probes::attach()?;
-        let ring = probes
-            .take_ring()
-            .context("ring buffer already taken")?;
+        let ring = probes.take_ring().context("ring buffer already taken")?;
+        let logger = probes
+            .take_logger()
+            .context("log forwarder already taken")?;
         let attached: Vec<String> = probes.attached.iter().map(ToString::to_string).collect();
         eprintln!(
             "memtrace: attached {} in {} ms (memory cgroup {:?} at {}); Ctrl-C to stop",
@@ -60,9 +75,10 @@ impl Session {
         );
         let context = LiveContext::new(MemcgResolver::new(hierarchy.clone()));
         Ok(Self {
-            runtime: super::runtime()?,
+            runtime,
             probes,
             ring,
+            logger,
             context,
             hierarchy,
             clock: HostClock {
@@ -70,6 +86,8 @@ impl Session {
                 page_size: page_size(),
             },
             duration: args.duration,
+            interrupt,
+            terminate,
         })
     }
 
@@ -94,14 +112,29 @@ impl Session {
             runtime,
             probes,
             ring,
+            logger,
             context,
             clock,
             duration,
+            interrupt,
+            terminate,
             ..
         } = self;
         let begun = Instant::now();
         let stats = runtime
-            .block_on(pipeline::run(ring, context, clock, sink, stop_signal(duration)))
+            .block_on(async {
+                let forwarder = tokio::spawn(pipeline::forward_logs(logger));
+                let stats = pipeline::run(
+                    ring,
+                    context,
+                    clock,
+                    sink,
+                    stop(interrupt, terminate, duration),
+                )
+                .await;
+                forwarder.abort();
+                stats
+            })
             .context("streaming events")?;
         let lost = probes.lost().context("reading lost-event counters")?;
         drop(probes);
@@ -140,23 +173,8 @@ impl Summary {
     }
 }
 
-async fn stop_signal(duration: Option<Duration>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::warn!("cannot listen for SIGTERM: {e}");
-            None
-        }
-    };
-    let term = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
+/// Completes on Ctrl-C, SIGTERM or when `duration` has passed.
+async fn stop(mut interrupt: Signal, mut terminate: Signal, duration: Option<Duration>) {
     let timeout = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -164,13 +182,8 @@ async fn stop_signal(duration: Option<Duration>) {
         }
     };
     tokio::select! {
-        r = tokio::signal::ctrl_c() => {
-            if let Err(e) = r {
-                log::warn!("cannot listen for Ctrl-C: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-        () = term => {}
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
         () = timeout => {}
     }
 }

@@ -85,8 +85,15 @@ mod tests {
 
     #[test]
     fn parses_run_options() {
-        let cli = Cli::try_parse_from(["memtrace", "run", "--format", "json", "--duration", "1m 30s"])
-            .expect("parses");
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "run",
+            "--format",
+            "json",
+            "--duration",
+            "1m 30s",
+        ])
+        .expect("parses");
         let Command::Run(args) = cli.command else {
             panic!("not run: {cli:?}")
         };
@@ -111,8 +118,12 @@ mod tests {
     #[test]
     fn record_and_replay_take_files() {
         let cli = Cli::try_parse_from(["memtrace", "record", "-o", "/tmp/x.mtrace"]).expect("ok");
-        assert!(matches!(cli.command, Command::Record(a) if a.output.to_str() == Some("/tmp/x.mtrace")));
+        assert!(
+            matches!(cli.command, Command::Record(a) if a.output.to_str() == Some("/tmp/x.mtrace"))
+        );
         let cli = Cli::try_parse_from(["memtrace", "replay", "f", "--format", "json"]).expect("ok");
-        assert!(matches!(cli.command, Command::Replay(a) if a.format == crate::sinks::Format::Json));
+        assert!(
+            matches!(cli.command, Command::Replay(a) if a.format == crate::sinks::Format::Json)
+        );
     }
 }

@@ -22,11 +22,7 @@ pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
         Err(e) => println!("BTF:             {e}"),
     }
     match MemoryHierarchy::discover() {
-        Ok(h) => println!(
-            "memory cgroup:   {:?} at {}",
-            h.version,
-            h.root.display()
-        ),
+        Ok(h) => println!("memory cgroup:   {:?} at {}", h.version, h.root.display()),
         Err(e) => println!("memory cgroup:   {e}"),
     }
     if let Ok(btf) = &btf {

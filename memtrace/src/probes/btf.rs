@@ -64,12 +64,11 @@ impl KernelBtf {
             return Err(BtfError::Missing(path.to_owned()));
         }
         // Mmap: parses lazily, so start-up does not pay for the ~100k types we never look at.
-        let btf = Btf::from_file_with_backend(path, Backend::Mmap).map_err(|source| {
-            BtfError::Parse {
+        let btf =
+            Btf::from_file_with_backend(path, Backend::Mmap).map_err(|source| BtfError::Parse {
                 path: path.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Self { btf })
     }
 
@@ -103,7 +102,7 @@ impl KernelBtf {
             mm_anon_rss: rss.at(anon),
             mm_shmem_rss: rss.at(shmem),
             mark_victim_arg: self.mark_victim_arg()?,
-            _pad: 0,
+            pad: 0,
         })
     }
 
@@ -132,7 +131,9 @@ impl KernelBtf {
         match self.skip_modifiers(self.chained(WHAT, first)?)? {
             Type::Ptr(ptr) => match self.skip_modifiers(self.chained(WHAT, &ptr)?)? {
                 Type::Struct(s) if self.name_of(&s) == "task_struct" => Ok(MARK_VICTIM_ARG_TASK),
-                _ => Err(unexpected("first argument is a pointer, but not to task_struct")),
+                _ => Err(unexpected(
+                    "first argument is a pointer, but not to task_struct",
+                )),
             },
             Type::Int(_) => Ok(MARK_VICTIM_ARG_PID),
             _ => Err(unexpected("first argument is neither a task nor a pid")),
@@ -153,9 +154,9 @@ impl KernelBtf {
                         why: "array elements are not structs".to_owned(),
                     });
                 };
-                let count = self.find_member(&counter, "count", 0).ok_or_else(|| {
-                    BtfError::NotFound(format!("member count of {WHAT}[]"))
-                })?;
+                let count = self
+                    .find_member(&counter, "count", 0)
+                    .ok_or_else(|| BtfError::NotFound(format!("member count of {WHAT}[]")))?;
                 Ok(Counters {
                     base: rss_stat.offset + count.offset,
                     stride,
@@ -182,9 +183,11 @@ impl KernelBtf {
     /// (`mm_struct` keeps most of its members in one).
     fn member(&self, strukt: &str, member: &str) -> Result<MemberAt, BtfError> {
         let what = format!("struct {strukt}");
-        let Type::Struct(s) = self.named(&what, strukt, |t| {
-            matches!(t, Type::Struct(s) if !s.members.is_empty())
-        })?
+        let Type::Struct(s) = self.named(
+            &what,
+            strukt,
+            |t| matches!(t, Type::Struct(s) if !s.members.is_empty()),
+        )?
         else {
             unreachable!("named() returned a type its filter rejected")
         };
@@ -298,7 +301,12 @@ impl KernelBtf {
             })
     }
 
-    fn named(&self, what: &str, name: &str, want: impl Fn(&Type) -> bool) -> Result<Type, BtfError> {
+    fn named(
+        &self,
+        what: &str,
+        name: &str,
+        want: impl Fn(&Type) -> bool,
+    ) -> Result<Type, BtfError> {
         self.btf
             .resolve_types_by_name(name)
             .ok()
@@ -337,24 +345,26 @@ mod tests {
         assert!(o.task_comm > o.task_pid, "{o:?}");
         assert!(o.css_set_memory_css > 0, "{o:?}");
         assert_eq!(o.css_set_memory_css % 8, 0, "{o:?}");
-        assert!(o.mm_anon_rss != o.mm_file_rss && o.mm_shmem_rss != o.mm_file_rss, "{o:?}");
+        assert!(
+            o.mm_anon_rss != o.mm_file_rss && o.mm_shmem_rss != o.mm_file_rss,
+            "{o:?}"
+        );
     }
 
     #[test]
     fn missing_btf_is_a_clear_error() {
-        let err = KernelBtf::from_path(Path::new("/nonexistent/vmlinux"))
-            .err()
-            .expect("must fail");
+        let Err(err) = KernelBtf::from_path(Path::new("/nonexistent/vmlinux")) else {
+            panic!("must fail");
+        };
         assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 
     #[test]
     fn missing_member_names_it() {
         let btf = KernelBtf::from_sys().expect("this test needs /sys/kernel/btf/vmlinux");
-        let err = btf
-            .member("task_struct", "no_such_member")
-            .err()
-            .expect("must fail");
+        let Err(err) = btf.member("task_struct", "no_such_member") else {
+            panic!("must fail");
+        };
         assert_eq!(
             err.to_string(),
             "kernel BTF has no member task_struct.no_such_member: this kernel is not supported yet (please report it)"

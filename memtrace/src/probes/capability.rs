@@ -34,34 +34,60 @@ pub struct Capability {
 pub fn probe_all() -> Result<Vec<Capability>, ProbeError> {
     privileges::require_root()?;
     privileges::raise_memlock();
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .map_err(ProbeError::Load)?;
     Ok(vec![
-        check(&mut ebpf, "tracepoint", PROG_CAP_TRACEPOINT, "oom:mark_victim", |p| {
-            privileges::ensure_tracefs().map_err(|e| e.to_string())?;
-            let p: &mut TracePoint = p.try_into().map_err(|e| chain(&e))?;
-            p.load().map_err(|e| chain(&e))?;
-            p.attach("oom", "mark_victim").map_err(|e| chain(&e))?;
-            Ok(())
-        }),
-        check(&mut ebpf, "raw_tracepoint", PROG_CAP_RAW_TRACEPOINT, "mark_victim", |p| {
-            let p: &mut RawTracePoint = p.try_into().map_err(|e| chain(&e))?;
-            p.load().map_err(|e| chain(&e))?;
-            p.attach("mark_victim").map_err(|e| chain(&e))?;
-            Ok(())
-        }),
-        check(&mut ebpf, "kprobe", PROG_CAP_KPROBE, CAP_PROBE_FUNCTION, |p| {
-            let p: &mut KProbe = p.try_into().map_err(|e| chain(&e))?;
-            p.load().map_err(|e| chain(&e))?;
-            p.attach(CAP_PROBE_FUNCTION, 0).map_err(|e| chain(&e))?;
-            Ok(())
-        }),
-        check(&mut ebpf, "fentry", PROG_CAP_FENTRY, CAP_PROBE_FUNCTION, |p| {
-            let btf = Btf::from_sys_fs().map_err(|e| chain(&e))?;
-            let p: &mut FEntry = p.try_into().map_err(|e| chain(&e))?;
-            p.load(CAP_PROBE_FUNCTION, &btf).map_err(|e| chain(&e))?;
-            p.attach().map_err(|e| chain(&e))?;
-            Ok(())
-        }),
+        check(
+            &mut ebpf,
+            "tracepoint",
+            PROG_CAP_TRACEPOINT,
+            "oom:mark_victim",
+            |p| {
+                privileges::ensure_tracefs().map_err(|e| e.to_string())?;
+                let p: &mut TracePoint = p.try_into().map_err(|e| chain(&e))?;
+                p.load().map_err(|e| chain(&e))?;
+                p.attach("oom", "mark_victim").map_err(|e| chain(&e))?;
+                Ok(())
+            },
+        ),
+        check(
+            &mut ebpf,
+            "raw_tracepoint",
+            PROG_CAP_RAW_TRACEPOINT,
+            "mark_victim",
+            |p| {
+                let p: &mut RawTracePoint = p.try_into().map_err(|e| chain(&e))?;
+                p.load().map_err(|e| chain(&e))?;
+                p.attach("mark_victim").map_err(|e| chain(&e))?;
+                Ok(())
+            },
+        ),
+        check(
+            &mut ebpf,
+            "kprobe",
+            PROG_CAP_KPROBE,
+            CAP_PROBE_FUNCTION,
+            |p| {
+                let p: &mut KProbe = p.try_into().map_err(|e| chain(&e))?;
+                p.load().map_err(|e| chain(&e))?;
+                p.attach(CAP_PROBE_FUNCTION, 0).map_err(|e| chain(&e))?;
+                Ok(())
+            },
+        ),
+        check(
+            &mut ebpf,
+            "fentry",
+            PROG_CAP_FENTRY,
+            CAP_PROBE_FUNCTION,
+            |p| {
+                let btf = Btf::from_sys_fs().map_err(|e| chain(&e))?;
+                let p: &mut FEntry = p.try_into().map_err(|e| chain(&e))?;
+                p.load(CAP_PROBE_FUNCTION, &btf).map_err(|e| chain(&e))?;
+                p.attach().map_err(|e| chain(&e))?;
+                Ok(())
+            },
+        ),
     ])
 }
 

@@ -35,6 +35,8 @@ pub enum ProbeError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("starting the eBPF log forwarder: {0}")]
+    Logger(#[source] aya_log::Error),
     #[error("{what}: {source}")]
     Map {
         what: String,
@@ -63,6 +65,9 @@ impl std::fmt::Display for AttachedPoint {
 pub struct Probes {
     /// Owns the programs and their links.
     _ebpf: Ebpf,
+    /// Forwards the programs' `aya_log_ebpf` messages to `log`. Must outlive the programs:
+    /// dropping it closes its map.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     ring: Option<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     pub attached: Vec<AttachedPoint>,
@@ -121,8 +126,10 @@ impl Probes {
             what: LOST_MAP.into(),
             source,
         })?;
+        let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;
         Ok(Self {
             _ebpf: ebpf,
+            logger: Some(logger),
             ring: Some(ring),
             lost,
             attached,
@@ -134,6 +141,11 @@ impl Probes {
         self.ring.take()
     }
 
+    /// The log forwarder, handed once to the pipeline, which flushes it when it has messages.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
+    }
+
     /// Events the kernel side could not report, per kind, summed over CPUs.
     ///
     /// # Errors
@@ -143,13 +155,13 @@ impl Probes {
         LostKind::ALL
             .iter()
             .map(|&kind| {
-                let per_cpu = self
-                    .lost
-                    .get(&(kind as u32), 0)
-                    .map_err(|source| ProbeError::Map {
-                        what: LOST_MAP.into(),
-                        source,
-                    })?;
+                let per_cpu =
+                    self.lost
+                        .get(&(kind as u32), 0)
+                        .map_err(|source| ProbeError::Map {
+                            what: LOST_MAP.into(),
+                            source,
+                        })?;
                 Ok((kind, per_cpu.iter().sum()))
             })
             .collect()

@@ -7,7 +7,7 @@ use std::{
 
 use super::Sink;
 use crate::{
-    event::{Event, OomKill, Observed},
+    event::{Event, Observed, OomKill},
     units::human_bytes,
 };
 
@@ -68,7 +68,8 @@ fn oom_kill(e: &OomKill) -> String {
         s,
         " memcg_usage={} memcg_limit={}",
         e.memcg_usage_bytes.map_or_else(|| "?".into(), human_bytes),
-        e.memcg_limit_bytes.map_or_else(|| "none".into(), human_bytes),
+        e.memcg_limit_bytes
+            .map_or_else(|| "none".into(), human_bytes),
     );
     s
 }

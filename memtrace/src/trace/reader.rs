@@ -48,7 +48,10 @@ pub enum TraceError {
 pub enum TraceItem {
     Event(Observed),
     /// The end marker: totals as the recorder counted them.
-    End { events: u64, lost: Vec<u64> },
+    End {
+        events: u64,
+        lost: Vec<u64>,
+    },
 }
 
 pub struct TraceReader {
@@ -159,7 +162,9 @@ impl TraceReader {
             let tag = head[0];
             let len = le_u32(&head[4..8]);
             if len > MAX_PAYLOAD {
-                return Err(self.corrupt(frame_offset, format!("frame length {len} is implausible")));
+                return Err(
+                    self.corrupt(frame_offset, format!("frame length {len} is implausible"))
+                );
             }
             let mut payload = vec![0u8; len as usize];
             if self.read_exact(&mut payload)? != Fill::Full {
@@ -231,14 +236,18 @@ impl TraceReader {
         }
         let events = le_u64(&payload[..8]);
         let kinds = le_u32(&payload[8..12]) as usize;
-        let lost: Vec<u64> = payload[16..].chunks_exact(8).map(le_u64).collect();
-        if lost.len() != kinds {
+        let (counters, rest) = payload[16..].as_chunks::<8>();
+        let lost: Vec<u64> = counters.iter().map(|c| u64::from_le_bytes(*c)).collect();
+        if lost.len() != kinds || !rest.is_empty() {
             return Err(self.corrupt(at, "end frame's lost counters do not match".into()));
         }
         if events != self.events {
             return Err(self.corrupt(
                 at,
-                format!("end marker counts {events} events, file holds {}", self.events),
+                format!(
+                    "end marker counts {events} events, file holds {}",
+                    self.events
+                ),
             ));
         }
         self.ended = true;
@@ -407,8 +416,11 @@ mod tests {
     fn rejects_garbage_empty_and_future_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("x");
-        for garbage in [&b""[..], b"hello", b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00"]
-        {
+        for garbage in [
+            &b""[..],
+            b"hello",
+            b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        ] {
             fs::write(&path, garbage).expect("write");
             let err = TraceReader::open(&path).err().expect("must fail");
             assert!(matches!(err, TraceError::NotATrace { .. }), "{err}");
@@ -436,7 +448,7 @@ mod tests {
         let cut = dir.path().join("cut");
         for len in 8..bytes.len() {
             fs::write(&cut, &bytes[..len]).expect("write");
-            let err = read_all(&cut).err().expect("a cut file must not read cleanly");
+            let err = read_all(&cut).expect_err("a cut file must not read cleanly");
             assert!(
                 matches!(err, TraceError::Truncated { .. }),
                 "cut at {len}: {err}"

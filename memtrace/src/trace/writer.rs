@@ -8,7 +8,10 @@ use std::{
     path::Path,
 };
 
-use memtrace_common::{LostKind, event::{Record, as_bytes}};
+use memtrace_common::{
+    LostKind,
+    event::{Record, as_bytes},
+};
 
 use super::format::{
     FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CGROUP, TAG_END, TAG_EVENT, TraceHeader,

@@ -1,0 +1,134 @@
+//! A real memory-cgroup OOM kill, seen by memtrace live and through record + replay, checked
+//! against the kernel's own counters and log.
+
+use std::process::Command;
+
+use memtrace_tests::{
+    Memtrace, TestCgroup, assert_oom_killed, json_lines, kernel_oom_line, memtrace_bin,
+    oom_kills_in, oom_line_field,
+};
+
+const LIMIT: u64 = 64 << 20;
+/// memhog stops here if the limit does not hold, long before the machine is in danger.
+const CAP_MIB: u64 = 1024;
+const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
+
+/// Checks one reported OOM kill against what the kernel says happened.
+fn assert_matches_kernel(event: &serde_json::Value, cgroup: &TestCgroup, pid: u32) {
+    assert_eq!(event["pid"], pid, "{event}");
+    assert_eq!(event["tgid"], pid, "{event}");
+    assert_eq!(event["comm"], "memhog", "{event}");
+    assert_eq!(event["cgroup"], cgroup.path.as_str(), "{event}");
+    assert_eq!(event["memcg_limit_bytes"], LIMIT, "{event}");
+    let anon = event["anon_rss_bytes"].as_u64().expect("anon rss");
+    assert!(
+        anon > LIMIT / 2 && anon <= LIMIT,
+        "victim's anon rss {anon} should be most of the {LIMIT}-byte limit: {event}"
+    );
+
+    assert_eq!(cgroup.kernel_oom_kills(), 1, "kernel's own oom_kill count");
+    let line = kernel_oom_line(pid).unwrap_or_else(|| panic!("no oom-kill line for pid {pid}"));
+    assert_eq!(
+        oom_line_field(&line, "task_memcg"),
+        Some(cgroup.path.as_str()),
+        "{line}"
+    );
+    assert_eq!(oom_line_field(&line, "task"), Some("memhog"), "{line}");
+    assert_eq!(
+        oom_line_field(&line, "constraint"),
+        Some("CONSTRAINT_MEMCG"),
+        "{line}"
+    );
+}
+
+#[test]
+fn oom_kill_is_streamed_live_with_pid_and_cgroup() {
+    let cgroup = TestCgroup::new("live", LIMIT);
+    let memtrace = Memtrace::start(&["run", "--format", "json"]);
+    let (pid, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
+    assert_oom_killed(pid, status);
+    let out = memtrace.stop();
+    assert!(out.status.success(), "memtrace failed: {out:?}");
+
+    let events = json_lines(&out.stdout);
+    let ours = oom_kills_in(&events, &cgroup.path);
+    assert_eq!(
+        ours.len(),
+        1,
+        "exactly one oom_kill in {}: {events:#?}",
+        cgroup.path
+    );
+    assert_matches_kernel(ours[0], &cgroup, pid);
+    assert!(
+        out.stderr.contains(" 0 lost"),
+        "the summary must say nothing was lost: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn oom_kill_is_recorded_and_replayed_as_run_printed_it() {
+    let cgroup = TestCgroup::new("record", LIMIT);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("oom.mtrace");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let live = Memtrace::start(&["run", "--format", "json"]);
+    let recorder = Memtrace::start(&["record", "-o", file_arg]);
+    let (pid, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
+    assert_oom_killed(pid, status);
+    let record_out = recorder.stop();
+    assert!(record_out.status.success(), "record failed: {record_out:?}");
+    let live = live.stop();
+    assert!(live.status.success(), "run failed: {live:?}");
+
+    let replay = Command::new(memtrace_bin())
+        .args(["replay", file_arg, "--format", "json"])
+        .output()
+        .expect("run replay");
+    assert!(replay.status.success(), "replay failed: {replay:?}");
+    let replayed = json_lines(&String::from_utf8_lossy(&replay.stdout));
+    let ours = oom_kills_in(&replayed, &cgroup.path);
+    assert_eq!(
+        ours.len(),
+        1,
+        "exactly one oom_kill in {}: {replayed:#?}",
+        cgroup.path
+    );
+    assert_matches_kernel(ours[0], &cgroup, pid);
+
+    // The same event as `run` printed it. Each memtrace has its own program instance on the
+    // tracepoint, so each stamps its own time (microseconds apart), and each reads the usage on
+    // its own while the victim exits; everything else is identical.
+    let live_events = json_lines(&live.stdout);
+    let mut live_event = oom_kills_in(&live_events, &cgroup.path)[0].clone();
+    let mut replayed_event = ours[0].clone();
+    let stamp = |e: &serde_json::Value| e["timestamp_ns"].as_u64().expect("timestamp");
+    assert!(
+        stamp(&live_event).abs_diff(stamp(&replayed_event)) < 1_000_000_000,
+        "{live_event} vs {replayed_event}"
+    );
+    for e in [&mut live_event, &mut replayed_event] {
+        let e = e.as_object_mut().expect("object");
+        for field in ["memcg_usage_bytes", "timestamp_ns", "time"] {
+            e.remove(field);
+        }
+    }
+    assert_eq!(replayed_event, live_event);
+
+    // Text replay prints the human line.
+    let text = Command::new(memtrace_bin())
+        .args(["replay", file_arg])
+        .output()
+        .expect("run replay");
+    assert!(text.status.success(), "text replay failed: {text:?}");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let victim_line = text
+        .lines()
+        .find(|l| l.contains(&format!(" {} pid={pid} ", cgroup.path)))
+        .unwrap_or_else(|| panic!("no text line for pid {pid}:\n{text}"));
+    assert!(
+        victim_line.contains(" oom_kill ") && victim_line.contains("comm=memhog"),
+        "{victim_line}"
+    );
+    assert!(victim_line.contains("memcg_limit=64.0MiB"), "{victim_line}");
+}
