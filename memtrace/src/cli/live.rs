@@ -159,9 +159,10 @@ impl Summary {
             .map(|(kind, n)| format!("{}={n}", kind.name()))
             .collect();
         eprintln!(
-            "memtrace: detached after {:.1}s: {} events seen, {} lost ({}){}",
+            "memtrace: detached after {:.1}s: {} event{} seen, {} lost ({}){}",
             self.elapsed.as_secs_f64(),
             self.events,
+            if self.events == 1 { "" } else { "s" },
             self.total_lost(),
             per_kind.join(" "),
             if self.undecodable > 0 {
