@@ -1,8 +1,13 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest.
 
-use std::{env, ffi::OsString, process::Command};
+use std::{
+    env,
+    ffi::OsString,
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::{
@@ -73,7 +78,92 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     ];
     for (name, mut command) in steps {
         println!("==> {name}");
-        process::run(&mut command).with_context(|| format!("test step `{name}` failed"))?;
+        if name == "test" {
+            run_and_tally(&mut command)?;
+        } else {
+            process::run(&mut command).with_context(|| format!("test step `{name}` failed"))?;
+        }
     }
     Ok(())
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one line that sums every test
+/// binary's result: cargo's own last line is that of the last (often empty) doc-test run.
+fn run_and_tally(command: &mut Command) -> anyhow::Result<()> {
+    println!("$ {}", process::Shown(command));
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| process::spawn_error(command, error))?;
+    let stdout = child.stdout.take().context("cargo test's stdout")?;
+    let mut tally = Tally::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        tally.add(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("tests: {} passed, {} failed", tally.passed, tally.failed);
+    if !status.success() {
+        bail!(
+            "test step `test` failed: `{}` exited with {status}",
+            process::Shown(command)
+        );
+    }
+    if tally.passed == 0 {
+        bail!("test step `test` ran no test");
+    }
+    Ok(())
+}
+
+/// Sums libtest's `test result: ok. 23 passed; 0 failed; 0 ignored; …` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (words.next(), words.next())
+                && let Ok(n) = n.parse::<u64>()
+            {
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn sums_libtest_result_lines() {
+        let mut tally = Tally::default();
+        for line in [
+            "test result: ok. 23 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.32s",
+            "running 2 tests",
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.79s",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        ] {
+            tally.add(line);
+        }
+        assert_eq!(
+            tally,
+            Tally {
+                passed: 24,
+                failed: 1
+            }
+        );
+    }
 }
