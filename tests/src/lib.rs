@@ -232,15 +232,31 @@ impl Memtrace {
     }
 
     /// Sends SIGINT (Ctrl-C) and collects the output.
+    #[must_use]
+    pub fn stop(self) -> Finished {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Sends `signal` (SIGINT, SIGTERM, …) and collects the output.
     ///
     /// # Panics
     ///
     /// When it does not exit within 10 s.
     #[must_use]
-    pub fn stop(mut self) -> Finished {
+    pub fn stop_with(self, signal: i32) -> Finished {
         let pid = i32::try_from(self.child.id()).expect("pid");
         // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(pid, libc::SIGINT) };
+        unsafe { libc::kill(pid, signal) };
+        self.finish()
+    }
+
+    /// Waits for memtrace to exit by itself (e.g. `--duration`) and collects the output.
+    ///
+    /// # Panics
+    ///
+    /// When it does not exit within 10 s.
+    #[must_use]
+    pub fn finish(mut self) -> Finished {
         let mut stdout = String::new();
         self.child
             .stdout

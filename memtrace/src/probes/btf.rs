@@ -84,9 +84,8 @@ impl KernelBtf {
 
         let rss_stat = self.member("mm_struct", "rss_stat")?;
         let rss = self.rss_counters(&rss_stat)?;
-        let file = self.anon_enum_value("MM_FILEPAGES")?;
-        let anon = self.anon_enum_value("MM_ANONPAGES")?;
-        let shmem = self.anon_enum_value("MM_SHMEMPAGES")?;
+        let [file, anon, shmem] =
+            self.anon_enum_values(["MM_FILEPAGES", "MM_ANONPAGES", "MM_SHMEMPAGES"])?;
 
         Ok(KernelOffsets {
             task_pid: self.member("task_struct", "pid")?.offset,
@@ -233,18 +232,30 @@ impl KernelBtf {
             .ok_or_else(|| BtfError::NotFound(format!("{member} in {what}")))
     }
 
-    /// Value of a member of an anonymous enum (`MM_FILEPAGES`, …): a scan over all types, done
-    /// once per name at start-up.
-    fn anon_enum_value(&self, member: &str) -> Result<u32, BtfError> {
+    /// Values of members of anonymous enums (`MM_FILEPAGES`, …): one scan over all types,
+    /// stopped as soon as every name is found.
+    fn anon_enum_values<const N: usize>(&self, names: [&str; N]) -> Result<[u32; N], BtfError> {
+        let mut found = [None; N];
         let mut types = self.btf.type_iter();
         while let Ok(Some(t)) = types.next() {
-            if let Type::Enum(e) = t
-                && let Some(m) = e.members.iter().find(|m| self.name_of(*m) == member)
-            {
-                return Ok(m.val());
+            if let Type::Enum(e) = t {
+                for m in &e.members {
+                    let name = self.name_of(m);
+                    if let Some(i) = names.iter().position(|n| *n == name) {
+                        found[i] = Some(m.val());
+                    }
+                }
+                if found.iter().all(Option::is_some) {
+                    break;
+                }
             }
         }
-        Err(BtfError::NotFound(format!("enum value {member}")))
+        let mut values = [0; N];
+        for (i, value) in found.into_iter().enumerate() {
+            values[i] =
+                value.ok_or_else(|| BtfError::NotFound(format!("enum value {}", names[i])))?;
+        }
+        Ok(values)
     }
 
     fn array_element_size(&self, what: &str, ty: &Type) -> Result<u32, BtfError> {

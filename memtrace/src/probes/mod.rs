@@ -110,21 +110,17 @@ impl Probes {
             strategy: "raw_tp/mark_victim",
         });
 
-        let ring = RingBuf::try_from(
-            ebpf.take_map(EVENTS_MAP)
-                .ok_or(ProbeError::Missing(EVENTS_MAP))?,
-        )
-        .map_err(|source| ProbeError::Map {
-            what: EVENTS_MAP.into(),
-            source,
+        let ring = RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| {
+            ProbeError::Map {
+                what: EVENTS_MAP.into(),
+                source,
+            }
         })?;
-        let lost = PerCpuArray::try_from(
-            ebpf.take_map(LOST_MAP)
-                .ok_or(ProbeError::Missing(LOST_MAP))?,
-        )
-        .map_err(|source| ProbeError::Map {
-            what: LOST_MAP.into(),
-            source,
+        let lost = PerCpuArray::try_from(take_map(&mut ebpf, LOST_MAP)?).map_err(|source| {
+            ProbeError::Map {
+                what: LOST_MAP.into(),
+                source,
+            }
         })?;
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;
         Ok(Self {
@@ -166,4 +162,8 @@ impl Probes {
             })
             .collect()
     }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+    ebpf.take_map(name).ok_or(ProbeError::Missing(name))
 }
