@@ -41,10 +41,10 @@ pub fn ensure_installed(workspace: &Workspace) -> anyhow::Result<()> {
         &root.join(STAMP),
         nightly,
     ) {
-        println!("{label}: ok (already installed)");
+        eprintln!("{label}: ok (already installed)");
         return Ok(());
     }
-    println!("{label}: installing (against the LLVM of {nightly}, about a minute) ...");
+    eprintln!("{label}: installing (against the LLVM of {nightly}, about a minute) ...");
 
     let prefix = llvm_prefix(&tools, nightly)?;
     process::run(

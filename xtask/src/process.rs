@@ -1,4 +1,5 @@
-//! Running external commands: each is echoed before it runs, and a failure becomes an error that
+//! Running external commands: each is echoed (on stderr, so that `cargo xtask run`'s stdout is
+//! memtrace's alone) before it runs, and a failure becomes an error that
 //! names the command and its exit status.
 
 use std::{
@@ -45,7 +46,7 @@ fn quote(word: &OsStr) -> Cow<'_, str> {
 
 /// Prints `cmd`, runs it with the terminal attached, and fails unless it exits successfully.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    println!("$ {}", Shown(cmd));
+    eprintln!("$ {}", Shown(cmd));
     let status = cmd.status().map_err(|error| spawn_error(cmd, error))?;
     if !status.success() {
         bail!("`{}` failed with {status}", Shown(cmd));

@@ -39,7 +39,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<Infallibl
 
     let mut memtrace = Command::new(workspace.target_dir().join(profile).join(MEMTRACE));
     memtrace.arg("run").args(&options.args);
-    println!("$ {}", Shown(&memtrace));
+    eprintln!("$ {}", Shown(&memtrace));
     let error = memtrace.exec();
     Err(process::spawn_error(&memtrace, error))
 }

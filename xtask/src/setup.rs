@@ -11,7 +11,7 @@ pub fn run(workspace: &Workspace) -> anyhow::Result<()> {
     let rustup = which::which("rustup").ok().context(
         "setup step `rustup` failed: rustup is not on PATH; install it from https://rustup.rs",
     )?;
-    println!("rustup: ok ({})", rustup.display());
+    eprintln!("rustup: ok ({})", rustup.display());
 
     let listed = process::output(Command::new("rustup").args(["toolchain", "list"]))
         .context("setup step `rustup toolchain list` failed")?;

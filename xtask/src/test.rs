@@ -77,7 +77,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         ("test", test),
     ];
     for (name, mut command) in steps {
-        println!("==> {name}");
+        eprintln!("==> {name}");
         if name == "test" {
             run_and_tally(&mut command)?;
         } else {
@@ -90,7 +90,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
 /// Runs `cargo test`, passing its output through, and ends with one line that sums every test
 /// binary's result: cargo's own last line is that of the last (often empty) doc-test run.
 fn run_and_tally(command: &mut Command) -> anyhow::Result<()> {
-    println!("$ {}", process::Shown(command));
+    eprintln!("$ {}", process::Shown(command));
     let mut child = command
         .stdout(Stdio::piped())
         .spawn()

@@ -48,7 +48,7 @@ impl Toolchain {
             self.components.join(", ")
         );
         if !is_listed(listed, &self.channel) {
-            println!("{label}: installing ...");
+            eprintln!("{label}: installing ...");
             let mut install = Command::new("rustup");
             install.args([
                 "toolchain",
@@ -77,10 +77,10 @@ impl Toolchain {
             .filter(|component| !has_component(&installed, component))
             .collect();
         if missing.is_empty() {
-            println!("{label}: ok (already installed)");
+            eprintln!("{label}: ok (already installed)");
             return Ok(());
         }
-        println!("{label}: installing {} ...", missing.join(", "));
+        eprintln!("{label}: installing {} ...", missing.join(", "));
         process::run(
             Command::new("rustup")
                 .args(["component", "add", "--toolchain", &self.channel])
