@@ -22,6 +22,7 @@ const _: () = assert!(size_of::<EventHeader>() == 16);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     OomKill = 1,
+    Cgroup = 2,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -30,6 +31,7 @@ impl TryFrom<u32> for EventKind {
     fn try_from(value: u32) -> Result<Self, Self::Error> {
         match value {
             1 => Ok(Self::OomKill),
+            2 => Ok(Self::Cgroup),
             other => Err(other),
         }
     }
@@ -63,23 +65,74 @@ pub struct OomKillRecord {
 
 const _: () = assert!(size_of::<OomKillRecord>() == 80);
 
+/// `CgroupRecord::action`: the cgroup directory was created.
+pub const CGROUP_MKDIR: u32 = 1;
+/// The directory was removed: the memcg goes offline and is *dying* until it is freed.
+pub const CGROUP_RMDIR: u32 = 2;
+/// The cgroup was freed: nothing pins it any more.
+pub const CGROUP_RELEASE: u32 = 3;
+
+/// `CgroupRecord::flags` bit: `charged_pages` was read (at removal).
+pub const CGROUP_FLAG_CHARGED: u32 = 1 << 0;
+
+/// Longest cgroup path carried, NUL included; longer paths are cut (flagged by userspace when
+/// the last byte is not NUL).
+pub const CGROUP_PATH_LEN: usize = 256;
+
+/// A memory cgroup's lifecycle (`cgroup:cgroup_mkdir`, `cgroup_rmdir`, `cgroup_release`), for
+/// the memory hierarchy only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupRecord {
+    pub header: EventHeader,
+    /// `kernfs_node.id`: the directory's inode number, the same id other records carry.
+    pub memcg_id: u64,
+    /// One of `CGROUP_MKDIR`, `CGROUP_RMDIR`, `CGROUP_RELEASE`.
+    pub action: u32,
+    /// `CGROUP_FLAG_*` bits.
+    pub flags: u32,
+    /// Pages still charged to the memcg when it was removed (`mem_cgroup.memory.usage`): what
+    /// keeps a removed memcg alive (page cache, slab).
+    pub charged_pages: u64,
+    /// NUL-terminated path relative to the hierarchy root, as the kernel's tracepoint gives it.
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+
+const _: () = assert!(size_of::<CgroupRecord>() == 296);
+
+impl Default for CgroupRecord {
+    fn default() -> Self {
+        Self {
+            header: EventHeader::default(),
+            memcg_id: 0,
+            action: 0,
+            flags: 0,
+            charged_pages: 0,
+            path: [0; CGROUP_PATH_LEN],
+        }
+    }
+}
+
 /// Why events were dropped; the index into the per-CPU lost counters.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LostKind {
     /// The ring buffer was full when an OOM kill was to be reported.
     OomKill = 0,
+    /// The ring buffer was full when a cgroup lifecycle event was to be reported.
+    Cgroup = 1,
 }
 
 impl LostKind {
     /// Number of lost counters (the `LOST` map's size).
-    pub const COUNT: u32 = 1;
-    pub const ALL: [Self; Self::COUNT as usize] = [Self::OomKill];
+    pub const COUNT: u32 = 2;
+    pub const ALL: [Self; Self::COUNT as usize] = [Self::OomKill, Self::Cgroup];
 
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Self::OomKill => "oom_kill",
+            Self::Cgroup => "cgroup",
         }
     }
 }
@@ -95,8 +148,13 @@ pub enum DecodeError {
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "no_std without alloc; cgroup records are rare and never held in bulk"
+)]
 pub enum Record {
     OomKill(OomKillRecord),
+    Cgroup(CgroupRecord),
 }
 
 impl Record {
@@ -110,6 +168,7 @@ impl Record {
         let header: EventHeader = read(bytes, 0)?;
         match EventKind::try_from(header.kind) {
             Ok(EventKind::OomKill) => Ok(Self::OomKill(read(bytes, header.kind)?)),
+            Ok(EventKind::Cgroup) => Ok(Self::Cgroup(read(bytes, header.kind)?)),
             Err(kind) => Err(DecodeError::UnknownKind(kind)),
         }
     }
@@ -128,6 +187,17 @@ fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     // makes no alignment assumption; `T` is only instantiated with the `#[repr(C)]` integer-only
     // records of this module, for which every bit pattern is valid.
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+impl Record {
+    /// The record's bytes, as the kernel wrote them.
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Self::OomKill(r) => as_bytes(r),
+            Self::Cgroup(r) => as_bytes(r),
+        }
+    }
 }
 
 /// Views a record as its bytes, for the trace file and for tests.
@@ -173,6 +243,26 @@ mod tests {
         let mut buf = [0u8; 81];
         buf[1..].copy_from_slice(as_bytes(&rec));
         assert_eq!(Record::decode(&buf[1..]), Ok(Record::OomKill(rec)));
+    }
+
+    #[test]
+    fn cgroup_records_round_trip() {
+        let mut rec = CgroupRecord {
+            header: EventHeader {
+                kind: EventKind::Cgroup as u32,
+                cpu: 0,
+                timestamp_ns: 5,
+            },
+            memcg_id: 77,
+            action: CGROUP_RMDIR,
+            flags: CGROUP_FLAG_CHARGED,
+            charged_pages: 12,
+            ..CgroupRecord::default()
+        };
+        rec.path[..4].copy_from_slice(b"/a/b");
+        let record = Record::Cgroup(rec);
+        assert_eq!(Record::decode(record.bytes()), Ok(record));
+        assert_eq!(core::mem::offset_of!(CgroupRecord, path), 40);
     }
 
     #[test]

@@ -9,5 +9,5 @@ pub mod event;
 pub mod names;
 pub mod offsets;
 
-pub use event::{EventHeader, EventKind, LostKind, OomKillRecord};
+pub use event::{CgroupRecord, EventHeader, EventKind, LostKind, OomKillRecord};
 pub use offsets::KernelOffsets;

@@ -10,6 +10,11 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Raw tracepoint program on `oom:mark_victim`.
 pub const PROG_OOM_MARK_VICTIM: &str = "oom_mark_victim";
 
+/// Raw tracepoints on the memory cgroup lifecycle.
+pub const PROG_CGROUP_MKDIR: &str = "cgroup_mkdir";
+pub const PROG_CGROUP_RMDIR: &str = "cgroup_rmdir";
+pub const PROG_CGROUP_RELEASE: &str = "cgroup_release";
+
 /// Capability probes: the smallest program of each type, loaded and attached by
 /// `memtrace probes` to learn what the running kernel allows.
 pub const PROG_CAP_TRACEPOINT: &str = "cap_tracepoint";

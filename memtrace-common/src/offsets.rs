@@ -39,10 +39,20 @@ pub struct KernelOffsets {
     pub mm_shmem_rss: u32,
     /// [`MARK_VICTIM_ARG_TASK`] or [`MARK_VICTIM_ARG_PID`].
     pub mark_victim_arg: u32,
-    pub pad: u32,
+    /// `cgroup.root` (`struct cgroup_root *`)
+    pub cgroup_root: u32,
+    /// `cgroup_root.subsys_mask`: which controllers the hierarchy carries.
+    pub cgroup_root_subsys_mask: u32,
+    /// `1 << memory_cgrp_id`
+    pub memory_subsys_bit: u32,
+    /// `cgroup.subsys[memory_cgrp_id]`: the cgroup's own memory css (the `mem_cgroup`, whose
+    /// first member is that css), null when memory is not enabled for it.
+    pub cgroup_memory_css: u32,
+    /// `mem_cgroup.memory.usage` (a `page_counter`'s `atomic_long_t`, in pages).
+    pub memcg_usage: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 56);
+const _: () = assert!(size_of::<KernelOffsets>() == 72);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -59,11 +69,15 @@ impl KernelOffsets {
         mm_anon_rss: 0,
         mm_shmem_rss: 0,
         mark_victim_arg: MARK_VICTIM_ARG_TASK,
-        pad: 0,
+        cgroup_root: 0,
+        cgroup_root_subsys_mask: 0,
+        memory_subsys_bit: 0,
+        cgroup_memory_css: 0,
+        memcg_usage: 0,
     };
 }
 
-// SAFETY: `KernelOffsets` is `#[repr(C)]`, holds only `u32`s and has no padding bytes (the
-// size assertion above pins its layout), so every bit pattern is a valid value.
+// SAFETY: `KernelOffsets` is `#[repr(C)]` and holds only `u32`s, so it has no padding bytes
+// (the size assertion above pins its layout), so every bit pattern is a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}

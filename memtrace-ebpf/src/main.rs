@@ -5,6 +5,10 @@
     clippy::inline_always,
     reason = "BPF-to-BPF calls cost and older verifiers refuse some; small helpers are inlined"
 )]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "the program macros hand each program its context by value"
+)]
 
 mod kernel;
 mod maps;

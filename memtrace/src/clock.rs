@@ -16,6 +16,12 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// Now on the events' clock (`CLOCK_BOOTTIME`), for events userspace makes itself.
+#[must_use]
+pub fn boot_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME)
+}
+
 /// Wall-clock time now, ns since the Unix epoch.
 #[must_use]
 pub fn now_wall_ns() -> u64 {

@@ -1,28 +1,76 @@
 //! The events users see, built from kernel records plus what userspace knew at the time.
 
 use memtrace_common::{
-    OomKillRecord,
-    event::{OOM_FLAG_MEMCG, OOM_FLAG_RSS, OOM_FLAG_TASK, Record},
+    CgroupRecord, OomKillRecord,
+    event::{
+        CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RMDIR, OOM_FLAG_MEMCG, OOM_FLAG_RSS,
+        OOM_FLAG_TASK, Record,
+    },
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::clock::format_wall;
+use crate::{
+    attribution::{ContainerIdentity, MemoryStats},
+    clock::format_wall,
+};
 
-/// What userspace added to a kernel record when it arrived (the cgroup may be gone later, so
-/// this is recorded with the event, not recomputed on replay).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What userspace added to a kernel record when it arrived. The cgroup may be gone later, so
+/// this is recorded with the event, not recomputed on replay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {
     /// Cgroup path in the memory hierarchy, `/` for the root memcg.
     pub cgroup: Option<String>,
+    /// Container, pod or service the cgroup belongs to, captured while it existed.
+    pub container: Option<ContainerIdentity>,
     pub memcg_limit_bytes: Option<u64>,
     pub memcg_usage_bytes: Option<u64>,
+    /// OOM kills: the kernel's own account and the memory at the kill.
+    pub oom: Option<OomContext>,
+    /// Cgroup release: when the cgroup was removed (`CLOCK_BOOTTIME` ns), if memtrace saw it.
+    pub removed_ns: Option<u64>,
 }
 
-/// A kernel record with its context: what the trace file stores.
+/// What an OOM kill's context adds to the victim: which limit fired and what the memory was.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomContext {
+    /// The kernel's `constraint=` (`CONSTRAINT_MEMCG`, `CONSTRAINT_NONE` for a global OOM, …).
+    pub constraint: Option<String>,
+    /// The memcg whose limit fired (the victim's or an ancestor, e.g. the pod); `None` for a
+    /// global OOM.
+    pub limit_cgroup: Option<String>,
+    /// Who `limit_cgroup` belongs to (typically the pod).
+    pub limit_container: Option<ContainerIdentity>,
+    /// Memory of `limit_cgroup` (or, in a global OOM, of the victim's memcg) at the kill.
+    pub memory: Option<MemoryStats>,
+    /// Where `memory` comes from: [`MEMORY_FROM_KERNEL_REPORT`] or [`MEMORY_FROM_CGROUPFS`].
+    pub memory_source: Option<String>,
+}
+
+/// `memory` was printed by the kernel in its OOM report, at the kill.
+pub const MEMORY_FROM_KERNEL_REPORT: &str = "kernel_oom_report";
+/// `memory` was read from cgroupfs after the kill (the victim's memory may be freed already).
+pub const MEMORY_FROM_CGROUPFS: &str = "cgroupfs_after_kill";
+
+/// A sample of one memcg's memory, taken by userspace every `--stats-interval`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsSample {
+    pub timestamp_ns: u64,
+    pub cgroup: String,
+    pub container: Option<ContainerIdentity>,
+    pub memory: MemoryStats,
+}
+
+/// What the pipeline hands the sinks, and what the trace file stores.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observed {
-    pub record: Record,
-    pub context: Context,
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built, written and dropped one at a time; never stored in bulk"
+)]
+pub enum Observed {
+    /// A kernel record with its context.
+    Kernel { record: Record, context: Context },
+    /// A cgroupfs sample.
+    Stats(StatsSample),
 }
 
 /// How to turn kernel timestamps and page counts into wall time and bytes, for the machine the
@@ -34,10 +82,16 @@ pub struct HostClock {
 }
 
 /// One event as users see it; `--format json` prints it with a `"type"` tag.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built, written and dropped one at a time; never stored in bulk"
+)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     OomKill(OomKill),
+    Cgroup(CgroupEvent),
+    Stats(StatsEvent),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -53,18 +107,75 @@ pub struct OomKill {
     pub memcg_id: Option<u64>,
     /// The victim's memory cgroup.
     pub cgroup: Option<String>,
+    /// The victim's container, pod or service.
+    pub container: Option<ContainerIdentity>,
     pub memcg_limit_bytes: Option<u64>,
     pub memcg_usage_bytes: Option<u64>,
     pub anon_rss_bytes: Option<u64>,
     pub file_rss_bytes: Option<u64>,
     pub shmem_rss_bytes: Option<u64>,
+    /// `CONSTRAINT_MEMCG`, `CONSTRAINT_NONE` (global), … from the kernel's `oom-kill:` line.
+    pub constraint: Option<String>,
+    /// The memcg whose limit fired; `null` for a global OOM or when the kernel's line was not
+    /// seen (it is rate-limited).
+    pub limit_cgroup: Option<String>,
+    /// Who `limit_cgroup` belongs to (typically the pod, when the pod's limit fired).
+    pub limit_container: Option<ContainerIdentity>,
+    /// Memory of the memcg whose limit fired (or the victim's in a global OOM) at the kill.
+    pub memory: Option<MemoryStats>,
+    /// `kernel_oom_report` (as the kernel printed it at the kill) or `cgroupfs_after_kill`.
+    pub memory_source: Option<String>,
+}
+
+/// Lifecycle of a memory cgroup.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CgroupEvent {
+    pub time: String,
+    pub timestamp_ns: u64,
+    /// `created`, `removed` (offline: dying while something pins it) or `freed`.
+    pub action: &'static str,
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<ContainerIdentity>,
+    /// Removed but still charged: the memcg stays allocated (and holds a memcg id) until that
+    /// memory is reclaimed.
+    pub dying: bool,
+    /// At removal: memory still charged to it, what keeps it alive.
+    pub charged_bytes: Option<u64>,
+    /// At release: how long it was dying, when memtrace saw the removal.
+    pub dying_seconds: Option<f64>,
+}
+
+/// A periodic sample of a memcg's memory, from cgroupfs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatsEvent {
+    pub time: String,
+    pub timestamp_ns: u64,
+    pub cgroup: String,
+    pub container: Option<ContainerIdentity>,
+    #[serde(flatten)]
+    pub memory: MemoryStats,
 }
 
 impl Event {
     #[must_use]
     pub fn new(observed: &Observed, clock: HostClock) -> Self {
-        match &observed.record {
-            Record::OomKill(rec) => Self::OomKill(OomKill::new(rec, &observed.context, clock)),
+        match observed {
+            Observed::Kernel {
+                record: Record::OomKill(rec),
+                context,
+            } => Self::OomKill(OomKill::new(rec, context, clock)),
+            Observed::Kernel {
+                record: Record::Cgroup(rec),
+                context,
+            } => Self::Cgroup(CgroupEvent::new(rec, context, clock)),
+            Observed::Stats(sample) => Self::Stats(StatsEvent {
+                time: format_wall(clock.boot_time_wall_ns + sample.timestamp_ns),
+                timestamp_ns: sample.timestamp_ns,
+                cgroup: sample.cgroup.clone(),
+                container: sample.container.clone(),
+                memory: sample.memory.clone(),
+            }),
         }
     }
 
@@ -73,6 +184,8 @@ impl Event {
     pub const fn type_name(&self) -> &'static str {
         match self {
             Self::OomKill(_) => "oom_kill",
+            Self::Cgroup(_) => "cgroup",
+            Self::Stats(_) => "stats",
         }
     }
 }
@@ -81,27 +194,62 @@ impl OomKill {
     fn new(rec: &OomKillRecord, context: &Context, clock: HostClock) -> Self {
         let has = |flag| rec.flags & flag != 0;
         let bytes = |pages: u64| has(OOM_FLAG_RSS).then(|| pages.saturating_mul(clock.page_size));
+        let oom = context.oom.clone().unwrap_or_default();
         Self {
             time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
             timestamp_ns: rec.header.timestamp_ns,
             pid: rec.pid,
             tgid: has(OOM_FLAG_TASK).then_some(rec.tgid),
-            comm: has(OOM_FLAG_TASK).then(|| comm_str(&rec.comm)),
+            comm: has(OOM_FLAG_TASK).then(|| c_str(&rec.comm)),
             memcg_id: has(OOM_FLAG_MEMCG).then_some(rec.memcg_id),
             cgroup: context.cgroup.clone(),
+            container: context.container.clone(),
             memcg_limit_bytes: context.memcg_limit_bytes,
             memcg_usage_bytes: context.memcg_usage_bytes,
             anon_rss_bytes: bytes(rec.anon_rss_pages),
             file_rss_bytes: bytes(rec.file_rss_pages),
             shmem_rss_bytes: bytes(rec.shmem_rss_pages),
+            constraint: oom.constraint,
+            limit_cgroup: oom.limit_cgroup,
+            limit_container: oom.limit_container,
+            memory: oom.memory,
+            memory_source: oom.memory_source,
         }
     }
 }
 
-/// `task_struct.comm`: NUL-terminated, at most 16 bytes, not necessarily UTF-8.
-fn comm_str(comm: &[u8; 16]) -> String {
-    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..len]).into_owned()
+impl CgroupEvent {
+    fn new(rec: &CgroupRecord, context: &Context, clock: HostClock) -> Self {
+        let charged_bytes = (rec.flags & CGROUP_FLAG_CHARGED != 0)
+            .then(|| rec.charged_pages.saturating_mul(clock.page_size));
+        let action = match rec.action {
+            CGROUP_MKDIR => "created",
+            CGROUP_RMDIR => "removed",
+            _ => "freed",
+        };
+        #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+        let dying_seconds = context
+            .removed_ns
+            .map(|removed| rec.header.timestamp_ns.saturating_sub(removed) as f64 / 1e9);
+        Self {
+            time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+            timestamp_ns: rec.header.timestamp_ns,
+            action,
+            memcg_id: rec.memcg_id,
+            cgroup: context.cgroup.clone(),
+            container: context.container.clone(),
+            dying: rec.action == CGROUP_RMDIR && charged_bytes.is_some_and(|b| b > 0),
+            charged_bytes,
+            dying_seconds,
+        }
+    }
+}
+
+/// A NUL-terminated kernel string (`comm`, cgroup path), not necessarily UTF-8.
+#[must_use]
+pub fn c_str(bytes: &[u8]) -> String {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
 }
 
 #[cfg(test)]
@@ -110,11 +258,16 @@ mod tests {
 
     use super::*;
 
+    const CLOCK: HostClock = HostClock {
+        boot_time_wall_ns: 1_795_794_421_000_000_000,
+        page_size: 4096,
+    };
+
     #[test]
     fn json_has_a_type_tag_and_bytes() {
         let mut comm = [0u8; 16];
         comm[..6].copy_from_slice(b"memhog");
-        let observed = Observed {
+        let observed = Observed::Kernel {
             record: Record::OomKill(OomKillRecord {
                 header: EventHeader {
                     kind: EventKind::OomKill as u32,
@@ -134,30 +287,62 @@ mod tests {
             context: Context {
                 cgroup: Some("/x".into()),
                 memcg_limit_bytes: Some(64 << 20),
-                memcg_usage_bytes: None,
+                oom: Some(OomContext {
+                    constraint: Some("CONSTRAINT_MEMCG".into()),
+                    limit_cgroup: Some("/".into()),
+                    limit_container: None,
+                    memory: None,
+                    memory_source: None,
+                }),
+                ..Context::default()
             },
         };
-        let event = Event::new(
-            &observed,
-            HostClock {
-                boot_time_wall_ns: 1_795_794_421_000_000_000,
-                page_size: 4096,
-            },
-        );
-        let json = serde_json::to_value(&event).expect("json");
+        let json = serde_json::to_value(Event::new(&observed, CLOCK)).expect("json");
         assert_eq!(json["type"], "oom_kill");
         assert_eq!(json["comm"], "memhog");
         assert_eq!(json["cgroup"], "/x");
         assert_eq!(json["anon_rss_bytes"], 8192);
         assert_eq!(json["time"], "2026-11-27T15:47:01.000001Z");
+        assert_eq!(json["limit_cgroup"], "/");
         assert!(json["memcg_usage_bytes"].is_null());
     }
 
     #[test]
-    fn comm_stops_at_nul_and_tolerates_bad_utf8() {
+    fn cgroup_release_says_how_long_it_was_dying() {
+        let rec = CgroupRecord {
+            header: EventHeader {
+                kind: EventKind::Cgroup as u32,
+                cpu: 0,
+                timestamp_ns: 3_500_000_000,
+            },
+            memcg_id: 9,
+            action: memtrace_common::event::CGROUP_RELEASE,
+            ..CgroupRecord::default()
+        };
+        let context = Context {
+            cgroup: Some("/gone".into()),
+            removed_ns: Some(1_000_000_000),
+            ..Context::default()
+        };
+        let Event::Cgroup(e) = Event::new(
+            &Observed::Kernel {
+                record: Record::Cgroup(rec),
+                context,
+            },
+            CLOCK,
+        ) else {
+            panic!("not a cgroup event")
+        };
+        assert_eq!(e.action, "freed");
+        assert_eq!(e.dying_seconds, Some(2.5));
+        assert!(!e.dying);
+    }
+
+    #[test]
+    fn c_str_stops_at_nul_and_tolerates_bad_utf8() {
         let mut comm = [0u8; 16];
         comm[..3].copy_from_slice(&[b'a', 0xff, b'b']);
-        assert_eq!(comm_str(&comm), "a\u{fffd}b");
-        assert_eq!(comm_str(&[b'x'; 16]), "x".repeat(16));
+        assert_eq!(c_str(&comm), "a\u{fffd}b");
+        assert_eq!(c_str(&[b'x'; 16]), "x".repeat(16));
     }
 }

@@ -5,7 +5,7 @@
 //! writes to the sink. On stop, the reader drains once more so that nothing the kernel already
 //! submitted is lost, then closes the channel; the consumer finishes what is queued.
 
-use std::{future::Future, io};
+use std::{future::Future, io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::event::Record;
@@ -16,7 +16,8 @@ use tokio::{
 
 use crate::{
     attribution::LiveContext,
-    event::{Event, HostClock},
+    clock,
+    event::{Event, HostClock, Observed},
     sinks::Sink,
 };
 
@@ -28,7 +29,8 @@ pub struct Stats {
     pub undecodable: u64,
 }
 
-/// Runs until `stop` completes, then drains and returns.
+/// Runs until `stop` completes, then drains and returns. With a `stats_interval`, also samples
+/// the memory of active containers from cgroupfs at that interval.
 ///
 /// # Errors
 ///
@@ -37,6 +39,7 @@ pub async fn run(
     ring: RingBuf<MapData>,
     mut context: LiveContext,
     clock: HostClock,
+    stats_interval: Option<Duration>,
     sink: &mut dyn Sink,
     stop: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
@@ -46,14 +49,39 @@ pub async fn run(
 
     let consume = async {
         let mut events = 0;
-        while let Some(batch) = rx.recv().await {
-            for record in batch {
-                let observed = context.observe(record);
-                sink.write(&observed, &Event::new(&observed, clock))?;
-                events += 1;
-            }
-            if rx.is_empty() {
-                sink.flush()?;
+        let mut emit = |observed: Observed, sink: &mut dyn Sink| {
+            events += 1;
+            sink.write(&observed, &Event::new(&observed, clock))
+        };
+        let mut ticker = stats_interval.map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            tokio::select! {
+                batch = rx.recv() => {
+                    let Some(batch) = batch else { break };
+                    for observed in batch.into_iter().filter_map(|r| context.observe(r)) {
+                        emit(observed, sink)?;
+                    }
+                    if rx.is_empty() {
+                        sink.flush()?;
+                    }
+                }
+                () = async {
+                    match ticker.as_mut() {
+                        Some(t) => {
+                            t.tick().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    for sample in context.stats_samples(clock::boot_ns()) {
+                        emit(Observed::Stats(sample), sink)?;
+                    }
+                    sink.flush()?;
+                }
             }
         }
         sink.flush()?;

@@ -60,6 +60,25 @@ impl TestCgroup {
     pub fn new(name: &str, limit_bytes: u64) -> Self {
         let hierarchy = MemoryHierarchy::discover().expect("a memory cgroup hierarchy");
         let path = format!("/memtrace-test-{name}-{}", std::process::id());
+        Self::create(hierarchy, path, Some(limit_bytes))
+    }
+
+    /// A cgroup below this one (`name` may hold several levels, e.g. `kubepods/burstable`: each
+    /// must be created with its own `child` call so that each is removed).
+    #[must_use]
+    pub fn child(&self, name: &str, limit_bytes: Option<u64>) -> Self {
+        if self.hierarchy.version == CgroupVersion::V2 {
+            // A v2 child has its own memcg only when its parent delegates the controller.
+            self.write("cgroup.subtree_control", "+memory");
+        }
+        Self::create(
+            self.hierarchy.clone(),
+            format!("{}/{name}", self.path),
+            limit_bytes,
+        )
+    }
+
+    fn create(hierarchy: MemoryHierarchy, path: String, limit_bytes: Option<u64>) -> Self {
         let dir = hierarchy.dir(&path);
         if dir.exists() {
             // Left over by a crashed earlier run with the same pid.
@@ -71,16 +90,49 @@ impl TestCgroup {
             path,
             dir,
         };
-        let limit_file = match cgroup.hierarchy.version {
-            CgroupVersion::V1 => "memory.limit_in_bytes",
-            CgroupVersion::V2 => "memory.max",
-        };
-        cgroup.write(limit_file, &limit_bytes.to_string());
-        if cgroup.hierarchy.version == CgroupVersion::V2 {
-            // No swap for the workload: the limit must end in an OOM kill, not in swapping.
-            cgroup.write("memory.swap.max", "0");
+        if let Some(limit) = limit_bytes {
+            let limit_file = match cgroup.hierarchy.version {
+                CgroupVersion::V1 => "memory.limit_in_bytes",
+                CgroupVersion::V2 => "memory.max",
+            };
+            cgroup.write(limit_file, &limit.to_string());
+            if cgroup.hierarchy.version == CgroupVersion::V2 {
+                // No swap for the workload: the limit must end in an OOM kill, not in swapping.
+                cgroup.write("memory.swap.max", "0");
+            }
         }
         cgroup
+    }
+
+    /// Reclaims everything charged to this cgroup and its descendants, dying ones included
+    /// (v1 `memory.force_empty`, v2 `memory.reclaim`).
+    pub fn reclaim_all(&self) {
+        match self.hierarchy.version {
+            CgroupVersion::V1 => self.write("memory.force_empty", "0"),
+            CgroupVersion::V2 => {
+                // memory.reclaim fails with EAGAIN when it cannot reclaim all it was asked for;
+                // what it did reclaim is what matters here.
+                let _ = fs::write(self.dir.join("memory.reclaim"), "1G");
+            }
+        }
+    }
+
+    /// Runs `program ARGS` inside this cgroup to completion; returns its pid and status.
+    #[must_use]
+    pub fn run_inside(&self, program: &str, args: &[&str]) -> (u32, ExitStatus) {
+        // `sh` moves itself in, then becomes the program, so the program is charged here from
+        // its first page.
+        let script = format!("echo $$ > '{}' && exec \"$@\"", self.procs_file().display());
+        let mut child = Command::new("sh")
+            .args(["-c", &script, "sh", program])
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sh");
+        let pid = child.id();
+        let status = wait_timeout(&mut child, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("{program} (pid {pid}) still running after 60 s"));
+        (pid, status)
     }
 
     fn write(&self, file: &str, value: &str) {

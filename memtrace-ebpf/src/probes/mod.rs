@@ -1,4 +1,5 @@
 //! One module per probe family.
 
 mod capability;
+mod lifecycle;
 mod oom;

@@ -34,10 +34,6 @@ use crate::{
 };
 
 #[raw_tracepoint(tracepoint = "mark_victim")]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the program macro hands the context by value"
-)]
 pub fn oom_mark_victim(ctx: RawTracePointContext) -> i32 {
     oom_mark_victim_inner(&ctx);
     0

@@ -161,7 +161,7 @@ impl MemcgResolver {
             hierarchy,
             paths: HashMap::new(),
         };
-        resolver.rescan();
+        let _ = resolver.rescan();
         resolver
     }
 
@@ -174,20 +174,44 @@ impl MemcgResolver {
     /// may have been created since the last one. `None` when it is gone already.
     pub fn path(&mut self, memcg_id: u64) -> Option<&str> {
         if !self.paths.contains_key(&memcg_id) {
-            self.rescan();
+            let _ = self.rescan();
         }
         self.paths.get(&memcg_id).map(String::as_str)
     }
 
-    /// Walks the hierarchy; cgroups that vanish during the walk are skipped. Known ids are kept,
-    /// so a cgroup removed since it was first seen keeps its name.
-    pub fn rescan(&mut self) {
-        let mut stack = vec![(self.hierarchy.root.clone(), String::from("/"))];
+    /// Records a cgroup's name as the kernel reported it at creation.
+    pub fn insert(&mut self, memcg_id: u64, path: String) {
+        self.paths.insert(memcg_id, path);
+    }
+
+    /// Cgroups that exist now, counted by walking the hierarchy.
+    #[must_use]
+    pub fn count_live(&self) -> u64 {
+        self.hierarchy.walk().len() as u64
+    }
+
+    /// Walks the hierarchy, learning every cgroup's name, and returns the paths that exist now.
+    /// Known ids are kept, so a cgroup removed since it was first seen keeps its name.
+    pub fn rescan(&mut self) -> Vec<String> {
+        let live = self.hierarchy.walk();
+        let paths = live.iter().map(|(_, path)| path.clone()).collect();
+        self.paths.extend(live);
+        paths
+    }
+}
+
+impl MemoryHierarchy {
+    /// Every cgroup that exists now, as (memcg id, path); cgroups that vanish during the walk
+    /// are skipped.
+    #[must_use]
+    pub fn walk(&self) -> Vec<(u64, String)> {
+        let mut found = Vec::new();
+        let mut stack = vec![(self.root.clone(), String::from("/"))];
         while let Some((dir, path)) = stack.pop() {
             let Ok(meta) = fs::metadata(&dir) else {
                 continue;
             };
-            self.paths.insert(meta.ino(), path.clone());
+            found.push((meta.ino(), path.clone()));
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
@@ -203,6 +227,7 @@ impl MemcgResolver {
                 }
             }
         }
+        found
     }
 }
 

@@ -1,36 +1,188 @@
 //! The context userspace adds to a kernel record as it arrives.
 
-use memtrace_common::event::{OOM_FLAG_MEMCG, Record};
+use std::time::Duration;
 
-use super::{MemcgResolver, memcg_path_of_pid};
-use crate::event::{Context, Observed};
+use memtrace_common::{
+    CgroupRecord, OomKillRecord,
+    event::{CGROUP_FLAG_CHARGED, CGROUP_RELEASE, CGROUP_RMDIR, OOM_FLAG_MEMCG, Record},
+};
 
-/// Resolves a record's memcg to its cgroup path and reads the memcg's usage and limit now,
-/// while the cgroup still exists.
+use super::{
+    ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
+    MemoryStats, PodDirectory, memcg_path_of_pid,
+};
+use crate::event::{
+    Context, MEMORY_FROM_CGROUPFS, MEMORY_FROM_KERNEL_REPORT, Observed, OomContext, StatsSample,
+    c_str,
+};
+
+/// How long an OOM kill waits for the kernel's `oom-kill:` line, which is printed just before
+/// the victim is marked but read by another thread.
+const KMSG_WAIT: Duration = Duration::from_millis(300);
+
+/// Resolves a record's memcg to its cgroup path and reads what cgroupfs says now, while the
+/// cgroup still exists; follows cgroup lifecycles.
 pub struct LiveContext {
     resolver: MemcgResolver,
+    pods: PodDirectory,
+    kmsg: Option<KmsgOomLines>,
+    dying: DyingTracker,
+    filter: Filter,
+    page_size: u64,
 }
 
 impl LiveContext {
+    /// `kmsg`: the kernel log follower, when `/dev/kmsg` could be opened.
     #[must_use]
-    pub fn new(resolver: MemcgResolver) -> Self {
-        Self { resolver }
+    pub fn new(
+        resolver: MemcgResolver,
+        pods: PodDirectory,
+        kmsg: Option<KmsgOomLines>,
+        filter: Filter,
+        page_size: u64,
+    ) -> Self {
+        Self {
+            resolver,
+            pods,
+            kmsg,
+            dying: DyingTracker::default(),
+            filter,
+            page_size,
+        }
     }
 
-    pub fn observe(&mut self, record: Record) -> Observed {
-        let cgroup = match &record {
-            Record::OomKill(r) if r.flags & OOM_FLAG_MEMCG != 0 => {
-                self.resolver.path(r.memcg_id).map(str::to_owned)
+    #[must_use]
+    pub fn resolver(&self) -> &MemcgResolver {
+        &self.resolver
+    }
+
+    /// Adds context to a kernel record; `None` when the user's filter does not want it (its
+    /// bookkeeping, e.g. a cgroup's name, is kept all the same).
+    pub fn observe(&mut self, record: Record) -> Option<Observed> {
+        let context = match &record {
+            Record::OomKill(r) => self.oom_kill(r),
+            Record::Cgroup(r) => self.cgroup(r),
+        };
+        let wanted = self
+            .filter
+            .matches(context.cgroup.as_deref(), context.container.as_ref())
+            || context.oom.as_ref().is_some_and(|oom| {
+                // The pod whose limit fired is asked about: its container's kill matters.
+                self.filter
+                    .matches(oom.limit_cgroup.as_deref(), oom.limit_container.as_ref())
+            });
+        wanted.then_some(Observed::Kernel { record, context })
+    }
+
+    /// Who a cgroup belongs to: container and pod from the path, names from kubelet's files.
+    fn identity(&mut self, cgroup: Option<&str>) -> Option<ContainerIdentity> {
+        let mut identity = ContainerIdentity::from_cgroup_path(cgroup?);
+        self.pods.enrich(&mut identity);
+        (identity.kind() != IdentityKind::Unknown).then_some(identity)
+    }
+
+    /// One sample per active container and pod (and the `--cgroup` the user named), from
+    /// cgroupfs.
+    pub fn stats_samples(&mut self, timestamp_ns: u64) -> Vec<StatsSample> {
+        let mut samples = Vec::new();
+        for cgroup in self.resolver.rescan() {
+            let identity = self.identity(Some(&cgroup));
+            let active = identity.as_ref().is_some_and(|i| {
+                matches!(i.kind(), IdentityKind::Container | IdentityKind::Pod) && !i.is_conmon()
+            });
+            let named = self.filter.cgroup.as_deref() == Some(cgroup.as_str());
+            if !(active || named) || !self.filter.matches(Some(&cgroup), identity.as_ref()) {
+                continue;
             }
+            if let Some(memory) = MemoryStats::read(self.resolver.hierarchy(), &cgroup) {
+                samples.push(StatsSample {
+                    timestamp_ns,
+                    cgroup,
+                    container: identity,
+                    memory,
+                });
+            }
+        }
+        samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
+        samples
+    }
+
+    fn oom_kill(&mut self, r: &OomKillRecord) -> Context {
+        let cgroup = if r.flags & OOM_FLAG_MEMCG != 0 {
+            self.resolver.path(r.memcg_id).map(str::to_owned)
+        } else {
             // The kernel gave only a pid (older `mark_victim`): the victim is still exiting.
-            Record::OomKill(r) => memcg_path_of_pid(r.pid, self.resolver.hierarchy().version),
+            memcg_path_of_pid(r.pid, self.resolver.hierarchy().version)
         };
+        let line = self.kmsg.as_ref().and_then(|k| k.take(r.pid, KMSG_WAIT));
         let hierarchy = self.resolver.hierarchy();
-        let context = Context {
-            memcg_limit_bytes: cgroup.as_deref().and_then(|c| hierarchy.limit_bytes(c)),
-            memcg_usage_bytes: cgroup.as_deref().and_then(|c| hierarchy.usage_bytes(c)),
-            cgroup,
+        let limit_cgroup = line.as_ref().and_then(|l| l.oom_memcg.clone());
+        // The memory of the limit that fired as the kernel printed it at the kill; failing that
+        // (no report: rate-limited, or a global OOM), cgroupfs now, after the victim's memory
+        // may already be freed.
+        let from_report = line.as_ref().and_then(|l| l.report.as_ref()).map(|r| {
+            MemoryStats::from_stat(
+                hierarchy.version,
+                &r.stat,
+                r.usage_bytes,
+                r.limit_bytes,
+                r.kmem_usage_bytes,
+            )
+        });
+        let (memory, memory_source) = if let Some(m) = from_report {
+            (Some(m), Some(MEMORY_FROM_KERNEL_REPORT.to_owned()))
+        } else {
+            let m = limit_cgroup
+                .as_deref()
+                .or(cgroup.as_deref())
+                .and_then(|c| MemoryStats::read(hierarchy, c));
+            let source = m.as_ref().map(|_| MEMORY_FROM_CGROUPFS.to_owned());
+            (m, source)
         };
-        Observed { record, context }
+        let memcg_limit_bytes = cgroup.as_deref().and_then(|c| hierarchy.limit_bytes(c));
+        let memcg_usage_bytes = cgroup.as_deref().and_then(|c| hierarchy.usage_bytes(c));
+        Context {
+            container: self.identity(cgroup.as_deref()),
+            memcg_limit_bytes,
+            memcg_usage_bytes,
+            oom: Some(OomContext {
+                constraint: line.map(|l| l.constraint),
+                limit_container: self.identity(limit_cgroup.as_deref()),
+                limit_cgroup,
+                memory,
+                memory_source,
+            }),
+            cgroup,
+            removed_ns: None,
+        }
+    }
+
+    fn cgroup(&mut self, r: &CgroupRecord) -> Context {
+        let reported = c_str(&r.path);
+        let mut context = Context::default();
+        if r.action == CGROUP_RMDIR {
+            let charged = (r.flags & CGROUP_FLAG_CHARGED != 0)
+                .then(|| r.charged_pages.saturating_mul(self.page_size));
+            self.dying
+                .removed(r.memcg_id, r.header.timestamp_ns, charged);
+        } else if r.action == CGROUP_RELEASE {
+            context.removed_ns = self.dying.freed(r.memcg_id).map(|d| d.removed_ns);
+        }
+        // The kernel's own word for the path wins; it is also how a cgroup created before
+        // memtrace started and removed since gets its name.
+        context.cgroup = if reported.is_empty() {
+            self.resolver.path(r.memcg_id).map(str::to_owned)
+        } else {
+            self.resolver.insert(r.memcg_id, reported.clone());
+            Some(reported)
+        };
+        context.container = self.identity(context.cgroup.as_deref());
+        context
+    }
+
+    /// Memcgs removed while memtrace watched and not freed yet.
+    #[must_use]
+    pub fn dying(&self) -> usize {
+        self.dying.dying()
     }
 }

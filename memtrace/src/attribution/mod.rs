@@ -4,9 +4,21 @@
 //! the same number `stat(2)` reports, so one directory walk maps ids to paths on both v1 and v2.
 
 mod cgroupfs;
+mod container;
 mod context;
+mod dying;
+mod filter;
+mod kmsg;
+mod memstat;
+mod pods;
 
 pub use cgroupfs::{
     CgroupVersion, HierarchyError, MemcgResolver, MemoryHierarchy, memcg_path_of_pid,
 };
+pub use container::{ContainerIdentity, IdentityKind, QosClass, runtime};
 pub use context::LiveContext;
+pub use dying::{DyingTracker, MEMCG_ID_LIMIT, count_dying};
+pub use filter::Filter;
+pub use kmsg::{KmsgOomLines, OomKillLine};
+pub use memstat::MemoryStats;
+pub use pods::{PodDirectory, PodName};

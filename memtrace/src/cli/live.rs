@@ -8,7 +8,10 @@ use memtrace_common::LostKind;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
-    attribution::{LiveContext, MemcgResolver, MemoryHierarchy},
+    attribution::{
+        Filter, KmsgOomLines, LiveContext, MEMCG_ID_LIMIT, MemcgResolver, MemoryHierarchy,
+        PodDirectory, count_dying,
+    },
     clock,
     event::HostClock,
     pipeline,
@@ -22,6 +25,42 @@ pub struct LiveArgs {
     /// Stop after this long (e.g. 30s, 10m, 1h30m); default: until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Sample each active container's memory (usage, limit, working set, anon, file, kernel)
+    /// from cgroupfs this often, as `stats` events; 0 turns it off.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub stats_interval: Duration,
+    /// Warn at start-up when this many memory cgroups are dying (removed but still pinned by
+    /// charged memory); the kernel runs out of memcg ids at 65535.
+    #[arg(long, default_value_t = 50_000, value_name = "COUNT")]
+    pub dying_warn: u64,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Which containers to report on; all given must match.
+#[derive(Debug, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only this cgroup and the cgroups below it (path in the memory hierarchy, e.g.
+    /// /kubepods.slice/kubepods-burstable.slice).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Only the container whose id starts with this (12 characters, as `docker ps` shows).
+    #[arg(long, value_name = "ID-PREFIX")]
+    pub container: Option<String>,
+    /// Only this pod: its UID, its name, or NAMESPACE/NAME.
+    #[arg(long, value_name = "NAME|UID")]
+    pub pod: Option<String>,
+}
+
+impl FilterArgs {
+    #[must_use]
+    pub fn filter(&self) -> Filter {
+        Filter {
+            cgroup: self.cgroup.clone(),
+            container: self.container.clone(),
+            pod: self.pod.clone(),
+        }
+    }
 }
 
 pub struct Session {
@@ -33,6 +72,7 @@ pub struct Session {
     hierarchy: MemoryHierarchy,
     clock: HostClock,
     duration: Option<Duration>,
+    stats_interval: Option<Duration>,
     interrupt: Signal,
     terminate: Signal,
 }
@@ -73,7 +113,23 @@ impl Session {
             hierarchy.version,
             hierarchy.root.display(),
         );
-        let context = LiveContext::new(MemcgResolver::new(hierarchy.clone()));
+        let resolver = MemcgResolver::new(hierarchy.clone());
+        report_dying(&hierarchy, &resolver, args.dying_warn);
+        let kmsg = KmsgOomLines::follow()
+            .inspect_err(|e| {
+                eprintln!(
+                    "memtrace: cannot read /dev/kmsg ({e}): OOM kills will not say which limit fired"
+                );
+            })
+            .ok();
+        let page_size = page_size();
+        let context = LiveContext::new(
+            resolver,
+            PodDirectory::default(),
+            kmsg,
+            args.filter.filter(),
+            page_size,
+        );
         Ok(Self {
             runtime,
             probes,
@@ -83,9 +139,10 @@ impl Session {
             hierarchy,
             clock: HostClock {
                 boot_time_wall_ns: clock::boot_time_wall_ns(),
-                page_size: page_size(),
+                page_size,
             },
             duration: args.duration,
+            stats_interval: Some(args.stats_interval).filter(|d| !d.is_zero()),
             interrupt,
             terminate,
         })
@@ -116,6 +173,7 @@ impl Session {
             context,
             clock,
             duration,
+            stats_interval,
             interrupt,
             terminate,
             ..
@@ -128,6 +186,7 @@ impl Session {
                     ring,
                     context,
                     clock,
+                    stats_interval,
                     sink,
                     stop(interrupt, terminate, duration),
                 )
@@ -186,6 +245,19 @@ async fn stop(mut interrupt: Signal, mut terminate: Signal, duration: Option<Dur
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
         () = timeout => {}
+    }
+}
+
+/// Says how many memcgs are dying now, and warns when that nears the kernel's id limit: the
+/// slow leak behind "cannot create cgroup" failures on long-lived nodes.
+fn report_dying(hierarchy: &MemoryHierarchy, resolver: &MemcgResolver, warn_at: u64) {
+    match count_dying(hierarchy, resolver.count_live()) {
+        Ok(dying) if dying >= warn_at => eprintln!(
+            "memtrace: WARNING: {dying} memory cgroups are dying (removed, still pinned by \
+             charged page cache or slab); the kernel cannot create more than {MEMCG_ID_LIMIT}"
+        ),
+        Ok(dying) => eprintln!("memtrace: {dying} dying memory cgroups at start-up"),
+        Err(e) => eprintln!("memtrace: cannot count dying memory cgroups: {e}"),
     }
 }
 

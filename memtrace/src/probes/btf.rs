@@ -82,6 +82,11 @@ impl KernelBtf {
         let subsys = self.member("css_set", "subsys")?;
         let subsys_elem = self.array_element_size("css_set.subsys", &subsys.ty)?;
 
+        let cgroup_subsys = self.member("cgroup", "subsys")?;
+        let cgroup_subsys_elem = self.array_element_size("cgroup.subsys", &cgroup_subsys.ty)?;
+        let memcg_usage = self.member("mem_cgroup", "memory")?.offset
+            + self.member("page_counter", "usage")?.offset;
+
         let rss_stat = self.member("mm_struct", "rss_stat")?;
         let rss = self.rss_counters(&rss_stat)?;
         let [file, anon, shmem] =
@@ -101,7 +106,11 @@ impl KernelBtf {
             mm_anon_rss: rss.at(anon),
             mm_shmem_rss: rss.at(shmem),
             mark_victim_arg: self.mark_victim_arg()?,
-            pad: 0,
+            cgroup_root: self.member("cgroup", "root")?.offset,
+            cgroup_root_subsys_mask: self.member("cgroup_root", "subsys_mask")?.offset,
+            memory_subsys_bit: 1 << memory_cgrp_id,
+            cgroup_memory_css: cgroup_subsys.offset + memory_cgrp_id * cgroup_subsys_elem,
+            memcg_usage,
         })
     }
 

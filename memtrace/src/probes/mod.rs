@@ -11,7 +11,10 @@ use aya::{
 };
 use memtrace_common::{
     LostKind,
-    names::{EVENTS_MAP, LOST_MAP, OFFSETS_GLOBAL, PROG_OOM_MARK_VICTIM},
+    names::{
+        EVENTS_MAP, LOST_MAP, OFFSETS_GLOBAL, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE,
+        PROG_CGROUP_RMDIR, PROG_OOM_MARK_VICTIM,
+    },
 };
 
 pub use self::btf::{BtfError, KernelBtf};
@@ -61,6 +64,50 @@ impl std::fmt::Display for AttachedPoint {
     }
 }
 
+/// A probe point attached through raw tracepoints.
+struct RawTracepointPoint {
+    point: &'static str,
+    strategy: &'static str,
+    /// (program, raw tracepoint)
+    programs: &'static [(&'static str, &'static str)],
+}
+
+const RAW_TRACEPOINTS: [RawTracepointPoint; 2] = [
+    RawTracepointPoint {
+        point: "oom_kill",
+        strategy: "raw_tp/mark_victim",
+        programs: &[(PROG_OOM_MARK_VICTIM, "mark_victim")],
+    },
+    RawTracepointPoint {
+        point: "cgroup",
+        strategy: "raw_tp/cgroup_mkdir+cgroup_rmdir+cgroup_release",
+        programs: &[
+            (PROG_CGROUP_MKDIR, "cgroup_mkdir"),
+            (PROG_CGROUP_RMDIR, "cgroup_rmdir"),
+            (PROG_CGROUP_RELEASE, "cgroup_release"),
+        ],
+    },
+];
+
+fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    tracepoint: &str,
+) -> Result<(), ProbeError> {
+    let program_error = |source| ProbeError::Program {
+        what: format!("raw tracepoint {tracepoint}"),
+        source,
+    };
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .ok_or(ProbeError::Missing(program))?
+        .try_into()
+        .map_err(program_error)?;
+    p.load().map_err(program_error)?;
+    p.attach(tracepoint).map_err(program_error)?;
+    Ok(())
+}
+
 /// Loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     /// Owns the programs and their links.
@@ -91,24 +138,17 @@ impl Probes {
             .map_err(ProbeError::Load)?;
 
         let mut attached = Vec::new();
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(PROG_OOM_MARK_VICTIM)
-            .ok_or(ProbeError::Missing(PROG_OOM_MARK_VICTIM))?
-            .try_into()
-            .map_err(|source| ProbeError::Program {
-                what: PROG_OOM_MARK_VICTIM.into(),
-                source,
-            })?;
-        let program_error = |source| ProbeError::Program {
-            what: "raw tracepoint oom:mark_victim".into(),
-            source,
-        };
-        program.load().map_err(program_error)?;
-        program.attach("mark_victim").map_err(program_error)?;
-        attached.push(AttachedPoint {
-            point: "oom_kill",
-            strategy: "raw_tp/mark_victim",
-        });
+        for RawTracepointPoint {
+            point,
+            strategy,
+            programs,
+        } in RAW_TRACEPOINTS
+        {
+            for (program, tracepoint) in programs {
+                attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
+            }
+            attached.push(AttachedPoint { point, strategy });
+        }
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| {
             ProbeError::Map {

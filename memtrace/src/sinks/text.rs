@@ -7,7 +7,8 @@ use std::{
 
 use super::Sink;
 use crate::{
-    event::{Event, Observed, OomKill},
+    attribution::{ContainerIdentity, MemoryStats},
+    event::{CgroupEvent, Event, Observed, OomKill, StatsEvent},
     units::human_bytes,
 };
 
@@ -38,17 +39,86 @@ impl<W: Write> Sink for TextSink<W> {
 pub fn line(event: &Event) -> String {
     match event {
         Event::OomKill(e) => oom_kill(e),
+        Event::Cgroup(e) => cgroup(e),
+        Event::Stats(e) => stats(e),
     }
+}
+
+fn bytes_or(value: Option<u64>, missing: &str) -> String {
+    value.map_or_else(|| missing.to_owned(), human_bytes)
+}
+
+/// ` [ns/pod/container]` when the cgroup belongs to one.
+fn who(s: &mut String, container: Option<&ContainerIdentity>) {
+    if let Some(c) = container {
+        let _ = write!(s, " [{c}]");
+    }
+}
+
+fn cgroup(e: &CgroupEvent) -> String {
+    let mut s = format!(
+        "{} {:<9} {}",
+        e.time,
+        "cgroup",
+        e.cgroup.as_deref().unwrap_or("?"),
+    );
+    who(&mut s, e.container.as_ref());
+    let _ = write!(s, " {} id={}", e.action, e.memcg_id);
+    if let Some(charged) = e.charged_bytes {
+        let _ = write!(s, " charged={}", human_bytes(charged));
+    }
+    if e.dying {
+        s.push_str(" DYING (memory still charged keeps it allocated)");
+    }
+    if let Some(secs) = e.dying_seconds {
+        let _ = write!(s, " after {secs:.1}s dying");
+    }
+    s
+}
+
+fn stats(e: &StatsEvent) -> String {
+    let mut s = format!("{} {:<9} {}", e.time, "stats", e.cgroup);
+    who(&mut s, e.container.as_ref());
+    memory(&mut s, &e.memory);
+    s
+}
+
+/// `usage=… limit=… working_set=… anon=… file=…(active …/inactive …) kernel=… shmem=…`
+fn memory(s: &mut String, m: &MemoryStats) {
+    let _ = write!(
+        s,
+        " usage={} limit={} working_set={} anon={} file={}",
+        bytes_or(m.usage_bytes, "?"),
+        bytes_or(m.limit_bytes, "none"),
+        bytes_or(m.working_set_bytes, "?"),
+        bytes_or(m.anon_bytes, "?"),
+        bytes_or(m.file_bytes, "?"),
+    );
+    if let (Some(active), Some(inactive)) = (m.active_file_bytes, m.inactive_file_bytes) {
+        let _ = write!(
+            s,
+            "(active {}/inactive {})",
+            human_bytes(active),
+            human_bytes(inactive)
+        );
+    }
+    let _ = write!(
+        s,
+        " kernel={} shmem={}",
+        bytes_or(m.kernel_bytes, "?"),
+        bytes_or(m.shmem_bytes, "?")
+    );
 }
 
 fn oom_kill(e: &OomKill) -> String {
     let mut s = format!(
-        "{} {:<9} {} pid={}",
+        "{} {:<9} {}",
         e.time,
         "oom_kill",
         e.cgroup.as_deref().unwrap_or("?"),
-        e.pid
     );
+    who(&mut s, e.container.as_ref());
+    let _ = write!(s, " pid={}", e.pid);
     if let Some(tgid) = e.tgid.filter(|&t| t != e.pid) {
         let _ = write!(s, " tgid={tgid}");
     }
@@ -88,11 +158,17 @@ mod tests {
             comm: Some("memhog".into()),
             memcg_id: Some(42),
             cgroup: Some("/x".into()),
+            container: None,
             memcg_limit_bytes: Some(64 << 20),
             memcg_usage_bytes: None,
             anon_rss_bytes: Some(63 << 20),
             file_rss_bytes: Some(0),
             shmem_rss_bytes: Some(0),
+            constraint: None,
+            limit_cgroup: None,
+            limit_container: None,
+            memory: None,
+            memory_source: None,
         };
         assert_eq!(
             line(&Event::OomKill(e)),

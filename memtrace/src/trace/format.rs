@@ -8,10 +8,12 @@
 //! frame  := tag u8 | reserved [u8; 3] | len u32 | crc32 u32 | payload (len bytes)
 //!           crc32 covers the 8 bytes before it and the payload
 //! CGROUP (1) := table_id u32 | reserved u32 | memcg_id u64 (0 = unknown) | path (UTF-8, rest)
-//! EVENT  (2) := cgroup table_id u32 (u32::MAX = none) | reserved u32
-//!               | memcg_limit_bytes u64 | memcg_usage_bytes u64 (u64::MAX = unknown)
+//! EVENT  (2) := cgroup table_id u32 (u32::MAX = none) | context_len u32
+//!               | context (JSON `event::Context` without its cgroup, context_len bytes)
 //!               | kernel record (memtrace-common ABI, rest)
 //! END    (3) := events u64 | lost_kinds u32 | reserved u32 | lost u64 × lost_kinds
+//! STATS  (4) := cgroup table_id u32 | reserved u32
+//!               | sample (JSON `event::StatsSample` without its cgroup, rest)
 //! ```
 //!
 //! A cgroup's frame is written before the first event that names it, so a reader that stops
@@ -24,11 +26,11 @@ pub const VERSION: u16 = 1;
 pub const TAG_CGROUP: u8 = 1;
 pub const TAG_EVENT: u8 = 2;
 pub const TAG_END: u8 = 3;
+pub const TAG_STATS: u8 = 4;
 pub const FRAME_HEADER_LEN: usize = 12;
 /// No frame or header is larger; a bigger length means corruption, not a reason to allocate.
 pub const MAX_PAYLOAD: u32 = 1 << 20;
 pub const NO_CGROUP: u32 = u32::MAX;
-pub const UNKNOWN: u64 = u64::MAX;
 
 /// Everything needed to read the events on another machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

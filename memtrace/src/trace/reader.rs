@@ -11,10 +11,10 @@ use std::{
 use memtrace_common::event::{DecodeError, Record};
 
 use super::format::{
-    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CGROUP, TAG_END, TAG_EVENT, TraceHeader,
-    UNKNOWN, VERSION, crc,
+    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CGROUP, TAG_END, TAG_EVENT, TAG_STATS,
+    TraceHeader, VERSION, crc,
 };
-use crate::event::{Context, Observed};
+use crate::event::{Context, Observed, StatsSample};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -45,6 +45,10 @@ pub enum TraceError {
 
 /// What a trace yields, in file order.
 #[derive(Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "read, handed on and dropped one at a time"
+)]
 pub enum TraceItem {
     Event(Observed),
     /// The end marker: totals as the recorder counted them.
@@ -177,6 +181,7 @@ impl TraceReader {
                 TAG_CGROUP => self.cgroup(frame_offset, &payload)?,
                 TAG_EVENT => return self.event(frame_offset, &payload).map(Some),
                 TAG_END => return self.end(frame_offset, &payload).map(Some),
+                TAG_STATS => return self.stats(frame_offset, &payload).map(Some),
                 other => {
                     return Err(self.corrupt(frame_offset, format!("unknown frame type {other}")));
                 }
@@ -195,20 +200,31 @@ impl TraceReader {
         Ok(())
     }
 
+    fn table_cgroup(&self, at: u64, table_id: u32) -> Result<Option<String>, TraceError> {
+        if table_id == NO_CGROUP {
+            return Ok(None);
+        }
+        self.cgroups
+            .get(&table_id)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| {
+                self.corrupt(at, format!("event names cgroup #{table_id}, never defined"))
+            })
+    }
+
     fn event(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
-        if payload.len() < 24 {
+        if payload.len() < 8 {
             return Err(self.corrupt(at, "short event frame".into()));
         }
-        let table_id = le_u32(&payload[..4]);
-        let cgroup = if table_id == NO_CGROUP {
-            None
-        } else {
-            Some(self.cgroups.get(&table_id).cloned().ok_or_else(|| {
-                self.corrupt(at, format!("event names cgroup #{table_id}, never defined"))
-            })?)
+        let cgroup = self.table_cgroup(at, le_u32(&payload[..4]))?;
+        let context_len = le_u32(&payload[4..8]) as usize;
+        let Some((context, record)) = payload[8..].split_at_checked(context_len) else {
+            return Err(self.corrupt(at, "event context runs past its frame".into()));
         };
-        let known = |v: u64| (v != UNKNOWN).then_some(v);
-        let record = Record::decode(&payload[24..]).map_err(|e| {
+        let context: Context = serde_json::from_slice(context)
+            .map_err(|e| self.corrupt(at, format!("event context is not valid: {e}")))?;
+        let record = Record::decode(record).map_err(|e| {
             self.corrupt(
                 at,
                 match e {
@@ -220,14 +236,26 @@ impl TraceReader {
             )
         })?;
         self.events += 1;
-        Ok(TraceItem::Event(Observed {
+        Ok(TraceItem::Event(Observed::Kernel {
             record,
-            context: Context {
-                cgroup,
-                memcg_limit_bytes: known(le_u64(&payload[8..16])),
-                memcg_usage_bytes: known(le_u64(&payload[16..24])),
-            },
+            context: Context { cgroup, ..context },
         }))
+    }
+
+    fn stats(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
+        if payload.len() < 8 {
+            return Err(self.corrupt(at, "short stats frame".into()));
+        }
+        let cgroup = self
+            .table_cgroup(at, le_u32(&payload[..4]))?
+            .ok_or_else(|| self.corrupt(at, "stats frame without a cgroup".into()))?;
+        let sample: StatsSample = serde_json::from_slice(&payload[8..])
+            .map_err(|e| self.corrupt(at, format!("stats are not valid: {e}")))?;
+        self.events += 1;
+        Ok(TraceItem::Event(Observed::Stats(StatsSample {
+            cgroup,
+            ..sample
+        })))
     }
 
     fn end(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
@@ -320,10 +348,10 @@ fn le_u64(b: &[u8]) -> u64 {
 mod tests {
     use std::{fs, os::unix::fs::PermissionsExt as _};
 
-    use memtrace_common::{EventHeader, EventKind, LostKind, OomKillRecord};
+    use memtrace_common::{CgroupRecord, EventHeader, EventKind, LostKind, OomKillRecord};
 
     use super::*;
-    use crate::trace::TraceWriter;
+    use crate::{attribution::MemoryStats, event::OomContext, trace::TraceWriter};
 
     fn header() -> TraceHeader {
         TraceHeader {
@@ -340,7 +368,7 @@ mod tests {
     }
 
     fn observed(pid: u32, cgroup: Option<&str>) -> Observed {
-        Observed {
+        Observed::Kernel {
             record: Record::OomKill(OomKillRecord {
                 header: EventHeader {
                     kind: EventKind::OomKill as u32,
@@ -357,16 +385,55 @@ mod tests {
             context: Context {
                 cgroup: cgroup.map(Into::into),
                 memcg_limit_bytes: Some(64 << 20),
-                memcg_usage_bytes: None,
+                oom: Some(OomContext {
+                    constraint: Some("CONSTRAINT_MEMCG".into()),
+                    limit_cgroup: Some("/".into()),
+                    limit_container: None,
+                    memory: Some(MemoryStats {
+                        usage_bytes: Some(1),
+                        ..MemoryStats::default()
+                    }),
+                    memory_source: Some("kernel_oom_report".into()),
+                }),
+                ..Context::default()
             },
         }
     }
 
     fn write_sample(path: &Path) -> Vec<Observed> {
+        let mut lifecycle = CgroupRecord {
+            header: EventHeader {
+                kind: EventKind::Cgroup as u32,
+                cpu: 0,
+                timestamp_ns: 9,
+            },
+            memcg_id: 5,
+            action: memtrace_common::event::CGROUP_RMDIR,
+            ..CgroupRecord::default()
+        };
+        lifecycle.path[..2].copy_from_slice(b"/a");
         let events = vec![
             observed(1, Some("/a")),
             observed(2, None),
             observed(3, Some("/a")),
+            Observed::Kernel {
+                record: Record::Cgroup(lifecycle),
+                context: Context {
+                    cgroup: Some("/a".into()),
+                    removed_ns: Some(3),
+                    ..Context::default()
+                },
+            },
+            Observed::Stats(StatsSample {
+                timestamp_ns: 10,
+                cgroup: "/b/c".into(),
+                container: None,
+                memory: MemoryStats {
+                    usage_bytes: Some(4096),
+                    limit_bytes: None,
+                    ..MemoryStats::default()
+                },
+            }),
             observed(4, Some("/b/c")),
         ];
         let mut w = TraceWriter::create(path, &header()).expect("create");
@@ -406,7 +473,7 @@ mod tests {
         assert_eq!(
             end,
             Some(TraceItem::End {
-                events: 4,
+                events: 6,
                 lost: vec![5]
             })
         );

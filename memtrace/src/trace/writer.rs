@@ -8,17 +8,14 @@ use std::{
     path::Path,
 };
 
-use memtrace_common::{
-    LostKind,
-    event::{Record, as_bytes},
-};
+use memtrace_common::{LostKind, event::Record};
 
 use super::format::{
-    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CGROUP, TAG_END, TAG_EVENT, TraceHeader,
-    UNKNOWN, VERSION, crc,
+    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CGROUP, TAG_END, TAG_EVENT, TAG_STATS,
+    TraceHeader, VERSION, crc,
 };
 use crate::{
-    event::{Event, Observed},
+    event::{Context, Event, Observed, StatsSample},
     sinks::Sink,
 };
 
@@ -69,29 +66,47 @@ impl TraceWriter {
     ///
     /// I/O errors.
     pub fn append(&mut self, observed: &Observed) -> io::Result<()> {
-        let table_id = match &observed.context.cgroup {
-            None => NO_CGROUP,
-            Some(path) => match self.cgroups.get(path) {
-                Some(&id) => id,
-                None => self.add_cgroup(path, memcg_id(&observed.record))?,
-            },
-        };
-        let record = match &observed.record {
-            Record::OomKill(r) => as_bytes(r),
-        };
-        let mut payload = Vec::with_capacity(24 + record.len());
-        payload.extend_from_slice(&table_id.to_le_bytes());
-        payload.extend_from_slice(&0u32.to_le_bytes());
-        for value in [
-            observed.context.memcg_limit_bytes,
-            observed.context.memcg_usage_bytes,
-        ] {
-            payload.extend_from_slice(&value.unwrap_or(UNKNOWN).to_le_bytes());
+        match observed {
+            Observed::Kernel { record, context } => {
+                let table_id = self.table_id(context.cgroup.as_deref(), memcg_id(record))?;
+                let context = serde_json::to_vec(&Context {
+                    cgroup: None,
+                    ..context.clone()
+                })?;
+                let context_len = u32::try_from(context.len()).map_err(io::Error::other)?;
+                let record = record.bytes();
+                let mut payload = Vec::with_capacity(8 + context.len() + record.len());
+                payload.extend_from_slice(&table_id.to_le_bytes());
+                payload.extend_from_slice(&context_len.to_le_bytes());
+                payload.extend_from_slice(&context);
+                payload.extend_from_slice(record);
+                self.frame(TAG_EVENT, &payload)?;
+            }
+            Observed::Stats(sample) => {
+                let table_id = self.table_id(Some(&sample.cgroup), 0)?;
+                let body = serde_json::to_vec(&StatsSample {
+                    cgroup: String::new(),
+                    ..sample.clone()
+                })?;
+                let mut payload = Vec::with_capacity(8 + body.len());
+                payload.extend_from_slice(&table_id.to_le_bytes());
+                payload.extend_from_slice(&0u32.to_le_bytes());
+                payload.extend_from_slice(&body);
+                self.frame(TAG_STATS, &payload)?;
+            }
         }
-        payload.extend_from_slice(record);
-        self.frame(TAG_EVENT, &payload)?;
         self.events += 1;
         Ok(())
+    }
+
+    fn table_id(&mut self, cgroup: Option<&str>, memcg_id: u64) -> io::Result<u32> {
+        match cgroup {
+            None => Ok(NO_CGROUP),
+            Some(path) => match self.cgroups.get(path) {
+                Some(&id) => Ok(id),
+                None => self.add_cgroup(path, memcg_id),
+            },
+        }
     }
 
     fn add_cgroup(&mut self, path: &str, memcg_id: u64) -> io::Result<u32> {
@@ -145,6 +160,7 @@ impl TraceWriter {
 fn memcg_id(record: &Record) -> u64 {
     match record {
         Record::OomKill(r) => r.memcg_id,
+        Record::Cgroup(r) => r.memcg_id,
     }
 }
 

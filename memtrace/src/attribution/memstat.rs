@@ -1,0 +1,134 @@
+//! A memcg's memory as cgroupfs reports it: usage, limit and the breakdown the kubelet looks at.
+
+use std::{collections::HashMap, fs};
+
+use serde::{Deserialize, Serialize};
+
+use super::{CgroupVersion, MemoryHierarchy};
+
+/// One memcg's memory, read from cgroupfs. Hierarchical totals on v1 (`total_*`), so a pod's
+/// numbers include its containers, as on v2.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStats {
+    pub usage_bytes: Option<u64>,
+    /// `None`: unlimited.
+    pub limit_bytes: Option<u64>,
+    /// What the kubelet and cAdvisor call the working set and evict/alert on:
+    /// `usage − inactive_file`.
+    pub working_set_bytes: Option<u64>,
+    pub anon_bytes: Option<u64>,
+    /// Page cache (file-backed pages, shmem included, as the kernel counts it).
+    pub file_bytes: Option<u64>,
+    pub active_file_bytes: Option<u64>,
+    pub inactive_file_bytes: Option<u64>,
+    pub shmem_bytes: Option<u64>,
+    /// Kernel memory charged to the memcg (v1 `memory.kmem.usage_in_bytes`, v2 `kernel`).
+    pub kernel_bytes: Option<u64>,
+    /// v2 only: v1's `memory.stat` has no slab lines.
+    pub slab_reclaimable_bytes: Option<u64>,
+    pub slab_unreclaimable_bytes: Option<u64>,
+}
+
+impl MemoryStats {
+    /// Reads everything at once; `None` when the cgroup is gone.
+    #[must_use]
+    pub fn read(hierarchy: &MemoryHierarchy, cgroup: &str) -> Option<Self> {
+        let dir = hierarchy.dir(cgroup);
+        let stat = fs::read_to_string(dir.join("memory.stat")).ok()?;
+        let usage = hierarchy.usage_bytes(cgroup);
+        let kmem = match hierarchy.version {
+            CgroupVersion::V1 => read_u64(&dir.join("memory.kmem.usage_in_bytes")),
+            CgroupVersion::V2 => None,
+        };
+        Some(Self::from_stat(
+            hierarchy.version,
+            &stat,
+            usage,
+            hierarchy.limit_bytes(cgroup),
+            kmem,
+        ))
+    }
+
+    /// From `memory.stat` text and the other counters, as cgroupfs or the kernel's OOM report
+    /// give them.
+    #[must_use]
+    pub fn from_stat(
+        version: CgroupVersion,
+        stat: &str,
+        usage: Option<u64>,
+        limit: Option<u64>,
+        v1_kmem: Option<u64>,
+    ) -> Self {
+        let fields: HashMap<&str, u64> = stat
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k, v.trim().parse().ok()?))
+            })
+            .collect();
+        let get = |k: &str| fields.get(k).copied();
+        let mut s = match version {
+            CgroupVersion::V1 => Self {
+                anon_bytes: get("total_rss"),
+                file_bytes: get("total_cache"),
+                active_file_bytes: get("total_active_file"),
+                inactive_file_bytes: get("total_inactive_file"),
+                shmem_bytes: get("total_shmem"),
+                kernel_bytes: v1_kmem,
+                ..Self::default()
+            },
+            CgroupVersion::V2 => Self {
+                anon_bytes: get("anon"),
+                file_bytes: get("file"),
+                active_file_bytes: get("active_file"),
+                inactive_file_bytes: get("inactive_file"),
+                shmem_bytes: get("shmem"),
+                kernel_bytes: get("kernel"),
+                slab_reclaimable_bytes: get("slab_reclaimable"),
+                slab_unreclaimable_bytes: get("slab_unreclaimable"),
+                ..Self::default()
+            },
+        };
+        s.usage_bytes = usage;
+        s.limit_bytes = limit;
+        // cAdvisor: workingSet = usage − inactive_file, floored at 0.
+        s.working_set_bytes = usage.map(|u| u.saturating_sub(s.inactive_file_bytes.unwrap_or(0)));
+        s
+    }
+}
+
+fn read_u64(path: &std::path::Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_uses_hierarchical_totals_and_kmem() {
+        let stat = "cache 1\nrss 2\ntotal_cache 4096\ntotal_rss 8192\ntotal_shmem 0\n\
+                    total_active_file 1024\ntotal_inactive_file 3072\n";
+        let s = MemoryStats::from_stat(CgroupVersion::V1, stat, Some(20_000), None, Some(500));
+        assert_eq!(s.anon_bytes, Some(8192));
+        assert_eq!(s.file_bytes, Some(4096));
+        assert_eq!(s.kernel_bytes, Some(500));
+        assert_eq!(s.working_set_bytes, Some(20_000 - 3072));
+        assert_eq!(s.slab_reclaimable_bytes, None);
+    }
+
+    #[test]
+    fn v2_reads_slab_and_kernel() {
+        let stat = "anon 100\nfile 200\nkernel 30\nshmem 5\nactive_file 50\ninactive_file 150\n\
+                    slab_reclaimable 10\nslab_unreclaimable 20\ngarbage\nbad x\n";
+        let s = MemoryStats::from_stat(CgroupVersion::V2, stat, Some(100), Some(1000), None);
+        assert_eq!(s.kernel_bytes, Some(30));
+        assert_eq!(s.slab_unreclaimable_bytes, Some(20));
+        assert_eq!(
+            s.working_set_bytes,
+            Some(0),
+            "floored at zero like cAdvisor"
+        );
+        assert_eq!(s.limit_bytes, Some(1000));
+    }
+}

@@ -1,0 +1,254 @@
+//! Containers, pods and the memcg's own story, on cgroups shaped the way Kubernetes and Docker
+//! shape them: which limit fired, names that outlive the cgroup, dying memcgs, stats.
+
+use std::{fs, thread, time::Duration};
+
+use memtrace_tests::{
+    Memtrace, TestCgroup, assert_oom_killed, json_lines, kernel_oom_line, oom_kills_in,
+    oom_line_field,
+};
+
+const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
+const LIMIT: u64 = 64 << 20;
+const POD_UID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+const CONTAINER_ID: &str = "4c01db0b339c5c5ba5f8e1b2a9d3e4f5061728394a5b6c7d8e9f0a1b2c3d4e5f";
+
+/// `/memtrace-test-…/kubepods/burstable/pod<uid>/<container id>` with the limit on the pod, as
+/// the kubelet's cgroupfs driver lays it out.
+struct PodCgroups {
+    container: TestCgroup,
+    pod: TestCgroup,
+    burstable: TestCgroup,
+    kubepods: TestCgroup,
+    _base: TestCgroup,
+}
+
+impl PodCgroups {
+    fn new(name: &str, pod_limit: u64) -> Self {
+        let base = TestCgroup::new(name, 1 << 30);
+        let kubepods = base.child("kubepods", None);
+        let burstable = kubepods.child("burstable", None);
+        let pod = burstable.child(&format!("pod{POD_UID}"), Some(pod_limit));
+        let container = pod.child(CONTAINER_ID, None);
+        Self {
+            container,
+            pod,
+            burstable,
+            kubepods,
+            _base: base,
+        }
+    }
+
+    /// Removes the container and pod cgroups now (children first), as the kubelet does.
+    fn remove(self) {
+        let Self {
+            container,
+            pod,
+            burstable,
+            kubepods,
+            _base,
+        } = self;
+        drop(container);
+        drop(pod);
+        drop(burstable);
+        drop(kubepods);
+    }
+}
+
+#[test]
+fn oom_under_a_pod_limit_names_the_pod_as_the_limit_and_keeps_names_after_removal() {
+    let pod = PodCgroups::new("podlimit", LIMIT);
+    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let (pid, status) = pod.container.run_memhog(MEMHOG, 1024);
+    assert_oom_killed(pid, status);
+    let container_path = pod.container.path.clone();
+    let pod_path = pod.pod.path.clone();
+    // Gone right after the kill, before memtrace may even have looked.
+    pod.remove();
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+
+    let events = json_lines(&out.stdout);
+    let kills = oom_kills_in(&events, &container_path);
+    assert_eq!(
+        kills.len(),
+        1,
+        "one oom_kill in {container_path}: {events:#?}"
+    );
+    let kill = kills[0];
+    assert_eq!(kill["pid"], pid, "{kill}");
+    assert_eq!(kill["container"]["container_id"], CONTAINER_ID, "{kill}");
+    assert_eq!(kill["container"]["pod_uid"], POD_UID, "{kill}");
+    assert_eq!(kill["container"]["qos_class"], "Burstable", "{kill}");
+    assert_eq!(kill["constraint"], "CONSTRAINT_MEMCG", "{kill}");
+    assert_eq!(
+        kill["limit_cgroup"],
+        pod_path.as_str(),
+        "the pod's limit fired: {kill}"
+    );
+    assert_eq!(kill["limit_container"]["pod_uid"], POD_UID, "{kill}");
+    assert!(
+        kill["limit_container"]["container_id"].is_null(),
+        "the limit is the pod's, not a container's: {kill}"
+    );
+    // The kernel agrees on both memcgs.
+    let line = kernel_oom_line(pid).expect("kernel oom-kill line");
+    assert_eq!(
+        oom_line_field(&line, "oom_memcg"),
+        Some(pod_path.as_str()),
+        "{line}"
+    );
+    assert_eq!(
+        oom_line_field(&line, "task_memcg"),
+        Some(container_path.as_str()),
+        "{line}"
+    );
+
+    // The container's own memcg has no limit; the pod's is what the operator must raise.
+    assert!(kill["memcg_limit_bytes"].is_null(), "{kill}");
+    if let Some(memory) = kill["memory"].as_object() {
+        // Read while the pod still existed: it is the pod's memory at the kill.
+        assert_eq!(memory["limit_bytes"], LIMIT, "{kill}");
+        let usage = memory["usage_bytes"].as_u64().expect("usage");
+        let inactive = memory["inactive_file_bytes"]
+            .as_u64()
+            .expect("inactive_file");
+        assert_eq!(
+            memory["working_set_bytes"],
+            usage.saturating_sub(inactive),
+            "{kill}"
+        );
+    }
+
+    // The cgroups' names outlive them: their removal is reported with names and identity.
+    let removed: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "cgroup" && e["action"] == "removed")
+        .filter(|e| e["cgroup"] == container_path.as_str() || e["cgroup"] == pod_path.as_str())
+        .collect();
+    assert_eq!(removed.len(), 2, "{events:#?}");
+    assert!(
+        removed.iter().all(|e| e["container"]["pod_uid"] == POD_UID),
+        "{removed:#?}"
+    );
+}
+
+#[test]
+fn memory_of_the_limit_that_fired_is_captured_at_the_kill() {
+    let pod = PodCgroups::new("podmemory", LIMIT);
+    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let (pid, status) = pod.container.run_memhog(MEMHOG, 1024);
+    assert_oom_killed(pid, status);
+    let out = memtrace.stop();
+    let events = json_lines(&out.stdout);
+    let kills = oom_kills_in(&events, &pod.container.path);
+    assert_eq!(kills.len(), 1, "{events:#?}");
+    let memory = &kills[0]["memory"];
+    assert_eq!(
+        kills[0]["memory_source"], "kernel_oom_report",
+        "captured at the kill, not after: {}",
+        kills[0]
+    );
+    assert_eq!(memory["limit_bytes"], LIMIT, "{memory}");
+    let usage = memory["usage_bytes"].as_u64().expect("usage");
+    assert!(
+        usage > LIMIT / 2 && usage <= LIMIT,
+        "pod usage at the kill: {memory}"
+    );
+    let anon = memory["anon_bytes"].as_u64().expect("anon");
+    assert!(anon > LIMIT / 2, "the pod's memory was anon: {memory}");
+    assert!(memory["kernel_bytes"].as_u64().is_some(), "{memory}");
+}
+
+#[test]
+fn a_removed_memcg_with_page_cache_is_dying_until_caches_are_dropped() {
+    // A file on a disk filesystem (not tmpfs: shmem cannot be dropped), cached from inside the
+    // memcg so its pages are charged there.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let file = dir.path().join("cached");
+    fs::write(&file, vec![0x42u8; 16 << 20]).expect("write file");
+    // Written back first: drop_caches leaves dirty pages alone.
+    fs::File::open(&file)
+        .and_then(|f| f.sync_all())
+        .expect("sync file");
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+
+    let parent = TestCgroup::new("dying", 1 << 30);
+    let cgroup = parent.child("app", None);
+    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let input = format!("if={}", file.display());
+    let (_, status) = cgroup.run_inside("dd", &[&input, "of=/dev/null", "bs=1M", "status=none"]);
+    assert!(status.success(), "dd failed: {status}");
+    let path = cgroup.path.clone();
+    drop(cgroup);
+    thread::sleep(Duration::from_millis(300));
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+    // What is left charged to the dying memcg counts in its parent: reclaiming the parent frees
+    // it for good (drop_caches alone skips pages that are briefly busy).
+    parent.reclaim_all();
+    thread::sleep(Duration::from_secs(2));
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+
+    let events = json_lines(&out.stdout);
+    let ours: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "cgroup" && e["cgroup"] == path.as_str())
+        .collect();
+    let removed = ours
+        .iter()
+        .find(|e| e["action"] == "removed")
+        .unwrap_or_else(|| panic!("no removal of {path}: {events:#?}"));
+    assert_eq!(removed["dying"], true, "{removed}");
+    let charged = removed["charged_bytes"].as_u64().expect("charged bytes");
+    assert!(
+        charged >= 12 << 20,
+        "the 16 MiB of page cache should pin it: {removed}"
+    );
+    let freed = ours
+        .iter()
+        .find(|e| e["action"] == "freed")
+        .unwrap_or_else(|| panic!("{path} not freed after drop_caches: {ours:#?}"));
+    assert_eq!(freed["memcg_id"], removed["memcg_id"]);
+    assert!(
+        freed["dying_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{freed}"
+    );
+}
+
+#[test]
+fn stats_are_sampled_per_container_and_pod_and_filters_select_them() {
+    let pod = PodCgroups::new("stats", LIMIT);
+    let memtrace = Memtrace::start(&[
+        "run",
+        "--format",
+        "json",
+        "--stats-interval",
+        "500ms",
+        "--pod",
+        POD_UID,
+    ]);
+    thread::sleep(Duration::from_millis(1800));
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+    let events = json_lines(&out.stdout);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["container"]["pod_uid"] == POD_UID || e["type"] == "oom_kill"),
+        "--pod shows only that pod: {events:#?}"
+    );
+    let pod_stats: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "stats" && e["cgroup"] == pod.pod.path.as_str())
+        .collect();
+    assert!(pod_stats.len() >= 2, "sampled every 500 ms: {events:#?}");
+    assert_eq!(pod_stats[0]["limit_bytes"], LIMIT);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "stats" && e["cgroup"] == pod.container.path.as_str()),
+        "the container is sampled too: {events:#?}"
+    );
+    drop(pod);
+}
