@@ -1,7 +1,7 @@
 //! Containers, pods and the memcg's own story, on cgroups shaped the way Kubernetes and Docker
 //! shape them: which limit fired, names that outlive the cgroup, dying memcgs, stats.
 
-use std::{fs, thread, time::Duration};
+use std::{fs, process::Command, thread, time::Duration};
 
 use memtrace_tests::{
     Memtrace, TestCgroup, assert_oom_killed, json_lines, kernel_oom_line, oom_kills_in,
@@ -251,4 +251,93 @@ fn stats_are_sampled_per_container_and_pod_and_filters_select_them() {
         "the container is sampled too: {events:#?}"
     );
     drop(pod);
+}
+
+#[test]
+fn docker_and_systemd_shaped_cgroups_are_named_from_creation_on() {
+    let base = TestCgroup::new("docker", 1 << 30);
+    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let docker = base.child("docker", None);
+    let container = docker.child(CONTAINER_ID, None);
+    let slice = base.child("system.slice", None);
+    let scope = slice.child(&format!("docker-{CONTAINER_ID}.scope"), None);
+    let service = slice.child("nginx.service", None);
+    let paths = [
+        container.path.clone(),
+        scope.path.clone(),
+        service.path.clone(),
+    ];
+    drop((service, scope, slice, container, docker));
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+    let events = json_lines(&out.stdout);
+    let created = |path: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == "cgroup" && e["action"] == "created" && e["cgroup"] == path)
+            .unwrap_or_else(|| panic!("no creation of {path}: {events:#?}"))
+    };
+    for path in &paths[..2] {
+        let e = created(path);
+        assert_eq!(e["container"]["runtime"], "docker", "{e}");
+        assert_eq!(e["container"]["container_id"], CONTAINER_ID, "{e}");
+    }
+    assert_eq!(
+        created(&paths[2])["container"]["systemd_unit"],
+        "nginx.service"
+    );
+}
+
+#[test]
+fn dying_memcgs_are_counted_at_start_up_and_listed_at_the_end() {
+    // Files on tmpfs are shmem: no drop_caches (another test may run one) can free them, so the
+    // memcg they are charged to stays dying until they are deleted.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let mount = dir.path().to_str().expect("utf-8");
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "memtrace-test", mount])
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "mount tmpfs on {mount}: {status}");
+    let _unmount = Unmount(mount.to_owned());
+
+    // Threshold 0: whatever the count on this machine, the warning must be printed.
+    let memtrace = Memtrace::start(&["run", "--stats-interval", "0", "--dying-warn", "0"]);
+    let cgroup = TestCgroup::new("stilldying", 1 << 30);
+    let output = format!("of={mount}/pinned");
+    let (_, status) = cgroup.run_inside(
+        "dd",
+        &["if=/dev/zero", &output, "bs=1M", "count=8", "status=none"],
+    );
+    assert!(status.success(), "dd failed: {status}");
+    let path = cgroup.path.clone();
+    drop(cgroup);
+    thread::sleep(Duration::from_millis(300));
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("memtrace: WARNING: ")
+            && out.stderr.contains("memory cgroups are dying"),
+        "{}",
+        out.stderr
+    );
+    let still = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("memtrace: still dying: ") && l.contains(&path))
+        .unwrap_or_else(|| panic!("{path} must still be dying:\n{}", out.stderr));
+    // 8 MiB of shmem and a few pages of its own.
+    assert!(
+        still.contains(" 8.0MiB charged") || still.contains(" 8.1MiB charged"),
+        "{still}"
+    );
+}
+
+/// Unmounts a test tmpfs, also when the test fails.
+struct Unmount(String);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }

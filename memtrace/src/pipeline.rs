@@ -15,18 +15,20 @@ use tokio::{
 };
 
 use crate::{
-    attribution::LiveContext,
+    attribution::{LiveContext, Removed},
     clock,
     event::{Event, HostClock, Observed},
     sinks::Sink,
 };
 
 /// What went through the pipeline.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub events: u64,
     /// Ring-buffer records that could not be decoded (a kernel/user ABI mismatch).
     pub undecodable: u64,
+    /// Memcgs removed during the session and still dying at its end.
+    pub still_dying: Vec<Removed>,
 }
 
 /// Runs until `stop` completes, then drains and returns. With a `stats_interval`, also samples
@@ -85,7 +87,7 @@ pub async fn run(
             }
         }
         sink.flush()?;
-        Ok::<_, io::Error>(events)
+        Ok::<_, io::Error>((events, context.still_dying()))
     };
     tokio::pin!(consume, stop);
     let mut stopping = false;
@@ -102,9 +104,11 @@ pub async fn run(
     // A sink error ends consumption early; tell the reader in case it is still running.
     let _ = stop_tx.send(true);
     let undecodable = reader.await.map_err(io::Error::other)??;
+    let (events, still_dying) = consumed?;
     Ok(Stats {
-        events: consumed?,
+        events,
         undecodable,
+        still_dying,
     })
 }
 

@@ -9,7 +9,7 @@ use memtrace_common::{
 
 use super::{
     ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
-    MemoryStats, PodDirectory, memcg_path_of_pid,
+    MemoryStats, PodDirectory, Removed, memcg_path_of_pid,
 };
 use crate::event::{
     Context, MEMORY_FROM_CGROUPFS, MEMORY_FROM_KERNEL_REPORT, Observed, OomContext, StatsSample,
@@ -160,12 +160,7 @@ impl LiveContext {
     fn cgroup(&mut self, r: &CgroupRecord) -> Context {
         let reported = c_str(&r.path);
         let mut context = Context::default();
-        if r.action == CGROUP_RMDIR {
-            let charged = (r.flags & CGROUP_FLAG_CHARGED != 0)
-                .then(|| r.charged_pages.saturating_mul(self.page_size));
-            self.dying
-                .removed(r.memcg_id, r.header.timestamp_ns, charged);
-        } else if r.action == CGROUP_RELEASE {
+        if r.action == CGROUP_RELEASE {
             context.removed_ns = self.dying.freed(r.memcg_id).map(|d| d.removed_ns);
         }
         // The kernel's own word for the path wins; it is also how a cgroup created before
@@ -177,12 +172,24 @@ impl LiveContext {
             Some(reported)
         };
         context.container = self.identity(context.cgroup.as_deref());
+        if r.action == CGROUP_RMDIR {
+            let charged_bytes = (r.flags & CGROUP_FLAG_CHARGED != 0)
+                .then(|| r.charged_pages.saturating_mul(self.page_size));
+            self.dying.removed(
+                r.memcg_id,
+                Removed {
+                    cgroup: context.cgroup.clone(),
+                    removed_ns: r.header.timestamp_ns,
+                    charged_bytes,
+                },
+            );
+        }
         context
     }
 
-    /// Memcgs removed while memtrace watched and not freed yet.
+    /// Memcgs removed while memtrace watched and not freed yet, oldest first.
     #[must_use]
-    pub fn dying(&self) -> usize {
+    pub fn still_dying(&self) -> Vec<Removed> {
         self.dying.dying()
     }
 }

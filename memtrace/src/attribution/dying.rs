@@ -46,6 +46,7 @@ fn field(text: &str, name: &str) -> Option<u64> {
 /// A memcg seen being removed and not yet freed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Removed {
+    pub cgroup: Option<String>,
     pub removed_ns: u64,
     pub charged_bytes: Option<u64>,
 }
@@ -57,14 +58,8 @@ pub struct DyingTracker {
 }
 
 impl DyingTracker {
-    pub fn removed(&mut self, memcg_id: u64, removed_ns: u64, charged_bytes: Option<u64>) {
-        self.removed.insert(
-            memcg_id,
-            Removed {
-                removed_ns,
-                charged_bytes,
-            },
-        );
+    pub fn removed(&mut self, memcg_id: u64, removed: Removed) {
+        self.removed.insert(memcg_id, removed);
     }
 
     /// Forgets a freed memcg, returning when it was removed if that was seen.
@@ -72,10 +67,12 @@ impl DyingTracker {
         self.removed.remove(&memcg_id)
     }
 
-    /// Dying memcgs removed while memtrace watched.
+    /// Dying memcgs removed while memtrace watched, oldest first.
     #[must_use]
-    pub fn dying(&self) -> usize {
-        self.removed.len()
+    pub fn dying(&self) -> Vec<Removed> {
+        let mut dying: Vec<Removed> = self.removed.values().cloned().collect();
+        dying.sort_by_key(|d| d.removed_ns);
+        dying
     }
 }
 
@@ -93,16 +90,15 @@ mod tests {
     #[test]
     fn tracks_removal_to_release() {
         let mut t = DyingTracker::default();
-        t.removed(5, 100, Some(4096));
-        assert_eq!(t.dying(), 1);
-        assert_eq!(
-            t.freed(5),
-            Some(Removed {
-                removed_ns: 100,
-                charged_bytes: Some(4096)
-            })
-        );
+        let removed = Removed {
+            cgroup: Some("/a".into()),
+            removed_ns: 100,
+            charged_bytes: Some(4096),
+        };
+        t.removed(5, removed.clone());
+        assert_eq!(t.dying(), vec![removed.clone()]);
+        assert_eq!(t.freed(5), Some(removed));
         assert_eq!(t.freed(5), None);
-        assert_eq!(t.dying(), 0);
+        assert_eq!(t.dying(), Vec::new());
     }
 }

@@ -17,7 +17,7 @@ pub use cgroupfs::{
 };
 pub use container::{ContainerIdentity, IdentityKind, QosClass, runtime};
 pub use context::LiveContext;
-pub use dying::{DyingTracker, MEMCG_ID_LIMIT, count_dying};
+pub use dying::{DyingTracker, MEMCG_ID_LIMIT, Removed, count_dying};
 pub use filter::Filter;
 pub use kmsg::{KmsgOomLines, OomKillLine};
 pub use memstat::MemoryStats;

@@ -10,7 +10,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::{
     attribution::{
         Filter, KmsgOomLines, LiveContext, MEMCG_ID_LIMIT, MemcgResolver, MemoryHierarchy,
-        PodDirectory, count_dying,
+        PodDirectory, Removed, count_dying,
     },
     clock,
     event::HostClock,
@@ -80,6 +80,8 @@ pub struct Session {
 /// What a session saw, printed on stderr when it ends.
 pub struct Summary {
     pub events: u64,
+    /// Memcgs removed during the session that were still dying when it ended.
+    pub still_dying: Vec<Removed>,
     pub lost: Vec<(LostKind, u64)>,
     pub undecodable: u64,
     pub elapsed: Duration,
@@ -198,6 +200,7 @@ impl Session {
         let lost = probes.lost().context("reading lost-event counters")?;
         drop(probes);
         Ok(Summary {
+            still_dying: stats.still_dying,
             events: stats.events,
             lost,
             undecodable: stats.undecodable,
@@ -230,6 +233,17 @@ impl Summary {
                 String::new()
             }
         );
+        let now = clock::boot_ns();
+        for d in &self.still_dying {
+            #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+            let age = now.saturating_sub(d.removed_ns) as f64 / 1e9;
+            eprintln!(
+                "memtrace: still dying: {} (removed {age:.1}s ago, {} charged at removal)",
+                d.cgroup.as_deref().unwrap_or("?"),
+                d.charged_bytes
+                    .map_or_else(|| "?".to_owned(), crate::units::human_bytes),
+            );
+        }
     }
 }
 
