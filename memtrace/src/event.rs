@@ -44,6 +44,9 @@ pub struct OomContext {
     pub memory: Option<MemoryStats>,
     /// Where `memory` comes from: [`MEMORY_FROM_KERNEL_REPORT`] or [`MEMORY_FROM_CGROUPFS`].
     pub memory_source: Option<String>,
+    /// The victim's comm as the kernel's report gives it (for kernels whose tracepoint gives
+    /// only the pid).
+    pub task: Option<String>,
 }
 
 /// `memory` was printed by the kernel in its OOM report, at the kill.
@@ -200,7 +203,11 @@ impl OomKill {
             timestamp_ns: rec.header.timestamp_ns,
             pid: rec.pid,
             tgid: has(OOM_FLAG_TASK).then_some(rec.tgid),
-            comm: has(OOM_FLAG_TASK).then(|| c_str(&rec.comm)),
+            comm: if has(OOM_FLAG_TASK) {
+                Some(c_str(&rec.comm))
+            } else {
+                oom.task.clone()
+            },
             memcg_id: has(OOM_FLAG_MEMCG).then_some(rec.memcg_id),
             cgroup: context.cgroup.clone(),
             container: context.container.clone(),
@@ -293,6 +300,7 @@ mod tests {
                     limit_container: None,
                     memory: None,
                     memory_source: None,
+                    task: None,
                 }),
                 ..Context::default()
             },

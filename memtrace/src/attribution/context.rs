@@ -108,13 +108,16 @@ impl LiveContext {
     }
 
     fn oom_kill(&mut self, r: &OomKillRecord) -> Context {
+        let line = self.kmsg.as_ref().and_then(|k| k.take(r.pid, KMSG_WAIT));
         let cgroup = if r.flags & OOM_FLAG_MEMCG != 0 {
             self.resolver.path(r.memcg_id).map(str::to_owned)
         } else {
-            // The kernel gave only a pid (older `mark_victim`): the victim is still exiting.
-            memcg_path_of_pid(r.pid, self.resolver.hierarchy().version)
+            // The kernel gave only a pid (older `mark_victim`): its own report names the
+            // victim's memcg; else ask /proc while the victim is still exiting.
+            line.as_ref()
+                .and_then(|l| l.task_memcg.clone())
+                .or_else(|| memcg_path_of_pid(r.pid, self.resolver.hierarchy().version))
         };
-        let line = self.kmsg.as_ref().and_then(|k| k.take(r.pid, KMSG_WAIT));
         let hierarchy = self.resolver.hierarchy();
         let limit_cgroup = line.as_ref().and_then(|l| l.oom_memcg.clone());
         // The memory of the limit that fired as the kernel printed it at the kill; failing that
@@ -146,11 +149,12 @@ impl LiveContext {
             memcg_limit_bytes,
             memcg_usage_bytes,
             oom: Some(OomContext {
-                constraint: line.map(|l| l.constraint),
+                constraint: line.as_ref().map(|l| l.constraint.clone()),
                 limit_container: self.identity(limit_cgroup.as_deref()),
                 limit_cgroup,
                 memory,
                 memory_source,
+                task: line.as_ref().and_then(|l| l.task.clone()),
             }),
             cgroup,
             removed_ns: None,

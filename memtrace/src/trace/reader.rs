@@ -394,6 +394,7 @@ mod tests {
                         ..MemoryStats::default()
                     }),
                     memory_source: Some("kernel_oom_report".into()),
+                    task: None,
                 }),
                 ..Context::default()
             },
