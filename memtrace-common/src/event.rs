@@ -23,6 +23,7 @@ const _: () = assert!(size_of::<EventHeader>() == 16);
 pub enum EventKind {
     OomKill = 1,
     Cgroup = 2,
+    Reclaim = 3,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -32,6 +33,7 @@ impl TryFrom<u32> for EventKind {
         match value {
             1 => Ok(Self::OomKill),
             2 => Ok(Self::Cgroup),
+            3 => Ok(Self::Reclaim),
             other => Err(other),
         }
     }
@@ -113,6 +115,24 @@ impl Default for CgroupRecord {
     }
 }
 
+/// One memcg limit reclaim episode (`vmscan:mm_vmscan_memcg_reclaim_begin` → `_end`, paired per
+/// task).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReclaimRecord {
+    pub header: EventHeader,
+    /// The reclaiming task's memcg: the one whose charge pushed it over a limit (its own or an
+    /// ancestor's).
+    pub memcg_id: u64,
+    pub duration_ns: u64,
+    pub nr_reclaimed: u64,
+    pub gfp_flags: u64,
+    pub order: u32,
+    pub pid: u32,
+}
+
+const _: () = assert!(size_of::<ReclaimRecord>() == 56);
+
 /// Why events were dropped; the index into the per-CPU lost counters.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,18 +141,25 @@ pub enum LostKind {
     OomKill = 0,
     /// The ring buffer was full when a cgroup lifecycle event was to be reported.
     Cgroup = 1,
+    /// A reclaim episode could not be paired (begin map full) or reported (ring buffer full).
+    Reclaim = 2,
+    /// A page-cache add/remove could not be counted: an aggregation map was full.
+    PageCache = 3,
 }
 
 impl LostKind {
     /// Number of lost counters (the `LOST` map's size).
-    pub const COUNT: u32 = 2;
-    pub const ALL: [Self; Self::COUNT as usize] = [Self::OomKill, Self::Cgroup];
+    pub const COUNT: u32 = 4;
+    pub const ALL: [Self; Self::COUNT as usize] =
+        [Self::OomKill, Self::Cgroup, Self::Reclaim, Self::PageCache];
 
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Self::OomKill => "oom_kill",
             Self::Cgroup => "cgroup",
+            Self::Reclaim => "reclaim",
+            Self::PageCache => "cache",
         }
     }
 }
@@ -155,6 +182,7 @@ pub enum DecodeError {
 pub enum Record {
     OomKill(OomKillRecord),
     Cgroup(CgroupRecord),
+    Reclaim(ReclaimRecord),
 }
 
 impl Record {
@@ -169,6 +197,7 @@ impl Record {
         match EventKind::try_from(header.kind) {
             Ok(EventKind::OomKill) => Ok(Self::OomKill(read(bytes, header.kind)?)),
             Ok(EventKind::Cgroup) => Ok(Self::Cgroup(read(bytes, header.kind)?)),
+            Ok(EventKind::Reclaim) => Ok(Self::Reclaim(read(bytes, header.kind)?)),
             Err(kind) => Err(DecodeError::UnknownKind(kind)),
         }
     }
@@ -196,6 +225,7 @@ impl Record {
         match self {
             Self::OomKill(r) => as_bytes(r),
             Self::Cgroup(r) => as_bytes(r),
+            Self::Reclaim(r) => as_bytes(r),
         }
     }
 }

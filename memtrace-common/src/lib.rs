@@ -5,9 +5,11 @@
 //! different compilers for different targets and must agree byte for byte.
 #![no_std]
 
+pub mod aggregate;
 pub mod event;
 pub mod names;
 pub mod offsets;
 
-pub use event::{CgroupRecord, EventHeader, EventKind, LostKind, OomKillRecord};
+pub use aggregate::{CacheDelta, FileKey, ReclaimBegin};
+pub use event::{CgroupRecord, EventHeader, EventKind, LostKind, OomKillRecord, ReclaimRecord};
 pub use offsets::KernelOffsets;

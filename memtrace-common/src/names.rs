@@ -10,6 +10,21 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Raw tracepoint program on `oom:mark_victim`.
 pub const PROG_OOM_MARK_VICTIM: &str = "oom_mark_victim";
 
+/// Which of the two maps of each aggregate the programs write to (`Array<u32>`, index 0).
+pub const AGG_ACTIVE_MAP: &str = "AGG_ACTIVE";
+/// Page-cache deltas per memcg, double-buffered.
+pub const CACHE_MEMCG_MAPS: [&str; 2] = ["CACHE_MEMCG_0", "CACHE_MEMCG_1"];
+/// Page-cache deltas per (memcg, file), double-buffered.
+pub const CACHE_FILE_MAPS: [&str; 2] = ["CACHE_FILE_0", "CACHE_FILE_1"];
+/// Reclaim episodes in progress, per task.
+pub const RECLAIM_BEGIN_MAP: &str = "RECLAIM_BEGIN";
+
+/// Raw tracepoints on the page cache and on memcg reclaim.
+pub const PROG_FILEMAP_ADD: &str = "filemap_add";
+pub const PROG_FILEMAP_DELETE: &str = "filemap_delete";
+pub const PROG_RECLAIM_BEGIN: &str = "memcg_reclaim_begin";
+pub const PROG_RECLAIM_END: &str = "memcg_reclaim_end";
+
 /// Raw tracepoints on the memory cgroup lifecycle.
 pub const PROG_CGROUP_MKDIR: &str = "cgroup_mkdir";
 pub const PROG_CGROUP_RMDIR: &str = "cgroup_rmdir";

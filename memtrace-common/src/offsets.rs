@@ -50,9 +50,29 @@ pub struct KernelOffsets {
     pub cgroup_memory_css: u32,
     /// `mem_cgroup.memory.usage` (a `page_counter`'s `atomic_long_t`, in pages).
     pub memcg_usage: u32,
+    /// `folio.memcg_data`: the `mem_cgroup *` with flag bits below [`Self::memcg_data_flags`].
+    pub folio_memcg_data: u32,
+    /// Flag bits of `memcg_data` (`__NR_MEMCG_DATA_FLAGS - 1`): a page-cache folio has none set.
+    pub memcg_data_flags: u32,
+    /// `folio.flags`
+    pub folio_flags: u32,
+    /// `1 << PG_head`: a large folio, whose page count is in [`Self::folio_nr_pages`].
+    pub pg_head_mask: u32,
+    /// `folio._nr_pages` (6.9+) or `folio._folio_nr_pages` (before).
+    pub folio_nr_pages: u32,
+    /// `folio.mapping` → `address_space.host` → `inode.i_ino`, `inode.i_sb` → `s_dev`.
+    pub folio_mapping: u32,
+    pub mapping_host: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    /// Argument positions of `mm_vmscan_memcg_reclaim_begin` (`order`, `gfp_flags`), from the
+    /// tracepoint's BTF prototype.
+    pub reclaim_begin_order_arg: u32,
+    pub reclaim_begin_gfp_arg: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 72);
+const _: () = assert!(size_of::<KernelOffsets>() == 120);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -74,6 +94,18 @@ impl KernelOffsets {
         memory_subsys_bit: 0,
         cgroup_memory_css: 0,
         memcg_usage: 0,
+        folio_memcg_data: 0,
+        memcg_data_flags: 0,
+        folio_flags: 0,
+        pg_head_mask: 0,
+        folio_nr_pages: 0,
+        folio_mapping: 0,
+        mapping_host: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+        reclaim_begin_order_arg: 0,
+        reclaim_begin_gfp_arg: 1,
     };
 }
 

@@ -4,9 +4,12 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use memtrace_common::{KernelOffsets, LostKind};
+use memtrace_common::{
+    CacheDelta, FileKey, KernelOffsets, LostKind, ReclaimBegin,
+    aggregate::{CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, RECLAIM_BEGIN_ENTRIES},
+};
 
 /// 256 KiB: OOM kills are rare; the loader may resize it (`map_max_entries`).
 #[map]
@@ -26,4 +29,31 @@ pub fn count_lost(kind: LostKind) {
         // valid for the whole program run; nothing else on this CPU runs concurrently with us.
         unsafe { *counter += 1 };
     }
+}
+
+/// `AGG_ACTIVE[0]`: which of the two maps of each aggregate the programs write to.
+#[map]
+pub static AGG_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static CACHE_MEMCG_0: PerCpuHashMap<u64, CacheDelta> =
+    PerCpuHashMap::with_max_entries(CACHE_MEMCG_ENTRIES, 0);
+#[map]
+pub static CACHE_MEMCG_1: PerCpuHashMap<u64, CacheDelta> =
+    PerCpuHashMap::with_max_entries(CACHE_MEMCG_ENTRIES, 0);
+#[map]
+pub static CACHE_FILE_0: PerCpuHashMap<FileKey, CacheDelta> =
+    PerCpuHashMap::with_max_entries(CACHE_FILE_ENTRIES, 0);
+#[map]
+pub static CACHE_FILE_1: PerCpuHashMap<FileKey, CacheDelta> =
+    PerCpuHashMap::with_max_entries(CACHE_FILE_ENTRIES, 0);
+
+#[map]
+pub static RECLAIM_BEGIN: HashMap<u32, ReclaimBegin> =
+    HashMap::with_max_entries(RECLAIM_BEGIN_ENTRIES, 0);
+
+/// The active half of each double-buffered aggregate.
+#[inline(always)]
+pub fn active_half() -> u32 {
+    AGG_ACTIVE.get(0).copied().unwrap_or(0) & 1
 }

@@ -63,6 +63,31 @@ pub struct StatsSample {
     pub memory: MemoryStats,
 }
 
+/// Page cache charged to one memcg during one interval, from the kernel's aggregates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheSample {
+    /// End of the interval.
+    pub timestamp_ns: u64,
+    pub interval_ns: u64,
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<ContainerIdentity>,
+    pub added_pages: u64,
+    pub removed_pages: u64,
+    /// The files that grew most, largest net growth first.
+    pub top_files: Vec<FileDelta>,
+}
+
+/// One file's page cache charged to a memcg during an interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDelta {
+    /// Kernel encoding: `major << 20 | minor`.
+    pub dev: u32,
+    pub ino: u64,
+    pub added_pages: u64,
+    pub removed_pages: u64,
+}
+
 /// What the pipeline hands the sinks, and what the trace file stores.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[expect(
@@ -74,6 +99,8 @@ pub enum Observed {
     Kernel { record: Record, context: Context },
     /// A cgroupfs sample.
     Stats(StatsSample),
+    /// An interval of page cache, from the kernel's aggregates.
+    Cache(CacheSample),
 }
 
 /// How to turn kernel timestamps and page counts into wall time and bytes, for the machine the
@@ -95,6 +122,55 @@ pub enum Event {
     OomKill(OomKill),
     Cgroup(CgroupEvent),
     Stats(StatsEvent),
+    Cache(CacheEvent),
+    Reclaim(ReclaimEvent),
+}
+
+/// Page cache charged to a memcg and removed from it during an interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CacheEvent {
+    pub time: String,
+    pub timestamp_ns: u64,
+    pub interval_seconds: f64,
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<ContainerIdentity>,
+    pub added_bytes: u64,
+    pub removed_bytes: u64,
+    /// Growth over the interval (negative: the cache shrank).
+    pub net_bytes: i64,
+    pub top_files: Vec<FileEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileEvent {
+    /// `major:minor`, as `ls -l /dev` and `/proc/self/mountinfo` show it.
+    pub device: String,
+    pub inode: u64,
+    pub added_bytes: u64,
+    pub removed_bytes: u64,
+    pub net_bytes: i64,
+}
+
+/// One memcg limit reclaim episode.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReclaimEvent {
+    /// When it began.
+    pub time: String,
+    pub timestamp_ns: u64,
+    /// The reclaiming task's memcg: the one whose charge hit a limit (its own or an ancestor's).
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<ContainerIdentity>,
+    pub pid: u32,
+    pub duration_us: f64,
+    pub nr_reclaimed: u64,
+    pub reclaimed_bytes: u64,
+    pub order: u32,
+    pub gfp_flags: String,
+    /// Reclaimed nothing: the memory could not be freed (anon without swap, dirty or pinned
+    /// pages), the road to an OOM kill.
+    pub ineffective: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -172,6 +248,25 @@ impl Event {
                 record: Record::Cgroup(rec),
                 context,
             } => Self::Cgroup(CgroupEvent::new(rec, context, clock)),
+            Observed::Kernel {
+                record: Record::Reclaim(rec),
+                context,
+            } => Self::Reclaim(ReclaimEvent {
+                time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+                timestamp_ns: rec.header.timestamp_ns,
+                memcg_id: rec.memcg_id,
+                cgroup: context.cgroup.clone(),
+                container: context.container.clone(),
+                pid: rec.pid,
+                #[expect(clippy::cast_precision_loss, reason = "microseconds for people")]
+                duration_us: rec.duration_ns as f64 / 1e3,
+                nr_reclaimed: rec.nr_reclaimed,
+                reclaimed_bytes: rec.nr_reclaimed.saturating_mul(clock.page_size),
+                order: rec.order,
+                gfp_flags: format!("{:#x}", rec.gfp_flags),
+                ineffective: rec.nr_reclaimed == 0,
+            }),
+            Observed::Cache(sample) => Self::Cache(CacheEvent::new(sample, clock)),
             Observed::Stats(sample) => Self::Stats(StatsEvent {
                 time: format_wall(clock.boot_time_wall_ns + sample.timestamp_ns),
                 timestamp_ns: sample.timestamp_ns,
@@ -189,6 +284,8 @@ impl Event {
             Self::OomKill(_) => "oom_kill",
             Self::Cgroup(_) => "cgroup",
             Self::Stats(_) => "stats",
+            Self::Cache(_) => "cache",
+            Self::Reclaim(_) => "reclaim",
         }
     }
 }
@@ -221,6 +318,39 @@ impl OomKill {
             limit_container: oom.limit_container,
             memory: oom.memory,
             memory_source: oom.memory_source,
+        }
+    }
+}
+
+impl CacheEvent {
+    fn new(s: &CacheSample, clock: HostClock) -> Self {
+        let bytes = |pages: u64| pages.saturating_mul(clock.page_size);
+        let net = |added: u64, removed: u64| {
+            i64::try_from(bytes(added)).unwrap_or(i64::MAX)
+                - i64::try_from(bytes(removed)).unwrap_or(i64::MAX)
+        };
+        Self {
+            time: format_wall(clock.boot_time_wall_ns + s.timestamp_ns),
+            timestamp_ns: s.timestamp_ns,
+            #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+            interval_seconds: s.interval_ns as f64 / 1e9,
+            memcg_id: s.memcg_id,
+            cgroup: s.cgroup.clone(),
+            container: s.container.clone(),
+            added_bytes: bytes(s.added_pages),
+            removed_bytes: bytes(s.removed_pages),
+            net_bytes: net(s.added_pages, s.removed_pages),
+            top_files: s
+                .top_files
+                .iter()
+                .map(|f| FileEvent {
+                    device: format!("{}:{}", f.dev >> 20, f.dev & 0xf_ffff),
+                    inode: f.ino,
+                    added_bytes: bytes(f.added_pages),
+                    removed_bytes: bytes(f.removed_pages),
+                    net_bytes: net(f.added_pages, f.removed_pages),
+                })
+                .collect(),
         }
     }
 }

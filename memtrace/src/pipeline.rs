@@ -18,6 +18,7 @@ use crate::{
     attribution::{LiveContext, Removed},
     clock,
     event::{Event, HostClock, Observed},
+    probes::Aggregates,
     sinks::Sink,
 };
 
@@ -31,17 +32,26 @@ pub struct Stats {
     pub still_dying: Vec<Removed>,
 }
 
-/// Runs until `stop` completes, then drains and returns. With a `stats_interval`, also samples
-/// the memory of active containers from cgroupfs at that interval.
+/// How often the pipeline samples what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intervals {
+    /// Drain the kernel's aggregates (page cache) into `cache` events.
+    pub aggregate: Duration,
+    /// Sample active containers' memory from cgroupfs into `stats` events; `None`: never.
+    pub stats: Option<Duration>,
+}
+
+/// Runs until `stop` completes, then drains and returns.
 ///
 /// # Errors
 ///
-/// Sink write errors (e.g. a closed stdout) and ring-buffer polling errors.
+/// Sink write errors (e.g. a closed stdout), ring-buffer polling and map errors.
 pub async fn run(
     ring: RingBuf<MapData>,
+    mut aggregates: Aggregates,
     mut context: LiveContext,
     clock: HostClock,
-    stats_interval: Option<Duration>,
+    intervals: Intervals,
     sink: &mut dyn Sink,
     stop: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
@@ -55,11 +65,15 @@ pub async fn run(
             events += 1;
             sink.write(&observed, &Event::new(&observed, clock))
         };
-        let mut ticker = stats_interval.map(|every| {
-            let mut t = tokio::time::interval(every);
+        let ticker = |every: Duration| {
+            // The first tick would fire at once; the first interval ends one period from now.
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
-        });
+        };
+        let mut stats_ticker = intervals.stats.map(ticker);
+        let mut aggregate_ticker = ticker(intervals.aggregate);
+        let mut last_drain = clock::boot_ns();
         loop {
             tokio::select! {
                 batch = rx.recv() => {
@@ -71,8 +85,17 @@ pub async fn run(
                         sink.flush()?;
                     }
                 }
+                _ = aggregate_ticker.tick() => {
+                    let now = clock::boot_ns();
+                    let drain = aggregates.drain_cache().map_err(io::Error::other)?;
+                    for sample in context.cache_samples(&drain, now, now - last_drain) {
+                        emit(Observed::Cache(sample), sink)?;
+                    }
+                    last_drain = now;
+                    sink.flush()?;
+                }
                 () = async {
-                    match ticker.as_mut() {
+                    match stats_ticker.as_mut() {
                         Some(t) => {
                             t.tick().await;
                         }
@@ -85,6 +108,12 @@ pub async fn run(
                     sink.flush()?;
                 }
             }
+        }
+        // What the kernel counted since the last interval.
+        let now = clock::boot_ns();
+        let drain = aggregates.drain_cache().map_err(io::Error::other)?;
+        for sample in context.cache_samples(&drain, now, now - last_drain) {
+            emit(Observed::Cache(sample), sink)?;
         }
         sink.flush()?;
         Ok::<_, io::Error>((events, context.still_dying()))

@@ -3,3 +3,5 @@
 mod capability;
 mod lifecycle;
 mod oom;
+mod pagecache;
+mod reclaim;

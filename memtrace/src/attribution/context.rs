@@ -1,6 +1,6 @@
 //! The context userspace adds to a kernel record as it arrives.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use memtrace_common::{
     CgroupRecord, OomKillRecord,
@@ -11,10 +11,16 @@ use super::{
     ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
     MemoryStats, PodDirectory, Removed, memcg_path_of_pid,
 };
-use crate::event::{
-    Context, MEMORY_FROM_CGROUPFS, MEMORY_FROM_KERNEL_REPORT, Observed, OomContext, StatsSample,
-    c_str,
+use crate::{
+    event::{
+        CacheSample, Context, FileDelta, MEMORY_FROM_CGROUPFS, MEMORY_FROM_KERNEL_REPORT, Observed,
+        OomContext, StatsSample, c_str,
+    },
+    probes::CacheDrain,
 };
+
+/// Files listed per memcg and interval in `cache` events.
+const TOP_FILES: usize = 5;
 
 /// How long an OOM kill waits for the kernel's `oom-kill:` line, which is printed just before
 /// the victim is marked but read by another thread.
@@ -62,6 +68,7 @@ impl LiveContext {
         let context = match &record {
             Record::OomKill(r) => self.oom_kill(r),
             Record::Cgroup(r) => self.cgroup(r),
+            Record::Reclaim(r) => self.of_memcg(r.memcg_id),
         };
         let wanted = self
             .filter
@@ -72,6 +79,68 @@ impl LiveContext {
                     .matches(oom.limit_cgroup.as_deref(), oom.limit_container.as_ref())
             });
         wanted.then_some(Observed::Kernel { record, context })
+    }
+
+    /// Path and container of a memcg id (0: the kernel could not tell).
+    fn of_memcg(&mut self, memcg_id: u64) -> Context {
+        let cgroup = if memcg_id == 0 {
+            None
+        } else {
+            self.resolver.path(memcg_id).map(str::to_owned)
+        };
+        Context {
+            container: self.identity(cgroup.as_deref()),
+            cgroup,
+            ..Context::default()
+        }
+    }
+
+    /// Turns one interval of the kernel's page-cache aggregates into per-memcg samples, with
+    /// each memcg's files that grew most.
+    pub fn cache_samples(
+        &mut self,
+        drain: &CacheDrain,
+        timestamp_ns: u64,
+        interval_ns: u64,
+    ) -> Vec<CacheSample> {
+        let mut files: HashMap<u64, Vec<FileDelta>> = HashMap::new();
+        for (key, delta) in &drain.by_file {
+            files.entry(key.memcg_id).or_default().push(FileDelta {
+                dev: key.dev,
+                ino: key.ino,
+                added_pages: delta.added_pages,
+                removed_pages: delta.removed_pages,
+            });
+        }
+        let mut samples = Vec::new();
+        for (&memcg_id, delta) in &drain.by_memcg {
+            let Context {
+                cgroup, container, ..
+            } = self.of_memcg(memcg_id);
+            if !self.filter.matches(cgroup.as_deref(), container.as_ref()) {
+                continue;
+            }
+            let mut top_files = files.remove(&memcg_id).unwrap_or_default();
+            top_files.sort_by_key(|f| {
+                std::cmp::Reverse((
+                    i128::from(f.added_pages) - i128::from(f.removed_pages),
+                    f.added_pages,
+                ))
+            });
+            top_files.truncate(TOP_FILES);
+            samples.push(CacheSample {
+                timestamp_ns,
+                interval_ns,
+                memcg_id,
+                cgroup,
+                container,
+                added_pages: delta.added_pages,
+                removed_pages: delta.removed_pages,
+                top_files,
+            });
+        }
+        samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
+        samples
     }
 
     /// Who a cgroup belongs to: container and pod from the path, names from kubelet's files.

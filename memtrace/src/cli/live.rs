@@ -14,8 +14,8 @@ use crate::{
     },
     clock,
     event::HostClock,
-    pipeline,
-    probes::{AttachedPoint, Probes},
+    pipeline::{self, Intervals},
+    probes::{Aggregates, AttachedPoint, Probes},
     sinks::Sink,
 };
 
@@ -25,6 +25,9 @@ pub struct LiveArgs {
     /// Stop after this long (e.g. 30s, 10m, 1h30m); default: until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Report page-cache growth per container (counted in the kernel) this often.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub interval: Duration,
     /// Sample each active container's memory (usage, limit, working set, anon, file, kernel)
     /// from cgroupfs this often, as `stats` events; 0 turns it off.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
@@ -67,12 +70,13 @@ pub struct Session {
     runtime: tokio::runtime::Runtime,
     probes: Probes,
     ring: RingBuf<MapData>,
+    aggregates: Aggregates,
     logger: aya_log::EbpfLogger<&'static dyn log::Log>,
     context: LiveContext,
     hierarchy: MemoryHierarchy,
     clock: HostClock,
     duration: Option<Duration>,
-    stats_interval: Option<Duration>,
+    intervals: Intervals,
     interrupt: Signal,
     terminate: Signal,
 }
@@ -107,6 +111,9 @@ impl Session {
         let logger = probes
             .take_logger()
             .context("log forwarder already taken")?;
+        let aggregates = probes
+            .take_aggregates()
+            .context("aggregates already taken")?;
         let attached: Vec<String> = probes.attached.iter().map(ToString::to_string).collect();
         eprintln!(
             "memtrace: attached {} in {} ms (memory cgroup {:?} at {}); Ctrl-C to stop",
@@ -136,6 +143,7 @@ impl Session {
             runtime,
             probes,
             ring,
+            aggregates,
             logger,
             context,
             hierarchy,
@@ -144,7 +152,10 @@ impl Session {
                 page_size,
             },
             duration: args.duration,
-            stats_interval: Some(args.stats_interval).filter(|d| !d.is_zero()),
+            intervals: Intervals {
+                aggregate: args.interval,
+                stats: Some(args.stats_interval).filter(|d| !d.is_zero()),
+            },
             interrupt,
             terminate,
         })
@@ -171,11 +182,12 @@ impl Session {
             runtime,
             probes,
             ring,
+            aggregates,
             logger,
             context,
             clock,
             duration,
-            stats_interval,
+            intervals,
             interrupt,
             terminate,
             ..
@@ -186,9 +198,10 @@ impl Session {
                 let forwarder = tokio::spawn(pipeline::forward_logs(logger));
                 let stats = pipeline::run(
                     ring,
+                    aggregates,
                     context,
                     clock,
-                    stats_interval,
+                    intervals,
                     sink,
                     stop(interrupt, terminate, duration),
                 )

@@ -87,6 +87,17 @@ impl KernelBtf {
         let memcg_usage = self.member("mem_cgroup", "memory")?.offset
             + self.member("page_counter", "usage")?.offset;
 
+        let nr_pages = self
+            .member("folio", "_nr_pages")
+            .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
+        // `enum memcg_data_flags` is anonymous in some kernels' BTF: look the values up by name.
+        let [nr_memcg_data_flags, pg_head] =
+            self.anon_enum_values(["__NR_MEMCG_DATA_FLAGS", "PG_head"])?;
+        let memcg_data_flags = nr_memcg_data_flags.saturating_sub(1);
+        // BTF prototypes of raw tracepoints have no argument names: find them by type.
+        let [reclaim_order, reclaim_gfp] =
+            self.tracepoint_args("mm_vmscan_memcg_reclaim_begin", ["int", "gfp_t"])?;
+
         let rss_stat = self.member("mm_struct", "rss_stat")?;
         let rss = self.rss_counters(&rss_stat)?;
         let [file, anon, shmem] =
@@ -111,6 +122,18 @@ impl KernelBtf {
             memory_subsys_bit: 1 << memory_cgrp_id,
             cgroup_memory_css: cgroup_subsys.offset + memory_cgrp_id * cgroup_subsys_elem,
             memcg_usage,
+            folio_memcg_data: self.member("folio", "memcg_data")?.offset,
+            memcg_data_flags,
+            folio_flags: self.member("folio", "flags")?.offset,
+            pg_head_mask: 1 << pg_head,
+            folio_nr_pages: nr_pages.offset,
+            folio_mapping: self.member("folio", "mapping")?.offset,
+            mapping_host: self.member("address_space", "host")?.offset,
+            inode_ino: self.member("inode", "i_ino")?.offset,
+            inode_sb: self.member("inode", "i_sb")?.offset,
+            sb_dev: self.member("super_block", "s_dev")?.offset,
+            reclaim_begin_order_arg: reclaim_order,
+            reclaim_begin_gfp_arg: reclaim_gfp,
         })
     }
 
@@ -146,6 +169,50 @@ impl KernelBtf {
             Type::Int(_) => Ok(MARK_VICTIM_ARG_PID),
             _ => Err(unexpected("first argument is neither a task nor a pid")),
         }
+    }
+
+    /// Positions of a tracepoint's arguments of the given type names (first match each), from
+    /// its raw tracepoint's prototype (`btf_trace_NAME`: `void (*)(void *__data, args…)`).
+    fn tracepoint_args<const N: usize>(
+        &self,
+        tracepoint: &str,
+        names: [&str; N],
+    ) -> Result<[u32; N], BtfError> {
+        let what = format!("typedef btf_trace_{tracepoint}");
+        let typedef = self.named(&what, &format!("btf_trace_{tracepoint}"), |t| {
+            matches!(t, Type::Typedef(_))
+        })?;
+        let Type::Ptr(ptr) = self.skip_modifiers(typedef)? else {
+            return Err(BtfError::Unexpected {
+                what,
+                why: "not a function pointer".into(),
+            });
+        };
+        let Type::FuncProto(proto) = self.chained(&what, &ptr)? else {
+            return Err(BtfError::Unexpected {
+                what,
+                why: "not a function pointer".into(),
+            });
+        };
+        let mut positions = [0; N];
+        for (i, type_name) in names.iter().enumerate() {
+            let at = proto
+                .parameters
+                .iter()
+                .skip(1)
+                .position(|p| {
+                    self.btf
+                        .resolve_chained_type(p)
+                        .ok()
+                        .and_then(|t| t.as_btf_type().map(|t| self.name_of(t)))
+                        .is_some_and(|n| n == *type_name)
+                })
+                .ok_or_else(|| {
+                    BtfError::NotFound(format!("argument of type {type_name} of {tracepoint}"))
+                })?;
+            positions[i] = u32::try_from(at).unwrap_or(u32::MAX);
+        }
+        Ok(positions)
     }
 
     /// The rss counters of `mm_struct`: an array of `percpu_counter` (6.2+) whose `count` is
@@ -241,8 +308,8 @@ impl KernelBtf {
             .ok_or_else(|| BtfError::NotFound(format!("{member} in {what}")))
     }
 
-    /// Values of members of anonymous enums (`MM_FILEPAGES`, …): one scan over all types,
-    /// stopped as soon as every name is found.
+    /// Values of enum members found by name in any enum, named or anonymous (`MM_FILEPAGES`,
+    /// …): one scan over all types, stopped as soon as every name is found.
     fn anon_enum_values<const N: usize>(&self, names: [&str; N]) -> Result<[u32; N], BtfError> {
         let mut found = [None; N];
         let mut types = self.btf.type_iter();

@@ -1,5 +1,6 @@
 //! Capability detection, BTF offsets, loading and attaching the programs.
 
+pub mod aggregate;
 pub mod btf;
 pub mod capability;
 pub mod privileges;
@@ -12,12 +13,16 @@ use aya::{
 use memtrace_common::{
     LostKind,
     names::{
-        EVENTS_MAP, LOST_MAP, OFFSETS_GLOBAL, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE,
-        PROG_CGROUP_RMDIR, PROG_OOM_MARK_VICTIM,
+        AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, EVENTS_MAP, LOST_MAP, OFFSETS_GLOBAL,
+        PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR, PROG_FILEMAP_ADD,
+        PROG_FILEMAP_DELETE, PROG_OOM_MARK_VICTIM, PROG_RECLAIM_BEGIN, PROG_RECLAIM_END,
     },
 };
 
-pub use self::btf::{BtfError, KernelBtf};
+pub use self::{
+    aggregate::{Aggregates, CacheDrain},
+    btf::{BtfError, KernelBtf},
+};
 
 /// The compiled programs, built by `build.rs` (aya-build) for the BPF target.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
@@ -32,12 +37,9 @@ pub enum ProbeError {
     Load(#[source] aya::EbpfError),
     #[error("eBPF object has no {0}: memtrace was built wrong")]
     Missing(&'static str),
-    #[error("{what}: {source}")]
-    Program {
-        what: String,
-        #[source]
-        source: aya::programs::ProgramError,
-    },
+    /// The kernel refused a program; the verifier's full log is logged at debug level.
+    #[error("{what}: {reason} (RUST_LOG=debug shows the verifier's log)")]
+    Program { what: String, reason: String },
     #[error("starting the eBPF log forwarder: {0}")]
     Logger(#[source] aya_log::Error),
     #[error("{what}: {source}")]
@@ -72,7 +74,7 @@ struct RawTracepointPoint {
     programs: &'static [(&'static str, &'static str)],
 }
 
-const RAW_TRACEPOINTS: [RawTracepointPoint; 2] = [
+const RAW_TRACEPOINTS: [RawTracepointPoint; 4] = [
     RawTracepointPoint {
         point: "oom_kill",
         strategy: "raw_tp/mark_victim",
@@ -87,17 +89,40 @@ const RAW_TRACEPOINTS: [RawTracepointPoint; 2] = [
             (PROG_CGROUP_RELEASE, "cgroup_release"),
         ],
     },
+    RawTracepointPoint {
+        point: "page_cache",
+        strategy: "raw_tp/mm_filemap_add_to_page_cache+mm_filemap_delete_from_page_cache",
+        programs: &[
+            (PROG_FILEMAP_ADD, "mm_filemap_add_to_page_cache"),
+            (PROG_FILEMAP_DELETE, "mm_filemap_delete_from_page_cache"),
+        ],
+    },
+    RawTracepointPoint {
+        point: "reclaim",
+        strategy: "raw_tp/mm_vmscan_memcg_reclaim_begin+mm_vmscan_memcg_reclaim_end",
+        programs: &[
+            (PROG_RECLAIM_BEGIN, "mm_vmscan_memcg_reclaim_begin"),
+            (PROG_RECLAIM_END, "mm_vmscan_memcg_reclaim_end"),
+        ],
+    },
 ];
+
+/// One line for users; the verifier's log (many lines) goes to the debug log.
+fn program_error(what: String, source: &aya::programs::ProgramError) -> ProbeError {
+    log::debug!("{what}: {source:?}");
+    let mut reason = source.to_string();
+    if let Some(cut) = reason.find(". Verifier output") {
+        reason.truncate(cut);
+    }
+    ProbeError::Program { what, reason }
+}
 
 fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     program: &'static str,
     tracepoint: &str,
 ) -> Result<(), ProbeError> {
-    let program_error = |source| ProbeError::Program {
-        what: format!("raw tracepoint {tracepoint}"),
-        source,
-    };
+    let program_error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
     let p: &mut RawTracePoint = ebpf
         .program_mut(program)
         .ok_or(ProbeError::Missing(program))?
@@ -116,6 +141,7 @@ pub struct Probes {
     /// dropping it closes its map.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     ring: Option<RingBuf<MapData>>,
+    aggregates: Option<Aggregates>,
     lost: PerCpuArray<MapData, u64>,
     pub attached: Vec<AttachedPoint>,
 }
@@ -150,23 +176,25 @@ impl Probes {
             attached.push(AttachedPoint { point, strategy });
         }
 
-        let ring = RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| {
-            ProbeError::Map {
-                what: EVENTS_MAP.into(),
-                source,
-            }
-        })?;
-        let lost = PerCpuArray::try_from(take_map(&mut ebpf, LOST_MAP)?).map_err(|source| {
-            ProbeError::Map {
-                what: LOST_MAP.into(),
-                source,
-            }
-        })?;
+        let ring: RingBuf<MapData> = typed_map(&mut ebpf, EVENTS_MAP)?;
+        let lost: PerCpuArray<MapData, u64> = typed_map(&mut ebpf, LOST_MAP)?;
+        let aggregates = Aggregates::new(
+            typed_map(&mut ebpf, AGG_ACTIVE_MAP)?,
+            [
+                typed_map(&mut ebpf, CACHE_MEMCG_MAPS[0])?,
+                typed_map(&mut ebpf, CACHE_MEMCG_MAPS[1])?,
+            ],
+            [
+                typed_map(&mut ebpf, CACHE_FILE_MAPS[0])?,
+                typed_map(&mut ebpf, CACHE_FILE_MAPS[1])?,
+            ],
+        );
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;
         Ok(Self {
             _ebpf: ebpf,
             logger: Some(logger),
             ring: Some(ring),
+            aggregates: Some(aggregates),
             lost,
             attached,
         })
@@ -175,6 +203,11 @@ impl Probes {
     /// The ring buffer, handed once to the pipeline's reader.
     pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
         self.ring.take()
+    }
+
+    /// The kernel-side aggregates, handed once to the pipeline, which drains them.
+    pub fn take_aggregates(&mut self) -> Option<Aggregates> {
+        self.aggregates.take()
     }
 
     /// The log forwarder, handed once to the pipeline, which flushes it when it has messages.
@@ -206,4 +239,15 @@ impl Probes {
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
     ebpf.take_map(name).ok_or(ProbeError::Missing(name))
+}
+
+/// Takes a map out of the object as its typed aya wrapper.
+fn typed_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    M::try_from(take_map(ebpf, name)?).map_err(|source| ProbeError::Map {
+        what: name.into(),
+        source,
+    })
 }

@@ -8,7 +8,7 @@ use std::{
 use super::Sink;
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
-    event::{CgroupEvent, Event, Observed, OomKill, StatsEvent},
+    event::{CacheEvent, CgroupEvent, Event, Observed, OomKill, ReclaimEvent, StatsEvent},
     units::human_bytes,
 };
 
@@ -41,7 +41,65 @@ pub fn line(event: &Event) -> String {
         Event::OomKill(e) => oom_kill(e),
         Event::Cgroup(e) => cgroup(e),
         Event::Stats(e) => stats(e),
+        Event::Cache(e) => cache(e),
+        Event::Reclaim(e) => reclaim(e),
     }
+}
+
+fn signed_bytes(n: i64) -> String {
+    let sign = if n < 0 { "-" } else { "+" };
+    format!("{sign}{}", human_bytes(n.unsigned_abs()))
+}
+
+fn cache(e: &CacheEvent) -> String {
+    let mut s = format!(
+        "{} {:<9} {}",
+        e.time,
+        "cache",
+        e.cgroup.as_deref().unwrap_or("?")
+    );
+    who(&mut s, e.container.as_ref());
+    let _ = write!(
+        s,
+        " {} (added {}, removed {}) in {:.1}s",
+        signed_bytes(e.net_bytes),
+        human_bytes(e.added_bytes),
+        human_bytes(e.removed_bytes),
+        e.interval_seconds
+    );
+    if let Some(top) = e.top_files.first() {
+        let _ = write!(
+            s,
+            " top file dev {} inode {} {}",
+            top.device,
+            top.inode,
+            signed_bytes(top.net_bytes)
+        );
+    }
+    s
+}
+
+fn reclaim(e: &ReclaimEvent) -> String {
+    let mut s = format!(
+        "{} {:<9} {}",
+        e.time,
+        "reclaim",
+        e.cgroup.as_deref().unwrap_or("?")
+    );
+    who(&mut s, e.container.as_ref());
+    let _ = write!(
+        s,
+        " pid={} reclaimed {} in {:.0}us order={} gfp={}",
+        e.pid,
+        human_bytes(e.reclaimed_bytes),
+        e.duration_us,
+        e.order,
+        e.gfp_flags
+    );
+    if e.ineffective {
+        s.push_str(" INEFFECTIVE (nothing could be freed)");
+    }
+    s
 }
 
 fn bytes_or(value: Option<u64>, missing: &str) -> String {

@@ -14,6 +14,8 @@
 //! END    (3) := events u64 | lost_kinds u32 | reserved u32 | lost u64 × lost_kinds
 //! STATS  (4) := cgroup table_id u32 | reserved u32
 //!               | sample (JSON `event::StatsSample` without its cgroup, rest)
+//! CACHE  (5) := cgroup table_id u32 (u32::MAX = none) | reserved u32
+//!               | sample (JSON `event::CacheSample` without its cgroup, rest)
 //! ```
 //!
 //! A cgroup's frame is written before the first event that names it, so a reader that stops
@@ -27,6 +29,7 @@ pub const TAG_CGROUP: u8 = 1;
 pub const TAG_EVENT: u8 = 2;
 pub const TAG_END: u8 = 3;
 pub const TAG_STATS: u8 = 4;
+pub const TAG_CACHE: u8 = 5;
 pub const FRAME_HEADER_LEN: usize = 12;
 /// No frame or header is larger; a bigger length means corruption, not a reason to allocate.
 pub const MAX_PAYLOAD: u32 = 1 << 20;

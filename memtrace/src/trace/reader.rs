@@ -11,10 +11,10 @@ use std::{
 use memtrace_common::event::{DecodeError, Record};
 
 use super::format::{
-    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CGROUP, TAG_END, TAG_EVENT, TAG_STATS,
-    TraceHeader, VERSION, crc,
+    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CACHE, TAG_CGROUP, TAG_END, TAG_EVENT,
+    TAG_STATS, TraceHeader, VERSION, crc,
 };
-use crate::event::{Context, Observed, StatsSample};
+use crate::event::{CacheSample, Context, Observed, StatsSample};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -182,6 +182,7 @@ impl TraceReader {
                 TAG_EVENT => return self.event(frame_offset, &payload).map(Some),
                 TAG_END => return self.end(frame_offset, &payload).map(Some),
                 TAG_STATS => return self.stats(frame_offset, &payload).map(Some),
+                TAG_CACHE => return self.cache(frame_offset, &payload).map(Some),
                 other => {
                     return Err(self.corrupt(frame_offset, format!("unknown frame type {other}")));
                 }
@@ -253,6 +254,20 @@ impl TraceReader {
             .map_err(|e| self.corrupt(at, format!("stats are not valid: {e}")))?;
         self.events += 1;
         Ok(TraceItem::Event(Observed::Stats(StatsSample {
+            cgroup,
+            ..sample
+        })))
+    }
+
+    fn cache(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
+        if payload.len() < 8 {
+            return Err(self.corrupt(at, "short cache frame".into()));
+        }
+        let cgroup = self.table_cgroup(at, le_u32(&payload[..4]))?;
+        let sample: CacheSample = serde_json::from_slice(&payload[8..])
+            .map_err(|e| self.corrupt(at, format!("cache sample is not valid: {e}")))?;
+        self.events += 1;
+        Ok(TraceItem::Event(Observed::Cache(CacheSample {
             cgroup,
             ..sample
         })))
@@ -435,6 +450,40 @@ mod tests {
                     ..MemoryStats::default()
                 },
             }),
+            Observed::Cache(CacheSample {
+                timestamp_ns: 11,
+                interval_ns: 1_000_000_000,
+                memcg_id: 5,
+                cgroup: Some("/a".into()),
+                container: None,
+                added_pages: 10,
+                removed_pages: 2,
+                top_files: vec![crate::event::FileDelta {
+                    dev: 8 << 20 | 1,
+                    ino: 1234,
+                    added_pages: 10,
+                    removed_pages: 2,
+                }],
+            }),
+            Observed::Kernel {
+                record: Record::Reclaim(memtrace_common::ReclaimRecord {
+                    header: EventHeader {
+                        kind: EventKind::Reclaim as u32,
+                        cpu: 1,
+                        timestamp_ns: 12,
+                    },
+                    memcg_id: 5,
+                    duration_ns: 1000,
+                    nr_reclaimed: 0,
+                    gfp_flags: 0xcc0,
+                    order: 0,
+                    pid: 77,
+                }),
+                context: Context {
+                    cgroup: Some("/a".into()),
+                    ..Context::default()
+                },
+            },
             observed(4, Some("/b/c")),
         ];
         let mut w = TraceWriter::create(path, &header()).expect("create");
@@ -474,7 +523,7 @@ mod tests {
         assert_eq!(
             end,
             Some(TraceItem::End {
-                events: 6,
+                events: 8,
                 lost: vec![5]
             })
         );

@@ -11,11 +11,11 @@ use std::{
 use memtrace_common::{LostKind, event::Record};
 
 use super::format::{
-    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CGROUP, TAG_END, TAG_EVENT, TAG_STATS,
-    TraceHeader, VERSION, crc,
+    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CACHE, TAG_CGROUP, TAG_END, TAG_EVENT,
+    TAG_STATS, TraceHeader, VERSION, crc,
 };
 use crate::{
-    event::{Context, Event, Observed, StatsSample},
+    event::{CacheSample, Context, Event, Observed, StatsSample},
     sinks::Sink,
 };
 
@@ -81,6 +81,18 @@ impl TraceWriter {
                 payload.extend_from_slice(&context);
                 payload.extend_from_slice(record);
                 self.frame(TAG_EVENT, &payload)?;
+            }
+            Observed::Cache(sample) => {
+                let table_id = self.table_id(sample.cgroup.as_deref(), sample.memcg_id)?;
+                let body = serde_json::to_vec(&CacheSample {
+                    cgroup: None,
+                    ..sample.clone()
+                })?;
+                let mut payload = Vec::with_capacity(8 + body.len());
+                payload.extend_from_slice(&table_id.to_le_bytes());
+                payload.extend_from_slice(&0u32.to_le_bytes());
+                payload.extend_from_slice(&body);
+                self.frame(TAG_CACHE, &payload)?;
             }
             Observed::Stats(sample) => {
                 let table_id = self.table_id(Some(&sample.cgroup), 0)?;
@@ -161,6 +173,7 @@ fn memcg_id(record: &Record) -> u64 {
     match record {
         Record::OomKill(r) => r.memcg_id,
         Record::Cgroup(r) => r.memcg_id,
+        Record::Reclaim(r) => r.memcg_id,
     }
 }
 
