@@ -124,7 +124,7 @@ fn oom_kill_is_recorded_and_replayed_as_run_printed_it() {
     let text = String::from_utf8_lossy(&text.stdout);
     let victim_line = text
         .lines()
-        .find(|l| l.contains(&format!(" {} pid={pid} ", cgroup.path)))
+        .find(|l| l.contains(" oom_kill ") && l.contains(&format!(" {} pid={pid} ", cgroup.path)))
         .unwrap_or_else(|| panic!("no text line for pid {pid}:\n{text}"));
     assert!(
         victim_line.contains(" oom_kill ") && victim_line.contains("comm=memhog"),
