@@ -7,6 +7,7 @@ mod run;
 mod setup;
 mod test;
 mod toolchain;
+mod vm;
 mod workspace;
 
 use std::process::ExitCode;
@@ -22,7 +23,10 @@ Examples:
   cargo xtask run -- --help             build memtrace (release) and show `memtrace run --help`
   cargo xtask run --debug -- ARGS       run the debug build of memtrace as `memtrace run ARGS`
   cargo xtask test                      rustfmt, clippy, build, then the whole test suite
-  cargo xtask test -- -- --nocapture    run the test suite with the tests' output shown";
+  cargo xtask test -- -- --nocapture    run the test suite with the tests' output shown
+  cargo xtask vm-test                   the integration tests on Debian's 6.1 and 6.12 under QEMU
+  cargo xtask vm-test --kernel 6.12 -- oom_kill
+                                        only tests whose name contains oom_kill, only on 6.12";
 
 /// Developer tasks for memtrace: install the toolchains, build, run and test.
 ///
@@ -45,6 +49,8 @@ enum Command {
     Run(run::Options),
     /// Set up, then check formatting, run clippy, build, and run the whole test suite
     Test(test::Options),
+    /// Set up, install QEMU, then run the integration tests on Debian's kernels in VMs
+    VmTest(vm::Options),
 }
 
 fn main() -> ExitCode {
@@ -66,5 +72,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Build(options) => build::run(&workspace, &options),
         Command::Run(options) => run::run(&workspace, &options).map(|never| match never {}),
         Command::Test(options) => test::run(&workspace, &options),
+        Command::VmTest(options) => vm::run(&workspace, &options),
     }
 }

@@ -7,7 +7,7 @@ use std::{
     ffi::OsStr,
     fmt,
     io::ErrorKind,
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -34,7 +34,7 @@ impl fmt::Display for Shown<'_> {
 }
 
 /// Quotes `word` for a POSIX shell when it holds anything a shell would interpret.
-fn quote(word: &OsStr) -> Cow<'_, str> {
+pub fn quote(word: &OsStr) -> Cow<'_, str> {
     let word = word.to_string_lossy();
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
@@ -52,6 +52,21 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("`{}` failed with {status}", Shown(cmd));
     }
     Ok(())
+}
+
+/// Prints `cmd`, runs it with its standard error on the terminal (cargo's progress), and returns
+/// its standard output; fails unless it exits successfully.
+pub fn run_for_stdout(cmd: &mut Command) -> anyhow::Result<String> {
+    eprintln!("$ {}", Shown(cmd));
+    let Output { status, stdout, .. } = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|error| spawn_error(cmd, error))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", Shown(cmd));
+    }
+    String::from_utf8(stdout).with_context(|| format!("`{}` printed non-UTF-8 output", Shown(cmd)))
 }
 
 /// Runs `cmd` silently and returns its standard output; on failure the error carries what the

@@ -118,13 +118,13 @@ fn run_and_tally(command: &mut Command) -> anyhow::Result<()> {
 
 /// Sums libtest's `test result: ok. 23 passed; 0 failed; 0 ignored; …` lines.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Tally {
-    passed: u64,
-    failed: u64,
+pub(crate) struct Tally {
+    pub(crate) passed: u64,
+    pub(crate) failed: u64,
 }
 
 impl Tally {
-    fn add(&mut self, line: &str) {
+    pub(crate) fn add(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };

@@ -15,7 +15,10 @@ use crate::{
     clock,
     event::HostClock,
     pipeline::{self, Intervals},
-    probes::{Aggregates, AttachedPoint, Probes},
+    probes::{
+        Aggregates, AttachOptions, AttachedPoint, DEFAULT_RING_BUFFER_BYTES, Probes,
+        parse_ring_buffer_size,
+    },
     sinks::Sink,
 };
 
@@ -36,6 +39,11 @@ pub struct LiveArgs {
     /// charged memory); the kernel runs out of memcg ids at 65535.
     #[arg(long, default_value_t = 50_000, value_name = "COUNT")]
     pub dying_warn: u64,
+    /// Ring buffer for one-by-one events (OOM kills, reclaim, cgroup lifecycle), in bytes: a
+    /// power of two of at least 4096. Events that do not fit are counted as lost, per kind.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES,
+          value_parser = parse_ring_buffer_size)]
+    pub ring_buffer_size: u32,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -106,7 +114,9 @@ impl Session {
                 signal(SignalKind::terminate()).context("listening for SIGTERM")?,
             )
         };
-        let mut probes = Probes::attach()?;
+        let mut probes = Probes::attach(&AttachOptions {
+            ring_buffer_bytes: args.ring_buffer_size,
+        })?;
         let ring = probes.take_ring().context("ring buffer already taken")?;
         let logger = probes
             .take_logger()

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use crate::{
     attribution::MemoryHierarchy,
-    probes::{KernelBtf, Probes, btf::VMLINUX_BTF, capability},
+    probes::{AttachOptions, KernelBtf, Probes, btf::VMLINUX_BTF, capability},
 };
 
 /// Show the kernel, its BTF, which program types it allows (tested by loading) and what each
@@ -41,7 +41,7 @@ pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     println!("\nprobe points:");
-    match Probes::attach() {
+    match Probes::attach(&AttachOptions::default()) {
         Ok(probes) => {
             for p in &probes.attached {
                 println!("  {:<15} {}", p.point, p.strategy);

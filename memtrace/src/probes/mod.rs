@@ -133,6 +133,41 @@ fn attach_raw_tracepoint(
     Ok(())
 }
 
+/// How to load the programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachOptions {
+    /// Size of the ring buffer for one-by-one events: a power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for AttachOptions {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+        }
+    }
+}
+
+/// Room for thousands of OOM, reclaim and cgroup events between two reads.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 256 * 1024;
+
+/// Parses a `--ring-buffer-size` value: the kernel wants a power of two of at least a page.
+///
+/// # Errors
+///
+/// A message saying what is wrong with the value.
+pub fn parse_ring_buffer_size(value: &str) -> Result<u32, String> {
+    let bytes: u32 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of bytes"))?;
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        return Err(format!(
+            "{bytes} is not a power of two of at least 4096 (e.g. 4096, 262144, 1048576)"
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     /// Owns the programs and their links.
@@ -153,13 +188,14 @@ impl Probes {
     /// # Errors
     ///
     /// Not root, no BTF, a member missing from BTF, or a program the kernel refuses.
-    pub fn attach() -> Result<Self, ProbeError> {
+    pub fn attach(options: &AttachOptions) -> Result<Self, ProbeError> {
         privileges::require_root()?;
         privileges::raise_memlock();
         let offsets = KernelBtf::from_sys()?.kernel_offsets()?;
         log::debug!("kernel offsets: {offsets:?}");
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
+            .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
 

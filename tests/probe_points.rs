@@ -1,0 +1,216 @@
+//! Each probe point against the kernel's own counters: page cache, reclaim, lifecycle, and
+//! loss that is counted, never silent.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use memtrace_tests::{Memtrace, TestCgroup, json_lines};
+
+/// A file on a disk filesystem (not tmpfs: its cache must be droppable), written once, synced
+/// and evicted from the page cache, so the next read charges it to whoever reads it.
+fn cold_file(name: &str, mib: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let file = dir.path().join(name);
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut out = fs::File::create(&file).expect("create file");
+    for _ in 0..mib {
+        std::io::Write::write_all(&mut out, &chunk).expect("write file");
+    }
+    out.sync_all().expect("sync file");
+    drop(out);
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+    (dir, file)
+}
+
+fn read_in(cgroup: &TestCgroup, file: &Path) {
+    let input = format!("if={}", file.display());
+    let (_, status) = cgroup.run_inside("dd", &[&input, "of=/dev/null", "bs=1M", "status=none"]);
+    assert!(status.success(), "dd failed: {status}");
+}
+
+/// The page cache charged to a memcg, as its own `memory.stat` counts it.
+fn stat_cache_bytes(cgroup: &TestCgroup) -> u64 {
+    let stat = fs::read_to_string(cgroup.dir.join("memory.stat")).expect("memory.stat");
+    stat.lines()
+        .find_map(|l| {
+            l.strip_prefix("total_cache ")
+                .or_else(|| l.strip_prefix("file "))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no page cache line in memory.stat:\n{stat}"))
+}
+
+/// The kernel's `s_dev` encoding of a file's device, as `cache` events report it.
+fn device_of(file: &Path) -> String {
+    let dev = fs::metadata(file).expect("stat").dev();
+    format!("{}:{}", libc::major(dev), libc::minor(dev))
+}
+
+#[test]
+fn page_cache_growth_matches_memory_stat_and_names_the_file() {
+    let (_dir, file) = cold_file("cache-256m", 256);
+    let cgroup = TestCgroup::new("pagecache", 1 << 30);
+    let memtrace = Memtrace::start(&[
+        "run",
+        "--format",
+        "json",
+        "--stats-interval",
+        "0",
+        "--interval",
+        "500ms",
+        "--cgroup",
+        &cgroup.path,
+    ]);
+    let before = stat_cache_bytes(&cgroup);
+    read_in(&cgroup, &file);
+    let after = stat_cache_bytes(&cgroup);
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+
+    let events = json_lines(&out.stdout);
+    let cache: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "cache" && e["cgroup"] == cgroup.path.as_str())
+        .collect();
+    assert!(
+        !cache.is_empty(),
+        "no cache events for {}: {events:#?}",
+        cgroup.path
+    );
+    let traced: i64 = cache
+        .iter()
+        .map(|e| e["net_bytes"].as_i64().expect("net"))
+        .sum();
+    let kernel = i64::try_from(after - before).expect("delta");
+    assert!(
+        kernel > 200 << 20,
+        "the kernel itself should count the 256 MiB read: {kernel}"
+    );
+    // Within 10%: |traced − kernel| × 10 ≤ kernel.
+    assert!(
+        (traced - kernel).abs() * 10 <= kernel,
+        "memtrace saw {traced} bytes of cache growth, memory.stat {kernel}"
+    );
+
+    // The top file of the interval that grew most is the file that was read.
+    let biggest = cache
+        .iter()
+        .max_by_key(|e| e["net_bytes"].as_i64())
+        .expect("a cache event");
+    let top = &biggest["top_files"][0];
+    assert_eq!(
+        top["inode"],
+        fs::metadata(&file).expect("stat").ino(),
+        "{biggest}"
+    );
+    assert_eq!(top["device"], device_of(&file).as_str(), "{biggest}");
+}
+
+#[test]
+fn reclaim_under_a_limit_is_attributed_with_what_it_freed() {
+    let (_dir, file) = cold_file("reclaim-512m", 512);
+    let cgroup = TestCgroup::new("reclaim", 64 << 20);
+    let memtrace = Memtrace::start(&[
+        "run",
+        "--format",
+        "json",
+        "--stats-interval",
+        "0",
+        "--cgroup",
+        &cgroup.path,
+    ]);
+    read_in(&cgroup, &file);
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+    let events = json_lines(&out.stdout);
+    let reclaims: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "reclaim" && e["cgroup"] == cgroup.path.as_str())
+        .collect();
+    assert!(
+        reclaims
+            .iter()
+            .any(|e| e["nr_reclaimed"].as_u64().is_some_and(|n| n > 0)),
+        "reading 512 MiB under a 64 MiB limit must reclaim in {}: {events:#?}",
+        cgroup.path
+    );
+    for e in &reclaims {
+        assert_eq!(
+            e["ineffective"],
+            e["nr_reclaimed"] == 0,
+            "ineffective means nothing reclaimed: {e}"
+        );
+        assert!(e["duration_us"].as_f64().is_some_and(|d| d >= 0.0), "{e}");
+    }
+}
+
+#[test]
+fn mkdir_and_rmdir_appear_with_their_paths() {
+    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let cgroup = TestCgroup::new("lifecycle", 1 << 30);
+    let path = cgroup.path.clone();
+    drop(cgroup);
+    let out = memtrace.stop();
+    let events = json_lines(&out.stdout);
+    for action in ["created", "removed"] {
+        assert!(
+            events.iter().any(|e| e["type"] == "cgroup"
+                && e["action"] == action
+                && e["cgroup"] == path.as_str()),
+            "{action} {path} missing: {events:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_full_ring_buffer_is_counted_as_lost_not_dropped_silently() {
+    // One page of ring buffer, and a consumer that stalls: its stdout is a pipe nobody reads
+    // until the end, so after ~64 KiB of output memtrace blocks and the ring fills.
+    const CGROUPS: usize = 1500;
+    let memtrace = Memtrace::start(&[
+        "run",
+        "--format",
+        "json",
+        "--stats-interval",
+        "0",
+        "--ring-buffer-size",
+        "4096",
+    ]);
+    let base = TestCgroup::new("burst", 1 << 30);
+    let children: Vec<_> = (0..CGROUPS)
+        .map(|i| base.child(&format!("c{i}"), None))
+        .collect();
+    let prefix = format!("{}/", base.path);
+    drop(children);
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+
+    let seen = json_lines(&out.stdout)
+        .iter()
+        .filter(|e| {
+            e["type"] == "cgroup"
+                && (e["action"] == "created" || e["action"] == "removed")
+                && e["cgroup"].as_str().is_some_and(|p| p.starts_with(&prefix))
+        })
+        .count();
+    let lost: u64 = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("memtrace: detached"))
+        .flat_map(str::split_whitespace)
+        .find_map(|w| w.strip_prefix("cgroup="))
+        .and_then(|n| n.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("no cgroup loss count in the summary:\n{}", out.stderr));
+    assert!(
+        lost > 0,
+        "a 4 KiB ring buffer under a stalled reader must lose: {}",
+        out.stderr
+    );
+    assert!(
+        seen as u64 + lost >= 2 * CGROUPS as u64,
+        "every created/removed event is either seen ({seen}) or counted lost ({lost})"
+    );
+}

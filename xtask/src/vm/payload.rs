@@ -1,0 +1,182 @@
+//! What the guests run: memtrace, memhog and the integration-test binaries, linked statically so
+//! that an initramfs with busybox and nothing else can run them.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use serde::Deserialize;
+
+use super::elf::Elf;
+use crate::{
+    process,
+    workspace::{MEMTRACE, TESTS, Workspace},
+};
+
+/// The host's target, named explicitly: with `--target`, cargo applies the target's `RUSTFLAGS`
+/// to the target's code only, so build scripts and proc macros stay dynamically linked and
+/// shared with the normal build's configuration.
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+const STATIC_RUSTFLAGS: (&str, &str) = (
+    "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+    "-C target-feature=+crt-static",
+);
+/// The workload the OOM tests run in their cgroups; a `[[bin]]` of the tests package.
+pub const MEMHOG: &str = "memhog";
+
+/// The static executables for the guests.
+pub struct Payload {
+    pub memtrace: PathBuf,
+    /// At the path the tests have compiled in (`env!("CARGO_BIN_EXE_memhog")`), which the guest
+    /// must reproduce.
+    pub memhog: PathBuf,
+    /// `CARGO_TARGET_TMPDIR`, which the tests have compiled in too.
+    pub target_tmpdir: PathBuf,
+    pub tests: Vec<Executable>,
+}
+
+/// A target's executable.
+pub struct Executable {
+    /// The target's name (`oom_kill`), without cargo's hash.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The parts of cargo's `--message-format=json` lines this needs.
+#[derive(Deserialize)]
+struct Message {
+    reason: String,
+    target: Option<Target>,
+    executable: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    name: String,
+    kind: Vec<String>,
+}
+
+/// `<target-dir>/vm`, apart from the normal build so neither rebuilds the other.
+pub fn target_dir(workspace: &Workspace) -> PathBuf {
+    workspace.target_dir().join("vm")
+}
+
+/// Builds memtrace, memhog and the integration tests statically and checks that they are.
+pub fn build(workspace: &Workspace) -> anyhow::Result<Payload> {
+    let target_dir = target_dir(workspace);
+    let cargo = |args: &[&str]| {
+        let mut cmd = workspace.cargo();
+        cmd.args(args)
+            .args(["--target", TARGET, "--target-dir"])
+            .arg(&target_dir)
+            // Diagnostics rendered on stderr as usual; only the artifacts come as JSON.
+            .arg("--message-format=json-render-diagnostics")
+            .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1);
+        cmd
+    };
+
+    let bins = process::run_for_stdout(&mut cargo(&[
+        "build", "-p", MEMTRACE, "-p", TESTS, "--bins",
+    ]))
+    .context("vm-test step `build memtrace and memhog` failed")?;
+    let bins = executables(&bins, "bin").context("reading `cargo build`'s artifacts")?;
+    let bin = |name: &str| {
+        bins.iter()
+            .find(|binary| binary.name == name)
+            .map(|binary| binary.path.clone())
+            .with_context(|| format!("`cargo build` built no `{name}` executable"))
+    };
+    let memtrace = bin(MEMTRACE)?;
+    let memhog = bin(MEMHOG)?;
+
+    let tests = process::run_for_stdout(&mut cargo(&[
+        "test", "-p", TESTS, "--test", "*", "--no-run",
+    ]))
+    .context("vm-test step `build the integration tests` failed")?;
+    let mut tests = executables(&tests, "test").context("reading `cargo test`'s artifacts")?;
+    // The same order on every run and kernel, whichever cargo happened to finish first.
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
+    ensure!(
+        !tests.is_empty(),
+        "vm-test step `build the integration tests` failed: {TESTS} has no [[test]] target"
+    );
+
+    for path in [&memtrace, &memhog]
+        .into_iter()
+        .chain(tests.iter().map(|test| &test.path))
+    {
+        ensure_static(path).context("vm-test step `check the payload is static` failed")?;
+    }
+    Ok(Payload {
+        memtrace,
+        memhog,
+        // Where cargo puts it when building for an explicit --target.
+        target_tmpdir: target_dir.join(TARGET).join("tmp"),
+        tests,
+    })
+}
+
+/// The executables of the targets of `kind` (`bin`, `test`) in cargo's JSON output, in the order
+/// cargo finished them.
+fn executables(json_lines: &str, kind: &str) -> anyhow::Result<Vec<Executable>> {
+    let mut found = Vec::new();
+    for line in json_lines.lines().filter(|line| line.starts_with('{')) {
+        let message: Message =
+            serde_json::from_str(line).with_context(|| format!("parsing {line}"))?;
+        if message.reason != "compiler-artifact" {
+            continue;
+        }
+        if let (Some(target), Some(path)) = (message.target, message.executable)
+            && target.kind.iter().any(|k| k == kind)
+        {
+            found.push(Executable {
+                name: target.name,
+                path,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// Fails unless `path` is an ELF executable without a dynamic loader (`static-pie linked` is
+/// what `file` calls Rust's `crt-static` output).
+fn ensure_static(path: &Path) -> anyhow::Result<()> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let elf = Elf::parse(&data).with_context(|| format!("reading {}", path.display()))?;
+    if elf.has_interpreter() {
+        bail!(
+            "{} is dynamically linked (it has PT_INTERP) despite {}={:?}",
+            path.display(),
+            STATIC_RUSTFLAGS.0,
+            STATIC_RUSTFLAGS.1
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::executables;
+
+    #[test]
+    fn picks_executables_of_one_kind_from_cargo_s_json() -> anyhow::Result<()> {
+        let json = r#"{"reason":"compiler-artifact","package_id":"path+file:///r/tests#0.1.0","target":{"kind":["lib"],"crate_types":["lib"],"name":"memtrace_tests","src_path":"/r/tests/src/lib.rs","test":true},"profile":{"test":false},"filenames":["/t/libmemtrace_tests.rlib"],"executable":null,"fresh":true}
+{"reason":"build-script-executed","package_id":"path+file:///r/memtrace#0.1.0","linked_libs":[],"out_dir":"/t/build/out"}
+{"reason":"compiler-artifact","target":{"kind":["bin"],"crate_types":["bin"],"name":"memhog","src_path":"/r/tests/src/bin/memhog.rs","test":true},"executable":"/t/debug/memhog","fresh":false}
+{"reason":"compiler-artifact","target":{"kind":["test"],"crate_types":["bin"],"name":"oom_kill","src_path":"/r/tests/oom_kill.rs","test":true},"profile":{"test":true},"executable":"/t/debug/deps/oom_kill-0123abcd","fresh":false}
+{"reason":"build-finished","success":true}
+"#;
+        let tests = executables(json, "test")?;
+        assert_eq!(tests.len(), 1);
+        assert_eq!(tests[0].name, "oom_kill");
+        assert_eq!(tests[0].path, Path::new("/t/debug/deps/oom_kill-0123abcd"));
+        let bins = executables(json, "bin")?;
+        assert_eq!(bins.len(), 1);
+        assert_eq!(bins[0].name, "memhog");
+        Ok(())
+    }
+}
