@@ -63,12 +63,21 @@ impl KernelBtf {
         if !path.exists() {
             return Err(BtfError::Missing(path.to_owned()));
         }
-        // Mmap: parses lazily, so start-up does not pay for the ~100k types we never look at.
-        let btf =
-            Btf::from_file_with_backend(path, Backend::Mmap).map_err(|source| BtfError::Parse {
-                path: path.to_owned(),
-                source,
-            })?;
+        // Mmap parses lazily, so start-up does not pay for the ~100k types we never look at;
+        // sysfs supports mmap of the BTF only since 6.16 (ENODEV before): then read it whole.
+        let parse_error = |source| BtfError::Parse {
+            path: path.to_owned(),
+            source,
+        };
+        let btf = match Btf::from_file_with_backend(path, Backend::Mmap) {
+            Ok(btf) => btf,
+            Err(e) => {
+                log::debug!("cannot mmap {}: {e}; reading it", path.display());
+                let bytes =
+                    std::fs::read(path).map_err(|source| parse_error(btf_rs::Error::IO(source)))?;
+                Btf::from_bytes(&bytes).map_err(parse_error)?
+            }
+        };
         Ok(Self { btf })
     }
 
