@@ -25,7 +25,7 @@ const GUEST_MEMHOG: &str = "bin/memhog";
 const LOAD_ORDER: &str = "load-order";
 /// The file backing the disk /init makes for `CARGO_TARGET_TMPDIR`, sparse, and its size.
 const DISK_IMAGE: &str = "/run/target-tmpdir.img";
-const DISK_SIZE: &str = "512M";
+const DISK_SIZE: &str = "1536M";
 /// Where the guest keeps the test binaries, by target name.
 const GUEST_TESTS: &str = "tests";
 

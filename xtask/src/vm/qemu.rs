@@ -203,7 +203,7 @@ pub fn boot(guest: &Guest<'_>) -> anyhow::Result<Report> {
 fn command(guest: &Guest<'_>) -> Command {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(guest.accel.args())
-        .args(["-m", "2048", "-smp", "2"])
+        .args(["-m", "4096", "-smp", "2"])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-no-reboot", "-net", "none"])
         .arg("-chardev")
