@@ -61,6 +61,18 @@ pub struct Options {
     test_args: Vec<String>,
 }
 
+impl Options {
+    /// Every kernel, default timeout, no filter: what `cargo xtask test` runs.
+    pub fn every_kernel() -> Self {
+        Self {
+            kernels: Vec::new(),
+            keep_going: false,
+            timeout: 600,
+            test_args: Vec::new(),
+        }
+    }
+}
+
 /// Sets up, installs QEMU, fetches the kernels, builds the static payload and boots each kernel
 /// in turn; fails unless every kernel booted and passed every test.
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
