@@ -132,3 +132,53 @@ fn oom_kill_is_recorded_and_replayed_as_run_printed_it() {
     );
     assert!(victim_line.contains("memcg_limit=64.0MiB"), "{victim_line}");
 }
+
+/// The OOM strategies this test must see work: `MEMTRACE_TEST_OOM_STRATEGIES` (the VM tests
+/// set all three: Debian's kernels allow them), else `raw_tp`, the only one this host's kernel
+/// (no kprobes, no fentry) allows.
+fn required_oom_strategies() -> Vec<String> {
+    std::env::var("MEMTRACE_TEST_OOM_STRATEGIES")
+        .unwrap_or_else(|_| "raw_tp".to_owned())
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_oom_strategy_reports_the_kill_and_the_limit_that_fired() {
+    for strategy in required_oom_strategies() {
+        let cgroup = TestCgroup::new(&format!("strategy-{strategy}"), LIMIT);
+        let forced = format!("oom_kill={strategy}");
+        let memtrace = Memtrace::start(&[
+            "run",
+            "--format",
+            "json",
+            "--stats-interval",
+            "0",
+            "--probe-strategy",
+            &forced,
+        ]);
+        let (pid, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
+        assert_oom_killed(pid, status);
+        let out = memtrace.stop();
+        assert!(out.status.success(), "{strategy}: {out:?}");
+        assert!(
+            out.stderr.contains(&format!("oom_kill={strategy}/")),
+            "{strategy} must be the one attached: {}",
+            out.stderr
+        );
+        let events = json_lines(&out.stdout);
+        let ours = oom_kills_in(&events, &cgroup.path);
+        assert_eq!(ours.len(), 1, "{strategy}: one oom_kill: {events:#?}");
+        let kill = ours[0];
+        assert_eq!(kill["probe"], strategy.as_str(), "{kill}");
+        assert_matches_kernel(kill, &cgroup, pid);
+        assert_eq!(kill["constraint"], "CONSTRAINT_MEMCG", "{strategy}: {kill}");
+        assert_eq!(
+            kill["limit_cgroup"],
+            cgroup.path.as_str(),
+            "{strategy}: {kill}"
+        );
+        assert_eq!(kill["memory"]["limit_bytes"], LIMIT, "{strategy}: {kill}");
+    }
+}

@@ -45,6 +45,14 @@ pub const OOM_FLAG_MEMCG: u32 = 1 << 0;
 pub const OOM_FLAG_RSS: u32 = 1 << 1;
 /// `flags` bit: tgid and comm were read from the victim task (not only its pid).
 pub const OOM_FLAG_TASK: u32 = 1 << 2;
+/// `flags` bit: the `oom_control` fields (limit memcg, its usage and max, constraint,
+/// totalpages) were read.
+pub const OOM_FLAG_CONTROL: u32 = 1 << 3;
+
+/// `OomKillRecord::strategy`: which program reported the kill.
+pub const OOM_STRATEGY_RAW_TP: u32 = 1;
+pub const OOM_STRATEGY_KPROBE: u32 = 2;
+pub const OOM_STRATEGY_FENTRY: u32 = 3;
 
 /// A task chosen as OOM victim (`oom:mark_victim`).
 #[repr(C)]
@@ -61,11 +69,22 @@ pub struct OomKillRecord {
     pub shmem_rss_pages: u64,
     /// `OOM_FLAG_*` bits saying which fields are valid.
     pub flags: u32,
-    pub pad: u32,
+    /// `OOM_STRATEGY_*`
+    pub strategy: u32,
     pub comm: [u8; 16],
+    /// With `OOM_FLAG_CONTROL`: the memcg whose limit fired (`oc->memcg`), 0 for a global OOM.
+    pub limit_memcg_id: u64,
+    /// That memcg's `memory` page counter at the kill: usage and max, in pages.
+    pub limit_usage_pages: u64,
+    pub limit_max_pages: u64,
+    /// `oc->totalpages`: the memory the OOM killer judged against, in pages.
+    pub totalpages: u64,
+    /// `oc->constraint` (`enum oom_constraint`; its names come from BTF).
+    pub constraint: u32,
+    pub pad: u32,
 }
 
-const _: () = assert!(size_of::<OomKillRecord>() == 80);
+const _: () = assert!(size_of::<OomKillRecord>() == 120);
 
 /// `CgroupRecord::action`: the cgroup directory was created.
 pub const CGROUP_MKDIR: u32 = 1;
@@ -175,10 +194,6 @@ pub enum DecodeError {
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "no_std without alloc; cgroup records are rare and never held in bulk"
-)]
 pub enum Record {
     OomKill(OomKillRecord),
     Cgroup(CgroupRecord),
@@ -249,6 +264,8 @@ mod tests {
         assert_eq!(core::mem::offset_of!(OomKillRecord, anon_rss_pages), 32);
         assert_eq!(core::mem::offset_of!(OomKillRecord, flags), 56);
         assert_eq!(core::mem::offset_of!(OomKillRecord, comm), 64);
+        assert_eq!(core::mem::offset_of!(OomKillRecord, limit_memcg_id), 80);
+        assert_eq!(core::mem::offset_of!(OomKillRecord, constraint), 112);
     }
 
     #[test]
@@ -265,12 +282,17 @@ mod tests {
             anon_rss_pages: 1,
             file_rss_pages: 2,
             shmem_rss_pages: 3,
-            flags: OOM_FLAG_MEMCG | OOM_FLAG_RSS,
-            pad: 0,
-            comm: [0; 16],
+            flags: OOM_FLAG_MEMCG | OOM_FLAG_RSS | OOM_FLAG_CONTROL,
+            strategy: OOM_STRATEGY_KPROBE,
+            limit_memcg_id: 6,
+            limit_usage_pages: 16_384,
+            limit_max_pages: 16_384,
+            totalpages: 16_384,
+            constraint: 3,
+            ..OomKillRecord::default()
         };
         rec.comm[..6].copy_from_slice(b"memhog");
-        let mut buf = [0u8; 81];
+        let mut buf = [0u8; 121];
         buf[1..].copy_from_slice(as_bytes(&rec));
         assert_eq!(Record::decode(&buf[1..]), Ok(Record::OomKill(rec)));
     }
@@ -313,7 +335,7 @@ mod tests {
             Record::decode(as_bytes(&header)),
             Err(DecodeError::Short {
                 kind: 1,
-                need: 80,
+                need: 120,
                 got: 16
             })
         );

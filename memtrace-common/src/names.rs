@@ -7,8 +7,13 @@ pub const LOST_MAP: &str = "LOST";
 /// The [`crate::KernelOffsets`] global, filled in from the running kernel's BTF before load.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 
-/// Raw tracepoint program on `oom:mark_victim`.
+/// The OOM strategies: raw tracepoint on `oom:mark_victim`, and fentry and kprobe on
+/// [`OOM_KILL_FUNCTION`].
 pub const PROG_OOM_MARK_VICTIM: &str = "oom_mark_victim";
+pub const PROG_OOM_FENTRY: &str = "oom_kill_process_fentry";
+pub const PROG_OOM_KPROBE: &str = "oom_kill_process_kprobe";
+/// Chooses the OOM victim's fate and has the `oom_control` (`mm/oom_kill.c`).
+pub const OOM_KILL_FUNCTION: &str = "oom_kill_process";
 
 /// Which of the two maps of each aggregate the programs write to (`Array<u32>`, index 0).
 pub const AGG_ACTIVE_MAP: &str = "AGG_ACTIVE";

@@ -70,9 +70,16 @@ pub struct KernelOffsets {
     /// tracepoint's BTF prototype.
     pub reclaim_begin_order_arg: u32,
     pub reclaim_begin_gfp_arg: u32,
+    /// `mem_cgroup.memory.max` (pages).
+    pub memcg_max: u32,
+    /// `oom_control.memcg`, `.chosen`, `.totalpages`, `.constraint`.
+    pub oom_control_memcg: u32,
+    pub oom_control_chosen: u32,
+    pub oom_control_totalpages: u32,
+    pub oom_control_constraint: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 120);
+const _: () = assert!(size_of::<KernelOffsets>() == 140);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -106,6 +113,11 @@ impl KernelOffsets {
         sb_dev: 0,
         reclaim_begin_order_arg: 0,
         reclaim_begin_gfp_arg: 1,
+        memcg_max: 0,
+        oom_control_memcg: 0,
+        oom_control_chosen: 0,
+        oom_control_totalpages: 0,
+        oom_control_constraint: 0,
     };
 }
 

@@ -30,6 +30,23 @@ pub unsafe fn task_memcg_id(
     unsafe {
         let css_set: *const u8 = read_at(task, offsets.task_cgroups)?;
         let css: *const u8 = read_at(css_set, offsets.css_set_memory_css)?;
+        memcg_id_of(css, offsets)
+    }
+}
+
+/// The id of a memcg given its css (a `struct mem_cgroup *` is one: the css comes first):
+/// `css->cgroup->kn->id`.
+///
+/// # Safety
+///
+/// `css` must be a kernel `cgroup_subsys_state` pointer.
+#[inline(always)]
+pub unsafe fn memcg_id_of(
+    css: *const u8,
+    offsets: &memtrace_common::KernelOffsets,
+) -> Result<u64, i64> {
+    // SAFETY: each pointer below was read from the kernel; `read_at` checks every access.
+    unsafe {
         let cgroup: *const u8 = read_at(css, offsets.css_cgroup)?;
         let kn: *const u8 = read_at(cgroup, offsets.cgroup_kn)?;
         read_at(kn, offsets.kernfs_node_id)

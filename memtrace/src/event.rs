@@ -4,7 +4,7 @@ use memtrace_common::{
     CgroupRecord, OomKillRecord,
     event::{
         CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RMDIR, OOM_FLAG_MEMCG, OOM_FLAG_RSS,
-        OOM_FLAG_TASK, Record,
+        OOM_FLAG_TASK, OOM_STRATEGY_FENTRY, OOM_STRATEGY_KPROBE, OOM_STRATEGY_RAW_TP, Record,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -195,6 +195,9 @@ pub struct OomKill {
     pub shmem_rss_bytes: Option<u64>,
     /// `CONSTRAINT_MEMCG`, `CONSTRAINT_NONE` (global), … from the kernel's `oom-kill:` line.
     pub constraint: Option<String>,
+    /// Which probe saw the kill: `fentry` or `kprobe` on `oom_kill_process` (with the kernel's
+    /// `oom_control`), or `raw_tp` on `oom:mark_victim`.
+    pub probe: Option<&'static str>,
     /// The memcg whose limit fired; `null` for a global OOM or when the kernel's line was not
     /// seen (it is rate-limited).
     pub limit_cgroup: Option<String>,
@@ -314,6 +317,12 @@ impl OomKill {
             file_rss_bytes: bytes(rec.file_rss_pages),
             shmem_rss_bytes: bytes(rec.shmem_rss_pages),
             constraint: oom.constraint,
+            probe: match rec.strategy {
+                OOM_STRATEGY_FENTRY => Some("fentry"),
+                OOM_STRATEGY_KPROBE => Some("kprobe"),
+                OOM_STRATEGY_RAW_TP => Some("raw_tp"),
+                _ => None,
+            },
             limit_cgroup: oom.limit_cgroup,
             limit_container: oom.limit_container,
             memory: oom.memory,
@@ -418,8 +427,8 @@ mod tests {
                 file_rss_pages: 0,
                 shmem_rss_pages: 0,
                 flags: OOM_FLAG_MEMCG | OOM_FLAG_RSS | OOM_FLAG_TASK,
-                pad: 0,
                 comm,
+                ..OomKillRecord::default()
             }),
             context: Context {
                 cgroup: Some("/x".into()),

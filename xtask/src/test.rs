@@ -90,7 +90,6 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     vm::run(workspace, &vm::Options::every_kernel()).context("test step `vm-test` failed")
 }
 
-
 /// Runs `cargo test`, passing its output through, and ends with one line that sums every test
 /// binary's result: cargo's own last line is that of the last (often empty) doc-test run.
 fn run_and_tally(command: &mut Command) -> anyhow::Result<()> {

@@ -4,7 +4,9 @@ use std::{collections::HashMap, time::Duration};
 
 use memtrace_common::{
     CgroupRecord, OomKillRecord,
-    event::{CGROUP_FLAG_CHARGED, CGROUP_RELEASE, CGROUP_RMDIR, OOM_FLAG_MEMCG, Record},
+    event::{
+        CGROUP_FLAG_CHARGED, CGROUP_RELEASE, CGROUP_RMDIR, OOM_FLAG_CONTROL, OOM_FLAG_MEMCG, Record,
+    },
 };
 
 use super::{
@@ -35,6 +37,8 @@ pub struct LiveContext {
     dying: DyingTracker,
     filter: Filter,
     page_size: u64,
+    /// `enum oom_constraint` names by value, for kills the probe saw with `oom_control`.
+    oom_constraints: Vec<(u32, String)>,
 }
 
 impl LiveContext {
@@ -46,6 +50,7 @@ impl LiveContext {
         kmsg: Option<KmsgOomLines>,
         filter: Filter,
         page_size: u64,
+        oom_constraints: Vec<(u32, String)>,
     ) -> Self {
         Self {
             resolver,
@@ -54,6 +59,7 @@ impl LiveContext {
             dying: DyingTracker::default(),
             filter,
             page_size,
+            oom_constraints,
         }
     }
 
@@ -187,8 +193,29 @@ impl LiveContext {
                 .and_then(|l| l.task_memcg.clone())
                 .or_else(|| memcg_path_of_pid(r.pid, self.resolver.hierarchy().version))
         };
+        // With `oom_control` (fentry/kprobe strategies) the kernel said in the probe which
+        // memcg's limit fired and what its counter read at the kill; else its report says.
+        let control = r.flags & OOM_FLAG_CONTROL != 0;
+        let limit_cgroup = if control {
+            (r.limit_memcg_id != 0)
+                .then(|| self.resolver.path(r.limit_memcg_id).map(str::to_owned))
+                .flatten()
+        } else {
+            line.as_ref().and_then(|l| l.oom_memcg.clone())
+        };
+        let constraint = if control {
+            self.oom_constraints
+                .iter()
+                .find(|(value, _)| *value == r.constraint)
+                .map_or_else(
+                    || format!("constraint {}", r.constraint),
+                    |(_, n)| n.clone(),
+                )
+                .into()
+        } else {
+            line.as_ref().map(|l| l.constraint.clone())
+        };
         let hierarchy = self.resolver.hierarchy();
-        let limit_cgroup = line.as_ref().and_then(|l| l.oom_memcg.clone());
         // The memory of the limit that fired as the kernel printed it at the kill; failing that
         // (no report: rate-limited, or a global OOM), cgroupfs now, after the victim's memory
         // may already be freed.
@@ -201,7 +228,7 @@ impl LiveContext {
                 r.kmem_usage_bytes,
             )
         });
-        let (memory, memory_source) = if let Some(m) = from_report {
+        let (mut memory, memory_source) = if let Some(m) = from_report {
             (Some(m), Some(MEMORY_FROM_KERNEL_REPORT.to_owned()))
         } else {
             let m = limit_cgroup
@@ -211,6 +238,16 @@ impl LiveContext {
             let source = m.as_ref().map(|_| MEMORY_FROM_CGROUPFS.to_owned());
             (m, source)
         };
+        if control && r.limit_memcg_id != 0 {
+            // The page counter as the probe read it, at the kill.
+            let m = memory.get_or_insert_with(MemoryStats::default);
+            m.usage_bytes = Some(r.limit_usage_pages.saturating_mul(self.page_size));
+            m.limit_bytes =
+                Some(r.limit_max_pages.saturating_mul(self.page_size)).filter(|&l| l < 1 << 62);
+            m.working_set_bytes = m
+                .usage_bytes
+                .map(|u| u.saturating_sub(m.inactive_file_bytes.unwrap_or(0)));
+        }
         let memcg_limit_bytes = cgroup.as_deref().and_then(|c| hierarchy.limit_bytes(c));
         let memcg_usage_bytes = cgroup.as_deref().and_then(|c| hierarchy.usage_bytes(c));
         Context {
@@ -218,7 +255,7 @@ impl LiveContext {
             memcg_limit_bytes,
             memcg_usage_bytes,
             oom: Some(OomContext {
-                constraint: line.as_ref().map(|l| l.constraint.clone()),
+                constraint,
                 limit_container: self.identity(limit_cgroup.as_deref()),
                 limit_cgroup,
                 memory,

@@ -18,6 +18,7 @@ use crate::{
     probes::{
         Aggregates, AttachOptions, AttachedPoint, DEFAULT_RING_BUFFER_BYTES, Probes,
         parse_ring_buffer_size,
+        plan::{parse_forced, parse_point},
     },
     sinks::Sink,
 };
@@ -44,6 +45,14 @@ pub struct LiveArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES,
           value_parser = parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
+    /// Attach only these probe points (comma-separated): `oom_kill`, `cgroup`, `page_cache`,
+    /// `reclaim`.
+    #[arg(long, value_name = "POINT,...", value_delimiter = ',', value_parser = parse_point)]
+    pub events: Option<Vec<String>>,
+    /// Use this strategy for a probe point instead of the best the kernel allows, e.g.
+    /// `oom_kill=kprobe`; `memtrace probes` lists them. Repeat for several points.
+    #[arg(long, value_name = "POINT=STRATEGY", value_parser = parse_forced)]
+    pub probe_strategy: Vec<(String, String)>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -116,6 +125,8 @@ impl Session {
         };
         let mut probes = Probes::attach(&AttachOptions {
             ring_buffer_bytes: args.ring_buffer_size,
+            forced: args.probe_strategy.clone(),
+            points: args.events.clone(),
         })?;
         let ring = probes.take_ring().context("ring buffer already taken")?;
         let logger = probes
@@ -148,6 +159,7 @@ impl Session {
             kmsg,
             args.filter.filter(),
             page_size,
+            probes.oom_constraints.clone(),
         );
         Ok(Self {
             runtime,

@@ -40,11 +40,19 @@ pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    println!("\nprobe points:");
+    println!(
+        "\nprobe points (strategies tried best first; --probe-strategy POINT=NAME forces one):"
+    );
     match Probes::attach(&AttachOptions::default()) {
         Ok(probes) => {
-            for p in &probes.attached {
-                println!("  {:<15} {}", p.point, p.strategy);
+            for outcome in &probes.outcomes {
+                println!("  {}", outcome.point);
+                for attempt in &outcome.attempts {
+                    match &attempt.result {
+                        Ok(()) => println!("    {:<70} chosen", attempt.strategy),
+                        Err(why) => println!("    {:<70} refused: {why}", attempt.strategy),
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

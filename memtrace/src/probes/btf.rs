@@ -143,6 +143,12 @@ impl KernelBtf {
             sb_dev: self.member("super_block", "s_dev")?.offset,
             reclaim_begin_order_arg: reclaim_order,
             reclaim_begin_gfp_arg: reclaim_gfp,
+            memcg_max: self.member("mem_cgroup", "memory")?.offset
+                + self.member("page_counter", "max")?.offset,
+            oom_control_memcg: self.member("oom_control", "memcg")?.offset,
+            oom_control_chosen: self.member("oom_control", "chosen")?.offset,
+            oom_control_totalpages: self.member("oom_control", "totalpages")?.offset,
+            oom_control_constraint: self.member("oom_control", "constraint")?.offset,
         })
     }
 
@@ -303,6 +309,23 @@ impl KernelBtf {
             }
         }
         None
+    }
+
+    /// Every member of a named enum, as (value, name): e.g. `oom_constraint`, whose values the
+    /// programs report raw.
+    ///
+    /// # Errors
+    ///
+    /// When the enum is not in this kernel's BTF.
+    pub fn enum_names(&self, enum_name: &str) -> Result<Vec<(u32, String)>, BtfError> {
+        let what = format!("enum {enum_name}");
+        let Type::Enum(e) = self.named(&what, enum_name, |t| matches!(t, Type::Enum(_)))? else {
+            unreachable!("named() returned a type its filter rejected")
+        };
+        Ok(e.members
+            .iter()
+            .map(|m| (m.val(), self.name_of(m)))
+            .collect())
     }
 
     fn enum_value(&self, enum_name: &str, member: &str) -> Result<u32, BtfError> {

@@ -3,19 +3,17 @@
 pub mod aggregate;
 pub mod btf;
 pub mod capability;
+pub mod plan;
 pub mod privileges;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
 };
 use memtrace_common::{
     LostKind,
     names::{
         AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, EVENTS_MAP, LOST_MAP, OFFSETS_GLOBAL,
-        PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR, PROG_FILEMAP_ADD,
-        PROG_FILEMAP_DELETE, PROG_OOM_MARK_VICTIM, PROG_RECLAIM_BEGIN, PROG_RECLAIM_END,
     },
 };
 
@@ -37,9 +35,11 @@ pub enum ProbeError {
     Load(#[source] aya::EbpfError),
     #[error("eBPF object has no {0}: memtrace was built wrong")]
     Missing(&'static str),
-    /// The kernel refused a program; the verifier's full log is logged at debug level.
-    #[error("{what}: {reason} (RUST_LOG=debug shows the verifier's log)")]
+    /// The kernel refused a program; a verifier's full log goes to the debug log.
+    #[error("{what}: {reason}")]
     Program { what: String, reason: String },
+    #[error("no way to attach {}: {}", .0.point, describe_attempts(&.0.attempts))]
+    NoStrategy(plan::PointOutcome),
     #[error("starting the eBPF log forwarder: {0}")]
     Logger(#[source] aya_log::Error),
     #[error("{what}: {source}")]
@@ -57,7 +57,7 @@ pub struct AttachedPoint {
     /// Probe point, in event-type words (`oom_kill`).
     pub point: &'static str,
     /// Strategy, e.g. `raw_tp/mark_victim`.
-    pub strategy: &'static str,
+    pub strategy: String,
 }
 
 impl std::fmt::Display for AttachedPoint {
@@ -66,84 +66,39 @@ impl std::fmt::Display for AttachedPoint {
     }
 }
 
-/// A probe point attached through raw tracepoints.
-struct RawTracepointPoint {
-    point: &'static str,
-    strategy: &'static str,
-    /// (program, raw tracepoint)
-    programs: &'static [(&'static str, &'static str)],
-}
-
-const RAW_TRACEPOINTS: [RawTracepointPoint; 4] = [
-    RawTracepointPoint {
-        point: "oom_kill",
-        strategy: "raw_tp/mark_victim",
-        programs: &[(PROG_OOM_MARK_VICTIM, "mark_victim")],
-    },
-    RawTracepointPoint {
-        point: "cgroup",
-        strategy: "raw_tp/cgroup_mkdir+cgroup_rmdir+cgroup_release",
-        programs: &[
-            (PROG_CGROUP_MKDIR, "cgroup_mkdir"),
-            (PROG_CGROUP_RMDIR, "cgroup_rmdir"),
-            (PROG_CGROUP_RELEASE, "cgroup_release"),
-        ],
-    },
-    RawTracepointPoint {
-        point: "page_cache",
-        strategy: "raw_tp/mm_filemap_add_to_page_cache+mm_filemap_delete_from_page_cache",
-        programs: &[
-            (PROG_FILEMAP_ADD, "mm_filemap_add_to_page_cache"),
-            (PROG_FILEMAP_DELETE, "mm_filemap_delete_from_page_cache"),
-        ],
-    },
-    RawTracepointPoint {
-        point: "reclaim",
-        strategy: "raw_tp/mm_vmscan_memcg_reclaim_begin+mm_vmscan_memcg_reclaim_end",
-        programs: &[
-            (PROG_RECLAIM_BEGIN, "mm_vmscan_memcg_reclaim_begin"),
-            (PROG_RECLAIM_END, "mm_vmscan_memcg_reclaim_end"),
-        ],
-    },
-];
-
 /// One line for users; the verifier's log (many lines) goes to the debug log.
 fn program_error(what: String, source: &aya::programs::ProgramError) -> ProbeError {
     log::debug!("{what}: {source:?}");
     let mut reason = source.to_string();
+    let mut cause = std::error::Error::source(source);
+    while let Some(e) = cause {
+        reason = format!("{reason}: {e}");
+        cause = e.source();
+    }
     if let Some(cut) = reason.find(". Verifier output") {
         reason.truncate(cut);
+        reason.push_str(" (RUST_LOG=debug shows the verifier's log)");
     }
     ProbeError::Program { what, reason }
 }
 
-fn attach_raw_tracepoint(
-    ebpf: &mut Ebpf,
-    program: &'static str,
-    tracepoint: &str,
-) -> Result<(), ProbeError> {
-    let program_error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
-    let p: &mut RawTracePoint = ebpf
-        .program_mut(program)
-        .ok_or(ProbeError::Missing(program))?
-        .try_into()
-        .map_err(program_error)?;
-    p.load().map_err(program_error)?;
-    p.attach(tracepoint).map_err(program_error)?;
-    Ok(())
-}
-
 /// How to load the programs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachOptions {
     /// Size of the ring buffer for one-by-one events: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
+    /// (point, strategy) pairs from `--probe-strategy`.
+    pub forced: Vec<(String, String)>,
+    /// Only these points (`--events`); `None`: all.
+    pub points: Option<Vec<String>>,
 }
 
 impl Default for AttachOptions {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            forced: Vec::new(),
+            points: None,
         }
     }
 }
@@ -179,6 +134,10 @@ pub struct Probes {
     aggregates: Option<Aggregates>,
     lost: PerCpuArray<MapData, u64>,
     pub attached: Vec<AttachedPoint>,
+    /// Per point: every strategy tried, and why the refused ones were refused.
+    pub outcomes: Vec<plan::PointOutcome>,
+    /// `enum oom_constraint` names by value, from BTF.
+    pub oom_constraints: Vec<(u32, String)>,
 }
 
 impl Probes {
@@ -191,7 +150,9 @@ impl Probes {
     pub fn attach(options: &AttachOptions) -> Result<Self, ProbeError> {
         privileges::require_root()?;
         privileges::raise_memlock();
-        let offsets = KernelBtf::from_sys()?.kernel_offsets()?;
+        let kernel_btf = KernelBtf::from_sys()?;
+        let offsets = kernel_btf.kernel_offsets()?;
+        let oom_constraints = kernel_btf.enum_names("oom_constraint")?;
         log::debug!("kernel offsets: {offsets:?}");
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
@@ -200,16 +161,30 @@ impl Probes {
             .map_err(ProbeError::Load)?;
 
         let mut attached = Vec::new();
-        for RawTracepointPoint {
-            point,
-            strategy,
-            programs,
-        } in RAW_TRACEPOINTS
-        {
-            for (program, tracepoint) in programs {
-                attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
+        let mut outcomes = Vec::new();
+        let mut aya_btf = None;
+        for point in &plan::POINTS {
+            if options
+                .points
+                .as_ref()
+                .is_some_and(|wanted| !wanted.iter().any(|w| w == point.name))
+            {
+                continue;
             }
-            attached.push(AttachedPoint { point, strategy });
+            let forced = options
+                .forced
+                .iter()
+                .find(|(p, _)| p == point.name)
+                .map(|(_, s)| s.as_str());
+            let outcome = plan::attach_point(&mut ebpf, point, forced, &mut aya_btf);
+            match &outcome.chosen {
+                Some(strategy) => attached.push(AttachedPoint {
+                    point: point.name,
+                    strategy: strategy.clone(),
+                }),
+                None => return Err(ProbeError::NoStrategy(outcome)),
+            }
+            outcomes.push(outcome);
         }
 
         let ring: RingBuf<MapData> = typed_map(&mut ebpf, EVENTS_MAP)?;
@@ -233,6 +208,8 @@ impl Probes {
             aggregates: Some(aggregates),
             lost,
             attached,
+            outcomes,
+            oom_constraints,
         })
     }
 
@@ -286,4 +263,16 @@ where
         what: name.into(),
         source,
     })
+}
+
+/// `fentry/f: refused (why); kprobe/f: refused (why)`.
+fn describe_attempts(attempts: &[plan::Attempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| match &a.result {
+            Ok(()) => format!("{}: attached", a.strategy),
+            Err(why) => format!("{}: {why}", a.strategy),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -223,6 +223,7 @@ mod tests {
             file_rss_bytes: Some(0),
             shmem_rss_bytes: Some(0),
             constraint: None,
+            probe: Some("raw_tp"),
             limit_cgroup: None,
             limit_container: None,
             memory: None,

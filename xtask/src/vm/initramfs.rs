@@ -319,6 +319,8 @@ fn init_script(tests: &[&str], host_paths: &HostPaths, run: &Run<'_>) -> String 
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/root TMPDIR=/tmp CI=true RUST_BACKTRACE=1 MEMTRACE_BIN=/{GUEST_MEMTRACE}
+# Debian's kernels allow every OOM strategy: the tests must see each one work.
+export MEMTRACE_TEST_OOM_STRATEGIES=fentry,kprobe,raw_tp
 
 # Stops the guest, telling the host how it went (the marker it waits for).
 finish() {{

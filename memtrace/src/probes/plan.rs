@@ -1,0 +1,295 @@
+//! Probe points and their strategies, best first. Each point is attached with the first
+//! strategy the running kernel accepts, found by trying (never by kernel version), and every
+//! attempt is kept so `memtrace probes` can say why a strategy was refused.
+
+use aya::{
+    Btf, Ebpf,
+    programs::{FEntry, KProbe, RawTracePoint},
+};
+use memtrace_common::names::{
+    OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR, PROG_FILEMAP_ADD,
+    PROG_FILEMAP_DELETE, PROG_OOM_FENTRY, PROG_OOM_KPROBE, PROG_OOM_MARK_VICTIM,
+    PROG_RECLAIM_BEGIN, PROG_RECLAIM_END,
+};
+
+use super::{ProbeError, program_error};
+
+/// How one strategy attaches its programs.
+pub enum Attach {
+    Fentry {
+        program: &'static str,
+        function: &'static str,
+    },
+    Kprobe {
+        program: &'static str,
+        function: &'static str,
+    },
+    /// (program, raw tracepoint) pairs, all needed.
+    RawTracepoints(&'static [(&'static str, &'static str)]),
+}
+
+pub struct Strategy {
+    /// `fentry`, `kprobe` or `raw_tp`: what `--probe-strategy POINT=NAME` names.
+    pub name: &'static str,
+    pub attach: Attach,
+}
+
+impl Strategy {
+    /// `fentry/oom_kill_process`, `raw_tp/cgroup_mkdir+cgroup_rmdir`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match &self.attach {
+            Attach::Fentry { function, .. } | Attach::Kprobe { function, .. } => {
+                format!("{}/{function}", self.name)
+            }
+            Attach::RawTracepoints(pairs) => {
+                let names: Vec<&str> = pairs.iter().map(|(_, tp)| *tp).collect();
+                format!("{}/{}", self.name, names.join("+"))
+            }
+        }
+    }
+}
+
+pub struct Point {
+    /// In event-type words: `oom_kill`, `cgroup`, `page_cache`, `reclaim`.
+    pub name: &'static str,
+    /// Best first.
+    pub strategies: &'static [Strategy],
+}
+
+pub const POINTS: [Point; 4] = [
+    Point {
+        name: "oom_kill",
+        strategies: &[
+            // Has `oom_control`: the limit that fired, read in the kernel at the kill.
+            Strategy {
+                name: "fentry",
+                attach: Attach::Fentry {
+                    program: PROG_OOM_FENTRY,
+                    function: OOM_KILL_FUNCTION,
+                },
+            },
+            Strategy {
+                name: "kprobe",
+                attach: Attach::Kprobe {
+                    program: PROG_OOM_KPROBE,
+                    function: OOM_KILL_FUNCTION,
+                },
+            },
+            Strategy {
+                name: "raw_tp",
+                attach: Attach::RawTracepoints(&[(PROG_OOM_MARK_VICTIM, "mark_victim")]),
+            },
+        ],
+    },
+    Point {
+        name: "cgroup",
+        strategies: &[Strategy {
+            name: "raw_tp",
+            attach: Attach::RawTracepoints(&[
+                (PROG_CGROUP_MKDIR, "cgroup_mkdir"),
+                (PROG_CGROUP_RMDIR, "cgroup_rmdir"),
+                (PROG_CGROUP_RELEASE, "cgroup_release"),
+            ]),
+        }],
+    },
+    Point {
+        name: "page_cache",
+        strategies: &[Strategy {
+            name: "raw_tp",
+            attach: Attach::RawTracepoints(&[
+                (PROG_FILEMAP_ADD, "mm_filemap_add_to_page_cache"),
+                (PROG_FILEMAP_DELETE, "mm_filemap_delete_from_page_cache"),
+            ]),
+        }],
+    },
+    Point {
+        name: "reclaim",
+        strategies: &[Strategy {
+            name: "raw_tp",
+            attach: Attach::RawTracepoints(&[
+                (PROG_RECLAIM_BEGIN, "mm_vmscan_memcg_reclaim_begin"),
+                (PROG_RECLAIM_END, "mm_vmscan_memcg_reclaim_end"),
+            ]),
+        }],
+    },
+];
+
+/// Parses `POINT=STRATEGY` for `--probe-strategy`.
+///
+/// # Errors
+///
+/// A message naming the known points or strategies.
+pub fn parse_forced(value: &str) -> Result<(String, String), String> {
+    let (point, strategy) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value:?} is not POINT=STRATEGY (e.g. oom_kill=kprobe)"))?;
+    let known = POINTS.iter().find(|p| p.name == point).ok_or_else(|| {
+        let names: Vec<&str> = POINTS.iter().map(|p| p.name).collect();
+        format!("no probe point {point:?}; there are {}", names.join(", "))
+    })?;
+    if !known.strategies.iter().any(|s| s.name == strategy) {
+        let names: Vec<&str> = known.strategies.iter().map(|s| s.name).collect();
+        return Err(format!(
+            "{point} has no strategy {strategy:?}; it has {}",
+            names.join(", ")
+        ));
+    }
+    Ok((point.to_owned(), strategy.to_owned()))
+}
+
+/// Parses a probe point name for `--events`.
+///
+/// # Errors
+///
+/// A message naming the known points.
+pub fn parse_point(value: &str) -> Result<String, String> {
+    if POINTS.iter().any(|p| p.name == value) {
+        Ok(value.to_owned())
+    } else {
+        let names: Vec<&str> = POINTS.iter().map(|p| p.name).collect();
+        Err(format!(
+            "no probe point {value:?}; there are {}",
+            names.join(", ")
+        ))
+    }
+}
+
+/// One strategy tried for a point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub strategy: String,
+    /// `Err`: why the kernel (or aya) refused it, one line.
+    pub result: Result<(), String>,
+}
+
+/// Everything tried for one point, and what was chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PointOutcome {
+    pub point: &'static str,
+    pub attempts: Vec<Attempt>,
+    pub chosen: Option<String>,
+    /// The strategy was forced with `--probe-strategy`.
+    pub forced: bool,
+}
+
+/// Tries `point`'s strategies in order (only `forced`, when given) until one attaches.
+pub fn attach_point(
+    ebpf: &mut Ebpf,
+    point: &Point,
+    forced: Option<&str>,
+    btf: &mut Option<Result<Btf, String>>,
+) -> PointOutcome {
+    let mut attempts = Vec::new();
+    for strategy in point.strategies {
+        if forced.is_some_and(|f| f != strategy.name) {
+            continue;
+        }
+        let result = attach(ebpf, strategy, btf).map_err(|e| e.to_string());
+        let ok = result.is_ok();
+        attempts.push(Attempt {
+            strategy: strategy.describe(),
+            result,
+        });
+        if ok {
+            return PointOutcome {
+                point: point.name,
+                chosen: Some(strategy.describe()),
+                attempts,
+                forced: forced.is_some(),
+            };
+        }
+    }
+    PointOutcome {
+        point: point.name,
+        attempts,
+        chosen: None,
+        forced: forced.is_some(),
+    }
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    strategy: &Strategy,
+    btf: &mut Option<Result<Btf, String>>,
+) -> Result<(), ProbeError> {
+    match &strategy.attach {
+        Attach::Fentry { program, function } => {
+            // aya's own BTF parse, needed to load fentry programs; once, and only if needed.
+            let btf = btf
+                .get_or_insert_with(|| Btf::from_sys_fs().map_err(|e| e.to_string()))
+                .as_ref()
+                .map_err(|e| ProbeError::Program {
+                    what: format!("fentry {function}"),
+                    reason: format!("kernel BTF: {e}"),
+                })?;
+            let error = |source| program_error(format!("fentry {function}"), &source);
+            let p: &mut FEntry = program_mut(ebpf, program)?.try_into().map_err(error)?;
+            p.load(function, btf).map_err(error)?;
+            p.attach().map_err(error)?;
+        }
+        Attach::Kprobe { program, function } => {
+            let error = |source| program_error(format!("kprobe {function}"), &source);
+            let p: &mut KProbe = program_mut(ebpf, program)?.try_into().map_err(error)?;
+            p.load().map_err(error)?;
+            p.attach(*function, 0).map_err(error)?;
+        }
+        Attach::RawTracepoints(pairs) => {
+            for (program, tracepoint) in *pairs {
+                let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
+                let p: &mut RawTracePoint =
+                    program_mut(ebpf, program)?.try_into().map_err(error)?;
+                p.load().map_err(error)?;
+                p.attach(tracepoint).map_err(error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::programs::Program, ProbeError> {
+    ebpf.program_mut(name).ok_or(ProbeError::Missing(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_strategies_are_checked_against_the_plan() {
+        assert_eq!(
+            parse_forced("oom_kill=kprobe"),
+            Ok(("oom_kill".into(), "kprobe".into()))
+        );
+        assert!(parse_forced("oom_kill").is_err());
+        assert!(
+            parse_forced("nope=kprobe")
+                .expect_err("must be refused")
+                .contains("oom_kill, cgroup, page_cache, reclaim")
+        );
+        assert!(
+            parse_forced("cgroup=fentry")
+                .expect_err("must be refused")
+                .contains("raw_tp")
+        );
+        assert!(parse_point("reclaim").is_ok());
+        assert!(parse_point("slab").is_err());
+    }
+
+    #[test]
+    fn strategies_describe_what_they_attach() {
+        let oom = &POINTS[0];
+        let names: Vec<String> = oom.strategies.iter().map(Strategy::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "fentry/oom_kill_process",
+                "kprobe/oom_kill_process",
+                "raw_tp/mark_victim"
+            ]
+        );
+    }
+}
