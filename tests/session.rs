@@ -16,10 +16,22 @@ fn run_stops_by_itself_after_duration() {
         elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(20),
         "stopped after {elapsed:?}"
     );
+    let summary = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("memtrace: detached after "))
+        .unwrap_or_else(|| panic!("no summary: {}", out.stderr));
+    let seconds: f64 = summary
+        .trim_start_matches("memtrace: detached after ")
+        .split('s')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {summary}"));
+    // Streaming starts after attaching; slow machines (emulated VMs) stop a little late.
+    assert!((1.0..5.0).contains(&seconds), "{summary}");
     assert!(
-        out.stderr.contains("memtrace: detached after 1.0s") && out.stderr.contains(" lost ("),
-        "the summary must say what was seen and lost: {}",
-        out.stderr
+        summary.contains(" events seen, ") && summary.contains(" lost ("),
+        "the summary must say what was seen and lost: {summary}"
     );
 }
 
