@@ -214,3 +214,49 @@ fn a_full_ring_buffer_is_counted_as_lost_not_dropped_silently() {
         "every created/removed event is either seen ({seen}) or counted lost ({lost})"
     );
 }
+
+#[test]
+fn filters_are_applied_in_the_kernel_and_follow_new_cgroups() {
+    let (_dir, file) = cold_file("filtered-32m", 32);
+    let watched = TestCgroup::new("filtered", 1 << 30);
+    let other = TestCgroup::new("unfiltered", 1 << 30);
+    let memtrace = Memtrace::start(&[
+        "run",
+        "--format",
+        "json",
+        "--stats-interval",
+        "0",
+        "--interval",
+        "300ms",
+        "--cgroup",
+        &watched.path,
+    ]);
+    // Created after start: the kernel's filter learns it from the mkdir event.
+    let child = watched.child("late", None);
+    read_in(&other, &file);
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+    read_in(&child, &file);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("memtrace: filtering in the kernel: 1 memory cgroup match now"),
+        "{}",
+        out.stderr
+    );
+    let events = json_lines(&out.stdout);
+    let cache_of = |path: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "cache" && e["cgroup"] == path)
+            .map(|e| e["added_bytes"].as_u64().expect("added"))
+            .sum::<u64>()
+    };
+    assert!(
+        cache_of(&child.path) >= 30 << 20,
+        "the new child of the watched cgroup is counted: {events:#?}"
+    );
+    assert_eq!(cache_of(&other.path), 0, "the other cgroup is filtered out");
+    drop(child);
+}

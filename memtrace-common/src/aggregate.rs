@@ -43,6 +43,8 @@ const _: () = assert!(size_of::<ReclaimBegin>() == 32);
 pub const CACHE_MEMCG_ENTRIES: u32 = 16_384;
 pub const CACHE_FILE_ENTRIES: u32 = 65_536;
 pub const RECLAIM_BEGIN_ENTRIES: u32 = 16_384;
+/// Memcgs a filter can name: every memcg id the kernel can have.
+pub const FILTER_ENTRIES: u32 = 65_536;
 
 // SAFETY: `#[repr(C)]`, integer fields only, size asserted above: every bit pattern is valid.
 #[cfg(feature = "user")]

@@ -23,6 +23,9 @@ pub const CACHE_MEMCG_MAPS: [&str; 2] = ["CACHE_MEMCG_0", "CACHE_MEMCG_1"];
 pub const CACHE_FILE_MAPS: [&str; 2] = ["CACHE_FILE_0", "CACHE_FILE_1"];
 /// Reclaim episodes in progress, per task.
 pub const RECLAIM_BEGIN_MAP: &str = "RECLAIM_BEGIN";
+/// Memcg ids the user's filter selects (`HashMap<u64, u8>`), and the global that turns it on.
+pub const FILTER_MAP: &str = "FILTER";
+pub const FILTER_ENABLED_GLOBAL: &str = "FILTER_ENABLED";
 
 /// Raw tracepoints on the page cache and on memcg reclaim.
 pub const PROG_FILEMAP_ADD: &str = "filemap_add";

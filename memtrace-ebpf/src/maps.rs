@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     CacheDelta, FileKey, KernelOffsets, LostKind, ReclaimBegin,
-    aggregate::{CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, RECLAIM_BEGIN_ENTRIES},
+    aggregate::{CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, FILTER_ENTRIES, RECLAIM_BEGIN_ENTRIES},
 };
 
 /// 256 KiB: OOM kills are rare; the loader may resize it (`map_max_entries`).
@@ -56,4 +56,19 @@ pub static RECLAIM_BEGIN: HashMap<u32, ReclaimBegin> =
 #[inline(always)]
 pub fn active_half() -> u32 {
     AGG_ACTIVE.get(0).copied().unwrap_or(0) & 1
+}
+
+/// Memcgs the user asked about (`--cgroup`, `--container`, `--pod`), kept up to date by
+/// userspace; consulted only when [`FILTER_ENABLED`] is set.
+#[map]
+pub static FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIES, 0);
+
+#[unsafe(no_mangle)]
+pub static FILTER_ENABLED: Global<u32> = Global::new(0);
+
+/// Whether events of `memcg_id` are wanted: hot paths skip the others before any map update.
+#[inline(always)]
+pub fn wanted(memcg_id: u64) -> bool {
+    // SAFETY: a plain lookup; the value is not kept.
+    FILTER_ENABLED.load() == 0 || unsafe { FILTER.get(&memcg_id) }.is_some()
 }

@@ -22,6 +22,7 @@ use crate::{
     kernel::read_at,
     maps::{
         CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, OFFSETS, active_half, count_lost,
+        wanted,
     },
 };
 
@@ -46,6 +47,9 @@ fn account(ctx: &RawTracePointContext, added: bool) {
     let Some((memcg_id, pages, file)) = (unsafe { inspect(folio, &offsets) }) else {
         return;
     };
+    if !wanted(memcg_id) {
+        return;
+    }
     let (by_memcg, by_file) = if active_half() == 0 {
         (&CACHE_MEMCG_0, &CACHE_FILE_0)
     } else {

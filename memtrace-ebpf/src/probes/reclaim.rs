@@ -24,7 +24,7 @@ use memtrace_common::{EventHeader, EventKind, LostKind, ReclaimBegin, ReclaimRec
 
 use crate::{
     kernel::task_memcg_id,
-    maps::{EVENTS, OFFSETS, RECLAIM_BEGIN, count_lost},
+    maps::{EVENTS, OFFSETS, RECLAIM_BEGIN, count_lost, wanted},
 };
 
 /// The kernel task id (the thread): each thread reclaims on its own.
@@ -55,6 +55,9 @@ pub fn memcg_reclaim_begin(ctx: RawTracePointContext) -> i32 {
             task_memcg_id(bpf_get_current_task() as *const u8, &offsets).unwrap_or(0),
         )
     };
+    if !wanted(memcg_id) {
+        return 0;
+    }
     let begin = ReclaimBegin {
         timestamp_ns,
         memcg_id,

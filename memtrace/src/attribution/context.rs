@@ -5,7 +5,8 @@ use std::{collections::HashMap, time::Duration};
 use memtrace_common::{
     CgroupRecord, OomKillRecord,
     event::{
-        CGROUP_FLAG_CHARGED, CGROUP_RELEASE, CGROUP_RMDIR, OOM_FLAG_CONTROL, OOM_FLAG_MEMCG, Record,
+        CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RELEASE, CGROUP_RMDIR, OOM_FLAG_CONTROL,
+        OOM_FLAG_MEMCG, Record,
     },
 };
 
@@ -18,7 +19,7 @@ use crate::{
         CacheSample, Context, FileDelta, MEMORY_FROM_CGROUPFS, MEMORY_FROM_KERNEL_REPORT, Observed,
         OomContext, StatsSample, c_str,
     },
-    probes::CacheDrain,
+    probes::{CacheDrain, ProbeError, filter::KernelFilter},
 };
 
 /// Files listed per memcg and interval in `cache` events.
@@ -39,6 +40,8 @@ pub struct LiveContext {
     page_size: u64,
     /// `enum oom_constraint` names by value, for kills the probe saw with `oom_control`.
     oom_constraints: Vec<(u32, String)>,
+    /// The kernel's copy of the filter, kept current as matching cgroups appear.
+    kernel_filter: Option<KernelFilter>,
 }
 
 impl LiveContext {
@@ -60,7 +63,27 @@ impl LiveContext {
             filter,
             page_size,
             oom_constraints,
+            kernel_filter: None,
         }
+    }
+
+    /// Hands the kernel side the memcgs the filter selects now, and keeps it current as
+    /// cgroups are created. Returns how many match now.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel's map cannot be written.
+    pub fn filter_in_kernel(&mut self, mut kernel: KernelFilter) -> Result<usize, ProbeError> {
+        let mut matching = 0;
+        for (memcg_id, path) in self.resolver.hierarchy().walk() {
+            let identity = self.identity(Some(&path));
+            if self.filter.matches(Some(&path), identity.as_ref()) {
+                kernel.allow(memcg_id)?;
+                matching += 1;
+            }
+        }
+        self.kernel_filter = Some(kernel);
+        Ok(matching)
     }
 
     #[must_use]
@@ -282,6 +305,15 @@ impl LiveContext {
             Some(reported)
         };
         context.container = self.identity(context.cgroup.as_deref());
+        if r.action == CGROUP_MKDIR
+            && let Some(kernel) = self.kernel_filter.as_mut()
+            && self
+                .filter
+                .matches(context.cgroup.as_deref(), context.container.as_ref())
+            && let Err(e) = kernel.allow(r.memcg_id)
+        {
+            log::warn!("{e}: events of {:?} will be missing", context.cgroup);
+        }
         if r.action == CGROUP_RMDIR {
             let charged_bytes = (r.flags & CGROUP_FLAG_CHARGED != 0)
                 .then(|| r.charged_pages.saturating_mul(self.page_size));

@@ -127,6 +127,7 @@ impl Session {
             ring_buffer_bytes: args.ring_buffer_size,
             forced: args.probe_strategy.clone(),
             points: args.events.clone(),
+            kernel_filter: !args.filter.filter().is_empty(),
         })?;
         let ring = probes.take_ring().context("ring buffer already taken")?;
         let logger = probes
@@ -153,7 +154,7 @@ impl Session {
             })
             .ok();
         let page_size = page_size();
-        let context = LiveContext::new(
+        let mut context = LiveContext::new(
             resolver,
             PodDirectory::default(),
             kmsg,
@@ -161,6 +162,13 @@ impl Session {
             page_size,
             probes.oom_constraints.clone(),
         );
+        if let Some(kernel) = probes.take_kernel_filter() {
+            let matching = context.filter_in_kernel(kernel)?;
+            eprintln!(
+                "memtrace: filtering in the kernel: {matching} memory cgroup{} match now",
+                if matching == 1 { "" } else { "s" }
+            );
+        }
         Ok(Self {
             runtime,
             probes,

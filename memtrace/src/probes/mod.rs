@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod btf;
 pub mod capability;
+pub mod filter;
 pub mod plan;
 pub mod privileges;
 
@@ -13,13 +14,15 @@ use aya::{
 use memtrace_common::{
     LostKind,
     names::{
-        AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, EVENTS_MAP, LOST_MAP, OFFSETS_GLOBAL,
+        AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, EVENTS_MAP, FILTER_ENABLED_GLOBAL,
+        FILTER_MAP, LOST_MAP, OFFSETS_GLOBAL,
     },
 };
 
 pub use self::{
     aggregate::{Aggregates, CacheDrain},
     btf::{BtfError, KernelBtf},
+    filter::KernelFilter,
 };
 
 /// The compiled programs, built by `build.rs` (aya-build) for the BPF target.
@@ -91,6 +94,8 @@ pub struct AttachOptions {
     pub forced: Vec<(String, String)>,
     /// Only these points (`--events`); `None`: all.
     pub points: Option<Vec<String>>,
+    /// Hot paths count only the memcgs put in the [`KernelFilter`].
+    pub kernel_filter: bool,
 }
 
 impl Default for AttachOptions {
@@ -99,6 +104,7 @@ impl Default for AttachOptions {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             forced: Vec::new(),
             points: None,
+            kernel_filter: false,
         }
     }
 }
@@ -132,6 +138,7 @@ pub struct Probes {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     ring: Option<RingBuf<MapData>>,
     aggregates: Option<Aggregates>,
+    kernel_filter: Option<KernelFilter>,
     lost: PerCpuArray<MapData, u64>,
     pub attached: Vec<AttachedPoint>,
     /// Per point: every strategy tried, and why the refused ones were refused.
@@ -156,6 +163,11 @@ impl Probes {
         log::debug!("kernel offsets: {offsets:?}");
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
+            .override_global(
+                FILTER_ENABLED_GLOBAL,
+                &u32::from(options.kernel_filter),
+                true,
+            )
             .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
@@ -200,12 +212,14 @@ impl Probes {
                 typed_map(&mut ebpf, CACHE_FILE_MAPS[1])?,
             ],
         );
+        let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;
         Ok(Self {
             _ebpf: ebpf,
             logger: Some(logger),
             ring: Some(ring),
             aggregates: Some(aggregates),
+            kernel_filter: options.kernel_filter.then_some(kernel_filter),
             lost,
             attached,
             outcomes,
@@ -221,6 +235,11 @@ impl Probes {
     /// The kernel-side aggregates, handed once to the pipeline, which drains them.
     pub fn take_aggregates(&mut self) -> Option<Aggregates> {
         self.aggregates.take()
+    }
+
+    /// The kernel-side filter, when one was asked for, handed once to whoever keeps it current.
+    pub fn take_kernel_filter(&mut self) -> Option<KernelFilter> {
+        self.kernel_filter.take()
     }
 
     /// The log forwarder, handed once to the pipeline, which flushes it when it has messages.
