@@ -18,6 +18,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LostKind::COUNT, 0);
 
+/// Hash maps allocate entries as keys appear: preallocating 65 536 per-CPU entries would cost
+/// tens of milliseconds of start-up and megabytes of kernel memory per map for keys that mostly
+/// never come (kernels since 6.1 allocate safely from any program context).
+const BPF_F_NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
+
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::ZERO);
 
@@ -37,20 +42,20 @@ pub static AGG_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static CACHE_MEMCG_0: PerCpuHashMap<u64, CacheDelta> =
-    PerCpuHashMap::with_max_entries(CACHE_MEMCG_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(CACHE_MEMCG_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
 pub static CACHE_MEMCG_1: PerCpuHashMap<u64, CacheDelta> =
-    PerCpuHashMap::with_max_entries(CACHE_MEMCG_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(CACHE_MEMCG_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
 pub static CACHE_FILE_0: PerCpuHashMap<FileKey, CacheDelta> =
-    PerCpuHashMap::with_max_entries(CACHE_FILE_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(CACHE_FILE_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
 pub static CACHE_FILE_1: PerCpuHashMap<FileKey, CacheDelta> =
-    PerCpuHashMap::with_max_entries(CACHE_FILE_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(CACHE_FILE_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static RECLAIM_BEGIN: HashMap<u32, ReclaimBegin> =
-    HashMap::with_max_entries(RECLAIM_BEGIN_ENTRIES, 0);
+    HashMap::with_max_entries(RECLAIM_BEGIN_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// The active half of each double-buffered aggregate.
 #[inline(always)]
@@ -61,7 +66,7 @@ pub fn active_half() -> u32 {
 /// Memcgs the user asked about (`--cgroup`, `--container`, `--pod`), kept up to date by
 /// userspace; consulted only when [`FILTER_ENABLED`] is set.
 #[map]
-pub static FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIES, 0);
+pub static FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[unsafe(no_mangle)]
 pub static FILTER_ENABLED: Global<u32> = Global::new(0);

@@ -99,9 +99,15 @@ impl KernelBtf {
         let nr_pages = self
             .member("folio", "_nr_pages")
             .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
-        // `enum memcg_data_flags` is anonymous in some kernels' BTF: look the values up by name.
-        let [nr_memcg_data_flags, pg_head] =
-            self.anon_enum_values(["__NR_MEMCG_DATA_FLAGS", "PG_head"])?;
+        // Enum values by member name, in one pass over the types: the MM_* counters are in an
+        // anonymous enum, and so is `memcg_data_flags` in some kernels' BTF.
+        let [file, anon, shmem, nr_memcg_data_flags, pg_head] = self.anon_enum_values([
+            "MM_FILEPAGES",
+            "MM_ANONPAGES",
+            "MM_SHMEMPAGES",
+            "__NR_MEMCG_DATA_FLAGS",
+            "PG_head",
+        ])?;
         let memcg_data_flags = nr_memcg_data_flags.saturating_sub(1);
         // BTF prototypes of raw tracepoints have no argument names: find them by type.
         let [reclaim_order, reclaim_gfp] =
@@ -109,8 +115,6 @@ impl KernelBtf {
 
         let rss_stat = self.member("mm_struct", "rss_stat")?;
         let rss = self.rss_counters(&rss_stat)?;
-        let [file, anon, shmem] =
-            self.anon_enum_values(["MM_FILEPAGES", "MM_ANONPAGES", "MM_SHMEMPAGES"])?;
 
         Ok(KernelOffsets {
             task_pid: self.member("task_struct", "pid")?.offset,
