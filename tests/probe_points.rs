@@ -5,9 +5,20 @@ use std::{
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::Mutex,
 };
 
 use memtrace_tests::{Memtrace, TestCgroup, json_lines};
+
+/// Tests that drop caches or measure the page cache run one at a time: a `drop_caches` in one
+/// would empty the cache another is counting.
+static PAGE_CACHE: Mutex<()> = Mutex::new(());
+
+fn page_cache_to_myself() -> std::sync::MutexGuard<'static, ()> {
+    PAGE_CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// A file on a disk filesystem (not tmpfs: its cache must be droppable), written once, synced
 /// and evicted from the page cache, so the next read charges it to whoever reads it.
@@ -51,6 +62,7 @@ fn device_of(file: &Path) -> String {
 
 #[test]
 fn page_cache_growth_matches_memory_stat_and_names_the_file() {
+    let _alone = page_cache_to_myself();
     let (_dir, file) = cold_file("cache-256m", 256);
     let cgroup = TestCgroup::new("pagecache", 1 << 30);
     let memtrace = Memtrace::start(&[
@@ -111,6 +123,7 @@ fn page_cache_growth_matches_memory_stat_and_names_the_file() {
 
 #[test]
 fn reclaim_under_a_limit_is_attributed_with_what_it_freed() {
+    let _alone = page_cache_to_myself();
     let (_dir, file) = cold_file("reclaim-512m", 512);
     let cgroup = TestCgroup::new("reclaim", 64 << 20);
     let memtrace = Memtrace::start(&[
@@ -217,6 +230,7 @@ fn a_full_ring_buffer_is_counted_as_lost_not_dropped_silently() {
 
 #[test]
 fn filters_are_applied_in_the_kernel_and_follow_new_cgroups() {
+    let _alone = page_cache_to_myself();
     let (_dir, file) = cold_file("filtered-32m", 32);
     let watched = TestCgroup::new("filtered", 1 << 30);
     let other = TestCgroup::new("unfiltered", 1 << 30);

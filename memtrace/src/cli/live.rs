@@ -136,14 +136,6 @@ impl Session {
         let aggregates = probes
             .take_aggregates()
             .context("aggregates already taken")?;
-        let attached: Vec<String> = probes.attached.iter().map(ToString::to_string).collect();
-        eprintln!(
-            "memtrace: attached {} in {} ms (memory cgroup {:?} at {}); Ctrl-C to stop",
-            attached.join(" "),
-            started.elapsed().as_millis(),
-            hierarchy.version,
-            hierarchy.root.display(),
-        );
         let resolver = MemcgResolver::new(hierarchy.clone());
         report_dying(&hierarchy, &resolver, args.dying_warn);
         let kmsg = KmsgOomLines::follow()
@@ -169,6 +161,15 @@ impl Session {
                 if matching == 1 { "" } else { "s" }
             );
         }
+        // Last: once this line is out, everything is in place (filters included).
+        let attached: Vec<String> = probes.attached.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "memtrace: attached {} in {} ms (memory cgroup {:?} at {}); Ctrl-C to stop",
+            attached.join(" "),
+            started.elapsed().as_millis(),
+            hierarchy.version,
+            hierarchy.root.display(),
+        );
         Ok(Self {
             runtime,
             probes,
