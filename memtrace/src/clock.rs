@@ -1,6 +1,6 @@
 //! Kernel timestamps (`CLOCK_BOOTTIME`, what `bpf_ktime_get_boot_ns()` returns) to wall time.
 
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::{OffsetDateTime, format_description::BorrowedFormatItem, macros::format_description};
 
 /// The clock the programs stamp events with, as recorded in trace files.
 pub const EVENT_CLOCK: &str = "CLOCK_BOOTTIME";
@@ -34,19 +34,29 @@ pub fn boot_time_wall_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME).saturating_sub(clock_ns(libc::CLOCK_BOOTTIME))
 }
 
-/// RFC 3339 in UTC with microseconds, e.g. `2026-11-27T15:47:01.123456Z`.
+/// RFC 3339 in UTC with microseconds, always six digits so that lines align, e.g.
+/// `2026-11-27T15:47:01.123450Z`.
 #[must_use]
 pub fn format_wall(wall_ns: u64) -> String {
-    let micros = i128::from(wall_ns / 1_000) * 1_000;
-    OffsetDateTime::from_unix_timestamp_nanos(micros)
+    const FORMAT: &[BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(wall_ns))
         .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_else(|| format!("@{wall_ns}ns"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_trailing_zeros() {
+        assert_eq!(
+            format_wall(1_795_794_421_120_000_000),
+            "2026-11-27T15:47:01.120000Z"
+        );
+    }
 
     #[test]
     fn formats_utc_with_microseconds() {
