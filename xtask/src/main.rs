@@ -1,5 +1,6 @@
 //! memtrace's developer tasks, run as `cargo xtask <COMMAND>`.
 
+mod bench;
 mod bpf_linker;
 mod build;
 mod process;
@@ -26,7 +27,9 @@ Examples:
   cargo xtask test -- -- --nocapture    run the test suite with the tests' output shown
   cargo xtask vm-test                   the integration tests on Debian's 6.1 and 6.12 under QEMU
   cargo xtask vm-test --kernel 6.12 -- oom_kill
-                                        only tests whose name contains oom_kill, only on 6.12";
+                                        only tests whose name contains oom_kill, only on 6.12
+  sudo -E cargo xtask bench --runs 3    memtrace's cost next to bpftrace's (table, and JSON in
+                                        target/bench/latest.json)";
 
 /// Developer tasks for memtrace: install the toolchains, build, run and test.
 ///
@@ -51,6 +54,9 @@ enum Command {
     Test(test::Options),
     /// Set up, install QEMU, then run the integration tests on Debian's kernels in VMs
     VmTest(vm::Options),
+    /// Set up, build memtrace (release), then measure what it costs two workloads next to
+    /// bpftrace: slowdown, in-kernel cost per event, start-up (as root; about a minute)
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -73,5 +79,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(options) => run::run(&workspace, &options).map(|never| match never {}),
         Command::Test(options) => test::run(&workspace, &options),
         Command::VmTest(options) => vm::run(&workspace, &options),
+        Command::Bench(options) => bench::run(&workspace, &options),
     }
 }

@@ -43,6 +43,8 @@ pub struct Apt {
     /// modification times, so their own ages say nothing about when they were fetched.
     stamp: PathBuf,
     label: &'static str,
+    /// The xtask command these apt steps serve, named in their errors (`vm-test`, `bench`).
+    task: &'static str,
 }
 
 impl Apt {
@@ -53,7 +55,13 @@ impl Apt {
             lists: PathBuf::from(SYSTEM_LISTS),
             stamp: cache.join("apt/system-lists-updated"),
             label: "apt-get update",
+            task: "vm-test",
         }
+    }
+
+    /// The same apt, its errors saying that they failed a step of `task` (e.g. `bench`).
+    pub fn for_task(self, task: &'static str) -> Self {
+        Self { task, ..self }
     }
 
     /// The machine's sources plus `<codename>-backports`, with lists of their own under `cache`,
@@ -81,6 +89,7 @@ impl Apt {
             stamp: dir.join("backports-lists-updated"),
             lists,
             label: "apt-get update (with backports)",
+            task: "vm-test",
         })
     }
 
@@ -106,7 +115,7 @@ impl Apt {
             return Ok(());
         }
         process::run(self.noisy_command("apt-get").args(["update", "-q"]))
-            .with_context(|| format!("vm-test step `{}` failed", self.label))?;
+            .with_context(|| format!("{} step `{}` failed", self.task, self.label))?;
         if let Some(dir) = self.stamp.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -142,10 +151,35 @@ impl Apt {
         }
         process::run(install.args(packages)).with_context(|| {
             format!(
-                "vm-test step `apt-get install {}` failed",
+                "{} step `apt-get install {}` failed",
+                self.task,
                 packages.join(" ")
             )
         })
+    }
+
+    /// Installs whichever of `packages` dpkg does not have, from the release's own suites;
+    /// fast when all are there.
+    pub fn ensure_installed(&self, packages: &[&'static str]) -> anyhow::Result<()> {
+        let wanted = missing(packages);
+        if wanted.is_empty() {
+            eprintln!(
+                "apt packages: ok ({} already installed)",
+                packages.join(", ")
+            );
+            return Ok(());
+        }
+        eprintln!("apt packages: installing {} ...", wanted.join(", "));
+        self.install(&wanted, None)?;
+        let still = missing(&wanted);
+        if !still.is_empty() {
+            bail!(
+                "{} step `apt-get install` failed: {} still not installed",
+                self.task,
+                still.join(", ")
+            );
+        }
+        Ok(())
     }
 
     /// The package a meta package (`linux-image-amd64`) currently depends on.
@@ -199,13 +233,6 @@ impl Apt {
 
 /// Installs whatever of QEMU, busybox and the decompressors is missing; fast when all are there.
 pub fn ensure_packages(cache: &Path) -> anyhow::Result<()> {
-    let missing = |packages: &[&'static str]| -> Vec<&'static str> {
-        packages
-            .iter()
-            .copied()
-            .filter(|package| !is_installed(package))
-            .collect()
-    };
     let all = [FROM_RELEASE, FROM_BACKPORTS].concat();
     let from_release = missing(FROM_RELEASE);
     let from_backports = missing(FROM_BACKPORTS);
@@ -237,6 +264,15 @@ pub fn ensure_packages(cache: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Those of `packages` that dpkg does not have installed.
+fn missing(packages: &[&'static str]) -> Vec<&'static str> {
+    packages
+        .iter()
+        .copied()
+        .filter(|package| !is_installed(package))
+        .collect()
 }
 
 /// Whether dpkg has `package` installed.

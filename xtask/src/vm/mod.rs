@@ -7,7 +7,7 @@
 //! prefixed with the kernel (`[6.12] test … ok`); each kernel's log is kept in
 //! `<target>/vm/console-<kernel>.log`; downloaded kernels are cached in `.tools/vm/kernels`.
 
-mod apt;
+pub mod apt;
 mod bzimage;
 mod elf;
 mod initramfs;

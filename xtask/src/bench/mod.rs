@@ -1,0 +1,209 @@
+//! `cargo xtask bench`: what memtrace costs the workloads it watches, next to bpftrace doing
+//! per-cgroup counting on the same tracepoints. The method, and why it is this one on a noisy
+//! shared machine, is in shared/BENCHMARKING.md: the kernel's own per-program accounting for the
+//! steady figure, medians of interleaved runs for the slowdown, and launch-to-attached time.
+
+mod bpf_stats;
+mod cgroup;
+mod interrupt;
+mod mountinfo;
+mod report;
+mod stats;
+mod tracer;
+mod workload;
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+
+use self::{
+    bpf_stats::StatsEnabled,
+    cgroup::{BenchCgroup, Hierarchy},
+    report::{Context, Report, Samples},
+    tracer::{Tool, Tracer},
+    workload::{Kind, Workloads},
+};
+use crate::{
+    process, setup,
+    vm::apt::Apt,
+    workspace::{MEMTRACE, Workspace},
+};
+
+/// The peer and the tool that reads the kernel's per-program statistics.
+const PACKAGES: &[&str] = &["bpftrace", "bpftool"];
+
+#[derive(Args)]
+pub struct Options {
+    /// Runs of each configuration (untraced, memtrace, bpftrace) per workload, interleaved
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    runs: u16,
+}
+
+/// Sets up, builds memtrace (release), installs bpftrace and bpftool, runs the workloads under
+/// each configuration, then prints the table and writes `<target>/bench/latest.json`. Misses
+/// against the targets are reported, not failed: only what could not be measured fails.
+pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let proc_self = fs::metadata("/proc/self").context("reading /proc/self")?;
+    if proc_self.uid() != 0 {
+        bail!(
+            "bench must run as root (it mounts a tmpfs, creates a memory cgroup, drops the page \
+             cache and loads BPF programs): run `sudo -E cargo xtask bench`"
+        );
+    }
+    setup::run(workspace)?;
+    process::run(
+        workspace
+            .cargo()
+            .args(["build", "--release", "-p", MEMTRACE]),
+    )
+    .context("bench step `build memtrace` failed")?;
+    let memtrace = workspace.target_dir().join("release").join(MEMTRACE);
+    Apt::system(&workspace.tools_dir().join("bench"))
+        .for_task("bench")
+        .ensure_installed(PACKAGES)?;
+    let bpftrace_version = process::output(Command::new("bpftrace").arg("--version"))
+        .context("bench step `bpftrace --version` failed")?;
+
+    interrupt::catch();
+    let mountinfo_path = "/proc/self/mountinfo";
+    let mounts = mountinfo::parse(
+        &fs::read_to_string(mountinfo_path).with_context(|| format!("reading {mountinfo_path}"))?,
+    );
+    let hierarchy = Hierarchy::discover(&mounts)?;
+    let out_dir = workspace.target_dir().join("bench");
+
+    eprintln!(
+        "bench: writing the cold-read file ({} GiB) in {}",
+        workload::COLD_BYTES >> 30,
+        out_dir.display()
+    );
+    let workloads = Workloads::prepare(&out_dir, &mounts)
+        .context("bench step `prepare the workloads` failed")?;
+    let mut cgroup =
+        BenchCgroup::create(&hierarchy).context("bench step `create the memory cgroup` failed")?;
+    let runs = usize::from(options.runs);
+    let measured = measure(&memtrace, runs, &workloads, &mut cgroup);
+    let context = Context {
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|release| release.trim().to_owned())
+            .unwrap_or_default(),
+        bpftrace: bpftrace_version.trim().to_owned(),
+        cgroup_version: cgroup.version.to_string(),
+        cgroup: cgroup.path.clone(),
+        runs,
+    };
+    // Unmount, remove the cgroup and the file before reporting, whatever happened.
+    drop(cgroup);
+    drop(workloads);
+    let samples = match measured {
+        Err(_) if interrupt::interrupted() => bail!("bench interrupted; cleaned up"),
+        measured => measured.context("bench step `measure` failed")?,
+    };
+
+    let report = Report::new(context, &samples, started.elapsed().as_secs_f64())
+        .context("bench step `summarise` failed")?;
+    println!("{}", report.render());
+    let json = out_dir.join("latest.json");
+    let text = serde_json::to_string_pretty(&report).context("serialising the report")?;
+    fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
+    println!("JSON: {}", json.display());
+    Ok(())
+}
+
+/// Runs each workload `runs` times under each configuration, interleaved, with the kernel's BPF
+/// statistics on; the sysctl goes back to its value before, however this ends.
+fn measure(
+    memtrace: &Path,
+    runs: usize,
+    workloads: &Workloads,
+    cgroup: &mut BenchCgroup,
+) -> anyhow::Result<Samples> {
+    let _stats = StatsEnabled::enable()?;
+    let mut samples = Samples::default();
+    for kind in Kind::ALL {
+        for run in 1..=runs {
+            for tool in [None, Some(Tool::Memtrace), Some(Tool::Bpftrace)] {
+                interrupt::check()?;
+                let label = tool.map_or("untraced", Tool::name);
+                let took = match tool {
+                    None => {
+                        Workloads::before(kind)?;
+                        timed(kind, workloads, cgroup)?
+                    }
+                    Some(tool) => traced(tool, kind, memtrace, workloads, cgroup, &mut samples)
+                        .with_context(|| {
+                            format!("{} run {run} with {} failed", kind.name(), tool.name())
+                        })?,
+                };
+                eprintln!(
+                    "bench: {} {run}/{runs} {label:<8} {:.3} s",
+                    kind.name(),
+                    took.as_secs_f64()
+                );
+                samples
+                    .wall
+                    .entry((kind, tool))
+                    .or_default()
+                    .push(took.as_secs_f64());
+            }
+        }
+    }
+    Ok(samples)
+}
+
+/// One run of `kind` under `tool`: launch, wait until attached, prepare, read the programs'
+/// statistics, time the workload, read them again, stop the tracer.
+fn traced(
+    tool: Tool,
+    kind: Kind,
+    memtrace: &Path,
+    workloads: &Workloads,
+    cgroup: &mut BenchCgroup,
+    samples: &mut Samples,
+) -> anyhow::Result<Duration> {
+    let tracer = Tracer::launch(tool, memtrace)?;
+    samples
+        .startup
+        .entry(tool)
+        .or_default()
+        .push(tracer.startup.as_secs_f64());
+    Workloads::before(kind)?;
+    let start = bpf_stats::usage(&bpf_stats::programs()?, &tracer.programs);
+    let elapsed = timed(kind, workloads, cgroup)?;
+    let end = bpf_stats::usage(&bpf_stats::programs()?, &tracer.programs);
+    let used = bpf_stats::delta(&start, &end, &tracer.programs)?;
+    let stdout = tracer.stop()?;
+    for (key, usage) in used {
+        let total = samples.programs.entry((kind, tool, key)).or_default();
+        total.run_time_ns += usage.run_time_ns;
+        total.run_cnt += usage.run_cnt;
+    }
+    if tool == Tool::Memtrace {
+        samples
+            .attributed
+            .entry(kind)
+            .or_default()
+            .push(tracer::attributed_cache_bytes(&stdout, &cgroup.path));
+    }
+    Ok(elapsed)
+}
+
+/// Runs `kind` once inside the bench's cgroup and returns how long it took.
+fn timed(kind: Kind, workloads: &Workloads, cgroup: &mut BenchCgroup) -> anyhow::Result<Duration> {
+    cgroup.enter()?;
+    let start = Instant::now();
+    let ran = workloads.run(kind);
+    let took = start.elapsed();
+    cgroup.leave()?;
+    ran.with_context(|| format!("running the {} workload", kind.name()))?;
+    Ok(took)
+}
