@@ -195,10 +195,22 @@ fn oom_kill(e: &OomKill) -> String {
     let _ = write!(
         s,
         " memcg_usage={} memcg_limit={}",
-        e.memcg_usage_bytes.map_or_else(|| "?".into(), human_bytes),
-        e.memcg_limit_bytes
-            .map_or_else(|| "none".into(), human_bytes),
+        bytes_or(e.memcg_usage_bytes, "?"),
+        bytes_or(e.memcg_limit_bytes, "none"),
     );
+    if let Some(constraint) = &e.constraint {
+        // Which limit fired: the victim's own, an ancestor's (the pod's), or none (global).
+        let _ = write!(
+            s,
+            " | {} limit_cgroup={}",
+            constraint.strip_prefix("CONSTRAINT_").unwrap_or(constraint),
+            e.limit_cgroup.as_deref().unwrap_or("none (global)")
+        );
+        who(&mut s, e.limit_container.as_ref());
+    }
+    if let Some(m) = &e.memory {
+        memory(&mut s, m);
+    }
     s
 }
 
@@ -222,9 +234,9 @@ mod tests {
             anon_rss_bytes: Some(63 << 20),
             file_rss_bytes: Some(0),
             shmem_rss_bytes: Some(0),
-            constraint: None,
+            constraint: Some("CONSTRAINT_MEMCG".into()),
             probe: Some("raw_tp"),
-            limit_cgroup: None,
+            limit_cgroup: Some("/".into()),
             limit_container: None,
             memory: None,
             memory_source: None,
@@ -232,7 +244,7 @@ mod tests {
         assert_eq!(
             line(&Event::OomKill(e)),
             "2026-11-27T15:47:01.000001Z oom_kill  /x pid=7 comm=memhog anon=63.0MiB file=0B \
-             shmem=0B memcg_usage=? memcg_limit=64.0MiB"
+             shmem=0B memcg_usage=? memcg_limit=64.0MiB | MEMCG limit_cgroup=/"
         );
     }
 }
