@@ -84,31 +84,37 @@ impl TraceWriter {
             }
             Observed::Cache(sample) => {
                 let table_id = self.table_id(sample.cgroup.as_deref(), sample.memcg_id)?;
-                let body = serde_json::to_vec(&CacheSample {
+                let body = CacheSample {
                     cgroup: None,
                     ..sample.clone()
-                })?;
-                let mut payload = Vec::with_capacity(8 + body.len());
-                payload.extend_from_slice(&table_id.to_le_bytes());
-                payload.extend_from_slice(&0u32.to_le_bytes());
-                payload.extend_from_slice(&body);
-                self.frame(TAG_CACHE, &payload)?;
+                };
+                self.json_frame(TAG_CACHE, table_id, &body)?;
             }
             Observed::Stats(sample) => {
                 let table_id = self.table_id(Some(&sample.cgroup), 0)?;
-                let body = serde_json::to_vec(&StatsSample {
+                let body = StatsSample {
                     cgroup: String::new(),
                     ..sample.clone()
-                })?;
-                let mut payload = Vec::with_capacity(8 + body.len());
-                payload.extend_from_slice(&table_id.to_le_bytes());
-                payload.extend_from_slice(&0u32.to_le_bytes());
-                payload.extend_from_slice(&body);
-                self.frame(TAG_STATS, &payload)?;
+                };
+                self.json_frame(TAG_STATS, table_id, &body)?;
             }
         }
         self.events += 1;
         Ok(())
+    }
+
+    /// `table_id u32 | reserved u32 | JSON body`: the frames of userspace-made samples.
+    fn json_frame(
+        &mut self,
+        tag: u8,
+        table_id: u32,
+        body: &impl serde::Serialize,
+    ) -> io::Result<()> {
+        let mut payload = Vec::with_capacity(256);
+        payload.extend_from_slice(&table_id.to_le_bytes());
+        payload.extend_from_slice(&0u32.to_le_bytes());
+        serde_json::to_writer(&mut payload, body)?;
+        self.frame(tag, &payload)
     }
 
     fn table_id(&mut self, cgroup: Option<&str>, memcg_id: u64) -> io::Result<u32> {

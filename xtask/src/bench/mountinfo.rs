@@ -1,4 +1,8 @@
 //! `/proc/self/mountinfo`: where the memory controller is, and what filesystem a path is on.
+//!
+//! memtrace's `attribution` module does the same for the tool itself; xtask cannot depend on the
+//! memtrace crate, whose build needs the very toolchain and bpf-linker `cargo xtask setup`
+//! installs.
 
 use std::path::{Path, PathBuf};
 
