@@ -10,6 +10,6 @@ pub mod event;
 pub mod names;
 pub mod offsets;
 
-pub use aggregate::{CacheDelta, FileKey, ReclaimBegin};
+pub use aggregate::{CacheDelta, FileKey, InodeId, ReclaimBegin};
 pub use event::{CgroupRecord, EventHeader, EventKind, LostKind, OomKillRecord, ReclaimRecord};
 pub use offsets::KernelOffsets;

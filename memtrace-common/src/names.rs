@@ -21,6 +21,8 @@ pub const AGG_ACTIVE_MAP: &str = "AGG_ACTIVE";
 pub const CACHE_MEMCG_MAPS: [&str; 2] = ["CACHE_MEMCG_0", "CACHE_MEMCG_1"];
 /// Page-cache deltas per (memcg, file), double-buffered.
 pub const CACHE_FILE_MAPS: [&str; 2] = ["CACHE_FILE_0", "CACHE_FILE_1"];
+/// Inode pointer → (inode number, device), for the per-file aggregate.
+pub const INODE_IDS_MAP: &str = "INODE_IDS";
 /// Reclaim episodes in progress, per task.
 pub const RECLAIM_BEGIN_MAP: &str = "RECLAIM_BEGIN";
 /// Memcg ids the user's filter selects (`HashMap<u64, u8>`), and the global that turns it on.

@@ -4,11 +4,14 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use memtrace_common::{
-    CacheDelta, FileKey, KernelOffsets, LostKind, ReclaimBegin,
-    aggregate::{CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, FILTER_ENTRIES, RECLAIM_BEGIN_ENTRIES},
+    CacheDelta, FileKey, InodeId, KernelOffsets, LostKind, ReclaimBegin,
+    aggregate::{
+        CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, FILTER_ENTRIES, INODE_IDS_ENTRIES,
+        RECLAIM_BEGIN_ENTRIES,
+    },
 };
 
 /// 256 KiB: OOM kills are rare; the loader may resize it (`map_max_entries`).
@@ -52,6 +55,9 @@ pub static CACHE_FILE_0: PerCpuHashMap<FileKey, CacheDelta> =
 #[map]
 pub static CACHE_FILE_1: PerCpuHashMap<FileKey, CacheDelta> =
     PerCpuHashMap::with_max_entries(CACHE_FILE_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static INODE_IDS: LruHashMap<u64, InodeId> = LruHashMap::with_max_entries(INODE_IDS_ENTRIES, 0);
 
 #[map]
 pub static RECLAIM_BEGIN: HashMap<u32, ReclaimBegin> =

@@ -16,13 +16,13 @@ use aya_ebpf::{
     EbpfContext as _, bindings::BPF_NOEXIST, macros::raw_tracepoint, maps::PerCpuHashMap,
     programs::RawTracePointContext,
 };
-use memtrace_common::{CacheDelta, FileKey, KernelOffsets, LostKind};
+use memtrace_common::{CacheDelta, FileKey, InodeId, KernelOffsets, LostKind};
 
 use crate::{
-    kernel::read_at,
+    kernel::{memcg_id_of, read_at},
     maps::{
-        CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, OFFSETS, active_half, count_lost,
-        wanted,
+        CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, OFFSETS, active_half,
+        count_lost, wanted,
     },
 };
 
@@ -44,7 +44,7 @@ fn account(ctx: &RawTracePointContext, added: bool) {
     // SAFETY: the first raw tracepoint argument is the `struct folio *`.
     let folio = unsafe { *ctx.as_ptr().cast::<u64>() } as *const u8;
     // SAFETY: every read below goes through `bpf_probe_read_kernel`.
-    let Some((memcg_id, pages, file)) = (unsafe { inspect(folio, &offsets) }) else {
+    let Some((memcg_id, pages, inode)) = (unsafe { inspect(folio, &offsets) }) else {
         return;
     };
     if !wanted(memcg_id) {
@@ -56,19 +56,23 @@ fn account(ctx: &RawTracePointContext, added: bool) {
         (&CACHE_MEMCG_1, &CACHE_FILE_1)
     };
     add(by_memcg, &memcg_id, added, pages);
-    if let Some((ino, dev)) = file {
+    if let Some(inode) = inode {
         let key = FileKey {
             memcg_id,
-            ino,
-            dev,
-            pad: 0,
+            inode: inode as u64,
         };
-        add(by_file, &key, added, pages);
+        if add(by_file, &key, added, pages) == Added::NewKey {
+            // Once per file and interval, not per event: what userspace shows of the file.
+            // SAFETY: `inode` is a `struct inode *`; reads are checked by the helper.
+            if let Some(id) = unsafe { inode_id(inode, &offsets) } {
+                let _ = INODE_IDS.insert(&(inode as u64), &id, 0);
+            }
+        }
     }
 }
 
-/// What a folio is charged to: (memcg id, pages, (inode, device) when it has a file).
-type FolioCharge = (u64, u64, Option<(u64, u32)>);
+/// What a folio is charged to: (memcg id, pages, its file's `struct inode *`).
+type FolioCharge = (u64, u64, Option<*const u8>);
 
 /// `None` for folios not charged to a memcg (nothing to attribute).
 #[inline(always)]
@@ -83,9 +87,7 @@ unsafe fn inspect(folio: *const u8, o: &KernelOffsets) -> Option<FolioCharge> {
         if memcg.is_null() {
             return None;
         }
-        let cgroup: *const u8 = read_at(memcg, o.css_cgroup).ok()?;
-        let kn: *const u8 = read_at(cgroup, o.cgroup_kn).ok()?;
-        let memcg_id: u64 = read_at(kn, o.kernfs_node_id).ok()?;
+        let memcg_id = memcg_id_of(memcg, o).ok()?;
 
         let flags: u64 = read_at(folio, o.folio_flags).ok()?;
         let pages = if flags & u64::from(o.pg_head_mask) != 0 {
@@ -94,21 +96,34 @@ unsafe fn inspect(folio: *const u8, o: &KernelOffsets) -> Option<FolioCharge> {
             1
         };
 
-        let file = read_at::<*const u8>(folio, o.folio_mapping)
+        let inode = read_at::<*const u8>(folio, o.folio_mapping)
             .and_then(|mapping| read_at::<*const u8>(mapping, o.mapping_host))
-            .and_then(|host| {
-                let ino: u64 = read_at(host, o.inode_ino)?;
-                let sb: *const u8 = read_at(host, o.inode_sb)?;
-                let dev: u32 = read_at(sb, o.sb_dev)?;
-                Ok((ino, dev))
-            })
-            .ok();
-        Some((memcg_id, pages, file))
+            .ok()
+            .filter(|host| !host.is_null());
+        Some((memcg_id, pages, inode))
     }
 }
 
 #[inline(always)]
-fn add<K>(map: &PerCpuHashMap<K, CacheDelta>, key: &K, added: bool, pages: u64) {
+unsafe fn inode_id(inode: *const u8, o: &KernelOffsets) -> Option<InodeId> {
+    // SAFETY: `inode` is a kernel pointer; reads are checked by the helper.
+    unsafe {
+        let ino: u64 = read_at(inode, o.inode_ino).ok()?;
+        let sb: *const u8 = read_at(inode, o.inode_sb).ok()?;
+        let dev: u32 = read_at(sb, o.sb_dev).ok()?;
+        Some(InodeId { ino, dev, pad: 0 })
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Added {
+    Counted,
+    NewKey,
+    Lost,
+}
+
+#[inline(always)]
+fn add<K>(map: &PerCpuHashMap<K, CacheDelta>, key: &K, added: bool, pages: u64) -> Added {
     let bump = |d: &mut CacheDelta| {
         if added {
             d.added_pages += pages;
@@ -119,17 +134,20 @@ fn add<K>(map: &PerCpuHashMap<K, CacheDelta>, key: &K, added: bool, pages: u64) 
     if let Some(delta) = map.get_ptr_mut(key) {
         // SAFETY: a per-CPU slot of a successful lookup, ours for this program run.
         bump(unsafe { &mut *delta });
-        return;
+        return Added::Counted;
     }
     let mut fresh = CacheDelta::default();
     bump(&mut fresh);
     if map.insert(key, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
-        return;
+        return Added::NewKey;
     }
     // Another CPU created the key meanwhile (EEXIST): count into our slot of it.
-    match map.get_ptr_mut(key) {
+    if let Some(delta) = map.get_ptr_mut(key) {
         // SAFETY: as above.
-        Some(delta) => bump(unsafe { &mut *delta }),
-        None => count_lost(LostKind::PageCache),
+        bump(unsafe { &mut *delta });
+        Added::Counted
+    } else {
+        count_lost(LostKind::PageCache);
+        Added::Lost
     }
 }

@@ -133,10 +133,12 @@ impl LiveContext {
         interval_ns: u64,
     ) -> Vec<CacheSample> {
         let mut files: HashMap<u64, Vec<FileDelta>> = HashMap::new();
-        for (key, delta) in &drain.by_file {
-            files.entry(key.memcg_id).or_default().push(FileDelta {
-                dev: key.dev,
-                ino: key.ino,
+        for (memcg_id, inode, delta) in &drain.by_file {
+            // An inode whose id the kernel could not read shows as 0:0 inode 0.
+            let inode = inode.unwrap_or_default();
+            files.entry(*memcg_id).or_default().push(FileDelta {
+                dev: inode.dev,
+                ino: inode.ino,
                 added_pages: delta.added_pages,
                 removed_pages: delta.removed_pages,
             });

@@ -7,7 +7,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use aya::maps::{Array, MapData, PerCpuHashMap};
-use memtrace_common::{CacheDelta, FileKey};
+use memtrace_common::{CacheDelta, FileKey, InodeId};
 
 use super::ProbeError;
 
@@ -18,7 +18,8 @@ const SWITCH_GRACE: Duration = Duration::from_millis(2);
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CacheDrain {
     pub by_memcg: HashMap<u64, CacheDelta>,
-    pub by_file: HashMap<FileKey, CacheDelta>,
+    /// (memcg id, the file's inode id when the kernel could read it, delta).
+    pub by_file: Vec<(u64, Option<InodeId>, CacheDelta)>,
 }
 
 pub struct Aggregates {
@@ -26,6 +27,7 @@ pub struct Aggregates {
     half: u32,
     cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
     cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
+    inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
 }
 
 impl Aggregates {
@@ -33,12 +35,14 @@ impl Aggregates {
         active: Array<MapData, u32>,
         cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
         cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
+        inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
     ) -> Self {
         Self {
             active,
             half: 0,
             cache_memcg,
             cache_file,
+            inode_ids,
         }
     }
 
@@ -54,9 +58,16 @@ impl Aggregates {
             .set(0, &self.half, 0)
             .map_err(|source| map_error("AGG_ACTIVE", source))?;
         std::thread::sleep(SWITCH_GRACE);
+        let by_file = drain(&mut self.cache_file[old], "CACHE_FILE")?
+            .into_iter()
+            .map(|(key, delta)| {
+                let id = self.inode_ids.get(&key.inode, 0).ok();
+                (key.memcg_id, id, delta)
+            })
+            .collect();
         Ok(CacheDrain {
             by_memcg: drain(&mut self.cache_memcg[old], "CACHE_MEMCG")?,
-            by_file: drain(&mut self.cache_file[old], "CACHE_FILE")?,
+            by_file,
         })
     }
 }

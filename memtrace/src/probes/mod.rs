@@ -15,7 +15,7 @@ use memtrace_common::{
     LostKind,
     names::{
         AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, EVENTS_MAP, FILTER_ENABLED_GLOBAL,
-        FILTER_MAP, LOST_MAP, OFFSETS_GLOBAL,
+        FILTER_MAP, INODE_IDS_MAP, LOST_MAP, OFFSETS_GLOBAL,
     },
 };
 
@@ -211,6 +211,7 @@ impl Probes {
                 typed_map(&mut ebpf, CACHE_FILE_MAPS[0])?,
                 typed_map(&mut ebpf, CACHE_FILE_MAPS[1])?,
             ],
+            typed_map(&mut ebpf, INODE_IDS_MAP)?,
         );
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;
