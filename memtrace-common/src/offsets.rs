@@ -30,6 +30,8 @@ pub struct KernelOffsets {
     pub cgroup_kn: u32,
     /// `kernfs_node.id`: the cgroup directory's inode number on 64-bit kernels.
     pub kernfs_node_id: u32,
+    /// `kernfs_node.__parent` (6.15+) or `.parent`: a cgroup's parent directory.
+    pub kernfs_node_parent: u32,
     /// `mm_struct.rss_stat[MM_FILEPAGES]` counter (its `count` member where the element is a
     /// `percpu_counter`).
     pub mm_file_rss: u32,
@@ -79,7 +81,7 @@ pub struct KernelOffsets {
     pub oom_control_constraint: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 140);
+const _: () = assert!(size_of::<KernelOffsets>() == 144);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -92,6 +94,7 @@ impl KernelOffsets {
         css_cgroup: 0,
         cgroup_kn: 0,
         kernfs_node_id: 0,
+        kernfs_node_parent: 0,
         mm_file_rss: 0,
         mm_anon_rss: 0,
         mm_shmem_rss: 0,

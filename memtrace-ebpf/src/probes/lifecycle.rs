@@ -26,7 +26,7 @@ use memtrace_common::{
 
 use crate::{
     kernel::read_at,
-    maps::{EVENTS, OFFSETS, count_lost},
+    maps::{EVENTS, FILTER, FILTER_ENABLED, OFFSETS, count_lost},
 };
 
 #[raw_tracepoint(tracepoint = "cgroup_mkdir")]
@@ -81,6 +81,16 @@ fn report(ctx: &RawTracePointContext, action: u32) {
     unsafe {
         if let Ok(kn) = read_at::<*const u8>(cgrp, offsets.cgroup_kn) {
             rec.memcg_id = read_at::<u64>(kn, offsets.kernfs_node_id).unwrap_or(0);
+            // A filtered subtree grows here, in the kernel, before the new cgroup's first
+            // charge: userspace would learn of it only after its first events were dropped.
+            if action == CGROUP_MKDIR
+                && FILTER_ENABLED.load() != 0
+                && let Ok(parent) = read_at::<*const u8>(kn, offsets.kernfs_node_parent)
+                && let Ok(parent_id) = read_at::<u64>(parent, offsets.kernfs_node_id)
+                && FILTER.get(&parent_id).is_some()
+            {
+                let _ = FILTER.insert(&rec.memcg_id, &1, 0);
+            }
         }
         // A failed read leaves an empty path; userspace then names the cgroup from its scan.
         let _ = bpf_probe_read_kernel_str_bytes(path, &mut rec.path);

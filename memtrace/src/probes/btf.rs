@@ -126,6 +126,10 @@ impl KernelBtf {
             css_cgroup: self.member("cgroup_subsys_state", "cgroup")?.offset,
             cgroup_kn: self.member("cgroup", "kn")?.offset,
             kernfs_node_id: self.member("kernfs_node", "id")?.offset,
+            kernfs_node_parent: self
+                .member("kernfs_node", "__parent")
+                .or_else(|_| self.member("kernfs_node", "parent"))?
+                .offset,
             mm_file_rss: rss.at(file),
             mm_anon_rss: rss.at(anon),
             mm_shmem_rss: rss.at(shmem),
