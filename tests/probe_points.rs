@@ -269,7 +269,9 @@ fn filters_are_applied_in_the_kernel_and_follow_new_cgroups() {
     };
     assert!(
         cache_of(&child.path) >= 30 << 20,
-        "the new child of the watched cgroup is counted: {events:#?}"
+        "the new child {} of the watched cgroup is counted: {events:#?}\n{}",
+        child.path,
+        out.stderr
     );
     assert_eq!(cache_of(&other.path), 0, "the other cgroup is filtered out");
     drop(child);

@@ -58,6 +58,10 @@ fn report(ctx: &RawTracePointContext, action: u32) {
     if !on_memory_hierarchy(cgrp, &offsets) {
         return;
     }
+    if action == CGROUP_MKDIR && FILTER_ENABLED.load() != 0 {
+        // SAFETY: `cgrp` is a `struct cgroup *`; reads are checked by the helper.
+        unsafe { grow_filtered_subtree(cgrp, &offsets) };
+    }
     let Some(mut entry) = EVENTS.reserve::<CgroupRecord>(0) else {
         count_lost(LostKind::Cgroup);
         return;
@@ -81,16 +85,6 @@ fn report(ctx: &RawTracePointContext, action: u32) {
     unsafe {
         if let Ok(kn) = read_at::<*const u8>(cgrp, offsets.cgroup_kn) {
             rec.memcg_id = read_at::<u64>(kn, offsets.kernfs_node_id).unwrap_or(0);
-            // A filtered subtree grows here, in the kernel, before the new cgroup's first
-            // charge: userspace would learn of it only after its first events were dropped.
-            if action == CGROUP_MKDIR
-                && FILTER_ENABLED.load() != 0
-                && let Ok(parent) = read_at::<*const u8>(kn, offsets.kernfs_node_parent)
-                && let Ok(parent_id) = read_at::<u64>(parent, offsets.kernfs_node_id)
-                && FILTER.get(&parent_id).is_some()
-            {
-                let _ = FILTER.insert(&rec.memcg_id, &1, 0);
-            }
         }
         // A failed read leaves an empty path; userspace then names the cgroup from its scan.
         let _ = bpf_probe_read_kernel_str_bytes(path, &mut rec.path);
@@ -104,6 +98,28 @@ fn report(ctx: &RawTracePointContext, action: u32) {
         }
     }
     entry.submit(0);
+}
+
+/// A filtered subtree grows here, in the kernel, before the new cgroup's first charge, even when
+/// the ring buffer is full: userspace would learn of it only after its first events were
+/// dropped.
+///
+/// # Safety
+///
+/// `cgrp` must be a kernel `struct cgroup` pointer.
+#[inline(always)]
+unsafe fn grow_filtered_subtree(cgrp: *const u8, offsets: &KernelOffsets) {
+    // SAFETY: every read goes through the checked helper.
+    unsafe {
+        if let Ok(kn) = read_at::<*const u8>(cgrp, offsets.cgroup_kn)
+            && let Ok(id) = read_at::<u64>(kn, offsets.kernfs_node_id)
+            && let Ok(parent) = read_at::<*const u8>(kn, offsets.kernfs_node_parent)
+            && let Ok(parent_id) = read_at::<u64>(parent, offsets.kernfs_node_id)
+            && FILTER.get(&parent_id).is_some()
+        {
+            let _ = FILTER.insert(&id, &1, 0);
+        }
+    }
 }
 
 /// Whether `cgrp` belongs to the hierarchy that carries the memory controller.
