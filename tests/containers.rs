@@ -58,7 +58,7 @@ impl PodCgroups {
 #[test]
 fn oom_under_a_pod_limit_names_the_pod_as_the_limit_and_keeps_names_after_removal() {
     let pod = PodCgroups::new("podlimit", LIMIT);
-    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let memtrace = Memtrace::json(&[]);
     let (pid, status) = pod.container.run_memhog(MEMHOG, 1024);
     assert_oom_killed(pid, status);
     let container_path = pod.container.path.clone();
@@ -136,7 +136,7 @@ fn oom_under_a_pod_limit_names_the_pod_as_the_limit_and_keeps_names_after_remova
 #[test]
 fn memory_of_the_limit_that_fired_is_captured_at_the_kill() {
     let pod = PodCgroups::new("podmemory", LIMIT);
-    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let memtrace = Memtrace::json(&[]);
     let (pid, status) = pod.container.run_memhog(MEMHOG, 1024);
     assert_oom_killed(pid, status);
     let out = memtrace.stop();
@@ -175,7 +175,7 @@ fn a_removed_memcg_with_page_cache_is_dying_until_caches_are_dropped() {
 
     let parent = TestCgroup::new("dying", 1 << 30);
     let cgroup = parent.child("app", None);
-    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let memtrace = Memtrace::json(&[]);
     let input = format!("if={}", file.display());
     let (_, status) = cgroup.run_inside("dd", &[&input, "of=/dev/null", "bs=1M", "status=none"]);
     assert!(status.success(), "dd failed: {status}");
@@ -256,7 +256,7 @@ fn stats_are_sampled_per_container_and_pod_and_filters_select_them() {
 #[test]
 fn docker_and_systemd_shaped_cgroups_are_named_from_creation_on() {
     let base = TestCgroup::new("docker", 1 << 30);
-    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let memtrace = Memtrace::json(&[]);
     let docker = base.child("docker", None);
     let container = docker.child(CONTAINER_ID, None);
     let slice = base.child("system.slice", None);

@@ -149,15 +149,7 @@ fn every_oom_strategy_reports_the_kill_and_the_limit_that_fired() {
     for strategy in required_oom_strategies() {
         let cgroup = TestCgroup::new(&format!("strategy-{strategy}"), LIMIT);
         let forced = format!("oom_kill={strategy}");
-        let memtrace = Memtrace::start(&[
-            "run",
-            "--format",
-            "json",
-            "--stats-interval",
-            "0",
-            "--probe-strategy",
-            &forced,
-        ]);
+        let memtrace = Memtrace::json(&["--probe-strategy", &forced]);
         let (pid, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
         assert_oom_killed(pid, status);
         let out = memtrace.stop();

@@ -65,17 +65,7 @@ fn page_cache_growth_matches_memory_stat_and_names_the_file() {
     let _alone = page_cache_to_myself();
     let (_dir, file) = cold_file("cache-256m", 256);
     let cgroup = TestCgroup::new("pagecache", 1 << 30);
-    let memtrace = Memtrace::start(&[
-        "run",
-        "--format",
-        "json",
-        "--stats-interval",
-        "0",
-        "--interval",
-        "500ms",
-        "--cgroup",
-        &cgroup.path,
-    ]);
+    let memtrace = Memtrace::json(&["--interval", "500ms", "--cgroup", &cgroup.path]);
     let before = stat_cache_bytes(&cgroup);
     read_in(&cgroup, &file);
     let after = stat_cache_bytes(&cgroup);
@@ -126,15 +116,7 @@ fn reclaim_under_a_limit_is_attributed_with_what_it_freed() {
     let _alone = page_cache_to_myself();
     let (_dir, file) = cold_file("reclaim-512m", 512);
     let cgroup = TestCgroup::new("reclaim", 64 << 20);
-    let memtrace = Memtrace::start(&[
-        "run",
-        "--format",
-        "json",
-        "--stats-interval",
-        "0",
-        "--cgroup",
-        &cgroup.path,
-    ]);
+    let memtrace = Memtrace::json(&["--cgroup", &cgroup.path]);
     read_in(&cgroup, &file);
     let out = memtrace.stop();
     assert!(out.status.success(), "{out:?}");
@@ -162,7 +144,7 @@ fn reclaim_under_a_limit_is_attributed_with_what_it_freed() {
 
 #[test]
 fn mkdir_and_rmdir_appear_with_their_paths() {
-    let memtrace = Memtrace::start(&["run", "--format", "json", "--stats-interval", "0"]);
+    let memtrace = Memtrace::json(&[]);
     let cgroup = TestCgroup::new("lifecycle", 1 << 30);
     let path = cgroup.path.clone();
     drop(cgroup);
@@ -183,15 +165,7 @@ fn a_full_ring_buffer_is_counted_as_lost_not_dropped_silently() {
     // One page of ring buffer, and a consumer that stalls: its stdout is a pipe nobody reads
     // until the end, so after ~64 KiB of output memtrace blocks and the ring fills.
     const CGROUPS: usize = 1500;
-    let memtrace = Memtrace::start(&[
-        "run",
-        "--format",
-        "json",
-        "--stats-interval",
-        "0",
-        "--ring-buffer-size",
-        "4096",
-    ]);
+    let memtrace = Memtrace::json(&["--ring-buffer-size", "4096"]);
     let base = TestCgroup::new("burst", 1 << 30);
     let children: Vec<_> = (0..CGROUPS)
         .map(|i| base.child(&format!("c{i}"), None))
@@ -234,17 +208,7 @@ fn filters_are_applied_in_the_kernel_and_follow_new_cgroups() {
     let (_dir, file) = cold_file("filtered-32m", 32);
     let watched = TestCgroup::new("filtered", 1 << 30);
     let other = TestCgroup::new("unfiltered", 1 << 30);
-    let memtrace = Memtrace::start(&[
-        "run",
-        "--format",
-        "json",
-        "--stats-interval",
-        "0",
-        "--interval",
-        "300ms",
-        "--cgroup",
-        &watched.path,
-    ]);
+    let memtrace = Memtrace::json(&["--interval", "300ms", "--cgroup", &watched.path]);
     // Created after start: the kernel's filter learns it from the mkdir event.
     let child = watched.child("late", None);
     read_in(&other, &file);

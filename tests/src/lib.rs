@@ -283,6 +283,15 @@ impl Memtrace {
         }
     }
 
+    /// Starts `memtrace run --format json --stats-interval 0 EXTRA…`, the shape most tests want:
+    /// JSON to check, and no periodic samples in the way.
+    #[must_use]
+    pub fn json(extra: &[&str]) -> Self {
+        let mut args = vec!["run", "--format", "json", "--stats-interval", "0"];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
     /// Sends SIGINT (Ctrl-C) and collects the output.
     #[must_use]
     pub fn stop(self) -> Finished {
