@@ -4,7 +4,7 @@
 
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, KProbe, RawTracePoint},
+    programs::{FEntry, KProbe, RawTracePoint, TracePoint},
 };
 use memtrace_common::names::{
     OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR, PROG_FILEMAP_ADD,
@@ -26,6 +26,12 @@ pub enum Attach {
     },
     /// (program, raw tracepoint) pairs, all needed.
     RawTracepoints(&'static [(&'static str, &'static str)]),
+    /// A classic tracepoint (needs tracefs, which is mounted if missing).
+    Tracepoint {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+    },
 }
 
 pub struct Strategy {
@@ -45,6 +51,9 @@ impl Strategy {
             Attach::RawTracepoints(pairs) => {
                 let names: Vec<&str> = pairs.iter().map(|(_, tp)| *tp).collect();
                 format!("{}/{}", self.name, names.join("+"))
+            }
+            Attach::Tracepoint { category, name, .. } => {
+                format!("{}/{category}:{name}", self.name)
             }
         }
     }
@@ -208,7 +217,12 @@ pub fn attach_point(
     }
 }
 
-fn attach(
+/// Loads and attaches one strategy's programs.
+///
+/// # Errors
+///
+/// The kernel's (or aya's) refusal, as one line.
+pub fn attach(
     ebpf: &mut Ebpf,
     strategy: &Strategy,
     btf: &mut Option<Result<Btf, String>>,
@@ -242,6 +256,17 @@ fn attach(
                 p.load().map_err(error)?;
                 p.attach(tracepoint).map_err(error)?;
             }
+        }
+        Attach::Tracepoint {
+            program,
+            category,
+            name,
+        } => {
+            super::privileges::ensure_tracefs()?;
+            let error = |source| program_error(format!("tracepoint {category}:{name}"), &source);
+            let p: &mut TracePoint = program_mut(ebpf, program)?.try_into().map_err(error)?;
+            p.load().map_err(error)?;
+            p.attach(category, name).map_err(error)?;
         }
     }
     Ok(())
