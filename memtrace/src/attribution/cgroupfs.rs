@@ -5,6 +5,7 @@ use std::{
     fs, io,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -151,7 +152,15 @@ fn unescape_mountinfo(s: &str) -> String {
 pub struct MemcgResolver {
     hierarchy: MemoryHierarchy,
     paths: HashMap<u64, String>,
+    /// Ids a walk did not find, and when: a cgroup that is gone stays gone, so asking again for
+    /// it (every page-cache interval, say) must not walk the hierarchy each time.
+    missing: HashMap<u64, Instant>,
+    /// Hierarchy walks so far.
+    walks: u64,
 }
+
+/// How long an id a walk did not find is not looked for again.
+const MISSING_TTL: Duration = Duration::from_secs(10);
 
 impl MemcgResolver {
     /// Scans the hierarchy once.
@@ -160,6 +169,8 @@ impl MemcgResolver {
         let mut resolver = Self {
             hierarchy,
             paths: HashMap::new(),
+            missing: HashMap::new(),
+            walks: 0,
         };
         let _ = resolver.rescan();
         resolver
@@ -171,10 +182,18 @@ impl MemcgResolver {
     }
 
     /// The cgroup path of a memcg id, `/` for the root. A miss triggers one rescan: the cgroup
-    /// may have been created since the last one. `None` when it is gone already.
+    /// may have been created since the last one. `None` when it is gone already; such an id is
+    /// not looked for again for a while.
     pub fn path(&mut self, memcg_id: u64) -> Option<&str> {
-        if !self.paths.contains_key(&memcg_id) {
+        let recently_missing = self
+            .missing
+            .get(&memcg_id)
+            .is_some_and(|at| at.elapsed() < MISSING_TTL);
+        if !self.paths.contains_key(&memcg_id) && !recently_missing {
             let _ = self.rescan();
+            if !self.paths.contains_key(&memcg_id) {
+                self.missing.insert(memcg_id, Instant::now());
+            }
         }
         self.paths.get(&memcg_id).map(String::as_str)
     }
@@ -193,7 +212,11 @@ impl MemcgResolver {
     /// Walks the hierarchy, learning every cgroup's name, and returns the paths that exist now.
     /// Known ids are kept, so a cgroup removed since it was first seen keeps its name.
     pub fn rescan(&mut self) -> Vec<String> {
+        self.walks += 1;
         let live = self.hierarchy.walk();
+        for (id, _) in &live {
+            self.missing.remove(id);
+        }
         let paths = live.iter().map(|(_, path)| path.clone()).collect();
         self.paths.extend(live);
         paths
@@ -312,10 +335,19 @@ mod tests {
         fs::create_dir(root.path().join("late")).expect("mkdir");
         let late = ino("late");
         assert_eq!(resolver.path(late), Some("/late"));
+        assert_eq!(resolver.path(u64::MAX), None);
+        // A gone id is not looked for again at once: no walk per question.
+        let walks = resolver.walks;
+        assert_eq!(resolver.path(u64::MAX), None);
+        assert_eq!(resolver.walks, walks);
+        // Unknown new ids still trigger a walk. (Created while `late` exists: tmpfs, unlike
+        // cgroupfs, reuses a removed directory's inode number at once.)
+        fs::create_dir(root.path().join("later")).expect("mkdir");
+        assert_eq!(resolver.path(ino("later")), Some("/later"));
+        assert_eq!(resolver.walks, walks + 1);
         // Removed: the name it had is kept.
         fs::remove_dir(root.path().join("late")).expect("rmdir");
         assert_eq!(resolver.path(late), Some("/late"));
-        assert_eq!(resolver.path(u64::MAX), None);
     }
 
     #[test]
