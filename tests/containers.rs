@@ -106,19 +106,20 @@ fn oom_under_a_pod_limit_names_the_pod_as_the_limit_and_keeps_names_after_remova
 
     // The container's own memcg has no limit; the pod's is what the operator must raise.
     assert!(kill["memcg_limit_bytes"].is_null(), "{kill}");
-    if let Some(memory) = kill["memory"].as_object() {
-        // Read while the pod still existed: it is the pod's memory at the kill.
-        assert_eq!(memory["limit_bytes"], LIMIT, "{kill}");
-        let usage = memory["usage_bytes"].as_u64().expect("usage");
-        let inactive = memory["inactive_file_bytes"]
-            .as_u64()
-            .expect("inactive_file");
-        assert_eq!(
-            memory["working_set_bytes"],
-            usage.saturating_sub(inactive),
-            "{kill}"
-        );
-    }
+    // The pod's memory at the kill, from the kernel's report: the pod is gone by now.
+    let memory = kill["memory"]
+        .as_object()
+        .unwrap_or_else(|| panic!("the pod's memory at the kill: {kill}"));
+    assert_eq!(memory["limit_bytes"], LIMIT, "{kill}");
+    let usage = memory["usage_bytes"].as_u64().expect("usage");
+    let inactive = memory["inactive_file_bytes"]
+        .as_u64()
+        .expect("inactive_file");
+    assert_eq!(
+        memory["working_set_bytes"],
+        usage.saturating_sub(inactive),
+        "{kill}"
+    );
 
     // The cgroups' names outlive them: their removal is reported with names and identity.
     let removed: Vec<_> = events
