@@ -13,16 +13,15 @@
 //! member is its css. Hot path: no strings, two per-CPU hash updates.
 
 use aya_ebpf::{
-    EbpfContext as _, bindings::BPF_NOEXIST, macros::raw_tracepoint, maps::PerCpuHashMap,
-    programs::RawTracePointContext,
+    EbpfContext as _, macros::raw_tracepoint, maps::PerCpuHashMap, programs::RawTracePointContext,
 };
 use memtrace_common::{CacheDelta, FileKey, InodeId, KernelOffsets, LostKind};
 
 use crate::{
-    kernel::{memcg_id_of, read_at},
+    kernel::{folio_charge, read_at},
     maps::{
-        CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, OFFSETS, active_half,
-        count_lost, wanted,
+        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, OFFSETS,
+        active_half, bump, count_lost, wanted,
     },
 };
 
@@ -61,7 +60,7 @@ fn account(ctx: &RawTracePointContext, added: bool) {
             memcg_id,
             inode: inode as u64,
         };
-        if add(by_file, &key, added, pages) == Added::NewKey {
+        if add(by_file, &key, added, pages) == Bumped::NewKey {
             // Once per file and interval, not per event: what userspace shows of the file.
             // SAFETY: `inode` is a `struct inode *`; reads are checked by the helper.
             if let Some(id) = unsafe { inode_id(inode, &offsets) } {
@@ -79,23 +78,7 @@ type FolioCharge = (u64, u64, Option<*const u8>);
 unsafe fn inspect(folio: *const u8, o: &KernelOffsets) -> Option<FolioCharge> {
     // SAFETY: `folio` is a kernel pointer; reads are checked by the helper.
     unsafe {
-        let memcg_data: u64 = read_at(folio, o.folio_memcg_data).ok()?;
-        if memcg_data & u64::from(o.memcg_data_flags) != 0 {
-            return None;
-        }
-        let memcg = memcg_data as *const u8;
-        if memcg.is_null() {
-            return None;
-        }
-        let memcg_id = memcg_id_of(memcg, o).ok()?;
-
-        let flags: u64 = read_at(folio, o.folio_flags).ok()?;
-        let pages = if flags & u64::from(o.pg_head_mask) != 0 {
-            read_at::<u32>(folio, o.folio_nr_pages).map_or(1, u64::from)
-        } else {
-            1
-        };
-
+        let (memcg_id, pages) = folio_charge(folio, o)?;
         let inode = read_at::<*const u8>(folio, o.folio_mapping)
             .and_then(|mapping| read_at::<*const u8>(mapping, o.mapping_host))
             .ok()
@@ -115,39 +98,18 @@ unsafe fn inode_id(inode: *const u8, o: &KernelOffsets) -> Option<InodeId> {
     }
 }
 
-#[derive(PartialEq, Eq)]
-enum Added {
-    Counted,
-    NewKey,
-    Lost,
-}
-
+/// Counts `pages` into `key`'s delta; a full map counts the event lost.
 #[inline(always)]
-fn add<K>(map: &PerCpuHashMap<K, CacheDelta>, key: &K, added: bool, pages: u64) -> Added {
-    let bump = |d: &mut CacheDelta| {
+fn add<K>(map: &PerCpuHashMap<K, CacheDelta>, key: &K, added: bool, pages: u64) -> Bumped {
+    let bumped = bump(map, key, |d: &mut CacheDelta| {
         if added {
             d.added_pages += pages;
         } else {
             d.removed_pages += pages;
         }
-    };
-    if let Some(delta) = map.get_ptr_mut(key) {
-        // SAFETY: a per-CPU slot of a successful lookup, ours for this program run.
-        bump(unsafe { &mut *delta });
-        return Added::Counted;
-    }
-    let mut fresh = CacheDelta::default();
-    bump(&mut fresh);
-    if map.insert(key, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
-        return Added::NewKey;
-    }
-    // Another CPU created the key meanwhile (EEXIST): count into our slot of it.
-    if let Some(delta) = map.get_ptr_mut(key) {
-        // SAFETY: as above.
-        bump(unsafe { &mut *delta });
-        Added::Counted
-    } else {
+    });
+    if bumped == Bumped::Full {
         count_lost(LostKind::PageCache);
-        Added::Lost
     }
+    bumped
 }
