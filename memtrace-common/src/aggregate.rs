@@ -12,13 +12,15 @@ pub struct CacheDelta {
 
 const _: () = assert!(size_of::<CacheDelta>() == 16);
 
-/// A file's pages charged to a memcg. The file is keyed by its `struct inode *`: the hot path
-/// then reads no inode fields; its number and device are read once per interval, when the key
-/// is new, into the `INODE_IDS` map.
+/// A file's pages charged to a memcg. Both are keyed by kernel pointers (`struct mem_cgroup *`,
+/// `struct inode *`): the hot path then reads neither; the memcg's id and the inode's number
+/// and device are read once per interval, when the key is new, into the `MEMCG_IDS` and
+/// `INODE_IDS` maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FileKey {
-    pub memcg_id: u64,
+    /// `struct mem_cgroup *`
+    pub memcg: u64,
     /// `address_space.host`
     pub inode: u64,
 }
@@ -167,6 +169,8 @@ pub const FILTER_ENTRIES: u32 = 65_536;
 /// Inode pointer → inode id, refreshed whenever a file key is new (each interval), so an LRU
 /// twice the size of a file map keeps what a drain needs.
 pub const INODE_IDS_ENTRIES: u32 = 2 * CACHE_FILE_ENTRIES;
+/// Memcg pointer → memcg id, refreshed likewise.
+pub const MEMCG_IDS_ENTRIES: u32 = 2 * CACHE_MEMCG_ENTRIES;
 
 // SAFETY: `#[repr(C)]`, integer fields only, size asserted above: every bit pattern is valid.
 #[cfg(feature = "user")]

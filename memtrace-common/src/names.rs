@@ -21,6 +21,8 @@ pub const AGG_ACTIVE_MAP: &str = "AGG_ACTIVE";
 pub const CACHE_MEMCG_MAPS: [&str; 2] = ["CACHE_MEMCG_0", "CACHE_MEMCG_1"];
 /// Page-cache deltas per (memcg, file), double-buffered.
 pub const CACHE_FILE_MAPS: [&str; 2] = ["CACHE_FILE_0", "CACHE_FILE_1"];
+/// Memcg pointer → memcg id, for the page-cache aggregates.
+pub const MEMCG_IDS_MAP: &str = "MEMCG_IDS";
 /// Inode pointer → (inode number, device), for the per-file aggregate.
 pub const INODE_IDS_MAP: &str = "INODE_IDS";
 /// Reclaim episodes in progress, per task.

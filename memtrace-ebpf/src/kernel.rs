@@ -53,18 +53,19 @@ pub unsafe fn memcg_id_of(
     }
 }
 
-/// The memcg a user or page-cache folio is charged to, and its pages: `folio->memcg_data` holds
-/// the `mem_cgroup *` (no flag bits set for such folios), and a large folio keeps its page
-/// count in the folio. `None` when the folio is not charged (or is a slab or kmem page).
+/// The memcg a user or page-cache folio is charged to (its `struct mem_cgroup *`), and its
+/// pages: `folio->memcg_data` holds the pointer (no flag bits set for such folios), and a large
+/// folio keeps its page count in the folio. `None` when the folio is not charged (or is a slab
+/// or kmem page).
 ///
 /// # Safety
 ///
 /// `folio` must be a kernel `struct folio` pointer.
 #[inline(always)]
-pub unsafe fn folio_charge(
+pub unsafe fn folio_memcg(
     folio: *const u8,
     o: &memtrace_common::KernelOffsets,
-) -> Option<(u64, u64)> {
+) -> Option<(*const u8, u64)> {
     // SAFETY: each pointer below was read from the kernel; `read_at` checks every access.
     unsafe {
         let memcg_data: u64 = read_at(folio, o.folio_memcg_data).ok()?;
@@ -75,14 +76,30 @@ pub unsafe fn folio_charge(
         if memcg.is_null() {
             return None;
         }
-        let memcg_id = memcg_id_of(memcg, o).ok()?;
         let flags: u64 = read_at(folio, o.folio_flags).ok()?;
         let pages = if flags & u64::from(o.pg_head_mask) != 0 {
             read_at::<u32>(folio, o.folio_nr_pages).map_or(1, u64::from)
         } else {
             1
         };
-        Some((memcg_id, pages))
+        Some((memcg, pages))
+    }
+}
+
+/// As [`folio_memcg`], with the memcg's id.
+///
+/// # Safety
+///
+/// `folio` must be a kernel `struct folio` pointer.
+#[inline(always)]
+pub unsafe fn folio_charge(
+    folio: *const u8,
+    o: &memtrace_common::KernelOffsets,
+) -> Option<(u64, u64)> {
+    // SAFETY: as above.
+    unsafe {
+        let (memcg, pages) = folio_memcg(folio, o)?;
+        Some((memcg_id_of(memcg, o).ok()?, pages))
     }
 }
 

@@ -11,8 +11,8 @@ use memtrace_common::{
     ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
     aggregate::{
         CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, CACHE_NAME_ENTRIES, CHARGE_ENTRIES,
-        FILTER_ENTRIES, INODE_IDS_ENTRIES, PENDING_ENTRIES, RECLAIM_BEGIN_ENTRIES, SLAB_ENTRIES,
-        SLAB_OBJECT_ENTRIES,
+        FILTER_ENTRIES, INODE_IDS_ENTRIES, MEMCG_IDS_ENTRIES, PENDING_ENTRIES,
+        RECLAIM_BEGIN_ENTRIES, SLAB_ENTRIES, SLAB_OBJECT_ENTRIES,
     },
 };
 
@@ -65,6 +65,8 @@ pub static CACHE_FILE_1: PerCpuHashMap<FileKey, CacheDelta> =
 
 #[map]
 pub static INODE_IDS: LruHashMap<u64, InodeId> = LruHashMap::with_max_entries(INODE_IDS_ENTRIES, 0);
+#[map]
+pub static MEMCG_IDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MEMCG_IDS_ENTRIES, 0);
 
 #[map]
 pub static RECLAIM_BEGIN: HashMap<u32, ReclaimBegin> =

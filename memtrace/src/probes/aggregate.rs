@@ -44,6 +44,7 @@ pub struct Aggregates {
     pub(super) cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
     pub(super) cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
     pub(super) inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
+    pub(super) memcg_ids: aya::maps::HashMap<MapData, u64, u64>,
     pub(super) charge: [PerCpuHashMap<MapData, u64, ChargeDelta>; 2],
     pub(super) slab: [PerCpuHashMap<MapData, SlabKey, SlabDelta>; 2],
     pub(super) cache_names: aya::maps::HashMap<MapData, u64, CacheName>,
@@ -62,17 +63,31 @@ impl Aggregates {
             .set(0, &self.half, 0)
             .map_err(|source| map_error("AGG_ACTIVE", source))?;
         std::thread::sleep(SWITCH_GRACE);
-        let by_file = drain(&mut self.cache_file[old], "CACHE_FILE", sum_cache)?
-            .into_iter()
-            .map(|(key, delta)| {
-                let id = self.inode_ids.get(&key.inode, 0).ok();
-                (key.memcg_id, id, delta)
-            })
-            .collect();
-        let cache = CacheDrain {
-            by_memcg: drain(&mut self.cache_memcg[old], "CACHE_MEMCG", sum_cache)?,
-            by_file,
+        // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
+        let memcg_id = |ids: &aya::maps::HashMap<MapData, u64, u64>, memcg: u64| {
+            ids.get(&memcg, 0).unwrap_or(0)
         };
+        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> =
+            drain(&mut self.cache_file[old], "CACHE_FILE", sum_cache)?
+                .into_iter()
+                .map(|(key, delta)| {
+                    let id = self.inode_ids.get(&key.inode, 0).ok();
+                    (memcg_id(&self.memcg_ids, key.memcg), id, delta)
+                })
+                .collect();
+        // The per-memcg map holds only what had no file key: the totals add the files'.
+        let mut by_memcg = HashMap::new();
+        for (memcg, delta) in drain(&mut self.cache_memcg[old], "CACHE_MEMCG", sum_cache)? {
+            let total = by_memcg
+                .entry(memcg_id(&self.memcg_ids, memcg))
+                .or_insert_with(CacheDelta::default);
+            *total = sum_cache(total, &delta);
+        }
+        for (memcg, _, delta) in &by_file {
+            let total = by_memcg.entry(*memcg).or_insert_with(CacheDelta::default);
+            *total = sum_cache(total, delta);
+        }
+        let cache = CacheDrain { by_memcg, by_file };
         let charge = drain(&mut self.charge[old], "CHARGE", |a, b| ChargeDelta {
             pages: a.pages + b.pages,
             charges: a.charges + b.charges,

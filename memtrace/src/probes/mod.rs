@@ -18,7 +18,7 @@ use memtrace_common::{
     names::{
         AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, CACHE_NAMES_MAP, CHARGE_MAPS,
         EVENTS_MAP, FILTER_ENABLED_GLOBAL, FILTER_MAP, IGNORED_CALLERS_GLOBAL, INODE_IDS_MAP,
-        LOST_MAP, OFFSETS_GLOBAL, SLAB_MAPS,
+        LOST_MAP, MEMCG_IDS_MAP, OFFSETS_GLOBAL, SLAB_MAPS,
     },
 };
 
@@ -210,6 +210,7 @@ impl Probes {
                 typed_map(&mut ebpf, CACHE_FILE_MAPS[1])?,
             ],
             inode_ids: typed_map(&mut ebpf, INODE_IDS_MAP)?,
+            memcg_ids: typed_map(&mut ebpf, MEMCG_IDS_MAP)?,
             charge: [
                 typed_map(&mut ebpf, CHARGE_MAPS[0])?,
                 typed_map(&mut ebpf, CHARGE_MAPS[1])?,
