@@ -103,6 +103,46 @@ pub enum Observed {
     Cache(CacheSample),
 }
 
+impl Observed {
+    /// The cgroup the event is about and its container, as `--cgroup`/`--container`/`--pod`
+    /// match them.
+    #[must_use]
+    pub fn cgroup(&self) -> (Option<&str>, Option<&ContainerIdentity>) {
+        match self {
+            Self::Kernel { context, .. } => (context.cgroup.as_deref(), context.container.as_ref()),
+            Self::Stats(s) => (Some(&s.cgroup), s.container.as_ref()),
+            Self::Cache(s) => (s.cgroup.as_deref(), s.container.as_ref()),
+        }
+    }
+
+    /// For an OOM kill, the cgroup whose limit fired and its owner (the pod, typically): a
+    /// filter on the pod wants its containers' kills.
+    #[must_use]
+    pub fn limit_cgroup(&self) -> Option<(Option<&str>, Option<&ContainerIdentity>)> {
+        match self {
+            Self::Kernel { context, .. } => context
+                .oom
+                .as_ref()
+                .map(|oom| (oom.limit_cgroup.as_deref(), oom.limit_container.as_ref())),
+            Self::Stats(_) | Self::Cache(_) => None,
+        }
+    }
+
+    /// When it happened (`CLOCK_BOOTTIME` ns): a kernel record's stamp, a sample's end.
+    #[must_use]
+    pub fn timestamp_ns(&self) -> u64 {
+        match self {
+            Self::Kernel { record, .. } => match record {
+                Record::OomKill(r) => r.header.timestamp_ns,
+                Record::Cgroup(r) => r.header.timestamp_ns,
+                Record::Reclaim(r) => r.header.timestamp_ns,
+            },
+            Self::Stats(s) => s.timestamp_ns,
+            Self::Cache(s) => s.timestamp_ns,
+        }
+    }
+}
+
 /// How to turn kernel timestamps and page counts into wall time and bytes, for the machine the
 /// events came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,6 +319,9 @@ impl Event {
             }),
         }
     }
+
+    /// Every `"type"` name, for `--type`; a unit test checks it against [`Event::type_name`].
+    pub const TYPES: &[&str] = &["oom_kill", "cgroup", "stats", "cache", "reclaim"];
 
     /// The `"type"` name.
     #[must_use]

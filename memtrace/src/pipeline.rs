@@ -32,6 +32,10 @@ pub struct Stats {
     pub still_dying: Vec<Removed>,
 }
 
+/// The sink is flushed at least this often, also when no event arrives: a trace writer seals
+/// its open block then, if it is old enough, so a killed recorder loses under a second.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
 /// How often the pipeline samples what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Intervals {
@@ -74,8 +78,10 @@ pub async fn run(
         let mut stats_ticker = intervals.stats.map(ticker);
         let mut aggregate_ticker = ticker(intervals.aggregate);
         let mut last_drain = clock::boot_ns();
+        let mut flush_ticker = ticker(FLUSH_EVERY);
         loop {
             tokio::select! {
+                _ = flush_ticker.tick() => sink.flush()?,
                 batch = rx.recv() => {
                     let Some(batch) = batch else { break };
                     for observed in batch.into_iter().filter_map(|r| context.observe(r)) {

@@ -2,9 +2,11 @@
 
 mod live;
 mod probes;
+mod progress;
 mod record;
 mod replay;
 mod run;
+pub mod select;
 
 use std::{io, process::ExitCode, time::Instant};
 
@@ -15,7 +17,11 @@ Examples:
   memtrace run                              stream OOM kills live until Ctrl-C
   memtrace run --format json --duration 10m JSON Lines for 10 minutes
   memtrace record -o node1.mtrace           record to a trace file until Ctrl-C
+  memtrace record -o n1.mtrace --max-size 100M --rotate 5
+                                            at most 5 files of at most 100 MiB each
   memtrace replay node1.mtrace              print a recorded trace like `run` did
+  memtrace replay node1.mtrace --type oom_kill --since 5m
+                                            only OOM kills from 5 minutes into the recording
   memtrace probes                           what this kernel allows and what attaches
 
 memtrace must run as root (it loads eBPF programs). RUST_LOG=debug shows more.";
