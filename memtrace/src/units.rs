@@ -24,7 +24,9 @@ pub fn human_bytes(bytes: u64) -> String {
 /// A message for clap when it is not such a size.
 pub fn parse_size(value: &str) -> Result<u64, String> {
     let value = value.trim();
-    let digits = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let digits = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
     let (number, unit) = value.split_at(digits);
     let number: u64 = number
         .parse()
@@ -35,7 +37,11 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("{value:?}: unknown unit {unit:?} (use K, M, G or T)")),
+        _ => {
+            return Err(format!(
+                "{value:?}: unknown unit {unit:?} (use K, M, G or T)"
+            ));
+        }
     };
     number
         .checked_mul(1 << shift)

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use super::live::{LiveArgs, Session};
 use crate::{
     clock,
-    trace::{FileFull, Limits, MAX_BLOCK, Recording, TraceHeader},
+    sinks::{self, Tee},
+    trace::{FileFull, Limits, Recording, TraceHeader},
     units::{human_bytes, parse_size},
 };
 
@@ -20,6 +21,7 @@ use crate::{
 #[command(after_help = "Examples:\n  \
     memtrace record -o node1.mtrace\n  \
     memtrace record -o oom.mtrace --duration 1h\n  \
+    memtrace record -o oom.mtrace --print json   also stream JSON Lines on stdout\n  \
     memtrace record -o node1.mtrace --max-size 100M              stop at 100 MiB\n  \
     memtrace record -o node1.mtrace --max-size 100M --rotate 5   node1.mtrace.000001, …\n    \
                  (each file at most 100 MiB; the newest 5 are kept)")]
@@ -27,7 +29,7 @@ pub struct Args {
     /// Trace file to write (created with mode 0600; replaced if it exists).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Never let a file grow past SIZE (e.g. 100M, 2G; at least 4M): without --rotate, the
+    /// Never let a file grow past SIZE (e.g. 100M, 2G; at least 64K): without --rotate, the
     /// recording ends there (exit status 0).
     #[arg(long, value_name = "SIZE", value_parser = parse_max_size)]
     pub max_size: Option<u64>,
@@ -38,16 +40,22 @@ pub struct Args {
     #[arg(long, value_name = "N", requires = "max_size",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rotate: Option<u32>,
+    /// Also print the events on stdout, as `memtrace run --format FORMAT` would.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub print: Option<sinks::Format>,
     #[command(flatten)]
     pub live: LiveArgs,
 }
 
 fn parse_max_size(value: &str) -> Result<u64, String> {
     let size = parse_size(value)?;
-    // A file holds its header and at least one whole block.
-    let min = u64::from(MAX_BLOCK);
+    // Room for the header and some blocks; smaller would be a file per handful of events.
+    let min = 64 << 10;
     if size < min {
-        return Err(format!("{value} is below the minimum of {}", human_bytes(min)));
+        return Err(format!(
+            "{value} is below the minimum of {}",
+            human_bytes(min)
+        ));
     }
     Ok(size)
 }
@@ -72,7 +80,17 @@ pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
     let mut recording = Recording::create(&args.output, &header, limits)
         .with_context(|| format!("creating {}", args.output.display()))?;
     eprintln!("memtrace: recording to {}", recording.current().display());
-    match session.stream(&mut recording) {
+    let streamed = match args.print {
+        Some(format) => {
+            let mut terminal = sinks::terminal(format, io::stdout());
+            session.stream(&mut Tee {
+                first: &mut recording,
+                second: terminal.as_mut(),
+            })
+        }
+        None => session.stream(&mut recording),
+    };
+    match streamed {
         Ok(summary) => {
             recording
                 .finish(&summary.lost)
@@ -95,7 +113,10 @@ pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
 fn file_full(err: &anyhow::Error) -> Option<&FileFull> {
     err.chain()
         .filter_map(|e| e.downcast_ref::<io::Error>())
-        .find_map(|e| e.get_ref().and_then(|inner| inner.downcast_ref::<FileFull>()))
+        .find_map(|e| {
+            e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<FileFull>())
+        })
 }
 
 fn read_proc(path: &str) -> String {

@@ -74,8 +74,9 @@ impl TimeBound {
     fn wall_ns(self, started_wall_ns: u64) -> u64 {
         match self {
             Self::Wall(ns) => ns,
-            Self::AfterStart(d) => started_wall_ns
-                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            Self::AfterStart(d) => {
+                started_wall_ns.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            }
         }
     }
 }
@@ -197,7 +198,10 @@ mod tests {
         };
         let s = Selection::new(&args, &header);
         let wants = |o: &Observed| s.wants(o, &Event::new(o, clock));
-        assert!(!wants(&reclaim(59, "/a")), "before --since (start + 10 s = boot + 60 s)");
+        assert!(
+            !wants(&reclaim(59, "/a")),
+            "before --since (start + 10 s = boot + 60 s)"
+        );
         assert!(wants(&reclaim(60, "/a/b")));
         assert!(wants(&reclaim(70, "/a")));
         assert!(!wants(&reclaim(71, "/a")), "after --until");

@@ -2,7 +2,7 @@
 //! integers little-endian.
 //!
 //! ```text
-//! file     := preamble frame* 
+//! file     := preamble frame*
 //! preamble := magic "MEMTRACE" | version u16 | reserved u16 | header_len u32
 //!             | header (JSON `TraceHeader`, header_len bytes) | crc32 u32 (of all before it)
 //! frame    := kind u8 | codec u8 | reserved u16 | stored_len u32 | raw_len u32

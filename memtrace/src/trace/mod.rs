@@ -4,8 +4,8 @@
 
 mod format;
 mod reader;
-mod records;
 mod recording;
+mod records;
 mod writer;
 
 #[cfg(test)]

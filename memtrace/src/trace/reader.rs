@@ -56,7 +56,10 @@ pub enum TraceItem {
     /// The end marker: totals as the recorder counted them. `lost` is per lost-event kind,
     /// empty when this file did not count them (a file closed by `--max-size`/`--rotate`: the
     /// last file of the recording has the session's counts).
-    End { events: u64, lost: Vec<u64> },
+    End {
+        events: u64,
+        lost: Vec<u64>,
+    },
     /// The file stops before its end marker (the recorder was killed or the disk filled):
     /// every event of the whole blocks before `offset` was returned. Nothing follows.
     TailCut {
@@ -99,7 +102,11 @@ impl TraceReader {
         };
         let file = File::open(path).map_err(io_error)?;
         let total = file.metadata().map_err(io_error)?.len();
-        Self::from_reader(path, Box::new(BufReader::with_capacity(1 << 16, file)), Some(total))
+        Self::from_reader(
+            path,
+            Box::new(BufReader::with_capacity(1 << 16, file)),
+            Some(total),
+        )
     }
 
     /// Reads a trace from any byte source; `name` is what errors call it, `total` its size
@@ -265,8 +272,8 @@ impl TraceReader {
         if got < FRAME_HEAD_LEN {
             return Ok(Some(self.tail_cut(at, got as u64)));
         }
-        let head =
-            FrameHead::decode(&raw_head).ok_or_else(|| self.corrupt(at, "frame header checksum mismatch".into()))?;
+        let head = FrameHead::decode(&raw_head)
+            .ok_or_else(|| self.corrupt(at, "frame header checksum mismatch".into()))?;
         if head.stored_len > MAX_BLOCK || head.raw_len > MAX_BLOCK {
             return Err(self.corrupt(at, "frame length is implausible".into()));
         }
@@ -297,10 +304,9 @@ impl TraceReader {
                 Ok(None)
             }
             (FRAME_END, CODEC_NONE) => self.end(at).map(Some),
-            (kind, codec) => Err(self.corrupt(
-                at,
-                format!("unknown frame type {kind} (codec {codec})"),
-            )),
+            (kind, codec) => {
+                Err(self.corrupt(at, format!("unknown frame type {kind} (codec {codec})")))
+            }
         }
     }
 
@@ -319,7 +325,10 @@ impl TraceReader {
         if events != self.events {
             return Err(self.corrupt(
                 at,
-                format!("end marker counts {events} events, file holds {}", self.events),
+                format!(
+                    "end marker counts {events} events, file holds {}",
+                    self.events
+                ),
             ));
         }
         self.done = true;

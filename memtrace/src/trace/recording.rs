@@ -160,6 +160,7 @@ impl Recording {
     }
 
     #[cfg(test)]
+    #[expect(clippy::missing_panics_doc, reason = "tests only")]
     pub fn seal_for_test(&mut self) {
         if let Some(writer) = self.writer.as_mut() {
             writer.seal().expect("seal");

@@ -126,11 +126,11 @@ impl Encoder {
                 container,
                 memory,
             }) => {
-                let cgroup_ref =
-                    self.reference(Some(cgroup), container.as_ref(), out)?;
+                let cgroup_ref = self.reference(Some(cgroup), container.as_ref(), out)?;
                 put_varint(&mut self.body, u64::from(cgroup_ref));
-                self.body = postcard::to_extend(&(timestamp_ns, memory), std::mem::take(&mut self.body))
-                    .map_err(|e| e.to_string())?;
+                self.body =
+                    postcard::to_extend(&(timestamp_ns, memory), std::mem::take(&mut self.body))
+                        .map_err(|e| e.to_string())?;
                 TAG_STATS
             }
             Observed::Cache(CacheSample {
@@ -183,23 +183,18 @@ impl Encoder {
             return Ok(id + 1);
         }
         if self.next_id as usize >= MAX_TABLE {
-            return Err(format!("more than {MAX_TABLE} distinct cgroups in one file"));
+            return Err(format!(
+                "more than {MAX_TABLE} distinct cgroups in one file"
+            ));
         }
         let id = self.next_id;
         self.next_id += 1;
         let mut body = Vec::with_capacity(64);
         put_varint(&mut body, u64::from(id));
-        match cgroup {
-            Some(path) => {
-                body.push(1);
-                put_varint(&mut body, path.len() as u64);
-                body.extend_from_slice(path.as_bytes());
-            }
-            None => {
-                body.push(0);
-                put_varint(&mut body, 0);
-            }
-        }
+        body.push(u8::from(cgroup.is_some()));
+        let path = cgroup.map_or("", String::as_str);
+        put_varint(&mut body, path.len() as u64);
+        body.extend_from_slice(path.as_bytes());
         if let Some(identity) = identity {
             serde_json::to_writer(&mut body, identity).map_err(|e| e.to_string())?;
         }
@@ -213,7 +208,6 @@ impl Encoder {
         }
         Ok(id + 1)
     }
-
 }
 
 fn put_record(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
@@ -338,8 +332,9 @@ impl Decoder {
         match tag {
             TAG_KERNEL => {
                 let limit_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
-                let (rest, record): (KernelContext, &[u8]) = postcard::take_from_bytes(&body[pos..])
-                    .map_err(|e| format!("event context is not valid: {e}"))?;
+                let (rest, record): (KernelContext, &[u8]) =
+                    postcard::take_from_bytes(&body[pos..])
+                        .map_err(|e| format!("event context is not valid: {e}"))?;
                 let KernelContext {
                     memcg_limit_bytes,
                     memcg_usage_bytes,

@@ -5,7 +5,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, Write},
-    os::unix::fs::OpenOptionsExt as _,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::Path,
     time::{Duration, Instant},
 };
@@ -61,6 +61,8 @@ impl TraceWriter {
             .truncate(true)
             .mode(0o600)
             .open(path)?;
+        // `mode` applies only when the file is new; a replaced file may have been readable.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let json = serde_json::to_vec(header)?;
         let len = u32::try_from(json.len())
             .ok()
