@@ -5,14 +5,18 @@
 //! file     := preamble frame*
 //! preamble := magic "MEMTRACE" | version u16 | reserved u16 | header_len u32
 //!             | header (JSON `TraceHeader`, header_len bytes) | crc32 u32 (of all before it)
-//! frame    := kind u8 | codec u8 | reserved u16 | stored_len u32 | raw_len u32
+//! frame    := kind u8 | codec u8 | flags u8 | reserved u8 | stored_len u32 | raw_len u32
 //!             | payload_crc u32 | head_crc u32 (of the 16 bytes before it) | payload
-//! BLOCK (1)  codec 1 (zstd): payload decompresses to raw_len bytes of records (see `records`)
+//! CHUNK (1)  codec 1 (zstd): payload decompresses to raw_len bytes of whole records (see
+//!            `records`); flags: FIRST (a block starts), LAST (the block ends)
 //! END   (2)  codec 0: events u64 | lost_kinds u32 | reserved u32 | lost u64 × lost_kinds
 //! ```
 //!
-//! Each block is compressed on its own, so a reader needs nothing from earlier blocks but the
-//! cgroup table records they held; a recorder killed mid-block loses that block only.
+//! A block is one zstd frame of up to about 1 MiB of records, written as chunks: the writer
+//! flushes the compressor at least every second and writes what it produced as a chunk, so
+//! each second's events are on disk while later chunks still compress against earlier ones.
+//! Each block decodes on its own (from its FIRST chunk); a recorder killed mid-chunk loses
+//! that chunk only.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,14 +24,18 @@ pub const MAGIC: &[u8; 8] = b"MEMTRACE";
 pub const VERSION: u16 = 2;
 pub const PREAMBLE_LEN: usize = 16;
 pub const FRAME_HEAD_LEN: usize = 20;
-pub const FRAME_BLOCK: u8 = 1;
+pub const FRAME_CHUNK: u8 = 1;
+/// `flags` of a chunk: the first of its block (the decompressor starts afresh).
+pub const FLAG_FIRST: u8 = 1;
+/// `flags` of a chunk: the last of its block (its zstd frame ends in it).
+pub const FLAG_LAST: u8 = 2;
 pub const FRAME_END: u8 = 2;
 pub const CODEC_NONE: u8 = 0;
 pub const CODEC_ZSTD: u8 = 1;
 /// No header is larger; a bigger length means damage, not a reason to allocate.
 pub const MAX_HEADER: u32 = 1 << 20;
-/// No block, stored or decompressed, is larger (the writer seals blocks at a quarter of this):
-/// the reader's allocation bound for any input.
+/// No chunk, stored or decompressed, is larger, and no block's zstd window (the writer ends
+/// blocks at a quarter of this): the reader's allocation bound for any input.
 pub const MAX_BLOCK: u32 = 4 << 20;
 /// At most this many lost-event kinds in an end marker.
 pub const MAX_LOST_KINDS: u32 = 1024;
@@ -66,6 +74,7 @@ pub fn crc(parts: &[&[u8]]) -> u32 {
 pub struct FrameHead {
     pub kind: u8,
     pub codec: u8,
+    pub flags: u8,
     pub stored_len: u32,
     pub raw_len: u32,
     pub payload_crc: u32,
@@ -77,6 +86,7 @@ impl FrameHead {
         let mut b = [0u8; FRAME_HEAD_LEN];
         b[0] = self.kind;
         b[1] = self.codec;
+        b[2] = self.flags;
         b[4..8].copy_from_slice(&self.stored_len.to_le_bytes());
         b[8..12].copy_from_slice(&self.raw_len.to_le_bytes());
         b[12..16].copy_from_slice(&self.payload_crc.to_le_bytes());
@@ -91,6 +101,7 @@ impl FrameHead {
         (crc(&[&b[..16]]) == le_u32(&b[16..20])).then(|| Self {
             kind: b[0],
             codec: b[1],
+            flags: b[2],
             stored_len: le_u32(&b[4..8]),
             raw_len: le_u32(&b[8..12]),
             payload_crc: le_u32(&b[12..16]),

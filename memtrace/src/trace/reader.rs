@@ -1,7 +1,7 @@
 //! Reading a trace file back, defensively: every length is checked (and checksummed) before it
 //! is trusted, every allocation is bounded by [`MAX_BLOCK`], and every way a file can be wrong
-//! is an error that says which. A file that simply stops (a recorder killed mid-block) is not
-//! an error: everything up to the last whole block is returned, then [`TraceItem::TailCut`].
+//! is an error that says which. A file that simply stops (a recorder killed mid-chunk) is not
+//! an error: everything up to the last whole chunk is returned, then [`TraceItem::TailCut`].
 
 use std::{
     fs::File,
@@ -11,12 +11,14 @@ use std::{
 
 use super::{
     format::{
-        CODEC_NONE, CODEC_ZSTD, FRAME_BLOCK, FRAME_END, FRAME_HEAD_LEN, FrameHead, MAGIC,
-        MAX_BLOCK, MAX_HEADER, MAX_LOST_KINDS, PREAMBLE_LEN, TraceHeader, VERSION, crc, le_u32,
-        le_u64,
+        CODEC_NONE, CODEC_ZSTD, FLAG_FIRST, FLAG_LAST, FRAME_CHUNK, FRAME_END, FRAME_HEAD_LEN,
+        FrameHead, MAGIC, MAX_BLOCK, MAX_HEADER, MAX_LOST_KINDS, PREAMBLE_LEN, TraceHeader,
+        VERSION, crc, le_u32, le_u64,
     },
     records::Decoder,
 };
+use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective, get_error_name};
+
 use crate::{attribution::ContainerIdentity, event::Observed};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +85,9 @@ pub struct TraceReader {
     pos: usize,
     block_offset: u64,
     stored: Vec<u8>,
-    decompressor: zstd::bulk::Decompressor<'static>,
+    decompressor: DCtx<'static>,
+    /// A block (zstd frame) is open: the next chunk continues it.
+    in_block: bool,
     events: u64,
     done: bool,
 }
@@ -145,6 +149,7 @@ impl TraceReader {
                 path: name.to_owned(),
                 source,
             })?,
+            in_block: false,
             events: 0,
             done: false,
         };
@@ -289,25 +294,73 @@ impl TraceReader {
             return Err(self.corrupt(at, "block checksum mismatch".into()));
         }
         match (head.kind, head.codec) {
-            (FRAME_BLOCK, CODEC_ZSTD) => {
-                self.block.clear();
-                self.block.reserve(head.raw_len as usize);
-                let n = self
-                    .decompressor
-                    .decompress_to_buffer(&self.stored, &mut self.block)
-                    .map_err(|e| self.corrupt(at, format!("block does not decompress: {e}")))?;
-                if n != head.raw_len as usize {
-                    return Err(self.corrupt(at, "block decompresses to the wrong size".into()));
-                }
-                self.pos = 0;
-                self.block_offset = at;
+            (FRAME_CHUNK, CODEC_ZSTD) => {
+                self.chunk(at, head)?;
                 Ok(None)
             }
-            (FRAME_END, CODEC_NONE) => self.end(at).map(Some),
+            (FRAME_END, CODEC_NONE) if !self.in_block => self.end(at).map(Some),
+            (FRAME_END, CODEC_NONE) => Err(self.corrupt(at, "end marker inside a block".into())),
             (kind, codec) => {
                 Err(self.corrupt(at, format!("unknown frame type {kind} (codec {codec})")))
             }
         }
+    }
+
+    /// Decompresses a chunk, continuing its block, into the current records.
+    fn chunk(&mut self, at: u64, head: FrameHead) -> Result<(), TraceError> {
+        let first = head.flags & FLAG_FIRST != 0;
+        let last = head.flags & FLAG_LAST != 0;
+        if head.flags & !(FLAG_FIRST | FLAG_LAST) != 0 || first == self.in_block {
+            return Err(self.corrupt(
+                at,
+                if first {
+                    "a block starts before the previous one ended".into()
+                } else {
+                    "chunk continues a block that never started".into()
+                },
+            ));
+        }
+        if first {
+            self.decompressor
+                .reset(ResetDirective::SessionOnly)
+                .map_err(|c| self.corrupt(at, format!("zstd: {}", get_error_name(c))))?;
+        }
+        let raw_len = head.raw_len as usize;
+        self.block.clear();
+        self.block.reserve_exact(raw_len);
+        let mut input = InBuffer::around(&self.stored);
+        let mut output = OutBuffer::around(&mut self.block);
+        let frame_done = loop {
+            let before = (input.pos(), output.pos());
+            let hint = self
+                .decompressor
+                .decompress_stream(&mut output, &mut input)
+                .map_err(|c| TraceError::Corrupt {
+                    path: self.path.clone(),
+                    offset: at,
+                    why: format!("chunk does not decompress: {}", get_error_name(c)),
+                })?;
+            if hint == 0 || output.pos() > raw_len || (input.pos(), output.pos()) == before {
+                break hint == 0;
+            }
+        };
+        let (consumed, produced) = (input.pos(), output.pos());
+        if consumed != self.stored.len() || produced != raw_len {
+            return Err(self.corrupt(
+                at,
+                format!(
+                    "chunk decompresses to {produced} bytes from {consumed} of {}, not {raw_len}",
+                    self.stored.len()
+                ),
+            ));
+        }
+        if frame_done != last {
+            return Err(self.corrupt(at, "block does not end where its chunk says".into()));
+        }
+        self.in_block = !last;
+        self.pos = 0;
+        self.block_offset = at;
+        Ok(())
     }
 
     fn end(&mut self, at: u64) -> Result<TraceItem, TraceError> {
@@ -382,8 +435,10 @@ impl TraceReader {
 
 /// A zstd decompressor that refuses frames asking for a window larger than a block: a damaged
 /// or hostile frame header cannot make it allocate more than that.
-fn decompressor() -> io::Result<zstd::bulk::Decompressor<'static>> {
-    let mut d = zstd::bulk::Decompressor::new()?;
-    d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(MAX_BLOCK.ilog2()))?;
+fn decompressor() -> io::Result<DCtx<'static>> {
+    let mut d =
+        DCtx::try_create().ok_or_else(|| io::Error::other("cannot create a zstd decompressor"))?;
+    d.set_parameter(DParameter::WindowLogMax(MAX_BLOCK.ilog2()))
+        .map_err(|c| io::Error::other(format!("zstd: {}", get_error_name(c))))?;
     Ok(d)
 }

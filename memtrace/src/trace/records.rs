@@ -75,6 +75,10 @@ impl Encoder {
     /// # Errors
     ///
     /// When the table is full or a sample cannot be serialized.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per Observed variant, side by side: a new variant goes in one place"
+    )]
     pub fn event(&mut self, observed: &Observed, out: &mut Vec<u8>) -> Result<(), String> {
         self.body.clear();
         let tag = match observed {
@@ -145,16 +149,35 @@ impl Encoder {
             }) => {
                 let cgroup_ref = self.reference(cgroup.as_ref(), container.as_ref(), out)?;
                 put_varint(&mut self.body, u64::from(cgroup_ref));
-                let fields = (
-                    timestamp_ns,
-                    interval_ns,
-                    memcg_id,
+                for v in [
+                    *timestamp_ns,
+                    *interval_ns,
+                    *memcg_id,
+                    *added_pages,
+                    *removed_pages,
+                    top_files.len() as u64,
+                ] {
+                    put_varint(&mut self.body, v);
+                }
+                for FileDelta {
+                    dev,
+                    ino,
                     added_pages,
                     removed_pages,
-                    top_files,
-                );
-                self.body = postcard::to_extend(&fields, std::mem::take(&mut self.body))
-                    .map_err(|e| e.to_string())?;
+                } in top_files
+                {
+                    // Major and minor apart: two small numbers, where `major << 20 | minor`
+                    // is a four-byte varint for every disk.
+                    for v in [
+                        u64::from(dev >> 20),
+                        u64::from(dev & 0xf_ffff),
+                        *ino,
+                        *added_pages,
+                        *removed_pages,
+                    ] {
+                        put_varint(&mut self.body, v);
+                    }
+                }
                 TAG_CACHE
             }
         };
@@ -325,6 +348,10 @@ impl Decoder {
             .ok_or_else(|| format!("event names cgroup #{}, never defined", reference - 1))
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per record type, side by side: a new variant goes in one place"
+    )]
     fn event(&self, tag: u8, body: &[u8]) -> Result<Observed, String> {
         let mut pos = 0;
         let cgroup_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
@@ -390,15 +417,34 @@ impl Decoder {
                 }))
             }
             TAG_CACHE => {
-                let (timestamp_ns, interval_ns, memcg_id, added_pages, removed_pages, top_files): (
-                    u64,
-                    u64,
-                    u64,
-                    u64,
-                    u64,
-                    Vec<FileDelta>,
-                ) = postcard::from_bytes(&body[pos..])
-                    .map_err(|e| format!("cache sample is not valid: {e}"))?;
+                let mut next = || get_varint(body, &mut pos).ok_or("cut cache sample");
+                let (timestamp_ns, interval_ns, memcg_id, added_pages, removed_pages) =
+                    (next()?, next()?, next()?, next()?, next()?);
+                let files = next()?;
+                // Each file takes at least 5 bytes: a count beyond that is damage, and must not
+                // size an allocation.
+                if files > (body.len() / 5) as u64 {
+                    return Err("cache sample's file count runs past its record".into());
+                }
+                let mut top_files = Vec::new();
+                for _ in 0..files {
+                    let (major, minor, ino, added_pages, removed_pages) =
+                        (next()?, next()?, next()?, next()?, next()?);
+                    let dev = u32::try_from(major)
+                        .ok()
+                        .filter(|&m| m < 1 << 12 && minor < 1 << 20)
+                        .map(|m| m << 20 | u32::try_from(minor).unwrap_or(0))
+                        .ok_or("bad device number in cache sample")?;
+                    top_files.push(FileDelta {
+                        dev,
+                        ino,
+                        added_pages,
+                        removed_pages,
+                    });
+                }
+                if pos != body.len() {
+                    return Err("cache sample has trailing bytes".into());
+                }
                 Ok(Observed::Cache(CacheSample {
                     timestamp_ns,
                     interval_ns,

@@ -365,18 +365,23 @@ fn max_size_ends_a_file_and_rotate_keeps_the_newest_n() {
         page_size: 4096,
     };
     let mut n = 0u64;
+    let mut round = |rec: &mut Recording| {
+        for e in every_kind() {
+            crate::sinks::Sink::write(rec, &e, &Event::new(&e, clock)).expect("write");
+            n += 1;
+        }
+        // As the pipeline does every quarter second: small chunks, like a real recording's.
+        rec.seal_for_test();
+    };
     while rec
         .files()
         .last()
         .is_none_or(|f| f != &rotated_name(&base, 6))
     {
-        for e in every_kind() {
-            crate::sinks::Sink::write(&mut rec, &e, &Event::new(&e, clock)).expect("write");
-            n += 1;
-        }
-        // As the pipeline does every quarter second: small blocks, like a real recording's.
-        rec.seal_for_test();
+        round(&mut rec);
     }
+    // The sixth file has events too.
+    round(&mut rec);
     let files = rec.files();
     let total = rec.finish(&[]).expect("finish");
     assert_eq!(total, n);
