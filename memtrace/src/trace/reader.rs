@@ -194,7 +194,7 @@ impl TraceReader {
         }
         let stored = le_u32(&json[len as usize..]);
         json.truncate(len as usize);
-        if crc(&[&fixed, &json]) != stored {
+        if !checksum_ok(crc(&[&fixed, &json]), stored) {
             return Err(self.corrupt(16, "header checksum mismatch".into()));
         }
         self.header = serde_json::from_slice(&json)
@@ -290,7 +290,7 @@ impl TraceReader {
         if got < self.stored.len() {
             return Ok(Some(self.tail_cut(at, (FRAME_HEAD_LEN + got) as u64)));
         }
-        if crc(&[&self.stored]) != head.payload_crc {
+        if !checksum_ok(crc(&[&self.stored]), head.payload_crc) {
             return Err(self.corrupt(at, "block checksum mismatch".into()));
         }
         match (head.kind, head.codec) {
