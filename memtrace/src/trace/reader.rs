@@ -13,7 +13,7 @@ use super::{
     format::{
         CODEC_NONE, CODEC_ZSTD, FLAG_FIRST, FLAG_LAST, FRAME_CHUNK, FRAME_END, FRAME_HEAD_LEN,
         FrameHead, MAGIC, MAX_BLOCK, MAX_HEADER, MAX_LOST_KINDS, PREAMBLE_LEN, TraceHeader,
-        VERSION, crc, le_u32, le_u64,
+        VERSION, checksum_ok, crc, le_u32, le_u64,
     },
     records::Decoder,
 };
