@@ -8,7 +8,7 @@ use std::{
     path::Path,
     process::{Command, Output},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use memtrace_tests::{
@@ -192,9 +192,29 @@ fn rotation_keeps_at_most_n_files_each_readable_alone() {
         "--cgroup",
         cgroup.path.as_str(),
     ]);
-    // Each cgroup event holds the ABI record and its path (~300 bytes before compression);
-    // enough of them fill more than two 64 KiB files.
-    churn_cgroups(&cgroup, 400);
+    // Real cgroup events until the recording is in its fourth file (how many that takes
+    // depends on how well they compress, and how fast this machine makes them).
+    let sequence_in_dir = || {
+        fs::read_dir(dir.path())
+            .expect("ls")
+            .filter_map(|e| {
+                let name = e.expect("entry").file_name();
+                name.to_str()?
+                    .strip_prefix("rot.mtrace.")?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sequence_in_dir() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "no rotation to a fourth file within 2 minutes of cgroup churn"
+        );
+        churn_cgroups(&cgroup, 50);
+    }
     thread::sleep(Duration::from_millis(1000));
     let out = recorder.stop();
     assert!(out.status.success(), "record failed: {out:?}");

@@ -151,6 +151,15 @@ pub struct HostClock {
     pub page_size: u64,
 }
 
+impl HostClock {
+    /// An event timestamp as wall time, RFC 3339. Saturating: a trace file can hold any
+    /// numbers, and a nonsensical time must print as one, not overflow.
+    #[must_use]
+    pub fn wall(&self, timestamp_ns: u64) -> String {
+        format_wall(self.boot_time_wall_ns.saturating_add(timestamp_ns))
+    }
+}
+
 /// One event as users see it; `--format json` prints it with a `"type"` tag.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[expect(
@@ -295,7 +304,7 @@ impl Event {
                 record: Record::Reclaim(rec),
                 context,
             } => Self::Reclaim(ReclaimEvent {
-                time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+                time: clock.wall(rec.header.timestamp_ns),
                 timestamp_ns: rec.header.timestamp_ns,
                 memcg_id: rec.memcg_id,
                 cgroup: context.cgroup.clone(),
@@ -311,7 +320,7 @@ impl Event {
             }),
             Observed::Cache(sample) => Self::Cache(CacheEvent::new(sample, clock)),
             Observed::Stats(sample) => Self::Stats(StatsEvent {
-                time: format_wall(clock.boot_time_wall_ns + sample.timestamp_ns),
+                time: clock.wall(sample.timestamp_ns),
                 timestamp_ns: sample.timestamp_ns,
                 cgroup: sample.cgroup.clone(),
                 container: sample.container.clone(),
@@ -342,7 +351,7 @@ impl OomKill {
         let bytes = |pages: u64| has(OOM_FLAG_RSS).then(|| pages.saturating_mul(clock.page_size));
         let oom = context.oom.clone().unwrap_or_default();
         Self {
-            time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+            time: clock.wall(rec.header.timestamp_ns),
             timestamp_ns: rec.header.timestamp_ns,
             pid: rec.pid,
             tgid: has(OOM_FLAG_TASK).then_some(rec.tgid),
@@ -382,7 +391,7 @@ impl CacheEvent {
                 - i64::try_from(bytes(removed)).unwrap_or(i64::MAX)
         };
         Self {
-            time: format_wall(clock.boot_time_wall_ns + s.timestamp_ns),
+            time: clock.wall(s.timestamp_ns),
             timestamp_ns: s.timestamp_ns,
             #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
             interval_seconds: s.interval_ns as f64 / 1e9,
@@ -421,7 +430,7 @@ impl CgroupEvent {
             .removed_ns
             .map(|removed| rec.header.timestamp_ns.saturating_sub(removed) as f64 / 1e9);
         Self {
-            time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+            time: clock.wall(rec.header.timestamp_ns),
             timestamp_ns: rec.header.timestamp_ns,
             action,
             memcg_id: rec.memcg_id,

@@ -122,6 +122,69 @@ mod tests {
     }
 
     #[test]
+    fn record_bounds_and_replay_filters_parse() {
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "record",
+            "-o",
+            "x",
+            "--max-size",
+            "100M",
+            "--rotate",
+            "5",
+            "--print",
+            "json",
+        ])
+        .expect("parses");
+        let Command::Record(a) = cli.command else {
+            panic!("not record")
+        };
+        assert_eq!((a.max_size, a.rotate), (Some(100 << 20), Some(5)));
+        assert_eq!(a.print, Some(crate::sinks::Format::Json));
+        for argv in [
+            &["memtrace", "record", "-o", "x", "--rotate", "5"][..],
+            &["memtrace", "record", "-o", "x", "--max-size", "1K"],
+            &[
+                "memtrace",
+                "record",
+                "-o",
+                "x",
+                "--max-size",
+                "1M",
+                "--rotate",
+                "0",
+            ],
+            &["memtrace", "replay", "f", "--type", "oom"],
+            &["memtrace", "replay", "f", "--since", "yesterday"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "replay",
+            "f",
+            "--type",
+            "oom_kill,reclaim",
+            "--since",
+            "5m",
+            "--until",
+            "2026-11-27T16:00:00Z",
+            "--pod",
+            "shop/cart",
+        ])
+        .expect("parses");
+        let Command::Replay(a) = cli.command else {
+            panic!("not replay")
+        };
+        assert_eq!(
+            a.select.types,
+            Some(vec!["oom_kill".to_owned(), "reclaim".to_owned()])
+        );
+        assert_eq!(a.select.filter.pod.as_deref(), Some("shop/cart"));
+        assert!(a.select.since.is_some() && a.select.until.is_some());
+    }
+
+    #[test]
     fn record_and_replay_take_files() {
         let cli = Cli::try_parse_from(["memtrace", "record", "-o", "/tmp/x.mtrace"]).expect("ok");
         assert!(

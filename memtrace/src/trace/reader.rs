@@ -76,7 +76,7 @@ pub enum TraceItem {
 
 pub struct TraceReader {
     path: PathBuf,
-    input: Box<dyn Read>,
+    input: Box<dyn Read + Send>,
     offset: u64,
     total: Option<u64>,
     header: TraceHeader,
@@ -121,7 +121,7 @@ impl TraceReader {
     /// As [`TraceReader::open`].
     pub fn from_reader(
         name: &Path,
-        input: Box<dyn Read>,
+        input: Box<dyn Read + Send>,
         total: Option<u64>,
     ) -> Result<Self, TraceError> {
         let mut reader = Self {

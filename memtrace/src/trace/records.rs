@@ -388,12 +388,16 @@ impl Decoder {
                         })
                     }
                 };
-                let record = Record::decode(record).map_err(|e| match e {
+                let rest = record;
+                let record = Record::decode(rest).map_err(|e| match e {
                     DecodeError::Short { kind, need, got } => {
                         format!("event of kind {kind} has {got} bytes, needs {need}")
                     }
                     DecodeError::UnknownKind(kind) => format!("unknown event kind {kind}"),
                 })?;
+                if record.bytes().len() != rest.len() {
+                    return Err("kernel record has trailing bytes".into());
+                }
                 Ok(Observed::Kernel {
                     record,
                     context: Context {
@@ -407,8 +411,11 @@ impl Decoder {
                 })
             }
             TAG_STATS => {
-                let (timestamp_ns, memory) = postcard::from_bytes(&body[pos..])
+                let ((timestamp_ns, memory), rest) = postcard::take_from_bytes(&body[pos..])
                     .map_err(|e| format!("stats sample is not valid: {e}"))?;
+                if !rest.is_empty() {
+                    return Err("stats sample has trailing bytes".into());
+                }
                 Ok(Observed::Stats(StatsSample {
                     timestamp_ns,
                     cgroup: cgroup.ok_or("stats sample without a cgroup")?,

@@ -2,6 +2,8 @@
 
 use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
 
+use crate::sinks::Sink as _;
+
 use memtrace_common::{
     CgroupRecord, EventHeader, EventKind, LostKind, OomKillRecord, ReclaimRecord, event::Record,
 };
@@ -224,6 +226,13 @@ fn every_event_kind_round_trips() {
         boot_time_wall_ns: 0,
         page_size: 4096,
     };
+    for e in &events {
+        let name = Event::new(e, clock).type_name();
+        assert!(
+            Event::TYPES.contains(&name),
+            "{name} missing from Event::TYPES"
+        );
+    }
     for name in Event::TYPES {
         assert!(
             events
@@ -431,4 +440,20 @@ fn max_size_ends_a_file_and_rotate_keeps_the_newest_n() {
     assert!(fs::metadata(&single).expect("stat").len() <= 64 << 10);
     let (_, last) = read_all(&single).expect("read");
     assert!(matches!(last, Some(TraceItem::End { .. })));
+}
+
+#[test]
+fn times_read_from_a_file_never_overflow() {
+    // Found by the fuzzer: boot time plus timestamp overflowed (a panic in debug builds).
+    let clock = HostClock {
+        boot_time_wall_ns: u64::MAX - 5,
+        page_size: u64::MAX,
+    };
+    for e in every_kind() {
+        let event = Event::new(&e, clock);
+        serde_json::to_string(&event).expect("json");
+        crate::sinks::TextSink::new(std::io::sink())
+            .write(&e, &event)
+            .expect("text");
+    }
 }
