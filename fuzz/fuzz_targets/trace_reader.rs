@@ -14,9 +14,11 @@ use memtrace::{
 
 fuzz_target!(|data: &[u8]| {
     let total = Some(data.len() as u64);
-    let Ok(mut reader) =
-        TraceReader::from_reader(Path::new("fuzz-input"), Box::new(Cursor::new(data.to_vec())), total)
-    else {
+    let Ok(mut reader) = TraceReader::from_reader(
+        Path::new("fuzz-input"),
+        Box::new(Cursor::new(data.to_vec())),
+        total,
+    ) else {
         return;
     };
     let clock = HostClock {

@@ -19,7 +19,7 @@ pub const EXIT_TAIL_CUT: u8 = 3;
 const AFTER_HELP: &str = "\
 Exit status: 0 the whole file was read; 1 it could not be read (not a trace, another format
 version, damaged: what came before the damage is printed); 3 the recording stops before its
-end marker (a recorder killed or out of disk): everything up to the last whole block, at most
+end marker (a recorder killed or out of disk): everything up to the last whole chunk, at most
 the last second of the recording missing, was printed, and a warning says where it was cut.
 
 Examples:
