@@ -32,8 +32,8 @@ pub struct Stats {
     pub still_dying: Vec<Removed>,
 }
 
-/// The sink is flushed at least this often, also when no event arrives: a trace writer seals
-/// its open block then, if it is old enough, so a killed recorder loses under a second.
+/// The sink is flushed at least this often, also when no event arrives: a trace writer writes
+/// its open chunk then, if it is old enough, so a killed recorder loses under a second.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 /// How often the pipeline samples what.

@@ -130,8 +130,14 @@ impl Recording {
             return Ok(());
         };
         let writer = self.writer()?;
-        // Counted as if the open block did not compress: the file can only come out smaller.
+        // Counted as if the open chunk did not compress: the file can only come out smaller.
         if writer.bytes_with_pending() + END_BYTES < max {
+            return Ok(());
+        }
+        // It compresses, typically tenfold: write it, and end the file only when what is
+        // really on disk leaves less than a thirty-second of the size.
+        writer.seal()?;
+        if writer.bytes_written() + END_BYTES + max / 32 < max {
             return Ok(());
         }
         if let Some(writer) = self.writer.take() {

@@ -174,6 +174,16 @@ pub(super) fn every_kind() -> Vec<Observed> {
     ]
 }
 
+/// A stats sample with numbers that do not repeat: files fill at a realistic pace.
+fn varied(i: u64) -> Observed {
+    let mut e = every_kind().swap_remove(4);
+    if let Observed::Stats(s) = &mut e {
+        s.timestamp_ns = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
+        s.memory.usage_bytes = Some(i.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 24);
+    }
+    e
+}
+
 fn write_sample(path: &Path) -> Vec<Observed> {
     let events = every_kind();
     let mut w = TraceWriter::create(path, &header()).expect("create");
@@ -375,7 +385,11 @@ fn max_size_ends_a_file_and_rotate_keeps_the_newest_n() {
     };
     let mut n = 0u64;
     let mut round = |rec: &mut Recording| {
-        for e in every_kind() {
+        let start = n;
+        for e in every_kind()
+            .into_iter()
+            .chain((0..50).map(|i| varied(start + i)))
+        {
             crate::sinks::Sink::write(rec, &e, &Event::new(&e, clock)).expect("write");
             n += 1;
         }
@@ -425,9 +439,11 @@ fn max_size_ends_a_file_and_rotate_keeps_the_newest_n() {
         },
     )
     .expect("create");
+    let mut i = 0;
     let full = loop {
-        let e = &every_kind()[4];
-        if let Err(err) = crate::sinks::Sink::write(&mut rec, e, &Event::new(e, clock)) {
+        let e = varied(i);
+        i += 1;
+        if let Err(err) = crate::sinks::Sink::write(&mut rec, &e, &Event::new(&e, clock)) {
             break err;
         }
     };
