@@ -9,7 +9,8 @@
 //! `stats` sample per container every 10 s
 //! with memory that drifts, a container restart (cgroup created, removed, freed) every 10 s, a
 //! few reclaim episodes, and an OOM kill now and then. Field values come from a fixed-seed
-//! generator so every run writes the same bytes.
+//! generator so every run writes the same bytes. `TRACE_BENCH_KEEP=FILE` keeps the
+//! recorder-paced trace (about 20 MB) to replay.
 
 #![expect(
     clippy::cast_possible_truncation,
@@ -19,6 +20,7 @@
 use std::{
     fs,
     hint::black_box,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -376,6 +378,11 @@ fn main() {
     }
     w.finish(&[]).expect("finish");
     let paced_bytes = fs::metadata(&paced).expect("stat").len();
+    // To look at the file (`memtrace replay`, its progress bar) after the run.
+    if let Some(keep) = std::env::var_os("TRACE_BENCH_KEEP") {
+        fs::copy(&paced, &keep).expect("copy the trace");
+        println!("kept: {}", Path::new(&keep).display());
+    }
     println!(
         "size, a chunk flushed every second as recorded (~{} events/chunk): {:.2} bytes/event ({paced_bytes} bytes; target <= 16)",
         n / seconds,

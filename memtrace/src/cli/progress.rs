@@ -28,7 +28,7 @@ impl Progress {
                 let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{spinner} reading [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+                        "reading [{wide_bar}] {bytes}/{total_bytes} {eta}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
