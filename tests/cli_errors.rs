@@ -46,8 +46,24 @@ fn replaying_garbage_missing_or_truncated_files_is_a_clear_error() {
     assert!(full.status.success(), "intact file must replay: {full:?}");
     let bytes = fs::read(&file).expect("read");
     let cut = dir.path().join("cut.mtrace");
-    fs::write(&cut, &bytes[..bytes.len() - 3]).expect("write");
+    // Cut inside the header: nothing to replay.
+    fs::write(&cut, &bytes[..20]).expect("write");
     assert_one_line_error(&replay(&cut), "is truncated");
+    // Cut after the header (the end marker lost): a warning and exit status 3.
+    fs::write(&cut, &bytes[..bytes.len() - 3]).expect("write");
+    let out = replay(&cut);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
+    assert!(stderr.contains("is cut short at byte"), "{stderr}");
+    // A damaged byte inside the header.
+    let mut flipped = bytes.clone();
+    flipped[30] ^= 0x20;
+    fs::write(&cut, &flipped).expect("write");
+    assert_one_line_error(
+        &replay(&cut),
+        "is corrupt at byte 16: header checksum mismatch",
+    );
 
     let mut future = bytes.clone();
     future[8] = 0xff;

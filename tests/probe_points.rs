@@ -79,8 +79,9 @@ fn page_cache_growth_matches_memory_stat_and_names_the_file() {
         .collect();
     assert!(
         !cache.is_empty(),
-        "no cache events for {}: {events:#?}",
-        cgroup.path
+        "no cache events for {}: {events:#?}\nmemtrace said:\n{}",
+        cgroup.path,
+        out.stderr
     );
     let traced: i64 = cache
         .iter()

@@ -161,12 +161,66 @@ pub enum Observed {
     Slab(SlabSample),
 }
 
+impl Observed {
+    /// The cgroup the event is about and its container, as `--cgroup`/`--container`/`--pod`
+    /// match them.
+    #[must_use]
+    pub fn cgroup(&self) -> (Option<&str>, Option<&ContainerIdentity>) {
+        match self {
+            Self::Kernel { context, .. } => (context.cgroup.as_deref(), context.container.as_ref()),
+            Self::Stats(s) => (Some(&s.cgroup), s.container.as_ref()),
+            Self::Cache(s) => (s.cgroup.as_deref(), s.container.as_ref()),
+            Self::Charge(s) => (s.cgroup.as_deref(), s.container.as_ref()),
+            Self::Slab(s) => (s.cgroup.as_deref(), s.container.as_ref()),
+        }
+    }
+
+    /// For an OOM kill, the cgroup whose limit fired and its owner (the pod, typically): a
+    /// filter on the pod wants its containers' kills.
+    #[must_use]
+    pub fn limit_cgroup(&self) -> Option<(Option<&str>, Option<&ContainerIdentity>)> {
+        match self {
+            Self::Kernel { context, .. } => context
+                .oom
+                .as_ref()
+                .map(|oom| (oom.limit_cgroup.as_deref(), oom.limit_container.as_ref())),
+            Self::Stats(_) | Self::Cache(_) | Self::Charge(_) | Self::Slab(_) => None,
+        }
+    }
+
+    /// When it happened (`CLOCK_BOOTTIME` ns): a kernel record's stamp, a sample's end.
+    #[must_use]
+    pub fn timestamp_ns(&self) -> u64 {
+        match self {
+            Self::Kernel { record, .. } => match record {
+                Record::OomKill(r) => r.header.timestamp_ns,
+                Record::Cgroup(r) => r.header.timestamp_ns,
+                Record::Reclaim(r) => r.header.timestamp_ns,
+                Record::ChargeFail(r) => r.header.timestamp_ns,
+            },
+            Self::Stats(s) => s.timestamp_ns,
+            Self::Cache(s) => s.timestamp_ns,
+            Self::Charge(s) => s.timestamp_ns,
+            Self::Slab(s) => s.timestamp_ns,
+        }
+    }
+}
+
 /// How to turn kernel timestamps and page counts into wall time and bytes, for the machine the
 /// events came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostClock {
     pub boot_time_wall_ns: u64,
     pub page_size: u64,
+}
+
+impl HostClock {
+    /// An event timestamp as wall time, RFC 3339. Saturating: a trace file can hold any
+    /// numbers, and a nonsensical time must print as one, not overflow.
+    #[must_use]
+    pub fn wall(&self, timestamp_ns: u64) -> String {
+        format_wall(self.boot_time_wall_ns.saturating_add(timestamp_ns))
+    }
 }
 
 /// One event as users see it; `--format json` prints it with a `"type"` tag.
@@ -390,7 +444,7 @@ impl Event {
                 record: Record::Reclaim(rec),
                 context,
             } => Self::Reclaim(ReclaimEvent {
-                time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+                time: clock.wall(rec.header.timestamp_ns),
                 timestamp_ns: rec.header.timestamp_ns,
                 memcg_id: rec.memcg_id,
                 cgroup: context.cgroup.clone(),
@@ -410,7 +464,7 @@ impl Event {
             } => Self::ChargeFail(ChargeFailEvent::new(rec, context, clock)),
             Observed::Cache(sample) => Self::Cache(CacheEvent::new(sample, clock)),
             Observed::Charge(s) => Self::Charge(ChargeEvent {
-                time: format_wall(clock.boot_time_wall_ns + s.timestamp_ns),
+                time: clock.wall(s.timestamp_ns),
                 timestamp_ns: s.timestamp_ns,
                 #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
                 interval_seconds: s.interval_ns as f64 / 1e9,
@@ -424,7 +478,7 @@ impl Event {
             }),
             Observed::Slab(s) => Self::Slab(SlabEvent::new(s, clock)),
             Observed::Stats(sample) => Self::Stats(StatsEvent {
-                time: format_wall(clock.boot_time_wall_ns + sample.timestamp_ns),
+                time: clock.wall(sample.timestamp_ns),
                 timestamp_ns: sample.timestamp_ns,
                 cgroup: sample.cgroup.clone(),
                 container: sample.container.clone(),
@@ -432,6 +486,18 @@ impl Event {
             }),
         }
     }
+
+    /// Every `"type"` name, for `--type`; a unit test checks it against [`Event::type_name`].
+    pub const TYPES: &[&str] = &[
+        "oom_kill",
+        "cgroup",
+        "stats",
+        "cache",
+        "reclaim",
+        "charge",
+        "charge_fail",
+        "slab",
+    ];
 
     /// The `"type"` name.
     #[must_use]
@@ -455,7 +521,7 @@ impl OomKill {
         let bytes = |pages: u64| has(OOM_FLAG_RSS).then(|| pages.saturating_mul(clock.page_size));
         let oom = context.oom.clone().unwrap_or_default();
         Self {
-            time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+            time: clock.wall(rec.header.timestamp_ns),
             timestamp_ns: rec.header.timestamp_ns,
             pid: rec.pid,
             tgid: has(OOM_FLAG_TASK).then_some(rec.tgid),
@@ -495,7 +561,7 @@ impl CacheEvent {
                 - i64::try_from(bytes(removed)).unwrap_or(i64::MAX)
         };
         Self {
-            time: format_wall(clock.boot_time_wall_ns + s.timestamp_ns),
+            time: clock.wall(s.timestamp_ns),
             timestamp_ns: s.timestamp_ns,
             #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
             interval_seconds: s.interval_ns as f64 / 1e9,
@@ -531,7 +597,7 @@ impl ChargeFailEvent {
             "limit_reclaim".to_owned()
         };
         Self {
-            time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+            time: clock.wall(rec.header.timestamp_ns),
             timestamp_ns: rec.header.timestamp_ns,
             memcg_id: rec.memcg_id,
             cgroup: context.cgroup.clone(),
@@ -582,7 +648,7 @@ impl SlabEvent {
         let allocated_bytes = s.caches.iter().map(|c| c.alloc_bytes).sum();
         let freed_bytes = s.caches.iter().map(|c| c.free_bytes).sum();
         Self {
-            time: format_wall(clock.boot_time_wall_ns + s.timestamp_ns),
+            time: clock.wall(s.timestamp_ns),
             timestamp_ns: s.timestamp_ns,
             #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
             interval_seconds: s.interval_ns as f64 / 1e9,
@@ -611,7 +677,7 @@ impl CgroupEvent {
             .removed_ns
             .map(|removed| rec.header.timestamp_ns.saturating_sub(removed) as f64 / 1e9);
         Self {
-            time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+            time: clock.wall(rec.header.timestamp_ns),
             timestamp_ns: rec.header.timestamp_ns,
             action,
             memcg_id: rec.memcg_id,

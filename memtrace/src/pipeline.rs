@@ -32,6 +32,10 @@ pub struct Stats {
     pub still_dying: Vec<Removed>,
 }
 
+/// The sink is flushed at least this often, also when no event arrives: a trace writer writes
+/// its open chunk then, if it is old enough, so a killed recorder loses under a second.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
 /// How often the pipeline samples what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Intervals {
@@ -47,6 +51,22 @@ pub struct Settings {
     pub clock: HostClock,
     pub intervals: Intervals,
     pub sources: Sources,
+}
+
+/// A record, followed by what userspace derives from it: the charge failure a memcg limit
+/// reclaim episode began with, when `try_charge` is derived.
+#[expect(
+    clippy::large_types_passed_by_value,
+    reason = "the record moves on down the pipeline; a copy would cost the same"
+)]
+fn with_derived(record: Record, sources: Sources) -> impl Iterator<Item = Record> {
+    let derived = match &record {
+        Record::Reclaim(r) if sources.charge_failures_from_reclaim => {
+            Some(Record::ChargeFail(charge_failure_from_reclaim(r)))
+        }
+        _ => None,
+    };
+    std::iter::once(record).chain(derived)
 }
 
 /// Emits one interval of the kernel's aggregates as `cache`, `charge` and `slab` events.
@@ -109,21 +129,15 @@ pub async fn run(
         let mut stats_ticker = intervals.stats.map(ticker);
         let mut aggregate_ticker = ticker(intervals.aggregate);
         let mut last_drain = clock::boot_ns();
+        let mut flush_ticker = ticker(FLUSH_EVERY);
         loop {
             tokio::select! {
+                _ = flush_ticker.tick() => sink.flush()?,
                 batch = rx.recv() => {
                     let Some(batch) = batch else { break };
-                    for record in batch {
-                        let derived = match &record {
-                            Record::Reclaim(r) if sources.charge_failures_from_reclaim => {
-                                Some(Record::ChargeFail(charge_failure_from_reclaim(r)))
-                            }
-                            _ => None,
-                        };
-                        for record in std::iter::once(record).chain(derived) {
-                            if let Some(observed) = context.observe(record) {
-                                emit(observed, sink)?;
-                            }
+                    for record in batch.into_iter().flat_map(|r| with_derived(r, sources)) {
+                        if let Some(observed) = context.observe(record) {
+                            emit(observed, sink)?;
                         }
                     }
                     if rx.is_empty() {

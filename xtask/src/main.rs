@@ -3,6 +3,7 @@
 mod bench;
 mod bpf_linker;
 mod build;
+mod fuzz;
 mod process;
 mod run;
 mod setup;
@@ -29,7 +30,9 @@ Examples:
   cargo xtask vm-test --kernel 6.12 -- oom_kill
                                         only tests whose name contains oom_kill, only on 6.12
   sudo -E cargo xtask bench --runs 3    memtrace's cost next to bpftrace's (table, and JSON in
-                                        target/bench/latest.json)";
+                                        target/bench/latest.json)
+  cargo xtask bench trace               trace files: write and read events/s, bytes per event
+  cargo xtask fuzz --seconds 300        fuzz the trace reader for 5 minutes (cargo-fuzz)";
 
 /// Developer tasks for memtrace: install the toolchains, build, run and test.
 ///
@@ -57,6 +60,8 @@ enum Command {
     /// Set up, build memtrace (release), then measure what it costs two workloads next to
     /// bpftrace: slowdown, in-kernel cost per event, start-up (as root; about a minute)
     Bench(bench::Options),
+    /// Set up, install cargo-fuzz, then fuzz the trace reader for a bounded time
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> ExitCode {
@@ -80,5 +85,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Test(options) => test::run(&workspace, &options),
         Command::VmTest(options) => vm::run(&workspace, &options),
         Command::Bench(options) => bench::run(&workspace, &options),
+        Command::Fuzz(options) => fuzz::run(&workspace, &options),
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::{
-    process, setup, vm,
+    fuzz, process, setup, vm,
     workspace::{EBPF, MEMTRACE, TESTS, Workspace},
 };
 
@@ -84,6 +84,9 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
             process::run(&mut command).with_context(|| format!("test step `{name}` failed"))?;
         }
     }
+    // No input may crash the trace reader: a bounded fuzzing run on every CI run.
+    eprintln!("==> fuzz");
+    fuzz::run(workspace, &fuzz::Options { seconds: 60 }).context("test step `fuzz` failed")?;
     // The same scenarios on Debian's 6.1 and 6.12 kernels (cgroup v2, kprobe and fentry
     // allowed), which this host's kernel cannot show.
     eprintln!("==> vm-test");

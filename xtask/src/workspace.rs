@@ -66,6 +66,16 @@ impl Workspace {
         })
     }
 
+    /// The repository's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `PATH` with bpf-linker's directory in front.
+    pub fn path_env(&self) -> &OsString {
+        &self.path
+    }
+
     /// Where tools built by `setup` live (gitignored).
     pub fn tools_dir(&self) -> PathBuf {
         self.root.join(".tools")

@@ -2,9 +2,11 @@
 
 mod live;
 mod probes;
+mod progress;
 mod record;
 mod replay;
 mod run;
+pub mod select;
 
 use std::{io, process::ExitCode, time::Instant};
 
@@ -15,7 +17,11 @@ Examples:
   memtrace run                              stream OOM kills live until Ctrl-C
   memtrace run --format json --duration 10m JSON Lines for 10 minutes
   memtrace record -o node1.mtrace           record to a trace file until Ctrl-C
+  memtrace record -o n1.mtrace --max-size 100M --rotate 5
+                                            at most 5 files of at most 100 MiB each
   memtrace replay node1.mtrace              print a recorded trace like `run` did
+  memtrace replay node1.mtrace --type oom_kill --since 5m
+                                            only OOM kills from 5 minutes into the recording
   memtrace probes                           what this kernel allows and what attaches
 
 memtrace must run as root (it loads eBPF programs). RUST_LOG=debug shows more.";
@@ -113,6 +119,69 @@ mod tests {
             let err = Cli::try_parse_from(argv).expect_err("must be rejected");
             assert!(!err.to_string().is_empty(), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn record_bounds_and_replay_filters_parse() {
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "record",
+            "-o",
+            "x",
+            "--max-size",
+            "100M",
+            "--rotate",
+            "5",
+            "--print",
+            "json",
+        ])
+        .expect("parses");
+        let Command::Record(a) = cli.command else {
+            panic!("not record")
+        };
+        assert_eq!((a.max_size, a.rotate), (Some(100 << 20), Some(5)));
+        assert_eq!(a.print, Some(crate::sinks::Format::Json));
+        for argv in [
+            &["memtrace", "record", "-o", "x", "--rotate", "5"][..],
+            &["memtrace", "record", "-o", "x", "--max-size", "1K"],
+            &[
+                "memtrace",
+                "record",
+                "-o",
+                "x",
+                "--max-size",
+                "1M",
+                "--rotate",
+                "0",
+            ],
+            &["memtrace", "replay", "f", "--type", "oom"],
+            &["memtrace", "replay", "f", "--since", "yesterday"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "replay",
+            "f",
+            "--type",
+            "oom_kill,reclaim",
+            "--since",
+            "5m",
+            "--until",
+            "2026-11-27T16:00:00Z",
+            "--pod",
+            "shop/cart",
+        ])
+        .expect("parses");
+        let Command::Replay(a) = cli.command else {
+            panic!("not replay")
+        };
+        assert_eq!(
+            a.select.types,
+            Some(vec!["oom_kill".to_owned(), "reclaim".to_owned()])
+        );
+        assert_eq!(a.select.filter.pod.as_deref(), Some("shop/cart"));
+        assert!(a.select.since.is_some() && a.select.until.is_some());
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Where events go: the terminal (text or JSON Lines) or a trace file.
 
 mod json;
+mod tee;
 mod text;
 
 use std::io;
 
 pub use json::JsonSink;
+pub use tee::Tee;
 pub use text::TextSink;
 
 use crate::event::{Event, Observed};

@@ -1,42 +1,44 @@
-//! Trace file layout, version 1. All integers little-endian.
+//! Trace file layout, version 2; docs/trace-format.md is the byte-by-byte description. All
+//! integers little-endian.
 //!
 //! ```text
-//! file   := magic "MEMTRACE" | version u16 | reserved u16 | header_len u32 | header | crc32 u32
-//!           frame*
-//! header := JSON object (TraceHeader), header_len bytes; crc32 covers the 16 bytes before it
-//!           and itself
-//! frame  := tag u8 | reserved [u8; 3] | len u32 | crc32 u32 | payload (len bytes)
-//!           crc32 covers the 8 bytes before it and the payload
-//! CGROUP (1) := table_id u32 | reserved u32 | memcg_id u64 (0 = unknown) | path (UTF-8, rest)
-//! EVENT  (2) := cgroup table_id u32 (u32::MAX = none) | context_len u32
-//!               | context (JSON `event::Context` without its cgroup, context_len bytes)
-//!               | kernel record (memtrace-common ABI, rest)
-//! END    (3) := events u64 | lost_kinds u32 | reserved u32 | lost u64 × lost_kinds
-//! STATS  (4) := cgroup table_id u32 | reserved u32
-//!               | sample (JSON `event::StatsSample` without its cgroup, rest)
-//! CACHE  (5) := cgroup table_id u32 (u32::MAX = none) | reserved u32
-//!               | sample (JSON `event::CacheSample` without its cgroup, rest)
-//! CHARGE (6), SLAB (7): as CACHE, with `event::ChargeSample` and `event::SlabSample`
+//! file     := preamble frame*
+//! preamble := magic "MEMTRACE" | version u16 | reserved u16 | header_len u32
+//!             | header (JSON `TraceHeader`, header_len bytes) | crc32 u32 (of all before it)
+//! frame    := kind u8 | codec u8 | flags u8 | reserved u8 | stored_len u32 | raw_len u32
+//!             | payload_crc u32 | head_crc u32 (of the 16 bytes before it) | payload
+//! CHUNK (1)  codec 1 (zstd): payload decompresses to raw_len bytes of whole records (see
+//!            `records`); flags: FIRST (a block starts), LAST (the block ends)
+//! END   (2)  codec 0: events u64 | lost_kinds u32 | reserved u32 | lost u64 × lost_kinds
 //! ```
 //!
-//! A cgroup's frame is written before the first event that names it, so a reader that stops
-//! anywhere has every name it needs.
+//! A block is one zstd frame of up to about 1 MiB of records, written as chunks: the writer
+//! flushes the compressor at least every second and writes what it produced as a chunk, so
+//! each second's events are on disk while later chunks still compress against earlier ones.
+//! Each block decodes on its own (from its FIRST chunk); a recorder killed mid-chunk loses
+//! that chunk only.
 
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"MEMTRACE";
-pub const VERSION: u16 = 1;
-pub const TAG_CGROUP: u8 = 1;
-pub const TAG_EVENT: u8 = 2;
-pub const TAG_END: u8 = 3;
-pub const TAG_STATS: u8 = 4;
-pub const TAG_CACHE: u8 = 5;
-pub const TAG_CHARGE: u8 = 6;
-pub const TAG_SLAB: u8 = 7;
-pub const FRAME_HEADER_LEN: usize = 12;
-/// No frame or header is larger; a bigger length means corruption, not a reason to allocate.
-pub const MAX_PAYLOAD: u32 = 1 << 20;
-pub const NO_CGROUP: u32 = u32::MAX;
+pub const VERSION: u16 = 2;
+pub const PREAMBLE_LEN: usize = 16;
+pub const FRAME_HEAD_LEN: usize = 20;
+pub const FRAME_CHUNK: u8 = 1;
+/// `flags` of a chunk: the first of its block (the decompressor starts afresh).
+pub const FLAG_FIRST: u8 = 1;
+/// `flags` of a chunk: the last of its block (its zstd frame ends in it).
+pub const FLAG_LAST: u8 = 2;
+pub const FRAME_END: u8 = 2;
+pub const CODEC_NONE: u8 = 0;
+pub const CODEC_ZSTD: u8 = 1;
+/// No header is larger; a bigger length means damage, not a reason to allocate.
+pub const MAX_HEADER: u32 = 1 << 20;
+/// No chunk, stored or decompressed, is larger, and no block's zstd window (the writer ends
+/// blocks at a quarter of this): the reader's allocation bound for any input.
+pub const MAX_BLOCK: u32 = 4 << 20;
+/// At most this many lost-event kinds in an end marker.
+pub const MAX_LOST_KINDS: u32 = 1024;
 
 /// Everything needed to read the events on another machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +52,7 @@ pub struct TraceHeader {
     pub clock: String,
     /// Page size of the recording host, for page counts in kernel records.
     pub page_size: u64,
-    /// Wall time the recording started, ns since the Unix epoch.
+    /// Wall time the recording (this file, when rotating) started, ns since the Unix epoch.
     pub started_wall_ns: u64,
     /// What each probe point attached, e.g. `oom_kill=raw_tp/mark_victim`.
     pub probes: Vec<String>,
@@ -58,10 +60,72 @@ pub struct TraceHeader {
     pub cgroup_version: String,
 }
 
+/// Whether a stored checksum matches. Fuzzing builds (`cargo fuzz` sets `cfg(fuzzing)`) accept
+/// any, so that mutated inputs reach the decoders behind the checksums.
 #[must_use]
-pub fn crc(head: &[u8], payload: &[u8]) -> u32 {
+pub fn checksum_ok(computed: u32, stored: u32) -> bool {
+    cfg!(fuzzing) || computed == stored
+}
+
+#[must_use]
+pub fn crc(parts: &[&[u8]]) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(head);
-    h.update(payload);
+    for part in parts {
+        h.update(part);
+    }
     h.finalize()
+}
+
+/// A frame's fixed-size head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHead {
+    pub kind: u8,
+    pub codec: u8,
+    pub flags: u8,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub payload_crc: u32,
+}
+
+impl FrameHead {
+    #[must_use]
+    pub fn encode(&self) -> [u8; FRAME_HEAD_LEN] {
+        let mut b = [0u8; FRAME_HEAD_LEN];
+        b[0] = self.kind;
+        b[1] = self.codec;
+        b[2] = self.flags;
+        b[4..8].copy_from_slice(&self.stored_len.to_le_bytes());
+        b[8..12].copy_from_slice(&self.raw_len.to_le_bytes());
+        b[12..16].copy_from_slice(&self.payload_crc.to_le_bytes());
+        let head_crc = crc(&[&b[..16]]);
+        b[16..20].copy_from_slice(&head_crc.to_le_bytes());
+        b
+    }
+
+    /// `None` when the head's own checksum does not match: its lengths cannot be trusted.
+    #[must_use]
+    pub fn decode(b: &[u8; FRAME_HEAD_LEN]) -> Option<Self> {
+        checksum_ok(crc(&[&b[..16]]), le_u32(&b[16..20])).then(|| Self {
+            kind: b[0],
+            codec: b[1],
+            flags: b[2],
+            stored_len: le_u32(&b[4..8]),
+            raw_len: le_u32(&b[8..12]),
+            payload_crc: le_u32(&b[12..16]),
+        })
+    }
+}
+
+#[must_use]
+pub fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+#[must_use]
+pub fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
 }

@@ -1,10 +1,17 @@
-//! Trace files: a versioned header, then append-only checksummed frames (the cgroup table as it
-//! grows, events, an end marker). See `format` for the layout.
+//! Trace files: a versioned header, then append-only, checksummed, independently compressed
+//! blocks of records (the cgroup table as it grows, events), then an end marker. `format` has
+//! the layout, `records` what is inside a block; docs/trace-format.md has both byte by byte.
 
 mod format;
 mod reader;
+mod recording;
+mod records;
 mod writer;
 
-pub use format::{TraceHeader, VERSION};
+#[cfg(test)]
+mod tests;
+
+pub use format::{MAX_BLOCK, TraceHeader, VERSION};
 pub use reader::{TraceError, TraceItem, TraceReader};
-pub use writer::TraceWriter;
+pub use recording::{FileFull, Limits, Recording, rotated_name};
+pub use writer::{SEAL_AGE, TraceWriter};

@@ -1,20 +1,25 @@
-//! Reading a trace file back, defensively: every length is checked before it is trusted, and
-//! every way a file can be wrong is an error that says which.
+//! Reading a trace file back, defensively: every length is checked (and checksummed) before it
+//! is trusted, every allocation is bounded by [`MAX_BLOCK`], and every way a file can be wrong
+//! is an error that says which. A file that simply stops (a recorder killed mid-chunk) is not
+//! an error: everything up to the last whole chunk is returned, then [`TraceItem::TailCut`].
 
 use std::{
-    collections::HashMap,
     fs::File,
     io::{self, BufReader, Read},
     path::{Path, PathBuf},
 };
 
-use memtrace_common::event::{DecodeError, Record};
-
-use super::format::{
-    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CACHE, TAG_CGROUP, TAG_CHARGE, TAG_END,
-    TAG_EVENT, TAG_SLAB, TAG_STATS, TraceHeader, VERSION, crc,
+use super::{
+    format::{
+        CODEC_NONE, CODEC_ZSTD, FLAG_FIRST, FLAG_LAST, FRAME_CHUNK, FRAME_END, FRAME_HEAD_LEN,
+        FrameHead, MAGIC, MAX_BLOCK, MAX_HEADER, MAX_LOST_KINDS, PREAMBLE_LEN, TraceHeader,
+        VERSION, checksum_ok, crc, le_u32, le_u64,
+    },
+    records::Decoder,
 };
-use crate::event::{CacheSample, ChargeSample, Context, Observed, SlabSample, StatsSample};
+use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective, get_error_name};
+
+use crate::{attribution::ContainerIdentity, event::Observed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -28,13 +33,12 @@ pub enum TraceError {
     )]
     FutureVersion { path: PathBuf, found: u16 },
     #[error(
-        "{path} is truncated at byte {offset} after {events} events (the recording was cut short)"
+        "{path} is a version 1 trace (memtrace before trace format 2); this memtrace reads \
+         version {VERSION}: replay it with the memtrace that recorded it"
     )]
-    Truncated {
-        path: PathBuf,
-        offset: u64,
-        events: u64,
-    },
+    OldVersion { path: PathBuf },
+    #[error("{path} is truncated at byte {offset}, inside its header")]
+    Truncated { path: PathBuf, offset: u64 },
     #[error("{path} is corrupt at byte {offset}: {why}")]
     Corrupt {
         path: PathBuf,
@@ -51,21 +55,41 @@ pub enum TraceError {
 )]
 pub enum TraceItem {
     Event(Observed),
-    /// The end marker: totals as the recorder counted them.
+    /// The end marker: totals as the recorder counted them. `lost` is per lost-event kind,
+    /// empty when this file did not count them (a file closed by `--max-size`/`--rotate`: the
+    /// last file of the recording has the session's counts).
     End {
         events: u64,
         lost: Vec<u64>,
+    },
+    /// The file stops before its end marker (the recorder was killed or the disk filled):
+    /// every event of the whole blocks before `offset` was returned. Nothing follows.
+    TailCut {
+        /// Where the last whole block ends (the cut block, if any, starts here).
+        offset: u64,
+        /// Events returned.
+        events: u64,
+        /// Bytes after `offset` that were not read (a partly written block).
+        dropped_bytes: u64,
     },
 }
 
 pub struct TraceReader {
     path: PathBuf,
-    input: BufReader<File>,
+    input: Box<dyn Read + Send>,
     offset: u64,
+    total: Option<u64>,
     header: TraceHeader,
-    cgroups: HashMap<u32, String>,
+    decoder: Decoder,
+    block: Vec<u8>,
+    pos: usize,
+    block_offset: u64,
+    stored: Vec<u8>,
+    decompressor: DCtx<'static>,
+    /// A block (zstd frame) is open: the next chunk continues it.
+    in_block: bool,
     events: u64,
-    ended: bool,
+    done: bool,
 }
 
 impl TraceReader {
@@ -73,17 +97,38 @@ impl TraceReader {
     ///
     /// # Errors
     ///
-    /// When the file cannot be read, is not a trace, is from a newer format, or its header is
-    /// cut or damaged.
+    /// When the file cannot be read, is not a trace, is from another format version, or its
+    /// header is cut or damaged.
     pub fn open(path: &Path) -> Result<Self, TraceError> {
-        let file = File::open(path).map_err(|source| TraceError::Io {
+        let io_error = |source| TraceError::Io {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let file = File::open(path).map_err(io_error)?;
+        let total = file.metadata().map_err(io_error)?.len();
+        Self::from_reader(
+            path,
+            Box::new(BufReader::with_capacity(1 << 16, file)),
+            Some(total),
+        )
+    }
+
+    /// Reads a trace from any byte source; `name` is what errors call it, `total` its size
+    /// when known (for progress).
+    ///
+    /// # Errors
+    ///
+    /// As [`TraceReader::open`].
+    pub fn from_reader(
+        name: &Path,
+        input: Box<dyn Read + Send>,
+        total: Option<u64>,
+    ) -> Result<Self, TraceError> {
         let mut reader = Self {
-            path: path.to_owned(),
-            input: BufReader::new(file),
+            path: name.to_owned(),
+            input,
             offset: 0,
+            total,
             header: TraceHeader {
                 memtrace_version: String::new(),
                 host: String::new(),
@@ -95,50 +140,69 @@ impl TraceReader {
                 probes: Vec::new(),
                 cgroup_version: String::new(),
             },
-            cgroups: HashMap::new(),
+            decoder: Decoder::default(),
+            block: Vec::new(),
+            pos: 0,
+            block_offset: 0,
+            stored: Vec::new(),
+            decompressor: decompressor().map_err(|source| TraceError::Io {
+                path: name.to_owned(),
+                source,
+            })?,
+            in_block: false,
             events: 0,
-            ended: false,
+            done: false,
         };
-        let mut fixed = [0u8; 16];
-        match reader.read_exact(&mut fixed)? {
-            Fill::Full => {}
-            Fill::Empty | Fill::Partial if fixed[..8] != MAGIC[..] => {
-                return Err(TraceError::NotATrace { path: reader.path });
-            }
-            Fill::Empty | Fill::Partial => return Err(reader.truncated()),
-        }
-        if fixed[..8] != MAGIC[..] {
-            return Err(TraceError::NotATrace { path: reader.path });
-        }
-        let version = u16::from_le_bytes([fixed[8], fixed[9]]);
-        if version > VERSION {
-            return Err(TraceError::FutureVersion {
-                path: reader.path,
-                found: version,
+        reader.read_preamble()?;
+        Ok(reader)
+    }
+
+    fn read_preamble(&mut self) -> Result<(), TraceError> {
+        let mut fixed = [0u8; PREAMBLE_LEN];
+        let got = self.fill(&mut fixed)?;
+        if got < MAGIC.len() || fixed[..MAGIC.len()] != MAGIC[..] {
+            return Err(TraceError::NotATrace {
+                path: self.path.clone(),
             });
         }
-        if version == 0 {
-            return Err(reader.corrupt(8, "format version 0".into()));
+        if got < PREAMBLE_LEN {
+            return Err(self.truncated());
+        }
+        let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+        match version {
+            0 => return Err(self.corrupt(8, "format version 0".into())),
+            1 => {
+                return Err(TraceError::OldVersion {
+                    path: self.path.clone(),
+                });
+            }
+            VERSION => {}
+            found => {
+                return Err(TraceError::FutureVersion {
+                    path: self.path.clone(),
+                    found,
+                });
+            }
         }
         let len = le_u32(&fixed[12..16]);
-        if len > MAX_PAYLOAD {
-            return Err(reader.corrupt(12, format!("header length {len} is implausible")));
+        if len > MAX_HEADER {
+            return Err(self.corrupt(12, format!("header length {len} is implausible")));
         }
         let mut json = vec![0u8; len as usize + 4];
-        if reader.read_exact(&mut json)? != Fill::Full {
-            return Err(reader.truncated());
+        if self.fill(&mut json)? != json.len() {
+            return Err(self.truncated());
         }
         let stored = le_u32(&json[len as usize..]);
         json.truncate(len as usize);
-        if crc(&fixed, &json) != stored {
-            return Err(reader.corrupt(16, "header checksum mismatch".into()));
+        if !checksum_ok(crc(&[&fixed, &json]), stored) {
+            return Err(self.corrupt(16, "header checksum mismatch".into()));
         }
-        reader.header = serde_json::from_slice(&json)
-            .map_err(|e| reader.corrupt(16, format!("header is not valid: {e}")))?;
-        if reader.header.page_size == 0 {
-            return Err(reader.corrupt(16, "header has page size 0".into()));
+        self.header = serde_json::from_slice(&json)
+            .map_err(|e| self.corrupt(16, format!("header is not valid: {e}")))?;
+        if self.header.page_size == 0 {
+            return Err(self.corrupt(16, "header has page size 0".into()));
         }
-        Ok(reader)
+        Ok(())
     }
 
     #[must_use]
@@ -146,174 +210,171 @@ impl TraceReader {
         &self.header
     }
 
-    /// The next event or the end marker; `None` after the end marker.
+    /// Bytes of the file consumed so far (whole blocks), for progress.
+    #[must_use]
+    pub fn bytes_read(&self) -> u64 {
+        self.offset
+    }
+
+    /// The file's size when it was opened, if known.
+    #[must_use]
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// Every cgroup named so far, with its container: the file's cgroup table as read up to
+    /// here.
+    #[must_use]
+    pub fn cgroups(&self) -> &[(Option<String>, Option<ContainerIdentity>)] {
+        self.decoder.table()
+    }
+
+    /// The next event, then the end marker (or [`TraceItem::TailCut`] when the file stops
+    /// early); `None` after that.
     ///
     /// # Errors
     ///
-    /// [`TraceError::Truncated`] when the file stops before its end marker (a recorder that was
-    /// killed): everything before was complete and has been returned. Other variants for
-    /// damaged content.
+    /// Damaged content ([`TraceError::Corrupt`]) or a read error; everything before it was
+    /// complete and has been returned.
     pub fn next_item(&mut self) -> Result<Option<TraceItem>, TraceError> {
         loop {
-            if self.ended {
+            if self.done {
                 return Ok(None);
             }
-            let frame_offset = self.offset;
-            let mut head = [0u8; FRAME_HEADER_LEN];
-            if self.read_exact(&mut head)? != Fill::Full {
-                return Err(self.truncated_at(frame_offset));
-            }
-            let tag = head[0];
-            let len = le_u32(&head[4..8]);
-            if len > MAX_PAYLOAD {
-                return Err(
-                    self.corrupt(frame_offset, format!("frame length {len} is implausible"))
-                );
-            }
-            let mut payload = vec![0u8; len as usize];
-            if self.read_exact(&mut payload)? != Fill::Full {
-                return Err(self.truncated_at(frame_offset));
-            }
-            if crc(&head[..8], &payload) != le_u32(&head[8..12]) {
-                return Err(self.corrupt(frame_offset, "frame checksum mismatch".into()));
-            }
-            match tag {
-                TAG_CGROUP => self.cgroup(frame_offset, &payload)?,
-                TAG_EVENT => return self.event(frame_offset, &payload).map(Some),
-                TAG_END => return self.end(frame_offset, &payload).map(Some),
-                TAG_STATS => return self.stats(frame_offset, &payload).map(Some),
-                TAG_CACHE => return self.cache(frame_offset, &payload).map(Some),
-                TAG_CHARGE => {
-                    let (cgroup, sample) = self.sample::<ChargeSample>(frame_offset, &payload)?;
-                    return Ok(Some(TraceItem::Event(Observed::Charge(ChargeSample {
-                        cgroup,
-                        ..sample
-                    }))));
+            if self.pos < self.block.len() {
+                let mut pos = self.pos;
+                let next = self.decoder.next(&self.block, &mut pos);
+                self.pos = pos;
+                match next {
+                    Ok(Some(observed)) => {
+                        self.events += 1;
+                        return Ok(Some(TraceItem::Event(observed)));
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        self.done = true;
+                        return Err(self.corrupt(self.block_offset, format!("in block: {why}")));
+                    }
                 }
-                TAG_SLAB => {
-                    let (cgroup, sample) = self.sample::<SlabSample>(frame_offset, &payload)?;
-                    return Ok(Some(TraceItem::Event(Observed::Slab(SlabSample {
-                        cgroup,
-                        ..sample
-                    }))));
-                }
-                other => {
-                    return Err(self.corrupt(frame_offset, format!("unknown frame type {other}")));
+            }
+            match self.next_frame() {
+                Ok(Some(item)) => return Ok(Some(item)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Err(e);
                 }
             }
         }
     }
 
-    fn cgroup(&mut self, at: u64, payload: &[u8]) -> Result<(), TraceError> {
-        if payload.len() < 16 {
-            return Err(self.corrupt(at, "short cgroup frame".into()));
+    /// Reads the next frame: a block becomes the current one (`None`), an end marker or a cut
+    /// tail is returned.
+    fn next_frame(&mut self) -> Result<Option<TraceItem>, TraceError> {
+        let at = self.offset;
+        let mut raw_head = [0u8; FRAME_HEAD_LEN];
+        let got = self.fill(&mut raw_head)?;
+        if got < FRAME_HEAD_LEN {
+            return Ok(Some(self.tail_cut(at, got as u64)));
         }
-        let id = le_u32(&payload[..4]);
-        let path = std::str::from_utf8(&payload[16..])
-            .map_err(|_| self.corrupt(at, "cgroup path is not UTF-8".into()))?;
-        self.cgroups.insert(id, path.to_owned());
+        let head = FrameHead::decode(&raw_head)
+            .ok_or_else(|| self.corrupt(at, "frame header checksum mismatch".into()))?;
+        if head.stored_len > MAX_BLOCK || head.raw_len > MAX_BLOCK {
+            return Err(self.corrupt(at, "frame length is implausible".into()));
+        }
+        self.stored.resize(head.stored_len as usize, 0);
+        let mut stored = std::mem::take(&mut self.stored);
+        let got = self.fill(&mut stored);
+        self.stored = stored;
+        let got = got?;
+        if got < self.stored.len() {
+            return Ok(Some(self.tail_cut(at, (FRAME_HEAD_LEN + got) as u64)));
+        }
+        if !checksum_ok(crc(&[&self.stored]), head.payload_crc) {
+            return Err(self.corrupt(at, "block checksum mismatch".into()));
+        }
+        match (head.kind, head.codec) {
+            (FRAME_CHUNK, CODEC_ZSTD) => {
+                self.chunk(at, head)?;
+                Ok(None)
+            }
+            (FRAME_END, CODEC_NONE) if !self.in_block => self.end(at).map(Some),
+            (FRAME_END, CODEC_NONE) => Err(self.corrupt(at, "end marker inside a block".into())),
+            (kind, codec) => {
+                Err(self.corrupt(at, format!("unknown frame type {kind} (codec {codec})")))
+            }
+        }
+    }
+
+    /// Decompresses a chunk, continuing its block, into the current records.
+    fn chunk(&mut self, at: u64, head: FrameHead) -> Result<(), TraceError> {
+        let first = head.flags & FLAG_FIRST != 0;
+        let last = head.flags & FLAG_LAST != 0;
+        if head.flags & !(FLAG_FIRST | FLAG_LAST) != 0 || first == self.in_block {
+            return Err(self.corrupt(
+                at,
+                if first {
+                    "a block starts before the previous one ended".into()
+                } else {
+                    "chunk continues a block that never started".into()
+                },
+            ));
+        }
+        if first {
+            self.decompressor
+                .reset(ResetDirective::SessionOnly)
+                .map_err(|c| self.corrupt(at, format!("zstd: {}", get_error_name(c))))?;
+        }
+        let raw_len = head.raw_len as usize;
+        self.block.clear();
+        self.block.reserve_exact(raw_len);
+        let mut input = InBuffer::around(&self.stored);
+        let mut output = OutBuffer::around(&mut self.block);
+        let frame_done = loop {
+            let before = (input.pos(), output.pos());
+            let hint = self
+                .decompressor
+                .decompress_stream(&mut output, &mut input)
+                .map_err(|c| TraceError::Corrupt {
+                    path: self.path.clone(),
+                    offset: at,
+                    why: format!("chunk does not decompress: {}", get_error_name(c)),
+                })?;
+            if hint == 0 || output.pos() > raw_len || (input.pos(), output.pos()) == before {
+                break hint == 0;
+            }
+        };
+        let (consumed, produced) = (input.pos(), output.pos());
+        if consumed != self.stored.len() || produced != raw_len {
+            return Err(self.corrupt(
+                at,
+                format!(
+                    "chunk decompresses to {produced} bytes from {consumed} of {}, not {raw_len}",
+                    self.stored.len()
+                ),
+            ));
+        }
+        if frame_done != last {
+            return Err(self.corrupt(at, "block does not end where its chunk says".into()));
+        }
+        self.in_block = !last;
+        self.pos = 0;
+        self.block_offset = at;
         Ok(())
     }
 
-    fn table_cgroup(&self, at: u64, table_id: u32) -> Result<Option<String>, TraceError> {
-        if table_id == NO_CGROUP {
-            return Ok(None);
+    fn end(&mut self, at: u64) -> Result<TraceItem, TraceError> {
+        let p = &self.stored;
+        if p.len() < 16 {
+            return Err(self.corrupt(at, "short end marker".into()));
         }
-        self.cgroups
-            .get(&table_id)
-            .cloned()
-            .map(Some)
-            .ok_or_else(|| {
-                self.corrupt(at, format!("event names cgroup #{table_id}, never defined"))
-            })
-    }
-
-    fn event(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
-        if payload.len() < 8 {
-            return Err(self.corrupt(at, "short event frame".into()));
+        let events = le_u64(&p[..8]);
+        let kinds = le_u32(&p[8..12]);
+        let (counters, rest) = p[16..].as_chunks::<8>();
+        if kinds > MAX_LOST_KINDS || counters.len() != kinds as usize || !rest.is_empty() {
+            return Err(self.corrupt(at, "end marker's lost counters do not match".into()));
         }
-        let cgroup = self.table_cgroup(at, le_u32(&payload[..4]))?;
-        let context_len = le_u32(&payload[4..8]) as usize;
-        let Some((context, record)) = payload[8..].split_at_checked(context_len) else {
-            return Err(self.corrupt(at, "event context runs past its frame".into()));
-        };
-        let context: Context = serde_json::from_slice(context)
-            .map_err(|e| self.corrupt(at, format!("event context is not valid: {e}")))?;
-        let record = Record::decode(record).map_err(|e| {
-            self.corrupt(
-                at,
-                match e {
-                    DecodeError::Short { kind, need, got } => {
-                        format!("event of kind {kind} has {got} bytes, needs {need}")
-                    }
-                    DecodeError::UnknownKind(kind) => format!("unknown event kind {kind}"),
-                },
-            )
-        })?;
-        self.events += 1;
-        Ok(TraceItem::Event(Observed::Kernel {
-            record,
-            context: Context { cgroup, ..context },
-        }))
-    }
-
-    fn stats(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
-        if payload.len() < 8 {
-            return Err(self.corrupt(at, "short stats frame".into()));
-        }
-        let cgroup = self
-            .table_cgroup(at, le_u32(&payload[..4]))?
-            .ok_or_else(|| self.corrupt(at, "stats frame without a cgroup".into()))?;
-        let sample: StatsSample = serde_json::from_slice(&payload[8..])
-            .map_err(|e| self.corrupt(at, format!("stats are not valid: {e}")))?;
-        self.events += 1;
-        Ok(TraceItem::Event(Observed::Stats(StatsSample {
-            cgroup,
-            ..sample
-        })))
-    }
-
-    fn cache(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
-        if payload.len() < 8 {
-            return Err(self.corrupt(at, "short cache frame".into()));
-        }
-        let cgroup = self.table_cgroup(at, le_u32(&payload[..4]))?;
-        let sample: CacheSample = serde_json::from_slice(&payload[8..])
-            .map_err(|e| self.corrupt(at, format!("cache sample is not valid: {e}")))?;
-        self.events += 1;
-        Ok(TraceItem::Event(Observed::Cache(CacheSample {
-            cgroup,
-            ..sample
-        })))
-    }
-
-    /// A userspace sample frame: its cgroup and its JSON body.
-    fn sample<T: serde::de::DeserializeOwned>(
-        &mut self,
-        at: u64,
-        payload: &[u8],
-    ) -> Result<(Option<String>, T), TraceError> {
-        if payload.len() < 8 {
-            return Err(self.corrupt(at, "short sample frame".into()));
-        }
-        let cgroup = self.table_cgroup(at, le_u32(&payload[..4]))?;
-        let sample = serde_json::from_slice(&payload[8..])
-            .map_err(|e| self.corrupt(at, format!("sample is not valid: {e}")))?;
-        self.events += 1;
-        Ok((cgroup, sample))
-    }
-
-    fn end(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {
-        if payload.len() < 16 {
-            return Err(self.corrupt(at, "short end frame".into()));
-        }
-        let events = le_u64(&payload[..8]);
-        let kinds = le_u32(&payload[8..12]) as usize;
-        let (counters, rest) = payload[16..].as_chunks::<8>();
-        let lost: Vec<u64> = counters.iter().map(|c| u64::from_le_bytes(*c)).collect();
-        if lost.len() != kinds || !rest.is_empty() {
-            return Err(self.corrupt(at, "end frame's lost counters do not match".into()));
-        }
+        let lost = counters.iter().map(|c| u64::from_le_bytes(*c)).collect();
         if events != self.events {
             return Err(self.corrupt(
                 at,
@@ -323,12 +384,21 @@ impl TraceReader {
                 ),
             ));
         }
-        self.ended = true;
+        self.done = true;
         Ok(TraceItem::End { events, lost })
     }
 
-    /// Reads exactly `buf.len()` bytes, or says how much was there.
-    fn read_exact(&mut self, buf: &mut [u8]) -> Result<Fill, TraceError> {
+    fn tail_cut(&mut self, offset: u64, dropped_bytes: u64) -> TraceItem {
+        self.done = true;
+        TraceItem::TailCut {
+            offset,
+            events: self.events,
+            dropped_bytes,
+        }
+    }
+
+    /// Reads until `buf` is full or the input ends; returns how much was read.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, TraceError> {
         let mut filled = 0;
         while filled < buf.len() {
             match self.input.read(&mut buf[filled..]) {
@@ -344,22 +414,13 @@ impl TraceReader {
             }
         }
         self.offset += filled as u64;
-        Ok(match filled {
-            0 if !buf.is_empty() => Fill::Empty,
-            n if n == buf.len() => Fill::Full,
-            _ => Fill::Partial,
-        })
+        Ok(filled)
     }
 
     fn truncated(&self) -> TraceError {
-        self.truncated_at(self.offset)
-    }
-
-    fn truncated_at(&self, offset: u64) -> TraceError {
         TraceError::Truncated {
             path: self.path.clone(),
-            offset,
-            events: self.events,
+            offset: self.offset,
         }
     }
 
@@ -372,249 +433,12 @@ impl TraceReader {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Fill {
-    Empty,
-    Partial,
-    Full,
-}
-
-fn le_u32(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::{fs, os::unix::fs::PermissionsExt as _};
-
-    use memtrace_common::{CgroupRecord, EventHeader, EventKind, LostKind, OomKillRecord};
-
-    use super::*;
-    use crate::{attribution::MemoryStats, event::OomContext, trace::TraceWriter};
-
-    fn header() -> TraceHeader {
-        TraceHeader {
-            memtrace_version: "0.1.0".into(),
-            host: "node-1".into(),
-            kernel_release: "6.18.0".into(),
-            boot_time_wall_ns: 1_795_000_000_000_000_000,
-            clock: "CLOCK_BOOTTIME".into(),
-            page_size: 4096,
-            started_wall_ns: 1_795_000_100_000_000_000,
-            probes: vec!["oom_kill=raw_tp/mark_victim".into()],
-            cgroup_version: "v1".into(),
-        }
-    }
-
-    fn observed(pid: u32, cgroup: Option<&str>) -> Observed {
-        Observed::Kernel {
-            record: Record::OomKill(OomKillRecord {
-                header: EventHeader {
-                    kind: EventKind::OomKill as u32,
-                    cpu: 1,
-                    timestamp_ns: u64::from(pid) * 1000,
-                },
-                memcg_id: 99,
-                pid,
-                tgid: pid,
-                anon_rss_pages: 16_000,
-                flags: 7,
-                ..OomKillRecord::default()
-            }),
-            context: Context {
-                cgroup: cgroup.map(Into::into),
-                memcg_limit_bytes: Some(64 << 20),
-                oom: Some(OomContext {
-                    constraint: Some("CONSTRAINT_MEMCG".into()),
-                    limit_cgroup: Some("/".into()),
-                    limit_container: None,
-                    memory: Some(MemoryStats {
-                        usage_bytes: Some(1),
-                        ..MemoryStats::default()
-                    }),
-                    memory_source: Some("kernel_oom_report".into()),
-                    task: None,
-                }),
-                ..Context::default()
-            },
-        }
-    }
-
-    fn write_sample(path: &Path) -> Vec<Observed> {
-        let mut lifecycle = CgroupRecord {
-            header: EventHeader {
-                kind: EventKind::Cgroup as u32,
-                cpu: 0,
-                timestamp_ns: 9,
-            },
-            memcg_id: 5,
-            action: memtrace_common::event::CGROUP_RMDIR,
-            ..CgroupRecord::default()
-        };
-        lifecycle.path[..2].copy_from_slice(b"/a");
-        let events = vec![
-            observed(1, Some("/a")),
-            observed(2, None),
-            observed(3, Some("/a")),
-            Observed::Kernel {
-                record: Record::Cgroup(lifecycle),
-                context: Context {
-                    cgroup: Some("/a".into()),
-                    removed_ns: Some(3),
-                    ..Context::default()
-                },
-            },
-            Observed::Stats(StatsSample {
-                timestamp_ns: 10,
-                cgroup: "/b/c".into(),
-                container: None,
-                memory: MemoryStats {
-                    usage_bytes: Some(4096),
-                    limit_bytes: None,
-                    ..MemoryStats::default()
-                },
-            }),
-            Observed::Cache(CacheSample {
-                timestamp_ns: 11,
-                interval_ns: 1_000_000_000,
-                memcg_id: 5,
-                cgroup: Some("/a".into()),
-                container: None,
-                added_pages: 10,
-                removed_pages: 2,
-                top_files: vec![crate::event::FileDelta {
-                    dev: 8 << 20 | 1,
-                    ino: 1234,
-                    added_pages: 10,
-                    removed_pages: 2,
-                }],
-            }),
-            Observed::Kernel {
-                record: Record::Reclaim(memtrace_common::ReclaimRecord {
-                    header: EventHeader {
-                        kind: EventKind::Reclaim as u32,
-                        cpu: 1,
-                        timestamp_ns: 12,
-                    },
-                    memcg_id: 5,
-                    duration_ns: 1000,
-                    nr_reclaimed: 0,
-                    gfp_flags: 0xcc0,
-                    order: 0,
-                    pid: 77,
-                }),
-                context: Context {
-                    cgroup: Some("/a".into()),
-                    ..Context::default()
-                },
-            },
-            observed(4, Some("/b/c")),
-        ];
-        let mut w = TraceWriter::create(path, &header()).expect("create");
-        for e in &events {
-            w.append(e).expect("append");
-        }
-        w.finish(&[(LostKind::OomKill, 5)]).expect("finish");
-        events
-    }
-
-    fn read_all(path: &Path) -> Result<(Vec<Observed>, Option<TraceItem>), TraceError> {
-        let mut r = TraceReader::open(path)?;
-        let mut events = Vec::new();
-        let mut end = None;
-        while let Some(item) = r.next_item()? {
-            match item {
-                TraceItem::Event(e) => events.push(e),
-                end_item @ TraceItem::End { .. } => end = Some(end_item),
-            }
-        }
-        Ok((events, end))
-    }
-
-    #[test]
-    fn round_trip() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.mtrace");
-        let written = write_sample(&path);
-        assert_eq!(
-            fs::metadata(&path).expect("stat").permissions().mode() & 0o777,
-            0o600
-        );
-        let r = TraceReader::open(&path).expect("open");
-        assert_eq!(r.header(), &header());
-        let (events, end) = read_all(&path).expect("read");
-        assert_eq!(events, written);
-        assert_eq!(
-            end,
-            Some(TraceItem::End {
-                events: 8,
-                lost: vec![5]
-            })
-        );
-    }
-
-    #[test]
-    fn rejects_garbage_empty_and_future_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("x");
-        for garbage in [
-            &b""[..],
-            b"hello",
-            b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00",
-        ] {
-            fs::write(&path, garbage).expect("write");
-            let err = TraceReader::open(&path).err().expect("must fail");
-            assert!(matches!(err, TraceError::NotATrace { .. }), "{err}");
-        }
-        write_sample(&path);
-        let mut bytes = fs::read(&path).expect("read");
-        bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
-        fs::write(&path, &bytes).expect("write");
-        let err = TraceReader::open(&path).err().expect("must fail");
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "{} is a version 2 trace; this memtrace reads version 1: use a newer memtrace",
-                path.display()
-            )
-        );
-    }
-
-    #[test]
-    fn every_truncation_is_reported_never_a_panic() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let full = dir.path().join("full");
-        write_sample(&full);
-        let bytes = fs::read(&full).expect("read");
-        let cut = dir.path().join("cut");
-        for len in 8..bytes.len() {
-            fs::write(&cut, &bytes[..len]).expect("write");
-            let err = read_all(&cut).expect_err("a cut file must not read cleanly");
-            assert!(
-                matches!(err, TraceError::Truncated { .. }),
-                "cut at {len}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn every_flipped_byte_is_an_error_never_a_panic() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let full = dir.path().join("full");
-        write_sample(&full);
-        let bytes = fs::read(&full).expect("read");
-        let bad = dir.path().join("bad");
-        for i in 0..bytes.len() {
-            let mut flipped = bytes.clone();
-            flipped[i] ^= 0x41;
-            fs::write(&bad, &flipped).expect("write");
-            assert!(read_all(&bad).is_err(), "flip at byte {i} went unnoticed");
-        }
-    }
+/// A zstd decompressor that refuses frames asking for a window larger than a block: a damaged
+/// or hostile frame header cannot make it allocate more than that.
+fn decompressor() -> io::Result<DCtx<'static>> {
+    let mut d =
+        DCtx::try_create().ok_or_else(|| io::Error::other("cannot create a zstd decompressor"))?;
+    d.set_parameter(DParameter::WindowLogMax(MAX_BLOCK.ilog2()))
+        .map_err(|c| io::Error::other(format!("zstd: {}", get_error_name(c))))?;
+    Ok(d)
 }

@@ -9,6 +9,7 @@ mod interrupt;
 mod mountinfo;
 mod report;
 mod stats;
+mod trace;
 mod tracer;
 mod workload;
 
@@ -40,17 +41,30 @@ use crate::{
 const PACKAGES: &[&str] = &["bpftrace", "bpftool"];
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Options {
+    /// What to measure instead of the kernel-side cost
+    #[command(subcommand)]
+    what: Option<What>,
     /// Runs of each configuration (untraced, memtrace, bpftrace) per workload, interleaved
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u16).range(1..=100))]
     runs: u16,
 }
 
+#[derive(clap::Subcommand)]
+enum What {
+    /// The trace file format: events/s written and read on one core, bytes per event on disk
+    Trace,
+}
+
 /// Sets up, builds memtrace (release), installs bpftrace and bpftool, runs the workloads under
 /// each configuration, then prints the table and writes `<target>/bench/latest.json`. Misses
 /// against the targets are reported, not failed: only what could not be measured fails.
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
+    if let Some(What::Trace) = options.what {
+        return trace::run(workspace);
+    }
     let started = Instant::now();
     let proc_self = fs::metadata("/proc/self").context("reading /proc/self")?;
     if proc_self.uid() != 0 {

@@ -1,0 +1,23 @@
+//! Two sinks fed the same events: `record --print` writes the file and the terminal stream.
+
+use std::io;
+
+use super::Sink;
+use crate::event::{Event, Observed};
+
+pub struct Tee<'a> {
+    pub first: &'a mut dyn Sink,
+    pub second: &'a mut dyn Sink,
+}
+
+impl Sink for Tee<'_> {
+    fn write(&mut self, observed: &Observed, event: &Event) -> io::Result<()> {
+        self.first.write(observed, event)?;
+        self.second.write(observed, event)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.first.flush()?;
+        self.second.flush()
+    }
+}
