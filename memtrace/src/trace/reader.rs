@@ -146,6 +146,12 @@ impl TraceReader {
         &self.header
     }
 
+    /// How far into the file reading has come, for progress bars.
+    #[must_use]
+    pub fn bytes_read(&self) -> u64 {
+        self.offset
+    }
+
     /// The next event or the end marker; `None` after the end marker.
     ///
     /// # Errors

@@ -1,0 +1,286 @@
+//! The report for people, in a terminal.
+
+use std::fmt::Write as _;
+
+use super::model::{ContainerReport, FileGrowth, OomReport, Report};
+use crate::{attribution::MemoryStats, units::human_bytes};
+
+fn signed(n: i64) -> String {
+    let sign = if n < 0 { "-" } else { "+" };
+    format!("{sign}{}", human_bytes(n.unsigned_abs()))
+}
+
+fn opt_bytes(n: Option<u64>) -> String {
+    n.map_or_else(|| "?".to_owned(), human_bytes)
+}
+
+/// The whole report as text.
+#[must_use]
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let t = &r.trace;
+    let _ = writeln!(
+        s,
+        "memtrace report: {} (host {}, kernel {}, recorded by memtrace {})",
+        t.file, t.host, t.kernel_release, t.memtrace_version
+    );
+    let _ = write!(
+        s,
+        "{} events from {} to {}",
+        r.events,
+        r.first_event.as_deref().unwrap_or("-"),
+        r.last_event.as_deref().unwrap_or("-"),
+    );
+    match (t.lost_events, &t.cut_short) {
+        (_, Some(why)) => {
+            let _ = writeln!(s, "; the recording was cut short: {why}");
+        }
+        (Some(lost), None) => {
+            let _ = writeln!(s, "; {lost} lost");
+        }
+        (None, None) => s.push('\n'),
+    }
+    if !t.probes.is_empty() {
+        let _ = writeln!(s, "probes: {}", t.probes.join(" "));
+    }
+    if r.containers.is_empty() {
+        s.push_str("\nno container events in this trace\n");
+    }
+    for c in &r.containers {
+        container(&mut s, c);
+    }
+    if !r.page_cache_growers.is_empty() {
+        s.push_str("\n== top page-cache growers\n");
+        for (i, g) in r.page_cache_growers.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  {}. {} {} (added {}, removed {})",
+                i + 1,
+                g.name,
+                signed(g.net_bytes),
+                human_bytes(g.added_bytes),
+                human_bytes(g.removed_bytes)
+            );
+            files(&mut s, &g.top_files, "       ");
+        }
+    }
+    dying(&mut s, r);
+    s
+}
+
+fn container(s: &mut String, c: &ContainerReport) {
+    let _ = write!(s, "\n== {}", c.name);
+    if c.cgroups.len() == 1 && c.cgroups[0] != c.name {
+        let _ = write!(s, " (cgroup {})", c.cgroups[0]);
+    } else if c.cgroups.len() > 1 {
+        let _ = write!(s, " (cgroups {})", c.cgroups.join(", "));
+    }
+    s.push('\n');
+    if !c.oom_kills.is_empty() {
+        let _ = writeln!(s, "  OOM kills: {}", c.oom_kills.len());
+        for k in &c.oom_kills {
+            oom(s, k);
+        }
+    }
+    if let Some(cgroup) = &c.memory_cgroup {
+        let peak = c.memory.iter().filter_map(|m| m.usage).max();
+        let limit = c.memory.iter().rev().find_map(|m| m.limit);
+        let ws = c.memory.iter().filter_map(|m| m.working_set).max();
+        let _ = writeln!(
+            s,
+            "  memory: {} samples of {cgroup}; peak usage {}{}, peak working set {}",
+            c.memory.len(),
+            opt_bytes(peak),
+            limit.map_or_else(String::new, |l| format!(" of {} limit", human_bytes(l))),
+            opt_bytes(ws),
+        );
+    }
+    let p = &c.page_cache;
+    if p.intervals > 0 {
+        let _ = writeln!(
+            s,
+            "  page cache: {} net (added {}, removed {}) over {} intervals",
+            signed(p.net_bytes),
+            human_bytes(p.added_bytes),
+            human_bytes(p.removed_bytes),
+            p.intervals
+        );
+        files(s, &p.top_files, "    ");
+    }
+    let r = &c.reclaim;
+    if r.episodes > 0 {
+        let _ = writeln!(
+            s,
+            "  reclaim: {} episodes, {} freed nothing; reclaimed {}, {:.0}µs in all, longest \
+             {:.0}µs",
+            r.episodes,
+            r.failures,
+            human_bytes(r.reclaimed_bytes),
+            r.total_duration_us,
+            r.max_duration_us
+        );
+        for f in &r.listed_failures {
+            let _ = writeln!(
+                s,
+                "    freed nothing: {} pid {} in {} order {} gfp {} ({:.0}µs)",
+                f.time,
+                f.pid,
+                f.cgroup.as_deref().unwrap_or("?"),
+                f.order,
+                f.gfp_flags,
+                f.duration_us
+            );
+        }
+        if r.failures > r.listed_failures.len() as u64 {
+            let _ = writeln!(
+                s,
+                "    … and {} more",
+                r.failures - r.listed_failures.len() as u64
+            );
+        }
+    }
+    let k = &c.slab;
+    if let (Some(first), Some(last)) = (k.first_kernel_bytes, k.last_kernel_bytes) {
+        let _ = writeln!(
+            s,
+            "  slab (kernel memory): {} at the first sample, {} at the last ({}), peak {}",
+            human_bytes(first),
+            human_bytes(last),
+            signed(k.growth_bytes.unwrap_or(0)),
+            opt_bytes(k.peak_kernel_bytes)
+        );
+    }
+}
+
+fn oom(s: &mut String, k: &OomReport) {
+    let _ = writeln!(
+        s,
+        "    {} pid {} ({}) in {}; limit of {} fired: usage {} of {} ({})",
+        k.time,
+        k.pid,
+        k.comm.as_deref().unwrap_or("?"),
+        k.cgroup.as_deref().unwrap_or("?"),
+        k.limit_cgroup
+            .as_deref()
+            .unwrap_or("? (global OOM or not reported)"),
+        opt_bytes(k.usage_bytes),
+        opt_bytes(k.limit_bytes),
+        k.constraint.as_deref().unwrap_or("constraint unknown"),
+    );
+    if let Some(m) = &k.memory {
+        let _ = writeln!(
+            s,
+            "      memory at the kill ({}): {}",
+            k.memory_source.as_deref().unwrap_or("?"),
+            breakdown(m)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "      verdict: {}: {}",
+        k.verdict.kind.label(),
+        k.verdict.reason
+    );
+}
+
+/// `anon 62.0MiB, file 1.0MiB (active …, inactive …), kernel 1.0MiB, shmem 0B`, what is known.
+#[must_use]
+pub fn breakdown(m: &MemoryStats) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = m.anon_bytes {
+        parts.push(format!("anon {}", human_bytes(a)));
+    }
+    if let Some(f) = m.file_bytes {
+        let mut p = format!("file {}", human_bytes(f));
+        if let (Some(a), Some(i)) = (m.active_file_bytes, m.inactive_file_bytes) {
+            let _ = write!(
+                p,
+                " (active {}, inactive {})",
+                human_bytes(a),
+                human_bytes(i)
+            );
+        }
+        parts.push(p);
+    }
+    if let Some(k) = m.kernel_bytes {
+        parts.push(format!("kernel {}", human_bytes(k)));
+    }
+    if let Some(sh) = m.shmem_bytes {
+        parts.push(format!("shmem {}", human_bytes(sh)));
+    }
+    if parts.is_empty() {
+        "no breakdown".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn files(s: &mut String, files: &[FileGrowth], indent: &str) {
+    for f in files {
+        let _ = writeln!(
+            s,
+            "{indent}dev {} inode {} {} (added {}, removed {})",
+            f.device,
+            f.inode,
+            signed(f.net_bytes),
+            human_bytes(f.added_bytes),
+            human_bytes(f.removed_bytes)
+        );
+    }
+}
+
+fn dying(s: &mut String, r: &Report) {
+    let d = &r.dying;
+    s.push_str("\n== dying memory cgroups (removed while still charged)\n");
+    if d.removed_while_charged == 0 {
+        s.push_str("  none removed while charged during the recording\n");
+        return;
+    }
+    let peak = d.timeline.iter().map(|p| p.dying).max().unwrap_or(0);
+    let _ = write!(
+        s,
+        "  {} removed while charged, {} freed later",
+        d.removed_while_charged, d.freed_after_dying
+    );
+    if let Some(longest) = d.longest_dying_seconds {
+        let _ = write!(s, " (longest {longest:.1}s dying)");
+    }
+    let _ = writeln!(s, "; at most {peak} dying at once");
+    for c in &d.still_dying {
+        let _ = writeln!(
+            s,
+            "  still dying at the end: {}{} (removed {}, {} charged)",
+            c.cgroup.as_deref().unwrap_or("?"),
+            c.container
+                .as_ref()
+                .map_or_else(String::new, |n| format!(" [{n}]")),
+            c.removed,
+            opt_bytes(c.charged_bytes)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::tests::scenario_report;
+
+    #[test]
+    fn says_container_verdict_growers_and_dying() {
+        let text = render(&scenario_report());
+        for needle in [
+            "== container:4c01db0b339c",
+            "OOM kills: 1",
+            "pid 42 (memhog)",
+            "memory at the kill (kernel_oom_report): anon 62.0MiB",
+            "verdict: anon growth: anon memory grew by 61.0MiB",
+            "reclaim: 3 episodes, 2 freed nothing",
+            "== top page-cache growers\n  1. backup.service +47.0MiB",
+            "dev 8:1 inode 11 +42.0MiB",
+            "2 removed while charged, 1 freed later (longest 2.5s dying); at most 1 dying",
+            "still dying at the end: /gone-102",
+        ] {
+            assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+        }
+    }
+}
