@@ -15,7 +15,7 @@ use crate::export::PerfettoWriter;
                         (then open node1.json in ui.perfetto.dev)"
 )]
 pub struct Args {
-    /// Chrome trace event JSON, as Perfetto and chrome://tracing load it (the only format so
+    /// Chrome trace event JSON, as Perfetto and `chrome://tracing` load it (the only format so
     /// far; required so that others can be added without changing what this means).
     #[arg(long, required = true)]
     pub perfetto: bool,

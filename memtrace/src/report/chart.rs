@@ -55,7 +55,10 @@ const fn mark_style(kind: MarkKind) -> (RGBColor, u32, &'static str) {
     }
 }
 
+/// Name, colour, stroke width and what to plot.
 type Series = (&'static str, RGBColor, u32, fn(&MemoryPoint) -> Option<u64>);
+/// A series with its points (seconds, MiB).
+type Drawn = (&'static str, RGBColor, u32, Vec<(f64, f64)>);
 
 const MEMORY_SERIES: [Series; 5] = [
     ("usage", USAGE, 2, |m| m.usage),
@@ -83,7 +86,7 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
             .filter_map(|m| Some((seconds(m.timestamp_ns, origin_ns), mib(f(m)?))))
             .collect()
     };
-    let series: Vec<(&str, RGBColor, u32, Vec<(f64, f64)>)> = MEMORY_SERIES
+    let series: Vec<Drawn> = MEMORY_SERIES
         .iter()
         .map(|&(name, color, width, f)| (name, color, width, points(f)))
         .filter(|s| !s.3.is_empty())

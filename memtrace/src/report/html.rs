@@ -164,43 +164,46 @@ fn container(
     }
     if !c.oom_kills.is_empty() {
         h.push_str("<h4>OOM kills</h4><table><tr><th>time</th><th>victim</th><th>cgroup</th><th>limit that fired</th><th>usage / limit</th><th>memory at the kill</th><th>verdict</th></tr>\n");
-        for k in &c.oom_kills {
+        for kill in &c.oom_kills {
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>pid {} ({})</td><td><code>{}</code></td><td><code>{}</code> \
                  {}</td><td>{} / {}</td><td>{} <small>({})</small></td><td><span \
                  class=\"verdict\">{}</span>: {}</td></tr>",
-                esc(&k.time),
-                k.pid,
-                esc(k.comm.as_deref().unwrap_or("?")),
-                esc(k.cgroup.as_deref().unwrap_or("?")),
-                esc(k.limit_cgroup.as_deref().unwrap_or("?")),
-                esc(k.constraint.as_deref().unwrap_or("")),
-                opt(k.usage_bytes),
-                opt(k.limit_bytes),
-                esc(&k.memory.as_ref().map_or_else(|| "?".to_owned(), breakdown)),
-                esc(k.memory_source.as_deref().unwrap_or("?")),
-                esc(k.verdict.kind.label()),
-                esc(&k.verdict.reason),
+                esc(&kill.time),
+                kill.pid,
+                esc(kill.comm.as_deref().unwrap_or("?")),
+                esc(kill.cgroup.as_deref().unwrap_or("?")),
+                esc(kill.limit_cgroup.as_deref().unwrap_or("?")),
+                esc(kill.constraint.as_deref().unwrap_or("")),
+                opt(kill.usage_bytes),
+                opt(kill.limit_bytes),
+                esc(&kill
+                    .memory
+                    .as_ref()
+                    .map_or_else(|| "?".to_owned(), breakdown)),
+                esc(kill.memory_source.as_deref().unwrap_or("?")),
+                esc(kill.verdict.kind.label()),
+                esc(&kill.verdict.reason),
             );
         }
         h.push_str("</table>\n");
     }
-    let r = &c.reclaim;
-    if r.episodes > 0 {
+    let reclaim = &c.reclaim;
+    if reclaim.episodes > 0 {
         let _ = writeln!(
             h,
             "<h4>Reclaim</h4><p>{} episodes, <b>{} freed nothing</b>; reclaimed {}, {:.0} µs in \
              all, longest {:.0} µs.</p>",
-            r.episodes,
-            r.failures,
-            human_bytes(r.reclaimed_bytes),
-            r.total_duration_us,
-            r.max_duration_us
+            reclaim.episodes,
+            reclaim.failures,
+            human_bytes(reclaim.reclaimed_bytes),
+            reclaim.total_duration_us,
+            reclaim.max_duration_us
         );
-        if !r.listed_failures.is_empty() {
+        if !reclaim.listed_failures.is_empty() {
             h.push_str("<table><tr><th>reclaim that freed nothing</th><th>pid</th><th>cgroup</th><th>order</th><th>gfp</th><th>µs</th></tr>\n");
-            for f in &r.listed_failures {
+            for f in &reclaim.listed_failures {
                 let _ = writeln!(
                     h,
                     "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.0}</td></tr>",
@@ -215,27 +218,27 @@ fn container(
             h.push_str("</table>\n");
         }
     }
-    let p = &c.page_cache;
-    if p.intervals > 0 {
+    let cache = &c.page_cache;
+    if cache.intervals > 0 {
         let _ = writeln!(
             h,
             "<h4>Page cache</h4><p>{} net (added {}, removed {}) over {} intervals.</p>",
-            signed(p.net_bytes),
-            human_bytes(p.added_bytes),
-            human_bytes(p.removed_bytes),
-            p.intervals
+            signed(cache.net_bytes),
+            human_bytes(cache.added_bytes),
+            human_bytes(cache.removed_bytes),
+            cache.intervals
         );
-        files(h, &p.top_files);
+        files(h, &cache.top_files);
     }
-    let k = &c.slab;
-    if let (Some(first), Some(last)) = (k.first_kernel_bytes, k.last_kernel_bytes) {
+    let slab = &c.slab;
+    if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes) {
         let _ = writeln!(
             h,
             "<h4>Slab (kernel memory)</h4><p>{} at the first sample, {} at the last ({}), peak {}.</p>",
             human_bytes(first),
             human_bytes(last),
-            signed(k.growth_bytes.unwrap_or(0)),
-            opt(k.peak_kernel_bytes)
+            signed(slab.growth_bytes.unwrap_or(0)),
+            opt(slab.peak_kernel_bytes)
         );
     }
     h.push_str("</section>\n");

@@ -494,7 +494,7 @@ impl ReportBuilder {
                 top_files: c.page_cache.top_files.iter().take(5).cloned().collect(),
             })
             .collect();
-        page_cache_growers.sort_by(|a, b| b.net_bytes.cmp(&a.net_bytes));
+        page_cache_growers.sort_by_key(|g| std::cmp::Reverse(g.net_bytes));
         page_cache_growers.truncate(LISTED_GROWERS);
         let DyingAcc {
             mut report,
@@ -858,10 +858,10 @@ pub(crate) mod tests {
         let g = &r.page_cache_growers[0];
         assert_eq!(g.name, "backup.service");
         assert_eq!(g.added_bytes, 50 * MIB);
-        assert_eq!(g.net_bytes, 47 * MIB as i64);
+        assert_eq!(g.net_bytes, 47 << 20);
         let inodes: Vec<u64> = g.top_files.iter().map(|f| f.inode).collect();
         assert_eq!(inodes, [11, 12]);
-        assert_eq!(g.top_files[0].net_bytes, 42 * MIB as i64);
+        assert_eq!(g.top_files[0].net_bytes, 42 << 20);
     }
 
     #[test]

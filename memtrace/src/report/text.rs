@@ -78,8 +78,8 @@ fn container(s: &mut String, c: &ContainerReport) {
     s.push('\n');
     if !c.oom_kills.is_empty() {
         let _ = writeln!(s, "  OOM kills: {}", c.oom_kills.len());
-        for k in &c.oom_kills {
-            oom(s, k);
+        for kill in &c.oom_kills {
+            oom(s, kill);
         }
     }
     if let Some(cgroup) = &c.memory_cgroup {
@@ -95,31 +95,31 @@ fn container(s: &mut String, c: &ContainerReport) {
             opt_bytes(ws),
         );
     }
-    let p = &c.page_cache;
-    if p.intervals > 0 {
+    let cache = &c.page_cache;
+    if cache.intervals > 0 {
         let _ = writeln!(
             s,
             "  page cache: {} net (added {}, removed {}) over {} intervals",
-            signed(p.net_bytes),
-            human_bytes(p.added_bytes),
-            human_bytes(p.removed_bytes),
-            p.intervals
+            signed(cache.net_bytes),
+            human_bytes(cache.added_bytes),
+            human_bytes(cache.removed_bytes),
+            cache.intervals
         );
-        files(s, &p.top_files, "    ");
+        files(s, &cache.top_files, "    ");
     }
-    let r = &c.reclaim;
-    if r.episodes > 0 {
+    let reclaim = &c.reclaim;
+    if reclaim.episodes > 0 {
         let _ = writeln!(
             s,
             "  reclaim: {} episodes, {} freed nothing; reclaimed {}, {:.0}µs in all, longest \
              {:.0}µs",
-            r.episodes,
-            r.failures,
-            human_bytes(r.reclaimed_bytes),
-            r.total_duration_us,
-            r.max_duration_us
+            reclaim.episodes,
+            reclaim.failures,
+            human_bytes(reclaim.reclaimed_bytes),
+            reclaim.total_duration_us,
+            reclaim.max_duration_us
         );
-        for f in &r.listed_failures {
+        for f in &reclaim.listed_failures {
             let _ = writeln!(
                 s,
                 "    freed nothing: {} pid {} in {} order {} gfp {} ({:.0}µs)",
@@ -131,23 +131,23 @@ fn container(s: &mut String, c: &ContainerReport) {
                 f.duration_us
             );
         }
-        if r.failures > r.listed_failures.len() as u64 {
+        if reclaim.failures > reclaim.listed_failures.len() as u64 {
             let _ = writeln!(
                 s,
                 "    … and {} more",
-                r.failures - r.listed_failures.len() as u64
+                reclaim.failures - reclaim.listed_failures.len() as u64
             );
         }
     }
-    let k = &c.slab;
-    if let (Some(first), Some(last)) = (k.first_kernel_bytes, k.last_kernel_bytes) {
+    let slab = &c.slab;
+    if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes) {
         let _ = writeln!(
             s,
             "  slab (kernel memory): {} at the first sample, {} at the last ({}), peak {}",
             human_bytes(first),
             human_bytes(last),
-            signed(k.growth_bytes.unwrap_or(0)),
-            opt_bytes(k.peak_kernel_bytes)
+            signed(slab.growth_bytes.unwrap_or(0)),
+            opt_bytes(slab.peak_kernel_bytes)
         );
     }
 }

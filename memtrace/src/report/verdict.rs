@@ -101,16 +101,14 @@ pub fn judge(evidence: &Evidence<'_>) -> Verdict {
                 .to_owned(),
         };
     };
+    cache_or_slab(at, evidence).unwrap_or_else(|| anon_or_limit(at, evidence))
+}
+
+/// Rules 1 and 2: what the kill's breakdown alone says.
+fn cache_or_slab(at: &MemoryPoint, evidence: &Evidence<'_>) -> Option<Verdict> {
     let usage = at.usage.unwrap_or(0);
-    let anon = at.anon.unwrap_or(0);
     let file = at.file.unwrap_or(0);
     let kernel = at.kernel.unwrap_or(0);
-    let limit = at
-        .limit
-        .or_else(|| evidence.history.iter().find_map(|m| m.limit));
-    let of_limit = limit.map_or_else(String::new, |l| format!(" of the {} limit", human_bytes(l)));
-    let first = evidence.history.first();
-
     let cache_heavy = share(file, usage) >= CACHE_SHARE;
     let slab_heavy = share(kernel, usage) >= SLAB_SHARE;
     if cache_heavy && (!slab_heavy || file >= kernel) {
@@ -122,7 +120,7 @@ pub fn judge(evidence: &Evidence<'_>) -> Verdict {
         } else {
             String::new()
         };
-        return Verdict {
+        return Some(Verdict {
             kind: VerdictKind::PageCacheNotReclaimed,
             reason: format!(
                 "page cache was {} ({}) of the {} in use at the kill and reclaim could not free \
@@ -131,15 +129,17 @@ pub fn judge(evidence: &Evidence<'_>) -> Verdict {
                 human_bytes(file),
                 human_bytes(usage),
             ),
-        };
+        });
     }
-    if slab_heavy {
-        let growth = first
+    slab_heavy.then(|| {
+        let growth = evidence
+            .history
+            .first()
             .and_then(|f| f.kernel)
             .map_or_else(String::new, |before| {
                 format!(", up from {} at the first sample", human_bytes(before))
             });
-        return Verdict {
+        Verdict {
             kind: VerdictKind::SlabGrowth,
             reason: format!(
                 "kernel memory (slab: dentries, inodes, sockets …) was {} ({}) of the {} in use \
@@ -148,11 +148,22 @@ pub fn judge(evidence: &Evidence<'_>) -> Verdict {
                 human_bytes(kernel),
                 human_bytes(usage),
             ),
-        };
-    }
+        }
+    })
+}
 
-    let anon_before = first.and_then(|f| f.anon);
-    let grew = anon_before.map(|before| anon.saturating_sub(before));
+/// Rules 3 to 5: anon, and whether it grew or was always there.
+fn anon_or_limit(at: &MemoryPoint, evidence: &Evidence<'_>) -> Verdict {
+    let usage = at.usage.unwrap_or(0);
+    let anon = at.anon.unwrap_or(0);
+    let limit = at
+        .limit
+        .or_else(|| evidence.history.iter().find_map(|m| m.limit));
+    let of_limit = limit.map_or_else(String::new, |l| format!(" of the {} limit", human_bytes(l)));
+    let first = evidence.history.first();
+    let grew = first
+        .and_then(|f| f.anon)
+        .map(|before| anon.saturating_sub(before));
     let growth_counts = |g: u64| limit.is_none_or(|l| share(g, l) >= GROWTH_SHARE);
     match (first, grew) {
         (Some(first), Some(g)) if growth_counts(g) => Verdict {
@@ -280,7 +291,7 @@ mod tests {
     fn usage_at_the_limit_from_the_start_is_a_limit_set_too_low() {
         let v = judge_with(
             point(LIMIT, 60 * MIB, 2 * MIB, 2 * MIB),
-            &[point(58 * MIB, 56 * MIB, 1 * MIB, MIB)],
+            &[point(58 * MIB, 56 * MIB, MIB, MIB)],
         );
         assert_eq!(v.kind, VerdictKind::LimitTooLow, "{v:?}");
         assert!(v.reason.contains("91%"), "{}", v.reason);
