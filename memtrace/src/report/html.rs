@@ -113,13 +113,14 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
     if r.page_cache_growers.is_empty() {
         h.push_str("<p>No container's page cache grew.</p>\n");
     } else {
-        h.push_str("<table><tr><th>#</th><th>container</th><th>net</th><th>added</th><th>removed</th><th>top files</th></tr>\n");
+        h.push_str("<table><tr><th>#</th><th>container</th><th>peak growth</th><th>at the end</th><th>added</th><th>removed</th><th>top files</th></tr>\n");
         for (i, g) in r.page_cache_growers.iter().enumerate() {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>",
                 i + 1,
                 esc(&g.name),
+                signed(g.peak_net_bytes),
                 signed(g.net_bytes),
                 human_bytes(g.added_bytes),
                 human_bytes(g.removed_bytes)
@@ -127,10 +128,10 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
             for f in &g.top_files {
                 let _ = write!(
                     h,
-                    "dev {} inode {} {}<br>",
+                    "dev {} inode {} {} at the peak<br>",
                     esc(&f.device),
                     f.inode,
-                    signed(f.net_bytes)
+                    signed(f.peak_net_bytes)
                 );
             }
             h.push_str("</td></tr>\n");
@@ -222,7 +223,9 @@ fn container(
     if cache.intervals > 0 {
         let _ = writeln!(
             h,
-            "<h4>Page cache</h4><p>{} net (added {}, removed {}) over {} intervals.</p>",
+            "<h4>Page cache</h4><p>{} at the peak, {} at the end (added {}, removed {}) over {} \
+             intervals.</p>",
+            signed(cache.peak_net_bytes),
             signed(cache.net_bytes),
             human_bytes(cache.added_bytes),
             human_bytes(cache.removed_bytes),
@@ -250,14 +253,15 @@ fn files(h: &mut String, files: &[FileGrowth]) {
         return;
     }
     h.push_str(
-        "<table><tr><th>device</th><th>inode</th><th>net</th><th>added</th><th>removed</th></tr>\n",
+        "<table><tr><th>device</th><th>inode</th><th>peak growth</th><th>at the end</th><th>added</th><th>removed</th></tr>\n",
     );
     for f in files {
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&f.device),
             f.inode,
+            signed(f.peak_net_bytes),
             signed(f.net_bytes),
             human_bytes(f.added_bytes),
             human_bytes(f.removed_bytes)

@@ -56,7 +56,7 @@ pub struct Report {
     pub last_timestamp_ns: Option<u64>,
     /// Containers with OOM kills first, then by peak usage.
     pub containers: Vec<ContainerReport>,
-    /// Containers whose page cache grew most, largest first.
+    /// Containers whose page cache grew most at its peak, largest first.
     pub page_cache_growers: Vec<CacheGrower>,
     pub dying: DyingReport,
 }
@@ -140,8 +140,12 @@ pub struct PageCache {
     pub intervals: u64,
     pub added_bytes: u64,
     pub removed_bytes: u64,
+    /// Growth over the whole recording.
     pub net_bytes: i64,
-    /// Largest net growth first.
+    /// The most it had grown at any point of the recording: cache that grew to the limit and
+    /// was then reclaimed or dropped with its cgroup still counts as the growth it was.
+    pub peak_net_bytes: i64,
+    /// Largest peak growth first.
     pub top_files: Vec<FileGrowth>,
 }
 
@@ -150,14 +154,18 @@ pub struct FileGrowth {
     /// `major:minor`.
     pub device: String,
     pub inode: u64,
+    /// Summed over the intervals where the file was among the top files (the kernel side
+    /// reports only those), so a lower bound.
     pub added_bytes: u64,
     pub removed_bytes: u64,
     pub net_bytes: i64,
+    pub peak_net_bytes: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CacheGrower {
     pub name: String,
+    pub peak_net_bytes: i64,
     pub net_bytes: i64,
     pub added_bytes: u64,
     pub removed_bytes: u64,
@@ -378,6 +386,7 @@ impl ReportBuilder {
         acc.cache.added_bytes = acc.cache.added_bytes.saturating_add(e.added_bytes);
         acc.cache.removed_bytes = acc.cache.removed_bytes.saturating_add(e.removed_bytes);
         acc.cache.net_bytes = acc.cache.net_bytes.saturating_add(e.net_bytes);
+        acc.cache.peak_net_bytes = acc.cache.peak_net_bytes.max(acc.cache.net_bytes);
         for f in &e.top_files {
             let file = acc
                 .files
@@ -388,10 +397,12 @@ impl ReportBuilder {
                     added_bytes: 0,
                     removed_bytes: 0,
                     net_bytes: 0,
+                    peak_net_bytes: 0,
                 });
             file.added_bytes = file.added_bytes.saturating_add(f.added_bytes);
             file.removed_bytes = file.removed_bytes.saturating_add(f.removed_bytes);
             file.net_bytes = file.net_bytes.saturating_add(f.net_bytes);
+            file.peak_net_bytes = file.peak_net_bytes.max(file.net_bytes);
         }
     }
 
@@ -485,16 +496,17 @@ impl ReportBuilder {
         });
         let mut page_cache_growers: Vec<CacheGrower> = containers
             .iter()
-            .filter(|c| c.page_cache.net_bytes > 0)
+            .filter(|c| c.page_cache.peak_net_bytes > 0)
             .map(|c| CacheGrower {
                 name: c.name.clone(),
+                peak_net_bytes: c.page_cache.peak_net_bytes,
                 net_bytes: c.page_cache.net_bytes,
                 added_bytes: c.page_cache.added_bytes,
                 removed_bytes: c.page_cache.removed_bytes,
                 top_files: c.page_cache.top_files.iter().take(5).cloned().collect(),
             })
             .collect();
-        page_cache_growers.sort_by_key(|g| std::cmp::Reverse(g.net_bytes));
+        page_cache_growers.sort_by_key(|g| std::cmp::Reverse(g.peak_net_bytes));
         page_cache_growers.truncate(LISTED_GROWERS);
         let DyingAcc {
             mut report,
@@ -543,8 +555,8 @@ impl ContainerAcc {
         let oom_kills = self.ooms.iter().map(|p| oom_report(p, samples)).collect();
         let mut files: Vec<FileGrowth> = self.files.into_values().collect();
         files.sort_by(|a, b| {
-            b.net_bytes
-                .cmp(&a.net_bytes)
+            b.peak_net_bytes
+                .cmp(&a.peak_net_bytes)
                 .then_with(|| b.added_bytes.cmp(&a.added_bytes))
                 .then_with(|| (&a.device, a.inode).cmp(&(&b.device, b.inode)))
         });
@@ -716,6 +728,11 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn cache(ns: u64, cgroup: Option<&str>, inode: u64, added: u64) -> Event {
+        cache_delta(ns, cgroup, inode, added, MIB)
+    }
+
+    fn cache_delta(ns: u64, cgroup: Option<&str>, inode: u64, added: u64, removed: u64) -> Event {
+        let signed = |n: u64| i64::try_from(n).expect("small");
         Event::Cache(CacheEvent {
             time: time(ns),
             timestamp_ns: ns,
@@ -724,14 +741,14 @@ pub(crate) mod tests {
             cgroup: cgroup.map(str::to_owned),
             container: cgroup.map(ContainerIdentity::from_cgroup_path),
             added_bytes: added,
-            removed_bytes: MIB,
-            net_bytes: i64::try_from(added).expect("small") - i64::try_from(MIB).expect("small"),
+            removed_bytes: removed,
+            net_bytes: signed(added) - signed(removed),
             top_files: vec![FileEvent {
                 device: "8:1".into(),
                 inode,
                 added_bytes: added,
-                removed_bytes: 0,
-                net_bytes: i64::try_from(added).expect("small"),
+                removed_bytes: removed,
+                net_bytes: signed(added) - signed(removed),
             }],
         })
     }
@@ -859,9 +876,36 @@ pub(crate) mod tests {
         assert_eq!(g.name, "backup.service");
         assert_eq!(g.added_bytes, 50 * MIB);
         assert_eq!(g.net_bytes, 47 << 20);
+        assert_eq!(g.peak_net_bytes, 47 << 20);
         let inodes: Vec<u64> = g.top_files.iter().map(|f| f.inode).collect();
         assert_eq!(inodes, [11, 12]);
-        assert_eq!(g.top_files[0].net_bytes, 42 << 20);
+        assert_eq!(g.top_files[0].net_bytes, 40 << 20);
+    }
+
+    #[test]
+    fn cache_that_grew_then_was_reclaimed_ranks_by_its_peak() {
+        let mut b = ReportBuilder::new();
+        for e in [
+            cache_delta(1, Some("/reader"), 5, 60 * MIB, 0),
+            cache_delta(2, Some("/reader"), 5, 4 * MIB, 64 * MIB),
+            cache_delta(1, Some("/steady"), 6, 10 * MIB, 0),
+        ] {
+            b.add(&e);
+        }
+        let r = b.finish(TraceInfo::default());
+        let names: Vec<(&str, i64, i64)> = r
+            .page_cache_growers
+            .iter()
+            .map(|g| (g.name.as_str(), g.peak_net_bytes, g.net_bytes))
+            .collect();
+        assert_eq!(
+            names,
+            [("/reader", 60 << 20, 0), ("/steady", 10 << 20, 10 << 20)]
+        );
+        assert_eq!(
+            r.page_cache_growers[0].top_files[0].peak_net_bytes,
+            60 << 20
+        );
     }
 
     #[test]

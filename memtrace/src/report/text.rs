@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 use super::model::{ContainerReport, FileGrowth, OomReport, Report};
 use crate::{attribution::MemoryStats, units::human_bytes};
 
+/// Reclaims that freed nothing, shown one by one (JSON and HTML list more).
+const TEXT_FAILURES: usize = 5;
+
 fn signed(n: i64) -> String {
     let sign = if n < 0 { "-" } else { "+" };
     format!("{sign}{}", human_bytes(n.unsigned_abs()))
@@ -54,9 +57,10 @@ pub fn render(r: &Report) -> String {
         for (i, g) in r.page_cache_growers.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "  {}. {} {} (added {}, removed {})",
+                "  {}. {} {} at the peak, {} at the end (added {}, removed {})",
                 i + 1,
                 g.name,
+                signed(g.peak_net_bytes),
                 signed(g.net_bytes),
                 human_bytes(g.added_bytes),
                 human_bytes(g.removed_bytes)
@@ -99,7 +103,8 @@ fn container(s: &mut String, c: &ContainerReport) {
     if cache.intervals > 0 {
         let _ = writeln!(
             s,
-            "  page cache: {} net (added {}, removed {}) over {} intervals",
+            "  page cache: {} at the peak, {} at the end (added {}, removed {}) over {} intervals",
+            signed(cache.peak_net_bytes),
             signed(cache.net_bytes),
             human_bytes(cache.added_bytes),
             human_bytes(cache.removed_bytes),
@@ -119,7 +124,7 @@ fn container(s: &mut String, c: &ContainerReport) {
             reclaim.total_duration_us,
             reclaim.max_duration_us
         );
-        for f in &reclaim.listed_failures {
+        for f in reclaim.listed_failures.iter().take(TEXT_FAILURES) {
             let _ = writeln!(
                 s,
                 "    freed nothing: {} pid {} in {} order {} gfp {} ({:.0}µs)",
@@ -131,12 +136,9 @@ fn container(s: &mut String, c: &ContainerReport) {
                 f.duration_us
             );
         }
-        if reclaim.failures > reclaim.listed_failures.len() as u64 {
-            let _ = writeln!(
-                s,
-                "    … and {} more",
-                reclaim.failures - reclaim.listed_failures.len() as u64
-            );
+        let shown = reclaim.listed_failures.len().min(TEXT_FAILURES) as u64;
+        if reclaim.failures > shown {
+            let _ = writeln!(s, "    … and {} more", reclaim.failures - shown);
         }
     }
     let slab = &c.slab;
@@ -219,9 +221,10 @@ fn files(s: &mut String, files: &[FileGrowth], indent: &str) {
     for f in files {
         let _ = writeln!(
             s,
-            "{indent}dev {} inode {} {} (added {}, removed {})",
+            "{indent}dev {} inode {} {} at the peak, {} at the end (added {}, removed {})",
             f.device,
             f.inode,
+            signed(f.peak_net_bytes),
             signed(f.net_bytes),
             human_bytes(f.added_bytes),
             human_bytes(f.removed_bytes)
@@ -275,8 +278,8 @@ mod tests {
             "memory at the kill (kernel_oom_report): anon 62.0MiB",
             "verdict: anon growth: anon memory grew by 61.0MiB",
             "reclaim: 3 episodes, 2 freed nothing",
-            "== top page-cache growers\n  1. backup.service +47.0MiB",
-            "dev 8:1 inode 11 +42.0MiB",
+            "== top page-cache growers\n  1. backup.service +47.0MiB at the peak",
+            "dev 8:1 inode 11 +40.0MiB at the peak",
             "2 removed while charged, 1 freed later (longest 2.5s dying); at most 1 dying",
             "still dying at the end: /gone-102",
         ] {

@@ -18,6 +18,8 @@
 //!    steady footprint does not fit.
 //! 5. Otherwise whatever is largest at the kill, said as such.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use super::model::MemoryPoint;
@@ -101,7 +103,17 @@ pub fn judge(evidence: &Evidence<'_>) -> Verdict {
                 .to_owned(),
         };
     };
-    cache_or_slab(at, evidence).unwrap_or_else(|| anon_or_limit(at, evidence))
+    let mut verdict = cache_or_slab(at, evidence).unwrap_or_else(|| anon_or_limit(at, evidence));
+    if evidence.reclaims > 0 {
+        // Reclaim always runs before a memcg OOM kill; how much of it freed nothing says how
+        // stuck the memory was (anon without swap, dirty or pinned cache).
+        let _ = write!(
+            verdict.reason,
+            "; {} of {} limit reclaims before the kill freed nothing",
+            evidence.ineffective_reclaims, evidence.reclaims
+        );
+    }
+    verdict
 }
 
 /// Rules 1 and 2: what the kill's breakdown alone says.
@@ -112,19 +124,11 @@ fn cache_or_slab(at: &MemoryPoint, evidence: &Evidence<'_>) -> Option<Verdict> {
     let cache_heavy = share(file, usage) >= CACHE_SHARE;
     let slab_heavy = share(kernel, usage) >= SLAB_SHARE;
     if cache_heavy && (!slab_heavy || file >= kernel) {
-        let reclaim = if evidence.reclaims > 0 {
-            format!(
-                "; {} of {} limit reclaims before the kill freed nothing",
-                evidence.ineffective_reclaims, evidence.reclaims
-            )
-        } else {
-            String::new()
-        };
         return Some(Verdict {
             kind: VerdictKind::PageCacheNotReclaimed,
             reason: format!(
                 "page cache was {} ({}) of the {} in use at the kill and reclaim could not free \
-                 it (dirty, under writeback, mapped or shmem pages){reclaim}",
+                 it (dirty, under writeback, mapped or shmem pages)",
                 percent(file, usage),
                 human_bytes(file),
                 human_bytes(usage),
