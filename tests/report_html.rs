@@ -119,8 +119,12 @@ fn html_report_opens_in_chromium_without_errors_and_shows_the_charts() {
         "a PNG with something drawn ({} bytes)",
         bytes.len()
     );
+    // To look at what the test saw: MEMTRACE_TEST_KEEP_REPORT=/tmp/x keeps x.html, x.png and
+    // x.mtrace.
     if let Some(keep) = std::env::var_os("MEMTRACE_TEST_KEEP_REPORT") {
         std::fs::copy(&html, Path::new(&keep).with_extension("html")).expect("keep html");
         std::fs::copy(&png, Path::new(&keep).with_extension("png")).expect("keep png");
+        std::fs::copy(&incident.trace, Path::new(&keep).with_extension("mtrace"))
+            .expect("keep the trace");
     }
 }

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// What the host's integration tests need besides memtrace: Chromium, to open the HTML report
-/// headless the way a person would (tests/report_html.rs).
+/// headless the way a person would (`tests/report_html.rs`).
 pub const TEST_PACKAGES: &[&str] = &["chromium"];
 
 #[derive(Args)]

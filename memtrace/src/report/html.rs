@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{
     chart::{self, ChartError},
-    model::{ContainerReport, FileGrowth, Report},
+    model::{ContainerReport, FileGrowth, Reclaim, Report},
     text::breakdown,
 };
 use crate::units::human_bytes;
@@ -20,7 +20,7 @@ h1{font-size:1.5em}h2{margin-top:2em;border-bottom:1px solid #ccc}\
 section.container{margin:1.5em 0;padding:.5em 1em;border:1px solid #ddd;border-radius:6px}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.2em .5em;\
 text-align:left;vertical-align:top;font-size:.9em}th{background:#f4f4f4}\
-.verdict{font-weight:bold;color:#b00}.meta{color:#555}code{font-size:.9em}\
+.verdict{font-weight:bold;color:#b00}.meta{color:#555}code{font-size:.85em;word-break:break-all}\
 figure{margin:.5em 0}svg{max-width:100%;height:auto}";
 
 /// Escapes text for HTML element content and attribute values.
@@ -190,35 +190,7 @@ fn container(
         }
         h.push_str("</table>\n");
     }
-    let reclaim = &c.reclaim;
-    if reclaim.episodes > 0 {
-        let _ = writeln!(
-            h,
-            "<h4>Reclaim</h4><p>{} episodes, <b>{} freed nothing</b>; reclaimed {}, {:.0} µs in \
-             all, longest {:.0} µs.</p>",
-            reclaim.episodes,
-            reclaim.failures,
-            human_bytes(reclaim.reclaimed_bytes),
-            reclaim.total_duration_us,
-            reclaim.max_duration_us
-        );
-        if !reclaim.listed_failures.is_empty() {
-            h.push_str("<table><tr><th>reclaim that freed nothing</th><th>pid</th><th>cgroup</th><th>order</th><th>gfp</th><th>µs</th></tr>\n");
-            for f in &reclaim.listed_failures {
-                let _ = writeln!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.0}</td></tr>",
-                    esc(&f.time),
-                    f.pid,
-                    esc(f.cgroup.as_deref().unwrap_or("?")),
-                    f.order,
-                    esc(&f.gfp_flags),
-                    f.duration_us
-                );
-            }
-            h.push_str("</table>\n");
-        }
-    }
+    reclaim(h, &c.reclaim);
     let cache = &c.page_cache;
     if cache.intervals > 0 {
         let _ = writeln!(
@@ -246,6 +218,42 @@ fn container(
     }
     h.push_str("</section>\n");
     Ok(())
+}
+
+fn reclaim(h: &mut String, reclaim: &Reclaim) {
+    if reclaim.episodes > 0 {
+        let _ = writeln!(
+            h,
+            "<h4>Reclaim</h4><p>{} episodes, <b>{} freed nothing</b>; reclaimed {}, {:.0} µs in \
+             all, longest {:.0} µs.</p>",
+            reclaim.episodes,
+            reclaim.failures,
+            human_bytes(reclaim.reclaimed_bytes),
+            reclaim.total_duration_us,
+            reclaim.max_duration_us
+        );
+        if !reclaim.listed_failures.is_empty() {
+            let _ = write!(
+                h,
+                "<details><summary>the first {} that freed nothing</summary>",
+                reclaim.listed_failures.len()
+            );
+            h.push_str("<table><tr><th>reclaim that freed nothing</th><th>pid</th><th>cgroup</th><th>order</th><th>gfp</th><th>µs</th></tr>\n");
+            for f in &reclaim.listed_failures {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.0}</td></tr>",
+                    esc(&f.time),
+                    f.pid,
+                    esc(f.cgroup.as_deref().unwrap_or("?")),
+                    f.order,
+                    esc(&f.gfp_flags),
+                    f.duration_us
+                );
+            }
+            h.push_str("</table></details>\n");
+        }
+    }
 }
 
 fn files(h: &mut String, files: &[FileGrowth]) {

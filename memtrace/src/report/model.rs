@@ -274,7 +274,27 @@ struct ContainerAcc {
     cache: PageCache,
     files: HashMap<(String, u64), FileGrowth>,
     reclaim: Reclaim,
-    marks: BTreeMap<(u64, MarkKind), u32>,
+    /// Per bucket and kind: the first timestamp in the bucket and how many.
+    marks: BTreeMap<(u64, MarkKind), (u64, u32)>,
+}
+
+impl ContainerAcc {
+    /// Counts a mark; reclaims of a kind in the same [`MARK_BUCKET_NS`] (aligned on the clock)
+    /// are one mark, drawn at the first of them.
+    fn mark(&mut self, timestamp_ns: u64, kind: MarkKind) {
+        let bucket = match kind {
+            MarkKind::OomKill => timestamp_ns,
+            MarkKind::Reclaim | MarkKind::ReclaimFailed => {
+                timestamp_ns - timestamp_ns % MARK_BUCKET_NS
+            }
+        };
+        let (first, count) = self
+            .marks
+            .entry((bucket, kind))
+            .or_insert((timestamp_ns, 0));
+        *first = (*first).min(timestamp_ns);
+        *count += 1;
+    }
 }
 
 struct PendingOom {
@@ -361,9 +381,7 @@ impl ReportBuilder {
 
     fn oom_kill(&mut self, e: &OomKill) {
         let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
-        *acc.marks
-            .entry((e.timestamp_ns, MarkKind::OomKill))
-            .or_default() += 1;
+        acc.mark(e.timestamp_ns, MarkKind::OomKill);
         let pending = PendingOom {
             event: e.clone(),
             reclaims: acc.reclaim.episodes,
@@ -430,8 +448,7 @@ impl ReportBuilder {
         } else {
             MarkKind::Reclaim
         };
-        let bucket = e.timestamp_ns - e.timestamp_ns % MARK_BUCKET_NS;
-        *acc.marks.entry((bucket, kind)).or_default() += 1;
+        acc.mark(e.timestamp_ns, kind);
     }
 
     fn cgroup(&mut self, e: &CgroupEvent) {
@@ -538,11 +555,28 @@ impl ContainerAcc {
             .filter(|c| samples.contains_key(*c))
             .min_by_key(|c| (c.len(), (*c).clone()))
             .cloned();
-        let memory = memory_cgroup
+        let mut memory = memory_cgroup
             .as_ref()
             .and_then(|c| samples.get(c))
             .cloned()
             .unwrap_or_default();
+        let oom_kills: Vec<OomReport> = self.ooms.iter().map(|p| oom_report(p, samples)).collect();
+        // The kernel's report is a sample too, at the moment that matters most: a workload
+        // that allocates to its limit between two samples would otherwise never reach it on
+        // the chart.
+        for kill in &oom_kills {
+            let limit_memcg = kill.limit_cgroup.as_ref().or(kill.cgroup.as_ref());
+            if limit_memcg == memory_cgroup.as_ref()
+                && kill.memory_source.as_deref() == Some(MEMORY_FROM_KERNEL_REPORT)
+                && let Some(m) = &kill.memory
+            {
+                let at = memory.partition_point(|p| p.timestamp_ns <= kill.timestamp_ns);
+                memory.insert(
+                    at,
+                    MemoryPoint::new(kill.timestamp_ns, kill.time.clone(), m),
+                );
+            }
+        }
         let kernel: Vec<u64> = memory.iter().filter_map(|m| m.kernel).collect();
         let slab = Slab {
             first_kernel_bytes: kernel.first().copied(),
@@ -552,7 +586,6 @@ impl ContainerAcc {
                 i64::try_from(b).unwrap_or(i64::MAX) - i64::try_from(a).unwrap_or(i64::MAX)
             }),
         };
-        let oom_kills = self.ooms.iter().map(|p| oom_report(p, samples)).collect();
         let mut files: Vec<FileGrowth> = self.files.into_values().collect();
         files.sort_by(|a, b| {
             b.peak_net_bytes
@@ -577,7 +610,7 @@ impl ContainerAcc {
             marks: self
                 .marks
                 .into_iter()
-                .map(|((timestamp_ns, kind), count)| Mark {
+                .map(|((_, kind), (timestamp_ns, count))| Mark {
                     timestamp_ns,
                     kind,
                     count,
@@ -841,7 +874,13 @@ pub(crate) mod tests {
         );
         assert_eq!(kill.verdict.kind, VerdictKind::AnonGrowth, "{kill:?}");
         assert!(kill.verdict.reason.contains("grew by 61.0MiB"), "{kill:?}");
-        assert_eq!(first.memory.len(), 3, "the container's timeline");
+        assert_eq!(
+            first.memory.len(),
+            4,
+            "samples and the kernel's report at the kill"
+        );
+        assert_eq!(first.memory[3].timestamp_ns, kill.timestamp_ns);
+        assert_eq!(first.memory[3].anon, Some(62 * MIB));
         assert_eq!(
             first.memory_cgroup.as_deref(),
             Some(container_path().as_str())
