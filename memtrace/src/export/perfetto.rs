@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::{
     attribution::ContainerIdentity,
     event::{CacheEvent, CgroupEvent, Event, OomKill, ReclaimEvent, StatsEvent},
-    report::{TraceInfo, owner},
+    report::{Owner, TraceInfo},
 };
 
 /// The process that holds node-wide tracks (cgroup lifecycle, dying memcgs).
@@ -89,12 +89,12 @@ impl<W: Write> PerfettoWriter<W> {
         cgroup: Option<&str>,
         container: Option<&ContainerIdentity>,
     ) -> io::Result<u32> {
-        let name = owner(cgroup, container);
-        if let Some(&pid) = self.pids.get(&name) {
+        let Owner { key, name } = Owner::of(cgroup, container);
+        if let Some(&pid) = self.pids.get(&key) {
             return Ok(pid);
         }
         let pid = NODE_PID + 1 + u32::try_from(self.pids.len()).unwrap_or(u32::MAX - 2);
-        self.pids.insert(name.clone(), pid);
+        self.pids.insert(key, pid);
         self.element(
             &json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
                              "args": {"name": name}}),

@@ -15,7 +15,7 @@ mod verdict;
 pub use html::render as html;
 pub use model::{
     CacheGrower, ContainerReport, DyingReport, FileGrowth, Mark, MarkKind, MemoryPoint, OomReport,
-    PageCache, Reclaim, ReclaimFailure, Report, ReportBuilder, Slab, TraceInfo, owner,
+    Owner, PageCache, Reclaim, ReclaimFailure, Report, ReportBuilder, Slab, TraceInfo,
 };
 pub use text::render as text;
 pub use verdict::{

@@ -260,7 +260,7 @@ pub struct ReportBuilder {
     events: u64,
     first: Option<(u64, String)>,
     last: Option<(u64, String)>,
-    containers: BTreeMap<String, ContainerAcc>,
+    containers: BTreeMap<Owner, ContainerAcc>,
     /// Samples per cgroup (not per container): an OOM's history is its limit memcg's.
     samples: HashMap<String, Vec<MemoryPoint>>,
     dying: DyingAcc,
@@ -311,11 +311,37 @@ struct DyingAcc {
 
 /// Who owns a cgroup in the report (and a track in the Perfetto export): its container, pod or
 /// unit, else the cgroup itself.
-#[must_use]
-pub fn owner(cgroup: Option<&str>, container: Option<&ContainerIdentity>) -> String {
-    match container {
-        Some(c) if c.kind() != IdentityKind::Unknown => c.display_name(),
-        _ => cgroup.unwrap_or("(unknown cgroup)").to_owned(),
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner {
+    /// Unique: the full container id, the pod UID, the unit, or the cgroup path. Two containers
+    /// whose names read the same (a restarted pod's container) stay apart.
+    pub key: String,
+    /// For people: `namespace/pod/container`, `runtime:shortid`, … or the cgroup path.
+    pub name: String,
+}
+
+impl Owner {
+    #[must_use]
+    pub fn of(cgroup: Option<&str>, container: Option<&ContainerIdentity>) -> Self {
+        let path = || cgroup.unwrap_or("(unknown cgroup)").to_owned();
+        let Some(c) = container.filter(|c| c.kind() != IdentityKind::Unknown) else {
+            return Self {
+                key: format!("cgroup {}", path()),
+                name: path(),
+            };
+        };
+        let key = match (c.kind(), &c.container_id, &c.pod_uid, &c.systemd_unit) {
+            // A conmon scope carries the id of the container it watches: not the same owner.
+            (IdentityKind::Container, Some(id), _, _) if c.is_conmon() => format!("conmon {id}"),
+            (IdentityKind::Container, Some(id), _, _) => format!("container {id}"),
+            (IdentityKind::Pod, _, Some(uid), _) => format!("pod {uid}"),
+            (IdentityKind::SystemdUnit, _, _, Some(unit)) => format!("unit {unit}"),
+            _ => format!("cgroup {}", path()),
+        };
+        Self {
+            key,
+            name: c.display_name(),
+        }
     }
 }
 
@@ -365,7 +391,10 @@ impl ReportBuilder {
         cgroup: Option<&str>,
         container: Option<&ContainerIdentity>,
     ) -> &mut ContainerAcc {
-        let acc = self.containers.entry(owner(cgroup, container)).or_default();
+        let acc = self
+            .containers
+            .entry(Owner::of(cgroup, container))
+            .or_default();
         if acc.container.is_none() {
             acc.container = container
                 .filter(|c| c.kind() != IdentityKind::Unknown)
@@ -501,7 +530,7 @@ impl ReportBuilder {
         } = self;
         let mut containers: Vec<ContainerReport> = containers
             .into_iter()
-            .map(|(name, acc)| acc.finish(name, &samples))
+            .map(|(owner, acc)| acc.finish(owner.name, &samples))
             .collect();
         let peak = |c: &ContainerReport| c.memory.iter().filter_map(|m| m.usage).max();
         containers.sort_by(|a, b| {
@@ -991,6 +1020,21 @@ pub(crate) mod tests {
         assert_eq!(kill.verdict.kind, VerdictKind::PageCacheNotReclaimed);
         assert_eq!(r.first_timestamp_ns, Some(0));
         assert_eq!(r.last_timestamp_ns, Some(3_000));
+    }
+
+    #[test]
+    fn containers_whose_names_read_the_same_stay_apart() {
+        let twins = [
+            format!("/docker/{}", "ab".repeat(32)),
+            format!("/docker/{}", "ab".repeat(6) + &"cd".repeat(26)),
+        ];
+        let mut b = ReportBuilder::new();
+        for c in &twins {
+            b.add(&stats(1, c, MIB, MIB));
+        }
+        let r = b.finish(TraceInfo::default());
+        assert_eq!(r.containers.len(), 2);
+        assert!(r.containers.iter().all(|c| c.name == "docker:abababababab"));
     }
 
     #[test]
