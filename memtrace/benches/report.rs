@@ -6,11 +6,7 @@
 //! and removed), written through the real trace writer to
 //! `target/bench/report-input.mtrace`, so `memtrace report` can be timed on it too (and shows
 //! its progress bar there).
-#![expect(
-    clippy::cast_precision_loss,
-    clippy::missing_panics_doc,
-    reason = "a benchmark: rates for people, and it stops on the first failure"
-)]
+#![expect(clippy::cast_precision_loss, reason = "a benchmark: rates for people")]
 
 use std::{
     io,
@@ -116,10 +112,10 @@ fn node_hour() -> Vec<Observed> {
                 }));
             }
             // A reclaim storm in one container in ten, a few seconds in every minute.
-            if i % 10 == 0 && second % 60 < 3 {
+            if i.is_multiple_of(10) && second % 60 < 3 {
                 for r in 0..10 {
                     out.push(kernel(
-                        Record::Reclaim(ReclaimRecord {
+                        &Record::Reclaim(ReclaimRecord {
                             header: header(EventKind::Reclaim, t + 600_000 + r * 1000),
                             memcg_id: i,
                             duration_ns: 20_000 + rng.next(200_000),
@@ -129,18 +125,18 @@ fn node_hour() -> Vec<Observed> {
                             pid: 1000 + u32::try_from(i).unwrap_or(0),
                         }),
                         path,
-                        identity,
+                        identity.as_ref(),
                     ));
                 }
             }
-            if second % 300 == 299 && i % 10 == 0 {
-                out.push(oom(t + 700_000, i, path, identity));
+            if second % 300 == 299 && i.is_multiple_of(10) {
+                out.push(oom(t + 700_000, i, path, identity.as_ref()));
             }
         }
         if second % 30 == 0 {
             for action in [CGROUP_MKDIR, CGROUP_RMDIR] {
                 out.push(kernel(
-                    Record::Cgroup(CgroupRecord {
+                    &Record::Cgroup(CgroupRecord {
                         header: header(EventKind::Cgroup, t + 800_000),
                         memcg_id: 10_000 + second,
                         action,
@@ -149,7 +145,7 @@ fn node_hour() -> Vec<Observed> {
                         ..CgroupRecord::default()
                     }),
                     &format!("/system.slice/job-{second}.scope"),
-                    &None,
+                    None,
                 ));
             }
         }
@@ -165,18 +161,18 @@ fn header(kind: EventKind, timestamp_ns: u64) -> EventHeader {
     }
 }
 
-fn kernel(record: Record, path: &str, identity: &Option<ContainerIdentity>) -> Observed {
+fn kernel(record: &Record, path: &str, identity: Option<&ContainerIdentity>) -> Observed {
     Observed::Kernel {
-        record,
+        record: *record,
         context: Context {
             cgroup: Some(path.to_owned()),
-            container: identity.clone(),
+            container: identity.cloned(),
             ..Context::default()
         },
     }
 }
 
-fn oom(t: u64, i: u64, path: &str, identity: &Option<ContainerIdentity>) -> Observed {
+fn oom(t: u64, i: u64, path: &str, identity: Option<&ContainerIdentity>) -> Observed {
     let mut comm = [0u8; 16];
     comm[..4].copy_from_slice(b"java");
     Observed::Kernel {
@@ -192,7 +188,7 @@ fn oom(t: u64, i: u64, path: &str, identity: &Option<ContainerIdentity>) -> Obse
         }),
         context: Context {
             cgroup: Some(path.to_owned()),
-            container: identity.clone(),
+            container: identity.cloned(),
             memcg_limit_bytes: Some(512 * MIB),
             memcg_usage_bytes: Some(512 * MIB),
             oom: Some(OomContext {

@@ -501,9 +501,10 @@ pub fn record_incident(name: &str, memhog: &str, tmp_dir: &str) -> Incident {
     drop(cache);
     drop(oom);
     thread::sleep(Duration::from_millis(300));
+    // Reclaiming the parent frees what pins the removed reader, so it is released (freed) too.
     docker.reclaim_all();
     drop(docker);
-    thread::sleep(Duration::from_millis(700));
+    thread::sleep(Duration::from_millis(1500));
     let out = recorder.stop();
     assert!(out.status.success(), "record failed: {out:?}");
 

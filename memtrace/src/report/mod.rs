@@ -5,6 +5,12 @@
 //! - `verdict`: why an OOM kill happened, with its thresholds.
 //! - `text`, `html` (with `chart` for its SVG timelines): renderers; JSON is the model
 //!   serialized.
+//!
+//! A new event kind is wired where the compiler says, as every match on events and marks is
+//! exhaustive: [`ReportBuilder::add`] folds it into its section (`slab` events into a per-cache
+//! list next to [`Slab`]'s kernel-memory numbers; a `charge_fail` into a new [`MarkKind`],
+//! which `chart` must then give a colour, and a count next to [`Reclaim`]'s), and the Perfetto
+//! export gives it a track (`crate::export`).
 
 mod chart;
 mod html;
@@ -14,7 +20,8 @@ mod verdict;
 
 pub use html::render as html;
 pub use model::{
-    CacheGrower, ContainerReport, DyingReport, FileGrowth, Mark, MarkKind, MemoryPoint, OomReport,
+    CacheGrower, ContainerReport, DyingReport, FileGrowth, LISTED_FAILURES, LISTED_FILES,
+    LISTED_GROWERS, MARK_BUCKET_NS, MEMORY_FROM_SAMPLE, Mark, MarkKind, MemoryPoint, OomReport,
     Owner, PageCache, Reclaim, ReclaimFailure, Report, ReportBuilder, Slab, TraceInfo,
 };
 pub use text::render as text;

@@ -218,7 +218,7 @@ pub enum MarkKind {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Mark {
-    /// Exact for OOM kills; for reclaims, the start of the [`MARK_BUCKET_NS`] bucket.
+    /// Exact for OOM kills; for reclaims, the first of its [`MARK_BUCKET_NS`] bucket.
     pub timestamp_ns: u64,
     pub kind: MarkKind,
     pub count: u32,
