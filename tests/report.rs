@@ -190,6 +190,32 @@ fn check_perfetto(incident: &Incident, trace: &str) {
     );
 }
 
+/// A recording cut short (a recorder killed with `kill -9`) is still reported, up to the cut,
+/// with a warning.
+fn check_cut(incident: &Incident) {
+    let whole = std::fs::read(&incident.trace).expect("read trace");
+    let cut = incident.dir.path().join("cut.mtrace");
+    std::fs::write(&cut, &whole[..whole.len() - 7]).expect("write cut trace");
+    let out = memtrace_output(&["report", cut.to_str().expect("utf-8"), "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "a cut trace is still reported: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("memtrace: warning: ") && stderr.contains("truncated"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        report["trace"]["cut_short"].is_string(),
+        "{:#}",
+        report["trace"]
+    );
+    assert!(report["trace"]["recorded_events"].is_null());
+    assert!(report["events"].as_u64() > Some(0), "{:#}", report["trace"]);
+}
+
 #[test]
 fn report_and_perfetto_export_explain_a_recorded_incident() {
     let incident = record_incident("report", MEMHOG, env!("CARGO_TARGET_TMPDIR"));
@@ -197,6 +223,7 @@ fn report_and_perfetto_export_explain_a_recorded_incident() {
     check_text(&incident, &trace);
     check_json(&incident, &trace);
     check_perfetto(&incident, &trace);
+    check_cut(&incident);
 }
 
 #[test]
@@ -224,4 +251,8 @@ fn bad_input_is_one_line_and_a_failure() {
         assert!(stderr.starts_with("memtrace: error: "), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    assert!(
+        !out_json.exists(),
+        "no export is left behind for a bad input"
+    );
 }

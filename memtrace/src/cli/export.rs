@@ -38,9 +38,20 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .mode(0o600)
         .open(out)
         .with_context(writing)?;
-    let mut writer = PerfettoWriter::new(file, input.info()).with_context(writing)?;
-    let info = input.for_each(|event| writer.add(event).with_context(writing))?;
-    let written = writer.finish(&info).with_context(writing)?;
+    let exported = PerfettoWriter::new(file, input.info())
+        .with_context(writing)
+        .and_then(|mut writer| {
+            let info = input.for_each(|event| writer.add(event).with_context(writing))?;
+            writer.finish(&info).with_context(writing)
+        });
+    let written = match exported {
+        Ok(written) => written,
+        Err(err) => {
+            // Half a JSON document is no use to anyone, and would look like an export.
+            let _ = std::fs::remove_file(out);
+            return Err(err);
+        }
+    };
     eprintln!(
         "memtrace: wrote {written} trace events to {} (open it in ui.perfetto.dev)",
         out.display()

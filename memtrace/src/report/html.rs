@@ -78,7 +78,7 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
     );
     match (t.lost_events, &t.cut_short) {
         (_, Some(why)) => {
-            let _ = write!(h, "; <b>the recording was cut short</b>: {}", esc(why));
+            let _ = write!(h, "; <b>cut short</b>: {}", esc(why));
         }
         (Some(lost), None) => {
             let _ = write!(h, "; {lost} lost");

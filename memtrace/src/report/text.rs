@@ -36,7 +36,7 @@ pub fn render(r: &Report) -> String {
     );
     match (t.lost_events, &t.cut_short) {
         (_, Some(why)) => {
-            let _ = writeln!(s, "; the recording was cut short: {why}");
+            let _ = writeln!(s, "; cut short: {why}");
         }
         (Some(lost), None) => {
             let _ = writeln!(s, "; {lost} lost");
