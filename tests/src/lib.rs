@@ -504,7 +504,7 @@ pub fn record_incident(name: &str, memhog: &str, tmp_dir: &str) -> Incident {
     // Reclaiming the parent frees what pins the removed reader, so it is released (freed) too.
     docker.reclaim_all();
     drop(docker);
-    thread::sleep(Duration::from_millis(1500));
+    thread::sleep(Duration::from_secs(2));
     let out = recorder.stop();
     assert!(out.status.success(), "record failed: {out:?}");
 
