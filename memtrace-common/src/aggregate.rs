@@ -12,13 +12,15 @@ pub struct CacheDelta {
 
 const _: () = assert!(size_of::<CacheDelta>() == 16);
 
-/// A file's pages charged to a memcg. The file is keyed by its `struct inode *`: the hot path
-/// then reads no inode fields; its number and device are read once per interval, when the key
-/// is new, into the `INODE_IDS` map.
+/// A file's pages charged to a memcg. Both are keyed by kernel pointers (`struct mem_cgroup *`,
+/// `struct inode *`): the hot path then reads neither; the memcg's id and the inode's number
+/// and device are read once per interval, when the key is new, into the `MEMCG_IDS` and
+/// `INODE_IDS` maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FileKey {
-    pub memcg_id: u64,
+    /// `struct mem_cgroup *`
+    pub memcg: u64,
     /// `address_space.host`
     pub inode: u64,
 }
@@ -50,15 +52,125 @@ pub struct ReclaimBegin {
 
 const _: () = assert!(size_of::<ReclaimBegin>() == 32);
 
+/// Pages charged to a memcg (per-memcg value of the charge aggregate).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChargeDelta {
+    pub pages: u64,
+    /// Successful charge calls (0 where the strategy derives pages from stat updates).
+    pub charges: u64,
+}
+
+const _: () = assert!(size_of::<ChargeDelta>() == 16);
+
+/// `try_charge_memcg()`'s arguments, kept per task from its kprobe to its kretprobe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TryChargeArgs {
+    pub memcg: u64,
+    pub gfp_flags: u64,
+    pub nr_pages: u32,
+    pub pad: u32,
+}
+
+const _: () = assert!(size_of::<TryChargeArgs>() == 24);
+
+/// Memcg-accounted slab objects of one cache charged to one memcg.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SlabKey {
+    pub memcg_id: u64,
+    /// The `struct kmem_cache *`, or, for `kmalloc()` (whose tracepoint does not name the
+    /// cache), the allocation's size class in bytes: always below [`SLAB_KMALLOC_MAX_KEY`].
+    pub cache: u64,
+}
+
+const _: () = assert!(size_of::<SlabKey>() == 16);
+
+/// Kernel code whose allocations slab accounting ignores, as `[start, end)` address ranges:
+/// the BPF memory allocator, which refills memtrace's own map elements from an `irq_work`
+/// (charged to the map's memcg, not to the interrupted task) and would otherwise count, and
+/// track, the elements that track it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IgnoredCallers {
+    pub ranges: [[u64; 2]; 4],
+}
+
+const _: () = assert!(size_of::<IgnoredCallers>() == 64);
+
+impl IgnoredCallers {
+    #[must_use]
+    pub fn contains(&self, address: u64) -> bool {
+        let mut i = 0;
+        while i < self.ranges.len() {
+            if self.ranges[i][0] <= address && address < self.ranges[i][1] {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+// SAFETY: `#[repr(C)]`, integer fields only, size asserted above: every bit pattern is valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for IgnoredCallers {}
+
+/// Cache keys below this are `kmalloc()` size classes, not kernel pointers.
+pub const SLAB_KMALLOC_MAX_KEY: u64 = 1 << 32;
+
+/// Bytes and objects allocated and freed (value of the slab aggregate).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlabDelta {
+    pub alloc_bytes: u64,
+    pub alloc_objects: u64,
+    pub free_bytes: u64,
+    pub free_objects: u64,
+}
+
+const _: () = assert!(size_of::<SlabDelta>() == 32);
+
+/// A live accounted object, from its allocation to its free: what its free is attributed to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlabObject {
+    pub key: SlabKey,
+    pub bytes: u64,
+}
+
+const _: () = assert!(size_of::<SlabObject>() == 24);
+
+/// A slab cache's name (`kmem_cache.name`), NUL-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheName {
+    pub name: [u8; 32],
+}
+
+const _: () = assert!(size_of::<CacheName>() == 32);
+
 /// Entries per aggregation map; a full map counts `LostKind::PageCache`.
 pub const CACHE_MEMCG_ENTRIES: u32 = 16_384;
 pub const CACHE_FILE_ENTRIES: u32 = 65_536;
 pub const RECLAIM_BEGIN_ENTRIES: u32 = 16_384;
+pub const CHARGE_ENTRIES: u32 = 16_384;
+/// Tasks between a kprobe and its kretprobe at once.
+pub const PENDING_ENTRIES: u32 = 16_384;
+pub const SLAB_ENTRIES: u32 = 65_536;
+/// Live accounted objects tracked for attributing their frees: 100 000 files in tmpfs are about
+/// 300 000 objects. Entries are allocated as used; the kernel allocates the buckets (16 bytes
+/// each) up front.
+pub const SLAB_OBJECT_ENTRIES: u32 = 1 << 19;
+pub const CACHE_NAME_ENTRIES: u32 = 4096;
 /// Memcgs a filter can name: every memcg id the kernel can have.
 pub const FILTER_ENTRIES: u32 = 65_536;
 /// Inode pointer → inode id, refreshed whenever a file key is new (each interval), so an LRU
 /// twice the size of a file map keeps what a drain needs.
 pub const INODE_IDS_ENTRIES: u32 = 2 * CACHE_FILE_ENTRIES;
+/// Memcg pointer → memcg id, refreshed likewise.
+pub const MEMCG_IDS_ENTRIES: u32 = 2 * CACHE_MEMCG_ENTRIES;
 
 // SAFETY: `#[repr(C)]`, integer fields only, size asserted above: every bit pattern is valid.
 #[cfg(feature = "user")]
@@ -72,3 +184,15 @@ unsafe impl aya::Pod for InodeId {}
 // SAFETY: as above; `pad` makes the padding explicit.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ReclaimBegin {}
+// SAFETY: `#[repr(C)]`, integer fields only, size asserted above: every bit pattern is valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ChargeDelta {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SlabKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SlabDelta {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CacheName {}

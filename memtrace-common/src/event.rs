@@ -24,6 +24,7 @@ pub enum EventKind {
     OomKill = 1,
     Cgroup = 2,
     Reclaim = 3,
+    ChargeFail = 4,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -34,6 +35,7 @@ impl TryFrom<u32> for EventKind {
             1 => Ok(Self::OomKill),
             2 => Ok(Self::Cgroup),
             3 => Ok(Self::Reclaim),
+            4 => Ok(Self::ChargeFail),
             other => Err(other),
         }
     }
@@ -152,6 +154,39 @@ pub struct ReclaimRecord {
 
 const _: () = assert!(size_of::<ReclaimRecord>() == 56);
 
+/// `ChargeFailRecord::strategy`: which program saw the failure, or, for
+/// [`CHARGE_STRATEGY_DERIVED`], that userspace derived it from a memcg limit reclaim episode
+/// (each starts with a charge the page counter refused).
+pub const CHARGE_STRATEGY_DERIVED: u32 = 1;
+pub const CHARGE_STRATEGY_KPROBE: u32 = 2;
+pub const CHARGE_STRATEGY_FENTRY: u32 = 3;
+
+/// `try_charge_memcg()` could not charge a memcg: it returned an error (`-ENOMEM`) after its
+/// reclaim and OOM attempts, read at its return by fexit or kretprobe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChargeFailRecord {
+    pub header: EventHeader,
+    /// The memcg the charge was for (`try_charge_memcg`'s `memcg` argument).
+    pub memcg_id: u64,
+    pub gfp_flags: u64,
+    pub nr_pages: u32,
+    /// The return value (a negative errno).
+    pub ret: i32,
+    pub pid: u32,
+    pub tgid: u32,
+    /// [`CHARGE_STRATEGY_FENTRY`], [`CHARGE_STRATEGY_KPROBE`] or [`CHARGE_STRATEGY_DERIVED`].
+    pub strategy: u32,
+    pub pad: u32,
+    pub comm: [u8; 16],
+    /// Derived failures: pages the reclaim episode freed (0 from the kernel programs).
+    pub nr_reclaimed: u64,
+    /// Derived failures: how long the reclaim took.
+    pub reclaim_ns: u64,
+}
+
+const _: () = assert!(size_of::<ChargeFailRecord>() == 88);
+
 /// Why events were dropped; the index into the per-CPU lost counters.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,13 +199,26 @@ pub enum LostKind {
     Reclaim = 2,
     /// A page-cache add/remove could not be counted: an aggregation map was full.
     PageCache = 3,
+    /// A charge could not be counted (aggregation map full, or a kprobe entry not paired).
+    Charge = 4,
+    /// A charge failure could not be reported (ring buffer full, or its entry not paired).
+    ChargeFail = 5,
+    /// A slab allocation or free could not be counted (aggregation or object map full).
+    Slab = 6,
 }
 
 impl LostKind {
     /// Number of lost counters (the `LOST` map's size).
-    pub const COUNT: u32 = 4;
-    pub const ALL: [Self; Self::COUNT as usize] =
-        [Self::OomKill, Self::Cgroup, Self::Reclaim, Self::PageCache];
+    pub const COUNT: u32 = 7;
+    pub const ALL: [Self; Self::COUNT as usize] = [
+        Self::OomKill,
+        Self::Cgroup,
+        Self::Reclaim,
+        Self::PageCache,
+        Self::Charge,
+        Self::ChargeFail,
+        Self::Slab,
+    ];
 
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -179,6 +227,9 @@ impl LostKind {
             Self::Cgroup => "cgroup",
             Self::Reclaim => "reclaim",
             Self::PageCache => "cache",
+            Self::Charge => "charge",
+            Self::ChargeFail => "charge_fail",
+            Self::Slab => "slab",
         }
     }
 }
@@ -198,6 +249,7 @@ pub enum Record {
     OomKill(OomKillRecord),
     Cgroup(CgroupRecord),
     Reclaim(ReclaimRecord),
+    ChargeFail(ChargeFailRecord),
 }
 
 impl Record {
@@ -213,6 +265,7 @@ impl Record {
             Ok(EventKind::OomKill) => Ok(Self::OomKill(read(bytes, header.kind)?)),
             Ok(EventKind::Cgroup) => Ok(Self::Cgroup(read(bytes, header.kind)?)),
             Ok(EventKind::Reclaim) => Ok(Self::Reclaim(read(bytes, header.kind)?)),
+            Ok(EventKind::ChargeFail) => Ok(Self::ChargeFail(read(bytes, header.kind)?)),
             Err(kind) => Err(DecodeError::UnknownKind(kind)),
         }
     }
@@ -241,6 +294,7 @@ impl Record {
             Self::OomKill(r) => as_bytes(r),
             Self::Cgroup(r) => as_bytes(r),
             Self::Reclaim(r) => as_bytes(r),
+            Self::ChargeFail(r) => as_bytes(r),
         }
     }
 }

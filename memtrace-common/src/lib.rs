@@ -10,6 +10,11 @@ pub mod event;
 pub mod names;
 pub mod offsets;
 
-pub use aggregate::{CacheDelta, FileKey, InodeId, ReclaimBegin};
-pub use event::{CgroupRecord, EventHeader, EventKind, LostKind, OomKillRecord, ReclaimRecord};
+pub use aggregate::{
+    CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, ReclaimBegin, SlabDelta,
+    SlabKey, SlabObject, TryChargeArgs,
+};
+pub use event::{
+    CgroupRecord, ChargeFailRecord, EventHeader, EventKind, LostKind, OomKillRecord, ReclaimRecord,
+};
 pub use offsets::KernelOffsets;

@@ -21,6 +21,8 @@ pub const AGG_ACTIVE_MAP: &str = "AGG_ACTIVE";
 pub const CACHE_MEMCG_MAPS: [&str; 2] = ["CACHE_MEMCG_0", "CACHE_MEMCG_1"];
 /// Page-cache deltas per (memcg, file), double-buffered.
 pub const CACHE_FILE_MAPS: [&str; 2] = ["CACHE_FILE_0", "CACHE_FILE_1"];
+/// Memcg pointer → memcg id, for the page-cache aggregates.
+pub const MEMCG_IDS_MAP: &str = "MEMCG_IDS";
 /// Inode pointer → (inode number, device), for the per-file aggregate.
 pub const INODE_IDS_MAP: &str = "INODE_IDS";
 /// Reclaim episodes in progress, per task.
@@ -50,3 +52,42 @@ pub const PROG_CAP_FENTRY: &str = "cap_fentry";
 /// Kernel function the kprobe and fentry capability probes attach to: it exists on every kernel
 /// with a memory controller and is where the OOM strategies of later kernels will hook.
 pub const CAP_PROBE_FUNCTION: &str = "oom_kill_process";
+
+/// Charges: fexit, or kprobe + kretprobe, on [`CHARGE_FUNCTION`]; or the memcg stat-update raw
+/// tracepoint on kernels that refuse both.
+pub const PROG_CHARGE_FEXIT: &str = "mem_cgroup_charge_fexit";
+pub const PROG_CHARGE_KPROBE: &str = "mem_cgroup_charge_kprobe";
+pub const PROG_CHARGE_KRETPROBE: &str = "mem_cgroup_charge_kretprobe";
+pub const PROG_CHARGE_STAT: &str = "memcg_lruvec_stat";
+/// Charges a user or page-cache folio to a memcg (`mm/memcontrol.c`, 5.16+).
+pub const CHARGE_FUNCTION: &str = "__mem_cgroup_charge";
+/// Pages charged per memcg, double-buffered.
+pub const CHARGE_MAPS: [&str; 2] = ["CHARGE_0", "CHARGE_1"];
+/// Folios between the charge kprobe and its kretprobe, per task.
+pub const CHARGE_PENDING_MAP: &str = "CHARGE_PENDING";
+
+/// Charge failures: fexit, or kprobe + kretprobe, on [`TRY_CHARGE_FUNCTION`].
+pub const PROG_TRY_CHARGE_FEXIT: &str = "try_charge_memcg_fexit";
+pub const PROG_TRY_CHARGE_KPROBE: &str = "try_charge_memcg_kprobe";
+pub const PROG_TRY_CHARGE_KRETPROBE: &str = "try_charge_memcg_kretprobe";
+/// Charges pages to a memcg's page counter, reclaiming and OOM-killing when over the limit
+/// (`mm/memcontrol.c`, 5.17+; `try_charge` before).
+pub const TRY_CHARGE_FUNCTION: &str = "try_charge_memcg";
+/// `try_charge_memcg` arguments between its kprobe and its kretprobe, per task.
+pub const TRY_CHARGE_PENDING_MAP: &str = "TRY_CHARGE_PENDING";
+
+/// Slab: raw tracepoints on allocations and frees.
+pub const PROG_SLAB_CACHE_ALLOC: &str = "slab_cache_alloc";
+pub const PROG_SLAB_KMALLOC: &str = "slab_kmalloc";
+pub const PROG_SLAB_CACHE_FREE: &str = "slab_cache_free";
+pub const PROG_SLAB_KFREE: &str = "slab_kfree";
+/// Accounted slab bytes per (memcg, cache), double-buffered.
+pub const SLAB_MAPS: [&str; 2] = ["SLAB_0", "SLAB_1"];
+/// Live accounted objects → what their free is attributed to.
+pub const SLAB_OBJECTS_MAP: &str = "SLAB_OBJECTS";
+/// The [`crate::aggregate::IgnoredCallers`] global.
+pub const IGNORED_CALLERS_GLOBAL: &str = "IGNORED_CALLERS";
+/// Functions of the BPF memory allocator (`kernel/bpf/memalloc.c`) that call `kmalloc()`.
+pub const BPF_MEMALLOC_FUNCTIONS: [&str; 2] = ["__alloc", "alloc_bulk"];
+/// `struct kmem_cache *` → its name.
+pub const CACHE_NAMES_MAP: &str = "CACHE_NAMES";

@@ -79,9 +79,24 @@ pub struct KernelOffsets {
     pub oom_control_chosen: u32,
     pub oom_control_totalpages: u32,
     pub oom_control_constraint: u32,
+    /// `task_struct.active_memcg`: the memcg a kernel thread or a `set_active_memcg()` section
+    /// charges to instead of the task's own.
+    pub task_active_memcg: u32,
+    /// `kmem_cache.flags`, `.size` (bytes per object, what is charged), `.name`.
+    pub kmem_cache_flags: u32,
+    pub kmem_cache_size: u32,
+    pub kmem_cache_name: u32,
+    /// `SLAB_ACCOUNT`: `1 << _SLAB_ACCOUNT` (6.9+, config-dependent) or `0x04000000` before.
+    pub slab_account_flag: u32,
+    /// `__GFP_ACCOUNT`: `1 << ___GFP_ACCOUNT_BIT` (6.10+) or `0x400000` before.
+    pub gfp_account_flag: u32,
+    /// `enum node_stat_item` values `NR_ANON_MAPPED` and `NR_FILE_PAGES`: the stat updates the
+    /// `memcg:mod_memcg_lruvec_state` charge fallback counts.
+    pub nr_anon_mapped: u32,
+    pub nr_file_pages: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 144);
+const _: () = assert!(size_of::<KernelOffsets>() == 176);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -121,6 +136,14 @@ impl KernelOffsets {
         oom_control_chosen: 0,
         oom_control_totalpages: 0,
         oom_control_constraint: 0,
+        task_active_memcg: 0,
+        kmem_cache_flags: 0,
+        kmem_cache_size: 0,
+        kmem_cache_name: 0,
+        slab_account_flag: 0,
+        gfp_account_flag: 0,
+        nr_anon_mapped: u32::MAX,
+        nr_file_pages: u32::MAX,
     };
 }
 

@@ -52,3 +52,74 @@ pub unsafe fn memcg_id_of(
         read_at(kn, offsets.kernfs_node_id)
     }
 }
+
+/// The memcg a user or page-cache folio is charged to (its `struct mem_cgroup *`), and its
+/// pages: `folio->memcg_data` holds the pointer (no flag bits set for such folios), and a large
+/// folio keeps its page count in the folio. `None` when the folio is not charged (or is a slab
+/// or kmem page).
+///
+/// # Safety
+///
+/// `folio` must be a kernel `struct folio` pointer.
+#[inline(always)]
+pub unsafe fn folio_memcg(
+    folio: *const u8,
+    o: &memtrace_common::KernelOffsets,
+) -> Option<(*const u8, u64)> {
+    // SAFETY: each pointer below was read from the kernel; `read_at` checks every access.
+    unsafe {
+        let memcg_data: u64 = read_at(folio, o.folio_memcg_data).ok()?;
+        if memcg_data & u64::from(o.memcg_data_flags) != 0 {
+            return None;
+        }
+        let memcg = memcg_data as *const u8;
+        if memcg.is_null() {
+            return None;
+        }
+        let flags: u64 = read_at(folio, o.folio_flags).ok()?;
+        let pages = if flags & u64::from(o.pg_head_mask) != 0 {
+            read_at::<u32>(folio, o.folio_nr_pages).map_or(1, u64::from)
+        } else {
+            1
+        };
+        Some((memcg, pages))
+    }
+}
+
+/// As [`folio_memcg`], with the memcg's id.
+///
+/// # Safety
+///
+/// `folio` must be a kernel `struct folio` pointer.
+#[inline(always)]
+pub unsafe fn folio_charge(
+    folio: *const u8,
+    o: &memtrace_common::KernelOffsets,
+) -> Option<(u64, u64)> {
+    // SAFETY: as above.
+    unsafe {
+        let (memcg, pages) = folio_memcg(folio, o)?;
+        Some((memcg_id_of(memcg, o).ok()?, pages))
+    }
+}
+
+/// The memcg the current task's kernel allocations are charged to: `current->active_memcg`
+/// when a `set_active_memcg()` section is open (e.g. a kernel thread working for a cgroup),
+/// else the task's own memcg.
+///
+/// # Safety
+///
+/// Calls helpers and reads kernel memory through the checked helper only.
+#[inline(always)]
+pub unsafe fn current_charge_memcg_id(o: &memtrace_common::KernelOffsets) -> Result<u64, i64> {
+    // SAFETY: `bpf_get_current_task` returns the running task; reads are checked.
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
+        let active: *const u8 = read_at(task, o.task_active_memcg)?;
+        if active.is_null() {
+            task_memcg_id(task, o)
+        } else {
+            memcg_id_of(active, o)
+        }
+    }
+}

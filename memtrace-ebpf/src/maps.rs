@@ -7,10 +7,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use memtrace_common::{
-    CacheDelta, FileKey, InodeId, KernelOffsets, LostKind, ReclaimBegin,
+    CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, KernelOffsets, LostKind,
+    ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
     aggregate::{
-        CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, FILTER_ENTRIES, INODE_IDS_ENTRIES,
-        RECLAIM_BEGIN_ENTRIES,
+        CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, CACHE_NAME_ENTRIES, CHARGE_ENTRIES,
+        FILTER_ENTRIES, INODE_IDS_ENTRIES, MEMCG_IDS_ENTRIES, PENDING_ENTRIES,
+        RECLAIM_BEGIN_ENTRIES, SLAB_ENTRIES, SLAB_OBJECT_ENTRIES,
     },
 };
 
@@ -28,6 +30,11 @@ const BPF_F_NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::ZERO);
+
+#[unsafe(no_mangle)]
+pub static IGNORED_CALLERS: Global<IgnoredCallers> = Global::new(IgnoredCallers {
+    ranges: [[0; 2]; 4],
+});
 
 /// Counts one event of `kind` that could not be reported. Per-CPU, so no atomics are needed.
 #[inline(always)]
@@ -58,10 +65,42 @@ pub static CACHE_FILE_1: PerCpuHashMap<FileKey, CacheDelta> =
 
 #[map]
 pub static INODE_IDS: LruHashMap<u64, InodeId> = LruHashMap::with_max_entries(INODE_IDS_ENTRIES, 0);
+#[map]
+pub static MEMCG_IDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MEMCG_IDS_ENTRIES, 0);
 
 #[map]
 pub static RECLAIM_BEGIN: HashMap<u32, ReclaimBegin> =
     HashMap::with_max_entries(RECLAIM_BEGIN_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static CHARGE_0: PerCpuHashMap<u64, ChargeDelta> =
+    PerCpuHashMap::with_max_entries(CHARGE_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+pub static CHARGE_1: PerCpuHashMap<u64, ChargeDelta> =
+    PerCpuHashMap::with_max_entries(CHARGE_ENTRIES, BPF_F_NO_PREALLOC);
+/// `pid_tgid` → the folio being charged, from the kprobe to the kretprobe.
+#[map]
+pub static CHARGE_PENDING: HashMap<u64, u64> =
+    HashMap::with_max_entries(PENDING_ENTRIES, BPF_F_NO_PREALLOC);
+/// `pid_tgid` → `try_charge_memcg` arguments, from the kprobe to the kretprobe.
+#[map]
+pub static TRY_CHARGE_PENDING: HashMap<u64, TryChargeArgs> =
+    HashMap::with_max_entries(PENDING_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static SLAB_0: PerCpuHashMap<SlabKey, SlabDelta> =
+    PerCpuHashMap::with_max_entries(SLAB_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+pub static SLAB_1: PerCpuHashMap<SlabKey, SlabDelta> =
+    PerCpuHashMap::with_max_entries(SLAB_ENTRIES, BPF_F_NO_PREALLOC);
+/// Object address → what its allocation was counted as.
+#[map]
+pub static SLAB_OBJECTS: HashMap<u64, SlabObject> =
+    HashMap::with_max_entries(SLAB_OBJECT_ENTRIES, BPF_F_NO_PREALLOC);
+/// `struct kmem_cache *` → name, read once per cache and interval.
+#[map]
+pub static CACHE_NAMES: LruHashMap<u64, CacheName> =
+    LruHashMap::with_max_entries(CACHE_NAME_ENTRIES, 0);
 
 /// The active half of each double-buffered aggregate.
 #[inline(always)]
@@ -82,4 +121,40 @@ pub static FILTER_ENABLED: Global<u32> = Global::new(0);
 pub fn wanted(memcg_id: u64) -> bool {
     // SAFETY: a plain lookup; the value is not kept.
     FILTER_ENABLED.load() == 0 || unsafe { FILTER.get(&memcg_id) }.is_some()
+}
+
+/// What [`bump`] did.
+#[derive(PartialEq, Eq)]
+pub enum Bumped {
+    Counted,
+    /// The key was new: the first count of this interval.
+    NewKey,
+    /// The map is full; the caller counts it lost.
+    Full,
+}
+
+/// Applies `update` to this CPU's value of `key`, creating the key when it is new.
+#[inline(always)]
+pub fn bump<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K, update: impl Fn(&mut V)) -> Bumped {
+    if let Some(value) = map.get_ptr_mut(key) {
+        // SAFETY: a per-CPU slot of a successful lookup, ours for this program run.
+        update(unsafe { &mut *value });
+        return Bumped::Counted;
+    }
+    let mut fresh = V::default();
+    update(&mut fresh);
+    if map
+        .insert(key, &fresh, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
+        .is_ok()
+    {
+        return Bumped::NewKey;
+    }
+    // Another CPU created the key meanwhile (EEXIST): count into our slot of it.
+    if let Some(value) = map.get_ptr_mut(key) {
+        // SAFETY: as above.
+        update(unsafe { &mut *value });
+        Bumped::Counted
+    } else {
+        Bumped::Full
+    }
 }

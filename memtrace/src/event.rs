@@ -1,9 +1,10 @@
 //! The events users see, built from kernel records plus what userspace knew at the time.
 
 use memtrace_common::{
-    CgroupRecord, OomKillRecord,
+    CgroupRecord, ChargeFailRecord, OomKillRecord,
     event::{
-        CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RMDIR, OOM_FLAG_MEMCG, OOM_FLAG_RSS,
+        CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RMDIR, CHARGE_STRATEGY_DERIVED,
+        CHARGE_STRATEGY_FENTRY, CHARGE_STRATEGY_KPROBE, OOM_FLAG_MEMCG, OOM_FLAG_RSS,
         OOM_FLAG_TASK, OOM_STRATEGY_FENTRY, OOM_STRATEGY_KPROBE, OOM_STRATEGY_RAW_TP, Record,
     },
 };
@@ -28,6 +29,10 @@ pub struct Context {
     pub oom: Option<OomContext>,
     /// Cgroup release: when the cgroup was removed (`CLOCK_BOOTTIME` ns), if memtrace saw it.
     pub removed_ns: Option<u64>,
+    /// Charge failures: the memcg's own count of them (`memory.failcnt` on v1, `max` in
+    /// `memory.events` on v2) when the event arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_failures: Option<u64>,
 }
 
 /// What an OOM kill's context adds to the victim: which limit fired and what the memory was.
@@ -88,6 +93,55 @@ pub struct FileDelta {
     pub removed_pages: u64,
 }
 
+/// Pages charged to one memcg during one interval, from the kernel's aggregates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeSample {
+    /// End of the interval.
+    pub timestamp_ns: u64,
+    pub interval_ns: u64,
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<ContainerIdentity>,
+    pub pages: u64,
+    /// Charge calls; 0 when `derived`.
+    pub charges: u64,
+    /// Counted from memcg stat updates (anon and file pages added), not from the charge
+    /// function (kernels that allow neither fexit nor kprobes).
+    pub derived: bool,
+}
+
+/// Memcg-accounted slab memory of one memcg during one interval, per cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlabSample {
+    /// End of the interval.
+    pub timestamp_ns: u64,
+    pub interval_ns: u64,
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<ContainerIdentity>,
+    /// Largest net growth first.
+    pub caches: Vec<SlabCacheDelta>,
+}
+
+/// One slab cache's accounted objects allocated and freed in a memcg.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlabCacheDelta {
+    /// `dentry`, `shmem_inode_cache`, `kmalloc-cg-512`, …
+    pub cache: String,
+    pub alloc_bytes: u64,
+    pub alloc_objects: u64,
+    pub free_bytes: u64,
+    pub free_objects: u64,
+}
+
+impl SlabCacheDelta {
+    #[must_use]
+    pub fn net_bytes(&self) -> i64 {
+        i64::try_from(self.alloc_bytes).unwrap_or(i64::MAX)
+            - i64::try_from(self.free_bytes).unwrap_or(i64::MAX)
+    }
+}
+
 /// What the pipeline hands the sinks, and what the trace file stores.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[expect(
@@ -101,6 +155,10 @@ pub enum Observed {
     Stats(StatsSample),
     /// An interval of page cache, from the kernel's aggregates.
     Cache(CacheSample),
+    /// An interval of charges, from the kernel's aggregates.
+    Charge(ChargeSample),
+    /// An interval of accounted slab, from the kernel's aggregates.
+    Slab(SlabSample),
 }
 
 /// How to turn kernel timestamps and page counts into wall time and bytes, for the machine the
@@ -124,6 +182,83 @@ pub enum Event {
     Stats(StatsEvent),
     Cache(CacheEvent),
     Reclaim(ReclaimEvent),
+    Charge(ChargeEvent),
+    ChargeFail(ChargeFailEvent),
+    Slab(SlabEvent),
+}
+
+/// Pages charged to a memcg during an interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChargeEvent {
+    pub time: String,
+    pub timestamp_ns: u64,
+    pub interval_seconds: f64,
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<ContainerIdentity>,
+    pub charged_bytes: u64,
+    pub charged_pages: u64,
+    /// Charge calls (`null` when derived from stat updates, which do not count calls).
+    pub charges: Option<u64>,
+    /// `charge` (the kernel's charge function) or `stat_updates` (anon and file pages added,
+    /// from memcg stat updates, on kernels that allow neither fexit nor kprobes).
+    pub source: &'static str,
+}
+
+/// A charge a memcg could not take.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChargeFailEvent {
+    pub time: String,
+    pub timestamp_ns: u64,
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<ContainerIdentity>,
+    pub pid: u32,
+    pub tgid: Option<u32>,
+    pub comm: Option<String>,
+    /// Pages asked for (`null` when derived: reclaim does not say).
+    pub nr_pages: Option<u32>,
+    pub gfp_flags: String,
+    /// `ENOMEM` (the charge failed after reclaim and the OOM killer), or, when derived,
+    /// `limit_reclaim_freed_nothing` / `limit_reclaim`: the page counter refused the charge and
+    /// reclaim ran (freeing nothing: the road to an OOM kill).
+    pub outcome: String,
+    /// Derived in userspace from a memcg limit reclaim episode and the memcg's failure counter,
+    /// on kernels that allow neither fexit nor kprobes on `try_charge_memcg`.
+    pub derived: bool,
+    /// `fentry`, `kprobe` or `reclaim` (derived).
+    pub source: &'static str,
+    /// Derived: what the reclaim freed and how long it took.
+    pub reclaimed_bytes: Option<u64>,
+    pub reclaim_us: Option<f64>,
+    /// The memcg's own count of failed charges when the event arrived.
+    pub charge_failures: Option<u64>,
+}
+
+/// Accounted slab memory of a memcg during an interval, per cache.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SlabEvent {
+    pub time: String,
+    pub timestamp_ns: u64,
+    pub interval_seconds: f64,
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<ContainerIdentity>,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub net_bytes: i64,
+    /// Largest net growth first.
+    pub caches: Vec<SlabCacheEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SlabCacheEvent {
+    pub cache: String,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub net_bytes: i64,
+    pub allocated_objects: u64,
+    pub freed_objects: u64,
 }
 
 /// Page cache charged to a memcg and removed from it during an interval.
@@ -269,7 +404,25 @@ impl Event {
                 gfp_flags: format!("{:#x}", rec.gfp_flags),
                 ineffective: rec.nr_reclaimed == 0,
             }),
+            Observed::Kernel {
+                record: Record::ChargeFail(rec),
+                context,
+            } => Self::ChargeFail(ChargeFailEvent::new(rec, context, clock)),
             Observed::Cache(sample) => Self::Cache(CacheEvent::new(sample, clock)),
+            Observed::Charge(s) => Self::Charge(ChargeEvent {
+                time: format_wall(clock.boot_time_wall_ns + s.timestamp_ns),
+                timestamp_ns: s.timestamp_ns,
+                #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+                interval_seconds: s.interval_ns as f64 / 1e9,
+                memcg_id: s.memcg_id,
+                cgroup: s.cgroup.clone(),
+                container: s.container.clone(),
+                charged_bytes: s.pages.saturating_mul(clock.page_size),
+                charged_pages: s.pages,
+                charges: (!s.derived).then_some(s.charges),
+                source: if s.derived { "stat_updates" } else { "charge" },
+            }),
+            Observed::Slab(s) => Self::Slab(SlabEvent::new(s, clock)),
             Observed::Stats(sample) => Self::Stats(StatsEvent {
                 time: format_wall(clock.boot_time_wall_ns + sample.timestamp_ns),
                 timestamp_ns: sample.timestamp_ns,
@@ -289,6 +442,9 @@ impl Event {
             Self::Stats(_) => "stats",
             Self::Cache(_) => "cache",
             Self::Reclaim(_) => "reclaim",
+            Self::Charge(_) => "charge",
+            Self::ChargeFail(_) => "charge_fail",
+            Self::Slab(_) => "slab",
         }
     }
 }
@@ -360,6 +516,83 @@ impl CacheEvent {
                     net_bytes: net(f.added_pages, f.removed_pages),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl ChargeFailEvent {
+    fn new(rec: &ChargeFailRecord, context: &Context, clock: HostClock) -> Self {
+        let derived = rec.strategy == CHARGE_STRATEGY_DERIVED;
+        let outcome = if !derived {
+            errno_name(rec.ret)
+        } else if rec.nr_reclaimed == 0 {
+            "limit_reclaim_freed_nothing".to_owned()
+        } else {
+            "limit_reclaim".to_owned()
+        };
+        Self {
+            time: format_wall(clock.boot_time_wall_ns + rec.header.timestamp_ns),
+            timestamp_ns: rec.header.timestamp_ns,
+            memcg_id: rec.memcg_id,
+            cgroup: context.cgroup.clone(),
+            container: context.container.clone(),
+            pid: rec.pid,
+            tgid: (!derived).then_some(rec.tgid),
+            comm: (!derived).then(|| c_str(&rec.comm)),
+            nr_pages: (!derived).then_some(rec.nr_pages),
+            gfp_flags: format!("{:#x}", rec.gfp_flags),
+            outcome,
+            derived,
+            source: match rec.strategy {
+                CHARGE_STRATEGY_FENTRY => "fentry",
+                CHARGE_STRATEGY_KPROBE => "kprobe",
+                _ => "reclaim",
+            },
+            reclaimed_bytes: derived.then(|| rec.nr_reclaimed.saturating_mul(clock.page_size)),
+            #[expect(clippy::cast_precision_loss, reason = "microseconds for people")]
+            reclaim_us: derived.then(|| rec.reclaim_ns as f64 / 1e3),
+            charge_failures: context.charge_failures,
+        }
+    }
+}
+
+/// `ENOMEM` for -12, `errno 5` for others the kernel may add.
+fn errno_name(ret: i32) -> String {
+    match -ret {
+        12 => "ENOMEM".to_owned(),
+        4 => "EINTR".to_owned(),
+        other => format!("errno {other}"),
+    }
+}
+
+impl SlabEvent {
+    fn new(s: &SlabSample, clock: HostClock) -> Self {
+        let caches: Vec<SlabCacheEvent> = s
+            .caches
+            .iter()
+            .map(|c| SlabCacheEvent {
+                cache: c.cache.clone(),
+                allocated_bytes: c.alloc_bytes,
+                freed_bytes: c.free_bytes,
+                net_bytes: c.net_bytes(),
+                allocated_objects: c.alloc_objects,
+                freed_objects: c.free_objects,
+            })
+            .collect();
+        let allocated_bytes = s.caches.iter().map(|c| c.alloc_bytes).sum();
+        let freed_bytes = s.caches.iter().map(|c| c.free_bytes).sum();
+        Self {
+            time: format_wall(clock.boot_time_wall_ns + s.timestamp_ns),
+            timestamp_ns: s.timestamp_ns,
+            #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+            interval_seconds: s.interval_ns as f64 / 1e9,
+            memcg_id: s.memcg_id,
+            cgroup: s.cgroup.clone(),
+            container: s.container.clone(),
+            allocated_bytes,
+            freed_bytes,
+            net_bytes: s.caches.iter().map(SlabCacheDelta::net_bytes).sum(),
+            caches,
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::{
     attribution::{LiveContext, Removed},
     clock,
     event::{Event, HostClock, Observed},
-    probes::Aggregates,
+    probes::{Aggregates, Sources, derived::charge_failure_from_reclaim},
     sinks::Sink,
 };
 
@@ -41,6 +41,37 @@ pub struct Intervals {
     pub stats: Option<Duration>,
 }
 
+/// How the pipeline turns what it reads into events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub clock: HostClock,
+    pub intervals: Intervals,
+    pub sources: Sources,
+}
+
+/// Emits one interval of the kernel's aggregates as `cache`, `charge` and `slab` events.
+fn emit_aggregates(
+    aggregates: &mut Aggregates,
+    context: &mut LiveContext,
+    sources: Sources,
+    since_ns: u64,
+    emit: &mut impl FnMut(Observed) -> io::Result<()>,
+) -> io::Result<u64> {
+    let now = clock::boot_ns();
+    let interval = now - since_ns;
+    let drain = aggregates.drain().map_err(io::Error::other)?;
+    for sample in context.cache_samples(&drain.cache, now, interval) {
+        emit(Observed::Cache(sample))?;
+    }
+    for sample in context.charge_samples(&drain, now, interval, sources.charge_from_stat_updates) {
+        emit(Observed::Charge(sample))?;
+    }
+    for sample in context.slab_samples(&drain, now, interval) {
+        emit(Observed::Slab(sample))?;
+    }
+    Ok(now)
+}
+
 /// Runs until `stop` completes, then drains and returns.
 ///
 /// # Errors
@@ -50,11 +81,15 @@ pub async fn run(
     ring: RingBuf<MapData>,
     mut aggregates: Aggregates,
     mut context: LiveContext,
-    clock: HostClock,
-    intervals: Intervals,
+    settings: Settings,
     sink: &mut dyn Sink,
     stop: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
+    let Settings {
+        clock,
+        intervals,
+        sources,
+    } = settings;
     let (tx, mut rx) = mpsc::channel::<Vec<Record>>(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(read_ring(ring, tx, stop_rx));
@@ -78,20 +113,31 @@ pub async fn run(
             tokio::select! {
                 batch = rx.recv() => {
                     let Some(batch) = batch else { break };
-                    for observed in batch.into_iter().filter_map(|r| context.observe(r)) {
-                        emit(observed, sink)?;
+                    for record in batch {
+                        let derived = match &record {
+                            Record::Reclaim(r) if sources.charge_failures_from_reclaim => {
+                                Some(Record::ChargeFail(charge_failure_from_reclaim(r)))
+                            }
+                            _ => None,
+                        };
+                        for record in std::iter::once(record).chain(derived) {
+                            if let Some(observed) = context.observe(record) {
+                                emit(observed, sink)?;
+                            }
+                        }
                     }
                     if rx.is_empty() {
                         sink.flush()?;
                     }
                 }
                 _ = aggregate_ticker.tick() => {
-                    let now = clock::boot_ns();
-                    let drain = aggregates.drain_cache().map_err(io::Error::other)?;
-                    for sample in context.cache_samples(&drain, now, now - last_drain) {
-                        emit(Observed::Cache(sample), sink)?;
-                    }
-                    last_drain = now;
+                    last_drain = emit_aggregates(
+                        &mut aggregates,
+                        &mut context,
+                        sources,
+                        last_drain,
+                        &mut |observed| emit(observed, sink),
+                    )?;
                     sink.flush()?;
                 }
                 () = async {
@@ -110,11 +156,13 @@ pub async fn run(
             }
         }
         // What the kernel counted since the last interval.
-        let now = clock::boot_ns();
-        let drain = aggregates.drain_cache().map_err(io::Error::other)?;
-        for sample in context.cache_samples(&drain, now, now - last_drain) {
-            emit(Observed::Cache(sample), sink)?;
-        }
+        emit_aggregates(
+            &mut aggregates,
+            &mut context,
+            sources,
+            last_drain,
+            &mut |observed| emit(observed, sink),
+        )?;
         sink.flush()?;
         Ok::<_, io::Error>((events, context.still_dying()))
     };

@@ -1,7 +1,10 @@
 //! One module per probe family.
 
 mod capability;
+mod charge;
 mod lifecycle;
 mod oom;
 mod pagecache;
 mod reclaim;
+mod slab;
+mod trycharge;

@@ -10,19 +10,17 @@
 //! ```
 //!
 //! `folio->memcg_data` holds the `mem_cgroup *` (flag bits clear for page cache), whose first
-//! member is its css. Hot path: no strings, two per-CPU hash updates.
+//! member is its css. Hot path: no strings, five reads and one per-CPU hash update keyed by
+//! pointers; ids are read once per key and interval.
 
-use aya_ebpf::{
-    EbpfContext as _, bindings::BPF_NOEXIST, macros::raw_tracepoint, maps::PerCpuHashMap,
-    programs::RawTracePointContext,
-};
+use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
 use memtrace_common::{CacheDelta, FileKey, InodeId, KernelOffsets, LostKind};
 
 use crate::{
-    kernel::{memcg_id_of, read_at},
+    kernel::{folio_memcg, memcg_id_of, read_at},
     maps::{
-        CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, OFFSETS, active_half,
-        count_lost, wanted,
+        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, FILTER_ENABLED,
+        INODE_IDS, MEMCG_IDS, OFFSETS, active_half, bump, count_lost, wanted,
     },
 };
 
@@ -44,10 +42,12 @@ fn account(ctx: &RawTracePointContext, added: bool) {
     // SAFETY: the first raw tracepoint argument is the `struct folio *`.
     let folio = unsafe { *ctx.as_ptr().cast::<u64>() } as *const u8;
     // SAFETY: every read below goes through `bpf_probe_read_kernel`.
-    let Some((memcg_id, pages, inode)) = (unsafe { inspect(folio, &offsets) }) else {
+    let Some((memcg, pages, inode)) = (unsafe { inspect(folio, &offsets) }) else {
         return;
     };
-    if !wanted(memcg_id) {
+    // The id costs three reads: only a filter, or a key new this interval, needs it.
+    // SAFETY: `memcg` is the folio's `struct mem_cgroup *`; reads are checked.
+    if FILTER_ENABLED.load() != 0 && !unsafe { memcg_id_of(memcg, &offsets) }.is_ok_and(wanted) {
         return;
     }
     let (by_memcg, by_file) = if active_half() == 0 {
@@ -55,52 +55,75 @@ fn account(ctx: &RawTracePointContext, added: bool) {
     } else {
         (&CACHE_MEMCG_1, &CACHE_FILE_1)
     };
-    add(by_memcg, &memcg_id, added, pages);
-    if let Some(inode) = inode {
+    let memcg_key = memcg as u64;
+    // Per-memcg totals are the sums of the per-file counts; the per-memcg map counts only what
+    // has no file key (no inode, or the file map is full), so one map update is the usual cost.
+    let counted_by_file = inode.is_some_and(|inode| {
         let key = FileKey {
-            memcg_id,
+            memcg: memcg_key,
             inode: inode as u64,
         };
-        if add(by_file, &key, added, pages) == Added::NewKey {
-            // Once per file and interval, not per event: what userspace shows of the file.
-            // SAFETY: `inode` is a `struct inode *`; reads are checked by the helper.
-            if let Some(id) = unsafe { inode_id(inode, &offsets) } {
-                let _ = INODE_IDS.insert(&(inode as u64), &id, 0);
+        match bump(by_file, &key, |d: &mut CacheDelta| count(d, added, pages)) {
+            Bumped::Counted => true,
+            Bumped::NewKey => {
+                // Once per file and interval, not per event: what userspace shows of the file
+                // and of the memcg.
+                // SAFETY: kernel pointers; reads are checked by the helper.
+                unsafe {
+                    if let Some(id) = inode_id(inode, &offsets) {
+                        let _ = INODE_IDS.insert(&key.inode, &id, 0);
+                    }
+                    remember_memcg_id(memcg, &offsets);
+                }
+                true
             }
+            Bumped::Full => false,
         }
+    });
+    if counted_by_file {
+        return;
+    }
+    match bump(by_memcg, &memcg_key, |d: &mut CacheDelta| {
+        count(d, added, pages);
+    }) {
+        // SAFETY: as above.
+        Bumped::NewKey => unsafe { remember_memcg_id(memcg, &offsets) },
+        Bumped::Counted => {}
+        Bumped::Full => count_lost(LostKind::PageCache),
     }
 }
 
-/// What a folio is charged to: (memcg id, pages, its file's `struct inode *`).
-type FolioCharge = (u64, u64, Option<*const u8>);
+#[inline(always)]
+fn count(d: &mut CacheDelta, added: bool, pages: u64) {
+    if added {
+        d.added_pages += pages;
+    } else {
+        d.removed_pages += pages;
+    }
+}
+
+#[inline(always)]
+unsafe fn remember_memcg_id(memcg: *const u8, offsets: &KernelOffsets) {
+    // SAFETY: `memcg` is a `struct mem_cgroup *`; reads are checked.
+    if let Ok(id) = unsafe { memcg_id_of(memcg, offsets) } {
+        let _ = MEMCG_IDS.insert(&(memcg as u64), &id, 0);
+    }
+}
+
+/// What a folio is charged to: (`struct mem_cgroup *`, pages, its file's `struct inode *`).
+type FolioCharge = (*const u8, u64, Option<*const u8>);
 
 /// `None` for folios not charged to a memcg (nothing to attribute).
 #[inline(always)]
 unsafe fn inspect(folio: *const u8, o: &KernelOffsets) -> Option<FolioCharge> {
     // SAFETY: `folio` is a kernel pointer; reads are checked by the helper.
     unsafe {
-        let memcg_data: u64 = read_at(folio, o.folio_memcg_data).ok()?;
-        if memcg_data & u64::from(o.memcg_data_flags) != 0 {
-            return None;
-        }
-        let memcg = memcg_data as *const u8;
-        if memcg.is_null() {
-            return None;
-        }
-        let memcg_id = memcg_id_of(memcg, o).ok()?;
-
-        let flags: u64 = read_at(folio, o.folio_flags).ok()?;
-        let pages = if flags & u64::from(o.pg_head_mask) != 0 {
-            read_at::<u32>(folio, o.folio_nr_pages).map_or(1, u64::from)
-        } else {
-            1
-        };
-
+        let (memcg, pages) = folio_memcg(folio, o)?;
         let inode = read_at::<*const u8>(folio, o.folio_mapping)
             .and_then(|mapping| read_at::<*const u8>(mapping, o.mapping_host))
             .ok()
             .filter(|host| !host.is_null());
-        Some((memcg_id, pages, inode))
+        Some((memcg, pages, inode))
     }
 }
 
@@ -112,42 +135,5 @@ unsafe fn inode_id(inode: *const u8, o: &KernelOffsets) -> Option<InodeId> {
         let sb: *const u8 = read_at(inode, o.inode_sb).ok()?;
         let dev: u32 = read_at(sb, o.sb_dev).ok()?;
         Some(InodeId { ino, dev, pad: 0 })
-    }
-}
-
-#[derive(PartialEq, Eq)]
-enum Added {
-    Counted,
-    NewKey,
-    Lost,
-}
-
-#[inline(always)]
-fn add<K>(map: &PerCpuHashMap<K, CacheDelta>, key: &K, added: bool, pages: u64) -> Added {
-    let bump = |d: &mut CacheDelta| {
-        if added {
-            d.added_pages += pages;
-        } else {
-            d.removed_pages += pages;
-        }
-    };
-    if let Some(delta) = map.get_ptr_mut(key) {
-        // SAFETY: a per-CPU slot of a successful lookup, ours for this program run.
-        bump(unsafe { &mut *delta });
-        return Added::Counted;
-    }
-    let mut fresh = CacheDelta::default();
-    bump(&mut fresh);
-    if map.insert(key, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
-        return Added::NewKey;
-    }
-    // Another CPU created the key meanwhile (EEXIST): count into our slot of it.
-    if let Some(delta) = map.get_ptr_mut(key) {
-        // SAFETY: as above.
-        bump(unsafe { &mut *delta });
-        Added::Counted
-    } else {
-        count_lost(LostKind::PageCache);
-        Added::Lost
     }
 }

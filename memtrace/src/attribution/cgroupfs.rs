@@ -119,6 +119,20 @@ impl MemoryHierarchy {
         };
         read_u64(&self.dir(cgroup).join(file))
     }
+
+    /// How often the memcg's page counter refused a charge: v1 `memory.failcnt`, v2 the `max`
+    /// line of `memory.events`. `None` when unreadable (the cgroup is gone).
+    #[must_use]
+    pub fn charge_failures(&self, cgroup: &str) -> Option<u64> {
+        let dir = self.dir(cgroup);
+        match self.version {
+            CgroupVersion::V1 => read_u64(&dir.join("memory.failcnt")),
+            CgroupVersion::V2 => fs::read_to_string(dir.join("memory.events"))
+                .ok()?
+                .lines()
+                .find_map(|line| line.strip_prefix("max ")?.trim().parse().ok()),
+        }
+    }
 }
 
 /// Reads a cgroupfs number; `max` (v2's "unlimited") and errors are `None`.

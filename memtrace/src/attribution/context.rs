@@ -16,14 +16,17 @@ use super::{
 };
 use crate::{
     event::{
-        CacheSample, Context, FileDelta, MEMORY_FROM_CGROUPFS, MEMORY_FROM_KERNEL_REPORT, Observed,
-        OomContext, StatsSample, c_str,
+        CacheSample, ChargeSample, Context, FileDelta, MEMORY_FROM_CGROUPFS,
+        MEMORY_FROM_KERNEL_REPORT, Observed, OomContext, SlabCacheDelta, SlabSample, StatsSample,
+        c_str,
     },
-    probes::{CacheDrain, ProbeError, filter::KernelFilter},
+    probes::{CacheDrain, Drain, ProbeError, filter::KernelFilter},
 };
 
 /// Files listed per memcg and interval in `cache` events.
 const TOP_FILES: usize = 5;
+/// Caches listed per memcg and interval in `slab` events.
+const TOP_SLAB_CACHES: usize = 10;
 
 /// How long an OOM kill waits for the kernel's `oom-kill:` line, which is printed just before
 /// the victim is marked but read by another thread.
@@ -98,6 +101,14 @@ impl LiveContext {
             Record::OomKill(r) => self.oom_kill(r),
             Record::Cgroup(r) => self.cgroup(r),
             Record::Reclaim(r) => self.of_memcg(r.memcg_id),
+            Record::ChargeFail(r) => {
+                let mut context = self.of_memcg(r.memcg_id);
+                context.charge_failures = context
+                    .cgroup
+                    .as_deref()
+                    .and_then(|cgroup| self.resolver.hierarchy().charge_failures(cgroup));
+                context
+            }
         };
         let wanted = self
             .filter
@@ -168,6 +179,78 @@ impl LiveContext {
                 added_pages: delta.added_pages,
                 removed_pages: delta.removed_pages,
                 top_files,
+            });
+        }
+        samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
+        samples
+    }
+
+    /// Turns one interval of the kernel's charge aggregates into per-memcg samples.
+    pub fn charge_samples(
+        &mut self,
+        drain: &Drain,
+        timestamp_ns: u64,
+        interval_ns: u64,
+        derived: bool,
+    ) -> Vec<ChargeSample> {
+        let mut samples = Vec::new();
+        for (&memcg_id, delta) in &drain.charge {
+            let Context {
+                cgroup, container, ..
+            } = self.of_memcg(memcg_id);
+            if !self.filter.matches(cgroup.as_deref(), container.as_ref()) {
+                continue;
+            }
+            samples.push(ChargeSample {
+                timestamp_ns,
+                interval_ns,
+                memcg_id,
+                cgroup,
+                container,
+                pages: delta.pages,
+                charges: delta.charges,
+                derived,
+            });
+        }
+        samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
+        samples
+    }
+
+    /// Turns one interval of the kernel's slab aggregates into per-memcg samples, caches with
+    /// the largest net growth first.
+    pub fn slab_samples(
+        &mut self,
+        drain: &Drain,
+        timestamp_ns: u64,
+        interval_ns: u64,
+    ) -> Vec<SlabSample> {
+        let mut by_memcg: HashMap<u64, Vec<SlabCacheDelta>> = HashMap::new();
+        for (memcg_id, cache, delta) in &drain.slab {
+            by_memcg.entry(*memcg_id).or_default().push(SlabCacheDelta {
+                cache: cache.clone(),
+                alloc_bytes: delta.alloc_bytes,
+                alloc_objects: delta.alloc_objects,
+                free_bytes: delta.free_bytes,
+                free_objects: delta.free_objects,
+            });
+        }
+        let mut samples = Vec::new();
+        for (memcg_id, mut caches) in by_memcg {
+            let Context {
+                cgroup, container, ..
+            } = self.of_memcg(memcg_id);
+            if !self.filter.matches(cgroup.as_deref(), container.as_ref()) {
+                continue;
+            }
+            caches.sort_by_key(|c| (std::cmp::Reverse(c.net_bytes()), c.cache.clone()));
+            caches.truncate(TOP_SLAB_CACHES);
+            samples.push(SlabSample {
+                timestamp_ns,
+                interval_ns,
+                memcg_id,
+                cgroup,
+                container,
+                caches,
             });
         }
         samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
@@ -289,6 +372,7 @@ impl LiveContext {
             }),
             cgroup,
             removed_ns: None,
+            charge_failures: None,
         }
     }
 

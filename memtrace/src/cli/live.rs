@@ -14,9 +14,9 @@ use crate::{
     },
     clock,
     event::HostClock,
-    pipeline::{self, Intervals},
+    pipeline::{self, Intervals, Settings},
     probes::{
-        Aggregates, AttachOptions, AttachedPoint, DEFAULT_RING_BUFFER_BYTES, Probes,
+        Aggregates, AttachOptions, AttachedPoint, DEFAULT_RING_BUFFER_BYTES, Probes, Sources,
         parse_ring_buffer_size,
         plan::{parse_forced, parse_point},
     },
@@ -29,7 +29,7 @@ pub struct LiveArgs {
     /// Stop after this long (e.g. 30s, 10m, 1h30m); default: until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Report page-cache growth per container (counted in the kernel) this often.
+    /// Report page cache, charges and slab per container (counted in the kernel) this often.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub interval: Duration,
     /// Sample each active container's memory (usage, limit, working set, anon, file, kernel)
@@ -46,7 +46,8 @@ pub struct LiveArgs {
           value_parser = parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
     /// Attach only these probe points (comma-separated): `oom_kill`, `cgroup`, `page_cache`,
-    /// `reclaim`.
+    /// `reclaim`, `charge`, `try_charge`, `slab`. Default: all that this kernel allows (a
+    /// point it refuses is left out with a warning; one named here must attach).
     #[arg(long, value_name = "POINT,...", value_delimiter = ',', value_parser = parse_point)]
     pub events: Option<Vec<String>>,
     /// Use this strategy for a probe point instead of the best the kernel allows, e.g.
@@ -223,6 +224,7 @@ impl Session {
             terminate,
             ..
         } = self;
+        let sources = Sources::of(&probes.attached);
         let begun = Instant::now();
         let stats = runtime
             .block_on(async {
@@ -231,8 +233,11 @@ impl Session {
                     ring,
                     aggregates,
                     context,
-                    clock,
-                    intervals,
+                    Settings {
+                        clock,
+                        intervals,
+                        sources,
+                    },
                     sink,
                     stop(interrupt, terminate, duration),
                 )

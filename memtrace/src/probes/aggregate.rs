@@ -6,8 +6,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use aya::maps::{Array, MapData, PerCpuHashMap};
-use memtrace_common::{CacheDelta, FileKey, InodeId};
+use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
+use memtrace_common::{
+    CacheDelta, CacheName, ChargeDelta, FileKey, InodeId, SlabDelta, SlabKey,
+    aggregate::SLAB_KMALLOC_MAX_KEY,
+};
 
 use super::ProbeError;
 
@@ -22,69 +25,123 @@ pub struct CacheDrain {
     pub by_file: Vec<(u64, Option<InodeId>, CacheDelta)>,
 }
 
+/// A slab cache as users know it: `dentry`, `shmem_inode_cache`, `kmalloc-cg-512`.
+pub type SlabCache = String;
+
+/// Everything the kernel aggregated during one interval.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drain {
+    pub cache: CacheDrain,
+    /// Pages charged per memcg id.
+    pub charge: HashMap<u64, ChargeDelta>,
+    /// (memcg id, cache, delta).
+    pub slab: Vec<(u64, SlabCache, SlabDelta)>,
+}
+
 pub struct Aggregates {
-    active: Array<MapData, u32>,
-    half: u32,
-    cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
-    cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
-    inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
+    pub(super) active: Array<MapData, u32>,
+    pub(super) half: u32,
+    pub(super) cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
+    pub(super) cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
+    pub(super) inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
+    pub(super) memcg_ids: aya::maps::HashMap<MapData, u64, u64>,
+    pub(super) charge: [PerCpuHashMap<MapData, u64, ChargeDelta>; 2],
+    pub(super) slab: [PerCpuHashMap<MapData, SlabKey, SlabDelta>; 2],
+    pub(super) cache_names: aya::maps::HashMap<MapData, u64, CacheName>,
 }
 
 impl Aggregates {
-    pub(super) fn new(
-        active: Array<MapData, u32>,
-        cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
-        cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
-        inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
-    ) -> Self {
-        Self {
-            active,
-            half: 0,
-            cache_memcg,
-            cache_file,
-            inode_ids,
-        }
-    }
-
     /// Switches the programs to the other half and returns what the old half counted.
     ///
     /// # Errors
     ///
     /// When a map cannot be read or written.
-    pub fn drain_cache(&mut self) -> Result<CacheDrain, ProbeError> {
+    pub fn drain(&mut self) -> Result<Drain, ProbeError> {
         let old = self.half as usize;
         self.half ^= 1;
         self.active
             .set(0, &self.half, 0)
             .map_err(|source| map_error("AGG_ACTIVE", source))?;
         std::thread::sleep(SWITCH_GRACE);
-        let by_file = drain(&mut self.cache_file[old], "CACHE_FILE")?
-            .into_iter()
-            .map(|(key, delta)| {
-                let id = self.inode_ids.get(&key.inode, 0).ok();
-                (key.memcg_id, id, delta)
-            })
-            .collect();
-        Ok(CacheDrain {
-            by_memcg: drain(&mut self.cache_memcg[old], "CACHE_MEMCG")?,
-            by_file,
+        // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
+        let memcg_id = |ids: &aya::maps::HashMap<MapData, u64, u64>, memcg: u64| {
+            ids.get(&memcg, 0).unwrap_or(0)
+        };
+        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> =
+            drain(&mut self.cache_file[old], "CACHE_FILE", sum_cache)?
+                .into_iter()
+                .map(|(key, delta)| {
+                    let id = self.inode_ids.get(&key.inode, 0).ok();
+                    (memcg_id(&self.memcg_ids, key.memcg), id, delta)
+                })
+                .collect();
+        // The per-memcg map holds only what had no file key: the totals add the files'.
+        let mut by_memcg = HashMap::new();
+        for (memcg, delta) in drain(&mut self.cache_memcg[old], "CACHE_MEMCG", sum_cache)? {
+            let total = by_memcg
+                .entry(memcg_id(&self.memcg_ids, memcg))
+                .or_insert_with(CacheDelta::default);
+            *total = sum_cache(total, &delta);
+        }
+        for (memcg, _, delta) in &by_file {
+            let total = by_memcg.entry(*memcg).or_insert_with(CacheDelta::default);
+            *total = sum_cache(total, delta);
+        }
+        let cache = CacheDrain { by_memcg, by_file };
+        let charge = drain(&mut self.charge[old], "CHARGE", |a, b| ChargeDelta {
+            pages: a.pages + b.pages,
+            charges: a.charges + b.charges,
+        })?;
+        let slab = drain(&mut self.slab[old], "SLAB", |a, b| SlabDelta {
+            alloc_bytes: a.alloc_bytes + b.alloc_bytes,
+            alloc_objects: a.alloc_objects + b.alloc_objects,
+            free_bytes: a.free_bytes + b.free_bytes,
+            free_objects: a.free_objects + b.free_objects,
+        })?
+        .into_iter()
+        .map(|(key, delta)| (key.memcg_id, self.cache_name(key.cache), delta))
+        .collect();
+        Ok(Drain {
+            cache,
+            charge,
+            slab,
         })
+    }
+
+    fn cache_name(&self, cache: u64) -> SlabCache {
+        if cache < SLAB_KMALLOC_MAX_KEY {
+            // What /proc/slabinfo calls the accounted kmalloc caches.
+            return format!("kmalloc-cg-{cache}");
+        }
+        match self.cache_names.get(&cache, 0) {
+            Ok(name) => crate::event::c_str(&name.name),
+            Err(_) => format!("cache@{cache:#x}"),
+        }
     }
 }
 
-fn drain<K: aya::Pod + Eq + std::hash::Hash>(
-    map: &mut PerCpuHashMap<MapData, K, CacheDelta>,
+fn sum_cache(a: &CacheDelta, b: &CacheDelta) -> CacheDelta {
+    CacheDelta {
+        added_pages: a.added_pages + b.added_pages,
+        removed_pages: a.removed_pages + b.removed_pages,
+    }
+}
+
+/// Reads every key's per-CPU values, sums them with `add`, and deletes the keys.
+fn drain<K, V>(
+    map: &mut PerCpuHashMap<MapData, K, V>,
     name: &str,
-) -> Result<HashMap<K, CacheDelta>, ProbeError> {
+    add: impl Fn(&V, &V) -> V,
+) -> Result<HashMap<K, V>, ProbeError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod + Default,
+{
     let mut sums = HashMap::new();
     for entry in map.iter() {
-        let (key, per_cpu) = entry.map_err(|source| map_error(name, source))?;
-        let sum = per_cpu
-            .iter()
-            .fold(CacheDelta::default(), |acc, d| CacheDelta {
-                added_pages: acc.added_pages + d.added_pages,
-                removed_pages: acc.removed_pages + d.removed_pages,
-            });
+        let (key, per_cpu): (K, PerCpuValues<V>) =
+            entry.map_err(|source| map_error(name, source))?;
+        let sum = per_cpu.iter().fold(V::default(), |acc, d| add(&acc, d));
         sums.insert(key, sum);
     }
     for key in sums.keys() {

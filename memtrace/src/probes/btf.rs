@@ -13,6 +13,11 @@ use memtrace_common::{
     offsets::{MARK_VICTIM_ARG_PID, MARK_VICTIM_ARG_TASK},
 };
 
+/// `SLAB_ACCOUNT` before it became a config-dependent enum bit (6.9), from `include/linux/slab.h`.
+const SLAB_ACCOUNT_BEFORE_6_9: u32 = 0x0400_0000;
+/// `__GFP_ACCOUNT` before `___GFP_ACCOUNT_BIT` (6.10), from `include/linux/gfp_types.h`.
+const GFP_ACCOUNT_BEFORE_6_10: u32 = 0x40_0000;
+
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -101,13 +106,36 @@ impl KernelBtf {
             .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
         // Enum values by member name, in one pass over the types: the MM_* counters are in an
         // anonymous enum, and so is `memcg_data_flags` in some kernels' BTF.
-        let [file, anon, shmem, nr_memcg_data_flags, pg_head] = self.anon_enum_values([
+        let names = [
             "MM_FILEPAGES",
             "MM_ANONPAGES",
             "MM_SHMEMPAGES",
             "__NR_MEMCG_DATA_FLAGS",
             "PG_head",
-        ])?;
+            "NR_ANON_MAPPED",
+            "NR_FILE_PAGES",
+            // Enum members only since 6.9 and 6.10, whose values depend on the kernel's config;
+            // constants before.
+            "_SLAB_ACCOUNT",
+            "___GFP_ACCOUNT_BIT",
+        ];
+        let found = self.enum_values_scan(names);
+        let required = |i: usize| {
+            found[i].ok_or_else(|| BtfError::NotFound(format!("enum value {}", names[i])))
+        };
+        let [
+            file,
+            anon,
+            shmem,
+            nr_memcg_data_flags,
+            pg_head,
+            nr_anon_mapped,
+            nr_file_pages,
+        ] = [0, 1, 2, 3, 4, 5, 6].map(required);
+        let (file, anon, shmem, nr_memcg_data_flags, pg_head) =
+            (file?, anon?, shmem?, nr_memcg_data_flags?, pg_head?);
+        let slab_account_flag = found[7].map_or(SLAB_ACCOUNT_BEFORE_6_9, |bit| 1 << bit);
+        let gfp_account_flag = found[8].map_or(GFP_ACCOUNT_BEFORE_6_10, |bit| 1 << bit);
         let memcg_data_flags = nr_memcg_data_flags.saturating_sub(1);
         // BTF prototypes of raw tracepoints have no argument names: find them by type.
         let [reclaim_order, reclaim_gfp] =
@@ -157,6 +185,14 @@ impl KernelBtf {
             oom_control_chosen: self.member("oom_control", "chosen")?.offset,
             oom_control_totalpages: self.member("oom_control", "totalpages")?.offset,
             oom_control_constraint: self.member("oom_control", "constraint")?.offset,
+            task_active_memcg: self.member("task_struct", "active_memcg")?.offset,
+            kmem_cache_flags: self.member("kmem_cache", "flags")?.offset,
+            kmem_cache_size: self.member("kmem_cache", "size")?.offset,
+            kmem_cache_name: self.member("kmem_cache", "name")?.offset,
+            slab_account_flag,
+            gfp_account_flag,
+            nr_anon_mapped: nr_anon_mapped?,
+            nr_file_pages: nr_file_pages?,
         })
     }
 
@@ -349,8 +385,9 @@ impl KernelBtf {
     }
 
     /// Values of enum members found by name in any enum, named or anonymous (`MM_FILEPAGES`,
-    /// …): one scan over all types, stopped as soon as every name is found.
-    fn anon_enum_values<const N: usize>(&self, names: [&str; N]) -> Result<[u32; N], BtfError> {
+    /// …): one scan over all types, stopped as soon as every name is found; `None` for a name
+    /// this kernel lacks.
+    fn enum_values_scan<const N: usize>(&self, names: [&str; N]) -> [Option<u32>; N] {
         let mut found = [None; N];
         let mut types = self.btf.type_iter();
         while let Ok(Some(t)) = types.next() {
@@ -366,12 +403,7 @@ impl KernelBtf {
                 }
             }
         }
-        let mut values = [0; N];
-        for (i, value) in found.into_iter().enumerate() {
-            values[i] =
-                value.ok_or_else(|| BtfError::NotFound(format!("enum value {}", names[i])))?;
-        }
-        Ok(values)
+        found
     }
 
     fn array_element_size(&self, what: &str, ty: &Type) -> Result<u32, BtfError> {

@@ -3,7 +3,9 @@
 pub mod aggregate;
 pub mod btf;
 pub mod capability;
+pub mod derived;
 pub mod filter;
+pub mod kallsyms;
 pub mod plan;
 pub mod privileges;
 
@@ -12,16 +14,18 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
 };
 use memtrace_common::{
-    LostKind,
+    IgnoredCallers, LostKind,
     names::{
-        AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, EVENTS_MAP, FILTER_ENABLED_GLOBAL,
-        FILTER_MAP, INODE_IDS_MAP, LOST_MAP, OFFSETS_GLOBAL,
+        AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, CACHE_NAMES_MAP, CHARGE_MAPS,
+        EVENTS_MAP, FILTER_ENABLED_GLOBAL, FILTER_MAP, IGNORED_CALLERS_GLOBAL, INODE_IDS_MAP,
+        LOST_MAP, MEMCG_IDS_MAP, OFFSETS_GLOBAL, SLAB_MAPS,
     },
 };
 
 pub use self::{
-    aggregate::{Aggregates, CacheDrain},
+    aggregate::{Aggregates, CacheDrain, Drain, SlabCache},
     btf::{BtfError, KernelBtf},
+    derived::Sources,
     filter::KernelFilter,
 };
 
@@ -43,6 +47,8 @@ pub enum ProbeError {
     Program { what: String, reason: String },
     #[error("no way to attach {}: {}", .0.point, describe_attempts(&.0.attempts))]
     NoStrategy(plan::PointOutcome),
+    #[error("this kernel refused every probe point (`memtrace probes` shows why)")]
+    NothingAttached,
     #[error("starting the eBPF log forwarder: {0}")]
     Logger(#[source] aya_log::Error),
     #[error("{what}: {source}")]
@@ -157,12 +163,25 @@ impl Probes {
     pub fn attach(options: &AttachOptions) -> Result<Self, ProbeError> {
         privileges::require_root()?;
         privileges::raise_memlock();
+        // Read while BTF is parsed: kallsyms costs tens of milliseconds of kernel time.
+        let callers = std::thread::spawn(kallsyms::bpf_memalloc_callers);
         let kernel_btf = KernelBtf::from_sys()?;
         let offsets = kernel_btf.kernel_offsets()?;
         let oom_constraints = kernel_btf.enum_names("oom_constraint")?;
         log::debug!("kernel offsets: {offsets:?}");
+        let ignored_callers = callers
+            .join()
+            .map_err(|_| ProbeError::Missing("kallsyms reader"))?
+            .unwrap_or_else(|e| {
+                log::warn!(
+                    "cannot read /proc/kallsyms ({e}): slab counts may include BPF map memory"
+                );
+                IgnoredCallers::default()
+            });
+        log::debug!("slab ignores allocations from {ignored_callers:?}");
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
+            .override_global(IGNORED_CALLERS_GLOBAL, &ignored_callers, true)
             .override_global(
                 FILTER_ENABLED_GLOBAL,
                 &u32::from(options.kernel_filter),
@@ -172,47 +191,36 @@ impl Probes {
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
 
-        let mut attached = Vec::new();
-        let mut outcomes = Vec::new();
-        let mut aya_btf = None;
-        for point in &plan::POINTS {
-            if options
-                .points
-                .as_ref()
-                .is_some_and(|wanted| !wanted.iter().any(|w| w == point.name))
-            {
-                continue;
-            }
-            let forced = options
-                .forced
-                .iter()
-                .find(|(p, _)| p == point.name)
-                .map(|(_, s)| s.as_str());
-            let outcome = plan::attach_point(&mut ebpf, point, forced, &mut aya_btf);
-            match &outcome.chosen {
-                Some(strategy) => attached.push(AttachedPoint {
-                    point: point.name,
-                    strategy: strategy.clone(),
-                }),
-                None => return Err(ProbeError::NoStrategy(outcome)),
-            }
-            outcomes.push(outcome);
+        let (attached, outcomes) = attach_points(&mut ebpf, options)?;
+        if attached.is_empty() {
+            return Err(ProbeError::NothingAttached);
         }
 
         let ring: RingBuf<MapData> = typed_map(&mut ebpf, EVENTS_MAP)?;
         let lost: PerCpuArray<MapData, u64> = typed_map(&mut ebpf, LOST_MAP)?;
-        let aggregates = Aggregates::new(
-            typed_map(&mut ebpf, AGG_ACTIVE_MAP)?,
-            [
+        let aggregates = Aggregates {
+            active: typed_map(&mut ebpf, AGG_ACTIVE_MAP)?,
+            half: 0,
+            cache_memcg: [
                 typed_map(&mut ebpf, CACHE_MEMCG_MAPS[0])?,
                 typed_map(&mut ebpf, CACHE_MEMCG_MAPS[1])?,
             ],
-            [
+            cache_file: [
                 typed_map(&mut ebpf, CACHE_FILE_MAPS[0])?,
                 typed_map(&mut ebpf, CACHE_FILE_MAPS[1])?,
             ],
-            typed_map(&mut ebpf, INODE_IDS_MAP)?,
-        );
+            inode_ids: typed_map(&mut ebpf, INODE_IDS_MAP)?,
+            memcg_ids: typed_map(&mut ebpf, MEMCG_IDS_MAP)?,
+            charge: [
+                typed_map(&mut ebpf, CHARGE_MAPS[0])?,
+                typed_map(&mut ebpf, CHARGE_MAPS[1])?,
+            ],
+            slab: [
+                typed_map(&mut ebpf, SLAB_MAPS[0])?,
+                typed_map(&mut ebpf, SLAB_MAPS[1])?,
+            ],
+            cache_names: typed_map(&mut ebpf, CACHE_NAMES_MAP)?,
+        };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;
         Ok(Self {
@@ -268,6 +276,51 @@ impl Probes {
             })
             .collect()
     }
+}
+
+/// Attaches every point asked for, each with the best strategy the kernel allows.
+fn attach_points(
+    ebpf: &mut Ebpf,
+    options: &AttachOptions,
+) -> Result<(Vec<AttachedPoint>, Vec<plan::PointOutcome>), ProbeError> {
+    let mut attached = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut aya_btf = None;
+    for point in &plan::POINTS {
+        if options
+            .points
+            .as_ref()
+            .is_some_and(|wanted| !wanted.iter().any(|w| w == point.name))
+        {
+            continue;
+        }
+        let forced = options
+            .forced
+            .iter()
+            .find(|(p, _)| p == point.name)
+            .map(|(_, s)| s.as_str());
+        let attached_names: Vec<&str> = attached.iter().map(|a: &AttachedPoint| a.point).collect();
+        let outcome = plan::attach_point(ebpf, point, forced, &mut aya_btf, &attached_names);
+        match &outcome.chosen {
+            Some(strategy) => attached.push(AttachedPoint {
+                point: point.name,
+                strategy: strategy.clone(),
+            }),
+            // Asked for by name (--events or --probe-strategy): its absence is an error.
+            None if options.points.is_some() || forced.is_some() => {
+                return Err(ProbeError::NoStrategy(outcome));
+            }
+            // Part of "everything": run without it, and say so.
+            None => eprintln!(
+                "memtrace: {}",
+                ProbeError::NoStrategy(outcome.clone())
+                    .to_string()
+                    .replacen("no way to attach", "running without probe point", 1)
+            ),
+        }
+        outcomes.push(outcome);
+    }
+    Ok((attached, outcomes))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

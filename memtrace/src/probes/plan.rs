@@ -4,12 +4,15 @@
 
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, KProbe, RawTracePoint, TracePoint},
+    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use memtrace_common::names::{
-    OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR, PROG_FILEMAP_ADD,
-    PROG_FILEMAP_DELETE, PROG_OOM_FENTRY, PROG_OOM_KPROBE, PROG_OOM_MARK_VICTIM,
-    PROG_RECLAIM_BEGIN, PROG_RECLAIM_END,
+    CHARGE_FUNCTION, OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR,
+    PROG_CHARGE_FEXIT, PROG_CHARGE_KPROBE, PROG_CHARGE_KRETPROBE, PROG_CHARGE_STAT,
+    PROG_FILEMAP_ADD, PROG_FILEMAP_DELETE, PROG_OOM_FENTRY, PROG_OOM_KPROBE, PROG_OOM_MARK_VICTIM,
+    PROG_RECLAIM_BEGIN, PROG_RECLAIM_END, PROG_SLAB_CACHE_ALLOC, PROG_SLAB_CACHE_FREE,
+    PROG_SLAB_KFREE, PROG_SLAB_KMALLOC, PROG_TRY_CHARGE_FEXIT, PROG_TRY_CHARGE_KPROBE,
+    PROG_TRY_CHARGE_KRETPROBE, TRY_CHARGE_FUNCTION,
 };
 
 use super::{ProbeError, program_error};
@@ -24,6 +27,20 @@ pub enum Attach {
         program: &'static str,
         function: &'static str,
     },
+    /// fexit: the function's arguments and its return value.
+    Fexit {
+        program: &'static str,
+        function: &'static str,
+    },
+    /// A kprobe that keeps the arguments and a kretprobe that reads the return value.
+    KprobeReturn {
+        entry: &'static str,
+        ret: &'static str,
+        function: &'static str,
+    },
+    /// No programs of its own: userspace derives the point's events from another point's,
+    /// which must be attached.
+    Derived { from: &'static str },
     /// (program, raw tracepoint) pairs, all needed.
     RawTracepoints(&'static [(&'static str, &'static str)]),
     /// A classic tracepoint (needs tracefs, which is mounted if missing).
@@ -45,9 +62,11 @@ impl Strategy {
     #[must_use]
     pub fn describe(&self) -> String {
         match &self.attach {
-            Attach::Fentry { function, .. } | Attach::Kprobe { function, .. } => {
-                format!("{}/{function}", self.name)
-            }
+            Attach::Fentry { function, .. }
+            | Attach::Kprobe { function, .. }
+            | Attach::Fexit { function, .. }
+            | Attach::KprobeReturn { function, .. } => format!("{}/{function}", self.name),
+            Attach::Derived { from } => format!("{}/{from}", self.name),
             Attach::RawTracepoints(pairs) => {
                 let names: Vec<&str> = pairs.iter().map(|(_, tp)| *tp).collect();
                 format!("{}/{}", self.name, names.join("+"))
@@ -66,7 +85,11 @@ pub struct Point {
     pub strategies: &'static [Strategy],
 }
 
-pub const POINTS: [Point; 4] = [
+/// The `try_charge` strategy that derives charge failures from memcg reclaim.
+pub const DERIVED: &str = "derived";
+
+/// In attach order: a derived strategy comes after the point it derives from.
+pub const POINTS: [Point; 7] = [
     Point {
         name: "oom_kill",
         strategies: &[
@@ -119,6 +142,68 @@ pub const POINTS: [Point; 4] = [
             attach: Attach::RawTracepoints(&[
                 (PROG_RECLAIM_BEGIN, "mm_vmscan_memcg_reclaim_begin"),
                 (PROG_RECLAIM_END, "mm_vmscan_memcg_reclaim_end"),
+            ]),
+        }],
+    },
+    Point {
+        name: "charge",
+        strategies: &[
+            Strategy {
+                name: "fentry",
+                attach: Attach::Fexit {
+                    program: PROG_CHARGE_FEXIT,
+                    function: CHARGE_FUNCTION,
+                },
+            },
+            Strategy {
+                name: "kprobe",
+                attach: Attach::KprobeReturn {
+                    entry: PROG_CHARGE_KPROBE,
+                    ret: PROG_CHARGE_KRETPROBE,
+                    function: CHARGE_FUNCTION,
+                },
+            },
+            // 6.16+: memcg stat updates; pages only, labelled as derived from them.
+            Strategy {
+                name: "raw_tp",
+                attach: Attach::RawTracepoints(&[(PROG_CHARGE_STAT, "mod_memcg_lruvec_state")]),
+            },
+        ],
+    },
+    Point {
+        name: "try_charge",
+        strategies: &[
+            Strategy {
+                name: "fentry",
+                attach: Attach::Fexit {
+                    program: PROG_TRY_CHARGE_FEXIT,
+                    function: TRY_CHARGE_FUNCTION,
+                },
+            },
+            Strategy {
+                name: "kprobe",
+                attach: Attach::KprobeReturn {
+                    entry: PROG_TRY_CHARGE_KPROBE,
+                    ret: PROG_TRY_CHARGE_KRETPROBE,
+                    function: TRY_CHARGE_FUNCTION,
+                },
+            },
+            // Every memcg limit reclaim starts with a charge the page counter refused.
+            Strategy {
+                name: DERIVED,
+                attach: Attach::Derived { from: "reclaim" },
+            },
+        ],
+    },
+    Point {
+        name: "slab",
+        strategies: &[Strategy {
+            name: "raw_tp",
+            attach: Attach::RawTracepoints(&[
+                (PROG_SLAB_CACHE_ALLOC, "kmem_cache_alloc"),
+                (PROG_SLAB_KMALLOC, "kmalloc"),
+                (PROG_SLAB_CACHE_FREE, "kmem_cache_free"),
+                (PROG_SLAB_KFREE, "kfree"),
             ]),
         }],
     },
@@ -183,18 +268,26 @@ pub struct PointOutcome {
 }
 
 /// Tries `point`'s strategies in order (only `forced`, when given) until one attaches.
+/// `attached` names the points attached so far, which derived strategies need.
 pub fn attach_point(
     ebpf: &mut Ebpf,
     point: &Point,
     forced: Option<&str>,
     btf: &mut Option<Result<Btf, String>>,
+    attached: &[&str],
 ) -> PointOutcome {
     let mut attempts = Vec::new();
     for strategy in point.strategies {
         if forced.is_some_and(|f| f != strategy.name) {
             continue;
         }
-        let result = attach(ebpf, strategy, btf).map_err(|e| e.to_string());
+        let result = match strategy.attach {
+            Attach::Derived { from } if !attached.contains(&from) => Err(format!(
+                "derives from the {from} probe point, which is not attached \
+                 (add it to --events)"
+            )),
+            _ => attach(ebpf, strategy, btf).map_err(|e| e.to_string()),
+        };
         let ok = result.is_ok();
         attempts.push(Attempt {
             strategy: strategy.describe(),
@@ -229,16 +322,16 @@ pub fn attach(
 ) -> Result<(), ProbeError> {
     match &strategy.attach {
         Attach::Fentry { program, function } => {
-            // aya's own BTF parse, needed to load fentry programs; once, and only if needed.
-            let btf = btf
-                .get_or_insert_with(|| Btf::from_sys_fs().map_err(|e| e.to_string()))
-                .as_ref()
-                .map_err(|e| ProbeError::Program {
-                    what: format!("fentry {function}"),
-                    reason: format!("kernel BTF: {e}"),
-                })?;
+            let btf = aya_btf(btf, "fentry", function)?;
             let error = |source| program_error(format!("fentry {function}"), &source);
             let p: &mut FEntry = program_mut(ebpf, program)?.try_into().map_err(error)?;
+            p.load(function, btf).map_err(error)?;
+            p.attach().map_err(error)?;
+        }
+        Attach::Fexit { program, function } => {
+            let btf = aya_btf(btf, "fexit", function)?;
+            let error = |source| program_error(format!("fexit {function}"), &source);
+            let p: &mut FExit = program_mut(ebpf, program)?.try_into().map_err(error)?;
             p.load(function, btf).map_err(error)?;
             p.attach().map_err(error)?;
         }
@@ -248,6 +341,30 @@ pub fn attach(
             p.load().map_err(error)?;
             p.attach(*function, 0).map_err(error)?;
         }
+        Attach::KprobeReturn {
+            entry,
+            ret,
+            function,
+        } => {
+            let error = |source| program_error(format!("kretprobe {function}"), &source);
+            let r: &mut KProbe = program_mut(ebpf, ret)?.try_into().map_err(error)?;
+            r.load().map_err(error)?;
+            let ret_link = r.attach(*function, 0).map_err(error)?;
+            let entered = (|| {
+                let error = |source| program_error(format!("kprobe {function}"), &source);
+                let p: &mut KProbe = program_mut(ebpf, entry)?.try_into().map_err(error)?;
+                p.load().map_err(error)?;
+                p.attach(*function, 0).map_err(error)
+            })();
+            if let Err(e) = entered {
+                // A return probe alone would count nothing; leave nothing half-attached.
+                if let Ok(r) = <&mut KProbe>::try_from(program_mut(ebpf, ret)?) {
+                    let _ = r.detach(ret_link);
+                }
+                return Err(e);
+            }
+        }
+        Attach::Derived { .. } => {}
         Attach::RawTracepoints(pairs) => {
             for (program, tracepoint) in *pairs {
                 let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
@@ -272,6 +389,20 @@ pub fn attach(
     Ok(())
 }
 
+/// aya's own BTF parse, needed to load fentry and fexit programs; once, and only if needed.
+fn aya_btf<'a>(
+    btf: &'a mut Option<Result<Btf, String>>,
+    kind: &str,
+    function: &str,
+) -> Result<&'a Btf, ProbeError> {
+    btf.get_or_insert_with(|| Btf::from_sys_fs().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| ProbeError::Program {
+            what: format!("{kind} {function}"),
+            reason: format!("kernel BTF: {e}"),
+        })
+}
+
 fn program_mut<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
@@ -293,7 +424,7 @@ mod tests {
         assert!(
             parse_forced("nope=kprobe")
                 .expect_err("must be refused")
-                .contains("oom_kill, cgroup, page_cache, reclaim")
+                .contains("oom_kill, cgroup, page_cache, reclaim, charge, try_charge, slab")
         );
         assert!(
             parse_forced("cgroup=fentry")
@@ -301,7 +432,12 @@ mod tests {
                 .contains("raw_tp")
         );
         assert!(parse_point("reclaim").is_ok());
-        assert!(parse_point("slab").is_err());
+        assert!(parse_point("slab").is_ok());
+        assert!(parse_point("kmem").is_err());
+        assert_eq!(
+            parse_forced("try_charge=derived"),
+            Ok(("try_charge".into(), "derived".into()))
+        );
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::{
 use super::Sink;
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
-    event::{CacheEvent, CgroupEvent, Event, Observed, OomKill, ReclaimEvent, StatsEvent},
+    event::{
+        CacheEvent, CgroupEvent, ChargeEvent, ChargeFailEvent, Event, Observed, OomKill,
+        ReclaimEvent, SlabEvent, StatsEvent,
+    },
     units::human_bytes,
 };
 
@@ -43,6 +46,9 @@ pub fn line(event: &Event) -> String {
         Event::Stats(e) => stats(e),
         Event::Cache(e) => cache(e),
         Event::Reclaim(e) => reclaim(e),
+        Event::Charge(e) => charge(e),
+        Event::ChargeFail(e) => charge_fail(e),
+        Event::Slab(e) => slab(e),
     }
 }
 
@@ -75,6 +81,86 @@ fn cache(e: &CacheEvent) -> String {
             top.inode,
             signed_bytes(top.net_bytes)
         );
+    }
+    s
+}
+
+fn charge(e: &ChargeEvent) -> String {
+    let mut s = format!(
+        "{} {:<9} {}",
+        e.time,
+        "charge",
+        e.cgroup.as_deref().unwrap_or("?")
+    );
+    who(&mut s, e.container.as_ref());
+    let _ = write!(
+        s,
+        " {} charged in {:.1}s",
+        human_bytes(e.charged_bytes),
+        e.interval_seconds
+    );
+    match e.charges {
+        Some(n) => {
+            let _ = write!(s, " ({n} charges)");
+        }
+        None => s.push_str(" (from stat updates)"),
+    }
+    s
+}
+
+fn charge_fail(e: &ChargeFailEvent) -> String {
+    let mut s = format!(
+        "{} {:<9} {}",
+        e.time,
+        "chargefail",
+        e.cgroup.as_deref().unwrap_or("?")
+    );
+    who(&mut s, e.container.as_ref());
+    let _ = write!(s, " pid={}", e.pid);
+    if let Some(comm) = &e.comm {
+        let _ = write!(s, " comm={comm}");
+    }
+    if let Some(pages) = e.nr_pages {
+        let _ = write!(s, " pages={pages}");
+    }
+    let _ = write!(s, " gfp={} {}", e.gfp_flags, e.outcome);
+    if let (Some(freed), Some(us)) = (e.reclaimed_bytes, e.reclaim_us) {
+        let _ = write!(
+            s,
+            " (derived: reclaim freed {} in {us:.0}us)",
+            human_bytes(freed)
+        );
+    }
+    if let Some(n) = e.charge_failures {
+        let _ = write!(s, " failcnt={n}");
+    }
+    s
+}
+
+fn slab(e: &SlabEvent) -> String {
+    let mut s = format!(
+        "{} {:<9} {}",
+        e.time,
+        "slab",
+        e.cgroup.as_deref().unwrap_or("?")
+    );
+    who(&mut s, e.container.as_ref());
+    let _ = write!(
+        s,
+        " {} (allocated {}, freed {}) in {:.1}s",
+        signed_bytes(e.net_bytes),
+        human_bytes(e.allocated_bytes),
+        human_bytes(e.freed_bytes),
+        e.interval_seconds
+    );
+    let top: Vec<String> = e
+        .caches
+        .iter()
+        .take(3)
+        .map(|c| format!("{} {}", c.cache, signed_bytes(c.net_bytes)))
+        .collect();
+    if !top.is_empty() {
+        let _ = write!(s, " top: {}", top.join(", "));
     }
     s
 }

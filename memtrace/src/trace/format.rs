@@ -16,6 +16,7 @@
 //!               | sample (JSON `event::StatsSample` without its cgroup, rest)
 //! CACHE  (5) := cgroup table_id u32 (u32::MAX = none) | reserved u32
 //!               | sample (JSON `event::CacheSample` without its cgroup, rest)
+//! CHARGE (6), SLAB (7): as CACHE, with `event::ChargeSample` and `event::SlabSample`
 //! ```
 //!
 //! A cgroup's frame is written before the first event that names it, so a reader that stops
@@ -30,6 +31,8 @@ pub const TAG_EVENT: u8 = 2;
 pub const TAG_END: u8 = 3;
 pub const TAG_STATS: u8 = 4;
 pub const TAG_CACHE: u8 = 5;
+pub const TAG_CHARGE: u8 = 6;
+pub const TAG_SLAB: u8 = 7;
 pub const FRAME_HEADER_LEN: usize = 12;
 /// No frame or header is larger; a bigger length means corruption, not a reason to allocate.
 pub const MAX_PAYLOAD: u32 = 1 << 20;

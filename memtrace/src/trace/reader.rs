@@ -11,10 +11,10 @@ use std::{
 use memtrace_common::event::{DecodeError, Record};
 
 use super::format::{
-    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CACHE, TAG_CGROUP, TAG_END, TAG_EVENT,
-    TAG_STATS, TraceHeader, VERSION, crc,
+    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CACHE, TAG_CGROUP, TAG_CHARGE, TAG_END,
+    TAG_EVENT, TAG_SLAB, TAG_STATS, TraceHeader, VERSION, crc,
 };
-use crate::event::{CacheSample, Context, Observed, StatsSample};
+use crate::event::{CacheSample, ChargeSample, Context, Observed, SlabSample, StatsSample};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -189,6 +189,20 @@ impl TraceReader {
                 TAG_END => return self.end(frame_offset, &payload).map(Some),
                 TAG_STATS => return self.stats(frame_offset, &payload).map(Some),
                 TAG_CACHE => return self.cache(frame_offset, &payload).map(Some),
+                TAG_CHARGE => {
+                    let (cgroup, sample) = self.sample::<ChargeSample>(frame_offset, &payload)?;
+                    return Ok(Some(TraceItem::Event(Observed::Charge(ChargeSample {
+                        cgroup,
+                        ..sample
+                    }))));
+                }
+                TAG_SLAB => {
+                    let (cgroup, sample) = self.sample::<SlabSample>(frame_offset, &payload)?;
+                    return Ok(Some(TraceItem::Event(Observed::Slab(SlabSample {
+                        cgroup,
+                        ..sample
+                    }))));
+                }
                 other => {
                     return Err(self.corrupt(frame_offset, format!("unknown frame type {other}")));
                 }
@@ -277,6 +291,22 @@ impl TraceReader {
             cgroup,
             ..sample
         })))
+    }
+
+    /// A userspace sample frame: its cgroup and its JSON body.
+    fn sample<T: serde::de::DeserializeOwned>(
+        &mut self,
+        at: u64,
+        payload: &[u8],
+    ) -> Result<(Option<String>, T), TraceError> {
+        if payload.len() < 8 {
+            return Err(self.corrupt(at, "short sample frame".into()));
+        }
+        let cgroup = self.table_cgroup(at, le_u32(&payload[..4]))?;
+        let sample = serde_json::from_slice(&payload[8..])
+            .map_err(|e| self.corrupt(at, format!("sample is not valid: {e}")))?;
+        self.events += 1;
+        Ok((cgroup, sample))
     }
 
     fn end(&mut self, at: u64, payload: &[u8]) -> Result<TraceItem, TraceError> {

@@ -11,11 +11,11 @@ use std::{
 use memtrace_common::{LostKind, event::Record};
 
 use super::format::{
-    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CACHE, TAG_CGROUP, TAG_END, TAG_EVENT,
-    TAG_STATS, TraceHeader, VERSION, crc,
+    FRAME_HEADER_LEN, MAGIC, MAX_PAYLOAD, NO_CGROUP, TAG_CACHE, TAG_CGROUP, TAG_CHARGE, TAG_END,
+    TAG_EVENT, TAG_SLAB, TAG_STATS, TraceHeader, VERSION, crc,
 };
 use crate::{
-    event::{CacheSample, Context, Event, Observed, StatsSample},
+    event::{CacheSample, ChargeSample, Context, Event, Observed, SlabSample, StatsSample},
     sinks::Sink,
 };
 
@@ -89,6 +89,22 @@ impl TraceWriter {
                     ..sample.clone()
                 };
                 self.json_frame(TAG_CACHE, table_id, &body)?;
+            }
+            Observed::Charge(sample) => {
+                let table_id = self.table_id(sample.cgroup.as_deref(), sample.memcg_id)?;
+                let body = ChargeSample {
+                    cgroup: None,
+                    ..sample.clone()
+                };
+                self.json_frame(TAG_CHARGE, table_id, &body)?;
+            }
+            Observed::Slab(sample) => {
+                let table_id = self.table_id(sample.cgroup.as_deref(), sample.memcg_id)?;
+                let body = SlabSample {
+                    cgroup: None,
+                    ..sample.clone()
+                };
+                self.json_frame(TAG_SLAB, table_id, &body)?;
             }
             Observed::Stats(sample) => {
                 let table_id = self.table_id(Some(&sample.cgroup), 0)?;
@@ -180,6 +196,7 @@ fn memcg_id(record: &Record) -> u64 {
         Record::OomKill(r) => r.memcg_id,
         Record::Cgroup(r) => r.memcg_id,
         Record::Reclaim(r) => r.memcg_id,
+        Record::ChargeFail(r) => r.memcg_id,
     }
 }
 

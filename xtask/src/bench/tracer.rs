@@ -20,13 +20,15 @@ use super::{
 };
 use crate::process::{self, Shown};
 
-/// bpftrace's program: per-cgroup counts on the page-cache tracepoints memtrace attaches to, and
-/// on the slab allocations and frees, which memtrace has no probe for yet.
+/// bpftrace's program: per-cgroup counts on the tracepoints memtrace's hot paths attach to for
+/// these workloads: the page cache, and the slab allocations and frees.
 pub const BPFTRACE_SCRIPT: &str = "\
 tracepoint:filemap:mm_filemap_add_to_page_cache,
 tracepoint:filemap:mm_filemap_delete_from_page_cache { @[cgroup] = count(); }
 tracepoint:kmem:kmem_cache_alloc,
-tracepoint:kmem:kmem_cache_free { @[cgroup] = count(); }";
+tracepoint:kmem:kmalloc,
+tracepoint:kmem:kmem_cache_free,
+tracepoint:kmem:kfree { @[cgroup] = count(); }";
 
 /// How long a tracer may take to say it is attached (bpftrace compiles first).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

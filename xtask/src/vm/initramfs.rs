@@ -19,8 +19,9 @@ use crate::process::quote;
 const BUSYBOX: &str = "/bin/busybox";
 /// Where the guest finds memtrace (`MEMTRACE_BIN`).
 const GUEST_MEMTRACE: &str = "bin/memtrace";
-/// Where the archive holds memhog; /init links the path the tests know it by to this.
-const GUEST_MEMHOG: &str = "bin/memhog";
+/// Where the archive holds the workloads (`bin/memhog`); /init links the paths the tests know
+/// them by to these.
+const GUEST_WORKLOADS: &str = "bin";
 /// In each `/lib/modules/<release>`: the modules to load, in order.
 const LOAD_ORDER: &str = "load-order";
 /// The file backing the disk /init makes for `CARGO_TARGET_TMPDIR`, sparse, and its size.
@@ -139,11 +140,13 @@ fn layout(
             path: GUEST_MEMTRACE.to_owned(),
             kind: Kind::Executable(payload.memtrace.clone()),
         },
-        Entry {
-            path: GUEST_MEMHOG.to_owned(),
-            kind: Kind::Executable(payload.memhog.clone()),
-        },
     ];
+    for workload in &payload.workloads {
+        files.push(Entry {
+            path: format!("{GUEST_WORKLOADS}/{}", workload.name),
+            kind: Kind::Executable(workload.path.clone()),
+        });
+    }
     for test in &payload.tests {
         files.push(Entry {
             path: format!("{GUEST_TESTS}/{}", test.name),
@@ -226,8 +229,8 @@ fn guest_path(path: &Path) -> anyhow::Result<String> {
 /// /init makes them after mounting its file systems, so that they exist even under a directory
 /// the guest mounts a tmpfs on (a clone in /tmp).
 struct HostPaths {
-    /// `env!("CARGO_BIN_EXE_memhog")`: linked to the archive's memhog.
-    memhog: String,
+    /// (name, `env!("CARGO_BIN_EXE_<name>")`) of each workload: linked to the archive's.
+    workloads: Vec<(String, String)>,
     /// `env!("CARGO_TARGET_TMPDIR")`: an empty disk file system.
     target_tmpdir: String,
 }
@@ -235,7 +238,14 @@ struct HostPaths {
 impl HostPaths {
     fn of(payload: &Payload) -> anyhow::Result<Self> {
         Ok(Self {
-            memhog: host_path(&payload.memhog).context("memhog's path")?,
+            workloads: payload
+                .workloads
+                .iter()
+                .map(|w| {
+                    let path = host_path(&w.path).with_context(|| format!("{}'s path", w.name))?;
+                    Ok((w.name.clone(), path))
+                })
+                .collect::<anyhow::Result<_>>()?,
             target_tmpdir: host_path(&payload.target_tmpdir).context("CARGO_TARGET_TMPDIR")?,
         })
     }
@@ -243,15 +253,19 @@ impl HostPaths {
     /// /init's commands that make them.
     fn script(&self) -> String {
         let mut script = String::new();
-        if self.memhog != format!("/{GUEST_MEMHOG}") {
-            let dir = Path::new(&self.memhog)
+        for (name, host) in &self.workloads {
+            let guest = format!("/{GUEST_WORKLOADS}/{name}");
+            if *host == guest {
+                continue;
+            }
+            let dir = Path::new(host)
                 .parent()
                 .map_or("/".into(), Path::to_string_lossy);
             let _ = write!(
                 script,
-                "step mkdir -p {}\nstep ln -s /{GUEST_MEMHOG} {}\n",
+                "step mkdir -p {}\nstep ln -s {guest} {}\n",
                 quote(dir.as_ref().as_ref()),
-                quote(self.memhog.as_ref())
+                quote(host.as_ref())
             );
         }
         let tmpdir = quote(self.target_tmpdir.as_ref());
@@ -319,8 +333,11 @@ fn init_script(tests: &[&str], host_paths: &HostPaths, run: &Run<'_>) -> String 
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/root TMPDIR=/tmp CI=true RUST_BACKTRACE=1 MEMTRACE_BIN=/{GUEST_MEMTRACE}
-# Debian's kernels allow every OOM strategy: the tests must see each one work.
+# Debian's kernels allow every OOM, charge and try_charge strategy but the 6.16+ memcg
+# tracepoint and the derived one: the tests must see each work.
 export MEMTRACE_TEST_OOM_STRATEGIES=fentry,kprobe,raw_tp
+export MEMTRACE_TEST_CHARGE_STRATEGIES=fentry,kprobe
+export MEMTRACE_TEST_TRY_CHARGE_STRATEGIES=fentry,kprobe,derived
 
 # Stops the guest, telling the host how it went (the marker it waits for).
 finish() {{
@@ -503,7 +520,13 @@ mod tests {
         let debug = PathBuf::from("/r/target/vm/x86_64-unknown-linux-gnu/debug");
         Payload {
             memtrace: debug.join("memtrace"),
-            memhog: debug.join("memhog"),
+            workloads: ["memhog", "mkfiles"]
+                .iter()
+                .map(|name| Executable {
+                    name: (*name).to_owned(),
+                    path: debug.join(name),
+                })
+                .collect(),
             target_tmpdir: debug.with_file_name("tmp"),
             tests: test_names
                 .iter()
@@ -562,7 +585,14 @@ mod tests {
             kind("lib/modules/6.1.0-56-amd64/load-order"),
             Some(&Kind::Text("crc16\next4\n".to_owned()))
         );
-        for needed in ["init", "bin/memtrace", "bin/memhog", "tmp", "usr/sbin"] {
+        for needed in [
+            "init",
+            "bin/memtrace",
+            "bin/memhog",
+            "bin/mkfiles",
+            "tmp",
+            "usr/sbin",
+        ] {
             assert!(kind(needed).is_some(), "no /{needed}");
         }
         Ok(())
@@ -588,7 +618,10 @@ mod tests {
     fn makes_the_host_paths_the_tests_know_after_mounting_tmp() -> anyhow::Result<()> {
         let target = "/tmp/clone/target/vm/x86_64-unknown-linux-gnu";
         let host_paths = HostPaths {
-            memhog: host_path(Path::new(&format!("{target}/debug/memhog")))?,
+            workloads: vec![(
+                "memhog".to_owned(),
+                host_path(Path::new(&format!("{target}/debug/memhog")))?,
+            )],
             target_tmpdir: host_path(Path::new(&format!("{target}/tmp")))?,
         };
         let script = init_script(
@@ -708,7 +741,7 @@ mod tests {
         let script = init_script(
             &["oom_kill", "session"],
             &HostPaths {
-                memhog: "/bin/memhog".to_owned(),
+                workloads: vec![("memhog".to_owned(), "/bin/memhog".to_owned())],
                 target_tmpdir: "/r/tmp".to_owned(),
             },
             &Run {

@@ -1,4 +1,4 @@
-//! What the guests run: memtrace, memhog and the integration-test binaries, linked statically so
+//! What the guests run: memtrace, the test workloads and the integration-test binaries, linked statically so
 //! that an initramfs with busybox and nothing else can run them.
 
 use std::{
@@ -28,15 +28,16 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
     "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
     "-C target-feature=+crt-static",
 );
-/// The workload the OOM tests run in their cgroups; a `[[bin]]` of the tests package.
-pub const MEMHOG: &str = "memhog";
+/// The workloads the tests run in their cgroups (OOM kills, tmpfs files); `[[bin]]`s of the
+/// tests package.
+pub const WORKLOADS: [&str; 2] = ["memhog", "mkfiles"];
 
 /// The static executables for the guests.
 pub struct Payload {
     pub memtrace: PathBuf,
-    /// At the path the tests have compiled in (`env!("CARGO_BIN_EXE_memhog")`), which the guest
-    /// must reproduce.
-    pub memhog: PathBuf,
+    /// [`WORKLOADS`], at the paths the tests have compiled in (`env!("CARGO_BIN_EXE_memhog")`),
+    /// which the guest must reproduce.
+    pub workloads: Vec<Executable>,
     /// `CARGO_TARGET_TMPDIR`, which the tests have compiled in too.
     pub target_tmpdir: PathBuf,
     pub tests: Vec<Executable>,
@@ -68,7 +69,7 @@ pub fn target_dir(workspace: &Workspace) -> PathBuf {
     workspace.target_dir().join("vm")
 }
 
-/// Builds memtrace, memhog and the integration tests statically and checks that they are.
+/// Builds memtrace, the workloads and the integration tests statically and checks that they are.
 pub fn build(workspace: &Workspace) -> anyhow::Result<Payload> {
     let target_dir = target_dir(workspace);
     let cargo = |args: &[&str]| {
@@ -85,7 +86,7 @@ pub fn build(workspace: &Workspace) -> anyhow::Result<Payload> {
     let bins = process::run_for_stdout(&mut cargo(&[
         "build", "-p", MEMTRACE, "-p", TESTS, "--bins",
     ]))
-    .context("vm-test step `build memtrace and memhog` failed")?;
+    .context("vm-test step `build memtrace and the workloads` failed")?;
     let bins = executables(&bins, "bin").context("reading `cargo build`'s artifacts")?;
     let bin = |name: &str| {
         bins.iter()
@@ -94,7 +95,15 @@ pub fn build(workspace: &Workspace) -> anyhow::Result<Payload> {
             .with_context(|| format!("`cargo build` built no `{name}` executable"))
     };
     let memtrace = bin(MEMTRACE)?;
-    let memhog = bin(MEMHOG)?;
+    let workloads = WORKLOADS
+        .iter()
+        .map(|name| {
+            Ok(Executable {
+                name: (*name).to_owned(),
+                path: bin(name)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let tests = process::run_for_stdout(&mut cargo(&[
         "test", "-p", TESTS, "--test", "*", "--no-run",
@@ -109,15 +118,15 @@ pub fn build(workspace: &Workspace) -> anyhow::Result<Payload> {
         "vm-test step `build the integration tests` failed: {TESTS} has no [[test]] target"
     );
 
-    for path in [&memtrace, &memhog]
-        .into_iter()
+    for path in std::iter::once(&memtrace)
+        .chain(workloads.iter().map(|w| &w.path))
         .chain(tests.iter().map(|test| &test.path))
     {
         ensure_static(path).context("vm-test step `check the payload is static` failed")?;
     }
     Ok(Payload {
         memtrace,
-        memhog,
+        workloads,
         // Where cargo puts it when building for an explicit --target.
         target_tmpdir: target_dir.join(TARGET).join("tmp"),
         tests,

@@ -1,0 +1,230 @@
+//! The probe points on memcg charging and kernel memory against the kernel's own counters:
+//! charges, charges refused at the limit, and accounted slab.
+
+use std::{fs, process::Command};
+
+use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed, json_lines};
+
+const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
+const MKFILES: &str = env!("CARGO_BIN_EXE_mkfiles");
+
+/// Strategies a test must see work for a point: from `var` (the VM tests set the ones Debian's
+/// kernels allow), else `host`: what this host's kernel (no kprobes, no fentry) allows.
+fn required(var: &str, host: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_else(|_| host.to_owned())
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+fn attached(stderr: &str, point: &str, strategy: &str) {
+    assert!(
+        stderr.contains(&format!("{point}={strategy}/")),
+        "{point}={strategy} must be the one attached: {stderr}"
+    );
+}
+
+/// The memcg's kernel memory: v1 `memory.kmem.usage_in_bytes`, v2 the `kernel` line of
+/// `memory.stat` (`slab` on kernels without it).
+fn kernel_memory_bytes(cgroup: &TestCgroup) -> u64 {
+    if let Ok(v1) = fs::read_to_string(cgroup.dir.join("memory.kmem.usage_in_bytes")) {
+        return v1.trim().parse().expect("kmem usage");
+    }
+    let stat = fs::read_to_string(cgroup.dir.join("memory.stat")).expect("memory.stat");
+    let line = |name: &str| {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    line("kernel")
+        .or_else(|| line("slab"))
+        .unwrap_or_else(|| panic!("no kernel memory in memory.stat:\n{stat}"))
+}
+
+/// A tmpfs of its own, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1g", "memtrace-test"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "cannot mount a tmpfs: {status}");
+        Self(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
+    const FILES: usize = 100_000;
+    let tmpfs = Tmpfs::new();
+    let cgroup = TestCgroup::new("slab", 2 << 30);
+    let memtrace = Memtrace::json(&["--events", "slab", "--cgroup", &cgroup.path]);
+    let before = kernel_memory_bytes(&cgroup);
+    let status = Command::new(MKFILES)
+        .arg(cgroup.procs_file())
+        .arg(tmpfs.0.path())
+        .arg(FILES.to_string())
+        .status()
+        .expect("run mkfiles");
+    assert!(status.success(), "mkfiles failed: {status}");
+    let after = kernel_memory_bytes(&cgroup);
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+    attached(&out.stderr, "slab", "raw_tp");
+
+    let events = json_lines(&out.stdout);
+    let slab: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "slab" && e["cgroup"] == cgroup.path.as_str())
+        .collect();
+    let traced: i64 = slab
+        .iter()
+        .map(|e| e["net_bytes"].as_i64().expect("net"))
+        .sum();
+    let kernel = i64::try_from(after - before).expect("delta");
+    assert!(
+        kernel > 50 << 20,
+        "the kernel itself should count {FILES} inodes and dentries: {kernel}"
+    );
+    // Within 20%: |traced − kernel| × 5 ≤ kernel.
+    assert!(
+        (traced - kernel).abs() * 5 <= kernel,
+        "memtrace saw {traced} bytes of accounted slab growth, the kernel {kernel}"
+    );
+    // The caches that grew: each file is a tmpfs inode and a dentry.
+    let mut by_cache = std::collections::HashMap::<String, i64>::new();
+    for e in &slab {
+        for c in e["caches"].as_array().expect("caches") {
+            *by_cache
+                .entry(c["cache"].as_str().expect("name").to_owned())
+                .or_default() += c["net_bytes"].as_i64().expect("net");
+        }
+    }
+    let mut top: Vec<_> = by_cache.into_iter().collect();
+    top.sort_by_key(|(_, net)| std::cmp::Reverse(*net));
+    let names: Vec<&str> = top.iter().take(3).map(|(n, _)| n.as_str()).collect();
+    for cache in ["shmem_inode_cache", "dentry"] {
+        assert!(
+            names.contains(&cache),
+            "{cache} not in the top caches {top:?}"
+        );
+    }
+    drop(tmpfs);
+}
+
+#[test]
+fn every_charge_strategy_counts_the_pages_a_memcg_was_charged() {
+    const CAP_MIB: u64 = 96;
+    for strategy in required("MEMTRACE_TEST_CHARGE_STRATEGIES", "raw_tp") {
+        let cgroup = TestCgroup::new(&format!("charge-{strategy}"), 1 << 30);
+        let forced = format!("charge={strategy}");
+        let memtrace = Memtrace::json(&[
+            "--events",
+            "charge",
+            "--probe-strategy",
+            &forced,
+            "--cgroup",
+            &cgroup.path,
+        ]);
+        let (_, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
+        // Exit 3: memhog touched its whole cap and was not killed.
+        assert_eq!(status.code(), Some(3), "{strategy}: memhog {status}");
+        let out = memtrace.stop();
+        assert!(out.status.success(), "{strategy}: {out:?}");
+        attached(&out.stderr, "charge", &strategy);
+        let events = json_lines(&out.stdout);
+        let charged: u64 = events
+            .iter()
+            .filter(|e| e["type"] == "charge" && e["cgroup"] == cgroup.path.as_str())
+            .map(|e| e["charged_bytes"].as_u64().expect("bytes"))
+            .sum();
+        // memhog's anon memory, its binary's and libraries' pages, page tables aside: at least
+        // what it touched, and not wildly more.
+        let touched = CAP_MIB << 20;
+        assert!(
+            charged >= touched * 9 / 10 && charged <= touched * 2,
+            "{strategy}: memtrace saw {charged} bytes charged to {}, memhog touched {touched}: \
+             {events:#?}",
+            cgroup.path
+        );
+        let derived = strategy == "raw_tp";
+        for e in events.iter().filter(|e| e["type"] == "charge") {
+            assert_eq!(
+                e["source"],
+                if derived { "stat_updates" } else { "charge" },
+                "{e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_try_charge_strategy_reports_the_charges_a_limit_refused() {
+    for strategy in required("MEMTRACE_TEST_TRY_CHARGE_STRATEGIES", "derived") {
+        let cgroup = TestCgroup::new(&format!("trycharge-{strategy}"), 64 << 20);
+        let forced = format!("try_charge={strategy}");
+        let memtrace = Memtrace::json(&[
+            "--events",
+            "reclaim,try_charge",
+            "--probe-strategy",
+            &forced,
+            "--cgroup",
+            &cgroup.path,
+        ]);
+        let (pid, status) = cgroup.run_memhog(MEMHOG, 512);
+        assert_oom_killed(pid, status);
+        let failcnt = cgroup_failures(&cgroup);
+        let out = memtrace.stop();
+        assert!(out.status.success(), "{strategy}: {out:?}");
+        attached(&out.stderr, "try_charge", &strategy);
+        let events = json_lines(&out.stdout);
+        let failures: Vec<_> = events
+            .iter()
+            .filter(|e| e["type"] == "charge_fail" && e["cgroup"] == cgroup.path.as_str())
+            .collect();
+        assert!(
+            !failures.is_empty(),
+            "{strategy}: memhog hit the 64 MiB limit ({failcnt} failures by the kernel's count) \
+             but no charge_fail: {events:#?}"
+        );
+        for e in &failures {
+            if strategy == "derived" {
+                assert_eq!(e["derived"], true, "{e}");
+                assert!(e["charge_failures"].as_u64().is_some_and(|n| n > 0), "{e}");
+                assert!(
+                    e["outcome"]
+                        .as_str()
+                        .is_some_and(|o| o.starts_with("limit_reclaim")),
+                    "{e}"
+                );
+            } else {
+                assert_eq!(e["derived"], false, "{e}");
+                assert_eq!(e["source"], strategy.as_str(), "{e}");
+                assert_eq!(e["outcome"], "ENOMEM", "{e}");
+                assert!(e["nr_pages"].as_u64().is_some_and(|n| n > 0), "{e}");
+            }
+        }
+    }
+}
+
+/// The kernel's own count of charges the memcg's limit refused.
+fn cgroup_failures(cgroup: &TestCgroup) -> u64 {
+    if let Ok(v1) = fs::read_to_string(cgroup.dir.join("memory.failcnt")) {
+        return v1.trim().parse().expect("failcnt");
+    }
+    let events = fs::read_to_string(cgroup.dir.join("memory.events")).expect("memory.events");
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("max ")?.trim().parse().ok())
+        .expect("max in memory.events")
+}
