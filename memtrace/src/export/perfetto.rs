@@ -5,7 +5,9 @@
 //! - counter (`C`) tracks for its memory samples (usage, limit, working set, anon, page cache,
 //!   kernel) and page cache added/removed per interval;
 //! - a `reclaim` thread of complete (`X`) slices, one per limit reclaim, with its duration;
-//! - an `events` thread of instant (`i`) events for OOM kills.
+//! - counter tracks of what was charged and what accounted slab allocated and freed per
+//!   interval;
+//! - an `events` thread of instant (`i`) events for OOM kills and charge failures.
 //!
 //! Cgroup lifecycle and the count of dying memcgs go to a `memtrace` process of their own.
 //! Timestamps are microseconds of the recording host's `CLOCK_BOOTTIME`.
@@ -20,7 +22,10 @@ use serde_json::{Value, json};
 
 use crate::{
     attribution::ContainerIdentity,
-    event::{CacheEvent, CgroupEvent, Event, OomKill, ReclaimEvent, StatsEvent},
+    event::{
+        CacheEvent, CgroupEvent, ChargeEvent, ChargeFailEvent, Event, OomKill, ReclaimEvent,
+        SlabEvent, StatsEvent,
+    },
     report::{Owner, TraceInfo},
 };
 
@@ -125,6 +130,9 @@ impl<W: Write> PerfettoWriter<W> {
             Event::Reclaim(e) => self.reclaim(e),
             Event::OomKill(e) => self.oom_kill(e),
             Event::Cgroup(e) => self.cgroup(e),
+            Event::Charge(e) => self.charge(e),
+            Event::ChargeFail(e) => self.charge_fail(e),
+            Event::Slab(e) => self.slab(e),
         }
     }
 
@@ -179,6 +187,36 @@ impl<W: Write> PerfettoWriter<W> {
             "args": {"cgroup": e.cgroup, "task pid": e.pid, "nr_reclaimed": e.nr_reclaimed,
                      "reclaimed bytes": e.reclaimed_bytes, "order": e.order,
                      "gfp_flags": e.gfp_flags},
+        }))
+    }
+
+    fn charge(&mut self, e: &ChargeEvent) -> io::Result<()> {
+        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+        self.counter(
+            pid,
+            "charged per interval",
+            micros(e.timestamp_ns),
+            &json!({ "bytes": e.charged_bytes }),
+        )
+    }
+
+    fn slab(&mut self, e: &SlabEvent) -> io::Result<()> {
+        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+        self.counter(
+            pid,
+            "slab per interval",
+            micros(e.timestamp_ns),
+            &json!({"allocated bytes": e.allocated_bytes, "freed bytes": e.freed_bytes}),
+        )
+    }
+
+    fn charge_fail(&mut self, e: &ChargeFailEvent) -> io::Result<()> {
+        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+        let args = serde_json::to_value(e).map_err(io::Error::from)?;
+        self.element(&json!({
+            "ph": "i", "s": "t", "name": format!("charge failure: {}", e.outcome),
+            "cat": "charge_fail", "pid": pid, "tid": TID_EVENTS, "ts": micros(e.timestamp_ns),
+            "args": args,
         }))
     }
 
@@ -277,6 +315,18 @@ mod tests {
             .filter(|e| e["name"] == "reclaim (freed nothing)")
             .count();
         assert_eq!(failed, 2);
+        let charge_failures = events.iter().filter(|e| e["cat"] == "charge_fail").count();
+        assert_eq!(charge_failures, 1);
+        for counter in ["charged per interval", "slab per interval"] {
+            assert_eq!(
+                events
+                    .iter()
+                    .filter(|e| e["ph"] == "C" && e["name"] == counter)
+                    .count(),
+                2,
+                "{counter}"
+            );
+        }
         let dying: Vec<u64> = events
             .iter()
             .filter(|e| e["name"] == "dying memcgs")

@@ -45,12 +45,14 @@ pub const KERNEL: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 pub const RECLAIM: RGBColor = RGBColor(0xbb, 0xbb, 0xdd);
 pub const RECLAIM_FAILED: RGBColor = RGBColor(0x94, 0x67, 0xbd);
 pub const OOM: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+pub const CHARGE_FAIL: RGBColor = RGBColor(0x8c, 0x56, 0x4b);
 
 /// How each mark kind is drawn and named in the legend.
 const fn mark_style(kind: MarkKind) -> (RGBColor, u32, &'static str) {
     match kind {
         MarkKind::Reclaim => (RECLAIM, 1, "reclaim"),
         MarkKind::ReclaimFailed => (RECLAIM_FAILED, 2, "reclaim that freed nothing"),
+        MarkKind::ChargeFail => (CHARGE_FAIL, 2, "charge failure"),
         MarkKind::OomKill => (OOM, 3, "OOM kill"),
     }
 }
@@ -142,6 +144,7 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
         for kind in [
             MarkKind::Reclaim,
             MarkKind::ReclaimFailed,
+            MarkKind::ChargeFail,
             MarkKind::OomKill,
         ] {
             let (color, width, name) = mark_style(kind);
@@ -265,6 +268,7 @@ mod tests {
             "kernel (slab)",
             "limit",
             "reclaim that freed nothing",
+            "charge failure",
             "OOM kill",
         ] {
             assert!(svg.contains(label), "no {label} in the legend");

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{
     chart::{self, ChartError},
-    model::{ContainerReport, FileGrowth, Reclaim, Report},
+    model::{ChargeFailures, Charges, ContainerReport, FileGrowth, Reclaim, Report, Slab},
     text::breakdown,
 };
 use crate::units::human_bytes;
@@ -205,19 +205,101 @@ fn container(
         );
         files(h, &cache.top_files);
     }
-    let slab = &c.slab;
+    charges(h, &c.charges, &c.charge_failures);
+    slab(h, &c.slab);
+    h.push_str("</section>\n");
+    Ok(())
+}
+
+fn charges(h: &mut String, charges: &Charges, failures: &ChargeFailures) {
+    if charges.intervals > 0 {
+        let _ = writeln!(
+            h,
+            "<h4>Charges</h4><p>{} charged over {} intervals; the busiest charged {} in {:.1} s \
+             (ending {}).</p>",
+            human_bytes(charges.charged_bytes),
+            charges.intervals,
+            human_bytes(charges.busiest_interval_bytes),
+            charges.busiest_interval_seconds,
+            esc(charges.busiest_interval.as_deref().unwrap_or("?"))
+        );
+    }
+    if failures.count == 0 {
+        return;
+    }
+    let _ = writeln!(
+        h,
+        "<h4>Charge failures</h4><p><b>{}</b> charges could not be taken{}.</p>",
+        failures.count,
+        if failures.derived > 0 {
+            format!(" ({} derived from limit reclaim)", failures.derived)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        h,
+        "<details><summary>the first {}</summary><table><tr><th>time</th><th>task</th>\
+         <th>pages</th><th>gfp</th><th>outcome</th><th>seen by</th></tr>",
+        failures.listed.len()
+    );
+    for f in &failures.listed {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>pid {} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&f.time),
+            f.pid,
+            esc(f.comm.as_deref().unwrap_or("?")),
+            f.nr_pages.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            esc(&f.gfp_flags),
+            esc(&f.outcome),
+            esc(&f.source)
+        );
+    }
+    h.push_str("</table></details>\n");
+}
+
+fn slab(h: &mut String, slab: &Slab) {
+    if slab.first_kernel_bytes.is_none() && slab.intervals == 0 {
+        return;
+    }
+    h.push_str("<h4>Slab (kernel memory)</h4>");
     if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes) {
         let _ = writeln!(
             h,
-            "<h4>Slab (kernel memory)</h4><p>{} at the first sample, {} at the last ({}), peak {}.</p>",
+            "<p>Kernel memory: {} at the first sample, {} at the last ({}), peak {}.</p>",
             human_bytes(first),
             human_bytes(last),
             signed(slab.growth_bytes.unwrap_or(0)),
             opt(slab.peak_kernel_bytes)
         );
     }
-    h.push_str("</section>\n");
-    Ok(())
+    if slab.intervals == 0 {
+        return;
+    }
+    let _ = writeln!(
+        h,
+        "<p>Accounted slab: {} at the peak, {} at the end (allocated {}, freed {}) over {} \
+         intervals.</p>",
+        signed(slab.peak_net_bytes),
+        signed(slab.net_bytes),
+        human_bytes(slab.allocated_bytes),
+        human_bytes(slab.freed_bytes),
+        slab.intervals
+    );
+    h.push_str("<table><tr><th>cache</th><th>peak growth</th><th>at the end</th><th>allocated</th><th>freed</th></tr>\n");
+    for c in &slab.caches {
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&c.cache),
+            signed(c.peak_net_bytes),
+            signed(c.net_bytes),
+            human_bytes(c.allocated_bytes),
+            human_bytes(c.freed_bytes)
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 fn reclaim(h: &mut String, reclaim: &Reclaim) {

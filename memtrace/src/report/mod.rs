@@ -7,10 +7,10 @@
 //!   serialized.
 //!
 //! A new event kind is wired where the compiler says, as every match on events and marks is
-//! exhaustive: [`ReportBuilder::add`] folds it into its section (`slab` events into a per-cache
-//! list next to [`Slab`]'s kernel-memory numbers; a `charge_fail` into a new [`MarkKind`],
-//! which `chart` must then give a colour, and a count next to [`Reclaim`]'s), and the Perfetto
-//! export gives it a track (`crate::export`).
+//! exhaustive: [`ReportBuilder::add`] folds it into a section of [`ContainerReport`] (as `slab`
+//! events feed [`Slab`]'s caches next to the samples' kernel memory, and `charge_fail` events
+//! [`ChargeFailures`] and a [`MarkKind`], which `chart` gives a colour), the text and HTML
+//! renderers show that section, and the Perfetto export gives it a track (`crate::export`).
 
 mod chart;
 mod html;

@@ -14,8 +14,8 @@ use super::verdict::{self, Evidence, Verdict};
 use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemoryStats},
     event::{
-        CacheEvent, CgroupEvent, Event, MEMORY_FROM_KERNEL_REPORT, OomKill, ReclaimEvent,
-        StatsEvent,
+        CacheEvent, CgroupEvent, ChargeEvent, ChargeFailEvent, Event, MEMORY_FROM_KERNEL_REPORT,
+        OomKill, ReclaimEvent, SlabEvent, StatsEvent,
     },
 };
 
@@ -23,6 +23,8 @@ use crate::{
 pub const LISTED_FAILURES: usize = 20;
 /// Files listed per container, largest net page-cache growth first.
 pub const LISTED_FILES: usize = 10;
+/// Slab caches listed per container, largest peak growth first.
+pub const LISTED_CACHES: usize = 10;
 /// Containers listed as top page-cache growers.
 pub const LISTED_GROWERS: usize = 10;
 /// Reclaim marks on a timeline are counted per this many ns, so a storm of reclaims (thousands
@@ -75,6 +77,8 @@ pub struct ContainerReport {
     pub memory: Vec<MemoryPoint>,
     pub page_cache: PageCache,
     pub reclaim: Reclaim,
+    pub charges: Charges,
+    pub charge_failures: ChargeFailures,
     pub slab: Slab,
     /// Reclaims, charge failures and OOM kills, for the timeline.
     pub marks: Vec<Mark>,
@@ -196,8 +200,7 @@ pub struct ReclaimFailure {
 }
 
 /// Kernel memory (slab and other kernel allocations charged to the memcg), from the `stats`
-/// samples' `kernel`. Per-cache numbers come from `slab` events once the kernel side emits
-/// them: [`ReportBuilder::add`] is where that event kind is folded in.
+/// samples' `kernel`, and memcg-accounted slab per cache from `slab` events.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Slab {
     pub first_kernel_bytes: Option<u64>,
@@ -205,6 +208,61 @@ pub struct Slab {
     pub peak_kernel_bytes: Option<u64>,
     /// Last minus first sample.
     pub growth_bytes: Option<i64>,
+    /// `slab` intervals seen (0: the slab probe was not attached, or nothing was allocated).
+    pub intervals: u64,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub net_bytes: i64,
+    /// The most accounted slab had grown at any point of the recording.
+    pub peak_net_bytes: i64,
+    /// Largest peak growth first, at most [`LISTED_CACHES`].
+    pub caches: Vec<SlabCacheGrowth>,
+}
+
+/// One slab cache's memcg-accounted allocations in a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SlabCacheGrowth {
+    /// `dentry`, `kmalloc-cg-512`, …
+    pub cache: String,
+    /// Summed over the intervals where the cache was among those reported.
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub net_bytes: i64,
+    pub peak_net_bytes: i64,
+}
+
+/// Pages charged to the container, from `charge` events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Charges {
+    pub intervals: u64,
+    pub charged_bytes: u64,
+    /// The interval that charged most, and when it ended.
+    pub busiest_interval_bytes: u64,
+    pub busiest_interval: Option<String>,
+    pub busiest_interval_seconds: f64,
+}
+
+/// Charges the container's memcg could not take, from `charge_fail` events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChargeFailures {
+    pub count: u64,
+    /// Of `count`, derived from limit reclaim (kernels without fexit or kprobes).
+    pub derived: u64,
+    /// The first [`LISTED_FAILURES`].
+    pub listed: Vec<ChargeFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChargeFailure {
+    pub time: String,
+    pub timestamp_ns: u64,
+    pub cgroup: Option<String>,
+    pub pid: u32,
+    pub comm: Option<String>,
+    pub nr_pages: Option<u32>,
+    pub gfp_flags: String,
+    pub outcome: String,
+    pub source: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -213,6 +271,8 @@ pub enum MarkKind {
     Reclaim,
     /// A reclaim that freed nothing.
     ReclaimFailed,
+    /// A charge the memcg could not take.
+    ChargeFail,
     OomKill,
 }
 
@@ -274,6 +334,10 @@ struct ContainerAcc {
     cache: PageCache,
     files: HashMap<(String, u64), FileGrowth>,
     reclaim: Reclaim,
+    charges: Charges,
+    charge_failures: ChargeFailures,
+    slab: Slab,
+    slab_caches: HashMap<String, SlabCacheGrowth>,
     /// Per bucket and kind: the first timestamp in the bucket and how many.
     marks: BTreeMap<(u64, MarkKind), (u64, u32)>,
 }
@@ -284,7 +348,7 @@ impl ContainerAcc {
     fn mark(&mut self, timestamp_ns: u64, kind: MarkKind) {
         let bucket = match kind {
             MarkKind::OomKill => timestamp_ns,
-            MarkKind::Reclaim | MarkKind::ReclaimFailed => {
+            MarkKind::Reclaim | MarkKind::ReclaimFailed | MarkKind::ChargeFail => {
                 timestamp_ns - timestamp_ns % MARK_BUCKET_NS
             }
         };
@@ -301,6 +365,8 @@ struct PendingOom {
     event: OomKill,
     reclaims: u64,
     failures: u64,
+    /// The accounted slab cache that had grown most before the kill.
+    top_slab_cache: Option<(String, i64)>,
 }
 
 #[derive(Default)]
@@ -377,6 +443,18 @@ impl ReportBuilder {
                 self.reclaim(e);
                 (e.timestamp_ns, &e.time)
             }
+            Event::Charge(e) => {
+                self.charge(e);
+                (e.timestamp_ns, &e.time)
+            }
+            Event::ChargeFail(e) => {
+                self.charge_fail(e);
+                (e.timestamp_ns, &e.time)
+            }
+            Event::Slab(e) => {
+                self.slab(e);
+                (e.timestamp_ns, &e.time)
+            }
         };
         if self.first.as_ref().is_none_or(|(t, _)| timestamp_ns < *t) {
             self.first = Some((timestamp_ns, time.clone()));
@@ -411,10 +489,17 @@ impl ReportBuilder {
     fn oom_kill(&mut self, e: &OomKill) {
         let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
         acc.mark(e.timestamp_ns, MarkKind::OomKill);
+        let top_slab_cache = acc
+            .slab_caches
+            .values()
+            .filter(|c| c.net_bytes > 0)
+            .max_by_key(|c| c.net_bytes)
+            .map(|c| (c.cache.clone(), c.net_bytes));
         let pending = PendingOom {
             event: e.clone(),
             reclaims: acc.reclaim.episodes,
             failures: acc.reclaim.failures,
+            top_slab_cache,
         };
         acc.ooms.push(pending);
     }
@@ -478,6 +563,66 @@ impl ReportBuilder {
             MarkKind::Reclaim
         };
         acc.mark(e.timestamp_ns, kind);
+    }
+
+    fn charge(&mut self, e: &ChargeEvent) {
+        let c = &mut self
+            .container(e.cgroup.as_deref(), e.container.as_ref())
+            .charges;
+        c.intervals += 1;
+        c.charged_bytes = c.charged_bytes.saturating_add(e.charged_bytes);
+        if e.charged_bytes > c.busiest_interval_bytes {
+            c.busiest_interval_bytes = e.charged_bytes;
+            c.busiest_interval = Some(e.time.clone());
+            c.busiest_interval_seconds = e.interval_seconds;
+        }
+    }
+
+    fn charge_fail(&mut self, e: &ChargeFailEvent) {
+        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+        acc.mark(e.timestamp_ns, MarkKind::ChargeFail);
+        let f = &mut acc.charge_failures;
+        f.count += 1;
+        f.derived += u64::from(e.derived);
+        if f.listed.len() < LISTED_FAILURES {
+            f.listed.push(ChargeFailure {
+                time: e.time.clone(),
+                timestamp_ns: e.timestamp_ns,
+                cgroup: e.cgroup.clone(),
+                pid: e.pid,
+                comm: e.comm.clone(),
+                nr_pages: e.nr_pages,
+                gfp_flags: e.gfp_flags.clone(),
+                outcome: e.outcome.clone(),
+                source: e.source.to_owned(),
+            });
+        }
+    }
+
+    fn slab(&mut self, e: &SlabEvent) {
+        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+        let s = &mut acc.slab;
+        s.intervals += 1;
+        s.allocated_bytes = s.allocated_bytes.saturating_add(e.allocated_bytes);
+        s.freed_bytes = s.freed_bytes.saturating_add(e.freed_bytes);
+        s.net_bytes = s.net_bytes.saturating_add(e.net_bytes);
+        s.peak_net_bytes = s.peak_net_bytes.max(s.net_bytes);
+        for c in &e.caches {
+            let cache = acc
+                .slab_caches
+                .entry(c.cache.clone())
+                .or_insert_with(|| SlabCacheGrowth {
+                    cache: c.cache.clone(),
+                    allocated_bytes: 0,
+                    freed_bytes: 0,
+                    net_bytes: 0,
+                    peak_net_bytes: 0,
+                });
+            cache.allocated_bytes = cache.allocated_bytes.saturating_add(c.allocated_bytes);
+            cache.freed_bytes = cache.freed_bytes.saturating_add(c.freed_bytes);
+            cache.net_bytes = cache.net_bytes.saturating_add(c.net_bytes);
+            cache.peak_net_bytes = cache.peak_net_bytes.max(cache.net_bytes);
+        }
     }
 
     fn cgroup(&mut self, e: &CgroupEvent) {
@@ -607,6 +752,14 @@ impl ContainerAcc {
             }
         }
         let kernel: Vec<u64> = memory.iter().filter_map(|m| m.kernel).collect();
+        let mut caches: Vec<SlabCacheGrowth> = self.slab_caches.into_values().collect();
+        caches.sort_by(|a, b| {
+            b.peak_net_bytes
+                .cmp(&a.peak_net_bytes)
+                .then_with(|| b.allocated_bytes.cmp(&a.allocated_bytes))
+                .then_with(|| a.cache.cmp(&b.cache))
+        });
+        caches.truncate(LISTED_CACHES);
         let slab = Slab {
             first_kernel_bytes: kernel.first().copied(),
             last_kernel_bytes: kernel.last().copied(),
@@ -614,6 +767,8 @@ impl ContainerAcc {
             growth_bytes: kernel.first().zip(kernel.last()).map(|(&a, &b)| {
                 i64::try_from(b).unwrap_or(i64::MAX) - i64::try_from(a).unwrap_or(i64::MAX)
             }),
+            caches,
+            ..self.slab
         };
         let mut files: Vec<FileGrowth> = self.files.into_values().collect();
         files.sort_by(|a, b| {
@@ -635,6 +790,8 @@ impl ContainerAcc {
                 ..self.cache
             },
             reclaim: self.reclaim,
+            charges: self.charges,
+            charge_failures: self.charge_failures,
             slab,
             marks: self
                 .marks
@@ -688,6 +845,7 @@ fn oom_report(p: &PendingOom, samples: &HashMap<String, Vec<MemoryPoint>>) -> Oo
         history,
         reclaims: p.reclaims,
         ineffective_reclaims: p.failures,
+        top_slab_cache: p.top_slab_cache.clone(),
     });
     OomReport {
         time: e.time.clone(),
@@ -712,7 +870,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         clock::format_wall,
-        event::{FileEvent, OomKill},
+        event::{FileEvent, OomKill, SlabCacheEvent},
         report::verdict::VerdictKind,
     };
 
@@ -815,6 +973,69 @@ pub(crate) mod tests {
         })
     }
 
+    pub(crate) fn slab(ns: u64, cgroup: &str, caches: &[(&str, u64, u64)]) -> Event {
+        let signed = |n: u64| i64::try_from(n).expect("small");
+        let caches: Vec<SlabCacheEvent> = caches
+            .iter()
+            .map(|&(cache, allocated, freed)| SlabCacheEvent {
+                cache: cache.to_owned(),
+                allocated_bytes: allocated,
+                freed_bytes: freed,
+                net_bytes: signed(allocated) - signed(freed),
+                allocated_objects: allocated / 192,
+                freed_objects: freed / 192,
+            })
+            .collect();
+        Event::Slab(SlabEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            interval_seconds: 1.0,
+            memcg_id: 7,
+            cgroup: Some(cgroup.to_owned()),
+            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
+            allocated_bytes: caches.iter().map(|c| c.allocated_bytes).sum(),
+            freed_bytes: caches.iter().map(|c| c.freed_bytes).sum(),
+            net_bytes: caches.iter().map(|c| c.net_bytes).sum(),
+            caches,
+        })
+    }
+
+    pub(crate) fn charge(ns: u64, cgroup: &str, bytes: u64) -> Event {
+        Event::Charge(ChargeEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            interval_seconds: 1.0,
+            memcg_id: 7,
+            cgroup: Some(cgroup.to_owned()),
+            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
+            charged_bytes: bytes,
+            charged_pages: bytes / 4096,
+            charges: Some(bytes / 4096),
+            source: "charge",
+        })
+    }
+
+    pub(crate) fn charge_fail(ns: u64, cgroup: &str) -> Event {
+        Event::ChargeFail(ChargeFailEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            memcg_id: 7,
+            cgroup: Some(cgroup.to_owned()),
+            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
+            pid: 42,
+            tgid: Some(42),
+            comm: Some("memhog".into()),
+            nr_pages: Some(1),
+            gfp_flags: "0xcc0".into(),
+            outcome: "ENOMEM".into(),
+            derived: false,
+            source: "fentry",
+            reclaimed_bytes: None,
+            reclaim_us: None,
+            charge_failures: Some(1),
+        })
+    }
+
     pub(crate) fn cgroup_event(ns: u64, id: u64, action: &'static str, dying: bool) -> Event {
         Event::Cgroup(CgroupEvent {
             time: time(ns),
@@ -858,6 +1079,19 @@ pub(crate) mod tests {
             reclaim(2_200_000_000, &c, 0),
             reclaim(2_300_000_000, &c, 0),
             stats(2_000_000_000, &c, 61 * MIB, MIB),
+            charge(1_000_000_000, &c, 29 * MIB),
+            charge(2_000_000_000, &c, 31 * MIB),
+            slab(
+                1_000_000_000,
+                &c,
+                &[("dentry", 3 * MIB, 0), ("kmalloc-cg-512", MIB, 0)],
+            ),
+            slab(
+                2_000_000_000,
+                &c,
+                &[("dentry", 0, 2 * MIB), ("kmalloc-cg-512", MIB, 0)],
+            ),
+            charge_fail(2_450_000_000, &c),
             cgroup_event(2_400_000_000, 100, "removed", true),
             cgroup_event(2_450_000_000, 101, "removed", false),
         ];
@@ -890,7 +1124,7 @@ pub(crate) mod tests {
     #[test]
     fn the_oom_is_under_its_container_with_context_and_verdict() {
         let r = scenario_report();
-        assert_eq!(r.events, 14);
+        assert_eq!(r.events, 19);
         let first = &r.containers[0];
         assert_eq!(first.name, "container:4c01db0b339c");
         assert_eq!(first.oom_kills.len(), 1);
@@ -930,6 +1164,7 @@ pub(crate) mod tests {
             [
                 (MarkKind::Reclaim, 1),
                 (MarkKind::ReclaimFailed, 2),
+                (MarkKind::ChargeFail, 1),
                 (MarkKind::OomKill, 1)
             ],
             "reclaims in one second are one mark each kind"
@@ -977,11 +1212,36 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn slab_section_follows_kernel_memory_samples() {
+    fn slab_section_follows_kernel_memory_and_slab_caches() {
         let r = scenario_report();
         let s = &r.containers[0].slab;
         assert_eq!(s.first_kernel_bytes, Some(MIB));
         assert_eq!(s.growth_bytes, Some(0));
+        assert_eq!(s.intervals, 2);
+        assert_eq!((s.net_bytes, s.peak_net_bytes), (3 << 20, 4 << 20));
+        let caches: Vec<(&str, i64, i64)> = s
+            .caches
+            .iter()
+            .map(|c| (c.cache.as_str(), c.peak_net_bytes, c.net_bytes))
+            .collect();
+        assert_eq!(
+            caches,
+            [
+                ("dentry", 3 << 20, 1 << 20),
+                ("kmalloc-cg-512", 2 << 20, 2 << 20)
+            ]
+        );
+    }
+
+    #[test]
+    fn charges_and_charge_failures_are_counted() {
+        let r = scenario_report();
+        let c = &r.containers[0];
+        assert_eq!(c.charges.intervals, 2);
+        assert_eq!(c.charges.charged_bytes, 60 * MIB);
+        assert_eq!(c.charges.busiest_interval_bytes, 31 * MIB);
+        assert_eq!(c.charge_failures.count, 1);
+        assert_eq!(c.charge_failures.listed[0].outcome, "ENOMEM");
     }
 
     #[test]

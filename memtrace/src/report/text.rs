@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::model::{ContainerReport, FileGrowth, OomReport, Report};
+use super::model::{ChargeFailures, Charges, ContainerReport, FileGrowth, OomReport, Report, Slab};
 use crate::{attribution::MemoryStats, units::human_bytes};
 
 /// Reclaims that freed nothing, shown one by one (JSON and HTML list more).
@@ -141,16 +141,86 @@ fn container(s: &mut String, c: &ContainerReport) {
             let _ = writeln!(s, "    … and {} more", reclaim.failures - shown);
         }
     }
-    let slab = &c.slab;
+    charges(s, &c.charges, &c.charge_failures);
+    slab(s, &c.slab);
+}
+
+fn charges(s: &mut String, charges: &Charges, failures: &ChargeFailures) {
+    if charges.intervals > 0 {
+        let _ = writeln!(
+            s,
+            "  charged: {} over {} intervals; busiest {} in {:.1}s ending {}",
+            human_bytes(charges.charged_bytes),
+            charges.intervals,
+            human_bytes(charges.busiest_interval_bytes),
+            charges.busiest_interval_seconds,
+            charges.busiest_interval.as_deref().unwrap_or("?")
+        );
+    }
+    if failures.count > 0 {
+        let _ = writeln!(
+            s,
+            "  charge failures: {}{}",
+            failures.count,
+            if failures.derived > 0 {
+                format!(" ({} derived from limit reclaim)", failures.derived)
+            } else {
+                String::new()
+            }
+        );
+        for f in failures.listed.iter().take(TEXT_FAILURES) {
+            let _ = writeln!(
+                s,
+                "    {} pid {} ({}) {} pages gfp {}: {} [{}]",
+                f.time,
+                f.pid,
+                f.comm.as_deref().unwrap_or("?"),
+                f.nr_pages.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                f.gfp_flags,
+                f.outcome,
+                f.source
+            );
+        }
+        let shown = failures.listed.len().min(TEXT_FAILURES) as u64;
+        if failures.count > shown {
+            let _ = writeln!(s, "    … and {} more", failures.count - shown);
+        }
+    }
+}
+
+fn slab(s: &mut String, slab: &Slab) {
     if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes) {
         let _ = writeln!(
             s,
-            "  slab (kernel memory): {} at the first sample, {} at the last ({}), peak {}",
+            "  kernel memory: {} at the first sample, {} at the last ({}), peak {}",
             human_bytes(first),
             human_bytes(last),
             signed(slab.growth_bytes.unwrap_or(0)),
             opt_bytes(slab.peak_kernel_bytes)
         );
+    }
+    if slab.intervals > 0 {
+        let _ = writeln!(
+            s,
+            "  slab (accounted): {} at the peak, {} at the end (allocated {}, freed {}) over {} \
+             intervals",
+            signed(slab.peak_net_bytes),
+            signed(slab.net_bytes),
+            human_bytes(slab.allocated_bytes),
+            human_bytes(slab.freed_bytes),
+            slab.intervals
+        );
+        for c in &slab.caches {
+            let _ = writeln!(
+                s,
+                "    {} {} at the peak, {} at the end (allocated {}, freed {})",
+                c.cache,
+                signed(c.peak_net_bytes),
+                signed(c.net_bytes),
+                human_bytes(c.allocated_bytes),
+                human_bytes(c.freed_bytes)
+            );
+        }
     }
 }
 
@@ -282,6 +352,11 @@ mod tests {
             "dev 8:1 inode 11 +40.0MiB at the peak",
             "2 removed while charged, 1 freed later (longest 2.5s dying); at most 1 dying",
             "still dying at the end: /gone-102",
+            "charged: 60.0MiB over 2 intervals; busiest 31.0MiB",
+            "charge failures: 1\n",
+            "pid 42 (memhog) 1 pages gfp 0xcc0: ENOMEM [fentry]",
+            "slab (accounted): +4.0MiB at the peak, +3.0MiB at the end",
+            "    dentry +3.0MiB at the peak, +1.0MiB at the end",
         ] {
             assert!(text.contains(needle), "no {needle:?} in:\n{text}");
         }

@@ -75,6 +75,9 @@ pub struct Evidence<'a> {
     /// Limit reclaims in the container before the kill, and how many freed nothing.
     pub reclaims: u64,
     pub ineffective_reclaims: u64,
+    /// The accounted slab cache that grew most before the kill, and by how much (from `slab`
+    /// events, when the slab probe was attached).
+    pub top_slab_cache: Option<(String, i64)>,
 }
 
 #[expect(
@@ -136,13 +139,20 @@ fn cache_or_slab(at: &MemoryPoint, evidence: &Evidence<'_>) -> Option<Verdict> {
         });
     }
     slab_heavy.then(|| {
-        let growth = evidence
+        let mut growth = evidence
             .history
             .first()
             .and_then(|f| f.kernel)
             .map_or_else(String::new, |before| {
                 format!(", up from {} at the first sample", human_bytes(before))
             });
+        if let Some((cache, net)) = &evidence.top_slab_cache {
+            let _ = write!(
+                growth,
+                "; the slab cache that grew most is {cache} (+{})",
+                human_bytes(net.unsigned_abs())
+            );
+        }
         Verdict {
             kind: VerdictKind::SlabGrowth,
             reason: format!(
@@ -245,6 +255,7 @@ mod tests {
             history,
             reclaims: 10,
             ineffective_reclaims: 7,
+            top_slab_cache: Some(("dentry".into(), 20 << 20)),
         })
     }
 
@@ -281,6 +292,11 @@ mod tests {
         );
         assert_eq!(v.kind, VerdictKind::SlabGrowth);
         assert!(v.reason.contains("up from 3.0MiB"), "{}", v.reason);
+        assert!(
+            v.reason.contains("grew most is dentry (+20.0MiB)"),
+            "{}",
+            v.reason
+        );
     }
 
     #[test]
