@@ -53,6 +53,7 @@ fn check_text(incident: &Incident, trace: &str) {
         ),
         "usage 64.0MiB of 64.0MiB".to_owned(),
         "verdict: anon growth: anon memory grew by".to_owned(),
+        "  charge failures: ".to_owned(),
         "== top page-cache growers\n  1. ".to_owned() + &docker_name(CACHE_CONTAINER_ID),
         "== dying memory cgroups".to_owned(),
     ] {
@@ -104,6 +105,10 @@ fn check_json(incident: &Incident, trace: &str) {
     assert!(
         oom["reclaim"]["episodes"].as_u64() > Some(0),
         "an OOM kill follows limit reclaim: {oom:#}"
+    );
+    assert!(
+        oom["charge_failures"]["count"].as_u64() > Some(0),
+        "and charges the limit refused: {oom:#}"
     );
 
     let cache = container(&report, &docker_name(CACHE_CONTAINER_ID));
@@ -165,8 +170,15 @@ fn check_perfetto(incident: &Incident, trace: &str) {
             .filter(|e| &e["pid"] == pid && e["ph"] == ph)
             .collect()
     };
-    let instants = on(&oom_pid, "i");
+    let instants: Vec<&Value> = on(&oom_pid, "i")
+        .into_iter()
+        .filter(|e| e["cat"] == "oom")
+        .collect();
     assert_eq!(instants.len(), 1, "{instants:#?}");
+    assert!(
+        on(&oom_pid, "i").iter().any(|e| e["cat"] == "charge_fail"),
+        "the limit refused charges before the kill"
+    );
     assert_eq!(instants[0]["args"]["pid"], incident.victim_pid);
     assert!(instants[0]["ts"].as_f64().is_some());
     let counters = on(&oom_pid, "C");

@@ -89,6 +89,7 @@ fn html_report_opens_in_chromium_without_errors_and_shows_the_charts() {
         format!("docker:{}", &OOM_CONTAINER_ID[..12]),
         format!("docker:{}", &CACHE_CONTAINER_ID[..12]),
         "OOM kill".to_owned(),
+        "charge failure".to_owned(),
         "page cache".to_owned(),
         "kernel (slab)".to_owned(),
         ">anon growth</span>".to_owned(),

@@ -171,11 +171,14 @@ fn charges(s: &mut String, charges: &Charges, failures: &ChargeFailures) {
         for f in failures.listed.iter().take(TEXT_FAILURES) {
             let _ = writeln!(
                 s,
-                "    {} pid {} ({}) {} pages gfp {}: {} [{}]",
+                "    {} pid {}{}{} gfp {}: {} [{}]",
                 f.time,
                 f.pid,
-                f.comm.as_deref().unwrap_or("?"),
-                f.nr_pages.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                f.comm
+                    .as_deref()
+                    .map_or_else(String::new, |c| format!(" ({c})")),
+                f.nr_pages
+                    .map_or_else(String::new, |n| format!(" {n} pages")),
                 f.gfp_flags,
                 f.outcome,
                 f.source
