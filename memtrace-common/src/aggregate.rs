@@ -52,7 +52,7 @@ pub struct ReclaimBegin {
 
 const _: () = assert!(size_of::<ReclaimBegin>() == 32);
 
-/// Pages charged to a memcg (per-memcg value of the charge aggregate).
+/// Pages charged to a memcg (value of the charge aggregate, keyed by `struct mem_cgroup *`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChargeDelta {
@@ -79,7 +79,8 @@ const _: () = assert!(size_of::<TryChargeArgs>() == 24);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SlabKey {
-    pub memcg_id: u64,
+    /// `struct mem_cgroup *`: its id is in `MEMCG_IDS`.
+    pub memcg: u64,
     /// The `struct kmem_cache *`, or, for `kmalloc()` (whose tracepoint does not name the
     /// cache), the allocation's size class in bytes: always below [`SLAB_KMALLOC_MAX_KEY`].
     pub cache: u64,

@@ -86,40 +86,25 @@ pub unsafe fn folio_memcg(
     }
 }
 
-/// As [`folio_memcg`], with the memcg's id.
-///
-/// # Safety
-///
-/// `folio` must be a kernel `struct folio` pointer.
-#[inline(always)]
-pub unsafe fn folio_charge(
-    folio: *const u8,
-    o: &memtrace_common::KernelOffsets,
-) -> Option<(u64, u64)> {
-    // SAFETY: as above.
-    unsafe {
-        let (memcg, pages) = folio_memcg(folio, o)?;
-        Some((memcg_id_of(memcg, o).ok()?, pages))
-    }
-}
-
-/// The memcg the current task's kernel allocations are charged to: `current->active_memcg`
-/// when a `set_active_memcg()` section is open (e.g. a kernel thread working for a cgroup),
-/// else the task's own memcg.
+/// The memcg (`struct mem_cgroup *`) the current task's kernel allocations are charged to:
+/// `current->active_memcg` when a `set_active_memcg()` section is open (e.g. a kernel thread
+/// working for a cgroup), else the task's own memcg.
 ///
 /// # Safety
 ///
 /// Calls helpers and reads kernel memory through the checked helper only.
 #[inline(always)]
-pub unsafe fn current_charge_memcg_id(o: &memtrace_common::KernelOffsets) -> Result<u64, i64> {
+pub unsafe fn current_charge_memcg(o: &memtrace_common::KernelOffsets) -> Result<*const u8, i64> {
     // SAFETY: `bpf_get_current_task` returns the running task; reads are checked.
     unsafe {
         let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
         let active: *const u8 = read_at(task, o.task_active_memcg)?;
         if active.is_null() {
-            task_memcg_id(task, o)
+            // The memory css is the `mem_cgroup`'s first member.
+            let css_set: *const u8 = read_at(task, o.task_cgroups)?;
+            read_at(css_set, o.css_set_memory_css)
         } else {
-            memcg_id_of(active, o)
+            Ok(active)
         }
     }
 }

@@ -116,6 +116,33 @@ pub static FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIES, 
 #[unsafe(no_mangle)]
 pub static FILTER_ENABLED: Global<u32> = Global::new(0);
 
+/// [`wanted`] for a memcg known by pointer: its id costs three reads, paid only when a filter
+/// is on.
+///
+/// # Safety
+///
+/// `memcg` must be a kernel `struct mem_cgroup *`.
+#[inline(always)]
+pub unsafe fn wanted_memcg(memcg: *const u8, offsets: &KernelOffsets) -> bool {
+    // SAFETY: reads are checked by the helper.
+    FILTER_ENABLED.load() == 0
+        || unsafe { crate::kernel::memcg_id_of(memcg, offsets) }.is_ok_and(wanted)
+}
+
+/// Records a memcg pointer's id for userspace; aggregates keyed by pointer call it once per new
+/// key and interval.
+///
+/// # Safety
+///
+/// `memcg` must be a kernel `struct mem_cgroup *`.
+#[inline(always)]
+pub unsafe fn remember_memcg_id(memcg: *const u8, offsets: &KernelOffsets) {
+    // SAFETY: reads are checked by the helper.
+    if let Ok(id) = unsafe { crate::kernel::memcg_id_of(memcg, offsets) } {
+        let _ = MEMCG_IDS.insert(&(memcg as u64), &id, 0);
+    }
+}
+
 /// Whether events of `memcg_id` are wanted: hot paths skip the others before any map update.
 #[inline(always)]
 pub fn wanted(memcg_id: u64) -> bool {

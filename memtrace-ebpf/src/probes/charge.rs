@@ -24,12 +24,13 @@ use aya_ebpf::{
     macros::{fexit, kprobe, kretprobe, raw_tracepoint},
     programs::{FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use memtrace_common::{ChargeDelta, LostKind};
+use memtrace_common::{ChargeDelta, KernelOffsets, LostKind};
 
 use crate::{
-    kernel::{folio_charge, memcg_id_of},
+    kernel::folio_memcg,
     maps::{
-        Bumped, CHARGE_0, CHARGE_1, CHARGE_PENDING, OFFSETS, active_half, bump, count_lost, wanted,
+        Bumped, CHARGE_0, CHARGE_1, CHARGE_PENDING, OFFSETS, active_half, bump, count_lost,
+        remember_memcg_id, wanted_memcg,
     },
 };
 
@@ -85,12 +86,8 @@ pub fn memcg_lruvec_stat(ctx: RawTracePointContext) -> i32 {
     if val <= 0 || (item != offsets.nr_anon_mapped && item != offsets.nr_file_pages) {
         return 0;
     }
-    // SAFETY: `memcg` is the tracepoint's `struct mem_cgroup *`; reads are checked.
-    let Ok(memcg_id) = (unsafe { memcg_id_of(memcg, &offsets) }) else {
-        return 0;
-    };
     #[expect(clippy::cast_sign_loss, reason = "checked positive above")]
-    count(memcg_id, val as u64, 0);
+    count(memcg, val as u64, 0, &offsets);
     0
 }
 
@@ -98,14 +95,17 @@ pub fn memcg_lruvec_stat(ctx: RawTracePointContext) -> i32 {
 fn charged_folio(folio: *const u8) {
     let offsets = OFFSETS.load();
     // SAFETY: `folio` is the kernel's `struct folio *`; reads are checked by the helper.
-    if let Some((memcg_id, pages)) = unsafe { folio_charge(folio, &offsets) } {
-        count(memcg_id, pages, 1);
+    if let Some((memcg, pages)) = unsafe { folio_memcg(folio, &offsets) } {
+        count(memcg, pages, 1, &offsets);
     }
 }
 
+/// Counts into the aggregate keyed by the `struct mem_cgroup *`; its id is read once per key
+/// and interval.
 #[inline(always)]
-fn count(memcg_id: u64, pages: u64, charges: u64) {
-    if !wanted(memcg_id) {
+fn count(memcg: *const u8, pages: u64, charges: u64, offsets: &KernelOffsets) {
+    // SAFETY: `memcg` is a `struct mem_cgroup *` from the kernel; reads are checked.
+    if memcg.is_null() || !unsafe { wanted_memcg(memcg, offsets) } {
         return;
     }
     let map = if active_half() == 0 {
@@ -113,11 +113,13 @@ fn count(memcg_id: u64, pages: u64, charges: u64) {
     } else {
         &CHARGE_1
     };
-    let bumped = bump(map, &memcg_id, |d: &mut ChargeDelta| {
+    match bump(map, &(memcg as u64), |d: &mut ChargeDelta| {
         d.pages += pages;
         d.charges += charges;
-    });
-    if bumped == Bumped::Full {
-        count_lost(LostKind::Charge);
+    }) {
+        Bumped::Counted => {}
+        // SAFETY: as above.
+        Bumped::NewKey => unsafe { remember_memcg_id(memcg, offsets) },
+        Bumped::Full => count_lost(LostKind::Charge),
     }
 }

@@ -17,10 +17,10 @@ use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePoint
 use memtrace_common::{CacheDelta, FileKey, InodeId, KernelOffsets, LostKind};
 
 use crate::{
-    kernel::{folio_memcg, memcg_id_of, read_at},
+    kernel::{folio_memcg, read_at},
     maps::{
-        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, FILTER_ENABLED,
-        INODE_IDS, MEMCG_IDS, OFFSETS, active_half, bump, count_lost, wanted,
+        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, OFFSETS,
+        active_half, bump, count_lost, remember_memcg_id, wanted_memcg,
     },
 };
 
@@ -45,9 +45,8 @@ fn account(ctx: &RawTracePointContext, added: bool) {
     let Some((memcg, pages, inode)) = (unsafe { inspect(folio, &offsets) }) else {
         return;
     };
-    // The id costs three reads: only a filter, or a key new this interval, needs it.
     // SAFETY: `memcg` is the folio's `struct mem_cgroup *`; reads are checked.
-    if FILTER_ENABLED.load() != 0 && !unsafe { memcg_id_of(memcg, &offsets) }.is_ok_and(wanted) {
+    if !unsafe { wanted_memcg(memcg, &offsets) } {
         return;
     }
     let (by_memcg, by_file) = if active_half() == 0 {
@@ -99,14 +98,6 @@ fn count(d: &mut CacheDelta, added: bool, pages: u64) {
         d.added_pages += pages;
     } else {
         d.removed_pages += pages;
-    }
-}
-
-#[inline(always)]
-unsafe fn remember_memcg_id(memcg: *const u8, offsets: &KernelOffsets) {
-    // SAFETY: `memcg` is a `struct mem_cgroup *`; reads are checked.
-    if let Ok(id) = unsafe { memcg_id_of(memcg, offsets) } {
-        let _ = MEMCG_IDS.insert(&(memcg as u64), &id, 0);
     }
 }
 

@@ -25,10 +25,10 @@ use aya_ebpf::{
 use memtrace_common::{CacheName, KernelOffsets, LostKind, SlabDelta, SlabKey, SlabObject};
 
 use crate::{
-    kernel::{current_charge_memcg_id, read_at},
+    kernel::{current_charge_memcg, read_at},
     maps::{
         Bumped, CACHE_NAMES, IGNORED_CALLERS, OFFSETS, SLAB_0, SLAB_1, SLAB_OBJECTS, active_half,
-        bump, count_lost, wanted,
+        bump, count_lost, remember_memcg_id, wanted_memcg,
     },
 };
 
@@ -98,22 +98,31 @@ pub fn slab_kfree(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn allocated(ptr: u64, cache: u64, bytes: u64, offsets: &KernelOffsets) -> Bumped {
     // SAFETY: helper calls and checked reads only.
-    let Ok(memcg_id) = (unsafe { current_charge_memcg_id(offsets) }) else {
+    let Ok(memcg) = (unsafe { current_charge_memcg(offsets) }) else {
         return Bumped::Counted;
     };
-    if !wanted(memcg_id) {
+    // SAFETY: `memcg` is a `struct mem_cgroup *` read from the kernel.
+    if memcg.is_null() || !unsafe { wanted_memcg(memcg, offsets) } {
         return Bumped::Counted;
     }
-    let key = SlabKey { memcg_id, cache };
+    let key = SlabKey {
+        memcg: memcg as u64,
+        cache,
+    };
     let object = SlabObject { key, bytes };
     if SLAB_OBJECTS.insert(&ptr, &object, 0).is_err() {
         // Its free could not be attributed: count the allocation anyway, and say so.
         count_lost(LostKind::Slab);
     }
-    count(&key, |d| {
+    let bumped = count(&key, |d| {
         d.alloc_bytes += bytes;
         d.alloc_objects += 1;
-    })
+    });
+    if bumped == Bumped::NewKey {
+        // SAFETY: as above.
+        unsafe { remember_memcg_id(memcg, offsets) };
+    }
+    bumped
 }
 
 #[inline(always)]

@@ -88,10 +88,17 @@ impl Aggregates {
             *total = sum_cache(total, delta);
         }
         let cache = CacheDrain { by_memcg, by_file };
-        let charge = drain(&mut self.charge[old], "CHARGE", |a, b| ChargeDelta {
+        let add_charges = |a: &ChargeDelta, b: &ChargeDelta| ChargeDelta {
             pages: a.pages + b.pages,
             charges: a.charges + b.charges,
-        })?;
+        };
+        let mut charge = HashMap::new();
+        for (memcg, delta) in drain(&mut self.charge[old], "CHARGE", add_charges)? {
+            let total = charge
+                .entry(memcg_id(&self.memcg_ids, memcg))
+                .or_insert_with(ChargeDelta::default);
+            *total = add_charges(total, &delta);
+        }
         let slab = drain(&mut self.slab[old], "SLAB", |a, b| SlabDelta {
             alloc_bytes: a.alloc_bytes + b.alloc_bytes,
             alloc_objects: a.alloc_objects + b.alloc_objects,
@@ -99,7 +106,13 @@ impl Aggregates {
             free_objects: a.free_objects + b.free_objects,
         })?
         .into_iter()
-        .map(|(key, delta)| (key.memcg_id, self.cache_name(key.cache), delta))
+        .map(|(key, delta)| {
+            (
+                memcg_id(&self.memcg_ids, key.memcg),
+                self.cache_name(key.cache),
+                delta,
+            )
+        })
         .collect();
         Ok(Drain {
             cache,

@@ -15,8 +15,9 @@ use memtrace_common::{
 
 /// `SLAB_ACCOUNT` before it became a config-dependent enum bit (6.9), from `include/linux/slab.h`.
 const SLAB_ACCOUNT_BEFORE_6_9: u32 = 0x0400_0000;
-/// `__GFP_ACCOUNT` before `___GFP_ACCOUNT_BIT` (6.10), from `include/linux/gfp_types.h`.
-const GFP_ACCOUNT_BEFORE_6_10: u32 = 0x40_0000;
+/// `__GFP_ACCOUNT`, `include/linux/gfp_types.h` (bit 22 from 5.x to 6.18 on every config:
+/// only bits above it, such as `___GFP_NOLOCKDEP_BIT`, depend on the config).
+const GFP_ACCOUNT: u32 = 0x40_0000;
 
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -106,36 +107,26 @@ impl KernelBtf {
             .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
         // Enum values by member name, in one pass over the types: the MM_* counters are in an
         // anonymous enum, and so is `memcg_data_flags` in some kernels' BTF.
-        let names = [
+        // Only these live in anonymous enums (in some kernels' BTF): one scan finds them all
+        // and stops; named enums are looked up by name.
+        let [file, anon, shmem, nr_memcg_data_flags, pg_head] = self.anon_enum_values([
             "MM_FILEPAGES",
             "MM_ANONPAGES",
             "MM_SHMEMPAGES",
             "__NR_MEMCG_DATA_FLAGS",
             "PG_head",
-            "NR_ANON_MAPPED",
-            "NR_FILE_PAGES",
-            // Enum members only since 6.9 and 6.10, whose values depend on the kernel's config;
-            // constants before.
-            "_SLAB_ACCOUNT",
-            "___GFP_ACCOUNT_BIT",
-        ];
-        let found = self.enum_values_scan(names);
-        let required = |i: usize| {
-            found[i].ok_or_else(|| BtfError::NotFound(format!("enum value {}", names[i])))
-        };
-        let [
-            file,
-            anon,
-            shmem,
-            nr_memcg_data_flags,
-            pg_head,
-            nr_anon_mapped,
-            nr_file_pages,
-        ] = [0, 1, 2, 3, 4, 5, 6].map(required);
-        let (file, anon, shmem, nr_memcg_data_flags, pg_head) =
-            (file?, anon?, shmem?, nr_memcg_data_flags?, pg_head?);
-        let slab_account_flag = found[7].map_or(SLAB_ACCOUNT_BEFORE_6_9, |bit| 1 << bit);
-        let gfp_account_flag = found[8].map_or(GFP_ACCOUNT_BEFORE_6_10, |bit| 1 << bit);
+        ])?;
+        let nr_anon_mapped = self.enum_value("node_stat_item", "NR_ANON_MAPPED");
+        let nr_file_pages = self.enum_value("node_stat_item", "NR_FILE_PAGES");
+        // Enum members only since 6.9, whose values depend on the kernel's config; a constant
+        // before.
+        let slab_account_flag = self
+            .enum_value("_slab_flag_bits", "_SLAB_ACCOUNT")
+            .map_or(SLAB_ACCOUNT_BEFORE_6_9, |bit| 1 << bit);
+        // `___GFP_ACCOUNT_BIT` (6.10+) is in an anonymous enum that a scan would have to find
+        // among every type; its value is the same on every configuration, as the bit below it
+        // are unconditional.
+        let gfp_account_flag = GFP_ACCOUNT;
         let memcg_data_flags = nr_memcg_data_flags.saturating_sub(1);
         // BTF prototypes of raw tracepoints have no argument names: find them by type.
         let [reclaim_order, reclaim_gfp] =
@@ -385,9 +376,8 @@ impl KernelBtf {
     }
 
     /// Values of enum members found by name in any enum, named or anonymous (`MM_FILEPAGES`,
-    /// …): one scan over all types, stopped as soon as every name is found; `None` for a name
-    /// this kernel lacks.
-    fn enum_values_scan<const N: usize>(&self, names: [&str; N]) -> [Option<u32>; N] {
+    /// …): one scan over all types, stopped as soon as every name is found.
+    fn anon_enum_values<const N: usize>(&self, names: [&str; N]) -> Result<[u32; N], BtfError> {
         let mut found = [None; N];
         let mut types = self.btf.type_iter();
         while let Ok(Some(t)) = types.next() {
@@ -403,7 +393,12 @@ impl KernelBtf {
                 }
             }
         }
-        found
+        let mut values = [0; N];
+        for (i, value) in found.into_iter().enumerate() {
+            values[i] =
+                value.ok_or_else(|| BtfError::NotFound(format!("enum value {}", names[i])))?;
+        }
+        Ok(values)
     }
 
     fn array_element_size(&self, what: &str, ty: &Type) -> Result<u32, BtfError> {

@@ -1,6 +1,9 @@
 //! Kernel function addresses from `/proc/kallsyms`, for what BTF does not give: where code is.
 
-use std::{fs, io};
+use std::{
+    fs,
+    io::{self, BufRead as _, BufReader},
+};
 
 use memtrace_common::{IgnoredCallers, names::BPF_MEMALLOC_FUNCTIONS};
 
@@ -11,19 +14,28 @@ use memtrace_common::{IgnoredCallers, names::BPF_MEMALLOC_FUNCTIONS};
 ///
 /// When `/proc/kallsyms` cannot be read.
 pub fn bpf_memalloc_callers() -> io::Result<IgnoredCallers> {
-    Ok(ranges_of(
-        &fs::read_to_string("/proc/kallsyms")?,
-        &BPF_MEMALLOC_FUNCTIONS,
-    ))
+    let kallsyms = BufReader::with_capacity(1 << 16, fs::File::open("/proc/kallsyms")?);
+    ranges_of(kallsyms.lines(), &BPF_MEMALLOC_FUNCTIONS)
 }
 
 /// Each named text symbol's `[address, next symbol's address)`; kallsyms lists the kernel's
-/// own symbols in address order.
-fn ranges_of(kallsyms: &str, names: &[&str]) -> IgnoredCallers {
+/// own symbols in address order. Stops reading once every name's range is closed: the kernel
+/// formats kallsyms as it is read, tens of milliseconds for all of it.
+fn ranges_of(
+    lines: impl Iterator<Item = io::Result<String>>,
+    names: &[&str],
+) -> io::Result<IgnoredCallers> {
     let mut callers = IgnoredCallers::default();
     let mut found = 0;
     let mut open: Option<usize> = None;
-    for line in kallsyms.lines() {
+    let mut seen: Vec<String> = Vec::new();
+    for line in lines {
+        let line = line?;
+        // Each name once: the kernel's own text comes first, so the first match is its
+        // function, not a module's of the same name.
+        if found >= names.len().min(callers.ranges.len()) && open.is_none() {
+            break;
+        }
         let mut fields = line.split_ascii_whitespace();
         let (Some(address), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
         else {
@@ -43,18 +55,24 @@ fn ranges_of(kallsyms: &str, names: &[&str]) -> IgnoredCallers {
             && matches!(kind, "t" | "T")
             && fields.next().is_none()
             && names.contains(&name)
+            && !seen.contains(&name.to_owned())
         {
+            seen.push(name.to_owned());
             callers.ranges[found] = [address, address];
             open = Some(found);
             found += 1;
         }
     }
-    callers
+    Ok(callers)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines(text: &str) -> impl Iterator<Item = io::Result<String>> + '_ {
+        text.lines().map(|l| Ok(l.to_owned()))
+    }
 
     #[test]
     fn finds_each_function_up_to_the_next_symbol() {
@@ -66,7 +84,7 @@ ffffffff81544f70 t alloc_bulk
 ffffffff81545170 t __pfx_check_leaked_objs
 ffffffffc0001000 t __alloc\t[some_module]
 ";
-        let callers = ranges_of(kallsyms, &BPF_MEMALLOC_FUNCTIONS);
+        let callers = ranges_of(lines(kallsyms), &BPF_MEMALLOC_FUNCTIONS).expect("no I/O");
         assert_eq!(
             callers.ranges[..2],
             [
@@ -82,9 +100,10 @@ ffffffffc0001000 t __alloc\t[some_module]
     #[test]
     fn hidden_addresses_ignore_nothing() {
         let callers = ranges_of(
-            "0000000000000000 t __alloc\n0000000000000000 t alloc_bulk\n",
+            lines("0000000000000000 t __alloc\n0000000000000000 t alloc_bulk\n"),
             &BPF_MEMALLOC_FUNCTIONS,
-        );
+        )
+        .expect("no I/O");
         assert_eq!(callers, IgnoredCallers::default());
     }
 }

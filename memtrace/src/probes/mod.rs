@@ -161,6 +161,8 @@ impl Probes {
     ///
     /// Not root, no BTF, a member missing from BTF, or a program the kernel refuses.
     pub fn attach(options: &AttachOptions) -> Result<Self, ProbeError> {
+        let begun = std::time::Instant::now();
+        let phase = |what: &str| log::debug!("start-up: {what} after {:?}", begun.elapsed());
         privileges::require_root()?;
         privileges::raise_memlock();
         // Read while BTF is parsed: kallsyms costs tens of milliseconds of kernel time.
@@ -169,6 +171,7 @@ impl Probes {
         let offsets = kernel_btf.kernel_offsets()?;
         let oom_constraints = kernel_btf.enum_names("oom_constraint")?;
         log::debug!("kernel offsets: {offsets:?}");
+        phase("BTF offsets");
         let ignored_callers = callers
             .join()
             .map_err(|_| ProbeError::Missing("kallsyms reader"))?
@@ -179,6 +182,7 @@ impl Probes {
                 IgnoredCallers::default()
             });
         log::debug!("slab ignores allocations from {ignored_callers:?}");
+        phase("kallsyms");
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
             .override_global(IGNORED_CALLERS_GLOBAL, &ignored_callers, true)
@@ -190,8 +194,10 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
+        phase("maps created, object loaded");
 
         let (attached, outcomes) = attach_points(&mut ebpf, options)?;
+        phase("programs attached");
         if attached.is_empty() {
             return Err(ProbeError::NothingAttached);
         }

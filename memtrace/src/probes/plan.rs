@@ -289,6 +289,7 @@ pub fn attach_point(
             _ => attach(ebpf, strategy, btf).map_err(|e| e.to_string()),
         };
         let ok = result.is_ok();
+        log::debug!("{} {}: {result:?}", point.name, strategy.describe());
         attempts.push(Attempt {
             strategy: strategy.describe(),
             result,

@@ -65,7 +65,6 @@ pub struct WorkloadReport {
     pub bpf_ns_per_run: PerTool<f64>,
     pub programs: Vec<ProgramReport>,
     pub memtrace_attributed_page_cache_bytes: Vec<u64>,
-    pub note: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,8 +112,6 @@ pub struct Verdict {
     pub pass: bool,
 }
 
-const SLAB_NOTE: &str = "memtrace has no slab probe yet: the slab-churn ratio measures \
-                         memtrace's other probes only";
 
 impl Report {
     /// Summarises `samples`; fails when a configuration has no sample.
@@ -205,9 +202,6 @@ impl Report {
         }
         for w in &self.workloads {
             let _ = writeln!(out, "  {}: {}", w.workload.name(), w.description);
-            if let Some(note) = w.note {
-                let _ = writeln!(out, "  note: {note}");
-            }
         }
     }
 
@@ -354,7 +348,6 @@ impl WorkloadReport {
                 .get(&kind)
                 .cloned()
                 .unwrap_or_default(),
-            note: (kind == Kind::SlabChurn).then_some(SLAB_NOTE),
         })
     }
 }
@@ -513,7 +506,6 @@ mod tests {
         // The 0.90 outlier does not count.
         assert_eq!(slab.median_seconds.memtrace, 0.43);
         assert!((slab.ratio.memtrace - 0.43 / 0.41).abs() < 1e-12);
-        assert!(slab.note.is_some());
         let cold = &report.workloads[1];
         assert_eq!(cold.programs.len(), 3);
         assert_eq!(cold.programs[0].ns_per_event, Some(100.0));
