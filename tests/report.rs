@@ -57,7 +57,11 @@ fn check_text(incident: &Incident, trace: &str) {
         "== top page-cache growers\n  1. ".to_owned() + &docker_name(CACHE_CONTAINER_ID),
         "== dying memory cgroups".to_owned(),
     ] {
-        assert!(text.contains(&needle), "no {needle:?} in:\n{text}");
+        assert!(
+            text.contains(&needle),
+            "no {needle:?} in:\n{text}\nrecorder's stderr:\n{}",
+            incident.recorder_stderr
+        );
     }
 }
 

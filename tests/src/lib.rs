@@ -438,6 +438,9 @@ pub struct Incident {
     pub cache_cgroup: String,
     pub cache_file_device: String,
     pub cache_file_inode: u64,
+    /// What the recorder said on stderr (probe points it ran without, losses), for failure
+    /// messages.
+    pub recorder_stderr: String,
     /// Kept until the end of the test: the base of both containers.
     _base: TestCgroup,
 }
@@ -517,6 +520,7 @@ pub fn record_incident(name: &str, memhog: &str, tmp_dir: &str) -> Incident {
         cache_cgroup,
         cache_file_device: format!("{}:{}", libc::major(meta.dev()), libc::minor(meta.dev())),
         cache_file_inode: meta.ino(),
+        recorder_stderr: out.stderr,
         _base: base,
     }
 }
