@@ -112,7 +112,6 @@ pub struct Verdict {
     pub pass: bool,
 }
 
-
 impl Report {
     /// Summarises `samples`; fails when a configuration has no sample.
     pub fn new(context: Context, samples: &Samples, wall_seconds: f64) -> anyhow::Result<Self> {
