@@ -5,14 +5,17 @@
 //! - `attribution`: memcg id → cgroup path, limits.
 //! - `pipeline`: ring buffer → records → events → sinks.
 //! - `sinks`: terminal (text, JSON Lines); `trace`: the trace file format.
+//! - `report`: a recorded trace analysed per container; `export`: it for other tools.
 //! - `cli`: the subcommands.
 
 pub mod attribution;
 pub mod cli;
 pub mod clock;
 pub mod event;
+pub mod export;
 pub mod pipeline;
 pub mod probes;
+pub mod report;
 pub mod sinks;
 pub mod trace;
 pub mod units;

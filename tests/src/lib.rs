@@ -417,3 +417,124 @@ pub fn oom_line_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
         (k == field).then_some(v)
     })
 }
+
+/// A container id as Docker's cgroupfs driver names its cgroups (`/docker/<id>`).
+pub const OOM_CONTAINER_ID: &str =
+    "0ad1c0ffee5eed5a1ad0b5e55ed0d00d2bad1dea5c0de5ca1ab1e0ddba11f00d";
+/// Another, that only reads a file.
+pub const CACHE_CONTAINER_ID: &str =
+    "ca5cade0fca5cade0fca5cade0fca5cade0fca5cade0fca5cade0fca5cade00f";
+
+/// What [`record_incident`] recorded, with what the kernel says happened.
+pub struct Incident {
+    /// Holds the trace file and the file that was read; removed on drop.
+    pub dir: tempfile::TempDir,
+    pub trace: PathBuf,
+    /// The OOM-killed container's cgroup path and limit, and its victim.
+    pub oom_cgroup: String,
+    pub limit_bytes: u64,
+    pub victim_pid: u32,
+    /// The container that read a cold file, and that file's device (`major:minor`) and inode.
+    pub cache_cgroup: String,
+    pub cache_file_device: String,
+    pub cache_file_inode: u64,
+    /// What the recorder said on stderr (probe points it ran without, losses), for failure
+    /// messages.
+    pub recorder_stderr: String,
+    /// Kept until the end of the test: the base of both containers.
+    _base: TestCgroup,
+}
+
+/// Records a small node incident with `memtrace record --stats-interval 200ms` on cgroups
+/// shaped like Docker's (`/memtrace-test-…/docker/<id>`):
+///
+/// 1. a container with a 64 MiB limit runs memhog until the kernel OOM-kills it (anon growth);
+/// 2. another (64 MiB) reads a 128 MiB cold file, growing and reclaiming its page cache, and is
+///    removed while the cache is still charged (a dying memcg), then reclaimed (freed).
+///
+/// Samples are taken before and after each step so the report has a history.
+///
+/// # Panics
+///
+/// When any step cannot be set up or does not happen as the kernel should make it happen.
+#[must_use]
+pub fn record_incident(name: &str, memhog: &str, tmp_dir: &str) -> Incident {
+    use std::os::unix::fs::MetadataExt as _;
+
+    const LIMIT: u64 = 64 << 20;
+    let dir = tempfile::tempdir_in(tmp_dir).expect("tempdir");
+    let trace = dir.path().join("incident.mtrace");
+    let file = dir.path().join("cold-128m");
+    {
+        let chunk = vec![0x5au8; 1 << 20];
+        let mut out = fs::File::create(&file).expect("create file");
+        for _ in 0..128 {
+            std::io::Write::write_all(&mut out, &chunk).expect("write file");
+        }
+        out.sync_all().expect("sync file");
+    }
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+    let meta = fs::metadata(&file).expect("stat");
+
+    let base = TestCgroup::new(name, 1 << 30);
+    let docker = base.child("docker", None);
+    let oom = docker.child(OOM_CONTAINER_ID, Some(LIMIT));
+    let cache = docker.child(CACHE_CONTAINER_ID, Some(LIMIT));
+    let recorder = Memtrace::start(&[
+        "record",
+        "-o",
+        trace.to_str().expect("utf-8 path"),
+        "--cgroup",
+        &base.path,
+        "--stats-interval",
+        "200ms",
+        "--interval",
+        "200ms",
+    ]);
+    thread::sleep(Duration::from_millis(700));
+    let (victim_pid, status) = oom.run_memhog(memhog, 1024);
+    assert_oom_killed(victim_pid, status);
+    thread::sleep(Duration::from_millis(500));
+
+    let input = format!("if={}", file.display());
+    let (_, status) = cache.run_inside("dd", &[&input, "of=/dev/null", "bs=1M", "status=none"]);
+    assert!(status.success(), "dd failed: {status}");
+    thread::sleep(Duration::from_millis(500));
+    let (oom_cgroup, cache_cgroup) = (oom.path.clone(), cache.path.clone());
+    drop(cache);
+    drop(oom);
+    thread::sleep(Duration::from_millis(300));
+    // Reclaiming the parent frees what pins the removed reader, so it is released (freed) too.
+    docker.reclaim_all();
+    drop(docker);
+    thread::sleep(Duration::from_secs(2));
+    let out = recorder.stop();
+    assert!(out.status.success(), "record failed: {out:?}");
+
+    Incident {
+        dir,
+        trace,
+        oom_cgroup,
+        limit_bytes: LIMIT,
+        victim_pid,
+        cache_cgroup,
+        cache_file_device: format!("{}:{}", libc::major(meta.dev()), libc::minor(meta.dev())),
+        cache_file_inode: meta.ino(),
+        recorder_stderr: out.stderr,
+        _base: base,
+    }
+}
+
+/// Runs `memtrace ARGS` to completion.
+///
+/// # Panics
+///
+/// When it cannot be started.
+#[must_use]
+pub fn memtrace_output(args: &[&str]) -> std::process::Output {
+    Command::new(memtrace_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running memtrace {args:?}: {e}"))
+}

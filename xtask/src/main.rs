@@ -53,7 +53,8 @@ enum Command {
     Build(build::Options),
     /// Set up, build memtrace, then run `memtrace run ARGS...` in place of this process
     Run(run::Options),
-    /// Set up, then check formatting, run clippy, build, and run the whole test suite
+    /// Set up, install Chromium (for the HTML report test), then check formatting, run clippy,
+    /// build, and run the whole test suite
     Test(test::Options),
     /// Set up, install QEMU, then run the integration tests on Debian's kernels in VMs
     VmTest(vm::Options),

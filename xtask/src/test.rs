@@ -11,9 +11,14 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::{
-    fuzz, process, setup, vm,
+    fuzz, process, setup,
+    vm::{self, apt::Apt},
     workspace::{EBPF, MEMTRACE, TESTS, Workspace},
 };
+
+/// What the host's integration tests need besides memtrace: Chromium, to open the HTML report
+/// headless the way a person would (`tests/report_html.rs`).
+pub const TEST_PACKAGES: &[&str] = &["chromium"];
 
 #[derive(Args)]
 pub struct Options {
@@ -25,6 +30,9 @@ pub struct Options {
 /// Sets up, then runs each step; the first that fails stops the rest.
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     setup::run(workspace)?;
+    Apt::system(&workspace.tools_dir().join("test"))
+        .for_task("test")
+        .ensure_installed(TEST_PACKAGES)?;
 
     let cargo = |args: &[&str]| {
         let mut cmd = workspace.cargo();

@@ -1,12 +1,15 @@
 //! Command line: one module per subcommand.
 
+mod export;
 mod live;
 mod probes;
 mod progress;
 mod record;
 mod replay;
+mod report;
 mod run;
 pub mod select;
+mod trace_input;
 
 use std::{io, process::ExitCode, time::Instant};
 
@@ -22,6 +25,10 @@ Examples:
   memtrace replay node1.mtrace              print a recorded trace like `run` did
   memtrace replay node1.mtrace --type oom_kill --since 5m
                                             only OOM kills from 5 minutes into the recording
+  memtrace report node1.mtrace              per container: OOM kills and why, cache, reclaim
+  memtrace report node1.mtrace --html r.html  the same with timeline charts, one HTML file
+  memtrace export --perfetto node1.mtrace -o node1.json
+                                            a trace to open in ui.perfetto.dev
   memtrace probes                           what this kernel allows and what attaches
 
 memtrace must run as root (it loads eBPF programs). RUST_LOG=debug shows more.";
@@ -39,6 +46,8 @@ pub enum Command {
     Run(run::Args),
     Record(record::Args),
     Replay(replay::Args),
+    Report(report::Args),
+    Export(export::Args),
     Probes(probes::Args),
 }
 
@@ -49,6 +58,8 @@ pub fn main(cli: Cli, started: Instant) -> ExitCode {
         Command::Run(args) => run::run(&args, started),
         Command::Record(args) => record::run(&args, started),
         Command::Replay(args) => replay::run(&args),
+        Command::Report(args) => report::run(&args),
+        Command::Export(args) => export::run(&args),
         Command::Probes(args) => probes::run(&args),
     };
     match result {
@@ -80,6 +91,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn report_and_export_take_their_options() {
+        let cli = Cli::try_parse_from([
+            "memtrace", "report", "f", "--format", "json", "--html", "o.html",
+        ])
+        .expect("ok");
+        assert!(matches!(cli.command, Command::Report(a)
+            if a.format == report::ReportFormat::Json && a.html.is_some()));
+        let cli = Cli::try_parse_from(["memtrace", "export", "--perfetto", "f", "-o", "o.json"])
+            .expect("ok");
+        assert!(
+            matches!(cli.command, Command::Export(a) if a.perfetto && a.output.to_str() == Some("o.json"))
+        );
+    }
+
     use clap::CommandFactory as _;
 
     use super::*;
@@ -114,6 +140,10 @@ mod tests {
             &["memtrace", "run", "--format", "xml"],
             &["memtrace", "record"],
             &["memtrace", "replay"],
+            &["memtrace", "report"],
+            &["memtrace", "report", "f", "--format", "html"],
+            &["memtrace", "export", "f", "-o", "out.json"],
+            &["memtrace", "export", "--perfetto", "f"],
             &["memtrace", "frobnicate"],
         ] {
             let err = Cli::try_parse_from(argv).expect_err("must be rejected");

@@ -1,0 +1,110 @@
+//! Reading a whole trace file as user-facing events, for `report` and `export`.
+
+use std::path::Path;
+
+use super::progress::Progress;
+use crate::{
+    event::{Event, HostClock},
+    report::TraceInfo,
+    trace::{TraceItem, TraceReader},
+};
+
+pub struct TraceInput {
+    reader: TraceReader,
+    clock: HostClock,
+    info: TraceInfo,
+    progress: Progress,
+    verb: &'static str,
+}
+
+impl TraceInput {
+    /// Opens `file` and reads its header; `verb` (`report`, `export`) labels the progress bar
+    /// and warnings.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, is not a trace, or its header is damaged.
+    pub fn open(file: &Path, verb: &'static str) -> anyhow::Result<Self> {
+        let reader = TraceReader::open(file)?;
+        let header = reader.header().clone();
+        let progress = Progress::for_reader(&reader, false);
+        Ok(Self {
+            reader,
+            clock: HostClock {
+                boot_time_wall_ns: header.boot_time_wall_ns,
+                page_size: header.page_size,
+            },
+            info: TraceInfo {
+                file: file.display().to_string(),
+                host: header.host,
+                kernel_release: header.kernel_release,
+                memtrace_version: header.memtrace_version,
+                probes: header.probes,
+                ..TraceInfo::default()
+            },
+            progress,
+            verb,
+        })
+    }
+
+    /// What the header says (the end marker's counts are not known yet).
+    #[must_use]
+    pub fn info(&self) -> &TraceInfo {
+        &self.info
+    }
+
+    /// Calls `each` with every event in file order, then returns what the file says about
+    /// itself, end marker included.
+    ///
+    /// A file that ends early (a recorder killed with `kill -9`, a disk that filled) is still
+    /// analysed: everything before the cut is complete. The returned info says it was cut, and
+    /// a line on stderr says so too. Any other damage is an error.
+    ///
+    /// # Errors
+    ///
+    /// When the file is damaged, or `each` fails.
+    pub fn for_each(
+        self,
+        mut each: impl FnMut(&Event) -> anyhow::Result<()>,
+    ) -> anyhow::Result<TraceInfo> {
+        let Self {
+            mut reader,
+            clock,
+            mut info,
+            progress,
+            verb,
+        } = self;
+        loop {
+            match reader.next_item() {
+                Ok(Some(TraceItem::Event(observed))) => {
+                    each(&Event::new(&observed, clock))?;
+                    progress.update(&reader);
+                }
+                Ok(Some(TraceItem::End { events, lost })) => {
+                    info.recorded_events = Some(events);
+                    info.lost_events = Some(lost.iter().sum());
+                }
+                Ok(Some(TraceItem::TailCut {
+                    offset,
+                    events,
+                    dropped_bytes,
+                })) => {
+                    progress.finish();
+                    let cut = format!(
+                        "{} is cut short at byte {offset} (no end marker: the recorder was \
+                         killed or the disk filled) after {events} events, {dropped_bytes} \
+                         bytes of an unfinished block ignored",
+                        info.file
+                    );
+                    eprintln!("memtrace: warning: {cut}; the {verb} covers what was recorded");
+                    info.cut_short = Some(cut);
+                    return Ok(info);
+                }
+                Ok(None) => break,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        progress.finish();
+        Ok(info)
+    }
+}

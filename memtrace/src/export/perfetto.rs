@@ -1,0 +1,337 @@
+//! Chrome trace event JSON (the "JSON trace format" Perfetto and `chrome://tracing` load),
+//! written as events arrive so a trace of any length is exported in constant memory.
+//!
+//! Each container is a process (named by `process_name` metadata) with:
+//! - counter (`C`) tracks for its memory samples (usage, limit, working set, anon, page cache,
+//!   kernel) and page cache added/removed per interval;
+//! - a `reclaim` thread of complete (`X`) slices, one per limit reclaim, with its duration;
+//! - counter tracks of what was charged and what accounted slab allocated and freed per
+//!   interval;
+//! - an `events` thread of instant (`i`) events for OOM kills and charge failures.
+//!
+//! Cgroup lifecycle and the count of dying memcgs go to a `memtrace` process of their own.
+//! Timestamps are microseconds of the recording host's `CLOCK_BOOTTIME`.
+//! Format: <https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU>
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{self, Write},
+};
+
+use serde_json::{Value, json};
+
+use crate::{
+    attribution::ContainerIdentity,
+    event::{
+        CacheEvent, CgroupEvent, ChargeEvent, ChargeFailEvent, Event, OomKill, ReclaimEvent,
+        SlabEvent, StatsEvent,
+    },
+    report::{Owner, TraceInfo},
+};
+
+/// The process that holds node-wide tracks (cgroup lifecycle, dying memcgs).
+const NODE_PID: u32 = 1;
+const TID_COUNTERS: u32 = 1;
+const TID_RECLAIM: u32 = 2;
+const TID_EVENTS: u32 = 3;
+
+pub struct PerfettoWriter<W: Write> {
+    out: io::BufWriter<W>,
+    /// Whether an element has been written to `traceEvents` (for the commas).
+    any: bool,
+    pids: HashMap<String, u32>,
+    dying: HashSet<u64>,
+    written: u64,
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "microseconds, as the format wants"
+)]
+fn micros(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+impl<W: Write> PerfettoWriter<W> {
+    /// Starts the document; `info` names the node's process.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors of `out`.
+    pub fn new(out: W, info: &TraceInfo) -> io::Result<Self> {
+        let mut me = Self {
+            out: io::BufWriter::new(out),
+            any: false,
+            pids: HashMap::new(),
+            dying: HashSet::new(),
+            written: 0,
+        };
+        me.out
+            .write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n")?;
+        me.element(
+            &json!({"ph": "M", "name": "process_name", "pid": NODE_PID, "tid": 0,
+                           "args": {"name": format!("memtrace: {}", info.host)}}),
+        )?;
+        me.element(
+            &json!({"ph": "M", "name": "process_sort_index", "pid": NODE_PID, "tid": 0,
+                           "args": {"sort_index": 0}}),
+        )?;
+        Ok(me)
+    }
+
+    fn element(&mut self, value: &Value) -> io::Result<()> {
+        if self.any {
+            self.out.write_all(b",\n")?;
+        }
+        self.any = true;
+        self.written += 1;
+        serde_json::to_writer(&mut self.out, value).map_err(io::Error::from)
+    }
+
+    /// The process of a container, named the first time it is seen.
+    fn pid(
+        &mut self,
+        cgroup: Option<&str>,
+        container: Option<&ContainerIdentity>,
+    ) -> io::Result<u32> {
+        let Owner { key, name } = Owner::of(cgroup, container);
+        if let Some(&pid) = self.pids.get(&key) {
+            return Ok(pid);
+        }
+        let pid = NODE_PID + 1 + u32::try_from(self.pids.len()).unwrap_or(u32::MAX - 2);
+        self.pids.insert(key, pid);
+        self.element(
+            &json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                             "args": {"name": name}}),
+        )?;
+        for (tid, thread) in [
+            (TID_COUNTERS, "memory"),
+            (TID_RECLAIM, "reclaim"),
+            (TID_EVENTS, "events"),
+        ] {
+            self.element(
+                &json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
+                                 "args": {"name": thread}}),
+            )?;
+        }
+        Ok(pid)
+    }
+
+    /// Adds one event's trace events.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors of the destination.
+    pub fn add(&mut self, event: &Event) -> io::Result<()> {
+        // Every kind by name: a new event kind does not compile until it has a track here.
+        match event {
+            Event::Stats(e) => self.stats(e),
+            Event::Cache(e) => self.cache(e),
+            Event::Reclaim(e) => self.reclaim(e),
+            Event::OomKill(e) => self.oom_kill(e),
+            Event::Cgroup(e) => self.cgroup(e),
+            Event::Charge(e) => self.charge(e),
+            Event::ChargeFail(e) => self.charge_fail(e),
+            Event::Slab(e) => self.slab(e),
+        }
+    }
+
+    fn counter(&mut self, pid: u32, name: &str, ts: f64, args: &Value) -> io::Result<()> {
+        self.element(
+            &json!({"ph": "C", "name": name, "pid": pid, "tid": TID_COUNTERS,
+                             "ts": ts, "args": args}),
+        )
+    }
+
+    fn stats(&mut self, e: &StatsEvent) -> io::Result<()> {
+        let pid = self.pid(Some(&e.cgroup), e.container.as_ref())?;
+        let ts = micros(e.timestamp_ns);
+        let m = &e.memory;
+        // One counter per quantity: a counter event with several args is drawn stacked by
+        // chrome://tracing, and usage is not the sum of its parts with the limit on top.
+        for (name, value) in [
+            ("usage", m.usage_bytes),
+            ("limit", m.limit_bytes),
+            ("working set", m.working_set_bytes),
+            ("anon", m.anon_bytes),
+            ("page cache", m.file_bytes),
+            ("kernel", m.kernel_bytes),
+        ] {
+            if let Some(bytes) = value {
+                self.counter(pid, name, ts, &json!({ "bytes": bytes }))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn cache(&mut self, e: &CacheEvent) -> io::Result<()> {
+        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+        self.counter(
+            pid,
+            "page cache per interval",
+            micros(e.timestamp_ns),
+            &json!({"added bytes": e.added_bytes, "removed bytes": e.removed_bytes}),
+        )
+    }
+
+    fn reclaim(&mut self, e: &ReclaimEvent) -> io::Result<()> {
+        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+        let name = if e.ineffective {
+            "reclaim (freed nothing)"
+        } else {
+            "reclaim"
+        };
+        self.element(&json!({
+            "ph": "X", "name": name, "cat": "reclaim", "pid": pid, "tid": TID_RECLAIM,
+            "ts": micros(e.timestamp_ns), "dur": e.duration_us,
+            "args": {"cgroup": e.cgroup, "task pid": e.pid, "nr_reclaimed": e.nr_reclaimed,
+                     "reclaimed bytes": e.reclaimed_bytes, "order": e.order,
+                     "gfp_flags": e.gfp_flags},
+        }))
+    }
+
+    fn charge(&mut self, e: &ChargeEvent) -> io::Result<()> {
+        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+        self.counter(
+            pid,
+            "charged per interval",
+            micros(e.timestamp_ns),
+            &json!({ "bytes": e.charged_bytes }),
+        )
+    }
+
+    fn slab(&mut self, e: &SlabEvent) -> io::Result<()> {
+        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+        self.counter(
+            pid,
+            "slab per interval",
+            micros(e.timestamp_ns),
+            &json!({"allocated bytes": e.allocated_bytes, "freed bytes": e.freed_bytes}),
+        )
+    }
+
+    fn charge_fail(&mut self, e: &ChargeFailEvent) -> io::Result<()> {
+        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+        let args = serde_json::to_value(e).map_err(io::Error::from)?;
+        self.element(&json!({
+            "ph": "i", "s": "t", "name": format!("charge failure: {}", e.outcome),
+            "cat": "charge_fail", "pid": pid, "tid": TID_EVENTS, "ts": micros(e.timestamp_ns),
+            "args": args,
+        }))
+    }
+
+    fn oom_kill(&mut self, e: &OomKill) -> io::Result<()> {
+        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+        let args = serde_json::to_value(e).map_err(io::Error::from)?;
+        self.element(&json!({
+            "ph": "i", "s": "p", "name": format!("OOM kill: {} pid {}",
+                                                 e.comm.as_deref().unwrap_or("?"), e.pid),
+            "cat": "oom", "pid": pid, "tid": TID_EVENTS, "ts": micros(e.timestamp_ns),
+            "args": args,
+        }))
+    }
+
+    fn cgroup(&mut self, e: &CgroupEvent) -> io::Result<()> {
+        let ts = micros(e.timestamp_ns);
+        self.element(&json!({
+            "ph": "i", "s": "t", "name": format!("cgroup {}", e.action), "cat": "cgroup",
+            "pid": NODE_PID, "tid": TID_EVENTS, "ts": ts,
+            "args": {"cgroup": e.cgroup, "memcg_id": e.memcg_id, "dying": e.dying,
+                     "charged bytes": e.charged_bytes, "dying seconds": e.dying_seconds},
+        }))?;
+        let changed = match e.action {
+            "removed" if e.dying => self.dying.insert(e.memcg_id),
+            "freed" => self.dying.remove(&e.memcg_id),
+            _ => false,
+        };
+        if changed {
+            self.counter(
+                NODE_PID,
+                "dying memcgs",
+                ts,
+                &json!({ "count": self.dying.len() }),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Closes the document with `info` (end marker included) as its `otherData`; returns how
+    /// many trace events it holds.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors of the destination.
+    pub fn finish(mut self, info: &TraceInfo) -> io::Result<u64> {
+        self.out.write_all(b"\n],\"otherData\":")?;
+        serde_json::to_writer(&mut self.out, info)?;
+        self.out.write_all(b"}\n")?;
+        self.out.flush()?;
+        Ok(self.written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model_tests::scenario;
+
+    fn export() -> Value {
+        let mut out = Vec::new();
+        let mut w = PerfettoWriter::new(&mut out, &TraceInfo::default()).expect("start");
+        for e in scenario() {
+            w.add(&e).expect("add");
+        }
+        w.finish(&TraceInfo::default()).expect("finish");
+        serde_json::from_slice(&out).expect("valid JSON")
+    }
+
+    #[test]
+    fn containers_are_named_processes_with_counters_slices_and_instants() {
+        let doc = export();
+        let events = doc["traceEvents"].as_array().expect("array");
+        let named: Vec<&str> = events
+            .iter()
+            .filter(|e| e["ph"] == "M" && e["name"] == "process_name")
+            .filter_map(|e| e["args"]["name"].as_str())
+            .collect();
+        assert!(named.contains(&"container:4c01db0b339c"), "{named:?}");
+        assert!(named.contains(&"backup.service"), "{named:?}");
+        let of = |ph: &str| events.iter().filter(|e| e["ph"] == ph).count();
+        assert_eq!(of("X"), 3, "one slice per reclaim");
+        let oom: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["ph"] == "i" && e["cat"] == "oom")
+            .collect();
+        assert_eq!(oom.len(), 1);
+        assert_eq!(oom[0]["args"]["comm"], "memhog");
+        assert_eq!(oom[0]["ts"], 2_500_000.0);
+        assert!(
+            events
+                .iter()
+                .any(|e| e["ph"] == "C" && e["name"] == "usage" && e["args"]["bytes"].is_u64())
+        );
+        let failed = events
+            .iter()
+            .filter(|e| e["name"] == "reclaim (freed nothing)")
+            .count();
+        assert_eq!(failed, 2);
+        let charge_failures = events.iter().filter(|e| e["cat"] == "charge_fail").count();
+        assert_eq!(charge_failures, 1);
+        for counter in ["charged per interval", "slab per interval"] {
+            assert_eq!(
+                events
+                    .iter()
+                    .filter(|e| e["ph"] == "C" && e["name"] == counter)
+                    .count(),
+                2,
+                "{counter}"
+            );
+        }
+        let dying: Vec<u64> = events
+            .iter()
+            .filter(|e| e["name"] == "dying memcgs")
+            .filter_map(|e| e["args"]["count"].as_u64())
+            .collect();
+        assert_eq!(dying, [1, 0, 1]);
+    }
+}

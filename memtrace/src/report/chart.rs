@@ -1,0 +1,284 @@
+//! Timeline charts as SVG text, drawn with plotters, for inlining in the HTML report.
+//!
+//! plotters is built without its `ttf` feature: the SVG backend writes `<text>` elements and
+//! lets the browser pick the font, so no font files are read or embedded.
+
+use plotters::{
+    coord::Shift,
+    prelude::{
+        BLACK, ChartBuilder, Color as _, DrawingArea, IntoDrawingArea as _, LineSeries,
+        PathElement, RGBColor, SVGBackend, ShapeStyle, WHITE,
+    },
+};
+
+use super::model::{ContainerReport, DyingReport, MarkKind, MemoryPoint};
+
+const SIZE: (u32, u32) = (960, 340);
+const MIB: f64 = 1_048_576.0;
+
+/// plotters' error, whatever the backend: it is only ever shown.
+#[derive(Debug, thiserror::Error)]
+#[error("drawing a chart: {0}")]
+pub struct ChartError(String);
+
+fn err(e: impl std::fmt::Display) -> ChartError {
+    ChartError(e.to_string())
+}
+
+/// Seconds since `origin_ns`.
+#[expect(clippy::cast_precision_loss, reason = "seconds on a chart axis")]
+fn seconds(ns: u64, origin_ns: u64) -> f64 {
+    ns.saturating_sub(origin_ns) as f64 / 1e9
+}
+
+#[expect(clippy::cast_precision_loss, reason = "MiB on a chart axis")]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+pub const USAGE: RGBColor = RGBColor(0x22, 0x22, 0x22);
+pub const LIMIT: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+pub const WORKING_SET: RGBColor = RGBColor(0x9e, 0x9e, 0x9e);
+pub const ANON: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+pub const FILE: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
+pub const KERNEL: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
+pub const RECLAIM: RGBColor = RGBColor(0xbb, 0xbb, 0xdd);
+pub const RECLAIM_FAILED: RGBColor = RGBColor(0x94, 0x67, 0xbd);
+pub const OOM: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+pub const CHARGE_FAIL: RGBColor = RGBColor(0x8c, 0x56, 0x4b);
+
+/// How each mark kind is drawn and named in the legend.
+const fn mark_style(kind: MarkKind) -> (RGBColor, u32, &'static str) {
+    match kind {
+        MarkKind::Reclaim => (RECLAIM, 1, "reclaim"),
+        MarkKind::ReclaimFailed => (RECLAIM_FAILED, 2, "reclaim that freed nothing"),
+        MarkKind::ChargeFail => (CHARGE_FAIL, 2, "charge failure"),
+        MarkKind::OomKill => (OOM, 3, "OOM kill"),
+    }
+}
+
+/// Name, colour, stroke width and what to plot.
+type Series = (&'static str, RGBColor, u32, fn(&MemoryPoint) -> Option<u64>);
+/// A series with its points (seconds, MiB).
+type Drawn = (&'static str, RGBColor, u32, Vec<(f64, f64)>);
+
+const MEMORY_SERIES: [Series; 5] = [
+    ("usage", USAGE, 2, |m| m.usage),
+    ("working set", WORKING_SET, 1, |m| m.working_set),
+    ("anon", ANON, 2, |m| m.anon),
+    ("page cache", FILE, 2, |m| m.file),
+    ("kernel (slab)", KERNEL, 2, |m| m.kernel),
+];
+
+/// A limit this many times above the largest value is left off: it would flatten the rest.
+const LIMIT_SCALE_CAP: f64 = 4.0;
+
+/// The container's memory over time (usage, limit, working set, anon, page cache, kernel) with
+/// its reclaims and OOM kills as vertical marks. `span_s` is the trace's length, so every
+/// container's chart has the same time axis.
+///
+/// # Errors
+///
+/// When plotters fails to draw (it writes to a string, so only on bad coordinates).
+pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<String, ChartError> {
+    let x_max = span_s.max(1.0);
+    let points = |f: fn(&MemoryPoint) -> Option<u64>| -> Vec<(f64, f64)> {
+        c.memory
+            .iter()
+            .filter_map(|m| Some((seconds(m.timestamp_ns, origin_ns), mib(f(m)?))))
+            .collect()
+    };
+    let series: Vec<Drawn> = MEMORY_SERIES
+        .iter()
+        .map(|&(name, color, width, f)| (name, color, width, points(f)))
+        .filter(|s| !s.3.is_empty())
+        .collect();
+    let highest = series
+        .iter()
+        .flat_map(|s| s.3.iter().map(|p| p.1))
+        .fold(0.0, f64::max);
+    let limit = points(|m| m.limit);
+    let limit_max = limit.iter().map(|p| p.1).fold(0.0, f64::max);
+    let show_limit = !limit.is_empty() && limit_max <= highest.max(1.0) * LIMIT_SCALE_CAP;
+    let y_max = (if show_limit {
+        highest.max(limit_max)
+    } else {
+        highest
+    })
+    .max(1.0)
+        * 1.08;
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let caption = match &c.memory_cgroup {
+            Some(cgroup) if c.memory.is_empty() => format!("{} ({cgroup}): no samples", c.name),
+            Some(cgroup) => format!("{} ({cgroup})", c.name),
+            None => format!(
+                "{}: no stats samples (record with --stats-interval)",
+                c.name
+            ),
+        };
+        let mut chart = chart(&root, &caption, x_max, y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the first event")
+            .y_desc("MiB")
+            .draw()
+            .map_err(err)?;
+        for (name, color, width, data) in series {
+            chart
+                .draw_series(LineSeries::new(data, color.stroke_width(width)))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| legend_line(x, y, color.stroke_width(width)));
+        }
+        if show_limit {
+            chart
+                .draw_series(LineSeries::new(limit, LIMIT.stroke_width(1)))
+                .map_err(err)?
+                .label("limit")
+                .legend(|(x, y)| legend_line(x, y, LIMIT.stroke_width(1)));
+        }
+        for kind in [
+            MarkKind::Reclaim,
+            MarkKind::ReclaimFailed,
+            MarkKind::ChargeFail,
+            MarkKind::OomKill,
+        ] {
+            let (color, width, name) = mark_style(kind);
+            let xs: Vec<f64> = c
+                .marks
+                .iter()
+                .filter(|m| m.kind == kind)
+                .map(|m| seconds(m.timestamp_ns, origin_ns))
+                .collect();
+            if xs.is_empty() {
+                continue;
+            }
+            let style = color.stroke_width(width);
+            chart
+                .draw_series(
+                    xs.into_iter()
+                        .map(move |x| PathElement::new(vec![(x, 0.0), (x, y_max)], style)),
+                )
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| legend_line(x, y, style));
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// How many memcgs were dying (removed, still charged) over the recording.
+///
+/// # Errors
+///
+/// As [`memory_svg`].
+pub fn dying_svg(d: &DyingReport, origin_ns: u64, span_s: f64) -> Result<String, ChartError> {
+    let x_max = span_s.max(1.0);
+    // A step line: the count holds until the next change.
+    let mut steps: Vec<(f64, f64)> = vec![(0.0, 0.0)];
+    for p in &d.timeline {
+        let x = seconds(p.timestamp_ns, origin_ns);
+        let previous = steps.last().map_or(0.0, |s| s.1);
+        #[expect(clippy::cast_precision_loss, reason = "a count on a chart axis")]
+        let count = p.dying as f64;
+        steps.push((x, previous));
+        steps.push((x, count));
+    }
+    steps.push((x_max, steps.last().map_or(0.0, |s| s.1)));
+    let y_max = steps.iter().map(|s| s.1).fold(0.0, f64::max).max(1.0) * 1.15;
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (SIZE.0, 220)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = chart(
+            &root,
+            "dying memory cgroups (removed during the recording, still charged)",
+            x_max,
+            y_max,
+        )?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the first event")
+            .y_desc("dying memcgs")
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(steps, RECLAIM_FAILED.stroke_width(2)))
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+type Chart<'a, 'b> = plotters::chart::ChartContext<
+    'a,
+    SVGBackend<'b>,
+    plotters::coord::cartesian::Cartesian2d<
+        plotters::coord::types::RangedCoordf64,
+        plotters::coord::types::RangedCoordf64,
+    >,
+>;
+
+fn chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    x_max: f64,
+    y_max: f64,
+) -> Result<Chart<'a, 'b>, ChartError> {
+    ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 15))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(err)
+}
+
+fn legend_line(x: i32, y: i32, style: ShapeStyle) -> PathElement<(i32, i32)> {
+    PathElement::new(vec![(x, y), (x + 20, y)], style)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::tests::scenario_report;
+
+    #[test]
+    fn memory_chart_has_every_series_and_mark_in_its_legend() {
+        let r = scenario_report();
+        let origin = r.first_timestamp_ns.expect("events");
+        let svg = memory_svg(&r.containers[0], origin, 3.1).expect("svg");
+        assert!(svg.starts_with("<svg"), "{svg}");
+        for label in [
+            "usage",
+            "anon",
+            "page cache",
+            "kernel (slab)",
+            "limit",
+            "reclaim that freed nothing",
+            "charge failure",
+            "OOM kill",
+        ] {
+            assert!(svg.contains(label), "no {label} in the legend");
+        }
+        assert!(svg.contains("polyline"), "lines are drawn");
+    }
+
+    #[test]
+    fn dying_chart_draws_even_when_nothing_died() {
+        let svg = dying_svg(&DyingReport::default(), 0, 0.0).expect("svg");
+        assert!(svg.contains("dying memcgs"));
+    }
+}

@@ -1,0 +1,33 @@
+//! `memtrace report`: what a recorded trace says, per container — OOM kills with a verdict,
+//! page-cache growth, reclaim, slab, dying memcgs.
+//!
+//! - `model`: events folded into a [`Report`] (pure, unit-tested).
+//! - `verdict`: why an OOM kill happened, with its thresholds.
+//! - `text`, `html` (with `chart` for its SVG timelines): renderers; JSON is the model
+//!   serialized.
+//!
+//! A new event kind is wired where the compiler says, as every match on events and marks is
+//! exhaustive: [`ReportBuilder::add`] folds it into a section of [`ContainerReport`] (as `slab`
+//! events feed [`Slab`]'s caches next to the samples' kernel memory, and `charge_fail` events
+//! [`ChargeFailures`] and a [`MarkKind`], which `chart` gives a colour), the text and HTML
+//! renderers show that section, and the Perfetto export gives it a track (`crate::export`).
+
+mod chart;
+mod html;
+mod model;
+mod text;
+mod verdict;
+
+pub use html::render as html;
+pub use model::{
+    CacheGrower, ContainerReport, DyingReport, FileGrowth, LISTED_FAILURES, LISTED_FILES,
+    LISTED_GROWERS, MARK_BUCKET_NS, MEMORY_FROM_SAMPLE, Mark, MarkKind, MemoryPoint, OomReport,
+    Owner, PageCache, Reclaim, ReclaimFailure, Report, ReportBuilder, Slab, TraceInfo,
+};
+pub use text::render as text;
+pub use verdict::{
+    CACHE_SHARE, GROWTH_SHARE, SLAB_SHARE, STEADY_SHARE, Verdict, VerdictKind, judge,
+};
+
+#[cfg(test)]
+pub(crate) use model::tests as model_tests;

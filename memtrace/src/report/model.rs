@@ -1,0 +1,1307 @@
+//! The report as data: events go in one at a time ([`ReportBuilder::add`]), a [`Report`] comes
+//! out. Pure (no I/O, no clock), so every section is unit-tested from hand-made events, and the
+//! text, JSON and HTML renderers only lay it out.
+//!
+//! Memory held is bounded by what the report shows, not by the trace's length, except for the
+//! `stats` timelines (one point per sampled cgroup and `--stats-interval`: 10 s samples of 100
+//! containers for a day are under a million points).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use super::verdict::{self, Evidence, Verdict};
+use crate::{
+    attribution::{ContainerIdentity, IdentityKind, MemoryStats},
+    event::{
+        CacheEvent, CgroupEvent, ChargeEvent, ChargeFailEvent, Event, MEMORY_FROM_KERNEL_REPORT,
+        OomKill, ReclaimEvent, SlabEvent, StatsEvent,
+    },
+};
+
+/// Reclaims that freed nothing, listed one by one per container (the rest are counted).
+pub const LISTED_FAILURES: usize = 20;
+/// Files listed per container, largest net page-cache growth first.
+pub const LISTED_FILES: usize = 10;
+/// Slab caches listed per container, largest peak growth first.
+pub const LISTED_CACHES: usize = 10;
+/// Containers listed as top page-cache growers.
+pub const LISTED_GROWERS: usize = 10;
+/// Reclaim marks on a timeline are counted per this many ns, so a storm of reclaims (thousands
+/// a second under pressure) is a few marks, not thousands.
+pub const MARK_BUCKET_NS: u64 = 1_000_000_000;
+
+/// What the trace file says about itself, handed in by whoever read it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TraceInfo {
+    pub file: String,
+    pub host: String,
+    pub kernel_release: String,
+    pub memtrace_version: String,
+    pub probes: Vec<String>,
+    /// From the end marker; `None` when the recording was cut short.
+    pub recorded_events: Option<u64>,
+    pub lost_events: Option<u64>,
+    /// Why the file ended early (the reader's message), if it did.
+    pub cut_short: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub trace: TraceInfo,
+    /// Events read.
+    pub events: u64,
+    pub first_event: Option<String>,
+    pub last_event: Option<String>,
+    /// Timelines count from here (`CLOCK_BOOTTIME` ns).
+    pub first_timestamp_ns: Option<u64>,
+    pub last_timestamp_ns: Option<u64>,
+    /// Containers with OOM kills first, then by peak usage.
+    pub containers: Vec<ContainerReport>,
+    /// Containers whose page cache grew most at its peak, largest first.
+    pub page_cache_growers: Vec<CacheGrower>,
+    pub dying: DyingReport,
+}
+
+/// One container (or pod, or systemd unit; or a bare cgroup when the path names none).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ContainerReport {
+    /// The container's name for people, or its cgroup path.
+    pub name: String,
+    pub container: Option<ContainerIdentity>,
+    /// Every cgroup of this container that an event named.
+    pub cgroups: Vec<String>,
+    pub oom_kills: Vec<OomReport>,
+    /// The cgroup whose samples make `memory` (the container's outermost).
+    pub memory_cgroup: Option<String>,
+    pub memory: Vec<MemoryPoint>,
+    pub page_cache: PageCache,
+    pub reclaim: Reclaim,
+    pub charges: Charges,
+    pub charge_failures: ChargeFailures,
+    pub slab: Slab,
+    /// Reclaims, charge failures and OOM kills, for the timeline.
+    pub marks: Vec<Mark>,
+}
+
+/// A `stats` sample, the parts the report uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryPoint {
+    pub timestamp_ns: u64,
+    pub time: String,
+    pub usage: Option<u64>,
+    pub limit: Option<u64>,
+    pub working_set: Option<u64>,
+    pub anon: Option<u64>,
+    pub file: Option<u64>,
+    pub kernel: Option<u64>,
+}
+
+impl MemoryPoint {
+    #[must_use]
+    pub fn new(timestamp_ns: u64, time: String, m: &MemoryStats) -> Self {
+        Self {
+            timestamp_ns,
+            time,
+            usage: m.usage_bytes,
+            limit: m.limit_bytes,
+            working_set: m.working_set_bytes,
+            anon: m.anon_bytes,
+            file: m.file_bytes,
+            kernel: m.kernel_bytes,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OomReport {
+    pub time: String,
+    pub timestamp_ns: u64,
+    pub pid: u32,
+    pub comm: Option<String>,
+    /// The victim's cgroup.
+    pub cgroup: Option<String>,
+    /// The memcg whose limit fired (the victim's or an ancestor's); `None`: global or unknown.
+    pub limit_cgroup: Option<String>,
+    pub constraint: Option<String>,
+    pub usage_bytes: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    /// The limit memcg's memory at the kill.
+    pub memory: Option<MemoryStats>,
+    /// `kernel_oom_report`, `cgroupfs_after_kill`, or `sample_before_kill` (the last `stats`
+    /// sample, when the kernel's report was not seen).
+    pub memory_source: Option<String>,
+    pub victim_anon_rss_bytes: Option<u64>,
+    pub victim_file_rss_bytes: Option<u64>,
+    pub verdict: Verdict,
+}
+
+/// `memory_source` of an OOM whose memory is the last sample before the kill.
+pub const MEMORY_FROM_SAMPLE: &str = "sample_before_kill";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PageCache {
+    pub intervals: u64,
+    pub added_bytes: u64,
+    pub removed_bytes: u64,
+    /// Growth over the whole recording.
+    pub net_bytes: i64,
+    /// The most it had grown at any point of the recording: cache that grew to the limit and
+    /// was then reclaimed or dropped with its cgroup still counts as the growth it was.
+    pub peak_net_bytes: i64,
+    /// Largest peak growth first.
+    pub top_files: Vec<FileGrowth>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileGrowth {
+    /// `major:minor`.
+    pub device: String,
+    pub inode: u64,
+    /// Summed over the intervals where the file was among the top files (the kernel side
+    /// reports only those), so a lower bound.
+    pub added_bytes: u64,
+    pub removed_bytes: u64,
+    pub net_bytes: i64,
+    pub peak_net_bytes: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CacheGrower {
+    pub name: String,
+    pub peak_net_bytes: i64,
+    pub net_bytes: i64,
+    pub added_bytes: u64,
+    pub removed_bytes: u64,
+    pub top_files: Vec<FileGrowth>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Reclaim {
+    pub episodes: u64,
+    /// Reclaims that freed nothing.
+    pub failures: u64,
+    pub reclaimed_bytes: u64,
+    pub total_duration_us: f64,
+    pub max_duration_us: f64,
+    /// The first [`LISTED_FAILURES`] failures.
+    pub listed_failures: Vec<ReclaimFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReclaimFailure {
+    pub time: String,
+    pub timestamp_ns: u64,
+    pub cgroup: Option<String>,
+    pub pid: u32,
+    pub duration_us: f64,
+    pub order: u32,
+    pub gfp_flags: String,
+}
+
+/// Kernel memory (slab and other kernel allocations charged to the memcg), from the `stats`
+/// samples' `kernel`, and memcg-accounted slab per cache from `slab` events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Slab {
+    pub first_kernel_bytes: Option<u64>,
+    pub last_kernel_bytes: Option<u64>,
+    pub peak_kernel_bytes: Option<u64>,
+    /// Last minus first sample.
+    pub growth_bytes: Option<i64>,
+    /// `slab` intervals seen (0: the slab probe was not attached, or nothing was allocated).
+    pub intervals: u64,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub net_bytes: i64,
+    /// The most accounted slab had grown at any point of the recording.
+    pub peak_net_bytes: i64,
+    /// Largest peak growth first, at most [`LISTED_CACHES`].
+    pub caches: Vec<SlabCacheGrowth>,
+}
+
+/// One slab cache's memcg-accounted allocations in a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SlabCacheGrowth {
+    /// `dentry`, `kmalloc-cg-512`, …
+    pub cache: String,
+    /// Summed over the intervals where the cache was among those reported.
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub net_bytes: i64,
+    pub peak_net_bytes: i64,
+}
+
+/// Pages charged to the container, from `charge` events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Charges {
+    pub intervals: u64,
+    pub charged_bytes: u64,
+    /// The interval that charged most, and when it ended.
+    pub busiest_interval_bytes: u64,
+    pub busiest_interval: Option<String>,
+    pub busiest_interval_seconds: f64,
+}
+
+/// Charges the container's memcg could not take, from `charge_fail` events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChargeFailures {
+    pub count: u64,
+    /// Of `count`, derived from limit reclaim (kernels without fexit or kprobes).
+    pub derived: u64,
+    /// The first [`LISTED_FAILURES`].
+    pub listed: Vec<ChargeFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChargeFailure {
+    pub time: String,
+    pub timestamp_ns: u64,
+    pub cgroup: Option<String>,
+    pub pid: u32,
+    pub comm: Option<String>,
+    pub nr_pages: Option<u32>,
+    pub gfp_flags: String,
+    pub outcome: String,
+    pub source: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkKind {
+    Reclaim,
+    /// A reclaim that freed nothing.
+    ReclaimFailed,
+    /// A charge the memcg could not take.
+    ChargeFail,
+    OomKill,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    /// Exact for OOM kills; for reclaims, the first of its [`MARK_BUCKET_NS`] bucket.
+    pub timestamp_ns: u64,
+    pub kind: MarkKind,
+    pub count: u32,
+}
+
+/// Memcgs that were removed while still charged (dying) during the recording. Those already
+/// dying when it started are not in the trace; `memtrace run` counts them at start-up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DyingReport {
+    /// Dying memcgs seen, after each change.
+    pub timeline: Vec<DyingPoint>,
+    pub removed_while_charged: u64,
+    pub freed_after_dying: u64,
+    pub longest_dying_seconds: Option<f64>,
+    /// Still dying when the recording ended, oldest first.
+    pub still_dying: Vec<DyingCgroup>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DyingPoint {
+    pub timestamp_ns: u64,
+    pub time: String,
+    pub dying: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DyingCgroup {
+    pub memcg_id: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<String>,
+    pub removed: String,
+    pub removed_ns: u64,
+    pub charged_bytes: Option<u64>,
+}
+
+/// Folds events into a [`Report`].
+#[derive(Default)]
+pub struct ReportBuilder {
+    events: u64,
+    first: Option<(u64, String)>,
+    last: Option<(u64, String)>,
+    containers: BTreeMap<Owner, ContainerAcc>,
+    /// Samples per cgroup (not per container): an OOM's history is its limit memcg's.
+    samples: HashMap<String, Vec<MemoryPoint>>,
+    dying: DyingAcc,
+}
+
+#[derive(Default)]
+struct ContainerAcc {
+    container: Option<ContainerIdentity>,
+    cgroups: BTreeSet<String>,
+    ooms: Vec<PendingOom>,
+    cache: PageCache,
+    files: HashMap<(String, u64), FileGrowth>,
+    reclaim: Reclaim,
+    charges: Charges,
+    charge_failures: ChargeFailures,
+    slab: Slab,
+    slab_caches: HashMap<String, SlabCacheGrowth>,
+    /// Per bucket and kind: the first timestamp in the bucket and how many.
+    marks: BTreeMap<(u64, MarkKind), (u64, u32)>,
+}
+
+impl ContainerAcc {
+    /// Counts a mark; reclaims of a kind in the same [`MARK_BUCKET_NS`] (aligned on the clock)
+    /// are one mark, drawn at the first of them.
+    fn mark(&mut self, timestamp_ns: u64, kind: MarkKind) {
+        let bucket = match kind {
+            MarkKind::OomKill => timestamp_ns,
+            MarkKind::Reclaim | MarkKind::ReclaimFailed | MarkKind::ChargeFail => {
+                timestamp_ns - timestamp_ns % MARK_BUCKET_NS
+            }
+        };
+        let (first, count) = self
+            .marks
+            .entry((bucket, kind))
+            .or_insert((timestamp_ns, 0));
+        *first = (*first).min(timestamp_ns);
+        *count += 1;
+    }
+}
+
+struct PendingOom {
+    event: OomKill,
+    reclaims: u64,
+    failures: u64,
+    /// The accounted slab cache that had grown most before the kill.
+    top_slab_cache: Option<(String, i64)>,
+}
+
+#[derive(Default)]
+struct DyingAcc {
+    report: DyingReport,
+    current: BTreeMap<u64, DyingCgroup>,
+}
+
+/// Who owns a cgroup in the report (and a track in the Perfetto export): its container, pod or
+/// unit, else the cgroup itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner {
+    /// Unique: the full container id, the pod UID, the unit, or the cgroup path. Two containers
+    /// whose names read the same (a restarted pod's container) stay apart.
+    pub key: String,
+    /// For people: `namespace/pod/container`, `runtime:shortid`, … or the cgroup path.
+    pub name: String,
+}
+
+impl Owner {
+    #[must_use]
+    pub fn of(cgroup: Option<&str>, container: Option<&ContainerIdentity>) -> Self {
+        let path = || cgroup.unwrap_or("(unknown cgroup)").to_owned();
+        let Some(c) = container.filter(|c| c.kind() != IdentityKind::Unknown) else {
+            return Self {
+                key: format!("cgroup {}", path()),
+                name: path(),
+            };
+        };
+        let key = match (c.kind(), &c.container_id, &c.pod_uid, &c.systemd_unit) {
+            // A conmon scope carries the id of the container it watches: not the same owner.
+            (IdentityKind::Container, Some(id), _, _) if c.is_conmon() => format!("conmon {id}"),
+            (IdentityKind::Container, Some(id), _, _) => format!("container {id}"),
+            (IdentityKind::Pod, _, Some(uid), _) => format!("pod {uid}"),
+            (IdentityKind::SystemdUnit, _, _, Some(unit)) => format!("unit {unit}"),
+            _ => format!("cgroup {}", path()),
+        };
+        Self {
+            key,
+            name: c.display_name(),
+        }
+    }
+}
+
+impl ReportBuilder {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds one event in. Events come in file order, which is time order per kind.
+    pub fn add(&mut self, event: &Event) {
+        self.events += 1;
+        // Every event kind is handled here, by name: a new kind is a compile error until it is
+        // given its place in the report.
+        let (timestamp_ns, time) = match event {
+            Event::OomKill(e) => {
+                self.oom_kill(e);
+                (e.timestamp_ns, &e.time)
+            }
+            Event::Cgroup(e) => {
+                self.cgroup(e);
+                (e.timestamp_ns, &e.time)
+            }
+            Event::Stats(e) => {
+                self.stats(e);
+                (e.timestamp_ns, &e.time)
+            }
+            Event::Cache(e) => {
+                self.cache(e);
+                (e.timestamp_ns, &e.time)
+            }
+            Event::Reclaim(e) => {
+                self.reclaim(e);
+                (e.timestamp_ns, &e.time)
+            }
+            Event::Charge(e) => {
+                self.charge(e);
+                (e.timestamp_ns, &e.time)
+            }
+            Event::ChargeFail(e) => {
+                self.charge_fail(e);
+                (e.timestamp_ns, &e.time)
+            }
+            Event::Slab(e) => {
+                self.slab(e);
+                (e.timestamp_ns, &e.time)
+            }
+        };
+        if self.first.as_ref().is_none_or(|(t, _)| timestamp_ns < *t) {
+            self.first = Some((timestamp_ns, time.clone()));
+        }
+        if self.last.as_ref().is_none_or(|(t, _)| timestamp_ns > *t) {
+            self.last = Some((timestamp_ns, time.clone()));
+        }
+    }
+
+    fn container(
+        &mut self,
+        cgroup: Option<&str>,
+        container: Option<&ContainerIdentity>,
+    ) -> &mut ContainerAcc {
+        let acc = self
+            .containers
+            .entry(Owner::of(cgroup, container))
+            .or_default();
+        if acc.container.is_none() {
+            acc.container = container
+                .filter(|c| c.kind() != IdentityKind::Unknown)
+                .cloned();
+        }
+        if let Some(cgroup) = cgroup
+            && !acc.cgroups.contains(cgroup)
+        {
+            acc.cgroups.insert(cgroup.to_owned());
+        }
+        acc
+    }
+
+    fn oom_kill(&mut self, e: &OomKill) {
+        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+        acc.mark(e.timestamp_ns, MarkKind::OomKill);
+        let top_slab_cache = acc
+            .slab_caches
+            .values()
+            .filter(|c| c.net_bytes > 0)
+            .max_by_key(|c| c.net_bytes)
+            .map(|c| (c.cache.clone(), c.net_bytes));
+        let pending = PendingOom {
+            event: e.clone(),
+            reclaims: acc.reclaim.episodes,
+            failures: acc.reclaim.failures,
+            top_slab_cache,
+        };
+        acc.ooms.push(pending);
+    }
+
+    fn stats(&mut self, e: &StatsEvent) {
+        self.container(Some(&e.cgroup), e.container.as_ref());
+        self.samples
+            .entry(e.cgroup.clone())
+            .or_default()
+            .push(MemoryPoint::new(e.timestamp_ns, e.time.clone(), &e.memory));
+    }
+
+    fn cache(&mut self, e: &CacheEvent) {
+        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+        acc.cache.intervals += 1;
+        acc.cache.added_bytes = acc.cache.added_bytes.saturating_add(e.added_bytes);
+        acc.cache.removed_bytes = acc.cache.removed_bytes.saturating_add(e.removed_bytes);
+        acc.cache.net_bytes = acc.cache.net_bytes.saturating_add(e.net_bytes);
+        acc.cache.peak_net_bytes = acc.cache.peak_net_bytes.max(acc.cache.net_bytes);
+        for f in &e.top_files {
+            let file = acc
+                .files
+                .entry((f.device.clone(), f.inode))
+                .or_insert_with(|| FileGrowth {
+                    device: f.device.clone(),
+                    inode: f.inode,
+                    added_bytes: 0,
+                    removed_bytes: 0,
+                    net_bytes: 0,
+                    peak_net_bytes: 0,
+                });
+            file.added_bytes = file.added_bytes.saturating_add(f.added_bytes);
+            file.removed_bytes = file.removed_bytes.saturating_add(f.removed_bytes);
+            file.net_bytes = file.net_bytes.saturating_add(f.net_bytes);
+            file.peak_net_bytes = file.peak_net_bytes.max(file.net_bytes);
+        }
+    }
+
+    fn reclaim(&mut self, e: &ReclaimEvent) {
+        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+        let r = &mut acc.reclaim;
+        r.episodes += 1;
+        r.reclaimed_bytes = r.reclaimed_bytes.saturating_add(e.reclaimed_bytes);
+        r.total_duration_us += e.duration_us;
+        r.max_duration_us = r.max_duration_us.max(e.duration_us);
+        let kind = if e.ineffective {
+            r.failures += 1;
+            if r.listed_failures.len() < LISTED_FAILURES {
+                r.listed_failures.push(ReclaimFailure {
+                    time: e.time.clone(),
+                    timestamp_ns: e.timestamp_ns,
+                    cgroup: e.cgroup.clone(),
+                    pid: e.pid,
+                    duration_us: e.duration_us,
+                    order: e.order,
+                    gfp_flags: e.gfp_flags.clone(),
+                });
+            }
+            MarkKind::ReclaimFailed
+        } else {
+            MarkKind::Reclaim
+        };
+        acc.mark(e.timestamp_ns, kind);
+    }
+
+    fn charge(&mut self, e: &ChargeEvent) {
+        let c = &mut self
+            .container(e.cgroup.as_deref(), e.container.as_ref())
+            .charges;
+        c.intervals += 1;
+        c.charged_bytes = c.charged_bytes.saturating_add(e.charged_bytes);
+        if e.charged_bytes > c.busiest_interval_bytes {
+            c.busiest_interval_bytes = e.charged_bytes;
+            c.busiest_interval = Some(e.time.clone());
+            c.busiest_interval_seconds = e.interval_seconds;
+        }
+    }
+
+    fn charge_fail(&mut self, e: &ChargeFailEvent) {
+        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+        acc.mark(e.timestamp_ns, MarkKind::ChargeFail);
+        let f = &mut acc.charge_failures;
+        f.count += 1;
+        f.derived += u64::from(e.derived);
+        if f.listed.len() < LISTED_FAILURES {
+            f.listed.push(ChargeFailure {
+                time: e.time.clone(),
+                timestamp_ns: e.timestamp_ns,
+                cgroup: e.cgroup.clone(),
+                pid: e.pid,
+                comm: e.comm.clone(),
+                nr_pages: e.nr_pages,
+                gfp_flags: e.gfp_flags.clone(),
+                outcome: e.outcome.clone(),
+                source: e.source.to_owned(),
+            });
+        }
+    }
+
+    fn slab(&mut self, e: &SlabEvent) {
+        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+        let s = &mut acc.slab;
+        s.intervals += 1;
+        s.allocated_bytes = s.allocated_bytes.saturating_add(e.allocated_bytes);
+        s.freed_bytes = s.freed_bytes.saturating_add(e.freed_bytes);
+        s.net_bytes = s.net_bytes.saturating_add(e.net_bytes);
+        s.peak_net_bytes = s.peak_net_bytes.max(s.net_bytes);
+        for c in &e.caches {
+            let cache = acc
+                .slab_caches
+                .entry(c.cache.clone())
+                .or_insert_with(|| SlabCacheGrowth {
+                    cache: c.cache.clone(),
+                    allocated_bytes: 0,
+                    freed_bytes: 0,
+                    net_bytes: 0,
+                    peak_net_bytes: 0,
+                });
+            cache.allocated_bytes = cache.allocated_bytes.saturating_add(c.allocated_bytes);
+            cache.freed_bytes = cache.freed_bytes.saturating_add(c.freed_bytes);
+            cache.net_bytes = cache.net_bytes.saturating_add(c.net_bytes);
+            cache.peak_net_bytes = cache.peak_net_bytes.max(cache.net_bytes);
+        }
+    }
+
+    fn cgroup(&mut self, e: &CgroupEvent) {
+        let d = &mut self.dying;
+        let changed = match e.action {
+            "removed" if e.dying => {
+                d.report.removed_while_charged += 1;
+                d.current.insert(
+                    e.memcg_id,
+                    DyingCgroup {
+                        memcg_id: e.memcg_id,
+                        cgroup: e.cgroup.clone(),
+                        container: e.container.as_ref().map(ContainerIdentity::display_name),
+                        removed: e.time.clone(),
+                        removed_ns: e.timestamp_ns,
+                        charged_bytes: e.charged_bytes,
+                    },
+                );
+                true
+            }
+            "freed" if d.current.remove(&e.memcg_id).is_some() => {
+                d.report.freed_after_dying += 1;
+                if let Some(s) = e.dying_seconds {
+                    d.report.longest_dying_seconds =
+                        Some(d.report.longest_dying_seconds.map_or(s, |l| l.max(s)));
+                }
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            d.report.timeline.push(DyingPoint {
+                timestamp_ns: e.timestamp_ns,
+                time: e.time.clone(),
+                dying: d.current.len() as u64,
+            });
+        }
+    }
+
+    /// The report of everything added.
+    #[must_use]
+    pub fn finish(self, trace: TraceInfo) -> Report {
+        let Self {
+            events,
+            first,
+            last,
+            containers,
+            samples,
+            dying,
+        } = self;
+        let mut containers: Vec<ContainerReport> = containers
+            .into_iter()
+            .map(|(owner, acc)| acc.finish(owner.name, &samples))
+            .collect();
+        let peak = |c: &ContainerReport| c.memory.iter().filter_map(|m| m.usage).max();
+        containers.sort_by(|a, b| {
+            b.oom_kills
+                .len()
+                .cmp(&a.oom_kills.len())
+                .then_with(|| peak(b).cmp(&peak(a)))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let mut page_cache_growers: Vec<CacheGrower> = containers
+            .iter()
+            .filter(|c| c.page_cache.peak_net_bytes > 0)
+            .map(|c| CacheGrower {
+                name: c.name.clone(),
+                peak_net_bytes: c.page_cache.peak_net_bytes,
+                net_bytes: c.page_cache.net_bytes,
+                added_bytes: c.page_cache.added_bytes,
+                removed_bytes: c.page_cache.removed_bytes,
+                top_files: c.page_cache.top_files.iter().take(5).cloned().collect(),
+            })
+            .collect();
+        page_cache_growers.sort_by_key(|g| std::cmp::Reverse(g.peak_net_bytes));
+        page_cache_growers.truncate(LISTED_GROWERS);
+        let DyingAcc {
+            mut report,
+            current,
+        } = dying;
+        report.still_dying = current.into_values().collect();
+        report.still_dying.sort_by_key(|d| d.removed_ns);
+        Report {
+            trace,
+            events,
+            first_timestamp_ns: first.as_ref().map(|(t, _)| *t),
+            last_timestamp_ns: last.as_ref().map(|(t, _)| *t),
+            first_event: first.map(|(_, s)| s),
+            last_event: last.map(|(_, s)| s),
+            containers,
+            page_cache_growers,
+            dying: report,
+        }
+    }
+}
+
+impl ContainerAcc {
+    fn finish(self, name: String, samples: &HashMap<String, Vec<MemoryPoint>>) -> ContainerReport {
+        // The outermost sampled cgroup: on v1 its numbers are hierarchical totals, so it holds
+        // the sub-cgroups a runtime may create inside the container.
+        let memory_cgroup = self
+            .cgroups
+            .iter()
+            .filter(|c| samples.contains_key(*c))
+            .min_by_key(|c| (c.len(), (*c).clone()))
+            .cloned();
+        let mut memory = memory_cgroup
+            .as_ref()
+            .and_then(|c| samples.get(c))
+            .cloned()
+            .unwrap_or_default();
+        let oom_kills: Vec<OomReport> = self.ooms.iter().map(|p| oom_report(p, samples)).collect();
+        // The kernel's report is a sample too, at the moment that matters most: a workload
+        // that allocates to its limit between two samples would otherwise never reach it on
+        // the chart.
+        for kill in &oom_kills {
+            let limit_memcg = kill.limit_cgroup.as_ref().or(kill.cgroup.as_ref());
+            if limit_memcg == memory_cgroup.as_ref()
+                && kill.memory_source.as_deref() == Some(MEMORY_FROM_KERNEL_REPORT)
+                && let Some(m) = &kill.memory
+            {
+                let at = memory.partition_point(|p| p.timestamp_ns <= kill.timestamp_ns);
+                memory.insert(
+                    at,
+                    MemoryPoint::new(kill.timestamp_ns, kill.time.clone(), m),
+                );
+            }
+        }
+        let kernel: Vec<u64> = memory.iter().filter_map(|m| m.kernel).collect();
+        let mut caches: Vec<SlabCacheGrowth> = self.slab_caches.into_values().collect();
+        caches.sort_by(|a, b| {
+            b.peak_net_bytes
+                .cmp(&a.peak_net_bytes)
+                .then_with(|| b.allocated_bytes.cmp(&a.allocated_bytes))
+                .then_with(|| a.cache.cmp(&b.cache))
+        });
+        caches.truncate(LISTED_CACHES);
+        let slab = Slab {
+            first_kernel_bytes: kernel.first().copied(),
+            last_kernel_bytes: kernel.last().copied(),
+            peak_kernel_bytes: kernel.iter().copied().max(),
+            growth_bytes: kernel.first().zip(kernel.last()).map(|(&a, &b)| {
+                i64::try_from(b).unwrap_or(i64::MAX) - i64::try_from(a).unwrap_or(i64::MAX)
+            }),
+            caches,
+            ..self.slab
+        };
+        let mut files: Vec<FileGrowth> = self.files.into_values().collect();
+        files.sort_by(|a, b| {
+            b.peak_net_bytes
+                .cmp(&a.peak_net_bytes)
+                .then_with(|| b.added_bytes.cmp(&a.added_bytes))
+                .then_with(|| (&a.device, a.inode).cmp(&(&b.device, b.inode)))
+        });
+        files.truncate(LISTED_FILES);
+        ContainerReport {
+            name,
+            container: self.container,
+            cgroups: self.cgroups.into_iter().collect(),
+            oom_kills,
+            memory_cgroup,
+            memory,
+            page_cache: PageCache {
+                top_files: files,
+                ..self.cache
+            },
+            reclaim: self.reclaim,
+            charges: self.charges,
+            charge_failures: self.charge_failures,
+            slab,
+            marks: self
+                .marks
+                .into_iter()
+                .map(|((_, kind), (timestamp_ns, count))| Mark {
+                    timestamp_ns,
+                    kind,
+                    count,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An OOM kill with the memory at the kill and the verdict.
+fn oom_report(p: &PendingOom, samples: &HashMap<String, Vec<MemoryPoint>>) -> OomReport {
+    let e = &p.event;
+    let limit_memcg = e.limit_cgroup.as_ref().or(e.cgroup.as_ref());
+    let history: &[MemoryPoint] = limit_memcg.and_then(|c| samples.get(c)).map_or(&[], |s| {
+        &s[..s.partition_point(|m| m.timestamp_ns < e.timestamp_ns)]
+    });
+    // The kernel's own report is the memory at the kill; cgroupfs read after the kill has
+    // lost the victim's memory already, so the last sample before it tells more.
+    let (memory, source) = match (&e.memory, history.last()) {
+        (Some(m), _) if e.memory_source.as_deref() == Some(MEMORY_FROM_KERNEL_REPORT) => {
+            (Some(m.clone()), e.memory_source.clone())
+        }
+        (_, Some(last)) => (
+            Some(MemoryStats {
+                usage_bytes: last.usage,
+                limit_bytes: last.limit,
+                working_set_bytes: last.working_set,
+                anon_bytes: last.anon,
+                file_bytes: last.file,
+                kernel_bytes: last.kernel,
+                ..MemoryStats::default()
+            }),
+            Some(MEMORY_FROM_SAMPLE.to_owned()),
+        ),
+        (Some(m), None) => (Some(m.clone()), e.memory_source.clone()),
+        (None, None) => (None, None),
+    };
+    let at_kill = memory.as_ref().map(|m| {
+        let mut point = MemoryPoint::new(e.timestamp_ns, e.time.clone(), m);
+        point.usage = point.usage.or(e.memcg_usage_bytes);
+        point.limit = point.limit.or(e.memcg_limit_bytes);
+        point
+    });
+    let verdict = verdict::judge(&Evidence {
+        at_kill: at_kill.clone(),
+        history,
+        reclaims: p.reclaims,
+        ineffective_reclaims: p.failures,
+        top_slab_cache: p.top_slab_cache.clone(),
+    });
+    OomReport {
+        time: e.time.clone(),
+        timestamp_ns: e.timestamp_ns,
+        pid: e.pid,
+        comm: e.comm.clone(),
+        cgroup: e.cgroup.clone(),
+        limit_cgroup: e.limit_cgroup.clone(),
+        constraint: e.constraint.clone(),
+        usage_bytes: at_kill.as_ref().and_then(|m| m.usage),
+        limit_bytes: at_kill.as_ref().and_then(|m| m.limit),
+        memory,
+        memory_source: source,
+        victim_anon_rss_bytes: e.anon_rss_bytes,
+        victim_file_rss_bytes: e.file_rss_bytes,
+        verdict,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{
+        clock::format_wall,
+        event::{FileEvent, OomKill, SlabCacheEvent},
+        report::verdict::VerdictKind,
+    };
+
+    const MIB: u64 = 1 << 20;
+    pub(crate) const CONTAINER_ID: &str =
+        "4c01db0b339c5c5ba5f8e1b2a9d3e4f5061728394a5b6c7d8e9f0a1b2c3d4e5f";
+
+    pub(crate) fn container_path() -> String {
+        format!("/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/{CONTAINER_ID}")
+    }
+
+    fn time(ns: u64) -> String {
+        format_wall(1_795_794_421_000_000_000 + ns)
+    }
+
+    pub(crate) fn stats(ns: u64, cgroup: &str, anon: u64, file: u64) -> Event {
+        Event::Stats(StatsEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            cgroup: cgroup.to_owned(),
+            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
+            memory: MemoryStats {
+                usage_bytes: Some(anon + file + MIB),
+                limit_bytes: Some(64 * MIB),
+                working_set_bytes: Some(anon + MIB),
+                anon_bytes: Some(anon),
+                file_bytes: Some(file),
+                kernel_bytes: Some(MIB),
+                ..MemoryStats::default()
+            },
+        })
+    }
+
+    pub(crate) fn oom(ns: u64, cgroup: &str, memory: Option<MemoryStats>) -> Event {
+        Event::OomKill(OomKill {
+            time: time(ns),
+            timestamp_ns: ns,
+            pid: 42,
+            tgid: Some(42),
+            comm: Some("memhog".into()),
+            memcg_id: Some(7),
+            cgroup: Some(cgroup.to_owned()),
+            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
+            memcg_limit_bytes: Some(64 * MIB),
+            memcg_usage_bytes: Some(64 * MIB),
+            anon_rss_bytes: Some(60 * MIB),
+            file_rss_bytes: Some(0),
+            shmem_rss_bytes: Some(0),
+            constraint: Some("CONSTRAINT_MEMCG".into()),
+            probe: Some("raw_tp"),
+            limit_cgroup: Some(cgroup.to_owned()),
+            limit_container: None,
+            memory_source: memory
+                .as_ref()
+                .map(|_| MEMORY_FROM_KERNEL_REPORT.to_owned()),
+            memory,
+        })
+    }
+
+    pub(crate) fn reclaim(ns: u64, cgroup: &str, reclaimed: u64) -> Event {
+        Event::Reclaim(ReclaimEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            memcg_id: 7,
+            cgroup: Some(cgroup.to_owned()),
+            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
+            pid: 42,
+            duration_us: 120.0,
+            nr_reclaimed: reclaimed / 4096,
+            reclaimed_bytes: reclaimed,
+            order: 0,
+            gfp_flags: "0xcc0".into(),
+            ineffective: reclaimed == 0,
+        })
+    }
+
+    pub(crate) fn cache(ns: u64, cgroup: Option<&str>, inode: u64, added: u64) -> Event {
+        cache_delta(ns, cgroup, inode, added, MIB)
+    }
+
+    fn cache_delta(ns: u64, cgroup: Option<&str>, inode: u64, added: u64, removed: u64) -> Event {
+        let signed = |n: u64| i64::try_from(n).expect("small");
+        Event::Cache(CacheEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            interval_seconds: 1.0,
+            memcg_id: 9,
+            cgroup: cgroup.map(str::to_owned),
+            container: cgroup.map(ContainerIdentity::from_cgroup_path),
+            added_bytes: added,
+            removed_bytes: removed,
+            net_bytes: signed(added) - signed(removed),
+            top_files: vec![FileEvent {
+                device: "8:1".into(),
+                inode,
+                added_bytes: added,
+                removed_bytes: removed,
+                net_bytes: signed(added) - signed(removed),
+            }],
+        })
+    }
+
+    pub(crate) fn slab(ns: u64, cgroup: &str, caches: &[(&str, u64, u64)]) -> Event {
+        let signed = |n: u64| i64::try_from(n).expect("small");
+        let caches: Vec<SlabCacheEvent> = caches
+            .iter()
+            .map(|&(cache, allocated, freed)| SlabCacheEvent {
+                cache: cache.to_owned(),
+                allocated_bytes: allocated,
+                freed_bytes: freed,
+                net_bytes: signed(allocated) - signed(freed),
+                allocated_objects: allocated / 192,
+                freed_objects: freed / 192,
+            })
+            .collect();
+        Event::Slab(SlabEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            interval_seconds: 1.0,
+            memcg_id: 7,
+            cgroup: Some(cgroup.to_owned()),
+            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
+            allocated_bytes: caches.iter().map(|c| c.allocated_bytes).sum(),
+            freed_bytes: caches.iter().map(|c| c.freed_bytes).sum(),
+            net_bytes: caches.iter().map(|c| c.net_bytes).sum(),
+            caches,
+        })
+    }
+
+    pub(crate) fn charge(ns: u64, cgroup: &str, bytes: u64) -> Event {
+        Event::Charge(ChargeEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            interval_seconds: 1.0,
+            memcg_id: 7,
+            cgroup: Some(cgroup.to_owned()),
+            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
+            charged_bytes: bytes,
+            charged_pages: bytes / 4096,
+            charges: Some(bytes / 4096),
+            source: "charge",
+        })
+    }
+
+    pub(crate) fn charge_fail(ns: u64, cgroup: &str) -> Event {
+        Event::ChargeFail(ChargeFailEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            memcg_id: 7,
+            cgroup: Some(cgroup.to_owned()),
+            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
+            pid: 42,
+            tgid: Some(42),
+            comm: Some("memhog".into()),
+            nr_pages: Some(1),
+            gfp_flags: "0xcc0".into(),
+            outcome: "ENOMEM".into(),
+            derived: false,
+            source: "fentry",
+            reclaimed_bytes: None,
+            reclaim_us: None,
+            charge_failures: Some(1),
+        })
+    }
+
+    pub(crate) fn cgroup_event(ns: u64, id: u64, action: &'static str, dying: bool) -> Event {
+        Event::Cgroup(CgroupEvent {
+            time: time(ns),
+            timestamp_ns: ns,
+            action,
+            memcg_id: id,
+            cgroup: Some(format!("/gone-{id}")),
+            container: None,
+            dying,
+            charged_bytes: dying.then_some(MIB),
+            dying_seconds: (action == "freed").then_some(2.5),
+        })
+    }
+
+    /// A container that allocates until its limit, with reclaims that fail before the kill,
+    /// next to a unit that only reads files.
+    pub(crate) fn scenario() -> Vec<Event> {
+        let c = container_path();
+        let mut events = vec![
+            stats(0, &c, MIB, MIB),
+            stats(1_000_000_000, &c, 30 * MIB, MIB),
+            cache(
+                1_000_000_000,
+                Some("/system.slice/backup.service"),
+                11,
+                40 * MIB,
+            ),
+            cache(
+                2_000_000_000,
+                Some("/system.slice/backup.service"),
+                12,
+                8 * MIB,
+            ),
+            cache(
+                2_000_000_000,
+                Some("/system.slice/backup.service"),
+                11,
+                2 * MIB,
+            ),
+            reclaim(2_100_000_000, &c, 8 * MIB),
+            reclaim(2_200_000_000, &c, 0),
+            reclaim(2_300_000_000, &c, 0),
+            stats(2_000_000_000, &c, 61 * MIB, MIB),
+            charge(1_000_000_000, &c, 29 * MIB),
+            charge(2_000_000_000, &c, 31 * MIB),
+            slab(
+                1_000_000_000,
+                &c,
+                &[("dentry", 3 * MIB, 0), ("kmalloc-cg-512", MIB, 0)],
+            ),
+            slab(
+                2_000_000_000,
+                &c,
+                &[("dentry", 0, 2 * MIB), ("kmalloc-cg-512", MIB, 0)],
+            ),
+            charge_fail(2_450_000_000, &c),
+            cgroup_event(2_400_000_000, 100, "removed", true),
+            cgroup_event(2_450_000_000, 101, "removed", false),
+        ];
+        let at_kill = MemoryStats {
+            usage_bytes: Some(64 * MIB),
+            limit_bytes: Some(64 * MIB),
+            anon_bytes: Some(62 * MIB),
+            file_bytes: Some(MIB),
+            kernel_bytes: Some(MIB),
+            ..MemoryStats::default()
+        };
+        events.push(oom(2_500_000_000, &c, Some(at_kill)));
+        events.push(cgroup_event(3_000_000_000, 100, "freed", false));
+        events.push(cgroup_event(3_100_000_000, 102, "removed", true));
+        events
+    }
+
+    pub(crate) fn scenario_report() -> Report {
+        let mut b = ReportBuilder::new();
+        for e in scenario() {
+            b.add(&e);
+        }
+        b.finish(TraceInfo {
+            file: "test.mtrace".into(),
+            host: "node1".into(),
+            ..TraceInfo::default()
+        })
+    }
+
+    #[test]
+    fn the_oom_is_under_its_container_with_context_and_verdict() {
+        let r = scenario_report();
+        assert_eq!(r.events, 19);
+        let first = &r.containers[0];
+        assert_eq!(first.name, "container:4c01db0b339c");
+        assert_eq!(first.oom_kills.len(), 1);
+        let kill = &first.oom_kills[0];
+        assert_eq!(kill.limit_bytes, Some(64 * MIB));
+        assert_eq!(kill.usage_bytes, Some(64 * MIB));
+        assert_eq!(
+            kill.memory_source.as_deref(),
+            Some(MEMORY_FROM_KERNEL_REPORT)
+        );
+        assert_eq!(kill.verdict.kind, VerdictKind::AnonGrowth, "{kill:?}");
+        assert!(kill.verdict.reason.contains("grew by 61.0MiB"), "{kill:?}");
+        assert_eq!(
+            first.memory.len(),
+            4,
+            "samples and the kernel's report at the kill"
+        );
+        assert_eq!(first.memory[3].timestamp_ns, kill.timestamp_ns);
+        assert_eq!(first.memory[3].anon, Some(62 * MIB));
+        assert_eq!(
+            first.memory_cgroup.as_deref(),
+            Some(container_path().as_str())
+        );
+    }
+
+    #[test]
+    fn reclaims_are_counted_and_failures_listed_and_marked() {
+        let r = scenario_report();
+        let c = &r.containers[0];
+        assert_eq!(c.reclaim.episodes, 3);
+        assert_eq!(c.reclaim.failures, 2);
+        assert_eq!(c.reclaim.reclaimed_bytes, 8 * MIB);
+        assert_eq!(c.reclaim.listed_failures.len(), 2);
+        let kinds: Vec<(MarkKind, u32)> = c.marks.iter().map(|m| (m.kind, m.count)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (MarkKind::Reclaim, 1),
+                (MarkKind::ReclaimFailed, 2),
+                (MarkKind::ChargeFail, 1),
+                (MarkKind::OomKill, 1)
+            ],
+            "reclaims in one second are one mark each kind"
+        );
+    }
+
+    #[test]
+    fn page_cache_growers_rank_files_by_net_growth() {
+        let r = scenario_report();
+        assert_eq!(r.page_cache_growers.len(), 1);
+        let g = &r.page_cache_growers[0];
+        assert_eq!(g.name, "backup.service");
+        assert_eq!(g.added_bytes, 50 * MIB);
+        assert_eq!(g.net_bytes, 47 << 20);
+        assert_eq!(g.peak_net_bytes, 47 << 20);
+        let inodes: Vec<u64> = g.top_files.iter().map(|f| f.inode).collect();
+        assert_eq!(inodes, [11, 12]);
+        assert_eq!(g.top_files[0].net_bytes, 40 << 20);
+    }
+
+    #[test]
+    fn cache_that_grew_then_was_reclaimed_ranks_by_its_peak() {
+        let mut b = ReportBuilder::new();
+        for e in [
+            cache_delta(1, Some("/reader"), 5, 60 * MIB, 0),
+            cache_delta(2, Some("/reader"), 5, 4 * MIB, 64 * MIB),
+            cache_delta(1, Some("/steady"), 6, 10 * MIB, 0),
+        ] {
+            b.add(&e);
+        }
+        let r = b.finish(TraceInfo::default());
+        let names: Vec<(&str, i64, i64)> = r
+            .page_cache_growers
+            .iter()
+            .map(|g| (g.name.as_str(), g.peak_net_bytes, g.net_bytes))
+            .collect();
+        assert_eq!(
+            names,
+            [("/reader", 60 << 20, 0), ("/steady", 10 << 20, 10 << 20)]
+        );
+        assert_eq!(
+            r.page_cache_growers[0].top_files[0].peak_net_bytes,
+            60 << 20
+        );
+    }
+
+    #[test]
+    fn slab_section_follows_kernel_memory_and_slab_caches() {
+        let r = scenario_report();
+        let s = &r.containers[0].slab;
+        assert_eq!(s.first_kernel_bytes, Some(MIB));
+        assert_eq!(s.growth_bytes, Some(0));
+        assert_eq!(s.intervals, 2);
+        assert_eq!((s.net_bytes, s.peak_net_bytes), (3 << 20, 4 << 20));
+        let caches: Vec<(&str, i64, i64)> = s
+            .caches
+            .iter()
+            .map(|c| (c.cache.as_str(), c.peak_net_bytes, c.net_bytes))
+            .collect();
+        assert_eq!(
+            caches,
+            [
+                ("dentry", 3 << 20, 1 << 20),
+                ("kmalloc-cg-512", 2 << 20, 2 << 20)
+            ]
+        );
+    }
+
+    #[test]
+    fn charges_and_charge_failures_are_counted() {
+        let r = scenario_report();
+        let c = &r.containers[0];
+        assert_eq!(c.charges.intervals, 2);
+        assert_eq!(c.charges.charged_bytes, 60 * MIB);
+        assert_eq!(c.charges.busiest_interval_bytes, 31 * MIB);
+        assert_eq!(c.charge_failures.count, 1);
+        assert_eq!(c.charge_failures.listed[0].outcome, "ENOMEM");
+    }
+
+    #[test]
+    fn dying_memcgs_are_counted_over_time() {
+        let r = scenario_report();
+        let counts: Vec<u64> = r.dying.timeline.iter().map(|p| p.dying).collect();
+        assert_eq!(
+            counts,
+            [1, 0, 1],
+            "removed-but-uncharged memcg 101 is not dying"
+        );
+        assert_eq!(r.dying.removed_while_charged, 2);
+        assert_eq!(r.dying.freed_after_dying, 1);
+        assert_eq!(r.dying.longest_dying_seconds, Some(2.5));
+        assert_eq!(r.dying.still_dying.len(), 1);
+        assert_eq!(r.dying.still_dying[0].memcg_id, 102);
+    }
+
+    #[test]
+    fn without_the_kernel_report_the_last_sample_before_the_kill_is_used() {
+        let c = "/memtrace-test-x";
+        let mut b = ReportBuilder::new();
+        for e in [
+            stats(0, c, MIB, 50 * MIB),
+            stats(1_000, c, MIB, 60 * MIB),
+            oom(2_000, c, None),
+            stats(3_000, c, 0, MIB),
+        ] {
+            b.add(&e);
+        }
+        let r = b.finish(TraceInfo::default());
+        let c0 = &r.containers[0];
+        assert_eq!(c0.name, c, "no container: the cgroup path names it");
+        let kill = &c0.oom_kills[0];
+        assert_eq!(kill.memory_source.as_deref(), Some(MEMORY_FROM_SAMPLE));
+        assert_eq!(kill.verdict.kind, VerdictKind::PageCacheNotReclaimed);
+        assert_eq!(r.first_timestamp_ns, Some(0));
+        assert_eq!(r.last_timestamp_ns, Some(3_000));
+    }
+
+    #[test]
+    fn containers_whose_names_read_the_same_stay_apart() {
+        let twins = [
+            format!("/docker/{}", "ab".repeat(32)),
+            format!("/docker/{}", "ab".repeat(6) + &"cd".repeat(26)),
+        ];
+        let mut b = ReportBuilder::new();
+        for c in &twins {
+            b.add(&stats(1, c, MIB, MIB));
+        }
+        let r = b.finish(TraceInfo::default());
+        assert_eq!(r.containers.len(), 2);
+        assert!(r.containers.iter().all(|c| c.name == "docker:abababababab"));
+    }
+
+    #[test]
+    fn events_without_a_cgroup_still_have_an_owner() {
+        let mut b = ReportBuilder::new();
+        b.add(&cache(5, None, 1, MIB));
+        let r = b.finish(TraceInfo::default());
+        assert_eq!(r.containers[0].name, "(unknown cgroup)");
+    }
+}

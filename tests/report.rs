@@ -1,0 +1,274 @@
+//! `memtrace report` and `memtrace export --perfetto` on a recorded real incident: an OOM kill
+//! in one container, page cache grown and reclaimed in another, a dying memcg.
+
+use memtrace_tests::{
+    CACHE_CONTAINER_ID, Incident, OOM_CONTAINER_ID, kernel_oom_line, memtrace_output,
+    oom_line_field, record_incident,
+};
+use serde_json::Value;
+
+const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
+
+fn docker_name(id: &str) -> String {
+    format!("docker:{}", &id[..12])
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = memtrace_output(args);
+    assert!(
+        out.status.success(),
+        "memtrace {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn container<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {report:#}"))
+}
+
+fn check_text(incident: &Incident, trace: &str) {
+    let text = run_ok(&["report", trace]);
+    let oom_name = docker_name(OOM_CONTAINER_ID);
+    // The OOM-killed container comes first.
+    let first = text
+        .lines()
+        .find(|l| l.starts_with("== "))
+        .expect("a container section");
+    assert_eq!(
+        first,
+        format!("== {oom_name} (cgroup {})", incident.oom_cgroup),
+        "{text}"
+    );
+    for needle in [
+        "OOM kills: 1".to_owned(),
+        format!(
+            "pid {} (memhog) in {}",
+            incident.victim_pid, incident.oom_cgroup
+        ),
+        "usage 64.0MiB of 64.0MiB".to_owned(),
+        "verdict: anon growth: anon memory grew by".to_owned(),
+        "  charge failures: ".to_owned(),
+        "== top page-cache growers\n  1. ".to_owned() + &docker_name(CACHE_CONTAINER_ID),
+        "== dying memory cgroups".to_owned(),
+    ] {
+        assert!(
+            text.contains(&needle),
+            "no {needle:?} in:\n{text}\nrecorder's stderr:\n{}",
+            incident.recorder_stderr
+        );
+    }
+}
+
+fn check_json(incident: &Incident, trace: &str) {
+    let report: Value =
+        serde_json::from_str(&run_ok(&["report", trace, "--format", "json"])).expect("JSON");
+    assert!(
+        report["trace"]["cut_short"].is_null(),
+        "{:#}",
+        report["trace"]
+    );
+    assert_eq!(report["trace"]["lost_events"], 0);
+
+    let oom = container(&report, &docker_name(OOM_CONTAINER_ID));
+    assert_eq!(oom["container"]["container_id"], OOM_CONTAINER_ID);
+    let kills = oom["oom_kills"].as_array().expect("oom_kills");
+    assert_eq!(kills.len(), 1, "{oom:#}");
+    let kill = &kills[0];
+    assert_eq!(kill["pid"], incident.victim_pid, "{kill:#}");
+    assert_eq!(kill["verdict"]["kind"], "anon_growth", "{kill:#}");
+    assert_eq!(kill["limit_bytes"], incident.limit_bytes, "{kill:#}");
+    let line = kernel_oom_line(incident.victim_pid).expect("the kernel's oom-kill line");
+    assert_eq!(
+        kill["limit_cgroup"].as_str(),
+        oom_line_field(&line, "oom_memcg"),
+        "{line}"
+    );
+    let anon = kill["memory"]["anon_bytes"]
+        .as_u64()
+        .expect("anon at the kill");
+    assert!(anon > incident.limit_bytes / 2, "{kill:#}");
+    let samples = oom["memory"].as_array().expect("timeline");
+    assert!(
+        samples.len() >= 3,
+        "200 ms samples for seconds of recording: {oom:#}"
+    );
+    let before: Vec<&Value> = samples
+        .iter()
+        .filter(|s| s["timestamp_ns"].as_u64() < kill["timestamp_ns"].as_u64())
+        .collect();
+    assert!(
+        !before.is_empty(),
+        "samples before the kill, for the verdict: {oom:#}"
+    );
+    assert!(
+        oom["reclaim"]["episodes"].as_u64() > Some(0),
+        "an OOM kill follows limit reclaim: {oom:#}"
+    );
+    assert!(
+        oom["charge_failures"]["count"].as_u64() > Some(0),
+        "and charges the limit refused: {oom:#}"
+    );
+
+    let cache = container(&report, &docker_name(CACHE_CONTAINER_ID));
+    let added = cache["page_cache"]["added_bytes"].as_u64().expect("added");
+    assert!(
+        added >= 64 << 20,
+        "reading 128 MiB adds page cache: {cache:#}"
+    );
+    let top = &report["page_cache_growers"][0];
+    assert_eq!(
+        top["name"],
+        docker_name(CACHE_CONTAINER_ID).as_str(),
+        "{report:#}"
+    );
+    assert_eq!(
+        top["top_files"][0]["inode"], incident.cache_file_inode,
+        "{top:#}"
+    );
+    assert_eq!(
+        top["top_files"][0]["device"],
+        incident.cache_file_device.as_str(),
+        "{top:#}"
+    );
+    assert!(
+        cache["reclaim"]["reclaimed_bytes"].as_u64() > Some(0),
+        "128 MiB read under a 64 MiB limit is reclaimed: {cache:#}"
+    );
+
+    let dying = &report["dying"];
+    assert!(
+        dying["removed_while_charged"].as_u64() >= Some(1),
+        "the reader's cgroup was removed with its cache charged: {dying:#}"
+    );
+    assert!(
+        dying["freed_after_dying"].as_u64() >= Some(1),
+        "and freed once reclaimed: {dying:#}"
+    );
+}
+
+fn check_perfetto(incident: &Incident, trace: &str) {
+    let out = incident.dir.path().join("incident.json");
+    let out_arg = out.to_str().expect("utf-8 path");
+    run_ok(&["export", "--perfetto", trace, "-o", out_arg]);
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("read export")).expect("JSON");
+    let events = doc["traceEvents"].as_array().expect("traceEvents");
+    let pid_of = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["ph"] == "M" && e["name"] == "process_name" && e["args"]["name"] == name)
+            .unwrap_or_else(|| panic!("no track for {name}"))["pid"]
+            .clone()
+    };
+    let oom_pid = pid_of(&docker_name(OOM_CONTAINER_ID));
+    let cache_pid = pid_of(&docker_name(CACHE_CONTAINER_ID));
+    let on = |pid: &Value, ph: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| &e["pid"] == pid && e["ph"] == ph)
+            .collect()
+    };
+    let instants: Vec<&Value> = on(&oom_pid, "i")
+        .into_iter()
+        .filter(|e| e["cat"] == "oom")
+        .collect();
+    assert_eq!(instants.len(), 1, "{instants:#?}");
+    assert!(
+        on(&oom_pid, "i").iter().any(|e| e["cat"] == "charge_fail"),
+        "the limit refused charges before the kill"
+    );
+    assert_eq!(instants[0]["args"]["pid"], incident.victim_pid);
+    assert!(instants[0]["ts"].as_f64().is_some());
+    let counters = on(&oom_pid, "C");
+    for name in ["usage", "limit", "anon", "page cache"] {
+        assert!(
+            counters
+                .iter()
+                .any(|c| c["name"] == name && c["args"]["bytes"].is_u64()),
+            "no {name} counter: {counters:#?}"
+        );
+    }
+    let slices = on(&cache_pid, "X");
+    assert!(!slices.is_empty(), "reclaim slices for the reader");
+    for s in slices {
+        assert!(s["dur"].as_f64().is_some_and(|d| d >= 0.0), "{s}");
+    }
+    assert!(
+        doc["otherData"]["recorded_events"].is_u64(),
+        "the end marker's count: {:#}",
+        doc["otherData"]
+    );
+}
+
+/// A recording cut short (a recorder killed with `kill -9`) is still reported, up to the cut,
+/// with a warning.
+fn check_cut(incident: &Incident) {
+    let whole = std::fs::read(&incident.trace).expect("read trace");
+    let cut = incident.dir.path().join("cut.mtrace");
+    std::fs::write(&cut, &whole[..whole.len() - 7]).expect("write cut trace");
+    let out = memtrace_output(&["report", cut.to_str().expect("utf-8"), "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "a cut trace is still reported: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("memtrace: warning: ") && stderr.contains("truncated"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        report["trace"]["cut_short"].is_string(),
+        "{:#}",
+        report["trace"]
+    );
+    assert!(report["trace"]["recorded_events"].is_null());
+    assert!(report["events"].as_u64() > Some(0), "{:#}", report["trace"]);
+}
+
+#[test]
+fn report_and_perfetto_export_explain_a_recorded_incident() {
+    let incident = record_incident("report", MEMHOG, env!("CARGO_TARGET_TMPDIR"));
+    let trace = incident.trace.to_str().expect("utf-8 path").to_owned();
+    check_text(&incident, &trace);
+    check_json(&incident, &trace);
+    check_perfetto(&incident, &trace);
+    check_cut(&incident);
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_trace = dir.path().join("notes.txt");
+    std::fs::write(&not_a_trace, "not a trace\n").expect("write");
+    let path = not_a_trace.to_str().expect("utf-8");
+    let out_json = dir.path().join("out.json");
+    for args in [
+        vec!["report", path],
+        vec!["report", "/nonexistent/x.mtrace"],
+        vec![
+            "export",
+            "--perfetto",
+            path,
+            "-o",
+            out_json.to_str().expect("utf-8"),
+        ],
+    ] {
+        let out = memtrace_output(&args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("memtrace: error: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(
+        !out_json.exists(),
+        "no export is left behind for a bad input"
+    );
+}
