@@ -57,13 +57,13 @@ fn account(ctx: &RawTracePointContext, added: bool) {
     let memcg_key = memcg as u64;
     // Per-memcg totals are the sums of the per-file counts; the per-memcg map counts only what
     // has no file key (no inode, or the file map is full), so one map update is the usual cost.
-    let counted_by_file = inode.is_some_and(|inode| {
+    if let Some(inode) = inode {
         let key = FileKey {
             memcg: memcg_key,
             inode: inode as u64,
         };
         match bump(by_file, &key, |d: &mut CacheDelta| count(d, added, pages)) {
-            Bumped::Counted => true,
+            Bumped::Counted => return,
             Bumped::NewKey => {
                 // Once per file and interval, not per event: what userspace shows of the file
                 // and of the memcg.
@@ -74,13 +74,10 @@ fn account(ctx: &RawTracePointContext, added: bool) {
                     }
                     remember_memcg_id(memcg, &offsets);
                 }
-                true
+                return;
             }
-            Bumped::Full => false,
+            Bumped::Full => {}
         }
-    });
-    if counted_by_file {
-        return;
     }
     match bump(by_memcg, &memcg_key, |d: &mut CacheDelta| {
         count(d, added, pages);
