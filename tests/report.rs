@@ -219,7 +219,7 @@ fn check_cut(incident: &Incident) {
         "a cut trace is still reported: {stderr}"
     );
     assert!(
-        stderr.starts_with("memtrace: warning: ") && stderr.contains("truncated"),
+        stderr.starts_with("memtrace: warning: ") && stderr.contains("cut short"),
         "{stderr}"
     );
     let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");

@@ -61,6 +61,9 @@ fn parse_max_size(value: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
+    // Before attaching: every event the recording holds comes after it, so `replay --since 0s`
+    // is the whole recording.
+    let started_wall_ns = clock::now_wall_ns();
     let session = Session::start(&args.live, started)?;
     let header = TraceHeader {
         memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -69,7 +72,7 @@ pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
         boot_time_wall_ns: session.clock().boot_time_wall_ns,
         clock: clock::EVENT_CLOCK.to_owned(),
         page_size: session.clock().page_size,
-        started_wall_ns: clock::now_wall_ns(),
+        started_wall_ns,
         probes: session.attached().iter().map(ToString::to_string).collect(),
         cgroup_version: format!("{:?}", session.hierarchy().version).to_lowercase(),
     };
