@@ -45,7 +45,7 @@ pub struct Context {
 pub struct Report {
     #[serde(flatten)]
     pub context: Context,
-    pub bpftrace_script: &'static str,
+    pub bpftrace_script: String,
     pub workloads: Vec<WorkloadReport>,
     pub startup: Startup,
     pub targets: Vec<Verdict>,
@@ -135,7 +135,7 @@ impl Report {
         let targets = targets(&workloads, &startup);
         Ok(Self {
             context,
-            bpftrace_script: super::tracer::BPFTRACE_SCRIPT,
+            bpftrace_script: super::tracer::bpftrace_script(),
             workloads,
             startup,
             targets,

@@ -21,14 +21,33 @@ use super::{
 use crate::process::{self, Shown};
 
 /// bpftrace's program: per-cgroup counts on the tracepoints memtrace's hot paths attach to for
-/// these workloads: the page cache, and the slab allocations and frees.
-pub const BPFTRACE_SCRIPT: &str = "\
+/// these workloads: the page cache, the slab allocations and frees, and, where the kernel has it
+/// (6.16+), the memcg stat update memtrace counts charges from when it cannot hook the charge
+/// function.
+const BPFTRACE_SCRIPT: &str = "\
 tracepoint:filemap:mm_filemap_add_to_page_cache,
 tracepoint:filemap:mm_filemap_delete_from_page_cache { @[cgroup] = count(); }
 tracepoint:kmem:kmem_cache_alloc,
 tracepoint:kmem:kmalloc,
 tracepoint:kmem:kmem_cache_free,
 tracepoint:kmem:kfree { @[cgroup] = count(); }";
+
+const MEMCG_STAT_TRACEPOINT: &str = "memcg/mod_memcg_lruvec_state";
+
+/// The script for this kernel: bpftrace refuses a tracepoint the kernel lacks.
+pub fn bpftrace_script() -> String {
+    let has_memcg_stat = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|events| Path::new(events).join(MEMCG_STAT_TRACEPOINT).exists());
+    let mut script = BPFTRACE_SCRIPT.to_owned();
+    if has_memcg_stat {
+        script.push_str("\ntracepoint:memcg:mod_memcg_lruvec_state { @[cgroup] = count(); }");
+    }
+    script
+}
 
 /// How long a tracer may take to say it is attached (bpftrace compiles first).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,7 +86,7 @@ impl Tool {
             }
             Self::Bpftrace => {
                 let mut cmd = Command::new("bpftrace");
-                cmd.arg("-e").arg(BPFTRACE_SCRIPT);
+                cmd.arg("-e").arg(bpftrace_script());
                 cmd
             }
         }
