@@ -117,6 +117,33 @@ impl TestCgroup {
         }
     }
 
+    /// Waits until the kernel has freed every removed child memcg, as v2's `cgroup.stat`
+    /// counts them (`nr_dying_descendants`), up to `timeout`; v1 has no such count, and gets a
+    /// fixed two seconds. Freeing is asynchronous, and slow on an emulated guest.
+    pub fn wait_for_dying_children(&self, timeout: Duration) {
+        let stat = self.dir.join("cgroup.stat");
+        if self.hierarchy.version == CgroupVersion::V1 || !stat.exists() {
+            thread::sleep(Duration::from_secs(2));
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = fs::read_to_string(&stat).unwrap_or_default();
+            let dying = text.lines().find_map(|l| {
+                l.strip_prefix("nr_dying_descendants ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            });
+            if dying == Some(0) || Instant::now() >= deadline {
+                return;
+            }
+            fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+            self.reclaim_all();
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Runs `program ARGS` inside this cgroup to completion; returns its pid and status.
     #[must_use]
     pub fn run_inside(&self, program: &str, args: &[&str]) -> (u32, ExitStatus) {
@@ -504,10 +531,14 @@ pub fn record_incident(name: &str, memhog: &str, tmp_dir: &str) -> Incident {
     drop(cache);
     drop(oom);
     thread::sleep(Duration::from_millis(300));
-    // Reclaiming the parent frees what pins the removed reader, so it is released (freed) too.
+    // Reclaiming the parent frees what pins the removed reader, so it is released (freed) too
+    // (drop_caches alone skips pages that are briefly busy; reclaim alone may leave some).
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
     docker.reclaim_all();
+    docker.wait_for_dying_children(Duration::from_secs(15));
     drop(docker);
-    thread::sleep(Duration::from_secs(2));
+    // The recorder writes what it saw at least every second.
+    thread::sleep(Duration::from_millis(1500));
     let out = recorder.stop();
     assert!(out.status.success(), "record failed: {out:?}");
 
