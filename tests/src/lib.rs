@@ -117,14 +117,19 @@ impl TestCgroup {
         }
     }
 
-    /// Waits until the kernel has freed every removed child memcg, as v2's `cgroup.stat`
-    /// counts them (`nr_dying_descendants`), up to `timeout`; v1 has no such count, and gets a
-    /// fixed two seconds. Freeing is asynchronous, and slow on an emulated guest.
-    pub fn wait_for_dying_children(&self, timeout: Duration) {
+    /// Waits until the kernel has freed every removed child memcg, up to `timeout`; returns
+    /// whether it did, as v2's `cgroup.stat` counts them (`nr_dying_descendants`). v1 has no
+    /// such count: it gets a fixed two seconds and `None`.
+    ///
+    /// Freeing is asynchronous: besides charged pages, a CPU's charge stock keeps the last
+    /// memcg that charged on it until another memcg charges there. Each round drops caches,
+    /// reclaims, and charges this cgroup (a short process inside it) to move the stocks on.
+    #[must_use]
+    pub fn wait_for_dying_children(&self, timeout: Duration) -> Option<bool> {
         let stat = self.dir.join("cgroup.stat");
         if self.hierarchy.version == CgroupVersion::V1 || !stat.exists() {
             thread::sleep(Duration::from_secs(2));
-            return;
+            return None;
         }
         let deadline = Instant::now() + timeout;
         loop {
@@ -135,11 +140,15 @@ impl TestCgroup {
                     .parse::<u64>()
                     .ok()
             });
-            if dying == Some(0) || Instant::now() >= deadline {
-                return;
+            if dying == Some(0) {
+                return Some(true);
+            }
+            if Instant::now() >= deadline {
+                return Some(false);
             }
             fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
             self.reclaim_all();
+            let _ = self.run_inside("true", &[]);
             thread::sleep(Duration::from_millis(200));
         }
     }
@@ -468,6 +477,9 @@ pub struct Incident {
     /// What the recorder said on stderr (probe points it ran without, losses), for failure
     /// messages.
     pub recorder_stderr: String,
+    /// Whether the kernel had freed the removed containers' memcgs before the recording
+    /// stopped (`None`: cgroup v1 cannot tell).
+    pub children_freed: Option<bool>,
     /// Kept until the end of the test: the base of both containers.
     _base: TestCgroup,
 }
@@ -535,7 +547,7 @@ pub fn record_incident(name: &str, memhog: &str, tmp_dir: &str) -> Incident {
     // (drop_caches alone skips pages that are briefly busy; reclaim alone may leave some).
     fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
     docker.reclaim_all();
-    docker.wait_for_dying_children(Duration::from_secs(15));
+    let children_freed = docker.wait_for_dying_children(Duration::from_secs(15));
     drop(docker);
     // The recorder writes what it saw at least every second.
     thread::sleep(Duration::from_millis(1500));
@@ -552,6 +564,7 @@ pub fn record_incident(name: &str, memhog: &str, tmp_dir: &str) -> Incident {
         cache_file_device: format!("{}:{}", libc::major(meta.dev()), libc::minor(meta.dev())),
         cache_file_inode: meta.ino(),
         recorder_stderr: out.stderr,
+        children_freed,
         _base: base,
     }
 }
