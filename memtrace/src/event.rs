@@ -499,6 +499,22 @@ impl Event {
         "slab",
     ];
 
+    /// When it happened (`CLOCK_BOOTTIME` ns) and as wall time: a kernel record's stamp, a
+    /// sample's end.
+    #[must_use]
+    pub fn when(&self) -> (u64, &str) {
+        match self {
+            Self::OomKill(e) => (e.timestamp_ns, &e.time),
+            Self::Cgroup(e) => (e.timestamp_ns, &e.time),
+            Self::Stats(e) => (e.timestamp_ns, &e.time),
+            Self::Cache(e) => (e.timestamp_ns, &e.time),
+            Self::Reclaim(e) => (e.timestamp_ns, &e.time),
+            Self::Charge(e) => (e.timestamp_ns, &e.time),
+            Self::ChargeFail(e) => (e.timestamp_ns, &e.time),
+            Self::Slab(e) => (e.timestamp_ns, &e.time),
+        }
+    }
+
     /// The `"type"` name.
     #[must_use]
     pub const fn type_name(&self) -> &'static str {

@@ -422,45 +422,22 @@ impl ReportBuilder {
         self.events += 1;
         // Every event kind is handled here, by name: a new kind is a compile error until it is
         // given its place in the report.
-        let (timestamp_ns, time) = match event {
-            Event::OomKill(e) => {
-                self.oom_kill(e);
-                (e.timestamp_ns, &e.time)
-            }
-            Event::Cgroup(e) => {
-                self.cgroup(e);
-                (e.timestamp_ns, &e.time)
-            }
-            Event::Stats(e) => {
-                self.stats(e);
-                (e.timestamp_ns, &e.time)
-            }
-            Event::Cache(e) => {
-                self.cache(e);
-                (e.timestamp_ns, &e.time)
-            }
-            Event::Reclaim(e) => {
-                self.reclaim(e);
-                (e.timestamp_ns, &e.time)
-            }
-            Event::Charge(e) => {
-                self.charge(e);
-                (e.timestamp_ns, &e.time)
-            }
-            Event::ChargeFail(e) => {
-                self.charge_fail(e);
-                (e.timestamp_ns, &e.time)
-            }
-            Event::Slab(e) => {
-                self.slab(e);
-                (e.timestamp_ns, &e.time)
-            }
-        };
+        match event {
+            Event::OomKill(e) => self.oom_kill(e),
+            Event::Cgroup(e) => self.cgroup(e),
+            Event::Stats(e) => self.stats(e),
+            Event::Cache(e) => self.cache(e),
+            Event::Reclaim(e) => self.reclaim(e),
+            Event::Charge(e) => self.charge(e),
+            Event::ChargeFail(e) => self.charge_fail(e),
+            Event::Slab(e) => self.slab(e),
+        }
+        let (timestamp_ns, time) = event.when();
         if self.first.as_ref().is_none_or(|(t, _)| timestamp_ns < *t) {
-            self.first = Some((timestamp_ns, time.clone()));
+            self.first = Some((timestamp_ns, time.to_owned()));
         }
         if self.last.as_ref().is_none_or(|(t, _)| timestamp_ns > *t) {
-            self.last = Some((timestamp_ns, time.clone()));
+            self.last = Some((timestamp_ns, time.to_owned()));
         }
     }
 
