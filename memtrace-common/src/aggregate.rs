@@ -95,10 +95,10 @@ const _: () = assert!(size_of::<SlabKey>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IgnoredCallers {
-    pub ranges: [[u64; 2]; 4],
+    pub ranges: [[u64; 2]; 8],
 }
 
-const _: () = assert!(size_of::<IgnoredCallers>() == 64);
+const _: () = assert!(size_of::<IgnoredCallers>() == 128);
 
 impl IgnoredCallers {
     #[must_use]
@@ -142,6 +142,39 @@ pub struct SlabObject {
 }
 
 const _: () = assert!(size_of::<SlabObject>() == 24);
+
+/// Where the kernel maps memory, which KASLR moves at boot: `vmemmap_base` (the `struct page`
+/// array) and `page_offset_base` (the direct map). With them the slab programs find an object's
+/// `struct slab` (`virt_to_slab()`) and from it the memcg the kernel charged the object to.
+/// Measured at start-up ([`MemoryMapSample`]), as kallsyms lists no data symbols on most kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryMap {
+    pub vmemmap_base: u64,
+    pub page_offset_base: u64,
+}
+
+const _: () = assert!(size_of::<MemoryMap>() == 16);
+
+/// One observation of the calibration programs, which watch memtrace's own thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryMapSample {
+    /// [`MemoryMapSample::PAGE_PFN`] or [`MemoryMapSample::PAGE_ADDRESS`].
+    pub kind: u64,
+    /// A `struct page *` from the raw `mm_page_alloc` tracepoint.
+    pub page: u64,
+    /// `PAGE_PFN`: the pfn the classic `mm_page_alloc` tracepoint recorded; `PAGE_ADDRESS`:
+    /// the address `kmalloc()` returned for a large (page-backed) allocation.
+    pub value: u64,
+}
+
+impl MemoryMapSample {
+    pub const PAGE_PFN: u64 = 1;
+    pub const PAGE_ADDRESS: u64 = 2;
+}
+
+const _: () = assert!(size_of::<MemoryMapSample>() == 24);
 
 /// A slab cache's name (`kmem_cache.name`), NUL-padded.
 #[repr(C)]
@@ -197,3 +230,6 @@ unsafe impl aya::Pod for SlabDelta {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CacheName {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MemoryMap {}

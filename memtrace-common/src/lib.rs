@@ -11,8 +11,8 @@ pub mod names;
 pub mod offsets;
 
 pub use aggregate::{
-    CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, ReclaimBegin, SlabDelta,
-    SlabKey, SlabObject, TryChargeArgs,
+    CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, MemoryMap,
+    MemoryMapSample, ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
 };
 pub use event::{
     CgroupRecord, ChargeFailRecord, EventHeader, EventKind, LostKind, OomKillRecord, ReclaimRecord,

@@ -81,13 +81,39 @@ pub const PROG_SLAB_CACHE_ALLOC: &str = "slab_cache_alloc";
 pub const PROG_SLAB_KMALLOC: &str = "slab_kmalloc";
 pub const PROG_SLAB_CACHE_FREE: &str = "slab_cache_free";
 pub const PROG_SLAB_KFREE: &str = "slab_kfree";
+/// Slab, where the memory map could not be measured: the same tracepoints, each counted object
+/// remembered by address until its free.
+pub const PROG_SLAB_CACHE_ALLOC_TRACKED: &str = "slab_cache_alloc_tracked";
+pub const PROG_SLAB_KMALLOC_TRACKED: &str = "slab_kmalloc_tracked";
+pub const PROG_SLAB_CACHE_FREE_TRACKED: &str = "slab_cache_free_tracked";
+pub const PROG_SLAB_KFREE_TRACKED: &str = "slab_kfree_tracked";
+/// Measuring the memory map at start-up: raw and classic `kmem:mm_page_alloc`, raw `kmalloc`.
+pub const PROG_MEMMAP_PAGE: &str = "memmap_page";
+pub const PROG_MEMMAP_PFN: &str = "memmap_pfn";
+pub const PROG_MEMMAP_KMALLOC: &str = "memmap_kmalloc";
+/// What they saw ([`crate::aggregate::MemoryMapSample`]s).
+pub const MEMMAP_SAMPLES_MAP: &str = "MEMMAP_SAMPLES";
+/// The thread group they watch.
+pub const MEMMAP_TGID_GLOBAL: &str = "MEMMAP_TGID";
+/// `MEMORY_MAP[0]`: the measured [`crate::aggregate::MemoryMap`].
+pub const MEMORY_MAP_MAP: &str = "MEMORY_MAP";
 /// Accounted slab bytes per (memcg, cache), double-buffered.
 pub const SLAB_MAPS: [&str; 2] = ["SLAB_0", "SLAB_1"];
 /// Live accounted objects → what their free is attributed to.
 pub const SLAB_OBJECTS_MAP: &str = "SLAB_OBJECTS";
 /// The [`crate::aggregate::IgnoredCallers`] global.
 pub const IGNORED_CALLERS_GLOBAL: &str = "IGNORED_CALLERS";
-/// Functions of the BPF memory allocator (`kernel/bpf/memalloc.c`) that call `kmalloc()`.
-pub const BPF_MEMALLOC_FUNCTIONS: [&str; 2] = ["__alloc", "alloc_bulk"];
+/// Functions of the BPF memory allocator (`kernel/bpf/memalloc.c`) that call `kmalloc()` or
+/// `kfree()` (the others, where the compiler inlined them, are not in kallsyms).
+pub const BPF_MEMALLOC_FUNCTIONS: [&str; 8] = [
+    "__alloc",
+    "alloc_bulk",
+    "free_one",
+    "free_all",
+    "__free_rcu",
+    "__free_rcu_tasks_trace",
+    "drain_mem_cache",
+    "__free_by_rcu",
+];
 /// `struct kmem_cache *` → its name.
 pub const CACHE_NAMES_MAP: &str = "CACHE_NAMES";

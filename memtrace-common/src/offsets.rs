@@ -94,9 +94,21 @@ pub struct KernelOffsets {
     /// `memcg:mod_memcg_lruvec_state` charge fallback counts.
     pub nr_anon_mapped: u32,
     pub nr_file_pages: u32,
+    /// `sizeof(struct page)`, and `page.compound_head` (a tail page's head, plus 1).
+    pub page_size: u32,
+    pub page_compound_head: u32,
+    /// `slab.slab_cache`, and `slab.obj_exts` (6.10+) or `slab.memcg_data` (before): the
+    /// vector of per-object charge records, flag bits in its low 3 bits.
+    pub slab_cache: u32,
+    pub slab_obj_exts: u32,
+    /// Bytes per record of that vector (`struct slabobj_ext`, or an `obj_cgroup *` before
+    /// 6.10); the record starts with the object's `obj_cgroup *`.
+    pub slab_obj_ext_size: u32,
+    /// `obj_cgroup.memcg`
+    pub obj_cgroup_memcg: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 176);
+const _: () = assert!(size_of::<KernelOffsets>() == 200);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -144,6 +156,12 @@ impl KernelOffsets {
         gfp_account_flag: 0,
         nr_anon_mapped: u32::MAX,
         nr_file_pages: u32::MAX,
+        page_size: 0,
+        page_compound_head: 0,
+        slab_cache: 0,
+        slab_obj_exts: 0,
+        slab_obj_ext_size: 0,
+        obj_cgroup_memcg: 0,
     };
 }
 

@@ -108,3 +108,94 @@ pub unsafe fn current_charge_memcg(o: &memtrace_common::KernelOffsets) -> Result
         }
     }
 }
+
+/// `memcg_data`/`obj_exts` flag: the word points to a slab's per-object charge records
+/// (`MEMCG_DATA_OBJEXTS`, `MEMCG_DATA_OBJCGS` before 6.10).
+const MEMCG_DATA_OBJEXTS: u64 = 1;
+/// `memcg_data` flag: a kernel-memory page (a large `kmalloc()`), charged to an `obj_cgroup`.
+const MEMCG_DATA_KMEM: u64 = 2;
+/// The flag bits of those words (`OBJEXTS_FLAGS_MASK` is 7 on 6.10+, 3 before): records and
+/// `obj_cgroup`s are 8-byte aligned.
+const MEMCG_DATA_FLAGS: u64 = 7;
+const PAGE_SHIFT: u64 = 12;
+
+/// Whom the kernel charged a slab object (or a large `kmalloc()`) to, and its size.
+pub struct SlabOwner {
+    /// `struct mem_cgroup *`
+    pub memcg: *const u8,
+    /// The object's charged size: its cache's `size`, or the pages of a large `kmalloc()`.
+    pub bytes: u64,
+}
+
+/// The memcg the kernel charged the object at `ptr` to, read from its slab as the kernel's own
+/// `mem_cgroup_from_obj()` does: `virt_to_slab()`, then the object's record in the slab's
+/// `obj_exts` vector (indexed as `obj_to_index()`), whose `obj_cgroup` names the memcg. A large
+/// `kmalloc()` has no slab: its page's `memcg_data` names the `obj_cgroup`. `None` for objects
+/// not charged to any memcg (the root's, or not accounted).
+///
+/// `cache` is the object's `struct kmem_cache *` when the tracepoint gives it, else null (it is
+/// then read from the slab).
+///
+/// # Safety
+///
+/// `ptr` must be a kernel address; reads are checked by the helper.
+#[inline(always)]
+pub unsafe fn slab_object_owner(
+    ptr: u64,
+    cache: *const u8,
+    o: &memtrace_common::KernelOffsets,
+    m: &memtrace_common::MemoryMap,
+) -> Option<SlabOwner> {
+    let page_size = u64::from(o.page_size);
+    if page_size == 0 || m.vmemmap_base == 0 {
+        return None;
+    }
+    let pfn = ptr.wrapping_sub(m.page_offset_base) >> PAGE_SHIFT;
+    let page = m.vmemmap_base.wrapping_add(pfn.wrapping_mul(page_size));
+    // SAFETY: each address below was computed from, or read from, the kernel's own structures;
+    // `read_at` checks every access.
+    unsafe {
+        let compound: u64 = read_at(page as *const u8, o.page_compound_head).ok()?;
+        let head = if compound & 1 == 0 {
+            page
+        } else {
+            compound - 1
+        };
+        let data: u64 = read_at(head as *const u8, o.slab_obj_exts).ok()?;
+        let vector = data & !MEMCG_DATA_FLAGS;
+        if vector == 0 {
+            return None;
+        }
+        let (objcg, bytes) = if data & MEMCG_DATA_OBJEXTS != 0 {
+            let cache = if cache.is_null() {
+                read_at::<*const u8>(head as *const u8, o.slab_cache).ok()?
+            } else {
+                cache
+            };
+            let size = u64::from(read_at::<u32>(cache, o.kmem_cache_size).ok()?);
+            if size == 0 {
+                return None;
+            }
+            let head_pfn = (head.wrapping_sub(m.vmemmap_base)) / page_size;
+            let first = m.page_offset_base.wrapping_add(head_pfn << PAGE_SHIFT);
+            let index = ptr.wrapping_sub(first) / size;
+            let record = vector.wrapping_add(index.wrapping_mul(u64::from(o.slab_obj_ext_size)));
+            (read_at::<u64>(record as *const u8, 0).ok()?, size)
+        } else if data & MEMCG_DATA_KMEM != 0 {
+            let flags: u64 = read_at(head as *const u8, o.folio_flags).ok()?;
+            let pages = if flags & u64::from(o.pg_head_mask) != 0 {
+                read_at::<u32>(head as *const u8, o.folio_nr_pages).map_or(1, u64::from)
+            } else {
+                1
+            };
+            (vector, pages << PAGE_SHIFT)
+        } else {
+            return None;
+        };
+        if objcg == 0 {
+            return None;
+        }
+        let memcg: *const u8 = read_at(objcg as *const u8, o.obj_cgroup_memcg).ok()?;
+        (!memcg.is_null()).then_some(SlabOwner { memcg, bytes })
+    }
+}

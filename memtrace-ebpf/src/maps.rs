@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, KernelOffsets, LostKind,
-    ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
+    MemoryMap, ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
     aggregate::{
         CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, CACHE_NAME_ENTRIES, CHARGE_ENTRIES,
         FILTER_ENTRIES, INODE_IDS_ENTRIES, MEMCG_IDS_ENTRIES, PENDING_ENTRIES,
@@ -33,7 +33,7 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::ZERO);
 
 #[unsafe(no_mangle)]
 pub static IGNORED_CALLERS: Global<IgnoredCallers> = Global::new(IgnoredCallers {
-    ranges: [[0; 2]; 4],
+    ranges: [[0; 2]; 8],
 });
 
 /// Counts one event of `kind` that could not be reported. Per-CPU, so no atomics are needed.
@@ -97,6 +97,21 @@ pub static SLAB_1: PerCpuHashMap<SlabKey, SlabDelta> =
 #[map]
 pub static SLAB_OBJECTS: HashMap<u64, SlabObject> =
     HashMap::with_max_entries(SLAB_OBJECT_ENTRIES, BPF_F_NO_PREALLOC);
+/// What the memory-map calibration programs saw (`MemoryMapSample`s), for userspace.
+#[map]
+pub static MEMMAP_SAMPLES: RingBuf = RingBuf::with_byte_size(16 * 1024, 0);
+/// Per CPU: the last `mm_page_alloc`'s page pointer and pfn, from the raw and the classic
+/// tracepoint, whichever the kernel ran first.
+#[map]
+pub static MEMMAP_LAST: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+/// The thread group whose allocations the calibration programs watch: memtrace's own.
+#[unsafe(no_mangle)]
+pub static MEMMAP_TGID: Global<u32> = Global::new(0);
+
+/// `MEMORY_MAP[0]`: where the kernel maps memory, measured by userspace before the slab
+/// programs attach.
+#[map]
+pub static MEMORY_MAP: Array<MemoryMap> = Array::with_max_entries(1, 0);
 /// `struct kmem_cache *` → name, read once per cache and interval.
 #[map]
 pub static CACHE_NAMES: LruHashMap<u64, CacheName> =

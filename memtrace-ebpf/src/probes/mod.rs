@@ -3,6 +3,7 @@
 mod capability;
 mod charge;
 mod lifecycle;
+mod memmap;
 mod oom;
 mod pagecache;
 mod reclaim;

@@ -184,7 +184,42 @@ impl KernelBtf {
             gfp_account_flag,
             nr_anon_mapped: nr_anon_mapped?,
             nr_file_pages: nr_file_pages?,
+            ..self.slab_charge_offsets().unwrap_or_else(|e| {
+                // The `charged` slab strategy checks for them and says why it cannot run.
+                log::debug!("slab charge records: {e}");
+                KernelOffsets::ZERO
+            })
         })
+    }
+
+    /// Where the kernel keeps each slab object's charge (`struct slab`'s `obj_exts`, or
+    /// `memcg_data` before 6.10), for the `charged` slab strategy. Only these six fields are set.
+    fn slab_charge_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        let obj_exts = self.member("slab", "obj_exts");
+        let (slab_obj_exts, slab_obj_ext_size) = match obj_exts {
+            Ok(member) => (member.offset, self.struct_size("slabobj_ext")?),
+            // Before 6.10: an array of `struct obj_cgroup *`.
+            Err(_) => (self.member("slab", "memcg_data")?.offset, 8),
+        };
+        Ok(KernelOffsets {
+            page_size: self.struct_size("page")?,
+            page_compound_head: self.member("page", "compound_head")?.offset,
+            slab_cache: self.member("slab", "slab_cache")?.offset,
+            slab_obj_exts,
+            slab_obj_ext_size,
+            obj_cgroup_memcg: self.member("obj_cgroup", "memcg")?.offset,
+            ..KernelOffsets::ZERO
+        })
+    }
+
+    fn struct_size(&self, strukt: &str) -> Result<u32, BtfError> {
+        let what = format!("struct {strukt}");
+        let ty = self.named(
+            &what,
+            strukt,
+            |t| matches!(t, Type::Struct(s) if !s.members.is_empty()),
+        )?;
+        self.size_of(&what, &ty)
     }
 
     /// Whether `oom:mark_victim` passes the victim task or only its pid, from the prototype of
@@ -502,7 +537,11 @@ mod tests {
         assert!(
             o.mm_anon_rss != o.mm_file_rss && o.mm_shmem_rss != o.mm_file_rss,
             "{o:?}"
-        );
+        ); // `struct slab` overlays `struct page`: its charge records sit where a folio keeps its
+        // `memcg_data` (the kernel asserts it with SLAB_MATCH).
+        assert_eq!(o.slab_obj_exts, o.folio_memcg_data, "{o:?}");
+        assert!(o.page_size >= 64 && o.page_compound_head == 8, "{o:?}");
+        assert!(o.slab_obj_ext_size >= 8 && o.slab_cache > 0, "{o:?}");
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! probe points (`plan::attach`), so a verdict here is what a strategy would meet.
 
 use aya::EbpfLoader;
-use memtrace_common::names::{
-    CAP_PROBE_FUNCTION, PROG_CAP_FENTRY, PROG_CAP_KPROBE, PROG_CAP_RAW_TRACEPOINT,
-    PROG_CAP_TRACEPOINT,
+use memtrace_common::{
+    KernelOffsets,
+    names::{
+        CAP_PROBE_FUNCTION, PROG_CAP_FENTRY, PROG_CAP_KPROBE, PROG_CAP_RAW_TRACEPOINT,
+        PROG_CAP_TRACEPOINT,
+    },
 };
 
 use super::{
@@ -88,7 +91,8 @@ pub fn probe_all() -> Result<Vec<Capability>, ProbeError> {
         .map(|(program_type, target, strategy)| Capability {
             program_type,
             target: (*target).to_owned(),
-            result: plan::attach(&mut ebpf, strategy, &mut btf).map_err(|e| e.to_string()),
+            result: plan::attach(&mut ebpf, strategy, &mut btf, &KernelOffsets::ZERO)
+                .map_err(|e| e.to_string()),
         })
         .collect())
 }

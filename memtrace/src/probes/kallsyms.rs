@@ -19,8 +19,12 @@ pub fn bpf_memalloc_callers() -> io::Result<IgnoredCallers> {
 }
 
 /// Each named text symbol's `[address, next symbol's address)`; kallsyms lists the kernel's
-/// own symbols in address order. Stops reading once every name's range is closed: the kernel
-/// formats kallsyms as it is read, tens of milliseconds for all of it.
+/// own symbols in address order. Stops reading once every name's range is closed, or
+/// [`PAST_THE_FILE`] symbols after the last one found (the names are one source file's, and the
+/// compiler inlines some of them away): the kernel formats kallsyms as it is read, tens of
+/// milliseconds for all of it.
+const PAST_THE_FILE: usize = 200;
+
 fn ranges_of(
     lines: impl Iterator<Item = io::Result<String>>,
     names: &[&str],
@@ -29,13 +33,18 @@ fn ranges_of(
     let mut found = 0;
     let mut open: Option<usize> = None;
     let mut seen: Vec<String> = Vec::new();
+    let mut since_found = 0;
     for line in lines {
-        let line = line?;
         // Each name once: the kernel's own text comes first, so the first match is its
         // function, not a module's of the same name.
-        if found >= names.len().min(callers.ranges.len()) && open.is_none() {
+        if open.is_none()
+            && (found >= names.len().min(callers.ranges.len())
+                || (found > 0 && since_found > PAST_THE_FILE))
+        {
             break;
         }
+        let line = line?;
+        since_found += 1;
         let mut fields = line.split_ascii_whitespace();
         let (Some(address), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
         else {
@@ -58,6 +67,7 @@ fn ranges_of(
             && !seen.contains(&name.to_owned())
         {
             seen.push(name.to_owned());
+            since_found = 0;
             callers.ranges[found] = [address, address];
             open = Some(found);
             found += 1;
@@ -86,15 +96,35 @@ ffffffffc0001000 t __alloc\t[some_module]
 ";
         let callers = ranges_of(lines(kallsyms), &BPF_MEMALLOC_FUNCTIONS).expect("no I/O");
         assert_eq!(
-            callers.ranges[..2],
+            callers.ranges[..3],
             [
                 [0xffff_ffff_8154_4bc0, 0xffff_ffff_8154_4d00],
+                [0xffff_ffff_8154_4d00, 0xffff_ffff_8154_4f70],
                 [0xffff_ffff_8154_4f70, 0xffff_ffff_8154_5170]
             ]
         );
-        assert_eq!(callers.ranges[2], [0, 0]);
+        assert_eq!(callers.ranges[3], [0, 0]);
         assert!(callers.contains(0xffff_ffff_8154_4c10));
-        assert!(!callers.contains(0xffff_ffff_8154_4d00));
+        assert!(callers.contains(0xffff_ffff_8154_4d00));
+        assert!(!callers.contains(0xffff_ffff_8154_5170));
+    }
+
+    #[test]
+    fn stops_reading_well_past_the_last_function_found() {
+        let symbols = (0..=PAST_THE_FILE as u64 + 1).map(|i| {
+            Ok(format!(
+                "{:x} t {}",
+                0xffff_ffff_8154_4bc0 + i * 16,
+                if i == 0 { "__alloc" } else { "unrelated" }
+            ))
+        });
+        let unread = std::iter::once(Err(io::Error::other("read too far")));
+        let callers =
+            ranges_of(symbols.chain(unread), &BPF_MEMALLOC_FUNCTIONS).expect("stopped before");
+        assert_eq!(
+            callers.ranges[0],
+            [0xffff_ffff_8154_4bc0, 0xffff_ffff_8154_4bd0]
+        );
     }
 
     #[test]

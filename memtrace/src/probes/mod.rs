@@ -6,6 +6,7 @@ pub mod capability;
 pub mod derived;
 pub mod filter;
 pub mod kallsyms;
+pub mod memory_map;
 pub mod plan;
 pub mod privileges;
 
@@ -18,7 +19,7 @@ use memtrace_common::{
     names::{
         AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, CACHE_NAMES_MAP, CHARGE_MAPS,
         EVENTS_MAP, FILTER_ENABLED_GLOBAL, FILTER_MAP, IGNORED_CALLERS_GLOBAL, INODE_IDS_MAP,
-        LOST_MAP, MEMCG_IDS_MAP, OFFSETS_GLOBAL, SLAB_MAPS,
+        LOST_MAP, MEMCG_IDS_MAP, MEMMAP_TGID_GLOBAL, OFFSETS_GLOBAL, SLAB_MAPS,
     },
 };
 
@@ -186,6 +187,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
             .override_global(IGNORED_CALLERS_GLOBAL, &ignored_callers, true)
+            .override_global(MEMMAP_TGID_GLOBAL, &std::process::id(), true)
             .override_global(
                 FILTER_ENABLED_GLOBAL,
                 &u32::from(options.kernel_filter),
@@ -196,7 +198,7 @@ impl Probes {
             .map_err(ProbeError::Load)?;
         phase("maps created, object loaded");
 
-        let (attached, outcomes) = attach_points(&mut ebpf, options)?;
+        let (attached, outcomes) = attach_points(&mut ebpf, options, &offsets)?;
         phase("programs attached");
         if attached.is_empty() {
             return Err(ProbeError::NothingAttached);
@@ -288,6 +290,7 @@ impl Probes {
 fn attach_points(
     ebpf: &mut Ebpf,
     options: &AttachOptions,
+    offsets: &memtrace_common::KernelOffsets,
 ) -> Result<(Vec<AttachedPoint>, Vec<plan::PointOutcome>), ProbeError> {
     let mut attached = Vec::new();
     let mut outcomes = Vec::new();
@@ -306,7 +309,8 @@ fn attach_points(
             .find(|(p, _)| p == point.name)
             .map(|(_, s)| s.as_str());
         let attached_names: Vec<&str> = attached.iter().map(|a: &AttachedPoint| a.point).collect();
-        let outcome = plan::attach_point(ebpf, point, forced, &mut aya_btf, &attached_names);
+        let outcome =
+            plan::attach_point(ebpf, point, forced, &mut aya_btf, offsets, &attached_names);
         match &outcome.chosen {
             Some(strategy) => attached.push(AttachedPoint {
                 point: point.name,

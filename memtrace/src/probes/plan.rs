@@ -6,13 +6,18 @@ use aya::{
     Btf, Ebpf,
     programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
-use memtrace_common::names::{
-    CHARGE_FUNCTION, OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR,
-    PROG_CHARGE_FEXIT, PROG_CHARGE_KPROBE, PROG_CHARGE_KRETPROBE, PROG_CHARGE_STAT,
-    PROG_FILEMAP_ADD, PROG_FILEMAP_DELETE, PROG_OOM_FENTRY, PROG_OOM_KPROBE, PROG_OOM_MARK_VICTIM,
-    PROG_RECLAIM_BEGIN, PROG_RECLAIM_END, PROG_SLAB_CACHE_ALLOC, PROG_SLAB_CACHE_FREE,
-    PROG_SLAB_KFREE, PROG_SLAB_KMALLOC, PROG_TRY_CHARGE_FEXIT, PROG_TRY_CHARGE_KPROBE,
-    PROG_TRY_CHARGE_KRETPROBE, TRY_CHARGE_FUNCTION,
+use memtrace_common::{
+    KernelOffsets,
+    names::{
+        CHARGE_FUNCTION, OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE,
+        PROG_CGROUP_RMDIR, PROG_CHARGE_FEXIT, PROG_CHARGE_KPROBE, PROG_CHARGE_KRETPROBE,
+        PROG_CHARGE_STAT, PROG_FILEMAP_ADD, PROG_FILEMAP_DELETE, PROG_OOM_FENTRY, PROG_OOM_KPROBE,
+        PROG_OOM_MARK_VICTIM, PROG_RECLAIM_BEGIN, PROG_RECLAIM_END, PROG_SLAB_CACHE_ALLOC,
+        PROG_SLAB_CACHE_ALLOC_TRACKED, PROG_SLAB_CACHE_FREE, PROG_SLAB_CACHE_FREE_TRACKED,
+        PROG_SLAB_KFREE, PROG_SLAB_KFREE_TRACKED, PROG_SLAB_KMALLOC, PROG_SLAB_KMALLOC_TRACKED,
+        PROG_TRY_CHARGE_FEXIT, PROG_TRY_CHARGE_KPROBE, PROG_TRY_CHARGE_KRETPROBE,
+        TRY_CHARGE_FUNCTION,
+    },
 };
 
 use super::{ProbeError, program_error};
@@ -43,6 +48,9 @@ pub enum Attach {
     Derived { from: &'static str },
     /// (program, raw tracepoint) pairs, all needed.
     RawTracepoints(&'static [(&'static str, &'static str)]),
+    /// The same, for programs that need the kernel's memory map, measured first
+    /// ([`super::memory_map`]).
+    RawTracepointsWithMemoryMap(&'static [(&'static str, &'static str)]),
     /// A classic tracepoint (needs tracefs, which is mounted if missing).
     Tracepoint {
         program: &'static str,
@@ -67,7 +75,7 @@ impl Strategy {
             | Attach::Fexit { function, .. }
             | Attach::KprobeReturn { function, .. } => format!("{}/{function}", self.name),
             Attach::Derived { from } => format!("{}/{from}", self.name),
-            Attach::RawTracepoints(pairs) => {
+            Attach::RawTracepoints(pairs) | Attach::RawTracepointsWithMemoryMap(pairs) => {
                 let names: Vec<&str> = pairs.iter().map(|(_, tp)| *tp).collect();
                 format!("{}/{}", self.name, names.join("+"))
             }
@@ -87,6 +95,8 @@ pub struct Point {
 
 /// The `try_charge` strategy that derives charge failures from memcg reclaim.
 pub const DERIVED: &str = "derived";
+/// The `slab` strategy that remembers each counted object until its free.
+pub const TRACKED: &str = "tracked";
 
 /// In attach order: a derived strategy comes after the point it derives from.
 pub const POINTS: [Point; 7] = [
@@ -197,15 +207,29 @@ pub const POINTS: [Point; 7] = [
     },
     Point {
         name: "slab",
-        strategies: &[Strategy {
-            name: "raw_tp",
-            attach: Attach::RawTracepoints(&[
-                (PROG_SLAB_CACHE_ALLOC, "kmem_cache_alloc"),
-                (PROG_SLAB_KMALLOC, "kmalloc"),
-                (PROG_SLAB_CACHE_FREE, "kmem_cache_free"),
-                (PROG_SLAB_KFREE, "kfree"),
-            ]),
-        }],
+        strategies: &[
+            // Each object's memcg as the kernel charged it, read from its slab.
+            Strategy {
+                name: "raw_tp",
+                attach: Attach::RawTracepointsWithMemoryMap(&[
+                    (PROG_SLAB_CACHE_ALLOC, "kmem_cache_alloc"),
+                    (PROG_SLAB_KMALLOC, "kmalloc"),
+                    (PROG_SLAB_CACHE_FREE, "kmem_cache_free"),
+                    (PROG_SLAB_KFREE, "kfree"),
+                ]),
+            },
+            // The allocating task's memcg, each object remembered until its free: twice the
+            // cost, for kernels whose memory map cannot be measured.
+            Strategy {
+                name: TRACKED,
+                attach: Attach::RawTracepoints(&[
+                    (PROG_SLAB_CACHE_ALLOC_TRACKED, "kmem_cache_alloc"),
+                    (PROG_SLAB_KMALLOC_TRACKED, "kmalloc"),
+                    (PROG_SLAB_CACHE_FREE_TRACKED, "kmem_cache_free"),
+                    (PROG_SLAB_KFREE_TRACKED, "kfree"),
+                ]),
+            },
+        ],
     },
 ];
 
@@ -274,6 +298,7 @@ pub fn attach_point(
     point: &Point,
     forced: Option<&str>,
     btf: &mut Option<Result<Btf, String>>,
+    offsets: &KernelOffsets,
     attached: &[&str],
 ) -> PointOutcome {
     let mut attempts = Vec::new();
@@ -286,7 +311,7 @@ pub fn attach_point(
                 "derives from the {from} probe point, which is not attached \
                  (add it to --events)"
             )),
-            _ => attach(ebpf, strategy, btf).map_err(|e| e.to_string()),
+            _ => attach(ebpf, strategy, btf, offsets).map_err(|e| e.to_string()),
         };
         let ok = result.is_ok();
         log::debug!("{} {}: {result:?}", point.name, strategy.describe());
@@ -320,6 +345,7 @@ pub fn attach(
     ebpf: &mut Ebpf,
     strategy: &Strategy,
     btf: &mut Option<Result<Btf, String>>,
+    offsets: &KernelOffsets,
 ) -> Result<(), ProbeError> {
     match &strategy.attach {
         Attach::Fentry { program, function } => {
@@ -366,7 +392,10 @@ pub fn attach(
             }
         }
         Attach::Derived { .. } => {}
-        Attach::RawTracepoints(pairs) => {
+        Attach::RawTracepoints(pairs) | Attach::RawTracepointsWithMemoryMap(pairs) => {
+            if matches!(strategy.attach, Attach::RawTracepointsWithMemoryMap(_)) {
+                super::memory_map::install(ebpf, offsets)?;
+            }
             for (program, tracepoint) in *pairs {
                 let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
                 let p: &mut RawTracePoint =

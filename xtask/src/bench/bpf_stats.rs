@@ -101,6 +101,9 @@ pub fn attachments() -> anyhow::Result<Vec<Attachment>> {
     parse_attachments(&json)
 }
 
+/// Names of memtrace's programs that run only while it starts (`memmap_page`, …).
+const STARTUP_ONLY_PREFIX: &str = "memmap_";
+
 /// A program of one tracer, by its name and what it is attached to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProgramKey {
@@ -122,6 +125,9 @@ pub fn programs_of(
         .filter(|program| !known.contains(&program.id))
         // Without holders (an old bpftool) the new programs are taken to be the tracer's.
         .filter(|program| program.pids.is_empty() || program.pids.iter().any(|h| h.pid == pid))
+        // memtrace's start-up calibration: unloaded before it says it is attached, but the
+        // kernel frees them after a grace period, so a listing may still show them.
+        .filter(|program| !program.name.starts_with(STARTUP_ONLY_PREFIX))
         .map(|program| {
             let mut tracepoints: Vec<&str> = attachments
                 .iter()

@@ -1,39 +1,21 @@
-//! Memcg-accounted slab memory per memcg and cache, aggregated per CPU in the kernel.
-//!
-//! ```text
-//! include/trace/events/kmem.h (raw tracepoint arguments, 6.1 … 6.18):
-//!     kmem_cache_alloc: TP_PROTO(unsigned long call_site, const void *ptr,
-//!                                struct kmem_cache *s, gfp_t gfp_flags, int node)
-//!     kmalloc:          TP_PROTO(unsigned long call_site, const void *ptr, size_t bytes_req,
-//!                                size_t bytes_alloc, gfp_t gfp_flags, int node)
-//!     kmem_cache_free:  TP_PROTO(unsigned long call_site, const void *ptr,
-//!                                const struct kmem_cache *s)
-//!     kfree:            TP_PROTO(unsigned long call_site, const void *ptr)
-//! ```
-//!
-//! Only accounted allocations count, as the tracepoints' own `accounted` field decides:
-//! `__GFP_ACCOUNT` in the gfp flags, or a cache created with `SLAB_ACCOUNT`. They are charged to
-//! the allocating task's memcg (or its `active_memcg`). A free names neither, so each counted
-//! object is remembered by address until its free, which is then attributed to the same memcg
-//! and cache. Objects allocated before memtrace attached are not remembered: their frees are
-//! not counted. `kmalloc()` does not name its cache; its size class stands in for it.
+//! Slab attribution without the memory map: allocations are charged to the allocating task's
+//! memcg (or its `active_memcg`), and each counted object is remembered by address until its
+//! free, which is then attributed to the same memcg and cache. Objects allocated before memtrace
+//! attached are not remembered: their frees are not counted.
 
-use aya_ebpf::{
-    EbpfContext as _, helpers::bpf_probe_read_kernel_str_bytes, macros::raw_tracepoint,
-    programs::RawTracePointContext,
-};
-use memtrace_common::{CacheName, KernelOffsets, LostKind, SlabDelta, SlabKey, SlabObject};
+use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
+use memtrace_common::{KernelOffsets, LostKind, SlabKey, SlabObject};
 
+use super::{count, remember_name};
 use crate::{
     kernel::{current_charge_memcg, read_at},
     maps::{
-        Bumped, CACHE_NAMES, IGNORED_CALLERS, OFFSETS, SLAB_0, SLAB_1, SLAB_OBJECTS, active_half,
-        bump, count_lost, remember_memcg_id, wanted_memcg,
+        Bumped, IGNORED_CALLERS, OFFSETS, SLAB_OBJECTS, count_lost, remember_memcg_id, wanted_memcg,
     },
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
-pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
+pub fn slab_cache_alloc_tracked(ctx: RawTracePointContext) -> i32 {
     // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, s, gfp_flags, node).
     let (call_site, ptr, cache, gfp) = unsafe {
         let args = ctx.as_ptr().cast::<u64>();
@@ -63,7 +45,7 @@ pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "kmalloc")]
-pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
+pub fn slab_kmalloc_tracked(ctx: RawTracePointContext) -> i32 {
     // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, bytes_req, bytes_alloc,
     // gfp_flags, node).
     let (call_site, ptr, bytes_alloc, gfp) = unsafe {
@@ -82,14 +64,14 @@ pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "kmem_cache_free")]
-pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
+pub fn slab_cache_free_tracked(ctx: RawTracePointContext) -> i32 {
     // SAFETY: the second raw tracepoint argument is the object's address.
     freed(unsafe { *ctx.as_ptr().cast::<u64>().add(1) });
     0
 }
 
 #[raw_tracepoint(tracepoint = "kfree")]
-pub fn slab_kfree(ctx: RawTracePointContext) -> i32 {
+pub fn slab_kfree_tracked(ctx: RawTracePointContext) -> i32 {
     // SAFETY: the second raw tracepoint argument is the object's address.
     freed(unsafe { *ctx.as_ptr().cast::<u64>().add(1) });
     0
@@ -136,35 +118,4 @@ fn freed(ptr: u64) {
         d.free_bytes += object.bytes;
         d.free_objects += 1;
     });
-}
-
-#[inline(always)]
-fn count(key: &SlabKey, update: impl Fn(&mut SlabDelta)) -> Bumped {
-    let map = if active_half() == 0 { &SLAB_0 } else { &SLAB_1 };
-    let bumped = bump(map, key, update);
-    if bumped == Bumped::Full {
-        count_lost(LostKind::Slab);
-    }
-    bumped
-}
-
-/// Once per cache and interval: the name userspace shows.
-#[inline(always)]
-unsafe fn remember_name(s: *const u8, offsets: &KernelOffsets) {
-    let cache = s as u64;
-    // SAFETY: a plain lookup; the value is not kept.
-    if unsafe { CACHE_NAMES.get(&cache) }.is_some() {
-        return;
-    }
-    let mut name = CacheName { name: [0; 32] };
-    // SAFETY: `s` is a `struct kmem_cache *`; reads are checked by the helpers.
-    unsafe {
-        let Ok(ptr) = read_at::<*const u8>(s, offsets.kmem_cache_name) else {
-            return;
-        };
-        if bpf_probe_read_kernel_str_bytes(ptr, &mut name.name).is_err() {
-            return;
-        }
-    }
-    let _ = CACHE_NAMES.insert(&cache, &name, 0);
 }

@@ -1,0 +1,129 @@
+//! Slab attribution by the kernel's own charge records: each object's memcg is read from its
+//! slab ([`slab_object_owner`]) when it is allocated and again when it is freed, so a free
+//! counts against the memcg and cache that paid for it, also for objects allocated before
+//! memtrace attached, and no per-object state is kept. Needs `MEMORY_MAP`.
+
+use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
+use memtrace_common::{KernelOffsets, SlabKey};
+
+use super::{count, remember_name};
+use crate::{
+    kernel::{SlabOwner, read_at, slab_object_owner},
+    maps::{Bumped, IGNORED_CALLERS, MEMORY_MAP, OFFSETS, remember_memcg_id, wanted_memcg},
+};
+
+#[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
+pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
+    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, s, gfp_flags, node).
+    let (call_site, ptr, cache, gfp) = unsafe {
+        let args = ctx.as_ptr().cast::<u64>();
+        (*args, *args.add(1), *args.add(2), *args.add(3))
+    };
+    if ptr == 0 || IGNORED_CALLERS.load().contains(call_site) {
+        return 0;
+    }
+    let offsets = OFFSETS.load();
+    let s = cache as *const u8;
+    // The tracepoint's `accounted`, before any slab is looked at.
+    // SAFETY: `s` is the tracepoint's `struct kmem_cache *`; reads are checked.
+    let Ok(flags) = (unsafe { read_at::<u32>(s, offsets.kmem_cache_flags) }) else {
+        return 0;
+    };
+    if gfp & u64::from(offsets.gfp_account_flag) == 0 && flags & offsets.slab_account_flag == 0 {
+        return 0;
+    }
+    let Some(owner) = owner(ptr, s, &offsets) else {
+        return 0;
+    };
+    if counted(&owner, cache, true, &offsets) == Bumped::NewKey {
+        // SAFETY: as above.
+        unsafe { remember_name(s, &offsets) };
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kmalloc")]
+pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
+    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, bytes_req, bytes_alloc,
+    // gfp_flags, node).
+    let (call_site, ptr, gfp) = unsafe {
+        let args = ctx.as_ptr().cast::<u64>();
+        (*args, *args.add(1), *args.add(4))
+    };
+    let offsets = OFFSETS.load();
+    if ptr == 0
+        || gfp & u64::from(offsets.gfp_account_flag) == 0
+        || IGNORED_CALLERS.load().contains(call_site)
+    {
+        return 0;
+    }
+    if let Some(owner) = owner(ptr, core::ptr::null(), &offsets) {
+        // Its size class (`bytes_alloc`, the cache's size) stands in for the unnamed cache.
+        counted(&owner, owner.bytes, true, &offsets);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kmem_cache_free")]
+pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
+    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, s).
+    let (ptr, cache) = unsafe {
+        let args = ctx.as_ptr().cast::<u64>();
+        (*args.add(1), *args.add(2))
+    };
+    let offsets = OFFSETS.load();
+    if let Some(owner) = owner(ptr, cache as *const u8, &offsets) {
+        counted(&owner, cache, false, &offsets);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kfree")]
+pub fn slab_kfree(ctx: RawTracePointContext) -> i32 {
+    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr).
+    let (call_site, ptr) = unsafe {
+        let args = ctx.as_ptr().cast::<u64>();
+        (*args, *args.add(1))
+    };
+    if ptr == 0 || IGNORED_CALLERS.load().contains(call_site) {
+        return 0;
+    }
+    let offsets = OFFSETS.load();
+    if let Some(owner) = owner(ptr, core::ptr::null(), &offsets) {
+        counted(&owner, owner.bytes, false, &offsets);
+    }
+    0
+}
+
+#[inline(always)]
+fn owner(ptr: u64, cache: *const u8, offsets: &KernelOffsets) -> Option<SlabOwner> {
+    let map = MEMORY_MAP.get(0)?;
+    // SAFETY: `ptr` is the tracepoint's object address; reads are checked.
+    let owner = unsafe { slab_object_owner(ptr, cache, offsets, map) }?;
+    // SAFETY: `owner.memcg` is a `struct mem_cgroup *` read from the kernel.
+    unsafe { wanted_memcg(owner.memcg, offsets) }.then_some(owner)
+}
+
+/// Counts an allocation or a free of `owner`'s object against (memcg, `cache`).
+#[inline(always)]
+fn counted(owner: &SlabOwner, cache: u64, allocated: bool, offsets: &KernelOffsets) -> Bumped {
+    let key = SlabKey {
+        memcg: owner.memcg as u64,
+        cache,
+    };
+    let bytes = owner.bytes;
+    let bumped = count(&key, |d| {
+        if allocated {
+            d.alloc_bytes += bytes;
+            d.alloc_objects += 1;
+        } else {
+            d.free_bytes += bytes;
+            d.free_objects += 1;
+        }
+    });
+    if bumped == Bumped::NewKey {
+        // SAFETY: as above.
+        unsafe { remember_memcg_id(owner.memcg, offsets) };
+    }
+    bumped
+}
