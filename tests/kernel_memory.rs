@@ -63,45 +63,17 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
-    const FILES: usize = 100_000;
-    let tmpfs = Tmpfs::new();
-    let cgroup = TestCgroup::new("slab", 2 << 30);
-    let memtrace = Memtrace::json(&["--events", "slab", "--cgroup", &cgroup.path]);
-    let before = kernel_memory_bytes(&cgroup);
-    let status = Command::new(MKFILES)
-        .arg(cgroup.procs_file())
-        .arg(tmpfs.0.path())
-        .arg(FILES.to_string())
-        .status()
-        .expect("run mkfiles");
-    assert!(status.success(), "mkfiles failed: {status}");
-    let after = kernel_memory_bytes(&cgroup);
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
-    attached(&out.stderr, "slab", "raw_tp");
-
-    let events = json_lines(&out.stdout);
+/// Accounted slab bytes memtrace saw the memcg gain (net of frees), and per cache.
+fn slab_net(stdout: &str, cgroup: &TestCgroup) -> (i64, Vec<(String, i64)>) {
+    let events = json_lines(stdout);
     let slab: Vec<_> = events
         .iter()
         .filter(|e| e["type"] == "slab" && e["cgroup"] == cgroup.path.as_str())
         .collect();
-    let traced: i64 = slab
+    let net: i64 = slab
         .iter()
         .map(|e| e["net_bytes"].as_i64().expect("net"))
         .sum();
-    let kernel = i64::try_from(after - before).expect("delta");
-    assert!(
-        kernel > 50 << 20,
-        "the kernel itself should count {FILES} inodes and dentries: {kernel}"
-    );
-    // Within 20%: |traced − kernel| × 5 ≤ kernel.
-    assert!(
-        (traced - kernel).abs() * 5 <= kernel,
-        "memtrace saw {traced} bytes of accounted slab growth, the kernel {kernel}"
-    );
-    // The caches that grew: each file is a tmpfs inode and a dentry.
     let mut by_cache = std::collections::HashMap::<String, i64>::new();
     for e in &slab {
         for c in e["caches"].as_array().expect("caches") {
@@ -112,14 +84,107 @@ fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
     }
     let mut top: Vec<_> = by_cache.into_iter().collect();
     top.sort_by_key(|(_, net)| std::cmp::Reverse(*net));
-    let names: Vec<&str> = top.iter().take(3).map(|(n, _)| n.as_str()).collect();
-    for cache in ["shmem_inode_cache", "dentry"] {
+    (net, top)
+}
+
+fn mkfiles(cgroup: &TestCgroup, dir: &std::path::Path, files: usize) {
+    let status = Command::new(MKFILES)
+        .arg(cgroup.procs_file())
+        .arg(dir)
+        .arg(files.to_string())
+        .status()
+        .expect("run mkfiles");
+    assert!(status.success(), "mkfiles failed: {status}");
+}
+
+/// Every slab strategy: `raw_tp` (each object's memcg read from its slab) and `tracked` (each
+/// object remembered by address), forced one after the other.
+#[test]
+fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
+    const FILES: usize = 100_000;
+    for strategy in required("MEMTRACE_TEST_SLAB_STRATEGIES", "raw_tp,tracked") {
+        let tmpfs = Tmpfs::new();
+        let cgroup = TestCgroup::new(&format!("slab-{strategy}"), 2 << 30);
+        let forced = format!("slab={strategy}");
+        let memtrace = Memtrace::json(&[
+            "--events",
+            "slab",
+            "--cgroup",
+            &cgroup.path,
+            "--probe-strategy",
+            &forced,
+        ]);
+        let before = kernel_memory_bytes(&cgroup);
+        mkfiles(&cgroup, tmpfs.0.path(), FILES);
+        let after = kernel_memory_bytes(&cgroup);
+        let out = memtrace.stop();
+        assert!(out.status.success(), "{out:?}");
+        attached(&out.stderr, "slab", &strategy);
+
+        let (traced, top) = slab_net(&out.stdout, &cgroup);
+        let kernel = i64::try_from(after - before).expect("delta");
         assert!(
-            names.contains(&cache),
-            "{cache} not in the top caches {top:?}"
+            kernel > 50 << 20,
+            "the kernel itself should count {FILES} inodes and dentries: {kernel}"
         );
+        // Within 20%: |traced − kernel| × 5 ≤ kernel.
+        assert!(
+            (traced - kernel).abs() * 5 <= kernel,
+            "{strategy}: memtrace saw {traced} bytes of accounted slab growth, the kernel {kernel}"
+        );
+        // The caches that grew: each file is a tmpfs inode and a dentry.
+        let names: Vec<&str> = top.iter().take(3).map(|(n, _)| n.as_str()).collect();
+        for cache in ["shmem_inode_cache", "dentry"] {
+            assert!(
+                names.contains(&cache),
+                "{strategy}: {cache} not in the top caches {top:?}"
+            );
+        }
+        drop(tmpfs);
     }
+}
+
+/// The `raw_tp` slab strategy reads each freed object's memcg from its slab, so the frees of
+/// objects allocated before memtrace started count too: files made before it starts and
+/// removed while it runs show as the memcg's slab shrinking, as the kernel's own count does.
+#[test]
+fn slab_frees_of_objects_older_than_memtrace_are_counted() {
+    const FILES: usize = 50_000;
+    let tmpfs = Tmpfs::new();
+    let cgroup = TestCgroup::new("slab-frees", 2 << 30);
+    mkfiles(&cgroup, tmpfs.0.path(), FILES);
+    let memtrace = Memtrace::json(&[
+        "--events",
+        "slab",
+        "--cgroup",
+        &cgroup.path,
+        "--probe-strategy",
+        "slab=raw_tp",
+    ]);
+    let before = kernel_memory_bytes(&cgroup);
+    // Unmounting frees every inode and dentry of the tmpfs (after an RCU grace period).
     drop(tmpfs);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = kernel_memory_bytes(&cgroup);
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+    attached(&out.stderr, "slab", "raw_tp");
+
+    let (traced, top) = slab_net(&out.stdout, &cgroup);
+    let kernel = i64::try_from(after).expect("bytes") - i64::try_from(before).expect("bytes");
+    assert!(
+        kernel < -(20 << 20),
+        "unmounting should free {FILES} inodes and dentries: the kernel counts {kernel}"
+    );
+    assert!(
+        (traced - kernel).abs() * 5 <= -kernel,
+        "memtrace saw {traced} bytes of accounted slab change, the kernel {kernel}"
+    );
+    let shrunk: Vec<&str> = top.iter().rev().take(3).map(|(n, _)| n.as_str()).collect();
+    assert!(
+        shrunk.contains(&"shmem_inode_cache"),
+        "shmem_inode_cache not among the caches that shrank most: {top:?}"
+    );
 }
 
 #[test]

@@ -14,6 +14,57 @@ pub unsafe fn read_at<T>(base: *const u8, offset: u32) -> Result<T, i64> {
         .map_err(i64::from)
 }
 
+/// The first `8 × N` bytes of a kernel struct, read with one helper call: hot paths take
+/// several members of a struct for the price of one read.
+pub struct Block<const N: usize>([u64; N]);
+
+impl<const N: usize> Block<N> {
+    /// # Safety
+    ///
+    /// `base` must be a kernel pointer (possibly null or stale: the helper checks).
+    #[inline(always)]
+    pub unsafe fn read(base: *const u8) -> Option<Self> {
+        // SAFETY: the helper validates the address; a bad one yields an error, never a fault.
+        unsafe { bpf_probe_read_kernel(base.cast::<[u64; N]>()) }
+            .ok()
+            .map(Block)
+    }
+
+    /// The `u64` member at byte `offset`: from the block when it holds it, else read on its own.
+    ///
+    /// # Safety
+    ///
+    /// `base` must be the pointer the block was read from.
+    #[inline(always)]
+    pub unsafe fn u64_at(&self, base: *const u8, offset: u32) -> Option<u64> {
+        match self.0.get(offset as usize / 8) {
+            Some(&word) if offset % 8 == 0 => Some(word),
+            // SAFETY: as the caller promises.
+            _ => unsafe { read_at(base, offset) }.ok(),
+        }
+    }
+
+    /// The `u32` member at byte `offset`, likewise.
+    ///
+    /// # Safety
+    ///
+    /// `base` must be the pointer the block was read from.
+    #[inline(always)]
+    pub unsafe fn u32_at(&self, base: *const u8, offset: u32) -> Option<u32> {
+        match self.0.get(offset as usize / 8) {
+            // The low half: BPF is little-endian.
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "the low half is the member"
+            )]
+            Some(&word) if offset % 8 == 0 => Some(word as u32),
+            Some(&word) if offset % 8 == 4 => Some((word >> 32) as u32),
+            // SAFETY: as the caller promises.
+            _ => unsafe { read_at(base, offset) }.ok(),
+        }
+    }
+}
+
 /// Follows `task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id`: the inode number of the
 /// task's memory-controller cgroup directory. This is the memcg, not the cgroup-v2 cgroup that
 /// `bpf_get_current_cgroup_id()` returns (which is useless on v1 and hybrid hosts).
@@ -66,9 +117,24 @@ pub unsafe fn folio_memcg(
     folio: *const u8,
     o: &memtrace_common::KernelOffsets,
 ) -> Option<(*const u8, u64)> {
-    // SAFETY: each pointer below was read from the kernel; `read_at` checks every access.
+    // SAFETY: `folio` is a kernel pointer; every read is checked by the helper.
+    unsafe { folio_memcg_in(&Block::<8>::read(folio)?, folio, o) }
+}
+
+/// [`folio_memcg`] from the folio's first bytes, already read.
+///
+/// # Safety
+///
+/// `block` must have been read from `folio`, a kernel `struct folio` pointer.
+#[inline(always)]
+pub unsafe fn folio_memcg_in(
+    block: &Block<8>,
+    folio: *const u8,
+    o: &memtrace_common::KernelOffsets,
+) -> Option<(*const u8, u64)> {
+    // SAFETY: reads are checked by the helper.
     unsafe {
-        let memcg_data: u64 = read_at(folio, o.folio_memcg_data).ok()?;
+        let memcg_data = block.u64_at(folio, o.folio_memcg_data)?;
         if memcg_data & u64::from(o.memcg_data_flags) != 0 {
             return None;
         }
@@ -76,7 +142,7 @@ pub unsafe fn folio_memcg(
         if memcg.is_null() {
             return None;
         }
-        let flags: u64 = read_at(folio, o.folio_flags).ok()?;
+        let flags = block.u64_at(folio, o.folio_flags)?;
         let pages = if flags & u64::from(o.pg_head_mask) != 0 {
             read_at::<u32>(folio, o.folio_nr_pages).map_or(1, u64::from)
         } else {
@@ -134,7 +200,7 @@ pub struct SlabOwner {
 /// not charged to any memcg (the root's, or not accounted).
 ///
 /// `cache` is the object's `struct kmem_cache *` when the tracepoint gives it, else null (it is
-/// then read from the slab).
+/// then read from the slab); `cache_size` its `size` when the caller has read it, else 0.
 ///
 /// # Safety
 ///
@@ -143,6 +209,7 @@ pub struct SlabOwner {
 pub unsafe fn slab_object_owner(
     ptr: u64,
     cache: *const u8,
+    cache_size: u32,
     o: &memtrace_common::KernelOffsets,
     m: &memtrace_common::MemoryMap,
 ) -> Option<SlabOwner> {
@@ -153,38 +220,43 @@ pub unsafe fn slab_object_owner(
     let pfn = ptr.wrapping_sub(m.page_offset_base) >> PAGE_SHIFT;
     let page = m.vmemmap_base.wrapping_add(pfn.wrapping_mul(page_size));
     // SAFETY: each address below was computed from, or read from, the kernel's own structures;
-    // `read_at` checks every access.
+    // the helper checks every access.
     unsafe {
-        let compound: u64 = read_at(page as *const u8, o.page_compound_head).ok()?;
-        let head = if compound & 1 == 0 {
-            page
-        } else {
-            compound - 1
-        };
-        let data: u64 = read_at(head as *const u8, o.slab_obj_exts).ok()?;
+        let mut head = page as *const u8;
+        let mut block = Block::<8>::read(head)?;
+        let compound = block.u64_at(head, o.page_compound_head)?;
+        if compound & 1 != 0 {
+            head = (compound - 1) as *const u8;
+            block = Block::<8>::read(head)?;
+        }
+        let data = block.u64_at(head, o.slab_obj_exts)?;
         let vector = data & !MEMCG_DATA_FLAGS;
         if vector == 0 {
             return None;
         }
         let (objcg, bytes) = if data & MEMCG_DATA_OBJEXTS != 0 {
             let cache = if cache.is_null() {
-                read_at::<*const u8>(head as *const u8, o.slab_cache).ok()?
+                block.u64_at(head, o.slab_cache)? as *const u8
             } else {
                 cache
             };
-            let size = u64::from(read_at::<u32>(cache, o.kmem_cache_size).ok()?);
+            let size = u64::from(if cache_size == 0 {
+                read_at::<u32>(cache, o.kmem_cache_size).ok()?
+            } else {
+                cache_size
+            });
             if size == 0 {
                 return None;
             }
-            let head_pfn = (head.wrapping_sub(m.vmemmap_base)) / page_size;
+            let head_pfn = (head as u64).wrapping_sub(m.vmemmap_base) / page_size;
             let first = m.page_offset_base.wrapping_add(head_pfn << PAGE_SHIFT);
             let index = ptr.wrapping_sub(first) / size;
             let record = vector.wrapping_add(index.wrapping_mul(u64::from(o.slab_obj_ext_size)));
             (read_at::<u64>(record as *const u8, 0).ok()?, size)
         } else if data & MEMCG_DATA_KMEM != 0 {
-            let flags: u64 = read_at(head as *const u8, o.folio_flags).ok()?;
+            let flags = block.u64_at(head, o.folio_flags)?;
             let pages = if flags & u64::from(o.pg_head_mask) != 0 {
-                read_at::<u32>(head as *const u8, o.folio_nr_pages).map_or(1, u64::from)
+                read_at::<u32>(head, o.folio_nr_pages).map_or(1, u64::from)
             } else {
                 1
             };

@@ -10,14 +10,14 @@
 //! ```
 //!
 //! `folio->memcg_data` holds the `mem_cgroup *` (flag bits clear for page cache), whose first
-//! member is its css. Hot path: no strings, five reads and one per-CPU hash update keyed by
-//! pointers; ids are read once per key and interval.
+//! member is its css. Hot path: no strings, two reads (three for a large folio) and one per-CPU
+//! hash update keyed by pointers; ids are read once per key and interval.
 
 use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
 use memtrace_common::{CacheDelta, FileKey, InodeId, KernelOffsets, LostKind};
 
 use crate::{
-    kernel::{folio_memcg, read_at},
+    kernel::{Block, folio_memcg_in, read_at},
     maps::{
         Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, OFFSETS,
         active_half, bump, count_lost, remember_memcg_id, wanted_memcg,
@@ -106,10 +106,11 @@ type FolioCharge = (*const u8, u64, Option<*const u8>);
 unsafe fn inspect(folio: *const u8, o: &KernelOffsets) -> Option<FolioCharge> {
     // SAFETY: `folio` is a kernel pointer; reads are checked by the helper.
     unsafe {
-        let (memcg, pages) = folio_memcg(folio, o)?;
-        let inode = read_at::<*const u8>(folio, o.folio_mapping)
-            .and_then(|mapping| read_at::<*const u8>(mapping, o.mapping_host))
-            .ok()
+        let block = Block::<8>::read(folio)?;
+        let (memcg, pages) = folio_memcg_in(&block, folio, o)?;
+        let inode = block
+            .u64_at(folio, o.folio_mapping)
+            .and_then(|mapping| read_at::<*const u8>(mapping as *const u8, o.mapping_host).ok())
             .filter(|host| !host.is_null());
         Some((memcg, pages, inode))
     }

@@ -8,7 +8,7 @@ use memtrace_common::{KernelOffsets, SlabKey};
 
 use super::{count, remember_name};
 use crate::{
-    kernel::{SlabOwner, read_at, slab_object_owner},
+    kernel::{Block, SlabOwner, slab_object_owner},
     maps::{Bumped, IGNORED_CALLERS, MEMORY_MAP, OFFSETS, remember_memcg_id, wanted_memcg},
 };
 
@@ -24,15 +24,23 @@ pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
     }
     let offsets = OFFSETS.load();
     let s = cache as *const u8;
-    // The tracepoint's `accounted`, before any slab is looked at.
+    // The tracepoint's `accounted`, before any slab is looked at; `flags` and `size` are near
+    // the start of `struct kmem_cache`, one read.
     // SAFETY: `s` is the tracepoint's `struct kmem_cache *`; reads are checked.
-    let Ok(flags) = (unsafe { read_at::<u32>(s, offsets.kmem_cache_flags) }) else {
+    let Some((flags, size)) = (unsafe {
+        Block::<6>::read(s).and_then(|b| {
+            Some((
+                b.u32_at(s, offsets.kmem_cache_flags)?,
+                b.u32_at(s, offsets.kmem_cache_size)?,
+            ))
+        })
+    }) else {
         return 0;
     };
     if gfp & u64::from(offsets.gfp_account_flag) == 0 && flags & offsets.slab_account_flag == 0 {
         return 0;
     }
-    let Some(owner) = owner(ptr, s, &offsets) else {
+    let Some(owner) = owner(ptr, s, size, &offsets) else {
         return 0;
     };
     if counted(&owner, cache, true, &offsets) == Bumped::NewKey {
@@ -57,7 +65,7 @@ pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
     {
         return 0;
     }
-    if let Some(owner) = owner(ptr, core::ptr::null(), &offsets) {
+    if let Some(owner) = owner(ptr, core::ptr::null(), 0, &offsets) {
         // Its size class (`bytes_alloc`, the cache's size) stands in for the unnamed cache.
         counted(&owner, owner.bytes, true, &offsets);
     }
@@ -72,8 +80,12 @@ pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
         (*args.add(1), *args.add(2))
     };
     let offsets = OFFSETS.load();
-    if let Some(owner) = owner(ptr, cache as *const u8, &offsets) {
-        counted(&owner, cache, false, &offsets);
+    if let Some(owner) = owner(ptr, cache as *const u8, 0, &offsets)
+        && counted(&owner, cache, false, &offsets) == Bumped::NewKey
+    {
+        // A cache may shrink in an interval it grows nowhere.
+        // SAFETY: the tracepoint's `struct kmem_cache *`.
+        unsafe { remember_name(cache as *const u8, &offsets) };
     }
     0
 }
@@ -89,17 +101,17 @@ pub fn slab_kfree(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let offsets = OFFSETS.load();
-    if let Some(owner) = owner(ptr, core::ptr::null(), &offsets) {
+    if let Some(owner) = owner(ptr, core::ptr::null(), 0, &offsets) {
         counted(&owner, owner.bytes, false, &offsets);
     }
     0
 }
 
 #[inline(always)]
-fn owner(ptr: u64, cache: *const u8, offsets: &KernelOffsets) -> Option<SlabOwner> {
+fn owner(ptr: u64, cache: *const u8, size: u32, offsets: &KernelOffsets) -> Option<SlabOwner> {
     let map = MEMORY_MAP.get(0)?;
     // SAFETY: `ptr` is the tracepoint's object address; reads are checked.
-    let owner = unsafe { slab_object_owner(ptr, cache, offsets, map) }?;
+    let owner = unsafe { slab_object_owner(ptr, cache, size, offsets, map) }?;
     // SAFETY: `owner.memcg` is a `struct mem_cgroup *` read from the kernel.
     unsafe { wanted_memcg(owner.memcg, offsets) }.then_some(owner)
 }
