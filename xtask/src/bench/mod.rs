@@ -145,7 +145,12 @@ fn measure(
     let mut samples = Samples::default();
     for kind in Kind::ALL {
         for run in 1..=runs {
-            for tool in [None, Some(Tool::Memtrace), Some(Tool::Bpftrace)] {
+            for tool in [
+                None,
+                Some(Tool::Memtrace),
+                Some(Tool::Bpftrace),
+                Some(Tool::Floor),
+            ] {
                 interrupt::check()?;
                 let label = tool.map_or("untraced", Tool::name);
                 let took = match tool {

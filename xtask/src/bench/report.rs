@@ -72,12 +72,15 @@ pub struct PerConfig<T> {
     pub untraced: T,
     pub memtrace: T,
     pub bpftrace: T,
+    pub floor: T,
 }
 
 #[derive(Debug, Serialize)]
 pub struct PerTool<T> {
     pub memtrace: T,
     pub bpftrace: T,
+    /// Empty programs on the same tracepoints as bpftrace's.
+    pub floor: T,
 }
 
 impl<T> PerTool<T> {
@@ -85,6 +88,7 @@ impl<T> PerTool<T> {
         match tool {
             Tool::Memtrace => &self.memtrace,
             Tool::Bpftrace => &self.bpftrace,
+            Tool::Floor => &self.floor,
         }
     }
 }
@@ -123,10 +127,12 @@ impl Report {
         let seconds = PerTool {
             memtrace: startup_of(Tool::Memtrace),
             bpftrace: startup_of(Tool::Bpftrace),
+            floor: startup_of(Tool::Floor),
         };
         let median_seconds = PerTool {
             memtrace: median(&seconds.memtrace).context("no start-up of memtrace measured")?,
             bpftrace: median(&seconds.bpftrace).context("no start-up of bpftrace measured")?,
+            floor: median(&seconds.floor).context("no start-up of the floor measured")?,
         };
         let startup = Startup {
             seconds,
@@ -163,8 +169,8 @@ impl Report {
         let _ = writeln!(
             out,
             "memtrace bench: {} run{} of each configuration per workload, interleaved \
-             (untraced, memtrace, bpftrace)\nkernel {}; {}; workloads run in the memory \
-             cgroup {} ({})",
+             (untraced, memtrace, bpftrace, floor: bpftrace's tracepoints with empty \
+             programs)\nkernel {}; {}; workloads run in the memory cgroup {} ({})",
             c.runs,
             if c.runs == 1 { "" } else { "s" },
             c.kernel,
@@ -183,20 +189,22 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  {:<11} {:>9}  {:>9} {:>7}  {:>9} {:>7}",
-            "workload", "untraced", "memtrace", "×", "bpftrace", "×"
+            "  {:<11} {:>9}  {:>9} {:>7}  {:>9} {:>7}  {:>9} {:>7}",
+            "workload", "untraced", "memtrace", "×", "bpftrace", "×", "floor", "×"
         );
         for w in &self.workloads {
             let m = &w.median_seconds;
             let _ = writeln!(
                 out,
-                "  {:<11} {:>9.3}  {:>9.3} {:>7}  {:>9.3} {:>7}",
+                "  {:<11} {:>9.3}  {:>9.3} {:>7}  {:>9.3} {:>7}  {:>9.3} {:>7}",
                 w.workload.name(),
                 m.untraced,
                 m.memtrace,
                 times(w.ratio.memtrace),
                 m.bpftrace,
                 times(w.ratio.bpftrace),
+                m.floor,
+                times(w.ratio.floor),
             );
         }
         for w in &self.workloads {
@@ -243,9 +251,10 @@ impl Report {
             }
             let _ = writeln!(
                 out,
-                "  {name:<11} BPF time per run: memtrace {:.2} ms, bpftrace {:.2} ms",
+                "  {name:<11} BPF time per run: memtrace {:.2} ms, bpftrace {:.2} ms, floor {:.2} ms",
                 w.bpf_ns_per_run.memtrace / 1e6,
                 w.bpf_ns_per_run.bpftrace / 1e6,
+                w.bpf_ns_per_run.floor / 1e6,
             );
             if let Some(mib) = median_mib(&w.memtrace_attributed_page_cache_bytes) {
                 let _ = writeln!(
@@ -287,6 +296,7 @@ impl WorkloadReport {
             untraced: wall(None),
             memtrace: wall(Some(Tool::Memtrace)),
             bpftrace: wall(Some(Tool::Bpftrace)),
+            floor: wall(Some(Tool::Floor)),
         };
         let med = |values: &[f64], what: &str| {
             median(values).with_context(|| format!("no {what} run of {} measured", kind.name()))
@@ -295,6 +305,7 @@ impl WorkloadReport {
             untraced: med(&seconds.untraced, "untraced")?,
             memtrace: med(&seconds.memtrace, "memtrace")?,
             bpftrace: med(&seconds.bpftrace, "bpftrace")?,
+            floor: med(&seconds.floor, "floor")?,
         };
         let ratio_of = |traced: f64| {
             ratio(traced, median_seconds.untraced)
@@ -303,6 +314,7 @@ impl WorkloadReport {
         let ratio = PerTool {
             memtrace: ratio_of(median_seconds.memtrace)?,
             bpftrace: ratio_of(median_seconds.bpftrace)?,
+            floor: ratio_of(median_seconds.floor)?,
         };
 
         let programs: Vec<ProgramReport> = samples
@@ -333,6 +345,7 @@ impl WorkloadReport {
         let bpf_ns_per_run = PerTool {
             memtrace: per_run(Tool::Memtrace),
             bpftrace: per_run(Tool::Bpftrace),
+            floor: per_run(Tool::Floor),
         };
         Ok(Self {
             workload: kind,
@@ -361,7 +374,11 @@ fn targets(workloads: &[WorkloadReport], startup: &Startup) -> Vec<Verdict> {
         };
         targets.push(Verdict {
             target: format!("{} slowdown with memtrace ≤ ×{limit:.2}", w.workload.name()),
-            measured: times(w.ratio.memtrace),
+            measured: format!(
+                "{} (floor {})",
+                times(w.ratio.memtrace),
+                times(w.ratio.floor)
+            ),
             pass: w.ratio.memtrace <= limit,
         });
     }
@@ -422,20 +439,25 @@ mod tests {
 
     fn samples() -> Samples {
         let mut samples = Samples::default();
-        for (kind, untraced, memtrace, bpftrace) in [
+        for (kind, untraced, memtrace, bpftrace, floor) in [
             (
                 Kind::SlabChurn,
                 [0.40, 0.42, 0.41],
                 [0.41, 0.43, 0.90],
                 [0.50, 0.52, 0.51],
+                [0.41, 0.42, 0.42],
             ),
             (
                 Kind::ColdRead,
                 [1.00, 1.20, 1.10],
                 [1.12, 1.11, 1.13],
                 [1.30, 1.25, 1.27],
+                [1.10, 1.11, 1.12],
             ),
         ] {
+            samples
+                .wall
+                .insert((kind, Some(Tool::Floor)), floor.to_vec());
             samples.wall.insert((kind, None), untraced.to_vec());
             samples
                 .wall
@@ -450,6 +472,9 @@ mod tests {
         samples
             .startup
             .insert(Tool::Bpftrace, vec![0.6, 0.7, 0.65, 0.66, 0.61, 0.62]);
+        samples
+            .startup
+            .insert(Tool::Floor, vec![0.6, 0.7, 0.65, 0.66, 0.61, 0.62]);
         let key = |name: &str, attach: &str| ProgramKey {
             name: name.into(),
             attach: attach.into(),
@@ -544,6 +569,7 @@ mod tests {
 
         let table = report.render();
         assert!(table.contains("  MISS  slab churn: memtrace's BPF time per run below"));
+        assert!(table.contains("×1.049 (floor ×1.024)"), "{table}");
         assert!(table.contains("  cold read   memtrace  no events: oom_mark_victim"));
         let json = serde_json::to_value(&report)?;
         assert_eq!(json["workloads"][1]["workload"], "cold-read");

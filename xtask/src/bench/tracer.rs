@@ -1,6 +1,8 @@
-//! The two tracers: memtrace as it ships, and bpftrace counting per cgroup on the tracepoints
-//! memtrace uses for these workloads plus the slab ones, as the peer in shared/BENCHMARKING.md
-//! does. Each is started, waited for until its probes are attached, and stopped with SIGINT.
+//! The tracers: memtrace as it ships; bpftrace counting per cgroup on the tracepoints memtrace
+//! uses for these workloads plus the slab ones, as the peer in shared/BENCHMARKING.md does; and
+//! the floor, bpftrace with empty programs on the same tracepoints: what attaching anything
+//! there costs. Each is started, waited for until its probes are attached, and stopped with
+//! SIGINT.
 
 use std::{
     collections::BTreeMap,
@@ -49,6 +51,13 @@ pub fn bpftrace_script() -> String {
     script
 }
 
+/// The same tracepoints with programs that do nothing.
+pub fn floor_script() -> String {
+    bpftrace_script().replace(COUNT, "{ }")
+}
+
+const COUNT: &str = "{ @[cgroup] = count(); }";
+
 /// How long a tracer may take to say it is attached (bpftrace compiles first).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a tracer may take to exit after SIGINT (bpftrace prints its maps first).
@@ -59,6 +68,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Tool {
     Memtrace,
     Bpftrace,
+    Floor,
 }
 
 impl Tool {
@@ -66,6 +76,7 @@ impl Tool {
         match self {
             Self::Memtrace => "memtrace",
             Self::Bpftrace => "bpftrace",
+            Self::Floor => "floor",
         }
     }
 
@@ -89,6 +100,11 @@ impl Tool {
                 cmd.arg("-e").arg(bpftrace_script());
                 cmd
             }
+            Self::Floor => {
+                let mut cmd = Command::new("bpftrace");
+                cmd.arg("-e").arg(floor_script());
+                cmd
+            }
         }
     }
 
@@ -99,7 +115,7 @@ impl Tool {
                 .starts_with("memtrace: attached ")
                 .then_some(Ready { probes: None }),
             // "Attaching 4 probes..." (or "1 probe...")
-            Self::Bpftrace => {
+            Self::Bpftrace | Self::Floor => {
                 let count = line.strip_prefix("Attaching ")?.split(' ').next()?;
                 Some(Ready {
                     probes: count.parse().ok(),
@@ -362,7 +378,21 @@ pub fn attributed_cache_bytes(stdout: &[String], cgroup: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{Ready, Tool, attributed_cache_bytes};
+    use super::{COUNT, Ready, Tool, attributed_cache_bytes, bpftrace_script, floor_script};
+
+    #[test]
+    fn the_floor_attaches_to_bpftrace_s_tracepoints_and_does_nothing() {
+        let (peer, floor) = (bpftrace_script(), floor_script());
+        assert!(!floor.contains("count"), "{floor}");
+        let probes = |script: &str| -> Vec<String> {
+            script
+                .lines()
+                .map(|l| l.split([',', ' ']).next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        assert_eq!(probes(&peer), probes(&floor));
+        assert_eq!(floor.matches("{ }").count(), peer.matches(COUNT).count());
+    }
 
     #[test]
     fn recognises_each_tracer_s_attached_line() {
