@@ -36,6 +36,24 @@ pub static IGNORED_CALLERS: Global<IgnoredCallers> = Global::new(IgnoredCallers 
     ranges: [[0; 2]; 8],
 });
 
+/// [`OFFSETS`] by reference. `Global::load()` copies the whole struct on every event (a
+/// volatile read, which the compiler may not trim): here each program reads only the members it
+/// uses, where it uses them.
+#[inline(always)]
+pub fn offsets() -> &'static KernelOffsets {
+    // SAFETY: `Global<T>` is transparent over `T`, and the loader initialised it. The address
+    // goes through a volatile read so that the compiler cannot fold the loads into the
+    // initial value the loader overrides.
+    unsafe { &*core::ptr::read_volatile(&(&raw const OFFSETS).cast::<KernelOffsets>()) }
+}
+
+/// [`IGNORED_CALLERS`] by reference, likewise.
+#[inline(always)]
+pub fn ignored_callers() -> &'static IgnoredCallers {
+    // SAFETY: as in `offsets`.
+    unsafe { &*core::ptr::read_volatile(&(&raw const IGNORED_CALLERS).cast::<IgnoredCallers>()) }
+}
+
 /// Counts one event of `kind` that could not be reported. Per-CPU, so no atomics are needed.
 #[inline(always)]
 pub fn count_lost(kind: LostKind) {

@@ -29,7 +29,7 @@ use memtrace_common::{ChargeDelta, KernelOffsets, LostKind};
 use crate::{
     kernel::folio_memcg,
     maps::{
-        Bumped, CHARGE_0, CHARGE_1, CHARGE_PENDING, OFFSETS, active_half, bump, count_lost,
+        Bumped, CHARGE_0, CHARGE_1, CHARGE_PENDING, offsets, active_half, bump, count_lost,
         remember_memcg_id, wanted_memcg,
     },
 };
@@ -75,7 +75,7 @@ pub fn mem_cgroup_charge_kretprobe(ctx: RetProbeContext) -> u32 {
 
 #[raw_tracepoint(tracepoint = "mod_memcg_lruvec_state")]
 pub fn memcg_lruvec_stat(ctx: RawTracePointContext) -> i32 {
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     // SAFETY: raw tracepoint arguments are u64s: (memcg, item, val).
     let (memcg, item, val) = unsafe {
         let args = ctx.as_ptr().cast::<u64>();
@@ -87,16 +87,16 @@ pub fn memcg_lruvec_stat(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     #[expect(clippy::cast_sign_loss, reason = "checked positive above")]
-    count(memcg, val as u64, 0, &offsets);
+    count(memcg, val as u64, 0, offsets);
     0
 }
 
 #[inline(always)]
 fn charged_folio(folio: *const u8) {
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     // SAFETY: `folio` is the kernel's `struct folio *`; reads are checked by the helper.
-    if let Some((memcg, pages)) = unsafe { folio_memcg(folio, &offsets) } {
-        count(memcg, pages, 1, &offsets);
+    if let Some((memcg, pages)) = unsafe { folio_memcg(folio, offsets) } {
+        count(memcg, pages, 1, offsets);
     }
 }
 

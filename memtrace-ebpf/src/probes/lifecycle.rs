@@ -26,7 +26,7 @@ use memtrace_common::{
 
 use crate::{
     kernel::read_at,
-    maps::{EVENTS, FILTER, FILTER_ENABLED, OFFSETS, count_lost},
+    maps::{EVENTS, FILTER, FILTER_ENABLED, offsets, count_lost},
 };
 
 #[raw_tracepoint(tracepoint = "cgroup_mkdir")]
@@ -49,18 +49,18 @@ pub fn cgroup_release(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn report(ctx: &RawTracePointContext, action: u32) {
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     // SAFETY: `ctx.as_ptr()` is `struct bpf_raw_tracepoint_args *`: u64 arguments in order.
     let (cgrp, path) = unsafe {
         let args = ctx.as_ptr().cast::<u64>();
         (*args as *const u8, *args.add(1) as *const u8)
     };
-    if !on_memory_hierarchy(cgrp, &offsets) {
+    if !on_memory_hierarchy(cgrp, offsets) {
         return;
     }
     if action == CGROUP_MKDIR && FILTER_ENABLED.load() != 0 {
         // SAFETY: `cgrp` is a `struct cgroup *`; reads are checked by the helper.
-        unsafe { grow_filtered_subtree(cgrp, &offsets) };
+        unsafe { grow_filtered_subtree(cgrp, offsets) };
     }
     let Some(mut entry) = EVENTS.reserve::<CgroupRecord>(0) else {
         count_lost(LostKind::Cgroup);

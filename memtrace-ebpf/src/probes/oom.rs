@@ -36,7 +36,7 @@ use memtrace_common::{
 
 use crate::{
     kernel::{memcg_id_of, read_at, task_memcg_id},
-    maps::{EVENTS, OFFSETS, count_lost},
+    maps::{EVENTS, offsets, count_lost},
 };
 
 #[fentry(function = "oom_kill_process")]
@@ -57,7 +57,7 @@ pub fn oom_kill_process_kprobe(ctx: ProbeContext) -> u32 {
 
 #[raw_tracepoint(tracepoint = "mark_victim")]
 pub fn oom_mark_victim(ctx: RawTracePointContext) -> i32 {
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     // SAFETY: `ctx.as_ptr()` is `struct bpf_raw_tracepoint_args *`, whose first u64 is the
     // tracepoint's first argument.
     let arg0: u64 = unsafe { *ctx.as_ptr().cast::<u64>() };
@@ -83,7 +83,7 @@ enum Victim {
 
 #[inline(always)]
 fn report<C: EbpfContext>(ctx: &C, strategy: u32, victim: Victim) {
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
         count_lost(LostKind::OomKill);
         return;
@@ -101,13 +101,13 @@ fn report<C: EbpfContext>(ctx: &C, strategy: u32, victim: Victim) {
     };
     match victim {
         Victim::Control(oc) => {
-            fill_from_control(&mut rec, oc, &offsets);
+            fill_from_control(&mut rec, oc, offsets);
             // SAFETY: `oc` is the probed function's `struct oom_control *`.
             if let Ok(task) = unsafe { read_at::<*const u8>(oc, offsets.oom_control_chosen) } {
-                fill_from_task(ctx, &mut rec, task, &offsets);
+                fill_from_task(ctx, &mut rec, task, offsets);
             }
         }
-        Victim::Task(task) => fill_from_task(ctx, &mut rec, task, &offsets),
+        Victim::Task(task) => fill_from_task(ctx, &mut rec, task, offsets),
         Victim::Pid(pid) => {
             rec.pid = pid;
             rec.tgid = pid;

@@ -19,8 +19,7 @@ use memtrace_common::{CacheDelta, FileKey, InodeId, KernelOffsets, LostKind};
 use crate::{
     kernel::{Block, folio_memcg_in, read_at},
     maps::{
-        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, OFFSETS,
-        active_half, bump, count_lost, remember_memcg_id, wanted_memcg,
+        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, offsets, active_half, bump, count_lost, remember_memcg_id, wanted_memcg,
     },
 };
 
@@ -38,15 +37,15 @@ pub fn filemap_delete(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn account(ctx: &RawTracePointContext, added: bool) {
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     // SAFETY: the first raw tracepoint argument is the `struct folio *`.
     let folio = unsafe { *ctx.as_ptr().cast::<u64>() } as *const u8;
     // SAFETY: every read below goes through `bpf_probe_read_kernel`.
-    let Some((memcg, pages, inode)) = (unsafe { inspect(folio, &offsets) }) else {
+    let Some((memcg, pages, inode)) = (unsafe { inspect(folio, offsets) }) else {
         return;
     };
     // SAFETY: `memcg` is the folio's `struct mem_cgroup *`; reads are checked.
-    if !unsafe { wanted_memcg(memcg, &offsets) } {
+    if !unsafe { wanted_memcg(memcg, offsets) } {
         return;
     }
     let (by_memcg, by_file) = if active_half() == 0 {
@@ -69,10 +68,10 @@ fn account(ctx: &RawTracePointContext, added: bool) {
                 // and of the memcg.
                 // SAFETY: kernel pointers; reads are checked by the helper.
                 unsafe {
-                    if let Some(id) = inode_id(inode, &offsets) {
+                    if let Some(id) = inode_id(inode, offsets) {
                         let _ = INODE_IDS.insert(&key.inode, &id, 0);
                     }
-                    remember_memcg_id(memcg, &offsets);
+                    remember_memcg_id(memcg, offsets);
                 }
                 return;
             }
@@ -83,7 +82,7 @@ fn account(ctx: &RawTracePointContext, added: bool) {
         count(d, added, pages);
     }) {
         // SAFETY: as above.
-        Bumped::NewKey => unsafe { remember_memcg_id(memcg, &offsets) },
+        Bumped::NewKey => unsafe { remember_memcg_id(memcg, offsets) },
         Bumped::Counted => {}
         Bumped::Full => count_lost(LostKind::PageCache),
     }

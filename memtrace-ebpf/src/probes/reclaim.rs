@@ -24,7 +24,7 @@ use memtrace_common::{EventHeader, EventKind, LostKind, ReclaimBegin, ReclaimRec
 
 use crate::{
     kernel::task_memcg_id,
-    maps::{EVENTS, OFFSETS, RECLAIM_BEGIN, count_lost, wanted},
+    maps::{EVENTS, offsets, RECLAIM_BEGIN, count_lost, wanted},
 };
 
 /// The kernel task id (the thread): each thread reclaims on its own.
@@ -38,7 +38,7 @@ fn current_pid() -> u32 {
 
 #[raw_tracepoint(tracepoint = "mm_vmscan_memcg_reclaim_begin")]
 pub fn memcg_reclaim_begin(ctx: RawTracePointContext) -> i32 {
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     // SAFETY: raw tracepoint arguments are u64s. The verifier only allows constant context
     // offsets, so both are read and the loader's BTF-derived positions pick.
     let args = unsafe {
@@ -52,7 +52,7 @@ pub fn memcg_reclaim_begin(ctx: RawTracePointContext) -> i32 {
         (
             current_pid(),
             bpf_ktime_get_boot_ns(),
-            task_memcg_id(bpf_get_current_task() as *const u8, &offsets).unwrap_or(0),
+            task_memcg_id(bpf_get_current_task() as *const u8, offsets).unwrap_or(0),
         )
     };
     if !wanted(memcg_id) {

@@ -27,7 +27,7 @@ use memtrace_common::{
 
 use crate::{
     kernel::memcg_id_of,
-    maps::{EVENTS, OFFSETS, TRY_CHARGE_PENDING, count_lost, wanted},
+    maps::{EVENTS, offsets, TRY_CHARGE_PENDING, count_lost, wanted},
 };
 
 #[fexit(function = "try_charge_memcg")]
@@ -84,9 +84,9 @@ pub fn try_charge_memcg_kretprobe(ctx: RetProbeContext) -> u32 {
 
 #[inline(always)]
 fn report(args: &TryChargeArgs, ret: i32, strategy: u32) {
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     // SAFETY: `memcg` is the function's `struct mem_cgroup *`; reads are checked.
-    let memcg_id = unsafe { memcg_id_of(args.memcg as *const u8, &offsets) }.unwrap_or(0);
+    let memcg_id = unsafe { memcg_id_of(args.memcg as *const u8, offsets) }.unwrap_or(0);
     if !wanted(memcg_id) {
         return;
     }

@@ -9,7 +9,7 @@ use memtrace_common::{KernelOffsets, SlabKey};
 use super::{count, remember_name};
 use crate::{
     kernel::{Block, SlabOwner, slab_object_owner},
-    maps::{Bumped, IGNORED_CALLERS, MEMORY_MAP, OFFSETS, remember_memcg_id, wanted_memcg},
+    maps::{Bumped, ignored_callers, MEMORY_MAP, offsets, remember_memcg_id, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
@@ -19,10 +19,10 @@ pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
         let args = ctx.as_ptr().cast::<u64>();
         (*args, *args.add(1), *args.add(2), *args.add(3))
     };
-    if ptr == 0 || IGNORED_CALLERS.load().contains(call_site) {
+    if ptr == 0 || ignored_callers().contains(call_site) {
         return 0;
     }
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     let s = cache as *const u8;
     // The tracepoint's `accounted`, before any slab is looked at; `flags` and `size` are near
     // the start of `struct kmem_cache`, one read.
@@ -40,12 +40,12 @@ pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
     if gfp & u64::from(offsets.gfp_account_flag) == 0 && flags & offsets.slab_account_flag == 0 {
         return 0;
     }
-    let Some(owner) = owner(ptr, s, size, &offsets) else {
+    let Some(owner) = owner(ptr, s, size, offsets) else {
         return 0;
     };
-    if counted(&owner, cache, true, &offsets) == Bumped::NewKey {
+    if counted(&owner, cache, true, offsets) == Bumped::NewKey {
         // SAFETY: as above.
-        unsafe { remember_name(s, &offsets) };
+        unsafe { remember_name(s, offsets) };
     }
     0
 }
@@ -58,16 +58,16 @@ pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
         let args = ctx.as_ptr().cast::<u64>();
         (*args, *args.add(1), *args.add(4))
     };
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     if ptr == 0
         || gfp & u64::from(offsets.gfp_account_flag) == 0
-        || IGNORED_CALLERS.load().contains(call_site)
+        || ignored_callers().contains(call_site)
     {
         return 0;
     }
-    if let Some(owner) = owner(ptr, core::ptr::null(), 0, &offsets) {
+    if let Some(owner) = owner(ptr, core::ptr::null(), 0, offsets) {
         // Its size class (`bytes_alloc`, the cache's size) stands in for the unnamed cache.
-        counted(&owner, owner.bytes, true, &offsets);
+        counted(&owner, owner.bytes, true, offsets);
     }
     0
 }
@@ -79,13 +79,13 @@ pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
         let args = ctx.as_ptr().cast::<u64>();
         (*args.add(1), *args.add(2))
     };
-    let offsets = OFFSETS.load();
-    if let Some(owner) = owner(ptr, cache as *const u8, 0, &offsets)
-        && counted(&owner, cache, false, &offsets) == Bumped::NewKey
+    let offsets = offsets();
+    if let Some(owner) = owner(ptr, cache as *const u8, 0, offsets)
+        && counted(&owner, cache, false, offsets) == Bumped::NewKey
     {
         // A cache may shrink in an interval it grows nowhere.
         // SAFETY: the tracepoint's `struct kmem_cache *`.
-        unsafe { remember_name(cache as *const u8, &offsets) };
+        unsafe { remember_name(cache as *const u8, offsets) };
     }
     0
 }
@@ -97,12 +97,12 @@ pub fn slab_kfree(ctx: RawTracePointContext) -> i32 {
         let args = ctx.as_ptr().cast::<u64>();
         (*args, *args.add(1))
     };
-    if ptr == 0 || IGNORED_CALLERS.load().contains(call_site) {
+    if ptr == 0 || ignored_callers().contains(call_site) {
         return 0;
     }
-    let offsets = OFFSETS.load();
-    if let Some(owner) = owner(ptr, core::ptr::null(), 0, &offsets) {
-        counted(&owner, owner.bytes, false, &offsets);
+    let offsets = offsets();
+    if let Some(owner) = owner(ptr, core::ptr::null(), 0, offsets) {
+        counted(&owner, owner.bytes, false, offsets);
     }
     0
 }

@@ -10,7 +10,7 @@ use super::{count, remember_name};
 use crate::{
     kernel::{current_charge_memcg, read_at},
     maps::{
-        Bumped, IGNORED_CALLERS, OFFSETS, SLAB_OBJECTS, count_lost, remember_memcg_id, wanted_memcg,
+        Bumped, ignored_callers, offsets, SLAB_OBJECTS, count_lost, remember_memcg_id, wanted_memcg,
     },
 };
 
@@ -21,10 +21,10 @@ pub fn slab_cache_alloc_tracked(ctx: RawTracePointContext) -> i32 {
         let args = ctx.as_ptr().cast::<u64>();
         (*args, *args.add(1), *args.add(2), *args.add(3))
     };
-    if ptr == 0 || IGNORED_CALLERS.load().contains(call_site) {
+    if ptr == 0 || ignored_callers().contains(call_site) {
         return 0;
     }
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     let s = cache as *const u8;
     // SAFETY: `s` is the tracepoint's `struct kmem_cache *`; reads are checked.
     let Ok(flags) = (unsafe { read_at::<u32>(s, offsets.kmem_cache_flags) }) else {
@@ -37,9 +37,9 @@ pub fn slab_cache_alloc_tracked(ctx: RawTracePointContext) -> i32 {
     let Ok(size) = (unsafe { read_at::<u32>(s, offsets.kmem_cache_size) }) else {
         return 0;
     };
-    if allocated(ptr, cache, u64::from(size), &offsets) == Bumped::NewKey {
+    if allocated(ptr, cache, u64::from(size), offsets) == Bumped::NewKey {
         // SAFETY: as above.
-        unsafe { remember_name(s, &offsets) };
+        unsafe { remember_name(s, offsets) };
     }
     0
 }
@@ -52,14 +52,14 @@ pub fn slab_kmalloc_tracked(ctx: RawTracePointContext) -> i32 {
         let args = ctx.as_ptr().cast::<u64>();
         (*args, *args.add(1), *args.add(3), *args.add(4))
     };
-    let offsets = OFFSETS.load();
+    let offsets = offsets();
     if ptr == 0
         || gfp & u64::from(offsets.gfp_account_flag) == 0
-        || IGNORED_CALLERS.load().contains(call_site)
+        || ignored_callers().contains(call_site)
     {
         return 0;
     }
-    allocated(ptr, bytes_alloc, bytes_alloc, &offsets);
+    allocated(ptr, bytes_alloc, bytes_alloc, offsets);
     0
 }
 
