@@ -117,3 +117,15 @@ pub const BPF_MEMALLOC_FUNCTIONS: [&str; 8] = [
 ];
 /// `struct kmem_cache *` → its name.
 pub const CACHE_NAMES_MAP: &str = "CACHE_NAMES";
+
+/// Empty programs on the hot-path raw tracepoints, for `cargo xtask bench`'s floor:
+/// (program, raw tracepoint).
+pub const FLOOR_PROGRAMS: [(&str, &str); 7] = [
+    ("floor_kmem_cache_alloc", "kmem_cache_alloc"),
+    ("floor_kmalloc", "kmalloc"),
+    ("floor_kmem_cache_free", "kmem_cache_free"),
+    ("floor_kfree", "kfree"),
+    ("floor_filemap_add", "mm_filemap_add_to_page_cache"),
+    ("floor_filemap_delete", "mm_filemap_delete_from_page_cache"),
+    ("floor_memcg_lruvec_stat", "mod_memcg_lruvec_state"),
+];

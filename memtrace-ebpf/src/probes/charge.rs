@@ -29,7 +29,7 @@ use memtrace_common::{ChargeDelta, KernelOffsets, LostKind};
 use crate::{
     kernel::folio_memcg,
     maps::{
-        Bumped, CHARGE_0, CHARGE_1, CHARGE_PENDING, offsets, active_half, bump, count_lost,
+        Bumped, CHARGE_0, CHARGE_1, CHARGE_PENDING, active_half, bump, count_lost, offsets,
         remember_memcg_id, wanted_memcg,
     },
 };

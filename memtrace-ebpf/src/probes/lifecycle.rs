@@ -26,7 +26,7 @@ use memtrace_common::{
 
 use crate::{
     kernel::read_at,
-    maps::{EVENTS, FILTER, FILTER_ENABLED, offsets, count_lost},
+    maps::{EVENTS, FILTER, FILTER_ENABLED, count_lost, offsets},
 };
 
 #[raw_tracepoint(tracepoint = "cgroup_mkdir")]

@@ -2,6 +2,7 @@
 
 mod capability;
 mod charge;
+mod floor;
 mod lifecycle;
 mod memmap;
 mod oom;

@@ -36,7 +36,7 @@ use memtrace_common::{
 
 use crate::{
     kernel::{memcg_id_of, read_at, task_memcg_id},
-    maps::{EVENTS, offsets, count_lost},
+    maps::{EVENTS, count_lost, offsets},
 };
 
 #[fentry(function = "oom_kill_process")]

@@ -19,7 +19,8 @@ use memtrace_common::{CacheDelta, FileKey, InodeId, KernelOffsets, LostKind};
 use crate::{
     kernel::{Block, folio_memcg_in, read_at},
     maps::{
-        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, offsets, active_half, bump, count_lost, remember_memcg_id, wanted_memcg,
+        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, active_half,
+        bump, count_lost, offsets, remember_memcg_id, wanted_memcg,
     },
 };
 

@@ -24,7 +24,7 @@ use memtrace_common::{EventHeader, EventKind, LostKind, ReclaimBegin, ReclaimRec
 
 use crate::{
     kernel::task_memcg_id,
-    maps::{EVENTS, offsets, RECLAIM_BEGIN, count_lost, wanted},
+    maps::{EVENTS, RECLAIM_BEGIN, count_lost, offsets, wanted},
 };
 
 /// The kernel task id (the thread): each thread reclaims on its own.

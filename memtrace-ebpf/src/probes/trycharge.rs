@@ -27,7 +27,7 @@ use memtrace_common::{
 
 use crate::{
     kernel::memcg_id_of,
-    maps::{EVENTS, offsets, TRY_CHARGE_PENDING, count_lost, wanted},
+    maps::{EVENTS, TRY_CHARGE_PENDING, count_lost, offsets, wanted},
 };
 
 #[fexit(function = "try_charge_memcg")]

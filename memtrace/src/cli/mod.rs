@@ -1,6 +1,7 @@
 //! Command line: one module per subcommand.
 
 mod export;
+mod floor;
 mod live;
 mod probes;
 mod progress;
@@ -49,6 +50,9 @@ pub enum Command {
     Report(report::Args),
     Export(export::Args),
     Probes(probes::Args),
+    /// For `cargo xtask bench` only
+    #[command(hide = true)]
+    BenchFloor(floor::Args),
 }
 
 /// Runs a parsed command line; errors become one line on stderr and exit status 1.
@@ -61,6 +65,7 @@ pub fn main(cli: Cli, started: Instant) -> ExitCode {
         Command::Report(args) => report::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Probes(args) => probes::run(&args),
+        Command::BenchFloor(args) => floor::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -490,6 +490,14 @@ impl KernelBtf {
             })
     }
 
+    /// Whether BTF has a type of that name (`btf_trace_kfree`: the kernel has the tracepoint).
+    #[must_use]
+    pub fn has_type(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .is_ok_and(|types| !types.is_empty())
+    }
+
     fn named(
         &self,
         what: &str,

@@ -5,6 +5,7 @@ pub mod btf;
 pub mod capability;
 pub mod derived;
 pub mod filter;
+pub mod floor;
 pub mod kallsyms;
 pub mod memory_map;
 pub mod plan;

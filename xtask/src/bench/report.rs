@@ -169,8 +169,8 @@ impl Report {
         let _ = writeln!(
             out,
             "memtrace bench: {} run{} of each configuration per workload, interleaved \
-             (untraced, memtrace, bpftrace, floor: bpftrace's tracepoints with empty \
-             programs)\nkernel {}; {}; workloads run in the memory cgroup {} ({})",
+             (untraced, memtrace, bpftrace, floor: empty programs on memtrace's raw \
+             tracepoints)\nkernel {}; {}; workloads run in the memory cgroup {} ({})",
             c.runs,
             if c.runs == 1 { "" } else { "s" },
             c.kernel,

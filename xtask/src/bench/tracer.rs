@@ -1,8 +1,8 @@
 //! The tracers: memtrace as it ships; bpftrace counting per cgroup on the tracepoints memtrace
 //! uses for these workloads plus the slab ones, as the peer in shared/BENCHMARKING.md does; and
-//! the floor, bpftrace with empty programs on the same tracepoints: what attaching anything
-//! there costs. Each is started, waited for until its probes are attached, and stopped with
-//! SIGINT.
+//! the floor, `memtrace bench-floor`: empty programs on the raw tracepoints memtrace's hot paths
+//! use, what attaching anything there costs. Each is started, waited for until its probes are
+//! attached, and stopped with SIGINT.
 
 use std::{
     collections::BTreeMap,
@@ -51,13 +51,6 @@ pub fn bpftrace_script() -> String {
     script
 }
 
-/// The same tracepoints with programs that do nothing.
-pub fn floor_script() -> String {
-    bpftrace_script().replace(COUNT, "{ }")
-}
-
-const COUNT: &str = "{ @[cgroup] = count(); }";
-
 /// How long a tracer may take to say it is attached (bpftrace compiles first).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a tracer may take to exit after SIGINT (bpftrace prints its maps first).
@@ -101,8 +94,8 @@ impl Tool {
                 cmd
             }
             Self::Floor => {
-                let mut cmd = Command::new("bpftrace");
-                cmd.arg("-e").arg(floor_script());
+                let mut cmd = Command::new(memtrace);
+                cmd.arg("bench-floor");
                 cmd
             }
         }
@@ -111,11 +104,11 @@ impl Tool {
     /// Whether `line` is the tracer saying it is attached.
     fn ready(self, line: &str) -> Option<Ready> {
         match self {
-            Self::Memtrace => line
+            Self::Memtrace | Self::Floor => line
                 .starts_with("memtrace: attached ")
                 .then_some(Ready { probes: None }),
             // "Attaching 4 probes..." (or "1 probe...")
-            Self::Bpftrace | Self::Floor => {
+            Self::Bpftrace => {
                 let count = line.strip_prefix("Attaching ")?.split(' ').next()?;
                 Some(Ready {
                     probes: count.parse().ok(),
@@ -378,21 +371,7 @@ pub fn attributed_cache_bytes(stdout: &[String], cgroup: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{COUNT, Ready, Tool, attributed_cache_bytes, bpftrace_script, floor_script};
-
-    #[test]
-    fn the_floor_attaches_to_bpftrace_s_tracepoints_and_does_nothing() {
-        let (peer, floor) = (bpftrace_script(), floor_script());
-        assert!(!floor.contains("count"), "{floor}");
-        let probes = |script: &str| -> Vec<String> {
-            script
-                .lines()
-                .map(|l| l.split([',', ' ']).next().unwrap_or_default().to_owned())
-                .collect()
-        };
-        assert_eq!(probes(&peer), probes(&floor));
-        assert_eq!(floor.matches("{ }").count(), peer.matches(COUNT).count());
-    }
+    use super::{Ready, Tool, attributed_cache_bytes};
 
     #[test]
     fn recognises_each_tracer_s_attached_line() {
@@ -401,6 +380,10 @@ mod tests {
                         /sys/fs/cgroup/memory); Ctrl-C to stop";
         let probes = |probes| Some(Ready { probes });
         assert_eq!(Tool::Memtrace.ready(memtrace), probes(None));
+        assert_eq!(
+            Tool::Floor.ready("memtrace: attached 7 empty programs: kmem_cache_alloc, kfree"),
+            probes(None)
+        );
         assert_eq!(
             Tool::Memtrace.ready("memtrace: 8 dying memory cgroups"),
             None

@@ -9,7 +9,7 @@ use memtrace_common::{KernelOffsets, SlabKey};
 use super::{count, remember_name};
 use crate::{
     kernel::{Block, SlabOwner, slab_object_owner},
-    maps::{Bumped, ignored_callers, MEMORY_MAP, offsets, remember_memcg_id, wanted_memcg},
+    maps::{Bumped, MEMORY_MAP, ignored_callers, offsets, remember_memcg_id, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]

@@ -10,7 +10,7 @@ use super::{count, remember_name};
 use crate::{
     kernel::{current_charge_memcg, read_at},
     maps::{
-        Bumped, ignored_callers, offsets, SLAB_OBJECTS, count_lost, remember_memcg_id, wanted_memcg,
+        Bumped, SLAB_OBJECTS, count_lost, ignored_callers, offsets, remember_memcg_id, wanted_memcg,
     },
 };
 

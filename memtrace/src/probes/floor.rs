@@ -1,0 +1,46 @@
+//! The bench's floor: memtrace-ebpf's empty programs on the hot-path raw tracepoints, attached
+//! alone. What attaching anything to those tracepoints costs a workload.
+
+use aya::{Ebpf, EbpfLoader, programs::RawTracePoint};
+use memtrace_common::names::FLOOR_PROGRAMS;
+
+use super::{EBPF_OBJECT, ProbeError, privileges, program_error};
+
+/// Loads the object and attaches every floor program whose tracepoint this kernel has
+/// (`mod_memcg_lruvec_state` is 6.16+). Returns the object, which owns the links, and the
+/// tracepoints attached.
+///
+/// # Errors
+///
+/// Not root, or a program that could not be loaded or attached on a tracepoint the kernel has.
+pub fn attach() -> Result<(Ebpf, Vec<&'static str>), ProbeError> {
+    privileges::require_root()?;
+    privileges::raise_memlock();
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .map_err(ProbeError::Load)?;
+    let mut attached = Vec::new();
+    for (program, tracepoint) in FLOOR_PROGRAMS {
+        let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
+        let p: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(ProbeError::Missing(program))?
+            .try_into()
+            .map_err(error)?;
+        p.load().map_err(error)?;
+        match p.attach(tracepoint) {
+            Ok(_) => attached.push(tracepoint),
+            Err(e) if !tracepoint_exists(tracepoint) => {
+                log::debug!("floor: no tracepoint {tracepoint}: {e}");
+            }
+            Err(e) => return Err(error(e)),
+        }
+    }
+    Ok((ebpf, attached))
+}
+
+/// Whether the kernel has the tracepoint at all: its BTF names every raw tracepoint's
+/// prototype as `btf_trace_<name>`.
+fn tracepoint_exists(tracepoint: &str) -> bool {
+    super::KernelBtf::from_sys().is_ok_and(|btf| btf.has_type(&format!("btf_trace_{tracepoint}")))
+}
