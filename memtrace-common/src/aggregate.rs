@@ -13,16 +13,16 @@ pub struct CacheDelta {
 const _: () = assert!(size_of::<CacheDelta>() == 16);
 
 /// A file's pages charged to a memcg. Both are keyed by kernel pointers (`struct mem_cgroup *`,
-/// `struct inode *`): the hot path then reads neither; the memcg's id and the inode's number
-/// and device are read once per interval, when the key is new, into the `MEMCG_IDS` and
-/// `INODE_IDS` maps.
+/// the file's `struct address_space *`): the hot path then reads neither; the memcg's id and
+/// the file's inode number and device are read once per interval, when the key is new, into
+/// the `MEMCG_IDS` and `INODE_IDS` maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FileKey {
     /// `struct mem_cgroup *`
     pub memcg: u64,
-    /// `address_space.host`
-    pub inode: u64,
+    /// `folio.mapping`: the file's `address_space`, one per inode.
+    pub file: u64,
 }
 
 const _: () = assert!(size_of::<FileKey>() == 16);
@@ -200,7 +200,7 @@ pub const SLAB_OBJECT_ENTRIES: u32 = 1 << 19;
 pub const CACHE_NAME_ENTRIES: u32 = 4096;
 /// Memcgs a filter can name: every memcg id the kernel can have.
 pub const FILTER_ENTRIES: u32 = 65_536;
-/// Inode pointer → inode id, refreshed whenever a file key is new (each interval), so an LRU
+/// File (`address_space`) pointer → inode id, refreshed whenever a file key is new (each interval), so an LRU
 /// twice the size of a file map keeps what a drain needs.
 pub const INODE_IDS_ENTRIES: u32 = 2 * CACHE_FILE_ENTRIES;
 /// Memcg pointer → memcg id, refreshed likewise.

@@ -127,8 +127,8 @@ pub unsafe fn folio_memcg(
 ///
 /// `block` must have been read from `folio`, a kernel `struct folio` pointer.
 #[inline(always)]
-pub unsafe fn folio_memcg_in(
-    block: &Block<8>,
+pub unsafe fn folio_memcg_in<const N: usize>(
+    block: &Block<N>,
     folio: *const u8,
     o: &memtrace_common::KernelOffsets,
 ) -> Option<(*const u8, u64)> {
@@ -144,7 +144,7 @@ pub unsafe fn folio_memcg_in(
         }
         let flags = block.u64_at(folio, o.folio_flags)?;
         let pages = if flags & u64::from(o.pg_head_mask) != 0 {
-            read_at::<u32>(folio, o.folio_nr_pages).map_or(1, u64::from)
+            block.u32_at(folio, o.folio_nr_pages).map_or(1, u64::from)
         } else {
             1
         };

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! `folio->memcg_data` holds the `mem_cgroup *` (flag bits clear for page cache), whose first
-//! member is its css. Hot path: no strings, two reads (three for a large folio) and one per-CPU
-//! hash update keyed by pointers; ids are read once per key and interval.
+//! member is its css. Hot path: no strings, one read and one per-CPU hash update keyed by
+//! pointers; ids are read once per key and interval.
 
 use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
 use memtrace_common::{CacheDelta, FileKey, InodeId, KernelOffsets, LostKind};
@@ -42,7 +42,7 @@ fn account(ctx: &RawTracePointContext, added: bool) {
     // SAFETY: the first raw tracepoint argument is the `struct folio *`.
     let folio = unsafe { *ctx.as_ptr().cast::<u64>() } as *const u8;
     // SAFETY: every read below goes through `bpf_probe_read_kernel`.
-    let Some((memcg, pages, inode)) = (unsafe { inspect(folio, offsets) }) else {
+    let Some((memcg, pages, file)) = (unsafe { inspect(folio, offsets) }) else {
         return;
     };
     // SAFETY: `memcg` is the folio's `struct mem_cgroup *`; reads are checked.
@@ -56,11 +56,11 @@ fn account(ctx: &RawTracePointContext, added: bool) {
     };
     let memcg_key = memcg as u64;
     // Per-memcg totals are the sums of the per-file counts; the per-memcg map counts only what
-    // has no file key (no inode, or the file map is full), so one map update is the usual cost.
-    if let Some(inode) = inode {
+    // has no file key (no file, or the file map is full), so one map update is the usual cost.
+    if let Some(file) = file {
         let key = FileKey {
             memcg: memcg_key,
-            inode: inode as u64,
+            file: file as u64,
         };
         match bump(by_file, &key, |d: &mut CacheDelta| count(d, added, pages)) {
             Bumped::Counted => return,
@@ -69,8 +69,8 @@ fn account(ctx: &RawTracePointContext, added: bool) {
                 // and of the memcg.
                 // SAFETY: kernel pointers; reads are checked by the helper.
                 unsafe {
-                    if let Some(id) = inode_id(inode, offsets) {
-                        let _ = INODE_IDS.insert(&key.inode, &id, 0);
+                    if let Some(id) = inode_id(file, offsets) {
+                        let _ = INODE_IDS.insert(&key.file, &id, 0);
                     }
                     remember_memcg_id(memcg, offsets);
                 }
@@ -98,7 +98,8 @@ fn count(d: &mut CacheDelta, added: bool, pages: u64) {
     }
 }
 
-/// What a folio is charged to: (`struct mem_cgroup *`, pages, its file's `struct inode *`).
+/// What a folio is charged to: (`struct mem_cgroup *`, pages, its file's
+/// `struct address_space *`).
 type FolioCharge = (*const u8, u64, Option<*const u8>);
 
 /// `None` for folios not charged to a memcg (nothing to attribute).
@@ -106,20 +107,41 @@ type FolioCharge = (*const u8, u64, Option<*const u8>);
 unsafe fn inspect(folio: *const u8, o: &KernelOffsets) -> Option<FolioCharge> {
     // SAFETY: `folio` is a kernel pointer; reads are checked by the helper.
     unsafe {
-        let block = Block::<8>::read(folio)?;
-        let (memcg, pages) = folio_memcg_in(&block, folio, o)?;
-        let inode = block
-            .u64_at(folio, o.folio_mapping)
-            .and_then(|mapping| read_at::<*const u8>(mapping as *const u8, o.mapping_host).ok())
-            .filter(|host| !host.is_null());
-        Some((memcg, pages, inode))
+        // A large folio keeps its page count in its second page: 128 bytes hold it all. A
+        // small folio's next page may be unmapped (the end of a memory section): then 64.
+        match Block::<16>::read(folio) {
+            Some(block) => charge_in(&block, folio, o),
+            None => charge_in(&Block::<8>::read(folio)?, folio, o),
+        }
     }
 }
 
+/// # Safety
+///
+/// `block` must have been read from `folio`.
 #[inline(always)]
-unsafe fn inode_id(inode: *const u8, o: &KernelOffsets) -> Option<InodeId> {
-    // SAFETY: `inode` is a kernel pointer; reads are checked by the helper.
+unsafe fn charge_in<const N: usize>(
+    block: &Block<N>,
+    folio: *const u8,
+    o: &KernelOffsets,
+) -> Option<FolioCharge> {
+    // SAFETY: as the caller promises; further reads are checked by the helper.
     unsafe {
+        let (memcg, pages) = folio_memcg_in(block, folio, o)?;
+        let file = block
+            .u64_at(folio, o.folio_mapping)
+            .map(|mapping| mapping as *const u8)
+            .filter(|mapping| !mapping.is_null());
+        Some((memcg, pages, file))
+    }
+}
+
+/// The inode number and device of the file whose `address_space` is `file`.
+#[inline(always)]
+unsafe fn inode_id(file: *const u8, o: &KernelOffsets) -> Option<InodeId> {
+    // SAFETY: `file` is a kernel pointer; reads are checked by the helper.
+    unsafe {
+        let inode: *const u8 = read_at(file, o.mapping_host).ok()?;
         let ino: u64 = read_at(inode, o.inode_ino).ok()?;
         let sb: *const u8 = read_at(inode, o.inode_sb).ok()?;
         let dev: u32 = read_at(sb, o.sb_dev).ok()?;

@@ -71,7 +71,7 @@ impl Aggregates {
             drain(&mut self.cache_file[old], "CACHE_FILE", sum_cache)?
                 .into_iter()
                 .map(|(key, delta)| {
-                    let id = self.inode_ids.get(&key.inode, 0).ok();
+                    let id = self.inode_ids.get(&key.file, 0).ok();
                     (memcg_id(&self.memcg_ids, key.memcg), id, delta)
                 })
                 .collect();
