@@ -1,10 +1,10 @@
 //! The bench's floor: memtrace-ebpf's empty programs on the hot-path raw tracepoints, attached
 //! alone. What attaching anything to those tracepoints costs a workload.
 
-use aya::{Ebpf, EbpfLoader, programs::RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
 use memtrace_common::names::FLOOR_PROGRAMS;
 
-use super::{EBPF_OBJECT, ProbeError, privileges, program_error};
+use super::{EBPF_OBJECT, ProbeError, plan, privileges};
 
 /// Loads the object and attaches every floor program whose tracepoint this kernel has
 /// (`mod_memcg_lruvec_state` is 6.16+). Returns the object, which owns the links, and the
@@ -21,19 +21,12 @@ pub fn attach() -> Result<(Ebpf, Vec<&'static str>), ProbeError> {
         .map_err(ProbeError::Load)?;
     let mut attached = Vec::new();
     for (program, tracepoint) in FLOOR_PROGRAMS {
-        let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
-        let p: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .ok_or(ProbeError::Missing(program))?
-            .try_into()
-            .map_err(error)?;
-        p.load().map_err(error)?;
-        match p.attach(tracepoint) {
+        match plan::attach_raw(&mut ebpf, program, tracepoint) {
             Ok(_) => attached.push(tracepoint),
             Err(e) if !tracepoint_exists(tracepoint) => {
                 log::debug!("floor: no tracepoint {tracepoint}: {e}");
             }
-            Err(e) => return Err(error(e)),
+            Err(e) => return Err(e),
         }
     }
     Ok((ebpf, attached))

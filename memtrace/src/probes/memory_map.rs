@@ -24,7 +24,7 @@ use memtrace_common::{
     },
 };
 
-use super::{ProbeError, privileges};
+use super::{ProbeError, plan, privileges};
 
 /// The slab programs compute with 4 KiB pages.
 const PAGE_SIZE: u64 = 4096;
@@ -111,18 +111,8 @@ fn check_pfn_field() -> Result<(), ProbeError> {
 /// Attaches the calibration programs, makes the allocations they watch, detaches them and
 /// returns what they saw.
 fn watch(ebpf: &mut Ebpf) -> Result<Vec<MemoryMapSample>, ProbeError> {
-    let raw = |ebpf: &mut Ebpf, program: &'static str, tracepoint: &'static str| {
-        let error = |source| super::program_error(format!("raw tracepoint {tracepoint}"), &source);
-        let p: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .ok_or(ProbeError::Missing(program))?
-            .try_into()
-            .map_err(error)?;
-        p.load().map_err(error)?;
-        p.attach(tracepoint).map_err(error)
-    };
-    let page_link = raw(ebpf, PROG_MEMMAP_PAGE, "mm_page_alloc")?;
-    let kmalloc_link = raw(ebpf, PROG_MEMMAP_KMALLOC, "kmalloc")?;
+    let page_link = plan::attach_raw(ebpf, PROG_MEMMAP_PAGE, "mm_page_alloc")?;
+    let kmalloc_link = plan::attach_raw(ebpf, PROG_MEMMAP_KMALLOC, "kmalloc")?;
     let error = |source| super::program_error("tracepoint kmem:mm_page_alloc".into(), &source);
     let tp: &mut TracePoint = ebpf
         .program_mut(PROG_MEMMAP_PFN)

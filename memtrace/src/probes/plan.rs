@@ -4,7 +4,9 @@
 
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
+    programs::{
+        FEntry, FExit, KProbe, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
+    },
 };
 use memtrace_common::{
     KernelOffsets,
@@ -397,11 +399,7 @@ pub fn attach(
                 super::memory_map::install(ebpf, offsets)?;
             }
             for (program, tracepoint) in *pairs {
-                let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
-                let p: &mut RawTracePoint =
-                    program_mut(ebpf, program)?.try_into().map_err(error)?;
-                p.load().map_err(error)?;
-                p.attach(tracepoint).map_err(error)?;
+                attach_raw(ebpf, program, tracepoint)?;
             }
         }
         Attach::Tracepoint {
@@ -417,6 +415,22 @@ pub fn attach(
         }
     }
     Ok(())
+}
+
+/// Loads `program` and attaches it to the raw tracepoint.
+///
+/// # Errors
+///
+/// The kernel's (or aya's) refusal, as one line.
+pub fn attach_raw(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    tracepoint: &'static str,
+) -> Result<RawTracePointLinkId, ProbeError> {
+    let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
+    let p: &mut RawTracePoint = program_mut(ebpf, program)?.try_into().map_err(error)?;
+    p.load().map_err(error)?;
+    p.attach(tracepoint).map_err(error)
 }
 
 /// aya's own BTF parse, needed to load fentry and fexit programs; once, and only if needed.

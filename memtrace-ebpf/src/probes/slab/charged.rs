@@ -6,7 +6,7 @@
 use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
 use memtrace_common::{KernelOffsets, SlabKey};
 
-use super::{count, remember_name};
+use super::{cache_alloc_args, count, remember_name};
 use crate::{
     kernel::{Block, SlabOwner, slab_object_owner},
     maps::{Bumped, MEMORY_MAP, ignored_callers, offsets, remember_memcg_id, wanted_memcg},
@@ -14,14 +14,9 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
 pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
-    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, s, gfp_flags, node).
-    let (call_site, ptr, cache, gfp) = unsafe {
-        let args = ctx.as_ptr().cast::<u64>();
-        (*args, *args.add(1), *args.add(2), *args.add(3))
-    };
-    if ptr == 0 || ignored_callers().contains(call_site) {
+    let Some((ptr, cache, gfp)) = cache_alloc_args(&ctx) else {
         return 0;
-    }
+    };
     let offsets = offsets();
     let s = cache as *const u8;
     // The tracepoint's `accounted`, before any slab is looked at; `flags` and `size` are near

@@ -23,13 +23,27 @@
 pub mod charged;
 pub mod tracked;
 
-use aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes;
+use aya_ebpf::{
+    EbpfContext as _, helpers::bpf_probe_read_kernel_str_bytes, programs::RawTracePointContext,
+};
 use memtrace_common::{CacheName, KernelOffsets, LostKind, SlabDelta, SlabKey};
 
 use crate::{
     kernel::read_at,
-    maps::{Bumped, CACHE_NAMES, SLAB_0, SLAB_1, active_half, bump, count_lost},
+    maps::{Bumped, CACHE_NAMES, SLAB_0, SLAB_1, active_half, bump, count_lost, ignored_callers},
 };
+
+/// `kmem_cache_alloc`'s (`ptr`, `s`, `gfp_flags`), `None` for a failed allocation or one made by
+/// the BPF allocator for memtrace's own maps.
+#[inline(always)]
+fn cache_alloc_args(ctx: &RawTracePointContext) -> Option<(u64, u64, u64)> {
+    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, s, gfp_flags, node).
+    let (call_site, ptr, cache, gfp) = unsafe {
+        let args = ctx.as_ptr().cast::<u64>();
+        (*args, *args.add(1), *args.add(2), *args.add(3))
+    };
+    (ptr != 0 && !ignored_callers().contains(call_site)).then_some((ptr, cache, gfp))
+}
 
 /// Counts into this interval's half of the aggregate; a full map is counted lost.
 #[inline(always)]

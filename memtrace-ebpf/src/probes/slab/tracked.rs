@@ -6,7 +6,7 @@
 use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
 use memtrace_common::{KernelOffsets, LostKind, SlabKey, SlabObject};
 
-use super::{count, remember_name};
+use super::{cache_alloc_args, count, remember_name};
 use crate::{
     kernel::{current_charge_memcg, read_at},
     maps::{
@@ -16,14 +16,9 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
 pub fn slab_cache_alloc_tracked(ctx: RawTracePointContext) -> i32 {
-    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, s, gfp_flags, node).
-    let (call_site, ptr, cache, gfp) = unsafe {
-        let args = ctx.as_ptr().cast::<u64>();
-        (*args, *args.add(1), *args.add(2), *args.add(3))
-    };
-    if ptr == 0 || ignored_callers().contains(call_site) {
+    let Some((ptr, cache, gfp)) = cache_alloc_args(&ctx) else {
         return 0;
-    }
+    };
     let offsets = offsets();
     let s = cache as *const u8;
     // SAFETY: `s` is the tracepoint's `struct kmem_cache *`; reads are checked.
