@@ -101,6 +101,9 @@ fn probes_reports_what_this_kernel_allows() {
         .output()
         .expect("run probes");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // Shown with --nocapture: what each kernel chose (`cargo xtask vm-test -- probes_reports
+    // --nocapture`).
+    println!("{stdout}");
     assert!(out.status.success(), "probes failed: {out:?}");
     assert!(stdout.contains("BTF:             present"), "{stdout}");
     for program_type in ["tracepoint", "raw_tracepoint", "kprobe", "fentry"] {
