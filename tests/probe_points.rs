@@ -241,3 +241,54 @@ fn filters_are_applied_in_the_kernel_and_follow_new_cgroups() {
     assert_eq!(cache_of(&other.path), 0, "the other cgroup is filtered out");
     drop(child);
 }
+
+/// The `charge` point's last strategy, for kernels before 6.16 that allow neither fexit nor
+/// kprobes: the page cache added to a memcg is what it was charged for file pages.
+#[test]
+fn charge_derived_from_the_page_cache_counts_the_file_pages_read() {
+    let _alone = page_cache_to_myself();
+    let (_dir, file) = cold_file("charge-64m", 64);
+    let cgroup = TestCgroup::new("charge-pagecache", 1 << 30);
+    let memtrace = Memtrace::json(&[
+        "--events",
+        "page_cache,charge",
+        "--probe-strategy",
+        "charge=derived",
+        "--cgroup",
+        &cgroup.path,
+    ]);
+    let before = stat_cache_bytes(&cgroup);
+    read_in(&cgroup, &file);
+    let after = stat_cache_bytes(&cgroup);
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("charge=derived/page_cache"),
+        "charge=derived must be the one attached: {}",
+        out.stderr
+    );
+
+    let events = json_lines(&out.stdout);
+    let charges: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "charge" && e["cgroup"] == cgroup.path.as_str())
+        .collect();
+    for e in &charges {
+        assert_eq!(e["source"], "page_cache", "{e}");
+        assert!(e["charges"].is_null(), "{e}");
+    }
+    let charged: u64 = charges
+        .iter()
+        .map(|e| e["charged_bytes"].as_u64().expect("bytes"))
+        .sum();
+    let kernel = after - before;
+    assert!(
+        kernel > 50 << 20,
+        "the kernel itself should count the 64 MiB read: {kernel}"
+    );
+    // Within 10%: |charged − kernel| × 10 ≤ kernel.
+    assert!(
+        charged.abs_diff(kernel) * 10 <= kernel,
+        "memtrace saw {charged} bytes charged, memory.stat {kernel} of page cache added"
+    );
+}

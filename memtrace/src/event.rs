@@ -103,11 +103,35 @@ pub struct ChargeSample {
     pub cgroup: Option<String>,
     pub container: Option<ContainerIdentity>,
     pub pages: u64,
-    /// Charge calls; 0 when `derived`.
+    /// Charge calls; 0 unless counted at the charge function.
     pub charges: u64,
-    /// Counted from memcg stat updates (anon and file pages added), not from the charge
-    /// function (kernels that allow neither fexit nor kprobes).
-    pub derived: bool,
+    pub source: ChargeSource,
+}
+
+/// What a `charge` sample counted, by the strategy the kernel allowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeSource {
+    /// Each charge at the kernel's charge function (fexit or kprobe).
+    #[default]
+    Charge,
+    /// Anon and file pages added, from memcg stat updates (`memcg:mod_memcg_lruvec_state`).
+    StatUpdates,
+    /// Page cache added to the memcg (file pages only), from the page-cache probe point.
+    PageCache,
+}
+
+impl ChargeSource {
+    pub const ALL: [Self; 3] = [Self::Charge, Self::StatUpdates, Self::PageCache];
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Charge => "charge",
+            Self::StatUpdates => "stat_updates",
+            Self::PageCache => "page_cache",
+        }
+    }
 }
 
 /// Memcg-accounted slab memory of one memcg during one interval, per cache.
@@ -252,10 +276,11 @@ pub struct ChargeEvent {
     pub container: Option<ContainerIdentity>,
     pub charged_bytes: u64,
     pub charged_pages: u64,
-    /// Charge calls (`null` when derived from stat updates, which do not count calls).
+    /// Charge calls (`null` unless counted at the charge function).
     pub charges: Option<u64>,
-    /// `charge` (the kernel's charge function) or `stat_updates` (anon and file pages added,
-    /// from memcg stat updates, on kernels that allow neither fexit nor kprobes).
+    /// `charge` (the kernel's charge function); on kernels that allow neither fexit nor
+    /// kprobes, `stat_updates` (anon and file pages added, from memcg stat updates, 6.16+) or
+    /// `page_cache` (file pages added to the page cache only).
     pub source: &'static str,
 }
 
@@ -473,8 +498,8 @@ impl Event {
                 container: s.container.clone(),
                 charged_bytes: s.pages.saturating_mul(clock.page_size),
                 charged_pages: s.pages,
-                charges: (!s.derived).then_some(s.charges),
-                source: if s.derived { "stat_updates" } else { "charge" },
+                charges: (s.source == ChargeSource::Charge).then_some(s.charges),
+                source: s.source.as_str(),
             }),
             Observed::Slab(s) => Self::Slab(SlabEvent::new(s, clock)),
             Observed::Stats(sample) => Self::Stats(StatsEvent {

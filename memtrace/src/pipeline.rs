@@ -17,8 +17,11 @@ use tokio::{
 use crate::{
     attribution::{LiveContext, Removed},
     clock,
-    event::{Event, HostClock, Observed},
-    probes::{Aggregates, Sources, derived::charge_failure_from_reclaim},
+    event::{ChargeSource, Event, HostClock, Observed},
+    probes::{
+        Aggregates, Sources,
+        derived::{charge_failure_from_reclaim, charges_from_page_cache},
+    },
     sinks::Sink,
 };
 
@@ -83,7 +86,14 @@ fn emit_aggregates(
     for sample in context.cache_samples(&drain.cache, now, interval) {
         emit(Observed::Cache(sample))?;
     }
-    for sample in context.charge_samples(&drain, now, interval, sources.charge_from_stat_updates) {
+    let derived;
+    let charges = if sources.charge == ChargeSource::PageCache {
+        derived = charges_from_page_cache(&drain.cache);
+        &derived
+    } else {
+        &drain.charge
+    };
+    for sample in context.charge_samples(charges, now, interval, sources.charge) {
         emit(Observed::Charge(sample))?;
     }
     for sample in context.slab_samples(&drain, now, interval) {

@@ -3,7 +3,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use memtrace_common::{
-    CgroupRecord, OomKillRecord,
+    CgroupRecord, ChargeDelta, OomKillRecord,
     event::{
         CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RELEASE, CGROUP_RMDIR, OOM_FLAG_CONTROL,
         OOM_FLAG_MEMCG, Record,
@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     event::{
-        CacheSample, ChargeSample, Context, FileDelta, MEMORY_FROM_CGROUPFS,
+        CacheSample, ChargeSample, ChargeSource, Context, FileDelta, MEMORY_FROM_CGROUPFS,
         MEMORY_FROM_KERNEL_REPORT, Observed, OomContext, SlabCacheDelta, SlabSample, StatsSample,
         c_str,
     },
@@ -188,13 +188,13 @@ impl LiveContext {
     /// Turns one interval of the kernel's charge aggregates into per-memcg samples.
     pub fn charge_samples(
         &mut self,
-        drain: &Drain,
+        charges: &HashMap<u64, ChargeDelta>,
         timestamp_ns: u64,
         interval_ns: u64,
-        derived: bool,
+        source: ChargeSource,
     ) -> Vec<ChargeSample> {
         let mut samples = Vec::new();
-        for (&memcg_id, delta) in &drain.charge {
+        for (&memcg_id, delta) in charges {
             let Context {
                 cgroup, container, ..
             } = self.of_memcg(memcg_id);
@@ -209,7 +209,7 @@ impl LiveContext {
                 container,
                 pages: delta.pages,
                 charges: delta.charges,
-                derived,
+                source,
             });
         }
         samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));

@@ -20,6 +20,7 @@ const SWITCH_GRACE: Duration = Duration::from_millis(2);
 /// Page-cache deltas of one interval.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CacheDrain {
+    /// Per memcg id, its files' counts included.
     pub by_memcg: HashMap<u64, CacheDelta>,
     /// (memcg id, the file's inode id when the kernel could read it, delta).
     pub by_file: Vec<(u64, Option<InodeId>, CacheDelta)>,

@@ -1,16 +1,20 @@
 //! Events userspace derives from other probe points on kernels that refuse the direct ones.
 
+use std::collections::HashMap;
+
 use memtrace_common::{
-    ChargeFailRecord, EventHeader, EventKind, ReclaimRecord, event::CHARGE_STRATEGY_DERIVED,
+    ChargeDelta, ChargeFailRecord, EventHeader, EventKind, ReclaimRecord,
+    event::CHARGE_STRATEGY_DERIVED,
 };
 
-use super::AttachedPoint;
+use super::{AttachedPoint, CacheDrain};
+use crate::event::ChargeSource;
 
 /// Where the points whose strategies may be derived got their events, from what attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sources {
-    /// `charge` counts memcg stat updates (anon and file pages added), not charge calls.
-    pub charge_from_stat_updates: bool,
+    /// What `charge` counts: charge calls, memcg stat updates, or page cache added.
+    pub charge: ChargeSource,
     /// `try_charge` failures are derived from memcg limit reclaim episodes.
     pub charge_failures_from_reclaim: bool,
 }
@@ -25,11 +29,34 @@ impl Sources {
                 .map(|a| a.strategy.split('/').next().unwrap_or_default().to_owned())
         };
         Self {
-            charge_from_stat_updates: strategy("charge").as_deref() == Some("raw_tp"),
+            charge: match strategy("charge").as_deref() {
+                Some("raw_tp") => ChargeSource::StatUpdates,
+                Some(super::plan::DERIVED) => ChargeSource::PageCache,
+                _ => ChargeSource::Charge,
+            },
             charge_failures_from_reclaim: strategy("try_charge").as_deref()
                 == Some(super::plan::DERIVED),
         }
     }
+}
+
+/// Pages charged per memcg id, as page cache added in the interval: on kernels that allow
+/// neither fexit nor kprobes and have no memcg stat tracepoint (before 6.16), the file pages a
+/// memcg was charged are the page cache added to it (anon pages are not seen).
+#[must_use]
+pub fn charges_from_page_cache(cache: &CacheDrain) -> HashMap<u64, ChargeDelta> {
+    cache
+        .by_memcg
+        .iter()
+        .filter(|(_, delta)| delta.added_pages > 0)
+        .map(|(&memcg_id, delta)| {
+            let charge = ChargeDelta {
+                pages: delta.added_pages,
+                charges: 0,
+            };
+            (memcg_id, charge)
+        })
+        .collect()
 }
 
 /// A memcg limit reclaim episode as the charge failure that started it: `try_charge_memcg()`
@@ -81,9 +108,13 @@ mod tests {
                 "derived/reclaim"
             )),
             Sources {
-                charge_from_stat_updates: true,
+                charge: ChargeSource::StatUpdates,
                 charge_failures_from_reclaim: true
             }
+        );
+        assert_eq!(
+            Sources::of(&attached("derived/page_cache", "derived/reclaim")).charge,
+            ChargeSource::PageCache
         );
         assert_eq!(
             Sources::of(&attached(
@@ -92,6 +123,24 @@ mod tests {
             )),
             Sources::default()
         );
+    }
+
+    #[test]
+    fn page_cache_added_becomes_pages_charged_per_memcg() {
+        let delta = |added_pages, removed_pages| memtrace_common::CacheDelta {
+            added_pages,
+            removed_pages,
+        };
+        // The per-memcg totals include the files'.
+        let cache = CacheDrain {
+            by_memcg: HashMap::from([(1, delta(13, 9)), (2, delta(0, 5)), (3, delta(7, 7))]),
+            by_file: vec![(1, None, delta(10, 0)), (3, None, delta(7, 7))],
+        };
+        let charges = charges_from_page_cache(&cache);
+        let pages = |memcg| charges.get(&memcg).map(|c| (c.pages, c.charges));
+        assert_eq!(pages(1), Some((13, 0)));
+        assert_eq!(pages(2), None);
+        assert_eq!(pages(3), Some((7, 0)));
     }
 
     #[test]

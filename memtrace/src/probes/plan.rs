@@ -180,6 +180,12 @@ pub const POINTS: [Point; 7] = [
                 name: "raw_tp",
                 attach: Attach::RawTracepoints(&[(PROG_CHARGE_STAT, "mod_memcg_lruvec_state")]),
             },
+            // Before 6.16 without fexit or kprobes: the page cache added to each memcg (file
+            // pages only).
+            Strategy {
+                name: DERIVED,
+                attach: Attach::Derived { from: "page_cache" },
+            },
         ],
     },
     Point {

@@ -99,11 +99,12 @@ fn charge(e: &ChargeEvent) -> String {
         human_bytes(e.charged_bytes),
         e.interval_seconds
     );
-    match e.charges {
-        Some(n) => {
+    match (e.charges, e.source) {
+        (Some(n), _) => {
             let _ = write!(s, " ({n} charges)");
         }
-        None => s.push_str(" (from stat updates)"),
+        (None, "page_cache") => s.push_str(" (file pages: page cache added)"),
+        (None, _) => s.push_str(" (from stat updates)"),
     }
     s
 }

@@ -9,7 +9,7 @@
 //! STATS  (3) := cgroup_ref varint | postcard(sample without cgroup and container)
 //! CACHE  (4) := cgroup_ref varint | postcard(sample without cgroup and container)
 //! CHARGE (5) := cgroup_ref varint | timestamp_ns, interval_ns, memcg_id, pages, charges,
-//!               derived (0/1), each a varint
+//!               source (0 charge, 1 stat_updates, 2 page_cache), each a varint
 //! SLAB   (6) := cgroup_ref varint | postcard((timestamp_ns, interval_ns, memcg_id, caches))
 //! cgroup_ref := 0: no cgroup and no container; n: table entry n − 1
 //! ```
@@ -31,8 +31,8 @@ use memtrace_common::event::{DecodeError, Record};
 use crate::{
     attribution::ContainerIdentity,
     event::{
-        CacheSample, ChargeSample, Context, FileDelta, Observed, OomContext, SlabCacheDelta,
-        SlabSample, StatsSample,
+        CacheSample, ChargeSample, ChargeSource, Context, FileDelta, Observed, OomContext,
+        SlabCacheDelta, SlabSample, StatsSample,
     },
 };
 
@@ -199,7 +199,7 @@ impl Encoder {
                 container,
                 pages,
                 charges,
-                derived,
+                source,
             }) => {
                 let cgroup_ref = self.reference(cgroup.as_ref(), container.as_ref(), out)?;
                 put_varint(&mut self.body, u64::from(cgroup_ref));
@@ -209,7 +209,7 @@ impl Encoder {
                     *memcg_id,
                     *pages,
                     *charges,
-                    u64::from(*derived),
+                    *source as u64,
                 ] {
                     put_varint(&mut self.body, v);
                 }
@@ -519,11 +519,14 @@ impl Decoder {
             }
             TAG_CHARGE => {
                 let mut next = || get_varint(body, &mut pos).ok_or("cut charge sample");
-                let (timestamp_ns, interval_ns, memcg_id, pages, charges, derived) =
+                let (timestamp_ns, interval_ns, memcg_id, pages, charges, source) =
                     (next()?, next()?, next()?, next()?, next()?, next()?);
-                if pos != body.len() || derived > 1 {
+                let source = usize::try_from(source)
+                    .ok()
+                    .and_then(|i| ChargeSource::ALL.get(i).copied());
+                let (Some(source), true) = (source, pos == body.len()) else {
                     return Err("charge sample is not valid".into());
-                }
+                };
                 Ok(Observed::Charge(ChargeSample {
                     timestamp_ns,
                     interval_ns,
@@ -532,7 +535,7 @@ impl Decoder {
                     container,
                     pages,
                     charges,
-                    derived: derived == 1,
+                    source,
                 }))
             }
             TAG_SLAB => {

@@ -13,8 +13,8 @@ use super::*;
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
-        CacheSample, ChargeSample, Context, Event, FileDelta, HostClock, Observed, OomContext,
-        SlabCacheDelta, SlabSample, StatsSample,
+        CacheSample, ChargeSample, ChargeSource, Context, Event, FileDelta, HostClock, Observed,
+        OomContext, SlabCacheDelta, SlabSample, StatsSample,
     },
 };
 
@@ -212,7 +212,7 @@ pub(super) fn every_kind() -> Vec<Observed> {
             container: Some(container()),
             pages: 25_000,
             charges: 24_000,
-            derived: false,
+            source: ChargeSource::Charge,
         }),
         Observed::Charge(ChargeSample {
             timestamp_ns: 14,
@@ -222,7 +222,17 @@ pub(super) fn every_kind() -> Vec<Observed> {
             container: None,
             pages: 1,
             charges: 0,
-            derived: true,
+            source: ChargeSource::StatUpdates,
+        }),
+        Observed::Charge(ChargeSample {
+            timestamp_ns: 14,
+            interval_ns: 1_000_000_000,
+            memcg_id: 7,
+            cgroup: None,
+            container: None,
+            pages: 2,
+            charges: 0,
+            source: ChargeSource::PageCache,
         }),
         Observed::Slab(SlabSample {
             timestamp_ns: 15,
