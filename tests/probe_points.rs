@@ -269,15 +269,15 @@ fn charge_derived_from_the_page_cache_counts_the_file_pages_read() {
     );
 
     let events = json_lines(&out.stdout);
-    let charges: Vec<_> = events
+    let samples: Vec<_> = events
         .iter()
         .filter(|e| e["type"] == "charge" && e["cgroup"] == cgroup.path.as_str())
         .collect();
-    for e in &charges {
+    for e in &samples {
         assert_eq!(e["source"], "page_cache", "{e}");
         assert!(e["charges"].is_null(), "{e}");
     }
-    let charged: u64 = charges
+    let charged: u64 = samples
         .iter()
         .map(|e| e["charged_bytes"].as_u64().expect("bytes"))
         .sum();
