@@ -1,6 +1,9 @@
 //! The context userspace adds to a kernel record as it arrives.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use memtrace_common::{
     CgroupRecord, ChargeDelta, OomKillRecord,
@@ -12,7 +15,7 @@ use memtrace_common::{
 
 use super::{
     ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
-    MemoryStats, PodDirectory, Removed, memcg_path_of_pid,
+    MemoryStats, PodDirectory, Removed, failcnt::FailureCounts, memcg_path_of_pid,
 };
 use crate::{
     event::{
@@ -45,6 +48,7 @@ pub struct LiveContext {
     oom_constraints: Vec<(u32, String)>,
     /// The kernel's copy of the filter, kept current as matching cgroups appear.
     kernel_filter: Option<KernelFilter>,
+    failure_counts: FailureCounts,
 }
 
 impl LiveContext {
@@ -67,6 +71,7 @@ impl LiveContext {
             page_size,
             oom_constraints,
             kernel_filter: None,
+            failure_counts: FailureCounts::default(),
         }
     }
 
@@ -103,10 +108,11 @@ impl LiveContext {
             Record::Reclaim(r) => self.of_memcg(r.memcg_id),
             Record::ChargeFail(r) => {
                 let mut context = self.of_memcg(r.memcg_id);
-                context.charge_failures = context
-                    .cgroup
-                    .as_deref()
-                    .and_then(|cgroup| self.resolver.hierarchy().charge_failures(cgroup));
+                let hierarchy = self.resolver.hierarchy();
+                context.charge_failures =
+                    self.failure_counts.get(r.memcg_id, Instant::now(), || {
+                        hierarchy.charge_failures(context.cgroup.as_deref()?)
+                    });
                 context
             }
         };

@@ -7,6 +7,7 @@ mod cgroupfs;
 mod container;
 mod context;
 mod dying;
+mod failcnt;
 mod filter;
 mod kmsg;
 mod memstat;
