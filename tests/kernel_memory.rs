@@ -98,22 +98,25 @@ fn mkfiles(cgroup: &TestCgroup, dir: &std::path::Path, files: usize) {
 }
 
 /// Every slab strategy: `raw_tp` (each object's memcg read from its slab) and `tracked` (each
-/// object remembered by address), forced one after the other.
+/// object remembered by address), forced one after the other, each with the kernel-side filter
+/// (`--cgroup`, which makes the programs read the memcg on every event) and without (every
+/// memcg counted, the memcg read once per key and interval).
 #[test]
 fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
     const FILES: usize = 100_000;
-    for strategy in required("MEMTRACE_TEST_SLAB_STRATEGIES", "raw_tp,tracked") {
+    let strategies = required("MEMTRACE_TEST_SLAB_STRATEGIES", "raw_tp,tracked");
+    for (strategy, filtered) in strategies
+        .iter()
+        .flat_map(|s| [(s.clone(), true), (s.clone(), false)])
+    {
         let tmpfs = Tmpfs::new();
-        let cgroup = TestCgroup::new(&format!("slab-{strategy}"), 2 << 30);
+        let cgroup = TestCgroup::new(&format!("slab-{strategy}-{filtered}"), 2 << 30);
         let forced = format!("slab={strategy}");
-        let memtrace = Memtrace::json(&[
-            "--events",
-            "slab",
-            "--cgroup",
-            &cgroup.path,
-            "--probe-strategy",
-            &forced,
-        ]);
+        let mut args = vec!["--events", "slab", "--probe-strategy", &forced];
+        if filtered {
+            args.extend(["--cgroup", &cgroup.path]);
+        }
+        let memtrace = Memtrace::json(&args);
         let before = kernel_memory_bytes(&cgroup);
         mkfiles(&cgroup, tmpfs.0.path(), FILES);
         let after = kernel_memory_bytes(&cgroup);
@@ -130,7 +133,8 @@ fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
         // Within 20%: |traced − kernel| × 5 ≤ kernel.
         assert!(
             (traced - kernel).abs() * 5 <= kernel,
-            "{strategy}: memtrace saw {traced} bytes of accounted slab growth, the kernel {kernel}"
+            "{strategy} (filtered: {filtered}): memtrace saw {traced} bytes of accounted slab \
+             growth, the kernel {kernel}"
         );
         // The caches that grew: each file is a tmpfs inode and a dentry.
         let names: Vec<&str> = top.iter().take(3).map(|(n, _)| n.as_str()).collect();

@@ -79,7 +79,9 @@ const _: () = assert!(size_of::<TryChargeArgs>() == 24);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SlabKey {
-    /// `struct mem_cgroup *`: its id is in `MEMCG_IDS`.
+    /// `struct mem_cgroup *` (the `tracked` strategy) or the object's `struct obj_cgroup *`
+    /// (`raw_tp`, which reads no further on the hot path): either way its memcg's id is in
+    /// `MEMCG_IDS` under this pointer.
     pub memcg: u64,
     /// The `struct kmem_cache *`, or, for `kmalloc()` (whose tracepoint does not name the
     /// cache), the allocation's size class in bytes: always below [`SLAB_KMALLOC_MAX_KEY`].

@@ -187,17 +187,18 @@ const PAGE_SHIFT: u64 = 12;
 
 /// Whom the kernel charged a slab object (or a large `kmalloc()`) to, and its size.
 pub struct SlabOwner {
-    /// `struct mem_cgroup *`
-    pub memcg: *const u8,
+    /// `struct obj_cgroup *`: its `memcg` is the memcg charged (the parent's once the memcg is
+    /// gone). Hot paths key on it and read the memcg once per key and interval.
+    pub objcg: *const u8,
     /// The object's charged size: its cache's `size`, or the pages of a large `kmalloc()`.
     pub bytes: u64,
 }
 
-/// The memcg the kernel charged the object at `ptr` to, read from its slab as the kernel's own
-/// `mem_cgroup_from_obj()` does: `virt_to_slab()`, then the object's record in the slab's
-/// `obj_exts` vector (indexed as `obj_to_index()`), whose `obj_cgroup` names the memcg. A large
-/// `kmalloc()` has no slab: its page's `memcg_data` names the `obj_cgroup`. `None` for objects
-/// not charged to any memcg (the root's, or not accounted).
+/// The `obj_cgroup` the kernel charged the object at `ptr` to, read from its slab as the
+/// kernel's own `mem_cgroup_from_obj()` does: `virt_to_slab()`, then the object's record in the
+/// slab's `obj_exts` vector (indexed as `obj_to_index()`). A large `kmalloc()` has no slab: its
+/// page's `memcg_data` names the `obj_cgroup`. `None` for objects not charged to any memcg (the
+/// root's, or not accounted).
 ///
 /// `cache` is the object's `struct kmem_cache *` when the tracepoint gives it, else null (it is
 /// then read from the slab); `cache_size` its `size` when the caller has read it, else 0.
@@ -264,10 +265,9 @@ pub unsafe fn slab_object_owner(
         } else {
             return None;
         };
-        if objcg == 0 {
-            return None;
-        }
-        let memcg: *const u8 = read_at(objcg as *const u8, o.obj_cgroup_memcg).ok()?;
-        (!memcg.is_null()).then_some(SlabOwner { memcg, bytes })
+        (objcg != 0).then_some(SlabOwner {
+            objcg: objcg as *const u8,
+            bytes,
+        })
     }
 }

@@ -8,8 +8,8 @@ use memtrace_common::{KernelOffsets, SlabKey};
 
 use super::{cache_alloc_args, count, remember_name};
 use crate::{
-    kernel::{Block, SlabOwner, slab_object_owner},
-    maps::{Bumped, MEMORY_MAP, ignored_callers, offsets, remember_memcg_id, wanted_memcg},
+    kernel::{Block, SlabOwner, memcg_id_of, read_at, slab_object_owner},
+    maps::{Bumped, FILTER_ENABLED, MEMCG_IDS, MEMORY_MAP, ignored_callers, offsets, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
@@ -107,15 +107,20 @@ fn owner(ptr: u64, cache: *const u8, size: u32, offsets: &KernelOffsets) -> Opti
     let map = MEMORY_MAP.get(0)?;
     // SAFETY: `ptr` is the tracepoint's object address; reads are checked.
     let owner = unsafe { slab_object_owner(ptr, cache, size, offsets, map) }?;
-    // SAFETY: `owner.memcg` is a `struct mem_cgroup *` read from the kernel.
-    unsafe { wanted_memcg(owner.memcg, offsets) }.then_some(owner)
+    if FILTER_ENABLED.load() == 0 {
+        return Some(owner);
+    }
+    // SAFETY: `owner.objcg` is a `struct obj_cgroup *` read from the kernel; reads are checked.
+    let memcg: *const u8 = unsafe { read_at(owner.objcg, offsets.obj_cgroup_memcg) }.ok()?;
+    // SAFETY: a `struct mem_cgroup *` read from the kernel.
+    unsafe { wanted_memcg(memcg, offsets) }.then_some(owner)
 }
 
-/// Counts an allocation or a free of `owner`'s object against (memcg, `cache`).
+/// Counts an allocation or a free of `owner`'s object against (`obj_cgroup`, `cache`).
 #[inline(always)]
 fn counted(owner: &SlabOwner, cache: u64, allocated: bool, offsets: &KernelOffsets) -> Bumped {
     let key = SlabKey {
-        memcg: owner.memcg as u64,
+        memcg: owner.objcg as u64,
         cache,
     };
     let bytes = owner.bytes;
@@ -129,8 +134,15 @@ fn counted(owner: &SlabOwner, cache: u64, allocated: bool, offsets: &KernelOffse
         }
     });
     if bumped == Bumped::NewKey {
-        // SAFETY: as above.
-        unsafe { remember_memcg_id(owner.memcg, offsets) };
+        // Once per key and interval: the memcg's id, for userspace, under the key's pointer.
+        // SAFETY: a `struct obj_cgroup *` read from the kernel; reads are checked.
+        unsafe {
+            if let Ok(memcg) = read_at::<*const u8>(owner.objcg, offsets.obj_cgroup_memcg)
+                && let Ok(id) = memcg_id_of(memcg, offsets)
+            {
+                let _ = MEMCG_IDS.insert(&key.memcg, &id, 0);
+            }
+        }
     }
     bumped
 }
