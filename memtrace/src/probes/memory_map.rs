@@ -111,8 +111,6 @@ fn check_pfn_field() -> Result<(), ProbeError> {
 /// Attaches the calibration programs, makes the allocations they watch, detaches them and
 /// returns what they saw.
 fn watch(ebpf: &mut Ebpf) -> Result<Vec<MemoryMapSample>, ProbeError> {
-    let page_link = plan::attach_raw(ebpf, PROG_MEMMAP_PAGE, "mm_page_alloc")?;
-    let kmalloc_link = plan::attach_raw(ebpf, PROG_MEMMAP_KMALLOC, "kmalloc")?;
     let error = |source| super::program_error("tracepoint kmem:mm_page_alloc".into(), &source);
     let tp: &mut TracePoint = ebpf
         .program_mut(PROG_MEMMAP_PFN)
@@ -121,26 +119,29 @@ fn watch(ebpf: &mut Ebpf) -> Result<Vec<MemoryMapSample>, ProbeError> {
         .map_err(error)?;
     tp.load().map_err(error)?;
     let pfn_link = tp.attach("kmem", "mm_page_alloc").map_err(error)?;
-
-    trigger();
-
-    // Detaching waits for the kernel's grace periods (tens of milliseconds): the links are
-    // dropped on a thread of their own while start-up goes on; the samples are all in already.
     let pfn_link = tp.take_link(pfn_link).map_err(error)?;
-    let mut links = Vec::new();
-    for (program, link) in [
-        (PROG_MEMMAP_PAGE, page_link),
-        (PROG_MEMMAP_KMALLOC, kmalloc_link),
+    // Whatever fails from here on, dropping the links taken so far detaches them: nothing of
+    // the calibration stays attached.
+    let mut raw_links = Vec::new();
+    for (program, tracepoint) in [
+        (PROG_MEMMAP_PAGE, "mm_page_alloc"),
+        (PROG_MEMMAP_KMALLOC, "kmalloc"),
     ] {
-        let error = |source| super::program_error(format!("detaching {program}"), &source);
+        let link = plan::attach_raw(ebpf, program, tracepoint)?;
+        let error = |source| super::program_error(format!("raw tracepoint {tracepoint}"), &source);
         let p: &mut RawTracePoint = ebpf
             .program_mut(program)
             .ok_or(ProbeError::Missing(program))?
             .try_into()
             .map_err(error)?;
-        links.push(p.take_link(link).map_err(error)?);
+        raw_links.push(p.take_link(link).map_err(error)?);
     }
-    std::thread::spawn(move || drop((pfn_link, links)));
+
+    trigger();
+
+    // Detaching waits for the kernel's grace periods (tens of milliseconds): the links are
+    // dropped on a thread of their own while start-up goes on; the samples are all in already.
+    std::thread::spawn(move || drop((pfn_link, raw_links)));
 
     let mut ring = RingBuf::try_from(
         ebpf.map_mut(MEMMAP_SAMPLES_MAP)
