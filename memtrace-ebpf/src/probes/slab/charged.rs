@@ -70,10 +70,14 @@ pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "kmem_cache_free")]
 pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
     // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, s).
-    let (ptr, cache) = unsafe {
+    let (call_site, ptr, cache) = unsafe {
         let args = ctx.as_ptr().cast::<u64>();
-        (*args.add(1), *args.add(2))
+        (*args, *args.add(1), *args.add(2))
     };
+    // The BPF allocator's frees, like its allocations, are memtrace's own map memory.
+    if ptr == 0 || ignored_callers().contains(call_site) {
+        return 0;
+    }
     let offsets = offsets();
     if let Some(owner) = owner(ptr, cache as *const u8, 0, offsets)
         && counted(&owner, cache, false, offsets) == Bumped::NewKey
