@@ -41,7 +41,7 @@ const PFN_FIELD: &str = "field:unsigned long pfn;\toffset:8;\tsize:8;";
 /// # Errors
 ///
 /// Why the map could not be measured, as one line: the `raw_tp` slab strategy is then refused.
-pub fn install(ebpf: &mut Ebpf, offsets: &KernelOffsets) -> Result<MemoryMap, ProbeError> {
+pub fn install(ebpf: &mut Ebpf, offsets: &KernelOffsets) -> Result<(), ProbeError> {
     let refused = |reason: String| ProbeError::Program {
         what: "measuring the kernel's memory map".into(),
         reason,
@@ -81,8 +81,7 @@ pub fn install(ebpf: &mut Ebpf, offsets: &KernelOffsets) -> Result<MemoryMap, Pr
     array.set(0, &map, 0).map_err(|source| ProbeError::Map {
         what: MEMORY_MAP_MAP.into(),
         source,
-    })?;
-    Ok(map)
+    })
 }
 
 /// The calibration programs read `pfn` at a fixed offset; a kernel that moved it is refused.

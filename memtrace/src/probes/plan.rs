@@ -95,7 +95,8 @@ pub struct Point {
     pub strategies: &'static [Strategy],
 }
 
-/// The `try_charge` strategy that derives charge failures from memcg reclaim.
+/// Strategies with no programs of their own: `try_charge` derives charge failures from memcg
+/// reclaim, `charge` derives pages charged from the page cache added.
 pub const DERIVED: &str = "derived";
 /// The `slab` strategy that remembers each counted object until its free.
 pub const TRACKED: &str = "tracked";
@@ -400,13 +401,10 @@ pub fn attach(
             }
         }
         Attach::Derived { .. } => {}
-        Attach::RawTracepoints(pairs) | Attach::RawTracepointsWithMemoryMap(pairs) => {
-            if matches!(strategy.attach, Attach::RawTracepointsWithMemoryMap(_)) {
-                super::memory_map::install(ebpf, offsets)?;
-            }
-            for (program, tracepoint) in *pairs {
-                attach_raw(ebpf, program, tracepoint)?;
-            }
+        Attach::RawTracepoints(pairs) => attach_all_raw(ebpf, pairs)?,
+        Attach::RawTracepointsWithMemoryMap(pairs) => {
+            super::memory_map::install(ebpf, offsets)?;
+            attach_all_raw(ebpf, pairs)?;
         }
         Attach::Tracepoint {
             program,
@@ -418,6 +416,30 @@ pub fn attach(
             let p: &mut TracePoint = program_mut(ebpf, program)?.try_into().map_err(error)?;
             p.load().map_err(error)?;
             p.attach(category, name).map_err(error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Attaches every (program, raw tracepoint) pair, or none: when the kernel refuses one, those
+/// already attached are detached again, so a strategy never runs half-attached, nor next to
+/// the strategy tried after it on the same tracepoints (which would count events twice).
+fn attach_all_raw(
+    ebpf: &mut Ebpf,
+    pairs: &[(&'static str, &'static str)],
+) -> Result<(), ProbeError> {
+    let mut attached = Vec::new();
+    for &(program, tracepoint) in pairs {
+        match attach_raw(ebpf, program, tracepoint) {
+            Ok(link) => attached.push((program, link)),
+            Err(e) => {
+                for (program, link) in attached {
+                    if let Ok(p) = <&mut RawTracePoint>::try_from(program_mut(ebpf, program)?) {
+                        let _ = p.detach(link);
+                    }
+                }
+                return Err(e);
+            }
         }
     }
     Ok(())
