@@ -2,9 +2,11 @@
 //! interval. Each aggregate has two maps; the programs write to the one `AGG_ACTIVE[0]` names
 //! while userspace reads and clears the other, so no increment is lost to a read/delete race.
 
+use bytemuck::{Pod, Zeroable};
+
 /// Page-cache pages added to and removed from a memcg (value of the per-memcg and per-file maps).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CacheDelta {
     pub added_pages: u64,
     pub removed_pages: u64,
@@ -17,7 +19,7 @@ const _: () = assert!(size_of::<CacheDelta>() == 16);
 /// the file's inode number and device are read once per interval, when the key is new, into
 /// the `MEMCG_IDS` and `INODE_IDS` maps.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct FileKey {
     /// `struct mem_cgroup *`
     pub memcg: u64,
@@ -29,7 +31,7 @@ const _: () = assert!(size_of::<FileKey>() == 16);
 
 /// What userspace shows of a file: `inode.i_ino` and `super_block.s_dev`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct InodeId {
     pub ino: u64,
     /// Kernel encoding: `major << 20 | minor`.
@@ -41,7 +43,7 @@ const _: () = assert!(size_of::<InodeId>() == 16);
 
 /// A reclaim episode in progress, per task, until its end tracepoint.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ReclaimBegin {
     pub timestamp_ns: u64,
     pub memcg_id: u64,
@@ -54,7 +56,7 @@ const _: () = assert!(size_of::<ReclaimBegin>() == 32);
 
 /// Pages charged to a memcg (value of the charge aggregate, keyed by `struct mem_cgroup *`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ChargeDelta {
     pub pages: u64,
     /// Successful charge calls (0 where the strategy derives pages from stat updates).
@@ -65,7 +67,7 @@ const _: () = assert!(size_of::<ChargeDelta>() == 16);
 
 /// `try_charge_memcg()`'s arguments, kept per task from its kprobe to its kretprobe.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct TryChargeArgs {
     pub memcg: u64,
     pub gfp_flags: u64,
@@ -77,7 +79,7 @@ const _: () = assert!(size_of::<TryChargeArgs>() == 24);
 
 /// Memcg-accounted slab objects of one cache charged to one memcg.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct SlabKey {
     /// `struct mem_cgroup *` (the `tracked` strategy) or the object's `struct obj_cgroup *`
     /// (`raw_tp`, which reads no further on the hot path): either way its memcg's id is in
@@ -95,7 +97,7 @@ const _: () = assert!(size_of::<SlabKey>() == 16);
 /// (charged to the map's memcg, not to the interrupted task) and would otherwise count, and
 /// track, the elements that track it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct IgnoredCallers {
     pub ranges: [[u64; 2]; 8],
 }
@@ -116,16 +118,12 @@ impl IgnoredCallers {
     }
 }
 
-// SAFETY: `#[repr(C)]`, integer fields only, size asserted above: every bit pattern is valid.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for IgnoredCallers {}
-
 /// Cache keys below this are `kmalloc()` size classes, not kernel pointers.
 pub const SLAB_KMALLOC_MAX_KEY: u64 = 1 << 32;
 
 /// Bytes and objects allocated and freed (value of the slab aggregate).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SlabDelta {
     pub alloc_bytes: u64,
     pub alloc_objects: u64,
@@ -137,7 +135,7 @@ const _: () = assert!(size_of::<SlabDelta>() == 32);
 
 /// A live accounted object, from its allocation to its free: what its free is attributed to.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SlabObject {
     pub key: SlabKey,
     pub bytes: u64,
@@ -150,7 +148,7 @@ const _: () = assert!(size_of::<SlabObject>() == 24);
 /// `struct slab` (`virt_to_slab()`) and from it the memcg the kernel charged the object to.
 /// Measured at start-up ([`MemoryMapSample`]), as kallsyms lists no data symbols on most kernels.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct MemoryMap {
     pub vmemmap_base: u64,
     pub page_offset_base: u64,
@@ -160,7 +158,7 @@ const _: () = assert!(size_of::<MemoryMap>() == 16);
 
 /// One observation of the calibration programs, which watch memtrace's own thread.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct MemoryMapSample {
     /// [`MemoryMapSample::PAGE_PFN`] or [`MemoryMapSample::PAGE_ADDRESS`].
     pub kind: u64,
@@ -180,7 +178,7 @@ const _: () = assert!(size_of::<MemoryMapSample>() == 24);
 
 /// A slab cache's name (`kmem_cache.name`), NUL-padded.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct CacheName {
     pub name: [u8; 32],
 }
@@ -208,30 +206,15 @@ pub const INODE_IDS_ENTRIES: u32 = 2 * CACHE_FILE_ENTRIES;
 /// Memcg pointer → memcg id, refreshed likewise.
 pub const MEMCG_IDS_ENTRIES: u32 = 2 * CACHE_MEMCG_ENTRIES;
 
-// SAFETY: `#[repr(C)]`, integer fields only, size asserted above: every bit pattern is valid.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for CacheDelta {}
-// SAFETY: as above.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for FileKey {}
-// SAFETY: as above; `pad` makes the padding explicit.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for InodeId {}
-// SAFETY: as above; `pad` makes the padding explicit.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for ReclaimBegin {}
-// SAFETY: `#[repr(C)]`, integer fields only, size asserted above: every bit pattern is valid.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for ChargeDelta {}
-// SAFETY: as above.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for SlabKey {}
-// SAFETY: as above.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for SlabDelta {}
-// SAFETY: as above.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for CacheName {}
-// SAFETY: as above.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for MemoryMap {}
+crate::aya_pod!(
+    CacheDelta,
+    FileKey,
+    InodeId,
+    ReclaimBegin,
+    ChargeDelta,
+    SlabKey,
+    SlabDelta,
+    CacheName,
+    MemoryMap,
+    IgnoredCallers,
+);

@@ -3,15 +3,19 @@
 //! Every record starts with an [`EventHeader`] whose `kind` says which record follows. Kinds are
 //! numbered in ranges (1.. rare ring-buffer events, 100.. periodic aggregates); a retired kind's
 //! number is never reused.
+//!
+//! Records derive [`bytemuck::Pod`]: a record with implicit padding does not compile, and
+//! decoding is a length check plus an unaligned copy, with no `unsafe` here.
+
+use bytemuck::{Pod, Zeroable};
 
 /// Common prefix of every ring-buffer record.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EventHeader {
     /// An [`EventKind`] as `u32`.
     pub kind: u32,
-    /// CPU the program ran on.
-    pub cpu: u32,
+    pub pad: u32,
     /// `bpf_ktime_get_boot_ns()`: nanoseconds since boot, suspend included (`CLOCK_BOOTTIME`).
     pub timestamp_ns: u64,
 }
@@ -58,7 +62,7 @@ pub const OOM_STRATEGY_FENTRY: u32 = 3;
 
 /// A task chosen as OOM victim (`oom:mark_victim`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct OomKillRecord {
     pub header: EventHeader,
     /// Inode number of the victim's memory-controller cgroup directory (`kernfs_node.id`).
@@ -105,7 +109,7 @@ pub const CGROUP_PATH_LEN: usize = 256;
 /// A memory cgroup's lifecycle (`cgroup:cgroup_mkdir`, `cgroup_rmdir`, `cgroup_release`), for
 /// the memory hierarchy only.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct CgroupRecord {
     pub header: EventHeader,
     /// `kernfs_node.id`: the directory's inode number, the same id other records carry.
@@ -125,21 +129,14 @@ const _: () = assert!(size_of::<CgroupRecord>() == 296);
 
 impl Default for CgroupRecord {
     fn default() -> Self {
-        Self {
-            header: EventHeader::default(),
-            memcg_id: 0,
-            action: 0,
-            flags: 0,
-            charged_pages: 0,
-            path: [0; CGROUP_PATH_LEN],
-        }
+        Zeroable::zeroed()
     }
 }
 
 /// One memcg limit reclaim episode (`vmscan:mm_vmscan_memcg_reclaim_begin` → `_end`, paired per
 /// task).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ReclaimRecord {
     pub header: EventHeader,
     /// The reclaiming task's memcg: the one whose charge pushed it over a limit (its own or an
@@ -154,17 +151,15 @@ pub struct ReclaimRecord {
 
 const _: () = assert!(size_of::<ReclaimRecord>() == 56);
 
-/// `ChargeFailRecord::strategy`: which program saw the failure, or, for
-/// [`CHARGE_STRATEGY_DERIVED`], that userspace derived it from a memcg limit reclaim episode
-/// (each starts with a charge the page counter refused).
-pub const CHARGE_STRATEGY_DERIVED: u32 = 1;
+/// `ChargeFailRecord::strategy`: which program saw the failure. (1 was userspace's derived
+/// failure in trace format v2; it is never written by the kernel.)
 pub const CHARGE_STRATEGY_KPROBE: u32 = 2;
 pub const CHARGE_STRATEGY_FENTRY: u32 = 3;
 
 /// `try_charge_memcg()` could not charge a memcg: it returned an error (`-ENOMEM`) after its
 /// reclaim and OOM attempts, read at its return by fexit or kretprobe.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ChargeFailRecord {
     pub header: EventHeader,
     /// The memcg the charge was for (`try_charge_memcg`'s `memcg` argument).
@@ -175,17 +170,13 @@ pub struct ChargeFailRecord {
     pub ret: i32,
     pub pid: u32,
     pub tgid: u32,
-    /// [`CHARGE_STRATEGY_FENTRY`], [`CHARGE_STRATEGY_KPROBE`] or [`CHARGE_STRATEGY_DERIVED`].
+    /// [`CHARGE_STRATEGY_FENTRY`] or [`CHARGE_STRATEGY_KPROBE`].
     pub strategy: u32,
     pub pad: u32,
     pub comm: [u8; 16],
-    /// Derived failures: pages the reclaim episode freed (0 from the kernel programs).
-    pub nr_reclaimed: u64,
-    /// Derived failures: how long the reclaim took.
-    pub reclaim_ns: u64,
 }
 
-const _: () = assert!(size_of::<ChargeFailRecord>() == 88);
+const _: () = assert!(size_of::<ChargeFailRecord>() == 72);
 
 /// Why events were dropped; the index into the per-CPU lost counters.
 #[repr(u32)]
@@ -271,40 +262,27 @@ impl Record {
     }
 }
 
-fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+fn read<T: Pod>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     let need = size_of::<T>();
-    if bytes.len() < need {
-        return Err(DecodeError::Short {
-            kind,
-            need,
-            got: bytes.len(),
-        });
-    }
-    // SAFETY: the length check above guarantees `size_of::<T>()` readable bytes; `read_unaligned`
-    // makes no alignment assumption; `T` is only instantiated with the `#[repr(C)]` integer-only
-    // records of this module, for which every bit pattern is valid.
-    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+    let bytes = bytes.get(..need).ok_or(DecodeError::Short {
+        kind,
+        need,
+        got: bytes.len(),
+    })?;
+    Ok(bytemuck::pod_read_unaligned(bytes))
 }
 
 impl Record {
-    /// The record's bytes, as the kernel wrote them.
+    /// The record's bytes, as the kernel wrote them (tests write records as the kernel would).
     #[must_use]
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Self::OomKill(r) => as_bytes(r),
-            Self::Cgroup(r) => as_bytes(r),
-            Self::Reclaim(r) => as_bytes(r),
-            Self::ChargeFail(r) => as_bytes(r),
+            Self::OomKill(r) => bytemuck::bytes_of(r),
+            Self::Cgroup(r) => bytemuck::bytes_of(r),
+            Self::Reclaim(r) => bytemuck::bytes_of(r),
+            Self::ChargeFail(r) => bytemuck::bytes_of(r),
         }
     }
-}
-
-/// Views a record as its bytes, for the trace file and for tests.
-#[must_use]
-pub fn as_bytes<T: Copy>(record: &T) -> &[u8] {
-    // SAFETY: the records of this module are `#[repr(C)]`, integer-only, with explicit padding
-    // fields, so all `size_of::<T>()` bytes are initialised.
-    unsafe { core::slice::from_raw_parts(core::ptr::from_ref(record).cast(), size_of::<T>()) }
 }
 
 #[cfg(test)]
@@ -327,7 +305,6 @@ mod tests {
         let mut rec = OomKillRecord {
             header: EventHeader {
                 kind: EventKind::OomKill as u32,
-                cpu: 1,
                 timestamp_ns: 42,
             },
             memcg_id: 7,
@@ -347,7 +324,7 @@ mod tests {
         };
         rec.comm[..6].copy_from_slice(b"memhog");
         let mut buf = [0u8; 121];
-        buf[1..].copy_from_slice(as_bytes(&rec));
+        buf[1..].copy_from_slice(bytemuck::bytes_of(&rec));
         assert_eq!(Record::decode(&buf[1..]), Ok(Record::OomKill(rec)));
     }
 
@@ -356,7 +333,6 @@ mod tests {
         let mut rec = CgroupRecord {
             header: EventHeader {
                 kind: EventKind::Cgroup as u32,
-                cpu: 0,
                 timestamp_ns: 5,
             },
             memcg_id: 77,
@@ -386,7 +362,7 @@ mod tests {
             ..EventHeader::default()
         };
         assert_eq!(
-            Record::decode(as_bytes(&header)),
+            Record::decode(bytemuck::bytes_of(&header)),
             Err(DecodeError::Short {
                 kind: 1,
                 need: 120,
@@ -398,7 +374,7 @@ mod tests {
             ..EventHeader::default()
         };
         assert_eq!(
-            Record::decode(as_bytes(&header)),
+            Record::decode(bytemuck::bytes_of(&header)),
             Err(DecodeError::UnknownKind(9999))
         );
     }

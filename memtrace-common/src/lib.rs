@@ -18,3 +18,17 @@ pub use event::{
     CgroupRecord, ChargeFailRecord, EventHeader, EventKind, LostKind, OomKillRecord, ReclaimRecord,
 };
 pub use offsets::KernelOffsets;
+
+/// `aya::Pod` for types that derive [`bytemuck::Pod`], which proves at compile time what aya's
+/// trait asks (no padding, every bit pattern valid); aya's maps need their own marker.
+#[macro_export]
+macro_rules! aya_pod {
+    ($($t:ty),+ $(,)?) => {
+        $(
+            // SAFETY: `$t` derives `bytemuck::Pod`, which rejects at compile time any padding
+            // and any field for which not every bit pattern is valid.
+            #[cfg(feature = "user")]
+            unsafe impl aya::Pod for $t {}
+        )+
+    };
+}

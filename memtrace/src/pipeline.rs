@@ -17,10 +17,10 @@ use tokio::{
 use crate::{
     attribution::{LiveContext, Removed},
     clock,
-    event::{ChargeSource, Event, HostClock, Observed},
+    event::{Event, What},
     probes::{
         Aggregates, Sources,
-        derived::{charge_failure_from_reclaim, charges_from_page_cache},
+        derived::{ChargesFrom, charges_from_page_cache},
     },
     sinks::Sink,
 };
@@ -51,25 +51,24 @@ pub struct Intervals {
 /// How the pipeline turns what it reads into events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    pub clock: HostClock,
     pub intervals: Intervals,
     pub sources: Sources,
 }
 
-/// A record, followed by what userspace derives from it: the charge failure a memcg limit
-/// reclaim episode began with, when `try_charge` is derived.
-#[expect(
-    clippy::large_types_passed_by_value,
-    reason = "the record moves on down the pipeline; a copy would cost the same"
-)]
-fn with_derived(record: Record, sources: Sources) -> impl Iterator<Item = Record> {
-    let derived = match &record {
-        Record::Reclaim(r) if sources.charge_failures_from_reclaim => {
-            Some(Record::ChargeFail(charge_failure_from_reclaim(r)))
-        }
+/// The event a record stands for, then what userspace derives from it: the charge failure a
+/// memcg limit reclaim episode began with, when `try_charge` is derived.
+fn observe(context: &mut LiveContext, record: &Record, sources: Sources) -> [Option<Event>; 2] {
+    let event = context.observe(record);
+    let derived = match &event {
+        Some(
+            e @ Event {
+                what: What::Reclaim(_),
+                ..
+            },
+        ) if sources.charge_failures_from_reclaim => context.charge_fail_from_reclaim(e),
         _ => None,
     };
-    std::iter::once(record).chain(derived)
+    [event, derived]
 }
 
 /// Emits one interval of the kernel's aggregates as `cache`, `charge` and `slab` events.
@@ -78,26 +77,23 @@ fn emit_aggregates(
     context: &mut LiveContext,
     sources: Sources,
     since_ns: u64,
-    emit: &mut impl FnMut(Observed) -> io::Result<()>,
+    emit: &mut impl FnMut(Event) -> io::Result<()>,
 ) -> io::Result<u64> {
     let now = clock::boot_ns();
     let interval = now - since_ns;
     let drain = aggregates.drain().map_err(io::Error::other)?;
-    for sample in context.cache_samples(&drain.cache, now, interval) {
-        emit(Observed::Cache(sample))?;
-    }
-    let derived;
-    let charges = if sources.charge == ChargeSource::PageCache {
-        derived = charges_from_page_cache(&drain.cache);
-        &derived
-    } else {
-        &drain.charge
-    };
-    for sample in context.charge_samples(charges, now, interval, sources.charge) {
-        emit(Observed::Charge(sample))?;
-    }
-    for sample in context.slab_samples(&drain, now, interval) {
-        emit(Observed::Slab(sample))?;
+    let mut events = context.cache_events(&drain.cache, now, interval);
+    events.extend(match sources.charges {
+        ChargesFrom::Kernel(source) => context.charge_events(&drain.charge, now, interval, source),
+        ChargesFrom::PageCache => context.charges_from_page_cache_events(
+            &charges_from_page_cache(&drain.cache),
+            now,
+            interval,
+        ),
+    });
+    events.extend(context.slab_events(&drain, now, interval));
+    for event in events {
+        emit(event)?;
     }
     Ok(now)
 }
@@ -115,20 +111,16 @@ pub async fn run(
     sink: &mut dyn Sink,
     stop: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
-    let Settings {
-        clock,
-        intervals,
-        sources,
-    } = settings;
+    let Settings { intervals, sources } = settings;
     let (tx, mut rx) = mpsc::channel::<Vec<Record>>(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(read_ring(ring, tx, stop_rx));
 
     let consume = async {
         let mut events = 0;
-        let mut emit = |observed: Observed, sink: &mut dyn Sink| {
+        let mut emit = |event: Event, sink: &mut dyn Sink| {
             events += 1;
-            sink.write(&observed, &Event::new(&observed, clock))
+            sink.write(&event)
         };
         let ticker = |every: Duration| {
             // The first tick would fire at once; the first interval ends one period from now.
@@ -145,9 +137,9 @@ pub async fn run(
                 _ = flush_ticker.tick() => sink.flush()?,
                 batch = rx.recv() => {
                     let Some(batch) = batch else { break };
-                    for record in batch.into_iter().flat_map(|r| with_derived(r, sources)) {
-                        if let Some(observed) = context.observe(record) {
-                            emit(observed, sink)?;
+                    for record in &batch {
+                        for event in observe(&mut context, record, sources).into_iter().flatten() {
+                            emit(event, sink)?;
                         }
                     }
                     if rx.is_empty() {
@@ -160,7 +152,7 @@ pub async fn run(
                         &mut context,
                         sources,
                         last_drain,
-                        &mut |observed| emit(observed, sink),
+                        &mut |event| emit(event, sink),
                     )?;
                     sink.flush()?;
                 }
@@ -172,8 +164,8 @@ pub async fn run(
                         None => std::future::pending().await,
                     }
                 } => {
-                    for sample in context.stats_samples(clock::boot_ns()) {
-                        emit(Observed::Stats(sample), sink)?;
+                    for event in context.stats_events(clock::boot_ns()) {
+                        emit(event, sink)?;
                     }
                     sink.flush()?;
                 }
@@ -185,7 +177,7 @@ pub async fn run(
             &mut context,
             sources,
             last_drain,
-            &mut |observed| emit(observed, sink),
+            &mut |event| emit(event, sink),
         )?;
         sink.flush()?;
         Ok::<_, io::Error>((events, context.still_dying()))

@@ -15,7 +15,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -76,7 +76,7 @@ fn report(ctx: &RawTracePointContext, action: u32) {
     rec.header = EventHeader {
         kind: EventKind::Cgroup as u32,
         // SAFETY: helper calls without arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
+        pad: 0,
         // SAFETY: as above.
         timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
     };

@@ -20,7 +20,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
+    helpers::bpf_ktime_get_boot_ns,
     macros::{fentry, kprobe, raw_tracepoint},
     programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
@@ -92,7 +92,7 @@ fn report<C: EbpfContext>(ctx: &C, strategy: u32, victim: Victim) {
         header: EventHeader {
             kind: EventKind::OomKill as u32,
             // SAFETY: plain helper calls without arguments.
-            cpu: unsafe { bpf_get_smp_processor_id() },
+            pad: 0,
             // SAFETY: as above.
             timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
         },

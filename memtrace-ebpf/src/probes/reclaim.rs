@@ -13,10 +13,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -96,7 +93,7 @@ pub fn memcg_reclaim_end(ctx: RawTracePointContext) -> i32 {
         header: EventHeader {
             kind: EventKind::Reclaim as u32,
             // SAFETY: helper call without arguments.
-            cpu: unsafe { bpf_get_smp_processor_id() },
+            pad: 0,
             timestamp_ns: begin.timestamp_ns,
         },
         memcg_id: begin.memcg_id,

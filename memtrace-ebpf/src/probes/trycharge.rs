@@ -13,10 +13,7 @@
 //! charge failures derived in userspace from memcg reclaim (see the loader's plan).
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::{fexit, kprobe, kretprobe},
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
@@ -95,19 +92,13 @@ fn report(args: &TryChargeArgs, ret: i32, strategy: u32) {
         return;
     };
     // SAFETY: helper calls without arguments.
-    let (pid_tgid, cpu, timestamp_ns) = unsafe {
-        (
-            bpf_get_current_pid_tgid(),
-            bpf_get_smp_processor_id(),
-            bpf_ktime_get_boot_ns(),
-        )
-    };
+    let (pid_tgid, timestamp_ns) = unsafe { (bpf_get_current_pid_tgid(), bpf_ktime_get_boot_ns()) };
     #[expect(clippy::cast_possible_truncation, reason = "the halves of pid_tgid")]
     let (pid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
     entry.write(ChargeFailRecord {
         header: EventHeader {
             kind: EventKind::ChargeFail as u32,
-            cpu,
+            pad: 0,
             timestamp_ns,
         },
         memcg_id,
@@ -119,8 +110,6 @@ fn report(args: &TryChargeArgs, ret: i32, strategy: u32) {
         strategy,
         pad: 0,
         comm: bpf_get_current_comm().unwrap_or_default(),
-        nr_reclaimed: 0,
-        reclaim_ns: 0,
     });
     entry.submit(0);
 }

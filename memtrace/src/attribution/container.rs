@@ -91,33 +91,26 @@ pub enum IdentityKind {
 /// The container, pod or systemd unit a memcg belongs to.
 ///
 /// Fields that are not known are left out of the JSON rather than written as `null`, so an event
-/// for a plain systemd service does not carry six empty Kubernetes fields.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// for a plain systemd service does not carry six empty Kubernetes fields; trace files
+/// (postcard, not self-describing) get every field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerIdentity {
     /// One of the [`runtime`] constants; `None` for a bare container id whose parent does not
     /// name the runtime (the kubelet's cgroupfs driver, a custom `--cgroup-parent`). Reading back
     /// a name this version does not know (a trace from a newer memtrace) gives `None`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<&'static str>,
     /// The full id as it appears in the path (64 hex digits).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
     /// The pod's UID as the API server spells it (with dashes).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub qos_class: Option<QosClass>,
     /// The innermost systemd unit, systemd's escaping undone; only for memcgs that are not a
     /// container or pod.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
     /// From the kubelet's log directories ([`PodDirectory`](super::PodDirectory)), not from
     /// the path.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_namespace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
 }
 
@@ -134,6 +127,34 @@ struct StoredIdentity {
     pod_namespace: Option<String>,
     pod_name: Option<String>,
     container_name: Option<String>,
+}
+
+impl serde::Serialize for ContainerIdentity {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let human = serializer.is_human_readable();
+        let mut s = serializer.serialize_struct("ContainerIdentity", 8)?;
+        macro_rules! fields {
+            ($($name:ident),+) => {$(
+                if human && self.$name.is_none() {
+                    s.skip_field(stringify!($name))?;
+                } else {
+                    s.serialize_field(stringify!($name), &self.$name)?;
+                }
+            )+};
+        }
+        fields!(
+            runtime,
+            container_id,
+            pod_uid,
+            qos_class,
+            systemd_unit,
+            pod_namespace,
+            pod_name,
+            container_name
+        );
+        s.end()
+    }
 }
 
 impl<'de> serde::Deserialize<'de> for ContainerIdentity {

@@ -19,9 +19,8 @@ use super::{
 };
 use crate::{
     event::{
-        CacheSample, ChargeSample, ChargeSource, Context, FileDelta, MEMORY_FROM_CGROUPFS,
-        MEMORY_FROM_KERNEL_REPORT, Observed, OomContext, SlabCacheDelta, SlabSample, StatsSample,
-        c_str,
+        ChargeSource, Charges, ChargesFromPageCache, Context, Device, Event, FileCache, Memcg,
+        MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
     },
     probes::{CacheDrain, Drain, ProbeError, filter::KernelFilter},
 };
@@ -99,20 +98,17 @@ impl LiveContext {
         &self.resolver
     }
 
-    /// Adds context to a kernel record; `None` when the user's filter does not want it (its
-    /// bookkeeping, e.g. a cgroup's name, is kept all the same).
-    pub fn observe(&mut self, record: Record) -> Option<Observed> {
-        let context = match &record {
+    /// The event a kernel record stands for, with its context; `None` when the user's filter
+    /// does not want it (its bookkeeping, e.g. a cgroup's name, is kept all the same).
+    pub fn observe(&mut self, record: &Record) -> Option<Event> {
+        let context = match record {
             Record::OomKill(r) => self.oom_kill(r),
             Record::Cgroup(r) => self.cgroup(r),
             Record::Reclaim(r) => self.of_memcg(r.memcg_id),
             Record::ChargeFail(r) => {
                 let mut context = self.of_memcg(r.memcg_id);
-                let hierarchy = self.resolver.hierarchy();
                 context.charge_failures =
-                    self.failure_counts.get(r.memcg_id, Instant::now(), || {
-                        hierarchy.charge_failures(context.cgroup.as_deref()?)
-                    });
+                    self.charge_failures(r.memcg_id, context.cgroup.as_deref());
                 context
             }
         };
@@ -124,143 +120,192 @@ impl LiveContext {
                 self.filter
                     .matches(oom.limit_cgroup.as_deref(), oom.limit_container.as_ref())
             });
-        wanted.then_some(Observed::Kernel { record, context })
+        wanted.then(|| Event::from_kernel(record, context, self.page_size))
+    }
+
+    /// The charge failure a memcg limit reclaim episode began with, when `try_charge` is
+    /// derived from reclaim.
+    pub fn charge_fail_from_reclaim(&mut self, reclaim: &Event) -> Option<Event> {
+        let memcg_id = reclaim.memcg.id?;
+        let failures = self.charge_failures(memcg_id, reclaim.memcg.cgroup.as_deref());
+        reclaim.charge_fail_from_reclaim(failures)
+    }
+
+    /// The memcg's own count of failed charges, read from cgroupfs at most every so often.
+    fn charge_failures(&mut self, memcg_id: u64, cgroup: Option<&str>) -> Option<u64> {
+        let hierarchy = self.resolver.hierarchy();
+        self.failure_counts.get(memcg_id, Instant::now(), || {
+            hierarchy.charge_failures(cgroup?)
+        })
     }
 
     /// Path and container of a memcg id (0: the kernel could not tell).
     fn of_memcg(&mut self, memcg_id: u64) -> Context {
+        let Memcg {
+            cgroup, container, ..
+        } = self.memcg(memcg_id);
+        Context {
+            cgroup,
+            container,
+            ..Context::default()
+        }
+    }
+
+    /// A memcg id as events name it: with its path and owner.
+    fn memcg(&mut self, memcg_id: u64) -> Memcg {
         let cgroup = if memcg_id == 0 {
             None
         } else {
             self.resolver.path(memcg_id).map(str::to_owned)
         };
-        Context {
+        Memcg {
+            id: Some(memcg_id),
             container: self.identity(cgroup.as_deref()),
             cgroup,
-            ..Context::default()
         }
     }
 
-    /// Turns one interval of the kernel's page-cache aggregates into per-memcg samples, with
+    /// The memcg of an interval's aggregate, if the user's filter wants it.
+    fn wanted_memcg(&mut self, memcg_id: u64) -> Option<Memcg> {
+        let memcg = self.memcg(memcg_id);
+        self.filter
+            .matches(memcg.cgroup.as_deref(), memcg.container.as_ref())
+            .then_some(memcg)
+    }
+
+    /// One interval of the kernel's page-cache aggregates as a `cache` event per memcg, with
     /// each memcg's files that grew most.
-    pub fn cache_samples(
+    pub fn cache_events(
         &mut self,
         drain: &CacheDrain,
         timestamp_ns: u64,
         interval_ns: u64,
-    ) -> Vec<CacheSample> {
-        let mut files: HashMap<u64, Vec<FileDelta>> = HashMap::new();
+    ) -> Vec<Event> {
+        let page_size = self.page_size;
+        let bytes = |pages: u64| pages.saturating_mul(page_size);
+        let mut files: HashMap<u64, Vec<FileCache>> = HashMap::new();
         for (memcg_id, inode, delta) in &drain.by_file {
             // An inode whose id the kernel could not read shows as 0:0 inode 0.
             let inode = inode.unwrap_or_default();
-            files.entry(*memcg_id).or_default().push(FileDelta {
-                dev: inode.dev,
-                ino: inode.ino,
-                added_pages: delta.added_pages,
-                removed_pages: delta.removed_pages,
-            });
+            files.entry(*memcg_id).or_default().push(FileCache::new(
+                Device::from_kernel(inode.dev),
+                inode.ino,
+                bytes(delta.added_pages),
+                bytes(delta.removed_pages),
+            ));
         }
-        let mut samples = Vec::new();
+        let mut events = Vec::new();
         for (&memcg_id, delta) in &drain.by_memcg {
-            let Context {
-                cgroup, container, ..
-            } = self.of_memcg(memcg_id);
-            if !self.filter.matches(cgroup.as_deref(), container.as_ref()) {
+            let Some(memcg) = self.wanted_memcg(memcg_id) else {
                 continue;
-            }
+            };
             let mut top_files = files.remove(&memcg_id).unwrap_or_default();
-            top_files.sort_by_key(|f| {
-                std::cmp::Reverse((
-                    i128::from(f.added_pages) - i128::from(f.removed_pages),
-                    f.added_pages,
-                ))
-            });
+            top_files.sort_by_key(|f| std::cmp::Reverse((f.net_bytes, f.added_bytes)));
             top_files.truncate(TOP_FILES);
-            samples.push(CacheSample {
-                timestamp_ns,
+            let mut cache = PageCache::new(
                 interval_ns,
-                memcg_id,
-                cgroup,
-                container,
-                added_pages: delta.added_pages,
-                removed_pages: delta.removed_pages,
-                top_files,
+                bytes(delta.added_pages),
+                bytes(delta.removed_pages),
+            );
+            cache.top_files = top_files;
+            events.push(Event {
+                timestamp_ns,
+                memcg,
+                what: What::Cache(cache),
             });
         }
-        samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
-        samples
+        sort_by_cgroup(&mut events);
+        events
     }
 
-    /// Turns one interval of the kernel's charge aggregates into per-memcg samples.
-    pub fn charge_samples(
+    /// One interval of the kernel's charge aggregates as a `charge` event per memcg.
+    pub fn charge_events(
         &mut self,
         charges: &HashMap<u64, ChargeDelta>,
         timestamp_ns: u64,
         interval_ns: u64,
         source: ChargeSource,
-    ) -> Vec<ChargeSample> {
-        let mut samples = Vec::new();
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
         for (&memcg_id, delta) in charges {
-            let Context {
-                cgroup, container, ..
-            } = self.of_memcg(memcg_id);
-            if !self.filter.matches(cgroup.as_deref(), container.as_ref()) {
+            let Some(memcg) = self.wanted_memcg(memcg_id) else {
                 continue;
-            }
-            samples.push(ChargeSample {
+            };
+            events.push(Event {
                 timestamp_ns,
-                interval_ns,
-                memcg_id,
-                cgroup,
-                container,
-                pages: delta.pages,
-                charges: delta.charges,
-                source,
+                memcg,
+                what: What::Charge(Charges {
+                    interval_ns,
+                    charged_bytes: delta.pages.saturating_mul(self.page_size),
+                    charges: (source == ChargeSource::Charge).then_some(delta.charges),
+                    source,
+                }),
             });
         }
-        samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
-        samples
+        sort_by_cgroup(&mut events);
+        events
     }
 
-    /// Turns one interval of the kernel's slab aggregates into per-memcg samples, caches with
+    /// Derived: page cache added per memcg in an interval, as its charges.
+    pub fn charges_from_page_cache_events(
+        &mut self,
+        pages_added: &HashMap<u64, u64>,
+        timestamp_ns: u64,
+        interval_ns: u64,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (&memcg_id, &pages) in pages_added {
+            let Some(memcg) = self.wanted_memcg(memcg_id) else {
+                continue;
+            };
+            events.push(Event {
+                timestamp_ns,
+                memcg,
+                what: What::ChargeFromPageCache(ChargesFromPageCache {
+                    interval_ns,
+                    charged_bytes: pages.saturating_mul(self.page_size),
+                }),
+            });
+        }
+        sort_by_cgroup(&mut events);
+        events
+    }
+
+    /// One interval of the kernel's slab aggregates as a `slab` event per memcg, caches with
     /// the largest net growth first.
-    pub fn slab_samples(
+    pub fn slab_events(
         &mut self,
         drain: &Drain,
         timestamp_ns: u64,
         interval_ns: u64,
-    ) -> Vec<SlabSample> {
-        let mut by_memcg: HashMap<u64, Vec<SlabCacheDelta>> = HashMap::new();
+    ) -> Vec<Event> {
+        let mut by_memcg: HashMap<u64, Vec<SlabCache>> = HashMap::new();
         for (memcg_id, cache, delta) in &drain.slab {
-            by_memcg.entry(*memcg_id).or_default().push(SlabCacheDelta {
-                cache: cache.clone(),
-                alloc_bytes: delta.alloc_bytes,
-                alloc_objects: delta.alloc_objects,
-                free_bytes: delta.free_bytes,
-                free_objects: delta.free_objects,
-            });
+            by_memcg.entry(*memcg_id).or_default().push(SlabCache::new(
+                cache.clone(),
+                (delta.alloc_bytes, delta.alloc_objects),
+                (delta.free_bytes, delta.free_objects),
+            ));
         }
-        let mut samples = Vec::new();
+        let mut events = Vec::new();
         for (memcg_id, mut caches) in by_memcg {
-            let Context {
-                cgroup, container, ..
-            } = self.of_memcg(memcg_id);
-            if !self.filter.matches(cgroup.as_deref(), container.as_ref()) {
+            let Some(memcg) = self.wanted_memcg(memcg_id) else {
                 continue;
-            }
-            caches.sort_by_key(|c| (std::cmp::Reverse(c.net_bytes()), c.cache.clone()));
+            };
+            caches.sort_by(|a, b| {
+                b.net_bytes
+                    .cmp(&a.net_bytes)
+                    .then_with(|| a.cache.cmp(&b.cache))
+            });
             caches.truncate(TOP_SLAB_CACHES);
-            samples.push(SlabSample {
+            events.push(Event {
                 timestamp_ns,
-                interval_ns,
-                memcg_id,
-                cgroup,
-                container,
-                caches,
+                memcg,
+                what: What::Slab(Slab::new(interval_ns, caches)),
             });
         }
-        samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
-        samples
+        sort_by_cgroup(&mut events);
+        events
     }
 
     /// Who a cgroup belongs to: container and pod from the path, names from kubelet's files.
@@ -270,9 +315,9 @@ impl LiveContext {
         (identity.kind() != IdentityKind::Unknown).then_some(identity)
     }
 
-    /// One sample per active container and pod (and the `--cgroup` the user named), from
-    /// cgroupfs.
-    pub fn stats_samples(&mut self, timestamp_ns: u64) -> Vec<StatsSample> {
+    /// One `stats` event per active container and pod (and the `--cgroup` the user named),
+    /// from cgroupfs.
+    pub fn stats_events(&mut self, timestamp_ns: u64) -> Vec<Event> {
         let mut samples = Vec::new();
         for cgroup in self.resolver.rescan() {
             let identity = self.identity(Some(&cgroup));
@@ -284,15 +329,18 @@ impl LiveContext {
                 continue;
             }
             if let Some(memory) = MemoryStats::read(self.resolver.hierarchy(), &cgroup) {
-                samples.push(StatsSample {
+                samples.push(Event {
                     timestamp_ns,
-                    cgroup,
-                    container: identity,
-                    memory,
+                    memcg: Memcg {
+                        id: None,
+                        cgroup: Some(cgroup),
+                        container: identity,
+                    },
+                    what: What::Stats(memory),
                 });
             }
         }
-        samples.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
+        sort_by_cgroup(&mut samples);
         samples
     }
 
@@ -322,12 +370,13 @@ impl LiveContext {
                 .iter()
                 .find(|(value, _)| *value == r.constraint)
                 .map_or_else(
-                    || format!("constraint {}", r.constraint),
-                    |(_, n)| n.clone(),
+                    || OomConstraint::Other(format!("constraint {}", r.constraint)),
+                    |(_, n)| OomConstraint::from_name(n),
                 )
                 .into()
         } else {
-            line.as_ref().map(|l| l.constraint.clone())
+            line.as_ref()
+                .map(|l| OomConstraint::from_name(&l.constraint))
         };
         let hierarchy = self.resolver.hierarchy();
         // The memory of the limit that fired as the kernel printed it at the kill; failing that
@@ -343,13 +392,13 @@ impl LiveContext {
             )
         });
         let (mut memory, memory_source) = if let Some(m) = from_report {
-            (Some(m), Some(MEMORY_FROM_KERNEL_REPORT.to_owned()))
+            (Some(m), Some(MemorySource::KernelOomReport))
         } else {
             let m = limit_cgroup
                 .as_deref()
                 .or(cgroup.as_deref())
                 .and_then(|c| MemoryStats::read(hierarchy, c));
-            let source = m.as_ref().map(|_| MEMORY_FROM_CGROUPFS.to_owned());
+            let source = m.as_ref().map(|_| MemorySource::CgroupfsAfterKill);
             (m, source)
         };
         if control && r.limit_memcg_id != 0 {
@@ -426,4 +475,9 @@ impl LiveContext {
     pub fn still_dying(&self) -> Vec<Removed> {
         self.dying.dying()
     }
+}
+
+/// Events of one interval in cgroup order, so a terminal shows them in a stable order.
+fn sort_by_cgroup(events: &mut [Event]) {
+    events.sort_by(|a, b| a.memcg.cgroup.cmp(&b.memcg.cgroup));
 }

@@ -217,7 +217,6 @@ impl Session {
             aggregates,
             logger,
             context,
-            clock,
             duration,
             intervals,
             interrupt,
@@ -233,11 +232,7 @@ impl Session {
                     ring,
                     aggregates,
                     context,
-                    Settings {
-                        clock,
-                        intervals,
-                        sources,
-                    },
+                    Settings { intervals, sources },
                     sink,
                     stop(interrupt, terminate, duration),
                 )

@@ -85,7 +85,7 @@ pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
     eprintln!("memtrace: recording to {}", recording.current().display());
     let streamed = match args.print {
         Some(format) => {
-            let mut terminal = sinks::terminal(format, io::stdout());
+            let mut terminal = sinks::terminal(format, io::stdout(), session.clock());
             session.stream(&mut Tee {
                 first: &mut recording,
                 second: terminal.as_mut(),

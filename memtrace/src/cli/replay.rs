@@ -7,7 +7,7 @@ use super::{
     select::{SelectArgs, Selection, TIME_HELP},
 };
 use crate::{
-    event::{Event, HostClock},
+    event::HostClock,
     sinks,
     trace::{TraceItem, TraceReader},
 };
@@ -51,15 +51,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let selection = Selection::new(&args.select, &header);
     let progress = Progress::for_reader(&reader, true);
-    let mut sink = sinks::terminal(args.format, io::stdout());
+    let mut sink = sinks::terminal(args.format, io::stdout(), clock);
     let mut exit = ExitCode::SUCCESS;
     let mut read = 0u64;
     let result = loop {
         match reader.next_item() {
-            Ok(Some(TraceItem::Event(observed))) => {
-                let event = Event::new(&observed, clock);
-                if selection.wants(&observed, &event) {
-                    sink.write(&observed, &event)?;
+            Ok(Some(TraceItem::Event(event))) => {
+                if selection.wants(&event) {
+                    sink.write(&event)?;
                 }
                 read += 1;
                 if read.is_multiple_of(4096) {

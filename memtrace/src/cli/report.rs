@@ -39,8 +39,9 @@ pub enum ReportFormat {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let mut builder = ReportBuilder::new();
-    let info = TraceInput::open(&args.file, "report")?.for_each(|event| {
+    let input = TraceInput::open(&args.file, "report")?;
+    let mut builder = ReportBuilder::new(input.clock());
+    let info = input.for_each(|event| {
         builder.add(event);
         Ok(())
     })?;

@@ -17,8 +17,8 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
-    let mut sink = sinks::terminal(args.format, io::stdout());
     let session = Session::start(&args.live, started)?;
+    let mut sink = sinks::terminal(args.format, io::stdout(), session.clock());
     let summary = session.stream(sink.as_mut())?;
     summary.print();
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use super::live::FilterArgs;
 use crate::{
     attribution::Filter,
-    event::{Event, Observed},
+    event::{Event, What},
     trace::TraceHeader,
 };
 
@@ -22,7 +22,7 @@ start of the recording, e.g. 90s, 5m, 1h30m.";
 pub struct SelectArgs {
     /// Only these event types (comma-separated).
     #[arg(long = "type", value_name = "TYPE,...", value_delimiter = ',',
-          value_parser = PossibleValuesParser::new(Event::TYPES))]
+          value_parser = PossibleValuesParser::new(What::TYPES))]
     pub types: Option<Vec<String>>,
     /// Only events at or after this time (see Times below).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -110,30 +110,29 @@ impl Selection {
     /// Whether the user asked for this event. An OOM kill is wanted when its own cgroup or the
     /// one whose limit fired matches, as live.
     #[must_use]
-    pub fn wants(&self, observed: &Observed, event: &Event) -> bool {
+    pub fn wants(&self, event: &Event) -> bool {
         if let Some(types) = &self.types
-            && !types.iter().any(|t| t == event.type_name())
+            && !types.iter().any(|t| t == event.what.type_name())
         {
             return false;
         }
-        let at = observed.timestamp_ns();
+        let at = event.timestamp_ns;
         if self.since_ns.is_some_and(|s| at < s) || self.until_ns.is_some_and(|u| at > u) {
             return false;
         }
-        let (cgroup, container) = observed.cgroup();
-        self.filter.matches(cgroup, container)
-            || observed
-                .limit_cgroup()
-                .is_some_and(|(cgroup, container)| self.filter.matches(cgroup, container))
+        self.filter.matches(
+            event.memcg.cgroup.as_deref(),
+            event.memcg.container.as_ref(),
+        ) || event
+            .limit_cgroup()
+            .is_some_and(|(cgroup, container)| self.filter.matches(cgroup, container))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use memtrace_common::{EventHeader, EventKind, ReclaimRecord, event::Record};
-
     use super::*;
-    use crate::event::{Context, HostClock};
+    use crate::event::{Memcg, Reclaim};
 
     #[test]
     fn times_are_rfc3339_or_a_duration_after_the_start() {
@@ -169,23 +168,21 @@ mod tests {
             probes: Vec::new(),
             cgroup_version: String::new(),
         };
-        let reclaim = |at_s: u64, cgroup: &str| Observed::Kernel {
-            record: Record::Reclaim(ReclaimRecord {
-                header: EventHeader {
-                    kind: EventKind::Reclaim as u32,
-                    cpu: 0,
-                    timestamp_ns: at_s * 1_000_000_000,
-                },
-                ..ReclaimRecord::default()
-            }),
-            context: Context {
+        let reclaim = |at_s: u64, cgroup: &str| Event {
+            timestamp_ns: at_s * 1_000_000_000,
+            memcg: Memcg {
+                id: Some(1),
                 cgroup: Some(cgroup.into()),
-                ..Context::default()
+                container: None,
             },
-        };
-        let clock = HostClock {
-            boot_time_wall_ns: header.boot_time_wall_ns,
-            page_size: 4096,
+            what: What::Reclaim(Reclaim {
+                pid: 1,
+                duration_ns: 1,
+                reclaimed_bytes: 0,
+                order: 0,
+                gfp_flags: 0,
+                ineffective: true,
+            }),
         };
         let args = SelectArgs {
             types: Some(vec!["reclaim".into()]),
@@ -197,7 +194,7 @@ mod tests {
             },
         };
         let s = Selection::new(&args, &header);
-        let wants = |o: &Observed| s.wants(o, &Event::new(o, clock));
+        let wants = |e: &Event| s.wants(e);
         assert!(
             !wants(&reclaim(59, "/a")),
             "before --since (start + 10 s = boot + 60 s)"
@@ -211,7 +208,6 @@ mod tests {
             ..SelectArgs::default()
         };
         let s = Selection::new(&other_type, &header);
-        let o = reclaim(65, "/a");
-        assert!(!s.wants(&o, &Event::new(&o, clock)));
+        assert!(!s.wants(&reclaim(65, "/a")));
     }
 }

@@ -47,6 +47,12 @@ impl TraceInput {
         })
     }
 
+    /// Wall time and page size of the recording host.
+    #[must_use]
+    pub fn clock(&self) -> HostClock {
+        self.clock
+    }
+
     /// What the header says (the end marker's counts are not known yet).
     #[must_use]
     pub fn info(&self) -> &TraceInfo {
@@ -69,15 +75,15 @@ impl TraceInput {
     ) -> anyhow::Result<TraceInfo> {
         let Self {
             mut reader,
-            clock,
             mut info,
             progress,
             verb,
+            ..
         } = self;
         loop {
             match reader.next_item() {
-                Ok(Some(TraceItem::Event(observed))) => {
-                    each(&Event::new(&observed, clock))?;
+                Ok(Some(TraceItem::Event(event))) => {
+                    each(&event)?;
                     progress.update(&reader);
                 }
                 Ok(Some(TraceItem::End { events, lost })) => {

@@ -21,11 +21,8 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    attribution::ContainerIdentity,
-    event::{
-        CacheEvent, CgroupEvent, ChargeEvent, ChargeFailEvent, Event, OomKill, ReclaimEvent,
-        SlabEvent, StatsEvent,
-    },
+    attribution::MemoryStats,
+    event::{CgroupAction, CgroupChange, Event, Memcg, PageCache, Reclaim, Slab, What},
     report::{Owner, TraceInfo},
 };
 
@@ -89,12 +86,8 @@ impl<W: Write> PerfettoWriter<W> {
     }
 
     /// The process of a container, named the first time it is seen.
-    fn pid(
-        &mut self,
-        cgroup: Option<&str>,
-        container: Option<&ContainerIdentity>,
-    ) -> io::Result<u32> {
-        let Owner { key, name } = Owner::of(cgroup, container);
+    fn pid(&mut self, m: &Memcg) -> io::Result<u32> {
+        let Owner { key, name } = Owner::of(m.cgroup.as_deref(), m.container.as_ref());
         if let Some(&pid) = self.pids.get(&key) {
             return Ok(pid);
         }
@@ -123,16 +116,35 @@ impl<W: Write> PerfettoWriter<W> {
     ///
     /// I/O errors of the destination.
     pub fn add(&mut self, event: &Event) -> io::Result<()> {
+        let ts = micros(event.timestamp_ns);
+        let m = &event.memcg;
         // Every kind by name: a new event kind does not compile until it has a track here.
-        match event {
-            Event::Stats(e) => self.stats(e),
-            Event::Cache(e) => self.cache(e),
-            Event::Reclaim(e) => self.reclaim(e),
-            Event::OomKill(e) => self.oom_kill(e),
-            Event::Cgroup(e) => self.cgroup(e),
-            Event::Charge(e) => self.charge(e),
-            Event::ChargeFail(e) => self.charge_fail(e),
-            Event::Slab(e) => self.slab(e),
+        match &event.what {
+            What::Stats(e) => self.stats(m, ts, e),
+            What::Cache(e) => self.cache(m, ts, e),
+            What::Reclaim(e) => self.reclaim(m, ts, e),
+            What::OomKill(e) => {
+                let name = format!(
+                    "OOM kill: {} pid {}",
+                    e.comm.as_deref().unwrap_or("?"),
+                    e.pid
+                );
+                self.instant(m, ts, ("oom", "p", name), e)
+            }
+            What::Cgroup(e) => self.cgroup(m, ts, e),
+            What::Charge(e) => self.per_interval(m, ts, "charged per interval", e.charged_bytes),
+            What::ChargeFromPageCache(e) => {
+                self.per_interval(m, ts, "charged per interval", e.charged_bytes)
+            }
+            What::ChargeFail(e) => {
+                let name = format!("charge failure: errno {}", e.errno);
+                self.instant(m, ts, ("charge_fail", "t", name), e)
+            }
+            What::ChargeFailFromReclaim(e) => {
+                let name = "charge failure: limit reclaim (derived)".to_owned();
+                self.instant(m, ts, ("charge_fail", "t", name), e)
+            }
+            What::Slab(e) => self.slab(m, ts, e),
         }
     }
 
@@ -143,10 +155,8 @@ impl<W: Write> PerfettoWriter<W> {
         )
     }
 
-    fn stats(&mut self, e: &StatsEvent) -> io::Result<()> {
-        let pid = self.pid(Some(&e.cgroup), e.container.as_ref())?;
-        let ts = micros(e.timestamp_ns);
-        let m = &e.memory;
+    fn stats(&mut self, memcg: &Memcg, ts: f64, m: &MemoryStats) -> io::Result<()> {
+        let pid = self.pid(memcg)?;
         // One counter per quantity: a counter event with several args is drawn stacked by
         // chrome://tracing, and usage is not the sum of its parts with the limit on top.
         for (name, value) in [
@@ -164,18 +174,18 @@ impl<W: Write> PerfettoWriter<W> {
         Ok(())
     }
 
-    fn cache(&mut self, e: &CacheEvent) -> io::Result<()> {
-        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+    fn cache(&mut self, m: &Memcg, ts: f64, e: &PageCache) -> io::Result<()> {
+        let pid = self.pid(m)?;
         self.counter(
             pid,
             "page cache per interval",
-            micros(e.timestamp_ns),
+            ts,
             &json!({"added bytes": e.added_bytes, "removed bytes": e.removed_bytes}),
         )
     }
 
-    fn reclaim(&mut self, e: &ReclaimEvent) -> io::Result<()> {
-        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+    fn reclaim(&mut self, m: &Memcg, ts: f64, e: &Reclaim) -> io::Result<()> {
+        let pid = self.pid(m)?;
         let name = if e.ineffective {
             "reclaim (freed nothing)"
         } else {
@@ -183,66 +193,58 @@ impl<W: Write> PerfettoWriter<W> {
         };
         self.element(&json!({
             "ph": "X", "name": name, "cat": "reclaim", "pid": pid, "tid": TID_RECLAIM,
-            "ts": micros(e.timestamp_ns), "dur": e.duration_us,
-            "args": {"cgroup": e.cgroup, "task pid": e.pid, "nr_reclaimed": e.nr_reclaimed,
+            "ts": ts, "dur": micros(e.duration_ns),
+            "args": {"cgroup": m.cgroup, "task pid": e.pid,
                      "reclaimed bytes": e.reclaimed_bytes, "order": e.order,
-                     "gfp_flags": e.gfp_flags},
+                     "gfp_flags": format!("{:#x}", e.gfp_flags)},
         }))
     }
 
-    fn charge(&mut self, e: &ChargeEvent) -> io::Result<()> {
-        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
-        self.counter(
-            pid,
-            "charged per interval",
-            micros(e.timestamp_ns),
-            &json!({ "bytes": e.charged_bytes }),
-        )
+    fn per_interval(&mut self, m: &Memcg, ts: f64, name: &str, bytes: u64) -> io::Result<()> {
+        let pid = self.pid(m)?;
+        self.counter(pid, name, ts, &json!({ "bytes": bytes }))
     }
 
-    fn slab(&mut self, e: &SlabEvent) -> io::Result<()> {
-        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
+    fn slab(&mut self, m: &Memcg, ts: f64, e: &Slab) -> io::Result<()> {
+        let pid = self.pid(m)?;
         self.counter(
             pid,
             "slab per interval",
-            micros(e.timestamp_ns),
+            ts,
             &json!({"allocated bytes": e.allocated_bytes, "freed bytes": e.freed_bytes}),
         )
     }
 
-    fn charge_fail(&mut self, e: &ChargeFailEvent) -> io::Result<()> {
-        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
-        let args = serde_json::to_value(e).map_err(io::Error::from)?;
+    /// An instant on the container's `events` thread with the payload as its args; `scope`
+    /// is the format's `s` (`p`: across the process, `t`: on the thread).
+    fn instant(
+        &mut self,
+        m: &Memcg,
+        ts: f64,
+        (category, scope, name): (&str, &str, String),
+        payload: &impl serde::Serialize,
+    ) -> io::Result<()> {
+        let pid = self.pid(m)?;
+        let args = serde_json::to_value(payload).map_err(io::Error::from)?;
         self.element(&json!({
-            "ph": "i", "s": "t", "name": format!("charge failure: {}", e.outcome),
-            "cat": "charge_fail", "pid": pid, "tid": TID_EVENTS, "ts": micros(e.timestamp_ns),
-            "args": args,
+            "ph": "i", "s": scope, "name": name, "cat": category, "pid": pid, "tid": TID_EVENTS,
+            "ts": ts, "args": args,
         }))
     }
 
-    fn oom_kill(&mut self, e: &OomKill) -> io::Result<()> {
-        let pid = self.pid(e.cgroup.as_deref(), e.container.as_ref())?;
-        let args = serde_json::to_value(e).map_err(io::Error::from)?;
+    fn cgroup(&mut self, m: &Memcg, ts: f64, e: &CgroupChange) -> io::Result<()> {
+        let memcg_id = m.id.unwrap_or_default();
         self.element(&json!({
-            "ph": "i", "s": "p", "name": format!("OOM kill: {} pid {}",
-                                                 e.comm.as_deref().unwrap_or("?"), e.pid),
-            "cat": "oom", "pid": pid, "tid": TID_EVENTS, "ts": micros(e.timestamp_ns),
-            "args": args,
-        }))
-    }
-
-    fn cgroup(&mut self, e: &CgroupEvent) -> io::Result<()> {
-        let ts = micros(e.timestamp_ns);
-        self.element(&json!({
-            "ph": "i", "s": "t", "name": format!("cgroup {}", e.action), "cat": "cgroup",
+            "ph": "i", "s": "t", "name": format!("cgroup {}", e.action.name()), "cat": "cgroup",
             "pid": NODE_PID, "tid": TID_EVENTS, "ts": ts,
-            "args": {"cgroup": e.cgroup, "memcg_id": e.memcg_id, "dying": e.dying,
-                     "charged bytes": e.charged_bytes, "dying seconds": e.dying_seconds},
+            "args": {"cgroup": m.cgroup, "memcg_id": memcg_id, "dying": e.dying,
+                     "charged bytes": e.charged_bytes,
+                     "dying seconds": e.dying_ns.map(|ns| micros(ns) / 1e6)},
         }))?;
         let changed = match e.action {
-            "removed" if e.dying => self.dying.insert(e.memcg_id),
-            "freed" => self.dying.remove(&e.memcg_id),
-            _ => false,
+            CgroupAction::Removed if e.dying => self.dying.insert(memcg_id),
+            CgroupAction::Freed => self.dying.remove(&memcg_id),
+            CgroupAction::Created | CgroupAction::Removed => false,
         };
         if changed {
             self.counter(

@@ -14,10 +14,14 @@ use super::verdict::{self, Evidence, Verdict};
 use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemoryStats},
     event::{
-        CacheEvent, CgroupEvent, ChargeEvent, ChargeFailEvent, Event, MEMORY_FROM_KERNEL_REPORT,
-        OomKill, ReclaimEvent, SlabEvent, StatsEvent,
+        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, HostClock, Memcg,
+        MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
+        Slab as SlabInterval, What,
     },
 };
+
+/// `memory_source` of an OOM whose memory the kernel printed at the kill.
+const MEMORY_FROM_KERNEL_REPORT: &str = MemorySource::KernelOomReport.name();
 
 /// Reclaims that freed nothing, listed one by one per container (the rest are counted).
 pub const LISTED_FAILURES: usize = 20;
@@ -137,7 +141,7 @@ pub struct OomReport {
 }
 
 /// `memory_source` of an OOM whose memory is the last sample before the kill.
-pub const MEMORY_FROM_SAMPLE: &str = "sample_before_kill";
+pub const MEMORY_FROM_SAMPLE: &str = MemorySource::SampleBeforeKill.name();
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PageCache {
@@ -315,8 +319,9 @@ pub struct DyingCgroup {
 }
 
 /// Folds events into a [`Report`].
-#[derive(Default)]
 pub struct ReportBuilder {
+    /// The recording host's clock, for wall times.
+    clock: HostClock,
     events: u64,
     first: Option<(u64, String)>,
     last: Option<(u64, String)>,
@@ -362,6 +367,8 @@ impl ContainerAcc {
 }
 
 struct PendingOom {
+    timestamp_ns: u64,
+    cgroup: Option<String>,
     event: OomKill,
     reclaims: u64,
     failures: u64,
@@ -412,32 +419,44 @@ impl Owner {
 }
 
 impl ReportBuilder {
+    /// `clock`: the recording host's, from the trace header.
     #[must_use]
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(clock: HostClock) -> Self {
+        Self {
+            clock,
+            events: 0,
+            first: None,
+            last: None,
+            containers: BTreeMap::new(),
+            samples: HashMap::new(),
+            dying: DyingAcc::default(),
+        }
     }
 
     /// Folds one event in. Events come in file order, which is time order per kind.
     pub fn add(&mut self, event: &Event) {
         self.events += 1;
+        let at = event.timestamp_ns;
+        let m = &event.memcg;
         // Every event kind is handled here, by name: a new kind is a compile error until it is
         // given its place in the report.
-        match event {
-            Event::OomKill(e) => self.oom_kill(e),
-            Event::Cgroup(e) => self.cgroup(e),
-            Event::Stats(e) => self.stats(e),
-            Event::Cache(e) => self.cache(e),
-            Event::Reclaim(e) => self.reclaim(e),
-            Event::Charge(e) => self.charge(e),
-            Event::ChargeFail(e) => self.charge_fail(e),
-            Event::Slab(e) => self.slab(e),
+        match &event.what {
+            What::OomKill(e) => self.oom_kill(at, m, e),
+            What::Cgroup(e) => self.cgroup(at, m, e),
+            What::Stats(e) => self.stats(at, m, e),
+            What::Cache(e) => self.cache(m, e),
+            What::Reclaim(e) => self.reclaim(at, m, e),
+            What::Charge(e) => self.charge(at, m, e.charged_bytes, e.interval_ns),
+            What::ChargeFromPageCache(e) => self.charge(at, m, e.charged_bytes, e.interval_ns),
+            What::ChargeFail(e) => self.charge_fail(at, m, Failure::Kernel(e)),
+            What::ChargeFailFromReclaim(e) => self.charge_fail(at, m, Failure::Derived(e)),
+            What::Slab(e) => self.slab(m, e),
         }
-        let (timestamp_ns, time) = event.when();
-        if self.first.as_ref().is_none_or(|(t, _)| timestamp_ns < *t) {
-            self.first = Some((timestamp_ns, time.to_owned()));
+        if self.first.as_ref().is_none_or(|(t, _)| at < *t) {
+            self.first = Some((at, self.clock.wall(at)));
         }
-        if self.last.as_ref().is_none_or(|(t, _)| timestamp_ns > *t) {
-            self.last = Some((timestamp_ns, time.to_owned()));
+        if self.last.as_ref().is_none_or(|(t, _)| at > *t) {
+            self.last = Some((at, self.clock.wall(at)));
         }
     }
 
@@ -463,9 +482,9 @@ impl ReportBuilder {
         acc
     }
 
-    fn oom_kill(&mut self, e: &OomKill) {
-        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
-        acc.mark(e.timestamp_ns, MarkKind::OomKill);
+    fn oom_kill(&mut self, at: u64, m: &Memcg, e: &OomKill) {
+        let acc = self.container(m.cgroup.as_deref(), m.container.as_ref());
+        acc.mark(at, MarkKind::OomKill);
         let top_slab_cache = acc
             .slab_caches
             .values()
@@ -473,6 +492,8 @@ impl ReportBuilder {
             .max_by_key(|c| c.net_bytes)
             .map(|c| (c.cache.clone(), c.net_bytes));
         let pending = PendingOom {
+            timestamp_ns: at,
+            cgroup: m.cgroup.clone(),
             event: e.clone(),
             reclaims: acc.reclaim.episodes,
             failures: acc.reclaim.failures,
@@ -481,16 +502,18 @@ impl ReportBuilder {
         acc.ooms.push(pending);
     }
 
-    fn stats(&mut self, e: &StatsEvent) {
-        self.container(Some(&e.cgroup), e.container.as_ref());
+    fn stats(&mut self, at: u64, m: &Memcg, memory: &MemoryStats) {
+        let Some(cgroup) = &m.cgroup else { return };
+        self.container(Some(cgroup), m.container.as_ref());
+        let time = self.clock.wall(at);
         self.samples
-            .entry(e.cgroup.clone())
+            .entry(cgroup.clone())
             .or_default()
-            .push(MemoryPoint::new(e.timestamp_ns, e.time.clone(), &e.memory));
+            .push(MemoryPoint::new(at, time, memory));
     }
 
-    fn cache(&mut self, e: &CacheEvent) {
-        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+    fn cache(&mut self, m: &Memcg, e: &CacheInterval) {
+        let acc = self.container(m.cgroup.as_deref(), m.container.as_ref());
         acc.cache.intervals += 1;
         acc.cache.added_bytes = acc.cache.added_bytes.saturating_add(e.added_bytes);
         acc.cache.removed_bytes = acc.cache.removed_bytes.saturating_add(e.removed_bytes);
@@ -499,9 +522,9 @@ impl ReportBuilder {
         for f in &e.top_files {
             let file = acc
                 .files
-                .entry((f.device.clone(), f.inode))
+                .entry((f.device.to_string(), f.inode))
                 .or_insert_with(|| FileGrowth {
-                    device: f.device.clone(),
+                    device: f.device.to_string(),
                     inode: f.inode,
                     added_bytes: 0,
                     removed_bytes: 0,
@@ -515,69 +538,99 @@ impl ReportBuilder {
         }
     }
 
-    fn reclaim(&mut self, e: &ReclaimEvent) {
-        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+    fn reclaim(&mut self, at: u64, m: &Memcg, e: &ReclaimEpisode) {
+        let time = self.clock.wall(at);
+        let acc = self.container(m.cgroup.as_deref(), m.container.as_ref());
         let r = &mut acc.reclaim;
+        let duration_us = micros(e.duration_ns);
         r.episodes += 1;
         r.reclaimed_bytes = r.reclaimed_bytes.saturating_add(e.reclaimed_bytes);
-        r.total_duration_us += e.duration_us;
-        r.max_duration_us = r.max_duration_us.max(e.duration_us);
+        r.total_duration_us += duration_us;
+        r.max_duration_us = r.max_duration_us.max(duration_us);
         let kind = if e.ineffective {
             r.failures += 1;
             if r.listed_failures.len() < LISTED_FAILURES {
                 r.listed_failures.push(ReclaimFailure {
-                    time: e.time.clone(),
-                    timestamp_ns: e.timestamp_ns,
-                    cgroup: e.cgroup.clone(),
+                    time,
+                    timestamp_ns: at,
+                    cgroup: m.cgroup.clone(),
                     pid: e.pid,
-                    duration_us: e.duration_us,
+                    duration_us,
                     order: e.order,
-                    gfp_flags: e.gfp_flags.clone(),
+                    gfp_flags: format!("{:#x}", e.gfp_flags),
                 });
             }
             MarkKind::ReclaimFailed
         } else {
             MarkKind::Reclaim
         };
-        acc.mark(e.timestamp_ns, kind);
+        acc.mark(at, kind);
     }
 
-    fn charge(&mut self, e: &ChargeEvent) {
+    fn charge(&mut self, at: u64, m: &Memcg, charged_bytes: u64, interval_ns: u64) {
+        let time = self.clock.wall(at);
         let c = &mut self
-            .container(e.cgroup.as_deref(), e.container.as_ref())
+            .container(m.cgroup.as_deref(), m.container.as_ref())
             .charges;
         c.intervals += 1;
-        c.charged_bytes = c.charged_bytes.saturating_add(e.charged_bytes);
-        if e.charged_bytes > c.busiest_interval_bytes {
-            c.busiest_interval_bytes = e.charged_bytes;
-            c.busiest_interval = Some(e.time.clone());
-            c.busiest_interval_seconds = e.interval_seconds;
+        c.charged_bytes = c.charged_bytes.saturating_add(charged_bytes);
+        if charged_bytes > c.busiest_interval_bytes {
+            c.busiest_interval_bytes = charged_bytes;
+            c.busiest_interval = Some(time);
+            c.busiest_interval_seconds = micros(interval_ns) / 1e6;
         }
     }
 
-    fn charge_fail(&mut self, e: &ChargeFailEvent) {
-        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
-        acc.mark(e.timestamp_ns, MarkKind::ChargeFail);
+    fn charge_fail(&mut self, at: u64, m: &Memcg, failure: Failure<'_>) {
+        let time = self.clock.wall(at);
+        let acc = self.container(m.cgroup.as_deref(), m.container.as_ref());
+        acc.mark(at, MarkKind::ChargeFail);
         let f = &mut acc.charge_failures;
         f.count += 1;
-        f.derived += u64::from(e.derived);
+        f.derived += u64::from(matches!(failure, Failure::Derived(_)));
         if f.listed.len() < LISTED_FAILURES {
+            let (pid, comm, nr_pages, gfp_flags, outcome, source) = match failure {
+                Failure::Kernel(e) => (
+                    e.pid,
+                    Some(e.comm.clone()),
+                    Some(e.nr_pages),
+                    e.gfp_flags,
+                    if e.errno == 12 {
+                        "ENOMEM".to_owned()
+                    } else {
+                        format!("errno {}", e.errno)
+                    },
+                    e.probe.name().to_owned(),
+                ),
+                Failure::Derived(e) => (
+                    e.pid,
+                    None,
+                    None,
+                    e.gfp_flags,
+                    if e.reclaimed_bytes == 0 {
+                        "limit_reclaim_freed_nothing".to_owned()
+                    } else {
+                        "limit_reclaim".to_owned()
+                    },
+                    "reclaim".to_owned(),
+                ),
+            };
             f.listed.push(ChargeFailure {
-                time: e.time.clone(),
-                timestamp_ns: e.timestamp_ns,
-                cgroup: e.cgroup.clone(),
-                pid: e.pid,
-                comm: e.comm.clone(),
-                nr_pages: e.nr_pages,
-                gfp_flags: e.gfp_flags.clone(),
-                outcome: e.outcome.clone(),
-                source: e.source.to_owned(),
+                time,
+                timestamp_ns: at,
+                cgroup: m.cgroup.clone(),
+                pid,
+                comm,
+                nr_pages,
+                gfp_flags: format!("{gfp_flags:#x}"),
+                outcome,
+                source,
             });
         }
     }
 
-    fn slab(&mut self, e: &SlabEvent) {
-        let acc = self.container(e.cgroup.as_deref(), e.container.as_ref());
+    fn slab(&mut self, m: &Memcg, e: &SlabInterval) {
+        let acc = self.container(m.cgroup.as_deref(), m.container.as_ref());
         let s = &mut acc.slab;
         s.intervals += 1;
         s.allocated_bytes = s.allocated_bytes.saturating_add(e.allocated_bytes);
@@ -602,27 +655,29 @@ impl ReportBuilder {
         }
     }
 
-    fn cgroup(&mut self, e: &CgroupEvent) {
+    fn cgroup(&mut self, at: u64, m: &Memcg, e: &CgroupChange) {
+        let time = self.clock.wall(at);
+        let memcg_id = m.id.unwrap_or_default();
         let d = &mut self.dying;
         let changed = match e.action {
-            "removed" if e.dying => {
+            CgroupAction::Removed if e.dying => {
                 d.report.removed_while_charged += 1;
                 d.current.insert(
-                    e.memcg_id,
+                    memcg_id,
                     DyingCgroup {
-                        memcg_id: e.memcg_id,
-                        cgroup: e.cgroup.clone(),
-                        container: e.container.as_ref().map(ContainerIdentity::display_name),
-                        removed: e.time.clone(),
-                        removed_ns: e.timestamp_ns,
+                        memcg_id,
+                        cgroup: m.cgroup.clone(),
+                        container: m.container.as_ref().map(ContainerIdentity::display_name),
+                        removed: time.clone(),
+                        removed_ns: at,
                         charged_bytes: e.charged_bytes,
                     },
                 );
                 true
             }
-            "freed" if d.current.remove(&e.memcg_id).is_some() => {
+            CgroupAction::Freed if d.current.remove(&memcg_id).is_some() => {
                 d.report.freed_after_dying += 1;
-                if let Some(s) = e.dying_seconds {
+                if let Some(s) = e.dying_ns.map(|ns| micros(ns) / 1e6) {
                     d.report.longest_dying_seconds =
                         Some(d.report.longest_dying_seconds.map_or(s, |l| l.max(s)));
                 }
@@ -632,8 +687,8 @@ impl ReportBuilder {
         };
         if changed {
             d.report.timeline.push(DyingPoint {
-                timestamp_ns: e.timestamp_ns,
-                time: e.time.clone(),
+                timestamp_ns: at,
+                time,
                 dying: d.current.len() as u64,
             });
         }
@@ -643,6 +698,7 @@ impl ReportBuilder {
     #[must_use]
     pub fn finish(self, trace: TraceInfo) -> Report {
         let Self {
+            clock,
             events,
             first,
             last,
@@ -652,7 +708,7 @@ impl ReportBuilder {
         } = self;
         let mut containers: Vec<ContainerReport> = containers
             .into_iter()
-            .map(|(owner, acc)| acc.finish(owner.name, &samples))
+            .map(|(owner, acc)| acc.finish(owner.name, &samples, clock))
             .collect();
         let peak = |c: &ContainerReport| c.memory.iter().filter_map(|m| m.usage).max();
         containers.sort_by(|a, b| {
@@ -697,7 +753,12 @@ impl ReportBuilder {
 }
 
 impl ContainerAcc {
-    fn finish(self, name: String, samples: &HashMap<String, Vec<MemoryPoint>>) -> ContainerReport {
+    fn finish(
+        self,
+        name: String,
+        samples: &HashMap<String, Vec<MemoryPoint>>,
+        clock: HostClock,
+    ) -> ContainerReport {
         // The outermost sampled cgroup: on v1 its numbers are hierarchical totals, so it holds
         // the sub-cgroups a runtime may create inside the container.
         let memory_cgroup = self
@@ -711,7 +772,11 @@ impl ContainerAcc {
             .and_then(|c| samples.get(c))
             .cloned()
             .unwrap_or_default();
-        let oom_kills: Vec<OomReport> = self.ooms.iter().map(|p| oom_report(p, samples)).collect();
+        let oom_kills: Vec<OomReport> = self
+            .ooms
+            .iter()
+            .map(|p| oom_report(p, samples, clock))
+            .collect();
         // The kernel's report is a sample too, at the moment that matters most: a workload
         // that allocates to its limit between two samples would otherwise never reach it on
         // the chart.
@@ -783,18 +848,35 @@ impl ContainerAcc {
     }
 }
 
+/// A charge failure the kernel saw, or one derived from a limit reclaim.
+#[derive(Clone, Copy)]
+enum Failure<'a> {
+    Kernel(&'a ChargeFail),
+    Derived(&'a ChargeFailFromReclaim),
+}
+
+#[expect(clippy::cast_precision_loss, reason = "microseconds for people")]
+fn micros(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
 /// An OOM kill with the memory at the kill and the verdict.
-fn oom_report(p: &PendingOom, samples: &HashMap<String, Vec<MemoryPoint>>) -> OomReport {
+fn oom_report(
+    p: &PendingOom,
+    samples: &HashMap<String, Vec<MemoryPoint>>,
+    clock: HostClock,
+) -> OomReport {
     let e = &p.event;
-    let limit_memcg = e.limit_cgroup.as_ref().or(e.cgroup.as_ref());
+    let limit_memcg = e.limit_cgroup.as_ref().or(p.cgroup.as_ref());
     let history: &[MemoryPoint] = limit_memcg.and_then(|c| samples.get(c)).map_or(&[], |s| {
-        &s[..s.partition_point(|m| m.timestamp_ns < e.timestamp_ns)]
+        &s[..s.partition_point(|m| m.timestamp_ns < p.timestamp_ns)]
     });
+    let source_name = e.memory_source.map(|s| s.name().to_owned());
     // The kernel's own report is the memory at the kill; cgroupfs read after the kill has
     // lost the victim's memory already, so the last sample before it tells more.
     let (memory, source) = match (&e.memory, history.last()) {
-        (Some(m), _) if e.memory_source.as_deref() == Some(MEMORY_FROM_KERNEL_REPORT) => {
-            (Some(m.clone()), e.memory_source.clone())
+        (Some(m), _) if e.memory_source == Some(MemorySource::KernelOomReport) => {
+            (Some(m.clone()), source_name)
         }
         (_, Some(last)) => (
             Some(MemoryStats {
@@ -808,11 +890,12 @@ fn oom_report(p: &PendingOom, samples: &HashMap<String, Vec<MemoryPoint>>) -> Oo
             }),
             Some(MEMORY_FROM_SAMPLE.to_owned()),
         ),
-        (Some(m), None) => (Some(m.clone()), e.memory_source.clone()),
+        (Some(m), None) => (Some(m.clone()), source_name),
         (None, None) => (None, None),
     };
+    let time = clock.wall(p.timestamp_ns);
     let at_kill = memory.as_ref().map(|m| {
-        let mut point = MemoryPoint::new(e.timestamp_ns, e.time.clone(), m);
+        let mut point = MemoryPoint::new(p.timestamp_ns, time.clone(), m);
         point.usage = point.usage.or(e.memcg_usage_bytes);
         point.limit = point.limit.or(e.memcg_limit_bytes);
         point
@@ -825,13 +908,13 @@ fn oom_report(p: &PendingOom, samples: &HashMap<String, Vec<MemoryPoint>>) -> Oo
         top_slab_cache: p.top_slab_cache.clone(),
     });
     OomReport {
-        time: e.time.clone(),
-        timestamp_ns: e.timestamp_ns,
+        time,
+        timestamp_ns: p.timestamp_ns,
         pid: e.pid,
         comm: e.comm.clone(),
-        cgroup: e.cgroup.clone(),
+        cgroup: p.cgroup.clone(),
         limit_cgroup: e.limit_cgroup.clone(),
-        constraint: e.constraint.clone(),
+        constraint: e.constraint.as_ref().map(|c| c.name().to_owned()),
         usage_bytes: at_kill.as_ref().and_then(|m| m.usage),
         limit_bytes: at_kill.as_ref().and_then(|m| m.limit),
         memory,
@@ -846,8 +929,10 @@ fn oom_report(p: &PendingOom, samples: &HashMap<String, Vec<MemoryPoint>>) -> Oo
 pub(crate) mod tests {
     use super::*;
     use crate::{
-        clock::format_wall,
-        event::{FileEvent, OomKill, SlabCacheEvent},
+        event::{
+            ChargeProbe, ChargeSource, Charges, Device, FileCache, OomConstraint, OomProbe,
+            SlabCache,
+        },
         report::verdict::VerdictKind,
     };
 
@@ -859,17 +944,29 @@ pub(crate) mod tests {
         format!("/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/{CONTAINER_ID}")
     }
 
-    fn time(ns: u64) -> String {
-        format_wall(1_795_794_421_000_000_000 + ns)
+    pub(crate) const CLOCK: HostClock = HostClock {
+        boot_time_wall_ns: 1_795_794_421_000_000_000,
+        page_size: 4096,
+    };
+
+    fn at(ns: u64, memcg_id: Option<u64>, cgroup: Option<&str>, what: What) -> Event {
+        Event {
+            timestamp_ns: ns,
+            memcg: Memcg {
+                id: memcg_id,
+                cgroup: cgroup.map(str::to_owned),
+                container: cgroup.map(ContainerIdentity::from_cgroup_path),
+            },
+            what,
+        }
     }
 
     pub(crate) fn stats(ns: u64, cgroup: &str, anon: u64, file: u64) -> Event {
-        Event::Stats(StatsEvent {
-            time: time(ns),
-            timestamp_ns: ns,
-            cgroup: cgroup.to_owned(),
-            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
-            memory: MemoryStats {
+        at(
+            ns,
+            None,
+            Some(cgroup),
+            What::Stats(MemoryStats {
                 usage_bytes: Some(anon + file + MIB),
                 limit_bytes: Some(64 * MIB),
                 working_set_bytes: Some(anon + MIB),
@@ -877,51 +974,48 @@ pub(crate) mod tests {
                 file_bytes: Some(file),
                 kernel_bytes: Some(MIB),
                 ..MemoryStats::default()
-            },
-        })
+            }),
+        )
     }
 
     pub(crate) fn oom(ns: u64, cgroup: &str, memory: Option<MemoryStats>) -> Event {
-        Event::OomKill(OomKill {
-            time: time(ns),
-            timestamp_ns: ns,
-            pid: 42,
-            tgid: Some(42),
-            comm: Some("memhog".into()),
-            memcg_id: Some(7),
-            cgroup: Some(cgroup.to_owned()),
-            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
-            memcg_limit_bytes: Some(64 * MIB),
-            memcg_usage_bytes: Some(64 * MIB),
-            anon_rss_bytes: Some(60 * MIB),
-            file_rss_bytes: Some(0),
-            shmem_rss_bytes: Some(0),
-            constraint: Some("CONSTRAINT_MEMCG".into()),
-            probe: Some("raw_tp"),
-            limit_cgroup: Some(cgroup.to_owned()),
-            limit_container: None,
-            memory_source: memory
-                .as_ref()
-                .map(|_| MEMORY_FROM_KERNEL_REPORT.to_owned()),
-            memory,
-        })
+        at(
+            ns,
+            Some(7),
+            Some(cgroup),
+            What::OomKill(OomKill {
+                pid: 42,
+                tgid: Some(42),
+                comm: Some("memhog".into()),
+                memcg_limit_bytes: Some(64 * MIB),
+                memcg_usage_bytes: Some(64 * MIB),
+                anon_rss_bytes: Some(60 * MIB),
+                file_rss_bytes: Some(0),
+                shmem_rss_bytes: Some(0),
+                constraint: Some(OomConstraint::Memcg),
+                probe: Some(OomProbe::RawTp),
+                limit_cgroup: Some(cgroup.to_owned()),
+                limit_container: None,
+                memory_source: memory.as_ref().map(|_| MemorySource::KernelOomReport),
+                memory,
+            }),
+        )
     }
 
     pub(crate) fn reclaim(ns: u64, cgroup: &str, reclaimed: u64) -> Event {
-        Event::Reclaim(ReclaimEvent {
-            time: time(ns),
-            timestamp_ns: ns,
-            memcg_id: 7,
-            cgroup: Some(cgroup.to_owned()),
-            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
-            pid: 42,
-            duration_us: 120.0,
-            nr_reclaimed: reclaimed / 4096,
-            reclaimed_bytes: reclaimed,
-            order: 0,
-            gfp_flags: "0xcc0".into(),
-            ineffective: reclaimed == 0,
-        })
+        at(
+            ns,
+            Some(7),
+            Some(cgroup),
+            What::Reclaim(ReclaimEpisode {
+                pid: 42,
+                duration_ns: 120_000,
+                reclaimed_bytes: reclaimed,
+                order: 0,
+                gfp_flags: 0xcc0,
+                ineffective: reclaimed == 0,
+            }),
+        )
     }
 
     pub(crate) fn cache(ns: u64, cgroup: Option<&str>, inode: u64, added: u64) -> Event {
@@ -929,102 +1023,82 @@ pub(crate) mod tests {
     }
 
     fn cache_delta(ns: u64, cgroup: Option<&str>, inode: u64, added: u64, removed: u64) -> Event {
-        let signed = |n: u64| i64::try_from(n).expect("small");
-        Event::Cache(CacheEvent {
-            time: time(ns),
-            timestamp_ns: ns,
-            interval_seconds: 1.0,
-            memcg_id: 9,
-            cgroup: cgroup.map(str::to_owned),
-            container: cgroup.map(ContainerIdentity::from_cgroup_path),
-            added_bytes: added,
-            removed_bytes: removed,
-            net_bytes: signed(added) - signed(removed),
-            top_files: vec![FileEvent {
-                device: "8:1".into(),
-                inode,
-                added_bytes: added,
-                removed_bytes: removed,
-                net_bytes: signed(added) - signed(removed),
-            }],
-        })
+        let mut cache = CacheInterval::new(1_000_000_000, added, removed);
+        cache.top_files = vec![FileCache::new(
+            Device { major: 8, minor: 1 },
+            inode,
+            added,
+            removed,
+        )];
+        at(ns, Some(9), cgroup, What::Cache(cache))
     }
 
     pub(crate) fn slab(ns: u64, cgroup: &str, caches: &[(&str, u64, u64)]) -> Event {
-        let signed = |n: u64| i64::try_from(n).expect("small");
-        let caches: Vec<SlabCacheEvent> = caches
+        let caches = caches
             .iter()
-            .map(|&(cache, allocated, freed)| SlabCacheEvent {
-                cache: cache.to_owned(),
-                allocated_bytes: allocated,
-                freed_bytes: freed,
-                net_bytes: signed(allocated) - signed(freed),
-                allocated_objects: allocated / 192,
-                freed_objects: freed / 192,
+            .map(|&(cache, allocated, freed)| {
+                SlabCache::new(
+                    cache.to_owned(),
+                    (allocated, allocated / 192),
+                    (freed, freed / 192),
+                )
             })
             .collect();
-        Event::Slab(SlabEvent {
-            time: time(ns),
-            timestamp_ns: ns,
-            interval_seconds: 1.0,
-            memcg_id: 7,
-            cgroup: Some(cgroup.to_owned()),
-            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
-            allocated_bytes: caches.iter().map(|c| c.allocated_bytes).sum(),
-            freed_bytes: caches.iter().map(|c| c.freed_bytes).sum(),
-            net_bytes: caches.iter().map(|c| c.net_bytes).sum(),
-            caches,
-        })
+        at(
+            ns,
+            Some(7),
+            Some(cgroup),
+            What::Slab(SlabInterval::new(1_000_000_000, caches)),
+        )
     }
 
     pub(crate) fn charge(ns: u64, cgroup: &str, bytes: u64) -> Event {
-        Event::Charge(ChargeEvent {
-            time: time(ns),
-            timestamp_ns: ns,
-            interval_seconds: 1.0,
-            memcg_id: 7,
-            cgroup: Some(cgroup.to_owned()),
-            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
-            charged_bytes: bytes,
-            charged_pages: bytes / 4096,
-            charges: Some(bytes / 4096),
-            source: "charge",
-        })
+        at(
+            ns,
+            Some(7),
+            Some(cgroup),
+            What::Charge(Charges {
+                interval_ns: 1_000_000_000,
+                charged_bytes: bytes,
+                charges: Some(bytes / 4096),
+                source: ChargeSource::Charge,
+            }),
+        )
     }
 
     pub(crate) fn charge_fail(ns: u64, cgroup: &str) -> Event {
-        Event::ChargeFail(ChargeFailEvent {
-            time: time(ns),
-            timestamp_ns: ns,
-            memcg_id: 7,
-            cgroup: Some(cgroup.to_owned()),
-            container: Some(ContainerIdentity::from_cgroup_path(cgroup)),
-            pid: 42,
-            tgid: Some(42),
-            comm: Some("memhog".into()),
-            nr_pages: Some(1),
-            gfp_flags: "0xcc0".into(),
-            outcome: "ENOMEM".into(),
-            derived: false,
-            source: "fentry",
-            reclaimed_bytes: None,
-            reclaim_us: None,
-            charge_failures: Some(1),
-        })
+        at(
+            ns,
+            Some(7),
+            Some(cgroup),
+            What::ChargeFail(ChargeFail {
+                pid: 42,
+                tgid: 42,
+                comm: "memhog".into(),
+                nr_pages: 1,
+                gfp_flags: 0xcc0,
+                errno: 12,
+                probe: ChargeProbe::Fentry,
+                charge_failures: Some(1),
+            }),
+        )
     }
 
-    pub(crate) fn cgroup_event(ns: u64, id: u64, action: &'static str, dying: bool) -> Event {
-        Event::Cgroup(CgroupEvent {
-            time: time(ns),
+    pub(crate) fn cgroup_event(ns: u64, id: u64, action: CgroupAction, dying: bool) -> Event {
+        Event {
             timestamp_ns: ns,
-            action,
-            memcg_id: id,
-            cgroup: Some(format!("/gone-{id}")),
-            container: None,
-            dying,
-            charged_bytes: dying.then_some(MIB),
-            dying_seconds: (action == "freed").then_some(2.5),
-        })
+            memcg: Memcg {
+                id: Some(id),
+                cgroup: Some(format!("/gone-{id}")),
+                container: None,
+            },
+            what: What::Cgroup(CgroupChange {
+                action,
+                dying,
+                charged_bytes: dying.then_some(MIB),
+                dying_ns: (action == CgroupAction::Freed).then_some(2_500_000_000),
+            }),
+        }
     }
 
     /// A container that allocates until its limit, with reclaims that fail before the kill,
@@ -1069,8 +1143,8 @@ pub(crate) mod tests {
                 &[("dentry", 0, 2 * MIB), ("kmalloc-cg-512", MIB, 0)],
             ),
             charge_fail(2_450_000_000, &c),
-            cgroup_event(2_400_000_000, 100, "removed", true),
-            cgroup_event(2_450_000_000, 101, "removed", false),
+            cgroup_event(2_400_000_000, 100, CgroupAction::Removed, true),
+            cgroup_event(2_450_000_000, 101, CgroupAction::Removed, false),
         ];
         let at_kill = MemoryStats {
             usage_bytes: Some(64 * MIB),
@@ -1081,13 +1155,18 @@ pub(crate) mod tests {
             ..MemoryStats::default()
         };
         events.push(oom(2_500_000_000, &c, Some(at_kill)));
-        events.push(cgroup_event(3_000_000_000, 100, "freed", false));
-        events.push(cgroup_event(3_100_000_000, 102, "removed", true));
+        events.push(cgroup_event(3_000_000_000, 100, CgroupAction::Freed, false));
+        events.push(cgroup_event(
+            3_100_000_000,
+            102,
+            CgroupAction::Removed,
+            true,
+        ));
         events
     }
 
     pub(crate) fn scenario_report() -> Report {
-        let mut b = ReportBuilder::new();
+        let mut b = ReportBuilder::new(CLOCK);
         for e in scenario() {
             b.add(&e);
         }
@@ -1164,7 +1243,7 @@ pub(crate) mod tests {
 
     #[test]
     fn cache_that_grew_then_was_reclaimed_ranks_by_its_peak() {
-        let mut b = ReportBuilder::new();
+        let mut b = ReportBuilder::new(CLOCK);
         for e in [
             cache_delta(1, Some("/reader"), 5, 60 * MIB, 0),
             cache_delta(2, Some("/reader"), 5, 4 * MIB, 64 * MIB),
@@ -1240,7 +1319,7 @@ pub(crate) mod tests {
     #[test]
     fn without_the_kernel_report_the_last_sample_before_the_kill_is_used() {
         let c = "/memtrace-test-x";
-        let mut b = ReportBuilder::new();
+        let mut b = ReportBuilder::new(CLOCK);
         for e in [
             stats(0, c, MIB, 50 * MIB),
             stats(1_000, c, MIB, 60 * MIB),
@@ -1265,7 +1344,7 @@ pub(crate) mod tests {
             format!("/docker/{}", "ab".repeat(32)),
             format!("/docker/{}", "ab".repeat(6) + &"cd".repeat(26)),
         ];
-        let mut b = ReportBuilder::new();
+        let mut b = ReportBuilder::new(CLOCK);
         for c in &twins {
             b.add(&stats(1, c, MIB, MIB));
         }
@@ -1276,7 +1355,7 @@ pub(crate) mod tests {
 
     #[test]
     fn events_without_a_cgroup_still_have_an_owner() {
-        let mut b = ReportBuilder::new();
+        let mut b = ReportBuilder::new(CLOCK);
         b.add(&cache(5, None, 1, MIB));
         let r = b.finish(TraceInfo::default());
         assert_eq!(r.containers[0].name, "(unknown cgroup)");

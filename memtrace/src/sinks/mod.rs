@@ -10,7 +10,7 @@ pub use json::JsonSink;
 pub use tee::Tee;
 pub use text::TextSink;
 
-use crate::event::{Event, Observed};
+use crate::event::{Event, HostClock};
 
 /// A consumer of events. `flush` is called whenever the pipeline has no more events queued, so
 /// a live terminal or a recording is never more than one batch behind.
@@ -18,7 +18,7 @@ pub trait Sink {
     /// # Errors
     ///
     /// I/O errors of the destination.
-    fn write(&mut self, observed: &Observed, event: &Event) -> io::Result<()>;
+    fn write(&mut self, event: &Event) -> io::Result<()>;
 
     /// # Errors
     ///
@@ -36,11 +36,11 @@ pub enum Format {
     Json,
 }
 
-/// A terminal sink writing to `out` in `format`.
+/// A terminal sink writing to `out` in `format`, with wall-clock times from `clock`.
 #[must_use]
-pub fn terminal<W: io::Write + 'static>(format: Format, out: W) -> Box<dyn Sink> {
+pub fn terminal<W: io::Write + 'static>(format: Format, out: W, clock: HostClock) -> Box<dyn Sink> {
     match format {
-        Format::Text => Box::new(TextSink::new(out)),
-        Format::Json => Box::new(JsonSink::new(out)),
+        Format::Text => Box::new(TextSink::new(out, clock)),
+        Format::Json => Box::new(JsonSink::new(out, clock)),
     }
 }

@@ -3,7 +3,7 @@
 use std::io;
 
 use super::Sink;
-use crate::event::{Event, Observed};
+use crate::event::Event;
 
 pub struct Tee<'a> {
     pub first: &'a mut dyn Sink,
@@ -11,9 +11,9 @@ pub struct Tee<'a> {
 }
 
 impl Sink for Tee<'_> {
-    fn write(&mut self, observed: &Observed, event: &Event) -> io::Result<()> {
-        self.first.write(observed, event)?;
-        self.second.write(observed, event)
+    fn write(&mut self, event: &Event) -> io::Result<()> {
+        self.first.write(event)?;
+        self.second.write(event)
     }
 
     fn flush(&mut self) -> io::Result<()> {

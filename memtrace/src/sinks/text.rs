@@ -1,4 +1,4 @@
-//! One line per event, for people.
+//! One line per event, for people: `TIME TYPE CGROUP [CONTAINER] details…`.
 
 use std::{
     fmt::Write as _,
@@ -9,27 +9,29 @@ use super::Sink;
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
-        CacheEvent, CgroupEvent, ChargeEvent, ChargeFailEvent, Event, Observed, OomKill,
-        ReclaimEvent, SlabEvent, StatsEvent,
+        CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeSource, Charges,
+        ChargesFromPageCache, Event, HostClock, OomKill, PageCache, Reclaim, Slab, What,
     },
     units::human_bytes,
 };
 
 pub struct TextSink<W: Write> {
     out: io::BufWriter<W>,
+    clock: HostClock,
 }
 
 impl<W: Write> TextSink<W> {
-    pub fn new(out: W) -> Self {
+    pub fn new(out: W, clock: HostClock) -> Self {
         Self {
             out: io::BufWriter::new(out),
+            clock,
         }
     }
 }
 
 impl<W: Write> Sink for TextSink<W> {
-    fn write(&mut self, _observed: &Observed, event: &Event) -> io::Result<()> {
-        writeln!(self.out, "{}", line(event))
+    fn write(&mut self, event: &Event) -> io::Result<()> {
+        writeln!(self.out, "{}", line(event, self.clock))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -37,19 +39,32 @@ impl<W: Write> Sink for TextSink<W> {
     }
 }
 
-/// `TIME TYPE CGROUP details…`
+/// `TIME TYPE CGROUP [CONTAINER] details…`
 #[must_use]
-pub fn line(event: &Event) -> String {
-    match event {
-        Event::OomKill(e) => oom_kill(e),
-        Event::Cgroup(e) => cgroup(e),
-        Event::Stats(e) => stats(e),
-        Event::Cache(e) => cache(e),
-        Event::Reclaim(e) => reclaim(e),
-        Event::Charge(e) => charge(e),
-        Event::ChargeFail(e) => charge_fail(e),
-        Event::Slab(e) => slab(e),
+pub fn line(event: &Event, clock: HostClock) -> String {
+    let label = match &event.what {
+        What::ChargeFail(_) | What::ChargeFailFromReclaim(_) => "chargefail",
+        what => what.type_name(),
+    };
+    let mut s = format!(
+        "{} {label:<9} {}",
+        clock.wall(event.timestamp_ns),
+        event.memcg.cgroup.as_deref().unwrap_or("?")
+    );
+    who(&mut s, event.memcg.container.as_ref());
+    match &event.what {
+        What::OomKill(e) => oom_kill(&mut s, e),
+        What::Cgroup(e) => cgroup(&mut s, e, event.memcg.id),
+        What::Stats(m) => memory(&mut s, m),
+        What::Cache(e) => cache(&mut s, e),
+        What::Reclaim(e) => reclaim(&mut s, e),
+        What::Charge(e) => charge(&mut s, e),
+        What::ChargeFromPageCache(e) => charge_from_page_cache(&mut s, e),
+        What::ChargeFail(e) => charge_fail(&mut s, e),
+        What::ChargeFailFromReclaim(e) => charge_fail_from_reclaim(&mut s, e),
+        What::Slab(e) => slab(&mut s, e),
     }
+    s
 }
 
 fn signed_bytes(n: i64) -> String {
@@ -57,21 +72,24 @@ fn signed_bytes(n: i64) -> String {
     format!("{sign}{}", human_bytes(n.unsigned_abs()))
 }
 
-fn cache(e: &CacheEvent) -> String {
-    let mut s = format!(
-        "{} {:<9} {}",
-        e.time,
-        "cache",
-        e.cgroup.as_deref().unwrap_or("?")
-    );
-    who(&mut s, e.container.as_ref());
+#[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+#[expect(clippy::cast_precision_loss, reason = "microseconds for people")]
+fn micros(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+fn cache(s: &mut String, e: &PageCache) {
     let _ = write!(
         s,
         " {} (added {}, removed {}) in {:.1}s",
         signed_bytes(e.net_bytes),
         human_bytes(e.added_bytes),
         human_bytes(e.removed_bytes),
-        e.interval_seconds
+        seconds(e.interval_ns)
     );
     if let Some(top) = e.top_files.first() {
         let _ = write!(
@@ -82,77 +100,87 @@ fn cache(e: &CacheEvent) -> String {
             signed_bytes(top.net_bytes)
         );
     }
-    s
 }
 
-fn charge(e: &ChargeEvent) -> String {
-    let mut s = format!(
-        "{} {:<9} {}",
-        e.time,
-        "charge",
-        e.cgroup.as_deref().unwrap_or("?")
-    );
-    who(&mut s, e.container.as_ref());
+fn charge(s: &mut String, e: &Charges) {
     let _ = write!(
         s,
         " {} charged in {:.1}s",
         human_bytes(e.charged_bytes),
-        e.interval_seconds
+        seconds(e.interval_ns)
     );
     match (e.charges, e.source) {
         (Some(n), _) => {
             let _ = write!(s, " ({n} charges)");
         }
-        (None, "page_cache") => s.push_str(" (file pages: page cache added)"),
-        (None, _) => s.push_str(" (from stat updates)"),
+        (None, ChargeSource::StatUpdates | ChargeSource::Charge) => {
+            s.push_str(" (from stat updates)");
+        }
     }
-    s
 }
 
-fn charge_fail(e: &ChargeFailEvent) -> String {
-    let mut s = format!(
-        "{} {:<9} {}",
-        e.time,
-        "chargefail",
-        e.cgroup.as_deref().unwrap_or("?")
+fn charge_from_page_cache(s: &mut String, e: &ChargesFromPageCache) {
+    let _ = write!(
+        s,
+        " {} charged in {:.1}s (file pages: page cache added)",
+        human_bytes(e.charged_bytes),
+        seconds(e.interval_ns)
     );
-    who(&mut s, e.container.as_ref());
-    let _ = write!(s, " pid={}", e.pid);
-    if let Some(comm) = &e.comm {
-        let _ = write!(s, " comm={comm}");
-    }
-    if let Some(pages) = e.nr_pages {
-        let _ = write!(s, " pages={pages}");
-    }
-    let _ = write!(s, " gfp={} {}", e.gfp_flags, e.outcome);
-    if let (Some(freed), Some(us)) = (e.reclaimed_bytes, e.reclaim_us) {
-        let _ = write!(
-            s,
-            " (derived: reclaim freed {} in {us:.0}us)",
-            human_bytes(freed)
-        );
-    }
-    if let Some(n) = e.charge_failures {
+}
+
+fn charge_fail(s: &mut String, e: &ChargeFail) {
+    let _ = write!(
+        s,
+        " pid={} comm={} pages={} gfp={:#x} {}",
+        e.pid,
+        e.comm,
+        e.nr_pages,
+        e.gfp_flags,
+        errno_name(e.errno)
+    );
+    failcnt(s, e.charge_failures);
+}
+
+fn charge_fail_from_reclaim(s: &mut String, e: &ChargeFailFromReclaim) {
+    let outcome = if e.reclaimed_bytes == 0 {
+        "limit_reclaim_freed_nothing"
+    } else {
+        "limit_reclaim"
+    };
+    let _ = write!(
+        s,
+        " pid={} gfp={:#x} {outcome} (derived: reclaim freed {} in {:.0}us)",
+        e.pid,
+        e.gfp_flags,
+        human_bytes(e.reclaimed_bytes),
+        micros(e.reclaim_ns)
+    );
+    failcnt(s, e.charge_failures);
+}
+
+fn failcnt(s: &mut String, charge_failures: Option<u64>) {
+    if let Some(n) = charge_failures {
         let _ = write!(s, " failcnt={n}");
     }
-    s
 }
 
-fn slab(e: &SlabEvent) -> String {
-    let mut s = format!(
-        "{} {:<9} {}",
-        e.time,
-        "slab",
-        e.cgroup.as_deref().unwrap_or("?")
-    );
-    who(&mut s, e.container.as_ref());
+/// `ENOMEM` for 12, `errno 5` for others the kernel may add.
+fn errno_name(errno: i32) -> String {
+    match errno {
+        12 => "ENOMEM".to_owned(),
+        4 => "EINTR".to_owned(),
+        other => format!("errno {other}"),
+    }
+}
+
+fn slab(s: &mut String, e: &Slab) {
     let _ = write!(
         s,
         " {} (allocated {}, freed {}) in {:.1}s",
         signed_bytes(e.net_bytes),
         human_bytes(e.allocated_bytes),
         human_bytes(e.freed_bytes),
-        e.interval_seconds
+        seconds(e.interval_ns)
     );
     let top: Vec<String> = e
         .caches
@@ -163,30 +191,21 @@ fn slab(e: &SlabEvent) -> String {
     if !top.is_empty() {
         let _ = write!(s, " top: {}", top.join(", "));
     }
-    s
 }
 
-fn reclaim(e: &ReclaimEvent) -> String {
-    let mut s = format!(
-        "{} {:<9} {}",
-        e.time,
-        "reclaim",
-        e.cgroup.as_deref().unwrap_or("?")
-    );
-    who(&mut s, e.container.as_ref());
+fn reclaim(s: &mut String, e: &Reclaim) {
     let _ = write!(
         s,
-        " pid={} reclaimed {} in {:.0}us order={} gfp={}",
+        " pid={} reclaimed {} in {:.0}us order={} gfp={:#x}",
         e.pid,
         human_bytes(e.reclaimed_bytes),
-        e.duration_us,
+        micros(e.duration_ns),
         e.order,
         e.gfp_flags
     );
     if e.ineffective {
         s.push_str(" INEFFECTIVE (nothing could be freed)");
     }
-    s
 }
 
 fn bytes_or(value: Option<u64>, missing: &str) -> String {
@@ -200,32 +219,20 @@ fn who(s: &mut String, container: Option<&ContainerIdentity>) {
     }
 }
 
-fn cgroup(e: &CgroupEvent) -> String {
-    let mut s = format!(
-        "{} {:<9} {}",
-        e.time,
-        "cgroup",
-        e.cgroup.as_deref().unwrap_or("?"),
-    );
-    who(&mut s, e.container.as_ref());
-    let _ = write!(s, " {} id={}", e.action, e.memcg_id);
+fn cgroup(s: &mut String, e: &CgroupChange, memcg_id: Option<u64>) {
+    let _ = write!(s, " {}", e.action.name());
+    if let Some(id) = memcg_id {
+        let _ = write!(s, " id={id}");
+    }
     if let Some(charged) = e.charged_bytes {
         let _ = write!(s, " charged={}", human_bytes(charged));
     }
     if e.dying {
         s.push_str(" DYING (memory still charged keeps it allocated)");
     }
-    if let Some(secs) = e.dying_seconds {
-        let _ = write!(s, " after {secs:.1}s dying");
+    if let Some(ns) = e.dying_ns {
+        let _ = write!(s, " after {:.1}s dying", seconds(ns));
     }
-    s
-}
-
-fn stats(e: &StatsEvent) -> String {
-    let mut s = format!("{} {:<9} {}", e.time, "stats", e.cgroup);
-    who(&mut s, e.container.as_ref());
-    memory(&mut s, &e.memory);
-    s
 }
 
 /// `usage=… limit=… working_set=… anon=… file=…(active …/inactive …) kernel=… shmem=…`
@@ -255,14 +262,7 @@ fn memory(s: &mut String, m: &MemoryStats) {
     );
 }
 
-fn oom_kill(e: &OomKill) -> String {
-    let mut s = format!(
-        "{} {:<9} {}",
-        e.time,
-        "oom_kill",
-        e.cgroup.as_deref().unwrap_or("?"),
-    );
-    who(&mut s, e.container.as_ref());
+fn oom_kill(s: &mut String, e: &OomKill) {
     let _ = write!(s, " pid={}", e.pid);
     if let Some(tgid) = e.tgid.filter(|&t| t != e.pid) {
         let _ = write!(s, " tgid={tgid}");
@@ -287,49 +287,55 @@ fn oom_kill(e: &OomKill) -> String {
     );
     if let Some(constraint) = &e.constraint {
         // Which limit fired: the victim's own, an ancestor's (the pod's), or none (global).
+        let name = constraint.name();
         let _ = write!(
             s,
             " | {} limit_cgroup={}",
-            constraint.strip_prefix("CONSTRAINT_").unwrap_or(constraint),
+            name.strip_prefix("CONSTRAINT_").unwrap_or(name),
             e.limit_cgroup.as_deref().unwrap_or("none (global)")
         );
-        who(&mut s, e.limit_container.as_ref());
+        who(s, e.limit_container.as_ref());
     }
     if let Some(m) = &e.memory {
-        memory(&mut s, m);
+        memory(s, m);
     }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Memcg, OomConstraint, OomProbe};
+
+    const CLOCK: HostClock = HostClock {
+        boot_time_wall_ns: 1_795_794_421_000_000_000,
+        page_size: 4096,
+    };
 
     #[test]
     fn oom_kill_line() {
-        let e = OomKill {
-            time: "2026-11-27T15:47:01.000001Z".into(),
-            timestamp_ns: 1,
-            pid: 7,
-            tgid: Some(7),
-            comm: Some("memhog".into()),
-            memcg_id: Some(42),
-            cgroup: Some("/x".into()),
-            container: None,
-            memcg_limit_bytes: Some(64 << 20),
-            memcg_usage_bytes: None,
-            anon_rss_bytes: Some(63 << 20),
-            file_rss_bytes: Some(0),
-            shmem_rss_bytes: Some(0),
-            constraint: Some("CONSTRAINT_MEMCG".into()),
-            probe: Some("raw_tp"),
-            limit_cgroup: Some("/".into()),
-            limit_container: None,
-            memory: None,
-            memory_source: None,
+        let event = Event {
+            timestamp_ns: 1_000,
+            memcg: Memcg {
+                id: Some(42),
+                cgroup: Some("/x".into()),
+                container: None,
+            },
+            what: What::OomKill(OomKill {
+                pid: 7,
+                tgid: Some(7),
+                comm: Some("memhog".into()),
+                memcg_limit_bytes: Some(64 << 20),
+                anon_rss_bytes: Some(63 << 20),
+                file_rss_bytes: Some(0),
+                shmem_rss_bytes: Some(0),
+                constraint: Some(OomConstraint::Memcg),
+                probe: Some(OomProbe::RawTp),
+                limit_cgroup: Some("/".into()),
+                ..OomKill::default()
+            }),
         };
         assert_eq!(
-            line(&Event::OomKill(e)),
+            line(&event, CLOCK),
             "2026-11-27T15:47:01.000001Z oom_kill  /x pid=7 comm=memhog anon=63.0MiB file=0B \
              shmem=0B memcg_usage=? memcg_limit=64.0MiB | MEMCG limit_cgroup=/"
         );

@@ -1,4 +1,4 @@
-//! Trace file layout, version 2; docs/trace-format.md is the byte-by-byte description. All
+//! Trace file layout, version 3 (version 2 differs only inside blocks, see `records`); docs/trace-format.md is the byte-by-byte description. All
 //! integers little-endian.
 //!
 //! ```text
@@ -21,7 +21,9 @@
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"MEMTRACE";
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
+/// The oldest version this memtrace reads.
+pub const OLDEST_READABLE: u16 = 2;
 pub const PREAMBLE_LEN: usize = 16;
 pub const FRAME_HEAD_LEN: usize = 20;
 pub const FRAME_CHUNK: u8 = 1;

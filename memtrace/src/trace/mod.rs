@@ -6,6 +6,7 @@ mod format;
 mod reader;
 mod recording;
 mod records;
+mod v2;
 mod writer;
 
 #[cfg(test)]

@@ -12,14 +12,14 @@ use std::{
 use super::{
     format::{
         CODEC_NONE, CODEC_ZSTD, FLAG_FIRST, FLAG_LAST, FRAME_CHUNK, FRAME_END, FRAME_HEAD_LEN,
-        FrameHead, MAGIC, MAX_BLOCK, MAX_HEADER, MAX_LOST_KINDS, PREAMBLE_LEN, TraceHeader,
-        VERSION, checksum_ok, crc, le_u32, le_u64,
+        FrameHead, MAGIC, MAX_BLOCK, MAX_HEADER, MAX_LOST_KINDS, OLDEST_READABLE, PREAMBLE_LEN,
+        TraceHeader, VERSION, checksum_ok, crc, le_u32, le_u64,
     },
     records::Decoder,
 };
 use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective, get_error_name};
 
-use crate::{attribution::ContainerIdentity, event::Observed};
+use crate::{attribution::ContainerIdentity, event::Event};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -28,13 +28,13 @@ pub enum TraceError {
     #[error("{path} is not a memtrace trace file")]
     NotATrace { path: PathBuf },
     #[error(
-        "{path} is a version {found} trace; this memtrace reads version {VERSION}: \
-         use a newer memtrace"
+        "{path} is a version {found} trace; this memtrace reads versions {OLDEST_READABLE} to \
+         {VERSION}: use a newer memtrace"
     )]
     FutureVersion { path: PathBuf, found: u16 },
     #[error(
         "{path} is a version 1 trace (memtrace before trace format 2); this memtrace reads \
-         version {VERSION}: replay it with the memtrace that recorded it"
+         versions {OLDEST_READABLE} to {VERSION}: replay it with the memtrace that recorded it"
     )]
     OldVersion { path: PathBuf },
     #[error("{path} is truncated at byte {offset}, inside its header")]
@@ -48,13 +48,13 @@ pub enum TraceError {
 }
 
 /// What a trace yields, in file order.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 #[expect(
     clippy::large_enum_variant,
     reason = "read, handed on and dropped one at a time"
 )]
 pub enum TraceItem {
-    Event(Observed),
+    Event(Event),
     /// The end marker: totals as the recorder counted them. `lost` is per lost-event kind,
     /// empty when this file did not count them (a file closed by `--max-size`/`--rotate`: the
     /// last file of the recording has the session's counts).
@@ -140,7 +140,7 @@ impl TraceReader {
                 probes: Vec::new(),
                 cgroup_version: String::new(),
             },
-            decoder: Decoder::default(),
+            decoder: Decoder::new(VERSION, 1),
             block: Vec::new(),
             pos: 0,
             block_offset: 0,
@@ -176,7 +176,7 @@ impl TraceReader {
                     path: self.path.clone(),
                 });
             }
-            VERSION => {}
+            OLDEST_READABLE..=VERSION => {}
             found => {
                 return Err(TraceError::FutureVersion {
                     path: self.path.clone(),
@@ -202,6 +202,7 @@ impl TraceReader {
         if self.header.page_size == 0 {
             return Err(self.corrupt(16, "header has page size 0".into()));
         }
+        self.decoder = Decoder::new(version, self.header.page_size);
         Ok(())
     }
 

@@ -19,11 +19,7 @@ use super::{
     format::TraceHeader,
     writer::{END_BYTES, TraceWriter},
 };
-use crate::{
-    clock,
-    event::{Event, Observed},
-    sinks::Sink,
-};
+use crate::{clock, event::Event, sinks::Sink};
 
 /// How big a recording may grow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,8 +177,8 @@ impl Recording {
 }
 
 impl Sink for Recording {
-    fn write(&mut self, observed: &Observed, _event: &Event) -> io::Result<()> {
-        self.writer()?.append(observed)?;
+    fn write(&mut self, event: &Event) -> io::Result<()> {
+        self.writer()?.append(event)?;
         self.enforce()
     }
 

@@ -4,50 +4,32 @@
 //! record := tag u8 | body_len varint | body
 //! CGROUP (1) := table_id varint | has_path u8 | path_len varint | path
 //!               | identity (JSON `ContainerIdentity`; empty: none; rest of body)
-//! KERNEL (2) := cgroup_ref varint | limit_ref varint
-//!               | postcard(context without cgroup and containers) | kernel record (ABI, rest)
-//! STATS  (3) := cgroup_ref varint | postcard(sample without cgroup and container)
-//! CACHE  (4) := cgroup_ref varint | postcard(sample without cgroup and container)
-//! CHARGE (5) := cgroup_ref varint | timestamp_ns, interval_ns, memcg_id, pages, charges,
-//!               source (0 charge, 1 stat_updates, 2 page_cache), each a varint
-//! SLAB   (6) := cgroup_ref varint | postcard((timestamp_ns, interval_ns, memcg_id, caches))
+//! EVENT  (7) := cgroup_ref varint | postcard((timestamp_ns u64, memcg_id Option<u64>, What))
 //! cgroup_ref := 0: no cgroup and no container; n: table entry n − 1
 //! ```
 //!
-//! A cgroup and its container identity are written once per file, as a table record before the
-//! first event that names them; events carry the table reference. That is most of what makes
-//! a sample small, and it lets a reader list every container without decoding events.
-//!
-//! A new `Observed` variant needs: a tag below, an arm in [`Encoder::event`] and one in
-//! [`Decoder::event`] (both matches are exhaustive, so the compiler points at them), and a
-//! sample in the round-trip test of `trace::tests`. Samples are destructured field by field,
-//! never with `..`, so a field added to a sample type is a compile error here, not a field
-//! silently left out of the file.
+//! Version 3 stores the event model itself ([`crate::event::What`], postcard), so an event
+//! kind added to the model is in trace files without a change here. A cgroup and its container
+//! identity are written once per file, as a table record before the first event that names
+//! them; events carry the table reference. That is most of what makes an event small, and it
+//! lets a reader list every container without decoding events. Tags 2–6 are version 2's
+//! records, read by [`super::v2`].
 
 use std::collections::HashMap;
 
-use memtrace_common::event::{DecodeError, Record};
-
 use crate::{
     attribution::ContainerIdentity,
-    event::{
-        CacheSample, ChargeSample, ChargeSource, Context, FileDelta, Observed, OomContext,
-        SlabCacheDelta, SlabSample, StatsSample,
-    },
+    event::{Event, Memcg, What},
 };
 
 pub const TAG_CGROUP: u8 = 1;
-pub const TAG_KERNEL: u8 = 2;
-pub const TAG_STATS: u8 = 3;
-pub const TAG_CACHE: u8 = 4;
-pub const TAG_CHARGE: u8 = 5;
-pub const TAG_SLAB: u8 = 6;
+pub const TAG_EVENT: u8 = 7;
 
 /// A file naming more distinct cgroups than this is damaged (a node has at most 65535 live
 /// memcgs; identities change rarely).
 pub const MAX_TABLE: usize = 1 << 20;
 
-type Entry = (Option<String>, Option<ContainerIdentity>);
+pub type Entry = (Option<String>, Option<ContainerIdentity>);
 
 /// Writes records into a block buffer, keeping the file's cgroup table.
 #[derive(Default)]
@@ -60,180 +42,26 @@ pub struct Encoder {
     body: Vec<u8>,
 }
 
-/// The part of a kernel record's context that is not in the table.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct KernelContext {
-    memcg_limit_bytes: Option<u64>,
-    memcg_usage_bytes: Option<u64>,
-    removed_ns: Option<u64>,
-    oom: Option<OomRest>,
-    charge_failures: Option<u64>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct OomRest {
-    constraint: Option<String>,
-    memory: Option<crate::attribution::MemoryStats>,
-    memory_source: Option<String>,
-    task: Option<String>,
-}
-
 impl Encoder {
-    /// Appends `observed` (after any table records it needs) to `out`.
+    /// Appends `event` (after any table record it needs) to `out`.
     ///
     /// # Errors
     ///
-    /// When the table is full or a sample cannot be serialized.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one arm per Observed variant, side by side: a new variant goes in one place"
-    )]
-    pub fn event(&mut self, observed: &Observed, out: &mut Vec<u8>) -> Result<(), String> {
+    /// When the table is full or the event cannot be serialized.
+    pub fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Result<(), String> {
         self.body.clear();
-        let tag = match observed {
-            Observed::Kernel { record, context } => {
-                let Context {
-                    cgroup,
-                    container,
-                    memcg_limit_bytes,
-                    memcg_usage_bytes,
-                    oom,
-                    removed_ns,
-                    charge_failures,
-                } = context;
-                let cgroup_ref = self.reference(cgroup.as_ref(), container.as_ref(), out)?;
-                let (limit_ref, oom) = match oom {
-                    None => (0, None),
-                    Some(OomContext {
-                        constraint,
-                        limit_cgroup,
-                        limit_container,
-                        memory,
-                        memory_source,
-                        task,
-                    }) => (
-                        self.reference(limit_cgroup.as_ref(), limit_container.as_ref(), out)?,
-                        Some(OomRest {
-                            constraint: constraint.clone(),
-                            memory: memory.clone(),
-                            memory_source: memory_source.clone(),
-                            task: task.clone(),
-                        }),
-                    ),
-                };
-                put_varint(&mut self.body, u64::from(cgroup_ref));
-                put_varint(&mut self.body, u64::from(limit_ref));
-                let rest = KernelContext {
-                    memcg_limit_bytes: *memcg_limit_bytes,
-                    memcg_usage_bytes: *memcg_usage_bytes,
-                    removed_ns: *removed_ns,
-                    oom,
-                    charge_failures: *charge_failures,
-                };
-                self.body = postcard::to_extend(&rest, std::mem::take(&mut self.body))
-                    .map_err(|e| e.to_string())?;
-                self.body.extend_from_slice(record.bytes());
-                TAG_KERNEL
-            }
-            Observed::Stats(StatsSample {
-                timestamp_ns,
-                cgroup,
-                container,
-                memory,
-            }) => {
-                let cgroup_ref = self.reference(Some(cgroup), container.as_ref(), out)?;
-                put_varint(&mut self.body, u64::from(cgroup_ref));
-                self.body =
-                    postcard::to_extend(&(timestamp_ns, memory), std::mem::take(&mut self.body))
-                        .map_err(|e| e.to_string())?;
-                TAG_STATS
-            }
-            Observed::Cache(CacheSample {
-                timestamp_ns,
-                interval_ns,
-                memcg_id,
-                cgroup,
-                container,
-                added_pages,
-                removed_pages,
-                top_files,
-            }) => {
-                let cgroup_ref = self.reference(cgroup.as_ref(), container.as_ref(), out)?;
-                put_varint(&mut self.body, u64::from(cgroup_ref));
-                for v in [
-                    *timestamp_ns,
-                    *interval_ns,
-                    *memcg_id,
-                    *added_pages,
-                    *removed_pages,
-                    top_files.len() as u64,
-                ] {
-                    put_varint(&mut self.body, v);
-                }
-                for FileDelta {
-                    dev,
-                    ino,
-                    added_pages,
-                    removed_pages,
-                } in top_files
-                {
-                    // Major and minor apart: two small numbers, where `major << 20 | minor`
-                    // is a four-byte varint for every disk.
-                    for v in [
-                        u64::from(dev >> 20),
-                        u64::from(dev & 0xf_ffff),
-                        *ino,
-                        *added_pages,
-                        *removed_pages,
-                    ] {
-                        put_varint(&mut self.body, v);
-                    }
-                }
-                TAG_CACHE
-            }
-            Observed::Charge(ChargeSample {
-                timestamp_ns,
-                interval_ns,
-                memcg_id,
-                cgroup,
-                container,
-                pages,
-                charges,
-                source,
-            }) => {
-                let cgroup_ref = self.reference(cgroup.as_ref(), container.as_ref(), out)?;
-                put_varint(&mut self.body, u64::from(cgroup_ref));
-                for v in [
-                    *timestamp_ns,
-                    *interval_ns,
-                    *memcg_id,
-                    *pages,
-                    *charges,
-                    *source as u64,
-                ] {
-                    put_varint(&mut self.body, v);
-                }
-                TAG_CHARGE
-            }
-            Observed::Slab(SlabSample {
-                timestamp_ns,
-                interval_ns,
-                memcg_id,
-                cgroup,
-                container,
-                caches,
-            }) => {
-                let cgroup_ref = self.reference(cgroup.as_ref(), container.as_ref(), out)?;
-                put_varint(&mut self.body, u64::from(cgroup_ref));
-                self.body = postcard::to_extend(
-                    &(timestamp_ns, interval_ns, memcg_id, caches),
-                    std::mem::take(&mut self.body),
-                )
-                .map_err(|e| e.to_string())?;
-                TAG_SLAB
-            }
-        };
-        put_record(out, tag, &self.body);
+        let cgroup_ref = self.reference(
+            event.memcg.cgroup.as_ref(),
+            event.memcg.container.as_ref(),
+            out,
+        )?;
+        put_varint(&mut self.body, u64::from(cgroup_ref));
+        self.body = postcard::to_extend(
+            &(event.timestamp_ns, event.memcg.id, &event.what),
+            std::mem::take(&mut self.body),
+        )
+        .map_err(|e| e.to_string())?;
+        put_record(out, TAG_EVENT, &self.body);
         Ok(())
     }
 
@@ -321,19 +149,31 @@ pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 /// Reads records back, keeping the file's cgroup table.
-#[derive(Default)]
 pub struct Decoder {
     table: Vec<Entry>,
+    /// The file's format version: version 2 records are read by [`super::v2`].
+    version: u16,
+    /// The recording host's page size, for version 2's page counts.
+    page_size: u64,
 }
 
 impl Decoder {
+    #[must_use]
+    pub fn new(version: u16, page_size: u64) -> Self {
+        Self {
+            table: Vec::new(),
+            version,
+            page_size,
+        }
+    }
+
     /// The next event in `block` from `*pos`, applying table records on the way; `None` at the
     /// end of the block. The error says what is wrong with the record.
     ///
     /// # Errors
     ///
     /// A record that is cut, names an undefined table entry, or does not decode.
-    pub fn next(&mut self, block: &[u8], pos: &mut usize) -> Result<Option<Observed>, String> {
+    pub fn next(&mut self, block: &[u8], pos: &mut usize) -> Result<Option<Event>, String> {
         while *pos < block.len() {
             let tag = block[*pos];
             *pos += 1;
@@ -389,7 +229,7 @@ impl Decoder {
         Ok(())
     }
 
-    fn entry(&self, reference: u64) -> Result<Entry, String> {
+    pub(super) fn entry(&self, reference: u64) -> Result<Entry, String> {
         if reference == 0 {
             return Ok((None, None));
         }
@@ -400,163 +240,30 @@ impl Decoder {
             .ok_or_else(|| format!("event names cgroup #{}, never defined", reference - 1))
     }
 
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one arm per record type, side by side: a new variant goes in one place"
-    )]
-    fn event(&self, tag: u8, body: &[u8]) -> Result<Observed, String> {
-        let mut pos = 0;
-        let cgroup_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
-        let (cgroup, container) = self.entry(cgroup_ref)?;
-        match tag {
-            TAG_KERNEL => {
-                let limit_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
-                let (rest, record): (KernelContext, &[u8]) =
+    fn event(&self, tag: u8, body: &[u8]) -> Result<Event, String> {
+        match (self.version, tag) {
+            (3, TAG_EVENT) => {
+                let mut pos = 0;
+                let cgroup_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
+                let (cgroup, container) = self.entry(cgroup_ref)?;
+                let ((timestamp_ns, id, what), rest): ((u64, Option<u64>, What), _) =
                     postcard::take_from_bytes(&body[pos..])
-                        .map_err(|e| format!("event context is not valid: {e}"))?;
-                let KernelContext {
-                    memcg_limit_bytes,
-                    memcg_usage_bytes,
-                    removed_ns,
-                    oom,
-                    charge_failures,
-                } = rest;
-                let oom = match oom {
-                    None if limit_ref == 0 => None,
-                    None => return Err("limit cgroup without OOM context".into()),
-                    Some(OomRest {
-                        constraint,
-                        memory,
-                        memory_source,
-                        task,
-                    }) => {
-                        let (limit_cgroup, limit_container) = self.entry(limit_ref)?;
-                        Some(OomContext {
-                            constraint,
-                            limit_cgroup,
-                            limit_container,
-                            memory,
-                            memory_source,
-                            task,
-                        })
-                    }
-                };
-                let rest = record;
-                let record = Record::decode(rest).map_err(|e| match e {
-                    DecodeError::Short { kind, need, got } => {
-                        format!("event of kind {kind} has {got} bytes, needs {need}")
-                    }
-                    DecodeError::UnknownKind(kind) => format!("unknown event kind {kind}"),
-                })?;
-                if record.bytes().len() != rest.len() {
-                    return Err("kernel record has trailing bytes".into());
+                        .map_err(|e| format!("event is not valid: {e}"))?;
+                if !rest.is_empty() {
+                    return Err("event has trailing bytes".into());
                 }
-                Ok(Observed::Kernel {
-                    record,
-                    context: Context {
+                Ok(Event {
+                    timestamp_ns,
+                    memcg: Memcg {
+                        id,
                         cgroup,
                         container,
-                        memcg_limit_bytes,
-                        memcg_usage_bytes,
-                        oom,
-                        removed_ns,
-                        charge_failures,
                     },
+                    what,
                 })
             }
-            TAG_STATS => {
-                let ((timestamp_ns, memory), rest) = postcard::take_from_bytes(&body[pos..])
-                    .map_err(|e| format!("stats sample is not valid: {e}"))?;
-                if !rest.is_empty() {
-                    return Err("stats sample has trailing bytes".into());
-                }
-                Ok(Observed::Stats(StatsSample {
-                    timestamp_ns,
-                    cgroup: cgroup.ok_or("stats sample without a cgroup")?,
-                    container,
-                    memory,
-                }))
-            }
-            TAG_CACHE => {
-                let mut next = || get_varint(body, &mut pos).ok_or("cut cache sample");
-                let (timestamp_ns, interval_ns, memcg_id, added_pages, removed_pages) =
-                    (next()?, next()?, next()?, next()?, next()?);
-                let files = next()?;
-                // Each file takes at least 5 bytes: a count beyond that is damage, and must not
-                // size an allocation.
-                if files > (body.len() / 5) as u64 {
-                    return Err("cache sample's file count runs past its record".into());
-                }
-                let mut top_files = Vec::new();
-                for _ in 0..files {
-                    let (major, minor, ino, added_pages, removed_pages) =
-                        (next()?, next()?, next()?, next()?, next()?);
-                    let dev = u32::try_from(major)
-                        .ok()
-                        .filter(|&m| m < 1 << 12 && minor < 1 << 20)
-                        .map(|m| m << 20 | u32::try_from(minor).unwrap_or(0))
-                        .ok_or("bad device number in cache sample")?;
-                    top_files.push(FileDelta {
-                        dev,
-                        ino,
-                        added_pages,
-                        removed_pages,
-                    });
-                }
-                if pos != body.len() {
-                    return Err("cache sample has trailing bytes".into());
-                }
-                Ok(Observed::Cache(CacheSample {
-                    timestamp_ns,
-                    interval_ns,
-                    memcg_id,
-                    cgroup,
-                    container,
-                    added_pages,
-                    removed_pages,
-                    top_files,
-                }))
-            }
-            TAG_CHARGE => {
-                let mut next = || get_varint(body, &mut pos).ok_or("cut charge sample");
-                let (timestamp_ns, interval_ns, memcg_id, pages, charges, source) =
-                    (next()?, next()?, next()?, next()?, next()?, next()?);
-                let source = usize::try_from(source)
-                    .ok()
-                    .and_then(|i| ChargeSource::ALL.get(i).copied());
-                let (Some(source), true) = (source, pos == body.len()) else {
-                    return Err("charge sample is not valid".into());
-                };
-                Ok(Observed::Charge(ChargeSample {
-                    timestamp_ns,
-                    interval_ns,
-                    memcg_id,
-                    cgroup,
-                    container,
-                    pages,
-                    charges,
-                    source,
-                }))
-            }
-            TAG_SLAB => {
-                let ((timestamp_ns, interval_ns, memcg_id, caches), rest): (
-                    (u64, u64, u64, Vec<SlabCacheDelta>),
-                    _,
-                ) = postcard::take_from_bytes(&body[pos..])
-                    .map_err(|e| format!("slab sample is not valid: {e}"))?;
-                if !rest.is_empty() {
-                    return Err("slab sample has trailing bytes".into());
-                }
-                Ok(Observed::Slab(SlabSample {
-                    timestamp_ns,
-                    interval_ns,
-                    memcg_id,
-                    cgroup,
-                    container,
-                    caches,
-                }))
-            }
-            other => Err(format!("unknown record type {other}")),
+            (2, _) => super::v2::event(self, tag, body, self.page_size),
+            (_, other) => Err(format!("unknown record type {other}")),
         }
     }
 }

@@ -4,17 +4,15 @@ use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
 
 use crate::sinks::Sink as _;
 
-use memtrace_common::{
-    CgroupRecord, ChargeFailRecord, EventHeader, EventKind, LostKind, OomKillRecord, ReclaimRecord,
-    event::Record,
-};
+use memtrace_common::LostKind;
 
 use super::*;
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
-        CacheSample, ChargeSample, ChargeSource, Context, Event, FileDelta, HostClock, Observed,
-        OomContext, SlabCacheDelta, SlabSample, StatsSample,
+        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeProbe, ChargeSource,
+        Charges, ChargesFromPageCache, Device, Event, FileCache, HostClock, Memcg, MemorySource,
+        OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
     },
 };
 
@@ -40,87 +38,93 @@ fn container() -> ContainerIdentity {
     ))
 }
 
-fn oom(pid: u32, cgroup: Option<&str>) -> Observed {
-    Observed::Kernel {
-        record: Record::OomKill(OomKillRecord {
-            header: EventHeader {
-                kind: EventKind::OomKill as u32,
-                cpu: 1,
-                timestamp_ns: u64::from(pid) * 1000,
-            },
-            memcg_id: 99,
-            pid,
-            tgid: pid,
-            anon_rss_pages: 16_000,
-            flags: 7,
-            ..OomKillRecord::default()
-        }),
-        context: Context {
+fn event(timestamp_ns: u64, id: Option<u64>, cgroup: Option<&str>, what: What) -> Event {
+    Event {
+        timestamp_ns,
+        memcg: Memcg {
+            id,
             cgroup: cgroup.map(Into::into),
-            container: cgroup.map(|_| container()),
-            memcg_limit_bytes: Some(64 << 20),
-            memcg_usage_bytes: None,
-            oom: Some(OomContext {
-                constraint: Some("CONSTRAINT_MEMCG".into()),
-                limit_cgroup: Some(POD.into()),
-                limit_container: Some(ContainerIdentity::from_cgroup_path(POD)),
-                memory: Some(MemoryStats {
-                    usage_bytes: Some(1),
-                    ..MemoryStats::default()
-                }),
-                memory_source: Some("kernel_oom_report".into()),
-                task: Some("memhog".into()),
-            }),
-            removed_ns: None,
-            charge_failures: None,
+            container: cgroup.filter(|c| c.starts_with(POD)).map(|_| container()),
         },
+        what,
     }
 }
 
-/// At least one of every `Observed` variant and kernel record kind, with every optional part
-/// both present and absent somewhere.
+fn oom(pid: u32, cgroup: Option<&str>) -> Event {
+    event(
+        u64::from(pid) * 1000,
+        Some(99),
+        cgroup,
+        What::OomKill(OomKill {
+            pid,
+            tgid: Some(pid),
+            comm: Some("memhog".into()),
+            memcg_limit_bytes: Some(64 << 20),
+            memcg_usage_bytes: None,
+            anon_rss_bytes: Some(16_000 * 4096),
+            file_rss_bytes: Some(0),
+            shmem_rss_bytes: None,
+            constraint: Some(if pid == 2 {
+                OomConstraint::Other("CONSTRAINT_FROM_THE_FUTURE".into())
+            } else {
+                OomConstraint::Memcg
+            }),
+            probe: Some(OomProbe::RawTp),
+            limit_cgroup: Some(POD.into()),
+            limit_container: Some(ContainerIdentity::from_cgroup_path(POD)),
+            memory: Some(MemoryStats {
+                usage_bytes: Some(1),
+                ..MemoryStats::default()
+            }),
+            memory_source: Some(MemorySource::KernelOomReport),
+        }),
+    )
+}
+
+/// At least one of every [`What`] variant, with every optional part both present and absent
+/// somewhere.
 #[expect(
     clippy::too_many_lines,
     reason = "one sample of every kind of event, side by side"
 )]
-pub(super) fn every_kind() -> Vec<Observed> {
-    let mut lifecycle = CgroupRecord {
-        header: EventHeader {
-            kind: EventKind::Cgroup as u32,
-            cpu: 0,
-            timestamp_ns: 9,
-        },
-        memcg_id: 5,
-        action: memtrace_common::event::CGROUP_RMDIR,
-        ..CgroupRecord::default()
-    };
-    lifecycle.path[..2].copy_from_slice(b"/a");
+pub(super) fn every_kind() -> Vec<Event> {
+    let mut cache = PageCache::new(1_000_000_000, 40_960, 8192);
+    cache.top_files = vec![FileCache::new(
+        Device { major: 8, minor: 1 },
+        1234,
+        40_960,
+        8192,
+    )];
     vec![
         oom(1, Some("/a")),
         oom(2, None),
-        Observed::Kernel {
-            record: Record::Cgroup(lifecycle),
-            context: Context {
-                cgroup: Some("/a".into()),
-                removed_ns: Some(3),
-                ..Context::default()
-            },
-        },
-        Observed::Stats(StatsSample {
-            timestamp_ns: 10,
-            cgroup: "/b/c".into(),
-            container: None,
-            memory: MemoryStats {
-                usage_bytes: Some(4096),
-                limit_bytes: None,
-                ..MemoryStats::default()
-            },
-        }),
-        Observed::Stats(StatsSample {
-            timestamp_ns: 10,
-            cgroup: POD.into(),
-            container: Some(ContainerIdentity::from_cgroup_path(POD)),
-            memory: MemoryStats {
+        event(
+            9,
+            Some(5),
+            Some("/a"),
+            What::Cgroup(CgroupChange {
+                action: CgroupAction::Removed,
+                dying: true,
+                charged_bytes: Some(4096),
+                dying_ns: None,
+            }),
+        ),
+        event(
+            9,
+            Some(5),
+            Some("/a"),
+            What::Cgroup(CgroupChange {
+                action: CgroupAction::Freed,
+                dying: false,
+                charged_bytes: None,
+                dying_ns: Some(6),
+            }),
+        ),
+        event(
+            10,
+            None,
+            Some(POD),
+            What::Stats(MemoryStats {
                 usage_bytes: Some(1 << 30),
                 limit_bytes: Some(2 << 30),
                 working_set_bytes: Some(900 << 20),
@@ -132,146 +136,123 @@ pub(super) fn every_kind() -> Vec<Observed> {
                 kernel_bytes: Some(12 << 20),
                 slab_reclaimable_bytes: Some(3 << 20),
                 slab_unreclaimable_bytes: Some(1 << 20),
-            },
-        }),
-        Observed::Cache(CacheSample {
-            timestamp_ns: 11,
-            interval_ns: 1_000_000_000,
-            memcg_id: 5,
-            cgroup: Some("/a".into()),
-            container: None,
-            added_pages: 10,
-            removed_pages: 2,
-            top_files: vec![FileDelta {
-                dev: 8 << 20 | 1,
-                ino: 1234,
-                added_pages: 10,
-                removed_pages: 2,
-            }],
-        }),
-        Observed::Cache(CacheSample {
-            timestamp_ns: 12,
-            interval_ns: 1_000_000_000,
-            memcg_id: 0,
-            cgroup: None,
-            container: None,
-            added_pages: u64::MAX,
-            removed_pages: 0,
-            top_files: Vec::new(),
-        }),
-        Observed::Kernel {
-            record: Record::Reclaim(ReclaimRecord {
-                header: EventHeader {
-                    kind: EventKind::Reclaim as u32,
-                    cpu: 1,
-                    timestamp_ns: 12,
-                },
-                memcg_id: 5,
-                duration_ns: 1000,
-                nr_reclaimed: 0,
-                gfp_flags: 0xcc0,
-                order: 0,
-                pid: 77,
             }),
-            context: Context {
-                cgroup: Some("/a".into()),
-                container: Some(container()),
-                ..Context::default()
-            },
-        },
-        Observed::Kernel {
-            record: Record::ChargeFail(ChargeFailRecord {
-                header: EventHeader {
-                    kind: EventKind::ChargeFail as u32,
-                    cpu: 0,
-                    timestamp_ns: 13,
-                },
-                memcg_id: 5,
+        ),
+        event(
+            10,
+            None,
+            Some("/b/c"),
+            What::Stats(MemoryStats {
+                usage_bytes: Some(4096),
+                limit_bytes: None,
+                ..MemoryStats::default()
+            }),
+        ),
+        event(11, Some(5), Some("/a"), What::Cache(cache)),
+        event(
+            12,
+            Some(0),
+            None,
+            What::Cache(PageCache::new(1_000_000_000, u64::MAX, 0)),
+        ),
+        event(
+            12,
+            Some(5),
+            Some(POD),
+            What::Reclaim(Reclaim {
+                pid: 77,
+                duration_ns: 1000,
+                reclaimed_bytes: 0,
+                order: 0,
                 gfp_flags: 0xcc0,
-                nr_pages: 1,
-                ret: -12,
+                ineffective: true,
+            }),
+        ),
+        event(
+            13,
+            Some(5),
+            Some("/a"),
+            What::ChargeFail(ChargeFail {
                 pid: 77,
                 tgid: 77,
-                strategy: memtrace_common::event::CHARGE_STRATEGY_FENTRY,
-                pad: 0,
-                comm: *b"memhog\0\0\0\0\0\0\0\0\0\0",
-                nr_reclaimed: 0,
-                reclaim_ns: 0,
-            }),
-            context: Context {
-                cgroup: Some("/a".into()),
+                comm: "memhog".into(),
+                nr_pages: 1,
+                gfp_flags: 0xcc0,
+                errno: 12,
+                probe: ChargeProbe::Fentry,
                 charge_failures: Some(3),
-                ..Context::default()
-            },
-        },
-        Observed::Charge(ChargeSample {
-            timestamp_ns: 14,
-            interval_ns: 1_000_000_000,
-            memcg_id: 5,
-            cgroup: Some("/a".into()),
-            container: Some(container()),
-            pages: 25_000,
-            charges: 24_000,
-            source: ChargeSource::Charge,
-        }),
-        Observed::Charge(ChargeSample {
-            timestamp_ns: 14,
-            interval_ns: 1_000_000_000,
-            memcg_id: 6,
-            cgroup: None,
-            container: None,
-            pages: 1,
-            charges: 0,
-            source: ChargeSource::StatUpdates,
-        }),
-        Observed::Charge(ChargeSample {
-            timestamp_ns: 14,
-            interval_ns: 1_000_000_000,
-            memcg_id: 7,
-            cgroup: None,
-            container: None,
-            pages: 2,
-            charges: 0,
-            source: ChargeSource::PageCache,
-        }),
-        Observed::Slab(SlabSample {
-            timestamp_ns: 15,
-            interval_ns: 1_000_000_000,
-            memcg_id: 5,
-            cgroup: Some("/a".into()),
-            container: None,
-            caches: vec![
-                SlabCacheDelta {
-                    cache: "dentry".into(),
-                    alloc_bytes: 192_000,
-                    alloc_objects: 1000,
-                    free_bytes: 0,
-                    free_objects: 0,
-                },
-                SlabCacheDelta {
-                    cache: "kmalloc-cg-64".into(),
-                    alloc_bytes: 64,
-                    alloc_objects: 1,
-                    free_bytes: 128,
-                    free_objects: 2,
-                },
-            ],
-        }),
+            }),
+        ),
+        event(
+            13,
+            Some(5),
+            Some("/a"),
+            What::ChargeFailFromReclaim(ChargeFailFromReclaim {
+                pid: 78,
+                gfp_flags: 0xcc0,
+                reclaimed_bytes: 8192,
+                reclaim_ns: 5000,
+                charge_failures: None,
+            }),
+        ),
+        event(
+            14,
+            Some(5),
+            Some(POD),
+            What::Charge(Charges {
+                interval_ns: 1_000_000_000,
+                charged_bytes: 25_000 * 4096,
+                charges: Some(24_000),
+                source: ChargeSource::Charge,
+            }),
+        ),
+        event(
+            14,
+            Some(6),
+            None,
+            What::Charge(Charges {
+                interval_ns: 1_000_000_000,
+                charged_bytes: 4096,
+                charges: None,
+                source: ChargeSource::StatUpdates,
+            }),
+        ),
+        event(
+            14,
+            Some(7),
+            None,
+            What::ChargeFromPageCache(ChargesFromPageCache {
+                interval_ns: 1_000_000_000,
+                charged_bytes: 8192,
+            }),
+        ),
+        event(
+            15,
+            Some(5),
+            Some("/a"),
+            What::Slab(Slab::new(
+                1_000_000_000,
+                vec![
+                    SlabCache::new("dentry".into(), (192_000, 1000), (0, 0)),
+                    SlabCache::new("kmalloc-cg-64".into(), (64, 1), (128, 2)),
+                ],
+            )),
+        ),
         oom(4, Some("/b/c")),
     ]
 }
 
 /// A stats sample with numbers that do not repeat: files fill at a realistic pace.
-fn varied(i: u64) -> Observed {
+fn varied(i: u64) -> Event {
     let mut e = every_kind().swap_remove(4);
-    if let Observed::Stats(s) = &mut e {
-        s.timestamp_ns = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
-        s.memory.usage_bytes = Some(i.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 24);
+    e.timestamp_ns = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
+    if let What::Stats(m) = &mut e.what {
+        m.usage_bytes = Some(i.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 24);
     }
     e
 }
 
-fn write_sample(path: &Path) -> Vec<Observed> {
+fn write_sample(path: &Path) -> Vec<Event> {
     let events = every_kind();
     let mut w = TraceWriter::create(path, &header()).expect("create");
     for (i, e) in events.iter().enumerate() {
@@ -285,7 +266,7 @@ fn write_sample(path: &Path) -> Vec<Observed> {
     events
 }
 
-fn read_all(path: &Path) -> Result<(Vec<Observed>, Option<TraceItem>), TraceError> {
+fn read_all(path: &Path) -> Result<(Vec<Event>, Option<TraceItem>), TraceError> {
     let mut r = TraceReader::open(path)?;
     let mut events = Vec::new();
     let mut last = None;
@@ -318,23 +299,17 @@ fn every_event_kind_round_trips() {
             lost: vec![5]
         })
     );
-    // Every user-visible type is there, so a new variant without a sample fails here.
-    let clock = HostClock {
-        boot_time_wall_ns: 0,
-        page_size: 4096,
-    };
+    // Every user-visible type is there, so a new type without a sample fails here.
     for e in &events {
-        let name = Event::new(e, clock).type_name();
+        let name = e.what.type_name();
         assert!(
-            Event::TYPES.contains(&name),
-            "{name} missing from Event::TYPES"
+            What::TYPES.contains(&name),
+            "{name} missing from What::TYPES"
         );
     }
-    for name in Event::TYPES {
+    for name in What::TYPES {
         assert!(
-            events
-                .iter()
-                .any(|e| Event::new(e, clock).type_name() == *name),
+            events.iter().any(|e| e.what.type_name() == *name),
             "no {name} event in the round trip"
         );
     }
@@ -405,13 +380,13 @@ fn rejects_garbage_empty_old_and_future_files_by_name() {
     }
     write_sample(&path);
     let mut bytes = fs::read(&path).expect("read");
-    bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&4u16.to_le_bytes());
     fs::write(&path, &bytes).expect("write");
     let err = TraceReader::open(&path).err().expect("must fail");
     assert_eq!(
         err.to_string(),
         format!(
-            "{} is a version 3 trace; this memtrace reads version 2: use a newer memtrace",
+            "{} is a version 4 trace; this memtrace reads versions 2 to 3: use a newer memtrace",
             path.display()
         )
     );
@@ -466,10 +441,6 @@ fn max_size_ends_a_file_and_rotate_keeps_the_newest_n() {
         rotate: Some(3),
     };
     let mut rec = Recording::create(&base, &header(), limits).expect("create");
-    let clock = HostClock {
-        boot_time_wall_ns: 0,
-        page_size: 4096,
-    };
     let mut n = 0u64;
     let mut round = |rec: &mut Recording| {
         let start = n;
@@ -477,7 +448,7 @@ fn max_size_ends_a_file_and_rotate_keeps_the_newest_n() {
             .into_iter()
             .chain((0..50).map(|i| varied(start + i)))
         {
-            crate::sinks::Sink::write(rec, &e, &Event::new(&e, clock)).expect("write");
+            crate::sinks::Sink::write(rec, &e).expect("write");
             n += 1;
         }
         // As the pipeline does every quarter second: small chunks, like a real recording's.
@@ -530,7 +501,7 @@ fn max_size_ends_a_file_and_rotate_keeps_the_newest_n() {
     let full = loop {
         let e = varied(i);
         i += 1;
-        if let Err(err) = crate::sinks::Sink::write(&mut rec, &e, &Event::new(&e, clock)) {
+        if let Err(err) = crate::sinks::Sink::write(&mut rec, &e) {
             break err;
         }
     };
@@ -553,10 +524,11 @@ fn times_read_from_a_file_never_overflow() {
         page_size: u64::MAX,
     };
     for e in every_kind() {
-        let event = Event::new(&e, clock);
-        serde_json::to_string(&event).expect("json");
-        crate::sinks::TextSink::new(std::io::sink())
-            .write(&e, &event)
+        crate::sinks::JsonSink::new(std::io::sink(), clock)
+            .write(&e)
+            .expect("json");
+        crate::sinks::TextSink::new(std::io::sink(), clock)
+            .write(&e)
             .expect("text");
     }
 }

@@ -21,10 +21,7 @@ use super::{
     },
     records::Encoder,
 };
-use crate::{
-    event::{Event, Observed},
-    sinks::Sink,
-};
+use crate::{event::Event, sinks::Sink};
 
 /// A block ends once its records reach this size (a quarter of what readers accept).
 pub const SEAL_BYTES: usize = (MAX_BLOCK / 4) as usize;
@@ -100,9 +97,9 @@ impl TraceWriter {
     /// # Errors
     ///
     /// I/O errors, or an event the format cannot hold.
-    pub fn append(&mut self, observed: &Observed) -> io::Result<()> {
+    pub fn append(&mut self, event: &Event) -> io::Result<()> {
         self.encoder
-            .event(observed, &mut self.raw)
+            .event(event, &mut self.raw)
             .map_err(io::Error::other)?;
         self.events += 1;
         self.oldest.get_or_insert_with(Instant::now);
@@ -257,8 +254,8 @@ fn len_u32(len: usize) -> io::Result<u32> {
 }
 
 impl Sink for TraceWriter {
-    fn write(&mut self, observed: &Observed, _event: &Event) -> io::Result<()> {
-        self.append(observed)
+    fn write(&mut self, event: &Event) -> io::Result<()> {
+        self.append(event)
     }
 
     fn flush(&mut self) -> io::Result<()> {
