@@ -167,7 +167,10 @@ fn container(
                                 (kill.memory.as_ref().map_or_else(|| "?".to_owned(), breakdown))
                                 " " small { "(" (kill.memory_source.as_deref().unwrap_or("?")) ")" }
                             }
-                            td { span.verdict { (kill.verdict.kind.label()) } ": " (kill.verdict.reason) }
+                            td {
+                                span.verdict { (kill.verdict.kind.label()) } ": "
+                                (kill.verdict.reason)
+                            }
                         }
                     }
                 }
@@ -247,8 +250,9 @@ fn slab(slab: &Slab) -> Markup {
         @if slab.intervals > 0 {
             p {
                 "Accounted slab: " (signed(slab.peak_net_bytes)) " at the peak, "
-                (signed(slab.net_bytes)) " at the end (allocated " (human_bytes(slab.allocated_bytes))
-                ", freed " (human_bytes(slab.freed_bytes)) ") over " (slab.intervals) " intervals."
+                (signed(slab.net_bytes)) " at the end (allocated "
+                (human_bytes(slab.allocated_bytes)) ", freed " (human_bytes(slab.freed_bytes))
+                ") over " (slab.intervals) " intervals."
             }
             table {
                 tr {
