@@ -1,7 +1,9 @@
 //! Timeline charts as SVG text, drawn with plotters, for inlining in the HTML report.
 //!
 //! plotters is built without its `ttf` feature: the SVG backend writes `<text>` elements and
-//! lets the browser pick the font, so no font files are read or embedded.
+//! lets the browser pick the font, so no font files are read or embedded. That backend escapes
+//! the text it writes (`&<>"'`), which matters: the captions name containers and cgroups, and
+//! the HTML report inserts the SVG as it is.
 
 use plotters::{
     coord::Shift,
@@ -274,6 +276,24 @@ mod tests {
             assert!(svg.contains(label), "no {label} in the legend");
         }
         assert!(svg.contains("polyline"), "lines are drawn");
+    }
+
+    /// The caption names the container and its cgroup, which come from tenants; the HTML
+    /// report inserts this SVG as it is, so plotters' SVG backend has to escape its text.
+    #[test]
+    fn tenant_names_in_the_caption_are_escaped() {
+        let mut c = scenario_report().containers.swap_remove(0);
+        c.name = "<script>alert(1)</script>\"&'".to_owned();
+        c.memory_cgroup = Some("/x/</text><script>".to_owned());
+        let svg = memory_svg(&c, 0, 3.1).expect("svg");
+        assert!(!svg.contains("<script"), "{svg}");
+        assert!(
+            svg.contains(
+                "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;&apos; \
+                 (/x/&lt;/text&gt;&lt;script&gt;)"
+            ),
+            "{svg}"
+        );
     }
 
     #[test]

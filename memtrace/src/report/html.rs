@@ -1,7 +1,12 @@
 //! The report as one self-contained HTML file: inline CSS and inline SVG charts, no script and
 //! no external URL, so it opens from a mail attachment or an air-gapped laptop as it is.
+//!
+//! Cgroup paths, container and pod names, comm, slab cache names and file names come from the
+//! tenants of the node, so the page is built with maud, which escapes every interpolated value.
+//! The only markup passed through as it is ([`PreEscaped`]) is the stylesheet constant and the
+//! charts' SVG, whose text plotters' SVG backend escapes itself (tested in `chart`).
 
-use std::fmt::Write as _;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::{
     chart::{self, ChartError},
@@ -22,22 +27,6 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding
 text-align:left;vertical-align:top;font-size:.9em}th{background:#f4f4f4}\
 .verdict{font-weight:bold;color:#b00}.meta{color:#555}code{font-size:.85em;word-break:break-all}\
 figure{margin:.5em 0}svg{max-width:100%;height:auto}";
-
-/// Escapes text for HTML element content and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn opt(n: Option<u64>) -> String {
     n.map_or_else(|| "?".to_owned(), human_bytes)
@@ -60,337 +49,320 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
         .last_timestamp_ns
         .map_or(0.0, |last| last.saturating_sub(origin) as f64 / 1e9);
     let t = &r.trace;
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>memtrace report: {}</title><style>{STYLE}</style></head><body>\n\
-         <h1>memtrace report: {}</h1>\n<p class=\"meta\">host <b>{}</b>, kernel {}, recorded by \
-         memtrace {}; {} events from {} to {}",
-        esc(&t.file),
-        esc(&t.file),
-        esc(&t.host),
-        esc(&t.kernel_release),
-        esc(&t.memtrace_version),
-        r.events,
-        esc(r.first_event.as_deref().unwrap_or("-")),
-        esc(r.last_event.as_deref().unwrap_or("-")),
-    );
-    match (t.lost_events, &t.cut_short) {
-        (_, Some(why)) => {
-            let _ = write!(h, "; <b>cut short</b>: {}", esc(why));
-        }
-        (Some(lost), None) => {
-            let _ = write!(h, "; {lost} lost");
-        }
-        (None, None) => {}
-    }
-    h.push_str("</p>\n");
-    if !t.probes.is_empty() {
-        let _ = writeln!(
-            h,
-            "<p class=\"meta\">probes: <code>{}</code></p>",
-            esc(&t.probes.join(" "))
-        );
-    }
-
-    h.push_str("<h2>Containers</h2>\n");
-    if r.containers.is_empty() {
-        h.push_str("<p>No container events in this trace.</p>\n");
-    }
-    for (i, c) in r.containers.iter().enumerate() {
-        container(&mut h, i, c, (i < MAX_CHARTS).then_some((origin, span)))?;
-    }
-    if r.containers.len() > MAX_CHARTS {
-        let _ = writeln!(
-            h,
-            "<p>Charts are drawn for the first {MAX_CHARTS} of {} containers.</p>",
-            r.containers.len()
-        );
-    }
-
-    h.push_str("<h2>Top page-cache growers</h2>\n");
-    if r.page_cache_growers.is_empty() {
-        h.push_str("<p>No container's page cache grew.</p>\n");
-    } else {
-        h.push_str("<table><tr><th>#</th><th>container</th><th>peak growth</th><th>at the end</th><th>added</th><th>removed</th><th>top files</th></tr>\n");
-        for (i, g) in r.page_cache_growers.iter().enumerate() {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>",
-                i + 1,
-                esc(&g.name),
-                signed(g.peak_net_bytes),
-                signed(g.net_bytes),
-                human_bytes(g.added_bytes),
-                human_bytes(g.removed_bytes)
-            );
-            for f in &g.top_files {
-                let _ = write!(
-                    h,
-                    "dev {} inode {} {} at the peak<br>",
-                    esc(&f.device),
-                    f.inode,
-                    signed(f.peak_net_bytes)
-                );
+    let containers = r
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| container(i, c, (i < MAX_CHARTS).then_some((origin, span))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dying = dying(r, origin, span)?;
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "memtrace report: " (t.file) }
+                style { (PreEscaped(STYLE)) }
             }
-            h.push_str("</td></tr>\n");
-        }
-        h.push_str("</table>\n");
-    }
+            body {
+                h1 { "memtrace report: " (t.file) }
+                p.meta {
+                    "host " b { (t.host) } ", kernel " (t.kernel_release) ", recorded by memtrace "
+                    (t.memtrace_version) "; " (r.events) " events from "
+                    (r.first_event.as_deref().unwrap_or("-")) " to "
+                    (r.last_event.as_deref().unwrap_or("-"))
+                    @match (t.lost_events, &t.cut_short) {
+                        (_, Some(why)) => { "; " b { "cut short" } ": " (why) }
+                        (Some(lost), None) => { "; " (lost) " lost" }
+                        (None, None) => {}
+                    }
+                }
+                @if !t.probes.is_empty() {
+                    p.meta { "probes: " code { (t.probes.join(" ")) } }
+                }
 
-    dying(&mut h, r, origin, span)?;
-    h.push_str("</body></html>\n");
-    Ok(h)
+                h2 { "Containers" }
+                @if r.containers.is_empty() {
+                    p { "No container events in this trace." }
+                }
+                @for c in containers { (c) }
+                @if r.containers.len() > MAX_CHARTS {
+                    p {
+                        "Charts are drawn for the first " (MAX_CHARTS) " of " (r.containers.len())
+                        " containers."
+                    }
+                }
+
+                h2 { "Top page-cache growers" }
+                @if r.page_cache_growers.is_empty() {
+                    p { "No container's page cache grew." }
+                } @else {
+                    table {
+                        tr {
+                            th { "#" } th { "container" } th { "peak growth" } th { "at the end" }
+                            th { "added" } th { "removed" } th { "top files" }
+                        }
+                        @for (i, g) in r.page_cache_growers.iter().enumerate() {
+                            tr {
+                                td { (i + 1) }
+                                td { (g.name) }
+                                td { (signed(g.peak_net_bytes)) }
+                                td { (signed(g.net_bytes)) }
+                                td { (human_bytes(g.added_bytes)) }
+                                td { (human_bytes(g.removed_bytes)) }
+                                td {
+                                    @for f in &g.top_files {
+                                        "dev " (f.device) " inode " (f.inode) " "
+                                        (signed(f.peak_net_bytes)) " at the peak" br;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+
+                (dying)
+            }
+        }
+    };
+    let mut page = page.into_string();
+    page.push('\n');
+    Ok(page)
 }
 
 fn container(
-    h: &mut String,
     index: usize,
     c: &ContainerReport,
     chart_axis: Option<(u64, f64)>,
-) -> Result<(), ChartError> {
-    let _ = writeln!(
-        h,
-        "<section class=\"container\" id=\"container-{index}\"><h3>{}</h3>\n<p class=\"meta\">cgroups: <code>{}</code></p>",
-        esc(&c.name),
-        esc(&c.cgroups.join(", "))
-    );
-    if let Some((origin, span)) = chart_axis {
-        let _ = writeln!(
-            h,
-            "<figure class=\"chart memory-chart\">{}</figure>",
-            chart::memory_svg(c, origin, span)?
-        );
-    }
-    if !c.oom_kills.is_empty() {
-        h.push_str("<h4>OOM kills</h4><table><tr><th>time</th><th>victim</th><th>cgroup</th><th>limit that fired</th><th>usage / limit</th><th>memory at the kill</th><th>verdict</th></tr>\n");
-        for kill in &c.oom_kills {
-            let _ = writeln!(
-                h,
-                "<tr><td>{}</td><td>pid {} ({})</td><td><code>{}</code></td><td><code>{}</code> \
-                 {}</td><td>{} / {}</td><td>{} <small>({})</small></td><td><span \
-                 class=\"verdict\">{}</span>: {}</td></tr>",
-                esc(&kill.time),
-                kill.pid,
-                esc(kill.comm.as_deref().unwrap_or("?")),
-                esc(kill.cgroup.as_deref().unwrap_or("?")),
-                esc(kill.limit_cgroup.as_deref().unwrap_or("?")),
-                esc(kill.constraint.as_deref().unwrap_or("")),
-                opt(kill.usage_bytes),
-                opt(kill.limit_bytes),
-                esc(&kill
-                    .memory
-                    .as_ref()
-                    .map_or_else(|| "?".to_owned(), breakdown)),
-                esc(kill.memory_source.as_deref().unwrap_or("?")),
-                esc(kill.verdict.kind.label()),
-                esc(&kill.verdict.reason),
-            );
-        }
-        h.push_str("</table>\n");
-    }
-    reclaim(h, &c.reclaim);
+) -> Result<Markup, ChartError> {
+    let chart = chart_axis
+        .map(|(origin, span)| chart::memory_svg(c, origin, span))
+        .transpose()?;
     let cache = &c.page_cache;
-    if cache.intervals > 0 {
-        let _ = writeln!(
-            h,
-            "<h4>Page cache</h4><p>{} at the peak, {} at the end (added {}, removed {}) over {} \
-             intervals.</p>",
-            signed(cache.peak_net_bytes),
-            signed(cache.net_bytes),
-            human_bytes(cache.added_bytes),
-            human_bytes(cache.removed_bytes),
-            cache.intervals
-        );
-        files(h, &cache.top_files);
-    }
-    charges(h, &c.charges, &c.charge_failures);
-    slab(h, &c.slab);
-    h.push_str("</section>\n");
-    Ok(())
-}
-
-fn charges(h: &mut String, charges: &Charges, failures: &ChargeFailures) {
-    if charges.intervals > 0 {
-        let _ = writeln!(
-            h,
-            "<h4>Charges</h4><p>{} charged over {} intervals; the busiest charged {} in {:.1} s \
-             (ending {}).</p>",
-            human_bytes(charges.charged_bytes),
-            charges.intervals,
-            human_bytes(charges.busiest_interval_bytes),
-            charges.busiest_interval_seconds,
-            esc(charges.busiest_interval.as_deref().unwrap_or("?"))
-        );
-    }
-    if failures.count == 0 {
-        return;
-    }
-    let _ = writeln!(
-        h,
-        "<h4>Charge failures</h4><p><b>{}</b> charges could not be taken{}.</p>",
-        failures.count,
-        if failures.derived > 0 {
-            format!(" ({} derived from limit reclaim)", failures.derived)
-        } else {
-            String::new()
-        }
-    );
-    let _ = writeln!(
-        h,
-        "<details><summary>the first {}</summary><table><tr><th>time</th><th>task</th>\
-         <th>pages</th><th>gfp</th><th>outcome</th><th>seen by</th></tr>",
-        failures.listed.len()
-    );
-    for f in &failures.listed {
-        let _ = writeln!(
-            h,
-            "<tr><td>{}</td><td>pid {} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&f.time),
-            f.pid,
-            esc(f.comm.as_deref().unwrap_or("?")),
-            f.nr_pages.map_or_else(|| "?".to_owned(), |n| n.to_string()),
-            esc(&f.gfp_flags),
-            esc(&f.outcome),
-            esc(&f.source)
-        );
-    }
-    h.push_str("</table></details>\n");
-}
-
-fn slab(h: &mut String, slab: &Slab) {
-    if slab.first_kernel_bytes.is_none() && slab.intervals == 0 {
-        return;
-    }
-    h.push_str("<h4>Slab (kernel memory)</h4>");
-    if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes) {
-        let _ = writeln!(
-            h,
-            "<p>Kernel memory: {} at the first sample, {} at the last ({}), peak {}.</p>",
-            human_bytes(first),
-            human_bytes(last),
-            signed(slab.growth_bytes.unwrap_or(0)),
-            opt(slab.peak_kernel_bytes)
-        );
-    }
-    if slab.intervals == 0 {
-        return;
-    }
-    let _ = writeln!(
-        h,
-        "<p>Accounted slab: {} at the peak, {} at the end (allocated {}, freed {}) over {} \
-         intervals.</p>",
-        signed(slab.peak_net_bytes),
-        signed(slab.net_bytes),
-        human_bytes(slab.allocated_bytes),
-        human_bytes(slab.freed_bytes),
-        slab.intervals
-    );
-    h.push_str("<table><tr><th>cache</th><th>peak growth</th><th>at the end</th><th>allocated</th><th>freed</th></tr>\n");
-    for c in &slab.caches {
-        let _ = writeln!(
-            h,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&c.cache),
-            signed(c.peak_net_bytes),
-            signed(c.net_bytes),
-            human_bytes(c.allocated_bytes),
-            human_bytes(c.freed_bytes)
-        );
-    }
-    h.push_str("</table>\n");
-}
-
-fn reclaim(h: &mut String, reclaim: &Reclaim) {
-    if reclaim.episodes > 0 {
-        let _ = writeln!(
-            h,
-            "<h4>Reclaim</h4><p>{} episodes, <b>{} freed nothing</b>; reclaimed {}, {:.0} µs in \
-             all, longest {:.0} µs.</p>",
-            reclaim.episodes,
-            reclaim.failures,
-            human_bytes(reclaim.reclaimed_bytes),
-            reclaim.total_duration_us,
-            reclaim.max_duration_us
-        );
-        if !reclaim.listed_failures.is_empty() {
-            let _ = write!(
-                h,
-                "<details><summary>the first {} that freed nothing</summary>",
-                reclaim.listed_failures.len()
-            );
-            h.push_str("<table><tr><th>reclaim that freed nothing</th><th>pid</th><th>cgroup</th><th>order</th><th>gfp</th><th>µs</th></tr>\n");
-            for f in &reclaim.listed_failures {
-                let _ = writeln!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.0}</td></tr>",
-                    esc(&f.time),
-                    f.pid,
-                    esc(f.cgroup.as_deref().unwrap_or("?")),
-                    f.order,
-                    esc(&f.gfp_flags),
-                    f.duration_us
-                );
+    Ok(html! {
+        section.container id={ "container-" (index) } {
+            h3 { (c.name) }
+            p.meta { "cgroups: " code { (c.cgroups.join(", ")) } }
+            @if let Some(svg) = chart {
+                figure.chart.memory-chart { (PreEscaped(svg)) }
             }
-            h.push_str("</table></details>\n");
+            @if !c.oom_kills.is_empty() {
+                h4 { "OOM kills" }
+                table {
+                    tr {
+                        th { "time" } th { "victim" } th { "cgroup" } th { "limit that fired" }
+                        th { "usage / limit" } th { "memory at the kill" } th { "verdict" }
+                    }
+                    @for kill in &c.oom_kills {
+                        tr {
+                            td { (kill.time) }
+                            td { "pid " (kill.pid) " (" (kill.comm.as_deref().unwrap_or("?")) ")" }
+                            td { code { (kill.cgroup.as_deref().unwrap_or("?")) } }
+                            td {
+                                code { (kill.limit_cgroup.as_deref().unwrap_or("?")) } " "
+                                (kill.constraint.as_deref().unwrap_or(""))
+                            }
+                            td { (opt(kill.usage_bytes)) " / " (opt(kill.limit_bytes)) }
+                            td {
+                                (kill.memory.as_ref().map_or_else(|| "?".to_owned(), breakdown))
+                                " " small { "(" (kill.memory_source.as_deref().unwrap_or("?")) ")" }
+                            }
+                            td {
+                                span.verdict { (kill.verdict.kind.label()) } ": "
+                                (kill.verdict.reason)
+                            }
+                        }
+                    }
+                }
+            }
+            (reclaim(&c.reclaim))
+            @if cache.intervals > 0 {
+                h4 { "Page cache" }
+                p {
+                    (signed(cache.peak_net_bytes)) " at the peak, " (signed(cache.net_bytes))
+                    " at the end (added " (human_bytes(cache.added_bytes)) ", removed "
+                    (human_bytes(cache.removed_bytes)) ") over " (cache.intervals) " intervals."
+                }
+                (files(&cache.top_files))
+            }
+            (charges(&c.charges, &c.charge_failures))
+            (slab(&c.slab))
+        }
+    })
+}
+
+fn charges(charges: &Charges, failures: &ChargeFailures) -> Markup {
+    html! {
+        @if charges.intervals > 0 {
+            h4 { "Charges" }
+            p {
+                (human_bytes(charges.charged_bytes)) " charged over " (charges.intervals)
+                " intervals; the busiest charged " (human_bytes(charges.busiest_interval_bytes))
+                " in " (format!("{:.1}", charges.busiest_interval_seconds)) " s (ending "
+                (charges.busiest_interval.as_deref().unwrap_or("?")) ")."
+            }
+        }
+        @if failures.count > 0 {
+            h4 { "Charge failures" }
+            p {
+                b { (failures.count) } " charges could not be taken"
+                @if failures.derived > 0 {
+                    " (" (failures.derived) " derived from limit reclaim)"
+                }
+                "."
+            }
+            details {
+                summary { "the first " (failures.listed.len()) }
+                table {
+                    tr {
+                        th { "time" } th { "task" } th { "pages" } th { "gfp" } th { "outcome" }
+                        th { "seen by" }
+                    }
+                    @for f in &failures.listed {
+                        tr {
+                            td { (f.time) }
+                            td { "pid " (f.pid) " (" (f.comm.as_deref().unwrap_or("?")) ")" }
+                            td { (f.nr_pages.map_or_else(|| "?".to_owned(), |n| n.to_string())) }
+                            td { (f.gfp_flags) }
+                            td { (f.outcome) }
+                            td { (f.source) }
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
-fn files(h: &mut String, files: &[FileGrowth]) {
-    if files.is_empty() {
-        return;
+fn slab(slab: &Slab) -> Markup {
+    if slab.first_kernel_bytes.is_none() && slab.intervals == 0 {
+        return html! {};
     }
-    h.push_str(
-        "<table><tr><th>device</th><th>inode</th><th>peak growth</th><th>at the end</th><th>added</th><th>removed</th></tr>\n",
-    );
-    for f in files {
-        let _ = writeln!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&f.device),
-            f.inode,
-            signed(f.peak_net_bytes),
-            signed(f.net_bytes),
-            human_bytes(f.added_bytes),
-            human_bytes(f.removed_bytes)
-        );
+    html! {
+        h4 { "Slab (kernel memory)" }
+        @if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes) {
+            p {
+                "Kernel memory: " (human_bytes(first)) " at the first sample, " (human_bytes(last))
+                " at the last (" (signed(slab.growth_bytes.unwrap_or(0))) "), peak "
+                (opt(slab.peak_kernel_bytes)) "."
+            }
+        }
+        @if slab.intervals > 0 {
+            p {
+                "Accounted slab: " (signed(slab.peak_net_bytes)) " at the peak, "
+                (signed(slab.net_bytes)) " at the end (allocated "
+                (human_bytes(slab.allocated_bytes)) ", freed " (human_bytes(slab.freed_bytes))
+                ") over " (slab.intervals) " intervals."
+            }
+            table {
+                tr {
+                    th { "cache" } th { "peak growth" } th { "at the end" } th { "allocated" }
+                    th { "freed" }
+                }
+                @for c in &slab.caches {
+                    tr {
+                        td { code { (c.cache) } }
+                        td { (signed(c.peak_net_bytes)) }
+                        td { (signed(c.net_bytes)) }
+                        td { (human_bytes(c.allocated_bytes)) }
+                        td { (human_bytes(c.freed_bytes)) }
+                    }
+                }
+            }
+        }
     }
-    h.push_str("</table>\n");
 }
 
-fn dying(h: &mut String, r: &Report, origin: u64, span: f64) -> Result<(), ChartError> {
+fn reclaim(reclaim: &Reclaim) -> Markup {
+    if reclaim.episodes == 0 {
+        return html! {};
+    }
+    html! {
+        h4 { "Reclaim" }
+        p {
+            (reclaim.episodes) " episodes, " b { (reclaim.failures) " freed nothing" }
+            "; reclaimed " (human_bytes(reclaim.reclaimed_bytes)) ", "
+            (format!("{:.0}", reclaim.total_duration_us)) " µs in all, longest "
+            (format!("{:.0}", reclaim.max_duration_us)) " µs."
+        }
+        @if !reclaim.listed_failures.is_empty() {
+            details {
+                summary { "the first " (reclaim.listed_failures.len()) " that freed nothing" }
+                table {
+                    tr {
+                        th { "reclaim that freed nothing" } th { "pid" } th { "cgroup" }
+                        th { "order" } th { "gfp" } th { "µs" }
+                    }
+                    @for f in &reclaim.listed_failures {
+                        tr {
+                            td { (f.time) }
+                            td { (f.pid) }
+                            td { code { (f.cgroup.as_deref().unwrap_or("?")) } }
+                            td { (f.order) }
+                            td { (f.gfp_flags) }
+                            td { (format!("{:.0}", f.duration_us)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn files(files: &[FileGrowth]) -> Markup {
+    html! {
+        @if !files.is_empty() {
+            table {
+                tr {
+                    th { "device" } th { "inode" } th { "peak growth" } th { "at the end" }
+                    th { "added" } th { "removed" }
+                }
+                @for f in files {
+                    tr {
+                        td { (f.device) }
+                        td { (f.inode) }
+                        td { (signed(f.peak_net_bytes)) }
+                        td { (signed(f.net_bytes)) }
+                        td { (human_bytes(f.added_bytes)) }
+                        td { (human_bytes(f.removed_bytes)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn dying(r: &Report, origin: u64, span: f64) -> Result<Markup, ChartError> {
     let d = &r.dying;
-    h.push_str("<h2>Dying memory cgroups</h2>\n");
-    let _ = writeln!(
-        h,
-        "<p>{} removed while still charged during the recording, {} freed later{}.</p>",
-        d.removed_while_charged,
-        d.freed_after_dying,
-        d.longest_dying_seconds
-            .map_or_else(String::new, |s| format!(" (the longest after {s:.1} s)"))
-    );
-    let _ = writeln!(
-        h,
-        "<figure class=\"chart dying-chart\">{}</figure>",
-        chart::dying_svg(d, origin, span)?
-    );
-    if !d.still_dying.is_empty() {
-        h.push_str("<table><tr><th>still dying at the end</th><th>container</th><th>removed</th><th>charged at removal</th></tr>\n");
-        for c in &d.still_dying {
-            let _ = writeln!(
-                h,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(c.cgroup.as_deref().unwrap_or("?")),
-                esc(c.container.as_deref().unwrap_or("-")),
-                esc(&c.removed),
-                opt(c.charged_bytes)
-            );
+    let svg = chart::dying_svg(d, origin, span)?;
+    Ok(html! {
+        h2 { "Dying memory cgroups" }
+        p {
+            (d.removed_while_charged) " removed while still charged during the recording, "
+            (d.freed_after_dying) " freed later"
+            @if let Some(s) = d.longest_dying_seconds {
+                " (the longest after " (format!("{s:.1}")) " s)"
+            }
+            "."
         }
-        h.push_str("</table>\n");
-    }
-    Ok(())
+        figure.chart.dying-chart { (PreEscaped(svg)) }
+        @if !d.still_dying.is_empty() {
+            table {
+                tr {
+                    th { "still dying at the end" } th { "container" } th { "removed" }
+                    th { "charged at removal" }
+                }
+                @for c in &d.still_dying {
+                    tr {
+                        td { code { (c.cgroup.as_deref().unwrap_or("?")) } }
+                        td { (c.container.as_deref().unwrap_or("-")) }
+                        td { (c.removed) }
+                        td { (opt(c.charged_bytes)) }
+                    }
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -415,11 +387,60 @@ mod tests {
         }
     }
 
+    /// What a tenant can name its cgroup, its container or its process.
+    const HOSTILE: &str = "<script>alert(1)</script>\"&'";
+
     #[test]
-    fn names_are_escaped() {
+    fn names_from_tenants_are_escaped_in_the_page_and_its_charts() {
+        let mut r = scenario_report();
+        let cgroup = format!("/kubepods/pod{HOSTILE}/{HOSTILE}");
+        r.trace.file = HOSTILE.to_owned();
+        r.trace.host = HOSTILE.to_owned();
+        let c = &mut r.containers[0];
+        c.name = HOSTILE.to_owned();
+        c.cgroups = vec![cgroup.clone()];
+        c.memory_cgroup = Some(cgroup.clone());
+        let kill = &mut c.oom_kills[0];
+        kill.comm = Some(HOSTILE.to_owned());
+        kill.cgroup = Some(cgroup.clone());
+        kill.limit_cgroup = Some(cgroup.clone());
+        c.charge_failures.listed[0].comm = Some(HOSTILE.to_owned());
+        c.reclaim.listed_failures[0].cgroup = Some(cgroup.clone());
+        c.slab.caches[0].cache = HOSTILE.to_owned();
+        r.page_cache_growers[0].name = HOSTILE.to_owned();
+        r.page_cache_growers[0].top_files[0].device = HOSTILE.to_owned();
+        r.dying.still_dying[0].cgroup = Some(cgroup);
+        r.dying.still_dying[0].container = Some(HOSTILE.to_owned());
+
+        let html = render(&r).expect("html");
+        assert!(!html.to_lowercase().contains("<script"), "{html}");
+        assert!(!html.contains(HOSTILE));
+        // maud escapes `&<>"` (attributes are always double-quoted, so `'` needs none)...
+        let by_maud = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;'";
+        // ...and plotters' SVG backend `&<>"'` in the chart captions.
+        let by_plotters = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;&apos;";
+        let cgroup_by_maud = format!("/kubepods/pod{by_maud}/{by_maud}");
+        for fragment in [
+            format!("<title>memtrace report: {by_maud}</title>"),
+            format!("host <b>{by_maud}</b>"),
+            format!("<h3>{by_maud}</h3>"),
+            format!("cgroups: <code>{cgroup_by_maud}</code>"),
+            format!("<td>pid 42 ({by_maud})</td><td><code>{cgroup_by_maud}</code></td>"),
+            format!("<td><code>{cgroup_by_maud}</code> CONSTRAINT_MEMCG</td>"),
+            format!("<td>pid 42 ({by_maud})</td><td>1</td>"),
+            format!("<td><code>{cgroup_by_maud}</code></td><td>0</td>"),
+            format!("<td><code>{by_maud}</code></td>"),
+            format!("<td>1</td><td>{by_maud}</td>"),
+            format!("dev {by_maud} inode"),
+            format!("<td><code>{cgroup_by_maud}</code></td><td>{by_maud}</td>"),
+            format!(">\n{by_plotters} (/kubepods/pod{by_plotters}/{by_plotters})\n</text>"),
+        ] {
+            assert!(html.contains(&fragment), "no {fragment:?} in {html}");
+        }
         assert_eq!(
-            esc("<a href='x'>&\""),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
+            html.matches("alert(1)").count(),
+            html.matches("&lt;script&gt;alert(1)").count(),
+            "every name is escaped"
         );
     }
 }
