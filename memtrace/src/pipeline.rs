@@ -1,25 +1,39 @@
-//! Ring buffer → decoded records → records with context → sinks.
+//! Ring buffer → decoded records → events → sinks, without ever blocking.
 //!
-//! The reader task drains the ring buffer into owned records and never awaits while it holds a
-//! ring-buffer item; it hands batches over a channel to the consumer, which adds context and
-//! writes to the sink. On stop, the reader drains once more so that nothing the kernel already
-//! submitted is lost, then closes the channel; the consumer finishes what is queued.
+//! - The reader task drains the ring buffer into owned records and hands them over an
+//!   unbounded channel: it never waits for the consumer, and never awaits while it holds a
+//!   ring-buffer item.
+//! - The consumer turns records into events and writes them to the sink. What would make it
+//!   wait runs elsewhere: an OOM kill whose kernel report line has not arrived is held with a
+//!   deadline ([`KMSG_WAIT`]) while the events behind it go on; draining the kernel's
+//!   aggregates (which waits for the programs to leave the old half) and walking the cgroup
+//!   hierarchy (to name a memcg not seen yet, or to sample containers' memory) run on blocking
+//!   threads, and the records that need their result wait in order, not the consumer.
+//! - On stop, the reader drains once more so that nothing the kernel already submitted is
+//!   lost, then closes the channel; the consumer finishes what is queued, held OOM kills
+//!   included.
 
-use std::{future::Future, io, time::Duration};
+use std::{
+    collections::VecDeque,
+    future::Future,
+    io,
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::event::Record;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::{mpsc, watch},
+    task::JoinHandle,
 };
 
 use crate::{
-    attribution::{LiveContext, Removed},
+    attribution::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival, Removed},
     clock,
     event::{Event, What},
     probes::{
-        Aggregates, Sources,
+        Aggregates, Drain, ProbeError, Sources,
         derived::{ChargesFrom, charges_from_page_cache},
     },
     sinks::Sink,
@@ -39,6 +53,9 @@ pub struct Stats {
 /// its open chunk then, if it is old enough, so a killed recorder loses under a second.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
+/// How often held OOM kills look for their kernel report line.
+const OOM_POLL: Duration = Duration::from_millis(10);
+
 /// How often the pipeline samples what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Intervals {
@@ -55,47 +72,188 @@ pub struct Settings {
     pub sources: Sources,
 }
 
-/// The event a record stands for, then what userspace derives from it: the charge failure a
-/// memcg limit reclaim episode began with, when `try_charge` is derived.
-fn observe(context: &mut LiveContext, record: &Record, sources: Sources) -> [Option<Event>; 2] {
-    let event = context.observe(record);
-    let derived = match &event {
-        Some(
-            e @ Event {
-                what: What::Reclaim(_),
-                ..
-            },
-        ) if sources.charge_failures_from_reclaim => context.charge_fail_from_reclaim(e),
-        _ => None,
-    };
-    [event, derived]
+/// What waits for a walk of the cgroup hierarchy, in arrival order.
+enum Held {
+    Record(Record),
+    /// An interval of aggregates, with when it ended and how long it was.
+    Drain(Drain, u64, u64),
 }
 
-/// Emits one interval of the kernel's aggregates as `cache`, `charge` and `slab` events.
-fn emit_aggregates(
-    aggregates: &mut Aggregates,
-    context: &mut LiveContext,
+/// A drain of the aggregates running on a blocking thread: it hands the maps back.
+type DrainJob = JoinHandle<(Aggregates, Result<Drain, ProbeError>, u64)>;
+
+/// The consumer's state: what it turns records into and what waits.
+struct Consumer<'a> {
+    context: LiveContext,
+    sink: &'a mut dyn Sink,
     sources: Sources,
-    since_ns: u64,
-    emit: &mut impl FnMut(Event) -> io::Result<()>,
-) -> io::Result<u64> {
-    let now = clock::boot_ns();
-    let interval = now - since_ns;
-    let drain = aggregates.drain().map_err(io::Error::other)?;
-    let mut events = context.cache_events(&drain.cache, now, interval);
-    events.extend(match sources.charges {
-        ChargesFrom::Kernel(source) => context.charge_events(&drain.charge, now, interval, source),
-        ChargesFrom::PageCache => context.charges_from_page_cache_events(
-            &charges_from_page_cache(&drain.cache),
-            now,
-            interval,
-        ),
-    });
-    events.extend(context.slab_events(&drain, now, interval));
-    for event in events {
-        emit(event)?;
+    events: u64,
+    /// Records and drains waiting for the walk in flight, in order.
+    held: VecDeque<Held>,
+    /// Ids the walk in flight was started for.
+    asked: Vec<u64>,
+    /// OOM kills waiting for their kernel report line, oldest first.
+    ooms: VecDeque<OomArrival>,
+}
+
+impl Consumer<'_> {
+    fn emit(&mut self, event: &Event) -> io::Result<()> {
+        self.events += 1;
+        self.sink.write(event)
     }
-    Ok(now)
+
+    /// Takes a record in: at once, or behind what waits for a walk (`true`: start one).
+    #[expect(
+        clippy::large_types_passed_by_value,
+        reason = "a record that waits is kept; one that does not is dropped here"
+    )]
+    fn record(&mut self, record: Record) -> io::Result<bool> {
+        if !self.held.is_empty() {
+            self.held.push_back(Held::Record(record));
+            return Ok(false);
+        }
+        let unknown = self.context.unknown_ids(&record);
+        if unknown.is_empty() {
+            self.handle(&record)?;
+            return Ok(false);
+        }
+        self.asked = unknown;
+        self.held.push_back(Held::Record(record));
+        Ok(true)
+    }
+
+    /// The event a record stands for, and what userspace derives from it: the charge failure
+    /// a memcg limit reclaim episode began with, when `try_charge` is derived.
+    fn handle(&mut self, record: &Record) -> io::Result<()> {
+        if let Record::OomKill(r) = record {
+            let arrival = self.context.oom_arrived(r);
+            if self.context.follows_kernel_log() {
+                self.ooms.push_back(arrival);
+                return self.poll_ooms(false);
+            }
+            if let Some(event) = self.context.oom_event(&arrival, None) {
+                self.emit(&event)?;
+            }
+            return Ok(());
+        }
+        let Some(event) = self.context.observe(record) else {
+            return Ok(());
+        };
+        self.emit(&event)?;
+        if self.sources.charge_failures_from_reclaim
+            && matches!(event.what, What::Reclaim(_))
+            && let Some(derived) = self.context.charge_fail_from_reclaim(&event)
+        {
+            self.emit(&derived)?;
+        }
+        Ok(())
+    }
+
+    /// Emits the held OOM kills whose kernel line arrived, or whose wait is over (all of them
+    /// when `all`).
+    fn poll_ooms(&mut self, all: bool) -> io::Result<()> {
+        let mut i = 0;
+        while i < self.ooms.len() {
+            let pid = self.ooms[i].record.pid;
+            let line = self.context.oom_report_line(pid);
+            if line.is_some() || all || self.ooms[i].arrived.elapsed() >= KMSG_WAIT {
+                let arrival = self.ooms.remove(i).expect("index checked");
+                if line.is_none() {
+                    log::debug!("OOM kill of pid {pid}: no kernel report line in time");
+                }
+                if let Some(event) = self.context.oom_event(&arrival, line) {
+                    self.emit(&event)?;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in a walk, then what waited for it, until something waits again (`true`: start
+    /// another walk).
+    fn walked(&mut self, found: Vec<(u64, String)>) -> io::Result<bool> {
+        let asked = std::mem::take(&mut self.asked);
+        self.context.learn(found, &asked);
+        while let Some(held) = self.held.pop_front() {
+            let unknown = match &held {
+                Held::Record(r) => self.context.unknown_ids(r),
+                Held::Drain(d, ..) => self.context.unknown_ids_in(d),
+            };
+            if !unknown.is_empty() {
+                self.asked = unknown;
+                self.held.push_front(held);
+                return Ok(true);
+            }
+            match held {
+                Held::Record(r) => self.handle(&r)?,
+                Held::Drain(d, now, interval) => self.aggregates(&d, now, interval)?,
+            }
+        }
+        Ok(false)
+    }
+
+    /// Takes in an interval of aggregates (`true`: start a walk to name its memcgs).
+    fn drained(&mut self, drain: Drain, now: u64, interval: u64) -> io::Result<bool> {
+        self.context.expire_released();
+        if !self.held.is_empty() {
+            self.held.push_back(Held::Drain(drain, now, interval));
+            return Ok(false);
+        }
+        let unknown = self.context.unknown_ids_in(&drain);
+        if unknown.is_empty() {
+            self.aggregates(&drain, now, interval)?;
+            return Ok(false);
+        }
+        self.asked = unknown;
+        self.held.push_back(Held::Drain(drain, now, interval));
+        Ok(true)
+    }
+
+    /// One interval of the kernel's aggregates as `cache`, `charge` and `slab` events.
+    fn aggregates(&mut self, drain: &Drain, now: u64, interval: u64) -> io::Result<()> {
+        let context = &mut self.context;
+        let mut events = context.cache_events(&drain.cache, now, interval);
+        events.extend(match self.sources.charges {
+            ChargesFrom::Kernel(source) => {
+                context.charge_events(&drain.charge, now, interval, source)
+            }
+            ChargesFrom::PageCache => context.charges_from_page_cache_events(
+                &charges_from_page_cache(&drain.cache),
+                now,
+                interval,
+            ),
+        });
+        events.extend(context.slab_events(drain, now, interval));
+        for event in &events {
+            self.emit(event)?;
+        }
+        self.sink.flush()
+    }
+
+    fn sampled(&mut self, scan: MemoryScan, now: u64) -> io::Result<()> {
+        for event in self.context.stats_events(scan, now) {
+            self.emit(&event)?;
+        }
+        self.sink.flush()
+    }
+}
+
+/// Drains the aggregates on a blocking thread; the maps come back with the result.
+fn spawn_drain(mut aggregates: Aggregates) -> DrainJob {
+    tokio::task::spawn_blocking(move || {
+        let drain = aggregates.drain();
+        (aggregates, drain, clock::boot_ns())
+    })
+}
+
+/// Awaits a job when there is one; never completes when there is none.
+async fn join<T>(job: &mut Option<JoinHandle<T>>) -> io::Result<T> {
+    match job.as_mut() {
+        Some(handle) => handle.await.map_err(io::Error::other),
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs until `stop` completes, then drains and returns.
@@ -103,25 +261,33 @@ fn emit_aggregates(
 /// # Errors
 ///
 /// Sink write errors (e.g. a closed stdout), ring-buffer polling and map errors.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one select loop: every source of work side by side"
+)]
 pub async fn run(
     ring: RingBuf<MapData>,
-    mut aggregates: Aggregates,
-    mut context: LiveContext,
+    aggregates: Aggregates,
+    context: LiveContext,
     settings: Settings,
     sink: &mut dyn Sink,
     stop: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
     let Settings { intervals, sources } = settings;
-    let (tx, mut rx) = mpsc::channel::<Vec<Record>>(1024);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Record>>();
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(read_ring(ring, tx, stop_rx));
 
-    let consume = async {
-        let mut events = 0;
-        let mut emit = |event: Event, sink: &mut dyn Sink| {
-            events += 1;
-            sink.write(&event)
-        };
+    let mut consumer = Consumer {
+        context,
+        sink,
+        sources,
+        events: 0,
+        held: VecDeque::new(),
+        asked: Vec::new(),
+        ooms: VecDeque::new(),
+    };
+    let consume = async move {
         let ticker = |every: Duration| {
             // The first tick would fire at once; the first interval ends one period from now.
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -130,31 +296,51 @@ pub async fn run(
         };
         let mut stats_ticker = intervals.stats.map(ticker);
         let mut aggregate_ticker = ticker(intervals.aggregate);
-        let mut last_drain = clock::boot_ns();
         let mut flush_ticker = ticker(FLUSH_EVERY);
+        let mut oom_ticker = ticker(OOM_POLL);
+        let mut aggregates = Some(aggregates);
+        let mut last_drain = clock::boot_ns();
+        let mut drain_job: Option<DrainJob> = None;
+        let mut walk_job: Option<JoinHandle<Vec<(u64, String)>>> = None;
+        let mut stats_job: Option<JoinHandle<MemoryScan>> = None;
+        let mut want_walk = false;
         loop {
+            if want_walk && walk_job.is_none() {
+                walk_job = Some(tokio::task::spawn_blocking(consumer.context.walker()));
+            }
+            want_walk = false;
             tokio::select! {
-                _ = flush_ticker.tick() => sink.flush()?,
+                _ = flush_ticker.tick() => consumer.sink.flush()?,
                 batch = rx.recv() => {
                     let Some(batch) = batch else { break };
-                    for record in &batch {
-                        for event in observe(&mut context, record, sources).into_iter().flatten() {
-                            emit(event, sink)?;
-                        }
+                    for record in batch {
+                        want_walk |= consumer.record(record)?;
                     }
                     if rx.is_empty() {
-                        sink.flush()?;
+                        consumer.sink.flush()?;
                     }
                 }
-                _ = aggregate_ticker.tick() => {
-                    last_drain = emit_aggregates(
-                        &mut aggregates,
-                        &mut context,
-                        sources,
-                        last_drain,
-                        &mut |event| emit(event, sink),
-                    )?;
-                    sink.flush()?;
+                _ = oom_ticker.tick(), if !consumer.ooms.is_empty() => {
+                    consumer.poll_ooms(false)?;
+                    consumer.sink.flush()?;
+                }
+                found = join(&mut walk_job) => {
+                    walk_job = None;
+                    want_walk = consumer.walked(found?)?;
+                    consumer.sink.flush()?;
+                }
+                _ = aggregate_ticker.tick(), if aggregates.is_some() => {
+                    if let Some(maps) = aggregates.take() {
+                        drain_job = Some(spawn_drain(maps));
+                    }
+                }
+                done = join(&mut drain_job) => {
+                    drain_job = None;
+                    let (maps, drain, now) = done?;
+                    aggregates = Some(maps);
+                    let drain = drain.map_err(io::Error::other)?;
+                    want_walk = consumer.drained(drain, now, now - last_drain)?;
+                    last_drain = now;
                 }
                 () = async {
                     match stats_ticker.as_mut() {
@@ -163,28 +349,47 @@ pub async fn run(
                         }
                         None => std::future::pending().await,
                     }
-                } => {
-                    for event in context.stats_events(clock::boot_ns()) {
-                        emit(event, sink)?;
-                    }
-                    sink.flush()?;
+                }, if stats_job.is_none() => {
+                    stats_job = Some(tokio::task::spawn_blocking(consumer.context.memory_scanner()));
+                }
+                scan = join(&mut stats_job) => {
+                    stats_job = None;
+                    consumer.sampled(scan?, clock::boot_ns())?;
                 }
             }
         }
-        // What the kernel counted since the last interval.
-        emit_aggregates(
-            &mut aggregates,
-            &mut context,
-            sources,
-            last_drain,
-            &mut |event| emit(event, sink),
-        )?;
-        sink.flush()?;
-        Ok::<_, io::Error>((events, context.still_dying()))
+        // The channel is closed: finish what is in flight, then what the kernel counted since
+        // the last interval.
+        if let Some(job) = drain_job.take() {
+            let (maps, drain, now) = job.await.map_err(io::Error::other)?;
+            aggregates = Some(maps);
+            consumer.drained(drain.map_err(io::Error::other)?, now, now - last_drain)?;
+            last_drain = now;
+        }
+        if let Some(maps) = aggregates.take() {
+            let (_, drain, now) = spawn_drain(maps).await.map_err(io::Error::other)?;
+            consumer.drained(drain.map_err(io::Error::other)?, now, now - last_drain)?;
+        }
+        while !consumer.held.is_empty() {
+            let found = match walk_job.take() {
+                Some(job) => job.await.map_err(io::Error::other)?,
+                None => tokio::task::spawn_blocking(consumer.context.walker())
+                    .await
+                    .map_err(io::Error::other)?,
+            };
+            consumer.walked(found)?;
+        }
+        // Held OOM kills get what remains of their wait for the kernel's line.
+        while !consumer.ooms.is_empty() {
+            consumer.poll_ooms(false)?;
+            tokio::time::sleep(OOM_POLL).await;
+        }
+        consumer.sink.flush()?;
+        Ok::<_, io::Error>((consumer.events, consumer.context.still_dying()))
     };
     tokio::pin!(consume, stop);
     let mut stopping = false;
-    let consumed = loop {
+    let outcome = loop {
         tokio::select! {
             result = &mut consume => break result,
             () = &mut stop, if !stopping => {
@@ -197,7 +402,7 @@ pub async fn run(
     // A sink error ends consumption early; tell the reader in case it is still running.
     let _ = stop_tx.send(true);
     let undecodable = reader.await.map_err(io::Error::other)??;
-    let (events, still_dying) = consumed?;
+    let (events, still_dying) = outcome?;
     Ok(Stats {
         events,
         undecodable,
@@ -207,7 +412,7 @@ pub async fn run(
 
 async fn read_ring(
     ring: RingBuf<MapData>,
-    tx: mpsc::Sender<Vec<Record>>,
+    tx: mpsc::UnboundedSender<Vec<Record>>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<u64> {
     // SAFETY: the fd belongs to `ring`, which the AsyncFd owns (and so keeps open, unchanged)
@@ -221,14 +426,14 @@ async fn read_ring(
                 let mut guard = guard?;
                 let batch = drain(guard.get_inner_mut(), &mut undecodable);
                 guard.clear_ready();
-                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                if !batch.is_empty() && tx.send(batch).is_err() {
                     break;
                 }
             }
             _ = stop.changed() => {
                 let batch = drain(fd.get_mut(), &mut undecodable);
                 if !batch.is_empty() {
-                    let _ = tx.send(batch).await;
+                    let _ = tx.send(batch);
                 }
                 break;
             }

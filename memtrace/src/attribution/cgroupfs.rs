@@ -161,23 +161,28 @@ fn unescape_mountinfo(s: &str) -> String {
     out
 }
 
-/// Maps memcg ids (cgroup directory inode numbers) to cgroup paths, walking the hierarchy again
-/// when an id is not known yet.
+/// Maps memcg ids (cgroup directory inode numbers) to cgroup paths. Lookups never walk the
+/// hierarchy: the pipeline sees which ids are [`unknown`](Self::is_unknown), walks off its
+/// consumer (`MemoryHierarchy::walk` on a blocking thread) and hands the result to
+/// [`learn`](Self::learn). Names are forgotten when the kernel frees the cgroup, so memory
+/// stays bounded on a node where containers come and go.
 pub struct MemcgResolver {
     hierarchy: MemoryHierarchy,
     paths: HashMap<u64, String>,
     /// Ids a walk did not find, and when: a cgroup that is gone stays gone, so asking again for
     /// it (every page-cache interval, say) must not walk the hierarchy each time.
     missing: HashMap<u64, Instant>,
-    /// Hierarchy walks so far.
+    /// Hierarchy walks learnt from so far.
     walks: u64,
 }
 
 /// How long an id a walk did not find is not looked for again.
 const MISSING_TTL: Duration = Duration::from_secs(10);
+/// Ids remembered as missing at most; older ones are forgotten first.
+const MISSING_MAX: usize = 65_536;
 
 impl MemcgResolver {
-    /// Scans the hierarchy once.
+    /// Scans the hierarchy once (at start-up, before any event).
     #[must_use]
     pub fn new(hierarchy: MemoryHierarchy) -> Self {
         let mut resolver = Self {
@@ -186,7 +191,8 @@ impl MemcgResolver {
             missing: HashMap::new(),
             walks: 0,
         };
-        let _ = resolver.rescan();
+        let found = resolver.hierarchy.walk();
+        resolver.learn(found, &[]);
         resolver
     }
 
@@ -195,26 +201,53 @@ impl MemcgResolver {
         &self.hierarchy
     }
 
-    /// The cgroup path of a memcg id, `/` for the root. A miss triggers one rescan: the cgroup
-    /// may have been created since the last one. `None` when it is gone already; such an id is
-    /// not looked for again for a while.
-    pub fn path(&mut self, memcg_id: u64) -> Option<&str> {
-        let recently_missing = self
-            .missing
-            .get(&memcg_id)
-            .is_some_and(|at| at.elapsed() < MISSING_TTL);
-        if !self.paths.contains_key(&memcg_id) && !recently_missing {
-            let _ = self.rescan();
-            if !self.paths.contains_key(&memcg_id) {
-                self.missing.insert(memcg_id, Instant::now());
+    /// The cgroup path of a memcg id, `/` for the root; `None` when it is not known (yet).
+    #[must_use]
+    pub fn path(&self, memcg_id: u64) -> Option<&str> {
+        self.paths.get(&memcg_id).map(String::as_str)
+    }
+
+    /// Whether a walk could tell more about this id: neither known nor recently looked for
+    /// in vain.
+    #[must_use]
+    pub fn is_unknown(&self, memcg_id: u64) -> bool {
+        memcg_id != 0
+            && !self.paths.contains_key(&memcg_id)
+            && self
+                .missing
+                .get(&memcg_id)
+                .is_none_or(|at| at.elapsed() >= MISSING_TTL)
+    }
+
+    /// Takes in a walk of the hierarchy; the `asked` ids it did not find are gone, and are not
+    /// looked for again for a while.
+    pub fn learn(&mut self, found: Vec<(u64, String)>, asked: &[u64]) {
+        self.walks += 1;
+        for (id, _) in &found {
+            self.missing.remove(id);
+        }
+        self.paths.extend(found);
+        if self.missing.len() + asked.len() > MISSING_MAX {
+            self.missing
+                .retain(|_, at| at.elapsed() < MISSING_TTL);
+        }
+        let now = Instant::now();
+        for id in asked {
+            if !self.paths.contains_key(id) {
+                self.missing.insert(*id, now);
             }
         }
-        self.paths.get(&memcg_id).map(String::as_str)
     }
 
     /// Records a cgroup's name as the kernel reported it at creation.
     pub fn insert(&mut self, memcg_id: u64, path: String) {
         self.paths.insert(memcg_id, path);
+    }
+
+    /// Forgets a cgroup the kernel freed: its id is never reused for another one while it is
+    /// known, and nothing names it after its release.
+    pub fn forget(&mut self, memcg_id: u64) {
+        self.paths.remove(&memcg_id);
     }
 
     /// Cgroups that exist now, counted by walking the hierarchy.
@@ -223,17 +256,10 @@ impl MemcgResolver {
         self.hierarchy.walk().len() as u64
     }
 
-    /// Walks the hierarchy, learning every cgroup's name, and returns the paths that exist now.
-    /// Known ids are kept, so a cgroup removed since it was first seen keeps its name.
-    pub fn rescan(&mut self) -> Vec<String> {
-        self.walks += 1;
-        let live = self.hierarchy.walk();
-        for (id, _) in &live {
-            self.missing.remove(id);
-        }
-        let paths = live.iter().map(|(_, path)| path.clone()).collect();
-        self.paths.extend(live);
-        paths
+    /// Ids with a known name (for tests and `--debug`).
+    #[must_use]
+    pub fn known(&self) -> usize {
+        self.paths.len()
     }
 }
 
@@ -345,23 +371,24 @@ mod tests {
         );
         assert_eq!(resolver.path(ino("system.slice")), Some("/system.slice"));
 
-        // Created after the first scan: found by the rescan a miss triggers.
+        // Created after the first scan: unknown, and a lookup does not walk.
         fs::create_dir(root.path().join("late")).expect("mkdir");
         let late = ino("late");
+        assert_eq!(resolver.path(late), None);
+        assert!(resolver.is_unknown(late));
+        assert!(resolver.is_unknown(u64::MAX));
+        // A walk (done elsewhere) teaches it; an id it asked for and did not find is gone,
+        // and not looked for again at once.
+        let found = resolver.hierarchy().walk();
+        resolver.learn(found, &[late, u64::MAX]);
         assert_eq!(resolver.path(late), Some("/late"));
+        assert!(!resolver.is_unknown(u64::MAX));
         assert_eq!(resolver.path(u64::MAX), None);
-        // A gone id is not looked for again at once: no walk per question.
-        let walks = resolver.walks;
-        assert_eq!(resolver.path(u64::MAX), None);
-        assert_eq!(resolver.walks, walks);
-        // Unknown new ids still trigger a walk. (Created while `late` exists: tmpfs, unlike
-        // cgroupfs, reuses a removed directory's inode number at once.)
-        fs::create_dir(root.path().join("later")).expect("mkdir");
-        assert_eq!(resolver.path(ino("later")), Some("/later"));
-        assert_eq!(resolver.walks, walks + 1);
-        // Removed: the name it had is kept.
+        // Removed: the name it had is kept until the kernel frees it.
         fs::remove_dir(root.path().join("late")).expect("rmdir");
         assert_eq!(resolver.path(late), Some("/late"));
+        resolver.forget(late);
+        assert_eq!(resolver.path(late), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The context userspace adds to a kernel record as it arrives.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -15,7 +15,8 @@ use memtrace_common::{
 
 use super::{
     ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
-    MemoryStats, PodDirectory, Removed, failcnt::FailureCounts, memcg_path_of_pid,
+    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, failcnt::FailureCounts,
+    memcg_path_of_pid,
 };
 use crate::{
     event::{
@@ -30,14 +31,25 @@ const TOP_FILES: usize = 5;
 /// Caches listed per memcg and interval in `slab` events.
 const TOP_SLAB_CACHES: usize = 10;
 
-/// How long an OOM kill waits for the kernel's `oom-kill:` line, which is printed just before
-/// the victim is marked but read by another thread.
-const KMSG_WAIT: Duration = Duration::from_millis(300);
+/// How long an OOM kill is held for the kernel's `oom-kill:` line, which is printed just before
+/// the victim is marked but read by another thread (and rate-limited in an OOM storm). The
+/// pipeline holds the kill, not the events behind it.
+pub const KMSG_WAIT: Duration = Duration::from_millis(300);
+
+/// How long a freed memcg's name is kept for events still on their way (an interval's
+/// aggregates name memcgs freed during it).
+const RELEASED_GRACE: Duration = Duration::from_secs(5);
 
 /// Resolves a record's memcg to its cgroup path and reads what cgroupfs says now, while the
-/// cgroup still exists; follows cgroup lifecycles.
+/// cgroup still exists; follows cgroup lifecycles. Never walks the cgroup hierarchy itself:
+/// [`LiveContext::unknown_ids`] says when a walk would tell more, the pipeline walks off its
+/// consumer and hands the result to [`LiveContext::learn`].
 pub struct LiveContext {
     resolver: MemcgResolver,
+    /// Each memcg as events name it (path and owner), resolved once; forgotten
+    /// [`RELEASED_GRACE`] after the kernel frees it.
+    names: HashMap<u64, Memcg>,
+    released: VecDeque<(u64, Instant)>,
     pods: PodDirectory,
     kmsg: Option<KmsgOomLines>,
     dying: DyingTracker,
@@ -63,6 +75,8 @@ impl LiveContext {
     ) -> Self {
         Self {
             resolver,
+            names: HashMap::new(),
+            released: VecDeque::new(),
             pods,
             kmsg,
             dying: DyingTracker::default(),
@@ -98,11 +112,69 @@ impl LiveContext {
         &self.resolver
     }
 
+    /// The memcg ids a record names that a walk of the hierarchy could name: handle the
+    /// record after [`LiveContext::learn`] has the walk, or it goes out without its cgroup.
+    #[must_use]
+    pub fn unknown_ids(&self, record: &Record) -> Vec<u64> {
+        let ids = match record {
+            Record::OomKill(r) => [
+                (r.flags & OOM_FLAG_MEMCG != 0).then_some(r.memcg_id),
+                (r.flags & OOM_FLAG_CONTROL != 0).then_some(r.limit_memcg_id),
+            ],
+            // A cgroup record names its own path, but for the lifecycle of a cgroup created
+            // before memtrace and removed since.
+            Record::Cgroup(r) => [(r.path[0] == 0).then_some(r.memcg_id), None],
+            Record::Reclaim(r) => [Some(r.memcg_id), None],
+            Record::ChargeFail(r) => [Some(r.memcg_id), None],
+        };
+        ids.into_iter()
+            .flatten()
+            .filter(|&id| self.is_unknown(id))
+            .collect()
+    }
+
+    /// The memcg ids of an interval's aggregates that a walk could name.
+    #[must_use]
+    pub fn unknown_ids_in(&self, drain: &Drain) -> Vec<u64> {
+        let mut ids: Vec<u64> = drain
+            .cache
+            .by_memcg
+            .keys()
+            .chain(drain.charge.keys())
+            .chain(drain.slab.iter().map(|(id, _, _)| id))
+            .copied()
+            .filter(|&id| self.is_unknown(id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn is_unknown(&self, memcg_id: u64) -> bool {
+        !self.names.contains_key(&memcg_id) && self.resolver.is_unknown(memcg_id)
+    }
+
+    /// Takes in a walk of the hierarchy made for the `asked` ids.
+    pub fn learn(&mut self, found: Vec<(u64, String)>, asked: &[u64]) {
+        self.resolver.learn(found, asked);
+    }
+
+    /// A walk of the hierarchy, to run off the consumer.
+    pub fn walker(&self) -> impl FnOnce() -> Vec<(u64, String)> + Send + 'static {
+        let hierarchy = self.resolver.hierarchy().clone();
+        move || hierarchy.walk()
+    }
+
     /// The event a kernel record stands for, with its context; `None` when the user's filter
-    /// does not want it (its bookkeeping, e.g. a cgroup's name, is kept all the same).
+    /// does not want it (its bookkeeping, e.g. a cgroup's name, is kept all the same). An OOM
+    /// kill goes through [`LiveContext::oom_arrived`] instead.
     pub fn observe(&mut self, record: &Record) -> Option<Event> {
         let context = match record {
-            Record::OomKill(r) => self.oom_kill(r),
+            Record::OomKill(r) => {
+                let arrival = self.oom_arrived(r);
+                let line = self.oom_report_line(r.pid);
+                return self.oom_event(&arrival, line);
+            }
             Record::Cgroup(r) => self.cgroup(r),
             Record::Reclaim(r) => self.of_memcg(r.memcg_id),
             Record::ChargeFail(r) => {
@@ -151,18 +223,49 @@ impl LiveContext {
         }
     }
 
-    /// A memcg id as events name it: with its path and owner.
+    /// A memcg id as events name it: with its path and owner, resolved once.
     fn memcg(&mut self, memcg_id: u64) -> Memcg {
+        if let Some(known) = self.names.get_mut(&memcg_id) {
+            // The kubelet may write a pod's log directory after its first event.
+            if let Some(c) = known.container.as_mut()
+                && c.pod_uid.is_some()
+                && c.pod_name.is_none()
+            {
+                self.pods.enrich(c);
+            }
+            return known.clone();
+        }
         let cgroup = if memcg_id == 0 {
             None
         } else {
             self.resolver.path(memcg_id).map(str::to_owned)
         };
-        Memcg {
+        let memcg = Memcg {
             id: Some(memcg_id),
             container: self.identity(cgroup.as_deref()),
             cgroup,
+        };
+        if memcg.cgroup.is_some() {
+            self.names.insert(memcg_id, memcg.clone());
         }
+        memcg
+    }
+
+    /// Forgets the names of memcgs freed more than [`RELEASED_GRACE`] ago.
+    pub fn expire_released(&mut self) {
+        while let Some(&(id, at)) = self.released.front()
+            && at.elapsed() >= RELEASED_GRACE
+        {
+            self.released.pop_front();
+            self.names.remove(&id);
+            self.resolver.forget(id);
+        }
+    }
+
+    /// Memcgs named now (bounded: freed ones are forgotten).
+    #[must_use]
+    pub fn named(&self) -> usize {
+        self.names.len().max(self.resolver.known())
     }
 
     /// The memcg of an interval's aggregate, if the user's filter wants it.
@@ -315,45 +418,99 @@ impl LiveContext {
         (identity.kind() != IdentityKind::Unknown).then_some(identity)
     }
 
-    /// One `stats` event per active container and pod (and the `--cgroup` the user named),
-    /// from cgroupfs.
-    pub fn stats_events(&mut self, timestamp_ns: u64) -> Vec<Event> {
+    /// A walk of the hierarchy that reads the memory of every container and pod (and of the
+    /// `--cgroup` the user named), to run off the consumer.
+    pub fn memory_scanner(&self) -> impl FnOnce() -> MemoryScan + Send + 'static {
+        let hierarchy = self.resolver.hierarchy().clone();
+        let named = self.filter.cgroup.clone();
+        move || MemoryScan::new(&hierarchy, named.as_deref())
+    }
+
+    /// One `stats` event per active container and pod (and the `--cgroup` the user named)
+    /// that the user's filter wants, from a [`MemoryScan`].
+    pub fn stats_events(&mut self, scan: MemoryScan, timestamp_ns: u64) -> Vec<Event> {
+        self.resolver.learn(scan.found, &[]);
         let mut samples = Vec::new();
-        for cgroup in self.resolver.rescan() {
+        for (cgroup, memory) in scan.samples {
             let identity = self.identity(Some(&cgroup));
-            let active = identity.as_ref().is_some_and(|i| {
-                matches!(i.kind(), IdentityKind::Container | IdentityKind::Pod) && !i.is_conmon()
-            });
-            let named = self.filter.cgroup.as_deref() == Some(cgroup.as_str());
-            if !(active || named) || !self.filter.matches(Some(&cgroup), identity.as_ref()) {
+            if !self.filter.matches(Some(&cgroup), identity.as_ref()) {
                 continue;
             }
-            if let Some(memory) = MemoryStats::read(self.resolver.hierarchy(), &cgroup) {
-                samples.push(Event {
-                    timestamp_ns,
-                    memcg: Memcg {
-                        id: None,
-                        cgroup: Some(cgroup),
-                        container: identity,
-                    },
-                    what: What::Stats(memory),
-                });
-            }
+            samples.push(Event {
+                timestamp_ns,
+                memcg: Memcg {
+                    id: None,
+                    cgroup: Some(cgroup),
+                    container: identity,
+                },
+                what: What::Stats(memory),
+            });
         }
         sort_by_cgroup(&mut samples);
         samples
     }
 
-    fn oom_kill(&mut self, r: &OomKillRecord) -> Context {
-        let line = self.kmsg.as_ref().and_then(|k| k.take(r.pid, KMSG_WAIT));
+    /// An OOM kill as it arrives: what must be read before the victim is gone (its memcg's
+    /// limit and usage, `/proc/PID/cgroup` when the kernel gave only a pid). The kernel's
+    /// report line may still be on its way ([`LiveContext::oom_report_line`]).
+    #[must_use]
+    pub fn oom_arrived(&mut self, r: &OomKillRecord) -> OomArrival {
+        let hierarchy = self.resolver.hierarchy();
         let cgroup = if r.flags & OOM_FLAG_MEMCG != 0 {
             self.resolver.path(r.memcg_id).map(str::to_owned)
         } else {
             // The kernel gave only a pid (older `mark_victim`): its own report names the
             // victim's memcg; else ask /proc while the victim is still exiting.
+            memcg_path_of_pid(r.pid, hierarchy.version)
+        };
+        OomArrival {
+            record: *r,
+            memcg_limit_bytes: cgroup.as_deref().and_then(|c| hierarchy.limit_bytes(c)),
+            memcg_usage_bytes: cgroup.as_deref().and_then(|c| hierarchy.usage_bytes(c)),
+            cgroup,
+            arrived: Instant::now(),
+        }
+    }
+
+    /// Whether OOM kills wait for the kernel's report (no: `/dev/kmsg` could not be read).
+    #[must_use]
+    pub fn follows_kernel_log(&self) -> bool {
+        self.kmsg.is_some()
+    }
+
+    /// The kernel's `oom-kill:` line for a victim, if it has arrived; never waits.
+    #[must_use]
+    pub fn oom_report_line(&self, pid: u32) -> Option<OomKillLine> {
+        self.kmsg.as_ref().and_then(|k| k.take(pid, Duration::ZERO))
+    }
+
+    /// The event of an OOM kill, with the kernel's report line when it came in time; `None`
+    /// when the user's filter wants neither the victim's memcg nor the one whose limit fired.
+    pub fn oom_event(&mut self, arrival: &OomArrival, line: Option<OomKillLine>) -> Option<Event> {
+        let context = self.oom_kill(arrival, line);
+        let wanted = self
+            .filter
+            .matches(context.cgroup.as_deref(), context.container.as_ref())
+            || context.oom.as_ref().is_some_and(|oom| {
+                self.filter
+                    .matches(oom.limit_cgroup.as_deref(), oom.limit_container.as_ref())
+            });
+        wanted.then(|| Event::from_kernel(&Record::OomKill(arrival.record), context, self.page_size))
+    }
+
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the line is the kill's: taken from the log, used here, dropped"
+    )]
+    fn oom_kill(&mut self, arrival: &OomArrival, line: Option<OomKillLine>) -> Context {
+        let r = &arrival.record;
+        let cgroup = if r.flags & OOM_FLAG_MEMCG != 0 {
+            arrival.cgroup.clone()
+        } else {
+            // The kernel's own report names the victim's memcg; else /proc said at arrival.
             line.as_ref()
                 .and_then(|l| l.task_memcg.clone())
-                .or_else(|| memcg_path_of_pid(r.pid, self.resolver.hierarchy().version))
+                .or_else(|| arrival.cgroup.clone())
         };
         // With `oom_control` (fentry/kprobe strategies) the kernel said in the probe which
         // memcg's limit fired and what its counter read at the kill; else its report says.
@@ -411,8 +568,15 @@ impl LiveContext {
                 .usage_bytes
                 .map(|u| u.saturating_sub(m.inactive_file_bytes.unwrap_or(0)));
         }
-        let memcg_limit_bytes = cgroup.as_deref().and_then(|c| hierarchy.limit_bytes(c));
-        let memcg_usage_bytes = cgroup.as_deref().and_then(|c| hierarchy.usage_bytes(c));
+        let (memcg_limit_bytes, memcg_usage_bytes) = if cgroup == arrival.cgroup {
+            (arrival.memcg_limit_bytes, arrival.memcg_usage_bytes)
+        } else {
+            let c = cgroup.as_deref();
+            (
+                c.and_then(|c| hierarchy.limit_bytes(c)),
+                c.and_then(|c| hierarchy.usage_bytes(c)),
+            )
+        };
         Context {
             container: self.identity(cgroup.as_deref()),
             memcg_limit_bytes,
@@ -436,12 +600,17 @@ impl LiveContext {
         let mut context = Context::default();
         if r.action == CGROUP_RELEASE {
             context.removed_ns = self.dying.freed(r.memcg_id).map(|d| d.removed_ns);
+            self.released.push_back((r.memcg_id, Instant::now()));
         }
         // The kernel's own word for the path wins; it is also how a cgroup created before
         // memtrace started and removed since gets its name.
         context.cgroup = if reported.is_empty() {
             self.resolver.path(r.memcg_id).map(str::to_owned)
         } else {
+            if r.action == CGROUP_MKDIR {
+                // A new cgroup may reuse a freed one's id: the kernel's word replaces the name.
+                self.names.remove(&r.memcg_id);
+            }
             self.resolver.insert(r.memcg_id, reported.clone());
             Some(reported)
         };
@@ -480,4 +649,38 @@ impl LiveContext {
 /// Events of one interval in cgroup order, so a terminal shows them in a stable order.
 fn sort_by_cgroup(events: &mut [Event]) {
     events.sort_by(|a, b| a.memcg.cgroup.cmp(&b.memcg.cgroup));
+}
+
+/// An OOM kill waiting for the kernel's report line.
+#[derive(Clone, Debug)]
+pub struct OomArrival {
+    pub record: OomKillRecord,
+    /// The victim's memcg as known at arrival (from its id, or `/proc/PID/cgroup`).
+    cgroup: Option<String>,
+    memcg_limit_bytes: Option<u64>,
+    memcg_usage_bytes: Option<u64>,
+    pub arrived: Instant,
+}
+
+/// What a walk of the hierarchy found, with the memory of its containers and pods.
+pub struct MemoryScan {
+    found: Vec<(u64, String)>,
+    samples: Vec<(String, MemoryStats)>,
+}
+
+impl MemoryScan {
+    fn new(hierarchy: &MemoryHierarchy, named: Option<&str>) -> Self {
+        let found = hierarchy.walk();
+        let samples = found
+            .iter()
+            .filter(|(_, path)| {
+                let identity = ContainerIdentity::from_cgroup_path(path);
+                let active = matches!(identity.kind(), IdentityKind::Container | IdentityKind::Pod)
+                    && !identity.is_conmon();
+                active || named == Some(path.as_str())
+            })
+            .filter_map(|(_, path)| Some((path.clone(), MemoryStats::read(hierarchy, path)?)))
+            .collect();
+        Self { found, samples }
+    }
 }

@@ -17,7 +17,7 @@ pub use cgroupfs::{
     CgroupVersion, HierarchyError, MemcgResolver, MemoryHierarchy, memcg_path_of_pid,
 };
 pub use container::{ContainerIdentity, IdentityKind, QosClass, runtime};
-pub use context::LiveContext;
+pub use context::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival};
 pub use dying::{DyingTracker, MEMCG_ID_LIMIT, Removed, count_dying};
 pub use filter::Filter;
 pub use kmsg::{KmsgOomLines, OomKillLine};
