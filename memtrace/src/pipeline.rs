@@ -17,7 +17,7 @@ use std::{
     collections::VecDeque,
     future::Future,
     io,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -29,7 +29,7 @@ use tokio::{
 };
 
 use crate::{
-    attribution::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival, Removed},
+    attribution::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival, OomKillLine, Removed},
     clock,
     event::{Event, What},
     probes::{
@@ -55,6 +55,11 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 /// How often held OOM kills look for their kernel report line.
 const OOM_POLL: Duration = Duration::from_millis(10);
+
+/// The kernel rate-limits its OOM report (`oom_rs`: ten per five seconds). Once a kill's line
+/// did not come, kills in the next five seconds are not held for theirs: in an OOM storm the
+/// wait would be paid in full by every kill. A line already read is still used.
+const KMSG_QUIET: Duration = Duration::from_secs(5);
 
 /// How often the pipeline samples what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +99,8 @@ struct Consumer<'a> {
     asked: Vec<u64>,
     /// OOM kills waiting for their kernel report line, oldest first.
     ooms: VecDeque<OomArrival>,
+    /// Until when the kernel is taken to be rate-limiting its OOM report.
+    kmsg_quiet_until: Option<Instant>,
 }
 
 impl Consumer<'_> {
@@ -127,14 +134,13 @@ impl Consumer<'_> {
     fn handle(&mut self, record: &Record) -> io::Result<()> {
         if let Record::OomKill(r) = record {
             let arrival = self.context.oom_arrived(r);
-            if self.context.follows_kernel_log() {
+            let line = self.context.oom_report_line(r.pid);
+            let quiet = self.kmsg_quiet_until.is_some_and(|t| Instant::now() < t);
+            if line.is_none() && self.context.follows_kernel_log() && !quiet {
                 self.ooms.push_back(arrival);
-                return self.poll_ooms(false);
+                return Ok(());
             }
-            if let Some(event) = self.context.oom_event(&arrival, None) {
-                self.emit(&event)?;
-            }
-            return Ok(());
+            return self.emit_oom(&arrival, line);
         }
         let Some(event) = self.context.observe(record) else {
             return Ok(());
@@ -149,6 +155,23 @@ impl Consumer<'_> {
         Ok(())
     }
 
+    fn emit_oom(&mut self, arrival: &OomArrival, line: Option<OomKillLine>) -> io::Result<()> {
+        log::debug!(
+            "OOM kill of pid {}: out {} ms after the kill, {}",
+            arrival.record.pid,
+            clock::boot_ns().saturating_sub(arrival.record.header.timestamp_ns) / 1_000_000,
+            if line.is_some() {
+                "with the kernel's report line"
+            } else {
+                "without the kernel's report line"
+            }
+        );
+        match self.context.oom_event(arrival, line) {
+            Some(event) => self.emit(&event),
+            None => Ok(()),
+        }
+    }
+
     /// Emits the held OOM kills whose kernel line arrived, or whose wait is over (all of them
     /// when `all`).
     fn poll_ooms(&mut self, all: bool) -> io::Result<()> {
@@ -158,12 +181,10 @@ impl Consumer<'_> {
             let line = self.context.oom_report_line(pid);
             if line.is_some() || all || self.ooms[i].arrived.elapsed() >= KMSG_WAIT {
                 let arrival = self.ooms.remove(i).expect("index checked");
-                if line.is_none() {
-                    log::debug!("OOM kill of pid {pid}: no kernel report line in time");
+                if line.is_none() && !all {
+                    self.kmsg_quiet_until = Some(Instant::now() + KMSG_QUIET);
                 }
-                if let Some(event) = self.context.oom_event(&arrival, line) {
-                    self.emit(&event)?;
-                }
+                self.emit_oom(&arrival, line)?;
             } else {
                 i += 1;
             }
@@ -286,6 +307,7 @@ pub async fn run(
         held: VecDeque::new(),
         asked: Vec::new(),
         ooms: VecDeque::new(),
+        kmsg_quiet_until: None,
     };
     let consume = async move {
         let ticker = |every: Duration| {
@@ -306,6 +328,10 @@ pub async fn run(
         let mut want_walk = false;
         loop {
             if want_walk && walk_job.is_none() {
+                log::debug!(
+                    "walking the cgroup hierarchy for memcg ids {:?}",
+                    consumer.asked
+                );
                 walk_job = Some(tokio::task::spawn_blocking(consumer.context.walker()));
             }
             want_walk = false;
@@ -316,9 +342,8 @@ pub async fn run(
                     for record in batch {
                         want_walk |= consumer.record(record)?;
                     }
-                    if rx.is_empty() {
-                        consumer.sink.flush()?;
-                    }
+                    // A write per batch: what the kernel said is out before the next batch.
+                    consumer.sink.flush()?;
                 }
                 _ = oom_ticker.tick(), if !consumer.ooms.is_empty() => {
                     consumer.poll_ooms(false)?;

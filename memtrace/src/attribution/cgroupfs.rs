@@ -228,8 +228,7 @@ impl MemcgResolver {
         }
         self.paths.extend(found);
         if self.missing.len() + asked.len() > MISSING_MAX {
-            self.missing
-                .retain(|_, at| at.elapsed() < MISSING_TTL);
+            self.missing.retain(|_, at| at.elapsed() < MISSING_TTL);
         }
         let now = Instant::now();
         for id in asked {

@@ -34,7 +34,7 @@ const TOP_SLAB_CACHES: usize = 10;
 /// How long an OOM kill is held for the kernel's `oom-kill:` line, which is printed just before
 /// the victim is marked but read by another thread (and rate-limited in an OOM storm). The
 /// pipeline holds the kill, not the events behind it.
-pub const KMSG_WAIT: Duration = Duration::from_millis(300);
+pub const KMSG_WAIT: Duration = Duration::from_millis(150);
 
 /// How long a freed memcg's name is kept for events still on their way (an interval's
 /// aggregates name memcgs freed during it).
@@ -495,7 +495,8 @@ impl LiveContext {
                 self.filter
                     .matches(oom.limit_cgroup.as_deref(), oom.limit_container.as_ref())
             });
-        wanted.then(|| Event::from_kernel(&Record::OomKill(arrival.record), context, self.page_size))
+        wanted
+            .then(|| Event::from_kernel(&Record::OomKill(arrival.record), context, self.page_size))
     }
 
     #[expect(
