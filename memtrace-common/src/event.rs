@@ -273,6 +273,33 @@ fn read<T: Pod>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
 }
 
 impl Record {
+    /// When the kernel wrote it (`CLOCK_BOOTTIME` ns).
+    #[must_use]
+    pub const fn timestamp_ns(&self) -> u64 {
+        self.header().timestamp_ns
+    }
+
+    #[must_use]
+    pub const fn header(&self) -> &EventHeader {
+        match self {
+            Self::OomKill(r) => &r.header,
+            Self::Cgroup(r) => &r.header,
+            Self::Reclaim(r) => &r.header,
+            Self::ChargeFail(r) => &r.header,
+        }
+    }
+
+    /// The memcg the record is about (0: the kernel could not tell).
+    #[must_use]
+    pub const fn memcg_id(&self) -> u64 {
+        match self {
+            Self::OomKill(r) => r.memcg_id,
+            Self::Cgroup(r) => r.memcg_id,
+            Self::Reclaim(r) => r.memcg_id,
+            Self::ChargeFail(r) => r.memcg_id,
+        }
+    }
+
     /// The record's bytes, as the kernel wrote them (tests write records as the kernel would).
     #[must_use]
     pub fn bytes(&self) -> &[u8] {

@@ -124,8 +124,7 @@ impl LiveContext {
             // A cgroup record names its own path, but for the lifecycle of a cgroup created
             // before memtrace and removed since.
             Record::Cgroup(r) => [(r.path[0] == 0).then_some(r.memcg_id), None],
-            Record::Reclaim(r) => [Some(r.memcg_id), None],
-            Record::ChargeFail(r) => [Some(r.memcg_id), None],
+            other @ (Record::Reclaim(_) | Record::ChargeFail(_)) => [Some(other.memcg_id()), None],
         };
         ids.into_iter()
             .flatten()
@@ -176,13 +175,14 @@ impl LiveContext {
                 return self.oom_event(&arrival, line);
             }
             Record::Cgroup(r) => self.cgroup(r),
-            Record::Reclaim(r) => self.of_memcg(r.memcg_id),
             Record::ChargeFail(r) => {
                 let mut context = self.of_memcg(r.memcg_id);
                 context.charge_failures =
                     self.charge_failures(r.memcg_id, context.cgroup.as_deref());
                 context
             }
+            // A record about its memcg and nothing else needs only its name.
+            other @ Record::Reclaim(_) => self.of_memcg(other.memcg_id()),
         };
         let wanted = self
             .filter
