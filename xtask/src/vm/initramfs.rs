@@ -752,7 +752,7 @@ mod tests {
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains("for name in oom_kill session; do"));
         assert!(script.contains(
-            r#"/tests/"$name" --test-threads=1 --color=never oom_kill_is --exact 'it'\''s'"#
+            r#"/tests/"$name" '--test-threads=1' '--color=never' oom_kill_is --exact "it's""#
         ));
         assert!(script.contains("[ yes = yes ] || break"));
         assert!(script.contains("MEMTRACE_BIN=/bin/memtrace"));
