@@ -134,7 +134,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
 }
 
 /// Runs each workload `runs` times under each configuration, interleaved, with the kernel's BPF
-/// statistics on; the sysctl goes back to its value before, however this ends.
+/// statistics on for as long as it runs (the kernel turns them off when its file closes).
 fn measure(
     memtrace: &Path,
     runs: usize,
