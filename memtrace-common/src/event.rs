@@ -332,6 +332,7 @@ mod tests {
         let mut rec = OomKillRecord {
             header: EventHeader {
                 kind: EventKind::OomKill as u32,
+                pad: 0,
                 timestamp_ns: 42,
             },
             memcg_id: 7,
@@ -360,6 +361,7 @@ mod tests {
         let mut rec = CgroupRecord {
             header: EventHeader {
                 kind: EventKind::Cgroup as u32,
+                pad: 0,
                 timestamp_ns: 5,
             },
             memcg_id: 77,

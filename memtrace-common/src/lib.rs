@@ -3,7 +3,16 @@
 //! Everything here is `#[repr(C)]`, made of fixed-width integers with explicit padding, and
 //! checked by a size assertion, because the kernel side and the user side are compiled by
 //! different compilers for different targets and must agree byte for byte.
+//!
+//! With the `user` feature (std), it also has what memtrace and its xtask both read of the
+//! host: the memory-cgroup hierarchy ([`cgroup`]).
 #![no_std]
+
+#[cfg(feature = "user")]
+extern crate std;
+
+#[cfg(feature = "user")]
+pub mod cgroup;
 
 pub mod aggregate;
 pub mod event;

@@ -35,12 +35,12 @@ impl fmt::Display for Shown<'_> {
 
 /// Quotes `word` for a POSIX shell when it holds anything a shell would interpret.
 pub fn quote(word: &OsStr) -> Cow<'_, str> {
-    let word = word.to_string_lossy();
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
-    if !word.is_empty() && word.chars().all(plain) {
-        word
-    } else {
-        Cow::Owned(format!("'{}'", word.replace('\'', r"'\''")))
+    // Only a word with a NUL cannot be quoted; no argument, variable or path can hold one.
+    match word.to_string_lossy() {
+        Cow::Borrowed(word) => shlex::try_quote(word).unwrap_or(Cow::Borrowed(word)),
+        Cow::Owned(word) => {
+            Cow::Owned(shlex::try_quote(&word).map_or(word.clone(), Cow::into_owned))
+        }
     }
 }
 
@@ -115,7 +115,7 @@ mod tests {
             .env("PATH", "/elsewhere");
         assert_eq!(
             Shown(&cmd).to_string(),
-            r"MEMTRACE_BIN=/repo/target/debug/memtrace cargo +1.99.1 test -- 'it'\''s here' ''"
+            r#"MEMTRACE_BIN=/repo/target/debug/memtrace cargo +1.99.1 test -- "it's here" ''"#
         );
     }
 }

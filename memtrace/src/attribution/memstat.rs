@@ -4,6 +4,8 @@ use std::{collections::HashMap, fs};
 
 use serde::{Deserialize, Serialize};
 
+use memtrace_common::cgroup::read_u64;
+
 use super::{CgroupVersion, MemoryHierarchy};
 
 /// One memcg's memory, read from cgroupfs. Hierarchical totals on v1 (`total_*`), so a pod's
@@ -95,10 +97,6 @@ impl MemoryStats {
         s.working_set_bytes = usage.map(|u| u.saturating_sub(s.inactive_file_bytes.unwrap_or(0)));
         s
     }
-}
-
-fn read_u64(path: &std::path::Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]

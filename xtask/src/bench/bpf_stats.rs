@@ -1,68 +1,48 @@
-//! The kernel's own accounting of BPF programs: `kernel.bpf_stats_enabled` makes it sum each
-//! program's run time and run count, which `bpftool prog show -j` reports; `bpftool perf -j`
-//! says which tracepoint each program is attached to.
+//! The kernel's own accounting of BPF programs, through aya: [`aya::sys::enable_stats`] makes the
+//! kernel sum each program's run time and run count (as `kernel.bpf_stats_enabled=1` would, but
+//! only for as long as its file is open, so a bench that dies cannot leave it on), and
+//! [`aya::programs::loaded_programs`] reads them. Which programs a tracer holds comes from its
+//! `/proc/PID/fdinfo`; which tracepoint each is attached to from `bpftool perf -j`, which asks
+//! the kernel with `BPF_TASK_FD_QUERY` for every file of every process — aya has no API for that.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fs,
+    io::ErrorKind,
+    os::fd::OwnedFd,
     process::Command,
 };
 
 use anyhow::Context as _;
+use aya::{
+    programs::{ProgramError, loaded_programs},
+    sys::{Stats, SyscallError, enable_stats},
+};
 use serde::Deserialize;
 
 use crate::process;
 
-const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-/// `kernel.bpf_stats_enabled=1` for as long as this lives; the value before is restored on drop,
-/// whichever way the bench ends.
+/// The kernel's BPF run-time statistics, on for as long as this lives.
 pub struct StatsEnabled {
-    previous: String,
+    _fd: OwnedFd,
 }
 
 impl StatsEnabled {
     pub fn enable() -> anyhow::Result<Self> {
-        let previous = fs::read_to_string(STATS_SYSCTL)
-            .with_context(|| format!("reading {STATS_SYSCTL}"))?
-            .trim()
-            .to_owned();
-        fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing 1 to {STATS_SYSCTL}"))?;
-        Ok(Self { previous })
+        let fd = enable_stats(Stats::RunTime)
+            .context("enabling the kernel's BPF run-time statistics (BPF_ENABLE_STATS)")?;
+        Ok(Self { _fd: fd })
     }
 }
 
-impl Drop for StatsEnabled {
-    fn drop(&mut self) {
-        if let Err(error) = fs::write(STATS_SYSCTL, &self.previous) {
-            eprintln!(
-                "bench: could not restore {STATS_SYSCTL} to {}: {error}; run `sysctl -w \
-                 kernel.bpf_stats_enabled={}`",
-                self.previous, self.previous
-            );
-        }
-    }
-}
-
-/// A loaded program as `bpftool prog show -j` describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A loaded program and what the kernel has counted of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     pub id: u32,
-    #[serde(default)]
     pub name: String,
-    /// Absent until stats are enabled for the first time.
-    #[serde(default)]
+    /// Zero until stats are enabled for the first time.
     pub run_time_ns: u64,
-    #[serde(default)]
     pub run_cnt: u64,
-    /// The processes holding the program (absent when bpftool was built without that support).
-    #[serde(default)]
-    pub pids: Vec<Holder>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Holder {
-    pub pid: u32,
 }
 
 /// An attachment as `bpftool perf -j` describes it: a tracepoint (or raw tracepoint) with the
@@ -75,10 +55,6 @@ pub struct Attachment {
     pub tracepoint: Option<String>,
 }
 
-pub fn parse_programs(json: &str) -> anyhow::Result<Vec<Program>> {
-    serde_json::from_str(json).context("parsing `bpftool prog show -j`")
-}
-
 pub fn parse_attachments(json: &str) -> anyhow::Result<Vec<Attachment>> {
     // bpftool prints nothing at all, not `[]`, when nothing is attached.
     if json.trim().is_empty() {
@@ -89,9 +65,46 @@ pub fn parse_attachments(json: &str) -> anyhow::Result<Vec<Attachment>> {
 
 /// Every loaded program.
 pub fn programs() -> anyhow::Result<Vec<Program>> {
-    let json = process::output(Command::new("bpftool").args(["prog", "show", "-j"]))
-        .context("listing BPF programs")?;
-    parse_programs(&json)
+    let mut programs = Vec::new();
+    for info in loaded_programs() {
+        let info = match info {
+            Ok(info) => info,
+            // Unloaded between the kernel listing its id and aya opening it.
+            Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.kind() == ErrorKind::NotFound =>
+            {
+                continue;
+            }
+            Err(error) => return Err(error).context("listing BPF programs"),
+        };
+        programs.push(Program {
+            id: info.id(),
+            name: String::from_utf8_lossy(info.name()).into_owned(),
+            run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+            run_cnt: info.run_count(),
+        });
+    }
+    Ok(programs)
+}
+
+/// The ids of the programs `pid` holds a file of: the program's own or a link to it. The
+/// kernel's `/proc/PID/fdinfo` entry for either has a `prog_id:` line.
+pub fn held_by(pid: u32) -> anyhow::Result<BTreeSet<u32>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut held = BTreeSet::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        let path = entry.with_context(|| format!("listing {dir}"))?.path();
+        // A file closed since the listing has no entry any more.
+        let Ok(fdinfo) = fs::read_to_string(&path) else {
+            continue;
+        };
+        held.extend(
+            fdinfo
+                .lines()
+                .filter_map(|line| line.strip_prefix("prog_id:")?.trim().parse::<u32>().ok()),
+        );
+    }
+    Ok(held)
 }
 
 /// Every program attached through a file some process holds.
@@ -112,10 +125,10 @@ pub struct ProgramKey {
     pub attach: String,
 }
 
-/// The programs loaded by `pid` (a tracer) that were not loaded before it started, with where
-/// each is attached.
+/// The programs a tracer holds (`held`) that were not loaded before it started, with where each
+/// is attached.
 pub fn programs_of(
-    pid: u32,
+    held: &BTreeSet<u32>,
     before: &[Program],
     now: &[Program],
     attachments: &[Attachment],
@@ -123,8 +136,7 @@ pub fn programs_of(
     let known: Vec<u32> = before.iter().map(|program| program.id).collect();
     now.iter()
         .filter(|program| !known.contains(&program.id))
-        // Without holders (an old bpftool) the new programs are taken to be the tracer's.
-        .filter(|program| program.pids.is_empty() || program.pids.iter().any(|h| h.pid == pid))
+        .filter(|program| held.contains(&program.id))
         // memtrace's start-up calibration: unloaded before it says it is attached, but the
         // kernel frees them after a grace period, so a listing may still show them.
         .filter(|program| !program.name.starts_with(STARTUP_ONLY_PREFIX))
@@ -197,34 +209,21 @@ pub fn delta(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
 
     use super::{
-        Attachment, Holder, ProgramKey, Usage, delta, parse_attachments, parse_programs,
-        programs_of, usage,
+        Attachment, Program, ProgramKey, Usage, delta, parse_attachments, programs_of, usage,
     };
-
-    // Trimmed from bpftool 7.1 on 6.18 with bpf_stats_enabled=1.
-    const PROG_SHOW: &str = r#"[{"id":3,"type":"cgroup_device","tag":"e3dbd137be8e6c1f","gpl_compatible":false,"loaded_at":1764262400,"uid":0,"orphaned":false,"bytes_xlated":504,"jited":true,"bytes_jited":309,"bytes_memlock":4096},{"id":812,"type":"raw_tracepoint","name":"filemap_add","tag":"a04f5eef8c9b1b2a","gpl_compatible":true,"run_time_ns":1234567,"run_cnt":4096,"recursion_misses":0,"loaded_at":1764262500,"uid":0,"orphaned":false,"bytes_xlated":1200,"jited":true,"bytes_jited":700,"bytes_memlock":4096,"map_ids":[40,41],"btf_id":120,"pids":[{"pid":4242,"comm":"memtrace"}]}]"#;
 
     const PERF: &str = r#"[{"pid":4242,"fd":17,"prog_id":812,"fd_type":"raw_tracepoint","tracepoint":"mm_filemap_add_to_page_cache"},{"pid":77,"fd":9,"prog_id":5,"fd_type":"kprobe","func":"do_sys_openat2","offset":0}]"#;
 
-    #[test]
-    fn parses_bpftool_prog_show() -> anyhow::Result<()> {
-        let programs = parse_programs(PROG_SHOW)?;
-        assert_eq!(programs.len(), 2);
-        // Stats never enabled, no name, no holders: zeros and empties, not an error.
-        assert_eq!((programs[0].id, programs[0].run_cnt), (3, 0));
-        assert_eq!(programs[0].name, "");
-        assert_eq!(programs[0].pids, []);
-        assert_eq!(programs[1].name, "filemap_add");
-        assert_eq!(
-            (programs[1].run_time_ns, programs[1].run_cnt),
-            (1_234_567, 4096)
-        );
-        assert_eq!(programs[1].pids, [Holder { pid: 4242 }]);
-        assert!(parse_programs("not json").is_err());
-        Ok(())
+    fn program(id: u32, name: &str, run_time_ns: u64, run_cnt: u64) -> Program {
+        Program {
+            id,
+            name: name.to_owned(),
+            run_time_ns,
+            run_cnt,
+        }
     }
 
     #[test]
@@ -245,19 +244,35 @@ mod tests {
 
     #[test]
     fn picks_the_tracer_s_new_programs_and_measures_them() -> anyhow::Result<()> {
-        let after = parse_programs(PROG_SHOW)?;
-        let before = vec![after[0].clone()];
-        let mut someone_else = after[1].clone();
-        someone_else.id = 900;
-        someone_else.pids = vec![Holder { pid: 1 }];
-        let now = [after.clone(), vec![someone_else]].concat();
+        let before = vec![program(3, "", 0, 0)];
+        let now = [
+            before.clone(),
+            vec![
+                program(812, "filemap_add", 1_234_567, 4096),
+                // Someone else's.
+                program(900, "filemap_add", 1, 1),
+                // memtrace's start-up calibration, still listed after it was unloaded.
+                program(813, "memmap_page", 1, 1),
+                // Held but never attached.
+                program(814, "oom_kill", 0, 0),
+            ],
+        ]
+        .concat();
+        let held = BTreeSet::from([3, 812, 813, 814]);
 
-        let ids = programs_of(4242, &before, &now, &parse_attachments(PERF)?);
+        let ids = programs_of(&held, &before, &now, &parse_attachments(PERF)?);
         let key = ProgramKey {
             name: "filemap_add".into(),
             attach: "mm_filemap_add_to_page_cache".into(),
         };
-        assert_eq!(ids, BTreeMap::from([(812, key.clone())]));
+        let unattached = ProgramKey {
+            name: "oom_kill".into(),
+            attach: "?".into(),
+        };
+        assert_eq!(
+            ids,
+            BTreeMap::from([(812, key.clone()), (814, unattached.clone())])
+        );
 
         let mut start = usage(&now, &ids);
         start.insert(
@@ -270,13 +285,16 @@ mod tests {
         let end = usage(&now, &ids);
         assert_eq!(
             delta(&start, &end, &ids)?,
-            [(
-                key,
-                Usage {
-                    run_time_ns: 1_000_000,
-                    run_cnt: 4000
-                }
-            )]
+            [
+                (
+                    key,
+                    Usage {
+                        run_time_ns: 1_000_000,
+                        run_cnt: 4000
+                    }
+                ),
+                (unattached, Usage::default())
+            ]
         );
         assert!(delta(&start, &HashMap::new(), &ids).is_err());
         Ok(())

@@ -1,5 +1,5 @@
 //! Ctrl-C during the bench: the terminal sends SIGINT to the tracers and to this process alike.
-//! Dying at once would leave the tmpfs mounted, the cgroup behind and `bpf_stats_enabled` on,
+//! Dying at once would leave the tmpfs mounted and the cgroup behind,
 //! so SIGINT and SIGTERM only raise a flag; the bench checks it between steps and unwinds, and
 //! every guard undoes what it set up.
 

@@ -6,7 +6,6 @@
 mod bpf_stats;
 mod cgroup;
 mod interrupt;
-mod mountinfo;
 mod report;
 mod stats;
 mod trace;
@@ -23,10 +22,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use memtrace_common::cgroup::MemoryHierarchy;
 
 use self::{
     bpf_stats::StatsEnabled,
-    cgroup::{BenchCgroup, Hierarchy},
+    cgroup::BenchCgroup,
     report::{Context, Report, Samples},
     tracer::{Tool, Tracer},
     workload::{Kind, Workloads},
@@ -88,11 +88,9 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         .context("bench step `bpftrace --version` failed")?;
 
     interrupt::catch();
-    let mountinfo_path = "/proc/self/mountinfo";
-    let mounts = mountinfo::parse(
-        &fs::read_to_string(mountinfo_path).with_context(|| format!("reading {mountinfo_path}"))?,
-    );
-    let hierarchy = Hierarchy::discover(&mounts)?;
+    let mounts = memtrace_common::cgroup::mounts()?;
+    let hierarchy = MemoryHierarchy::discover()
+        .context("the bench runs its workloads in a memory cgroup of their own")?;
     let out_dir = workspace.target_dir().join("bench");
 
     eprintln!(
@@ -134,7 +132,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
 }
 
 /// Runs each workload `runs` times under each configuration, interleaved, with the kernel's BPF
-/// statistics on; the sysctl goes back to its value before, however this ends.
+/// statistics on for as long as it runs (the kernel turns them off when its file closes).
 fn measure(
     memtrace: &Path,
     runs: usize,

@@ -180,7 +180,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "kernel.bpf_stats_enabled=1 during every run: each traced event also pays the \
+            "BPF run-time statistics on (BPF_ENABLE_STATS) during every run: each traced event also pays the \
              kernel's own accounting (~20 ns), for both tracers alike.\n"
         );
         let _ = writeln!(

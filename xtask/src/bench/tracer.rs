@@ -246,7 +246,8 @@ impl Tracer {
             let attached = attachments.iter().filter(|a| a.pid == self.pid()).count();
             if probes.is_none_or(|probes| attached >= probes) {
                 let now = bpf_stats::programs()?;
-                let programs = bpf_stats::programs_of(self.pid(), before, &now, &attachments);
+                let held = bpf_stats::held_by(self.pid())?;
+                let programs = bpf_stats::programs_of(&held, before, &now, &attachments);
                 if !programs.is_empty() {
                     return Ok(programs);
                 }

@@ -10,8 +10,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use memtrace_common::cgroup::MountInfo;
 
-use super::mountinfo::{self, Mount};
 use crate::process;
 
 /// Files created, then unlinked, per slab-churn run.
@@ -62,7 +62,7 @@ pub struct Workloads {
 impl Workloads {
     /// Mounts the tmpfs in a new directory under the system's temporary directory, and writes
     /// the cold-read file in `disk_dir`, which must not be in memory (tmpfs, ramfs).
-    pub fn prepare(disk_dir: &Path, mounts: &[Mount]) -> anyhow::Result<Self> {
+    pub fn prepare(disk_dir: &Path, mounts: &[MountInfo]) -> anyhow::Result<Self> {
         let tmpfs = Tmpfs::mount()?;
         let slab_files = (0..SLAB_FILES)
             .map(|i| tmpfs.dir.join(format!("f{i}")))
@@ -156,18 +156,35 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The mount that holds `path` (absolute, without symlinks): the last-mounted of the longest
+/// mount points that are its ancestors.
+fn mount_of<'a>(mounts: &'a [MountInfo], path: &Path) -> Option<&'a MountInfo> {
+    mounts
+        .iter()
+        .filter(|mount| path.starts_with(&mount.mount_point))
+        .fold(None, |best: Option<&MountInfo>, mount| match best {
+            Some(best)
+                if best.mount_point.components().count()
+                    > mount.mount_point.components().count() =>
+            {
+                Some(best)
+            }
+            _ => Some(mount),
+        })
+}
+
 /// The cold-read file, removed when dropped.
 struct ColdFile {
     path: PathBuf,
 }
 
 impl ColdFile {
-    fn write(dir: &Path, mounts: &[Mount]) -> anyhow::Result<Self> {
+    fn write(dir: &Path, mounts: &[MountInfo]) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir
             .canonicalize()
             .with_context(|| format!("resolving {}", dir.display()))?;
-        if let Some(mount) = mountinfo::mount_of(mounts, &dir)
+        if let Some(mount) = mount_of(mounts, &dir)
             && ["tmpfs", "ramfs"].contains(&mount.fs_type.as_str())
         {
             bail!(
@@ -175,7 +192,7 @@ impl ColdFile {
                  point CARGO_TARGET_DIR at a disk filesystem",
                 dir.display(),
                 mount.fs_type,
-                mount.path.display()
+                mount.mount_point.display()
             );
         }
         let path = dir.join("cold-read.bin");
@@ -232,5 +249,37 @@ impl Drop for ColdFile {
         if let Err(error) = fs::remove_file(&self.path) {
             eprintln!("bench: could not remove {}: {error}", self.path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use memtrace_common::cgroup::MountInfo;
+
+    use super::mount_of;
+
+    #[test]
+    fn finds_the_innermost_mount_holding_a_path() {
+        let mounts: Vec<MountInfo> = [
+            "23 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw",
+            "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory",
+            "50 23 0:40 / /tmp/bench rw - tmpfs memtrace-bench rw,size=524288k",
+            "51 23 0:41 / /tmp/bench rw - ramfs ramfs rw",
+        ]
+        .into_iter()
+        .filter_map(|line| MountInfo::from_line(line).ok())
+        .collect();
+        let fs_type = |path: &str| mount_of(&mounts, Path::new(path)).map(|m| m.fs_type.as_str());
+        assert_eq!(fs_type("/work/main/target/bench"), Some("ext4"));
+        assert_eq!(fs_type("/sys/fs/cgroup/memory/x"), Some("cgroup"));
+        assert_eq!(fs_type("/sys/fs/cgroupfoo"), Some("ext4"));
+        assert_eq!(
+            fs_type("/tmp/bench/f1"),
+            Some("ramfs"),
+            "the last mounted wins"
+        );
+        assert!(mount_of(&[], Path::new("/")).is_none());
     }
 }

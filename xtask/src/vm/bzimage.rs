@@ -6,6 +6,9 @@
 //! (`payload_offset`/`payload_length`, boot protocol ≥ 2.08), then checks that the magic found
 //! there is the one for the compressor the kernel's config names.
 //! <https://docs.kernel.org/arch/x86/boot.html>
+//!
+//! Hand-written because no crate reads the x86 boot protocol header; the few fields it needs
+//! are at fixed offsets. The stream itself goes through the system's `gzip`, `xz` or `zstd`.
 
 use std::fmt;
 

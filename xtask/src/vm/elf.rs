@@ -1,181 +1,93 @@
-//! Just enough of ELF64 to answer three questions about a file: is it linked statically (no
-//! `PT_INTERP`, so it runs in an initramfs without a dynamic loader), does a kernel image carry
-//! the PVH entry note (so QEMU can boot it directly, skipping the bzImage's own decompression),
-//! and what does a kernel module's `.modinfo` section say.
+//! The three questions xtask asks of an ELF file, answered by the `object` crate: is it linked
+//! statically (no `PT_INTERP`, so it runs in an initramfs without a dynamic loader), does a
+//! kernel image carry the PVH entry note (so QEMU can boot it directly, skipping the bzImage's own
+//! decompression), and what does a kernel module's `.modinfo` section say.
 
-use anyhow::{Context as _, bail, ensure};
-
-const PT_INTERP: u32 = 3;
-const PT_NOTE: u32 = 4;
+use anyhow::Context as _;
+use object::{
+    Endianness, Object as _, ObjectSection as _,
+    elf::PT_INTERP,
+    read::elf::{ElfFile64, ProgramHeader as _},
+};
 
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit entry point QEMU uses to boot a `vmlinux` the PVH way.
 /// <https://github.com/torvalds/linux/blob/v6.12/include/xen/interface/elfnote.h>
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
-/// A little-endian 64-bit ELF file's program headers.
-pub struct Elf<'a> {
-    data: &'a [u8],
-    segments: Vec<Segment>,
-}
+/// A 64-bit ELF file.
+pub struct Elf<'a>(ElfFile64<'a, Endianness>);
 
-/// The contents of the section called `name` in `data`, a little-endian ELF64 file (an object
-/// file such as a kernel module has sections but no program headers).
+/// The contents of the section called `name` in `data`, a 64-bit ELF file (an object file such
+/// as a kernel module has sections but no program headers).
 pub fn section<'a>(data: &'a [u8], name: &str) -> anyhow::Result<Option<&'a [u8]>> {
-    ensure!(
-        data.starts_with(b"\x7fELF") && data.get(4) == Some(&2) && data.get(5) == Some(&1),
-        "not a little-endian 64-bit ELF file"
-    );
-    let shoff = usize_at(data, 0x28, 8)?;
-    let shentsize = usize_at(data, 0x3a, 2)?;
-    let shnum = usize_at(data, 0x3c, 2)?;
-    let shstrndx = usize_at(data, 0x3e, 2)?;
-    ensure!(
-        shentsize >= 0x40,
-        "section header entries of {shentsize} bytes"
-    );
-    let contents = |i: usize| -> anyhow::Result<(usize, &'a [u8])> {
-        let at = shoff + i * shentsize;
-        let name = usize_at(data, at, 4)?;
-        let offset = usize_at(data, at + 0x18, 8)?;
-        let size = usize_at(data, at + 0x20, 8)?;
-        let bytes = data
-            .get(offset..offset.saturating_add(size))
-            .with_context(|| format!("section {i} points past the end of the file"))?;
-        Ok((name, bytes))
+    let elf = Elf::parse(data)?;
+    let Some(section) = elf.0.section_by_name(name) else {
+        return Ok(None);
     };
-    let (_, names) = contents(shstrndx).context("reading the section names")?;
-    for i in 0..shnum {
-        let (name_at, bytes) = contents(i)?;
-        let section_name = names
-            .get(name_at..)
-            .and_then(|rest| rest.split(|&b| b == 0).next())
-            .with_context(|| format!("section {i}'s name is outside the name table"))?;
-        if section_name == name.as_bytes() {
-            return Ok(Some(bytes));
-        }
-    }
-    Ok(None)
-}
-
-struct Segment {
-    kind: u32,
-    offset: usize,
-    size: usize,
-}
-
-/// One entry of a `PT_NOTE` segment.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Note<'a> {
-    pub name: &'a [u8],
-    pub kind: u32,
-    pub desc: &'a [u8],
+    let contents = section
+        .data()
+        .with_context(|| format!("reading the section {name}"))?;
+    Ok(Some(contents))
 }
 
 impl<'a> Elf<'a> {
-    /// Reads the program headers of `data`, which must be a whole little-endian ELF64 file.
+    /// Reads the headers of `data`, which must be a whole 64-bit ELF file.
     pub fn parse(data: &'a [u8]) -> anyhow::Result<Self> {
-        ensure!(data.starts_with(b"\x7fELF"), "not an ELF file");
-        ensure!(
-            data.get(4) == Some(&2) && data.get(5) == Some(&1),
-            "not a little-endian 64-bit ELF file"
-        );
-        let phoff = usize_at(data, 0x20, 8)?;
-        let phentsize = usize_at(data, 0x36, 2)?;
-        let phnum = usize_at(data, 0x38, 2)?;
-        ensure!(
-            phentsize >= 0x38,
-            "program header entries of {phentsize} bytes"
-        );
-        let segments = (0..phnum)
-            .map(|i| {
-                let at = phoff + i * phentsize;
-                let kind = u32::try_from(usize_at(data, at, 4)?)?;
-                let offset = usize_at(data, at + 0x08, 8)?;
-                let size = usize_at(data, at + 0x20, 8)?;
-                ensure!(
-                    offset
-                        .checked_add(size)
-                        .is_some_and(|end| end <= data.len()),
-                    "program header {i} points past the end of the file"
-                );
-                Ok(Segment { kind, offset, size })
-            })
-            .collect::<anyhow::Result<_>>()
-            .context("reading the program headers")?;
-        Ok(Self { data, segments })
+        ElfFile64::parse(data)
+            .map(Self)
+            .context("not a whole 64-bit ELF file")
     }
 
     /// Whether the file names a dynamic loader: a static (or static-pie) executable does not.
     pub fn has_interpreter(&self) -> bool {
-        self.segments.iter().any(|s| s.kind == PT_INTERP)
-    }
-
-    /// Every note in every `PT_NOTE` segment.
-    pub fn notes(&self) -> anyhow::Result<Vec<Note<'a>>> {
-        let mut notes = Vec::new();
-        for segment in self.segments.iter().filter(|s| s.kind == PT_NOTE) {
-            let mut rest = &self.data[segment.offset..segment.offset + segment.size];
-            while rest.len() >= 12 {
-                let namesz = usize_at(rest, 0, 4)?;
-                let descsz = usize_at(rest, 4, 4)?;
-                let kind = u32::try_from(usize_at(rest, 8, 4)?)?;
-                let name_end = 12 + namesz;
-                let desc_start = align4(name_end);
-                let desc_end = desc_start + descsz;
-                let (Some(name), Some(desc)) =
-                    (rest.get(12..name_end), rest.get(desc_start..desc_end))
-                else {
-                    bail!("a note runs past the end of its segment");
-                };
-                // The name's size counts its terminating NUL.
-                let name = name.strip_suffix(b"\0").unwrap_or(name);
-                notes.push(Note { name, kind, desc });
-                rest = rest.get(align4(desc_end)..).unwrap_or_default();
-            }
-        }
-        Ok(notes)
+        let endian = self.0.endian();
+        self.0
+            .elf_program_headers()
+            .iter()
+            .any(|segment| segment.p_type(endian) == PT_INTERP)
     }
 
     /// Whether the image has the PVH entry note QEMU needs to boot it as `-kernel`.
     pub fn has_pvh_entry(&self) -> anyhow::Result<bool> {
-        Ok(self
-            .notes()?
-            .iter()
-            .any(|note| note.name == b"Xen" && note.kind == XEN_ELFNOTE_PHYS32_ENTRY))
+        let endian = self.0.endian();
+        for segment in self.0.elf_program_headers() {
+            let Some(mut notes) = segment
+                .notes(endian, self.0.data())
+                .context("reading a PT_NOTE segment")?
+            else {
+                continue;
+            };
+            while let Some(note) = notes.next().context("reading a note")? {
+                if note.name() == b"Xen" && note.n_type(endian).0 == XEN_ELFNOTE_PHYS32_ENTRY {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
-}
-
-fn align4(n: usize) -> usize {
-    n.next_multiple_of(4)
-}
-
-/// The little-endian unsigned integer of `width` bytes at `at`.
-fn usize_at(data: &[u8], at: usize, width: usize) -> anyhow::Result<usize> {
-    let bytes = data
-        .get(at..at + width)
-        .with_context(|| format!("the file ends before byte {}", at + width))?;
-    let mut value = [0; 8];
-    value[..width].copy_from_slice(bytes);
-    usize::try_from(u64::from_le_bytes(value)).context("an offset does not fit in usize")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Elf, Note, PT_INTERP, PT_NOTE, XEN_ELFNOTE_PHYS32_ENTRY, section};
+    use object::elf::{PT_INTERP, PT_NOTE};
+
+    use super::{Elf, XEN_ELFNOTE_PHYS32_ENTRY, section};
 
     /// A minimal ELF64 file: the header, then one program header per `(type, contents)`, then the
     /// contents.
-    fn elf_with_segments(segments: &[(u32, &[u8])]) -> Vec<u8> {
+    fn elf_with_segments(segments: &[(object::elf::ProgramType, &[u8])]) -> Vec<u8> {
         let phoff = 0x40_usize;
         let mut data = vec![0; phoff + segments.len() * 0x38];
-        data[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        data[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
         data[0x20..0x28].copy_from_slice(&(phoff as u64).to_le_bytes());
         data[0x36..0x38].copy_from_slice(&0x38_u16.to_le_bytes());
         data[0x38..0x3a].copy_from_slice(&u16::try_from(segments.len()).unwrap_or(0).to_le_bytes());
         for (i, (kind, contents)) in segments.iter().enumerate() {
             let header = phoff + i * 0x38;
             let offset = data.len() as u64;
-            data[header..header + 4].copy_from_slice(&kind.to_le_bytes());
+            data[header..header + 4].copy_from_slice(&kind.0.to_le_bytes());
+            // p_align: notes are 4-byte aligned.
+            data[header + 0x30..header + 0x38].copy_from_slice(&4_u64.to_le_bytes());
             data[header + 0x08..header + 0x10].copy_from_slice(&offset.to_le_bytes());
             data[header + 0x20..header + 0x28]
                 .copy_from_slice(&(contents.len() as u64).to_le_bytes());
@@ -201,7 +113,10 @@ mod tests {
     fn tells_static_from_dynamic_executables() -> anyhow::Result<()> {
         let dynamic = elf_with_segments(&[(PT_INTERP, b"/lib64/ld-linux-x86-64.so.2\0")]);
         assert!(Elf::parse(&dynamic)?.has_interpreter());
-        let static_pie = elf_with_segments(&[(1, b"code"), (2, b"dynamic")]);
+        let static_pie = elf_with_segments(&[
+            (object::elf::PT_LOAD, b"code"),
+            (object::elf::PT_DYNAMIC, b"dynamic"),
+        ]);
         assert!(!Elf::parse(&static_pie)?.has_interpreter());
         Ok(())
     }
@@ -216,14 +131,6 @@ mod tests {
         ));
         let image = elf_with_segments(&[(PT_NOTE, &notes)]);
         let elf = Elf::parse(&image)?;
-        assert_eq!(
-            elf.notes()?[0],
-            Note {
-                name: b"GNU",
-                kind: 3,
-                desc: b"build-id-bytes"
-            }
-        );
         assert!(elf.has_pvh_entry()?);
 
         let without = elf_with_segments(&[(PT_NOTE, &note(b"Xen", 1, b"xen-3.0"))]);
@@ -236,7 +143,7 @@ mod tests {
     fn elf_with_sections(sections: &[(&str, &[u8])]) -> Vec<u8> {
         let mut names = b"\0.shstrtab\0".to_vec();
         let mut data = vec![0; 0x40];
-        data[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        data[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
         // (name offset, contents offset, size) of each section after the null one.
         let mut headers = Vec::new();
         headers.push((1, data.len(), 0));
@@ -281,10 +188,11 @@ mod tests {
     }
 
     #[test]
-    fn rejects_what_is_not_a_whole_elf64_file() {
+    fn rejects_what_is_not_a_whole_elf64_file() -> anyhow::Result<()> {
         assert!(Elf::parse(b"MZ\x90\0").is_err());
         let mut truncated = elf_with_segments(&[(PT_NOTE, b"0123456789abcdef")]);
         truncated.truncate(truncated.len() - 1);
-        assert!(Elf::parse(&truncated).is_err());
+        assert!(Elf::parse(&truncated)?.has_pvh_entry().is_err());
+        Ok(())
     }
 }

@@ -1,16 +1,18 @@
 //! The guests' root file system: a `newc` cpio archive holding a static busybox, `/init`, the
-//! payload, and each kernel's few modules. It is written here rather than by `cpio -o` from a staging directory, which would need
-//! a real `/dev/console` device node on the host (`mknod`) and a copy of every binary.
+//! payload, and each kernel's few modules. It is written with the `cpio` crate rather than by
+//! `cpio -o` from a staging directory, which would need a real `/dev/console` device node on the
+//! host (`mknod`) and a copy of every binary.
 
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
     fs::{self, File},
-    io::{self, BufWriter},
+    io::{self, BufWriter, Write as _},
     path::{Component, Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail, ensure};
+use cpio::newc::Builder;
 
 use super::{elf::Elf, payload::Payload};
 use crate::process::quote;
@@ -75,14 +77,13 @@ pub fn write(
     let entries = layout(payload, kernels, busybox, &init)?;
 
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut archive = Newc::new(BufWriter::new(file));
-    for entry in &entries {
-        archive
-            .add(entry)
+    let mut archive = BufWriter::new(file);
+    for (inode, entry) in (1..).zip(&entries) {
+        archive = add(archive, inode, entry)
             .with_context(|| format!("adding /{} to {}", entry.path, out.display()))?;
     }
-    archive
-        .finish()
+    cpio::newc::trailer(archive)
+        .and_then(|mut archive| archive.flush())
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
@@ -385,127 +386,54 @@ finish "$status"
     script
 }
 
-/// A `newc` ("070701") cpio writer, the format the kernel unpacks.
+/// Appends `entry` to a `newc` ("070701") archive, the format the kernel unpacks.
 /// <https://docs.kernel.org/driver-api/early-userspace/buffer-format.html>
-struct Newc<W> {
-    out: W,
-    /// Bytes written so far, for the 4-byte alignment.
-    written: u64,
-    next_inode: u32,
-}
-
-impl<W: io::Write> Newc<W> {
-    fn new(out: W) -> Self {
-        Self {
-            out,
-            written: 0,
-            next_inode: 1,
+fn add<W: io::Write>(out: W, inode: u32, entry: &Entry) -> anyhow::Result<W> {
+    const DIR: u32 = 0o040_000;
+    const REGULAR: u32 = 0o100_000;
+    const SYMLINK: u32 = 0o120_000;
+    const CHAR_DEVICE: u32 = 0o020_000;
+    // Owned by root, mtime 0: reproducible archives.
+    let member = |mode: u32| Builder::new(&entry.path).ino(inode).mode(mode);
+    let with_contents = |out: W, mode: u32, contents: &[u8]| -> anyhow::Result<W> {
+        let mut writer = member(mode).write(out, u32::try_from(contents.len())?);
+        writer.write_all(contents)?;
+        Ok(writer.finish()?)
+    };
+    match &entry.kind {
+        Kind::Directory => Ok(member(DIR | 0o755).nlink(2).write(out, 0).finish()?),
+        Kind::Console => Ok(member(CHAR_DEVICE | 0o600)
+            .rdev_major(5)
+            .rdev_minor(1)
+            .write(out, 0)
+            .finish()?),
+        Kind::Symlink(target) => with_contents(out, SYMLINK | 0o777, target.as_bytes()),
+        Kind::Script(text) => with_contents(out, REGULAR | 0o755, text.as_bytes()),
+        Kind::Text(text) => with_contents(out, REGULAR | 0o644, text.as_bytes()),
+        Kind::Executable(source) | Kind::File(source) => {
+            let mode = if matches!(entry.kind, Kind::Executable(_)) {
+                0o755
+            } else {
+                0o644
+            };
+            let mut file =
+                File::open(source).with_context(|| format!("opening {}", source.display()))?;
+            let size = file
+                .metadata()
+                .with_context(|| format!("reading {}", source.display()))?
+                .len();
+            let size =
+                u32::try_from(size).context("a file of 4 GiB or more does not fit in newc")?;
+            let mut writer = member(REGULAR | mode).write(out, size);
+            let copied = io::copy(&mut file, &mut writer)
+                .with_context(|| format!("copying {}", source.display()))?;
+            ensure!(
+                copied == u64::from(size),
+                "{} changed size while being copied",
+                source.display()
+            );
+            Ok(writer.finish()?)
         }
-    }
-
-    fn add(&mut self, entry: &Entry) -> anyhow::Result<()> {
-        const DIR: u32 = 0o040_000;
-        const REGULAR: u32 = 0o100_000;
-        const SYMLINK: u32 = 0o120_000;
-        const CHAR_DEVICE: u32 = 0o020_000;
-        let inode = self.next_inode;
-        self.next_inode += 1;
-        match &entry.kind {
-            Kind::Directory => self.header(&entry.path, inode, DIR | 0o755, 0, (0, 0)),
-            Kind::Console => self.header(&entry.path, inode, CHAR_DEVICE | 0o600, 0, (5, 1)),
-            Kind::Symlink(target) => {
-                self.header(&entry.path, inode, SYMLINK | 0o777, target.len(), (0, 0))?;
-                self.data(target.as_bytes())?;
-                self.pad()
-            }
-            Kind::Script(text) | Kind::Text(text) => {
-                let mode = if matches!(entry.kind, Kind::Script(_)) {
-                    0o755
-                } else {
-                    0o644
-                };
-                self.header(&entry.path, inode, REGULAR | mode, text.len(), (0, 0))?;
-                self.data(text.as_bytes())?;
-                self.pad()
-            }
-            Kind::Executable(source) | Kind::File(source) => {
-                let mode = if matches!(entry.kind, Kind::Executable(_)) {
-                    0o755
-                } else {
-                    0o644
-                };
-                let mut file =
-                    File::open(source).with_context(|| format!("opening {}", source.display()))?;
-                let size = file
-                    .metadata()
-                    .with_context(|| format!("reading {}", source.display()))?
-                    .len();
-                self.header(
-                    &entry.path,
-                    inode,
-                    REGULAR | mode,
-                    usize::try_from(size)?,
-                    (0, 0),
-                )?;
-                let copied = io::copy(&mut file, &mut self.out)
-                    .with_context(|| format!("copying {}", source.display()))?;
-                ensure!(
-                    copied == size,
-                    "{} changed size while being copied",
-                    source.display()
-                );
-                self.written += copied;
-                self.pad()
-            }
-        }
-    }
-
-    fn header(
-        &mut self,
-        name: &str,
-        inode: u32,
-        mode: u32,
-        size: usize,
-        (rdev_major, rdev_minor): (u32, u32),
-    ) -> anyhow::Result<()> {
-        let size = u32::try_from(size).context("a file of 4 GiB or more does not fit in newc")?;
-        let name_size = u32::try_from(name.len() + 1)?;
-        let nlink = if mode & 0o170_000 == 0o040_000 { 2 } else { 1 };
-        let fields = [
-            inode, mode, 0, // uid
-            0, // gid
-            nlink, 0, // mtime: reproducible archives
-            size, 0, // dev major
-            0, // dev minor
-            rdev_major, rdev_minor, name_size, 0, // check
-        ];
-        let mut header = String::from("070701");
-        for field in fields {
-            let _ = write!(header, "{field:08x}");
-        }
-        self.data(header.as_bytes())?;
-        self.data(name.as_bytes())?;
-        self.data(b"\0")?;
-        self.pad()
-    }
-
-    fn data(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.out.write_all(bytes)?;
-        self.written += u64::try_from(bytes.len())?;
-        Ok(())
-    }
-
-    /// Pads to the next multiple of 4 bytes, as newc wants after each name and each file's data.
-    fn pad(&mut self) -> anyhow::Result<()> {
-        let padding = self.written.next_multiple_of(4) - self.written;
-        self.data(&[0; 3][..usize::try_from(padding)?])
-    }
-
-    /// Writes the trailer and returns the writer, flushed.
-    fn finish(mut self) -> anyhow::Result<W> {
-        self.header("TRAILER!!!", 0, 0, 0, (0, 0))?;
-        self.out.flush()?;
-        Ok(self.out)
     }
 }
 
@@ -513,7 +441,7 @@ impl<W: io::Write> Newc<W> {
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use super::{Entry, HostPaths, KernelModules, Kind, Newc, Run, host_path, init_script, layout};
+    use super::{Entry, HostPaths, KernelModules, Kind, Run, add, host_path, init_script, layout};
     use crate::vm::payload::{Executable, Payload};
 
     fn payload(test_names: &[&str]) -> Payload {
@@ -697,20 +625,21 @@ mod tests {
 
     #[test]
     fn writes_newc_members_aligned_to_four_bytes() -> anyhow::Result<()> {
-        let mut archive = Newc::new(Vec::new());
-        for (path, kind) in [
+        let mut archive = Vec::new();
+        for (inode, (path, kind)) in (1..).zip([
             ("bin", Kind::Directory),
             ("bin/sh", Kind::Symlink("busybox")),
             ("dev/console", Kind::Console),
             ("init", Kind::Script("#!/bin/sh\n".to_owned())),
             ("order", Kind::Text("loop\n".to_owned())),
-        ] {
-            archive.add(&Entry {
+        ]) {
+            let entry = Entry {
                 path: path.to_owned(),
                 kind,
-            })?;
+            };
+            archive = add(archive, inode, &entry)?;
         }
-        let bytes = archive.finish()?;
+        let bytes = cpio::newc::trailer(archive)?;
         let member = |name: &str, mode, rdev, data: &[u8]| Member {
             name: name.to_owned(),
             mode,
@@ -752,7 +681,7 @@ mod tests {
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains("for name in oom_kill session; do"));
         assert!(script.contains(
-            r#"/tests/"$name" --test-threads=1 --color=never oom_kill_is --exact 'it'\''s'"#
+            r#"/tests/"$name" '--test-threads=1' '--color=never' oom_kill_is --exact "it's""#
         ));
         assert!(script.contains("[ yes = yes ] || break"));
         assert!(script.contains("MEMTRACE_BIN=/bin/memtrace"));

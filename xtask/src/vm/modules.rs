@@ -99,7 +99,9 @@ fn module_name(file_stem: &str) -> String {
     file_stem.replace('-', "_")
 }
 
-/// The modules a module's `.modinfo` says it depends on.
+/// The modules a module's `.modinfo` says it depends on. `.modinfo` is NUL-separated
+/// `key=value` strings (`object` reads the section); no crate reads it short of libkmod's
+/// bindings, which would need the C library and its index files (`modules.dep`) this tree lacks.
 pub fn depends(modinfo: &[u8]) -> Vec<String> {
     modinfo
         .split(|&b| b == 0)

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use serde::Deserialize;
+use cargo_metadata::{Artifact, Message, TargetKind};
 
 use super::elf::Elf;
 use crate::{
@@ -50,20 +50,6 @@ pub struct Executable {
     pub path: PathBuf,
 }
 
-/// The parts of cargo's `--message-format=json` lines this needs.
-#[derive(Deserialize)]
-struct Message {
-    reason: String,
-    target: Option<Target>,
-    executable: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-struct Target {
-    name: String,
-    kind: Vec<String>,
-}
-
 /// `<target-dir>/vm`, apart from the normal build so neither rebuilds the other.
 pub fn target_dir(workspace: &Workspace) -> PathBuf {
     workspace.target_dir().join("vm")
@@ -87,7 +73,7 @@ pub fn build(workspace: &Workspace) -> anyhow::Result<Payload> {
         "build", "-p", MEMTRACE, "-p", TESTS, "--bins",
     ]))
     .context("vm-test step `build memtrace and the workloads` failed")?;
-    let bins = executables(&bins, "bin").context("reading `cargo build`'s artifacts")?;
+    let bins = executables(&bins, &TargetKind::Bin).context("reading `cargo build`'s artifacts")?;
     let bin = |name: &str| {
         bins.iter()
             .find(|binary| binary.name == name)
@@ -109,7 +95,8 @@ pub fn build(workspace: &Workspace) -> anyhow::Result<Payload> {
         "test", "-p", TESTS, "--test", "*", "--no-run",
     ]))
     .context("vm-test step `build the integration tests` failed")?;
-    let mut tests = executables(&tests, "test").context("reading `cargo test`'s artifacts")?;
+    let mut tests =
+        executables(&tests, &TargetKind::Test).context("reading `cargo test`'s artifacts")?;
     tests.retain(|test| !HOST_ONLY_TESTS.contains(&test.name.as_str()));
     // The same order on every run and kernel, whichever cargo happened to finish first.
     tests.sort_by(|a, b| a.name.cmp(&b.name));
@@ -135,20 +122,19 @@ pub fn build(workspace: &Workspace) -> anyhow::Result<Payload> {
 
 /// The executables of the targets of `kind` (`bin`, `test`) in cargo's JSON output, in the order
 /// cargo finished them.
-fn executables(json_lines: &str, kind: &str) -> anyhow::Result<Vec<Executable>> {
+fn executables(json_lines: &str, kind: &TargetKind) -> anyhow::Result<Vec<Executable>> {
     let mut found = Vec::new();
-    for line in json_lines.lines().filter(|line| line.starts_with('{')) {
-        let message: Message =
-            serde_json::from_str(line).with_context(|| format!("parsing {line}"))?;
-        if message.reason != "compiler-artifact" {
-            continue;
-        }
-        if let (Some(target), Some(path)) = (message.target, message.executable)
-            && target.kind.iter().any(|k| k == kind)
+    for message in Message::parse_stream(json_lines.as_bytes()) {
+        if let Message::CompilerArtifact(Artifact {
+            target,
+            executable: Some(path),
+            ..
+        }) = message.context("reading cargo's JSON messages")?
+            && target.kind.contains(kind)
         {
             found.push(Executable {
                 name: target.name,
-                path,
+                path: path.into(),
             });
         }
     }
@@ -175,21 +161,24 @@ fn ensure_static(path: &Path) -> anyhow::Result<()> {
 mod tests {
     use std::path::Path;
 
+    use cargo_metadata::TargetKind;
+
     use super::executables;
 
     #[test]
     fn picks_executables_of_one_kind_from_cargo_s_json() -> anyhow::Result<()> {
-        let json = r#"{"reason":"compiler-artifact","package_id":"path+file:///r/tests#0.1.0","target":{"kind":["lib"],"crate_types":["lib"],"name":"memtrace_tests","src_path":"/r/tests/src/lib.rs","test":true},"profile":{"test":false},"filenames":["/t/libmemtrace_tests.rlib"],"executable":null,"fresh":true}
-{"reason":"build-script-executed","package_id":"path+file:///r/memtrace#0.1.0","linked_libs":[],"out_dir":"/t/build/out"}
-{"reason":"compiler-artifact","target":{"kind":["bin"],"crate_types":["bin"],"name":"memhog","src_path":"/r/tests/src/bin/memhog.rs","test":true},"executable":"/t/debug/memhog","fresh":false}
-{"reason":"compiler-artifact","target":{"kind":["test"],"crate_types":["bin"],"name":"oom_kill","src_path":"/r/tests/oom_kill.rs","test":true},"profile":{"test":true},"executable":"/t/debug/deps/oom_kill-0123abcd","fresh":false}
+        // Trimmed from `cargo test --no-run --message-format=json-render-diagnostics`.
+        let json = r#"{"reason":"compiler-artifact","package_id":"path+file:///r/tests#0.1.0","manifest_path":"/r/tests/Cargo.toml","target":{"kind":["lib"],"crate_types":["lib"],"name":"memtrace_tests","src_path":"/r/tests/src/lib.rs","edition":"2024","doc":true,"doctest":true,"test":true},"profile":{"opt_level":"0","debuginfo":2,"debug_assertions":true,"overflow_checks":true,"test":false},"features":[],"filenames":["/t/libmemtrace_tests.rlib"],"executable":null,"fresh":true}
+{"reason":"build-script-executed","package_id":"path+file:///r/memtrace#0.1.0","linked_libs":[],"linked_paths":[],"cfgs":[],"env":[],"out_dir":"/t/build/out"}
+{"reason":"compiler-artifact","package_id":"path+file:///r/tests#0.1.0","manifest_path":"/r/tests/Cargo.toml","target":{"kind":["bin"],"crate_types":["bin"],"name":"memhog","src_path":"/r/tests/src/bin/memhog.rs","edition":"2024","doc":true,"doctest":false,"test":true},"profile":{"opt_level":"0","debuginfo":2,"debug_assertions":true,"overflow_checks":true,"test":false},"features":[],"filenames":["/t/debug/memhog"],"executable":"/t/debug/memhog","fresh":false}
+{"reason":"compiler-artifact","package_id":"path+file:///r/tests#0.1.0","manifest_path":"/r/tests/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"oom_kill","src_path":"/r/tests/oom_kill.rs","edition":"2024","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"0","debuginfo":2,"debug_assertions":true,"overflow_checks":true,"test":true},"features":[],"filenames":["/t/debug/deps/oom_kill-0123abcd"],"executable":"/t/debug/deps/oom_kill-0123abcd","fresh":false}
 {"reason":"build-finished","success":true}
 "#;
-        let tests = executables(json, "test")?;
+        let tests = executables(json, &TargetKind::Test)?;
         assert_eq!(tests.len(), 1);
         assert_eq!(tests[0].name, "oom_kill");
         assert_eq!(tests[0].path, Path::new("/t/debug/deps/oom_kill-0123abcd"));
-        let bins = executables(json, "bin")?;
+        let bins = executables(json, &TargetKind::Bin)?;
         assert_eq!(bins.len(), 1);
         assert_eq!(bins[0].name, "memhog");
         Ok(())
