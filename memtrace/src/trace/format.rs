@@ -1,5 +1,5 @@
-//! Trace file layout, version 3 (version 2 differs only inside blocks, see `records`); docs/trace-format.md is the byte-by-byte description. All
-//! integers little-endian.
+//! Trace file layout, version 3 (version 2 differs only inside blocks, see `records`);
+//! docs/trace-format.md is the byte-by-byte description. All integers little-endian.
 //!
 //! ```text
 //! file     := preamble frame*
@@ -17,6 +17,13 @@
 //! each second's events are on disk while later chunks still compress against earlier ones.
 //! Each block decodes on its own (from its FIRST chunk); a recorder killed mid-chunk loses
 //! that chunk only.
+//!
+//! The framing is written by hand, on purpose: what it must do — chunks flushed every second
+//! inside a zstd frame that keeps compressing across them, a checksum on every chunk head and
+//! payload, a reader that returns every whole chunk of a file cut anywhere and says where —
+//! is what no container crate offers (zstd's own seekable format and `zip`/`tar` need the
+//! file finished to be read, and lose the tail a `kill -9` leaves). What is inside a chunk is
+//! the event model through postcard.
 
 use serde::{Deserialize, Serialize};
 
