@@ -151,14 +151,15 @@ pub fn events_help() -> String {
             if events == [p.name()] {
                 format!("`{p}`")
             } else {
-                format!("`{p}` ({})", events.join(", "))
+                format!("`{p}` (`{}` events)", events.join("`, `"))
             }
         })
         .collect();
     format!(
-        "Attach only these probe points (comma-separated), named by the events they produce: {}. \
-         Default: all that this kernel allows (a point it refuses is left out with a warning; \
-         one named here must attach). `stats` come from cgroupfs (--stats-interval).",
+        "Attach only these probe points (comma-separated): {}; the others produce the events of \
+         their own name, and `stats` come from cgroupfs (--stats-interval). Default: all that \
+         this kernel allows (a point it refuses is left out with a warning; one named here must \
+         attach).",
         points.join(", ")
     )
 }
@@ -315,8 +316,36 @@ mod tests {
                 .contains("--stats-interval")
         );
         let help = events_help();
-        assert!(help.contains("`page_cache` (cache)"), "{help}");
-        assert!(help.contains("`try_charge` (charge_fail)"), "{help}");
+        assert!(help.contains("`page_cache` (`cache` events)"), "{help}");
+        assert!(
+            help.contains("`try_charge` (`charge_fail` events)"),
+            "{help}"
+        );
         assert!(help.contains("`oom_kill`,"), "{help}");
+    }
+
+    #[test]
+    fn docs_table_is_the_plan() {
+        let doc = include_str!("../../../docs/probe-points.md");
+        for point in ProbePoint::ALL {
+            let events: Vec<String> = point
+                .events()
+                .iter()
+                .map(|e| format!("`{}`", e.name()))
+                .collect();
+            let head = format!("| `{point}` | {} | ", events.join(", "));
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&head))
+                .unwrap_or_else(|| panic!("docs/probe-points.md has no row {head:?}"));
+            let mut at = 0;
+            for c in super::super::plan::strategies(point) {
+                let named = format!("`{}`", c.describe());
+                let found = row[at..]
+                    .find(&named)
+                    .unwrap_or_else(|| panic!("{point}: {named} missing or out of order in {row}"));
+                at += found + named.len();
+            }
+        }
     }
 }
