@@ -154,7 +154,7 @@ const _: () = assert!(size_of::<ReclaimRecord>() == 56);
 /// `ChargeFailRecord::strategy`: which program saw the failure. (1 was userspace's derived
 /// failure in trace format v2; it is never written by the kernel.)
 pub const CHARGE_STRATEGY_KPROBE: u32 = 2;
-pub const CHARGE_STRATEGY_FENTRY: u32 = 3;
+pub const CHARGE_STRATEGY_FEXIT: u32 = 3;
 
 /// `try_charge_memcg()` could not charge a memcg: it returned an error (`-ENOMEM`) after its
 /// reclaim and OOM attempts, read at its return by fexit or kretprobe.
@@ -170,7 +170,7 @@ pub struct ChargeFailRecord {
     pub ret: i32,
     pub pid: u32,
     pub tgid: u32,
-    /// [`CHARGE_STRATEGY_FENTRY`] or [`CHARGE_STRATEGY_KPROBE`].
+    /// [`CHARGE_STRATEGY_FEXIT`] or [`CHARGE_STRATEGY_KPROBE`].
     pub strategy: u32,
     pub pad: u32,
     pub comm: [u8; 16],

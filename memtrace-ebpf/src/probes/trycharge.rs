@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     ChargeFailRecord, EventHeader, EventKind, LostKind, TryChargeArgs,
-    event::{CHARGE_STRATEGY_FENTRY, CHARGE_STRATEGY_KPROBE},
+    event::{CHARGE_STRATEGY_FEXIT, CHARGE_STRATEGY_KPROBE},
 };
 
 use crate::{
@@ -38,7 +38,7 @@ pub fn try_charge_memcg_fexit(ctx: FExitContext) -> i32 {
             nr_pages: ctx.arg(2),
             pad: 0,
         };
-        report(&args, ret, CHARGE_STRATEGY_FENTRY);
+        report(&args, ret, CHARGE_STRATEGY_FEXIT);
     }
     0
 }

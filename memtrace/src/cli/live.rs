@@ -16,9 +16,9 @@ use crate::{
     event::HostClock,
     pipeline::{self, Intervals, Settings},
     probes::{
-        Aggregates, AttachOptions, AttachedPoint, DEFAULT_RING_BUFFER_BYTES, Probes, Sources,
-        parse_ring_buffer_size,
-        plan::{parse_forced, parse_point},
+        Aggregates, AttachOptions, AttachedPoint, DEFAULT_RING_BUFFER_BYTES, ProbePoint, Probes,
+        Sources, Strategy, parse_ring_buffer_size,
+        point::{events_help, parse_forced, parse_point},
     },
     sinks::Sink,
 };
@@ -45,15 +45,15 @@ pub struct LiveArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES,
           value_parser = parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
-    /// Attach only these probe points (comma-separated): `oom_kill`, `cgroup`, `page_cache`,
-    /// `reclaim`, `charge`, `try_charge`, `slab`. Default: all that this kernel allows (a
-    /// point it refuses is left out with a warning; one named here must attach).
-    #[arg(long, value_name = "POINT,...", value_delimiter = ',', value_parser = parse_point)]
-    pub events: Option<Vec<String>>,
+    // The help lists each point with the event types it produces (`ProbePoint::events`).
+    #[arg(long, value_name = "POINT,...", value_delimiter = ',', value_parser = parse_point,
+          help = events_help())]
+    pub events: Option<Vec<ProbePoint>>,
     /// Use this strategy for a probe point instead of the best the kernel allows, e.g.
-    /// `oom_kill=kprobe`; `memtrace probes` lists them. Repeat for several points.
+    /// `oom_kill=kprobe`, `try_charge=fexit`; `memtrace probes` lists them. Repeat for several
+    /// points.
     #[arg(long, value_name = "POINT=STRATEGY", value_parser = parse_forced)]
-    pub probe_strategy: Vec<(String, String)>,
+    pub probe_strategy: Vec<(ProbePoint, Strategy)>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

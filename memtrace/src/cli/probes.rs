@@ -46,11 +46,13 @@ pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
     match Probes::attach(&AttachOptions::default()) {
         Ok(probes) => {
             for outcome in &probes.outcomes {
-                println!("  {}", outcome.point);
+                let events: Vec<&str> = outcome.point.events().iter().map(|e| e.name()).collect();
+                println!("  {} (events: {})", outcome.point, events.join(", "));
                 for attempt in &outcome.attempts {
+                    let attempt_name = attempt.to_string();
                     match &attempt.result {
-                        Ok(()) => println!("    {:<70} chosen", attempt.strategy),
-                        Err(why) => println!("    {:<70} refused: {why}", attempt.strategy),
+                        Ok(()) => println!("    {attempt_name:<70} chosen"),
+                        Err(why) => println!("    {attempt_name:<70} refused: {why}"),
                     }
                 }
             }

@@ -1,7 +1,7 @@
 //! Events from the kernel's ring-buffer records, with what userspace knew when they arrived.
 
 use memtrace_common::event::{
-    CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RMDIR, CHARGE_STRATEGY_FENTRY, CgroupRecord,
+    CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RMDIR, CHARGE_STRATEGY_FEXIT, CgroupRecord,
     ChargeFailRecord, OOM_FLAG_MEMCG, OOM_FLAG_RSS, OOM_FLAG_TASK, OOM_STRATEGY_FENTRY,
     OOM_STRATEGY_KPROBE, OOM_STRATEGY_RAW_TP, OomKillRecord, Record,
 };
@@ -165,8 +165,8 @@ fn charge_fail(r: &ChargeFailRecord, context: &Context) -> ChargeFail {
         nr_pages: r.nr_pages,
         gfp_flags: r.gfp_flags,
         errno: r.ret.saturating_neg(),
-        probe: if r.strategy == CHARGE_STRATEGY_FENTRY {
-            ChargeProbe::Fentry
+        probe: if r.strategy == CHARGE_STRATEGY_FEXIT {
+            ChargeProbe::Fexit
         } else {
             ChargeProbe::Kprobe
         },
@@ -262,7 +262,10 @@ mod tests {
         let reclaim = Event::from_kernel(&Record::Reclaim(record), Context::default(), 4096);
         let derived = reclaim.charge_fail_from_reclaim(Some(4)).expect("derived");
         assert_eq!(derived.what.type_name(), "charge_fail");
-        assert_eq!(derived.what.derived_from(), Some("reclaim"));
+        assert_eq!(
+            derived.what.derived_from(),
+            Some(crate::probes::ProbePoint::Reclaim)
+        );
         let What::ChargeFailFromReclaim(f) = derived.what else {
             panic!("not derived")
         };

@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 
 pub use kernel::{Context, OomContext};
 
-use crate::attribution::{ContainerIdentity, MemoryStats};
+use crate::{
+    attribution::{ContainerIdentity, MemoryStats},
+    probes::{ProbePoint, Strategy},
+};
 
 /// One event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,8 +69,55 @@ pub enum What {
     Slab(Slab),
 }
 
+/// An event's `"type"`: what users select with `--type` and see in every output. Which probe
+/// point produces which is [`ProbePoint::events`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    OomKill,
+    Cgroup,
+    Stats,
+    Cache,
+    Reclaim,
+    Charge,
+    ChargeFail,
+    Slab,
+}
+
+impl EventType {
+    pub const ALL: [Self; 8] = [
+        Self::OomKill,
+        Self::Cgroup,
+        Self::Stats,
+        Self::Cache,
+        Self::Reclaim,
+        Self::Charge,
+        Self::ChargeFail,
+        Self::Slab,
+    ];
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::OomKill => "oom_kill",
+            Self::Cgroup => "cgroup",
+            Self::Stats => "stats",
+            Self::Cache => "cache",
+            Self::Reclaim => "reclaim",
+            Self::Charge => "charge",
+            Self::ChargeFail => "charge_fail",
+            Self::Slab => "slab",
+        }
+    }
+
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
 impl What {
-    /// Every `"type"` name, for `--type`; a unit test checks it against [`What::type_name`].
+    /// Every `"type"` name, for `--type`; a unit test checks it against [`EventType::ALL`].
     pub const TYPES: &[&str] = &[
         "oom_kill",
         "cgroup",
@@ -79,28 +129,34 @@ impl What {
         "slab",
     ];
 
-    /// The `"type"` users see. A derived event has the type of what it stands for (a charge
-    /// failure inferred from reclaim is a `charge_fail`), and [`What::derived_from`] says so.
+    /// A derived event has the type of what it stands for (a charge failure inferred from
+    /// reclaim is a `charge_fail`), and [`What::derived_from`] says so.
+    #[must_use]
+    pub const fn event_type(&self) -> EventType {
+        match self {
+            Self::OomKill(_) => EventType::OomKill,
+            Self::Cgroup(_) => EventType::Cgroup,
+            Self::Stats(_) => EventType::Stats,
+            Self::Cache(_) => EventType::Cache,
+            Self::Reclaim(_) => EventType::Reclaim,
+            Self::Charge(_) | Self::ChargeFromPageCache(_) => EventType::Charge,
+            Self::ChargeFail(_) | Self::ChargeFailFromReclaim(_) => EventType::ChargeFail,
+            Self::Slab(_) => EventType::Slab,
+        }
+    }
+
+    /// The `"type"` users see.
     #[must_use]
     pub const fn type_name(&self) -> &'static str {
-        match self {
-            Self::OomKill(_) => "oom_kill",
-            Self::Cgroup(_) => "cgroup",
-            Self::Stats(_) => "stats",
-            Self::Cache(_) => "cache",
-            Self::Reclaim(_) => "reclaim",
-            Self::Charge(_) | Self::ChargeFromPageCache(_) => "charge",
-            Self::ChargeFail(_) | Self::ChargeFailFromReclaim(_) => "charge_fail",
-            Self::Slab(_) => "slab",
-        }
+        self.event_type().name()
     }
 
     /// For an event userspace inferred, the probe point it was inferred from.
     #[must_use]
-    pub const fn derived_from(&self) -> Option<&'static str> {
+    pub const fn derived_from(&self) -> Option<ProbePoint> {
         match self {
-            Self::ChargeFromPageCache(_) => Some("page_cache"),
-            Self::ChargeFailFromReclaim(_) => Some("reclaim"),
+            Self::ChargeFromPageCache(_) => Some(ProbePoint::PageCache),
+            Self::ChargeFailFromReclaim(_) => Some(ProbePoint::Reclaim),
             _ => None,
         }
     }
@@ -195,7 +251,7 @@ impl OomConstraint {
     }
 }
 
-/// The program that saw an OOM kill.
+/// The program that saw an OOM kill: one of the `oom_kill` point's strategies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OomProbe {
@@ -209,12 +265,17 @@ pub enum OomProbe {
 
 impl OomProbe {
     #[must_use]
-    pub const fn name(self) -> &'static str {
+    pub const fn strategy(self) -> Strategy {
         match self {
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
-            Self::RawTp => "raw_tp",
+            Self::Fentry => Strategy::Fentry,
+            Self::Kprobe => Strategy::Kprobe,
+            Self::RawTp => Strategy::RawTp,
         }
+    }
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        self.strategy().name()
     }
 }
 
@@ -446,21 +507,30 @@ pub struct ChargeFail {
     pub charge_failures: Option<u64>,
 }
 
-/// The program that saw a charge fail.
+/// The program that saw a charge fail: one of the `try_charge` point's strategies, both at
+/// `try_charge_memcg`'s return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeProbe {
-    Fentry,
+    /// Called `fentry` before it was named for what it is; JSON that says so still reads.
+    #[serde(alias = "fentry")]
+    Fexit,
+    /// kprobe + kretprobe.
     Kprobe,
 }
 
 impl ChargeProbe {
     #[must_use]
-    pub const fn name(self) -> &'static str {
+    pub const fn strategy(self) -> Strategy {
         match self {
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
+            Self::Fexit => Strategy::Fexit,
+            Self::Kprobe => Strategy::Kprobe,
         }
+    }
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        self.strategy().name()
     }
 }
 
@@ -586,6 +656,24 @@ mod tests {
         for what in whats {
             assert!(What::TYPES.contains(&what.type_name()), "{what:?}");
         }
+        let names: Vec<&str> = EventType::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names, What::TYPES);
+        for t in EventType::ALL {
+            assert_eq!(EventType::from_name(t.name()), Some(t));
+            assert_eq!(serde_json::to_value(t).expect("json"), t.name());
+        }
+    }
+
+    #[test]
+    fn probes_are_named_as_their_strategies() {
+        for p in [OomProbe::Fentry, OomProbe::Kprobe, OomProbe::RawTp] {
+            assert_eq!(serde_json::to_value(p).expect("json"), p.name());
+        }
+        for p in [ChargeProbe::Fexit, ChargeProbe::Kprobe] {
+            assert_eq!(serde_json::to_value(p).expect("json"), p.name());
+        }
+        let old: ChargeProbe = serde_json::from_str("\"fentry\"").expect("old name");
+        assert_eq!(old, ChargeProbe::Fexit);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use memtrace_common::{
 
 use super::{
     EBPF_OBJECT, ProbeError,
-    plan::{self, Attach, Strategy},
+    plan::{self, Attach},
     privileges,
 };
 
@@ -29,47 +29,35 @@ pub struct Capability {
     pub result: Result<(), String>,
 }
 
-const CHECKS: [(&str, &str, Strategy); 4] = [
+const CHECKS: [(&str, &str, Attach); 4] = [
     (
         "tracepoint",
         "oom:mark_victim",
-        Strategy {
-            name: "tracepoint",
-            attach: Attach::Tracepoint {
-                program: PROG_CAP_TRACEPOINT,
-                category: "oom",
-                name: "mark_victim",
-            },
+        Attach::Tracepoint {
+            program: PROG_CAP_TRACEPOINT,
+            category: "oom",
+            name: "mark_victim",
         },
     ),
     (
         "raw_tracepoint",
         "mark_victim",
-        Strategy {
-            name: "raw_tp",
-            attach: Attach::RawTracepoints(&[(PROG_CAP_RAW_TRACEPOINT, "mark_victim")]),
-        },
+        Attach::RawTracepoints(&[(PROG_CAP_RAW_TRACEPOINT, "mark_victim")]),
     ),
     (
         "kprobe",
         CAP_PROBE_FUNCTION,
-        Strategy {
-            name: "kprobe",
-            attach: Attach::Kprobe {
-                program: PROG_CAP_KPROBE,
-                function: CAP_PROBE_FUNCTION,
-            },
+        Attach::Kprobe {
+            program: PROG_CAP_KPROBE,
+            function: CAP_PROBE_FUNCTION,
         },
     ),
     (
         "fentry",
         CAP_PROBE_FUNCTION,
-        Strategy {
-            name: "fentry",
-            attach: Attach::Fentry {
-                program: PROG_CAP_FENTRY,
-                function: CAP_PROBE_FUNCTION,
-            },
+        Attach::Fentry {
+            program: PROG_CAP_FENTRY,
+            function: CAP_PROBE_FUNCTION,
         },
     ),
 ];
@@ -88,10 +76,10 @@ pub fn probe_all() -> Result<Vec<Capability>, ProbeError> {
     let mut btf = None;
     Ok(CHECKS
         .iter()
-        .map(|(program_type, target, strategy)| Capability {
+        .map(|(program_type, target, attach)| Capability {
             program_type,
             target: (*target).to_owned(),
-            result: plan::attach(&mut ebpf, strategy, &mut btf, &KernelOffsets::ZERO)
+            result: plan::attach(&mut ebpf, attach, &mut btf, &KernelOffsets::ZERO)
                 .map_err(|e| e.to_string()),
         })
         .collect())

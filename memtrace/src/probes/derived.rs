@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{AttachedPoint, CacheDrain};
+use super::{AttachedPoint, CacheDrain, ProbePoint, Strategy};
 use crate::event::ChargeSource;
 
 /// Where the points whose strategies may be derived got their events, from what attached.
@@ -32,20 +32,20 @@ impl Default for ChargesFrom {
 impl Sources {
     #[must_use]
     pub fn of(attached: &[AttachedPoint]) -> Self {
-        let strategy = |point: &str| {
+        let strategy = |point| {
             attached
                 .iter()
                 .find(|a| a.point == point)
-                .map(|a| a.strategy.split('/').next().unwrap_or_default().to_owned())
+                .map(|a| a.strategy)
         };
         Self {
-            charges: match strategy("charge").as_deref() {
-                Some("raw_tp") => ChargesFrom::Kernel(ChargeSource::StatUpdates),
-                Some(super::plan::DERIVED) => ChargesFrom::PageCache,
+            charges: match strategy(ProbePoint::Charge) {
+                Some(Strategy::RawTp) => ChargesFrom::Kernel(ChargeSource::StatUpdates),
+                Some(Strategy::Derived) => ChargesFrom::PageCache,
                 _ => ChargesFrom::Kernel(ChargeSource::Charge),
             },
-            charge_failures_from_reclaim: strategy("try_charge").as_deref()
-                == Some(super::plan::DERIVED),
+            charge_failures_from_reclaim: strategy(ProbePoint::TryCharge)
+                == Some(Strategy::Derived),
         }
     }
 }
@@ -69,38 +69,40 @@ mod tests {
 
     #[test]
     fn sources_follow_the_strategies_that_attached() {
-        let attached = |charge: &str, try_charge: &str| {
+        let attached = |charge, try_charge| {
             vec![
                 AttachedPoint {
-                    point: "charge",
-                    strategy: charge.to_owned(),
+                    point: ProbePoint::Charge,
+                    strategy: charge,
                 },
                 AttachedPoint {
-                    point: "try_charge",
-                    strategy: try_charge.to_owned(),
+                    point: ProbePoint::TryCharge,
+                    strategy: try_charge,
                 },
             ]
         };
         assert_eq!(
-            Sources::of(&attached(
-                "raw_tp/mod_memcg_lruvec_state",
-                "derived/reclaim"
-            )),
+            Sources::of(&attached(Strategy::RawTp, Strategy::Derived)),
             Sources {
                 charges: ChargesFrom::Kernel(ChargeSource::StatUpdates),
                 charge_failures_from_reclaim: true
             }
         );
         assert_eq!(
-            Sources::of(&attached("derived/page_cache", "derived/reclaim")).charges,
+            Sources::of(&attached(Strategy::Derived, Strategy::Derived)).charges,
             ChargesFrom::PageCache
         );
         assert_eq!(
-            Sources::of(&attached(
-                "fentry/__mem_cgroup_charge",
-                "kprobe/try_charge_memcg"
-            )),
+            Sources::of(&attached(Strategy::Fexit, Strategy::Kprobe)),
             Sources::default()
+        );
+        assert_eq!(
+            AttachedPoint {
+                point: ProbePoint::Charge,
+                strategy: Strategy::Derived
+            }
+            .to_string(),
+            "charge=derived/page_cache"
         );
     }
 

@@ -9,6 +9,7 @@ pub mod floor;
 pub mod kallsyms;
 pub mod memory_map;
 pub mod plan;
+pub mod point;
 pub mod privileges;
 
 use aya::{
@@ -29,6 +30,7 @@ pub use self::{
     btf::{BtfError, KernelBtf},
     derived::Sources,
     filter::KernelFilter,
+    point::{ProbePoint, Strategy},
 };
 
 /// The compiled programs, built by `build.rs` (aya-build) for the BPF target.
@@ -61,19 +63,21 @@ pub enum ProbeError {
     },
 }
 
-/// One probe point and how it was attached, for users (`memtrace probes`, the start-up line) and
-/// for trace file headers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One probe point and the strategy that attached it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttachedPoint {
-    /// Probe point, in event-type words (`oom_kill`).
-    pub point: &'static str,
-    /// Strategy, e.g. `raw_tp/mark_victim`.
-    pub strategy: String,
+    pub point: ProbePoint,
+    pub strategy: Strategy,
 }
 
 impl std::fmt::Display for AttachedPoint {
+    /// `oom_kill=raw_tp/mark_victim`: for people (the start-up line) and trace file headers.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}={}", self.point, self.strategy)
+        write!(f, "{}={}", self.point, self.strategy)?;
+        if let Some(c) = plan::candidate(self.point, self.strategy) {
+            write!(f, "/{}", c.attach.targets())?;
+        }
+        Ok(())
     }
 }
 
@@ -99,9 +103,9 @@ pub struct AttachOptions {
     /// Size of the ring buffer for one-by-one events: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
     /// (point, strategy) pairs from `--probe-strategy`.
-    pub forced: Vec<(String, String)>,
+    pub forced: Vec<(ProbePoint, Strategy)>,
     /// Only these points (`--events`); `None`: all.
-    pub points: Option<Vec<String>>,
+    pub points: Option<Vec<ProbePoint>>,
     /// Hot paths count only the memcgs put in the [`KernelFilter`].
     pub kernel_filter: bool,
 }
@@ -293,30 +297,27 @@ fn attach_points(
     options: &AttachOptions,
     offsets: &memtrace_common::KernelOffsets,
 ) -> Result<(Vec<AttachedPoint>, Vec<plan::PointOutcome>), ProbeError> {
-    let mut attached = Vec::new();
+    let mut attached: Vec<AttachedPoint> = Vec::new();
     let mut outcomes = Vec::new();
     let mut aya_btf = None;
-    for point in &plan::POINTS {
+    for point in ProbePoint::ALL {
         if options
             .points
             .as_ref()
-            .is_some_and(|wanted| !wanted.iter().any(|w| w == point.name))
+            .is_some_and(|wanted| !wanted.contains(&point))
         {
             continue;
         }
         let forced = options
             .forced
             .iter()
-            .find(|(p, _)| p == point.name)
-            .map(|(_, s)| s.as_str());
-        let attached_names: Vec<&str> = attached.iter().map(|a: &AttachedPoint| a.point).collect();
+            .find(|(p, _)| *p == point)
+            .map(|&(_, s)| s);
+        let attached_points: Vec<ProbePoint> = attached.iter().map(|a| a.point).collect();
         let outcome =
-            plan::attach_point(ebpf, point, forced, &mut aya_btf, offsets, &attached_names);
-        match &outcome.chosen {
-            Some(strategy) => attached.push(AttachedPoint {
-                point: point.name,
-                strategy: strategy.clone(),
-            }),
+            plan::attach_point(ebpf, point, forced, &mut aya_btf, offsets, &attached_points);
+        match outcome.chosen {
+            Some(strategy) => attached.push(AttachedPoint { point, strategy }),
             // Asked for by name (--events or --probe-strategy): its absence is an error.
             None if options.points.is_some() || forced.is_some() => {
                 return Err(ProbeError::NoStrategy(outcome));
@@ -354,8 +355,8 @@ fn describe_attempts(attempts: &[plan::Attempt]) -> String {
     attempts
         .iter()
         .map(|a| match &a.result {
-            Ok(()) => format!("{}: attached", a.strategy),
-            Err(why) => format!("{}: {why}", a.strategy),
+            Ok(()) => format!("{a}: attached"),
+            Err(why) => format!("{a}: {why}"),
         })
         .collect::<Vec<_>>()
         .join("; ")

@@ -1,6 +1,7 @@
-//! Probe points and their strategies, best first. Each point is attached with the first
-//! strategy the running kernel accepts, found by trying (never by kernel version), and every
-//! attempt is kept so `memtrace probes` can say why a strategy was refused.
+//! Each probe point's strategies, best first, and the programs each attaches. A point is
+//! attached with the first strategy the running kernel accepts, found by trying (never by
+//! kernel version), and every attempt is kept so `memtrace probes` can say why a strategy was
+//! refused.
 
 use aya::{
     Btf, Ebpf,
@@ -22,7 +23,7 @@ use memtrace_common::{
     },
 };
 
-use super::{ProbeError, program_error};
+use super::{ProbeError, ProbePoint, Strategy, program_error};
 
 /// How one strategy attaches its programs.
 pub enum Attach {
@@ -47,7 +48,7 @@ pub enum Attach {
     },
     /// No programs of its own: userspace derives the point's events from another point's,
     /// which must be attached.
-    Derived { from: &'static str },
+    Derived { from: ProbePoint },
     /// (program, raw tracepoint) pairs, all needed.
     RawTracepoints(&'static [(&'static str, &'static str)]),
     /// The same, for programs that need the kernel's memory map, measured first
@@ -61,241 +62,212 @@ pub enum Attach {
     },
 }
 
-pub struct Strategy {
-    /// `fentry`, `kprobe` or `raw_tp`: what `--probe-strategy POINT=NAME` names.
-    pub name: &'static str,
+/// One strategy of a point's plan: its name and the programs it attaches.
+pub struct Candidate {
+    pub strategy: Strategy,
     pub attach: Attach,
 }
 
-impl Strategy {
+impl Candidate {
     /// `fentry/oom_kill_process`, `raw_tp/cgroup_mkdir+cgroup_rmdir`.
     #[must_use]
     pub fn describe(&self) -> String {
-        match &self.attach {
-            Attach::Fentry { function, .. }
-            | Attach::Kprobe { function, .. }
-            | Attach::Fexit { function, .. }
-            | Attach::KprobeReturn { function, .. } => format!("{}/{function}", self.name),
-            Attach::Derived { from } => format!("{}/{from}", self.name),
-            Attach::RawTracepoints(pairs) | Attach::RawTracepointsWithMemoryMap(pairs) => {
+        format!("{}/{}", self.strategy, self.attach.targets())
+    }
+}
+
+impl Attach {
+    /// What the programs attach to: `oom_kill_process`, `cgroup_mkdir+cgroup_rmdir`,
+    /// `oom:mark_victim`; for a derived strategy, the point it derives from.
+    #[must_use]
+    pub fn targets(&self) -> String {
+        match self {
+            Self::Fentry { function, .. }
+            | Self::Kprobe { function, .. }
+            | Self::Fexit { function, .. }
+            | Self::KprobeReturn { function, .. } => (*function).to_owned(),
+            Self::Derived { from } => from.name().to_owned(),
+            Self::RawTracepoints(pairs) | Self::RawTracepointsWithMemoryMap(pairs) => {
                 let names: Vec<&str> = pairs.iter().map(|(_, tp)| *tp).collect();
-                format!("{}/{}", self.name, names.join("+"))
+                names.join("+")
             }
-            Attach::Tracepoint { category, name, .. } => {
-                format!("{}/{category}:{name}", self.name)
-            }
+            Self::Tracepoint { category, name, .. } => format!("{category}:{name}"),
         }
     }
 }
 
-pub struct Point {
-    /// In event-type words: `oom_kill`, `cgroup`, `page_cache`, `reclaim`.
-    pub name: &'static str,
-    /// Best first.
-    pub strategies: &'static [Strategy],
+/// `point`'s strategies, best first.
+#[must_use]
+pub const fn strategies(point: ProbePoint) -> &'static [Candidate] {
+    match point {
+        ProbePoint::OomKill => OOM_KILL,
+        ProbePoint::Cgroup => CGROUP,
+        ProbePoint::PageCache => PAGE_CACHE,
+        ProbePoint::Reclaim => RECLAIM,
+        ProbePoint::Charge => CHARGE,
+        ProbePoint::TryCharge => TRY_CHARGE,
+        ProbePoint::Slab => SLAB,
+    }
 }
 
-/// Strategies with no programs of their own: `try_charge` derives charge failures from memcg
-/// reclaim, `charge` derives pages charged from the page cache added.
-pub const DERIVED: &str = "derived";
-/// The `slab` strategy that remembers each counted object until its free.
-pub const TRACKED: &str = "tracked";
-
-/// In attach order: a derived strategy comes after the point it derives from.
-pub const POINTS: [Point; 7] = [
-    Point {
-        name: "oom_kill",
-        strategies: &[
-            // Has `oom_control`: the limit that fired, read in the kernel at the kill.
-            Strategy {
-                name: "fentry",
-                attach: Attach::Fentry {
-                    program: PROG_OOM_FENTRY,
-                    function: OOM_KILL_FUNCTION,
-                },
-            },
-            Strategy {
-                name: "kprobe",
-                attach: Attach::Kprobe {
-                    program: PROG_OOM_KPROBE,
-                    function: OOM_KILL_FUNCTION,
-                },
-            },
-            Strategy {
-                name: "raw_tp",
-                attach: Attach::RawTracepoints(&[(PROG_OOM_MARK_VICTIM, "mark_victim")]),
-            },
-        ],
+const OOM_KILL: &[Candidate] = &[
+    // Has `oom_control`: the limit that fired, read in the kernel at the kill.
+    Candidate {
+        strategy: Strategy::Fentry,
+        attach: Attach::Fentry {
+            program: PROG_OOM_FENTRY,
+            function: OOM_KILL_FUNCTION,
+        },
     },
-    Point {
-        name: "cgroup",
-        strategies: &[Strategy {
-            name: "raw_tp",
-            attach: Attach::RawTracepoints(&[
-                (PROG_CGROUP_MKDIR, "cgroup_mkdir"),
-                (PROG_CGROUP_RMDIR, "cgroup_rmdir"),
-                (PROG_CGROUP_RELEASE, "cgroup_release"),
-            ]),
-        }],
+    Candidate {
+        strategy: Strategy::Kprobe,
+        attach: Attach::Kprobe {
+            program: PROG_OOM_KPROBE,
+            function: OOM_KILL_FUNCTION,
+        },
     },
-    Point {
-        name: "page_cache",
-        strategies: &[Strategy {
-            name: "raw_tp",
-            attach: Attach::RawTracepoints(&[
-                (PROG_FILEMAP_ADD, "mm_filemap_add_to_page_cache"),
-                (PROG_FILEMAP_DELETE, "mm_filemap_delete_from_page_cache"),
-            ]),
-        }],
-    },
-    Point {
-        name: "reclaim",
-        strategies: &[Strategy {
-            name: "raw_tp",
-            attach: Attach::RawTracepoints(&[
-                (PROG_RECLAIM_BEGIN, "mm_vmscan_memcg_reclaim_begin"),
-                (PROG_RECLAIM_END, "mm_vmscan_memcg_reclaim_end"),
-            ]),
-        }],
-    },
-    Point {
-        name: "charge",
-        strategies: &[
-            Strategy {
-                name: "fentry",
-                attach: Attach::Fexit {
-                    program: PROG_CHARGE_FEXIT,
-                    function: CHARGE_FUNCTION,
-                },
-            },
-            Strategy {
-                name: "kprobe",
-                attach: Attach::KprobeReturn {
-                    entry: PROG_CHARGE_KPROBE,
-                    ret: PROG_CHARGE_KRETPROBE,
-                    function: CHARGE_FUNCTION,
-                },
-            },
-            // 6.16+: memcg stat updates; pages only, labelled as derived from them.
-            Strategy {
-                name: "raw_tp",
-                attach: Attach::RawTracepoints(&[(PROG_CHARGE_STAT, "mod_memcg_lruvec_state")]),
-            },
-            // Before 6.16 without fexit or kprobes: the page cache added to each memcg (file
-            // pages only).
-            Strategy {
-                name: DERIVED,
-                attach: Attach::Derived { from: "page_cache" },
-            },
-        ],
-    },
-    Point {
-        name: "try_charge",
-        strategies: &[
-            Strategy {
-                name: "fentry",
-                attach: Attach::Fexit {
-                    program: PROG_TRY_CHARGE_FEXIT,
-                    function: TRY_CHARGE_FUNCTION,
-                },
-            },
-            Strategy {
-                name: "kprobe",
-                attach: Attach::KprobeReturn {
-                    entry: PROG_TRY_CHARGE_KPROBE,
-                    ret: PROG_TRY_CHARGE_KRETPROBE,
-                    function: TRY_CHARGE_FUNCTION,
-                },
-            },
-            // Every memcg limit reclaim starts with a charge the page counter refused.
-            Strategy {
-                name: DERIVED,
-                attach: Attach::Derived { from: "reclaim" },
-            },
-        ],
-    },
-    Point {
-        name: "slab",
-        strategies: &[
-            // Each object's memcg as the kernel charged it, read from its slab.
-            Strategy {
-                name: "raw_tp",
-                attach: Attach::RawTracepointsWithMemoryMap(&[
-                    (PROG_SLAB_CACHE_ALLOC, "kmem_cache_alloc"),
-                    (PROG_SLAB_KMALLOC, "kmalloc"),
-                    (PROG_SLAB_CACHE_FREE, "kmem_cache_free"),
-                    (PROG_SLAB_KFREE, "kfree"),
-                ]),
-            },
-            // The allocating task's memcg, each object remembered until its free: twice the
-            // cost, for kernels whose memory map cannot be measured.
-            Strategy {
-                name: TRACKED,
-                attach: Attach::RawTracepoints(&[
-                    (PROG_SLAB_CACHE_ALLOC_TRACKED, "kmem_cache_alloc"),
-                    (PROG_SLAB_KMALLOC_TRACKED, "kmalloc"),
-                    (PROG_SLAB_CACHE_FREE_TRACKED, "kmem_cache_free"),
-                    (PROG_SLAB_KFREE_TRACKED, "kfree"),
-                ]),
-            },
-        ],
+    Candidate {
+        strategy: Strategy::RawTp,
+        attach: Attach::RawTracepoints(&[(PROG_OOM_MARK_VICTIM, "mark_victim")]),
     },
 ];
 
-/// Parses `POINT=STRATEGY` for `--probe-strategy`.
-///
-/// # Errors
-///
-/// A message naming the known points or strategies.
-pub fn parse_forced(value: &str) -> Result<(String, String), String> {
-    let (point, strategy) = value
-        .split_once('=')
-        .ok_or_else(|| format!("{value:?} is not POINT=STRATEGY (e.g. oom_kill=kprobe)"))?;
-    let known = POINTS.iter().find(|p| p.name == point).ok_or_else(|| {
-        let names: Vec<&str> = POINTS.iter().map(|p| p.name).collect();
-        format!("no probe point {point:?}; there are {}", names.join(", "))
-    })?;
-    if !known.strategies.iter().any(|s| s.name == strategy) {
-        let names: Vec<&str> = known.strategies.iter().map(|s| s.name).collect();
-        return Err(format!(
-            "{point} has no strategy {strategy:?}; it has {}",
-            names.join(", ")
-        ));
-    }
-    Ok((point.to_owned(), strategy.to_owned()))
-}
+const CGROUP: &[Candidate] = &[Candidate {
+    strategy: Strategy::RawTp,
+    attach: Attach::RawTracepoints(&[
+        (PROG_CGROUP_MKDIR, "cgroup_mkdir"),
+        (PROG_CGROUP_RMDIR, "cgroup_rmdir"),
+        (PROG_CGROUP_RELEASE, "cgroup_release"),
+    ]),
+}];
 
-/// Parses a probe point name for `--events`.
-///
-/// # Errors
-///
-/// A message naming the known points.
-pub fn parse_point(value: &str) -> Result<String, String> {
-    if POINTS.iter().any(|p| p.name == value) {
-        Ok(value.to_owned())
-    } else {
-        let names: Vec<&str> = POINTS.iter().map(|p| p.name).collect();
-        Err(format!(
-            "no probe point {value:?}; there are {}",
-            names.join(", ")
-        ))
-    }
+const PAGE_CACHE: &[Candidate] = &[Candidate {
+    strategy: Strategy::RawTp,
+    attach: Attach::RawTracepoints(&[
+        (PROG_FILEMAP_ADD, "mm_filemap_add_to_page_cache"),
+        (PROG_FILEMAP_DELETE, "mm_filemap_delete_from_page_cache"),
+    ]),
+}];
+
+const RECLAIM: &[Candidate] = &[Candidate {
+    strategy: Strategy::RawTp,
+    attach: Attach::RawTracepoints(&[
+        (PROG_RECLAIM_BEGIN, "mm_vmscan_memcg_reclaim_begin"),
+        (PROG_RECLAIM_END, "mm_vmscan_memcg_reclaim_end"),
+    ]),
+}];
+
+const CHARGE: &[Candidate] = &[
+    // Counts at the return: the charge may fail.
+    Candidate {
+        strategy: Strategy::Fexit,
+        attach: Attach::Fexit {
+            program: PROG_CHARGE_FEXIT,
+            function: CHARGE_FUNCTION,
+        },
+    },
+    Candidate {
+        strategy: Strategy::Kprobe,
+        attach: Attach::KprobeReturn {
+            entry: PROG_CHARGE_KPROBE,
+            ret: PROG_CHARGE_KRETPROBE,
+            function: CHARGE_FUNCTION,
+        },
+    },
+    // 6.16+: memcg stat updates; pages only, labelled as derived from them.
+    Candidate {
+        strategy: Strategy::RawTp,
+        attach: Attach::RawTracepoints(&[(PROG_CHARGE_STAT, "mod_memcg_lruvec_state")]),
+    },
+    // Before 6.16 without fexit or kprobes: the page cache added to each memcg (file
+    // pages only).
+    Candidate {
+        strategy: Strategy::Derived,
+        attach: Attach::Derived {
+            from: ProbePoint::PageCache,
+        },
+    },
+];
+
+const TRY_CHARGE: &[Candidate] = &[
+    // The return value says whether the charge failed.
+    Candidate {
+        strategy: Strategy::Fexit,
+        attach: Attach::Fexit {
+            program: PROG_TRY_CHARGE_FEXIT,
+            function: TRY_CHARGE_FUNCTION,
+        },
+    },
+    Candidate {
+        strategy: Strategy::Kprobe,
+        attach: Attach::KprobeReturn {
+            entry: PROG_TRY_CHARGE_KPROBE,
+            ret: PROG_TRY_CHARGE_KRETPROBE,
+            function: TRY_CHARGE_FUNCTION,
+        },
+    },
+    // Every memcg limit reclaim starts with a charge the page counter refused.
+    Candidate {
+        strategy: Strategy::Derived,
+        attach: Attach::Derived {
+            from: ProbePoint::Reclaim,
+        },
+    },
+];
+
+const SLAB: &[Candidate] = &[
+    // Each object's memcg as the kernel charged it, read from its slab.
+    Candidate {
+        strategy: Strategy::RawTp,
+        attach: Attach::RawTracepointsWithMemoryMap(&[
+            (PROG_SLAB_CACHE_ALLOC, "kmem_cache_alloc"),
+            (PROG_SLAB_KMALLOC, "kmalloc"),
+            (PROG_SLAB_CACHE_FREE, "kmem_cache_free"),
+            (PROG_SLAB_KFREE, "kfree"),
+        ]),
+    },
+    // The allocating task's memcg, each object remembered until its free: twice the
+    // cost, for kernels whose memory map cannot be measured.
+    Candidate {
+        strategy: Strategy::Tracked,
+        attach: Attach::RawTracepoints(&[
+            (PROG_SLAB_CACHE_ALLOC_TRACKED, "kmem_cache_alloc"),
+            (PROG_SLAB_KMALLOC_TRACKED, "kmalloc"),
+            (PROG_SLAB_CACHE_FREE_TRACKED, "kmem_cache_free"),
+            (PROG_SLAB_KFREE_TRACKED, "kfree"),
+        ]),
+    },
+];
+
+/// `point`'s strategy `strategy`, if its plan has it.
+#[must_use]
+pub fn candidate(point: ProbePoint, strategy: Strategy) -> Option<&'static Candidate> {
+    strategies(point).iter().find(|c| c.strategy == strategy)
 }
 
 /// One strategy tried for a point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attempt {
-    pub strategy: String,
+    pub strategy: Strategy,
+    /// What it attaches to (`oom_kill_process`), as [`Attach::targets`].
+    pub targets: String,
     /// `Err`: why the kernel (or aya) refused it, one line.
     pub result: Result<(), String>,
+}
+
+impl std::fmt::Display for Attempt {
+    /// `fentry/oom_kill_process`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.strategy, self.targets)
+    }
 }
 
 /// Everything tried for one point, and what was chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PointOutcome {
-    pub point: &'static str,
+    pub point: ProbePoint,
     pub attempts: Vec<Attempt>,
-    pub chosen: Option<String>,
+    pub chosen: Option<Strategy>,
     /// The strategy was forced with `--probe-strategy`.
     pub forced: bool,
 }
@@ -304,43 +276,41 @@ pub struct PointOutcome {
 /// `attached` names the points attached so far, which derived strategies need.
 pub fn attach_point(
     ebpf: &mut Ebpf,
-    point: &Point,
-    forced: Option<&str>,
+    point: ProbePoint,
+    forced: Option<Strategy>,
     btf: &mut Option<Result<Btf, String>>,
     offsets: &KernelOffsets,
-    attached: &[&str],
+    attached: &[ProbePoint],
 ) -> PointOutcome {
     let mut attempts = Vec::new();
-    for strategy in point.strategies {
-        if forced.is_some_and(|f| f != strategy.name) {
+    let mut chosen = None;
+    for candidate in strategies(point) {
+        if forced.is_some_and(|f| f != candidate.strategy) {
             continue;
         }
-        let result = match strategy.attach {
+        let result = match candidate.attach {
             Attach::Derived { from } if !attached.contains(&from) => Err(format!(
                 "derives from the {from} probe point, which is not attached \
                  (add it to --events)"
             )),
-            _ => attach(ebpf, strategy, btf, offsets).map_err(|e| e.to_string()),
+            _ => attach(ebpf, &candidate.attach, btf, offsets).map_err(|e| e.to_string()),
         };
+        log::debug!("{point} {}: {result:?}", candidate.describe());
         let ok = result.is_ok();
-        log::debug!("{} {}: {result:?}", point.name, strategy.describe());
         attempts.push(Attempt {
-            strategy: strategy.describe(),
+            strategy: candidate.strategy,
+            targets: candidate.attach.targets(),
             result,
         });
         if ok {
-            return PointOutcome {
-                point: point.name,
-                chosen: Some(strategy.describe()),
-                attempts,
-                forced: forced.is_some(),
-            };
+            chosen = Some(candidate.strategy);
+            break;
         }
     }
     PointOutcome {
-        point: point.name,
+        point,
         attempts,
-        chosen: None,
+        chosen,
         forced: forced.is_some(),
     }
 }
@@ -352,11 +322,11 @@ pub fn attach_point(
 /// The kernel's (or aya's) refusal, as one line.
 pub fn attach(
     ebpf: &mut Ebpf,
-    strategy: &Strategy,
+    attach: &Attach,
     btf: &mut Option<Result<Btf, String>>,
     offsets: &KernelOffsets,
 ) -> Result<(), ProbeError> {
-    match &strategy.attach {
+    match attach {
         Attach::Fentry { program, function } => {
             let btf = aya_btf(btf, "fentry", function)?;
             let error = |source| program_error(format!("fentry {function}"), &source);
@@ -487,35 +457,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forced_strategies_are_checked_against_the_plan() {
-        assert_eq!(
-            parse_forced("oom_kill=kprobe"),
-            Ok(("oom_kill".into(), "kprobe".into()))
-        );
-        assert!(parse_forced("oom_kill").is_err());
-        assert!(
-            parse_forced("nope=kprobe")
-                .expect_err("must be refused")
-                .contains("oom_kill, cgroup, page_cache, reclaim, charge, try_charge, slab")
-        );
-        assert!(
-            parse_forced("cgroup=fentry")
-                .expect_err("must be refused")
-                .contains("raw_tp")
-        );
-        assert!(parse_point("reclaim").is_ok());
-        assert!(parse_point("slab").is_ok());
-        assert!(parse_point("kmem").is_err());
-        assert_eq!(
-            parse_forced("try_charge=derived"),
-            Ok(("try_charge".into(), "derived".into()))
-        );
-    }
-
-    #[test]
     fn strategies_describe_what_they_attach() {
-        let oom = &POINTS[0];
-        let names: Vec<String> = oom.strategies.iter().map(Strategy::describe).collect();
+        let names: Vec<String> = strategies(ProbePoint::OomKill)
+            .iter()
+            .map(Candidate::describe)
+            .collect();
         assert_eq!(
             names,
             [
@@ -524,5 +470,35 @@ mod tests {
                 "raw_tp/mark_victim"
             ]
         );
+        let names: Vec<String> = strategies(ProbePoint::TryCharge)
+            .iter()
+            .map(Candidate::describe)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "fexit/try_charge_memcg",
+                "kprobe/try_charge_memcg",
+                "derived/reclaim"
+            ]
+        );
+    }
+
+    #[test]
+    fn each_point_names_a_strategy_once_and_derives_from_an_earlier_point() {
+        for (i, point) in ProbePoint::ALL.into_iter().enumerate() {
+            let plan = strategies(point);
+            assert!(!plan.is_empty(), "{point}");
+            for (j, c) in plan.iter().enumerate() {
+                assert!(
+                    plan[..j].iter().all(|d| d.strategy != c.strategy),
+                    "{point}: {} twice",
+                    c.strategy
+                );
+                if let Attach::Derived { from } = c.attach {
+                    assert!(ProbePoint::ALL[..i].contains(&from), "{point} from {from}");
+                }
+            }
+        }
     }
 }

@@ -1078,7 +1078,7 @@ pub(crate) mod tests {
                 nr_pages: 1,
                 gfp_flags: 0xcc0,
                 errno: 12,
-                probe: ChargeProbe::Fentry,
+                probe: ChargeProbe::Fexit,
                 charge_failures: Some(1),
             }),
         )

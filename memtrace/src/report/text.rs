@@ -357,7 +357,7 @@ mod tests {
             "still dying at the end: /gone-102",
             "charged: 60.0MiB over 2 intervals; busiest 31.0MiB",
             "charge failures: 1\n",
-            "pid 42 (memhog) 1 pages gfp 0xcc0: ENOMEM [fentry]",
+            "pid 42 (memhog) 1 pages gfp 0xcc0: ENOMEM [fexit]",
             "slab (accounted): +4.0MiB at the peak, +3.0MiB at the end",
             "    dentry +3.0MiB at the peak, +1.0MiB at the end",
         ] {

@@ -5,7 +5,10 @@ use std::io::{self, Write};
 use serde::{Serialize, Serializer};
 
 use super::Sink;
-use crate::event::{Event, HostClock, Memcg, What};
+use crate::{
+    event::{Event, HostClock, Memcg, What},
+    probes::ProbePoint,
+};
 
 pub struct JsonSink<W: Write> {
     out: io::BufWriter<W>,
@@ -42,7 +45,7 @@ pub struct JsonLine<'a> {
     time: String,
     timestamp_ns: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    derived: Option<&'static str>,
+    derived: Option<ProbePoint>,
     #[serde(flatten)]
     memcg: &'a Memcg,
     #[serde(flatten)]

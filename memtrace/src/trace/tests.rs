@@ -179,7 +179,7 @@ pub(super) fn every_kind() -> Vec<Event> {
                 nr_pages: 1,
                 gfp_flags: 0xcc0,
                 errno: 12,
-                probe: ChargeProbe::Fentry,
+                probe: ChargeProbe::Fexit,
                 charge_failures: Some(3),
             }),
         ),

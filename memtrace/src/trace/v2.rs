@@ -76,9 +76,9 @@ struct ChargeFailRecordV2 {
 
 const _: () = assert!(size_of::<ChargeFailRecordV2>() == 88);
 
-/// `strategy` of a derived failure; 2 was kprobe, 3 fentry.
+/// `strategy` of a derived failure; 2 was kprobe, 3 fexit (which version 2 called fentry).
 const DERIVED: u32 = 1;
-const FENTRY: u32 = 3;
+const FEXIT: u32 = 3;
 
 /// One slab cache's deltas as version 2 stored them.
 #[derive(Deserialize)]
@@ -295,8 +295,8 @@ fn kernel(record: &[u8], context: Context, page_size: u64) -> Result<Event, Stri
                 nr_pages: r.nr_pages,
                 gfp_flags: r.gfp_flags,
                 errno: r.ret.saturating_neg(),
-                probe: if r.strategy == FENTRY {
-                    ChargeProbe::Fentry
+                probe: if r.strategy == FEXIT {
+                    ChargeProbe::Fexit
                 } else {
                     ChargeProbe::Kprobe
                 },

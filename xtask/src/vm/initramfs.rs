@@ -337,8 +337,8 @@ export HOME=/root TMPDIR=/tmp CI=true RUST_BACKTRACE=1 MEMTRACE_BIN=/{GUEST_MEMT
 # Debian's kernels allow every OOM, charge and try_charge strategy but the 6.16+ memcg
 # tracepoint and the derived one: the tests must see each work.
 export MEMTRACE_TEST_OOM_STRATEGIES=fentry,kprobe,raw_tp
-export MEMTRACE_TEST_CHARGE_STRATEGIES=fentry,kprobe
-export MEMTRACE_TEST_TRY_CHARGE_STRATEGIES=fentry,kprobe,derived
+export MEMTRACE_TEST_CHARGE_STRATEGIES=fexit,kprobe
+export MEMTRACE_TEST_TRY_CHARGE_STRATEGIES=fexit,kprobe,derived
 
 # Stops the guest, telling the host how it went (the marker it waits for).
 finish() {{
