@@ -276,7 +276,10 @@ fn charge_derived_from_the_page_cache_counts_the_file_pages_read() {
         .collect();
     for e in &samples {
         assert_eq!(e["derived"], "page_cache", "{e}");
-        assert!(e.get("source").is_none(), "derived, not counted by the kernel: {e}");
+        assert!(
+            e.get("source").is_none(),
+            "derived, not counted by the kernel: {e}"
+        );
         assert!(e["charges"].is_null(), "{e}");
         assert!(e["interval_ns"].is_u64(), "{e}");
     }
