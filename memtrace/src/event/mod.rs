@@ -446,6 +446,18 @@ pub struct ChargeFail {
     pub charge_failures: Option<u64>,
 }
 
+impl ChargeFail {
+    /// The error by name: `ENOMEM` for 12, `errno 5` for others the kernel may add.
+    #[must_use]
+    pub fn error(&self) -> String {
+        match self.errno {
+            12 => "ENOMEM".to_owned(),
+            4 => "EINTR".to_owned(),
+            other => format!("errno {other}"),
+        }
+    }
+}
+
 /// The program that saw a charge fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

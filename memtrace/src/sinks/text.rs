@@ -136,7 +136,7 @@ fn charge_fail(s: &mut String, e: &ChargeFail) {
         e.comm,
         e.nr_pages,
         e.gfp_flags,
-        errno_name(e.errno)
+        e.error()
     );
     failcnt(s, e.charge_failures);
 }
@@ -161,15 +161,6 @@ fn charge_fail_from_reclaim(s: &mut String, e: &ChargeFailFromReclaim) {
 fn failcnt(s: &mut String, charge_failures: Option<u64>) {
     if let Some(n) = charge_failures {
         let _ = write!(s, " failcnt={n}");
-    }
-}
-
-/// `ENOMEM` for 12, `errno 5` for others the kernel may add.
-fn errno_name(errno: i32) -> String {
-    match errno {
-        12 => "ENOMEM".to_owned(),
-        4 => "EINTR".to_owned(),
-        other => format!("errno {other}"),
     }
 }
 
