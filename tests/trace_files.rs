@@ -255,14 +255,18 @@ fn rotation_keeps_at_most_n_files_each_readable_alone() {
 /// Version 2 files, recorded before the one event model, still replay with the same events:
 /// the fixture's replay by the memtrace that recorded it, with the fields that changed on
 /// purpose (base units, numeric gfp flags, derived events named by their source) mapped.
+/// The fixture is built into the test, which also runs in VMs without the source tree.
 #[test]
 fn a_version_2_recording_replays_with_the_same_events() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let out = replay(&fixtures.join("v2-main-b63de0b.mtrace"), &[]);
+    const TRACE: &[u8] = include_bytes!("fixtures/v2-main-b63de0b.mtrace");
+    const REPLAYED_THEN: &str = include_str!("fixtures/v2-main-b63de0b.json");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("v2.mtrace");
+    fs::write(&file, TRACE).expect("write fixture");
+    let out = replay(&file, &[]);
     assert!(out.status.success(), "{out:?}");
     let replayed = json_lines(&String::from_utf8_lossy(&out.stdout));
-    let then = fs::read_to_string(fixtures.join("v2-main-b63de0b.json")).expect("fixture");
-    let then = json_lines(&then);
+    let then = json_lines(REPLAYED_THEN);
     assert_eq!(replayed.len(), then.len(), "as many events");
     for (now, old) in replayed.iter().zip(&then) {
         assert_eq!(version_2_json(now), *old, "{now}");
