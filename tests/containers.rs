@@ -212,7 +212,7 @@ fn a_removed_memcg_with_page_cache_is_dying_until_caches_are_dropped() {
         .unwrap_or_else(|| panic!("{path} not freed after drop_caches: {ours:#?}"));
     assert_eq!(freed["memcg_id"], removed["memcg_id"]);
     assert!(
-        freed["dying_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        freed["dying_ns"].as_u64().is_some_and(|ns| ns > 0),
         "{freed}"
     );
 }

@@ -507,6 +507,18 @@ pub struct ChargeFail {
     pub charge_failures: Option<u64>,
 }
 
+impl ChargeFail {
+    /// The error by name: `ENOMEM` for 12, `errno 5` for others the kernel may add.
+    #[must_use]
+    pub fn error(&self) -> String {
+        match self.errno {
+            12 => "ENOMEM".to_owned(),
+            4 => "EINTR".to_owned(),
+            other => format!("errno {other}"),
+        }
+    }
+}
+
 /// The program that saw a charge fail: one of the `try_charge` point's strategies, both at
 /// `try_charge_memcg`'s return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

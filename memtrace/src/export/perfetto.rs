@@ -49,6 +49,12 @@ fn micros(ns: u64) -> f64 {
     ns as f64 / 1e3
 }
 
+/// In one division: `micros(ns) / 1e6` rounds twice.
+#[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
 impl<W: Write> PerfettoWriter<W> {
     /// Starts the document; `info` names the node's process.
     ///
@@ -137,7 +143,7 @@ impl<W: Write> PerfettoWriter<W> {
                 self.per_interval(m, ts, "charged per interval", e.charged_bytes)
             }
             What::ChargeFail(e) => {
-                let name = format!("charge failure: errno {}", e.errno);
+                let name = format!("charge failure: {}", e.error());
                 self.instant(m, ts, ("charge_fail", "t", name), e)
             }
             What::ChargeFailFromReclaim(e) => {
@@ -215,8 +221,9 @@ impl<W: Write> PerfettoWriter<W> {
         )
     }
 
-    /// An instant on the container's `events` thread with the payload as its args; `scope`
-    /// is the format's `s` (`p`: across the process, `t`: on the thread).
+    /// An instant on the container's `events` thread with the memcg (a container's track
+    /// holds all its cgroups) and the payload as its args; `scope` is the format's `s` (`p`:
+    /// across the process, `t`: on the thread).
     fn instant(
         &mut self,
         m: &Memcg,
@@ -225,7 +232,13 @@ impl<W: Write> PerfettoWriter<W> {
         payload: &impl serde::Serialize,
     ) -> io::Result<()> {
         let pid = self.pid(m)?;
-        let args = serde_json::to_value(payload).map_err(io::Error::from)?;
+        let mut args = serde_json::to_value(m).map_err(io::Error::from)?;
+        if let (Some(args), Value::Object(payload)) = (
+            args.as_object_mut(),
+            serde_json::to_value(payload).map_err(io::Error::from)?,
+        ) {
+            args.extend(payload);
+        }
         self.element(&json!({
             "ph": "i", "s": scope, "name": name, "cat": category, "pid": pid, "tid": TID_EVENTS,
             "ts": ts, "args": args,
@@ -239,7 +252,7 @@ impl<W: Write> PerfettoWriter<W> {
             "pid": NODE_PID, "tid": TID_EVENTS, "ts": ts,
             "args": {"cgroup": m.cgroup, "memcg_id": memcg_id, "dying": e.dying,
                      "charged bytes": e.charged_bytes,
-                     "dying seconds": e.dying_ns.map(|ns| micros(ns) / 1e6)},
+                     "dying seconds": e.dying_ns.map(seconds)},
         }))?;
         let changed = match e.action {
             CgroupAction::Removed if e.dying => self.dying.insert(memcg_id),
@@ -306,6 +319,7 @@ mod tests {
             .collect();
         assert_eq!(oom.len(), 1);
         assert_eq!(oom[0]["args"]["comm"], "memhog");
+        assert!(oom[0]["args"]["cgroup"].is_string(), "{}", oom[0]);
         assert_eq!(oom[0]["ts"], 2_500_000.0);
         assert!(
             events

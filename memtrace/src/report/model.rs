@@ -577,7 +577,7 @@ impl ReportBuilder {
         if charged_bytes > c.busiest_interval_bytes {
             c.busiest_interval_bytes = charged_bytes;
             c.busiest_interval = Some(time);
-            c.busiest_interval_seconds = micros(interval_ns) / 1e6;
+            c.busiest_interval_seconds = seconds(interval_ns);
         }
     }
 
@@ -595,11 +595,7 @@ impl ReportBuilder {
                     Some(e.comm.clone()),
                     Some(e.nr_pages),
                     e.gfp_flags,
-                    if e.errno == 12 {
-                        "ENOMEM".to_owned()
-                    } else {
-                        format!("errno {}", e.errno)
-                    },
+                    e.error(),
                     e.probe.name().to_owned(),
                 ),
                 Failure::Derived(e) => (
@@ -677,7 +673,7 @@ impl ReportBuilder {
             }
             CgroupAction::Freed if d.current.remove(&memcg_id).is_some() => {
                 d.report.freed_after_dying += 1;
-                if let Some(s) = e.dying_ns.map(|ns| micros(ns) / 1e6) {
+                if let Some(s) = e.dying_ns.map(seconds) {
                     d.report.longest_dying_seconds =
                         Some(d.report.longest_dying_seconds.map_or(s, |l| l.max(s)));
                 }
@@ -858,6 +854,13 @@ enum Failure<'a> {
 #[expect(clippy::cast_precision_loss, reason = "microseconds for people")]
 fn micros(ns: u64) -> f64 {
     ns as f64 / 1e3
+}
+
+/// Seconds in one division: `micros(ns) / 1e6` rounds twice (0.41272601 s became
+/// 0.41272601000000003).
+#[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
 }
 
 /// An OOM kill with the memory at the kill and the verdict.

@@ -136,7 +136,7 @@ fn charge_fail(s: &mut String, e: &ChargeFail) {
         e.comm,
         e.nr_pages,
         e.gfp_flags,
-        errno_name(e.errno)
+        e.error()
     );
     failcnt(s, e.charge_failures);
 }
@@ -161,15 +161,6 @@ fn charge_fail_from_reclaim(s: &mut String, e: &ChargeFailFromReclaim) {
 fn failcnt(s: &mut String, charge_failures: Option<u64>) {
     if let Some(n) = charge_failures {
         let _ = write!(s, " failcnt={n}");
-    }
-}
-
-/// `ENOMEM` for 12, `errno 5` for others the kernel may add.
-fn errno_name(errno: i32) -> String {
-    match errno {
-        12 => "ENOMEM".to_owned(),
-        4 => "EINTR".to_owned(),
-        other => format!("errno {other}"),
     }
 }
 
@@ -231,7 +222,12 @@ fn cgroup(s: &mut String, e: &CgroupChange, memcg_id: Option<u64>) {
         s.push_str(" DYING (memory still charged keeps it allocated)");
     }
     if let Some(ns) = e.dying_ns {
-        let _ = write!(s, " after {:.1}s dying", seconds(ns));
+        // A memcg freed within a second of its removal is common: 35 ms is not "0.0s".
+        if ns < 1_000_000_000 {
+            let _ = write!(s, " after {:.0}ms dying", micros(ns) / 1e3);
+        } else {
+            let _ = write!(s, " after {:.1}s dying", seconds(ns));
+        }
     }
 }
 
@@ -310,6 +306,26 @@ mod tests {
         boot_time_wall_ns: 1_795_794_421_000_000_000,
         page_size: 4096,
     };
+
+    #[test]
+    fn dying_times_under_a_second_are_in_milliseconds() {
+        let freed = |dying_ns| Event {
+            timestamp_ns: 1_000,
+            memcg: Memcg {
+                id: Some(9),
+                cgroup: Some("/gone".into()),
+                container: None,
+            },
+            what: What::Cgroup(CgroupChange {
+                action: crate::event::CgroupAction::Freed,
+                dying: false,
+                charged_bytes: None,
+                dying_ns: Some(dying_ns),
+            }),
+        };
+        assert!(line(&freed(35_240_000), CLOCK).ends_with(" freed id=9 after 35ms dying"));
+        assert!(line(&freed(2_040_000_000), CLOCK).ends_with(" freed id=9 after 2.0s dying"));
+    }
 
     #[test]
     fn oom_kill_line() {

@@ -23,7 +23,9 @@ use crate::{attribution::ContainerIdentity, event::Event};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("cannot read {path}: {source}")]
+    /// The reason is the error's source: `memtrace: error:` prints the chain, so naming it
+    /// here too printed it twice.
+    #[error("cannot read {path}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path} is not a memtrace trace file")]
     NotATrace { path: PathBuf },
