@@ -400,11 +400,13 @@ impl LiveContext {
                     .cmp(&a.net_bytes)
                     .then_with(|| a.cache.cmp(&b.cache))
             });
-            caches.truncate(TOP_SLAB_CACHES);
+            // Totals over every cache, then the list cut to the largest growers.
+            let mut slab = Slab::new(interval_ns, caches);
+            slab.caches.truncate(TOP_SLAB_CACHES);
             events.push(Event {
                 timestamp_ns,
                 memcg,
-                what: What::Slab(Slab::new(interval_ns, caches)),
+                what: What::Slab(slab),
             });
         }
         sort_by_cgroup(&mut events);

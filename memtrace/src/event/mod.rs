@@ -47,26 +47,75 @@ pub struct Memcg {
     pub container: Option<ContainerIdentity>,
 }
 
-/// What happened. Events that userspace infers on kernels that refuse the direct probe are
-/// their own variants ([`What::ChargeFromPageCache`], [`What::ChargeFailFromReclaim`]); the
-/// kernel's records carry only what the kernel writes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "built, written and dropped one at a time; never stored in bulk"
-)]
-pub enum What {
-    OomKill(OomKill),
-    Cgroup(CgroupChange),
+/// Declares [`What`] once: each variant with its payload and its [`EventType`]. What follows
+/// from that list: [`What::event_type`], the trace encoding (postcard, by variant, as the
+/// derived `Deserialize` reads it back) and the JSON shape (the payload's own fields, flat
+/// beside the `type` that names the variant), so no output needs an arm per variant.
+macro_rules! what {
+    ($( $(#[$doc:meta])* $variant:ident($payload:ty) => $event_type:ident, )+) => {
+        /// What happened. Events that userspace infers on kernels that refuse the direct probe
+        /// are their own variants ([`What::ChargeFromPageCache`],
+        /// [`What::ChargeFailFromReclaim`]); the kernel's records carry only what the kernel
+        /// writes.
+        #[derive(Clone, Debug, PartialEq, Deserialize)]
+        #[expect(
+            clippy::large_enum_variant,
+            reason = "built, written and dropped one at a time; never stored in bulk"
+        )]
+        pub enum What {
+            $( $(#[$doc])* $variant($payload), )+
+        }
+
+        impl What {
+            /// A derived event has the type of what it stands for (a charge failure inferred
+            /// from reclaim is a `charge_fail`), and [`What::derived_from`] says so.
+            #[must_use]
+            pub const fn event_type(&self) -> EventType {
+                match self {
+                    $( Self::$variant(_) => EventType::$event_type, )+
+                }
+            }
+        }
+
+        impl Serialize for What {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                /// The variants' positions, as `Deserialize` numbers them.
+                enum Index {
+                    $( $variant, )+
+                }
+                match self {
+                    $(
+                        Self::$variant(payload) => {
+                            if serializer.is_human_readable() {
+                                payload.serialize(serializer)
+                            } else {
+                                serializer.serialize_newtype_variant(
+                                    "What",
+                                    Index::$variant as u32,
+                                    stringify!($variant),
+                                    payload,
+                                )
+                            }
+                        }
+                    )+
+                }
+            }
+        }
+    };
+}
+
+what! {
+    OomKill(OomKill) => OomKill,
+    Cgroup(CgroupChange) => Cgroup,
     /// A periodic sample of the memcg's memory, from cgroupfs.
-    Stats(MemoryStats),
-    Cache(PageCache),
-    Reclaim(Reclaim),
-    Charge(Charges),
-    ChargeFromPageCache(ChargesFromPageCache),
-    ChargeFail(ChargeFail),
-    ChargeFailFromReclaim(ChargeFailFromReclaim),
-    Slab(Slab),
+    Stats(MemoryStats) => Stats,
+    Cache(PageCache) => Cache,
+    Reclaim(Reclaim) => Reclaim,
+    Charge(Charges) => Charge,
+    ChargeFromPageCache(ChargesFromPageCache) => Charge,
+    ChargeFail(ChargeFail) => ChargeFail,
+    ChargeFailFromReclaim(ChargeFailFromReclaim) => ChargeFail,
+    Slab(Slab) => Slab,
 }
 
 /// An event's `"type"`: what users select with `--type` and see in every output. Which probe
@@ -128,22 +177,6 @@ impl What {
         "charge_fail",
         "slab",
     ];
-
-    /// A derived event has the type of what it stands for (a charge failure inferred from
-    /// reclaim is a `charge_fail`), and [`What::derived_from`] says so.
-    #[must_use]
-    pub const fn event_type(&self) -> EventType {
-        match self {
-            Self::OomKill(_) => EventType::OomKill,
-            Self::Cgroup(_) => EventType::Cgroup,
-            Self::Stats(_) => EventType::Stats,
-            Self::Cache(_) => EventType::Cache,
-            Self::Reclaim(_) => EventType::Reclaim,
-            Self::Charge(_) | Self::ChargeFromPageCache(_) => EventType::Charge,
-            Self::ChargeFail(_) | Self::ChargeFailFromReclaim(_) => EventType::ChargeFail,
-            Self::Slab(_) => EventType::Slab,
-        }
-    }
 
     /// The `"type"` users see.
     #[must_use]

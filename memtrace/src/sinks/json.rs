@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use super::Sink;
 use crate::{
@@ -48,8 +48,9 @@ pub struct JsonLine<'a> {
     derived: Option<ProbePoint>,
     #[serde(flatten)]
     memcg: &'a Memcg,
+    /// The payload's own fields (`What` serializes as its payload for people and tools).
     #[serde(flatten)]
-    what: Payload<'a>,
+    what: &'a What,
 }
 
 impl<'a> JsonLine<'a> {
@@ -61,27 +62,7 @@ impl<'a> JsonLine<'a> {
             timestamp_ns: event.timestamp_ns,
             derived: event.what.derived_from(),
             memcg: &event.memcg,
-            what: Payload(&event.what),
-        }
-    }
-}
-
-/// The payload's fields without the variant's name (`type` says it).
-struct Payload<'a>(&'a What);
-
-impl Serialize for Payload<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            What::OomKill(p) => p.serialize(serializer),
-            What::Cgroup(p) => p.serialize(serializer),
-            What::Stats(p) => p.serialize(serializer),
-            What::Cache(p) => p.serialize(serializer),
-            What::Reclaim(p) => p.serialize(serializer),
-            What::Charge(p) => p.serialize(serializer),
-            What::ChargeFromPageCache(p) => p.serialize(serializer),
-            What::ChargeFail(p) => p.serialize(serializer),
-            What::ChargeFailFromReclaim(p) => p.serialize(serializer),
-            What::Slab(p) => p.serialize(serializer),
+            what: &event.what,
         }
     }
 }
