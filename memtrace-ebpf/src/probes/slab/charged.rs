@@ -56,7 +56,7 @@ pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
     if args.ptr == 0 || ignored_callers().contains(args.call_site) {
         return 0;
     }
-    if let Some(owner) = owner(args.ptr, Some(args.s), 0)
+    if let Some(owner) = owner(args.ptr, args.s.non_null(), 0)
         && counted(&owner, args.s.addr(), false) == Bumped::NewKey
     {
         // A cache may shrink in an interval it grows nowhere.
