@@ -106,6 +106,78 @@ impl KernelBtf {
         let nr_pages = self
             .member("folio", "_nr_pages")
             .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
+        let c = self.constants()?;
+        let nr_anon_mapped = self.enum_value("node_stat_item", "NR_ANON_MAPPED");
+        let nr_file_pages = self.enum_value("node_stat_item", "NR_FILE_PAGES");
+        // BTF prototypes of raw tracepoints have no argument names: find them by type.
+        let [reclaim_order, reclaim_gfp] =
+            self.tracepoint_args("mm_vmscan_memcg_reclaim_begin", ["int", "gfp_t"])?;
+
+        let rss_stat = self.member("mm_struct", "rss_stat")?;
+        let rss = self.rss_counters(&rss_stat)?;
+
+        Ok(KernelOffsets {
+            task_pid: self.member("task_struct", "pid")?.offset,
+            task_tgid: self.member("task_struct", "tgid")?.offset,
+            task_comm: self.member("task_struct", "comm")?.offset,
+            task_cgroups: self.member("task_struct", "cgroups")?.offset,
+            task_mm: self.member("task_struct", "mm")?.offset,
+            css_set_memory_css: subsys.offset + memory_cgrp_id * subsys_elem,
+            css_cgroup: self.member("cgroup_subsys_state", "cgroup")?.offset,
+            cgroup_kn: self.member("cgroup", "kn")?.offset,
+            kernfs_node_id: self.member("kernfs_node", "id")?.offset,
+            kernfs_node_parent: self
+                .member("kernfs_node", "__parent")
+                .or_else(|_| self.member("kernfs_node", "parent"))?
+                .offset,
+            mm_file_rss: rss.at(c.mm_filepages),
+            mm_anon_rss: rss.at(c.mm_anonpages),
+            mm_shmem_rss: rss.at(c.mm_shmempages),
+            mark_victim_arg: self.mark_victim_arg()?,
+            cgroup_root: self.member("cgroup", "root")?.offset,
+            cgroup_root_subsys_mask: self.member("cgroup_root", "subsys_mask")?.offset,
+            memory_subsys_bit: 1 << memory_cgrp_id,
+            cgroup_memory_css: cgroup_subsys.offset + memory_cgrp_id * cgroup_subsys_elem,
+            memcg_usage,
+            folio_memcg_data: self.member("folio", "memcg_data")?.offset,
+            memcg_data_flags: c.memcg_data_flags,
+            folio_flags: self.member("folio", "flags")?.offset,
+            pg_head_mask: c.pg_head_mask,
+            folio_nr_pages: nr_pages.offset,
+            folio_mapping: self.member("folio", "mapping")?.offset,
+            mapping_host: self.member("address_space", "host")?.offset,
+            inode_ino: self.member("inode", "i_ino")?.offset,
+            inode_sb: self.member("inode", "i_sb")?.offset,
+            sb_dev: self.member("super_block", "s_dev")?.offset,
+            reclaim_begin_order_arg: reclaim_order,
+            reclaim_begin_gfp_arg: reclaim_gfp,
+            memcg_max: self.member("mem_cgroup", "memory")?.offset
+                + self.member("page_counter", "max")?.offset,
+            oom_control_memcg: self.member("oom_control", "memcg")?.offset,
+            oom_control_chosen: self.member("oom_control", "chosen")?.offset,
+            oom_control_totalpages: self.member("oom_control", "totalpages")?.offset,
+            oom_control_constraint: self.member("oom_control", "constraint")?.offset,
+            task_active_memcg: self.member("task_struct", "active_memcg")?.offset,
+            kmem_cache_flags: self.member("kmem_cache", "flags")?.offset,
+            kmem_cache_size: self.member("kmem_cache", "size")?.offset,
+            kmem_cache_name: self.member("kmem_cache", "name")?.offset,
+            slab_account_flag: c.slab_account_flag,
+            gfp_account_flag: c.gfp_account_flag,
+            nr_anon_mapped: nr_anon_mapped?,
+            nr_file_pages: nr_file_pages?,
+            memcg_data_objexts: c.memcg_data_objexts,
+            memcg_data_kmem: c.memcg_data_kmem,
+            obj_exts_flags: c.obj_exts_flags,
+            ..self.slab_charge_offsets().unwrap_or_else(|e| {
+                // The `charged` slab strategy checks for them and says why it cannot run.
+                log::debug!("slab charge records: {e}");
+                KernelOffsets::ZERO
+            })
+        })
+    }
+
+    /// The kernel constants the programs need (enum values, flag bits), from BTF.
+    fn constants(&self) -> Result<Constants, BtfError> {
         // Enum values by member name, in one pass over the types: the MM_* counters and the gfp
         // bits are in anonymous enums, and so are the `memcg_data` flags in some kernels' BTF;
         // named enums are looked up by name.
@@ -133,93 +205,27 @@ impl KernelBtf {
         let found = |value: Option<u32>, name: &str| {
             value.ok_or_else(|| BtfError::NotFound(format!("enum value {name}")))
         };
-        let (file, anon, shmem) = (
-            found(file, "MM_FILEPAGES")?,
-            found(anon, "MM_ANONPAGES")?,
-            found(shmem, "MM_SHMEMPAGES")?,
-        );
-        let nr_memcg_data_flags = found(nr_memcg_data_flags, "__NR_MEMCG_DATA_FLAGS")?;
-        let pg_head = found(pg_head, "PG_head")?;
-        let memcg_data_objexts = found(memcg_data_objexts, "MEMCG_DATA_OBJEXTS")?;
-        let memcg_data_kmem = found(memcg_data_kmem, "MEMCG_DATA_KMEM")?;
-        let gfp_account_flag = gfp_account_bit.map_or(GFP_ACCOUNT_BEFORE_6_10, |bit| 1 << bit);
-        let nr_anon_mapped = self.enum_value("node_stat_item", "NR_ANON_MAPPED");
-        let nr_file_pages = self.enum_value("node_stat_item", "NR_FILE_PAGES");
-        // Enum members only since 6.9, whose values depend on the kernel's config; a constant
-        // before.
-        let slab_account_flag = self
-            .enum_value("_slab_flag_bits", "_SLAB_ACCOUNT")
-            .map_or(SLAB_ACCOUNT_BEFORE_6_9, |bit| 1 << bit);
-        let memcg_data_flags = nr_memcg_data_flags.saturating_sub(1);
-        // A slab's `obj_exts` carries more flags than a folio's `memcg_data` since 6.10
-        // (`OBJEXTS_ALLOC_FAIL`, 6.18's `OBJEXTS_NOSPIN_ALLOC`): `OBJEXTS_FLAGS_MASK`.
-        let obj_exts_flags = self
-            .enum_value("objext_flags", "__NR_OBJEXTS_FLAGS")
-            .map_or(memcg_data_flags, |nr| nr.saturating_sub(1));
-        // BTF prototypes of raw tracepoints have no argument names: find them by type.
-        let [reclaim_order, reclaim_gfp] =
-            self.tracepoint_args("mm_vmscan_memcg_reclaim_begin", ["int", "gfp_t"])?;
-
-        let rss_stat = self.member("mm_struct", "rss_stat")?;
-        let rss = self.rss_counters(&rss_stat)?;
-
-        Ok(KernelOffsets {
-            task_pid: self.member("task_struct", "pid")?.offset,
-            task_tgid: self.member("task_struct", "tgid")?.offset,
-            task_comm: self.member("task_struct", "comm")?.offset,
-            task_cgroups: self.member("task_struct", "cgroups")?.offset,
-            task_mm: self.member("task_struct", "mm")?.offset,
-            css_set_memory_css: subsys.offset + memory_cgrp_id * subsys_elem,
-            css_cgroup: self.member("cgroup_subsys_state", "cgroup")?.offset,
-            cgroup_kn: self.member("cgroup", "kn")?.offset,
-            kernfs_node_id: self.member("kernfs_node", "id")?.offset,
-            kernfs_node_parent: self
-                .member("kernfs_node", "__parent")
-                .or_else(|_| self.member("kernfs_node", "parent"))?
-                .offset,
-            mm_file_rss: rss.at(file),
-            mm_anon_rss: rss.at(anon),
-            mm_shmem_rss: rss.at(shmem),
-            mark_victim_arg: self.mark_victim_arg()?,
-            cgroup_root: self.member("cgroup", "root")?.offset,
-            cgroup_root_subsys_mask: self.member("cgroup_root", "subsys_mask")?.offset,
-            memory_subsys_bit: 1 << memory_cgrp_id,
-            cgroup_memory_css: cgroup_subsys.offset + memory_cgrp_id * cgroup_subsys_elem,
-            memcg_usage,
-            folio_memcg_data: self.member("folio", "memcg_data")?.offset,
+        let memcg_data_flags =
+            found(nr_memcg_data_flags, "__NR_MEMCG_DATA_FLAGS")?.saturating_sub(1);
+        Ok(Constants {
+            mm_filepages: found(file, "MM_FILEPAGES")?,
+            mm_anonpages: found(anon, "MM_ANONPAGES")?,
+            mm_shmempages: found(shmem, "MM_SHMEMPAGES")?,
+            pg_head_mask: 1 << found(pg_head, "PG_head")?,
             memcg_data_flags,
-            folio_flags: self.member("folio", "flags")?.offset,
-            pg_head_mask: 1 << pg_head,
-            folio_nr_pages: nr_pages.offset,
-            folio_mapping: self.member("folio", "mapping")?.offset,
-            mapping_host: self.member("address_space", "host")?.offset,
-            inode_ino: self.member("inode", "i_ino")?.offset,
-            inode_sb: self.member("inode", "i_sb")?.offset,
-            sb_dev: self.member("super_block", "s_dev")?.offset,
-            reclaim_begin_order_arg: reclaim_order,
-            reclaim_begin_gfp_arg: reclaim_gfp,
-            memcg_max: self.member("mem_cgroup", "memory")?.offset
-                + self.member("page_counter", "max")?.offset,
-            oom_control_memcg: self.member("oom_control", "memcg")?.offset,
-            oom_control_chosen: self.member("oom_control", "chosen")?.offset,
-            oom_control_totalpages: self.member("oom_control", "totalpages")?.offset,
-            oom_control_constraint: self.member("oom_control", "constraint")?.offset,
-            task_active_memcg: self.member("task_struct", "active_memcg")?.offset,
-            kmem_cache_flags: self.member("kmem_cache", "flags")?.offset,
-            kmem_cache_size: self.member("kmem_cache", "size")?.offset,
-            kmem_cache_name: self.member("kmem_cache", "name")?.offset,
-            slab_account_flag,
-            gfp_account_flag,
-            nr_anon_mapped: nr_anon_mapped?,
-            nr_file_pages: nr_file_pages?,
-            memcg_data_objexts,
-            memcg_data_kmem,
-            obj_exts_flags,
-            ..self.slab_charge_offsets().unwrap_or_else(|e| {
-                // The `charged` slab strategy checks for them and says why it cannot run.
-                log::debug!("slab charge records: {e}");
-                KernelOffsets::ZERO
-            })
+            memcg_data_objexts: found(memcg_data_objexts, "MEMCG_DATA_OBJEXTS")?,
+            memcg_data_kmem: found(memcg_data_kmem, "MEMCG_DATA_KMEM")?,
+            // A slab's `obj_exts` carries flags of its own since 6.10 (`OBJEXTS_ALLOC_FAIL`, …):
+            // `OBJEXTS_FLAGS_MASK`; before, `slab.memcg_data` has the folio's.
+            obj_exts_flags: self
+                .enum_value("objext_flags", "__NR_OBJEXTS_FLAGS")
+                .map_or(memcg_data_flags, |nr| nr.saturating_sub(1)),
+            gfp_account_flag: gfp_account_bit.map_or(GFP_ACCOUNT_BEFORE_6_10, |bit| 1 << bit),
+            // Enum members only since 6.9, whose values depend on the kernel's config; a
+            // constant before.
+            slab_account_flag: self
+                .enum_value("_slab_flag_bits", "_SLAB_ACCOUNT")
+                .map_or(SLAB_ACCOUNT_BEFORE_6_9, |bit| 1 << bit),
         })
     }
 
@@ -544,6 +550,21 @@ impl KernelBtf {
     fn name_of(&self, t: &dyn BtfType) -> String {
         self.btf.resolve_name(t).unwrap_or_default()
     }
+}
+
+/// Kernel constants from BTF (see [`KernelOffsets`] for each).
+struct Constants {
+    /// `MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SHMEMPAGES`: indices into `mm_struct.rss_stat`.
+    mm_filepages: u32,
+    mm_anonpages: u32,
+    mm_shmempages: u32,
+    pg_head_mask: u32,
+    memcg_data_flags: u32,
+    memcg_data_objexts: u32,
+    memcg_data_kmem: u32,
+    obj_exts_flags: u32,
+    gfp_account_flag: u32,
+    slab_account_flag: u32,
 }
 
 /// An array of counters inside `mm_struct`.
