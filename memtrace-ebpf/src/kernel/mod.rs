@@ -83,6 +83,9 @@ macro_rules! kernel_ptr {
                 Self(addr as *const u8)
             }
 
+            /// The null pointer: "none" where the kernel's own API passes one.
+            pub const NULL: Self = Self(core::ptr::null());
+
             #[inline(always)]
             pub fn is_null(self) -> bool {
                 self.0.is_null()

@@ -83,16 +83,12 @@ impl SlabOwner {
     /// slab: its page's `memcg_data` names the `obj_cgroup`. `None` for objects not charged to
     /// any memcg (the root's, or not accounted).
     ///
-    /// `cache` is the object's cache when the tracepoint gives it (else it is read from the
-    /// slab); `cache_size` its `size` when the caller has read it, else 0. `map` is where this
+    /// `cache` is the object's cache when the tracepoint gives it, else null (it is then read
+    /// from the slab: a null pointer rather than an `Option`, which the compiler turns into two
+    /// copies of what follows); `cache_size` its `size` when the caller has read it, else 0. `map` is where this
     /// boot's kernel maps memory, measured at start-up.
     #[inline(always)]
-    pub fn of_object(
-        ptr: u64,
-        cache: Option<KmemCache>,
-        cache_size: u32,
-        map: &MemoryMap,
-    ) -> Option<Self> {
+    pub fn of_object(ptr: u64, cache: KmemCache, cache_size: u32, map: &MemoryMap) -> Option<Self> {
         let o = offsets();
         let page_size = u64::from(o.page_size);
         if page_size == 0 || map.vmemmap_base == 0 {
@@ -114,10 +110,11 @@ impl SlabOwner {
             return None;
         }
         let (objcg, bytes) = if data & u64::from(o.memcg_data_objexts) != 0 {
-            let cache = match cache {
-                Some(cache) => cache,
+            let cache = if cache.is_null() {
                 // SAFETY: `slab.slab_cache` is a `struct kmem_cache *`.
-                None => unsafe { KmemCache::from_addr(block.u64_at(head, o.slab_cache)?) },
+                unsafe { KmemCache::from_addr(block.u64_at(head, o.slab_cache)?) }
+            } else {
+                cache
             };
             let size = u64::from(if cache_size == 0 {
                 cache.size()?

@@ -27,7 +27,7 @@ pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
     if !args.gfp_flags.accounted() && !slab_account {
         return 0;
     }
-    let Some(owner) = owner(args.ptr, Some(args.s), size) else {
+    let Some(owner) = owner(args.ptr, args.s, size) else {
         return 0;
     };
     if counted(&owner, args.s.addr(), true) == Bumped::NewKey {
@@ -42,7 +42,7 @@ pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
     if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_callers().contains(args.call_site) {
         return 0;
     }
-    if let Some(owner) = owner(args.ptr, None, 0) {
+    if let Some(owner) = owner(args.ptr, KmemCache::NULL, 0) {
         // Its size class (`bytes_alloc`, the cache's size) stands in for the unnamed cache.
         counted(&owner, owner.bytes, true);
     }
@@ -56,7 +56,7 @@ pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
     if args.ptr == 0 || ignored_callers().contains(args.call_site) {
         return 0;
     }
-    if let Some(owner) = owner(args.ptr, args.s.non_null(), 0)
+    if let Some(owner) = owner(args.ptr, args.s, 0)
         && counted(&owner, args.s.addr(), false) == Bumped::NewKey
     {
         // A cache may shrink in an interval it grows nowhere.
@@ -71,14 +71,14 @@ pub fn slab_kfree(ctx: RawTracePointContext) -> i32 {
     if args.ptr == 0 || ignored_callers().contains(args.call_site) {
         return 0;
     }
-    if let Some(owner) = owner(args.ptr, None, 0) {
+    if let Some(owner) = owner(args.ptr, KmemCache::NULL, 0) {
         counted(&owner, owner.bytes, false);
     }
     0
 }
 
 #[inline(always)]
-fn owner(ptr: u64, cache: Option<KmemCache>, size: u32) -> Option<SlabOwner> {
+fn owner(ptr: u64, cache: KmemCache, size: u32) -> Option<SlabOwner> {
     let map = MEMORY_MAP.get(0)?;
     let owner = SlabOwner::of_object(ptr, cache, size, map)?;
     if FILTER_ENABLED.load() == 0 {
