@@ -106,9 +106,18 @@ pub struct KernelOffsets {
     pub slab_obj_ext_size: u32,
     /// `obj_cgroup.memcg`
     pub obj_cgroup_memcg: u32,
+    /// `memcg_data`/`obj_exts` flag `MEMCG_DATA_OBJEXTS` (6.10+; `MEMCG_DATA_OBJCGS` before):
+    /// the word points to a slab's per-object charge records.
+    pub memcg_data_objexts: u32,
+    /// `memcg_data` flag `MEMCG_DATA_KMEM`: a kernel-memory page (a large `kmalloc()`), charged
+    /// to an `obj_cgroup`.
+    pub memcg_data_kmem: u32,
+    /// Flag bits of `slab.obj_exts` (`OBJEXTS_FLAGS_MASK`: `__NR_OBJEXTS_FLAGS - 1`, 6.10+), or
+    /// of `slab.memcg_data` before (`__NR_MEMCG_DATA_FLAGS - 1`).
+    pub obj_exts_flags: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 200);
+const _: () = assert!(size_of::<KernelOffsets>() == 212);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -162,6 +171,9 @@ impl KernelOffsets {
         slab_obj_exts: 0,
         slab_obj_ext_size: 0,
         obj_cgroup_memcg: 0,
+        memcg_data_objexts: 0,
+        memcg_data_kmem: 0,
+        obj_exts_flags: 0,
     };
 }
 

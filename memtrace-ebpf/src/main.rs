@@ -12,6 +12,7 @@
 
 mod kernel;
 mod maps;
+mod paired;
 mod probes;
 
 #[cfg(not(test))]

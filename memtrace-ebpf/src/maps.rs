@@ -7,14 +7,16 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use memtrace_common::{
-    CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, KernelOffsets, LostKind,
-    MemoryMap, ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
+    CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, LostKind, MemoryMap,
+    ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
     aggregate::{
         CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, CACHE_NAME_ENTRIES, CHARGE_ENTRIES,
         FILTER_ENTRIES, INODE_IDS_ENTRIES, MEMCG_IDS_ENTRIES, PENDING_ENTRIES,
         RECLAIM_BEGIN_ENTRIES, SLAB_ENTRIES, SLAB_OBJECT_ENTRIES,
     },
 };
+
+use crate::kernel::Memcg;
 
 /// 256 KiB: OOM kills are rare; the loader may resize it (`map_max_entries`).
 #[map]
@@ -29,28 +31,16 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LostKind::COUN
 const BPF_F_NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 
 #[unsafe(no_mangle)]
-pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::ZERO);
-
-#[unsafe(no_mangle)]
 pub static IGNORED_CALLERS: Global<IgnoredCallers> = Global::new(IgnoredCallers {
     ranges: [[0; 2]; 8],
 });
 
-/// [`OFFSETS`] by reference. `Global::load()` copies the whole struct on every event (a
-/// volatile read, which the compiler may not trim): here each program reads only the members it
-/// uses, where it uses them.
+/// [`IGNORED_CALLERS`] by reference, as `crate::kernel` reads its offsets.
 #[inline(always)]
-pub fn offsets() -> &'static KernelOffsets {
+pub fn ignored_callers() -> &'static IgnoredCallers {
     // SAFETY: `Global<T>` is transparent over `T`, and the loader initialised it. The address
     // goes through a volatile read so that the compiler cannot fold the loads into the
     // initial value the loader overrides.
-    unsafe { &*core::ptr::read_volatile(&(&raw const OFFSETS).cast::<KernelOffsets>()) }
-}
-
-/// [`IGNORED_CALLERS`] by reference, likewise.
-#[inline(always)]
-pub fn ignored_callers() -> &'static IgnoredCallers {
-    // SAFETY: as in `offsets`.
     unsafe { &*core::ptr::read_volatile(&(&raw const IGNORED_CALLERS).cast::<IgnoredCallers>()) }
 }
 
@@ -86,8 +76,9 @@ pub static INODE_IDS: LruHashMap<u64, InodeId> = LruHashMap::with_max_entries(IN
 #[map]
 pub static MEMCG_IDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MEMCG_IDS_ENTRIES, 0);
 
+/// `pid_tgid` → the reclaim episode it is in, from its begin to its end tracepoint.
 #[map]
-pub static RECLAIM_BEGIN: HashMap<u32, ReclaimBegin> =
+pub static RECLAIM_BEGIN: HashMap<u64, ReclaimBegin> =
     HashMap::with_max_entries(RECLAIM_BEGIN_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map]
@@ -151,28 +142,17 @@ pub static FILTER_ENABLED: Global<u32> = Global::new(0);
 
 /// [`wanted`] for a memcg known by pointer: its id costs three reads, paid only when a filter
 /// is on.
-///
-/// # Safety
-///
-/// `memcg` must be a kernel `struct mem_cgroup *`.
 #[inline(always)]
-pub unsafe fn wanted_memcg(memcg: *const u8, offsets: &KernelOffsets) -> bool {
-    // SAFETY: reads are checked by the helper.
-    FILTER_ENABLED.load() == 0
-        || unsafe { crate::kernel::memcg_id_of(memcg, offsets) }.is_ok_and(wanted)
+pub fn wanted_memcg(memcg: Memcg) -> bool {
+    FILTER_ENABLED.load() == 0 || memcg.id().is_ok_and(wanted)
 }
 
 /// Records a memcg pointer's id for userspace; aggregates keyed by pointer call it once per new
 /// key and interval.
-///
-/// # Safety
-///
-/// `memcg` must be a kernel `struct mem_cgroup *`.
 #[inline(always)]
-pub unsafe fn remember_memcg_id(memcg: *const u8, offsets: &KernelOffsets) {
-    // SAFETY: reads are checked by the helper.
-    if let Ok(id) = unsafe { crate::kernel::memcg_id_of(memcg, offsets) } {
-        let _ = MEMCG_IDS.insert(&(memcg as u64), &id, 0);
+pub fn remember_memcg_id(memcg: Memcg) {
+    if let Ok(id) = memcg.id() {
+        let _ = MEMCG_IDS.insert(&memcg.addr(), &id, 0);
     }
 }
 

@@ -4,26 +4,19 @@
 //! page-backed, give the direct map's base. Attached for a moment at start-up, and only
 //! memtrace's own thread group is watched; userspace triggers the allocations and keeps the
 //! value most samples agree on (the two `mm_page_alloc` programs may run in either order).
-//!
-//! ```text
-//! include/trace/events/kmem.h (6.1 … 6.18):
-//!     mm_page_alloc: TP_PROTO(struct page *page, unsigned int order, gfp_t gfp_flags,
-//!                             int migratetype); the record holds `unsigned long pfn` at 8
-//! ```
+//! The tracepoints' arguments: [`MmPageAlloc`], [`Kmalloc`].
 
 use aya_ebpf::{
-    EbpfContext as _,
     helpers::bpf_get_current_pid_tgid,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use memtrace_common::MemoryMapSample;
 
-use crate::maps::{MEMMAP_LAST, MEMMAP_SAMPLES, MEMMAP_TGID};
-
-/// `pfn`'s offset in the classic tracepoint's record, after the 8-byte common header; userspace
-/// checks it against the tracepoint's format before attaching.
-const PFN_OFFSET: usize = 8;
+use crate::{
+    kernel::tracepoints::{Kmalloc, MmPageAlloc},
+    maps::{MEMMAP_LAST, MEMMAP_SAMPLES, MEMMAP_TGID},
+};
 
 #[inline(always)]
 fn watched() -> bool {
@@ -42,8 +35,7 @@ pub fn memmap_page(ctx: RawTracePointContext) -> i32 {
     if !watched() {
         return 0;
     }
-    // SAFETY: the first raw tracepoint argument is the `struct page *`.
-    let page = unsafe { *ctx.as_ptr().cast::<u64>() };
+    let page = MmPageAlloc::from_ctx(&ctx).page;
     if let Some(last) = MEMMAP_LAST.get_ptr_mut(0) {
         // SAFETY: this CPU's slot of a successful lookup, ours for this program run.
         let pfn = unsafe {
@@ -60,8 +52,7 @@ pub fn memmap_pfn(ctx: TracePointContext) -> u32 {
     if !watched() {
         return 0;
     }
-    // SAFETY: the record holds `pfn` at PFN_OFFSET (checked by userspace).
-    let Ok(pfn) = (unsafe { ctx.read_at::<u64>(PFN_OFFSET) }) else {
+    let Ok(pfn) = MmPageAlloc::pfn(&ctx) else {
         return 0;
     };
     if let Some(last) = MEMMAP_LAST.get_ptr_mut(0) {
@@ -80,11 +71,9 @@ pub fn memmap_kmalloc(ctx: RawTracePointContext) -> i32 {
     if !watched() {
         return 0;
     }
-    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, bytes_req, bytes_alloc, …).
-    let (ptr, bytes_alloc) = unsafe {
-        let args = ctx.as_ptr().cast::<u64>();
-        (*args.add(1), *args.add(3))
-    };
+    let Kmalloc {
+        ptr, bytes_alloc, ..
+    } = Kmalloc::from_ctx(&ctx);
     // Large allocations take whole pages: the address is the page's.
     if bytes_alloc > 8192
         && ptr.trailing_zeros() >= 12

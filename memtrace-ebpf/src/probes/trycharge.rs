@@ -1,15 +1,6 @@
-//! Charges a memcg could not take: `try_charge_memcg()` returning an error, by fexit or by
-//! kprobe + kretprobe. Rare (each follows reclaim and usually an OOM kill), so each goes through
-//! the ring buffer.
-//!
-//! ```text
-//! mm/memcontrol.c (5.17 … 6.18; `try_charge` before, static in both):
-//!     static int try_charge_memcg(struct mem_cgroup *memcg, gfp_t gfp_mask,
-//!                                 unsigned int nr_pages)
-//! ```
-//!
-//! It returns `-ENOMEM` when reclaim and the OOM killer did not make room (or the task is itself
-//! the OOM victim, or the gfp forbids retrying). Kernels that allow neither fexit nor kprobes get
+//! Charges a memcg could not take: `try_charge_memcg()` ([`TryChargeMemcg`]) returning an
+//! error, by fexit or by kprobe + kretprobe. Rare (each follows reclaim and usually an OOM
+//! kill), so each goes through the ring buffer. Kernels that allow neither fexit nor kprobes get
 //! charge failures derived in userspace from memcg reclaim (see the loader's plan).
 
 use aya_ebpf::{
@@ -23,55 +14,33 @@ use memtrace_common::{
 };
 
 use crate::{
-    kernel::memcg_id_of,
-    maps::{EVENTS, TRY_CHARGE_PENDING, count_lost, offsets, wanted},
+    kernel::{Memcg, functions::TryChargeMemcg},
+    maps::{EVENTS, TRY_CHARGE_PENDING, count_lost, wanted},
+    paired,
 };
 
 #[fexit(function = "try_charge_memcg")]
 pub fn try_charge_memcg_fexit(ctx: FExitContext) -> i32 {
-    // fexit arguments are followed by the return value.
-    let ret: i32 = ctx.arg(3);
+    let (args, ret) = TryChargeMemcg::from_fexit(&ctx);
     if ret != 0 {
-        let args = TryChargeArgs {
-            memcg: ctx.arg(0),
-            gfp_flags: ctx.arg::<u32>(1).into(),
-            nr_pages: ctx.arg(2),
-            pad: 0,
-        };
-        report(&args, ret, CHARGE_STRATEGY_FEXIT);
+        report(&kept(&args), ret, CHARGE_STRATEGY_FEXIT);
     }
     0
 }
 
 #[kprobe]
 pub fn try_charge_memcg_kprobe(ctx: ProbeContext) -> u32 {
-    let (Some(memcg), Some(gfp), Some(nr_pages)) =
-        (ctx.arg::<u64>(0), ctx.arg::<u32>(1), ctx.arg::<u32>(2))
-    else {
-        return 0;
-    };
-    let args = TryChargeArgs {
-        memcg,
-        gfp_flags: gfp.into(),
-        nr_pages,
-        pad: 0,
-    };
-    let task = bpf_get_current_pid_tgid();
-    if TRY_CHARGE_PENDING.insert(&task, &args, 0).is_err() {
-        count_lost(LostKind::ChargeFail);
+    if let Some(args) = TryChargeMemcg::from_kprobe(&ctx) {
+        paired::enter(&TRY_CHARGE_PENDING, &kept(&args), LostKind::ChargeFail);
     }
     0
 }
 
 #[kretprobe]
 pub fn try_charge_memcg_kretprobe(ctx: RetProbeContext) -> u32 {
-    let task = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(args) = (unsafe { TRY_CHARGE_PENDING.get(&task) }).copied() else {
-        // Entered before memtrace attached.
+    let Some(args) = paired::take(&TRY_CHARGE_PENDING) else {
         return 0;
     };
-    let _ = TRY_CHARGE_PENDING.remove(&task);
     let ret: i32 = ctx.ret();
     if ret != 0 {
         report(&args, ret, CHARGE_STRATEGY_KPROBE);
@@ -79,11 +48,21 @@ pub fn try_charge_memcg_kretprobe(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// What the report needs of the arguments, as the kprobe keeps them for its kretprobe.
+#[inline(always)]
+fn kept(args: &TryChargeMemcg) -> TryChargeArgs {
+    TryChargeArgs {
+        memcg: args.memcg.addr(),
+        gfp_flags: args.gfp_mask.0,
+        nr_pages: args.nr_pages,
+        pad: 0,
+    }
+}
+
 #[inline(always)]
 fn report(args: &TryChargeArgs, ret: i32, strategy: u32) {
-    let offsets = offsets();
-    // SAFETY: `memcg` is the function's `struct mem_cgroup *`; reads are checked.
-    let memcg_id = unsafe { memcg_id_of(args.memcg as *const u8, offsets) }.unwrap_or(0);
+    // SAFETY: the function's `struct mem_cgroup *`, as its probe kept it.
+    let memcg_id = unsafe { Memcg::from_addr(args.memcg) }.id().unwrap_or(0);
     if !wanted(memcg_id) {
         return;
     }

@@ -13,11 +13,12 @@ use memtrace_common::{
     offsets::{MARK_VICTIM_ARG_PID, MARK_VICTIM_ARG_TASK},
 };
 
-/// `SLAB_ACCOUNT` before it became a config-dependent enum bit (6.9), from `include/linux/slab.h`.
+/// `SLAB_ACCOUNT` before it became a config-dependent enum bit (6.9), from `include/linux/slab.h`:
+/// the fallback for kernels whose BTF has no `_SLAB_ACCOUNT`.
 const SLAB_ACCOUNT_BEFORE_6_9: u32 = 0x0400_0000;
-/// `__GFP_ACCOUNT`, `include/linux/gfp_types.h` (bit 22 from 5.x to 6.18 on every config:
-/// only bits above it, such as `___GFP_NOLOCKDEP_BIT`, depend on the config).
-const GFP_ACCOUNT: u32 = 0x40_0000;
+/// `__GFP_ACCOUNT` before 6.10, when `___GFP_ACCOUNT_BIT` was still a `#define` that BTF does not
+/// carry (`include/linux/gfp_types.h`; bit 22 from 5.x to 6.9 on every config).
+const GFP_ACCOUNT_BEFORE_6_10: u32 = 0x40_0000;
 
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -105,29 +106,9 @@ impl KernelBtf {
         let nr_pages = self
             .member("folio", "_nr_pages")
             .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
-        // Enum values by member name, in one pass over the types: the MM_* counters are in an
-        // anonymous enum, and so is `memcg_data_flags` in some kernels' BTF.
-        // Only these live in anonymous enums (in some kernels' BTF): one scan finds them all
-        // and stops; named enums are looked up by name.
-        let [file, anon, shmem, nr_memcg_data_flags, pg_head] = self.anon_enum_values([
-            "MM_FILEPAGES",
-            "MM_ANONPAGES",
-            "MM_SHMEMPAGES",
-            "__NR_MEMCG_DATA_FLAGS",
-            "PG_head",
-        ])?;
+        let c = self.constants()?;
         let nr_anon_mapped = self.enum_value("node_stat_item", "NR_ANON_MAPPED");
         let nr_file_pages = self.enum_value("node_stat_item", "NR_FILE_PAGES");
-        // Enum members only since 6.9, whose values depend on the kernel's config; a constant
-        // before.
-        let slab_account_flag = self
-            .enum_value("_slab_flag_bits", "_SLAB_ACCOUNT")
-            .map_or(SLAB_ACCOUNT_BEFORE_6_9, |bit| 1 << bit);
-        // `___GFP_ACCOUNT_BIT` (6.10+) is in an anonymous enum that a scan would have to find
-        // among every type; its value is the same on every configuration, as the bit below it
-        // are unconditional.
-        let gfp_account_flag = GFP_ACCOUNT;
-        let memcg_data_flags = nr_memcg_data_flags.saturating_sub(1);
         // BTF prototypes of raw tracepoints have no argument names: find them by type.
         let [reclaim_order, reclaim_gfp] =
             self.tracepoint_args("mm_vmscan_memcg_reclaim_begin", ["int", "gfp_t"])?;
@@ -149,9 +130,9 @@ impl KernelBtf {
                 .member("kernfs_node", "__parent")
                 .or_else(|_| self.member("kernfs_node", "parent"))?
                 .offset,
-            mm_file_rss: rss.at(file),
-            mm_anon_rss: rss.at(anon),
-            mm_shmem_rss: rss.at(shmem),
+            mm_file_rss: rss.at(c.mm_filepages),
+            mm_anon_rss: rss.at(c.mm_anonpages),
+            mm_shmem_rss: rss.at(c.mm_shmempages),
             mark_victim_arg: self.mark_victim_arg()?,
             cgroup_root: self.member("cgroup", "root")?.offset,
             cgroup_root_subsys_mask: self.member("cgroup_root", "subsys_mask")?.offset,
@@ -159,9 +140,9 @@ impl KernelBtf {
             cgroup_memory_css: cgroup_subsys.offset + memory_cgrp_id * cgroup_subsys_elem,
             memcg_usage,
             folio_memcg_data: self.member("folio", "memcg_data")?.offset,
-            memcg_data_flags,
+            memcg_data_flags: c.memcg_data_flags,
             folio_flags: self.member("folio", "flags")?.offset,
-            pg_head_mask: 1 << pg_head,
+            pg_head_mask: c.pg_head_mask,
             folio_nr_pages: nr_pages.offset,
             folio_mapping: self.member("folio", "mapping")?.offset,
             mapping_host: self.member("address_space", "host")?.offset,
@@ -180,15 +161,71 @@ impl KernelBtf {
             kmem_cache_flags: self.member("kmem_cache", "flags")?.offset,
             kmem_cache_size: self.member("kmem_cache", "size")?.offset,
             kmem_cache_name: self.member("kmem_cache", "name")?.offset,
-            slab_account_flag,
-            gfp_account_flag,
+            slab_account_flag: c.slab_account_flag,
+            gfp_account_flag: c.gfp_account_flag,
             nr_anon_mapped: nr_anon_mapped?,
             nr_file_pages: nr_file_pages?,
+            memcg_data_objexts: c.memcg_data_objexts,
+            memcg_data_kmem: c.memcg_data_kmem,
+            obj_exts_flags: c.obj_exts_flags,
             ..self.slab_charge_offsets().unwrap_or_else(|e| {
                 // The `charged` slab strategy checks for them and says why it cannot run.
                 log::debug!("slab charge records: {e}");
                 KernelOffsets::ZERO
             })
+        })
+    }
+
+    /// The kernel constants the programs need (enum values, flag bits), from BTF.
+    fn constants(&self) -> Result<Constants, BtfError> {
+        // Enum values by member name, in one pass over the types: the MM_* counters and the gfp
+        // bits are in anonymous enums, and so are the `memcg_data` flags in some kernels' BTF;
+        // named enums are looked up by name.
+        let [
+            file,
+            anon,
+            shmem,
+            nr_memcg_data_flags,
+            pg_head,
+            memcg_data_objexts,
+            memcg_data_kmem,
+            gfp_account_bit,
+        ] = self.enum_values_by_member([
+            &["MM_FILEPAGES"],
+            &["MM_ANONPAGES"],
+            &["MM_SHMEMPAGES"],
+            &["__NR_MEMCG_DATA_FLAGS"],
+            &["PG_head"],
+            // Renamed in 6.10, when slabs' per-object records became `slabobj_ext`.
+            &["MEMCG_DATA_OBJEXTS", "MEMCG_DATA_OBJCGS"],
+            &["MEMCG_DATA_KMEM"],
+            // An enum member since 6.10 (a `#define` before, absent from BTF).
+            &["___GFP_ACCOUNT_BIT"],
+        ]);
+        let found = |value: Option<u32>, name: &str| {
+            value.ok_or_else(|| BtfError::NotFound(format!("enum value {name}")))
+        };
+        let memcg_data_flags =
+            found(nr_memcg_data_flags, "__NR_MEMCG_DATA_FLAGS")?.saturating_sub(1);
+        Ok(Constants {
+            mm_filepages: found(file, "MM_FILEPAGES")?,
+            mm_anonpages: found(anon, "MM_ANONPAGES")?,
+            mm_shmempages: found(shmem, "MM_SHMEMPAGES")?,
+            pg_head_mask: 1 << found(pg_head, "PG_head")?,
+            memcg_data_flags,
+            memcg_data_objexts: found(memcg_data_objexts, "MEMCG_DATA_OBJEXTS")?,
+            memcg_data_kmem: found(memcg_data_kmem, "MEMCG_DATA_KMEM")?,
+            // A slab's `obj_exts` carries flags of its own since 6.10 (`OBJEXTS_ALLOC_FAIL`, …):
+            // `OBJEXTS_FLAGS_MASK`; before, `slab.memcg_data` has the folio's.
+            obj_exts_flags: self
+                .enum_value("objext_flags", "__NR_OBJEXTS_FLAGS")
+                .map_or(memcg_data_flags, |nr| nr.saturating_sub(1)),
+            gfp_account_flag: gfp_account_bit.map_or(GFP_ACCOUNT_BEFORE_6_10, |bit| 1 << bit),
+            // Enum members only since 6.9, whose values depend on the kernel's config; a
+            // constant before.
+            slab_account_flag: self
+                .enum_value("_slab_flag_bits", "_SLAB_ACCOUNT")
+                .map_or(SLAB_ACCOUNT_BEFORE_6_9, |bit| 1 << bit),
         })
     }
 
@@ -411,16 +448,20 @@ impl KernelBtf {
     }
 
     /// Values of enum members found by name in any enum, named or anonymous (`MM_FILEPAGES`,
-    /// …): one scan over all types, stopped as soon as every name is found.
-    fn anon_enum_values<const N: usize>(&self, names: [&str; N]) -> Result<[u32; N], BtfError> {
+    /// …): one scan over all types, stopped as soon as every slot has a value. A slot lists a
+    /// member's names across kernels (first found wins); a slot none of whose names exists is
+    /// `None` (and costs a scan of every type).
+    fn enum_values_by_member<const N: usize>(&self, slots: [&[&str]; N]) -> [Option<u32>; N] {
         let mut found = [None; N];
         let mut types = self.btf.type_iter();
         while let Ok(Some(t)) = types.next() {
             if let Type::Enum(e) = t {
                 for m in &e.members {
                     let name = self.name_of(m);
-                    if let Some(i) = names.iter().position(|n| *n == name) {
-                        found[i] = Some(m.val());
+                    for (slot, names) in found.iter_mut().zip(&slots) {
+                        if slot.is_none() && names.contains(&name.as_str()) {
+                            *slot = Some(m.val());
+                        }
                     }
                 }
                 if found.iter().all(Option::is_some) {
@@ -428,12 +469,7 @@ impl KernelBtf {
                 }
             }
         }
-        let mut values = [0; N];
-        for (i, value) in found.into_iter().enumerate() {
-            values[i] =
-                value.ok_or_else(|| BtfError::NotFound(format!("enum value {}", names[i])))?;
-        }
-        Ok(values)
+        found
     }
 
     fn array_element_size(&self, what: &str, ty: &Type) -> Result<u32, BtfError> {
@@ -516,6 +552,21 @@ impl KernelBtf {
     }
 }
 
+/// Kernel constants from BTF (see [`KernelOffsets`] for each).
+struct Constants {
+    /// `MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SHMEMPAGES`: indices into `mm_struct.rss_stat`.
+    mm_filepages: u32,
+    mm_anonpages: u32,
+    mm_shmempages: u32,
+    pg_head_mask: u32,
+    memcg_data_flags: u32,
+    memcg_data_objexts: u32,
+    memcg_data_kmem: u32,
+    obj_exts_flags: u32,
+    gfp_account_flag: u32,
+    slab_account_flag: u32,
+}
+
 /// An array of counters inside `mm_struct`.
 struct Counters {
     base: u32,
@@ -550,6 +601,12 @@ mod tests {
         assert_eq!(o.slab_obj_exts, o.folio_memcg_data, "{o:?}");
         assert!(o.page_size >= 64 && o.page_compound_head == 8, "{o:?}");
         assert!(o.slab_obj_ext_size >= 8 && o.slab_cache > 0, "{o:?}");
+        // The kernel constants, as `include/linux/memcontrol.h` and `gfp_types.h` have had them
+        // on every kernel so far.
+        assert_eq!((o.memcg_data_objexts, o.memcg_data_kmem), (1, 2), "{o:?}");
+        assert_eq!(o.memcg_data_flags, 3, "{o:?}");
+        assert!(o.obj_exts_flags >= o.memcg_data_flags, "{o:?}");
+        assert_eq!(o.gfp_account_flag, 0x40_0000, "{o:?}");
     }
 
     #[test]

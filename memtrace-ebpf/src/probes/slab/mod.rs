@@ -1,15 +1,6 @@
-//! Memcg-accounted slab memory per memcg and cache, aggregated per CPU in the kernel.
-//!
-//! ```text
-//! include/trace/events/kmem.h (raw tracepoint arguments, 6.1 … 6.18):
-//!     kmem_cache_alloc: TP_PROTO(unsigned long call_site, const void *ptr,
-//!                                struct kmem_cache *s, gfp_t gfp_flags, int node)
-//!     kmalloc:          TP_PROTO(unsigned long call_site, const void *ptr, size_t bytes_req,
-//!                                size_t bytes_alloc, gfp_t gfp_flags, int node)
-//!     kmem_cache_free:  TP_PROTO(unsigned long call_site, const void *ptr,
-//!                                const struct kmem_cache *s)
-//!     kfree:            TP_PROTO(unsigned long call_site, const void *ptr)
-//! ```
+//! Memcg-accounted slab memory per memcg and cache, aggregated per CPU in the kernel, from the
+//! `kmem:kmem_cache_alloc/kmalloc/kmem_cache_free/kfree` raw tracepoints (their arguments:
+//! [`crate::kernel::tracepoints`]).
 //!
 //! Only accounted allocations count, as the tracepoints' own `accounted` field decides:
 //! `__GFP_ACCOUNT` in the gfp flags, or a cache created with `SLAB_ACCOUNT`. `kmalloc()` does
@@ -23,26 +14,20 @@
 pub mod charged;
 pub mod tracked;
 
-use aya_ebpf::{
-    EbpfContext as _, helpers::bpf_probe_read_kernel_str_bytes, programs::RawTracePointContext,
-};
-use memtrace_common::{CacheName, KernelOffsets, LostKind, SlabDelta, SlabKey};
+use aya_ebpf::programs::RawTracePointContext;
+use memtrace_common::{CacheName, LostKind, SlabDelta, SlabKey};
 
 use crate::{
-    kernel::read_at,
+    kernel::{KmemCache, tracepoints::KmemCacheAlloc},
     maps::{Bumped, CACHE_NAMES, SLAB_0, SLAB_1, active_half, bump, count_lost, ignored_callers},
 };
 
-/// `kmem_cache_alloc`'s (`ptr`, `s`, `gfp_flags`), `None` for a failed allocation or one made by
-/// the BPF allocator for memtrace's own maps.
+/// `kmem_cache_alloc`'s arguments, `None` for a failed allocation or one made by the BPF
+/// allocator for memtrace's own maps.
 #[inline(always)]
-fn cache_alloc_args(ctx: &RawTracePointContext) -> Option<(u64, u64, u64)> {
-    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, s, gfp_flags, node).
-    let (call_site, ptr, cache, gfp) = unsafe {
-        let args = ctx.as_ptr().cast::<u64>();
-        (*args, *args.add(1), *args.add(2), *args.add(3))
-    };
-    (ptr != 0 && !ignored_callers().contains(call_site)).then_some((ptr, cache, gfp))
+fn cache_alloc_args(ctx: &RawTracePointContext) -> Option<KmemCacheAlloc> {
+    let args = KmemCacheAlloc::from_ctx(ctx);
+    (args.ptr != 0 && !ignored_callers().contains(args.call_site)).then_some(args)
 }
 
 /// Counts into this interval's half of the aggregate; a full map is counted lost.
@@ -57,26 +42,15 @@ fn count(key: &SlabKey, update: impl Fn(&mut SlabDelta)) -> Bumped {
 }
 
 /// Once per cache and interval: the name userspace shows.
-///
-/// # Safety
-///
-/// `s` must be a kernel `struct kmem_cache *`.
 #[inline(always)]
-unsafe fn remember_name(s: *const u8, offsets: &KernelOffsets) {
-    let cache = s as u64;
+fn remember_name(s: KmemCache) {
+    let cache = s.addr();
     // SAFETY: a plain lookup; the value is not kept.
     if unsafe { CACHE_NAMES.get(&cache) }.is_some() {
         return;
     }
     let mut name = CacheName { name: [0; 32] };
-    // SAFETY: `s` is a `struct kmem_cache *`; reads are checked by the helpers.
-    unsafe {
-        let Ok(ptr) = read_at::<*const u8>(s, offsets.kmem_cache_name) else {
-            return;
-        };
-        if bpf_probe_read_kernel_str_bytes(ptr, &mut name.name).is_err() {
-            return;
-        }
+    if s.read_name(&mut name.name).is_ok() {
+        let _ = CACHE_NAMES.insert(&cache, &name, 0);
     }
-    let _ = CACHE_NAMES.insert(&cache, &name, 0);
 }

@@ -3,87 +3,70 @@
 //! free, which is then attributed to the same memcg and cache. Objects allocated before memtrace
 //! attached are not remembered: their frees are not counted.
 
-use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
-use memtrace_common::{KernelOffsets, LostKind, SlabKey, SlabObject};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use memtrace_common::{LostKind, SlabKey, SlabObject};
 
 use super::{cache_alloc_args, count, remember_name};
 use crate::{
-    kernel::{current_charge_memcg, read_at},
-    maps::{
-        Bumped, SLAB_OBJECTS, count_lost, ignored_callers, offsets, remember_memcg_id, wanted_memcg,
+    kernel::{
+        Task,
+        tracepoints::{Kfree, Kmalloc, KmemCacheFree},
     },
+    maps::{Bumped, SLAB_OBJECTS, count_lost, ignored_callers, remember_memcg_id, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
 pub fn slab_cache_alloc_tracked(ctx: RawTracePointContext) -> i32 {
-    let Some((ptr, cache, gfp)) = cache_alloc_args(&ctx) else {
+    let Some(args) = cache_alloc_args(&ctx) else {
         return 0;
     };
-    let offsets = offsets();
-    let s = cache as *const u8;
-    // SAFETY: `s` is the tracepoint's `struct kmem_cache *`; reads are checked.
-    let Ok(flags) = (unsafe { read_at::<u32>(s, offsets.kmem_cache_flags) }) else {
+    let Some(slab_account) = args.s.slab_account() else {
         return 0;
     };
-    if gfp & u64::from(offsets.gfp_account_flag) == 0 && flags & offsets.slab_account_flag == 0 {
+    if !args.gfp_flags.accounted() && !slab_account {
         return 0;
     }
-    // SAFETY: as above.
-    let Ok(size) = (unsafe { read_at::<u32>(s, offsets.kmem_cache_size) }) else {
+    let Some(size) = args.s.size() else {
         return 0;
     };
-    if allocated(ptr, cache, u64::from(size), offsets) == Bumped::NewKey {
-        // SAFETY: as above.
-        unsafe { remember_name(s, offsets) };
+    if allocated(args.ptr, args.s.addr(), u64::from(size)) == Bumped::NewKey {
+        remember_name(args.s);
     }
     0
 }
 
 #[raw_tracepoint(tracepoint = "kmalloc")]
 pub fn slab_kmalloc_tracked(ctx: RawTracePointContext) -> i32 {
-    // SAFETY: raw tracepoint arguments are u64s: (call_site, ptr, bytes_req, bytes_alloc,
-    // gfp_flags, node).
-    let (call_site, ptr, bytes_alloc, gfp) = unsafe {
-        let args = ctx.as_ptr().cast::<u64>();
-        (*args, *args.add(1), *args.add(3), *args.add(4))
-    };
-    let offsets = offsets();
-    if ptr == 0
-        || gfp & u64::from(offsets.gfp_account_flag) == 0
-        || ignored_callers().contains(call_site)
-    {
+    let args = Kmalloc::from_ctx(&ctx);
+    if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_callers().contains(args.call_site) {
         return 0;
     }
-    allocated(ptr, bytes_alloc, bytes_alloc, offsets);
+    allocated(args.ptr, args.bytes_alloc, args.bytes_alloc);
     0
 }
 
 #[raw_tracepoint(tracepoint = "kmem_cache_free")]
 pub fn slab_cache_free_tracked(ctx: RawTracePointContext) -> i32 {
-    // SAFETY: the second raw tracepoint argument is the object's address.
-    freed(unsafe { *ctx.as_ptr().cast::<u64>().add(1) });
+    freed(KmemCacheFree::from_ctx(&ctx).ptr);
     0
 }
 
 #[raw_tracepoint(tracepoint = "kfree")]
 pub fn slab_kfree_tracked(ctx: RawTracePointContext) -> i32 {
-    // SAFETY: the second raw tracepoint argument is the object's address.
-    freed(unsafe { *ctx.as_ptr().cast::<u64>().add(1) });
+    freed(Kfree::from_ctx(&ctx).ptr);
     0
 }
 
 #[inline(always)]
-fn allocated(ptr: u64, cache: u64, bytes: u64, offsets: &KernelOffsets) -> Bumped {
-    // SAFETY: helper calls and checked reads only.
-    let Ok(memcg) = (unsafe { current_charge_memcg(offsets) }) else {
+fn allocated(ptr: u64, cache: u64, bytes: u64) -> Bumped {
+    let Ok(memcg) = Task::current().charge_memcg() else {
         return Bumped::Counted;
     };
-    // SAFETY: `memcg` is a `struct mem_cgroup *` read from the kernel.
-    if memcg.is_null() || !unsafe { wanted_memcg(memcg, offsets) } {
+    if memcg.is_null() || !wanted_memcg(memcg) {
         return Bumped::Counted;
     }
     let key = SlabKey {
-        memcg: memcg as u64,
+        memcg: memcg.addr(),
         cache,
     };
     let object = SlabObject { key, bytes };
@@ -96,8 +79,7 @@ fn allocated(ptr: u64, cache: u64, bytes: u64, offsets: &KernelOffsets) -> Bumpe
         d.alloc_objects += 1;
     });
     if bumped == Bumped::NewKey {
-        // SAFETY: as above.
-        unsafe { remember_memcg_id(memcg, offsets) };
+        remember_memcg_id(memcg);
     }
     bumped
 }
