@@ -10,7 +10,7 @@ pub const MARK_VICTIM_ARG_TASK: u32 = 1;
 pub const MARK_VICTIM_ARG_PID: u32 = 0;
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct KernelOffsets {
     /// `task_struct.pid`
     pub task_pid: u32,
@@ -177,7 +177,4 @@ impl KernelOffsets {
     };
 }
 
-// SAFETY: `KernelOffsets` is `#[repr(C)]` and holds only `u32`s, so it has no padding bytes
-// (the size assertion above pins its layout), so every bit pattern is a valid value.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for KernelOffsets {}
+crate::aya_pod!(KernelOffsets);
