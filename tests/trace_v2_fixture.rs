@@ -212,7 +212,7 @@ fn the_v2_fixture_rewritten_as_version_3_reads_back_the_same() {
             TraceItem::TailCut { .. } => panic!("the fixture is whole"),
         }
     }
-    assert!(!events.is_empty());
+    assert_eq!(events.len(), expected().len(), "events in the fixture");
     writer.finish(&[]).expect("finish");
 
     let mut reader = TraceReader::open(&v3).expect("open the v3 file");

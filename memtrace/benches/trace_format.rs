@@ -309,10 +309,6 @@ fn per_second(n: u64, took: Duration) -> f64 {
 }
 
 #[expect(clippy::cast_precision_loss, reason = "ratios for people")]
-#[expect(
-    clippy::too_many_lines,
-    reason = "the measurements in the order they are printed"
-)]
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let seconds = 36_000;

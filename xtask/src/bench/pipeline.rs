@@ -12,12 +12,10 @@ use crate::{
 
 /// Runs the benchmark (an optimised build); set-up is the caller's.
 pub fn run(workspace: &Workspace) -> anyhow::Result<()> {
-    process::run(workspace.cargo().args([
-        "bench",
-        "-p",
-        crate::workspace::MEMTRACE,
-        "--bench",
-        "pipeline",
-    ]))
+    process::run(
+        workspace
+            .cargo()
+            .args(["bench", "-p", MEMTRACE, "--bench", "pipeline"]),
+    )
     .context("bench step `pipeline` failed")
 }
