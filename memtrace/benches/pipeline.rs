@@ -384,7 +384,11 @@ fn run(stage: Stage, root: &Path, bytes: &[u8], starts: &[usize]) -> (u64, Durat
         }
     }
     trace.finish(&[]).expect("end the trace");
-    (events, thread_cpu_time().saturating_sub(cpu), begun.elapsed())
+    (
+        events,
+        thread_cpu_time().saturating_sub(cpu),
+        begun.elapsed(),
+    )
 }
 
 #[expect(clippy::cast_precision_loss, reason = "rates for people")]
