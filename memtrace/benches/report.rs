@@ -16,7 +16,10 @@ use std::{
 
 use memtrace::{
     attribution::{ContainerIdentity, MemoryStats},
-    event::{CacheSample, Context, Event, FileDelta, HostClock, Observed, OomContext, StatsSample},
+    event::{
+        Context, Device, Event, FileCache, HostClock, Memcg, MemorySource, OomConstraint,
+        OomContext, PageCache, What,
+    },
     export::PerfettoWriter,
     report::{self, ReportBuilder, TraceInfo},
     trace::{TraceHeader, TraceItem, TraceReader, TraceWriter},
@@ -59,7 +62,7 @@ fn cgroup(i: u64) -> String {
     )
 }
 
-fn node_hour() -> Vec<Observed> {
+fn node_hour() -> Vec<Event> {
     let mut rng = Lcg(7);
     let mut out = Vec::new();
     let identities: Vec<(String, Option<ContainerIdentity>)> = (1..=CONTAINERS)
@@ -73,31 +76,38 @@ fn node_hour() -> Vec<Observed> {
         let t = second * SEC;
         for (i, (path, identity)) in identities.iter().enumerate() {
             let i = i as u64 + 1;
+            let page = CLOCK.page_size;
             let added = rng.next(2048);
-            out.push(Observed::Cache(CacheSample {
+            let mut cache = PageCache::new(SEC, added * page, rng.next(2048) * page);
+            cache.top_files = (0..3)
+                .map(|f| {
+                    FileCache::new(
+                        Device::from_kernel(254 << 20),
+                        i * 100 + f,
+                        added / 4 * page,
+                        rng.next(256) * page,
+                    )
+                })
+                .collect();
+            out.push(Event {
                 timestamp_ns: t + i,
-                interval_ns: SEC,
-                memcg_id: i,
-                cgroup: Some(path.clone()),
-                container: identity.clone(),
-                added_pages: added,
-                removed_pages: rng.next(2048),
-                top_files: (0..3)
-                    .map(|f| FileDelta {
-                        dev: 254 << 20,
-                        ino: i * 100 + f,
-                        added_pages: added / 4,
-                        removed_pages: rng.next(256),
-                    })
-                    .collect(),
-            }));
+                memcg: Memcg {
+                    id: Some(i),
+                    cgroup: Some(path.clone()),
+                    container: identity.clone(),
+                },
+                what: What::Cache(cache),
+            });
             if second % 10 == i % 10 {
                 let anon = (second * MIB / 8 + i * MIB) % (400 * MIB);
-                out.push(Observed::Stats(StatsSample {
+                out.push(Event {
                     timestamp_ns: t + 500_000 + i,
-                    cgroup: path.clone(),
-                    container: identity.clone(),
-                    memory: MemoryStats {
+                    memcg: Memcg {
+                        id: None,
+                        cgroup: Some(path.clone()),
+                        container: identity.clone(),
+                    },
+                    what: What::Stats(MemoryStats {
                         usage_bytes: Some(anon + 100 * MIB),
                         limit_bytes: Some(512 * MIB),
                         working_set_bytes: Some(anon + 60 * MIB),
@@ -108,8 +118,8 @@ fn node_hour() -> Vec<Observed> {
                         shmem_bytes: Some(0),
                         kernel_bytes: Some(10 * MIB),
                         ..MemoryStats::default()
-                    },
-                }));
+                    }),
+                });
             }
             // A reclaim storm in one container in ten, a few seconds in every minute.
             if i.is_multiple_of(10) && second % 60 < 3 {
@@ -156,27 +166,28 @@ fn node_hour() -> Vec<Observed> {
 fn header(kind: EventKind, timestamp_ns: u64) -> EventHeader {
     EventHeader {
         kind: kind as u32,
-        cpu: 0,
+        pad: 0,
         timestamp_ns,
     }
 }
 
-fn kernel(record: &Record, path: &str, identity: Option<&ContainerIdentity>) -> Observed {
-    Observed::Kernel {
-        record: *record,
-        context: Context {
+fn kernel(record: &Record, path: &str, identity: Option<&ContainerIdentity>) -> Event {
+    Event::from_kernel(
+        record,
+        Context {
             cgroup: Some(path.to_owned()),
             container: identity.cloned(),
             ..Context::default()
         },
-    }
+        CLOCK.page_size,
+    )
 }
 
-fn oom(t: u64, i: u64, path: &str, identity: Option<&ContainerIdentity>) -> Observed {
+fn oom(t: u64, i: u64, path: &str, identity: Option<&ContainerIdentity>) -> Event {
     let mut comm = [0u8; 16];
     comm[..4].copy_from_slice(b"java");
-    Observed::Kernel {
-        record: Record::OomKill(OomKillRecord {
+    Event::from_kernel(
+        &Record::OomKill(OomKillRecord {
             header: header(EventKind::OomKill, t),
             memcg_id: i,
             pid: 4242,
@@ -186,13 +197,13 @@ fn oom(t: u64, i: u64, path: &str, identity: Option<&ContainerIdentity>) -> Obse
             comm,
             ..OomKillRecord::default()
         }),
-        context: Context {
+        Context {
             cgroup: Some(path.to_owned()),
             container: identity.cloned(),
             memcg_limit_bytes: Some(512 * MIB),
             memcg_usage_bytes: Some(512 * MIB),
             oom: Some(OomContext {
-                constraint: Some("CONSTRAINT_MEMCG".into()),
+                constraint: Some(OomConstraint::Memcg),
                 limit_cgroup: Some(path.to_owned()),
                 memory: Some(MemoryStats {
                     usage_bytes: Some(512 * MIB),
@@ -202,15 +213,16 @@ fn oom(t: u64, i: u64, path: &str, identity: Option<&ContainerIdentity>) -> Obse
                     kernel_bytes: Some(12 * MIB),
                     ..MemoryStats::default()
                 }),
-                memory_source: Some(memtrace::event::MEMORY_FROM_KERNEL_REPORT.into()),
+                memory_source: Some(MemorySource::KernelOomReport),
                 ..OomContext::default()
             }),
             ..Context::default()
         },
-    }
+        CLOCK.page_size,
+    )
 }
 
-fn write_trace(path: &Path, observed: &[Observed]) {
+fn write_trace(path: &Path, events: &[Event]) {
     let header = TraceHeader {
         memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
         host: "bench".into(),
@@ -223,8 +235,8 @@ fn write_trace(path: &Path, observed: &[Observed]) {
         cgroup_version: "v1".into(),
     };
     let mut writer = TraceWriter::create(path, &header).expect("create the trace");
-    for o in observed {
-        writer.append(o).expect("write the trace");
+    for e in events {
+        writer.append(e).expect("write the trace");
     }
     writer.finish(&[]).expect("finish the trace");
 }
@@ -240,13 +252,12 @@ fn rate(label: &str, n: u64, took: Duration) {
 fn main() {
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&target).expect("target/bench");
-    let observed = node_hour();
-    let events: Vec<Event> = observed.iter().map(|o| Event::new(o, CLOCK)).collect();
+    let events = node_hour();
     let n = events.len() as u64;
     println!("input: {n} events, an hour of {CONTAINERS} containers (generated)");
 
     let started = Instant::now();
-    let mut builder = ReportBuilder::new();
+    let mut builder = ReportBuilder::new(CLOCK);
     for e in &events {
         builder.add(e);
     }
@@ -284,15 +295,15 @@ fn main() {
     );
 
     let file = target.join("report-input.mtrace");
-    write_trace(&file, &observed);
+    write_trace(&file, &events);
     let size = std::fs::metadata(&file).expect("stat").len();
     let started = Instant::now();
     let mut reader = TraceReader::open(&file).expect("open");
-    let mut builder = ReportBuilder::new();
+    let mut builder = ReportBuilder::new(CLOCK);
     let mut read = 0;
     while let Some(item) = reader.next_item().expect("read") {
-        if let TraceItem::Event(o) = item {
-            builder.add(&Event::new(&o, CLOCK));
+        if let TraceItem::Event(e) = item {
+            builder.add(&e);
             read += 1;
         }
     }

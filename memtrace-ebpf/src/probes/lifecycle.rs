@@ -7,9 +7,7 @@
 //! v1 or hybrid host the memory hierarchy, on a v2 host the unified one).
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::bpf_ktime_get_boot_ns, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use memtrace_common::{
     CgroupRecord, EventHeader, EventKind, LostKind,

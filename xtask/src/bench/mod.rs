@@ -2,10 +2,12 @@
 //! per-cgroup counting on the same tracepoints. The method, and why it is this one on a noisy
 //! shared machine, is in shared/BENCHMARKING.md: the kernel's own per-program accounting for the
 //! steady figure, medians of interleaved runs for the slowdown, and launch-to-attached time.
+//! It ends with the userspace pipeline's throughput (`cargo xtask bench pipeline`).
 
 mod bpf_stats;
 mod cgroup;
 mod interrupt;
+mod pipeline;
 mod report;
 mod stats;
 mod trace;
@@ -56,14 +58,22 @@ pub struct Options {
 enum What {
     /// The trace file format: events/s written and read on one core, bytes per event on disk
     Trace,
+    /// The userspace pipeline: ring-buffer records decoded, attributed and written as JSON
+    /// Lines and a trace file, events/s on one core (target: 1 M/s)
+    Pipeline,
 }
 
 /// Sets up, builds memtrace (release), installs bpftrace and bpftool, runs the workloads under
 /// each configuration, then prints the table and writes `<target>/bench/latest.json`. Misses
 /// against the targets are reported, not failed: only what could not be measured fails.
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
-    if let Some(What::Trace) = options.what {
-        return trace::run(workspace);
+    match options.what {
+        Some(What::Trace) => return trace::run(workspace),
+        Some(What::Pipeline) => {
+            setup::run(workspace)?;
+            return pipeline::run(workspace);
+        }
+        None => {}
     }
     let started = Instant::now();
     let proc_self = fs::metadata("/proc/self").context("reading /proc/self")?;
@@ -128,7 +138,8 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&report).context("serialising the report")?;
     fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
     println!("JSON: {}", json.display());
-    Ok(())
+    // The userspace side's cost, on the same build settings: a few seconds more.
+    pipeline::run(workspace)
 }
 
 /// Runs each workload `runs` times under each configuration, interleaved, with the kernel's BPF
