@@ -184,15 +184,19 @@ impl LiveContext {
             // A record about its memcg and nothing else needs only its name.
             other @ Record::Reclaim(_) => self.of_memcg(other.memcg_id()),
         };
-        let wanted = self
-            .filter
+        self.wants(&context)
+            .then(|| Event::from_kernel(record, context, self.page_size))
+    }
+
+    /// Whether the user's filter wants an event with this context: its memcg, or for an OOM
+    /// kill the one whose limit fired (a filter on the pod wants its containers' kills).
+    fn wants(&self, context: &Context) -> bool {
+        self.filter
             .matches(context.cgroup.as_deref(), context.container.as_ref())
             || context.oom.as_ref().is_some_and(|oom| {
-                // The pod whose limit fired is asked about: its container's kill matters.
                 self.filter
                     .matches(oom.limit_cgroup.as_deref(), oom.limit_container.as_ref())
-            });
-        wanted.then(|| Event::from_kernel(record, context, self.page_size))
+            })
     }
 
     /// The charge failure a memcg limit reclaim episode began with, when `try_charge` is
@@ -490,14 +494,7 @@ impl LiveContext {
     /// when the user's filter wants neither the victim's memcg nor the one whose limit fired.
     pub fn oom_event(&mut self, arrival: &OomArrival, line: Option<OomKillLine>) -> Option<Event> {
         let context = self.oom_kill(arrival, line);
-        let wanted = self
-            .filter
-            .matches(context.cgroup.as_deref(), context.container.as_ref())
-            || context.oom.as_ref().is_some_and(|oom| {
-                self.filter
-                    .matches(oom.limit_cgroup.as_deref(), oom.limit_container.as_ref())
-            });
-        wanted
+        self.wants(&context)
             .then(|| Event::from_kernel(&Record::OomKill(arrival.record), context, self.page_size))
     }
 

@@ -674,6 +674,42 @@ impl HostClock {
     }
 }
 
+/// Events the outputs' tests render.
+#[cfg(test)]
+pub(crate) mod samples {
+    use super::{Event, HostClock, Memcg, OomConstraint, OomKill, OomProbe, What};
+
+    pub(crate) const CLOCK: HostClock = HostClock {
+        boot_time_wall_ns: 1_795_794_421_000_000_000,
+        page_size: 4096,
+    };
+
+    /// `memhog`, pid 7, OOM-killed in `/x` at its 64 MiB limit, 1 µs after boot.
+    pub(crate) fn oom_kill() -> Event {
+        Event {
+            timestamp_ns: 1_000,
+            memcg: Memcg {
+                id: Some(42),
+                cgroup: Some("/x".into()),
+                container: None,
+            },
+            what: What::OomKill(OomKill {
+                pid: 7,
+                tgid: Some(7),
+                comm: Some("memhog".into()),
+                memcg_limit_bytes: Some(64 << 20),
+                anon_rss_bytes: Some(63 << 20),
+                file_rss_bytes: Some(0),
+                shmem_rss_bytes: Some(0),
+                constraint: Some(OomConstraint::Memcg),
+                probe: Some(OomProbe::RawTp),
+                limit_cgroup: Some("/".into()),
+                ..OomKill::default()
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

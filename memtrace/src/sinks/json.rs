@@ -70,41 +70,21 @@ impl<'a> JsonLine<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{OomConstraint, OomKill, OomProbe};
-
-    const CLOCK: HostClock = HostClock {
-        boot_time_wall_ns: 1_795_794_421_000_000_000,
-        page_size: 4096,
-    };
+    use crate::event::samples::{CLOCK, oom_kill};
 
     #[test]
     fn one_flat_object_with_type_time_memcg_and_payload() {
-        let event = Event {
-            timestamp_ns: 1_000,
-            memcg: Memcg {
-                id: Some(42),
-                cgroup: Some("/x".into()),
-                container: None,
-            },
-            what: What::OomKill(OomKill {
-                pid: 7,
-                comm: Some("memhog".into()),
-                anon_rss_bytes: Some(8192),
-                constraint: Some(OomConstraint::Memcg),
-                probe: Some(OomProbe::RawTp),
-                limit_cgroup: Some("/".into()),
-                ..OomKill::default()
-            }),
-        };
         let mut out = Vec::new();
-        JsonSink::new(&mut out, CLOCK).write(&event).expect("write");
+        JsonSink::new(&mut out, CLOCK)
+            .write(&oom_kill())
+            .expect("write");
         let json: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(json["type"], "oom_kill");
         assert_eq!(json["time"], "2026-11-27T15:47:01.000001Z");
         assert_eq!(json["memcg_id"], 42);
         assert_eq!(json["cgroup"], "/x");
         assert_eq!(json["comm"], "memhog");
-        assert_eq!(json["anon_rss_bytes"], 8192);
+        assert_eq!(json["anon_rss_bytes"], 63 << 20);
         assert_eq!(json["constraint"], "CONSTRAINT_MEMCG");
         assert_eq!(json["probe"], "raw_tp");
         assert_eq!(json["limit_cgroup"], "/");

@@ -300,11 +300,9 @@ fn oom_kill(s: &mut String, e: &OomKill) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Memcg, OomConstraint, OomProbe};
-
-    const CLOCK: HostClock = HostClock {
-        boot_time_wall_ns: 1_795_794_421_000_000_000,
-        page_size: 4096,
+    use crate::event::{
+        Memcg,
+        samples::{CLOCK, oom_kill},
     };
 
     #[test]
@@ -329,27 +327,7 @@ mod tests {
 
     #[test]
     fn oom_kill_line() {
-        let event = Event {
-            timestamp_ns: 1_000,
-            memcg: Memcg {
-                id: Some(42),
-                cgroup: Some("/x".into()),
-                container: None,
-            },
-            what: What::OomKill(OomKill {
-                pid: 7,
-                tgid: Some(7),
-                comm: Some("memhog".into()),
-                memcg_limit_bytes: Some(64 << 20),
-                anon_rss_bytes: Some(63 << 20),
-                file_rss_bytes: Some(0),
-                shmem_rss_bytes: Some(0),
-                constraint: Some(OomConstraint::Memcg),
-                probe: Some(OomProbe::RawTp),
-                limit_cgroup: Some("/".into()),
-                ..OomKill::default()
-            }),
-        };
+        let event = oom_kill();
         assert_eq!(
             line(&event, CLOCK),
             "2026-11-27T15:47:01.000001Z oom_kill  /x pid=7 comm=memhog anon=63.0MiB file=0B \

@@ -16,16 +16,19 @@
 //! ```
 
 use bytemuck::{Pod, Zeroable};
-use memtrace_common::event::{DecodeError, EventKind, Record};
+use memtrace_common::{
+    ChargeFailRecord, EventHeader,
+    event::{DecodeError, EventKind, Record},
+};
 use serde::Deserialize;
 
 use super::records::{Decoder, get_varint};
 use crate::{
     attribution::MemoryStats,
     event::{
-        ChargeFail, ChargeFailFromReclaim, ChargeProbe, ChargeSource, Charges,
-        ChargesFromPageCache, Context, Device, Event, FileCache, Memcg, MemorySource,
-        OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
+        ChargeFailFromReclaim, ChargeSource, Charges, ChargesFromPageCache, Context, Device, Event,
+        FileCache, Memcg, MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache,
+        What,
     },
 };
 
@@ -76,9 +79,9 @@ struct ChargeFailRecordV2 {
 
 const _: () = assert!(size_of::<ChargeFailRecordV2>() == 88);
 
-/// `strategy` of a derived failure; 2 was kprobe, 3 fexit (which version 2 called fentry).
+/// `strategy` of a derived failure; 2 (kprobe) and 3 (fexit, which version 2 called fentry)
+/// are today's values.
 const DERIVED: u32 = 1;
-const FEXIT: u32 = 3;
 
 /// One slab cache's deltas as version 2 stored them.
 #[derive(Deserialize)]
@@ -274,39 +277,44 @@ fn kernel(record: &[u8], context: Context, page_size: u64) -> Result<Event, Stri
             ));
         }
         let r: ChargeFailRecordV2 = bytemuck::pod_read_unaligned(record);
-        let memcg = Memcg {
-            id: Some(r.memcg_id),
-            cgroup: context.cgroup,
-            container: context.container,
-        };
-        let what = if r.strategy == DERIVED {
-            What::ChargeFailFromReclaim(ChargeFailFromReclaim {
+        if r.strategy != DERIVED {
+            // The kernel's own failure: today's record without what only userspace filled.
+            let today = ChargeFailRecord {
+                header: EventHeader {
+                    kind: r.kind,
+                    pad: 0,
+                    timestamp_ns: r.timestamp_ns,
+                },
+                memcg_id: r.memcg_id,
+                gfp_flags: r.gfp_flags,
+                nr_pages: r.nr_pages,
+                ret: r.ret,
+                pid: r.pid,
+                tgid: r.tgid,
+                strategy: r.strategy,
+                pad: 0,
+                comm: r.comm,
+            };
+            return Ok(Event::from_kernel(
+                &Record::ChargeFail(today),
+                context,
+                page_size,
+            ));
+        }
+        return Ok(Event {
+            timestamp_ns: r.timestamp_ns,
+            memcg: Memcg {
+                id: Some(r.memcg_id),
+                cgroup: context.cgroup,
+                container: context.container,
+            },
+            what: What::ChargeFailFromReclaim(ChargeFailFromReclaim {
                 pid: r.pid,
                 gfp_flags: r.gfp_flags,
                 reclaimed_bytes: r.nr_reclaimed.saturating_mul(page_size),
                 reclaim_ns: r.reclaim_ns,
                 charge_failures: context.charge_failures,
-            })
-        } else {
-            What::ChargeFail(ChargeFail {
-                pid: r.pid,
-                tgid: r.tgid,
-                comm: c_str(&r.comm),
-                nr_pages: r.nr_pages,
-                gfp_flags: r.gfp_flags,
-                errno: r.ret.saturating_neg(),
-                probe: if r.strategy == FEXIT {
-                    ChargeProbe::Fexit
-                } else {
-                    ChargeProbe::Kprobe
-                },
-                charge_failures: context.charge_failures,
-            })
-        };
-        return Ok(Event {
-            timestamp_ns: r.timestamp_ns,
-            memcg,
-            what,
+            }),
         });
     }
     let decoded = Record::decode(record).map_err(|e| match e {
