@@ -2,8 +2,8 @@
 
 use memtrace_common::event::{
     CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RMDIR, CHARGE_STRATEGY_FEXIT, CgroupRecord,
-    ChargeFailRecord, OOM_FLAG_MEMCG, OOM_FLAG_RSS, OOM_FLAG_TASK, OOM_STRATEGY_FENTRY,
-    OOM_STRATEGY_KPROBE, OOM_STRATEGY_RAW_TP, OomKillRecord, Record,
+    ChargeFailRecord, OOM_FLAG_CONTROL, OOM_FLAG_MEMCG, OOM_FLAG_RSS, OOM_FLAG_TASK,
+    OOM_STRATEGY_FENTRY, OOM_STRATEGY_KPROBE, OOM_STRATEGY_RAW_TP, OomKillRecord, Record,
 };
 
 use super::{
@@ -136,6 +136,7 @@ fn oom_kill(r: &OomKillRecord, context: &Context, page_size: u64) -> OomKill {
         limit_container: oom.limit_container,
         memory: oom.memory,
         memory_source: oom.memory_source,
+        oom_total_bytes: has(OOM_FLAG_CONTROL).then(|| r.totalpages.saturating_mul(page_size)),
     }
 }
 

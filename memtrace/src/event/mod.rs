@@ -231,6 +231,9 @@ pub struct OomKill {
     /// Memory of `limit_cgroup` (or, in a global OOM, of the victim's memcg) at the kill.
     pub memory: Option<MemoryStats>,
     pub memory_source: Option<MemorySource>,
+    /// With the kernel's `oom_control` (fentry/kprobe): the memory the OOM killer weighed the
+    /// victims against (`totalpages`: the limit that fired, or RAM and swap in a global OOM).
+    pub oom_total_bytes: Option<u64>,
 }
 
 /// The kernel's `enum oom_constraint`: what the OOM killer was constrained by. Stored and

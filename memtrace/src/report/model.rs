@@ -1001,6 +1001,7 @@ pub(crate) mod tests {
                 limit_container: None,
                 memory_source: memory.as_ref().map(|_| MemorySource::KernelOomReport),
                 memory,
+                oom_total_bytes: None,
             }),
         )
     }

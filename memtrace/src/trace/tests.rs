@@ -77,6 +77,7 @@ fn oom(pid: u32, cgroup: Option<&str>) -> Event {
                 ..MemoryStats::default()
             }),
             memory_source: Some(MemorySource::KernelOomReport),
+            oom_total_bytes: (pid != 2).then_some(64 << 20),
         }),
     )
 }
@@ -531,4 +532,20 @@ fn times_read_from_a_file_never_overflow() {
             .write(&e)
             .expect("text");
     }
+}
+
+/// The version 3 encoding is the model's declaration order: a reordered variant or field reads
+/// every older file wrongly. This pins the bytes of one event of every kind; when it fails on
+/// purpose, the format changed: bump `VERSION` and keep a reader for the old one.
+#[test]
+fn the_version_3_encoding_of_every_kind_is_pinned() {
+    let mut bytes = Vec::new();
+    for e in every_kind() {
+        bytes = postcard::to_extend(&(e.timestamp_ns, e.memcg.id, &e.what), bytes).expect("encode");
+    }
+    assert_eq!(
+        (bytes.len(), crc32fast::hash(&bytes)),
+        (835, 1_856_131_656),
+        "the version 3 encoding changed"
+    );
 }
