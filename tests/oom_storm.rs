@@ -1,6 +1,7 @@
 //! An OOM storm: 20 memcgs, each OOM-killed 5 times within 20 s. The kernel rate-limits its OOM
 //! report (ten a burst), so most kills come without the `oom-kill:` line memtrace waits for:
-//! every kill must still be reported, none lost, each within a second of the kill.
+//! every kill must still be reported, none lost, each within a second of the kill (times the
+//! slowdown of an emulated VM guest, `MEMTRACE_TEST_SLOWDOWN`).
 
 use std::{
     collections::HashMap,
@@ -19,6 +20,15 @@ const KILLS_EACH: usize = 5;
 const LIMIT: u64 = 16 << 20;
 const CAP_MIB: u64 = 1024;
 const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
+
+/// How much slower than a real machine this one runs: `cargo xtask vm-test` sets it for guests
+/// under emulation (TCG), where every wall-clock bound here stretches by as much.
+fn slowdown() -> u32 {
+    std::env::var("MEMTRACE_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
 
 /// `CLOCK_BOOTTIME`, the clock of event timestamps.
 fn boot_ns() -> u64 {
@@ -142,8 +152,9 @@ fn every_kill_of_an_oom_storm_is_reported_within_a_second() {
             .collect()
     });
     let storm = started.elapsed();
+    let bound = Duration::from_secs(1) * slowdown();
     assert!(
-        storm < Duration::from_secs(20),
+        storm < Duration::from_secs(20) * slowdown(),
         "the storm took {storm:?}, not a storm: the test cannot show what it is for"
     );
     for cgroup in &cgroups {
@@ -156,7 +167,7 @@ fn every_kill_of_an_oom_storm_is_reported_within_a_second() {
     }
     // Every kill's event comes within a second (a held kill waits 150 ms at most for the
     // kernel's line); give the last ones that second, then stop.
-    thread::sleep(Duration::from_millis(1500));
+    thread::sleep(bound + Duration::from_millis(500));
     let (status, lines, stderr) = memtrace.stop();
     assert!(status.success(), "memtrace failed ({status}):\n{stderr}");
 
@@ -174,7 +185,7 @@ fn every_kill_of_an_oom_storm_is_reported_within_a_second() {
         let late = Duration::from_nanos(read_ns.saturating_sub(at));
         lateness.push(late);
         assert!(
-            late < Duration::from_secs(1),
+            late < bound,
             "the kill of pid {pid} was reported {late:?} after it: {event}"
         );
         let cgroup = event["cgroup"].as_str().unwrap_or_default().to_owned();

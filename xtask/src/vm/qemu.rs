@@ -51,6 +51,17 @@ impl Accel {
         }
     }
 
+    /// How much slower than the host a guest runs, for tests that bound wall-clock latency:
+    /// handed to the guest's /init as `MEMTRACE_TEST_SLOWDOWN` (the kernel passes unknown
+    /// `name=value` parameters to init's environment). Emulation measured here: memhog's
+    /// OOM storm takes about 10× the host's time.
+    const fn slowdown(self) -> u32 {
+        match self {
+            Self::Kvm => 1,
+            Self::Tcg => 10,
+        }
+    }
+
     fn args(self) -> [&'static str; 4] {
         match self {
             Self::Kvm => ["-accel", "kvm", "-cpu", "host"],
@@ -219,7 +230,13 @@ fn command(guest: &Guest<'_>) -> Command {
         .arg("-initrd")
         .arg(guest.initramfs)
         // panic=-1: a panic reboots at once, which -no-reboot turns into QEMU exiting.
-        .args(["-append", "console=ttyS0 panic=-1 rdinit=/init"])
+        .args([
+            "-append",
+            &format!(
+                "console=ttyS0 panic=-1 rdinit=/init MEMTRACE_TEST_SLOWDOWN={}",
+                guest.accel.slowdown()
+            ),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     qemu
