@@ -9,25 +9,37 @@ use memtrace_common::cgroup::read_u64;
 use super::{CgroupVersion, MemoryHierarchy};
 
 /// One memcg's memory, read from cgroupfs. Hierarchical totals on v1 (`total_*`), so a pod's
-/// numbers include its containers, as on v2.
+/// numbers include its containers, as on v2. Trace files store the byte counts compactly
+/// (`event::compact`); version 2 files stored them plain (`trace::v2` reads those).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
+    #[serde(with = "crate::event::compact::option")]
     pub usage_bytes: Option<u64>,
     /// `None`: unlimited.
+    #[serde(with = "crate::event::compact::option")]
     pub limit_bytes: Option<u64>,
     /// What the kubelet and cAdvisor call the working set and evict/alert on:
     /// `usage − inactive_file`.
+    #[serde(with = "crate::event::compact::option")]
     pub working_set_bytes: Option<u64>,
+    #[serde(with = "crate::event::compact::option")]
     pub anon_bytes: Option<u64>,
     /// Page cache (file-backed pages, shmem included, as the kernel counts it).
+    #[serde(with = "crate::event::compact::option")]
     pub file_bytes: Option<u64>,
+    #[serde(with = "crate::event::compact::option")]
     pub active_file_bytes: Option<u64>,
+    #[serde(with = "crate::event::compact::option")]
     pub inactive_file_bytes: Option<u64>,
+    #[serde(with = "crate::event::compact::option")]
     pub shmem_bytes: Option<u64>,
     /// Kernel memory charged to the memcg (v1 `memory.kmem.usage_in_bytes`, v2 `kernel`).
+    #[serde(with = "crate::event::compact::option")]
     pub kernel_bytes: Option<u64>,
     /// v2 only: v1's `memory.stat` has no slab lines.
+    #[serde(with = "crate::event::compact::option")]
     pub slab_reclaimable_bytes: Option<u64>,
+    #[serde(with = "crate::event::compact::option")]
     pub slab_unreclaimable_bytes: Option<u64>,
 }
 

@@ -11,6 +11,7 @@
 //! program, a [`What`] variant with its payload here (plus its name in [`What::type_name`]),
 //! and its line in `sinks::text`. The trace format stores `What` with postcard as it is.
 
+pub(crate) mod compact;
 mod kernel;
 
 use serde::{Deserialize, Serialize};
@@ -184,6 +185,25 @@ impl What {
         self.event_type().name()
     }
 
+    /// Fills in what trace files do not store because it follows from other fields (growth).
+    pub fn restore_derived(&mut self) {
+        match self {
+            Self::Cache(c) => {
+                c.net_bytes = net(c.added_bytes, c.removed_bytes);
+                for f in &mut c.top_files {
+                    f.net_bytes = net(f.added_bytes, f.removed_bytes);
+                }
+            }
+            Self::Slab(s) => {
+                s.net_bytes = net(s.allocated_bytes, s.freed_bytes);
+                for c in &mut s.caches {
+                    c.net_bytes = net(c.allocated_bytes, c.freed_bytes);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// For an event userspace inferred, the probe point it was inferred from.
     #[must_use]
     pub const fn derived_from(&self) -> Option<ProbePoint> {
@@ -214,11 +234,16 @@ pub struct OomKill {
     pub tgid: Option<u32>,
     pub comm: Option<String>,
     /// The victim memcg's limit and usage, read from cgroupfs when the event arrived.
+    #[serde(with = "compact::option")]
     pub memcg_limit_bytes: Option<u64>,
+    #[serde(with = "compact::option")]
     pub memcg_usage_bytes: Option<u64>,
     /// The victim's rss as the kernel counts it (`get_mm_counter()`).
+    #[serde(with = "compact::option")]
     pub anon_rss_bytes: Option<u64>,
+    #[serde(with = "compact::option")]
     pub file_rss_bytes: Option<u64>,
+    #[serde(with = "compact::option")]
     pub shmem_rss_bytes: Option<u64>,
     pub constraint: Option<OomConstraint>,
     /// Which probe saw the kill.
@@ -233,6 +258,7 @@ pub struct OomKill {
     pub memory_source: Option<MemorySource>,
     /// With the kernel's `oom_control` (fentry/kprobe): the memory the OOM killer weighed the
     /// victims against (`totalpages`: the limit that fired, or RAM and swap in a global OOM).
+    #[serde(with = "compact::option")]
     pub oom_total_bytes: Option<u64>,
 }
 
@@ -347,6 +373,7 @@ pub struct CgroupChange {
     /// id) until that memory is reclaimed.
     pub dying: bool,
     /// At removal: memory still charged to it, what keeps it alive.
+    #[serde(with = "compact::option")]
     pub charged_bytes: Option<u64>,
     /// At release: how long it was dying, when memtrace saw the removal.
     pub dying_ns: Option<u64>,
@@ -378,9 +405,12 @@ impl CgroupAction {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageCache {
     pub interval_ns: u64,
+    #[serde(with = "compact")]
     pub added_bytes: u64,
+    #[serde(with = "compact")]
     pub removed_bytes: u64,
     /// Growth over the interval (negative: the cache shrank).
+    #[serde(with = "compact::derived")]
     pub net_bytes: i64,
     /// The files that grew most, largest net growth first.
     pub top_files: Vec<FileCache>,
@@ -391,8 +421,11 @@ pub struct PageCache {
 pub struct FileCache {
     pub device: Device,
     pub inode: u64,
+    #[serde(with = "compact")]
     pub added_bytes: u64,
+    #[serde(with = "compact")]
     pub removed_bytes: u64,
+    #[serde(with = "compact::derived")]
     pub net_bytes: i64,
 }
 
@@ -488,6 +521,7 @@ pub struct Reclaim {
     /// or an ancestor's).
     pub pid: u32,
     pub duration_ns: u64,
+    #[serde(with = "compact")]
     pub reclaimed_bytes: u64,
     pub order: u32,
     pub gfp_flags: u64,
@@ -500,6 +534,7 @@ pub struct Reclaim {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charges {
     pub interval_ns: u64,
+    #[serde(with = "compact")]
     pub charged_bytes: u64,
     /// Charge calls (`None` unless counted at the charge function).
     pub charges: Option<u64>,
@@ -523,6 +558,7 @@ pub enum ChargeSource {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChargesFromPageCache {
     pub interval_ns: u64,
+    #[serde(with = "compact")]
     pub charged_bytes: u64,
 }
 
@@ -590,6 +626,7 @@ impl ChargeProbe {
 pub struct ChargeFailFromReclaim {
     pub pid: u32,
     pub gfp_flags: u64,
+    #[serde(with = "compact")]
     pub reclaimed_bytes: u64,
     pub reclaim_ns: u64,
     /// As [`ChargeFail::charge_failures`].
@@ -600,8 +637,11 @@ pub struct ChargeFailFromReclaim {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slab {
     pub interval_ns: u64,
+    #[serde(with = "compact")]
     pub allocated_bytes: u64,
+    #[serde(with = "compact")]
     pub freed_bytes: u64,
+    #[serde(with = "compact::derived")]
     pub net_bytes: i64,
     /// Largest net growth first.
     pub caches: Vec<SlabCache>,
@@ -612,8 +652,11 @@ pub struct Slab {
 pub struct SlabCache {
     /// `dentry`, `shmem_inode_cache`, `kmalloc-cg-512`, …
     pub cache: String,
+    #[serde(with = "compact")]
     pub allocated_bytes: u64,
+    #[serde(with = "compact")]
     pub freed_bytes: u64,
+    #[serde(with = "compact::derived")]
     pub net_bytes: i64,
     pub allocated_objects: u64,
     pub freed_objects: u64,

@@ -4,7 +4,8 @@
 //! record := tag u8 | body_len varint | body
 //! CGROUP (1) := table_id varint | has_path u8 | path_len varint | path
 //!               | identity (JSON `ContainerIdentity`; empty: none; rest of body)
-//! EVENT  (7) := cgroup_ref varint | postcard((timestamp_ns u64, memcg_id Option<u64>, What))
+//! EVENT  (7) := cgroup_ref varint | postcard((timestamp_ns − previous event's i64,
+//!               memcg_id + 1 (0: none) u64, What))
 //! cgroup_ref := 0: no cgroup and no container; n: table entry n − 1
 //! ```
 //!
@@ -39,6 +40,8 @@ pub struct Encoder {
     /// The same for events with a container but no cgroup path.
     pathless: Option<(u32, Option<ContainerIdentity>)>,
     next_id: u32,
+    /// The previous event's time: each event stores its distance from it.
+    last_ns: u64,
     body: Vec<u8>,
 }
 
@@ -57,10 +60,15 @@ impl Encoder {
         )?;
         put_varint(&mut self.body, u64::from(cgroup_ref));
         self.body = postcard::to_extend(
-            &(event.timestamp_ns, event.memcg.id, &event.what),
+            &(
+                since(self.last_ns, event.timestamp_ns),
+                memcg_id(event.memcg.id),
+                &event.what,
+            ),
             std::mem::take(&mut self.body),
         )
         .map_err(|e| e.to_string())?;
+        self.last_ns = event.timestamp_ns;
         put_record(out, TAG_EVENT, &self.body);
         Ok(())
     }
@@ -113,6 +121,21 @@ impl Encoder {
     }
 }
 
+/// An event's time as stored: its distance from the previous event's, which is small (events
+/// come in time order but for a held OOM kill or an interval's end), as a signed varint.
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "a wrapping difference: `wrapping_add_signed` on read gives the time back exactly"
+)]
+fn since(last_ns: u64, timestamp_ns: u64) -> i64 {
+    timestamp_ns.wrapping_sub(last_ns) as i64
+}
+
+/// A memcg id as stored: 0 when the event has none, else the id plus one (no `Option` tag).
+fn memcg_id(id: Option<u64>) -> u64 {
+    id.map_or(0, |id| id.wrapping_add(1))
+}
+
 fn put_record(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.push(tag);
     put_varint(out, body.len() as u64);
@@ -155,6 +178,8 @@ pub struct Decoder {
     version: u16,
     /// The recording host's page size, for version 2's page counts.
     page_size: u64,
+    /// The previous event's time, which the next is stored relative to.
+    last_ns: u64,
 }
 
 impl Decoder {
@@ -164,6 +189,7 @@ impl Decoder {
             table: Vec::new(),
             version,
             page_size,
+            last_ns: 0,
         }
     }
 
@@ -240,15 +266,19 @@ impl Decoder {
             .ok_or_else(|| format!("event names cgroup #{}, never defined", reference - 1))
     }
 
-    fn event(&self, tag: u8, body: &[u8]) -> Result<Event, String> {
+    fn event(&mut self, tag: u8, body: &[u8]) -> Result<Event, String> {
         match (self.version, tag) {
             (3, TAG_EVENT) => {
                 let mut pos = 0;
                 let cgroup_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
                 let (cgroup, container) = self.entry(cgroup_ref)?;
-                let ((timestamp_ns, id, what), rest): ((u64, Option<u64>, What), _) =
+                let ((delta, id, mut what), rest): ((i64, u64, What), _) =
                     postcard::take_from_bytes(&body[pos..])
                         .map_err(|e| format!("event is not valid: {e}"))?;
+                what.restore_derived();
+                let timestamp_ns = self.last_ns.wrapping_add_signed(delta);
+                self.last_ns = timestamp_ns;
+                let id = id.checked_sub(1);
                 if !rest.is_empty() {
                     return Err("event has trailing bytes".into());
                 }

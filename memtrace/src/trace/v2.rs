@@ -51,9 +51,42 @@ struct KernelContext {
 #[derive(Deserialize)]
 struct OomRest {
     constraint: Option<String>,
-    memory: Option<MemoryStats>,
+    memory: Option<MemoryStatsV2>,
     memory_source: Option<String>,
     task: Option<String>,
+}
+
+/// `MemoryStats` as version 2 stored it: its eleven byte counts in declaration order, plain.
+type MemoryStatsV2 = [Option<u64>; 11];
+
+fn stats(
+    [
+        usage_bytes,
+        limit_bytes,
+        working_set_bytes,
+        anon_bytes,
+        file_bytes,
+        active_file_bytes,
+        inactive_file_bytes,
+        shmem_bytes,
+        kernel_bytes,
+        slab_reclaimable_bytes,
+        slab_unreclaimable_bytes,
+    ]: MemoryStatsV2,
+) -> MemoryStats {
+    MemoryStats {
+        usage_bytes,
+        limit_bytes,
+        working_set_bytes,
+        anon_bytes,
+        file_bytes,
+        active_file_bytes,
+        inactive_file_bytes,
+        shmem_bytes,
+        kernel_bytes,
+        slab_reclaimable_bytes,
+        slab_unreclaimable_bytes,
+    }
 }
 
 /// Version 2's charge failure record: it also carried userspace's derived failures
@@ -122,7 +155,7 @@ pub fn event(decoder: &Decoder, tag: u8, body: &[u8], page_size: u64) -> Result<
                         constraint: oom.constraint.as_deref().map(OomConstraint::from_name),
                         limit_cgroup,
                         limit_container,
-                        memory: oom.memory,
+                        memory: oom.memory.map(stats),
                         memory_source: oom.memory_source.as_deref().and_then(memory_source),
                         task: oom.task,
                     })
@@ -140,7 +173,7 @@ pub fn event(decoder: &Decoder, tag: u8, body: &[u8], page_size: u64) -> Result<
             kernel(record, context, page_size)
         }
         TAG_STATS => {
-            let ((timestamp_ns, memory), rest): ((u64, MemoryStats), _) =
+            let ((timestamp_ns, memory), rest): ((u64, MemoryStatsV2), _) =
                 postcard::take_from_bytes(&body[pos..])
                     .map_err(|e| format!("stats sample is not valid: {e}"))?;
             if !rest.is_empty() {
@@ -152,7 +185,7 @@ pub fn event(decoder: &Decoder, tag: u8, body: &[u8], page_size: u64) -> Result<
             Ok(Event {
                 timestamp_ns,
                 memcg: memcg(None),
-                what: What::Stats(memory),
+                what: What::Stats(stats(memory)),
             })
         }
         TAG_CACHE => {
