@@ -124,7 +124,7 @@ impl LiveContext {
             // A cgroup record names its own path, but for the lifecycle of a cgroup created
             // before memtrace and removed since.
             Record::Cgroup(r) => [(r.path[0] == 0).then_some(r.memcg_id), None],
-            other @ (Record::Reclaim(_) | Record::ChargeFail(_)) => [Some(other.memcg_id()), None],
+            other => [Some(other.memcg_id()), None],
         };
         ids.into_iter()
             .flatten()
@@ -181,8 +181,13 @@ impl LiveContext {
                     self.charge_failures(r.memcg_id, context.cgroup.as_deref());
                 context
             }
-            // A record about its memcg and nothing else needs only its name.
-            other @ Record::Reclaim(_) => self.of_memcg(other.memcg_id()),
+            // A record about its memcg and nothing else needs only its name: records added
+            // later too.
+            #[expect(
+                clippy::match_wildcard_for_single_variants,
+                reason = "the default for every record about its memcg alone, now and later"
+            )]
+            other => self.of_memcg(other.memcg_id()),
         };
         self.wants(&context)
             .then(|| Event::from_kernel(record, context, self.page_size))
