@@ -167,6 +167,10 @@ impl LiveContext {
     /// The event a kernel record stands for, with its context; `None` when the user's filter
     /// does not want it (its bookkeeping, e.g. a cgroup's name, is kept all the same). An OOM
     /// kill goes through [`LiveContext::oom_arrived`] instead.
+    #[expect(
+        clippy::match_wildcard_for_single_variants,
+        reason = "the default arm is for every record about its memcg alone, now and later"
+    )]
     pub fn observe(&mut self, record: &Record) -> Option<Event> {
         let context = match record {
             Record::OomKill(r) => {
@@ -183,10 +187,6 @@ impl LiveContext {
             }
             // A record about its memcg and nothing else needs only its name: records added
             // later too.
-            #[expect(
-                clippy::match_wildcard_for_single_variants,
-                reason = "the default for every record about its memcg alone, now and later"
-            )]
             other => self.of_memcg(other.memcg_id()),
         };
         self.wants(&context)
