@@ -59,33 +59,19 @@ struct OomRest {
 /// `MemoryStats` as version 2 stored it: its eleven byte counts in declaration order, plain.
 type MemoryStatsV2 = [Option<u64>; 11];
 
-fn stats(
-    [
-        usage_bytes,
-        limit_bytes,
-        working_set_bytes,
-        anon_bytes,
-        file_bytes,
-        active_file_bytes,
-        inactive_file_bytes,
-        shmem_bytes,
-        kernel_bytes,
-        slab_reclaimable_bytes,
-        slab_unreclaimable_bytes,
-    ]: MemoryStatsV2,
-) -> MemoryStats {
+fn stats(v: MemoryStatsV2) -> MemoryStats {
     MemoryStats {
-        usage_bytes,
-        limit_bytes,
-        working_set_bytes,
-        anon_bytes,
-        file_bytes,
-        active_file_bytes,
-        inactive_file_bytes,
-        shmem_bytes,
-        kernel_bytes,
-        slab_reclaimable_bytes,
-        slab_unreclaimable_bytes,
+        usage_bytes: v[0],
+        limit_bytes: v[1],
+        working_set_bytes: v[2],
+        anon_bytes: v[3],
+        file_bytes: v[4],
+        active_file_bytes: v[5],
+        inactive_file_bytes: v[6],
+        shmem_bytes: v[7],
+        kernel_bytes: v[8],
+        slab_reclaimable_bytes: v[9],
+        slab_unreclaimable_bytes: v[10],
     }
 }
 
