@@ -30,6 +30,8 @@
     reason = "dice values are below small bounds (a container index, a pid)"
 )]
 
+mod common;
+
 use std::{
     fs,
     hint::black_box,
@@ -48,13 +50,15 @@ use memtrace::{
     trace::{TraceHeader, TraceWriter},
 };
 use memtrace_common::{
-    CgroupRecord, EventHeader, EventKind, OomKillRecord, ReclaimRecord,
+    CgroupRecord, EventKind, OomKillRecord, ReclaimRecord,
     event::{
         CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RELEASE, CGROUP_RMDIR, CHARGE_STRATEGY_FEXIT,
         ChargeFailRecord, OOM_FLAG_CONTROL, OOM_FLAG_MEMCG, OOM_FLAG_RSS, OOM_FLAG_TASK,
         OOM_STRATEGY_FENTRY, Record,
     },
 };
+
+use common::{Dice, header};
 
 const CONTAINERS: usize = 40;
 const RECORDS: usize = 1_000_000;
@@ -67,22 +71,6 @@ const CLOCK: HostClock = HostClock {
     boot_time_wall_ns: 1_795_000_000 * SECOND,
     page_size: PAGE,
 };
-
-/// xorshift64*: deterministic, and no dependency for a benchmark's dice.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A container's memcg on the fake node.
 struct Memcg {
@@ -153,14 +141,6 @@ fn node(root: &Path, dice: &mut Dice) -> Vec<Memcg> {
         });
     }
     memcgs
-}
-
-fn header(kind: EventKind, timestamp_ns: u64) -> EventHeader {
-    EventHeader {
-        kind: kind as u32,
-        pad: 0,
-        timestamp_ns,
-    }
 }
 
 fn comm(name: &[u8]) -> [u8; 16] {
