@@ -58,7 +58,7 @@ use memtrace_common::{
     },
 };
 
-use common::{Dice, header};
+use common::{Dice, header, thread_cpu_time};
 
 const CONTAINERS: usize = 40;
 const RECORDS: usize = 1_000_000;
@@ -301,22 +301,6 @@ fn trace_header() -> TraceHeader {
         probes: Vec::new(),
         cgroup_version: "v2".into(),
     }
-}
-
-/// CPU time this thread has used: on a machine shared with other work, the time the pipeline
-/// would take on a core of its own (wall time counts the time other processes ran).
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on every Linux
-    // memtrace runs on, and on failure `ts` stays zero.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
 }
 
 /// One pass over every record up to `stage`; returns the events made, and the CPU and wall

@@ -37,7 +37,7 @@ use memtrace::{
 };
 use memtrace_common::{CgroupRecord, EventKind, OomKillRecord, ReclaimRecord, event::Record};
 
-use common::{Dice, header as kernel_header};
+use common::{Dice, header as kernel_header, thread_cpu_time};
 
 const CONTAINERS: usize = 40;
 const SECOND: u64 = 1_000_000_000;
@@ -278,22 +278,6 @@ fn header() -> TraceHeader {
         probes: Vec::new(),
         cgroup_version: "v2".into(),
     }
-}
-
-/// CPU time this thread has used: on a shared machine, what the work would take on a core of its
-/// own (wall time also counts the time other processes ran).
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on every Linux
-    // memtrace runs on, and on failure `ts` stays zero.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
 }
 
 fn per_second(n: u64, took: Duration) -> f64 {

@@ -1,4 +1,7 @@
-//! What the benchmarks share: deterministic dice and kernel record headers.
+//! What the benchmarks share: deterministic dice, kernel record headers, and a clock of the
+//! CPU time a benchmark used.
+
+use std::time::Duration;
 
 use memtrace_common::{EventHeader, EventKind};
 
@@ -25,4 +28,20 @@ pub fn header(kind: EventKind, timestamp_ns: u64) -> EventHeader {
         pad: 0,
         timestamp_ns,
     }
+}
+
+/// CPU time this thread has used: on a machine shared with other work, the time the work would
+/// take on a core of its own (wall time also counts the time other processes ran).
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on every Linux
+    // memtrace runs on, and on failure `ts` stays zero.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
 }

@@ -222,6 +222,17 @@ mod tests {
 
     /// What the kubelet leaves on disk for a pod: `pods/<ns>_<pod>_<uid>/<container>/0.log` and
     /// the `containers/` symlink to it.
+    /// The pod the tests look up: `shop/checkout-api-…` with [`UID`].
+    fn add_checkout_pod(root: &Path, containers: &[(&str, &str)]) {
+        add_pod(
+            root,
+            "shop",
+            "checkout-api-6d9f8b7c5d-q8m2z",
+            UID,
+            containers,
+        );
+    }
+
     fn add_pod(root: &Path, namespace: &str, pod: &str, uid: &str, containers: &[(&str, &str)]) {
         let pod_dir = root.join(format!("pods/{namespace}_{pod}_{uid}"));
         fs::create_dir_all(root.join("containers")).expect("mkdir");
@@ -249,13 +260,7 @@ mod tests {
     #[test]
     fn names_pods_and_containers() {
         let root = tempfile::tempdir().expect("tempdir");
-        add_pod(
-            root.path(),
-            "shop",
-            "checkout-api-6d9f8b7c5d-q8m2z",
-            UID,
-            &[("api", APP_ID), ("istio-proxy", SIDECAR_ID)],
-        );
+        add_checkout_pod(root.path(), &[("api", APP_ID), ("istio-proxy", SIDECAR_ID)]);
         let mut pods = PodDirectory::new(root.path());
 
         let mut app = identity(&app_path());
@@ -326,13 +331,7 @@ mod tests {
         let mut pods = PodDirectory::new(root.path()).with_min_rescan_interval(Duration::ZERO);
         let mut app = identity(&app_path());
         assert!(!pods.enrich(&mut app), "not started yet");
-        add_pod(
-            root.path(),
-            "shop",
-            "checkout-api-6d9f8b7c5d-q8m2z",
-            UID,
-            &[("api", APP_ID)],
-        );
+        add_checkout_pod(root.path(), &[("api", APP_ID)]);
         assert!(pods.enrich(&mut app), "the pod started since the last scan");
         assert_eq!(app.container_name.as_deref(), Some("api"));
     }
@@ -345,13 +344,7 @@ mod tests {
         let mut app = identity(&app_path());
         assert!(!pods.enrich(&mut app));
         let first = pods.last_scan.expect("scanned on the first lookup");
-        add_pod(
-            root.path(),
-            "shop",
-            "checkout-api-6d9f8b7c5d-q8m2z",
-            UID,
-            &[("api", APP_ID)],
-        );
+        add_checkout_pod(root.path(), &[("api", APP_ID)]);
         assert!(!pods.enrich(&mut app), "too soon to rescan");
         assert_eq!(pods.last_scan, Some(first));
         pods.rescan();
