@@ -212,16 +212,14 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
+    use crate::attribution::container::test_ids::{
+        CONTAINERD_ID as APP_ID, CRIO_ID as SIDECAR_ID, PODMAN_ID as SANDBOX_ID,
+    };
 
     const UID: &str = "9c5d88c2-0869-486d-9f7c-1daba9d5821a";
     const UID_SYSTEMD: &str = "9c5d88c2_0869_486d_9f7c_1daba9d5821a";
     const OTHER_UID: &str = "51574d85-6f3d-4f54-8831-bcfd7eb5efa0";
-    const APP_ID: &str = "119ffdd721f0ffd388e7b457e0da8e7b67c49d5f0583af2015b4f5d662d03e25";
-    const SIDECAR_ID: &str = "3208f9971fef6da28054ee29dafd44ff0a2517a21b2cbdf14ec8925273c4059c";
-    const SANDBOX_ID: &str = "ec05ca7f86fdeaff214366c7795cd8e0096302368052ebfc764a555fb4fce263";
 
-    /// What the kubelet leaves on disk for a pod: `pods/<ns>_<pod>_<uid>/<container>/0.log` and
-    /// the `containers/` symlink to it.
     /// The pod the tests look up: `shop/checkout-api-…` with [`UID`].
     fn add_checkout_pod(root: &Path, containers: &[(&str, &str)]) {
         add_pod(
@@ -233,6 +231,8 @@ mod tests {
         );
     }
 
+    /// What the kubelet leaves on disk for a pod: `pods/<ns>_<pod>_<uid>/<container>/0.log` and
+    /// the `containers/` symlink to it.
     fn add_pod(root: &Path, namespace: &str, pod: &str, uid: &str, containers: &[(&str, &str)]) {
         let pod_dir = root.join(format!("pods/{namespace}_{pod}_{uid}"));
         fs::create_dir_all(root.join("containers")).expect("mkdir");
