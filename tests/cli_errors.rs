@@ -40,8 +40,7 @@ fn replaying_garbage_missing_or_truncated_files_is_a_clear_error() {
     // A real recording, cut short like a recorder killed mid-write.
     let file = dir.path().join("real.mtrace");
     let recorder = Memtrace::start(&["record", "-o", file.to_str().expect("utf-8")]);
-    let out = recorder.stop();
-    assert!(out.status.success(), "record failed: {out:?}");
+    let _ = recorder.stop_ok();
     let full = replay(&file);
     assert!(full.status.success(), "intact file must replay: {full:?}");
     let bytes = fs::read(&file).expect("read");

@@ -4,8 +4,7 @@
 use std::{fs, process::Command, thread, time::Duration};
 
 use memtrace_tests::{
-    Memtrace, TestCgroup, assert_oom_killed, json_lines, kernel_oom_line, oom_kills_in,
-    oom_line_field,
+    Memtrace, TestCgroup, events_in, json_lines, kernel_oom_line, oom_kills_in, oom_line_field,
 };
 
 const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
@@ -59,14 +58,12 @@ impl PodCgroups {
 fn oom_under_a_pod_limit_names_the_pod_as_the_limit_and_keeps_names_after_removal() {
     let pod = PodCgroups::new("podlimit", LIMIT);
     let memtrace = Memtrace::json(&[]);
-    let (pid, status) = pod.container.run_memhog(MEMHOG, 1024);
-    assert_oom_killed(pid, status);
+    let pid = pod.container.oom_kill_memhog(MEMHOG, 1024);
     let container_path = pod.container.path.clone();
     let pod_path = pod.pod.path.clone();
     // Gone right after the kill, before memtrace may even have looked.
     pod.remove();
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
 
     let events = json_lines(&out.stdout);
     let kills = oom_kills_in(&events, &container_path);
@@ -138,8 +135,7 @@ fn oom_under_a_pod_limit_names_the_pod_as_the_limit_and_keeps_names_after_remova
 fn memory_of_the_limit_that_fired_is_captured_at_the_kill() {
     let pod = PodCgroups::new("podmemory", LIMIT);
     let memtrace = Memtrace::json(&[]);
-    let (pid, status) = pod.container.run_memhog(MEMHOG, 1024);
-    assert_oom_killed(pid, status);
+    let _ = pod.container.oom_kill_memhog(MEMHOG, 1024);
     let out = memtrace.stop();
     let events = json_lines(&out.stdout);
     let kills = oom_kills_in(&events, &pod.container.path);
@@ -188,14 +184,10 @@ fn a_removed_memcg_with_page_cache_is_dying_until_caches_are_dropped() {
     // it for good (drop_caches alone skips pages that are briefly busy).
     parent.reclaim_all();
     thread::sleep(Duration::from_secs(2));
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
 
     let events = json_lines(&out.stdout);
-    let ours: Vec<_> = events
-        .iter()
-        .filter(|e| e["type"] == "cgroup" && e["cgroup"] == path.as_str())
-        .collect();
+    let ours = events_in(&events, "cgroup", &path);
     let removed = ours
         .iter()
         .find(|e| e["action"] == "removed")
@@ -230,8 +222,7 @@ fn stats_are_sampled_per_container_and_pod_and_filters_select_them() {
         POD_UID,
     ]);
     thread::sleep(Duration::from_millis(1800));
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
     let events = json_lines(&out.stdout);
     assert!(
         events
@@ -239,10 +230,7 @@ fn stats_are_sampled_per_container_and_pod_and_filters_select_them() {
             .all(|e| e["container"]["pod_uid"] == POD_UID || e["type"] == "oom_kill"),
         "--pod shows only that pod: {events:#?}"
     );
-    let pod_stats: Vec<_> = events
-        .iter()
-        .filter(|e| e["type"] == "stats" && e["cgroup"] == pod.pod.path.as_str())
-        .collect();
+    let pod_stats = events_in(&events, "stats", &pod.pod.path);
     assert!(pod_stats.len() >= 2, "sampled every 500 ms: {events:#?}");
     assert_eq!(pod_stats[0]["limit_bytes"], LIMIT);
     assert!(
@@ -269,8 +257,7 @@ fn docker_and_systemd_shaped_cgroups_are_named_from_creation_on() {
         service.path.clone(),
     ];
     drop((service, scope, slice, container, docker));
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
     let events = json_lines(&out.stdout);
     let created = |path: &str| {
         events
@@ -314,8 +301,7 @@ fn dying_memcgs_are_counted_at_start_up_and_listed_at_the_end() {
     let path = cgroup.path.clone();
     drop(cgroup);
     thread::sleep(Duration::from_millis(300));
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
     assert!(
         out.stderr.contains("memtrace: WARNING: ")
             && out.stderr.contains("memory cgroups are dying"),

@@ -3,26 +3,31 @@
 
 use std::{fs, process::Command};
 
-use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed, json_lines};
+use memtrace_tests::{
+    Finished, Memtrace, TestCgroup, assert_attached, assert_within_percent, events_in, json_lines,
+    required_strategies,
+};
 
 const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
 const MKFILES: &str = env!("CARGO_BIN_EXE_mkfiles");
 
-/// Strategies a test must see work for a point: from `var` (the VM tests set the ones Debian's
-/// kernels allow), else `host`: what this host's kernel (no kprobes, no fentry) allows.
-fn required(var: &str, host: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_else(|_| host.to_owned())
-        .split(',')
-        .map(str::to_owned)
-        .collect()
+/// `memtrace run` of `events` with `point` forced to `strategy`; with the kernel-side filter
+/// (`--cgroup`) when a cgroup is given.
+fn run_forced(events: &str, point: &str, strategy: &str, only: Option<&TestCgroup>) -> Memtrace {
+    let forced = format!("{point}={strategy}");
+    let mut args = vec!["--events", events, "--probe-strategy", &forced];
+    if let Some(cgroup) = only {
+        args.extend(["--cgroup", &cgroup.path]);
+    }
+    Memtrace::json(&args)
 }
 
-fn attached(stderr: &str, point: &str, strategy: &str) {
-    assert!(
-        stderr.contains(&format!("{point}={strategy}/")),
-        "{point}={strategy} must be the one attached: {stderr}"
-    );
+/// Stops a [`run_forced`] memtrace that must have attached `point` with `strategy`.
+fn stop_forced(memtrace: Memtrace, point: &str, strategy: &str) -> Finished {
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{strategy}: {out:?}");
+    assert_attached(&out.stderr, point, strategy);
+    out
 }
 
 /// The memcg's kernel memory: v1 `memory.kmem.usage_in_bytes`, v2 the `kernel` line of
@@ -66,10 +71,7 @@ impl Drop for Tmpfs {
 /// Accounted slab bytes memtrace saw the memcg gain (net of frees), and per cache.
 fn slab_net(stdout: &str, cgroup: &TestCgroup) -> (i64, Vec<(String, i64)>) {
     let events = json_lines(stdout);
-    let slab: Vec<_> = events
-        .iter()
-        .filter(|e| e["type"] == "slab" && e["cgroup"] == cgroup.path.as_str())
-        .collect();
+    let slab = events_in(&events, "slab", &cgroup.path);
     let net: i64 = slab
         .iter()
         .map(|e| e["net_bytes"].as_i64().expect("net"))
@@ -104,25 +106,18 @@ fn mkfiles(cgroup: &TestCgroup, dir: &std::path::Path, files: usize) {
 #[test]
 fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
     const FILES: usize = 100_000;
-    let strategies = required("MEMTRACE_TEST_SLAB_STRATEGIES", "raw_tp,tracked");
+    let strategies = required_strategies("MEMTRACE_TEST_SLAB_STRATEGIES", "raw_tp,tracked");
     for (strategy, filtered) in strategies
         .iter()
         .flat_map(|s| [(s.clone(), true), (s.clone(), false)])
     {
         let tmpfs = Tmpfs::new();
         let cgroup = TestCgroup::new(&format!("slab-{strategy}-{filtered}"), 2 << 30);
-        let forced = format!("slab={strategy}");
-        let mut args = vec!["--events", "slab", "--probe-strategy", &forced];
-        if filtered {
-            args.extend(["--cgroup", &cgroup.path]);
-        }
-        let memtrace = Memtrace::json(&args);
+        let memtrace = run_forced("slab", "slab", &strategy, filtered.then_some(&cgroup));
         let before = kernel_memory_bytes(&cgroup);
         mkfiles(&cgroup, tmpfs.0.path(), FILES);
         let after = kernel_memory_bytes(&cgroup);
-        let out = memtrace.stop();
-        assert!(out.status.success(), "{out:?}");
-        attached(&out.stderr, "slab", &strategy);
+        let out = stop_forced(memtrace, "slab", &strategy);
 
         let (traced, top) = slab_net(&out.stdout, &cgroup);
         let kernel = i64::try_from(after - before).expect("delta");
@@ -130,11 +125,11 @@ fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
             kernel > 50 << 20,
             "the kernel itself should count {FILES} inodes and dentries: {kernel}"
         );
-        // Within 20%: |traced − kernel| × 5 ≤ kernel.
-        assert!(
-            (traced - kernel).abs() * 5 <= kernel,
-            "{strategy} (filtered: {filtered}): memtrace saw {traced} bytes of accounted slab \
-             growth, the kernel {kernel}"
+        assert_within_percent(
+            &format!("{strategy} (filtered: {filtered}): accounted slab growth"),
+            traced,
+            kernel,
+            20,
         );
         // The caches that grew: each file is a tmpfs inode and a dentry.
         let names: Vec<&str> = top.iter().take(3).map(|(n, _)| n.as_str()).collect();
@@ -157,22 +152,13 @@ fn slab_frees_of_objects_older_than_memtrace_are_counted() {
     let tmpfs = Tmpfs::new();
     let cgroup = TestCgroup::new("slab-frees", 2 << 30);
     mkfiles(&cgroup, tmpfs.0.path(), FILES);
-    let memtrace = Memtrace::json(&[
-        "--events",
-        "slab",
-        "--cgroup",
-        &cgroup.path,
-        "--probe-strategy",
-        "slab=raw_tp",
-    ]);
+    let memtrace = run_forced("slab", "slab", "raw_tp", Some(&cgroup));
     let before = kernel_memory_bytes(&cgroup);
     // Unmounting frees every inode and dentry of the tmpfs (after an RCU grace period).
     drop(tmpfs);
     std::thread::sleep(std::time::Duration::from_secs(2));
     let after = kernel_memory_bytes(&cgroup);
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
-    attached(&out.stderr, "slab", "raw_tp");
+    let out = stop_forced(memtrace, "slab", "raw_tp");
 
     let (traced, top) = slab_net(&out.stdout, &cgroup);
     let kernel = i64::try_from(after).expect("bytes") - i64::try_from(before).expect("bytes");
@@ -180,10 +166,7 @@ fn slab_frees_of_objects_older_than_memtrace_are_counted() {
         kernel < -(20 << 20),
         "unmounting should free {FILES} inodes and dentries: the kernel counts {kernel}"
     );
-    assert!(
-        (traced - kernel).abs() * 5 <= -kernel,
-        "memtrace saw {traced} bytes of accounted slab change, the kernel {kernel}"
-    );
+    assert_within_percent("accounted slab change", traced, kernel, 20);
     let shrunk: Vec<&str> = top.iter().rev().take(3).map(|(n, _)| n.as_str()).collect();
     assert!(
         shrunk.contains(&"shmem_inode_cache"),
@@ -194,23 +177,13 @@ fn slab_frees_of_objects_older_than_memtrace_are_counted() {
 #[test]
 fn every_charge_strategy_counts_the_pages_a_memcg_was_charged() {
     const CAP_MIB: u64 = 96;
-    for strategy in required("MEMTRACE_TEST_CHARGE_STRATEGIES", "raw_tp") {
+    for strategy in required_strategies("MEMTRACE_TEST_CHARGE_STRATEGIES", "raw_tp") {
         let cgroup = TestCgroup::new(&format!("charge-{strategy}"), 1 << 30);
-        let forced = format!("charge={strategy}");
-        let memtrace = Memtrace::json(&[
-            "--events",
-            "charge",
-            "--probe-strategy",
-            &forced,
-            "--cgroup",
-            &cgroup.path,
-        ]);
+        let memtrace = run_forced("charge", "charge", &strategy, Some(&cgroup));
         let (_, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
         // Exit 3: memhog touched its whole cap and was not killed.
         assert_eq!(status.code(), Some(3), "{strategy}: memhog {status}");
-        let out = memtrace.stop();
-        assert!(out.status.success(), "{strategy}: {out:?}");
-        attached(&out.stderr, "charge", &strategy);
+        let out = stop_forced(memtrace, "charge", &strategy);
         let events = json_lines(&out.stdout);
         let charged: u64 = events
             .iter()
@@ -240,28 +213,14 @@ fn every_charge_strategy_counts_the_pages_a_memcg_was_charged() {
 
 #[test]
 fn every_try_charge_strategy_reports_the_charges_a_limit_refused() {
-    for strategy in required("MEMTRACE_TEST_TRY_CHARGE_STRATEGIES", "derived") {
+    for strategy in required_strategies("MEMTRACE_TEST_TRY_CHARGE_STRATEGIES", "derived") {
         let cgroup = TestCgroup::new(&format!("trycharge-{strategy}"), 64 << 20);
-        let forced = format!("try_charge={strategy}");
-        let memtrace = Memtrace::json(&[
-            "--events",
-            "reclaim,try_charge",
-            "--probe-strategy",
-            &forced,
-            "--cgroup",
-            &cgroup.path,
-        ]);
-        let (pid, status) = cgroup.run_memhog(MEMHOG, 512);
-        assert_oom_killed(pid, status);
+        let memtrace = run_forced("reclaim,try_charge", "try_charge", &strategy, Some(&cgroup));
+        let _ = cgroup.oom_kill_memhog(MEMHOG, 512);
         let failcnt = cgroup_failures(&cgroup);
-        let out = memtrace.stop();
-        assert!(out.status.success(), "{strategy}: {out:?}");
-        attached(&out.stderr, "try_charge", &strategy);
+        let out = stop_forced(memtrace, "try_charge", &strategy);
         let events = json_lines(&out.stdout);
-        let failures: Vec<_> = events
-            .iter()
-            .filter(|e| e["type"] == "charge_fail" && e["cgroup"] == cgroup.path.as_str())
-            .collect();
+        let failures = events_in(&events, "charge_fail", &cgroup.path);
         assert!(
             !failures.is_empty(),
             "{strategy}: memhog hit the 64 MiB limit ({failcnt} failures by the kernel's count) \

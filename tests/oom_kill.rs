@@ -1,11 +1,9 @@
 //! A real memory-cgroup OOM kill, seen by memtrace live and through record + replay, checked
 //! against the kernel's own counters and log.
 
-use std::process::Command;
-
 use memtrace_tests::{
-    Memtrace, TestCgroup, assert_oom_killed, json_lines, kernel_oom_line, memtrace_bin,
-    oom_kills_in, oom_line_field,
+    Memtrace, TestCgroup, assert_attached, json_lines, kernel_oom_line, memtrace_output,
+    oom_kills_in, oom_line_field, required_strategies,
 };
 
 const LIMIT: u64 = 64 << 20;
@@ -41,24 +39,31 @@ fn assert_matches_kernel(event: &serde_json::Value, cgroup: &TestCgroup, pid: u3
     );
 }
 
-#[test]
-fn oom_kill_is_streamed_live_with_pid_and_cgroup() {
-    let cgroup = TestCgroup::new("live", LIMIT);
-    let memtrace = Memtrace::start(&["run", "--format", "json"]);
-    let (pid, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
-    assert_oom_killed(pid, status);
-    let out = memtrace.stop();
-    assert!(out.status.success(), "memtrace failed: {out:?}");
-
-    let events = json_lines(&out.stdout);
-    let ours = oom_kills_in(&events, &cgroup.path);
+/// The one OOM kill memtrace reported for `cgroup`, checked against what the kernel says.
+fn the_kill_in<'a>(
+    events: &'a [serde_json::Value],
+    cgroup: &TestCgroup,
+    pid: u32,
+) -> &'a serde_json::Value {
+    let ours = oom_kills_in(events, &cgroup.path);
     assert_eq!(
         ours.len(),
         1,
         "exactly one oom_kill in {}: {events:#?}",
         cgroup.path
     );
-    assert_matches_kernel(ours[0], &cgroup, pid);
+    assert_matches_kernel(ours[0], cgroup, pid);
+    ours[0]
+}
+
+#[test]
+fn oom_kill_is_streamed_live_with_pid_and_cgroup() {
+    let cgroup = TestCgroup::new("live", LIMIT);
+    let memtrace = Memtrace::start(&["run", "--format", "json"]);
+    let pid = cgroup.oom_kill_memhog(MEMHOG, CAP_MIB);
+    let out = memtrace.stop_ok();
+
+    let _ = the_kill_in(&json_lines(&out.stdout), &cgroup, pid);
     assert!(
         out.stderr.contains(" 0 lost"),
         "the summary must say nothing was lost: {}",
@@ -74,34 +79,21 @@ fn oom_kill_is_recorded_and_replayed_as_run_printed_it() {
     let file_arg = file.to_str().expect("utf-8 path");
     let live = Memtrace::start(&["run", "--format", "json"]);
     let recorder = Memtrace::start(&["record", "-o", file_arg]);
-    let (pid, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
-    assert_oom_killed(pid, status);
-    let record_out = recorder.stop();
-    assert!(record_out.status.success(), "record failed: {record_out:?}");
-    let live = live.stop();
-    assert!(live.status.success(), "run failed: {live:?}");
+    let pid = cgroup.oom_kill_memhog(MEMHOG, CAP_MIB);
+    let _ = recorder.stop_ok();
+    let live = live.stop_ok();
 
-    let replay = Command::new(memtrace_bin())
-        .args(["replay", file_arg, "--format", "json"])
-        .output()
-        .expect("run replay");
+    let replay = memtrace_output(&["replay", file_arg, "--format", "json"]);
     assert!(replay.status.success(), "replay failed: {replay:?}");
     let replayed = json_lines(&String::from_utf8_lossy(&replay.stdout));
-    let ours = oom_kills_in(&replayed, &cgroup.path);
-    assert_eq!(
-        ours.len(),
-        1,
-        "exactly one oom_kill in {}: {replayed:#?}",
-        cgroup.path
-    );
-    assert_matches_kernel(ours[0], &cgroup, pid);
+    let replayed_kill = the_kill_in(&replayed, &cgroup, pid);
 
     // The same event as `run` printed it. Each memtrace has its own program instance on the
     // tracepoint, so each stamps its own time (microseconds apart), and each reads the usage on
     // its own while the victim exits; everything else is identical.
     let live_events = json_lines(&live.stdout);
     let mut live_event = oom_kills_in(&live_events, &cgroup.path)[0].clone();
-    let mut replayed_event = ours[0].clone();
+    let mut replayed_event = replayed_kill.clone();
     let stamp = |e: &serde_json::Value| e["timestamp_ns"].as_u64().expect("timestamp");
     assert!(
         stamp(&live_event).abs_diff(stamp(&replayed_event)) < 1_000_000_000,
@@ -116,10 +108,7 @@ fn oom_kill_is_recorded_and_replayed_as_run_printed_it() {
     assert_eq!(replayed_event, live_event);
 
     // Text replay prints the human line.
-    let text = Command::new(memtrace_bin())
-        .args(["replay", file_arg])
-        .output()
-        .expect("run replay");
+    let text = memtrace_output(&["replay", file_arg]);
     assert!(text.status.success(), "text replay failed: {text:?}");
     let text = String::from_utf8_lossy(&text.stdout);
     let victim_line = text
@@ -133,38 +122,19 @@ fn oom_kill_is_recorded_and_replayed_as_run_printed_it() {
     assert!(victim_line.contains("memcg_limit=64.0MiB"), "{victim_line}");
 }
 
-/// The OOM strategies this test must see work: `MEMTRACE_TEST_OOM_STRATEGIES` (the VM tests
-/// set all three: Debian's kernels allow them), else `raw_tp`, the only one this host's kernel
-/// (no kprobes, no fentry) allows.
-fn required_oom_strategies() -> Vec<String> {
-    std::env::var("MEMTRACE_TEST_OOM_STRATEGIES")
-        .unwrap_or_else(|_| "raw_tp".to_owned())
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
 #[test]
 fn every_oom_strategy_reports_the_kill_and_the_limit_that_fired() {
-    for strategy in required_oom_strategies() {
+    // The VM tests set all three (Debian's kernels allow them).
+    for strategy in required_strategies("MEMTRACE_TEST_OOM_STRATEGIES", "raw_tp") {
         let cgroup = TestCgroup::new(&format!("strategy-{strategy}"), LIMIT);
         let forced = format!("oom_kill={strategy}");
         let memtrace = Memtrace::json(&["--probe-strategy", &forced]);
-        let (pid, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
-        assert_oom_killed(pid, status);
-        let out = memtrace.stop();
-        assert!(out.status.success(), "{strategy}: {out:?}");
-        assert!(
-            out.stderr.contains(&format!("oom_kill={strategy}/")),
-            "{strategy} must be the one attached: {}",
-            out.stderr
-        );
+        let pid = cgroup.oom_kill_memhog(MEMHOG, CAP_MIB);
+        let out = memtrace.stop_ok();
+        assert_attached(&out.stderr, "oom_kill", &strategy);
         let events = json_lines(&out.stdout);
-        let ours = oom_kills_in(&events, &cgroup.path);
-        assert_eq!(ours.len(), 1, "{strategy}: one oom_kill: {events:#?}");
-        let kill = ours[0];
+        let kill = the_kill_in(&events, &cgroup, pid);
         assert_eq!(kill["probe"], strategy.as_str(), "{kill}");
-        assert_matches_kernel(kill, &cgroup, pid);
         assert_eq!(kill["constraint"], "CONSTRAINT_MEMCG", "{strategy}: {kill}");
         assert_eq!(
             kill["limit_cgroup"],

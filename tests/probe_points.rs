@@ -8,7 +8,7 @@ use std::{
     sync::Mutex,
 };
 
-use memtrace_tests::{Memtrace, TestCgroup, json_lines};
+use memtrace_tests::{Memtrace, TestCgroup, assert_within_percent, events_in, json_lines};
 
 /// Tests that drop caches or measure the page cache run one at a time: a `drop_caches` in one
 /// would empty the cache another is counting.
@@ -69,14 +69,10 @@ fn page_cache_growth_matches_memory_stat_and_names_the_file() {
     let before = stat_cache_bytes(&cgroup);
     read_in(&cgroup, &file);
     let after = stat_cache_bytes(&cgroup);
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
 
     let events = json_lines(&out.stdout);
-    let cache: Vec<_> = events
-        .iter()
-        .filter(|e| e["type"] == "cache" && e["cgroup"] == cgroup.path.as_str())
-        .collect();
+    let cache = events_in(&events, "cache", &cgroup.path);
     assert!(
         !cache.is_empty(),
         "no cache events for {}: {events:#?}\nmemtrace said:\n{}",
@@ -92,11 +88,7 @@ fn page_cache_growth_matches_memory_stat_and_names_the_file() {
         kernel > 200 << 20,
         "the kernel itself should count the 256 MiB read: {kernel}"
     );
-    // Within 10%: |traced − kernel| × 10 ≤ kernel.
-    assert!(
-        (traced - kernel).abs() * 10 <= kernel,
-        "memtrace saw {traced} bytes of cache growth, memory.stat {kernel}"
-    );
+    assert_within_percent("cache growth against memory.stat", traced, kernel, 10);
 
     // The top file of the interval that grew most is the file that was read.
     let biggest = cache
@@ -119,13 +111,9 @@ fn reclaim_under_a_limit_is_attributed_with_what_it_freed() {
     let cgroup = TestCgroup::new("reclaim", 64 << 20);
     let memtrace = Memtrace::json(&["--cgroup", &cgroup.path]);
     read_in(&cgroup, &file);
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
     let events = json_lines(&out.stdout);
-    let reclaims: Vec<_> = events
-        .iter()
-        .filter(|e| e["type"] == "reclaim" && e["cgroup"] == cgroup.path.as_str())
-        .collect();
+    let reclaims = events_in(&events, "reclaim", &cgroup.path);
     assert!(
         reclaims
             .iter()
@@ -174,8 +162,7 @@ fn a_full_ring_buffer_is_counted_as_lost_not_dropped_silently() {
         .collect();
     let prefix = format!("{}/", base.path);
     drop(children);
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
 
     let seen = json_lines(&out.stdout)
         .iter()
@@ -217,8 +204,7 @@ fn filters_are_applied_in_the_kernel_and_follow_new_cgroups() {
     fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
     read_in(&child, &file);
     std::thread::sleep(std::time::Duration::from_millis(700));
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
     assert!(
         out.stderr
             .contains("memtrace: filtering in the kernel: 1 memory cgroup match now"),
@@ -261,8 +247,7 @@ fn charge_derived_from_the_page_cache_counts_the_file_pages_read() {
     let before = stat_cache_bytes(&cgroup);
     read_in(&cgroup, &file);
     let after = stat_cache_bytes(&cgroup);
-    let out = memtrace.stop();
-    assert!(out.status.success(), "{out:?}");
+    let out = memtrace.stop_ok();
     assert!(
         out.stderr.contains("charge=derived/page_cache"),
         "charge=derived must be the one attached: {}",
@@ -270,10 +255,7 @@ fn charge_derived_from_the_page_cache_counts_the_file_pages_read() {
     );
 
     let events = json_lines(&out.stdout);
-    let samples: Vec<_> = events
-        .iter()
-        .filter(|e| e["type"] == "charge" && e["cgroup"] == cgroup.path.as_str())
-        .collect();
+    let samples = events_in(&events, "charge", &cgroup.path);
     for e in &samples {
         assert_eq!(e["derived"], "page_cache", "{e}");
         assert!(

@@ -11,9 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace_tests::{
-    Memtrace, TestCgroup, assert_oom_killed, json_lines, memtrace_bin, oom_kills_in,
-};
+use memtrace_tests::{Memtrace, TestCgroup, boot_ns, json_lines, memtrace_bin, oom_kills_in};
 
 const LIMIT: u64 = 64 << 20;
 const CAP_MIB: u64 = 1024;
@@ -29,15 +27,17 @@ fn replay(file: &Path, extra: &[&str]) -> Output {
         .expect("run replay")
 }
 
-fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    u64::try_from(ts.tv_sec).expect("secs") * 1_000_000_000 + u64::try_from(ts.tv_nsec).expect("ns")
+/// `memtrace record -o FILE EXTRA…`, once attached.
+fn record(file: &Path, extra: &[&str]) -> Memtrace {
+    let mut args = vec!["record", "-o", file.to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    Memtrace::start(&args)
+}
+
+/// [`record`] of `cgroup`'s events only, with no periodic samples.
+fn record_cgroup(file: &Path, cgroup: &TestCgroup, extra: &[&str]) -> Memtrace {
+    let only = ["--stats-interval", "0", "--cgroup", cgroup.path.as_str()];
+    record(file, &[extra, &only].concat())
 }
 
 /// Creates and removes `n` child cgroups: real kernel events (cgroup created/removed/freed).
@@ -56,22 +56,12 @@ fn a_recorded_oom_kill_replays_exactly_as_record_streamed_it() {
     // A file left readable by someone else is replaced by a private one.
     fs::write(&file, b"old").expect("write");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let recorder = Memtrace::start(&[
-        "record",
-        "-o",
-        file.to_str().expect("utf-8"),
-        "--print",
-        "json",
-        "--stats-interval",
-        "1s",
-    ]);
-    let (pid, status) = cgroup.run_memhog(MEMHOG, CAP_MIB);
-    assert_oom_killed(pid, status);
+    let recorder = record(&file, &["--print", "json", "--stats-interval", "1s"]);
+    let pid = cgroup.oom_kill_memhog(MEMHOG, CAP_MIB);
     churn_cgroups(&cgroup, 3);
     // Let a stats interval pass with the cgroup's memory in it.
     thread::sleep(Duration::from_millis(1500));
-    let out = recorder.stop();
-    assert!(out.status.success(), "record failed: {out:?}");
+    let out = recorder.stop_ok();
     assert_eq!(
         fs::metadata(&file).expect("stat").permissions().mode() & 0o777,
         0o600,
@@ -118,17 +108,7 @@ fn a_recorder_killed_with_sigkill_loses_at_most_its_last_second() {
     let cgroup = TestCgroup::new("trace-kill9", LIMIT);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("killed.mtrace");
-    let recorder = Memtrace::start(&[
-        "record",
-        "-o",
-        file.to_str().expect("utf-8"),
-        "--print",
-        "json",
-        "--stats-interval",
-        "0",
-        "--cgroup",
-        cgroup.path.as_str(),
-    ]);
+    let recorder = record_cgroup(&file, &cgroup, &["--print", "json"]);
     churn_cgroups(&cgroup, 20);
     // Past the one second the format may lose, with nothing new happening in our cgroup.
     thread::sleep(Duration::from_millis(1200));
@@ -179,19 +159,7 @@ fn rotation_keeps_at_most_n_files_each_readable_alone() {
     let cgroup = TestCgroup::new("trace-rotate", LIMIT);
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("rot.mtrace");
-    let recorder = Memtrace::start(&[
-        "record",
-        "-o",
-        base.to_str().expect("utf-8"),
-        "--max-size",
-        "64K",
-        "--rotate",
-        "2",
-        "--stats-interval",
-        "0",
-        "--cgroup",
-        cgroup.path.as_str(),
-    ]);
+    let recorder = record_cgroup(&base, &cgroup, &["--max-size", "64K", "--rotate", "2"]);
     // Real cgroup events until the recording is in its fourth file (how many that takes
     // depends on how well they compress, and how fast this machine makes them).
     let sequence_in_dir = || {
@@ -216,8 +184,7 @@ fn rotation_keeps_at_most_n_files_each_readable_alone() {
         churn_cgroups(&cgroup, 50);
     }
     thread::sleep(Duration::from_millis(1000));
-    let out = recorder.stop();
-    assert!(out.status.success(), "record failed: {out:?}");
+    let _ = recorder.stop_ok();
 
     let mut files: Vec<String> = fs::read_dir(dir.path())
         .expect("ls")

@@ -30,6 +30,19 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LostKind::COUN
 /// never come (kernels since 6.1 allocate safely from any program context).
 const BPF_F_NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 
+/// A double-buffered per-CPU aggregate: two maps of one shape, `<NAME>_0` and `<NAME>_1` (the
+/// programs write the one [`active_half`] names while userspace drains the other).
+macro_rules! double_buffered {
+    ([$zero:ident, $one:ident]: $key:ty => $value:ty, $entries:expr) => {
+        #[map]
+        pub static $zero: PerCpuHashMap<$key, $value> =
+            PerCpuHashMap::with_max_entries($entries, BPF_F_NO_PREALLOC);
+        #[map]
+        pub static $one: PerCpuHashMap<$key, $value> =
+            PerCpuHashMap::with_max_entries($entries, BPF_F_NO_PREALLOC);
+    };
+}
+
 #[unsafe(no_mangle)]
 pub static IGNORED_CALLERS: Global<IgnoredCallers> = Global::new(IgnoredCallers {
     ranges: [[0; 2]; 8],
@@ -58,18 +71,8 @@ pub fn count_lost(kind: LostKind) {
 #[map]
 pub static AGG_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
-#[map]
-pub static CACHE_MEMCG_0: PerCpuHashMap<u64, CacheDelta> =
-    PerCpuHashMap::with_max_entries(CACHE_MEMCG_ENTRIES, BPF_F_NO_PREALLOC);
-#[map]
-pub static CACHE_MEMCG_1: PerCpuHashMap<u64, CacheDelta> =
-    PerCpuHashMap::with_max_entries(CACHE_MEMCG_ENTRIES, BPF_F_NO_PREALLOC);
-#[map]
-pub static CACHE_FILE_0: PerCpuHashMap<FileKey, CacheDelta> =
-    PerCpuHashMap::with_max_entries(CACHE_FILE_ENTRIES, BPF_F_NO_PREALLOC);
-#[map]
-pub static CACHE_FILE_1: PerCpuHashMap<FileKey, CacheDelta> =
-    PerCpuHashMap::with_max_entries(CACHE_FILE_ENTRIES, BPF_F_NO_PREALLOC);
+double_buffered!([CACHE_MEMCG_0, CACHE_MEMCG_1]: u64 => CacheDelta, CACHE_MEMCG_ENTRIES);
+double_buffered!([CACHE_FILE_0, CACHE_FILE_1]: FileKey => CacheDelta, CACHE_FILE_ENTRIES);
 
 #[map]
 pub static INODE_IDS: LruHashMap<u64, InodeId> = LruHashMap::with_max_entries(INODE_IDS_ENTRIES, 0);
@@ -81,12 +84,7 @@ pub static MEMCG_IDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MEMCG_
 pub static RECLAIM_BEGIN: HashMap<u64, ReclaimBegin> =
     HashMap::with_max_entries(RECLAIM_BEGIN_ENTRIES, BPF_F_NO_PREALLOC);
 
-#[map]
-pub static CHARGE_0: PerCpuHashMap<u64, ChargeDelta> =
-    PerCpuHashMap::with_max_entries(CHARGE_ENTRIES, BPF_F_NO_PREALLOC);
-#[map]
-pub static CHARGE_1: PerCpuHashMap<u64, ChargeDelta> =
-    PerCpuHashMap::with_max_entries(CHARGE_ENTRIES, BPF_F_NO_PREALLOC);
+double_buffered!([CHARGE_0, CHARGE_1]: u64 => ChargeDelta, CHARGE_ENTRIES);
 /// `pid_tgid` → the folio being charged, from the kprobe to the kretprobe.
 #[map]
 pub static CHARGE_PENDING: HashMap<u64, u64> =
@@ -96,12 +94,7 @@ pub static CHARGE_PENDING: HashMap<u64, u64> =
 pub static TRY_CHARGE_PENDING: HashMap<u64, TryChargeArgs> =
     HashMap::with_max_entries(PENDING_ENTRIES, BPF_F_NO_PREALLOC);
 
-#[map]
-pub static SLAB_0: PerCpuHashMap<SlabKey, SlabDelta> =
-    PerCpuHashMap::with_max_entries(SLAB_ENTRIES, BPF_F_NO_PREALLOC);
-#[map]
-pub static SLAB_1: PerCpuHashMap<SlabKey, SlabDelta> =
-    PerCpuHashMap::with_max_entries(SLAB_ENTRIES, BPF_F_NO_PREALLOC);
+double_buffered!([SLAB_0, SLAB_1]: SlabKey => SlabDelta, SLAB_ENTRIES);
 /// Object address → what its allocation was counted as.
 #[map]
 pub static SLAB_OBJECTS: HashMap<u64, SlabObject> =

@@ -30,6 +30,8 @@
     reason = "dice values are below small bounds (a container index, a pid)"
 )]
 
+mod common;
+
 use std::{
     fs,
     hint::black_box,
@@ -48,13 +50,15 @@ use memtrace::{
     trace::{TraceHeader, TraceWriter},
 };
 use memtrace_common::{
-    CgroupRecord, EventHeader, EventKind, OomKillRecord, ReclaimRecord,
+    CgroupRecord, EventKind, OomKillRecord, ReclaimRecord,
     event::{
         CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RELEASE, CGROUP_RMDIR, CHARGE_STRATEGY_FEXIT,
         ChargeFailRecord, OOM_FLAG_CONTROL, OOM_FLAG_MEMCG, OOM_FLAG_RSS, OOM_FLAG_TASK,
         OOM_STRATEGY_FENTRY, Record,
     },
 };
+
+use common::{Dice, header, thread_cpu_time};
 
 const CONTAINERS: usize = 40;
 const RECORDS: usize = 1_000_000;
@@ -67,22 +71,6 @@ const CLOCK: HostClock = HostClock {
     boot_time_wall_ns: 1_795_000_000 * SECOND,
     page_size: PAGE,
 };
-
-/// xorshift64*: deterministic, and no dependency for a benchmark's dice.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A container's memcg on the fake node.
 struct Memcg {
@@ -153,14 +141,6 @@ fn node(root: &Path, dice: &mut Dice) -> Vec<Memcg> {
         });
     }
     memcgs
-}
-
-fn header(kind: EventKind, timestamp_ns: u64) -> EventHeader {
-    EventHeader {
-        kind: kind as u32,
-        pad: 0,
-        timestamp_ns,
-    }
 }
 
 fn comm(name: &[u8]) -> [u8; 16] {
@@ -321,22 +301,6 @@ fn trace_header() -> TraceHeader {
         probes: Vec::new(),
         cgroup_version: "v2".into(),
     }
-}
-
-/// CPU time this thread has used: on a machine shared with other work, the time the pipeline
-/// would take on a core of its own (wall time counts the time other processes ran).
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on every Linux
-    // memtrace runs on, and on failure `ts` stays zero.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
 }
 
 /// One pass over every record up to `stage`; returns the events made, and the CPU and wall

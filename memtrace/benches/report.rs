@@ -8,6 +8,12 @@
 //! its progress bar there).
 #![expect(clippy::cast_precision_loss, reason = "a benchmark: rates for people")]
 
+#[allow(
+    dead_code,
+    reason = "this benchmark draws from its own generator, not `Dice`"
+)]
+mod common;
+
 use std::{
     io,
     path::{Path, PathBuf},
@@ -25,12 +31,14 @@ use memtrace::{
     trace::{TraceHeader, TraceItem, TraceReader, TraceWriter},
 };
 use memtrace_common::{
-    EventHeader, EventKind,
+    EventKind,
     event::{
         CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RMDIR, CgroupRecord, OOM_FLAG_MEMCG,
         OOM_FLAG_RSS, OOM_FLAG_TASK, OomKillRecord, ReclaimRecord, Record,
     },
 };
+
+use common::header;
 
 const CONTAINERS: u64 = 50;
 const SECONDS: u64 = 3600;
@@ -161,14 +169,6 @@ fn node_hour() -> Vec<Event> {
         }
     }
     out
-}
-
-fn header(kind: EventKind, timestamp_ns: u64) -> EventHeader {
-    EventHeader {
-        kind: kind as u32,
-        pad: 0,
-        timestamp_ns,
-    }
 }
 
 fn kernel(record: &Record, path: &str, identity: Option<&ContainerIdentity>) -> Event {

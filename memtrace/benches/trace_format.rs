@@ -17,6 +17,8 @@
     reason = "dice values are below small bounds (a container index, a file count)"
 )]
 
+mod common;
+
 use std::{
     fs,
     hint::black_box,
@@ -33,29 +35,13 @@ use memtrace::{
     sinks::{JsonSink, Sink},
     trace::{TraceHeader, TraceItem, TraceReader, TraceWriter},
 };
-use memtrace_common::{
-    CgroupRecord, EventHeader, EventKind, OomKillRecord, ReclaimRecord, event::Record,
-};
+use memtrace_common::{CgroupRecord, EventKind, OomKillRecord, ReclaimRecord, event::Record};
+
+use common::{Dice, header as kernel_header, thread_cpu_time};
 
 const CONTAINERS: usize = 40;
 const SECOND: u64 = 1_000_000_000;
 const PAGE: u64 = 4096;
-
-/// xorshift64*: deterministic, and no dependency for a benchmark's dice.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Container {
     cgroup: String,
@@ -110,14 +96,6 @@ impl Container {
             container: Some(self.identity.clone()),
             ..Context::default()
         }
-    }
-}
-
-fn kernel_header(kind: EventKind, timestamp_ns: u64) -> EventHeader {
-    EventHeader {
-        kind: kind as u32,
-        pad: 0,
-        timestamp_ns,
     }
 }
 
@@ -300,22 +278,6 @@ fn header() -> TraceHeader {
         probes: Vec::new(),
         cgroup_version: "v2".into(),
     }
-}
-
-/// CPU time this thread has used: on a shared machine, what the work would take on a core of its
-/// own (wall time also counts the time other processes ran).
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on every Linux
-    // memtrace runs on, and on failure `ts` stays zero.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
 }
 
 fn per_second(n: u64, took: Duration) -> f64 {

@@ -159,16 +159,12 @@ impl TestCgroup {
         // `sh` moves itself in, then becomes the program, so the program is charged here from
         // its first page.
         let script = format!("echo $$ > '{}' && exec \"$@\"", self.procs_file().display());
-        let mut child = Command::new("sh")
-            .args(["-c", &script, "sh", program])
-            .args(args)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn sh");
-        let pid = child.id();
-        let status = wait_timeout(&mut child, Duration::from_secs(60))
-            .unwrap_or_else(|| panic!("{program} (pid {pid}) still running after 60 s"));
-        (pid, status)
+        run_to_end(
+            Command::new("sh")
+                .args(["-c", &script, "sh", program])
+                .args(args),
+            program,
+        )
     }
 
     fn write(&self, file: &str, value: &str) {
@@ -201,16 +197,24 @@ impl TestCgroup {
     /// inside this cgroup until it exits; returns its pid and exit status.
     #[must_use]
     pub fn run_memhog(&self, memhog: &str, cap_mib: u64) -> (u32, ExitStatus) {
-        let mut child = Command::new(memhog)
-            .arg(self.procs_file())
-            .arg(cap_mib.to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn memhog");
-        let pid = child.id();
-        let status = wait_timeout(&mut child, Duration::from_secs(60))
-            .unwrap_or_else(|| panic!("memhog (pid {pid}) still running after 60 s"));
-        (pid, status)
+        run_to_end(
+            Command::new(memhog)
+                .arg(self.procs_file())
+                .arg(cap_mib.to_string()),
+            "memhog",
+        )
+    }
+
+    /// Runs memhog (see [`Self::run_memhog`]) until the kernel OOM-kills it; returns its pid.
+    ///
+    /// # Panics
+    ///
+    /// When memhog was not OOM-killed.
+    #[must_use]
+    pub fn oom_kill_memhog(&self, memhog: &str, cap_mib: u64) -> u32 {
+        let (pid, status) = self.run_memhog(memhog, cap_mib);
+        assert_oom_killed(pid, status);
+        pid
     }
 }
 
@@ -334,6 +338,19 @@ impl Memtrace {
         self.stop_with(libc::SIGINT)
     }
 
+    /// Sends SIGINT (Ctrl-C), collects the output, and asserts that memtrace exited with
+    /// success.
+    ///
+    /// # Panics
+    ///
+    /// When it did not.
+    #[must_use]
+    pub fn stop_ok(self) -> Finished {
+        let out = self.stop();
+        assert!(out.status.success(), "memtrace failed: {out:?}");
+        out
+    }
+
     /// Sends `signal` (SIGINT, SIGTERM, …) and collects the output.
     ///
     /// # Panics
@@ -381,6 +398,18 @@ impl Drop for Memtrace {
     }
 }
 
+/// Runs `command` (stdin from /dev/null) to completion, up to 60 s; returns its pid and status.
+fn run_to_end(command: &mut Command, what: &str) -> (u32, ExitStatus) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let pid = child.id();
+    let status = wait_timeout(&mut child, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{what} (pid {pid}) still running after 60 s"));
+    (pid, status)
+}
+
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -414,17 +443,93 @@ pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The `oom_kill` events memtrace reported for one cgroup (other tests may OOM their own
-/// cgroups at the same time).
+/// The events of one `type` memtrace reported for one cgroup (other tests run in cgroups of
+/// their own at the same time).
+#[must_use]
+pub fn events_in<'a>(
+    events: &'a [serde_json::Value],
+    kind: &str,
+    cgroup: &str,
+) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == kind && e["cgroup"] == cgroup)
+        .collect()
+}
+
+/// The `oom_kill` events memtrace reported for one cgroup.
 #[must_use]
 pub fn oom_kills_in<'a>(
     events: &'a [serde_json::Value],
     cgroup: &str,
 ) -> Vec<&'a serde_json::Value> {
-    events
-        .iter()
-        .filter(|e| e["type"] == "oom_kill" && e["cgroup"] == cgroup)
+    events_in(events, "oom_kill", cgroup)
+}
+
+/// `CLOCK_BOOTTIME`, the clock of event timestamps, in nanoseconds.
+#[must_use]
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME)");
+    u64::try_from(ts.tv_sec).expect("secs") * 1_000_000_000 + u64::try_from(ts.tv_nsec).expect("ns")
+}
+
+/// Asserts that memtrace's count (`traced`) is within `percent` % of the kernel's own count of
+/// the same change (`kernel`, either sign).
+pub fn assert_within_percent(what: &str, traced: i64, kernel: i64, percent: i64) {
+    // |traced − kernel| × 100 ≤ |kernel| × percent, in integers.
+    assert!(
+        (traced - kernel).abs() * 100 <= kernel.abs() * percent,
+        "{what}: memtrace saw {traced} bytes, the kernel {kernel} (more than {percent}% apart)"
+    );
+}
+
+/// Strategies a test must see work for a probe point: from `var` (the VM tests set the ones
+/// Debian's kernels allow), else `host`: what this host's kernel (no kprobes, no fentry) allows.
+#[must_use]
+pub fn required_strategies(var: &str, host: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_else(|_| host.to_owned())
+        .split(',')
+        .map(str::to_owned)
         .collect()
+}
+
+/// Asserts that memtrace's stderr says `point` was attached with `strategy`.
+pub fn assert_attached(stderr: &str, point: &str, strategy: &str) {
+    assert!(
+        stderr.contains(&format!("{point}={strategy}/")),
+        "{point}={strategy} must be the one attached: {stderr}"
+    );
+}
+
+/// The start of a test workload (`memhog`, `mkfiles`): `parse` reads its arguments after
+/// `CGROUP_PROCS_FILE`, then it joins that cgroup. A bad usage or a failure to join is printed,
+/// and the workload exits with status 2.
+///
+/// # Errors
+///
+/// The exit code for a bad usage or a cgroup it cannot join.
+pub fn join_cgroup<T>(
+    name: &str,
+    usage: &str,
+    parse: impl FnOnce(&[String]) -> Option<T>,
+) -> Result<T, std::process::ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(procs), Some(parsed)) = (args.get(1), args.get(2..).and_then(parse)) else {
+        eprintln!("usage: {name} CGROUP_PROCS_FILE {usage}");
+        return Err(std::process::ExitCode::from(2));
+    };
+    if let Err(e) = fs::write(procs, std::process::id().to_string()) {
+        eprintln!("{name}: cannot join {procs}: {e}");
+        return Err(std::process::ExitCode::from(2));
+    }
+    Ok(parsed)
 }
 
 /// The kernel log's `oom-kill:` line for a victim pid, e.g.

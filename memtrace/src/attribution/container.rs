@@ -428,16 +428,22 @@ fn unescape_unit_name(name: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Real-looking container ids (64 hex digits), for the tests here and in `pods`.
+#[cfg(test)]
+pub(super) mod test_ids {
+    pub const DOCKER_ID: &str = "9d6415444f18f3d3bfad03f16f37cec52c74e2eb9e85bd9e32d392bccb29232c";
+    pub const CONTAINERD_ID: &str =
+        "119ffdd721f0ffd388e7b457e0da8e7b67c49d5f0583af2015b4f5d662d03e25";
+    pub const CRIO_ID: &str = "3208f9971fef6da28054ee29dafd44ff0a2517a21b2cbdf14ec8925273c4059c";
+    pub const PODMAN_ID: &str = "ec05ca7f86fdeaff214366c7795cd8e0096302368052ebfc764a555fb4fce263";
+    pub const NODE_ID: &str = "56dadb9249a07fb7bd79fed6188508e6b3d5ecb21236a2f6b0940b11cc5d6f6b";
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{test_ids::*, *};
 
-    // Real-looking ids: 64 hex digits for containers, UUIDs for pods.
-    const DOCKER_ID: &str = "9d6415444f18f3d3bfad03f16f37cec52c74e2eb9e85bd9e32d392bccb29232c";
-    const CONTAINERD_ID: &str = "119ffdd721f0ffd388e7b457e0da8e7b67c49d5f0583af2015b4f5d662d03e25";
-    const CRIO_ID: &str = "3208f9971fef6da28054ee29dafd44ff0a2517a21b2cbdf14ec8925273c4059c";
-    const PODMAN_ID: &str = "ec05ca7f86fdeaff214366c7795cd8e0096302368052ebfc764a555fb4fce263";
-    const NODE_ID: &str = "56dadb9249a07fb7bd79fed6188508e6b3d5ecb21236a2f6b0940b11cc5d6f6b";
+    // UUIDs for pods.
     const UID: &str = "a408b6dc-d67e-49a5-b6d0-1a2fc60b0bc8";
     const UID_SYSTEMD: &str = "a408b6dc_d67e_49a5_b6d0_1a2fc60b0bc8";
     const STATIC_UID: &str = "3ed1e8a1f54d8333aab30b0ce19de686";

@@ -212,13 +212,24 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
+    use crate::attribution::container::test_ids::{
+        CONTAINERD_ID as APP_ID, CRIO_ID as SIDECAR_ID, PODMAN_ID as SANDBOX_ID,
+    };
 
     const UID: &str = "9c5d88c2-0869-486d-9f7c-1daba9d5821a";
     const UID_SYSTEMD: &str = "9c5d88c2_0869_486d_9f7c_1daba9d5821a";
     const OTHER_UID: &str = "51574d85-6f3d-4f54-8831-bcfd7eb5efa0";
-    const APP_ID: &str = "119ffdd721f0ffd388e7b457e0da8e7b67c49d5f0583af2015b4f5d662d03e25";
-    const SIDECAR_ID: &str = "3208f9971fef6da28054ee29dafd44ff0a2517a21b2cbdf14ec8925273c4059c";
-    const SANDBOX_ID: &str = "ec05ca7f86fdeaff214366c7795cd8e0096302368052ebfc764a555fb4fce263";
+
+    /// The pod the tests look up: `shop/checkout-api-…` with [`UID`].
+    fn add_checkout_pod(root: &Path, containers: &[(&str, &str)]) {
+        add_pod(
+            root,
+            "shop",
+            "checkout-api-6d9f8b7c5d-q8m2z",
+            UID,
+            containers,
+        );
+    }
 
     /// What the kubelet leaves on disk for a pod: `pods/<ns>_<pod>_<uid>/<container>/0.log` and
     /// the `containers/` symlink to it.
@@ -249,13 +260,7 @@ mod tests {
     #[test]
     fn names_pods_and_containers() {
         let root = tempfile::tempdir().expect("tempdir");
-        add_pod(
-            root.path(),
-            "shop",
-            "checkout-api-6d9f8b7c5d-q8m2z",
-            UID,
-            &[("api", APP_ID), ("istio-proxy", SIDECAR_ID)],
-        );
+        add_checkout_pod(root.path(), &[("api", APP_ID), ("istio-proxy", SIDECAR_ID)]);
         let mut pods = PodDirectory::new(root.path());
 
         let mut app = identity(&app_path());
@@ -326,13 +331,7 @@ mod tests {
         let mut pods = PodDirectory::new(root.path()).with_min_rescan_interval(Duration::ZERO);
         let mut app = identity(&app_path());
         assert!(!pods.enrich(&mut app), "not started yet");
-        add_pod(
-            root.path(),
-            "shop",
-            "checkout-api-6d9f8b7c5d-q8m2z",
-            UID,
-            &[("api", APP_ID)],
-        );
+        add_checkout_pod(root.path(), &[("api", APP_ID)]);
         assert!(pods.enrich(&mut app), "the pod started since the last scan");
         assert_eq!(app.container_name.as_deref(), Some("api"));
     }
@@ -345,13 +344,7 @@ mod tests {
         let mut app = identity(&app_path());
         assert!(!pods.enrich(&mut app));
         let first = pods.last_scan.expect("scanned on the first lookup");
-        add_pod(
-            root.path(),
-            "shop",
-            "checkout-api-6d9f8b7c5d-q8m2z",
-            UID,
-            &[("api", APP_ID)],
-        );
+        add_checkout_pod(root.path(), &[("api", APP_ID)]);
         assert!(!pods.enrich(&mut app), "too soon to rescan");
         assert_eq!(pods.last_scan, Some(first));
         pods.rescan();

@@ -22,7 +22,9 @@ use serde_json::{Value, json};
 
 use crate::{
     attribution::MemoryStats,
-    event::{CgroupAction, CgroupChange, Event, Memcg, PageCache, Reclaim, Slab, What},
+    event::{
+        CgroupAction, CgroupChange, Charges, ChargesFromPageCache, Event, Memcg, Reclaim, What,
+    },
     report::{Owner, TraceInfo},
 };
 
@@ -127,7 +129,12 @@ impl<W: Write> PerfettoWriter<W> {
         // Every kind by name: a new event kind does not compile until it has a track here.
         match &event.what {
             What::Stats(e) => self.stats(m, ts, e),
-            What::Cache(e) => self.cache(m, ts, e),
+            What::Cache(e) => self.memcg_counter(
+                m,
+                "page cache per interval",
+                ts,
+                &json!({"added bytes": e.added_bytes, "removed bytes": e.removed_bytes}),
+            ),
             What::Reclaim(e) => self.reclaim(m, ts, e),
             What::OomKill(e) => {
                 let name = format!(
@@ -138,10 +145,14 @@ impl<W: Write> PerfettoWriter<W> {
                 self.instant(m, ts, ("oom", "p", name), e)
             }
             What::Cgroup(e) => self.cgroup(m, ts, e),
-            What::Charge(e) => self.per_interval(m, ts, "charged per interval", e.charged_bytes),
-            What::ChargeFromPageCache(e) => {
-                self.per_interval(m, ts, "charged per interval", e.charged_bytes)
-            }
+            What::Charge(Charges { charged_bytes, .. })
+            | What::ChargeFromPageCache(ChargesFromPageCache { charged_bytes, .. }) => self
+                .memcg_counter(
+                    m,
+                    "charged per interval",
+                    ts,
+                    &json!({ "bytes": charged_bytes }),
+                ),
             What::ChargeFail(e) => {
                 let name = format!("charge failure: {}", e.error());
                 self.instant(m, ts, ("charge_fail", "t", name), e)
@@ -150,7 +161,12 @@ impl<W: Write> PerfettoWriter<W> {
                 let name = "charge failure: limit reclaim (derived)".to_owned();
                 self.instant(m, ts, ("charge_fail", "t", name), e)
             }
-            What::Slab(e) => self.slab(m, ts, e),
+            What::Slab(e) => self.memcg_counter(
+                m,
+                "slab per interval",
+                ts,
+                &json!({"allocated bytes": e.allocated_bytes, "freed bytes": e.freed_bytes}),
+            ),
         }
     }
 
@@ -180,16 +196,6 @@ impl<W: Write> PerfettoWriter<W> {
         Ok(())
     }
 
-    fn cache(&mut self, m: &Memcg, ts: f64, e: &PageCache) -> io::Result<()> {
-        let pid = self.pid(m)?;
-        self.counter(
-            pid,
-            "page cache per interval",
-            ts,
-            &json!({"added bytes": e.added_bytes, "removed bytes": e.removed_bytes}),
-        )
-    }
-
     fn reclaim(&mut self, m: &Memcg, ts: f64, e: &Reclaim) -> io::Result<()> {
         let pid = self.pid(m)?;
         let name = if e.ineffective {
@@ -206,19 +212,10 @@ impl<W: Write> PerfettoWriter<W> {
         }))
     }
 
-    fn per_interval(&mut self, m: &Memcg, ts: f64, name: &str, bytes: u64) -> io::Result<()> {
+    /// A counter on the track of the memcg's container.
+    fn memcg_counter(&mut self, m: &Memcg, name: &str, ts: f64, args: &Value) -> io::Result<()> {
         let pid = self.pid(m)?;
-        self.counter(pid, name, ts, &json!({ "bytes": bytes }))
-    }
-
-    fn slab(&mut self, m: &Memcg, ts: f64, e: &Slab) -> io::Result<()> {
-        let pid = self.pid(m)?;
-        self.counter(
-            pid,
-            "slab per interval",
-            ts,
-            &json!({"allocated bytes": e.allocated_bytes, "freed bytes": e.freed_bytes}),
-        )
+        self.counter(pid, name, ts, args)
     }
 
     /// An instant on the container's `events` thread with the memcg (a container's track

@@ -24,7 +24,7 @@ use memtrace_common::{
     },
 };
 
-use super::{ProbeError, plan, privileges};
+use super::{ProbeError, plan, privileges, typed_map_mut};
 
 /// The slab programs compute with 4 KiB pages.
 const PAGE_SIZE: u64 = 4096;
@@ -70,14 +70,7 @@ pub fn install(ebpf: &mut Ebpf, offsets: &KernelOffsets) -> Result<(), ProbeErro
         map.page_offset_base,
         samples.len()
     );
-    let mut array: Array<_, MemoryMap> = Array::try_from(
-        ebpf.map_mut(MEMORY_MAP_MAP)
-            .ok_or(ProbeError::Missing(MEMORY_MAP_MAP))?,
-    )
-    .map_err(|source| ProbeError::Map {
-        what: MEMORY_MAP_MAP.into(),
-        source,
-    })?;
+    let mut array: Array<_, MemoryMap> = typed_map_mut(ebpf, MEMORY_MAP_MAP)?;
     array.set(0, &map, 0).map_err(|source| ProbeError::Map {
         what: MEMORY_MAP_MAP.into(),
         source,
@@ -142,14 +135,7 @@ fn watch(ebpf: &mut Ebpf) -> Result<Vec<MemoryMapSample>, ProbeError> {
     // dropped on a thread of their own while start-up goes on; the samples are all in already.
     std::thread::spawn(move || drop((pfn_link, raw_links)));
 
-    let mut ring = RingBuf::try_from(
-        ebpf.map_mut(MEMMAP_SAMPLES_MAP)
-            .ok_or(ProbeError::Missing(MEMMAP_SAMPLES_MAP))?,
-    )
-    .map_err(|source| ProbeError::Map {
-        what: MEMMAP_SAMPLES_MAP.into(),
-        source,
-    })?;
+    let mut ring: RingBuf<_> = typed_map_mut(ebpf, MEMMAP_SAMPLES_MAP)?;
     let mut samples = Vec::new();
     while let Some(item) = ring.next() {
         if item.len() >= size_of::<MemoryMapSample>() {

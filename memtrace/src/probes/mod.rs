@@ -214,24 +214,12 @@ impl Probes {
         let aggregates = Aggregates {
             active: typed_map(&mut ebpf, AGG_ACTIVE_MAP)?,
             half: 0,
-            cache_memcg: [
-                typed_map(&mut ebpf, CACHE_MEMCG_MAPS[0])?,
-                typed_map(&mut ebpf, CACHE_MEMCG_MAPS[1])?,
-            ],
-            cache_file: [
-                typed_map(&mut ebpf, CACHE_FILE_MAPS[0])?,
-                typed_map(&mut ebpf, CACHE_FILE_MAPS[1])?,
-            ],
+            cache_memcg: typed_map_pair(&mut ebpf, CACHE_MEMCG_MAPS)?,
+            cache_file: typed_map_pair(&mut ebpf, CACHE_FILE_MAPS)?,
             inode_ids: typed_map(&mut ebpf, INODE_IDS_MAP)?,
             memcg_ids: typed_map(&mut ebpf, MEMCG_IDS_MAP)?,
-            charge: [
-                typed_map(&mut ebpf, CHARGE_MAPS[0])?,
-                typed_map(&mut ebpf, CHARGE_MAPS[1])?,
-            ],
-            slab: [
-                typed_map(&mut ebpf, SLAB_MAPS[0])?,
-                typed_map(&mut ebpf, SLAB_MAPS[1])?,
-            ],
+            charge: typed_map_pair(&mut ebpf, CHARGE_MAPS)?,
+            slab: typed_map_pair(&mut ebpf, SLAB_MAPS)?,
             cache_names: typed_map(&mut ebpf, CACHE_NAMES_MAP)?,
         };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
@@ -345,6 +333,27 @@ where
     M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
     M::try_from(take_map(ebpf, name)?).map_err(|source| ProbeError::Map {
+        what: name.into(),
+        source,
+    })
+}
+
+/// Takes both halves of a double-buffered map out of the object.
+fn typed_map_pair<M>(ebpf: &mut Ebpf, names: [&'static str; 2]) -> Result<[M; 2], ProbeError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    Ok([typed_map(ebpf, names[0])?, typed_map(ebpf, names[1])?])
+}
+
+/// Borrows a map of the object as its typed aya wrapper, leaving it there (for maps read or
+/// written before the programs that use them are loaded).
+fn typed_map_mut<'a, M>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<M, ProbeError>
+where
+    M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.map_mut(name).ok_or(ProbeError::Missing(name))?;
+    M::try_from(map).map_err(|source| ProbeError::Map {
         what: name.into(),
         source,
     })

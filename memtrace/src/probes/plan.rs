@@ -326,20 +326,23 @@ pub fn attach(
     btf: &mut Option<Result<Btf, String>>,
     offsets: &KernelOffsets,
 ) -> Result<(), ProbeError> {
+    // fentry and fexit load against the function's BTF and attach alike; aya gives them no
+    // common trait, so one macro serves both types.
+    macro_rules! attach_btf_traced {
+        ($ty:ty, $kind:literal, $program:expr, $function:expr) => {{
+            let btf = aya_btf(btf, $kind, $function)?;
+            let error = |source| program_error(format!("{} {}", $kind, $function), &source);
+            let p: &mut $ty = program_mut(ebpf, $program)?.try_into().map_err(error)?;
+            p.load($function, btf).map_err(error)?;
+            p.attach().map_err(error)?;
+        }};
+    }
     match attach {
         Attach::Fentry { program, function } => {
-            let btf = aya_btf(btf, "fentry", function)?;
-            let error = |source| program_error(format!("fentry {function}"), &source);
-            let p: &mut FEntry = program_mut(ebpf, program)?.try_into().map_err(error)?;
-            p.load(function, btf).map_err(error)?;
-            p.attach().map_err(error)?;
+            attach_btf_traced!(FEntry, "fentry", program, function);
         }
         Attach::Fexit { program, function } => {
-            let btf = aya_btf(btf, "fexit", function)?;
-            let error = |source| program_error(format!("fexit {function}"), &source);
-            let p: &mut FExit = program_mut(ebpf, program)?.try_into().map_err(error)?;
-            p.load(function, btf).map_err(error)?;
-            p.attach().map_err(error)?;
+            attach_btf_traced!(FExit, "fexit", program, function);
         }
         Attach::Kprobe { program, function } => {
             let error = |source| program_error(format!("kprobe {function}"), &source);
@@ -456,26 +459,22 @@ fn program_mut<'a>(
 mod tests {
     use super::*;
 
+    fn described(point: ProbePoint) -> Vec<String> {
+        strategies(point).iter().map(Candidate::describe).collect()
+    }
+
     #[test]
     fn strategies_describe_what_they_attach() {
-        let names: Vec<String> = strategies(ProbePoint::OomKill)
-            .iter()
-            .map(Candidate::describe)
-            .collect();
         assert_eq!(
-            names,
+            described(ProbePoint::OomKill),
             [
                 "fentry/oom_kill_process",
                 "kprobe/oom_kill_process",
                 "raw_tp/mark_victim"
             ]
         );
-        let names: Vec<String> = strategies(ProbePoint::TryCharge)
-            .iter()
-            .map(Candidate::describe)
-            .collect();
         assert_eq!(
-            names,
+            described(ProbePoint::TryCharge),
             [
                 "fexit/try_charge_memcg",
                 "kprobe/try_charge_memcg",

@@ -262,43 +262,34 @@ mod tests {
 
     #[test]
     fn forced_strategies_are_checked_against_the_plan() {
-        assert_eq!(
-            parse_forced("oom_kill=kprobe"),
-            Ok((ProbePoint::OomKill, Strategy::Kprobe))
-        );
+        for (forced, point, strategy) in [
+            ("oom_kill=kprobe", ProbePoint::OomKill, Strategy::Kprobe),
+            (
+                "try_charge=derived",
+                ProbePoint::TryCharge,
+                Strategy::Derived,
+            ),
+            ("charge=fexit", ProbePoint::Charge, Strategy::Fexit),
+            // The name these strategies had before they were called what they are.
+            ("charge=fentry", ProbePoint::Charge, Strategy::Fexit),
+            ("try_charge=fentry", ProbePoint::TryCharge, Strategy::Fexit),
+        ] {
+            assert_eq!(parse_forced(forced), Ok((point, strategy)), "{forced}");
+        }
         assert!(parse_forced("oom_kill").is_err());
-        assert!(
-            parse_forced("nope=kprobe")
-                .expect_err("must be refused")
-                .contains("oom_kill, cgroup, page_cache, reclaim, charge, try_charge, slab")
-        );
-        assert!(
-            parse_forced("cgroup=fentry")
-                .expect_err("must be refused")
-                .contains("raw_tp")
-        );
-        assert!(
-            parse_forced("oom_kill=fexit")
-                .expect_err("oom_kill has fentry, not fexit")
-                .contains("fentry, kprobe, raw_tp")
-        );
-        assert_eq!(
-            parse_forced("try_charge=derived"),
-            Ok((ProbePoint::TryCharge, Strategy::Derived))
-        );
-        assert_eq!(
-            parse_forced("charge=fexit"),
-            Ok((ProbePoint::Charge, Strategy::Fexit))
-        );
-        // The name these strategies had before they were called what they are.
-        assert_eq!(
-            parse_forced("charge=fentry"),
-            Ok((ProbePoint::Charge, Strategy::Fexit))
-        );
-        assert_eq!(
-            parse_forced("try_charge=fentry"),
-            Ok((ProbePoint::TryCharge, Strategy::Fexit))
-        );
+        // Refused, with what there is instead.
+        for (forced, instead) in [
+            (
+                "nope=kprobe",
+                "oom_kill, cgroup, page_cache, reclaim, charge, try_charge, slab",
+            ),
+            ("cgroup=fentry", "raw_tp"),
+            // oom_kill has fentry, not fexit.
+            ("oom_kill=fexit", "fentry, kprobe, raw_tp"),
+        ] {
+            let refused = parse_forced(forced).expect_err("must be refused");
+            assert!(refused.contains(instead), "{forced}: {refused}");
+        }
     }
 
     #[test]

@@ -124,25 +124,32 @@ fn container(s: &mut String, c: &ContainerReport) {
             reclaim.total_duration_us,
             reclaim.max_duration_us
         );
-        for f in reclaim.listed_failures.iter().take(TEXT_FAILURES) {
-            let _ = writeln!(
-                s,
-                "    freed nothing: {} pid {} in {} order {} gfp {} ({:.0}µs)",
+        list_some(s, &reclaim.listed_failures, reclaim.failures, |f| {
+            format!(
+                "freed nothing: {} pid {} in {} order {} gfp {} ({:.0}µs)",
                 f.time,
                 f.pid,
                 f.cgroup.as_deref().unwrap_or("?"),
                 f.order,
                 f.gfp_flags,
                 f.duration_us
-            );
-        }
-        let shown = reclaim.listed_failures.len().min(TEXT_FAILURES) as u64;
-        if reclaim.failures > shown {
-            let _ = writeln!(s, "    … and {} more", reclaim.failures - shown);
-        }
+            )
+        });
     }
     charges(s, &c.charges, &c.charge_failures);
     slab(s, &c.slab);
+}
+
+/// Writes the first [`TEXT_FAILURES`] of `listed`, one `line` each, then how many of `total`
+/// were left out.
+fn list_some<T>(s: &mut String, listed: &[T], total: u64, line: impl Fn(&T) -> String) {
+    for item in listed.iter().take(TEXT_FAILURES) {
+        let _ = writeln!(s, "    {}", line(item));
+    }
+    let shown = listed.len().min(TEXT_FAILURES) as u64;
+    if total > shown {
+        let _ = writeln!(s, "    … and {} more", total - shown);
+    }
 }
 
 fn charges(s: &mut String, charges: &Charges, failures: &ChargeFailures) {
@@ -168,10 +175,9 @@ fn charges(s: &mut String, charges: &Charges, failures: &ChargeFailures) {
                 String::new()
             }
         );
-        for f in failures.listed.iter().take(TEXT_FAILURES) {
-            let _ = writeln!(
-                s,
-                "    {} pid {}{}{} gfp {}: {} [{}]",
+        list_some(s, &failures.listed, failures.count, |f| {
+            format!(
+                "{} pid {}{}{} gfp {}: {} [{}]",
                 f.time,
                 f.pid,
                 f.comm
@@ -182,12 +188,8 @@ fn charges(s: &mut String, charges: &Charges, failures: &ChargeFailures) {
                 f.gfp_flags,
                 f.outcome,
                 f.source
-            );
-        }
-        let shown = failures.listed.len().min(TEXT_FAILURES) as u64;
-        if failures.count > shown {
-            let _ = writeln!(s, "    … and {} more", failures.count - shown);
-        }
+            )
+        });
     }
 }
 

@@ -236,6 +236,10 @@ mod tests {
     const MIB: u64 = 1 << 20;
     const LIMIT: u64 = 64 * MIB;
 
+    fn assert_says(v: &Verdict, text: &str) {
+        assert!(v.reason.contains(text), "{}", v.reason);
+    }
+
     fn point(usage: u64, anon: u64, file: u64, kernel: u64) -> MemoryPoint {
         MemoryPoint {
             timestamp_ns: 0,
@@ -266,22 +270,22 @@ mod tests {
             &[point(2 * MIB, MIB, MIB, 0)],
         );
         assert_eq!(v.kind, VerdictKind::AnonGrowth, "{v:?}");
-        assert!(v.reason.contains("grew by 61.0MiB"), "{}", v.reason);
+        assert_says(&v, "grew by 61.0MiB");
     }
 
     #[test]
     fn anon_without_history_is_anon_growth_said_as_unknown_speed() {
         let v = judge_with(point(LIMIT, 60 * MIB, 2 * MIB, 2 * MIB), &[]);
         assert_eq!(v.kind, VerdictKind::AnonGrowth);
-        assert!(v.reason.contains("no sample before"), "{}", v.reason);
+        assert_says(&v, "no sample before");
     }
 
     #[test]
     fn page_cache_at_the_kill_is_cache_reclaim_could_not_free() {
         let v = judge_with(point(LIMIT, 20 * MIB, 40 * MIB, 4 * MIB), &[]);
         assert_eq!(v.kind, VerdictKind::PageCacheNotReclaimed);
-        assert!(v.reason.contains("7 of 10 limit reclaims"), "{}", v.reason);
-        assert!(v.reason.contains("62%"), "{}", v.reason);
+        assert_says(&v, "7 of 10 limit reclaims");
+        assert_says(&v, "62%");
     }
 
     #[test]
@@ -291,12 +295,8 @@ mod tests {
             &[point(8 * MIB, 4 * MIB, MIB, 3 * MIB)],
         );
         assert_eq!(v.kind, VerdictKind::SlabGrowth);
-        assert!(v.reason.contains("up from 3.0MiB"), "{}", v.reason);
-        assert!(
-            v.reason.contains("grew most is dentry (+20.0MiB)"),
-            "{}",
-            v.reason
-        );
+        assert_says(&v, "up from 3.0MiB");
+        assert_says(&v, "grew most is dentry (+20.0MiB)");
     }
 
     #[test]
@@ -314,7 +314,7 @@ mod tests {
             &[point(58 * MIB, 56 * MIB, MIB, MIB)],
         );
         assert_eq!(v.kind, VerdictKind::LimitTooLow, "{v:?}");
-        assert!(v.reason.contains("91%"), "{}", v.reason);
+        assert_says(&v, "91%");
     }
 
     #[test]
@@ -324,7 +324,7 @@ mod tests {
             &[point(40 * MIB, 30 * MIB, 5 * MIB, 5 * MIB)],
         );
         assert_eq!(v.kind, VerdictKind::AnonGrowth);
-        assert!(v.reason.contains("grew only 10.0MiB"), "{}", v.reason);
+        assert_says(&v, "grew only 10.0MiB");
     }
 
     #[test]

@@ -4,21 +4,15 @@
 //! Usage: `memhog CGROUP_PROCS_FILE CAP_MIB`
 //! Exit status 3: the cap was reached without an OOM kill.
 
-use std::{env, fs, process::ExitCode};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = env::args().collect();
-    let (Some(procs), Some(cap)) = (
-        args.get(1),
-        args.get(2).and_then(|c| c.parse::<usize>().ok()),
-    ) else {
-        eprintln!("usage: memhog CGROUP_PROCS_FILE CAP_MIB");
-        return ExitCode::from(2);
+    let cap = match memtrace_tests::join_cgroup("memhog", "CAP_MIB", |args| {
+        args.first()?.parse::<usize>().ok()
+    }) {
+        Ok(cap) => cap,
+        Err(code) => return code,
     };
-    if let Err(e) = fs::write(procs, std::process::id().to_string()) {
-        eprintln!("memhog: cannot join {procs}: {e}");
-        return ExitCode::from(2);
-    }
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     for _ in 0..cap {
         // Non-zero bytes: every page is really touched, so it is charged to the memcg.

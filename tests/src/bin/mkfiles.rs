@@ -3,24 +3,17 @@
 //!
 //! Usage: `mkfiles CGROUP_PROCS_FILE DIR COUNT`
 
-use std::{env, fs, path::Path, process::ExitCode};
+use std::{fs, path::Path, process::ExitCode};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = env::args().collect();
-    let (Some(procs), Some(dir), Some(count)) = (
-        args.get(1),
-        args.get(2),
-        args.get(3).and_then(|c| c.parse::<usize>().ok()),
-    ) else {
-        eprintln!("usage: mkfiles CGROUP_PROCS_FILE DIR COUNT");
-        return ExitCode::from(2);
+    let (dir, count) = match memtrace_tests::join_cgroup("mkfiles", "DIR COUNT", |args| {
+        Some((args.first()?.clone(), args.get(1)?.parse::<usize>().ok()?))
+    }) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
-    if let Err(e) = fs::write(procs, std::process::id().to_string()) {
-        eprintln!("mkfiles: cannot join {procs}: {e}");
-        return ExitCode::from(2);
-    }
     for i in 0..count {
-        let file = Path::new(dir).join(format!("f{i}"));
+        let file = Path::new(&dir).join(format!("f{i}"));
         if let Err(e) = fs::File::create(&file) {
             eprintln!("mkfiles: cannot create {}: {e}", file.display());
             return ExitCode::FAILURE;
