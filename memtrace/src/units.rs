@@ -1,4 +1,19 @@
-//! Sizes for people.
+//! Sizes and durations for people.
+
+/// Nanoseconds as seconds, in one division (`micros(ns) / 1e6` rounds twice: 0.41272601 s
+/// became 0.41272601000000003).
+#[must_use]
+#[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+pub fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Nanoseconds as microseconds.
+#[must_use]
+#[expect(clippy::cast_precision_loss, reason = "microseconds for people")]
+pub fn micros(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
 
 /// `1.5GiB`, `64.0MiB`, `512B`.
 #[must_use]

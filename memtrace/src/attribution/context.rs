@@ -338,24 +338,15 @@ impl LiveContext {
         interval_ns: u64,
         source: ChargeSource,
     ) -> Vec<Event> {
-        let mut events = Vec::new();
-        for (&memcg_id, delta) in charges {
-            let Some(memcg) = self.wanted_memcg(memcg_id) else {
-                continue;
-            };
-            events.push(Event {
-                timestamp_ns,
-                memcg,
-                what: What::Charge(Charges {
-                    interval_ns,
-                    charged_bytes: delta.pages.saturating_mul(self.page_size),
-                    charges: (source == ChargeSource::Charge).then_some(delta.charges),
-                    source,
-                }),
-            });
-        }
-        sort_by_cgroup(&mut events);
-        events
+        let page_size = self.page_size;
+        self.per_memcg(charges, timestamp_ns, |delta| {
+            What::Charge(Charges {
+                interval_ns,
+                charged_bytes: delta.pages.saturating_mul(page_size),
+                charges: (source == ChargeSource::Charge).then_some(delta.charges),
+                source,
+            })
+        })
     }
 
     /// Derived: page cache added per memcg in an interval, as its charges.
@@ -365,19 +356,32 @@ impl LiveContext {
         timestamp_ns: u64,
         interval_ns: u64,
     ) -> Vec<Event> {
+        let page_size = self.page_size;
+        self.per_memcg(pages_added, timestamp_ns, |pages| {
+            What::ChargeFromPageCache(ChargesFromPageCache {
+                interval_ns,
+                charged_bytes: pages.saturating_mul(page_size),
+            })
+        })
+    }
+
+    /// An event per memcg of an interval's aggregate that the user's filter wants, in cgroup
+    /// order.
+    fn per_memcg<T>(
+        &mut self,
+        per_memcg: &HashMap<u64, T>,
+        timestamp_ns: u64,
+        what: impl Fn(&T) -> What,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
-        for (&memcg_id, &pages) in pages_added {
-            let Some(memcg) = self.wanted_memcg(memcg_id) else {
-                continue;
-            };
-            events.push(Event {
-                timestamp_ns,
-                memcg,
-                what: What::ChargeFromPageCache(ChargesFromPageCache {
-                    interval_ns,
-                    charged_bytes: pages.saturating_mul(self.page_size),
-                }),
-            });
+        for (&memcg_id, value) in per_memcg {
+            if let Some(memcg) = self.wanted_memcg(memcg_id) {
+                events.push(Event {
+                    timestamp_ns,
+                    memcg,
+                    what: what(value),
+                });
+            }
         }
         sort_by_cgroup(&mut events);
         events

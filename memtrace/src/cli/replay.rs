@@ -9,7 +9,7 @@ use super::{
 use crate::{
     event::HostClock,
     sinks,
-    trace::{TraceItem, TraceReader},
+    trace::{TraceItem, TraceReader, cut_short},
 };
 
 /// Exit status when the file's tail was cut (the recorder was killed): everything before the
@@ -88,12 +88,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 dropped_bytes,
             })) => {
                 progress.finish();
-                eprintln!(
-                    "memtrace: warning: {} is cut short at byte {offset} (no end marker: the \
-                     recorder was killed or the disk filled): printed its {events} events, \
-                     {dropped_bytes} bytes of an unfinished block ignored",
-                    args.file.display(),
+                let cut = cut_short(
+                    &args.file.display().to_string(),
+                    offset,
+                    events,
+                    dropped_bytes,
                 );
+                eprintln!("memtrace: warning: {cut}: all of them printed");
                 exit = ExitCode::from(EXIT_TAIL_CUT);
             }
             Ok(None) => break Ok(()),

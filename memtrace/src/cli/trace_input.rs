@@ -6,7 +6,7 @@ use super::progress::Progress;
 use crate::{
     event::{Event, HostClock},
     report::TraceInfo,
-    trace::{TraceItem, TraceReader},
+    trace::{TraceItem, TraceReader, cut_short},
 };
 
 pub struct TraceInput {
@@ -96,12 +96,7 @@ impl TraceInput {
                     dropped_bytes,
                 })) => {
                     progress.finish();
-                    let cut = format!(
-                        "{} is cut short at byte {offset} (no end marker: the recorder was \
-                         killed or the disk filled) after {events} events, {dropped_bytes} \
-                         bytes of an unfinished block ignored",
-                        info.file
-                    );
+                    let cut = cut_short(&info.file, offset, events, dropped_bytes);
                     eprintln!("memtrace: warning: {cut}; the {verb} covers what was recorded");
                     info.cut_short = Some(cut);
                     return Ok(info);

@@ -26,6 +26,7 @@ use crate::{
         CgroupAction, CgroupChange, Charges, ChargesFromPageCache, Event, Memcg, Reclaim, What,
     },
     report::{Owner, TraceInfo},
+    units::{micros, seconds},
 };
 
 /// The process that holds node-wide tracks (cgroup lifecycle, dying memcgs).
@@ -41,20 +42,6 @@ pub struct PerfettoWriter<W: Write> {
     pids: HashMap<String, u32>,
     dying: HashSet<u64>,
     written: u64,
-}
-
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "microseconds, as the format wants"
-)]
-fn micros(ns: u64) -> f64 {
-    ns as f64 / 1e3
-}
-
-/// In one division: `micros(ns) / 1e6` rounds twice.
-#[expect(clippy::cast_precision_loss, reason = "seconds for people")]
-fn seconds(ns: u64) -> f64 {
-    ns as f64 / 1e9
 }
 
 impl<W: Write> PerfettoWriter<W> {

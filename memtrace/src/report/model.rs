@@ -18,6 +18,7 @@ use crate::{
         MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
         Slab as SlabInterval, What,
     },
+    units::{micros, seconds},
 };
 
 /// `memory_source` of an OOM whose memory the kernel printed at the kill.
@@ -849,18 +850,6 @@ impl ContainerAcc {
 enum Failure<'a> {
     Kernel(&'a ChargeFail),
     Derived(&'a ChargeFailFromReclaim),
-}
-
-#[expect(clippy::cast_precision_loss, reason = "microseconds for people")]
-fn micros(ns: u64) -> f64 {
-    ns as f64 / 1e3
-}
-
-/// Seconds in one division: `micros(ns) / 1e6` rounds twice (0.41272601 s became
-/// 0.41272601000000003).
-#[expect(clippy::cast_precision_loss, reason = "seconds for people")]
-fn seconds(ns: u64) -> f64 {
-    ns as f64 / 1e9
 }
 
 /// An OOM kill with the memory at the kill and the verdict.

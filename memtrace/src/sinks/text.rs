@@ -12,7 +12,7 @@ use crate::{
         CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeSource, Charges,
         ChargesFromPageCache, Event, HostClock, OomKill, PageCache, Reclaim, Slab, What,
     },
-    units::human_bytes,
+    units::{human_bytes, micros, seconds},
 };
 
 pub struct TextSink<W: Write> {
@@ -70,16 +70,6 @@ pub fn line(event: &Event, clock: HostClock) -> String {
 fn signed_bytes(n: i64) -> String {
     let sign = if n < 0 { "-" } else { "+" };
     format!("{sign}{}", human_bytes(n.unsigned_abs()))
-}
-
-#[expect(clippy::cast_precision_loss, reason = "seconds for people")]
-fn seconds(ns: u64) -> f64 {
-    ns as f64 / 1e9
-}
-
-#[expect(clippy::cast_precision_loss, reason = "microseconds for people")]
-fn micros(ns: u64) -> f64 {
-    ns as f64 / 1e3
 }
 
 fn cache(s: &mut String, e: &PageCache) {

@@ -13,6 +13,6 @@ mod writer;
 mod tests;
 
 pub use format::{MAX_BLOCK, TraceHeader, VERSION};
-pub use reader::{TraceError, TraceItem, TraceReader};
+pub use reader::{TraceError, TraceItem, TraceReader, cut_short};
 pub use recording::{FileFull, Limits, Recording, rotated_name};
 pub use writer::{SEAL_AGE, TraceWriter};

@@ -76,6 +76,15 @@ pub enum TraceItem {
     },
 }
 
+/// What a reader says of a file that ends before its end marker (`TraceItem::TailCut`).
+#[must_use]
+pub fn cut_short(file: &str, offset: u64, events: u64, dropped_bytes: u64) -> String {
+    format!(
+        "{file} is cut short at byte {offset} (no end marker: the recorder was killed or the \
+         disk filled) after {events} events, {dropped_bytes} bytes of an unfinished block ignored"
+    )
+}
+
 pub struct TraceReader {
     path: PathBuf,
     input: Box<dyn Read + Send>,
