@@ -236,16 +236,15 @@ impl Consumer<'_> {
     fn aggregates(&mut self, drain: &Drain, now: u64, interval: u64) -> io::Result<()> {
         let context = &mut self.context;
         let mut events = context.cache_events(&drain.cache, now, interval);
-        events.extend(match self.sources.charges {
-            ChargesFrom::Kernel(source) => {
-                context.charge_events(&drain.charge, now, interval, source)
+        let from_page_cache;
+        let charges = match self.sources.charges {
+            ChargesFrom::Kernel(_) => &drain.charge,
+            ChargesFrom::PageCache => {
+                from_page_cache = charges_from_page_cache(&drain.cache);
+                &from_page_cache
             }
-            ChargesFrom::PageCache => context.charges_from_page_cache_events(
-                &charges_from_page_cache(&drain.cache),
-                now,
-                interval,
-            ),
-        });
+        };
+        events.extend(context.charge_events(charges, now, interval, self.sources.charges));
         events.extend(context.slab_events(drain, now, interval));
         for event in &events {
             self.emit(event)?;

@@ -23,7 +23,7 @@ use crate::{
         ChargeSource, Charges, ChargesFromPageCache, Context, Device, Event, FileCache, Memcg,
         MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
     },
-    probes::{CacheDrain, Drain, ProbeError, filter::KernelFilter},
+    probes::{CacheDrain, Drain, ProbeError, derived::ChargesFrom, filter::KernelFilter},
 };
 
 /// Files listed per memcg and interval in `cache` events.
@@ -330,38 +330,30 @@ impl LiveContext {
         events
     }
 
-    /// One interval of the kernel's charge aggregates as a `charge` event per memcg.
+    /// One interval of charges as a `charge` event per memcg: the kernel's charge aggregate,
+    /// or (derived) the page cache added to each memcg.
     pub fn charge_events(
         &mut self,
         charges: &HashMap<u64, ChargeDelta>,
         timestamp_ns: u64,
         interval_ns: u64,
-        source: ChargeSource,
+        from: ChargesFrom,
     ) -> Vec<Event> {
         let page_size = self.page_size;
         self.per_memcg(charges, timestamp_ns, |delta| {
-            What::Charge(Charges {
-                interval_ns,
-                charged_bytes: delta.pages.saturating_mul(page_size),
-                charges: (source == ChargeSource::Charge).then_some(delta.charges),
-                source,
-            })
-        })
-    }
-
-    /// Derived: page cache added per memcg in an interval, as its charges.
-    pub fn charges_from_page_cache_events(
-        &mut self,
-        pages_added: &HashMap<u64, u64>,
-        timestamp_ns: u64,
-        interval_ns: u64,
-    ) -> Vec<Event> {
-        let page_size = self.page_size;
-        self.per_memcg(pages_added, timestamp_ns, |pages| {
-            What::ChargeFromPageCache(ChargesFromPageCache {
-                interval_ns,
-                charged_bytes: pages.saturating_mul(page_size),
-            })
+            let charged_bytes = delta.pages.saturating_mul(page_size);
+            match from {
+                ChargesFrom::Kernel(source) => What::Charge(Charges {
+                    interval_ns,
+                    charged_bytes,
+                    charges: (source == ChargeSource::Charge).then_some(delta.charges),
+                    source,
+                }),
+                ChargesFrom::PageCache => What::ChargeFromPageCache(ChargesFromPageCache {
+                    interval_ns,
+                    charged_bytes,
+                }),
+            }
         })
     }
 

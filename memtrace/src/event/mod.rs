@@ -121,8 +121,21 @@ what! {
 
 /// An event's `"type"`: what users select with `--type` and see in every output. Which probe
 /// point produces which is [`ProbePoint::events`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum EventType {
     OomKill,
     Cgroup,
@@ -135,34 +148,18 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [Self; 8] = [
-        Self::OomKill,
-        Self::Cgroup,
-        Self::Stats,
-        Self::Cache,
-        Self::Reclaim,
-        Self::Charge,
-        Self::ChargeFail,
-        Self::Slab,
-    ];
+    /// Every one, in declaration order.
+    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
 
+    /// `oom_kill`, `charge_fail`, …: the variant's name in snake case.
     #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::OomKill => "oom_kill",
-            Self::Cgroup => "cgroup",
-            Self::Stats => "stats",
-            Self::Cache => "cache",
-            Self::Reclaim => "reclaim",
-            Self::Charge => "charge",
-            Self::ChargeFail => "charge_fail",
-            Self::Slab => "slab",
-        }
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == name)
+        name.parse().ok()
     }
 }
 
@@ -181,7 +178,7 @@ impl What {
 
     /// The `"type"` users see.
     #[must_use]
-    pub const fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> &'static str {
         self.event_type().name()
     }
 
@@ -785,7 +782,7 @@ mod tests {
         }
         let names: Vec<&str> = EventType::ALL.iter().map(|t| t.name()).collect();
         assert_eq!(names, What::TYPES);
-        for t in EventType::ALL {
+        for &t in EventType::ALL {
             assert_eq!(EventType::from_name(t.name()), Some(t));
             assert_eq!(serde_json::to_value(t).expect("json"), t.name());
         }

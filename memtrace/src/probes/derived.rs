@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use memtrace_common::ChargeDelta;
+
 use super::{AttachedPoint, CacheDrain, ProbePoint, Strategy};
 use crate::event::ChargeSource;
 
@@ -54,12 +56,18 @@ impl Sources {
 /// that allow neither fexit nor kprobes and have no memcg stat tracepoint (before 6.16), the
 /// file pages a memcg was charged are the page cache added to it (anon pages are not seen).
 #[must_use]
-pub fn charges_from_page_cache(cache: &CacheDrain) -> HashMap<u64, u64> {
+pub fn charges_from_page_cache(cache: &CacheDrain) -> HashMap<u64, ChargeDelta> {
     cache
         .by_memcg
         .iter()
         .filter(|(_, delta)| delta.added_pages > 0)
-        .map(|(&memcg_id, delta)| (memcg_id, delta.added_pages))
+        .map(|(&memcg_id, delta)| {
+            let charge = ChargeDelta {
+                pages: delta.added_pages,
+                charges: 0,
+            };
+            (memcg_id, charge)
+        })
         .collect()
 }
 
@@ -118,8 +126,9 @@ mod tests {
             by_file: vec![(1, None, delta(10, 0)), (3, None, delta(7, 7))],
         };
         let charges = charges_from_page_cache(&cache);
-        assert_eq!(charges.get(&1), Some(&13));
-        assert_eq!(charges.get(&2), None);
-        assert_eq!(charges.get(&3), Some(&7));
+        let pages = |memcg| charges.get(&memcg).map(|c| (c.pages, c.charges));
+        assert_eq!(pages(1), Some((13, 0)));
+        assert_eq!(pages(2), None);
+        assert_eq!(pages(3), Some((7, 0)));
     }
 }

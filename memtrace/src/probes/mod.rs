@@ -288,7 +288,7 @@ fn attach_points(
     let mut attached: Vec<AttachedPoint> = Vec::new();
     let mut outcomes = Vec::new();
     let mut aya_btf = None;
-    for point in ProbePoint::ALL {
+    for &point in ProbePoint::ALL {
         if options
             .points
             .as_ref()

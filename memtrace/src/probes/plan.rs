@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn each_point_names_a_strategy_once_and_derives_from_an_earlier_point() {
-        for (i, point) in ProbePoint::ALL.into_iter().enumerate() {
+        for (i, point) in ProbePoint::ALL.iter().copied().enumerate() {
             let plan = strategies(point);
             assert!(!plan.is_empty(), "{point}");
             for (j, c) in plan.iter().enumerate() {

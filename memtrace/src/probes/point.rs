@@ -11,8 +11,21 @@ use serde::{Deserialize, Serialize};
 use crate::event::EventType;
 
 /// A place in the kernel memtrace hooks, in event-type words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ProbePoint {
     /// A task chosen as OOM victim.
     OomKill,
@@ -32,32 +45,18 @@ pub enum ProbePoint {
 
 impl ProbePoint {
     /// In attach order: a point a derived strategy derives from comes before it.
-    pub const ALL: [Self; 7] = [
-        Self::OomKill,
-        Self::Cgroup,
-        Self::PageCache,
-        Self::Reclaim,
-        Self::Charge,
-        Self::TryCharge,
-        Self::Slab,
-    ];
+    /// Every one, in declaration order.
+    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
 
+    /// `oom_kill`, `page_cache`, …: the variant's name in snake case.
     #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::OomKill => "oom_kill",
-            Self::Cgroup => "cgroup",
-            Self::PageCache => "page_cache",
-            Self::Reclaim => "reclaim",
-            Self::Charge => "charge",
-            Self::TryCharge => "try_charge",
-            Self::Slab => "slab",
-        }
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
+        name.parse().ok()
     }
 
     /// The event types this point produces, whichever strategy attached it (a derived strategy
@@ -230,7 +229,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_match_serde() {
-        for p in ProbePoint::ALL {
+        for &p in ProbePoint::ALL {
             assert_eq!(ProbePoint::from_name(p.name()), Some(p));
             assert_eq!(
                 serde_json::to_value(p).expect("json"),
@@ -248,9 +247,10 @@ mod tests {
 
     #[test]
     fn every_event_type_but_stats_has_exactly_one_point() {
-        for event in EventType::ALL {
+        for &event in EventType::ALL {
             let points: Vec<ProbePoint> = ProbePoint::ALL
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|p| p.events().contains(&event))
                 .collect();
             let expected = usize::from(event != EventType::Stats);
@@ -318,7 +318,7 @@ mod tests {
     #[test]
     fn docs_table_is_the_plan() {
         let doc = include_str!("../../../docs/probe-points.md");
-        for point in ProbePoint::ALL {
+        for &point in ProbePoint::ALL {
             let events: Vec<String> = point
                 .events()
                 .iter()

@@ -72,15 +72,21 @@ fn signed_bytes(n: i64) -> String {
     format!("{sign}{}", human_bytes(n.unsigned_abs()))
 }
 
-fn cache(s: &mut String, e: &PageCache) {
+/// ` +1.0MiB (added 1.5MiB, removed 512.0KiB) in 1.0s`: an interval's growth.
+fn growth(s: &mut String, net: i64, [(came, added), (went, removed)]: [(&str, u64); 2], ns: u64) {
     let _ = write!(
         s,
-        " {} (added {}, removed {}) in {:.1}s",
-        signed_bytes(e.net_bytes),
-        human_bytes(e.added_bytes),
-        human_bytes(e.removed_bytes),
-        seconds(e.interval_ns)
+        " {} ({came} {}, {went} {}) in {:.1}s",
+        signed_bytes(net),
+        human_bytes(added),
+        human_bytes(removed),
+        seconds(ns)
     );
+}
+
+fn cache(s: &mut String, e: &PageCache) {
+    let counts = [("added", e.added_bytes), ("removed", e.removed_bytes)];
+    growth(s, e.net_bytes, counts, e.interval_ns);
     if let Some(top) = e.top_files.first() {
         let _ = write!(
             s,
@@ -155,14 +161,8 @@ fn failcnt(s: &mut String, charge_failures: Option<u64>) {
 }
 
 fn slab(s: &mut String, e: &Slab) {
-    let _ = write!(
-        s,
-        " {} (allocated {}, freed {}) in {:.1}s",
-        signed_bytes(e.net_bytes),
-        human_bytes(e.allocated_bytes),
-        human_bytes(e.freed_bytes),
-        seconds(e.interval_ns)
-    );
+    let counts = [("allocated", e.allocated_bytes), ("freed", e.freed_bytes)];
+    growth(s, e.net_bytes, counts, e.interval_ns);
     let top: Vec<String> = e
         .caches
         .iter()
@@ -290,29 +290,22 @@ fn oom_kill(s: &mut String, e: &OomKill) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{
-        Memcg,
-        samples::{CLOCK, oom_kill},
-    };
+    use crate::event::samples::{CLOCK, oom_kill};
 
     #[test]
     fn dying_times_under_a_second_are_in_milliseconds() {
+        // The sample's memcg (id 42, `/x`), freed.
         let freed = |dying_ns| Event {
-            timestamp_ns: 1_000,
-            memcg: Memcg {
-                id: Some(9),
-                cgroup: Some("/gone".into()),
-                container: None,
-            },
             what: What::Cgroup(CgroupChange {
                 action: crate::event::CgroupAction::Freed,
                 dying: false,
                 charged_bytes: None,
                 dying_ns: Some(dying_ns),
             }),
+            ..oom_kill()
         };
-        assert!(line(&freed(35_240_000), CLOCK).ends_with(" freed id=9 after 35ms dying"));
-        assert!(line(&freed(2_040_000_000), CLOCK).ends_with(" freed id=9 after 2.0s dying"));
+        assert!(line(&freed(35_240_000), CLOCK).ends_with(" freed id=42 after 35ms dying"));
+        assert!(line(&freed(2_040_000_000), CLOCK).ends_with(" freed id=42 after 2.0s dying"));
     }
 
     #[test]
