@@ -103,12 +103,6 @@ impl MemcgResolver {
     pub fn count_live(&self) -> u64 {
         self.hierarchy.walk().len() as u64
     }
-
-    /// Ids with a known name (for tests and `--debug`).
-    #[must_use]
-    pub fn known(&self) -> usize {
-        self.paths.len()
-    }
 }
 
 #[cfg(test)]

@@ -271,12 +271,6 @@ impl LiveContext {
         }
     }
 
-    /// Memcgs named now (bounded: freed ones are forgotten).
-    #[must_use]
-    pub fn named(&self) -> usize {
-        self.names.len().max(self.resolver.known())
-    }
-
     /// The memcg of an interval's aggregate, if the user's filter wants it.
     fn wanted_memcg(&mut self, memcg_id: u64) -> Option<Memcg> {
         let memcg = self.memcg(memcg_id);
