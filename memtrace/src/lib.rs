@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod event;
 pub mod export;
+mod named;
 pub mod pipeline;
 pub mod probes;
 pub mod report;

@@ -185,10 +185,9 @@ impl MemcgReclaimEnd {
 ///              gfp_t gfp_flags, int node)
 /// ```
 pub struct KmemCacheAlloc {
-    pub call_site: u64,
-    /// The object; 0 when the allocation failed.
-    pub ptr: u64,
-    pub s: KmemCache,
+    /// The object (0 when the allocation failed) and its cache: the arguments it shares with
+    /// `kmem_cache_free`.
+    pub object: KmemCacheFree,
     pub gfp_flags: Gfp,
 }
 
@@ -196,10 +195,7 @@ impl KmemCacheAlloc {
     #[inline(always)]
     pub fn from_ctx(ctx: &RawTracePointContext) -> Self {
         Self {
-            call_site: arg(ctx, 0),
-            ptr: arg(ctx, 1),
-            // SAFETY: the third argument is the `struct kmem_cache *`.
-            s: unsafe { KmemCache::from_addr(arg(ctx, 2)) },
+            object: KmemCacheFree::from_ctx(ctx),
             gfp_flags: Gfp(arg(ctx, 3)),
         }
     }

@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let input = TraceInput::open(&args.file, "export")?;
+    let input = TraceInput::open(&args.file, "export", false)?;
     let out = &args.output;
     let writing = || format!("writing {}", out.display());
     // 0600 like the trace: the export names every container and cgroup on the node.

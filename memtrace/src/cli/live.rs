@@ -87,9 +87,8 @@ impl FilterArgs {
 pub struct Session {
     runtime: tokio::runtime::Runtime,
     probes: Probes,
-    ring: RingBuf<MapData>,
-    aggregates: Aggregates,
-    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
+    /// What the programs hand to userspace, taken from `probes`.
+    outputs: ProgramOutputs,
     context: LiveContext,
     hierarchy: MemoryHierarchy,
     clock: HostClock,
@@ -97,6 +96,13 @@ pub struct Session {
     intervals: Intervals,
     interrupt: Signal,
     terminate: Signal,
+}
+
+/// The ring buffer, the per-interval aggregates and the programs' log.
+struct ProgramOutputs {
+    ring: RingBuf<MapData>,
+    aggregates: Aggregates,
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
 }
 
 /// What a session saw, printed on stderr when it ends.
@@ -174,9 +180,11 @@ impl Session {
         Ok(Self {
             runtime,
             probes,
-            ring,
-            aggregates,
-            logger,
+            outputs: ProgramOutputs {
+                ring,
+                aggregates,
+                logger,
+            },
             context,
             hierarchy,
             clock: HostClock {
@@ -213,9 +221,12 @@ impl Session {
         let Self {
             runtime,
             probes,
-            ring,
-            aggregates,
-            logger,
+            outputs:
+                ProgramOutputs {
+                    ring,
+                    aggregates,
+                    logger,
+                },
             context,
             duration,
             intervals,

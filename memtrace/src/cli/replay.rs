@@ -3,14 +3,10 @@
 use std::{io, path::PathBuf, process::ExitCode};
 
 use super::{
-    progress::Progress,
     select::{SelectArgs, Selection, TIME_HELP},
+    trace_input::TraceInput,
 };
-use crate::{
-    event::HostClock,
-    sinks,
-    trace::{TraceItem, TraceReader, cut_short},
-};
+use crate::sinks;
 
 /// Exit status when the file's tail was cut (the recorder was killed): everything before the
 /// cut was printed.
@@ -43,67 +39,34 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let mut reader = TraceReader::open(&args.file)?;
-    let header = reader.header().clone();
-    let clock = HostClock {
-        boot_time_wall_ns: header.boot_time_wall_ns,
-        page_size: header.page_size,
-    };
+    let input = TraceInput::open(&args.file, "replay", true)?;
+    let header = input.header().clone();
     let selection = Selection::new(&args.select, &header);
-    let progress = Progress::for_reader(&reader, true);
-    let mut sink = sinks::terminal(args.format, io::stdout(), clock);
-    let mut exit = ExitCode::SUCCESS;
-    let mut read = 0u64;
-    let result = loop {
-        match reader.next_item() {
-            Ok(Some(TraceItem::Event(event))) => {
-                if selection.wants(&event) {
-                    sink.write(&event)?;
-                }
-                read += 1;
-                if read.is_multiple_of(4096) {
-                    progress.update(&reader);
-                }
-            }
-            Ok(Some(TraceItem::End { events, lost })) => {
-                progress.finish();
-                let lost = if lost.is_empty() {
-                    "lost events not counted in this file (see the last file of a rotated \
-                     recording)"
-                        .to_owned()
-                } else {
-                    format!("{} lost", lost.iter().sum::<u64>())
-                };
-                eprintln!(
-                    "memtrace: {} recorded on {} (kernel {}, probes {}): {events} events, {lost}",
-                    args.file.display(),
-                    header.host,
-                    header.kernel_release,
-                    header.probes.join(" "),
-                );
-            }
-            Ok(Some(TraceItem::TailCut {
-                offset,
-                events,
-                dropped_bytes,
-            })) => {
-                progress.finish();
-                let cut = cut_short(
-                    &args.file.display().to_string(),
-                    offset,
-                    events,
-                    dropped_bytes,
-                );
-                eprintln!("memtrace: warning: {cut}: all of them printed");
-                exit = ExitCode::from(EXIT_TAIL_CUT);
-            }
-            Ok(None) => break Ok(()),
-            Err(err) => break Err(err),
+    let mut sink = sinks::terminal(args.format, io::stdout(), input.clock());
+    let result = input.for_each(|event| {
+        if selection.wants(event) {
+            sink.write(event)?;
         }
-    };
-    progress.finish();
+        Ok(())
+    });
     // What was read is printed before any error about what follows it.
     sink.flush()?;
-    result?;
-    Ok(exit)
+    let info = result?;
+    if info.cut_short.is_some() {
+        return Ok(ExitCode::from(EXIT_TAIL_CUT));
+    }
+    let lost = match info.lost_events {
+        Some(lost) => format!("{lost} lost"),
+        None => "lost events not counted in this file (see the last file of a rotated recording)"
+            .to_owned(),
+    };
+    eprintln!(
+        "memtrace: {} recorded on {} (kernel {}, probes {}): {} events, {lost}",
+        args.file.display(),
+        header.host,
+        header.kernel_release,
+        header.probes.join(" "),
+        info.recorded_events.unwrap_or_default(),
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -39,7 +39,7 @@ pub enum ReportFormat {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let input = TraceInput::open(&args.file, "report")?;
+    let input = TraceInput::open(&args.file, "report", false)?;
     let mut builder = ReportBuilder::new(input.clock());
     let info = input.for_each(|event| {
         builder.add(event);

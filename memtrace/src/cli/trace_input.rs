@@ -1,4 +1,4 @@
-//! Reading a whole trace file as user-facing events, for `report` and `export`.
+//! Reading a whole trace file as user-facing events, for `replay`, `report` and `export`.
 
 use std::path::Path;
 
@@ -6,11 +6,12 @@ use super::progress::Progress;
 use crate::{
     event::{Event, HostClock},
     report::TraceInfo,
-    trace::{TraceItem, TraceReader, cut_short},
+    trace::{TraceHeader, TraceItem, TraceReader, cut_short},
 };
 
 pub struct TraceInput {
     reader: TraceReader,
+    header: TraceHeader,
     clock: HostClock,
     info: TraceInfo,
     progress: Progress,
@@ -18,16 +19,21 @@ pub struct TraceInput {
 }
 
 impl TraceInput {
-    /// Opens `file` and reads its header; `verb` (`report`, `export`) labels the progress bar
-    /// and warnings.
+    /// Opens `file` and reads its header; `verb` (`replay`, `report`, `export`) labels the
+    /// progress bar and warnings; `prints_while_reading` keeps the bar off a terminal that
+    /// stdout writes to.
     ///
     /// # Errors
     ///
     /// When the file cannot be read, is not a trace, or its header is damaged.
-    pub fn open(file: &Path, verb: &'static str) -> anyhow::Result<Self> {
+    pub fn open(
+        file: &Path,
+        verb: &'static str,
+        prints_while_reading: bool,
+    ) -> anyhow::Result<Self> {
         let reader = TraceReader::open(file)?;
         let header = reader.header().clone();
-        let progress = Progress::for_reader(&reader, false);
+        let progress = Progress::for_reader(&reader, prints_while_reading);
         Ok(Self {
             reader,
             clock: HostClock {
@@ -36,12 +42,13 @@ impl TraceInput {
             },
             info: TraceInfo {
                 file: file.display().to_string(),
-                host: header.host,
-                kernel_release: header.kernel_release,
-                memtrace_version: header.memtrace_version,
-                probes: header.probes,
+                host: header.host.clone(),
+                kernel_release: header.kernel_release.clone(),
+                memtrace_version: header.memtrace_version.clone(),
+                probes: header.probes.clone(),
                 ..TraceInfo::default()
             },
+            header,
             progress,
             verb,
         })
@@ -51,6 +58,12 @@ impl TraceInput {
     #[must_use]
     pub fn clock(&self) -> HostClock {
         self.clock
+    }
+
+    /// The file's header.
+    #[must_use]
+    pub fn header(&self) -> &TraceHeader {
+        &self.header
     }
 
     /// What the header says (the end marker's counts are not known yet).
@@ -88,7 +101,9 @@ impl TraceInput {
                 }
                 Ok(Some(TraceItem::End { events, lost })) => {
                     info.recorded_events = Some(events);
-                    info.lost_events = Some(lost.iter().sum());
+                    // Empty when this file did not count them (all but the last file of a rotated
+                    // recording): unknown, not zero.
+                    info.lost_events = (!lost.is_empty()).then(|| lost.iter().sum());
                 }
                 Ok(Some(TraceItem::TailCut {
                     offset,

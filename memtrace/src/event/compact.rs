@@ -29,16 +29,25 @@ fn unpack<E: serde::de::Error>(packed: u128) -> Result<u64, E> {
     }
 }
 
+/// `shown` for people and JSON, `stored` in trace files.
+fn shown_or_stored<S: Serializer>(
+    serializer: S,
+    shown: impl Serialize,
+    stored: impl Serialize,
+) -> Result<S::Ok, S::Error> {
+    if serializer.is_human_readable() {
+        shown.serialize(serializer)
+    } else {
+        stored.serialize(serializer)
+    }
+}
+
 #[expect(
     clippy::trivially_copy_pass_by_ref,
     reason = "serde's `with` hands the field by reference"
 )]
 pub fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-    if serializer.is_human_readable() {
-        serializer.serialize_u64(*bytes)
-    } else {
-        serializer.serialize_u128(pack(*bytes))
-    }
+    shown_or_stored(serializer, bytes, pack(*bytes))
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
@@ -51,18 +60,14 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D:
 
 /// `Option<u64>` byte counts.
 pub mod option {
-    use super::{Deserialize, Deserializer, Serialize, Serializer, pack, unpack};
+    use super::{Deserialize, Deserializer, Serializer, pack, shown_or_stored, unpack};
 
     #[expect(
         clippy::ref_option,
         reason = "serde's `with` hands the field by reference"
     )]
     pub fn serialize<S: Serializer>(bytes: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            bytes.serialize(serializer)
-        } else {
-            bytes.map(pack).serialize(serializer)
-        }
+        shown_or_stored(serializer, bytes, bytes.map(pack))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
@@ -81,18 +86,14 @@ pub mod option {
 /// Growth that follows from other fields (`added − removed`): shown to people, not stored
 /// (trace readers recompute it, `What::restore_derived`).
 pub mod derived {
-    use super::{Deserialize, Deserializer, Serializer};
+    use super::{Deserialize, Deserializer, Serializer, shown_or_stored};
 
     #[expect(
         clippy::trivially_copy_pass_by_ref,
         reason = "serde's `with` hands the field by reference"
     )]
     pub fn serialize<S: Serializer>(bytes: &i64, serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            serializer.serialize_i64(*bytes)
-        } else {
-            serializer.serialize_unit()
-        }
+        shown_or_stored(serializer, bytes, ())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {

@@ -20,6 +20,7 @@ pub use kernel::{Context, OomContext};
 
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
+    named::snake_case_enum,
     probes::{ProbePoint, Strategy},
 };
 
@@ -119,47 +120,18 @@ what! {
     Slab(Slab) => Slab,
 }
 
-/// An event's `"type"`: what users select with `--type` and see in every output. Which probe
-/// point produces which is [`ProbePoint::events`].
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum EventType {
-    OomKill,
-    Cgroup,
-    Stats,
-    Cache,
-    Reclaim,
-    Charge,
-    ChargeFail,
-    Slab,
-}
-
-impl EventType {
-    /// Every one, in declaration order.
-    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
-
-    /// `oom_kill`, `charge_fail`, …: the variant's name in snake case.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        self.into()
-    }
-
-    #[must_use]
-    pub fn from_name(name: &str) -> Option<Self> {
-        name.parse().ok()
+snake_case_enum! {
+    /// An event's `"type"`: what users select with `--type` and see in every output. Which
+    /// probe point produces which is [`ProbePoint::events`].
+    pub enum EventType {
+        OomKill,
+        Cgroup,
+        Stats,
+        Cache,
+        Reclaim,
+        Charge,
+        ChargeFail,
+        Slab,
     }
 }
 

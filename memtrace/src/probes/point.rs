@@ -8,57 +8,29 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::EventType;
+use crate::{event::EventType, named::snake_case_enum};
 
-/// A place in the kernel memtrace hooks, in event-type words.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ProbePoint {
-    /// A task chosen as OOM victim.
-    OomKill,
-    /// Memory cgroups created, removed (offline) and freed.
-    Cgroup,
-    /// Folios added to and removed from the page cache.
-    PageCache,
-    /// Memcg limit reclaim, begin and end.
-    Reclaim,
-    /// Pages charged to a memcg.
-    Charge,
-    /// Charges a memcg's limit refused (`try_charge_memcg` returning an error).
-    TryCharge,
-    /// Memcg-accounted slab allocations and frees.
-    Slab,
+snake_case_enum! {
+    /// A place in the kernel memtrace hooks, in event-type words.
+    pub enum ProbePoint {
+        /// A task chosen as OOM victim.
+        OomKill,
+        /// Memory cgroups created, removed (offline) and freed.
+        Cgroup,
+        /// Folios added to and removed from the page cache.
+        PageCache,
+        /// Memcg limit reclaim, begin and end.
+        Reclaim,
+        /// Pages charged to a memcg.
+        Charge,
+        /// Charges a memcg's limit refused (`try_charge_memcg` returning an error).
+        TryCharge,
+        /// Memcg-accounted slab allocations and frees.
+        Slab,
+    }
 }
 
 impl ProbePoint {
-    /// In attach order: a point a derived strategy derives from comes before it.
-    /// Every one, in declaration order.
-    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
-
-    /// `oom_kill`, `page_cache`, …: the variant's name in snake case.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        self.into()
-    }
-
-    #[must_use]
-    pub fn from_name(name: &str) -> Option<Self> {
-        name.parse().ok()
-    }
-
     /// The event types this point produces, whichever strategy attached it (a derived strategy
     /// produces its own point's events from another point's data). `stats` comes from
     /// cgroupfs, not from a probe point.
@@ -73,12 +45,6 @@ impl ProbePoint {
             Self::TryCharge => &[EventType::ChargeFail],
             Self::Slab => &[EventType::Slab],
         }
-    }
-}
-
-impl fmt::Display for ProbePoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

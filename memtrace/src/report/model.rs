@@ -46,6 +46,8 @@ pub struct TraceInfo {
     pub probes: Vec<String>,
     /// From the end marker; `None` when the recording was cut short.
     pub recorded_events: Option<u64>,
+    /// `None` also when this file did not count them (all but the last file of a rotated
+    /// recording).
     pub lost_events: Option<u64>,
     /// Why the file ended early (the reader's message), if it did.
     pub cut_short: Option<String>,

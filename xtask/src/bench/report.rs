@@ -187,24 +187,30 @@ impl Report {
             out,
             "Workload time (median wall seconds; ×: traced median ÷ untraced median)"
         );
-        let _ = writeln!(
+        row(
             out,
-            "  {:<11} {:>9}  {:>9} {:>7}  {:>9} {:>7}  {:>9} {:>7}",
-            "workload", "untraced", "memtrace", "×", "bpftrace", "×", "floor", "×"
+            &TIMES,
+            &[
+                "workload", "untraced", "memtrace", "×", "bpftrace", "×", "floor", "×",
+            ]
+            .map(String::from),
         );
         for w in &self.workloads {
             let m = &w.median_seconds;
-            let _ = writeln!(
+            let seconds = |s: f64| format!("{s:.3}");
+            row(
                 out,
-                "  {:<11} {:>9.3}  {:>9.3} {:>7}  {:>9.3} {:>7}  {:>9.3} {:>7}",
-                w.workload.name(),
-                m.untraced,
-                m.memtrace,
-                times(w.ratio.memtrace),
-                m.bpftrace,
-                times(w.ratio.bpftrace),
-                m.floor,
-                times(w.ratio.floor),
+                &TIMES,
+                &[
+                    w.workload.name().to_owned(),
+                    seconds(m.untraced),
+                    seconds(m.memtrace),
+                    times(w.ratio.memtrace),
+                    seconds(m.bpftrace),
+                    times(w.ratio.bpftrace),
+                    seconds(m.floor),
+                    times(w.ratio.floor),
+                ],
             );
         }
         for w in &self.workloads {
@@ -219,10 +225,18 @@ impl Report {
             "\nIn-kernel cost per BPF program (run_time_ns ÷ run_cnt, summed over each \
              workload's traced runs; events are system-wide)"
         );
-        let _ = writeln!(
+        row(
             out,
-            "  {:<11} {:<9} {:<20} {:<34} {:>10} {:>9}",
-            "workload", "tracer", "program", "tracepoint", "events", "ns/event"
+            &PROGRAMS,
+            &[
+                "workload",
+                "tracer",
+                "program",
+                "tracepoint",
+                "events",
+                "ns/event",
+            ]
+            .map(String::from),
         );
         for w in &self.workloads {
             let name = w.workload.name();
@@ -232,13 +246,17 @@ impl Report {
                     idle.entry(p.tool).or_default().push(&p.program);
                     continue;
                 };
-                let _ = writeln!(
+                row(
                     out,
-                    "  {name:<11} {:<9} {:<20} {:<34} {:>10} {cost:>9.0}",
-                    p.tool.name(),
-                    p.program,
-                    p.tracepoint,
-                    p.events,
+                    &PROGRAMS,
+                    &[
+                        name.to_owned(),
+                        p.tool.name().to_owned(),
+                        p.program.clone(),
+                        p.tracepoint.clone(),
+                        p.events.to_string(),
+                        format!("{cost:.0}"),
+                    ],
                 );
             }
             for (tool, programs) in idle {
@@ -410,6 +428,26 @@ fn below_bpftrace(target: &str, figures: &PerTool<f64>, show: impl Fn(f64) -> St
         measured: format!("{} vs {}", show(ours), show(theirs)),
         pass: ours < theirs,
     }
+}
+
+/// The workload-time table's column widths; negative: left-aligned.
+const TIMES: [isize; 8] = [-11, 9, 10, 7, 10, 7, 10, 7];
+/// The per-program table's column widths; negative: left-aligned.
+const PROGRAMS: [isize; 6] = [-11, -9, -20, -34, 10, 9];
+
+/// One table line: two spaces, then each cell padded to its width (negative: left-aligned),
+/// one space apart.
+fn row<const N: usize>(out: &mut String, widths: &[isize; N], cells: &[String; N]) {
+    out.push(' ');
+    for (cell, &width) in cells.iter().zip(widths) {
+        let pad = width.unsigned_abs();
+        let _ = if width < 0 {
+            write!(out, " {cell:<pad$}")
+        } else {
+            write!(out, " {cell:>pad$}")
+        };
+    }
+    out.push('\n');
 }
 
 fn times(ratio: f64) -> String {

@@ -21,17 +21,17 @@ pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     // The tracepoint's `accounted`, before any slab is looked at.
-    let Some((slab_account, size)) = args.s.account_and_size() else {
+    let Some((slab_account, size)) = args.object.s.account_and_size() else {
         return 0;
     };
     if !args.gfp_flags.accounted() && !slab_account {
         return 0;
     }
-    let Some(owner) = owner(args.ptr, args.s, size) else {
+    let Some(owner) = owner(args.object.ptr, args.object.s, size) else {
         return 0;
     };
-    if counted(&owner, args.s.addr(), true) == Bumped::NewKey {
-        remember_name(args.s);
+    if counted(&owner, args.object.s.addr(), true) == Bumped::NewKey {
+        remember_name(args.object.s);
     }
     0
 }

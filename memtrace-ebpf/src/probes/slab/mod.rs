@@ -27,7 +27,7 @@ use crate::{
 #[inline(always)]
 fn cache_alloc_args(ctx: &RawTracePointContext) -> Option<KmemCacheAlloc> {
     let args = KmemCacheAlloc::from_ctx(ctx);
-    (args.ptr != 0 && !ignored_callers().contains(args.call_site)).then_some(args)
+    (args.object.ptr != 0 && !ignored_callers().contains(args.object.call_site)).then_some(args)
 }
 
 /// Counts into this interval's half of the aggregate; a full map is counted lost.

@@ -20,17 +20,17 @@ pub fn slab_cache_alloc_tracked(ctx: RawTracePointContext) -> i32 {
     let Some(args) = cache_alloc_args(&ctx) else {
         return 0;
     };
-    let Some(slab_account) = args.s.slab_account() else {
+    let Some(slab_account) = args.object.s.slab_account() else {
         return 0;
     };
     if !args.gfp_flags.accounted() && !slab_account {
         return 0;
     }
-    let Some(size) = args.s.size() else {
+    let Some(size) = args.object.s.size() else {
         return 0;
     };
-    if allocated(args.ptr, args.s.addr(), u64::from(size)) == Bumped::NewKey {
-        remember_name(args.s);
+    if allocated(args.object.ptr, args.object.s.addr(), u64::from(size)) == Bumped::NewKey {
+        remember_name(args.object.s);
     }
     0
 }
