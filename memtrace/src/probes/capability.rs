@@ -15,7 +15,7 @@ use memtrace_common::{
 use super::{
     EBPF_OBJECT, ProbeError,
     plan::{self, Attach},
-    privileges,
+    privileges, support,
 };
 
 /// One program type and whether the kernel let us load and attach it.
@@ -69,6 +69,7 @@ const CHECKS: [(&str, &str, Attach); 4] = [
 /// When the object itself cannot be loaded (not root, broken build).
 pub fn probe_all() -> Result<Vec<Capability>, ProbeError> {
     privileges::require_root()?;
+    support::check()?;
     privileges::raise_memlock();
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)

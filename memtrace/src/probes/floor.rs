@@ -4,7 +4,7 @@
 use aya::{Ebpf, EbpfLoader};
 use memtrace_common::names::FLOOR_PROGRAMS;
 
-use super::{EBPF_OBJECT, ProbeError, plan, privileges};
+use super::{EBPF_OBJECT, ProbeError, plan, privileges, support};
 
 /// Loads the object and attaches every floor program whose tracepoint this kernel has
 /// (`mod_memcg_lruvec_state` is 6.16+). Returns the object, which owns the links, and the
@@ -15,6 +15,7 @@ use super::{EBPF_OBJECT, ProbeError, plan, privileges};
 /// Not root, or a program that could not be loaded or attached on a tracepoint the kernel has.
 pub fn attach() -> Result<(Ebpf, Vec<&'static str>), ProbeError> {
     privileges::require_root()?;
+    support::check()?;
     privileges::raise_memlock();
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)

@@ -11,6 +11,7 @@ pub mod memory_map;
 pub mod plan;
 pub mod point;
 pub mod privileges;
+pub mod support;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -40,6 +41,8 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub enum ProbeError {
     #[error(transparent)]
     Privilege(#[from] privileges::PrivilegeError),
+    #[error(transparent)]
+    Unsupported(#[from] support::Unsupported),
     #[error(transparent)]
     Btf(#[from] BtfError),
     #[error("loading memtrace's eBPF object failed: {0}")]
@@ -170,6 +173,7 @@ impl Probes {
         let begun = std::time::Instant::now();
         let phase = |what: &str| log::debug!("start-up: {what} after {:?}", begun.elapsed());
         privileges::require_root()?;
+        support::check()?;
         privileges::raise_memlock();
         // Read while BTF is parsed: kallsyms costs tens of milliseconds of kernel time.
         let callers = std::thread::spawn(kallsyms::bpf_memalloc_callers);

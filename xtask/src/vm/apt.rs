@@ -93,6 +93,36 @@ impl Apt {
         })
     }
 
+    /// The machine's mirrors with another Debian release's suites (`bullseye`,
+    /// `bullseye-security`, …) in place of its own, with lists of their own under `cache`: how
+    /// the older kernels' packages are found without touching `/etc/apt`.
+    pub fn other_release(cache: &Path, codename: &str) -> anyhow::Result<Self> {
+        let dir = cache.join("apt").join(codename);
+        let lists = dir.join("lists");
+        let partial = lists.join("partial");
+        fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+
+        let system = fs::read_to_string(SYSTEM_SOURCES)
+            .with_context(|| format!("reading {SYSTEM_SOURCES}"))?;
+        let own = self::codename().context("reading the Debian release")?;
+        let sources = with_release(&system, &own, codename)
+            .with_context(|| format!("putting {codename} in {SYSTEM_SOURCES}'s place"))?;
+        let list = dir.join(format!("{codename}.sources"));
+        fs::write(&list, sources).with_context(|| format!("writing {}", list.display()))?;
+
+        Ok(Self {
+            options: vec![
+                format!("Dir::Etc::sourcelist={}", list.display()),
+                "Dir::Etc::sourceparts=-".to_owned(),
+                format!("Dir::State::lists={}", lists.display()),
+            ],
+            stamp: dir.join("lists-updated"),
+            lists,
+            label: "apt-get update (older release)",
+            task: "vm-test",
+        })
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         for option in &self.options {
@@ -325,6 +355,36 @@ fn with_backports(sources: &str, codename: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// `sources` (deb822) with every suite of release `own` (`bookworm`, `bookworm-security`) renamed
+/// to release `other`'s (`bullseye`, `bullseye-security`), mirrors, components and keys kept.
+fn with_release(sources: &str, own: &str, other: &str) -> anyhow::Result<String> {
+    let mut renamed = false;
+    let mut out = String::with_capacity(sources.len());
+    for line in sources.lines() {
+        if let Some(suites) = line.strip_prefix("Suites:") {
+            let suites: Vec<String> = suites
+                .split_whitespace()
+                .map(|suite| match suite.strip_prefix(own) {
+                    Some(rest) if rest.is_empty() || rest.starts_with('-') => {
+                        renamed = true;
+                        format!("{other}{rest}")
+                    }
+                    _ => suite.to_owned(),
+                })
+                .collect();
+            out.push_str("Suites: ");
+            out.push_str(&suites.join(" "));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    if !renamed {
+        bail!("no entry has a suite of {own}");
+    }
+    Ok(out)
+}
+
 /// The first package named `prefix…` in `apt-cache depends` output.
 fn first_dependency(depends: &str, prefix: &str) -> Option<String> {
     depends.lines().find_map(|line| {
@@ -339,7 +399,7 @@ fn first_dependency(depends: &str, prefix: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_dependency, is_installed_status, with_backports};
+    use super::{first_dependency, is_installed_status, with_backports, with_release};
 
     const DEBIAN_SOURCES: &str = "\
 Types: deb
@@ -369,6 +429,25 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
         // Already there: left alone.
         assert_eq!(with_backports(&sources, "bookworm")?, sources);
         assert!(with_backports(DEBIAN_SOURCES, "trixie").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn renames_the_release_s_suites_to_another_release_s() -> anyhow::Result<()> {
+        let sources = with_release(DEBIAN_SOURCES, "bookworm", "bullseye")?;
+        assert_eq!(
+            sources,
+            DEBIAN_SOURCES
+                .replace(
+                    "Suites: bookworm bookworm-updates\n",
+                    "Suites: bullseye bullseye-updates\n"
+                )
+                .replace(
+                    "Suites: bookworm-security\n",
+                    "Suites: bullseye-security\n"
+                )
+        );
+        assert!(with_release(DEBIAN_SOURCES, "trixie", "bullseye").is_err());
         Ok(())
     }
 

@@ -23,6 +23,10 @@ use crate::process::{self, Shown};
 /// A kernel series the tests boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Kernel {
+    /// Debian 11's kernel (`linux-image-amd64` of bullseye and bullseye-security): the 5.10
+    /// line many nodes still run
+    #[value(name = "5.10")]
+    V5_10,
     /// Debian 12's own kernel (`linux-image-amd64`)
     #[value(name = "6.1")]
     V6_1,
@@ -32,28 +36,38 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Self; 2] = [Self::V6_1, Self::V6_12];
+    pub const ALL: [Self; 3] = [Self::V5_10, Self::V6_1, Self::V6_12];
 
     /// How the user names it (`--kernel 6.1`).
     pub fn label(self) -> &'static str {
         match self {
+            Self::V5_10 => "5.10",
             Self::V6_1 => "6.1",
             Self::V6_12 => "6.12",
+        }
+    }
+
+    /// The Debian release whose suites carry it, when it is not the machine's own.
+    pub fn other_release(self) -> Option<&'static str> {
+        match self {
+            Self::V5_10 => Some("bullseye"),
+            Self::V6_1 | Self::V6_12 => None,
         }
     }
 
     /// The meta package that depends on the current image package of the series.
     fn meta_package(self) -> &'static str {
         match self {
-            Self::V6_1 => "linux-image-amd64",
+            Self::V5_10 | Self::V6_1 => "linux-image-amd64",
             Self::V6_12 => "linux-image-6.12-amd64",
         }
     }
 
     /// What every image package of the series is named like: `linux-image-6.1.0-56-amd64`,
-    /// `linux-image-6.12.117+deb12-amd64`.
+    /// `linux-image-6.12.117+deb12-amd64`, `linux-image-5.10.0-39-amd64`.
     fn package_prefix(self) -> &'static str {
         match self {
+            Self::V5_10 => "linux-image-5.10.",
             Self::V6_1 => "linux-image-6.1.",
             Self::V6_12 => "linux-image-6.12.",
         }
@@ -72,6 +86,9 @@ pub struct Image {
     pub release: String,
     /// The modules /init loads, by name, in load order.
     pub modules: Vec<(String, PathBuf)>,
+    /// Whether its memory controller can be mounted on a cgroup v1 hierarchy (from 6.11 only
+    /// with `CONFIG_MEMCG_V1`, which Debian's 6.12 leaves out).
+    pub memcg_v1: bool,
     /// Whether it came from the cache rather than a download.
     pub cached: bool,
     /// How long resolving, downloading and extracting took.
@@ -115,6 +132,9 @@ pub fn prepare(kernel: Kernel, apt: &Apt, cache: &Path) -> anyhow::Result<Image>
     }
     let (release, modules) = read_modules(&dir)
         .with_context(|| format!("vm-test step `read the cached kernel {label}` failed"))?;
+    let config_path = dir.join(CONFIG);
+    let config = fs::read_to_string(&config_path)
+        .with_context(|| format!("vm-test step `read {}` failed", config_path.display()))?;
     Ok(Image {
         kernel,
         package,
@@ -122,6 +142,7 @@ pub fn prepare(kernel: Kernel, apt: &Apt, cache: &Path) -> anyhow::Result<Image>
         vmlinux: dir.join(VMLINUX),
         release,
         modules,
+        memcg_v1: has_memcg_v1(&config),
         cached,
         took: begun.elapsed(),
     })
@@ -129,6 +150,8 @@ pub fn prepare(kernel: Kernel, apt: &Apt, cache: &Path) -> anyhow::Result<Image>
 
 /// In a cached kernel's directory: the bootable image.
 const VMLINUX: &str = "vmlinux";
+/// In a cached kernel's directory: the configuration the kernel was built with.
+const CONFIG: &str = "config";
 /// In a cached kernel's directory: `uname -r`.
 const RELEASE: &str = "release";
 /// In a cached kernel's directory: the modules, and the file naming them in load order.
@@ -139,8 +162,16 @@ const LOAD_ORDER: &str = "load-order";
 /// older xtask may lack the modules).
 fn is_complete(dir: &Path) -> bool {
     dir.join(VMLINUX).is_file()
+        && dir.join(CONFIG).is_file()
         && dir.join(RELEASE).is_file()
         && dir.join(MODULES).join(LOAD_ORDER).is_file()
+}
+
+/// Whether a kernel built with `config` has the memory controller on cgroup v1: it has memcg,
+/// and does not leave out `CONFIG_MEMCG_V1` (an option since 6.11; before, v1 came with memcg).
+fn has_memcg_v1(config: &str) -> bool {
+    let lines: Vec<&str> = config.lines().map(str::trim).collect();
+    lines.contains(&"CONFIG_MEMCG=y") && !lines.contains(&"# CONFIG_MEMCG_V1 is not set")
 }
 
 /// The release and the modules, in load order, of a cached kernel.
@@ -200,7 +231,7 @@ fn download_and_extract(apt: &Apt, package: &str, version: &str, dir: &Path) -> 
     extract(&deb, &partial, &["./lib/modules/*/kernel/*"])?;
     keep_needed_modules(&partial)?;
 
-    fs::rename(&config_path, partial.join("config"))
+    fs::rename(&config_path, partial.join(CONFIG))
         .with_context(|| format!("moving {}", config_path.display()))?;
     for leftover in [stream, deb] {
         fs::remove_file(&leftover).with_context(|| format!("removing {}", leftover.display()))?;
@@ -359,4 +390,19 @@ fn forget_older(kernels: &Path, kernel: Kernel, keep: &Path) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_memcg_v1;
+
+    #[test]
+    fn reads_whether_memcg_can_be_on_cgroup_v1() {
+        // 5.10 and 6.1: no option, v1 comes with memcg.
+        assert!(has_memcg_v1("CONFIG_MEMCG=y\nCONFIG_MEMCG_SWAP=y\n"));
+        // 6.12 as Debian builds it.
+        assert!(!has_memcg_v1("CONFIG_MEMCG=y\n# CONFIG_MEMCG_V1 is not set\n"));
+        assert!(has_memcg_v1("CONFIG_MEMCG=y\nCONFIG_MEMCG_V1=y\n"));
+        assert!(!has_memcg_v1("# CONFIG_MEMCG is not set\n"));
+    }
 }

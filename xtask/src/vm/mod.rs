@@ -21,11 +21,16 @@ use std::{
     fmt::Write as _,
     fs,
     path::Path,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use self::{
     apt::Apt,
@@ -37,8 +42,8 @@ use crate::{setup, test::Tally, workspace::Workspace};
 
 #[derive(Args)]
 pub struct Options {
-    /// Kernel to boot: 6.1 (Debian 12's own) or 6.12; repeat or separate with commas for several
-    /// [default: all]
+    /// Kernel to boot: 5.10 (Debian 11's), 6.1 (Debian 12's own) or 6.12; repeat or separate
+    /// with commas for several [default: all]
     #[arg(
         long = "kernel",
         value_name = "VERSION",
@@ -47,13 +52,27 @@ pub struct Options {
     )]
     kernels: Vec<Kernel>,
 
+    /// Where the guests' memory controller is: on the cgroup v2 hierarchy, or on a v1 one (as on
+    /// many older nodes); repeat or separate with commas [default: both]
+    #[arg(
+        long = "cgroup",
+        value_name = "VERSION",
+        value_enum,
+        value_delimiter = ','
+    )]
+    cgroups: Vec<Cgroup>,
+
+    /// How many guests run at once (TCG runs each vCPU on a host thread)
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    jobs: usize,
+
     /// After a failure, go on with the remaining test binaries and kernels (always on when
     /// CI=true)
     #[arg(long)]
     keep_going: bool,
 
-    /// Seconds each kernel may take to boot and run every test before it is stopped
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    /// Seconds each guest may take to boot and run every test before it is stopped
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
     timeout: u64,
 
     /// Arguments for every test binary in the guests, e.g. a test name to filter on
@@ -61,30 +80,96 @@ pub struct Options {
     test_args: Vec<String>,
 }
 
+/// The hierarchy a guest mounts the memory controller on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Cgroup {
+    #[value(name = "v2")]
+    V2,
+    #[value(name = "v1")]
+    V1,
+}
+
+impl Cgroup {
+    const ALL: [Self; 2] = [Self::V2, Self::V1];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::V2 => "v2",
+            Self::V1 => "v1",
+        }
+    }
+}
+
 impl Options {
-    /// Every kernel, default timeout, no filter: what `cargo xtask test` runs.
+    /// Every kernel and hierarchy, default timeout, no filter: what `cargo xtask test` runs.
     pub fn every_kernel() -> Self {
         Self {
             kernels: Vec::new(),
+            cgroups: Vec::new(),
+            jobs: 2,
             keep_going: false,
-            timeout: 600,
+            timeout: 900,
             test_args: Vec::new(),
         }
     }
 }
 
+/// What one boot does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Runs every test binary with the memory controller on this hierarchy.
+    Tests(Cgroup),
+    /// Boots with `lockdown=confidentiality` and checks that memtrace refuses to start with a
+    /// one-line error naming it (initramfs.rs's /init does the check).
+    Lockdown,
+}
+
+/// One guest of the matrix.
+struct Boot<'a> {
+    image: &'a Image,
+    mode: Mode,
+}
+
+impl Boot<'_> {
+    /// `6.12/v1`, `6.12/lockdown`: prefixes its output lines and names its kernel log.
+    fn label(&self) -> String {
+        let mode = match self.mode {
+            Mode::Tests(cgroup) => cgroup.label(),
+            Mode::Lockdown => "lockdown",
+        };
+        format!("{}/{mode}", self.image.kernel.label())
+    }
+
+    /// What the kernel command line adds; unknown `NAME=value` words reach /init's environment.
+    fn cmdline(&self) -> String {
+        match self.mode {
+            Mode::Tests(cgroup) => format!("MEMTRACE_VM_CGROUP={}", cgroup.label()),
+            Mode::Lockdown => "lockdown=confidentiality MEMTRACE_VM_EXPECT=lockdown".to_owned(),
+        }
+    }
+}
+
 /// Sets up, installs QEMU, fetches the kernels, builds the static payload and boots each kernel
-/// in turn; fails unless every kernel booted and passed every test.
+/// with each cgroup hierarchy, `--jobs` guests at a time, and one kernel with lockdown on; fails
+/// unless every guest booted and passed.
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
+    let begun = Instant::now();
     setup::run(workspace)?;
     let cache = workspace.tools_dir().join("vm");
     apt::ensure_packages(&cache)?;
 
-    let apt = Apt::system(&cache);
     let images = options
         .kernels()
         .into_iter()
-        .map(|kernel| kernel::prepare(kernel, &apt, &cache))
+        .map(|kernel| {
+            let apt = match kernel.other_release() {
+                Some(codename) => Apt::other_release(&cache, codename).with_context(|| {
+                    format!("vm-test step `sources list for {codename}` failed")
+                })?,
+                None => Apt::system(&cache),
+            };
+            kernel::prepare(kernel, &apt, &cache)
+        })
         .collect::<anyhow::Result<Vec<Image>>>()?;
 
     let building = Instant::now();
@@ -119,55 +204,143 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         size >> 20
     );
 
-    let accel = Accel::detect();
-    eprintln!("vm-test: booting with {}", accel.name());
-    let mut reports: Vec<Report> = Vec::new();
+    let mut boots: Vec<Boot<'_>> = Vec::new();
+    let mut not_possible = Vec::new();
     for image in &images {
-        let report = boot(image, &initramfs, &out_dir, accel, options.timeout)?;
-        let passed = report.outcome == Outcome::Passed;
-        reports.push(report);
-        if !passed && !keep_going {
-            break;
+        for cgroup in options.cgroups() {
+            if cgroup == Cgroup::V1 && !image.memcg_v1 {
+                not_possible.push(format!(
+                    "  {:<13} not possible: {} {} is built without the memory controller on \
+                     cgroup v1 (# CONFIG_MEMCG_V1 is not set)",
+                    format!("{}/v1", image.kernel.label()),
+                    image.package,
+                    image.version
+                ));
+                continue;
+            }
+            boots.push(Boot {
+                image,
+                mode: Mode::Tests(cgroup),
+            });
         }
     }
-    summarize(&images, &reports, options.timeout)
+    // Lockdown is the same check on every kernel: the newest one asked for does it.
+    if let Some(image) = images.last() {
+        boots.push(Boot {
+            image,
+            mode: Mode::Lockdown,
+        });
+    }
+
+    let accel = Accel::detect();
+    let jobs = options.jobs.clamp(1, boots.len().max(1));
+    eprintln!(
+        "vm-test: {} guests, {jobs} at a time, with {}",
+        boots.len(),
+        accel.name()
+    );
+    let guests = Instant::now();
+    let reports = boot_all(&boots, jobs, keep_going, |one| {
+        boot(one, &initramfs, &out_dir, accel, options.timeout)
+    })?;
+    let result = summarize(&boots, &reports, &not_possible, options.timeout);
+    println!(
+        "vm-test: guests {}, whole run {}",
+        seconds(guests.elapsed()),
+        seconds(begun.elapsed())
+    );
+    result
 }
 
 impl Options {
     /// The kernels asked for, each once, in the order given; all of them if none was.
     fn kernels(&self) -> Vec<Kernel> {
-        if self.kernels.is_empty() {
-            return Kernel::ALL.to_vec();
-        }
-        let mut chosen = Vec::new();
-        for kernel in &self.kernels {
-            if !chosen.contains(kernel) {
-                chosen.push(*kernel);
-            }
-        }
-        chosen
+        once_each(&self.kernels, &Kernel::ALL)
+    }
+
+    /// The hierarchies asked for, each once; both if none was.
+    fn cgroups(&self) -> Vec<Cgroup> {
+        once_each(&self.cgroups, &Cgroup::ALL)
     }
 }
 
-/// Boots `image` and says how it went when it failed; fails only when QEMU cannot start.
+/// `chosen` without repeats, in its order; `all` when empty.
+fn once_each<T: Copy + PartialEq>(chosen: &[T], all: &[T]) -> Vec<T> {
+    if chosen.is_empty() {
+        return all.to_vec();
+    }
+    let mut once = Vec::new();
+    for item in chosen {
+        if !once.contains(item) {
+            once.push(*item);
+        }
+    }
+    once
+}
+
+/// Runs `boot` on every guest, `jobs` at a time, in order; after a failed guest starts no other
+/// unless `keep_going`. The reports are in the guests' order, `None` for those not run.
+fn boot_all<'a>(
+    boots: &'a [Boot<'a>],
+    jobs: usize,
+    keep_going: bool,
+    boot: impl Fn(&Boot<'_>) -> anyhow::Result<Report> + Sync,
+) -> anyhow::Result<Vec<Option<Report>>> {
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<anyhow::Result<Report>>>> =
+        Mutex::new(boots.iter().map(|_| None).collect());
+    thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(one) = boots.get(i) else { break };
+                    let report = boot(one);
+                    let passed = report
+                        .as_ref()
+                        .is_ok_and(|report| report.outcome == Outcome::Passed);
+                    if !passed && !keep_going {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    if let Ok(mut results) = results.lock() {
+                        results[i] = Some(report);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a guest's thread panicked"))?
+        .into_iter()
+        .map(Option::transpose)
+        .collect()
+}
+
+/// Boots one guest and says how it went when it failed; fails only when QEMU cannot start.
 fn boot(
-    image: &Image,
+    one: &Boot<'_>,
     initramfs: &Path,
     out_dir: &Path,
     accel: Accel,
     timeout: u64,
 ) -> anyhow::Result<Report> {
-    let label = image.kernel.label();
-    let console_log = out_dir.join(format!("console-{label}.log"));
+    let label = one.label();
+    let console_log = out_dir.join(format!("console-{}.log", label.replace('/', "-")));
     let report = qemu::boot(&Guest {
-        label,
-        vmlinux: &image.vmlinux,
+        label: &label,
+        vmlinux: &one.image.vmlinux,
         initramfs,
         console_log: &console_log,
+        cmdline: &one.cmdline(),
         timeout: Duration::from_secs(timeout),
         accel,
     })
-    .with_context(|| format!("vm-test step `boot kernel {label}` failed"))?;
+    .with_context(|| format!("vm-test step `boot {label}` failed"))?;
     match report.outcome {
         Outcome::Passed => {}
         // The tests' own output says why; the kernel log is there if it does not.
@@ -186,22 +359,30 @@ fn boot(
     Ok(report)
 }
 
-/// Prints a line per kernel and the summed test counts; fails unless every kernel passed and
+/// Prints a line per guest and the summed test counts; fails unless every guest passed and
 /// some test ran.
-fn summarize(images: &[Image], reports: &[Report], timeout: u64) -> anyhow::Result<()> {
+fn summarize(
+    boots: &[Boot<'_>],
+    reports: &[Option<Report>],
+    not_possible: &[String],
+    timeout: u64,
+) -> anyhow::Result<()> {
     let mut total = Tally::default();
     let mut failed = Vec::new();
     println!("vm-test summary:");
-    for (i, image) in images.iter().enumerate() {
-        let label = image.kernel.label();
-        let Some(report) = reports.get(i) else {
-            println!("  {label:<5} not run: an earlier kernel failed (--keep-going runs it)");
+    for line in not_possible {
+        println!("{line}");
+    }
+    for (one, report) in boots.iter().zip(reports) {
+        let label = one.label();
+        let Some(report) = report else {
+            println!("  {label:<13} not run: an earlier guest failed (--keep-going runs it)");
             failed.push(format!("{label} (not run)"));
             continue;
         };
         total.passed += report.transcript.tally.passed;
         total.failed += report.transcript.tally.failed;
-        println!("  {}", summary_line(image, report, timeout));
+        println!("  {}", summary_line(one, report, timeout));
         if report.outcome != Outcome::Passed {
             failed.push(format!("{label} ({})", describe(report, timeout)));
         }
@@ -217,11 +398,12 @@ fn summarize(images: &[Image], reports: &[Report], timeout: u64) -> anyhow::Resu
     Ok(())
 }
 
-/// One line saying how a kernel did, and how long each part took.
-fn summary_line(image: &Image, report: &Report, timeout: u64) -> String {
+/// One line saying how a guest did, and how long each part took.
+fn summary_line(one: &Boot<'_>, report: &Report, timeout: u64) -> String {
+    let image = one.image;
     let mut line = format!(
-        "{:<5} {} {}: {}: {} passed, {} failed",
-        image.kernel.label(),
+        "{:<13} {} {}: {}: {} passed, {} failed",
+        one.label(),
         image.package,
         image.version,
         describe(report, timeout),

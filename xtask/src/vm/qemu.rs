@@ -93,6 +93,8 @@ pub struct Guest<'a> {
     pub initramfs: &'a Path,
     /// Where the kernel log is written.
     pub console_log: &'a Path,
+    /// Added to the kernel command line.
+    pub cmdline: &'a str,
     pub timeout: Duration,
     pub accel: Accel,
 }
@@ -233,8 +235,9 @@ fn command(guest: &Guest<'_>) -> Command {
         .args([
             "-append",
             &format!(
-                "console=ttyS0 panic=-1 rdinit=/init MEMTRACE_TEST_SLOWDOWN={}",
-                guest.accel.slowdown()
+                "console=ttyS0 panic=-1 rdinit=/init MEMTRACE_TEST_SLOWDOWN={} {}",
+                guest.accel.slowdown(),
+                guest.cmdline
             ),
         ])
         .stdin(Stdio::null())
