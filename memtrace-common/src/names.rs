@@ -61,6 +61,9 @@ pub const PROG_CHARGE_KRETPROBE: &str = "mem_cgroup_charge_kretprobe";
 pub const PROG_CHARGE_STAT: &str = "memcg_lruvec_stat";
 /// Charges a user or page-cache folio to a memcg (`mm/memcontrol.c`, 5.16+).
 pub const CHARGE_FUNCTION: &str = "__mem_cgroup_charge";
+/// The same, charging a `struct page *` (5.8 to 5.15; an inline wrapper since), tried when
+/// the kernel has no [`CHARGE_FUNCTION`].
+pub const CHARGE_PAGE_FUNCTION: &str = "mem_cgroup_charge";
 /// Pages charged per memcg, double-buffered.
 pub const CHARGE_MAPS: [&str; 2] = ["CHARGE_0", "CHARGE_1"];
 /// Folios between the charge kprobe and its kretprobe, per task.
@@ -73,6 +76,9 @@ pub const PROG_TRY_CHARGE_KRETPROBE: &str = "try_charge_memcg_kretprobe";
 /// Charges pages to a memcg's page counter, reclaiming and OOM-killing when over the limit
 /// (`mm/memcontrol.c`, 5.17+; `try_charge` before).
 pub const TRY_CHARGE_FUNCTION: &str = "try_charge_memcg";
+/// Its name before 5.14, with the same arguments, tried when the kernel has no
+/// [`TRY_CHARGE_FUNCTION`].
+pub const TRY_CHARGE_OLD_FUNCTION: &str = "try_charge";
 /// `try_charge_memcg` arguments between its kprobe and its kretprobe, per task.
 pub const TRY_CHARGE_PENDING_MAP: &str = "TRY_CHARGE_PENDING";
 

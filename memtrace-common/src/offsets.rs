@@ -52,7 +52,9 @@ pub struct KernelOffsets {
     pub cgroup_memory_css: u32,
     /// `mem_cgroup.memory.usage` (a `page_counter`'s `atomic_long_t`, in pages).
     pub memcg_usage: u32,
-    /// `folio.memcg_data`: the `mem_cgroup *` with flag bits below [`Self::memcg_data_flags`].
+    /// `folio.memcg_data`: the `mem_cgroup *` with flag bits below [`Self::memcg_data_flags`]
+    /// (`page.mem_cgroup` on 5.10, whose union with `page.obj_cgroups` tags that vector with
+    /// bit 0).
     pub folio_memcg_data: u32,
     /// Flag bits of `memcg_data` (`__NR_MEMCG_DATA_FLAGS - 1`): a page-cache folio has none set.
     pub memcg_data_flags: u32,
@@ -60,8 +62,14 @@ pub struct KernelOffsets {
     pub folio_flags: u32,
     /// `1 << PG_head`: a large folio, whose page count is in [`Self::folio_nr_pages`].
     pub pg_head_mask: u32,
-    /// `folio._nr_pages` (6.9+) or `folio._folio_nr_pages` (before).
+    /// `folio._nr_pages` (6.9+) or `folio._folio_nr_pages` (before); 0 on kernels without
+    /// `struct folio` (5.10), whose page count is `1 << ` the byte at [`Self::folio_order`].
     pub folio_nr_pages: u32,
+    /// On kernels without `struct folio` (5.10), where the filemap tracepoints and the charge
+    /// function pass a `struct page *` and every `folio_*` offset here is the page's member:
+    /// the offset from a head page of its order byte (`page[1].compound_order`). 0 where the
+    /// folio keeps its page count ([`Self::folio_nr_pages`]).
+    pub folio_order: u32,
     /// `folio.mapping` → `address_space.host` → `inode.i_ino`, `inode.i_sb` → `s_dev`.
     pub folio_mapping: u32,
     pub mapping_host: u32,
@@ -117,7 +125,7 @@ pub struct KernelOffsets {
     pub obj_exts_flags: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 212);
+const _: () = assert!(size_of::<KernelOffsets>() == 216);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -145,6 +153,7 @@ impl KernelOffsets {
         folio_flags: 0,
         pg_head_mask: 0,
         folio_nr_pages: 0,
+        folio_order: 0,
         folio_mapping: 0,
         mapping_host: 0,
         inode_ino: 0,

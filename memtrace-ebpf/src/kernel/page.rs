@@ -1,5 +1,6 @@
 //! `struct folio` (and `struct page`, which it overlays), and the file a page-cache folio
-//! belongs to: `struct address_space` → `struct inode`.
+//! belongs to: `struct address_space` → `struct inode`. On kernels without folios (5.10) the
+//! same pointers are `struct page *` and the loader gives the page's offsets (`folio_order`).
 
 use memtrace_common::InodeId;
 
@@ -73,10 +74,16 @@ impl Folio {
         // SAFETY: without flag bits, `memcg_data` is the `struct mem_cgroup *`.
         let memcg = unsafe { Memcg::from_addr(memcg_data) };
         let flags = block.u64_at(self.0, o.folio_flags)?;
-        let pages = if flags & u64::from(o.pg_head_mask) != 0 {
-            block.u32_at(self.0, o.folio_nr_pages).map_or(1, u64::from)
-        } else {
+        let pages = if flags & u64::from(o.pg_head_mask) == 0 {
             1
+        } else if o.folio_order != 0 {
+            // A `struct page *` (5.10): the order byte of the first tail page.
+            let shift = (o.folio_order % 4) * 8;
+            block
+                .u32_at(self.0, o.folio_order - o.folio_order % 4)
+                .map_or(1, |word| 1 << ((word >> shift) & 0x1f))
+        } else {
+            block.u32_at(self.0, o.folio_nr_pages).map_or(1, u64::from)
         };
         Some((memcg, pages))
     }

@@ -20,6 +20,10 @@ const SLAB_ACCOUNT_BEFORE_6_9: u32 = 0x0400_0000;
 /// carry (`include/linux/gfp_types.h`; bit 22 from 5.x to 6.9 on every config).
 const GFP_ACCOUNT_BEFORE_6_10: u32 = 0x40_0000;
 
+/// Before 5.11, the tag on `page.obj_cgroups` (bit 0) that tells a slab page's vector of
+/// per-object charges from `page.mem_cgroup` (`mm/memcontrol.c`; a literal, absent from BTF).
+const OBJ_CGROUPS_TAG: u32 = 0x1;
+
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -103,9 +107,24 @@ impl KernelBtf {
         let memcg_usage = self.member("mem_cgroup", "memory")?.offset
             + self.member("page_counter", "usage")?.offset;
 
-        let nr_pages = self
-            .member("folio", "_nr_pages")
-            .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
+        // 5.10 has no `struct folio`: its filemap tracepoints and charge function pass the
+        // `struct page *` a folio would overlay, and the same members are the page's.
+        let page_shape = !self.has_type("folio");
+        let folio = if page_shape { "page" } else { "folio" };
+        let (folio_nr_pages, folio_order) = if page_shape {
+            let order = self.member("page", "compound_order")?.offset;
+            (0, self.struct_size("page")? + order)
+        } else {
+            let nr_pages = self
+                .member("folio", "_nr_pages")
+                .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
+            (nr_pages.offset, 0)
+        };
+        let folio_memcg_data = self
+            .member(folio, "memcg_data")
+            // Before 5.11: the union of `mem_cgroup` and `obj_cgroups`.
+            .or_else(|_| self.member("page", "mem_cgroup"))?
+            .offset;
         let c = self.constants()?;
         let nr_anon_mapped = self.enum_value("node_stat_item", "NR_ANON_MAPPED");
         let nr_file_pages = self.enum_value("node_stat_item", "NR_FILE_PAGES");
@@ -139,12 +158,13 @@ impl KernelBtf {
             memory_subsys_bit: 1 << memory_cgrp_id,
             cgroup_memory_css: cgroup_subsys.offset + memory_cgrp_id * cgroup_subsys_elem,
             memcg_usage,
-            folio_memcg_data: self.member("folio", "memcg_data")?.offset,
+            folio_memcg_data,
             memcg_data_flags: c.memcg_data_flags,
-            folio_flags: self.member("folio", "flags")?.offset,
+            folio_flags: self.member(folio, "flags")?.offset,
             pg_head_mask: c.pg_head_mask,
-            folio_nr_pages: nr_pages.offset,
-            folio_mapping: self.member("folio", "mapping")?.offset,
+            folio_nr_pages,
+            folio_order,
+            folio_mapping: self.member(folio, "mapping")?.offset,
             mapping_host: self.member("address_space", "host")?.offset,
             inode_ino: self.member("inode", "i_ino")?.offset,
             inode_sb: self.member("inode", "i_sb")?.offset,
@@ -205,16 +225,29 @@ impl KernelBtf {
         let found = |value: Option<u32>, name: &str| {
             value.ok_or_else(|| BtfError::NotFound(format!("enum value {name}")))
         };
-        let memcg_data_flags =
-            found(nr_memcg_data_flags, "__NR_MEMCG_DATA_FLAGS")?.saturating_sub(1);
+        // Before 5.11 (no `memcg_data`, no `memcg_data_flags` enum): `page.mem_cgroup` shares
+        // its word with `page.obj_cgroups`, a slab page's vector tagged with bit 0
+        // (`memcg_alloc_page_obj_cgroups()`), and kmem pages point at their memcg untagged.
+        let before_memcg_data = nr_memcg_data_flags.is_none()
+            && memcg_data_objexts.is_none()
+            && memcg_data_kmem.is_none();
+        let (memcg_data_flags, memcg_data_objexts, memcg_data_kmem) = if before_memcg_data {
+            (OBJ_CGROUPS_TAG, OBJ_CGROUPS_TAG, 0)
+        } else {
+            (
+                found(nr_memcg_data_flags, "__NR_MEMCG_DATA_FLAGS")?.saturating_sub(1),
+                found(memcg_data_objexts, "MEMCG_DATA_OBJEXTS")?,
+                found(memcg_data_kmem, "MEMCG_DATA_KMEM")?,
+            )
+        };
         Ok(Constants {
             mm_filepages: found(file, "MM_FILEPAGES")?,
             mm_anonpages: found(anon, "MM_ANONPAGES")?,
             mm_shmempages: found(shmem, "MM_SHMEMPAGES")?,
             pg_head_mask: 1 << found(pg_head, "PG_head")?,
             memcg_data_flags,
-            memcg_data_objexts: found(memcg_data_objexts, "MEMCG_DATA_OBJEXTS")?,
-            memcg_data_kmem: found(memcg_data_kmem, "MEMCG_DATA_KMEM")?,
+            memcg_data_objexts,
+            memcg_data_kmem,
             // A slab's `obj_exts` carries flags of its own since 6.10 (`OBJEXTS_ALLOC_FAIL`, …):
             // `OBJEXTS_FLAGS_MASK`; before, `slab.memcg_data` has the folio's.
             obj_exts_flags: self

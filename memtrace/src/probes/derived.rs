@@ -82,10 +82,12 @@ mod tests {
                 AttachedPoint {
                     point: ProbePoint::Charge,
                     strategy: charge,
+                    variant: 0,
                 },
                 AttachedPoint {
                     point: ProbePoint::TryCharge,
                     strategy: try_charge,
+                    variant: 0,
                 },
             ]
         };
@@ -107,7 +109,8 @@ mod tests {
         assert_eq!(
             AttachedPoint {
                 point: ProbePoint::Charge,
-                strategy: Strategy::Derived
+                strategy: Strategy::Derived,
+                variant: 0,
             }
             .to_string(),
             "charge=derived/page_cache"

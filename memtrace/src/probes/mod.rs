@@ -71,13 +71,16 @@ pub enum ProbeError {
 pub struct AttachedPoint {
     pub point: ProbePoint,
     pub strategy: Strategy,
+    /// Which of the strategy's candidates ([`plan::candidate`]): 1 where the kernel has the
+    /// function under its older name (`try_charge` on 5.10).
+    pub variant: usize,
 }
 
 impl std::fmt::Display for AttachedPoint {
     /// `oom_kill=raw_tp/mark_victim`: for people (the start-up line) and trace file headers.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}={}", self.point, self.strategy)?;
-        if let Some(c) = plan::candidate(self.point, self.strategy) {
+        if let Some(c) = plan::candidate(self.point, self.strategy, self.variant) {
             write!(f, "/{}", c.attach.targets())?;
         }
         Ok(())
@@ -309,7 +312,11 @@ fn attach_points(
         let outcome =
             plan::attach_point(ebpf, point, forced, &mut aya_btf, offsets, &attached_points);
         match outcome.chosen {
-            Some(strategy) => attached.push(AttachedPoint { point, strategy }),
+            Some(strategy) => attached.push(AttachedPoint {
+                point,
+                strategy,
+                variant: outcome.variant,
+            }),
             // Asked for by name (--events or --probe-strategy): its absence is an error.
             None if options.points.is_some() || forced.is_some() => {
                 return Err(ProbeError::NoStrategy(outcome));

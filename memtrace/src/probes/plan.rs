@@ -12,14 +12,14 @@ use aya::{
 use memtrace_common::{
     KernelOffsets,
     names::{
-        CHARGE_FUNCTION, OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE,
+        CHARGE_FUNCTION, CHARGE_PAGE_FUNCTION, OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE,
         PROG_CGROUP_RMDIR, PROG_CHARGE_FEXIT, PROG_CHARGE_KPROBE, PROG_CHARGE_KRETPROBE,
         PROG_CHARGE_STAT, PROG_FILEMAP_ADD, PROG_FILEMAP_DELETE, PROG_OOM_FENTRY, PROG_OOM_KPROBE,
         PROG_OOM_MARK_VICTIM, PROG_RECLAIM_BEGIN, PROG_RECLAIM_END, PROG_SLAB_CACHE_ALLOC,
         PROG_SLAB_CACHE_ALLOC_TRACKED, PROG_SLAB_CACHE_FREE, PROG_SLAB_CACHE_FREE_TRACKED,
         PROG_SLAB_KFREE, PROG_SLAB_KFREE_TRACKED, PROG_SLAB_KMALLOC, PROG_SLAB_KMALLOC_TRACKED,
         PROG_TRY_CHARGE_FEXIT, PROG_TRY_CHARGE_KPROBE, PROG_TRY_CHARGE_KRETPROBE,
-        TRY_CHARGE_FUNCTION,
+        TRY_CHARGE_FUNCTION, TRY_CHARGE_OLD_FUNCTION,
     },
 };
 
@@ -159,6 +159,8 @@ const RECLAIM: &[Candidate] = &[Candidate {
 
 const CHARGE: &[Candidate] = &[
     // Counts at the return: the charge may fail.
+    // Each function-based strategy twice: under the function's name, then under its older
+    // one (tried only when the kernel has no function of the first name).
     Candidate {
         strategy: Strategy::Fexit,
         attach: Attach::Fexit {
@@ -167,11 +169,26 @@ const CHARGE: &[Candidate] = &[
         },
     },
     Candidate {
+        strategy: Strategy::Fexit,
+        attach: Attach::Fexit {
+            program: PROG_CHARGE_FEXIT,
+            function: CHARGE_PAGE_FUNCTION,
+        },
+    },
+    Candidate {
         strategy: Strategy::Kprobe,
         attach: Attach::KprobeReturn {
             entry: PROG_CHARGE_KPROBE,
             ret: PROG_CHARGE_KRETPROBE,
             function: CHARGE_FUNCTION,
+        },
+    },
+    Candidate {
+        strategy: Strategy::Kprobe,
+        attach: Attach::KprobeReturn {
+            entry: PROG_CHARGE_KPROBE,
+            ret: PROG_CHARGE_KRETPROBE,
+            function: CHARGE_PAGE_FUNCTION,
         },
     },
     // 6.16+: memcg stat updates; pages only, labelled as derived from them.
@@ -199,11 +216,26 @@ const TRY_CHARGE: &[Candidate] = &[
         },
     },
     Candidate {
+        strategy: Strategy::Fexit,
+        attach: Attach::Fexit {
+            program: PROG_TRY_CHARGE_FEXIT,
+            function: TRY_CHARGE_OLD_FUNCTION,
+        },
+    },
+    Candidate {
         strategy: Strategy::Kprobe,
         attach: Attach::KprobeReturn {
             entry: PROG_TRY_CHARGE_KPROBE,
             ret: PROG_TRY_CHARGE_KRETPROBE,
             function: TRY_CHARGE_FUNCTION,
+        },
+    },
+    Candidate {
+        strategy: Strategy::Kprobe,
+        attach: Attach::KprobeReturn {
+            entry: PROG_TRY_CHARGE_KPROBE,
+            ret: PROG_TRY_CHARGE_KRETPROBE,
+            function: TRY_CHARGE_OLD_FUNCTION,
         },
     },
     // Every memcg limit reclaim starts with a charge the page counter refused.
@@ -239,10 +271,18 @@ const SLAB: &[Candidate] = &[
     },
 ];
 
-/// `point`'s strategy `strategy`, if its plan has it.
+/// `point`'s strategy `strategy`, if its plan has it: the `variant`th of its candidates (0
+/// names a function by its current name, 1 by its older one).
 #[must_use]
-pub fn candidate(point: ProbePoint, strategy: Strategy) -> Option<&'static Candidate> {
-    strategies(point).iter().find(|c| c.strategy == strategy)
+pub fn candidate(
+    point: ProbePoint,
+    strategy: Strategy,
+    variant: usize,
+) -> Option<&'static Candidate> {
+    strategies(point)
+        .iter()
+        .filter(|c| c.strategy == strategy)
+        .nth(variant)
 }
 
 /// One strategy tried for a point.
@@ -268,6 +308,8 @@ pub struct PointOutcome {
     pub point: ProbePoint,
     pub attempts: Vec<Attempt>,
     pub chosen: Option<Strategy>,
+    /// Which of the chosen strategy's candidates attached ([`candidate`]'s `variant`).
+    pub variant: usize,
     /// The strategy was forced with `--probe-strategy`.
     pub forced: bool,
 }
@@ -284,6 +326,7 @@ pub fn attach_point(
 ) -> PointOutcome {
     let mut attempts = Vec::new();
     let mut chosen = None;
+    let mut variant = 0;
     for candidate in strategies(point) {
         if forced.is_some_and(|f| f != candidate.strategy) {
             continue;
@@ -304,6 +347,11 @@ pub fn attach_point(
         });
         if ok {
             chosen = Some(candidate.strategy);
+            variant = attempts
+                .iter()
+                .filter(|a| a.strategy == candidate.strategy)
+                .count()
+                - 1;
             break;
         }
     }
@@ -311,6 +359,7 @@ pub fn attach_point(
         point,
         attempts,
         chosen,
+        variant,
         forced: forced.is_some(),
     }
 }
@@ -347,7 +396,7 @@ pub fn attach(
         Attach::Kprobe { program, function } => {
             let error = |source| program_error(format!("kprobe {function}"), &source);
             let p: &mut KProbe = program_mut(ebpf, program)?.try_into().map_err(error)?;
-            p.load().map_err(error)?;
+            load_once(p).map_err(error)?;
             p.attach(*function, 0).map_err(error)?;
         }
         Attach::KprobeReturn {
@@ -357,12 +406,12 @@ pub fn attach(
         } => {
             let error = |source| program_error(format!("kretprobe {function}"), &source);
             let r: &mut KProbe = program_mut(ebpf, ret)?.try_into().map_err(error)?;
-            r.load().map_err(error)?;
+            load_once(r).map_err(error)?;
             let ret_link = r.attach(*function, 0).map_err(error)?;
             let entered = (|| {
                 let error = |source| program_error(format!("kprobe {function}"), &source);
                 let p: &mut KProbe = program_mut(ebpf, entry)?.try_into().map_err(error)?;
-                p.load().map_err(error)?;
+                load_once(p).map_err(error)?;
                 p.attach(*function, 0).map_err(error)
             })();
             if let Err(e) = entered {
@@ -392,6 +441,15 @@ pub fn attach(
         }
     }
     Ok(())
+}
+
+/// Loads a kprobe program unless an earlier candidate did: a kprobe loads the same for any
+/// function, and the next candidate tries the function's older name with it.
+fn load_once(p: &mut KProbe) -> Result<(), aya::programs::ProgramError> {
+    if p.fd().is_ok() {
+        return Ok(());
+    }
+    p.load()
 }
 
 /// Attaches every (program, raw tracepoint) pair, or none: when the kernel refuses one, those

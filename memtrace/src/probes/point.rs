@@ -177,10 +177,12 @@ pub fn parse_forced(value: &str) -> Result<(ProbePoint, Strategy), String> {
         Some(s) if has(s) => Ok((point, s)),
         Some(Strategy::Fentry) if has(Strategy::Fexit) => Ok((point, Strategy::Fexit)),
         _ => {
-            let names: Vec<&str> = super::plan::strategies(point)
+            let mut names: Vec<&str> = super::plan::strategies(point)
                 .iter()
                 .map(|c| c.strategy.name())
                 .collect();
+            // A strategy tried under two function names is one strategy.
+            names.dedup();
             Err(format!(
                 "{point} has no strategy {strategy:?}; it has {}",
                 names.join(", ")
