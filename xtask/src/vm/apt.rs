@@ -442,10 +442,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
                     "Suites: bookworm bookworm-updates\n",
                     "Suites: bullseye bullseye-updates\n"
                 )
-                .replace(
-                    "Suites: bookworm-security\n",
-                    "Suites: bullseye-security\n"
-                )
+                .replace("Suites: bookworm-security\n", "Suites: bullseye-security\n")
         );
         assert!(with_release(DEBIAN_SOURCES, "trixie", "bullseye").is_err());
         Ok(())

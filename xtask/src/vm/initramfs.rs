@@ -34,6 +34,9 @@ const GUEST_TESTS: &str = "tests";
 
 /// The first word of every line /init writes for the host to read.
 pub const MARKER: &str = "memtrace-vm-test:";
+/// After [`MARKER`], before each line of `memtrace probes` (kept verbatim for the probe
+/// matrix).
+pub const PROBES_PREFIX: &str = " probes|";
 
 /// The modules one kernel's guest loads.
 pub struct KernelModules<'a> {
@@ -400,6 +403,10 @@ if [ "$MEMTRACE_VM_EXPECT" = lockdown ]; then
     echo "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"
     finish 0
 fi
+
+# What this kernel allows and what attaches, for the README's probe matrix.
+/{GUEST_MEMTRACE} probes >/tmp/probes 2>&1
+sed 's/^/{MARKER}{PROBES_PREFIX}/' /tmp/probes
 
 status=0
 for name in {tests}; do

@@ -401,7 +401,9 @@ mod tests {
         // 5.10 and 6.1: no option, v1 comes with memcg.
         assert!(has_memcg_v1("CONFIG_MEMCG=y\nCONFIG_MEMCG_SWAP=y\n"));
         // 6.12 as Debian builds it.
-        assert!(!has_memcg_v1("CONFIG_MEMCG=y\n# CONFIG_MEMCG_V1 is not set\n"));
+        assert!(!has_memcg_v1(
+            "CONFIG_MEMCG=y\n# CONFIG_MEMCG_V1 is not set\n"
+        ));
         assert!(has_memcg_v1("CONFIG_MEMCG=y\nCONFIG_MEMCG_V1=y\n"));
         assert!(!has_memcg_v1("# CONFIG_MEMCG is not set\n"));
     }

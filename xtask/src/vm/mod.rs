@@ -12,6 +12,7 @@ mod bzimage;
 mod elf;
 mod initramfs;
 mod kernel;
+mod matrix;
 mod modules;
 mod payload;
 mod qemu;
@@ -71,6 +72,12 @@ pub struct Options {
     #[arg(long)]
     keep_going: bool,
 
+    /// Write the table of the strategy each probe point chose on each guest (from `memtrace
+    /// probes` in the guests) into README.md; it is always written to
+    /// `<target>/vm/probe-matrix.md`
+    #[arg(long)]
+    readme: bool,
+
     /// Seconds each guest may take to boot and run every test before it is stopped
     #[arg(long, value_name = "SECONDS", default_value_t = 900)]
     timeout: u64,
@@ -108,6 +115,7 @@ impl Options {
             cgroups: Vec::new(),
             jobs: 2,
             keep_going: false,
+            readme: false,
             timeout: 900,
             test_args: Vec::new(),
         }
@@ -243,6 +251,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     let reports = boot_all(&boots, jobs, keep_going, |one| {
         boot(one, &initramfs, &out_dir, accel, options.timeout)
     })?;
+    write_matrix(workspace, &boots, &reports, &out_dir, options.readme)?;
     let result = summarize(&boots, &reports, &not_possible, options.timeout);
     println!(
         "vm-test: guests {}, whole run {}",
@@ -276,6 +285,41 @@ fn once_each<T: Copy + PartialEq>(chosen: &[T], all: &[T]) -> Vec<T> {
         }
     }
     once
+}
+
+/// The probe matrix of the guests that ran the tests, to `<out_dir>/probe-matrix.md` and, when
+/// `readme`, into README.md.
+fn write_matrix(
+    workspace: &Workspace,
+    boots: &[Boot<'_>],
+    reports: &[Option<Report>],
+    out_dir: &Path,
+    readme: bool,
+) -> anyhow::Result<()> {
+    let columns: Vec<matrix::Column> = boots
+        .iter()
+        .zip(reports)
+        .filter(|(one, _)| matches!(one.mode, Mode::Tests(_)))
+        .filter_map(|(one, report)| {
+            let report = report.as_ref()?;
+            (!report.transcript.probes.is_empty())
+                .then(|| matrix::column(&one.label(), &report.transcript.probes))
+        })
+        .collect();
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let table = matrix::table(&columns);
+    let file = out_dir.join("probe-matrix.md");
+    fs::write(&file, &table).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!("vm-test: probe matrix in {}", file.display());
+    if readme {
+        let readme = workspace.root().join("README.md");
+        matrix::write_into_readme(&readme, &table)
+            .context("vm-test step `write the probe matrix into README.md` failed")?;
+        eprintln!("vm-test: probe matrix written into {}", readme.display());
+    }
+    Ok(())
 }
 
 /// Runs `boot` on every guest, `jobs` at a time, in order; after a failed guest starts no other

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::initramfs::MARKER;
+use super::initramfs::{MARKER, PROBES_PREFIX};
 use crate::{
     process::{self, Shown},
     test::Tally,
@@ -269,14 +269,21 @@ pub struct Transcript {
     pub setup_failure: Option<String>,
     /// /init's final status.
     pub exit: Option<i32>,
+    /// What `memtrace probes` printed in the guest, line by line.
+    pub probes: Vec<String>,
 }
 
 /// A line /init writes for the host.
 #[derive(Debug, PartialEq, Eq)]
 enum Marker<'a> {
     Ready,
-    Binary { name: &'a str, status: i32 },
+    Binary {
+        name: &'a str,
+        status: i32,
+    },
     SetupFailed(&'a str),
+    /// A line of `memtrace probes`, verbatim.
+    Probes(&'a str),
     Exit(i32),
     Other,
 }
@@ -290,6 +297,7 @@ impl Transcript {
                 self.failed_binaries.push((name.to_owned(), status));
             }
             Marker::SetupFailed(what) => self.setup_failure = Some(what.to_owned()),
+            Marker::Probes(text) => self.probes.push(text.to_owned()),
             Marker::Exit(status) => self.exit = Some(status),
             _ => {}
         }
@@ -301,7 +309,11 @@ impl Transcript {
 /// line unfinished before /init wrote it.
 fn parse_marker(line: &str) -> Option<Marker<'_>> {
     let at = line.find(MARKER)?;
-    let rest = line[at + MARKER.len()..].trim();
+    let after = &line[at + MARKER.len()..];
+    if let Some(text) = after.strip_prefix(PROBES_PREFIX) {
+        return Some(Marker::Probes(text));
+    }
+    let rest = after.trim();
     let status = |s: &str| s.strip_prefix("exit=").and_then(|n| n.parse().ok());
     Some(if rest.starts_with("ready") {
         Marker::Ready
@@ -328,6 +340,14 @@ mod tests {
 
     use super::{Marker, Transcript, has_virtualization, option_value, parse_marker};
     use crate::test::Tally;
+
+    #[test]
+    fn keeps_probes_lines_verbatim() {
+        assert_eq!(
+            parse_marker("memtrace-vm-test: probes|    fexit/try_charge   chosen"),
+            Some(Marker::Probes("    fexit/try_charge   chosen"))
+        );
+    }
 
     #[test]
     fn reads_init_s_markers() {
