@@ -536,7 +536,7 @@ impl LiveContext {
         // may already be freed.
         let from_report = line.as_ref().and_then(|l| l.report.as_ref()).map(|r| {
             MemoryStats::from_stat(
-                hierarchy.version,
+                MemoryStats::report_format(&r.stat, hierarchy.version),
                 &r.stat,
                 r.usage_bytes,
                 r.limit_bytes,

@@ -63,6 +63,17 @@ impl MemoryStats {
         ))
     }
 
+    /// Which `memory.stat` keys the kernel's OOM report uses: v2's (`anon`, `file`) when it
+    /// has them, as 5.10 prints for v1 memcgs too; else the hierarchy's.
+    #[must_use]
+    pub fn report_format(stat: &str, hierarchy: CgroupVersion) -> CgroupVersion {
+        if stat.lines().any(|line| line.starts_with("anon ")) {
+            CgroupVersion::V2
+        } else {
+            hierarchy
+        }
+    }
+
     /// From `memory.stat` text and the other counters, as cgroupfs or the kernel's OOM report
     /// give them.
     #[must_use]
@@ -97,7 +108,8 @@ impl MemoryStats {
                 active_file_bytes: get("active_file"),
                 inactive_file_bytes: get("inactive_file"),
                 shmem_bytes: get("shmem"),
-                kernel_bytes: get("kernel"),
+                // A v1 memcg's report in v2's keys (5.10) has no `kernel` line: v1's counter.
+                kernel_bytes: get("kernel").or(v1_kmem),
                 slab_reclaimable_bytes: get("slab_reclaimable"),
                 slab_unreclaimable_bytes: get("slab_unreclaimable"),
                 ..Self::default()
@@ -114,6 +126,22 @@ impl MemoryStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_in_v2_keys_is_read_as_v2_on_a_v1_hierarchy() {
+        let stat = "anon 66908160\nfile 0\ninactive_file 0\n";
+        assert_eq!(
+            MemoryStats::report_format(stat, CgroupVersion::V1),
+            CgroupVersion::V2
+        );
+        assert_eq!(
+            MemoryStats::report_format("rss 4096\ncache 0\n", CgroupVersion::V1),
+            CgroupVersion::V1
+        );
+        let s = MemoryStats::from_stat(CgroupVersion::V2, stat, None, None, Some(500));
+        assert_eq!(s.anon_bytes, Some(66_908_160));
+        assert_eq!(s.kernel_bytes, Some(500));
+    }
 
     #[test]
     fn v1_uses_hierarchical_totals_and_kmem() {

@@ -82,7 +82,7 @@ fn create_ring_buffer() -> io::Result<()> {
             libc::SYS_bpf,
             BPF_MAP_CREATE,
             attr.as_ptr(),
-            std::mem::size_of_val(&attr),
+            size_of_val(&attr),
         )
     };
     if fd < 0 {

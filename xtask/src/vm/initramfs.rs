@@ -310,6 +310,51 @@ fn host_path(path: &Path) -> anyhow::Result<String> {
     Ok(format!("/{relative}"))
 }
 
+/// /init's cgroup mounts: the memory controller on cgroup v2, or on a v1 hierarchy when the
+/// kernel command line says `MEMTRACE_VM_CGROUP=v1`.
+const CGROUP_MOUNTS: &str = r#"if [ "$MEMTRACE_VM_CGROUP" = v1 ]; then
+    # Hybrid, as on many older nodes (and this project's own host): memory and pids on v1
+    # hierarchies, cgroup2 with no controller at unified/. 5.10 still has v1's
+    # non-hierarchical mode; systemd turns hierarchy on at the root, and so does this.
+    step mount -t tmpfs cgroup /sys/fs/cgroup
+    step mkdir /sys/fs/cgroup/memory /sys/fs/cgroup/pids /sys/fs/cgroup/unified
+    step mount -t cgroup -o memory memory /sys/fs/cgroup/memory
+    step sh -c 'echo 1 > /sys/fs/cgroup/memory/memory.use_hierarchy'
+    step mount -t cgroup -o pids pids /sys/fs/cgroup/pids
+    step mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+else
+    step mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    step sh -c 'echo "+memory +pids" > /sys/fs/cgroup/cgroup.subtree_control'
+fi
+"#;
+
+/// /init's check, on a guest booted with `lockdown=confidentiality`
+/// (`MEMTRACE_VM_EXPECT=lockdown`), that memtrace refuses to start in one line naming it.
+fn lockdown_check() -> String {
+    format!(
+        r#"if [ "$MEMTRACE_VM_EXPECT" = lockdown ]; then
+    # Booted with lockdown=confidentiality: memtrace must refuse at start-up, in one line
+    # naming it, before loading anything. securityfs is left unmounted: memtrace mounts it to
+    # read the lockdown mode, as on a minimal node.
+    for command in "run --duration 2s" probes; do
+        /{GUEST_MEMTRACE} $command >/tmp/out 2>/tmp/err
+        code=$?
+        echo "memtrace $command exited $code; stderr:"
+        cat /tmp/err
+        if [ "$code" -eq 0 ] || [ "$(wc -l </tmp/err)" -ne 1 ] ||
+            ! grep -q 'lockdown=confidentiality' /tmp/err; then
+            echo "{MARKER} expected memtrace $command to fail with one line naming lockdown=confidentiality"
+            finish 1
+        fi
+    done
+    echo "{MARKER} lockdown: $(cat /sys/kernel/security/lockdown)"
+    echo "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"
+    finish 0
+fi
+"#
+    )
+}
+
 /// The guest's PID 1. The kernel log stays on the first serial port; from the moment devtmpfs is
 /// mounted, everything /init and the tests print goes to the second, which the host reads.
 fn init_script(tests: &[&str], host_paths: &HostPaths, run: &Run<'_>) -> String {
@@ -327,6 +372,7 @@ fn init_script(tests: &[&str], host_paths: &HostPaths, run: &Run<'_>) -> String 
     );
     let keep_going = if run.keep_going { "yes" } else { "no" };
     let host_paths = host_paths.script();
+    let lockdown = lockdown_check();
 
     let mut script = String::new();
     // Writing to a String cannot fail.
@@ -364,46 +410,13 @@ stty -F /dev/ttyS1 raw -echo 115200 && exec </dev/null >/dev/ttyS1 2>&1 || {{
 echo "{MARKER} init started"
 step mount -t tmpfs tmpfs /tmp
 step mount -t tmpfs tmpfs /run
-if [ "$MEMTRACE_VM_CGROUP" = v1 ]; then
-    # Hybrid, as on many older nodes (and this project's own host): memory and pids on v1
-    # hierarchies, cgroup2 with no controller at unified/. 5.10 still has v1's
-    # non-hierarchical mode; systemd turns hierarchy on at the root, and so does this.
-    step mount -t tmpfs cgroup /sys/fs/cgroup
-    step mkdir /sys/fs/cgroup/memory /sys/fs/cgroup/pids /sys/fs/cgroup/unified
-    step mount -t cgroup -o memory memory /sys/fs/cgroup/memory
-    step sh -c 'echo 1 > /sys/fs/cgroup/memory/memory.use_hierarchy'
-    step mount -t cgroup -o pids pids /sys/fs/cgroup/pids
-    step mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
-else
-    step mount -t cgroup2 cgroup2 /sys/fs/cgroup
-    step sh -c 'echo "+memory +pids" > /sys/fs/cgroup/cgroup.subtree_control'
-fi
-step mount -t tracefs tracefs /sys/kernel/tracing
+{CGROUP_MOUNTS}step mount -t tracefs tracefs /sys/kernel/tracing
 step mount -t debugfs debugfs /sys/kernel/debug
 step mount -t bpf bpf /sys/fs/bpf
 # Host paths cargo compiled into the tests.
 {host_paths}echo "{MARKER} ready: $(uname -r), $(nproc) CPUs, $(free -m | awk '/^Mem:/ {{ print $2 }}') MiB"
 
-if [ "$MEMTRACE_VM_EXPECT" = lockdown ]; then
-    # Booted with lockdown=confidentiality: memtrace must refuse at start-up, in one line
-    # naming it, before loading anything. securityfs is left unmounted: memtrace mounts it to
-    # read the lockdown mode, as on a minimal node.
-    for command in "run --duration 2s" probes; do
-        /{GUEST_MEMTRACE} $command >/tmp/out 2>/tmp/err
-        code=$?
-        echo "memtrace $command exited $code; stderr:"
-        cat /tmp/err
-        if [ "$code" -eq 0 ] || [ "$(wc -l </tmp/err)" -ne 1 ] ||
-            ! grep -q 'lockdown=confidentiality' /tmp/err; then
-            echo "{MARKER} expected memtrace $command to fail with one line naming lockdown=confidentiality"
-            finish 1
-        fi
-    done
-    echo "{MARKER} lockdown: $(cat /sys/kernel/security/lockdown)"
-    echo "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"
-    finish 0
-fi
-
+{lockdown}
 # What this kernel allows and what attaches, for the README's probe matrix.
 /{GUEST_MEMTRACE} probes >/tmp/probes 2>&1
 sed 's/^/{MARKER}{PROBES_PREFIX}/' /tmp/probes

@@ -38,10 +38,11 @@ pub fn column(label: &str, probes: &[String]) -> Column {
             {
                 point.1 = Some(name.to_owned());
             }
-        } else if let Some(point) = line.strip_prefix("  ") {
-            if let Some(name) = point.split_whitespace().next() {
-                points.push((name.to_owned(), None));
-            }
+        } else if let Some(name) = line
+            .strip_prefix("  ")
+            .and_then(|point| point.split_whitespace().next())
+        {
+            points.push((name.to_owned(), None));
         }
     }
     Column {
