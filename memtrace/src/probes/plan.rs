@@ -536,21 +536,25 @@ mod tests {
             described(ProbePoint::TryCharge),
             [
                 "fexit/try_charge_memcg",
+                "fexit/try_charge",
                 "kprobe/try_charge_memcg",
+                "kprobe/try_charge",
                 "derived/reclaim"
             ]
         );
     }
 
     #[test]
-    fn each_point_names_a_strategy_once_and_derives_from_an_earlier_point() {
+    fn each_point_names_a_strategy_in_one_run_and_derives_from_an_earlier_point() {
         for (i, point) in ProbePoint::ALL.iter().copied().enumerate() {
             let plan = strategies(point);
             assert!(!plan.is_empty(), "{point}");
             for (j, c) in plan.iter().enumerate() {
+                // Again only right after itself: the same function under its older name.
+                let again = plan[..j].iter().any(|d| d.strategy == c.strategy);
                 assert!(
-                    plan[..j].iter().all(|d| d.strategy != c.strategy),
-                    "{point}: {} twice",
+                    !again || plan[j - 1].strategy == c.strategy,
+                    "{point}: {} in two places",
                     c.strategy
                 );
                 if let Attach::Derived { from } = c.attach {
