@@ -248,8 +248,9 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         accel.name()
     );
     let guests = Instant::now();
+    let sharing = u32::try_from(jobs).unwrap_or(u32::MAX);
     let reports = boot_all(&boots, jobs, keep_going, |one| {
-        boot(one, &initramfs, &out_dir, accel, options.timeout)
+        boot(one, &initramfs, &out_dir, (accel, sharing), options.timeout)
     })?;
     write_matrix(workspace, &boots, &reports, &out_dir, options.readme)?;
     let result = summarize(&boots, &reports, &not_possible, options.timeout);
@@ -370,7 +371,7 @@ fn boot(
     one: &Boot<'_>,
     initramfs: &Path,
     out_dir: &Path,
-    accel: Accel,
+    (accel, sharing): (Accel, u32),
     timeout: u64,
 ) -> anyhow::Result<Report> {
     let label = one.label();
@@ -383,6 +384,7 @@ fn boot(
         cmdline: &one.cmdline(),
         timeout: Duration::from_secs(timeout),
         accel,
+        sharing,
     })
     .with_context(|| format!("vm-test step `boot {label}` failed"))?;
     match report.outcome {

@@ -54,7 +54,8 @@ impl Accel {
     /// How much slower than the host a guest runs, for tests that bound wall-clock latency:
     /// handed to the guest's /init as `MEMTRACE_TEST_SLOWDOWN` (the kernel passes unknown
     /// `name=value` parameters to init's environment). Emulation measured here: memhog's
-    /// OOM storm takes about 10× the host's time.
+    /// OOM storm takes about 10× the host's time, alone on the host (vm-test multiplies it by the
+    /// guests running at once).
     const fn slowdown(self) -> u32 {
         match self {
             Self::Kvm => 1,
@@ -97,6 +98,8 @@ pub struct Guest<'a> {
     pub cmdline: &'a str,
     pub timeout: Duration,
     pub accel: Accel,
+    /// How many guests run at once, sharing the host's cores: each runs that much slower.
+    pub sharing: u32,
 }
 
 /// How a boot ended.
@@ -236,7 +239,7 @@ fn command(guest: &Guest<'_>) -> Command {
             "-append",
             &format!(
                 "console=ttyS0 panic=-1 rdinit=/init MEMTRACE_TEST_SLOWDOWN={} {}",
-                guest.accel.slowdown(),
+                guest.accel.slowdown() * guest.sharing.max(1),
                 guest.cmdline
             ),
         ])
