@@ -123,9 +123,13 @@ pub struct KernelOffsets {
     /// Flag bits of `slab.obj_exts` (`OBJEXTS_FLAGS_MASK`: `__NR_OBJEXTS_FLAGS - 1`, 6.10+), or
     /// of `slab.memcg_data` before (`__NR_MEMCG_DATA_FLAGS - 1`).
     pub obj_exts_flags: u32,
+    /// 1 when the `kmem_cache_alloc` and `kmem_cache_free` tracepoints pass the
+    /// `struct kmem_cache *` as their third argument (6.0+), which the slab programs read; 0
+    /// when they do not (5.10), and the slab strategies on them are refused.
+    pub kmem_tracepoints_pass_cache: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 216);
+const _: () = assert!(size_of::<KernelOffsets>() == 220);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -183,6 +187,7 @@ impl KernelOffsets {
         memcg_data_objexts: 0,
         memcg_data_kmem: 0,
         obj_exts_flags: 0,
+        kmem_tracepoints_pass_cache: 0,
     };
 }
 

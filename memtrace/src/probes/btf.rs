@@ -188,6 +188,13 @@ impl KernelBtf {
             memcg_data_objexts: c.memcg_data_objexts,
             memcg_data_kmem: c.memcg_data_kmem,
             obj_exts_flags: c.obj_exts_flags,
+            // kmem_cache_alloc and kmem_cache_free name the cache (6.0+; 5.10's pass sizes, or
+            // a name string, where the programs would read it).
+            kmem_tracepoints_pass_cache: u32::from(
+                ["kmem_cache_alloc", "kmem_cache_free"]
+                    .iter()
+                    .all(|tp| self.tracepoint_arg_points_to(tp, 2, "kmem_cache")),
+            ),
             ..self.slab_charge_offsets().unwrap_or_else(|e| {
                 // The `charged` slab strategy checks for them and says why it cannot run.
                 log::debug!("slab charge records: {e}");
@@ -326,13 +333,27 @@ impl KernelBtf {
         }
     }
 
-    /// Positions of a tracepoint's arguments of the given type names (first match each), from
-    /// its raw tracepoint's prototype (`btf_trace_NAME`: `void (*)(void *__data, args…)`).
-    fn tracepoint_args<const N: usize>(
-        &self,
-        tracepoint: &str,
-        names: [&str; N],
-    ) -> Result<[u32; N], BtfError> {
+    /// Whether argument `index` of a tracepoint (counting from 0 after `__data`) is a pointer to
+    /// `struct strukt`, from its raw tracepoint's prototype.
+    fn tracepoint_arg_points_to(&self, tracepoint: &str, index: usize, strukt: &str) -> bool {
+        let Ok(proto) = self.tracepoint_proto(tracepoint) else {
+            return false;
+        };
+        let what = format!("argument {index} of {tracepoint}");
+        proto
+            .parameters
+            .get(index + 1)
+            .and_then(|p| self.btf.resolve_chained_type(p).ok())
+            .and_then(|t| match t {
+                Type::Ptr(ptr) => self.chained(&what, &ptr).ok(),
+                _ => None,
+            })
+            .and_then(|t| self.skip_modifiers(t).ok())
+            .is_some_and(|t| matches!(&t, Type::Struct(s) if self.name_of(s) == strukt))
+    }
+
+    /// A raw tracepoint's prototype (`btf_trace_NAME`: `void (*)(void *__data, args…)`).
+    fn tracepoint_proto(&self, tracepoint: &str) -> Result<btf_rs::FuncProto, BtfError> {
         let what = format!("typedef btf_trace_{tracepoint}");
         let typedef = self.named(&what, &format!("btf_trace_{tracepoint}"), |t| {
             matches!(t, Type::Typedef(_))
@@ -349,6 +370,17 @@ impl KernelBtf {
                 why: "not a function pointer".into(),
             });
         };
+        Ok(proto)
+    }
+
+    /// Positions of a tracepoint's arguments of the given type names (first match each), from
+    /// its raw tracepoint's prototype (`btf_trace_NAME`: `void (*)(void *__data, args…)`).
+    fn tracepoint_args<const N: usize>(
+        &self,
+        tracepoint: &str,
+        names: [&str; N],
+    ) -> Result<[u32; N], BtfError> {
+        let proto = self.tracepoint_proto(tracepoint)?;
         let mut positions = [0; N];
         for (i, type_name) in names.iter().enumerate() {
             let at = proto

@@ -97,6 +97,9 @@ impl Attach {
     }
 }
 
+/// The tracepoints whose third argument the slab programs read as the `struct kmem_cache *`.
+const KMEM_CACHE_TRACEPOINTS: [&str; 2] = ["kmem_cache_alloc", "kmem_cache_free"];
+
 /// `point`'s strategies, best first.
 #[must_use]
 pub const fn strategies(point: ProbePoint) -> &'static [Candidate] {
@@ -333,6 +336,18 @@ pub fn attach_point(
             continue;
         }
         let result = match candidate.attach {
+            Attach::RawTracepoints(pairs) | Attach::RawTracepointsWithMemoryMap(pairs)
+                if offsets.kmem_tracepoints_pass_cache == 0
+                    && pairs
+                        .iter()
+                        .any(|(_, tp)| KMEM_CACHE_TRACEPOINTS.contains(tp)) =>
+            {
+                Err(
+                    "this kernel's kmem_cache_alloc and kmem_cache_free tracepoints do not pass \
+                     the struct kmem_cache * (6.0+; BTF prototypes btf_trace_kmem_cache_*)"
+                        .to_owned(),
+                )
+            }
             Attach::Derived { from } if !attached.contains(&from) => Err(format!(
                 "derives from the {from} probe point, which is not attached \
                  (add it to --events)"
