@@ -40,6 +40,7 @@ impl TraceInput {
                 kernel_release: header.kernel_release,
                 memtrace_version: header.memtrace_version,
                 probes: header.probes,
+                memcgs_at_start: header.memcgs_at_start,
                 ..TraceInfo::default()
             },
             progress,

@@ -99,9 +99,27 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
         .iter()
         .flat_map(|s| s.3.iter().map(|p| p.1))
         .fold(0.0, f64::max);
-    let limit = points(|m| m.limit);
+    // Its own limit, else the one that applies to it (the nearest ancestor's, e.g. the pod's).
+    let (limit, limit_label) = match &c.applied_limit {
+        Some(applied) if c.memory.iter().all(|m| m.limit.is_none()) => (
+            applied
+                .timeline
+                .iter()
+                .map(|p| (seconds(p.timestamp_ns, origin_ns), mib(p.bytes)))
+                .collect(),
+            format!("limit ({}'s)", applied.owner),
+        ),
+        _ => (points(|m| m.limit), "limit".to_owned()),
+    };
+    let limit_label = match limit.last() {
+        Some(&(_, last)) => format!("{limit_label} {last:.0} MiB"),
+        None => limit_label,
+    };
     let limit_max = limit.iter().map(|p| p.1).fold(0.0, f64::max);
-    let show_limit = !limit.is_empty() && limit_max <= highest.max(1.0) * LIMIT_SCALE_CAP;
+    // An OOM kill happened at the limit: it is drawn however far above the samples it is.
+    let killed = c.marks.iter().any(|m| m.kind == MarkKind::OomKill);
+    let show_limit = !limit.is_empty()
+        && (killed || limit_max <= highest.max(1.0) * LIMIT_SCALE_CAP);
     let y_max = (if show_limit {
         highest.max(limit_max)
     } else {
@@ -136,11 +154,18 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
                 .label(name)
                 .legend(move |(x, y)| legend_line(x, y, color.stroke_width(width)));
         }
-        if show_limit {
+        if !limit.is_empty() {
+            // A limit far above what the container uses would flatten its lines: it is named
+            // in the legend but not drawn.
+            let (drawn, label) = if show_limit {
+                (limit, limit_label)
+            } else {
+                (Vec::new(), format!("{limit_label}, above this scale"))
+            };
             chart
-                .draw_series(LineSeries::new(limit, LIMIT.stroke_width(1)))
+                .draw_series(LineSeries::new(drawn, LIMIT.stroke_width(1)))
                 .map_err(err)?
-                .label("limit")
+                .label(label)
                 .legend(|(x, y)| legend_line(x, y, LIMIT.stroke_width(1)));
         }
         for kind in [
@@ -294,6 +319,49 @@ mod tests {
             ),
             "{svg}"
         );
+    }
+
+    /// A container without a limit of its own is drawn against the pod's.
+    #[test]
+    fn a_container_without_a_limit_shows_the_one_that_applies() {
+        use crate::report::model::tests::{CLOCK, pod_path, stats_with_limit};
+        let container = format!("{}/{}", pod_path(), "c".repeat(64));
+        let mut b = crate::report::ReportBuilder::new(CLOCK);
+        for at in [0, 1_000_000_000] {
+            b.add(&stats_with_limit(at, &pod_path(), 40 << 20, Some(256 << 20)));
+            b.add(&stats_with_limit(at, &container, 30 << 20, None));
+        }
+        let r = b.finish(crate::report::TraceInfo::default());
+        let c = r
+            .containers
+            .iter()
+            .find(|c| c.memory_cgroup.as_deref() == Some(container.as_str()))
+            .expect("the container");
+        let applied = c.applied_limit.as_ref().expect("the pod's limit applies");
+        assert_eq!(applied.cgroup, pod_path());
+        assert_eq!(applied.last_bytes(), Some(256 << 20));
+        let svg = memory_svg(c, 0, 1.0).expect("svg");
+        assert!(
+            svg.contains(
+                "limit (pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0&apos;s) 256 MiB, above this scale"
+            ),
+            "{svg}"
+        );
+        let mut near = c.clone();
+        for p in &mut near.applied_limit.as_mut().expect("applied").timeline {
+            p.bytes = 40 << 20;
+        }
+        let svg = memory_svg(&near, 0, 1.0).expect("svg");
+        assert!(
+            svg.contains("limit (pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0&apos;s) 40 MiB\n"),
+            "a limit near the usage is drawn: {svg}"
+        );
+        let pod = r
+            .containers
+            .iter()
+            .find(|c| c.memory_cgroup.as_deref() == Some(pod_path().as_str()))
+            .expect("the pod");
+        assert_eq!(pod.applied_limit, None, "it has its own");
     }
 
     #[test]

@@ -2,8 +2,16 @@
 
 use std::fmt::Write as _;
 
-use super::model::{ChargeFailures, Charges, ContainerReport, FileGrowth, OomReport, Report, Slab};
-use crate::{attribution::MemoryStats, units::human_bytes};
+use super::{
+    model::{
+        ChargeFailures, Charges, ContainerReport, FileGrowth, OomReport, Report, Slab, is_host,
+    },
+    summary::LineKind,
+};
+use crate::{
+    attribution::MemoryStats,
+    units::{human_bytes, seconds},
+};
 
 /// Reclaims that freed nothing, shown one by one (JSON and HTML list more).
 const TEXT_FAILURES: usize = 5;
@@ -17,40 +25,38 @@ fn opt_bytes(n: Option<u64>) -> String {
     n.map_or_else(|| "?".to_owned(), human_bytes)
 }
 
-/// The whole report as text.
+/// The whole report as text: the answer in about ten lines ([`Summary::lines`]), then a
+/// section per container, containers and pods before the host's own cgroups.
 #[must_use]
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
+    title(&mut s, r);
+    for line in r.summary.lines() {
+        let indent = if line.kind == LineKind::Verdict { "  " } else { "" };
+        let _ = writeln!(s, "{indent}{}", line.text);
+    }
     let t = &r.trace;
-    let _ = writeln!(
-        s,
-        "memtrace report: {} (host {}, kernel {}, recorded by memtrace {})",
-        t.file, t.host, t.kernel_release, t.memtrace_version
-    );
-    let _ = write!(
-        s,
-        "{} events from {} to {}",
-        r.events,
-        r.first_event.as_deref().unwrap_or("-"),
-        r.last_event.as_deref().unwrap_or("-"),
-    );
-    match (t.lost_events, &t.cut_short) {
-        (_, Some(why)) => {
-            let _ = writeln!(s, "; cut short: {why}");
-        }
-        (Some(lost), None) => {
-            let _ = writeln!(s, "; {lost} lost");
-        }
-        (None, None) => s.push('\n'),
-    }
     if !t.probes.is_empty() {
-        let _ = writeln!(s, "probes: {}", t.probes.join(" "));
+        let _ = writeln!(s, "\nprobes: {}", t.probes.join(" "));
     }
-    if r.containers.is_empty() {
+    if r.containers.is_empty() && r.containers_left_out == 0 {
         s.push_str("\nno container events in this trace\n");
     }
+    let mut host_heading = false;
     for c in &r.containers {
+        if is_host(c.kind) && !host_heading {
+            s.push_str("\n-- host and system cgroups (not in a container or pod)\n");
+            host_heading = true;
+        }
         container(&mut s, c);
+    }
+    if r.containers_left_out > 0 {
+        let _ = writeln!(
+            s,
+            "\n… {} more section{} left out by --top (the summary at the top counts them)",
+            r.containers_left_out,
+            if r.containers_left_out == 1 { "" } else { "s" }
+        );
     }
     if !r.page_cache_growers.is_empty() {
         s.push_str("\n== top page-cache growers\n");
@@ -72,6 +78,36 @@ pub fn render(r: &Report) -> String {
     s
 }
 
+/// `memtrace report: FILE — host, kernel, when, how many events, lost or cut short`.
+fn title(s: &mut String, r: &Report) {
+    let t = &r.trace;
+    let _ = write!(
+        s,
+        "memtrace report: {} (host {}, kernel {}, memtrace {}): ",
+        t.file, t.host, t.kernel_release, t.memtrace_version
+    );
+    match (&r.first_event, &r.last_event, r.first_timestamp_ns, r.last_timestamp_ns) {
+        (Some(first), Some(last), Some(a), Some(b)) => {
+            let _ = write!(
+                s,
+                "{first} to {last} ({:.1}s), {} events",
+                seconds(b.saturating_sub(a)),
+                r.events
+            );
+        }
+        _ => s.push_str("no events"),
+    }
+    match (t.lost_events, &t.cut_short) {
+        (_, Some(why)) => {
+            let _ = writeln!(s, "; CUT SHORT: {why}");
+        }
+        (Some(lost), None) => {
+            let _ = writeln!(s, ", {lost} lost");
+        }
+        (None, None) => s.push('\n'),
+    }
+}
+
 fn container(s: &mut String, c: &ContainerReport) {
     let _ = write!(s, "\n== {}", c.name);
     if c.cgroups.len() == 1 && c.cgroups[0] != c.name {
@@ -80,22 +116,36 @@ fn container(s: &mut String, c: &ContainerReport) {
         let _ = write!(s, " (cgroups {})", c.cgroups.join(", "));
     }
     s.push('\n');
+    // The heading names a container's only cgroup: its lines need not repeat it.
+    let only = (c.cgroups.len() == 1).then(|| c.cgroups[0].as_str());
+    let in_cgroup = |cgroup: Option<&str>| match cgroup {
+        Some(cgroup) if Some(cgroup) == only => String::new(),
+        other => format!(" in {}", other.unwrap_or("?")),
+    };
     if !c.oom_kills.is_empty() {
         let _ = writeln!(s, "  OOM kills: {}", c.oom_kills.len());
         for kill in &c.oom_kills {
-            oom(s, kill);
+            oom(s, kill, &in_cgroup(kill.cgroup.as_deref()));
         }
     }
     if let Some(cgroup) = &c.memory_cgroup {
         let peak = c.memory.iter().filter_map(|m| m.usage).max();
-        let limit = c.memory.iter().rev().find_map(|m| m.limit);
+        let own = c.memory.iter().rev().find_map(|m| m.limit);
+        let limit = match (own, &c.applied_limit) {
+            (Some(l), _) => format!(" of {} limit", human_bytes(l)),
+            (None, Some(applied)) => format!(
+                " of {} limit (none of its own: {}'s applies)",
+                opt_bytes(applied.last_bytes()),
+                applied.owner
+            ),
+            (None, None) => " (no limit)".to_owned(),
+        };
         let ws = c.memory.iter().filter_map(|m| m.working_set).max();
         let _ = writeln!(
             s,
-            "  memory: {} samples of {cgroup}; peak usage {}{}, peak working set {}",
+            "  memory: {} samples of {cgroup}; peak usage {}{limit}, peak working set {}",
             c.memory.len(),
             opt_bytes(peak),
-            limit.map_or_else(String::new, |l| format!(" of {} limit", human_bytes(l))),
             opt_bytes(ws),
         );
     }
@@ -126,10 +176,10 @@ fn container(s: &mut String, c: &ContainerReport) {
         );
         list_some(s, &reclaim.listed_failures, reclaim.failures, |f| {
             format!(
-                "freed nothing: {} pid {} in {} order {} gfp {} ({:.0}µs)",
+                "freed nothing: {} pid {}{} order {} gfp {} ({:.0}µs)",
                 f.time,
                 f.pid,
-                f.cgroup.as_deref().unwrap_or("?"),
+                in_cgroup(f.cgroup.as_deref()),
                 f.order,
                 f.gfp_flags,
                 f.duration_us
@@ -229,14 +279,13 @@ fn slab(s: &mut String, slab: &Slab) {
     }
 }
 
-fn oom(s: &mut String, k: &OomReport) {
+fn oom(s: &mut String, k: &OomReport, in_cgroup: &str) {
     let _ = writeln!(
         s,
-        "    {} pid {} ({}) in {}; limit of {} fired: usage {} of {} ({})",
+        "    {} pid {} ({}){in_cgroup}; limit of {} fired: usage {} of {} ({})",
         k.time,
         k.pid,
         k.comm.as_deref().unwrap_or("?"),
-        k.cgroup.as_deref().unwrap_or("?"),
         k.limit_cgroup
             .as_deref()
             .unwrap_or("? (global OOM or not reported)"),
@@ -296,9 +345,8 @@ fn files(s: &mut String, files: &[FileGrowth], indent: &str) {
     for f in files {
         let _ = writeln!(
             s,
-            "{indent}dev {} inode {} {} at the peak, {} at the end (added {}, removed {})",
-            f.device,
-            f.inode,
+            "{indent}{} {} at the peak, {} at the end (added {}, removed {})",
+            f.name(),
             signed(f.peak_net_bytes),
             signed(f.net_bytes),
             human_bytes(f.added_bytes),

@@ -1,0 +1,468 @@
+//! The answer first: what an operator woken at 3 a.m. needs before any detail. Each OOM kill
+//! with its container, the limit that fired and the verdict; the containers whose memory grew
+//! most and in what form (anon, which file, which slab cache); dying memcgs and the node's
+//! headroom to the kernel's 65 535 memcg ids.
+//!
+//! Made from the finished per-container sections (pure, so unit-tested from events), said in
+//! the same words by the text and HTML reports ([`Summary::lines`]), and serialized as the JSON
+//! report's `summary`. It is bounded: a few kill groups, a few growers, one line for dying
+//! memcgs — an OOM storm is counted, not listed.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use super::{
+    model::{
+        ContainerReport, DyingReport, FileGrowth, MemoryPoint, OomReport, SlabCacheGrowth, is_host,
+    },
+    verdict::{Verdict, VerdictKind},
+};
+use crate::{
+    attribution::{IdentityKind, MEMCG_ID_LIMIT, MemcgCensus},
+    units::human_bytes,
+};
+
+/// OOM kill groups (same container, same limit, same verdict) listed; the rest are counted.
+pub const LISTED_KILL_GROUPS: usize = 3;
+/// Containers and pods listed as those whose memory grew most.
+pub const LISTED_WORKLOAD_GROWERS: usize = 3;
+/// Host and system cgroups listed as those whose memory grew most.
+pub const LISTED_HOST_GROWERS: usize = 2;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Every OOM kill in the recording.
+    pub oom_kills: u64,
+    /// Kills of one container by one limit with one verdict are one group; most kills first,
+    /// at most [`LISTED_KILL_GROUPS`].
+    pub kill_groups: Vec<KillGroup>,
+    /// Kills in the groups not listed, and how many containers they were in.
+    pub kills_not_listed: u64,
+    pub containers_with_kills_not_listed: u64,
+    /// Containers and pods whose memory grew most, largest first.
+    pub grew_most: Vec<Growth>,
+    /// Host and system cgroups whose memory grew most, largest first.
+    pub host_grew_most: Vec<Growth>,
+    pub dying: DyingSummary,
+}
+
+/// OOM kills in one container by one limit, with one verdict.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KillGroup {
+    pub container: String,
+    pub kills: u64,
+    /// The first and the last kill's time.
+    pub first: String,
+    pub last: String,
+    /// The first victim.
+    pub pid: u32,
+    pub comm: Option<String>,
+    /// The memcg whose limit fired; `None`: a global OOM or not reported.
+    pub limit_cgroup: Option<String>,
+    /// Who that memcg belongs to (`pod:<uid>`, …).
+    pub limit_owner: Option<String>,
+    /// The limit that fired was the victim's own memcg's.
+    pub own_limit: bool,
+    pub limit_bytes: Option<u64>,
+    pub usage_bytes: Option<u64>,
+    pub constraint: Option<String>,
+    /// The first kill's verdict.
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrowthForm {
+    Anon,
+    PageCache,
+    /// Slab and other kernel memory charged to the memcg.
+    Kernel,
+}
+
+impl GrowthForm {
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Anon => "anon",
+            Self::PageCache => "page cache",
+            Self::Kernel => "slab/kernel",
+        }
+    }
+}
+
+/// Where a growth figure comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrowthSource {
+    /// Peak minus first of the `stats` samples.
+    StatsSamples,
+    /// The OOM victim's anon RSS at the kill (the kill freed it, so samples may never show it).
+    OomVictim,
+    /// Peak net growth of `cache` events.
+    PageCacheEvents,
+    /// Peak net growth of `slab` events (memcg-accounted slab).
+    SlabEvents,
+}
+
+/// How much one container's memory grew, in its largest form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Growth {
+    pub name: String,
+    pub kind: IdentityKind,
+    pub form: GrowthForm,
+    pub bytes: u64,
+    pub source: GrowthSource,
+    /// For page cache: the file that grew most.
+    pub file: Option<FileGrowth>,
+    /// For slab: the cache that grew most.
+    pub slab_cache: Option<SlabCacheGrowth>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DyingSummary {
+    /// Dying memcgs on the host when the recording started (from the trace header).
+    pub at_start: Option<u64>,
+    /// Memcg ids in use then (live and dying), and how many were left of the kernel's 65 535.
+    pub memcg_ids_in_use_at_start: Option<u64>,
+    pub headroom_at_start: Option<u64>,
+    /// Memcgs removed during the recording while still charged, freed later, still dying at
+    /// the end, and the most dying at once of those.
+    pub removed_while_charged: u64,
+    pub freed_after_dying: u64,
+    pub still_dying_at_end: u64,
+    pub most_at_once: u64,
+}
+
+/// The summary of finished container sections (every one: before `--top` leaves any out).
+#[must_use]
+pub fn summarize(
+    containers: &[ContainerReport],
+    dying: &DyingReport,
+    at_start: Option<MemcgCensus>,
+) -> Summary {
+    let mut summary = Summary::default();
+    kills(&mut summary, containers);
+    growers(&mut summary, containers);
+    summary.dying = DyingSummary {
+        at_start: at_start.map(|c| c.dying),
+        memcg_ids_in_use_at_start: at_start.map(|c| c.ids_in_use()),
+        headroom_at_start: at_start.map(|c| c.headroom()),
+        removed_while_charged: dying.removed_while_charged,
+        freed_after_dying: dying.freed_after_dying,
+        still_dying_at_end: dying.still_dying.len() as u64,
+        most_at_once: dying.timeline.iter().map(|p| p.dying).max().unwrap_or(0),
+    };
+    summary
+}
+
+fn kills(summary: &mut Summary, containers: &[ContainerReport]) {
+    type Key<'a> = (&'a str, Option<&'a str>, VerdictKind);
+    let mut groups: BTreeMap<Key<'_>, (Vec<&OomReport>, &ContainerReport)> = BTreeMap::new();
+    for c in containers {
+        for kill in &c.oom_kills {
+            let key = (
+                c.name.as_str(),
+                kill.limit_cgroup.as_deref(),
+                kill.verdict.kind,
+            );
+            groups.entry(key).or_insert_with(|| (Vec::new(), c)).0.push(kill);
+        }
+    }
+    let mut groups: Vec<KillGroup> = groups
+        .into_values()
+        .filter_map(|(kills, c)| {
+            let first = kills.iter().min_by_key(|k| k.timestamp_ns)?;
+            let last = kills.iter().max_by_key(|k| k.timestamp_ns)?;
+            Some(KillGroup {
+                container: c.name.clone(),
+                kills: kills.len() as u64,
+                first: first.time.clone(),
+                last: last.time.clone(),
+                pid: first.pid,
+                comm: first.comm.clone(),
+                limit_cgroup: first.limit_cgroup.clone(),
+                limit_owner: first.limit_owner.clone(),
+                own_limit: first.limit_cgroup.is_some() && first.limit_cgroup == first.cgroup,
+                limit_bytes: first.limit_bytes,
+                usage_bytes: first.usage_bytes,
+                constraint: first.constraint.clone(),
+                verdict: first.verdict.clone(),
+            })
+        })
+        .collect();
+    groups.sort_by(|a, b| b.kills.cmp(&a.kills).then_with(|| a.first.cmp(&b.first)));
+    summary.oom_kills = groups.iter().map(|g| g.kills).sum();
+    // A "… and N more" line takes the place of the last listed group.
+    let listed = if groups.len() > LISTED_KILL_GROUPS {
+        LISTED_KILL_GROUPS - 1
+    } else {
+        groups.len()
+    };
+    let rest = groups.split_off(listed);
+    summary.kills_not_listed = rest.iter().map(|g| g.kills).sum();
+    summary.containers_with_kills_not_listed = rest
+        .iter()
+        .map(|g| g.container.as_str())
+        .collect::<HashSet<_>>()
+        .len() as u64;
+    summary.kill_groups = groups;
+}
+
+fn growers(summary: &mut Summary, containers: &[ContainerReport]) {
+    // A pod's samples hold its containers' memory (hierarchical counters): it is named only
+    // when none of its containers is.
+    let pods_with_containers: HashSet<&str> = containers
+        .iter()
+        .filter(|c| c.kind == IdentityKind::Container)
+        .filter_map(|c| c.container.as_ref()?.pod_uid.as_deref())
+        .collect();
+    let mut workloads = Vec::new();
+    let mut host = Vec::new();
+    for c in containers {
+        let covered = c.kind == IdentityKind::Pod
+            && c
+                .container
+                .as_ref()
+                .and_then(|i| i.pod_uid.as_deref())
+                .is_some_and(|uid| pods_with_containers.contains(uid));
+        if covered || c.cgroups.is_empty() {
+            continue;
+        }
+        let Some(growth) = growth_of(c) else { continue };
+        if is_host(c.kind) {
+            host.push(growth);
+        } else {
+            workloads.push(growth);
+        }
+    }
+    for (list, keep) in [
+        (&mut workloads, LISTED_WORKLOAD_GROWERS),
+        (&mut host, LISTED_HOST_GROWERS),
+    ] {
+        list.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+        list.truncate(keep);
+    }
+    summary.grew_most = workloads;
+    summary.host_grew_most = host;
+}
+
+/// Peak minus first of one series of samples.
+fn sample_growth(memory: &[MemoryPoint], f: fn(&MemoryPoint) -> Option<u64>) -> u64 {
+    let mut values = memory.iter().filter_map(f);
+    let Some(first) = values.next() else { return 0 };
+    values.max().unwrap_or(first).saturating_sub(first)
+}
+
+fn positive(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A container's largest growth, in whichever form and by whichever measure says most.
+fn growth_of(c: &ContainerReport) -> Option<Growth> {
+    let victim_anon = c
+        .oom_kills
+        .iter()
+        .filter_map(|k| k.victim_anon_rss_bytes)
+        .max()
+        .unwrap_or(0);
+    let file = c.page_cache.top_files.first().filter(|f| f.peak_net_bytes > 0);
+    let slab_cache = c.slab.caches.first().filter(|s| s.peak_net_bytes > 0);
+    // In order of preference when two say the same.
+    let candidates = [
+        (
+            GrowthForm::Anon,
+            sample_growth(&c.memory, |m| m.anon),
+            GrowthSource::StatsSamples,
+        ),
+        (GrowthForm::Anon, victim_anon, GrowthSource::OomVictim),
+        (
+            GrowthForm::PageCache,
+            positive(c.page_cache.peak_net_bytes),
+            GrowthSource::PageCacheEvents,
+        ),
+        (
+            GrowthForm::PageCache,
+            sample_growth(&c.memory, |m| m.file),
+            GrowthSource::StatsSamples,
+        ),
+        (
+            GrowthForm::Kernel,
+            positive(c.slab.peak_net_bytes),
+            GrowthSource::SlabEvents,
+        ),
+        (
+            GrowthForm::Kernel,
+            sample_growth(&c.memory, |m| m.kernel),
+            GrowthSource::StatsSamples,
+        ),
+    ];
+    let (form, bytes, source) = candidates
+        .into_iter()
+        .filter(|&(_, bytes, _)| bytes > 0)
+        .reduce(|best, next| if next.1 > best.1 { next } else { best })?;
+    Some(Growth {
+        name: c.name.clone(),
+        kind: c.kind,
+        form,
+        bytes,
+        source,
+        file: (form == GrowthForm::PageCache)
+            .then(|| file.cloned())
+            .flatten(),
+        slab_cache: (form == GrowthForm::Kernel)
+            .then(|| slab_cache.cloned())
+            .flatten(),
+    })
+}
+
+/// What a summary line says, so each output can set it apart as it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    OomKill,
+    /// Belongs to the OOM kill line above it.
+    Verdict,
+    MoreKills,
+    NoKills,
+    Growth,
+    Dying,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub kind: LineKind,
+    pub text: String,
+}
+
+impl Summary {
+    /// The summary in words, a line each: at most 2 × [`LISTED_KILL_GROUPS`] lines for kills,
+    /// two for growth, one for dying memcgs.
+    #[must_use]
+    pub fn lines(&self) -> Vec<Line> {
+        let mut lines = Vec::new();
+        let mut push = |kind, text| lines.push(Line { kind, text });
+        if self.kill_groups.is_empty() {
+            push(LineKind::NoKills, "OOM kills: none in this recording".to_owned());
+        }
+        for g in &self.kill_groups {
+            push(LineKind::OomKill, kill_line(g));
+            push(
+                LineKind::Verdict,
+                format!("verdict: {}: {}", g.verdict.kind.label(), g.verdict.reason),
+            );
+        }
+        if self.kills_not_listed > 0 {
+            push(
+                LineKind::MoreKills,
+                format!(
+                    "… and {} more OOM kill{} in {} container{} (in their sections below)",
+                    self.kills_not_listed,
+                    plural(self.kills_not_listed),
+                    self.containers_with_kills_not_listed,
+                    plural(self.containers_with_kills_not_listed),
+                ),
+            );
+        }
+        push(
+            LineKind::Growth,
+            if self.grew_most.is_empty() {
+                "grew most: no container's or pod's memory grew in this recording".to_owned()
+            } else {
+                format!("grew most: {}", growth_list(&self.grew_most))
+            },
+        );
+        if !self.host_grew_most.is_empty() {
+            push(
+                LineKind::Growth,
+                format!(
+                    "host cgroups that grew most: {}",
+                    growth_list(&self.host_grew_most)
+                ),
+            );
+        }
+        push(LineKind::Dying, dying_line(&self.dying));
+        lines
+    }
+}
+
+const fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn kill_line(g: &KillGroup) -> String {
+    let victim = format!("{} (pid {})", g.comm.as_deref().unwrap_or("?"), g.pid);
+    let when = if g.kills == 1 {
+        format!("OOM kill at {}: {victim} in {}", g.first, g.container)
+    } else {
+        format!(
+            "{} OOM kills from {} to {}: {victim} and others in {}",
+            g.kills, g.first, g.last, g.container
+        )
+    };
+    let size = match (g.limit_bytes, g.usage_bytes) {
+        (Some(limit), Some(usage)) => {
+            format!("{} (usage {})", human_bytes(limit), human_bytes(usage))
+        }
+        (Some(limit), None) => human_bytes(limit),
+        (None, _) => "size unknown".to_owned(),
+    };
+    let limit = match (&g.limit_cgroup, &g.limit_owner) {
+        (Some(_), _) if g.own_limit => format!("the limit that fired: its own, {size}"),
+        (Some(cgroup), Some(owner)) if owner != cgroup => {
+            format!("the limit that fired: {owner}'s, {size}, cgroup {cgroup}")
+        }
+        (Some(cgroup), _) => format!("the limit that fired: {cgroup}'s, {size}"),
+        (None, _) if g.constraint.as_deref() == Some("CONSTRAINT_NONE") => {
+            "no memcg limit fired: the node itself ran out of memory (global OOM)".to_owned()
+        }
+        (None, _) => "the limit that fired was not reported".to_owned(),
+    };
+    format!("{when}; {limit}")
+}
+
+fn growth_list(growths: &[Growth]) -> String {
+    growths
+        .iter()
+        .map(|g| {
+            let detail = match (g.form, g.source, &g.file, &g.slab_cache) {
+                (GrowthForm::PageCache, _, Some(f), _) => format!(", most in {}", f.name()),
+                (GrowthForm::Kernel, _, _, Some(s)) => format!(
+                    ", most in {} +{}",
+                    s.cache,
+                    human_bytes(positive(s.peak_net_bytes))
+                ),
+                (GrowthForm::Anon, GrowthSource::OomVictim, _, _) => {
+                    ", the OOM victim's at the kill".to_owned()
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{} {} +{}{detail}",
+                g.name,
+                g.form.label(),
+                human_bytes(g.bytes)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn dying_line(d: &DyingSummary) -> String {
+    let start = match (d.at_start, d.memcg_ids_in_use_at_start, d.headroom_at_start) {
+        (Some(dying), Some(in_use), Some(headroom)) => format!(
+            "{dying} at the start ({in_use} of the kernel's {MEMCG_ID_LIMIT} memcg ids in use, \
+             {headroom} left)"
+        ),
+        _ => "not counted at the start (a recording by an older memtrace)".to_owned(),
+    };
+    let during = if d.removed_while_charged == 0 {
+        "none removed while still charged during the recording".to_owned()
+    } else {
+        format!(
+            "{} removed while still charged during the recording, {} freed, {} still dying at \
+             the end",
+            d.removed_while_charged, d.freed_after_dying, d.still_dying_at_end
+        )
+    };
+    format!("dying memcgs: {start}; {during}")
+}
