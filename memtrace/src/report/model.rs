@@ -1087,7 +1087,7 @@ pub(crate) mod tests {
         page_size: 4096,
     };
 
-    fn at(ns: u64, memcg_id: Option<u64>, cgroup: Option<&str>, what: What) -> Event {
+    pub(crate) fn at(ns: u64, memcg_id: Option<u64>, cgroup: Option<&str>, what: What) -> Event {
         Event {
             timestamp_ns: ns,
             memcg: Memcg {
@@ -1499,6 +1499,42 @@ pub(crate) mod tests {
         let r = b.finish(TraceInfo::default());
         assert_eq!(r.containers.len(), 2);
         assert!(r.containers.iter().all(|c| c.name == "docker:abababababab"));
+    }
+
+    /// A host service using more memory than any container still comes after the containers
+    /// and pods; `--top` keeps the first sections and counts the rest, and the summary still
+    /// speaks of all of them.
+    #[test]
+    fn containers_and_pods_come_before_host_cgroups_and_top_bounds_them() {
+        let mut events = scenario();
+        events.push(stats(0, "/system.slice/big.service", 900 * MIB, MIB));
+        events.push(stats(0, &pod_path(), 10 * MIB, MIB));
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in &events {
+            b.add(e);
+        }
+        let mut r = b.finish(TraceInfo::default());
+        let order: Vec<(&str, IdentityKind)> = r
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("container:4c01db0b339c", IdentityKind::Container),
+                ("pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", IdentityKind::Pod),
+                ("big.service", IdentityKind::SystemdUnit),
+                ("backup.service", IdentityKind::SystemdUnit),
+            ]
+        );
+        let summary = r.summary.clone();
+        r.keep_top(1);
+        assert_eq!(r.containers.len(), 1);
+        assert_eq!(r.containers_left_out, 3);
+        assert_eq!(r.summary, summary);
+        r.keep_top(5);
+        assert_eq!((r.containers.len(), r.containers_left_out), (1, 3));
     }
 
     #[test]

@@ -466,3 +466,208 @@ fn dying_line(d: &DyingSummary) -> String {
     };
     format!("dying memcgs: {start}; {during}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{Event, What},
+        report::{
+            ReportBuilder, TraceInfo,
+            model::tests::{
+                CLOCK, container_path, oom, pod_path, scenario, stats, stats_with_limit,
+            },
+        },
+    };
+
+    const MIB: u64 = 1 << 20;
+
+    fn summary_of(events: &[Event], at_start: Option<MemcgCensus>) -> Summary {
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in events {
+            b.add(e);
+        }
+        b.finish(TraceInfo {
+            memcgs_at_start: at_start,
+            ..TraceInfo::default()
+        })
+        .summary
+    }
+
+    /// `oom` in `cgroup`, fired by the limit of `limit_cgroup`.
+    fn oom_by(ns: u64, cgroup: &str, limit_cgroup: &str, limit: u64) -> Event {
+        let mut e = oom(ns, cgroup, None);
+        if let What::OomKill(k) = &mut e.what {
+            k.limit_cgroup = Some(limit_cgroup.to_owned());
+            k.memcg_limit_bytes = Some(limit);
+            k.memcg_usage_bytes = Some(limit);
+        }
+        e
+    }
+
+    #[test]
+    fn the_kill_with_its_limit_and_verdict_what_grew_and_dying_memcgs() {
+        let census = MemcgCensus {
+            live: 130,
+            dying: 14,
+        };
+        let s = summary_of(&scenario(), Some(census));
+        assert_eq!(s.oom_kills, 1);
+        let g = &s.kill_groups[0];
+        assert_eq!(g.container, "container:4c01db0b339c");
+        assert!(g.own_limit, "{g:?}");
+        assert_eq!((g.limit_bytes, g.usage_bytes), (Some(64 * MIB), Some(64 * MIB)));
+        assert_eq!(g.verdict.kind, VerdictKind::AnonGrowth);
+
+        // Anon from 1 MiB at the first sample to 62 MiB at the kill (the kernel's report).
+        let top = &s.grew_most[0];
+        assert_eq!(
+            (top.name.as_str(), top.form, top.bytes, top.source),
+            (
+                "container:4c01db0b339c",
+                GrowthForm::Anon,
+                61 * MIB,
+                GrowthSource::StatsSamples
+            )
+        );
+        let host = &s.host_grew_most[0];
+        assert_eq!(
+            (host.name.as_str(), host.form, host.bytes),
+            ("backup.service", GrowthForm::PageCache, 47 * MIB)
+        );
+        assert_eq!(host.file.as_ref().map(|f| f.inode), Some(11));
+
+        assert_eq!(
+            s.dying,
+            DyingSummary {
+                at_start: Some(14),
+                memcg_ids_in_use_at_start: Some(144),
+                headroom_at_start: Some(65_391),
+                removed_while_charged: 2,
+                freed_after_dying: 1,
+                still_dying_at_end: 1,
+                most_at_once: 1,
+            }
+        );
+
+        let lines: Vec<String> = s.lines().into_iter().map(|l| l.text).collect();
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("OOM kill at ")
+                && lines[0].ends_with(
+                    ": memhog (pid 42) in container:4c01db0b339c; the limit that fired: its \
+                     own, 64.0MiB (usage 64.0MiB)"
+                ),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[1].starts_with("verdict: anon growth: anon memory grew by 61.0MiB"),
+            "{lines:#?}"
+        );
+        assert_eq!(
+            lines[2],
+            "grew most: container:4c01db0b339c anon +61.0MiB"
+        );
+        assert_eq!(
+            lines[3],
+            "host cgroups that grew most: backup.service page cache +47.0MiB, most in dev 8:1 \
+             inode 11"
+        );
+        assert_eq!(
+            lines[4],
+            "dying memcgs: 14 at the start (144 of the kernel's 65535 memcg ids in use, 65391 \
+             left); 2 removed while still charged during the recording, 1 freed, 1 still dying \
+             at the end"
+        );
+    }
+
+    /// The pod's limit fired for a container without one: the kill names the pod, and the pod
+    /// (whose samples hold its containers' memory) is not a grower of its own.
+    #[test]
+    fn a_kill_by_the_pods_limit_names_the_pod() {
+        let c = container_path();
+        let pod = pod_path();
+        let mut events = Vec::new();
+        for (at, anon) in [(0, MIB), (1_000_000_000, 200 * MIB)] {
+            events.push(stats_with_limit(at, &pod, anon + 10 * MIB, Some(256 * MIB)));
+            events.push(stats_with_limit(at, &c, anon, None));
+        }
+        events.push(oom_by(1_500_000_000, &c, &pod, 256 * MIB));
+        let s = summary_of(&events, None);
+        let g = &s.kill_groups[0];
+        assert!(!g.own_limit);
+        assert_eq!(
+            g.limit_owner.as_deref(),
+            Some("pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+        );
+        let line = &s.lines()[0].text;
+        assert!(
+            line.ends_with(&format!(
+                "the limit that fired: pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0's, 256.0MiB \
+                 (usage 211.0MiB), cgroup {pod}"
+            )),
+            "{line}"
+        );
+        let names: Vec<&str> = s.grew_most.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["container:4c01db0b339c"]);
+        assert_eq!(s.grew_most[0].bytes, 199 * MIB);
+        assert!(s.lines().iter().any(|l| l.text.starts_with(
+            "dying memcgs: not counted at the start (a recording by an older memtrace); none"
+        )));
+    }
+
+    /// Kills repeated in one container are one line; an OOM storm over many containers is
+    /// counted, and the summary stays about ten lines.
+    #[test]
+    fn an_oom_storm_is_counted_not_listed() {
+        let mut events = Vec::new();
+        for i in 0..6_u64 {
+            // Container ids `00abab…` to `05abab…`.
+            let cgroup = format!(
+                "/kubepods/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f{i}/{i:02}{}",
+                "ab".repeat(31)
+            );
+            for k in 0..=i {
+                events.push(oom(1_000 * (i * 10 + k), &cgroup, None));
+            }
+        }
+        let s = summary_of(&events, None);
+        assert_eq!(s.oom_kills, 21);
+        let listed: Vec<(u64, &str)> = s
+            .kill_groups
+            .iter()
+            .map(|g| (g.kills, g.container.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [(6, "container:05ababababab"), (5, "container:04ababababab")],
+            "the most kills first"
+        );
+        assert_eq!(
+            (s.kills_not_listed, s.containers_with_kills_not_listed),
+            (10, 4)
+        );
+        let lines = s.lines();
+        assert!(lines.len() <= 10, "{lines:#?}");
+        assert!(lines[0].text.starts_with("6 OOM kills from "), "{lines:#?}");
+        assert!(
+            lines[0].text.contains(": memhog (pid 42) and others in container:05ababababab;"),
+            "{lines:#?}"
+        );
+        assert_eq!(
+            lines[4].text,
+            "… and 10 more OOM kills in 4 containers (in their sections below)"
+        );
+    }
+
+    #[test]
+    fn no_kill_is_said_too() {
+        let s = summary_of(&[stats(0, &container_path(), MIB, MIB)], None);
+        let lines = s.lines();
+        assert_eq!(lines[0].text, "OOM kills: none in this recording");
+        assert_eq!(
+            lines[1].text,
+            "grew most: no container's or pod's memory grew in this recording"
+        );
+    }
+}

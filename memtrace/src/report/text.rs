@@ -414,4 +414,35 @@ mod tests {
             assert!(text.contains(needle), "no {needle:?} in:\n{text}");
         }
     }
+
+    /// The answer comes before anything else, and host cgroups after the containers.
+    #[test]
+    fn the_first_lines_are_the_answer() {
+        let mut r = scenario_report();
+        let text = render(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("memtrace report: test.mtrace (host node1"), "{text}");
+        assert!(
+            lines[1].starts_with("OOM kill at 2026-11-27T15:47:03.500000Z: memhog (pid 42) in \
+                                  container:4c01db0b339c; the limit that fired: its own, 64.0MiB"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("  verdict: anon growth: "), "{text}");
+        assert!(lines[3].starts_with("grew most: container:4c01db0b339c anon +61.0MiB"));
+        assert!(lines[5].starts_with("dying memcgs: "), "{text}");
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+        };
+        assert!(at("== container:4c01db0b339c") < at("-- host and system cgroups"));
+        assert!(at("-- host and system cgroups") < at("== backup.service"));
+
+        r.keep_top(1);
+        let text = render(&r);
+        assert!(!text.contains("== backup.service"), "{text}");
+        assert!(
+            text.contains("\n… 1 more section left out by --top (the summary at the top counts them)\n"),
+            "{text}"
+        );
+    }
 }
