@@ -210,26 +210,27 @@ fn kills(summary: &mut Summary, containers: &[ContainerReport]) {
 }
 
 fn growers(summary: &mut Summary, containers: &[ContainerReport]) {
-    // A pod's samples hold its containers' memory (hierarchical counters): it is named only
-    // when none of its containers is.
-    let pods_with_containers: HashSet<&str> = containers
+    let cgroups: Vec<&str> = containers
         .iter()
-        .filter(|c| c.kind == IdentityKind::Container)
-        .filter_map(|c| c.container.as_ref()?.pod_uid.as_deref())
+        .flat_map(|c| c.cgroups.iter().map(String::as_str))
         .collect();
     let mut workloads = Vec::new();
     let mut host = Vec::new();
     for c in containers {
-        let covered = c.kind == IdentityKind::Pod
-            && c
-                .container
-                .as_ref()
-                .and_then(|i| i.pod_uid.as_deref())
-                .is_some_and(|uid| pods_with_containers.contains(uid));
-        if covered || c.cgroups.is_empty() {
+        if c.cgroups.is_empty() {
             continue;
         }
-        let Some(growth) = growth_of(c) else { continue };
+        // Samples are hierarchical (v1 with use_hierarchy, v2): a pod's hold its containers'
+        // memory, a parent's its children's. They count for a cgroup only when no cgroup below
+        // it is in the report, so growth is named once, where it happened; events are
+        // attributed to the memcg charged, and always count.
+        let own_samples = c.memory_cgroup.as_deref().is_none_or(|m| {
+            let prefix = if m == "/" { "/".to_owned() } else { format!("{m}/") };
+            !cgroups.iter().any(|other| other.starts_with(&prefix))
+        });
+        let Some(growth) = growth_of(c, own_samples) else {
+            continue;
+        };
         if is_host(c.kind) {
             host.push(growth);
         } else {
@@ -258,8 +259,10 @@ fn positive(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// A container's largest growth, in whichever form and by whichever measure says most.
-fn growth_of(c: &ContainerReport) -> Option<Growth> {
+/// A container's largest growth, in whichever form and by whichever measure says most;
+/// `samples`: whether its `stats` samples are its own memory.
+fn growth_of(c: &ContainerReport, samples: bool) -> Option<Growth> {
+    let memory: &[MemoryPoint] = if samples { &c.memory } else { &[] };
     let victim_anon = c
         .oom_kills
         .iter()
@@ -272,7 +275,7 @@ fn growth_of(c: &ContainerReport) -> Option<Growth> {
     let candidates = [
         (
             GrowthForm::Anon,
-            sample_growth(&c.memory, |m| m.anon),
+            sample_growth(memory, |m| m.anon),
             GrowthSource::StatsSamples,
         ),
         (GrowthForm::Anon, victim_anon, GrowthSource::OomVictim),
@@ -283,7 +286,7 @@ fn growth_of(c: &ContainerReport) -> Option<Growth> {
         ),
         (
             GrowthForm::PageCache,
-            sample_growth(&c.memory, |m| m.file),
+            sample_growth(memory, |m| m.file),
             GrowthSource::StatsSamples,
         ),
         (
@@ -293,7 +296,7 @@ fn growth_of(c: &ContainerReport) -> Option<Growth> {
         ),
         (
             GrowthForm::Kernel,
-            sample_growth(&c.memory, |m| m.kernel),
+            sample_growth(memory, |m| m.kernel),
             GrowthSource::StatsSamples,
         ),
     ];
@@ -658,6 +661,22 @@ mod tests {
             lines[4].text,
             "… and 10 more OOM kills in 4 containers (in their sections below)"
         );
+    }
+
+    /// Samples are hierarchical: a parent's growth is its children's, named once, at them.
+    #[test]
+    fn growth_is_named_where_it_happened_not_at_every_ancestor() {
+        let parent = "/node-agent";
+        let child = format!("{parent}/docker/{}", "d".repeat(64));
+        let mut events = Vec::new();
+        for (at, anon) in [(0, MIB), (1_000_000_000, 90 * MIB)] {
+            events.push(stats_with_limit(at, parent, anon + MIB, None));
+            events.push(stats_with_limit(at, &child, anon, None));
+        }
+        let s = summary_of(&events, None);
+        let names: Vec<(&str, u64)> = s.grew_most.iter().map(|g| (g.name.as_str(), g.bytes)).collect();
+        assert_eq!(names, [("docker:dddddddddddd", 89 * MIB)]);
+        assert_eq!(s.host_grew_most, [], "the parent's samples hold the container's growth");
     }
 
     #[test]

@@ -265,7 +265,12 @@ fn slab(s: &mut String, slab: &Slab) {
             human_bytes(slab.freed_bytes),
             slab.intervals
         );
-        for c in &slab.caches {
+        // Caches that allocated and freed as much: counted, not listed.
+        let (grew, even): (Vec<_>, Vec<_>) = slab
+            .caches
+            .iter()
+            .partition(|c| c.peak_net_bytes != 0 || c.net_bytes != 0);
+        for c in grew {
             let _ = writeln!(
                 s,
                 "    {} {} at the peak, {} at the end (allocated {}, freed {})",
@@ -274,6 +279,14 @@ fn slab(s: &mut String, slab: &Slab) {
                 signed(c.net_bytes),
                 human_bytes(c.allocated_bytes),
                 human_bytes(c.freed_bytes)
+            );
+        }
+        if !even.is_empty() {
+            let _ = writeln!(
+                s,
+                "    and {} that freed all they allocated ({})",
+                even.len(),
+                even.iter().map(|c| c.cache.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
     }
