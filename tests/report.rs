@@ -289,6 +289,7 @@ fn bad_input_is_one_line_and_a_failure() {
 const POD_UID: &str = "5e1ec7ed-0f0f-4a4a-9b9b-c0ffee000001";
 /// A container without a limit of its own in the pod: the pod's limit is the one that fires.
 const HOG_ID: &str = "4077a1c0ffee4077a1c0ffee4077a1c0ffee4077a1c0ffee4077a1c0ffee4077";
+const POD_LIMIT: u64 = 128 << 20;
 
 /// Sections of a text report, by their `== ` headings (the trailing lists are not sections).
 fn sections(text: &str) -> Vec<&str> {
@@ -298,13 +299,18 @@ fn sections(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// A pod with a 128 MiB limit whose container (no limit of its own) allocates until the pod's
-/// limit fires, next to a host service that reads a file, recorded and reported: the report
-/// opens with the kill, the limit that fired and the verdict; containers and pods come before
-/// host cgroups; `--top 1` keeps one section.
-#[test]
-fn report_opens_with_the_answer() {
-    const POD_LIMIT: u64 = 128 << 20;
+/// What [`record_pod_oom`] recorded.
+struct PodOom {
+    dir: tempfile::TempDir,
+    trace: String,
+    victim: u32,
+    pod_cgroup: String,
+    recorder_stderr: String,
+}
+
+/// Records, under `memtrace record`, a pod with a 128 MiB limit whose container (no limit of
+/// its own) allocates until the pod's limit fires, next to a host service that reads a file.
+fn record_pod_oom() -> PodOom {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let trace = dir.path().join("pod.mtrace");
     let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
@@ -321,7 +327,7 @@ fn report_opens_with_the_answer() {
     let pod = burstable.child(&format!("pod{POD_UID}"), Some(POD_LIMIT));
     let hog = pod.child(HOG_ID, None);
     let host = base.child("worker.service", None);
-    let recorder = Memtrace::start(&[
+    let memtrace = Memtrace::start(&[
         "record",
         "-o",
         &trace_arg,
@@ -339,27 +345,35 @@ fn report_opens_with_the_answer() {
     let (victim, status) = hog.run_memhog(MEMHOG, 1024);
     assert_oom_killed(victim, status);
     thread::sleep(Duration::from_millis(1500));
-    let recorded = recorder.stop();
-    assert!(recorded.status.success(), "record failed: {recorded:?}");
+    let out = memtrace.stop();
+    assert!(out.status.success(), "record failed: {out:?}");
     let line = kernel_oom_line(victim).expect("the kernel's oom-kill line");
     assert_eq!(
         oom_line_field(&line, "oom_memcg"),
         Some(pod.path.as_str()),
         "the pod's limit fired: {line}"
     );
+    PodOom {
+        dir,
+        trace: trace_arg,
+        victim,
+        pod_cgroup: pod.path.clone(),
+        recorder_stderr: out.stderr,
+    }
+}
 
-    let text = run_ok(&["report", &trace_arg]);
+/// The first 10 lines name the killed container, the limit that fired and the verdict;
+/// containers and pods come before host cgroups. Returns the first 10 lines and the sections.
+fn check_answer_text(oom: &PodOom) -> (String, Vec<String>) {
+    let text = run_ok(&["report", &oom.trace]);
     let head = text.lines().take(10).collect::<Vec<_>>().join("\n");
     let hog_name = format!("container:{}", &HOG_ID[..12]);
     let pod_name = format!("pod:{POD_UID}");
     for needle in [
         "OOM kill at ".to_owned(),
-        format!("memhog (pid {victim}) in {hog_name}; "),
-        format!(
-            "the limit that fired: {pod_name}'s, {}",
-            "128.0MiB"
-        ),
-        format!("cgroup {}", pod.path),
+        format!("memhog (pid {}) in {hog_name}; ", oom.victim),
+        format!("the limit that fired: {pod_name}'s, 128.0MiB"),
+        format!("cgroup {}", oom.pod_cgroup),
         "  verdict: anon growth: ".to_owned(),
         format!("grew most: {hog_name} anon +"),
         "of the kernel's 65535 memcg ids in use".to_owned(),
@@ -367,10 +381,9 @@ fn report_opens_with_the_answer() {
         assert!(
             head.contains(&needle),
             "no {needle:?} in the first 10 lines:\n{head}\n\nwhole report:\n{text}\nrecorder: {}",
-            recorded.stderr
+            oom.recorder_stderr
         );
     }
-
     let all = sections(&text);
     let at = |heading: &str| {
         all.iter()
@@ -390,9 +403,13 @@ fn report_opens_with_the_answer() {
         )),
         "the container's memory is set against the pod's limit:\n{text}"
     );
+    (head, all.into_iter().map(str::to_owned).collect())
+}
 
-    let top = run_ok(&["report", &trace_arg, "--top", "1"]);
-    assert_eq!(sections(&top), [all[0]], "{top}");
+/// `--top 1` keeps the first section and says how many were left out; the answer stays.
+fn check_top(oom: &PodOom, head: &str, all: &[String]) {
+    let top = run_ok(&["report", &oom.trace, "--top", "1"]);
+    assert_eq!(sections(&top), [all[0].as_str()], "{top}");
     assert!(
         top.contains(&format!(
             "\n… {} more sections left out by --top",
@@ -401,44 +418,72 @@ fn report_opens_with_the_answer() {
         "{top}"
     );
     assert!(
-        top.starts_with(&head),
+        top.starts_with(head),
         "the answer is the same with --top:\n{top}"
     );
 
-    let json: Value =
-        serde_json::from_str(&run_ok(&["report", &trace_arg, "--format", "json", "--top", "1"]))
-            .expect("JSON");
+    let json: Value = serde_json::from_str(&run_ok(&[
+        "report", &oom.trace, "--format", "json", "--top", "1",
+    ]))
+    .expect("JSON");
     let kill = &json["summary"]["kill_groups"][0];
-    assert_eq!(kill["pid"], victim, "{kill:#}");
-    assert_eq!(kill["limit_cgroup"], pod.path.as_str(), "{kill:#}");
-    assert_eq!(kill["limit_owner"], pod_name.as_str(), "{kill:#}");
+    assert_eq!(kill["pid"], oom.victim, "{kill:#}");
+    assert_eq!(kill["limit_cgroup"], oom.pod_cgroup.as_str(), "{kill:#}");
+    assert_eq!(
+        kill["limit_owner"],
+        format!("pod:{POD_UID}").as_str(),
+        "{kill:#}"
+    );
     assert_eq!(kill["limit_bytes"], POD_LIMIT, "{kill:#}");
     assert_eq!(kill["verdict"]["kind"], "anon_growth", "{kill:#}");
     assert_eq!(json["containers"].as_array().map(Vec::len), Some(1));
     assert_eq!(json["containers_left_out"], all.len() - 1);
     let first = &json["containers"][0];
-    assert_eq!(first["name"], hog_name.as_str());
-    assert_eq!(first["kind"], "container");
-    assert_eq!(first["applied_limit"]["cgroup"], pod.path.as_str(), "{first:#}");
+    assert_eq!(first["kind"], "container", "{first:#}");
+    assert_eq!(
+        first["applied_limit"]["cgroup"],
+        oom.pod_cgroup.as_str(),
+        "{first:#}"
+    );
     assert!(
         json["summary"]["dying"]["headroom_at_start"].as_u64() > Some(0),
         "{:#}",
         json["summary"]
     );
+}
 
-    let html_out = dir.path().join("pod.html");
-    let html_arg = html_out.to_str().expect("utf-8 path");
-    run_ok(&["report", &trace_arg, "--html", html_arg]);
-    let html = std::fs::read_to_string(&html_out).expect("read html");
-    let answer = &html[html.find("<section class=\"answer\">").expect("answer section")..];
+/// The same answer leads the HTML report.
+fn check_answer_html(oom: &PodOom) {
+    let out = oom.dir.path().join("pod.html");
+    run_ok(&[
+        "report",
+        &oom.trace,
+        "--html",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let html = std::fs::read_to_string(&out).expect("read html");
+    let start = html
+        .find("<section class=\"answer\">")
+        .expect("answer section");
+    let answer = &html[start..];
     let answer = &answer[..answer.find("</section>").expect("its end")];
-    assert!(
-        answer.contains(&format!("memhog (pid {victim}) in {hog_name}; the limit that fired")),
-        "{answer}"
+    let kill = format!(
+        "memhog (pid {}) in container:{}; the limit that fired",
+        oom.victim,
+        &HOG_ID[..12]
     );
+    assert!(answer.contains(&kill), "{answer}");
     assert!(
-        html.find("<section class=\"answer\">") < html.find("<section class=\"container\""),
+        Some(start) < html.find("<section class=\"container\""),
         "the answer leads the HTML report"
     );
-    drop((hog, pod, burstable, kubepods, host));
+}
+
+/// A pod's OOM kill recorded and reported: the report opens with the answer.
+#[test]
+fn report_opens_with_the_answer() {
+    let oom = record_pod_oom();
+    let (head, all) = check_answer_text(&oom);
+    check_top(&oom, &head, &all);
+    check_answer_html(&oom);
 }

@@ -99,27 +99,12 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
         .iter()
         .flat_map(|s| s.3.iter().map(|p| p.1))
         .fold(0.0, f64::max);
-    // Its own limit, else the one that applies to it (the nearest ancestor's, e.g. the pod's).
-    let (limit, limit_label) = match &c.applied_limit {
-        Some(applied) if c.memory.iter().all(|m| m.limit.is_none()) => (
-            applied
-                .timeline
-                .iter()
-                .map(|p| (seconds(p.timestamp_ns, origin_ns), mib(p.bytes)))
-                .collect(),
-            format!("limit ({}'s)", applied.owner),
-        ),
-        _ => (points(|m| m.limit), "limit".to_owned()),
-    };
-    let limit_label = match limit.last() {
-        Some(&(_, last)) => format!("{limit_label} {last:.0} MiB"),
-        None => limit_label,
-    };
+    let (limit, limit_label) = limit_series(c, origin_ns);
     let limit_max = limit.iter().map(|p| p.1).fold(0.0, f64::max);
     // An OOM kill happened at the limit: it is drawn however far above the samples it is.
     let killed = c.marks.iter().any(|m| m.kind == MarkKind::OomKill);
-    let show_limit = !limit.is_empty()
-        && (killed || limit_max <= highest.max(1.0) * LIMIT_SCALE_CAP);
+    let show_limit =
+        !limit.is_empty() && (killed || limit_max <= highest.max(1.0) * LIMIT_SCALE_CAP);
     let y_max = (if show_limit {
         highest.max(limit_max)
     } else {
@@ -132,15 +117,7 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let caption = match &c.memory_cgroup {
-            Some(cgroup) if c.memory.is_empty() => format!("{} ({cgroup}): no samples", c.name),
-            Some(cgroup) => format!("{} ({cgroup})", c.name),
-            None => format!(
-                "{}: no stats samples (record with --stats-interval)",
-                c.name
-            ),
-        };
-        let mut chart = chart(&root, &caption, x_max, y_max)?;
+        let mut chart = chart(&root, &caption(c), x_max, y_max)?;
         chart
             .configure_mesh()
             .x_desc("seconds since the first event")
@@ -203,6 +180,45 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// The container and the cgroup its samples are of.
+fn caption(c: &ContainerReport) -> String {
+    match &c.memory_cgroup {
+        Some(cgroup) if c.memory.is_empty() => format!("{} ({cgroup}): no samples", c.name),
+        Some(cgroup) => format!("{} ({cgroup})", c.name),
+        None => format!(
+            "{}: no stats samples (record with --stats-interval)",
+            c.name
+        ),
+    }
+}
+
+/// The container's own limit, else the one that applies to it (the nearest ancestor's, e.g.
+/// the pod's), as points (seconds, MiB), and its legend label with the last value.
+fn limit_series(c: &ContainerReport, origin_ns: u64) -> (Vec<(f64, f64)>, String) {
+    let (limit, label): (Vec<(f64, f64)>, String) = match &c.applied_limit {
+        Some(applied) if c.memory.iter().all(|m| m.limit.is_none()) => (
+            applied
+                .timeline
+                .iter()
+                .map(|p| (seconds(p.timestamp_ns, origin_ns), mib(p.bytes)))
+                .collect(),
+            format!("limit ({}'s)", applied.owner),
+        ),
+        _ => (
+            c.memory
+                .iter()
+                .filter_map(|m| Some((seconds(m.timestamp_ns, origin_ns), mib(m.limit?))))
+                .collect(),
+            "limit".to_owned(),
+        ),
+    };
+    let label = match limit.last() {
+        Some(&(_, last)) => format!("{label} {last:.0} MiB"),
+        None => label,
+    };
+    (limit, label)
 }
 
 /// How many memcgs were dying (removed, still charged) over the recording.
@@ -328,7 +344,12 @@ mod tests {
         let container = format!("{}/{}", pod_path(), "c".repeat(64));
         let mut b = crate::report::ReportBuilder::new(CLOCK);
         for at in [0, 1_000_000_000] {
-            b.add(&stats_with_limit(at, &pod_path(), 40 << 20, Some(256 << 20)));
+            b.add(&stats_with_limit(
+                at,
+                &pod_path(),
+                40 << 20,
+                Some(256 << 20),
+            ));
             b.add(&stats_with_limit(at, &container, 30 << 20, None));
         }
         let r = b.finish(crate::report::TraceInfo::default());

@@ -10,9 +10,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::{
     chart::{self, ChartError},
-    model::{
-        ChargeFailures, Charges, ContainerReport, FileGrowth, Reclaim, Report, Slab, is_host,
-    },
+    model::{ChargeFailures, Charges, ContainerReport, FileGrowth, Reclaim, Report, Slab, is_host},
     summary::LineKind,
     text::breakdown,
 };
@@ -86,16 +84,7 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
                         (None, None) => {}
                     }
                 }
-                section.answer {
-                    @for line in r.summary.lines() {
-                        @match line.kind {
-                            LineKind::OomKill => p.oom { (line.text) },
-                            LineKind::Verdict => p.why.verdict { (line.text) },
-                            LineKind::MoreKills | LineKind::NoKills | LineKind::Growth
-                            | LineKind::Dying => p { (line.text) },
-                        }
-                    }
-                }
+                (answer(r))
                 @if !t.probes.is_empty() {
                     p.meta { "probes: " code { (t.probes.join(" ")) } }
                 }
@@ -158,6 +147,22 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
     let mut page = page.into_string();
     page.push('\n');
     Ok(page)
+}
+
+/// The summary, in the text report's words, before anything else.
+fn answer(r: &Report) -> Markup {
+    html! {
+        section.answer {
+            @for line in r.summary.lines() {
+                @match line.kind {
+                    LineKind::OomKill => p.oom { (line.text) },
+                    LineKind::Verdict => p.why.verdict { (line.text) },
+                    LineKind::MoreKills | LineKind::NoKills | LineKind::Growth
+                    | LineKind::Dying => p { (line.text) },
+                }
+            }
+        }
+    }
 }
 
 fn container(

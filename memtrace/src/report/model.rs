@@ -865,15 +865,10 @@ fn owner_name(
     if let Some(name) = owners.get(cgroup) {
         return name.clone();
     }
-    let parsed;
-    let identity = match identity {
-        Some(i) => i,
-        None => {
-            parsed = ContainerIdentity::from_cgroup_path(cgroup);
-            &parsed
-        }
-    };
-    Owner::of(Some(cgroup), Some(identity)).name
+    let identity = identity
+        .cloned()
+        .unwrap_or_else(|| ContainerIdentity::from_cgroup_path(cgroup));
+    Owner::of(Some(cgroup), Some(&identity)).name
 }
 
 impl ContainerAcc {
@@ -1523,7 +1518,10 @@ pub(crate) mod tests {
             order,
             [
                 ("container:4c01db0b339c", IdentityKind::Container),
-                ("pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", IdentityKind::Pod),
+                (
+                    "pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                    IdentityKind::Pod
+                ),
                 ("big.service", IdentityKind::SystemdUnit),
                 ("backup.service", IdentityKind::SystemdUnit),
             ]

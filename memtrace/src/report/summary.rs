@@ -166,7 +166,11 @@ fn kills(summary: &mut Summary, containers: &[ContainerReport]) {
                 kill.limit_cgroup.as_deref(),
                 kill.verdict.kind,
             );
-            groups.entry(key).or_insert_with(|| (Vec::new(), c)).0.push(kill);
+            groups
+                .entry(key)
+                .or_insert_with(|| (Vec::new(), c))
+                .0
+                .push(kill);
         }
     }
     let mut groups: Vec<KillGroup> = groups
@@ -225,7 +229,11 @@ fn growers(summary: &mut Summary, containers: &[ContainerReport]) {
         // it is in the report, so growth is named once, where it happened; events are
         // attributed to the memcg charged, and always count.
         let own_samples = c.memory_cgroup.as_deref().is_none_or(|m| {
-            let prefix = if m == "/" { "/".to_owned() } else { format!("{m}/") };
+            let prefix = if m == "/" {
+                "/".to_owned()
+            } else {
+                format!("{m}/")
+            };
             !cgroups.iter().any(|other| other.starts_with(&prefix))
         });
         let Some(growth) = growth_of(c, own_samples) else {
@@ -269,7 +277,11 @@ fn growth_of(c: &ContainerReport, samples: bool) -> Option<Growth> {
         .filter_map(|k| k.victim_anon_rss_bytes)
         .max()
         .unwrap_or(0);
-    let file = c.page_cache.top_files.first().filter(|f| f.peak_net_bytes > 0);
+    let file = c
+        .page_cache
+        .top_files
+        .first()
+        .filter(|f| f.peak_net_bytes > 0);
     let slab_cache = c.slab.caches.first().filter(|s| s.peak_net_bytes > 0);
     // In order of preference when two say the same.
     let candidates = [
@@ -345,7 +357,10 @@ impl Summary {
         let mut lines = Vec::new();
         let mut push = |kind, text| lines.push(Line { kind, text });
         if self.kill_groups.is_empty() {
-            push(LineKind::NoKills, "OOM kills: none in this recording".to_owned());
+            push(
+                LineKind::NoKills,
+                "OOM kills: none in this recording".to_owned(),
+            );
         }
         for g in &self.kill_groups {
             push(LineKind::OomKill, kill_line(g));
@@ -519,7 +534,10 @@ mod tests {
         let g = &s.kill_groups[0];
         assert_eq!(g.container, "container:4c01db0b339c");
         assert!(g.own_limit, "{g:?}");
-        assert_eq!((g.limit_bytes, g.usage_bytes), (Some(64 * MIB), Some(64 * MIB)));
+        assert_eq!(
+            (g.limit_bytes, g.usage_bytes),
+            (Some(64 * MIB), Some(64 * MIB))
+        );
         assert_eq!(g.verdict.kind, VerdictKind::AnonGrowth);
 
         // Anon from 1 MiB at the first sample to 62 MiB at the kill (the kernel's report).
@@ -567,10 +585,7 @@ mod tests {
             lines[1].starts_with("verdict: anon growth: anon memory grew by 61.0MiB"),
             "{lines:#?}"
         );
-        assert_eq!(
-            lines[2],
-            "grew most: container:4c01db0b339c anon +61.0MiB"
-        );
+        assert_eq!(lines[2], "grew most: container:4c01db0b339c anon +61.0MiB");
         assert_eq!(
             lines[3],
             "host cgroups that grew most: backup.service page cache +47.0MiB, most in dev 8:1 \
@@ -654,7 +669,9 @@ mod tests {
         assert!(lines.len() <= 10, "{lines:#?}");
         assert!(lines[0].text.starts_with("6 OOM kills from "), "{lines:#?}");
         assert!(
-            lines[0].text.contains(": memhog (pid 42) and others in container:05ababababab;"),
+            lines[0]
+                .text
+                .contains(": memhog (pid 42) and others in container:05ababababab;"),
             "{lines:#?}"
         );
         assert_eq!(
@@ -674,9 +691,17 @@ mod tests {
             events.push(stats_with_limit(at, &child, anon, None));
         }
         let s = summary_of(&events, None);
-        let names: Vec<(&str, u64)> = s.grew_most.iter().map(|g| (g.name.as_str(), g.bytes)).collect();
+        let names: Vec<(&str, u64)> = s
+            .grew_most
+            .iter()
+            .map(|g| (g.name.as_str(), g.bytes))
+            .collect();
         assert_eq!(names, [("docker:dddddddddddd", 89 * MIB)]);
-        assert_eq!(s.host_grew_most, [], "the parent's samples hold the container's growth");
+        assert_eq!(
+            s.host_grew_most,
+            [],
+            "the parent's samples hold the container's growth"
+        );
     }
 
     #[test]

@@ -32,7 +32,11 @@ pub fn render(r: &Report) -> String {
     let mut s = String::new();
     title(&mut s, r);
     for line in r.summary.lines() {
-        let indent = if line.kind == LineKind::Verdict { "  " } else { "" };
+        let indent = if line.kind == LineKind::Verdict {
+            "  "
+        } else {
+            ""
+        };
         let _ = writeln!(s, "{indent}{}", line.text);
     }
     let t = &r.trace;
@@ -86,12 +90,17 @@ fn title(s: &mut String, r: &Report) {
         "memtrace report: {} (host {}, kernel {}, memtrace {}): ",
         t.file, t.host, t.kernel_release, t.memtrace_version
     );
-    match (&r.first_event, &r.last_event, r.first_timestamp_ns, r.last_timestamp_ns) {
-        (Some(first), Some(last), Some(a), Some(b)) => {
+    match (
+        &r.first_event,
+        &r.last_event,
+        r.first_timestamp_ns,
+        r.last_timestamp_ns,
+    ) {
+        (Some(first), Some(last), Some(start_ns), Some(end_ns)) => {
             let _ = write!(
                 s,
                 "{first} to {last} ({:.1}s), {} events",
-                seconds(b.saturating_sub(a)),
+                seconds(end_ns.saturating_sub(start_ns)),
                 r.events
             );
         }
@@ -286,7 +295,10 @@ fn slab(s: &mut String, slab: &Slab) {
                 s,
                 "    and {} that freed all they allocated ({})",
                 even.len(),
-                even.iter().map(|c| c.cache.as_str()).collect::<Vec<_>>().join(", ")
+                even.iter()
+                    .map(|c| c.cache.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -434,10 +446,15 @@ mod tests {
         let mut r = scenario_report();
         let text = render(&r);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("memtrace report: test.mtrace (host node1"), "{text}");
         assert!(
-            lines[1].starts_with("OOM kill at 2026-11-27T15:47:03.500000Z: memhog (pid 42) in \
-                                  container:4c01db0b339c; the limit that fired: its own, 64.0MiB"),
+            lines[0].starts_with("memtrace report: test.mtrace (host node1"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "OOM kill at 2026-11-27T15:47:03.500000Z: memhog (pid 42) in \
+                                  container:4c01db0b339c; the limit that fired: its own, 64.0MiB"
+            ),
             "{text}"
         );
         assert!(lines[2].starts_with("  verdict: anon growth: "), "{text}");
@@ -454,7 +471,9 @@ mod tests {
         let text = render(&r);
         assert!(!text.contains("== backup.service"), "{text}");
         assert!(
-            text.contains("\n… 1 more section left out by --top (the summary at the top counts them)\n"),
+            text.contains(
+                "\n… 1 more section left out by --top (the summary at the top counts them)\n"
+            ),
             "{text}"
         );
     }
