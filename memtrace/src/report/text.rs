@@ -63,19 +63,24 @@ pub fn render(r: &Report) -> String {
         );
     }
     if !r.page_cache_growers.is_empty() {
+        // A line each: their files are in their sections.
         s.push_str("\n== top page-cache growers\n");
         for (i, g) in r.page_cache_growers.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "  {}. {} {} at the peak, {} at the end (added {}, removed {})",
+                "  {}. {} {} at the peak, {} at the end (added {}, removed {}){}",
                 i + 1,
                 g.name,
                 signed(g.peak_net_bytes),
                 signed(g.net_bytes),
                 human_bytes(g.added_bytes),
-                human_bytes(g.removed_bytes)
+                human_bytes(g.removed_bytes),
+                g.top_files.first().map_or_else(String::new, |f| format!(
+                    "; most in {} {} at the peak",
+                    f.name(),
+                    signed(f.peak_net_bytes)
+                ))
             );
-            files(&mut s, &g.top_files, "       ");
         }
     }
     dying(&mut s, r);
@@ -223,7 +228,14 @@ fn charges(s: &mut String, charges: &Charges, failures: &ChargeFailures) {
             charges.busiest_interval.as_deref().unwrap_or("?")
         );
     }
-    if failures.count > 0 {
+    if failures.count > 0 && failures.derived == failures.count {
+        // Each one is a limit reclaim, listed above: counting them says it all.
+        let _ = writeln!(
+            s,
+            "  charge failures: {} (all derived from the limit reclaims above)",
+            failures.count
+        );
+    } else if failures.count > 0 {
         let _ = writeln!(
             s,
             "  charge failures: {}{}",
