@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     attribution::{IdentityKind, MEMCG_ID_LIMIT, MemcgCensus},
+    event::OomConstraint,
     units::human_bytes,
 };
 
@@ -430,7 +431,7 @@ fn kill_line(g: &KillGroup) -> String {
             format!("the limit that fired: {owner}'s, {size}, cgroup {cgroup}")
         }
         (Some(cgroup), _) => format!("the limit that fired: {cgroup}'s, {size}"),
-        (None, _) if g.constraint.as_deref() == Some("CONSTRAINT_NONE") => {
+        (None, _) if g.constraint.as_deref() == Some(OomConstraint::None.name()) => {
             "no memcg limit fired: the node itself ran out of memory (global OOM)".to_owned()
         }
         (None, _) => "the limit that fired was not reported".to_owned(),
@@ -701,6 +702,24 @@ mod tests {
             s.host_grew_most,
             [],
             "the parent's samples hold the container's growth"
+        );
+    }
+
+    #[test]
+    fn a_global_oom_says_no_limit_fired() {
+        let mut e = oom(5, &container_path(), None);
+        if let What::OomKill(k) = &mut e.what {
+            k.limit_cgroup = None;
+            k.constraint = Some(crate::event::OomConstraint::None);
+        }
+        let s = summary_of(&[e], None);
+        assert!(
+            s.lines()[0].text.ends_with(
+                "in container:4c01db0b339c; no memcg limit fired: the node itself ran out of \
+                 memory (global OOM)"
+            ),
+            "{:#?}",
+            s.lines()
         );
     }
 
