@@ -710,7 +710,7 @@ mod tests {
         let mut e = oom(5, &container_path(), None);
         if let What::OomKill(k) = &mut e.what {
             k.limit_cgroup = None;
-            k.constraint = Some(crate::event::OomConstraint::None);
+            k.constraint = Some(OomConstraint::None);
         }
         let s = summary_of(&[e], None);
         assert!(
