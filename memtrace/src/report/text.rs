@@ -155,9 +155,14 @@ fn container(s: &mut String, c: &ContainerReport) {
             (None, None) => " (no limit)".to_owned(),
         };
         let ws = c.memory.iter().filter_map(|m| m.working_set).max();
+        let of = if only == Some(cgroup.as_str()) {
+            String::new()
+        } else {
+            format!(" of {cgroup}")
+        };
         let _ = writeln!(
             s,
-            "  memory: {} samples of {cgroup}; peak usage {}{limit}, peak working set {}",
+            "  memory: {} samples{of}; peak usage {}{limit}, peak working set {}",
             c.memory.len(),
             opt_bytes(peak),
             opt_bytes(ws),
@@ -265,7 +270,9 @@ fn charges(s: &mut String, charges: &Charges, failures: &ChargeFailures) {
 }
 
 fn slab(s: &mut String, slab: &Slab) {
-    if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes) {
+    if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes)
+        && slab.peak_kernel_bytes != Some(0)
+    {
         let _ = writeln!(
             s,
             "  kernel memory: {} at the first sample, {} at the last ({}), peak {}",
