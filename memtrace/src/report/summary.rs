@@ -472,7 +472,7 @@ fn dying_line(d: &DyingSummary) -> String {
             "{dying} at the start ({in_use} of the kernel's {MEMCG_ID_LIMIT} memcg ids in use, \
              {headroom} left)"
         ),
-        _ => "not counted at the start (a recording by an older memtrace)".to_owned(),
+        _ => "unknown at the start (the recording did not count them)".to_owned(),
     };
     let during = if d.removed_while_charged == 0 {
         "none removed while still charged during the recording".to_owned()
@@ -631,7 +631,7 @@ mod tests {
         assert_eq!(names, ["container:4c01db0b339c"]);
         assert_eq!(s.grew_most[0].bytes, 199 * MIB);
         assert!(s.lines().iter().any(|l| l.text.starts_with(
-            "dying memcgs: not counted at the start (a recording by an older memtrace); none"
+            "dying memcgs: unknown at the start (the recording did not count them); none"
         )));
     }
 
