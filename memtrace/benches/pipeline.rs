@@ -300,6 +300,7 @@ fn trace_header() -> TraceHeader {
         started_wall_ns: CLOCK.boot_time_wall_ns + 3_600 * SECOND,
         probes: Vec::new(),
         cgroup_version: "v2".into(),
+        memcgs_at_start: None,
     }
 }
 

@@ -18,7 +18,7 @@ pub use cgroupfs::{
 };
 pub use container::{ContainerIdentity, IdentityKind, QosClass, runtime};
 pub use context::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival};
-pub use dying::{DyingTracker, MEMCG_ID_LIMIT, Removed, count_dying};
+pub use dying::{DyingTracker, MEMCG_ID_LIMIT, MemcgCensus, Removed, count_dying};
 pub use filter::Filter;
 pub use kmsg::{KmsgOomLines, OomKillLine};
 pub use memstat::MemoryStats;

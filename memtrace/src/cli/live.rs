@@ -9,8 +9,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     attribution::{
-        Filter, KmsgOomLines, LiveContext, MEMCG_ID_LIMIT, MemcgResolver, MemoryHierarchy,
-        PodDirectory, Removed, count_dying,
+        Filter, KmsgOomLines, LiveContext, MEMCG_ID_LIMIT, MemcgCensus, MemcgResolver,
+        MemoryHierarchy, PodDirectory, Removed, count_dying,
     },
     clock,
     event::HostClock,
@@ -91,6 +91,8 @@ pub struct Session {
     outputs: ProgramOutputs,
     context: LiveContext,
     hierarchy: MemoryHierarchy,
+    /// The host's memcgs when the session started; `None` when they could not be counted.
+    memcgs_at_start: Option<MemcgCensus>,
     clock: HostClock,
     duration: Option<Duration>,
     intervals: Intervals,
@@ -144,7 +146,7 @@ impl Session {
             .take_aggregates()
             .context("aggregates already taken")?;
         let resolver = MemcgResolver::new(hierarchy.clone());
-        report_dying(&hierarchy, &resolver, args.dying_warn);
+        let memcgs_at_start = report_dying(&hierarchy, &resolver, args.dying_warn);
         let kmsg = KmsgOomLines::follow()
             .inspect_err(|e| {
                 eprintln!(
@@ -187,6 +189,7 @@ impl Session {
             },
             context,
             hierarchy,
+            memcgs_at_start,
             clock: HostClock {
                 boot_time_wall_ns: clock::boot_time_wall_ns(),
                 page_size,
@@ -209,6 +212,11 @@ impl Session {
     #[must_use]
     pub fn hierarchy(&self) -> &MemoryHierarchy {
         &self.hierarchy
+    }
+
+    #[must_use]
+    pub fn memcgs_at_start(&self) -> Option<MemcgCensus> {
+        self.memcgs_at_start
     }
 
     #[must_use]
@@ -318,15 +326,31 @@ async fn stop(mut interrupt: Signal, mut terminate: Signal, duration: Option<Dur
 }
 
 /// Says how many memcgs are dying now, and warns when that nears the kernel's id limit: the
-/// slow leak behind "cannot create cgroup" failures on long-lived nodes.
-fn report_dying(hierarchy: &MemoryHierarchy, resolver: &MemcgResolver, warn_at: u64) {
-    match count_dying(hierarchy, resolver.count_live()) {
-        Ok(dying) if dying >= warn_at => eprintln!(
-            "memtrace: WARNING: {dying} memory cgroups are dying (removed, still pinned by \
-             charged page cache or slab); the kernel cannot create more than {MEMCG_ID_LIMIT}"
-        ),
-        Ok(dying) => eprintln!("memtrace: {dying} dying memory cgroups at start-up"),
-        Err(e) => eprintln!("memtrace: cannot count dying memory cgroups: {e}"),
+/// slow leak behind "cannot create cgroup" failures on long-lived nodes. Returns the count, for
+/// a recording's header.
+fn report_dying(
+    hierarchy: &MemoryHierarchy,
+    resolver: &MemcgResolver,
+    warn_at: u64,
+) -> Option<MemcgCensus> {
+    let live = resolver.count_live();
+    match count_dying(hierarchy, live) {
+        Ok(dying) => {
+            if dying >= warn_at {
+                eprintln!(
+                    "memtrace: WARNING: {dying} memory cgroups are dying (removed, still pinned \
+                     by charged page cache or slab); the kernel cannot create more than \
+                     {MEMCG_ID_LIMIT}"
+                );
+            } else {
+                eprintln!("memtrace: {dying} dying memory cgroups at start-up");
+            }
+            Some(MemcgCensus { live, dying })
+        }
+        Err(e) => {
+            eprintln!("memtrace: cannot count dying memory cgroups: {e}");
+            None
+        }
     }
 }
 

@@ -99,11 +99,12 @@ mod tests {
     #[test]
     fn report_and_export_take_their_options() {
         let cli = Cli::try_parse_from([
-            "memtrace", "report", "f", "--format", "json", "--html", "o.html",
+            "memtrace", "report", "f", "--format", "json", "--html", "o.html", "--top", "5",
         ])
         .expect("ok");
         assert!(matches!(cli.command, Command::Report(a)
-            if a.format == report::ReportFormat::Json && a.html.is_some()));
+            if a.format == report::ReportFormat::Json && a.html.is_some() && a.top == Some(5)));
+        assert!(Cli::try_parse_from(["memtrace", "report", "f", "--top", "-1"]).is_err());
         let cli = Cli::try_parse_from(["memtrace", "export", "--perfetto", "f", "-o", "o.json"])
             .expect("ok");
         assert!(

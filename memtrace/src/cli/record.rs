@@ -75,6 +75,7 @@ pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
         started_wall_ns,
         probes: session.attached().iter().map(ToString::to_string).collect(),
         cgroup_version: format!("{:?}", session.hierarchy().version).to_lowercase(),
+        memcgs_at_start: session.memcgs_at_start(),
     };
     let limits = Limits {
         max_size: args.max_size,

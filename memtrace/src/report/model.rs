@@ -10,9 +10,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use super::verdict::{self, Evidence, Verdict};
+use super::{
+    summary::{self, Summary},
+    verdict::{self, Evidence, Verdict},
+};
 use crate::{
-    attribution::{ContainerIdentity, IdentityKind, MemoryStats},
+    attribution::{ContainerIdentity, IdentityKind, MemcgCensus, MemoryStats},
     event::{
         CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, HostClock, Memcg,
         MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
@@ -51,11 +54,16 @@ pub struct TraceInfo {
     pub lost_events: Option<u64>,
     /// Why the file ended early (the reader's message), if it did.
     pub cut_short: Option<String>,
+    /// The recording host's memory cgroups at the start (from the header), if counted.
+    pub memcgs_at_start: Option<MemcgCensus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
     pub trace: TraceInfo,
+    /// The answer first: OOM kills with the limit that fired and the verdict, what grew most,
+    /// dying memcgs. Made from every container, before `--top` leaves any out.
+    pub summary: Summary,
     /// Events read.
     pub events: u64,
     pub first_event: Option<String>,
@@ -63,8 +71,11 @@ pub struct Report {
     /// Timelines count from here (`CLOCK_BOOTTIME` ns).
     pub first_timestamp_ns: Option<u64>,
     pub last_timestamp_ns: Option<u64>,
-    /// Containers with OOM kills first, then by peak usage.
+    /// Containers and pods before host and system cgroups; in each, those with OOM kills
+    /// first, then by peak usage. `--top N` keeps the first N.
     pub containers: Vec<ContainerReport>,
+    /// How many containers `--top` left out of `containers`.
+    pub containers_left_out: usize,
     /// Containers whose page cache grew most at its peak, largest first.
     pub page_cache_growers: Vec<CacheGrower>,
     pub dying: DyingReport,
@@ -75,6 +86,8 @@ pub struct Report {
 pub struct ContainerReport {
     /// The container's name for people, or its cgroup path.
     pub name: String,
+    /// `container` or `pod` (a workload), `systemd_unit` or `unknown` (the host's own cgroups).
+    pub kind: IdentityKind,
     pub container: Option<ContainerIdentity>,
     /// Every cgroup of this container that an event named.
     pub cgroups: Vec<String>,
@@ -82,6 +95,9 @@ pub struct ContainerReport {
     /// The cgroup whose samples make `memory` (the container's outermost).
     pub memory_cgroup: Option<String>,
     pub memory: Vec<MemoryPoint>,
+    /// When `memory_cgroup` has no limit of its own: the nearest sampled ancestor's (e.g. the
+    /// pod's), the limit its memory counts against.
+    pub applied_limit: Option<AppliedLimit>,
     pub page_cache: PageCache,
     pub reclaim: Reclaim,
     pub charges: Charges,
@@ -89,6 +105,30 @@ pub struct ContainerReport {
     pub slab: Slab,
     /// Reclaims, charge failures and OOM kills, for the timeline.
     pub marks: Vec<Mark>,
+}
+
+/// The limit of an ancestor cgroup that applies to a container without one of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AppliedLimit {
+    pub cgroup: String,
+    /// Who the cgroup belongs to (`pod:<uid>`, …) or its path.
+    pub owner: String,
+    /// The ancestor's limit at its samples, oldest first.
+    pub timeline: Vec<LimitPoint>,
+}
+
+impl AppliedLimit {
+    /// The limit at the last sample.
+    #[must_use]
+    pub fn last_bytes(&self) -> Option<u64> {
+        self.timeline.last().map(|p| p.bytes)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LimitPoint {
+    pub timestamp_ns: u64,
+    pub bytes: u64,
 }
 
 /// A `stats` sample, the parts the report uses.
@@ -130,6 +170,8 @@ pub struct OomReport {
     pub cgroup: Option<String>,
     /// The memcg whose limit fired (the victim's or an ancestor's); `None`: global or unknown.
     pub limit_cgroup: Option<String>,
+    /// Who `limit_cgroup` belongs to (`pod:<uid>`, …), or its path.
+    pub limit_owner: Option<String>,
     pub constraint: Option<String>,
     pub usage_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
@@ -171,6 +213,14 @@ pub struct FileGrowth {
     pub removed_bytes: u64,
     pub net_bytes: i64,
     pub peak_net_bytes: i64,
+}
+
+impl FileGrowth {
+    /// The file for people.
+    #[must_use]
+    pub fn name(&self) -> String {
+        format!("dev {} inode {}", self.device, self.inode)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -705,15 +755,19 @@ impl ReportBuilder {
             samples,
             dying,
         } = self;
+        let owners: HashMap<String, String> = containers
+            .iter()
+            .flat_map(|(owner, acc)| acc.cgroups.iter().map(|c| (c.clone(), owner.name.clone())))
+            .collect();
         let mut containers: Vec<ContainerReport> = containers
             .into_iter()
-            .map(|(owner, acc)| acc.finish(owner.name, &samples, clock))
+            .map(|(owner, acc)| acc.finish(owner.name, &samples, &owners, clock))
             .collect();
         let peak = |c: &ContainerReport| c.memory.iter().filter_map(|m| m.usage).max();
         containers.sort_by(|a, b| {
-            b.oom_kills
-                .len()
-                .cmp(&a.oom_kills.len())
+            is_host(a.kind)
+                .cmp(&is_host(b.kind))
+                .then_with(|| b.oom_kills.len().cmp(&a.oom_kills.len()))
                 .then_with(|| peak(b).cmp(&peak(a)))
                 .then_with(|| a.name.cmp(&b.name))
         });
@@ -738,6 +792,8 @@ impl ReportBuilder {
         report.still_dying = current.into_values().collect();
         report.still_dying.sort_by_key(|d| d.removed_ns);
         Report {
+            summary: summary::summarize(&containers, &report, trace.memcgs_at_start),
+            containers_left_out: 0,
             trace,
             events,
             first_timestamp_ns: first.as_ref().map(|(t, _)| *t),
@@ -751,11 +807,78 @@ impl ReportBuilder {
     }
 }
 
+/// Whether a cgroup of this kind is the host's own (a systemd unit, the root, a path in no
+/// shape memtrace knows) rather than a container or pod.
+#[must_use]
+pub const fn is_host(kind: IdentityKind) -> bool {
+    !matches!(kind, IdentityKind::Container | IdentityKind::Pod)
+}
+
+impl Report {
+    /// Keeps the first `n` container sections (the summary keeps speaking of all of them) and
+    /// says how many were left out.
+    pub fn keep_top(&mut self, n: usize) {
+        if self.containers.len() > n {
+            self.containers_left_out += self.containers.len() - n;
+            self.containers.truncate(n);
+        }
+    }
+}
+
+/// The nearest ancestor of `cgroup` with a sampled limit, for a cgroup without its own.
+fn applied_limit(
+    cgroup: &str,
+    samples: &HashMap<String, Vec<MemoryPoint>>,
+    owners: &HashMap<String, String>,
+) -> Option<AppliedLimit> {
+    let mut ancestor = cgroup;
+    while let Some(cut) = ancestor.rfind('/') {
+        ancestor = &ancestor[..cut];
+        let key = if ancestor.is_empty() { "/" } else { ancestor };
+        let timeline: Vec<LimitPoint> = samples
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                Some(LimitPoint {
+                    timestamp_ns: m.timestamp_ns,
+                    bytes: m.limit?,
+                })
+            })
+            .collect();
+        if !timeline.is_empty() {
+            return Some(AppliedLimit {
+                cgroup: key.to_owned(),
+                owner: owner_name(key, None, owners),
+                timeline,
+            });
+        }
+    }
+    None
+}
+
+/// Who a cgroup belongs to, for people: the report's own name for it when events named it,
+/// else its identity as the event gave it or as its path says, else the path.
+fn owner_name(
+    cgroup: &str,
+    identity: Option<&ContainerIdentity>,
+    owners: &HashMap<String, String>,
+) -> String {
+    if let Some(name) = owners.get(cgroup) {
+        return name.clone();
+    }
+    let identity = identity
+        .cloned()
+        .unwrap_or_else(|| ContainerIdentity::from_cgroup_path(cgroup));
+    Owner::of(Some(cgroup), Some(&identity)).name
+}
+
 impl ContainerAcc {
     fn finish(
         self,
         name: String,
         samples: &HashMap<String, Vec<MemoryPoint>>,
+        owners: &HashMap<String, String>,
         clock: HostClock,
     ) -> ContainerReport {
         // The outermost sampled cgroup: on v1 its numbers are hierarchical totals, so it holds
@@ -774,8 +897,12 @@ impl ContainerAcc {
         let oom_kills: Vec<OomReport> = self
             .ooms
             .iter()
-            .map(|p| oom_report(p, samples, clock))
+            .map(|p| oom_report(p, samples, owners, clock))
             .collect();
+        let applied_limit = memory_cgroup
+            .as_deref()
+            .filter(|_| memory.iter().all(|m| m.limit.is_none()))
+            .and_then(|c| applied_limit(c, samples, owners));
         // The kernel's report is a sample too, at the moment that matters most: a workload
         // that allocates to its limit between two samples would otherwise never reach it on
         // the chart.
@@ -821,11 +948,16 @@ impl ContainerAcc {
         files.truncate(LISTED_FILES);
         ContainerReport {
             name,
+            kind: self
+                .container
+                .as_ref()
+                .map_or(IdentityKind::Unknown, ContainerIdentity::kind),
             container: self.container,
             cgroups: self.cgroups.into_iter().collect(),
             oom_kills,
             memory_cgroup,
             memory,
+            applied_limit,
             page_cache: PageCache {
                 top_files: files,
                 ..self.cache
@@ -858,6 +990,7 @@ enum Failure<'a> {
 fn oom_report(
     p: &PendingOom,
     samples: &HashMap<String, Vec<MemoryPoint>>,
+    owners: &HashMap<String, String>,
     clock: HostClock,
 ) -> OomReport {
     let e = &p.event;
@@ -908,6 +1041,10 @@ fn oom_report(
         comm: e.comm.clone(),
         cgroup: p.cgroup.clone(),
         limit_cgroup: e.limit_cgroup.clone(),
+        limit_owner: e
+            .limit_cgroup
+            .as_deref()
+            .map(|c| owner_name(c, e.limit_container.as_ref(), owners)),
         constraint: e.constraint.as_ref().map(|c| c.name().to_owned()),
         usage_bytes: at_kill.as_ref().and_then(|m| m.usage),
         limit_bytes: at_kill.as_ref().and_then(|m| m.limit),
@@ -934,8 +1071,12 @@ pub(crate) mod tests {
     pub(crate) const CONTAINER_ID: &str =
         "4c01db0b339c5c5ba5f8e1b2a9d3e4f5061728394a5b6c7d8e9f0a1b2c3d4e5f";
 
+    pub(crate) fn pod_path() -> String {
+        "/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".to_owned()
+    }
+
     pub(crate) fn container_path() -> String {
-        format!("/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/{CONTAINER_ID}")
+        format!("{}/{CONTAINER_ID}", pod_path())
     }
 
     pub(crate) const CLOCK: HostClock = HostClock {
@@ -943,7 +1084,7 @@ pub(crate) mod tests {
         page_size: 4096,
     };
 
-    fn at(ns: u64, memcg_id: Option<u64>, cgroup: Option<&str>, what: What) -> Event {
+    pub(crate) fn at(ns: u64, memcg_id: Option<u64>, cgroup: Option<&str>, what: What) -> Event {
         Event {
             timestamp_ns: ns,
             memcg: Memcg {
@@ -956,13 +1097,22 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn stats(ns: u64, cgroup: &str, anon: u64, file: u64) -> Event {
+        stats_full(ns, cgroup, anon, file, Some(64 * MIB))
+    }
+
+    /// A sample with only anon (and 1 MiB of kernel memory).
+    pub(crate) fn stats_with_limit(ns: u64, cgroup: &str, anon: u64, limit: Option<u64>) -> Event {
+        stats_full(ns, cgroup, anon, 0, limit)
+    }
+
+    fn stats_full(ns: u64, cgroup: &str, anon: u64, file: u64, limit: Option<u64>) -> Event {
         at(
             ns,
             None,
             Some(cgroup),
             What::Stats(MemoryStats {
                 usage_bytes: Some(anon + file + MIB),
-                limit_bytes: Some(64 * MIB),
+                limit_bytes: limit,
                 working_set_bytes: Some(anon + MIB),
                 anon_bytes: Some(anon),
                 file_bytes: Some(file),
@@ -1346,6 +1496,45 @@ pub(crate) mod tests {
         let r = b.finish(TraceInfo::default());
         assert_eq!(r.containers.len(), 2);
         assert!(r.containers.iter().all(|c| c.name == "docker:abababababab"));
+    }
+
+    /// A host service using more memory than any container still comes after the containers
+    /// and pods; `--top` keeps the first sections and counts the rest, and the summary still
+    /// speaks of all of them.
+    #[test]
+    fn containers_and_pods_come_before_host_cgroups_and_top_bounds_them() {
+        let mut events = scenario();
+        events.push(stats(0, "/system.slice/big.service", 900 * MIB, MIB));
+        events.push(stats(0, &pod_path(), 10 * MIB, MIB));
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in &events {
+            b.add(e);
+        }
+        let mut r = b.finish(TraceInfo::default());
+        let order: Vec<(&str, IdentityKind)> = r
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("container:4c01db0b339c", IdentityKind::Container),
+                (
+                    "pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                    IdentityKind::Pod
+                ),
+                ("big.service", IdentityKind::SystemdUnit),
+                ("backup.service", IdentityKind::SystemdUnit),
+            ]
+        );
+        let summary = r.summary.clone();
+        r.keep_top(1);
+        assert_eq!(r.containers.len(), 1);
+        assert_eq!(r.containers_left_out, 3);
+        assert_eq!(r.summary, summary);
+        r.keep_top(5);
+        assert_eq!((r.containers.len(), r.containers_left_out), (1, 3));
     }
 
     #[test]

@@ -27,6 +27,10 @@ fn header() -> TraceHeader {
         started_wall_ns: 1_795_000_100_000_000_000,
         probes: vec!["oom_kill=raw_tp/mark_victim".into()],
         cgroup_version: "v1".into(),
+        memcgs_at_start: Some(crate::attribution::MemcgCensus {
+            live: 130,
+            dying: 14,
+        }),
     }
 }
 
