@@ -4,7 +4,10 @@ use std::{io, path::PathBuf, process::ExitCode, time::Instant};
 
 use anyhow::Context as _;
 
-use super::live::{LiveArgs, Session};
+use super::{
+    live::{LiveArgs, Session},
+    stream::TextArgs,
+};
 use crate::{
     clock,
     sinks::{self, Tee},
@@ -45,6 +48,8 @@ pub struct Args {
     pub print: Option<sinks::Format>,
     #[command(flatten)]
     pub live: LiveArgs,
+    #[command(flatten)]
+    pub text: TextArgs,
 }
 
 fn parse_max_size(value: &str) -> Result<u64, String> {
@@ -85,7 +90,8 @@ pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
     eprintln!("memtrace: recording to {}", recording.current().display());
     let streamed = match args.print {
         Some(format) => {
-            let mut terminal = sinks::terminal(format, io::stdout(), session.clock());
+            let text = args.text.options();
+            let mut terminal = sinks::terminal(format, io::stdout(), session.clock(), &text);
             session.stream(&mut Tee {
                 first: &mut recording,
                 second: terminal.as_mut(),

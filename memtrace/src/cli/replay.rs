@@ -5,6 +5,7 @@ use std::{io, path::PathBuf, process::ExitCode};
 use super::{
     progress::Progress,
     select::{SelectArgs, Selection, TIME_HELP},
+    stream::TextArgs,
 };
 use crate::{
     event::HostClock,
@@ -24,6 +25,7 @@ the last second of the recording missing, was printed, and a warning says where 
 
 Examples:
   memtrace replay node1.mtrace
+  memtrace replay node1.mtrace --each          every reclaim and charge failure on its own line
   memtrace replay node1.mtrace --type oom_kill,reclaim --pod shop/cart-7d9f
   memtrace replay node1.mtrace --since 10m --until 2026-11-27T16:00:00Z --format json
   memtrace replay node1.mtrace --format json | jq 'select(.type==\"oom_kill\")'";
@@ -40,6 +42,8 @@ pub struct Args {
     pub format: sinks::Format,
     #[command(flatten)]
     pub select: SelectArgs,
+    #[command(flatten)]
+    pub text: TextArgs,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -51,7 +55,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let selection = Selection::new(&args.select, &header);
     let progress = Progress::for_reader(&reader, true);
-    let mut sink = sinks::terminal(args.format, io::stdout(), clock);
+    let mut sink = sinks::terminal(args.format, io::stdout(), clock, &args.text.options());
     let mut exit = ExitCode::SUCCESS;
     let mut read = 0u64;
     let result = loop {
@@ -103,7 +107,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     progress.finish();
     // What was read is printed before any error about what follows it.
-    sink.flush()?;
+    sink.end()?;
     result?;
     Ok(exit)
 }
