@@ -462,3 +462,293 @@ impl Summariser {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{
+        CgroupChange, ChargeFailFromReclaim, ChargeProbe, PageCache,
+        samples::{CLOCK, oom_kill},
+    };
+
+    const SECOND: u64 = 1_000_000_000;
+    const GRACE: u64 = 2 * SECOND;
+
+    fn memcg(id: u64) -> Memcg {
+        Memcg {
+            id: Some(id),
+            cgroup: Some(format!("/pod/c{id}")),
+            container: None,
+        }
+    }
+
+    fn at(ns: u64, id: u64, what: What) -> Event {
+        Event {
+            timestamp_ns: ns,
+            memcg: memcg(id),
+            what,
+        }
+    }
+
+    fn reclaim(ns: u64, id: u64, freed: u64, took: u64) -> Event {
+        at(
+            ns,
+            id,
+            What::Reclaim(Reclaim {
+                pid: 9,
+                duration_ns: took,
+                reclaimed_bytes: freed,
+                order: 0,
+                gfp_flags: 0xcc0,
+                ineffective: freed == 0,
+            }),
+        )
+    }
+
+    fn derived_fail(ns: u64, id: u64, failcnt: u64) -> Event {
+        at(
+            ns,
+            id,
+            What::ChargeFailFromReclaim(ChargeFailFromReclaim {
+                pid: 9,
+                gfp_flags: 0xcc0,
+                reclaimed_bytes: 0,
+                reclaim_ns: 1_000,
+                charge_failures: Some(failcnt),
+            }),
+        )
+    }
+
+    fn cgroup(ns: u64, id: u64, action: CgroupAction, dying_ns: Option<u64>) -> Event {
+        at(
+            ns,
+            id,
+            What::Cgroup(CgroupChange {
+                action,
+                dying: action == CgroupAction::Removed,
+                charged_bytes: (action == CgroupAction::Removed).then_some(3 << 20),
+                dying_ns,
+            }),
+        )
+    }
+
+    fn cache(ns: u64, id: u64) -> Event {
+        at(ns, id, What::Cache(PageCache::new(SECOND, 8 << 20, 4 << 20)))
+    }
+
+    fn text(lines: &[Line]) -> Vec<&str> {
+        lines
+            .iter()
+            .map(|l| match l {
+                Line::Plain(s) | Line::Alarm(s) => s.as_str(),
+            })
+            .collect()
+    }
+
+    /// The number before `word` in `line` (`350 episodes`).
+    fn count_before(line: &str, word: &str) -> u64 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let i = words
+            .iter()
+            .position(|w| *w == word)
+            .unwrap_or_else(|| panic!("no {word:?} in {line}"));
+        words[i - 1].parse().expect("a count")
+    }
+
+    #[test]
+    fn thousands_of_reclaims_and_charge_failures_are_one_line_per_memcg_that_counts_them_all() {
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        let mut expected = [(0u64, 0u64, 0u64); 2];
+        for i in 0..5_000u64 {
+            let id = 1 + i % 2;
+            let freed = if i % 3 == 0 { 0 } else { 4096 * (i % 7) };
+            let took = 1_000 + i;
+            s.event(&reclaim(10 + i, id, freed, took), &mut out);
+            s.event(&derived_fail(10 + i, id, i), &mut out);
+            let e = &mut expected[usize::try_from(id - 1).expect("small")];
+            e.0 += 1;
+            e.1 += freed;
+            e.2 += u64::from(freed == 0);
+        }
+        assert!(out.is_empty(), "nothing before the interval ends: {out:?}");
+        s.event(&cache(SECOND, 1), &mut out);
+        s.interval_end(SECOND, &mut out);
+        let lines = text(&out);
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        // Memcg 1's lines together: its interval event, then its summary.
+        assert!(lines[0].contains(" cache ") && lines[0].contains("/pod/c1"), "{lines:#?}");
+        for (line, (id, (episodes, freed, nothing))) in lines[1..].iter().zip((1..).zip(expected)) {
+            assert!(line.contains(&format!(" /pod/c{id} ")), "{line}");
+            assert!(line.contains(" reclaim "), "{line}");
+            assert_eq!(count_before(line, "episodes"), episodes, "{line}");
+            assert!(line.contains(&format!("freed {},", human_bytes(freed))), "{line}");
+            assert!(line.contains(&format!(", {nothing} freed nothing")), "{line}");
+            assert_eq!(
+                count_before(line, "(derived:"),
+                episodes,
+                "every derived charge failure counted: {line}"
+            );
+            // The worst is the longest stall: the last episode of that memcg.
+            assert!(line.contains("; worst 6us (pid 9"), "{line}");
+        }
+        out.clear();
+        s.interval_end(2 * SECOND, &mut out);
+        assert!(out.is_empty(), "a quiet interval says nothing: {out:?}");
+    }
+
+    #[test]
+    fn a_lone_event_keeps_its_own_line() {
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        let event = reclaim(10, 1, 0, 2_000);
+        s.event(&event, &mut out);
+        s.interval_end(SECOND, &mut out);
+        assert_eq!(text(&out), [line(&event, CLOCK)]);
+    }
+
+    #[test]
+    fn kernel_charge_failures_name_the_largest() {
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        for pages in [1, 8, 2] {
+            let fail = ChargeFail {
+                pid: 40 + pages,
+                tgid: 40,
+                comm: "dd".into(),
+                nr_pages: pages,
+                gfp_flags: 0,
+                errno: 12,
+                probe: ChargeProbe::Fexit,
+                charge_failures: Some(u64::from(pages)),
+            };
+            s.event(&at(10, 1, What::ChargeFail(fail)), &mut out);
+        }
+        s.interval_end(SECOND, &mut out);
+        let lines = text(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains(" chargefail /pod/c1 3 refused charges (11 pages) in 1.0s; largest pid=48 comm=dd pages=8 ENOMEM"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].ends_with(" failcnt=2"), "{}", lines[0]);
+    }
+
+    #[test]
+    fn an_oom_kill_stands_alone_after_what_led_to_it() {
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        let kill = oom_kill();
+        let victim = kill.memcg.id.expect("id");
+        for i in 0..3 {
+            let mut r = reclaim(i, victim, 0, 500);
+            r.memcg = kill.memcg.clone();
+            s.event(&r, &mut out);
+        }
+        s.event(&kill, &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(matches!(&out[0], Line::Plain(l) if l.contains(" 3 episodes ")), "{out:?}");
+        assert_eq!(out[1], Line::Alarm(line(&kill, CLOCK)));
+        out.clear();
+        s.interval_end(SECOND, &mut out);
+        assert!(out.is_empty(), "counted once: {out:?}");
+    }
+
+    #[test]
+    fn a_removal_freed_within_the_grace_is_one_calm_line() {
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        s.event(&cgroup(SECOND, 7, CgroupAction::Removed, None), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let freed_after = 40_000_000;
+        let freed = cgroup(SECOND + freed_after, 7, CgroupAction::Freed, Some(freed_after));
+        s.event(&freed, &mut out);
+        let lines = text(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].ends_with(" cgroup    /pod/c7 removed id=7 charged=3.0MiB, freed 40ms later"),
+            "{}",
+            lines[0]
+        );
+        assert!(!lines[0].contains("DYING") && !lines[0].contains("dying"), "{}", lines[0]);
+        // Stamped at the removal.
+        assert!(lines[0].starts_with(&CLOCK.wall(SECOND)), "{}", lines[0]);
+    }
+
+    #[test]
+    fn a_removal_that_outlives_the_grace_is_dying_once_and_its_release_says_how_long() {
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        s.event(&cgroup(SECOND, 7, CgroupAction::Removed, None), &mut out);
+        s.interval_end(2 * SECOND, &mut out);
+        assert!(out.is_empty(), "within the grace: {out:?}");
+        s.interval_end(3 * SECOND, &mut out);
+        let lines = text(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with(&CLOCK.wall(3 * SECOND)), "{}", lines[0]);
+        assert!(
+            lines[0].contains(" cgroup    /pod/c7 DYING id=7: removed at ")
+                && lines[0].contains(" with 3.0MiB charged, not freed within 2.0s"),
+            "{}",
+            lines[0]
+        );
+        out.clear();
+        s.interval_end(4 * SECOND, &mut out);
+        assert!(out.is_empty(), "said once: {out:?}");
+        let dying = 9 * SECOND;
+        s.event(
+            &cgroup(10 * SECOND, 7, CgroupAction::Freed, Some(dying)),
+            &mut out,
+        );
+        let lines = text(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].ends_with(" freed id=7 after 9.0s dying"), "{}", lines[0]);
+    }
+
+    #[test]
+    fn without_ticks_interval_events_end_the_interval_they_close() {
+        // A replayed trace: reclaims, then the interval's events stamped with its end, then
+        // the next interval's reclaims.
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        for i in 0..10 {
+            s.event(&reclaim(SECOND / 2 + i, 1, 4096, 100), &mut out);
+        }
+        s.event(&cache(SECOND, 1), &mut out);
+        s.event(&cache(SECOND, 2), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        s.event(&reclaim(SECOND + 5, 1, 4096, 100), &mut out);
+        s.event(&reclaim(SECOND + 6, 1, 4096, 100), &mut out);
+        let lines = text(&out);
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].contains(" cache ") && lines[0].contains("/pod/c1"), "{lines:#?}");
+        assert_eq!(count_before(lines[1], "episodes"), 10, "{lines:#?}");
+        assert!(lines[2].contains(" cache ") && lines[2].contains("/pod/c2"), "{lines:#?}");
+        out.clear();
+        // Without interval events, an interval ends when events come well past it.
+        s.event(&reclaim(5 * SECOND, 1, 4096, 100), &mut out);
+        assert_eq!(count_before(text(&out)[0], "episodes"), 2, "{out:#?}");
+        out.clear();
+        s.end(&mut out);
+        assert_eq!(text(&out), [line(&reclaim(5 * SECOND, 1, 4096, 100), CLOCK)]);
+    }
+
+    #[test]
+    fn the_end_writes_what_is_held() {
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        s.event(&reclaim(10, 1, 0, 100), &mut out);
+        s.event(&reclaim(20, 1, 0, 100), &mut out);
+        s.event(&cgroup(30, 7, CgroupAction::Removed, None), &mut out);
+        s.end(&mut out);
+        let lines = text(&out);
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert_eq!(count_before(lines[0], "episodes"), 2, "{lines:#?}");
+        assert!(
+            lines[1].ends_with("removed id=7 charged=3.0MiB, not freed when the stream ended (0us after removal)"),
+            "{}",
+            lines[1]
+        );
+    }
+}

@@ -372,6 +372,60 @@ mod tests {
     }
 
     #[test]
+    fn oom_kills_stand_out_and_are_red_only_on_a_terminal() {
+        let event = oom_kill();
+        for (options, expected) in [
+            (TextOptions::default(), format!("!!! {}\n", line(&event, CLOCK))),
+            (
+                TextOptions {
+                    each: true,
+                    ..TextOptions::default()
+                },
+                format!("!!! {}\n", line(&event, CLOCK)),
+            ),
+            (
+                TextOptions {
+                    color: true,
+                    ..TextOptions::default()
+                },
+                format!("\x1b[1;31m!!! {}\x1b[0m\n", line(&event, CLOCK)),
+            ),
+        ] {
+            let mut out = Vec::new();
+            let mut sink = TextSink::with_options(&mut out, CLOCK, &options);
+            sink.write(&event).expect("write");
+            sink.end().expect("end");
+            drop(sink);
+            assert_eq!(String::from_utf8(out).expect("utf-8"), expected);
+        }
+    }
+
+    #[test]
+    fn each_writes_every_event_as_it_comes() {
+        let reclaim = Event {
+            what: What::Reclaim(Reclaim {
+                pid: 9,
+                duration_ns: 1_000,
+                reclaimed_bytes: 0,
+                order: 0,
+                gfp_flags: 0,
+                ineffective: true,
+            }),
+            ..oom_kill()
+        };
+        let mut out = Vec::new();
+        let mut sink = TextSink::new(&mut out, CLOCK);
+        for _ in 0..3 {
+            sink.write(&reclaim).expect("write");
+        }
+        sink.flush().expect("flush");
+        drop(sink);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().all(|l| l == line(&reclaim, CLOCK)), "{text}");
+    }
+
+    #[test]
     fn oom_kill_line() {
         let event = oom_kill();
         assert_eq!(
