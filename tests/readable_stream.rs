@@ -22,7 +22,7 @@ const POD_LIMIT: u64 = 256 << 20;
 const FILE_MIB: usize = 200;
 const TMPFS_FILES: usize = 30_000;
 const POD_UID: &str = "5e1dab1e-0d0c-4a11-9f00-0123456789ab";
-const GROWER: &str = "9a0e1f2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff";
+const GROWER: &str = "9a0e1f2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeef";
 const READER: &str = "7eade25a7eade25a7eade25a7eade25a7eade25a7eade25a7eade25a7eade25a";
 const FILER: &str = "f11e5f11e5f11e5f11e5f11e5f11e5f11e5f11e5f11e5f11e5f11e5f11e5f11e";
 /// What the issue asks of the summarised stream.

@@ -1,5 +1,6 @@
 //! Where events go: the terminal (text or JSON Lines) or a trace file.
 
+mod carry;
 mod json;
 mod summary;
 mod tee;

@@ -4,7 +4,8 @@
 //! kernel-seen or derived) are counted per memcg and written as one line per memcg per
 //! interval: how many, how much they freed, the stall, how many freed nothing, the worst one.
 //! The interval's page-cache, charge and slab events (one per memcg per interval already) are
-//! written beside it, so a container's lines for an interval stand together. OOM kills are
+//! written beside it, so a container's lines for an interval stand together; those that moved
+//! too little to be worth a line are merged into the next (`carry`). OOM kills are
 //! written at once, on their own. A memcg removed while memory is still charged is called dying
 //! only when it outlives a grace period; freed within it, its removal and release are one calm
 //! line. Every event is counted in some line: nothing is dropped.
@@ -18,7 +19,10 @@ use std::{
     fmt::Write as _,
 };
 
-use super::text::{line, who};
+use super::{
+    carry::Carry,
+    text::{line, who},
+};
 use crate::{
     event::{CgroupAction, ChargeFail, Event, HostClock, Memcg, Reclaim, What},
     units::{human_bytes, micros, seconds},
@@ -48,6 +52,8 @@ pub struct Summariser {
     pending_end: Option<u64>,
     /// Memcgs with something to say this interval, in the order they first spoke.
     buckets: Vec<Bucket>,
+    /// Interval events too small to read yet.
+    carry: Carry,
     /// Removed within the grace: by memcg id.
     removals: HashMap<u64, Event>,
     /// Said to be dying (removed with memory charged, not freed within the grace).
@@ -239,12 +245,12 @@ fn time_of_day(wall: &str) -> &str {
         .map_or(wall, |(_, t)| t.trim_end_matches('Z'))
 }
 
-/// Written per interval: summarised, or grouped with the memcg's other lines.
+/// Counted into a line per memcg per interval.
 fn summarised(what: &What) -> bool {
     matches!(
         what,
         What::Reclaim(_) | What::ChargeFail(_) | What::ChargeFailFromReclaim(_)
-    ) || interval_ns(what).is_some()
+    )
 }
 
 /// The length of an interval event's interval.
@@ -270,6 +276,7 @@ impl Summariser {
             start_ns: None,
             pending_end: None,
             buckets: Vec::new(),
+            carry: Carry::default(),
             removals: HashMap::new(),
             dying: HashSet::new(),
             now_ns: 0,
@@ -285,17 +292,18 @@ impl Summariser {
         self.start_ns.get_or_insert(at);
         self.now_ns = self.now_ns.max(at);
         self.expire_removals(out);
-        if summarised(&event.what) {
-            let bucket = self.bucket(&event.memcg);
-            if let Some(interval) = interval_ns(&event.what) {
-                bucket.intervals.push(event.clone());
-                self.interval_ns = interval.max(1);
-                if !self.ticked {
-                    self.pending_end = Some(at);
-                }
-            } else {
-                bucket.pressure.add(event);
+        if let Some(interval) = interval_ns(&event.what) {
+            self.interval_ns = interval.max(1);
+            if !self.ticked {
+                self.pending_end = Some(at);
             }
+            if let Some(worth_reading) = self.carry.take(event) {
+                self.bucket(&event.memcg).intervals.push(worth_reading);
+            }
+            return;
+        }
+        if summarised(&event.what) {
+            self.bucket(&event.memcg).pressure.add(event);
             return;
         }
         match &event.what {
@@ -327,6 +335,9 @@ impl Summariser {
     /// The stream ended: everything held is due.
     pub fn end(&mut self, out: &mut Vec<Line>) {
         let end = self.pending_end.take().unwrap_or(self.now_ns);
+        for carried in self.carry.drain() {
+            self.bucket(&carried.memcg).intervals.push(carried);
+        }
         self.close(end, out);
         self.expire_removals(out);
         let mut left: Vec<Event> = self.removals.drain().map(|(_, e)| e).collect();
@@ -732,6 +743,26 @@ mod tests {
         out.clear();
         s.end(&mut out);
         assert_eq!(text(&out), [line(&reclaim(5 * SECOND, 1, 4096, 100), CLOCK)]);
+    }
+
+    #[test]
+    fn interval_lines_too_small_to_read_wait_for_more_and_the_end() {
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        let small = |ns| at(ns, 1, What::Cache(PageCache::new(SECOND, 300 << 10, 0)));
+        for i in 1..=5 {
+            s.event(&small(i * SECOND), &mut out);
+            s.interval_end(i * SECOND, &mut out);
+        }
+        // 1.2 MiB after the fourth second: one line for four.
+        let lines = text(&out);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].contains(" +1.2MiB (added 1.2MiB, removed 0B) in 4.0s"), "{}", lines[0]);
+        out.clear();
+        s.end(&mut out);
+        let lines = text(&out);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].contains(" +300.0KiB (added 300.0KiB, removed 0B) in 1.0s"), "{}", lines[0]);
     }
 
     #[test]
