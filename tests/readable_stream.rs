@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace_tests::{Finished, Memtrace, TestCgroup, assert_oom_killed};
+use memtrace_tests::{Finished, Memtrace, TestCgroup, TextLine, assert_oom_killed};
 
 const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
 const MKFILES: &str = env!("CARGO_BIN_EXE_mkfiles");
@@ -86,12 +86,12 @@ fn seen_and_lost(out: &Finished) -> (u64, u64) {
     (number_before("events"), number_before("lost"))
 }
 
-/// A text line's cgroup: the third field, after an OOM kill's `!!!`.
 fn cgroup_of(line: &str) -> Option<&str> {
-    line.strip_prefix("!!! ")
-        .unwrap_or(line)
-        .split_whitespace()
-        .nth(2)
+    TextLine::parse(line).map(|l| l.cgroup)
+}
+
+fn kind(line: &str) -> Option<&str> {
+    TextLine::parse(line).map(|l| l.kind)
 }
 
 /// Per container: its lines, and the most it got stamped within one wall-clock second.
@@ -245,25 +245,19 @@ fn the_pod_scenario_stays_under_five_lines_per_container_per_second_with_the_kil
     }
     // The pressure was there, and summarised: reclaim episodes are counted on lines, not
     // printed one by one.
-    let kind = |l: &str| l.strip_prefix("!!! ").unwrap_or(l).split_whitespace().nth(1).map(str::to_owned);
     let reclaims_each = |path: &str| {
         each.stdout
             .lines()
-            .filter(|l| cgroup_of(l) == Some(path) && kind(l).as_deref() == Some("reclaim"))
+            .filter(|l| cgroup_of(l) == Some(path) && kind(l) == Some("reclaim"))
             .count()
     };
     let episodes = |path: &str| -> usize {
         summarised
             .stdout
             .lines()
-            .filter(|l| cgroup_of(l) == Some(path) && kind(l).as_deref() == Some("reclaim"))
-            .map(|l| {
-                let words: Vec<&str> = l.split_whitespace().collect();
-                words
-                    .iter()
-                    .position(|w| *w == "episodes")
-                    .map_or(1, |i| words[i - 1].parse().expect("a count"))
-            })
+            .filter_map(TextLine::parse)
+            .filter(|l| l.cgroup == path)
+            .map(|l| l.reclaim_episodes())
             .sum()
     };
     let all_each: usize = containers.iter().map(|c| reclaims_each(c)).sum();
@@ -286,7 +280,7 @@ fn the_pod_scenario_stays_under_five_lines_per_container_per_second_with_the_kil
             .iter()
             .filter(|l| {
                 cgroup_of(l) == Some(path)
-                    && kind(l).as_deref() == Some("cgroup")
+                    && kind(l) == Some("cgroup")
                     && (l.contains(" removed ") || l.contains(" DYING "))
             })
             .collect();

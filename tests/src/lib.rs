@@ -696,3 +696,55 @@ pub fn memtrace_output(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap_or_else(|e| panic!("running memtrace {args:?}: {e}"))
 }
+
+/// A line of `memtrace run`'s text stream: `TIME TYPE CGROUP …`, an OOM kill's after `!!! `.
+#[derive(Clone, Copy, Debug)]
+pub struct TextLine<'a> {
+    pub line: &'a str,
+    /// `reclaim`, `oom_kill`, `cgroup`, …
+    pub kind: &'a str,
+    pub cgroup: &'a str,
+    /// The line began with `!!! `.
+    pub alarm: bool,
+}
+
+impl<'a> TextLine<'a> {
+    /// `None` for a line that is not `TIME TYPE CGROUP …`.
+    #[must_use]
+    pub fn parse(line: &'a str) -> Option<Self> {
+        let (alarm, rest) = match line.strip_prefix("!!! ") {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let mut fields = rest.split_whitespace();
+        fields.next()?;
+        Some(Self {
+            line,
+            kind: fields.next()?,
+            cgroup: fields.next()?,
+            alarm,
+        })
+    }
+
+    /// How many reclaim episodes a `reclaim` line stands for: `N episodes` on a summary, 1 on
+    /// a single episode's line.
+    ///
+    /// # Panics
+    ///
+    /// When the count is not a number.
+    #[must_use]
+    pub fn reclaim_episodes(&self) -> usize {
+        if self.kind != "reclaim" {
+            return 0;
+        }
+        let words: Vec<&str> = self.line.split_whitespace().collect();
+        words
+            .iter()
+            .position(|w| *w == "episodes")
+            .map_or(1, |i| {
+                words[i - 1]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("no count in {}", self.line))
+            })
+    }
+}
