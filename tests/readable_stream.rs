@@ -118,7 +118,7 @@ fn one_round(
     round: usize,
     file: &std::path::Path,
     tmpfs: &Tmpfs,
-    [grower, reader, filer]: [&TestCgroup; 3],
+    [grower, reader, tmpfs_user]: [&TestCgroup; 3],
 ) -> u32 {
     let cold = fs::File::open(file).expect("open file");
     // SAFETY: the fd is open for the call; fadvise only drops this file's clean pages.
@@ -137,7 +137,7 @@ fn one_round(
         })
     };
     let filing = {
-        let procs = filer.procs_file();
+        let procs = tmpfs_user.procs_file();
         let dir = tmpfs.0.path().join(format!("round{round}"));
         fs::create_dir(&dir).expect("mkdir on the tmpfs");
         thread::spawn(move || {
@@ -153,17 +153,28 @@ fn one_round(
     assert_oom_killed(victim, status);
     let read = reading.join().expect("dd thread");
     assert!(read.success(), "dd failed: {read}");
-    let filed = filing.join().expect("mkfiles thread");
-    assert!(filed.success(), "mkfiles failed: {filed}");
+    let made = filing.join().expect("mkfiles thread");
+    assert!(made.success(), "mkfiles failed: {made}");
     victim
 }
 
-#[test]
-fn the_pod_scenario_stays_under_five_lines_per_container_per_second_with_the_kill_and_nothing_lost()
-{
+/// What the scenario left: both sessions' output and the times.
+struct Scenario {
+    summarised: Finished,
+    each: Finished,
+    /// The containers' cgroup paths: grower, reader, tmpfs user.
+    containers: [String; 3],
+    pod: String,
+    victims: Vec<u32>,
+    workload_s: f64,
+    elapsed_s: f64,
+}
+
+/// The pod, the two sessions, [`ROUNDS`] rounds, then the containers removed.
+fn run_scenario() -> Scenario {
     let tmpfs = Tmpfs::new();
-    let files = tempfile::tempdir_in("/var/tmp").expect("tempdir");
-    let file = cold_file(files.path());
+    let cold_dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let file = cold_file(cold_dir.path());
 
     let base = TestCgroup::new("readable", 1 << 30);
     let kubepods = base.child("kubepods", None);
@@ -171,9 +182,12 @@ fn the_pod_scenario_stays_under_five_lines_per_container_per_second_with_the_kil
     let pod = burstable.child(&format!("pod{POD_UID}"), Some(POD_LIMIT));
     let grower = pod.child(GROWER, None);
     let reader = pod.child(READER, None);
-    let filer = pod.child(FILER, None);
-    let paths = [grower.path.clone(), reader.path.clone(), filer.path.clone()];
-    let containers = paths.each_ref().map(String::as_str);
+    let tmpfs_user = pod.child(FILER, None);
+    let containers = [
+        grower.path.clone(),
+        reader.path.clone(),
+        tmpfs_user.path.clone(),
+    ];
 
     // What a user types; only this test's cgroups, so other work on the machine is not counted.
     let summarised = Memtrace::start(&["run", "--cgroup", &base.path]);
@@ -181,100 +195,133 @@ fn the_pod_scenario_stays_under_five_lines_per_container_per_second_with_the_kil
 
     let began = Instant::now();
     // Kubernetes restarts an OOM-killed container: the scenario runs a few times over.
-    let mut victims = Vec::new();
-    for round in 0..ROUNDS {
-        victims.push(one_round(round, &file, &tmpfs, [&grower, &reader, &filer]));
-    }
+    let victims = (0..ROUNDS)
+        .map(|round| one_round(round, &file, &tmpfs, [&grower, &reader, &tmpfs_user]))
+        .collect();
     // The last interval's lines.
     thread::sleep(Duration::from_millis(1500));
     let workload_s = began.elapsed().as_secs_f64();
-    // The containers exit; the reader's page cache and the filer's tmpfs inodes stay charged.
+    // The containers exit, some with memory still charged; then the grace, and a tick.
     let removed_at = Instant::now();
     drop(grower);
     drop(reader);
-    drop(filer);
-    thread::sleep(DYING_GRACE + Duration::from_millis(1200) - removed_at.elapsed());
-    let elapsed = began.elapsed().as_secs_f64();
-    let summarised = summarised.stop_ok();
-    let each = each.stop_ok();
+    drop(tmpfs_user);
+    let wait = DYING_GRACE + Duration::from_millis(1200);
+    thread::sleep(wait.saturating_sub(removed_at.elapsed()));
+    let elapsed_s = began.elapsed().as_secs_f64();
+    Scenario {
+        summarised: summarised.stop_ok(),
+        each: each.stop_ok(),
+        containers,
+        pod: pod.path.clone(),
+        victims,
+        workload_s,
+        elapsed_s,
+    }
+}
 
-    let (seen, lost) = seen_and_lost(&summarised);
-    let (seen_each, lost_each) = seen_and_lost(&each);
-    let rates = lines_per_container(&summarised.stdout, &containers);
-    let rates_each = lines_per_container(&each.stdout, &containers);
+#[expect(clippy::cast_precision_loss, reason = "a rate for people")]
+fn per_second(lines: usize, seconds: f64) -> f64 {
+    lines as f64 / seconds
+}
+
+/// A 12-character container id for the printout.
+fn short(path: &str) -> &str {
+    let id = path.rsplit('/').next().unwrap_or(path);
+    id.get(..12).unwrap_or(id)
+}
+
+#[test]
+fn the_pod_scenario_stays_under_five_lines_per_container_per_second_with_the_kill_and_nothing_lost()
+{
+    let run = run_scenario();
+    let containers = run.containers.each_ref().map(String::as_str);
+    let elapsed = run.elapsed_s;
+    let (seen, lost) = seen_and_lost(&run.summarised);
+    let (seen_each, lost_each) = seen_and_lost(&run.each);
+    let summarised = lines_per_container(&run.summarised.stdout, &containers);
+    let each = lines_per_container(&run.each.stdout, &containers);
     println!(
-        "pod scenario: {ROUNDS} rounds in {workload_s:.1}s, then the containers removed, \
-         {elapsed:.1}s in all; summarised: {} lines in all, {seen} events seen, {lost} lost; \
-         --each: {} lines, {seen_each} events seen, {lost_each} lost",
-        summarised.stdout.lines().count(),
-        each.stdout.lines().count(),
+        "pod scenario: {ROUNDS} rounds in {:.1}s, then the containers removed, {elapsed:.1}s in \
+         all; summarised: {} lines in all, {seen} events seen, {lost} lost; --each: {} lines, \
+         {seen_each} events seen, {lost_each} lost",
+        run.workload_s,
+        run.summarised.stdout.lines().count(),
+        run.each.stdout.lines().count(),
     );
-    for ((path, total, peak), (_, total_each, peak_each)) in rates.iter().zip(&rates_each) {
-        #[expect(clippy::cast_precision_loss, reason = "a rate for people")]
-        let (rate, rate_each) = (*total as f64 / elapsed, *total_each as f64 / elapsed);
+    for ((path, total, peak), (_, every, every_peak)) in summarised.iter().zip(&each) {
         println!(
-            "  {}: {total} lines, {rate:.2} lines/s (most in one second: {peak}); --each: \
-             {total_each} lines, {rate_each:.1} lines/s (most in one second: {peak_each})",
-            path.rsplit('/').next().unwrap_or(path).get(..12).unwrap_or(path),
+            "  {}: {total} lines, {:.2} lines/s (most in one second: {peak}); --each: {every} \
+             lines, {:.1} lines/s (most in one second: {every_peak})",
+            short(path),
+            per_second(*total, elapsed),
+            per_second(*every, elapsed),
         );
     }
-    let pod_lines: Vec<&str> = summarised
+    let pod_lines: Vec<&str> = run
+        .summarised
         .stdout
         .lines()
-        .filter(|l| cgroup_of(l).is_some_and(|c| c.starts_with(&pod.path)))
+        .filter(|l| cgroup_of(l).is_some_and(|c| c.starts_with(&run.pod)))
         .collect();
     println!("the pod's lines:\n{}", pod_lines.join("\n"));
 
-    assert_eq!(lost, 0, "nothing may be lost: {}", summarised.stderr);
-    let kill = format!(" oom_kill  {} ", containers[0]);
-    let kills: Vec<&&str> = pod_lines.iter().filter(|l| l.contains(&kill)).collect();
-    assert_eq!(kills.len(), ROUNDS, "an OOM kill line a round for {}", containers[0]);
-    for (line, victim) in kills.iter().zip(&victims) {
-        assert!(
-            line.starts_with("!!! ") && line.contains(&format!(" pid={victim} ")),
-            "each kill stands out: {line}"
-        );
-    }
-    for (path, total, _) in &rates {
-        #[expect(clippy::cast_precision_loss, reason = "a rate")]
-        let rate = *total as f64 / elapsed;
+    assert_eq!(lost, 0, "nothing may be lost: {}", run.summarised.stderr);
+    assert_eq!(lost_each, 0, "nothing may be lost: {}", run.each.stderr);
+    for (path, total, _) in &summarised {
+        let rate = per_second(*total, elapsed);
         assert!(
             rate < MAX_LINES_PER_CONTAINER_PER_SECOND,
             "{path}: {total} lines in {elapsed:.1}s is {rate:.2} a second"
         );
     }
-    // The pressure was there, and summarised: reclaim episodes are counted on lines, not
-    // printed one by one.
-    let reclaims_each = |path: &str| {
-        each.stdout
-            .lines()
-            .filter(|l| cgroup_of(l) == Some(path) && kind(l) == Some("reclaim"))
-            .count()
-    };
-    let episodes = |path: &str| -> usize {
-        summarised
-            .stdout
-            .lines()
-            .filter_map(TextLine::parse)
-            .filter(|l| l.cgroup == path)
-            .map(|l| l.reclaim_episodes())
-            .sum()
-    };
-    let all_each: usize = containers.iter().map(|c| reclaims_each(c)).sum();
-    let all_summarised: usize = containers.iter().map(|c| episodes(c)).sum();
-    println!("reclaim episodes: {all_summarised} counted on summary lines, {all_each} --each lines");
-    assert!(
-        all_each > 100,
-        "the scenario must put the pod under pressure (only {all_each} reclaim episodes)"
-    );
-    // Two sessions see the same kernel events when neither loses any.
-    if lost_each == 0 {
-        assert_eq!(
-            all_summarised, all_each,
-            "the summaries count every reclaim episode --each printed"
+    the_kills_stand_out(&pod_lines, containers[0], &run.victims);
+    every_episode_is_counted(&run, &containers);
+    each_removal_is_one_line(&pod_lines, &containers);
+}
+
+fn the_kills_stand_out(pod_lines: &[&str], grower: &str, victims: &[u32]) {
+    let kill = format!(" oom_kill  {grower} ");
+    let kills: Vec<&&str> = pod_lines.iter().filter(|l| l.contains(&kill)).collect();
+    assert_eq!(kills.len(), ROUNDS, "an OOM kill line a round for {grower}");
+    for (line, victim) in kills.iter().zip(victims) {
+        assert!(
+            line.starts_with("!!! ") && line.contains(&format!(" pid={victim} ")),
+            "each kill stands out: {line}"
         );
     }
-    // Each removal is one line: calm when freed within the grace, DYING when not; never both.
+}
+
+/// The pressure was there, and summarised: reclaim episodes are counted on lines, not printed
+/// one by one; two sessions that lose nothing see the same episodes.
+fn every_episode_is_counted(run: &Scenario, containers: &[&str]) {
+    let printed_each: usize = run
+        .each
+        .stdout
+        .lines()
+        .filter(|l| containers.contains(&cgroup_of(l).unwrap_or("")) && kind(l) == Some("reclaim"))
+        .count();
+    let counted: usize = run
+        .summarised
+        .stdout
+        .lines()
+        .filter_map(TextLine::parse)
+        .filter(|l| containers.contains(&l.cgroup))
+        .map(|l| l.reclaim_episodes())
+        .sum();
+    println!("reclaim episodes: {counted} counted on summary lines, {printed_each} --each lines");
+    assert!(
+        printed_each > 100,
+        "the scenario must put the pod under pressure (only {printed_each} reclaim episodes)"
+    );
+    assert_eq!(
+        counted, printed_each,
+        "the summaries count every reclaim episode --each printed"
+    );
+}
+
+/// Each removal is one line: calm when freed within the grace, DYING when not; never both.
+fn each_removal_is_one_line(pod_lines: &[&str], containers: &[&str]) {
     for path in containers {
         let removal: Vec<&&str> = pod_lines
             .iter()
@@ -284,7 +331,11 @@ fn the_pod_scenario_stays_under_five_lines_per_container_per_second_with_the_kil
                     && (l.contains(" removed ") || l.contains(" DYING "))
             })
             .collect();
-        assert_eq!(removal.len(), 1, "one removal line for {path}: {removal:#?}");
+        assert_eq!(
+            removal.len(),
+            1,
+            "one removal line for {path}: {removal:#?}"
+        );
         let calm = removal[0].contains(" removed ") && removal[0].contains(" later");
         let dying = removal[0].contains(" DYING ") && removal[0].contains("not freed within 2.0s");
         assert!(calm ^ dying, "{}", removal[0]);

@@ -179,10 +179,16 @@ fn the_v2_fixture_replays_as_text_and_reports() {
     let lines: Vec<TextLine> = summarised.lines().filter_map(TextLine::parse).collect();
     let episodes: usize = lines.iter().map(TextLine::reclaim_episodes).sum();
     let reclaims = expected.iter().filter(|e| e["type"] == "reclaim").count();
-    assert_eq!(episodes, reclaims, "every reclaim episode counted:\n{summarised}");
+    assert_eq!(
+        episodes, reclaims,
+        "every reclaim episode counted:\n{summarised}"
+    );
     let kills = expected.iter().filter(|e| e["type"] == "oom_kill").count();
     assert_eq!(
-        lines.iter().filter(|l| l.alarm && l.kind == "oom_kill").count(),
+        lines
+            .iter()
+            .filter(|l| l.alarm && l.kind == "oom_kill")
+            .count(),
         kills,
         "each OOM kill on its own line:\n{summarised}"
     );

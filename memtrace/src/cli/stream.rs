@@ -2,10 +2,7 @@
 //! grace before a removed container is called dying. Shared by `run`, `record --print` and
 //! `replay`.
 
-use std::{
-    io::IsTerminal as _,
-    time::Duration,
-};
+use std::{io::IsTerminal as _, time::Duration};
 
 use crate::sinks::TextOptions;
 
@@ -52,8 +49,15 @@ mod tests {
         };
         assert_eq!(args.text.dying_grace, DEFAULT_DYING_GRACE);
         assert!(!args.text.each);
-        let cli = Cli::try_parse_from(["memtrace", "replay", "f", "--each", "--dying-grace", "500ms"])
-            .expect("parse");
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "replay",
+            "f",
+            "--each",
+            "--dying-grace",
+            "500ms",
+        ])
+        .expect("parse");
         let crate::cli::Command::Replay(args) = cli.command else {
             panic!("not replay");
         };

@@ -75,7 +75,11 @@ fn merge(held: &mut Event, later: &Event) {
     let end = held.timestamp_ns.max(later.timestamp_ns);
     let interval_ns = end.saturating_sub(start);
     held.timestamp_ns = end;
-    held.memcg.container = later.memcg.container.clone().or(held.memcg.container.take());
+    held.memcg.container = later
+        .memcg
+        .container
+        .clone()
+        .or(held.memcg.container.take());
     match (&mut held.what, &later.what) {
         (What::Cache(a), What::Cache(b)) => merge_cache(a, b, interval_ns),
         (What::Charge(a), What::Charge(b)) => {
@@ -243,9 +247,16 @@ mod tests {
         assert_eq!(s.interval_ns, 6 * SECOND);
         assert_eq!(s.allocated_bytes, 6 * 200 * kib);
         assert_eq!(s.freed_bytes, 6 * 100 * kib);
-        assert_eq!(s.net_bytes, 6 * 100 * kib as i64);
-        let dentry = s.caches.iter().find(|c| c.cache == "dentry").expect("dentry");
-        assert_eq!((dentry.allocated_bytes, dentry.allocated_objects), (600 * kib, 3));
+        assert_eq!(s.net_bytes, 6 * 100 * 1024);
+        let dentry = s
+            .caches
+            .iter()
+            .find(|c| c.cache == "dentry")
+            .expect("dentry");
+        assert_eq!(
+            (dentry.allocated_bytes, dentry.allocated_objects),
+            (600 * kib, 3)
+        );
         // The rest is held until the end, not lost.
         let left = carry.drain();
         assert_eq!(left.len(), 1);
@@ -253,7 +264,7 @@ mod tests {
             panic!("{left:?}");
         };
         assert_eq!(s.allocated_bytes, 4 * 200 * kib);
-        assert!(carry.drain().is_empty());
+        assert_eq!(carry.drain(), Vec::<Event>::new());
     }
 
     #[test]
@@ -262,7 +273,12 @@ mod tests {
         let big = event(
             SECOND,
             What::Cache(PageCache {
-                top_files: vec![FileCache::new(Device { major: 8, minor: 1 }, 12, 4 << 20, 0)],
+                top_files: vec![FileCache::new(
+                    Device { major: 8, minor: 1 },
+                    12,
+                    4 << 20,
+                    0,
+                )],
                 ..PageCache::new(SECOND, 4 << 20, 0)
             }),
         );

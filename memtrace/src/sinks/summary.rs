@@ -377,7 +377,10 @@ impl Summariser {
             for event in &bucket.intervals {
                 out.push(Line::Plain(line(event, self.clock)));
             }
-            if let Some(s) = bucket.pressure.line(&bucket.memcg, end_ns, span, self.clock) {
+            if let Some(s) = bucket
+                .pressure
+                .line(&bucket.memcg, end_ns, span, self.clock)
+            {
                 out.push(Line::Plain(s));
             }
         }
@@ -544,7 +547,11 @@ mod tests {
     }
 
     fn cache(ns: u64, id: u64) -> Event {
-        at(ns, id, What::Cache(PageCache::new(SECOND, 8 << 20, 4 << 20)))
+        at(
+            ns,
+            id,
+            What::Cache(PageCache::new(SECOND, 8 << 20, 4 << 20)),
+        )
     }
 
     fn text(lines: &[Line]) -> Vec<&str> {
@@ -588,13 +595,22 @@ mod tests {
         let lines = text(&out);
         assert_eq!(lines.len(), 3, "{lines:#?}");
         // Memcg 1's lines together: its interval event, then its summary.
-        assert!(lines[0].contains(" cache ") && lines[0].contains("/pod/c1"), "{lines:#?}");
+        assert!(
+            lines[0].contains(" cache ") && lines[0].contains("/pod/c1"),
+            "{lines:#?}"
+        );
         for (line, (id, (episodes, freed, nothing))) in lines[1..].iter().zip((1..).zip(expected)) {
             assert!(line.contains(&format!(" /pod/c{id} ")), "{line}");
             assert!(line.contains(" reclaim "), "{line}");
             assert_eq!(count_before(line, "episodes"), episodes, "{line}");
-            assert!(line.contains(&format!("freed {},", human_bytes(freed))), "{line}");
-            assert!(line.contains(&format!(", {nothing} freed nothing")), "{line}");
+            assert!(
+                line.contains(&format!("freed {},", human_bytes(freed))),
+                "{line}"
+            );
+            assert!(
+                line.contains(&format!(", {nothing} freed nothing")),
+                "{line}"
+            );
             assert_eq!(
                 count_before(line, "(derived:"),
                 episodes,
@@ -659,7 +675,10 @@ mod tests {
         }
         s.event(&kill, &mut out);
         assert_eq!(out.len(), 2, "{out:?}");
-        assert!(matches!(&out[0], Line::Plain(l) if l.contains(" 3 episodes ")), "{out:?}");
+        assert!(
+            matches!(&out[0], Line::Plain(l) if l.contains(" 3 episodes ")),
+            "{out:?}"
+        );
         assert_eq!(out[1], Line::Alarm(line(&kill, CLOCK)));
         out.clear();
         s.interval_end(SECOND, &mut out);
@@ -673,7 +692,12 @@ mod tests {
         s.event(&cgroup(SECOND, 7, CgroupAction::Removed, None), &mut out);
         assert!(out.is_empty(), "{out:?}");
         let freed_after = 40_000_000;
-        let freed = cgroup(SECOND + freed_after, 7, CgroupAction::Freed, Some(freed_after));
+        let freed = cgroup(
+            SECOND + freed_after,
+            7,
+            CgroupAction::Freed,
+            Some(freed_after),
+        );
         s.event(&freed, &mut out);
         let lines = text(&out);
         assert_eq!(lines.len(), 1, "{lines:?}");
@@ -682,7 +706,11 @@ mod tests {
             "{}",
             lines[0]
         );
-        assert!(!lines[0].contains("DYING") && !lines[0].contains("dying"), "{}", lines[0]);
+        assert!(
+            !lines[0].contains("DYING") && !lines[0].contains("dying"),
+            "{}",
+            lines[0]
+        );
         // Stamped at the removal.
         assert!(lines[0].starts_with(&CLOCK.wall(SECOND)), "{}", lines[0]);
     }
@@ -697,7 +725,11 @@ mod tests {
         s.interval_end(3 * SECOND, &mut out);
         let lines = text(&out);
         assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].starts_with(&CLOCK.wall(3 * SECOND)), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with(&CLOCK.wall(3 * SECOND)),
+            "{}",
+            lines[0]
+        );
         assert!(
             lines[0].contains(" cgroup    /pod/c7 DYING id=7: removed at ")
                 && lines[0].contains(" with 3.0MiB charged, not freed within 2.0s"),
@@ -714,7 +746,11 @@ mod tests {
         );
         let lines = text(&out);
         assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].ends_with(" freed id=7 after 9.0s dying"), "{}", lines[0]);
+        assert!(
+            lines[0].ends_with(" freed id=7 after 9.0s dying"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]
@@ -733,16 +769,25 @@ mod tests {
         s.event(&reclaim(SECOND + 6, 1, 4096, 100), &mut out);
         let lines = text(&out);
         assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(lines[0].contains(" cache ") && lines[0].contains("/pod/c1"), "{lines:#?}");
+        assert!(
+            lines[0].contains(" cache ") && lines[0].contains("/pod/c1"),
+            "{lines:#?}"
+        );
         assert_eq!(count_before(lines[1], "episodes"), 10, "{lines:#?}");
-        assert!(lines[2].contains(" cache ") && lines[2].contains("/pod/c2"), "{lines:#?}");
+        assert!(
+            lines[2].contains(" cache ") && lines[2].contains("/pod/c2"),
+            "{lines:#?}"
+        );
         out.clear();
         // Without interval events, an interval ends when events come well past it.
         s.event(&reclaim(5 * SECOND, 1, 4096, 100), &mut out);
         assert_eq!(count_before(text(&out)[0], "episodes"), 2, "{out:#?}");
         out.clear();
         s.end(&mut out);
-        assert_eq!(text(&out), [line(&reclaim(5 * SECOND, 1, 4096, 100), CLOCK)]);
+        assert_eq!(
+            text(&out),
+            [line(&reclaim(5 * SECOND, 1, 4096, 100), CLOCK)]
+        );
     }
 
     #[test]
@@ -757,12 +802,20 @@ mod tests {
         // 1.2 MiB after the fourth second: one line for four.
         let lines = text(&out);
         assert_eq!(lines.len(), 1, "{lines:#?}");
-        assert!(lines[0].contains(" +1.2MiB (added 1.2MiB, removed 0B) in 4.0s"), "{}", lines[0]);
+        assert!(
+            lines[0].contains(" +1.2MiB (added 1.2MiB, removed 0B) in 4.0s"),
+            "{}",
+            lines[0]
+        );
         out.clear();
         s.end(&mut out);
         let lines = text(&out);
         assert_eq!(lines.len(), 1, "{lines:#?}");
-        assert!(lines[0].contains(" +300.0KiB (added 300.0KiB, removed 0B) in 1.0s"), "{}", lines[0]);
+        assert!(
+            lines[0].contains(" +300.0KiB (added 300.0KiB, removed 0B) in 1.0s"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]
@@ -777,7 +830,9 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:#?}");
         assert_eq!(count_before(lines[0], "episodes"), 2, "{lines:#?}");
         assert!(
-            lines[1].ends_with("removed id=7 charged=3.0MiB, not freed when the stream ended (0us after removal)"),
+            lines[1].ends_with(
+                "removed id=7 charged=3.0MiB, not freed when the stream ended (0us after removal)"
+            ),
             "{}",
             lines[1]
         );

@@ -375,7 +375,10 @@ mod tests {
     fn oom_kills_stand_out_and_are_red_only_on_a_terminal() {
         let event = oom_kill();
         for (options, expected) in [
-            (TextOptions::default(), format!("!!! {}\n", line(&event, CLOCK))),
+            (
+                TextOptions::default(),
+                format!("!!! {}\n", line(&event, CLOCK)),
+            ),
             (
                 TextOptions {
                     each: true,
