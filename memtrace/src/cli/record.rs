@@ -25,6 +25,7 @@ use crate::{
     memtrace record -o node1.mtrace\n  \
     memtrace record -o oom.mtrace --duration 1h\n  \
     memtrace record -o oom.mtrace --print json   also stream JSON Lines on stdout\n  \
+    memtrace record -o oom.mtrace --print text   also the text stream, summarised as `run` prints it\n  \
     memtrace record -o node1.mtrace --max-size 100M              stop at 100 MiB\n  \
     memtrace record -o node1.mtrace --max-size 100M --rotate 5   node1.mtrace.000001, …\n    \
                  (each file at most 100 MiB; the newest 5 are kept)")]

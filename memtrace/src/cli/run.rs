@@ -8,15 +8,19 @@ use super::{
 };
 use crate::sinks;
 
+const EXAMPLES: &str = "\
+Examples:
+  memtrace run                     per container per interval: page cache, charges, slab, and one
+                                   line counting its reclaim episodes and charge failures; OOM
+                                   kills at once on their own `!!!` line
+  memtrace run --interval 5s       those lines every 5 seconds
+  memtrace run --each              every event on its own line
+  memtrace run --dying-grace 10s   call a removed container dying after 10 s, not 2 s
+  memtrace run --format json --duration 30s   every event, as JSON Lines";
+
 /// Stream memory events live until Ctrl-C (or --duration).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  \
-    memtrace run                       reclaim and charge failures summarised per container per\n    \
-                                     interval; OOM kills on their own `!!!` line\n  \
-    memtrace run --interval 5s         one summary per container every 5 seconds\n  \
-    memtrace run --each                every event on its own line\n  \
-    memtrace run --dying-grace 10s     call a removed container dying after 10 s, not 2 s\n  \
-    memtrace run --format json --duration 30s   every event, as JSON Lines")]
+#[command(after_help = EXAMPLES)]
 pub struct Args {
     #[command(flatten)]
     pub live: LiveArgs,
