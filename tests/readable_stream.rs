@@ -341,3 +341,84 @@ fn each_removal_is_one_line(pod_lines: &[&str], containers: &[&str]) {
         assert!(calm ^ dying, "{}", removal[0]);
     }
 }
+
+/// A container removed with page cache still charged is called dying once, when it outlives
+/// `--dying-grace`; its release then says how long it was dying.
+#[test]
+fn a_removal_that_outlives_the_grace_is_dying_once_then_freed_with_how_long() {
+    // Page cache on a disk filesystem (shmem could not be dropped), charged to the container.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let file = dir.path().join("cached");
+    fs::write(&file, vec![0x42u8; 16 << 20]).expect("write file");
+    fs::File::open(&file)
+        .and_then(|f| f.sync_all())
+        .expect("sync file");
+    let cold = fs::File::open(&file).expect("open file");
+    // SAFETY: the fd is open for the call; fadvise only drops this file's clean pages.
+    let rc = unsafe { libc::posix_fadvise(cold.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise(DONTNEED) on {}", file.display());
+
+    let parent = TestCgroup::new("grace", 1 << 30);
+    let container = parent.child(READER, None);
+    let memtrace = Memtrace::start(&["run", "--dying-grace", "1s", "--cgroup", &parent.path]);
+    let input = format!("if={}", file.display());
+    let (_, status) = container.run_inside("dd", &[&input, "of=/dev/null", "bs=1M", "status=none"]);
+    assert!(status.success(), "dd failed: {status}");
+    let path = container.path.clone();
+    let removed = Instant::now();
+    drop(container);
+    // Past the grace and the next interval's end.
+    thread::sleep(Duration::from_millis(2500));
+    // What is left charged to the dying memcg counts in its parent: reclaiming the parent frees
+    // it for good.
+    // SAFETY: the fd is open for the call.
+    let rc = unsafe { libc::posix_fadvise(cold.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise(DONTNEED) on {}", file.display());
+    parent.reclaim_all();
+    let freed = parent.wait_for_dying_children(Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(500));
+    let dying_for = removed.elapsed();
+    let out = memtrace.stop_ok();
+
+    let ours: Vec<TextLine> = out
+        .stdout
+        .lines()
+        .filter_map(TextLine::parse)
+        .filter(|l| l.cgroup == path && l.kind == "cgroup")
+        .collect();
+    println!(
+        "{}",
+        ours.iter().map(|l| l.line).collect::<Vec<_>>().join("\n")
+    );
+    let dying: Vec<&TextLine> = ours.iter().filter(|l| l.line.contains(" DYING ")).collect();
+    assert_eq!(dying.len(), 1, "dying once: {ours:#?}");
+    assert!(
+        dying[0].line.contains("not freed within 1.0s") && dying[0].line.contains("MiB charged"),
+        "{}",
+        dying[0].line
+    );
+    assert!(
+        !ours.iter().any(|l| l.line.contains(" later")),
+        "not calm: {ours:#?}"
+    );
+    assert_ne!(
+        freed,
+        Some(false),
+        "the kernel did not free {path} within 10 s of reclaiming its parent"
+    );
+    let release = ours
+        .iter()
+        .find(|l| l.line.contains(" freed id="))
+        .unwrap_or_else(|| panic!("no release of {path}:\n{}", out.stdout));
+    let seconds: f64 = release
+        .line
+        .rsplit_once(" after ")
+        .and_then(|(_, s)| s.strip_suffix("s dying"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("how long it was dying: {}", release.line));
+    assert!(
+        (1.0..=dying_for.as_secs_f64()).contains(&seconds),
+        "dying {seconds}s, at most {dying_for:?}: {}",
+        release.line
+    );
+}
