@@ -738,10 +738,13 @@ impl<'a> TextLine<'a> {
             return 0;
         }
         let words: Vec<&str> = self.line.split_whitespace().collect();
-        words.iter().position(|w| *w == "episodes").map_or(1, |i| {
-            words[i - 1]
-                .parse()
-                .unwrap_or_else(|_| panic!("no count in {}", self.line))
-        })
+        words
+            .iter()
+            .position(|w| *w == "episodes" || *w == "episode")
+            .map_or(1, |i| {
+                words[i - 1]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("no count in {}", self.line))
+            })
     }
 }

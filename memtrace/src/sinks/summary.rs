@@ -160,8 +160,9 @@ impl Pressure {
         if self.reclaims > 0 {
             let _ = write!(
                 s,
-                " {} episodes in {span:.1}s: freed {}, stall {}, {} freed nothing",
+                " {} episode{} in {span:.1}s: freed {}, stall {}, {} freed nothing",
                 self.reclaims,
+                if self.reclaims == 1 { "" } else { "s" },
                 human_bytes(self.freed_bytes),
                 duration(self.stall_ns),
                 self.freed_nothing,
@@ -183,8 +184,10 @@ impl Pressure {
         if self.failed > 0 {
             let _ = write!(
                 s,
-                " {} refused charges ({} pages)",
-                self.failed, self.failed_pages
+                " {} refused charge{} ({} pages)",
+                self.failed,
+                if self.failed == 1 { "" } else { "s" },
+                self.failed_pages
             );
             if self.reclaims == 0 {
                 let _ = write!(s, " in {span:.1}s");
@@ -441,6 +444,9 @@ impl Summariser {
 
     /// Removals that outlived the grace are dying: said once, stamped when the grace ran out.
     fn expire_removals(&mut self, out: &mut Vec<Line>) {
+        if self.removals.is_empty() {
+            return;
+        }
         let now = self.now_ns;
         let grace = self.grace_ns;
         let mut expired: Vec<u64> = self
@@ -626,6 +632,23 @@ mod tests {
         out.clear();
         s.interval_end(2 * SECOND, &mut out);
         assert!(out.is_empty(), "a quiet interval says nothing: {out:?}");
+    }
+
+    #[test]
+    fn one_episode_with_its_derived_charge_failure_is_one_line() {
+        let mut s = Summariser::new(CLOCK, GRACE);
+        let mut out = Vec::new();
+        s.event(&reclaim(10, 1, 0, 2_000), &mut out);
+        s.event(&derived_fail(10, 1, 5), &mut out);
+        s.interval_end(SECOND, &mut out);
+        let lines = text(&out);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].contains(" reclaim   /pod/c1 1 episode in 1.0s: freed 0B, stall 2us, 1 freed nothing; worst 2us")
+                && lines[0].ends_with(" | chargefail 1 (derived: one per limit reclaim episode) failcnt=5"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]
