@@ -68,6 +68,8 @@ struct Bucket {
     /// Its interval events (page cache, charges, slab), as they came.
     intervals: Vec<Event>,
     pressure: Pressure,
+    /// An OOM kill was written this interval, after the pressure before it.
+    killed: bool,
 }
 
 /// Reclaim episodes and charge failures of one memcg in one interval.
@@ -311,8 +313,12 @@ impl Summariser {
         }
         match &event.what {
             What::OomKill(_) => {
-                // What led to it first, so the kill reads as the end of that story.
-                if let Some(i) = self.find(&event.memcg) {
+                // What led to it first, so the kill reads as the end of that story; in an OOM
+                // storm, only before the interval's first kill (the rest is counted at its end).
+                if let Some(i) = self.find(&event.memcg)
+                    && !self.buckets[i].killed
+                {
+                    self.buckets[i].killed = true;
                     let pressure = std::mem::take(&mut self.buckets[i].pressure);
                     let span = at.saturating_sub(self.start_ns.unwrap_or(at));
                     if let Some(s) = pressure.line(&event.memcg, at, span, self.clock) {
@@ -406,6 +412,7 @@ impl Summariser {
                 memcg: memcg.clone(),
                 intervals: Vec::new(),
                 pressure: Pressure::default(),
+                killed: false,
             });
             self.buckets.len() - 1
         });
@@ -708,8 +715,22 @@ mod tests {
         );
         assert_eq!(out[1], Line::Alarm(line(&kill, CLOCK)));
         out.clear();
+        // A storm: the next kills of the interval are their own lines, the pressure between
+        // them is counted at its end.
+        for i in 0..4 {
+            let mut r = reclaim(2_000 + i, victim, 0, 500);
+            r.memcg = kill.memcg.clone();
+            s.event(&r, &mut out);
+            s.event(&kill, &mut out);
+        }
+        assert_eq!(out, vec![Line::Alarm(line(&kill, CLOCK)); 4]);
+        out.clear();
         s.interval_end(SECOND, &mut out);
-        assert!(out.is_empty(), "counted once: {out:?}");
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            matches!(&out[0], Line::Plain(l) if l.contains(" 4 episodes ")),
+            "{out:?}"
+        );
     }
 
     #[test]
