@@ -5,7 +5,7 @@
 //! [`WORTH_READING_BYTES`] is held and merged into the memcg's next event of the same kind; the
 //! merged event is written once what it carries is worth reading, or when the stream ends. The
 //! totals are sums, so nothing is lost; the per-file and per-cache lists are merged by file and
-//! by cache.
+//! by cache, never cut (a merged event with many rows is written at once).
 
 use std::collections::HashMap;
 
@@ -64,7 +64,19 @@ fn worth_reading(what: &What) -> bool {
         What::Slab(s) => s.allocated_bytes.max(s.freed_bytes),
         _ => return true,
     };
-    moved >= WORTH_READING_BYTES
+    moved >= WORTH_READING_BYTES || many_rows(what)
+}
+
+/// Merged file rows are never cut (they add up to the totals): a carried event with this many
+/// is written, however little it moved.
+const MAX_CARRIED_ROWS: usize = 32;
+
+fn many_rows(what: &What) -> bool {
+    match what {
+        What::Cache(c) => c.top_files.len() >= MAX_CARRIED_ROWS,
+        What::Slab(s) => s.caches.len() >= MAX_CARRIED_ROWS,
+        _ => false,
+    }
 }
 
 /// `later` into `held`: sums, lists merged, the interval stretched to cover both.
@@ -117,8 +129,8 @@ fn interval_of(what: &What) -> Option<u64> {
     }
 }
 
-// Every field is named (no `..`): a field added to these payloads must be merged here too, or
-// this stops compiling.
+// Every field that counts is named: a count added to these payloads must be merged here too,
+// or this stops compiling. A file's other fields (its name) are the file's, kept as they came.
 fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
     let PageCache {
         interval_ns: _,
@@ -131,7 +143,6 @@ fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
     a.added_bytes += added_bytes;
     a.removed_bytes += removed_bytes;
     a.net_bytes = net(a.added_bytes, a.removed_bytes);
-    let keep = a.top_files.len().max(top_files.len());
     for file in top_files {
         let FileCache {
             device,
@@ -139,6 +150,7 @@ fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
             added_bytes,
             removed_bytes,
             net_bytes: _,
+            ..
         } = file;
         match a
             .top_files
@@ -153,9 +165,9 @@ fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
             None => a.top_files.push(file.clone()),
         }
     }
+    // Not cut: what an interval's rows add up to, the merged rows add up to.
     a.top_files
         .sort_by_key(|f| std::cmp::Reverse((f.net_bytes, f.added_bytes)));
-    a.top_files.truncate(keep);
 }
 
 fn merge_slab(a: &mut Slab, b: &Slab, interval_ns: u64) {
@@ -170,7 +182,6 @@ fn merge_slab(a: &mut Slab, b: &Slab, interval_ns: u64) {
     a.allocated_bytes += allocated_bytes;
     a.freed_bytes += freed_bytes;
     a.net_bytes = net(a.allocated_bytes, a.freed_bytes);
-    let keep = a.caches.len().max(caches.len());
     for cache in caches {
         let SlabCache {
             cache: name,
@@ -196,7 +207,6 @@ fn merge_slab(a: &mut Slab, b: &Slab, interval_ns: u64) {
             .cmp(&x.net_bytes)
             .then_with(|| x.cache.cmp(&y.cache))
     });
-    a.caches.truncate(keep);
 }
 
 #[cfg(test)]
@@ -264,6 +274,28 @@ mod tests {
             panic!("{left:?}");
         };
         assert_eq!(s.allocated_bytes, 4 * 200 * kib);
+        assert_eq!(carry.drain(), Vec::<Event>::new());
+    }
+
+    #[test]
+    fn merged_rows_are_never_cut_and_many_are_written_at_once() {
+        let mut carry = Carry::default();
+        let mut written = None;
+        for i in 0..u64::try_from(MAX_CARRIED_ROWS).expect("small") {
+            let file = FileCache::new(Device { major: 8, minor: 1 }, i, 4096, 0);
+            let cache = PageCache {
+                top_files: vec![file],
+                ..PageCache::new(SECOND, 4096, 0)
+            };
+            written = carry.take(&event((i + 1) * SECOND, What::Cache(cache)));
+        }
+        let written = written.expect("written with its 32nd row");
+        let What::Cache(c) = &written.what else {
+            panic!("{written:?}");
+        };
+        assert_eq!(c.top_files.len(), MAX_CARRIED_ROWS);
+        let rows: u64 = c.top_files.iter().map(|f| f.added_bytes).sum();
+        assert_eq!(rows, c.added_bytes, "the rows add up to the total");
         assert_eq!(carry.drain(), Vec::<Event>::new());
     }
 
