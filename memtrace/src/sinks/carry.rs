@@ -149,7 +149,6 @@ fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
             inode,
             added_bytes,
             removed_bytes,
-            net_bytes: _,
             ..
         } = file;
         match a
