@@ -119,7 +119,8 @@ fn merge(held: &mut Event, later: &Event) {
     }
 }
 
-fn interval_of(what: &What) -> Option<u64> {
+/// An interval event's interval: `None` for events that are not one.
+pub(super) fn interval_of(what: &What) -> Option<u64> {
     match what {
         What::Cache(e) => Some(e.interval_ns),
         What::Charge(e) => Some(e.interval_ns),

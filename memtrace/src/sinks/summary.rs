@@ -20,7 +20,7 @@ use std::{
 };
 
 use super::{
-    carry::Carry,
+    carry::{Carry, interval_of},
     text::{line, who},
 };
 use crate::{
@@ -258,17 +258,6 @@ fn summarised(what: &What) -> bool {
     )
 }
 
-/// The length of an interval event's interval.
-fn interval_ns(what: &What) -> Option<u64> {
-    match what {
-        What::Cache(e) => Some(e.interval_ns),
-        What::Charge(e) => Some(e.interval_ns),
-        What::ChargeFromPageCache(e) => Some(e.interval_ns),
-        What::Slab(e) => Some(e.interval_ns),
-        _ => None,
-    }
-}
-
 impl Summariser {
     /// Removals freed within `grace_ns` are not called dying.
     #[must_use]
@@ -297,7 +286,7 @@ impl Summariser {
         self.start_ns.get_or_insert(at);
         self.now_ns = self.now_ns.max(at);
         self.expire_removals(out);
-        if let Some(interval) = interval_ns(&event.what) {
+        if let Some(interval) = interval_of(&event.what) {
             self.interval_ns = interval.max(1);
             if !self.ticked {
                 self.pending_end = Some(at);
@@ -367,7 +356,7 @@ impl Summariser {
     fn end_by_timestamps(&mut self, event: &Event, out: &mut Vec<Line>) {
         let at = event.timestamp_ns;
         if let Some(end) = self.pending_end
-            && (at > end || (interval_ns(&event.what).is_some() && at != end))
+            && (at > end || (interval_of(&event.what).is_some() && at != end))
         {
             self.pending_end = None;
             self.close(end, out);
