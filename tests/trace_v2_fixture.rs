@@ -11,7 +11,7 @@ use std::{
 };
 
 use memtrace::trace::{TraceItem, TraceReader, TraceWriter};
-use memtrace_tests::{json_lines, memtrace_bin};
+use memtrace_tests::{TextLine, json_lines, memtrace_bin};
 use serde_json::{Map, Value};
 
 /// Fields of the old JSON whose value today's is the same number in other units (ns, not µs or
@@ -170,9 +170,34 @@ fn the_v2_fixture_replays_as_the_same_events() {
 fn the_v2_fixture_replays_as_text_and_reports() {
     let (_dir, file) = fixture();
     let expected = expected();
-    let text = memtrace(&["replay"], &file);
+    let text = memtrace(&["replay", "--each"], &file);
     let lines = String::from_utf8(text.stdout).expect("UTF-8");
     assert_eq!(lines.lines().count(), expected.len(), "a line per event");
+    // Summarised (the default): fewer lines, every reclaim episode counted, the kills apart.
+    let text = memtrace(&["replay"], &file);
+    let summarised = String::from_utf8(text.stdout).expect("UTF-8");
+    let lines: Vec<TextLine> = summarised.lines().filter_map(TextLine::parse).collect();
+    let episodes: usize = lines.iter().map(TextLine::reclaim_episodes).sum();
+    let reclaims = expected.iter().filter(|e| e["type"] == "reclaim").count();
+    assert_eq!(
+        episodes, reclaims,
+        "every reclaim episode counted:\n{summarised}"
+    );
+    let kills = expected.iter().filter(|e| e["type"] == "oom_kill").count();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.alarm && l.kind == "oom_kill")
+            .count(),
+        kills,
+        "each OOM kill on its own line:\n{summarised}"
+    );
+    assert!(
+        summarised.lines().count() * 2 < expected.len(),
+        "{} lines for {} events",
+        summarised.lines().count(),
+        expected.len()
+    );
 
     memtrace(&["report"], &file);
     let report = memtrace(&["report", "--format", "json"], &file);

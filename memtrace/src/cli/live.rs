@@ -29,7 +29,8 @@ pub struct LiveArgs {
     /// Stop after this long (e.g. 30s, 10m, 1h30m); default: until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Report page cache, charges and slab per container (counted in the kernel) this often.
+    /// Report page cache, charges and slab per container (counted in the kernel) this often;
+    /// the text stream counts reclaim episodes and charge failures over the same interval.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub interval: Duration,
     /// Sample each active container's memory (usage, limit, working set, anon, file, kernel)

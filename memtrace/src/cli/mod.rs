@@ -10,6 +10,7 @@ mod replay;
 mod report;
 mod run;
 pub mod select;
+mod stream;
 mod trace_input;
 
 use std::{io, process::ExitCode, time::Instant};
