@@ -13,7 +13,8 @@ use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
         CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeSource, Charges,
-        ChargesFromPageCache, Event, HostClock, OomKill, PageCache, Reclaim, Slab, What,
+        ChargesFromPageCache, Event, HostClock, MemorySource, OomKill, PageCache, Reclaim, Slab,
+        What,
     },
     units::{human_bytes, micros, seconds},
 };
@@ -346,6 +347,11 @@ fn oom_kill(s: &mut String, e: &OomKill) {
         who(s, e.limit_container.as_ref());
     }
     if let Some(m) = &e.memory {
+        // Read after the kill, the victim's memory may be freed already: say so, or the numbers
+        // read as if the container had been small.
+        if e.memory_source == Some(MemorySource::CgroupfsAfterKill) {
+            s.push_str(" | after the kill:");
+        }
         memory(s, m);
     }
 }
