@@ -6,12 +6,14 @@
 //! - `pipeline`: ring buffer → records → events → sinks.
 //! - `sinks`: terminal (text, JSON Lines); `trace`: the trace file format.
 //! - `report`: a recorded trace analysed per container; `export`: it for other tools.
+//! - `metrics`: `--metrics`, the live events as Prometheus metrics.
 //! - `cli`: the subcommands.
 
 pub mod attribution;
 pub mod cli;
 pub mod clock;
 pub mod event;
+pub mod metrics;
 pub mod export;
 mod named;
 pub mod pipeline;
