@@ -69,7 +69,7 @@ pub struct LiveArgs {
 /// Prometheus metrics of the session.
 #[derive(Debug, clap::Args)]
 pub struct MetricsArgs {
-    /// Serve Prometheus metrics at http://ADDR/metrics: a bare PORT or :PORT listens on
+    /// Serve Prometheus metrics on ADDR, path /metrics: a bare PORT or :PORT listens on
     /// 127.0.0.1 only; give an address (0.0.0.0:PORT) to be scraped from the network.
     #[arg(long, value_name = "ADDR", value_parser = metrics::parse_listen_address)]
     pub metrics: Option<SocketAddr>,

@@ -1,5 +1,5 @@
 //! `--metrics ADDR`: where the endpoint listens. A bare port or `:PORT` means loopback only; an
-//! address must be given to serve the network (a DaemonSet's `0.0.0.0:PORT`).
+//! address must be given to serve the network (a `DaemonSet`'s `0.0.0.0:PORT`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

@@ -34,6 +34,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
 /// Gone cgroups remembered so that their late events are not counted: at most as many as the
 /// kernel has memcg ids (a cgroup that is gone but still sends events is a dying memcg, which
 /// holds one).
+#[expect(clippy::cast_possible_truncation, reason = "65535 fits any usize")]
 const GONE_LIMIT: usize = MEMCG_ID_LIMIT as usize;
 
 /// The metrics of a live session, fed by [`Sink::write`] and read by [`Exporter::encode`].
@@ -282,9 +283,13 @@ impl Exporter {
                     .get_or_create(labels)
                     .inc_by(s.freed_bytes);
             }
-            // Charges are not a metric of their own: page cache and slab are, and failures.
-            What::Charge(_) | What::ChargeFromPageCache(_) => {}
-            What::OomKill(_) | What::Stats(_) | What::Cgroup(_) => {}
+            // Charges are not a metric of their own (page cache and slab are, and failures);
+            // the others were handled above.
+            What::Charge(_)
+            | What::ChargeFromPageCache(_)
+            | What::OomKill(_)
+            | What::Stats(_)
+            | What::Cgroup(_) => {}
         }
     }
 
@@ -437,5 +442,233 @@ impl Sink for &Exporter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        attribution::{CgroupVersion, ContainerIdentity},
+        event::{CgroupChange, Memcg, PageCache, Reclaim, samples::CLOCK},
+    };
+
+    const MIB: u64 = 1 << 20;
+    const PATH: &str = "/docker/0ad1c0ffee5eed5a1ad0b5e55ed0d00d2bad1dea5c0de5ca1ab1e0ddba11f00d";
+
+    fn exporter(grace: Duration) -> (Exporter, tempfile::TempDir) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let hierarchy = MemoryHierarchy {
+            root: root.path().to_owned(),
+            version: CgroupVersion::V1,
+        };
+        (Exporter::new(hierarchy, grace, CLOCK), root)
+    }
+
+    fn event(at: u64, what: What) -> Event {
+        Event {
+            timestamp_ns: at,
+            memcg: Memcg {
+                id: Some(7),
+                cgroup: Some(PATH.into()),
+                container: Some(ContainerIdentity::from_cgroup_path(PATH)),
+            },
+            what,
+        }
+    }
+
+    fn stats(at: u64, anon: u64) -> Event {
+        event(
+            at,
+            What::Stats(MemoryStats {
+                usage_bytes: Some(anon + MIB),
+                limit_bytes: Some(64 * MIB),
+                working_set_bytes: Some(anon),
+                anon_bytes: Some(anon),
+                file_bytes: Some(MIB),
+                inactive_file_bytes: Some(MIB),
+                shmem_bytes: Some(0),
+                kernel_bytes: Some(0),
+                ..MemoryStats::default()
+            }),
+        )
+    }
+
+    fn cgroup(at: u64, action: CgroupAction) -> Event {
+        event(
+            at,
+            What::Cgroup(CgroupChange {
+                action,
+                dying: false,
+                charged_bytes: None,
+                dying_ns: None,
+            }),
+        )
+    }
+
+    fn reclaim(at: u64, ineffective: bool) -> Event {
+        event(
+            at,
+            What::Reclaim(Reclaim {
+                pid: 1,
+                duration_ns: 250_000_000,
+                reclaimed_bytes: if ineffective { 0 } else { MIB },
+                order: 0,
+                gfp_flags: 0,
+                ineffective,
+            }),
+        )
+    }
+
+    /// The sample lines of `text` whose name is `name` (no HELP/TYPE).
+    fn samples<'t>(text: &'t str, name: &str) -> Vec<&'t str> {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .collect()
+    }
+
+    fn container_series(text: &str) -> usize {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&format!("id=\"{PATH}\"")))
+            .count()
+    }
+
+    #[test]
+    fn counts_a_containers_events_under_its_labels() {
+        let (e, _root) = exporter(DEFAULT_GRACE);
+        e.observe(&stats(1, 2 * MIB));
+        e.observe(&stats(2, 50 * MIB));
+        e.observe(&reclaim(3, false));
+        e.observe(&reclaim(4, true));
+        e.observe(&event(5, What::Cache(PageCache::new(1, 3 * MIB, MIB))));
+        e.observe(&event(
+            6,
+            What::OomKill(OomKill {
+                pid: 9,
+                ..OomKill::default()
+            }),
+        ));
+        let text = e.encode().expect("encode");
+        let labels = format!("namespace=\"\",pod=\"\",container=\"\",image=\"\",id=\"{PATH}\"");
+        assert_eq!(
+            samples(&text, "memtrace_oom_kills_total"),
+            [format!("memtrace_oom_kills_total{{{labels},verdict=\"anon_growth\"}} 1")]
+        );
+        assert_eq!(
+            samples(&text, "memtrace_reclaims_total"),
+            [format!("memtrace_reclaims_total{{{labels}}} 2")]
+        );
+        assert_eq!(
+            samples(&text, "memtrace_reclaims_freed_nothing_total"),
+            [format!("memtrace_reclaims_freed_nothing_total{{{labels}}} 1")]
+        );
+        assert_eq!(
+            samples(&text, "memtrace_reclaim_seconds_total"),
+            [format!("memtrace_reclaim_seconds_total{{{labels}}} 0.5")]
+        );
+        assert_eq!(
+            samples(&text, "memtrace_page_cache_added_bytes_total"),
+            [format!("memtrace_page_cache_added_bytes_total{{{labels}}} {}", 3 * MIB)]
+        );
+        assert_eq!(
+            samples(&text, "memtrace_memory_working_set_bytes"),
+            [format!("memtrace_memory_working_set_bytes{{{labels}}} {}", 50 * MIB)]
+        );
+        assert_eq!(samples(&text, "memtrace_lost_events_total").len(), 7);
+        assert!(text.contains("# TYPE memtrace_oom_kills_total counter"), "{text}");
+        assert!(!text.contains("# EOF"), "Prometheus text, not OpenMetrics");
+    }
+
+    #[test]
+    fn a_removed_containers_series_stay_for_the_grace_period() {
+        let (e, _root) = exporter(Duration::from_secs(3600));
+        e.observe(&stats(1, MIB));
+        e.observe(&cgroup(2, CgroupAction::Removed));
+        let text = e.encode().expect("encode");
+        assert_eq!(container_series(&text), 7, "gauges stay: {text}");
+    }
+
+    #[test]
+    fn a_removed_containers_series_go_after_the_grace_period_and_stay_gone() {
+        let (e, _root) = exporter(Duration::ZERO);
+        e.observe(&stats(1, MIB));
+        e.observe(&reclaim(2, true));
+        e.observe(&cgroup(3, CgroupAction::Removed));
+        assert_eq!(container_series(&e.encode().expect("encode")), 0);
+        // A dying memcg's late events do not bring its series back…
+        e.observe(&event(4, What::Cache(PageCache::new(1, 0, MIB))));
+        e.observe(&cgroup(5, CgroupAction::Freed));
+        assert_eq!(container_series(&e.encode().expect("encode")), 0);
+        assert!(e.state().series.is_empty() && e.state().gone.paths.is_empty());
+        // …a cgroup created again at the path does.
+        e.observe(&cgroup(6, CgroupAction::Created));
+        e.observe(&reclaim(7, false));
+        assert_eq!(container_series(&e.encode().expect("encode")), 4);
+    }
+
+    #[test]
+    fn a_container_a_walk_no_longer_finds_is_gone() {
+        let (e, _root) = exporter(Duration::ZERO);
+        e.observe(&stats(1, MIB));
+        let mut other = stats(1, MIB);
+        other.memcg.cgroup = Some("/docker/other".into());
+        e.observe(&other);
+        // The next walk finds only the other one; the one after tells.
+        other.timestamp_ns = 2;
+        e.observe(&other);
+        other.timestamp_ns = 3;
+        e.observe(&other);
+        let text = e.encode().expect("encode");
+        assert_eq!(container_series(&text), 0, "{text}");
+        assert!(text.contains("id=\"/docker/other\""), "{text}");
+    }
+
+    #[test]
+    fn names_learnt_later_carry_the_counts_over() {
+        let (e, _root) = exporter(DEFAULT_GRACE);
+        e.observe(&reclaim(1, false));
+        let mut named = reclaim(2, false);
+        if let Some(c) = named.memcg.container.as_mut() {
+            c.container_name = Some("hog".into());
+        }
+        e.observe(&named);
+        let text = e.encode().expect("encode");
+        let lines = samples(&text, "memtrace_reclaims_total");
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(
+            lines[0].contains("container=\"hog\"") && lines[0].ends_with(" 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn lost_counters_follow_the_kernels_totals() {
+        let (e, _root) = exporter(DEFAULT_GRACE);
+        e.set_lost(&[(LostKind::Slab, 5)]);
+        e.set_lost(&[(LostKind::Slab, 12)]);
+        let text = e.encode().expect("encode");
+        assert!(
+            text.contains("memtrace_lost_events_total{kind=\"slab\"} 12"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn memory_stays_bounded_when_thousands_of_containers_come_and_go() {
+        let (e, _root) = exporter(Duration::ZERO);
+        for i in 0..5_000u64 {
+            let mut s = stats(i, MIB);
+            s.memcg.cgroup = Some(format!("/docker/{i:064x}"));
+            e.observe(&s);
+            let mut removed = cgroup(i, CgroupAction::Removed);
+            removed.memcg.cgroup = s.memcg.cgroup.clone();
+            e.observe(&removed);
+        }
+        let text = e.encode().expect("encode");
+        assert!(!text.contains("id=\"/docker/"), "{text}");
+        let state = e.state();
+        assert!(state.series.is_empty());
+        assert!(state.expiring.is_empty());
+        assert!(state.gone.paths.len() <= GONE_LIMIT);
     }
 }

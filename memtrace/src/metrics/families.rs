@@ -46,6 +46,10 @@ pub struct Families {
 
 impl Families {
     #[must_use]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one registration per metric, side by side, with its help"
+    )]
     pub fn new(hierarchy: MemoryHierarchy) -> Self {
         let mut registry = Registry::with_prefix("memtrace");
         let mut counter = |name: &str, help: &str, unit: Option<Unit>| {

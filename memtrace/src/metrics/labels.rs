@@ -1,5 +1,5 @@
 //! The labels of a container's series, as cAdvisor and kube-state-metrics name them, so that
-//! memtrace's series join theirs in PromQL (`on (namespace, pod, container)`).
+//! memtrace's series join theirs in `PromQL` (`on (namespace, pod, container)`).
 //!
 //! [`ContainerLabels::of`] is the one place that turns a cgroup and its [`ContainerIdentity`]
 //! into labels. Labels are the container's names only: never a file, a slab cache or a pid,
