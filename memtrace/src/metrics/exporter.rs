@@ -68,6 +68,8 @@ struct Series {
     freed_nothing: u64,
     /// When its cgroup was seen removed (or gone from cgroupfs).
     removed: Option<Instant>,
+    /// The kernel freed the memcg: no event will come for it any more.
+    freed: bool,
     /// The last walk of the hierarchy that sampled it.
     stats_batch: Option<u64>,
 }
@@ -182,8 +184,11 @@ impl Exporter {
                         verdict,
                     });
                 }
+                if !series.freed {
+                    // Dying: its page cache or slab may still be reclaimed, and counted.
+                    state.gone.insert(path);
+                }
             }
-            state.gone.insert(path);
         }
     }
 
@@ -205,6 +210,9 @@ impl Exporter {
                 CgroupAction::Freed => {
                     if !state.gone.remove(&path) {
                         self.removed(&mut state, &path, event, now);
+                        if let Some(series) = state.series.get_mut(&path) {
+                            series.freed = true;
+                        }
                     }
                 }
             }
@@ -307,6 +315,7 @@ impl Exporter {
                 reclaims: 0,
                 freed_nothing: 0,
                 removed: None,
+                freed: false,
                 stats_batch: None,
             });
         if labels != series.labels && labels.names() >= series.labels.names() {
@@ -660,15 +669,22 @@ mod tests {
             let mut s = stats(i, MIB);
             s.memcg.cgroup = Some(format!("/docker/{i:064x}"));
             e.observe(&s);
-            let mut removed = cgroup(i, CgroupAction::Removed);
-            removed.memcg.cgroup = s.memcg.cgroup.clone();
-            e.observe(&removed);
+            for action in [CgroupAction::Removed, CgroupAction::Freed] {
+                // Every other one is freed at once; the rest stay dying.
+                if action == CgroupAction::Freed && i % 2 == 1 {
+                    continue;
+                }
+                let mut change = cgroup(i, action);
+                change.memcg.cgroup = s.memcg.cgroup.clone();
+                e.observe(&change);
+            }
         }
         let text = e.encode().expect("encode");
         assert!(!text.contains("id=\"/docker/"), "{text}");
         let state = e.state();
         assert!(state.series.is_empty());
         assert!(state.expiring.is_empty());
-        assert!(state.gone.paths.len() <= GONE_LIMIT);
+        // Only the dying ones are remembered, for their late events.
+        assert_eq!(state.gone.paths.len(), 2_500);
     }
 }

@@ -56,19 +56,19 @@ impl Collector for NodeMemcgs {
         for (name, help, value) in [
             (
                 "memcgs_live",
-                "Memory cgroups on the node that exist in the hierarchy",
+                "Memory cgroups on the node that exist in the hierarchy.",
                 counts.live,
             ),
             (
                 "memcgs_dying",
                 "Memory cgroups on the node that were removed but are still pinned by charged \
-                 memory (page cache, slab); each holds a memcg id",
+                 memory (page cache, slab); each holds a memcg id.",
                 counts.dying,
             ),
             (
                 "memcg_ids_free",
                 "Memcg ids left on the node (65535 - live - dying); at 0 no cgroup, so no \
-                 container, can be created",
+                 container, can be created.",
                 counts.free_ids(),
             ),
         ] {
