@@ -1,5 +1,5 @@
 //! `--metrics`: a real Prometheus server scrapes memtrace every second during an OOM scenario,
-//! and what PromQL answers is checked against the kernel's own counters; the exposition passes
+//! and what `PromQL` answers is checked against the kernel's own counters; the exposition passes
 //! `promtool check metrics`; the series of a thousand containers go when the containers go.
 
 use std::{
@@ -94,7 +94,11 @@ fn prometheus_sees_the_kernels_oom_kill_count_and_working_set() {
     let seen = prometheus.wait(
         "Prometheus to have both OOM kills",
         Duration::from_secs(20),
-        || prometheus.value(&kills).filter(|&v| whole(v) >= kernel_kills),
+        || {
+            prometheus
+                .value(&kills)
+                .filter(|&v| whole(v) >= kernel_kills)
+        },
     );
     assert_eq!(whole(seen), kernel_kills, "{kills}");
     // memhog allocates until it is killed: the verdict is anon growth, and the series carries
@@ -107,7 +111,10 @@ fn prometheus_sees_the_kernels_oom_kill_count_and_working_set() {
     let reclaims = prometheus
         .value(&format!("memtrace_reclaims_total{{id=\"{id}\"}}"))
         .unwrap_or(0.0);
-    assert!(reclaims >= 2.0, "limit reclaims before the kills: {reclaims}");
+    assert!(
+        reclaims >= 2.0,
+        "limit reclaims before the kills: {reclaims}"
+    );
 
     // A steady 32 MiB: sampled every second, scraped every second.
     let mut holder = hold(&container, 32);
@@ -160,16 +167,24 @@ fn the_exposition_passes_promtool_during_an_oom_kill() {
         ":0",
     ]);
     let addr = metrics_address(&memtrace);
-    assert!(addr.starts_with("127.0.0.1:"), "a bare port is loopback: {addr}");
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "a bare port is loopback: {addr}"
+    );
     let _ = container.oom_kill_memhog(MEMHOG, CAP_MIB);
     // The kill is out once its event is: then the exposition has every kind of series.
     let deadline = Instant::now() + Duration::from_secs(10);
     let exposition = loop {
         let text = fetch_metrics(&addr);
-        if text.contains("memtrace_oom_kills_total{") && text.contains("memtrace_memory_usage_bytes{") {
+        if text.contains("memtrace_oom_kills_total{")
+            && text.contains("memtrace_memory_usage_bytes{")
+        {
             break text;
         }
-        assert!(Instant::now() < deadline, "no OOM kill or gauges in:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no OOM kill or gauges in:\n{text}"
+        );
         thread::sleep(Duration::from_millis(200));
     };
     promtool_check_metrics(&exposition);
@@ -191,7 +206,10 @@ fn the_exposition_passes_promtool_during_an_oom_kill() {
         );
     }
     let out = memtrace.stop_ok();
-    assert_eq!(oom_kills_in(&json_lines(&out.stdout), &container.path).len(), 1);
+    assert_eq!(
+        oom_kills_in(&json_lines(&out.stdout), &container.path).len(),
+        1
+    );
 }
 
 /// The series of containers under `parent`: their ids.
@@ -211,7 +229,14 @@ fn rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("memtrace's status")
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .expect("VmRSS")
 }
 
@@ -235,59 +260,74 @@ fn series_of_a_thousand_removed_containers_go_after_the_grace_period() {
         "5s",
     ]);
     let addr = metrics_address(&memtrace);
-    // The first walk of the hierarchy gives the named cgroup its gauges.
-    thread::sleep(Duration::from_millis(2500));
-    let baseline = series(&fetch_metrics(&addr)).len();
+    let churn = |count: usize, first: u64| {
+        // Docker-shaped: /docker/<64 hex digits>.
+        let containers: Vec<TestCgroup> = (first..first + count as u64)
+            .map(|i| docker.child(&format!("{i:064x}"), None))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let peak = loop {
+            let text = fetch_metrics(&addr);
+            let ids = container_ids(&text, &docker.path);
+            if ids.len() == count {
+                break series(&text).len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} containers have series",
+                ids.len()
+            );
+            thread::sleep(Duration::from_millis(500));
+        };
+        let removed = Instant::now();
+        drop(containers);
+        // Within the grace period their final values are still there to scrape.
+        let text = fetch_metrics(&addr);
+        let left = container_ids(&text, &docker.path).len();
+        assert!(
+            left == count || removed.elapsed() >= GRACE,
+            "{left} of {count} containers have series {:?} after their removal",
+            removed.elapsed()
+        );
+        (peak, removed)
+    };
+    let settled = |removed: Instant, baseline: Option<usize>| {
+        let deadline = removed + GRACE + Duration::from_secs(20);
+        loop {
+            let text = fetch_metrics(&addr);
+            let left = container_ids(&text, &docker.path);
+            let count = series(&text).len();
+            if left.is_empty() && baseline.is_none_or(|b| count == b) {
+                return (count, removed.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} containers still have series, {count} series ({baseline:?} before), {:?} \
+                 after removal:\n{}",
+                left.len(),
+                removed.elapsed(),
+                series(&text).join("\n")
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
+    };
+    // A few first, so that everything besides the containers' own series is there: the
+    // named cgroup's gauges, and the slab that creating memcgs charges to their parent.
+    let (_, removed) = churn(10, 1);
+    let (baseline, _) = settled(removed, None);
     let rss_before = rss_kib(memtrace.pid());
 
-    // Docker-shaped: /docker/<64 hex digits>.
-    let containers: Vec<TestCgroup> = (0..CONTAINERS)
-        .map(|i| docker.child(&format!("{:064x}", 0xc0ffee_0000_u64 + i as u64), None))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let peak = loop {
-        let text = fetch_metrics(&addr);
-        let ids = container_ids(&text, &docker.path);
-        if ids.len() == CONTAINERS {
-            break series(&text).len();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {CONTAINERS} containers have series",
-            ids.len()
-        );
-        thread::sleep(Duration::from_millis(500));
-    };
+    let (peak, removed) = churn(CONTAINERS, 0x00c0_ffee_0000);
     let rss_peak = rss_kib(memtrace.pid());
-    assert!(peak >= baseline + CONTAINERS, "{peak} series at the peak, {baseline} before");
-
-    let removed = Instant::now();
-    drop(containers);
-    // Before the grace period ends, their final values are still there to scrape.
-    let text = fetch_metrics(&addr);
-    if removed.elapsed() < GRACE {
-        assert_eq!(container_ids(&text, &docker.path).len(), CONTAINERS);
-    }
-    let deadline = removed + GRACE + Duration::from_secs(20);
-    let after = loop {
-        let text = fetch_metrics(&addr);
-        let left = container_ids(&text, &docker.path);
-        let count = series(&text).len();
-        if left.is_empty() && count == baseline {
-            break count;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} containers still have series, {count} series ({baseline} before), {:?} after \
-             removal:\n{}",
-            left.len(),
-            removed.elapsed(),
-            series(&text).join("\n")
-        );
-        thread::sleep(Duration::from_millis(500));
-    };
-    let gone_after = removed.elapsed();
-    assert!(gone_after >= GRACE, "series went before the grace period: {gone_after:?}");
+    assert!(
+        peak >= baseline + CONTAINERS,
+        "{peak} series at the peak, {baseline} before"
+    );
+    let (after, gone_after) = settled(removed, Some(baseline));
+    assert!(
+        gone_after >= GRACE,
+        "series went before the grace period: {gone_after:?}"
+    );
     let rss_after = rss_kib(memtrace.pid());
     eprintln!(
         "series: {baseline} before, {peak} with {CONTAINERS} containers, {after} {gone_after:?} \

@@ -131,7 +131,10 @@ impl Prometheus {
         let port = free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -148,9 +151,11 @@ impl Prometheus {
             ureq::get(&ready).call().is_ok().then_some(())
         });
         let up = format!("up{{job=\"{JOB}\"}}");
-        prometheus.wait("a successful scrape of memtrace", Duration::from_secs(30), || {
-            (prometheus.value(&up) == Some(1.0)).then_some(())
-        });
+        prometheus.wait(
+            "a successful scrape of memtrace",
+            Duration::from_secs(30),
+            || (prometheus.value(&up) == Some(1.0)).then_some(()),
+        );
         prometheus
     }
 
@@ -194,7 +199,10 @@ impl Prometheus {
     #[must_use]
     pub fn value(&self, promql: &str) -> Option<f64> {
         let result = self.query(promql);
-        assert!(result.len() <= 1, "{promql} gives several series: {result:?}");
+        assert!(
+            result.len() <= 1,
+            "{promql} gives several series: {result:?}"
+        );
         result.first().map(|(_, v)| *v)
     }
 
@@ -203,7 +211,12 @@ impl Prometheus {
     /// # Panics
     ///
     /// When it does not, with Prometheus' log.
-    pub fn wait<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    pub fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(found) = check() {

@@ -158,9 +158,7 @@ impl Session {
         let metrics = args
             .metrics
             .metrics
-            .map(|addr| {
-                Endpoint::bind(addr, args.metrics.metrics_grace, hierarchy.clone(), clock)
-            })
+            .map(|addr| Endpoint::bind(addr, args.metrics.metrics_grace, hierarchy.clone(), clock))
             .transpose()?;
         let runtime = super::runtime()?;
         // Listen for Ctrl-C and SIGTERM before saying "attached": whoever waits for that line
@@ -294,7 +292,8 @@ impl Session {
                         let server = endpoint.spawn();
                         let sampled = intervals.stats.unwrap_or(metrics::STATS_INTERVAL);
                         let mut tap = Tap::new(&exporter, sink, stats_every, sampled);
-                        let run = pipeline::run(ring, aggregates, context, settings, &mut tap, stop);
+                        let run =
+                            pipeline::run(ring, aggregates, context, settings, &mut tap, stop);
                         let stats = tokio::select! {
                             stats = run => stats,
                             () = count_lost(&probes, &exporter) => unreachable!("never ends"),

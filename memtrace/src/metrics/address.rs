@@ -14,9 +14,7 @@ pub fn parse_listen_address(value: &str) -> Result<SocketAddr, String> {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
     value.parse::<SocketAddr>().map_err(|_| {
-        format!(
-            "{value:?} is not PORT, :PORT, IP:PORT or [IPv6]:PORT (e.g. 9750, 0.0.0.0:9750)"
-        )
+        format!("{value:?} is not PORT, :PORT, IP:PORT or [IPv6]:PORT (e.g. 9750, 0.0.0.0:9750)")
     })
 }
 

@@ -110,7 +110,9 @@ impl Exporter {
         let families = Families::new(hierarchy);
         for kind in LostKind::ALL {
             // Every kind from the start, at 0: "nothing lost" is an answer too.
-            let _ = families.lost_events.get_or_create(&LostLabels { kind: kind.name() });
+            let _ = families
+                .lost_events
+                .get_or_create(&LostLabels { kind: kind.name() });
         }
         Self {
             families,
@@ -169,10 +171,10 @@ impl Exporter {
                 break;
             };
             // Still removed, and not removed again later (its own, later, deadline).
-            let due = state.series.get(&path).is_some_and(|s| {
-                s.removed
-                    .is_some_and(|at| at + self.grace <= now)
-            });
+            let due = state
+                .series
+                .get(&path)
+                .is_some_and(|s| s.removed.is_some_and(|at| at + self.grace <= now));
             if !due {
                 continue;
             }
@@ -304,7 +306,10 @@ impl Exporter {
     /// The series of `path`, created (or given the names learnt since) from the event's
     /// cgroup and container.
     fn series<'s>(&self, state: &'s mut State, path: &str, event: &Event) -> &'s mut Series {
-        let labels = ContainerLabels::of(event.memcg.cgroup.as_deref(), event.memcg.container.as_ref());
+        let labels = ContainerLabels::of(
+            event.memcg.cgroup.as_deref(),
+            event.memcg.container.as_ref(),
+        );
         let series = state
             .series
             .entry(path.to_owned())
@@ -369,7 +374,9 @@ impl Exporter {
         let series = self.series(state, path, event);
         if series.removed.is_none() {
             series.removed = Some(now);
-            state.expiring.push_back((now + self.grace, path.to_owned()));
+            state
+                .expiring
+                .push_back((now + self.grace, path.to_owned()));
         }
     }
 
@@ -384,9 +391,7 @@ impl Exporter {
         let missing: Vec<String> = state
             .series
             .iter()
-            .filter(|(_, s)| {
-                s.removed.is_none() && s.stats_batch.is_some_and(|b| b != previous)
-            })
+            .filter(|(_, s)| s.removed.is_none() && s.stats_batch.is_some_and(|b| b != previous))
             .map(|(path, _)| path.clone())
             .collect();
         for path in missing {
@@ -561,7 +566,9 @@ mod tests {
         let labels = format!("namespace=\"\",pod=\"\",container=\"\",image=\"\",id=\"{PATH}\"");
         assert_eq!(
             samples(&text, "memtrace_oom_kills_total"),
-            [format!("memtrace_oom_kills_total{{{labels},verdict=\"anon_growth\"}} 1")]
+            [format!(
+                "memtrace_oom_kills_total{{{labels},verdict=\"anon_growth\"}} 1"
+            )]
         );
         assert_eq!(
             samples(&text, "memtrace_reclaims_total"),
@@ -569,7 +576,9 @@ mod tests {
         );
         assert_eq!(
             samples(&text, "memtrace_reclaims_freed_nothing_total"),
-            [format!("memtrace_reclaims_freed_nothing_total{{{labels}}} 1")]
+            [format!(
+                "memtrace_reclaims_freed_nothing_total{{{labels}}} 1"
+            )]
         );
         assert_eq!(
             samples(&text, "memtrace_reclaim_seconds_total"),
@@ -577,14 +586,23 @@ mod tests {
         );
         assert_eq!(
             samples(&text, "memtrace_page_cache_added_bytes_total"),
-            [format!("memtrace_page_cache_added_bytes_total{{{labels}}} {}", 3 * MIB)]
+            [format!(
+                "memtrace_page_cache_added_bytes_total{{{labels}}} {}",
+                3 * MIB
+            )]
         );
         assert_eq!(
             samples(&text, "memtrace_memory_working_set_bytes"),
-            [format!("memtrace_memory_working_set_bytes{{{labels}}} {}", 50 * MIB)]
+            [format!(
+                "memtrace_memory_working_set_bytes{{{labels}}} {}",
+                50 * MIB
+            )]
         );
         assert_eq!(samples(&text, "memtrace_lost_events_total").len(), 7);
-        assert!(text.contains("# TYPE memtrace_oom_kills_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE memtrace_oom_kills_total counter"),
+            "{text}"
+        );
         assert!(!text.contains("# EOF"), "Prometheus text, not OpenMetrics");
     }
 

@@ -72,7 +72,11 @@ impl Families {
              pages): the road to an OOM kill",
             None,
         );
-        let reclaimed_bytes = counter("reclaimed", "Memory freed by limit reclaim", Some(Unit::Bytes));
+        let reclaimed_bytes = counter(
+            "reclaimed",
+            "Memory freed by limit reclaim",
+            Some(Unit::Bytes),
+        );
         let charge_failures = counter(
             "charge_failures",
             "Charges the container's memory cgroup refused at its limit",
@@ -129,7 +133,10 @@ impl Families {
             "Working set as the kubelet and cAdvisor compute it (usage - inactive_file): what \
              evictions and dashboards look at",
         );
-        let usage_bytes = gauge("memory_usage", "Memory charged to the container's memory cgroup");
+        let usage_bytes = gauge(
+            "memory_usage",
+            "Memory charged to the container's memory cgroup",
+        );
         let limit_bytes = gauge(
             "memory_limit",
             "The memory cgroup's limit (no series when unlimited)",

@@ -53,9 +53,11 @@ impl Endpoint {
         hierarchy: MemoryHierarchy,
         clock: HostClock,
     ) -> anyhow::Result<Self> {
-        let listener = server::bind(addr)
-            .with_context(|| format!("serving metrics on {addr} (--metrics)"))?;
-        let addr = listener.local_addr().context("reading the metrics address")?;
+        let listener =
+            server::bind(addr).with_context(|| format!("serving metrics on {addr} (--metrics)"))?;
+        let addr = listener
+            .local_addr()
+            .context("reading the metrics address")?;
         eprintln!(
             "memtrace: serving Prometheus metrics at http://{addr}/metrics (series of removed \
              containers stay {})",

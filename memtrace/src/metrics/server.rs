@@ -39,7 +39,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// # Errors
 ///
 /// When the listener cannot be registered with the runtime.
-pub async fn serve(listener: std::net::TcpListener, exporter: Arc<Exporter>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: std::net::TcpListener,
+    exporter: Arc<Exporter>,
+) -> std::io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     loop {
         let stream = match listener.accept().await {
@@ -74,8 +77,14 @@ async fn respond(
     Ok(match (get, request.uri().path()) {
         (true, "/metrics") => match tokio::task::spawn_blocking(move || exporter.encode()).await {
             Ok(Ok(text)) => response(StatusCode::OK, CONTENT_TYPE, text),
-            Ok(Err(e)) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}\n")),
-            Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}\n")),
+            Ok(Err(e)) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding: {e}\n"),
+            ),
+            Err(e) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding: {e}\n"),
+            ),
         },
         (true, "/") => plain(
             StatusCode::OK,
@@ -85,7 +94,10 @@ async fn respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "only GET and HEAD\n".to_owned(),
         ),
-        _ => plain(StatusCode::NOT_FOUND, "not found: try /metrics\n".to_owned()),
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics\n".to_owned(),
+        ),
     })
 }
 

@@ -103,13 +103,19 @@ mod tests {
         let mut passed = Vec::new();
         for w in walks {
             let samples: Vec<bool> = (0..3).map(|_| t.passes(w)).collect();
-            assert!(samples.iter().all(|&p| p == samples[0]), "a walk passes whole");
+            assert!(
+                samples.iter().all(|&p| p == samples[0]),
+                "a walk passes whole"
+            );
             if samples[0] {
                 passed.push(w);
             }
         }
         assert_eq!(passed.len(), 3, "{passed:?}");
-        assert!(passed.windows(2).all(|p| p[1] - p[0] >= 9 * S), "{passed:?}");
+        assert!(
+            passed.windows(2).all(|p| p[1] - p[0] >= 9 * S),
+            "{passed:?}"
+        );
     }
 
     #[test]
