@@ -23,6 +23,8 @@ Examples:
   memtrace record -o node1.mtrace           record to a trace file until Ctrl-C
   memtrace record -o n1.mtrace --max-size 100M --rotate 5
                                             at most 5 files of at most 100 MiB each
+  memtrace run --metrics 9750               also serve Prometheus metrics at
+                                            http://127.0.0.1:9750/metrics
   memtrace replay node1.mtrace              print a recorded trace like `run` did
   memtrace replay node1.mtrace --type oom_kill --since 5m
                                             only OOM kills from 5 minutes into the recording
