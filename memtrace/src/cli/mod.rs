@@ -141,6 +141,37 @@ mod tests {
     }
 
     #[test]
+    fn metrics_options_parse_for_every_live_subcommand() {
+        let cli = Cli::try_parse_from(["memtrace", "run", "--metrics", "9750"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let m = &args.live.metrics;
+        assert_eq!(m.metrics, Some("127.0.0.1:9750".parse().expect("addr")));
+        assert_eq!(m.metrics_grace, crate::metrics::DEFAULT_GRACE);
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "record",
+            "-o",
+            "x",
+            "--metrics",
+            "0.0.0.0:9750",
+            "--metrics-grace",
+            "5s",
+        ])
+        .expect("parses");
+        let Command::Record(args) = cli.command else {
+            panic!("not record")
+        };
+        let m = &args.live.metrics;
+        assert_eq!(m.metrics, Some("0.0.0.0:9750".parse().expect("addr")));
+        assert_eq!(m.metrics_grace.as_secs(), 5);
+        let none = Cli::try_parse_from(["memtrace", "run"]).expect("parses");
+        assert!(matches!(none.command, Command::Run(a) if a.live.metrics.metrics.is_none()));
+        assert!(Cli::try_parse_from(["memtrace", "run", "--metrics", "localhost"]).is_err());
+    }
+
+    #[test]
     fn rejects_bad_input_with_a_message() {
         for argv in [
             &["memtrace", "run", "--duration", "soon"][..],
