@@ -14,6 +14,7 @@ use crate::{
     sinks::Sink,
 };
 
+/// Every `Sink` method other than `write` goes to `inner` unchanged (the exporter needs none).
 pub struct Tap<'a> {
     pub exporter: &'a Exporter,
     pub inner: &'a mut dyn Sink,
