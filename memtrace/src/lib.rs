@@ -6,6 +6,7 @@
 //! - `pipeline`: ring buffer → records → events → sinks.
 //! - `sinks`: terminal (text, JSON Lines); `trace`: the trace file format.
 //! - `report`: a recorded trace analysed per container; `export`: it for other tools.
+//! - `metrics`: `--metrics`, the live events as Prometheus metrics.
 //! - `cli`: the subcommands.
 
 pub mod attribution;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod event;
 pub mod export;
+pub mod metrics;
 mod named;
 pub mod pipeline;
 pub mod probes;

@@ -21,6 +21,8 @@ use std::{
 
 use memtrace::attribution::{CgroupVersion, MemoryHierarchy};
 
+pub mod prometheus;
+
 /// The memtrace binary under test: `MEMTRACE_BIN` (set by `cargo xtask test`), else the debug
 /// build next to this test binary.
 #[must_use]
@@ -340,6 +342,18 @@ impl Memtrace {
         let mut args = vec!["run", "--format", "json", "--stats-interval", "0"];
         args.extend_from_slice(extra);
         Self::start(&args)
+    }
+
+    /// The process id, e.g. to read its memory from `/proc`.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What memtrace printed on stderr up to its "attached" line.
+    #[must_use]
+    pub fn stderr_at_start(&self) -> &[String] {
+        &self.stderr_seen
     }
 
     /// Sends SIGINT (Ctrl-C) and collects the output.

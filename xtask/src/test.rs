@@ -17,8 +17,9 @@ use crate::{
 };
 
 /// What the host's integration tests need besides memtrace: Chromium, to open the HTML report
-/// headless the way a person would (`tests/report_html.rs`).
-pub const TEST_PACKAGES: &[&str] = &["chromium"];
+/// headless the way a person would (`tests/report_html.rs`); Prometheus (with `promtool`), to
+/// scrape `--metrics` as a cluster would (`tests/metrics.rs`).
+pub const TEST_PACKAGES: &[&str] = &["chromium", "prometheus"];
 
 #[derive(Args)]
 pub struct Options {

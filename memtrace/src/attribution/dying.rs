@@ -103,6 +103,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn headroom_counts_live_and_dying() {
+        assert_eq!(
+            MemcgCensus {
+                live: 100,
+                dying: 35
+            }
+            .headroom(),
+            65_400
+        );
+        assert_eq!(
+            MemcgCensus {
+                live: 70_000,
+                dying: 1
+            }
+            .headroom(),
+            0
+        );
+    }
+
+    #[test]
     fn reads_nr_dying_descendants() {
         let stat = "nr_descendants 12\nnr_dying_descendants 3\n";
         assert_eq!(field(stat, "nr_dying_descendants"), Some(3));

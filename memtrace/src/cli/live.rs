@@ -1,6 +1,10 @@
 //! A live session: attach, stream until stopped, detach, report what was seen and lost.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -14,6 +18,7 @@ use crate::{
     },
     clock,
     event::HostClock,
+    metrics::{self, Endpoint, Tap},
     pipeline::{self, Intervals, Settings},
     probes::{
         Aggregates, AttachOptions, AttachedPoint, DEFAULT_RING_BUFFER_BYTES, ProbePoint, Probes,
@@ -34,7 +39,8 @@ pub struct LiveArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub interval: Duration,
     /// Sample each active container's memory (usage, limit, working set, anon, file, kernel)
-    /// from cgroupfs this often, as `stats` events; 0 turns it off.
+    /// from cgroupfs this often, as `stats` events; 0 turns it off. (With --metrics, gauges
+    /// are sampled every second regardless; this is how often the output gets them.)
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub stats_interval: Duration,
     /// Warn at start-up when this many memory cgroups are dying (removed but still pinned by
@@ -57,6 +63,22 @@ pub struct LiveArgs {
     pub probe_strategy: Vec<(ProbePoint, Strategy)>,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Prometheus metrics of the session.
+#[derive(Debug, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on ADDR, path /metrics: a bare PORT or :PORT listens on
+    /// 127.0.0.1 only; give an address (0.0.0.0:PORT) to be scraped from the network.
+    #[arg(long, value_name = "ADDR", value_parser = metrics::parse_listen_address)]
+    pub metrics: Option<SocketAddr>,
+    /// With --metrics: how long the series of a removed container stay, so that scrapes see
+    /// its final counts; then they go.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          default_value = "2m")]
+    pub metrics_grace: Duration,
 }
 
 /// Which containers to report on; all given must match.
@@ -99,6 +121,13 @@ pub struct Session {
     intervals: Intervals,
     interrupt: Signal,
     terminate: Signal,
+    metrics: Option<SessionMetrics>,
+}
+
+/// `--metrics`: the endpoint, and how often the session's own sink wants `stats` samples.
+struct SessionMetrics {
+    endpoint: Endpoint,
+    stats_every: Option<Duration>,
 }
 
 /// The ring buffer, the per-interval aggregates and the programs' log.
@@ -123,6 +152,17 @@ impl Session {
     /// (tests and people wait for that line before they trigger anything).
     pub fn start(args: &LiveArgs, started: Instant) -> anyhow::Result<Self> {
         let hierarchy = MemoryHierarchy::discover()?;
+        let page_size = page_size();
+        let clock = HostClock {
+            boot_time_wall_ns: clock::boot_time_wall_ns(),
+            page_size,
+        };
+        // Before attaching: an address in use fails the start, not the session.
+        let metrics = args
+            .metrics
+            .metrics
+            .map(|addr| Endpoint::bind(addr, args.metrics.metrics_grace, hierarchy.clone(), clock))
+            .transpose()?;
         let runtime = super::runtime()?;
         // Listen for Ctrl-C and SIGTERM before saying "attached": whoever waits for that line
         // may signal at once, and must get a clean detach, not the default kill.
@@ -155,7 +195,6 @@ impl Session {
                 );
             })
             .ok();
-        let page_size = page_size();
         let mut context = LiveContext::new(
             resolver,
             PodDirectory::default(),
@@ -191,17 +230,18 @@ impl Session {
             context,
             hierarchy,
             memcgs_at_start,
-            clock: HostClock {
-                boot_time_wall_ns: clock::boot_time_wall_ns(),
-                page_size,
-            },
+            clock,
             duration: args.duration,
             intervals: Intervals {
                 aggregate: args.interval,
-                stats: Some(args.stats_interval).filter(|d| !d.is_zero()),
+                stats: stats_interval(args.stats_interval, metrics.is_some()),
             },
             interrupt,
             terminate,
+            metrics: metrics.map(|endpoint| SessionMetrics {
+                endpoint,
+                stats_every: Some(args.stats_interval).filter(|d| !d.is_zero()),
+            }),
         })
     }
 
@@ -241,6 +281,7 @@ impl Session {
             intervals,
             interrupt,
             terminate,
+            metrics,
             ..
         } = self;
         let sources = Sources::of(&probes.attached);
@@ -248,15 +289,28 @@ impl Session {
         let stats = runtime
             .block_on(async {
                 let forwarder = tokio::spawn(pipeline::forward_logs(logger));
-                let stats = pipeline::run(
-                    ring,
-                    aggregates,
-                    context,
-                    Settings { intervals, sources },
-                    sink,
-                    stop(interrupt, terminate, duration),
-                )
-                .await;
+                let settings = Settings { intervals, sources };
+                let stop = stop(interrupt, terminate, duration);
+                let stats = match metrics {
+                    None => pipeline::run(ring, aggregates, context, settings, sink, stop).await,
+                    Some(SessionMetrics {
+                        endpoint,
+                        stats_every,
+                    }) => {
+                        let exporter = Arc::clone(&endpoint.exporter);
+                        let server = endpoint.spawn();
+                        let sampled = intervals.stats.unwrap_or(metrics::STATS_INTERVAL);
+                        let mut tap = Tap::new(&exporter, sink, stats_every, sampled);
+                        let run =
+                            pipeline::run(ring, aggregates, context, settings, &mut tap, stop);
+                        let stats = tokio::select! {
+                            stats = run => stats,
+                            () = count_lost(&probes, &exporter) => unreachable!("never ends"),
+                        };
+                        server.abort();
+                        stats
+                    }
+                };
                 forwarder.abort();
                 stats
             })
@@ -307,6 +361,29 @@ impl Summary {
                 d.charged_bytes
                     .map_or_else(|| "?".to_owned(), crate::units::human_bytes),
             );
+        }
+    }
+}
+
+/// The pipeline's stats interval: the user's, or with `--metrics` at least every
+/// [`metrics::STATS_INTERVAL`]; `None`: no samples.
+fn stats_interval(user: Duration, metrics: bool) -> Option<Duration> {
+    let user = Some(user).filter(|d| !d.is_zero());
+    if metrics {
+        Some(user.map_or(metrics::STATS_INTERVAL, |u| u.min(metrics::STATS_INTERVAL)))
+    } else {
+        user
+    }
+}
+
+/// Hands the kernel side's lost-event counters to the exporter every second; never ends.
+async fn count_lost(probes: &Probes, exporter: &metrics::Exporter) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        match probes.lost() {
+            Ok(lost) => exporter.set_lost(&lost),
+            Err(e) => log::warn!("metrics: reading lost-event counters: {e}"),
         }
     }
 }

@@ -24,6 +24,8 @@ Examples:
   memtrace record -o node1.mtrace           record to a trace file until Ctrl-C
   memtrace record -o n1.mtrace --max-size 100M --rotate 5
                                             at most 5 files of at most 100 MiB each
+  memtrace run --metrics 9750               also serve Prometheus metrics at
+                                            http://127.0.0.1:9750/metrics
   memtrace replay node1.mtrace              print a recorded trace like `run` did
   memtrace replay node1.mtrace --type oom_kill --since 5m
                                             only OOM kills from 5 minutes into the recording
@@ -138,6 +140,37 @@ mod tests {
         };
         assert_eq!(args.format, crate::sinks::Format::Json);
         assert_eq!(args.live.duration.map(|d| d.as_secs()), Some(90));
+    }
+
+    #[test]
+    fn metrics_options_parse_for_every_live_subcommand() {
+        let cli = Cli::try_parse_from(["memtrace", "run", "--metrics", "9750"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let m = &args.live.metrics;
+        assert_eq!(m.metrics, Some("127.0.0.1:9750".parse().expect("addr")));
+        assert_eq!(m.metrics_grace, crate::metrics::DEFAULT_GRACE);
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "record",
+            "-o",
+            "x",
+            "--metrics",
+            "0.0.0.0:9750",
+            "--metrics-grace",
+            "5s",
+        ])
+        .expect("parses");
+        let Command::Record(args) = cli.command else {
+            panic!("not record")
+        };
+        let m = &args.live.metrics;
+        assert_eq!(m.metrics, Some("0.0.0.0:9750".parse().expect("addr")));
+        assert_eq!(m.metrics_grace.as_secs(), 5);
+        let none = Cli::try_parse_from(["memtrace", "run"]).expect("parses");
+        assert!(matches!(none.command, Command::Run(a) if a.live.metrics.metrics.is_none()));
+        assert!(Cli::try_parse_from(["memtrace", "run", "--metrics", "localhost"]).is_err());
     }
 
     #[test]
