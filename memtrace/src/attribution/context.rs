@@ -15,8 +15,8 @@ use memtrace_common::{
 
 use super::{
     ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
-    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, failcnt::FailureCounts,
-    memcg_path_of_pid,
+    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups,
+    RuntimeNames, failcnt::FailureCounts, memcg_path_of_pid,
 };
 use crate::{
     event::{
@@ -36,6 +36,11 @@ const TOP_SLAB_CACHES: usize = 10;
 /// pipeline holds the kill, not the events behind it.
 pub const KMSG_WAIT: Duration = Duration::from_millis(150);
 
+/// Containers whose runtime names are kept: far more than a node runs at once, so a name is
+/// still there when a memcg that stayed dying for a long time is freed; past it the oldest
+/// half is dropped.
+const RUNTIME_NAMES_KEPT: usize = 16_384;
+
 /// How long a freed memcg's name is kept for events still on their way (an interval's
 /// aggregates name memcgs freed during it).
 const RELEASED_GRACE: Duration = Duration::from_secs(5);
@@ -51,6 +56,11 @@ pub struct LiveContext {
     names: HashMap<u64, Memcg>,
     released: VecDeque<(u64, Instant)>,
     pods: PodDirectory,
+    runtimes: RuntimeLookups,
+    /// What the runtimes' state says about each container id asked about (`None`: asked, no
+    /// answer yet or never), in the order asked.
+    runtime_names: HashMap<String, Option<RuntimeNames>>,
+    runtime_asked: VecDeque<String>,
     kmsg: Option<KmsgOomLines>,
     dying: DyingTracker,
     filter: Filter,
@@ -78,6 +88,9 @@ impl LiveContext {
             names: HashMap::new(),
             released: VecDeque::new(),
             pods,
+            runtimes: RuntimeLookups::default(),
+            runtime_names: HashMap::new(),
+            runtime_asked: VecDeque::new(),
             kmsg,
             dying: DyingTracker::default(),
             filter,
@@ -232,9 +245,59 @@ impl LiveContext {
         }
     }
 
+    /// Reads the runtimes' state through `lookups` instead of the host's (another root, or
+    /// none for tests).
+    #[must_use]
+    pub fn with_runtime_lookups(mut self, lookups: RuntimeLookups) -> Self {
+        self.runtimes = lookups;
+        self
+    }
+
+    /// Takes in what the runtimes' state said since the last call; never waits.
+    fn take_runtime_answers(&mut self) {
+        for (id, names) in self.runtimes.answers() {
+            self.runtime_names.insert(id, Some(names));
+        }
+    }
+
+    /// Names a container from its runtime's state: known already, or asked for now (a new
+    /// container: its cgroup just appeared).
+    fn name_from_runtime(&mut self, identity: &mut ContainerIdentity) {
+        let Some(id) = identity.container_id.as_deref() else {
+            return;
+        };
+        match self.runtime_names.get(id) {
+            Some(Some(names)) => {
+                names.apply(identity);
+            }
+            Some(None) => {}
+            None => {
+                if self.runtime_asked.len() >= RUNTIME_NAMES_KEPT {
+                    for old in self.runtime_asked.drain(..RUNTIME_NAMES_KEPT / 2) {
+                        self.runtime_names.remove(&old);
+                    }
+                }
+                self.runtime_names.insert(id.to_owned(), None);
+                self.runtime_asked.push_back(id.to_owned());
+                self.runtimes.ask(identity.runtime, id);
+            }
+        }
+    }
+
     /// A memcg id as events name it: with its path and owner, resolved once.
     fn memcg(&mut self, memcg_id: u64) -> Memcg {
+        self.take_runtime_answers();
         if let Some(known) = self.names.get_mut(&memcg_id) {
+            // The runtime's state is read off the pipeline: its names come after the first
+            // events.
+            if let Some(c) = known.container.as_mut()
+                && let Some(Some(names)) = c
+                    .container_id
+                    .as_deref()
+                    .and_then(|id| self.runtime_names.get(id))
+            {
+                names.apply(c);
+            }
             // The kubelet may write a pod's log directory after its first event.
             if let Some(c) = known.container.as_mut()
                 && c.pod_uid.is_some()
@@ -412,9 +475,12 @@ impl LiveContext {
         events
     }
 
-    /// Who a cgroup belongs to: container and pod from the path, names from kubelet's files.
+    /// Who a cgroup belongs to: container and pod from the path, names from the runtime's
+    /// state, else from the kubelet's log directories.
     fn identity(&mut self, cgroup: Option<&str>) -> Option<ContainerIdentity> {
         let mut identity = ContainerIdentity::from_cgroup_path(cgroup?);
+        self.take_runtime_answers();
+        self.name_from_runtime(&mut identity);
         self.pods.enrich(&mut identity);
         (identity.kind() != IdentityKind::Unknown).then_some(identity)
     }
