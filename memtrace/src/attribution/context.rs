@@ -15,8 +15,8 @@ use memtrace_common::{
 
 use super::{
     ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
-    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups,
-    RuntimeNames, failcnt::FailureCounts, memcg_path_of_pid,
+    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups, RuntimeNames,
+    failcnt::FailureCounts, memcg_path_of_pid,
 };
 use crate::{
     event::{

@@ -419,7 +419,9 @@ pub(super) mod tests {
                 let _ = db.root().entries();
                 let _ = db.root().bucket(b"v1").map(|b| b.entries());
             }
-            if i % 97 == 0 && let Ok(db) = Db::parse(file[..i].to_vec()) {
+            if i % 97 == 0
+                && let Ok(db) = Db::parse(file[..i].to_vec())
+            {
                 let _ = db.root().bucket(b"v1").map(|b| b.entries());
             }
         }

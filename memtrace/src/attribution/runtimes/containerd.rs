@@ -79,7 +79,10 @@ mod tests {
                 Item::Bytes(b"image", b"localhost/memtrace-busybox:test".to_vec()),
                 Item::Bytes(b"snapshotter", b"overlayfs".to_vec()),
                 Item::Inline(b"labels", labels),
-                Item::Inline(b"runtime", vec![Item::Bytes(b"name", b"io.containerd.runc.v2".to_vec())]),
+                Item::Inline(
+                    b"runtime",
+                    vec![Item::Bytes(b"name", b"io.containerd.runc.v2".to_vec())],
+                ),
             ],
         )
     }

@@ -146,7 +146,10 @@ mod tests {
         lookups.ask(Some(runtime::DOCKER), DOCKER_ID);
         thread::sleep(Duration::from_millis(50));
         assert_eq!(lookups.answers().count(), 0, "not written yet");
-        let dir = root.path().join("var/lib/docker/containers").join(DOCKER_ID);
+        let dir = root
+            .path()
+            .join("var/lib/docker/containers")
+            .join(DOCKER_ID);
         fs::create_dir_all(&dir).expect("mkdir");
         fs::write(
             dir.join("config.v2.json"),

@@ -173,7 +173,10 @@ impl RuntimeState {
     fn storage(&mut self, id: &str) -> Option<RuntimeNames> {
         for file in storage::container_lists(&self.root) {
             let cached = self.storage.entry(file.clone()).or_default();
-            let Some(entry) = cached.get(&file, storage::read_list).and_then(|l| l.get(id)) else {
+            let Some(entry) = cached
+                .get(&file, storage::read_list)
+                .and_then(|l| l.get(id))
+            else {
                 continue;
             };
             let entry = entry.clone();
@@ -266,7 +269,10 @@ mod tests {
             (POD_NAMESPACE_LABEL, "shop"),
             (POD_NAME_LABEL, "hog-pod"),
             (CONTAINER_NAME_LABEL, "hog"),
-            ("io.kubernetes.cri.image-name", "localhost/memtrace-busybox:test"),
+            (
+                "io.kubernetes.cri.image-name",
+                "localhost/memtrace-busybox:test",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

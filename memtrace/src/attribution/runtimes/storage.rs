@@ -135,7 +135,10 @@ fn annotations(root: &Path, list: &Path, id: &str) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::{RuntimeState, container::test_ids::{CRIO_ID, PODMAN_ID}};
+    use crate::attribution::{
+        RuntimeState,
+        container::test_ids::{CRIO_ID, PODMAN_ID},
+    };
 
     fn write(path: &Path, content: &str) {
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -185,7 +188,9 @@ mod tests {
             .to_string(),
         );
         let mut state = RuntimeState::new(root.path());
-        let podman = state.lookup(Some(runtime::PODMAN), PODMAN_ID).expect("podman");
+        let podman = state
+            .lookup(Some(runtime::PODMAN), PODMAN_ID)
+            .expect("podman");
         assert_eq!(podman.runtime, runtime::PODMAN);
         assert_eq!(podman.name.as_deref(), Some("hog"));
         assert_eq!(
