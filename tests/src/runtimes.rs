@@ -122,6 +122,10 @@ impl Podman {
     /// # Panics
     ///
     /// When it fails.
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "run for what it does as often as for what it prints"
+    )]
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert_ok(&out, &format!("podman {args:?}"));
@@ -253,6 +257,10 @@ impl Containerd {
     }
 
     /// `ctr ARGS`; panics when it fails.
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "run for what it does as often as for what it prints"
+    )]
     pub fn ctr_ok(&self, args: &[&str]) -> String {
         let out = self.ctr(args);
         assert_ok(&out, &format!("ctr {args:?}"));

@@ -311,7 +311,7 @@ pub(super) mod tests {
             let mut m = Vec::new();
             m.extend_from_slice(&MAGIC.to_le_bytes());
             m.extend_from_slice(&VERSION.to_le_bytes());
-            m.extend_from_slice(&(self.page_size as u32).to_le_bytes());
+            m.extend_from_slice(&le32(self.page_size));
             m.extend_from_slice(&0u32.to_le_bytes());
             m.extend_from_slice(&root.to_le_bytes());
             m.extend_from_slice(&0u64.to_le_bytes());
@@ -351,15 +351,16 @@ pub(super) mod tests {
                 };
                 elements.push((flags, key, value));
             }
-            let mut page = head(id, FLAG_LEAF, elements.len() as u16);
+            let count = u16::try_from(elements.len()).expect("test bucket too large");
+            let mut page = head(id, FLAG_LEAF, count);
             let mut data = Vec::new();
             let base = PAGE_HEAD + elements.len() * ELEMENT;
             for (i, (flags, key, value)) in elements.iter().enumerate() {
                 let pos = base + data.len() - (PAGE_HEAD + i * ELEMENT);
                 page.extend_from_slice(&flags.to_le_bytes());
-                page.extend_from_slice(&(pos as u32).to_le_bytes());
-                page.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                page.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                page.extend_from_slice(&le32(pos));
+                page.extend_from_slice(&le32(key.len()));
+                page.extend_from_slice(&le32(value.len()));
                 data.extend_from_slice(key);
                 data.extend_from_slice(value);
             }
@@ -375,6 +376,10 @@ pub(super) mod tests {
                 Self::Bytes(k, _) | Self::Bucket(k, _) | Self::Inline(k, _) => k,
             }
         }
+    }
+
+    fn le32(n: usize) -> [u8; 4] {
+        u32::try_from(n).expect("fits a page").to_le_bytes()
     }
 
     fn head(id: u64, flags: u16, count: u16) -> Vec<u8> {

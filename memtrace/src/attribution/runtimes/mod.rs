@@ -141,9 +141,11 @@ impl RuntimeState {
     pub fn lookup(&mut self, runtime: Option<&str>, id: &str) -> Option<RuntimeNames> {
         let order: &[Source] = match runtime {
             Some(runtime::DOCKER) => &[Source::Docker, Source::Containerd, Source::Storage],
-            Some(runtime::CONTAINERD) => &[Source::Containerd, Source::Storage, Source::Docker],
+            // The kubelet's cgroupfs driver names no runtime: containerd is the common one.
+            Some(runtime::CONTAINERD) | None => {
+                &[Source::Containerd, Source::Storage, Source::Docker]
+            }
             Some(_) => &[Source::Storage, Source::Containerd, Source::Docker],
-            None => &[Source::Containerd, Source::Storage, Source::Docker],
         };
         order.iter().find_map(|source| match source {
             Source::Docker => docker::lookup(&self.root, id),

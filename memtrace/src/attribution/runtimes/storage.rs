@@ -44,8 +44,9 @@ struct Metadata {
     #[serde(rename = "pod-name")]
     pod_name: Option<String>,
     namespace: Option<String>,
+    /// The Kubernetes container name.
     #[serde(rename = "metadata-name")]
-    metadata_name: Option<String>,
+    kubernetes_name: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -100,7 +101,7 @@ pub fn names(root: &Path, list: &Path, id: &str, entry: &Entry) -> RuntimeNames 
     if is_crio {
         names.pod_namespace = names.pod_namespace.or(metadata.namespace);
         names.pod_name = names.pod_name.or(metadata.pod_name);
-        names.container_name = names.container_name.or(metadata.metadata_name);
+        names.container_name = names.container_name.or(metadata.kubernetes_name);
     }
     names.image = names
         .image
