@@ -10,6 +10,10 @@
 //! kind or k3d node (itself a Docker container) is attributed to the pod, not to the node. A
 //! cgroup below a recognised container (crun's `container` sub-cgroup, systemd running inside the
 //! container) still belongs to that container.
+//!
+//! The path gives ids; the names people know (the container's name, its image, its pod) are
+//! added from the runtime's own state on the node ([`RuntimeState`](super::RuntimeState)) and,
+//! failing that, the kubelet's log directories ([`PodDirectory`](super::PodDirectory)).
 
 use std::fmt;
 
