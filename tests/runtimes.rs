@@ -3,7 +3,12 @@
 //! output — the live stream (JSON and text), the trace file, its replay and the report — names
 //! it from the runtime's own state, also after the container is gone.
 
-use std::{fs, path::Path, thread, time::Duration};
+use std::{
+    fs,
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
 
 use memtrace_tests::{
     Finished, Memtrace, TestCgroup, json_lines, memtrace_output, oom_kills_in,
@@ -26,6 +31,8 @@ impl Watchers {
     fn start(host_root: &Path, cgroup: &str) -> Self {
         let trace = host_root.join("hog.mtrace");
         let host = host_root.to_str().expect("utf-8 path");
+        // OOM kills and cgroup lifecycles only: the limit's thousands of reclaim events would
+        // fill the output pipe, which is read only at the end.
         let common = [
             "--cgroup",
             cgroup,
@@ -33,6 +40,8 @@ impl Watchers {
             host,
             "--stats-interval",
             "0",
+            "--events",
+            "oom_kill,cgroup",
         ];
         let mut record = vec![
             "record",
@@ -58,14 +67,40 @@ impl Watchers {
     }
 }
 
-/// Frees what still pins the removed container's memcg (page cache, charge stocks), so the
-/// kernel frees it while memtrace watches.
-fn free_dying_children(parent: &TestCgroup) {
-    for _ in 0..4 {
+/// Frees what still pins the removed container's memcg in `cgroup` (page cache, per-CPU charge
+/// stocks) until the kernel frees it, as the trace being recorded shows (the recorder writes
+/// what it saw every second; a file still being written replays up to its last whole chunk).
+fn free_until_released(parent: &TestCgroup, trace: &Path, cgroup: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
         fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
         parent.reclaim_all();
-        let _ = parent.run_inside("true", &[]);
-        thread::sleep(Duration::from_millis(300));
+        // Each CPU's charge stock keeps the last memcg that charged there, until another
+        // charges: a short process charges the parent on every CPU.
+        let cpus = thread::available_parallelism().map_or(1, usize::from);
+        for cpu in 0..cpus {
+            let (_, status) = parent.run_inside("taskset", &["-c", &cpu.to_string(), "true"]);
+            assert!(status.success(), "taskset -c {cpu} true: {status}");
+        }
+        thread::sleep(Duration::from_millis(1200));
+        let replay = memtrace_output(&[
+            "replay",
+            "--format",
+            "json",
+            "--type",
+            "cgroup",
+            trace.to_str().expect("utf-8 path"),
+        ]);
+        let events = json_lines(&String::from_utf8_lossy(&replay.stdout));
+        let ours: Vec<_> = events.iter().filter(|e| e["cgroup"] == cgroup).collect();
+        if ours.iter().any(|e| e["action"] == "freed") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kernel did not free {cgroup} within 20 s of reclaim: {ours:#?}\n{}",
+            String::from_utf8_lossy(&replay.stderr)
+        );
     }
 }
 
@@ -125,7 +160,8 @@ fn assert_named_everywhere(
         named(&lifecycle(&replayed, action), &format!("replayed {action}"));
     }
 
-    // The report.
+    // The report: one section for the container (not one before its names came and one
+    // after), under its name.
     let report = memtrace_output(&["report", trace]);
     assert!(report.status.success(), "report: {report:?}");
     let report = String::from_utf8_lossy(&report.stdout);
@@ -133,6 +169,22 @@ fn assert_named_everywhere(
         report.contains(&format!("== {shown}")),
         "the report names {shown}:\n{report}"
     );
+    let json = memtrace_output(&["report", "--format", "json", trace]);
+    assert!(json.status.success(), "report: {json:?}");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("report JSON");
+    let sections: Vec<_> = json["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter(|c| {
+            c["cgroups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g == cgroup))
+        })
+        .collect();
+    assert_eq!(sections.len(), 1, "{sections:#?}");
+    assert_eq!(sections[0]["name"], shown, "{}", sections[0]);
+    named(sections[0], "report");
 }
 
 #[test]
@@ -168,7 +220,7 @@ fn podman_names_an_oom_killed_container_and_its_image_everywhere() {
     let cgroup = format!("{}/libpod-{id}", parent.path);
     // Gone: its state with it.
     podman.ok(&["rm", "hog"]);
-    free_dying_children(&parent);
+    free_until_released(&parent, &watchers.trace, &cgroup);
     let outputs = watchers.stop();
 
     assert_named_everywhere(
@@ -230,7 +282,7 @@ fn containerd_names_a_pod_container_from_its_cri_labels() {
     // `--rm`: the container and its metadata are gone.
     let left = containerd.ctr_ok(&["containers", "list", "--quiet"]);
     assert!(!left.contains(ID), "{left}");
-    free_dying_children(&burstable);
+    free_until_released(&burstable, &watchers.trace, &cgroup);
     let outputs = watchers.stop();
     drop(containerd);
 
