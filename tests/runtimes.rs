@@ -185,6 +185,27 @@ fn assert_named_everywhere(
     assert_eq!(sections.len(), 1, "{sections:#?}");
     assert_eq!(sections[0]["name"], shown, "{}", sections[0]);
     named(sections[0], "report");
+
+    // The Perfetto export: the container's track is named so.
+    let perfetto = Path::new(trace).with_extension("json");
+    let export = memtrace_output(&[
+        "export",
+        "--perfetto",
+        trace,
+        "-o",
+        perfetto.to_str().expect("utf-8 path"),
+    ]);
+    assert!(export.status.success(), "export: {export:?}");
+    let perfetto: serde_json::Value =
+        serde_json::from_slice(&fs::read(&perfetto).expect("read export")).expect("JSON");
+    let names: Vec<_> = perfetto["traceEvents"]
+        .as_array()
+        .expect("traceEvents")
+        .iter()
+        .filter(|e| e["name"] == "process_name")
+        .map(|e| e["args"]["name"].as_str().unwrap_or_default())
+        .collect();
+    assert!(names.contains(&shown), "{names:?}");
 }
 
 #[test]
