@@ -198,14 +198,14 @@ fn assert_named_everywhere(
     assert!(export.status.success(), "export: {export:?}");
     let perfetto: serde_json::Value =
         serde_json::from_slice(&fs::read(&perfetto).expect("read export")).expect("JSON");
-    let names: Vec<_> = perfetto["traceEvents"]
+    let processes: Vec<_> = perfetto["traceEvents"]
         .as_array()
         .expect("traceEvents")
         .iter()
         .filter(|e| e["name"] == "process_name")
         .map(|e| e["args"]["name"].as_str().unwrap_or_default())
         .collect();
-    assert!(names.contains(&shown), "{names:?}");
+    assert!(processes.contains(&shown), "{processes:?}");
 }
 
 #[test]
