@@ -28,7 +28,8 @@ struct Watchers {
 }
 
 impl Watchers {
-    fn start(host_root: &Path, cgroup: &str) -> Self {
+    /// `stats_interval`: how often containers and pods are sampled (`0`: never).
+    fn start(host_root: &Path, cgroup: &str, stats_interval: &str) -> Self {
         let trace = host_root.join("hog.mtrace");
         let host = host_root.to_str().expect("utf-8 path");
         // OOM kills and cgroup lifecycles only: the limit's thousands of reclaim events would
@@ -39,7 +40,7 @@ impl Watchers {
             "--host-root",
             host,
             "--stats-interval",
-            "0",
+            stats_interval,
             "--events",
             "oom_kill,cgroup",
         ];
@@ -217,7 +218,7 @@ fn podman_names_an_oom_killed_container_and_its_image_everywhere() {
     // go wrong outside it.
     let parent = TestCgroup::new("podman", 1 << 30);
     let _others = RuntimeCgroups::new(&parent.path);
-    let watchers = Watchers::start(host.path(), &parent.path);
+    let watchers = Watchers::start(host.path(), &parent.path, "0");
 
     let mut args = vec![
         "--name",
@@ -275,7 +276,10 @@ fn containerd_names_a_pod_container_from_its_cri_labels() {
     let burstable = kubepods.child("burstable", None);
     let pod = burstable.child(&format!("pod{POD_UID}"), None);
     let cgroup = format!("{}/{ID}", pod.path);
-    let watchers = Watchers::start(host.path(), &base.path);
+    let uid_label = format!("io.kubernetes.pod.uid={POD_UID}");
+    // Samples every second: the pod's own memcg shows up in them, named by its container's
+    // labels.
+    let watchers = Watchers::start(host.path(), &base.path, "1s");
 
     let mut args = vec![
         "run",
@@ -290,6 +294,8 @@ fn containerd_names_a_pod_container_from_its_cri_labels() {
         "io.kubernetes.pod.name=hog-7f9c6d5b4-x2v8q",
         "--label",
         "io.kubernetes.container.name=hog",
+        "--label",
+        &uid_label,
         IMAGE,
         ID,
     ];
@@ -306,6 +312,23 @@ fn containerd_names_a_pod_container_from_its_cri_labels() {
     free_until_released(&burstable, &watchers.trace, &cgroup);
     let outputs = watchers.stop();
     drop(containerd);
+
+    // The pod's own memcg, which no runtime knows, is named by its container's labels in the
+    // samples taken once they were read.
+    let live = json_lines(&outputs.0.stdout);
+    let pod_samples: Vec<_> = live
+        .iter()
+        .filter(|e| e["type"] == "stats" && e["cgroup"] == pod.path.as_str())
+        .collect();
+    let last = pod_samples
+        .last()
+        .unwrap_or_else(|| panic!("no sample of the pod {}: {live:#?}", pod.path));
+    assert_eq!(last["container"]["pod_uid"], POD_UID, "{last}");
+    assert_eq!(last["container"]["pod_namespace"], "shop", "{last}");
+    assert_eq!(
+        last["container"]["pod_name"], "hog-7f9c6d5b4-x2v8q",
+        "{last}"
+    );
 
     assert_named_everywhere(
         &cgroup,

@@ -61,6 +61,9 @@ pub struct LiveContext {
     /// answer yet or never), in the order asked.
     runtime_names: HashMap<String, Option<RuntimeNames>>,
     runtime_asked: VecDeque<String>,
+    /// Pods named by their containers' CRI labels (`io.kubernetes.pod.uid`), by UID: they
+    /// name the pod's own memcg, which no runtime knows.
+    runtime_pods: HashMap<String, RuntimeNames>,
     kmsg: Option<KmsgOomLines>,
     dying: DyingTracker,
     filter: Filter,
@@ -91,6 +94,7 @@ impl LiveContext {
             runtimes: RuntimeLookups::default(),
             runtime_names: HashMap::new(),
             runtime_asked: VecDeque::new(),
+            runtime_pods: HashMap::new(),
             kmsg,
             dying: DyingTracker::default(),
             filter,
@@ -256,21 +260,27 @@ impl LiveContext {
     /// Takes in what the runtimes' state said since the last call; never waits.
     fn take_runtime_answers(&mut self) {
         for (id, names) in self.runtimes.answers() {
+            if let Some(uid) = names.pod_uid.clone().filter(|_| names.pod_name.is_some()) {
+                if self.runtime_pods.len() >= RUNTIME_NAMES_KEPT {
+                    self.runtime_pods.clear();
+                }
+                self.runtime_pods.insert(uid, names.clone());
+            }
             self.runtime_names.insert(id, Some(names));
         }
     }
 
     /// Names a container from its runtime's state: known already, or asked for now (a new
-    /// container: its cgroup just appeared).
+    /// container: its cgroup just appeared). A pod's own memcg is named by its containers.
     fn name_from_runtime(&mut self, identity: &mut ContainerIdentity) {
         let Some(id) = identity.container_id.as_deref() else {
+            apply_runtime_names(&self.runtime_names, &self.runtime_pods, identity);
             return;
         };
         match self.runtime_names.get(id) {
-            Some(Some(names)) => {
-                names.apply(identity);
+            Some(_) => {
+                apply_runtime_names(&self.runtime_names, &self.runtime_pods, identity);
             }
-            Some(None) => {}
             None => {
                 if self.runtime_asked.len() >= RUNTIME_NAMES_KEPT {
                     for old in self.runtime_asked.drain(..RUNTIME_NAMES_KEPT / 2) {
@@ -290,13 +300,8 @@ impl LiveContext {
         if let Some(known) = self.names.get_mut(&memcg_id) {
             // The runtime's state is read off the pipeline: its names come after the first
             // events.
-            if let Some(c) = known.container.as_mut()
-                && let Some(Some(names)) = c
-                    .container_id
-                    .as_deref()
-                    .and_then(|id| self.runtime_names.get(id))
-            {
-                names.apply(c);
+            if let Some(c) = known.container.as_mut() {
+                apply_runtime_names(&self.runtime_names, &self.runtime_pods, c);
             }
             // The kubelet may write a pod's log directory after its first event.
             if let Some(c) = known.container.as_mut()
@@ -704,6 +709,24 @@ impl LiveContext {
     #[must_use]
     pub fn still_dying(&self) -> Vec<Removed> {
         self.dying.dying()
+    }
+}
+
+/// Fills an identity with what the runtimes' state said about its container, or about its pod
+/// through another container's labels.
+fn apply_runtime_names(
+    containers: &HashMap<String, Option<RuntimeNames>>,
+    pods: &HashMap<String, RuntimeNames>,
+    identity: &mut ContainerIdentity,
+) {
+    if let Some(Some(names)) = identity
+        .container_id
+        .as_deref()
+        .and_then(|id| containers.get(id))
+    {
+        names.apply(identity);
+    } else if let Some(names) = identity.pod_uid.as_deref().and_then(|uid| pods.get(uid)) {
+        names.apply_pod(identity);
     }
 }
 

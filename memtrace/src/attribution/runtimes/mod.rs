@@ -36,6 +36,7 @@ use super::{ContainerIdentity, runtime};
 pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
 /// What a runtime's state says about one container.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct RuntimeNames {
     pub pod_name: Option<String>,
     /// The Kubernetes container name (`io.kubernetes.container.name`).
     pub container_name: Option<String>,
+    /// The pod's UID (`io.kubernetes.pod.uid`): the pod's own memcg is named after it.
+    pub pod_uid: Option<String>,
 }
 
 impl RuntimeNames {
@@ -67,7 +70,18 @@ impl RuntimeNames {
             pod_namespace: label(POD_NAMESPACE_LABEL),
             pod_name: label(POD_NAME_LABEL),
             container_name: label(CONTAINER_NAME_LABEL),
+            pod_uid: label(POD_UID_LABEL),
         }
+    }
+
+    /// Fills the pod's names into the identity of the pod's own memcg (or of a container the
+    /// runtime does not know, in the same pod); returns whether anything changed.
+    pub fn apply_pod(&self, identity: &mut ContainerIdentity) -> bool {
+        if self.pod_uid.is_none() || identity.pod_uid != self.pod_uid {
+            return false;
+        }
+        fill(&mut identity.pod_namespace, self.pod_namespace.as_ref())
+            | fill(&mut identity.pod_name, self.pod_name.as_ref())
     }
 
     /// Fills what `identity` does not know yet; returns whether anything changed. In a pod,
@@ -287,5 +301,19 @@ mod tests {
             identity.display_name(),
             "shop/hog-pod/hog (localhost/memtrace-busybox:test)"
         );
+
+        // The pod's own memcg, named by its container's labels once they carry its UID.
+        let mut pod = ContainerIdentity::from_cgroup_path(
+            "/kubepods/burstable/pod0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        );
+        assert!(!names.apply_pod(&mut pod), "no pod UID label");
+        names.pod_uid = Some("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".into());
+        assert!(names.apply_pod(&mut pod));
+        assert_eq!(pod.display_name(), "shop/hog-pod");
+        assert_eq!(pod.runtime, None);
+        let mut other_pod = ContainerIdentity::from_cgroup_path(
+            "/kubepods/burstable/pod51574d85-6f3d-4f54-8831-bcfd7eb5efa0",
+        );
+        assert!(!names.apply_pod(&mut other_pod));
     }
 }
