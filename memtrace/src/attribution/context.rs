@@ -273,25 +273,20 @@ impl LiveContext {
     /// Names a container from its runtime's state: known already, or asked for now (a new
     /// container: its cgroup just appeared). A pod's own memcg is named by its containers.
     fn name_from_runtime(&mut self, identity: &mut ContainerIdentity) {
-        let Some(id) = identity.container_id.as_deref() else {
-            apply_runtime_names(&self.runtime_names, &self.runtime_pods, identity);
-            return;
-        };
-        match self.runtime_names.get(id) {
-            Some(_) => {
-                apply_runtime_names(&self.runtime_names, &self.runtime_pods, identity);
-            }
-            None => {
-                if self.runtime_asked.len() >= RUNTIME_NAMES_KEPT {
-                    for old in self.runtime_asked.drain(..RUNTIME_NAMES_KEPT / 2) {
-                        self.runtime_names.remove(&old);
-                    }
+        if let Some(id) = identity.container_id.as_deref()
+            && !self.runtime_names.contains_key(id)
+        {
+            if self.runtime_asked.len() >= RUNTIME_NAMES_KEPT {
+                for old in self.runtime_asked.drain(..RUNTIME_NAMES_KEPT / 2) {
+                    self.runtime_names.remove(&old);
                 }
-                self.runtime_names.insert(id.to_owned(), None);
-                self.runtime_asked.push_back(id.to_owned());
-                self.runtimes.ask(identity.runtime, id);
             }
+            self.runtime_names.insert(id.to_owned(), None);
+            self.runtime_asked.push_back(id.to_owned());
+            self.runtimes.ask(identity.runtime, id);
         }
+        // Until the runtime answers, a container in a known pod has the pod's names.
+        apply_runtime_names(&self.runtime_names, &self.runtime_pods, identity);
     }
 
     /// A memcg id as events name it: with its path and owner, resolved once.
