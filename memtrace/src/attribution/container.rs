@@ -340,6 +340,22 @@ impl ContainerIdentity {
         self.to_string()
     }
 
+    /// How many of the names people know (pod namespace and name, container name, image) the
+    /// identity has: names read from a runtime's state after a container's first events make
+    /// later identities of the same container know more.
+    #[must_use]
+    pub fn known_names(&self) -> usize {
+        [
+            &self.pod_namespace,
+            &self.pod_name,
+            &self.container_name,
+            &self.image,
+        ]
+        .into_iter()
+        .filter(|name| name.is_some())
+        .count()
+    }
+
     /// [`display_name`](Self::display_name) without the image.
     #[must_use]
     pub fn name(&self) -> String {

@@ -498,13 +498,12 @@ impl ReportBuilder {
         let owner = Owner::of(cgroup, container);
         let container = container.filter(|c| c.kind() != IdentityKind::Unknown);
         // The runtime's names (container name, image, pod) may come after a container's first
-        // events: an identity that has them replaces one that has not, under the same key.
-        let named = |c: &ContainerIdentity| c.container_name.is_some() || c.pod_name.is_some();
-        let renamed = container.is_some_and(named)
-            && self
-                .containers
-                .get(&owner)
-                .is_some_and(|acc| !acc.container.as_ref().is_some_and(named));
+        // events: an identity that knows more replaces one that knows less, under the same key.
+        let known = |c: Option<&ContainerIdentity>| c.map_or(0, ContainerIdentity::known_names);
+        let renamed = self
+            .containers
+            .get(&owner)
+            .is_some_and(|acc| known(container) > known(acc.container.as_ref()));
         if renamed && let Some(acc) = self.containers.remove(&owner) {
             self.containers.insert(owner.clone(), acc);
         }
@@ -1385,22 +1384,41 @@ pub(crate) mod tests {
 
     #[test]
     fn a_container_named_after_its_first_events_is_one_container_under_its_name() {
-        let c = format!("/libpod_parent/libpod-{}", "ab".repeat(32));
-        let mut named = stats(2, &c, MIB, MIB);
+        let c = format!(
+            "/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/{}",
+            "ab".repeat(32)
+        );
+        // Unnamed; its pod named (from another container's labels); named by its runtime; a
+        // late event that knows less does not take the name back.
+        let mut in_pod = stats(2, &c, MIB, MIB);
+        if let Some(identity) = in_pod.memcg.container.as_mut() {
+            identity.pod_namespace = Some("shop".into());
+            identity.pod_name = Some("hog-7f9c6d5b4-x2v8q".into());
+        }
+        let mut named = in_pod.clone();
+        named.timestamp_ns = 3;
         if let Some(identity) = named.memcg.container.as_mut() {
             identity.container_name = Some("hog".into());
             identity.image = Some("localhost/busybox:test".into());
         }
         let mut b = ReportBuilder::new(CLOCK);
-        for e in [stats(1, &c, MIB, MIB), named, stats(3, &c, MIB, MIB)] {
+        for e in [
+            stats(1, &c, MIB, MIB),
+            in_pod,
+            named,
+            stats(4, &c, MIB, MIB),
+        ] {
             b.add(&e);
         }
         let r = b.finish(TraceInfo::default());
         assert_eq!(r.containers.len(), 1, "{:?}", r.containers);
-        assert_eq!(r.containers[0].name, "hog (localhost/busybox:test)");
+        assert_eq!(
+            r.containers[0].name,
+            "shop/hog-7f9c6d5b4-x2v8q/hog (localhost/busybox:test)"
+        );
         let identity = r.containers[0].container.as_ref().expect("identity");
         assert_eq!(identity.container_name.as_deref(), Some("hog"));
-        assert_eq!(r.containers[0].memory.len(), 3);
+        assert_eq!(r.containers[0].memory.len(), 4);
     }
 
     #[test]
