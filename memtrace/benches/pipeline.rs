@@ -44,6 +44,7 @@ use std::{
 use memtrace::{
     attribution::{
         CgroupVersion, Filter, LiveContext, MemcgResolver, MemoryHierarchy, PodDirectory,
+        RuntimeLookups, RuntimeState,
     },
     event::HostClock,
     sinks::{JsonSink, Sink, Tee},
@@ -287,6 +288,8 @@ fn live_context(root: &Path) -> LiveContext {
         PAGE,
         vec![(3, "CONSTRAINT_MEMCG".to_owned())],
     )
+    // The containers' runtime state: none, under the bench's own directory, not the host's.
+    .with_runtime_lookups(RuntimeLookups::new(RuntimeState::new(root.join("host"))))
 }
 
 fn trace_header() -> TraceHeader {

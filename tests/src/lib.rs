@@ -22,6 +22,7 @@ use std::{
 use memtrace::attribution::{CgroupVersion, MemoryHierarchy};
 
 pub mod prometheus;
+pub mod runtimes;
 
 /// The memtrace binary under test: `MEMTRACE_BIN` (set by `cargo xtask test`), else the debug
 /// build next to this test binary.

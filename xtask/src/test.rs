@@ -18,8 +18,21 @@ use crate::{
 
 /// What the host's integration tests need besides memtrace: Chromium, to open the HTML report
 /// headless the way a person would (`tests/report_html.rs`); Prometheus (with `promtool`), to
-/// scrape `--metrics` as a cluster would (`tests/metrics.rs`).
-pub const TEST_PACKAGES: &[&str] = &["chromium", "prometheus"];
+/// scrape `--metrics` as a cluster would (`tests/metrics.rs`); real container runtimes.
+pub const TEST_PACKAGES: &[&str] = &[
+    "chromium",
+    "prometheus",
+    // Real container runtimes (tests/runtimes.rs, tests/deploy.rs): podman with runc (crun
+    // refuses hybrid cgroup hosts), containerd with ctr, and busybox-static for the images
+    // they run.
+    "podman",
+    "runc",
+    "conmon",
+    "catatonit",
+    "uidmap",
+    "containerd",
+    "busybox-static",
+];
 
 #[derive(Args)]
 pub struct Options {

@@ -15,8 +15,8 @@ use memtrace_common::{
 
 use super::{
     ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
-    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, failcnt::FailureCounts,
-    memcg_path_of_pid,
+    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups, RuntimeNames,
+    failcnt::FailureCounts, memcg_path_of_pid,
 };
 use crate::{
     event::{
@@ -36,6 +36,11 @@ const TOP_SLAB_CACHES: usize = 10;
 /// pipeline holds the kill, not the events behind it.
 pub const KMSG_WAIT: Duration = Duration::from_millis(150);
 
+/// Containers whose runtime names are kept: far more than a node runs at once, so a name is
+/// still there when a memcg that stayed dying for a long time is freed; past it the oldest
+/// half is dropped.
+const RUNTIME_NAMES_KEPT: usize = 16_384;
+
 /// How long a freed memcg's name is kept for events still on their way (an interval's
 /// aggregates name memcgs freed during it).
 const RELEASED_GRACE: Duration = Duration::from_secs(5);
@@ -51,6 +56,14 @@ pub struct LiveContext {
     names: HashMap<u64, Memcg>,
     released: VecDeque<(u64, Instant)>,
     pods: PodDirectory,
+    runtimes: RuntimeLookups,
+    /// What the runtimes' state says about each container id asked about (`None`: asked, no
+    /// answer yet or never), in the order asked.
+    runtime_names: HashMap<String, Option<RuntimeNames>>,
+    runtime_asked: VecDeque<String>,
+    /// Pods named by their containers' CRI labels (`io.kubernetes.pod.uid`), by UID: they
+    /// name the pod's own memcg, which no runtime knows.
+    runtime_pods: HashMap<String, RuntimeNames>,
     kmsg: Option<KmsgOomLines>,
     dying: DyingTracker,
     filter: Filter,
@@ -78,6 +91,10 @@ impl LiveContext {
             names: HashMap::new(),
             released: VecDeque::new(),
             pods,
+            runtimes: RuntimeLookups::default(),
+            runtime_names: HashMap::new(),
+            runtime_asked: VecDeque::new(),
+            runtime_pods: HashMap::new(),
             kmsg,
             dying: DyingTracker::default(),
             filter,
@@ -232,9 +249,55 @@ impl LiveContext {
         }
     }
 
+    /// Reads the runtimes' state through `lookups` instead of the host's (another root, or
+    /// none for tests).
+    #[must_use]
+    pub fn with_runtime_lookups(mut self, lookups: RuntimeLookups) -> Self {
+        self.runtimes = lookups;
+        self
+    }
+
+    /// Takes in what the runtimes' state said since the last call; never waits.
+    fn take_runtime_answers(&mut self) {
+        for (id, names) in self.runtimes.answers() {
+            if let Some(uid) = names.pod_uid.clone().filter(|_| names.pod_name.is_some()) {
+                if self.runtime_pods.len() >= RUNTIME_NAMES_KEPT {
+                    self.runtime_pods.clear();
+                }
+                self.runtime_pods.insert(uid, names.clone());
+            }
+            self.runtime_names.insert(id, Some(names));
+        }
+    }
+
+    /// Names a container from its runtime's state: known already, or asked for now (a new
+    /// container: its cgroup just appeared). A pod's own memcg is named by its containers.
+    fn name_from_runtime(&mut self, identity: &mut ContainerIdentity) {
+        if let Some(id) = identity.container_id.as_deref()
+            && !self.runtime_names.contains_key(id)
+        {
+            if self.runtime_asked.len() >= RUNTIME_NAMES_KEPT {
+                for old in self.runtime_asked.drain(..RUNTIME_NAMES_KEPT / 2) {
+                    self.runtime_names.remove(&old);
+                }
+            }
+            self.runtime_names.insert(id.to_owned(), None);
+            self.runtime_asked.push_back(id.to_owned());
+            self.runtimes.ask(identity.runtime, id);
+        }
+        // Until the runtime answers, a container in a known pod has the pod's names.
+        apply_runtime_names(&self.runtime_names, &self.runtime_pods, identity);
+    }
+
     /// A memcg id as events name it: with its path and owner, resolved once.
     fn memcg(&mut self, memcg_id: u64) -> Memcg {
+        self.take_runtime_answers();
         if let Some(known) = self.names.get_mut(&memcg_id) {
+            // The runtime's state is read off the pipeline: its names come after the first
+            // events.
+            if let Some(c) = known.container.as_mut() {
+                apply_runtime_names(&self.runtime_names, &self.runtime_pods, c);
+            }
             // The kubelet may write a pod's log directory after its first event.
             if let Some(c) = known.container.as_mut()
                 && c.pod_uid.is_some()
@@ -412,9 +475,12 @@ impl LiveContext {
         events
     }
 
-    /// Who a cgroup belongs to: container and pod from the path, names from kubelet's files.
+    /// Who a cgroup belongs to: container and pod from the path, names from the runtime's
+    /// state, else from the kubelet's log directories.
     fn identity(&mut self, cgroup: Option<&str>) -> Option<ContainerIdentity> {
         let mut identity = ContainerIdentity::from_cgroup_path(cgroup?);
+        self.take_runtime_answers();
+        self.name_from_runtime(&mut identity);
         self.pods.enrich(&mut identity);
         (identity.kind() != IdentityKind::Unknown).then_some(identity)
     }
@@ -638,6 +704,24 @@ impl LiveContext {
     #[must_use]
     pub fn still_dying(&self) -> Vec<Removed> {
         self.dying.dying()
+    }
+}
+
+/// Fills an identity with what the runtimes' state said about its container, or about its pod
+/// through another container's labels.
+fn apply_runtime_names(
+    containers: &HashMap<String, Option<RuntimeNames>>,
+    pods: &HashMap<String, RuntimeNames>,
+    identity: &mut ContainerIdentity,
+) {
+    if let Some(Some(names)) = identity
+        .container_id
+        .as_deref()
+        .and_then(|id| containers.get(id))
+    {
+        names.apply(identity);
+    } else if let Some(names) = identity.pod_uid.as_deref().and_then(|uid| pods.get(uid)) {
+        names.apply_pod(identity);
     }
 }
 

@@ -12,10 +12,12 @@ mod filter;
 mod kmsg;
 mod memstat;
 mod pods;
+mod runtimes;
 
 pub use cgroupfs::{
     CgroupVersion, HierarchyError, MemcgResolver, MemoryHierarchy, memcg_path_of_pid,
 };
+pub(crate) use container::with_version_3_layout;
 pub use container::{ContainerIdentity, IdentityKind, QosClass, runtime};
 pub use context::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival};
 pub use dying::{DyingTracker, MEMCG_ID_LIMIT, MemcgCensus, Removed, count_dying};
@@ -23,3 +25,4 @@ pub use filter::Filter;
 pub use kmsg::{KmsgOomLines, OomKillLine};
 pub use memstat::MemoryStats;
 pub use pods::{PodDirectory, PodName};
+pub use runtimes::{RuntimeLookups, RuntimeNames, RuntimeState};

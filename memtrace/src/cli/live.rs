@@ -2,6 +2,7 @@
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -14,7 +15,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::{
     attribution::{
         Filter, KmsgOomLines, LiveContext, MEMCG_ID_LIMIT, MemcgCensus, MemcgResolver,
-        MemoryHierarchy, PodDirectory, Removed, count_dying,
+        MemoryHierarchy, PodDirectory, Removed, RuntimeLookups, RuntimeState, count_dying,
     },
     clock,
     event::HostClock,
@@ -61,6 +62,12 @@ pub struct LiveArgs {
     /// points.
     #[arg(long, value_name = "POINT=STRATEGY", value_parser = parse_forced)]
     pub probe_strategy: Vec<(ProbePoint, Strategy)>,
+    /// Where the host's root directory is: container names and images are read from the
+    /// runtimes' state under it (podman, CRI-O, Docker, containerd), pod names also from the
+    /// kubelet's `var/log/pods`. In a container, mount the host's `/` (or those directories)
+    /// there, e.g. `/host`.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
@@ -197,12 +204,13 @@ impl Session {
             .ok();
         let mut context = LiveContext::new(
             resolver,
-            PodDirectory::default(),
+            PodDirectory::new(args.host_root.join("var/log")),
             kmsg,
             args.filter.filter(),
             page_size,
             probes.oom_constraints.clone(),
-        );
+        )
+        .with_runtime_lookups(RuntimeLookups::new(RuntimeState::new(&args.host_root)));
         if let Some(kernel) = probes.take_kernel_filter() {
             let matching = context.filter_in_kernel(kernel)?;
             eprintln!(

@@ -21,7 +21,7 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    attribution::MemoryStats,
+    attribution::{ContainerIdentity, MemoryStats},
     event::{
         CgroupAction, CgroupChange, Charges, ChargesFromPageCache, Event, Memcg, Reclaim, What,
     },
@@ -39,7 +39,8 @@ pub struct PerfettoWriter<W: Write> {
     out: io::BufWriter<W>,
     /// Whether an element has been written to `traceEvents` (for the commas).
     any: bool,
-    pids: HashMap<String, u32>,
+    /// Each owner's process, and how many names the identity it was last named after knew.
+    pids: HashMap<String, (u32, usize)>,
     dying: HashSet<u64>,
     written: u64,
 }
@@ -83,11 +84,24 @@ impl<W: Write> PerfettoWriter<W> {
     /// The process of a container, named the first time it is seen.
     fn pid(&mut self, m: &Memcg) -> io::Result<u32> {
         let Owner { key, name } = Owner::of(m.cgroup.as_deref(), m.container.as_ref());
-        if let Some(&pid) = self.pids.get(&key) {
+        let known = m
+            .container
+            .as_ref()
+            .map_or(0, ContainerIdentity::known_names);
+        if let Some(&(pid, known_before)) = self.pids.get(&key) {
+            // The runtime's names (container name, image, pod) may come after a container's
+            // first events: the process is renamed once they do.
+            if known > known_before {
+                self.element(
+                    &json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                                     "args": {"name": name}}),
+                )?;
+                self.pids.insert(key, (pid, known));
+            }
             return Ok(pid);
         }
         let pid = NODE_PID + 1 + u32::try_from(self.pids.len()).unwrap_or(u32::MAX - 2);
-        self.pids.insert(key, pid);
+        self.pids.insert(key, (pid, known));
         self.element(
             &json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
                              "args": {"name": name}}),

@@ -31,9 +31,7 @@ impl ContainerLabels {
             namespace: field(|c| c.pod_namespace.as_ref()),
             pod: field(|c| c.pod_name.as_ref()),
             container: field(|c| c.container_name.as_ref()),
-            // ContainerIdentity does not carry the image yet; when it does (the runtimes'
-            // state, issue 12), it is `field(|c| c.image.as_ref())` here.
-            image: String::new(),
+            image: field(|c| c.image.as_ref()),
             id: cgroup.unwrap_or_default().to_owned(),
         }
     }

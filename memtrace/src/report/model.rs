@@ -436,14 +436,41 @@ struct DyingAcc {
 }
 
 /// Who owns a cgroup in the report (and a track in the Perfetto export): its container, pod or
-/// unit, else the cgroup itself.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// unit, else the cgroup itself. Two owners are the same when their keys are: a container's
+/// name may be learned after its first events.
+#[derive(Clone, Debug)]
 pub struct Owner {
     /// Unique: the full container id, the pod UID, the unit, or the cgroup path. Two containers
     /// whose names read the same (a restarted pod's container) stay apart.
     pub key: String,
     /// For people: `namespace/pod/container`, `runtime:shortid`, … or the cgroup path.
     pub name: String,
+}
+
+impl PartialEq for Owner {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Owner {}
+
+impl PartialOrd for Owner {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Owner {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+impl std::hash::Hash for Owner {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
 }
 
 impl Owner {
@@ -518,14 +545,21 @@ impl ReportBuilder {
         cgroup: Option<&str>,
         container: Option<&ContainerIdentity>,
     ) -> &mut ContainerAcc {
-        let acc = self
+        let owner = Owner::of(cgroup, container);
+        let container = container.filter(|c| c.kind() != IdentityKind::Unknown);
+        // The runtime's names (container name, image, pod) may come after a container's first
+        // events: an identity that knows more replaces one that knows less, under the same key.
+        let known = |c: Option<&ContainerIdentity>| c.map_or(0, ContainerIdentity::known_names);
+        let renamed = self
             .containers
-            .entry(Owner::of(cgroup, container))
-            .or_default();
-        if acc.container.is_none() {
-            acc.container = container
-                .filter(|c| c.kind() != IdentityKind::Unknown)
-                .cloned();
+            .get(&owner)
+            .is_some_and(|acc| known(container) > known(acc.container.as_ref()));
+        if renamed && let Some(acc) = self.containers.remove(&owner) {
+            self.containers.insert(owner.clone(), acc);
+        }
+        let acc = self.containers.entry(owner).or_default();
+        if acc.container.is_none() || renamed {
+            acc.container = container.cloned();
         }
         if let Some(cgroup) = cgroup
             && !acc.cgroups.contains(cgroup)
@@ -1535,6 +1569,45 @@ pub(crate) mod tests {
         assert_eq!(r.summary, summary);
         r.keep_top(5);
         assert_eq!((r.containers.len(), r.containers_left_out), (1, 3));
+    }
+
+    #[test]
+    fn a_container_named_after_its_first_events_is_one_container_under_its_name() {
+        let c = format!(
+            "/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/{}",
+            "ab".repeat(32)
+        );
+        // Unnamed; its pod named (from another container's labels); named by its runtime; a
+        // late event that knows less does not take the name back.
+        let mut in_pod = stats(2, &c, MIB, MIB);
+        if let Some(identity) = in_pod.memcg.container.as_mut() {
+            identity.pod_namespace = Some("shop".into());
+            identity.pod_name = Some("hog-7f9c6d5b4-x2v8q".into());
+        }
+        let mut named = in_pod.clone();
+        named.timestamp_ns = 3;
+        if let Some(identity) = named.memcg.container.as_mut() {
+            identity.container_name = Some("hog".into());
+            identity.image = Some("localhost/busybox:test".into());
+        }
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in [
+            stats(1, &c, MIB, MIB),
+            in_pod,
+            named,
+            stats(4, &c, MIB, MIB),
+        ] {
+            b.add(&e);
+        }
+        let r = b.finish(TraceInfo::default());
+        assert_eq!(r.containers.len(), 1, "{:?}", r.containers);
+        assert_eq!(
+            r.containers[0].name,
+            "shop/hog-7f9c6d5b4-x2v8q/hog (localhost/busybox:test)"
+        );
+        let identity = r.containers[0].container.as_ref().expect("identity");
+        assert_eq!(identity.container_name.as_deref(), Some("hog"));
+        assert_eq!(r.containers[0].memory.len(), 4);
     }
 
     #[test]

@@ -9,8 +9,12 @@
 //! cgroup_ref := 0: no cgroup and no container; n: table entry n − 1
 //! ```
 //!
-//! Version 3 stores the event model itself ([`crate::event::What`], postcard), so an event
-//! kind added to the model is in trace files without a change here. A cgroup and its container
+//! Versions 3 and 4 store the event model itself ([`crate::event::What`], postcard), so an event
+//! kind added to the model is in trace files without a change here. They differ in one thing: a
+//! container identity inside an event (an OOM kill's `limit_container`) is its JSON as a
+//! postcard string in version 4, and a fixed list of fields in version 3, which a new field
+//! (the image) would have broken; version 3 files are read with that layout
+//! ([`with_version_3_layout`]). A cgroup and its container
 //! identity are written once per file, as a table record before the first event that names
 //! them; events carry the table reference. That is most of what makes an event small, and it
 //! lets a reader list every container without decoding events. Tags 2–6 are version 2's
@@ -19,7 +23,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    attribution::ContainerIdentity,
+    attribution::{ContainerIdentity, with_version_3_layout},
     event::{Event, Memcg, What},
 };
 
@@ -268,13 +272,18 @@ impl Decoder {
 
     fn event(&mut self, tag: u8, body: &[u8]) -> Result<Event, String> {
         match (self.version, tag) {
-            (3, TAG_EVENT) => {
+            (version @ (3 | 4), TAG_EVENT) => {
                 let mut pos = 0;
                 let cgroup_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
                 let (cgroup, container) = self.entry(cgroup_ref)?;
+                let decode = || postcard::take_from_bytes(&body[pos..]);
+                let decoded = if version == 3 {
+                    with_version_3_layout(decode)
+                } else {
+                    decode()
+                };
                 let ((delta, id, mut what), rest): ((i64, u64, What), _) =
-                    postcard::take_from_bytes(&body[pos..])
-                        .map_err(|e| format!("event is not valid: {e}"))?;
+                    decoded.map_err(|e| format!("event is not valid: {e}"))?;
                 what.restore_derived();
                 let timestamp_ns = self.last_ns.wrapping_add_signed(delta);
                 self.last_ns = timestamp_ns;

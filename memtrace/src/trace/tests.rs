@@ -385,13 +385,13 @@ fn rejects_garbage_empty_old_and_future_files_by_name() {
     }
     write_sample(&path);
     let mut bytes = fs::read(&path).expect("read");
-    bytes[8..10].copy_from_slice(&4u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
     fs::write(&path, &bytes).expect("write");
     let err = TraceReader::open(&path).err().expect("must fail");
     assert_eq!(
         err.to_string(),
         format!(
-            "{} is a version 4 trace; this memtrace reads versions 2 to 3: use a newer memtrace",
+            "{} is a version 5 trace; this memtrace reads versions 2 to 4: use a newer memtrace",
             path.display()
         )
     );
@@ -539,18 +539,75 @@ fn times_read_from_a_file_never_overflow() {
 }
 
 /// The version 3 encoding is the model's declaration order: a reordered variant or field reads
-/// every older file wrongly. This pins the bytes of one event of every kind; when it fails on
-/// purpose, the format changed: bump `VERSION` and keep a reader for the old one.
+/// every older file wrongly. This pins the bytes of one event of every kind as version 3 wrote
+/// them (identities in its fixed layout), and reads them back; when it fails on purpose, the
+/// format changed: bump `VERSION` and keep a reader for the old one.
 #[test]
-fn the_version_3_encoding_of_every_kind_is_pinned() {
+fn the_version_3_encoding_of_every_kind_is_pinned_and_still_read() {
     let mut encoder = records::Encoder::default();
     let mut bytes = Vec::new();
-    for e in every_kind() {
-        encoder.event(&e, &mut bytes).expect("encode");
-    }
+    crate::attribution::with_version_3_layout(|| {
+        for e in every_kind() {
+            encoder.event(&e, &mut bytes).expect("encode");
+        }
+    });
     assert_eq!(
         (bytes.len(), crc32fast::hash(&bytes)),
         (1052, 2_591_213_029),
         "the version 3 encoding changed"
+    );
+    assert_eq!(decode_all(3, &bytes), every_kind());
+}
+
+/// A container identity as a runtime names it: with its name and image.
+fn named_container() -> ContainerIdentity {
+    ContainerIdentity {
+        pod_namespace: Some("shop".into()),
+        pod_name: Some("hog-pod".into()),
+        container_name: Some("hog".into()),
+        image: Some("localhost/memtrace-busybox:test".into()),
+        ..container()
+    }
+}
+
+/// Every kind, with the OOM kill's limit identity (the one stored inside an event) named.
+fn every_kind_named() -> Vec<Event> {
+    let mut events = every_kind();
+    for e in &mut events {
+        if e.memcg.container.is_some() {
+            e.memcg.container = Some(named_container());
+        }
+        if let What::OomKill(k) = &mut e.what {
+            k.limit_container = Some(named_container());
+        }
+    }
+    events
+}
+
+fn decode_all(version: u16, bytes: &[u8]) -> Vec<Event> {
+    let mut decoder = records::Decoder::new(version, header().page_size);
+    let mut pos = 0;
+    let mut events = Vec::new();
+    while let Some(e) = decoder.next(bytes, &mut pos).expect("decode") {
+        events.push(e);
+    }
+    events
+}
+
+/// Version 4 stores an identity inside an event as its JSON: names and images round-trip, and
+/// the bytes are pinned like version 3's.
+#[test]
+fn the_version_4_encoding_of_every_kind_is_pinned() {
+    let mut encoder = records::Encoder::default();
+    let mut bytes = Vec::new();
+    let events = every_kind_named();
+    for e in &events {
+        encoder.event(e, &mut bytes).expect("encode");
+    }
+    assert_eq!(decode_all(4, &bytes), events);
+    assert_eq!(
+        (bytes.len(), crc32fast::hash(&bytes)),
+        (1824, 3_954_324_328),
+        "the version 4 encoding changed"
     );
 }
