@@ -6,6 +6,7 @@
 //! - `pipeline`: ring buffer → records → events → sinks.
 //! - `sinks`: terminal (text, JSON Lines); `trace`: the trace file format.
 //! - `report`: a recorded trace analysed per container; `export`: it for other tools.
+//! - `top`: the full-screen live view, a model of events and its drawing.
 //! - `cli`: the subcommands.
 
 pub mod attribution;
@@ -17,5 +18,6 @@ pub mod pipeline;
 pub mod probes;
 pub mod report;
 pub mod sinks;
+pub mod top;
 pub mod trace;
 pub mod units;

@@ -210,6 +210,15 @@ impl Session {
 
     /// Streams into `sink` until Ctrl-C, SIGTERM or the duration; then detaches.
     pub fn stream(self, sink: &mut dyn Sink) -> anyhow::Result<Summary> {
+        self.stream_until(sink, std::future::pending())
+    }
+
+    /// As [`Session::stream`], and also stops when `until` completes (`top`: the user quit).
+    pub fn stream_until(
+        self,
+        sink: &mut dyn Sink,
+        until: impl Future<Output = ()>,
+    ) -> anyhow::Result<Summary> {
         let Self {
             runtime,
             probes,
@@ -234,7 +243,12 @@ impl Session {
                     context,
                     Settings { intervals, sources },
                     sink,
-                    stop(interrupt, terminate, duration),
+                    async {
+                        tokio::select! {
+                            () = stop(interrupt, terminate, duration) => {}
+                            () = until => {}
+                        }
+                    },
                 )
                 .await;
                 forwarder.abort();

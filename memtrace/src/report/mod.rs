@@ -26,7 +26,7 @@ pub use model::{
 };
 pub use text::render as text;
 pub use verdict::{
-    CACHE_SHARE, GROWTH_SHARE, SLAB_SHARE, STEADY_SHARE, Verdict, VerdictKind, judge,
+    CACHE_SHARE, Evidence, GROWTH_SHARE, SLAB_SHARE, STEADY_SHARE, Verdict, VerdictKind, judge,
 };
 
 #[cfg(test)]
