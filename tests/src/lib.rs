@@ -21,6 +21,8 @@ use std::{
 
 use memtrace::attribution::{CgroupVersion, MemoryHierarchy};
 
+pub mod tmux;
+
 /// The memtrace binary under test: `MEMTRACE_BIN` (set by `cargo xtask test`), else the debug
 /// build next to this test binary.
 #[must_use]

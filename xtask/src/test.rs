@@ -17,8 +17,9 @@ use crate::{
 };
 
 /// What the host's integration tests need besides memtrace: Chromium, to open the HTML report
-/// headless the way a person would (`tests/report_html.rs`).
-pub const TEST_PACKAGES: &[&str] = &["chromium"];
+/// headless the way a person would (`tests/report_html.rs`); tmux, a terminal to drive
+/// `memtrace top` in (`tests/top.rs`).
+pub const TEST_PACKAGES: &[&str] = &["chromium", "tmux"];
 
 #[derive(Args)]
 pub struct Options {

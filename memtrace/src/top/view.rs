@@ -260,8 +260,8 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, row: &Row) {
     let summary_height = u16::try_from(summary.len() + 1).unwrap_or(u16::MAX);
     let [top, lists, recent] = Layout::vertical([
         Constraint::Length(summary_height),
+        Constraint::Percentage(50),
         Constraint::Min(6),
-        Constraint::Length(12),
     ])
     .areas(area);
     frame.render_widget(Paragraph::new(summary).wrap(Wrap { trim: false }), top);
@@ -332,7 +332,13 @@ fn time_of(clock: HostClock, timestamp_ns: u64) -> String {
 
 /// One event in a few words, for the detail view's list.
 fn describe(event: &Event) -> String {
-    let ms = |ns: u64| crate::units::micros(ns) / 1000.0;
+    let took = |ns: u64| {
+        if ns < 1_000_000 {
+            format!("{:.0}µs", crate::units::micros(ns))
+        } else {
+            format!("{:.1}ms", crate::units::micros(ns) / 1000.0)
+        }
+    };
     match &event.what {
         What::OomKill(k) => format!(
             "oom_kill pid {} {}{}",
@@ -361,10 +367,14 @@ fn describe(event: &Event) -> String {
             c.top_files.len()
         ),
         What::Reclaim(r) => format!(
-            "reclaim {:.1}ms freed {}{}",
-            ms(r.duration_ns),
+            "reclaim {} freed {}{}",
+            took(r.duration_ns),
             human_bytes(r.reclaimed_bytes),
-            if r.ineffective { " (nothing)" } else { "" }
+            if r.ineffective {
+                " (freed nothing)"
+            } else {
+                ""
+            }
         ),
         What::Charge(c) => format!("charge {}", human_bytes(c.charged_bytes)),
         What::ChargeFromPageCache(c) => {
@@ -378,9 +388,9 @@ fn describe(event: &Event) -> String {
             f.error()
         ),
         What::ChargeFailFromReclaim(f) => format!(
-            "charge_fail pid {} (from reclaim: {:.1}ms, freed {})",
+            "charge_fail pid {} (from reclaim: {}, freed {})",
             f.pid,
-            ms(f.reclaim_ns),
+            took(f.reclaim_ns),
             human_bytes(f.reclaimed_bytes)
         ),
         What::Slab(s) => format!(
