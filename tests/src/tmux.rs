@@ -48,7 +48,7 @@ impl Tmux {
         tmux
     }
 
-    fn tmux(&self, args: &[&str]) -> String {
+    fn tmux(args: &[&str]) -> String {
         let out = Command::new("tmux")
             .args(args)
             .output()
@@ -59,25 +59,25 @@ impl Tmux {
 
     /// Types `line` and Enter.
     pub fn type_line(&self, line: &str) {
-        self.tmux(&["send-keys", "-t", &self.session, "-l", line]);
-        self.tmux(&["send-keys", "-t", &self.session, "Enter"]);
+        Self::tmux(&["send-keys", "-t", &self.session, "-l", line]);
+        Self::tmux(&["send-keys", "-t", &self.session, "Enter"]);
     }
 
     /// Presses keys by tmux's names (`q`, `Enter`, `Escape`, `C-c`, `Home`).
     pub fn press(&self, key: &str) {
-        self.tmux(&["send-keys", "-t", &self.session, key]);
+        Self::tmux(&["send-keys", "-t", &self.session, key]);
     }
 
     /// What the pane shows now.
     #[must_use]
     pub fn screen(&self) -> String {
-        self.tmux(&["capture-pane", "-p", "-t", &self.session])
+        Self::tmux(&["capture-pane", "-p", "-t", &self.session])
     }
 
     /// A tmux format of the pane, e.g. `#{alternate_on}`, `#{pane_current_command}`.
     #[must_use]
     pub fn pane(&self, format: &str) -> String {
-        self.tmux(&["display-message", "-p", "-t", &self.session, format])
+        Self::tmux(&["display-message", "-p", "-t", &self.session, format])
             .trim()
             .to_owned()
     }

@@ -208,10 +208,10 @@ impl App {
             screen.terminal.draw(|frame| view::draw(frame, self))?;
             if event::poll(FRAME)? {
                 match event::read()? {
-                    TermEvent::Key(key) if key.kind != KeyEventKind::Release => {
-                        if self.key(key) == Action::Quit {
-                            return Ok(());
-                        }
+                    TermEvent::Key(key)
+                        if key.kind != KeyEventKind::Release && self.key(key) == Action::Quit =>
+                    {
+                        return Ok(());
                     }
                     _ => {}
                 }

@@ -428,11 +428,7 @@ impl Model {
             CgroupAction::Removed if dying => {
                 self.dying.seen.insert(key);
             }
-            CgroupAction::Freed => {
-                if self.dying.seen.remove(&key) {
-                    self.dying.freed += 1;
-                }
-            }
+            CgroupAction::Freed if self.dying.seen.remove(&key) => self.dying.freed += 1,
             _ => {}
         }
     }
@@ -778,17 +774,14 @@ mod tests {
         // 10 reclaims of 100 ms in 5 s, averaged over the 5 s window.
         assert!((line.reclaims_per_s - 2.0).abs() < 1e-9, "{line:?}");
         assert!((line.stall_per_s - 0.2).abs() < 1e-9, "{line:?}");
-        assert!(
-            (line.cache_per_s - 2.0 * MIB as f64).abs() < 1.0,
-            "{line:?}"
-        );
+        assert!((line.cache_per_s - 2_097_152.0).abs() < 1.0, "{line:?}");
         // 20 s later the window holds none of them; totals stay.
         model.apply(&event(24 * SEC, &c, stats(MIB, None, MIB, 0)));
         let line = &model.lines(Sort::default(), "")[0];
         assert!(line.reclaims_per_s.abs() < f64::EPSILON && line.cache_per_s.abs() < f64::EPSILON);
         let row = model.row(&c).expect("row");
         assert_eq!((row.reclaims_total, row.ineffective_reclaims), (10, 5));
-        assert_eq!(row.files_by_growth()[0].net_bytes(), 10 * MIB as i64);
+        assert_eq!(row.files_by_growth()[0].net_bytes(), 10 << 20);
     }
 
     #[test]

@@ -206,6 +206,44 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
 
 fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, row: &Row) {
     let clock = app.model.clock();
+    let summary = summary(app, row);
+    let summary_height = u16::try_from(summary.len() + 1).unwrap_or(u16::MAX);
+    let [top, lists, recent] = Layout::vertical([
+        Constraint::Length(summary_height),
+        Constraint::Percentage(50),
+        Constraint::Min(6),
+    ])
+    .areas(area);
+    frame.render_widget(Paragraph::new(summary).wrap(Wrap { trim: false }), top);
+    let [files, slab] =
+        Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)]).areas(lists);
+    draw_files(frame, files, row);
+    draw_slab(frame, slab, row);
+    let shown = usize::from(recent.height.saturating_sub(2));
+    let events: Vec<TextLine<'static>> = row
+        .recent
+        .iter()
+        .rev()
+        .take(shown)
+        .map(|e| {
+            TextLine::from(format!(
+                "{} {}",
+                time_of(clock, e.timestamp_ns),
+                describe(e)
+            ))
+        })
+        .collect();
+    frame.render_widget(
+        Paragraph::new(events).block(
+            Block::bordered().title(format!("recent events (latest first, last {RECENT} kept)")),
+        ),
+        recent,
+    );
+}
+
+/// The container's memory, rates and OOM kills with their verdicts.
+fn summary(app: &App, row: &Row) -> Vec<TextLine<'static>> {
+    let clock = app.model.clock();
     let line = app.lines.iter().find(|l| l.cgroup == row.cgroup);
     let mut summary: Vec<TextLine<'static>> = vec![TextLine::from(Span::styled(
         format!("{}  {}", row.name(), row.cgroup),
@@ -257,16 +295,10 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, row: &Row) {
             summary.push(TextLine::from(format!("  the limit that fired: {limit}")));
         }
     }
-    let summary_height = u16::try_from(summary.len() + 1).unwrap_or(u16::MAX);
-    let [top, lists, recent] = Layout::vertical([
-        Constraint::Length(summary_height),
-        Constraint::Percentage(50),
-        Constraint::Min(6),
-    ])
-    .areas(area);
-    frame.render_widget(Paragraph::new(summary).wrap(Wrap { trim: false }), top);
-    let [files, slab] =
-        Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)]).areas(lists);
+    summary
+}
+
+fn draw_files(frame: &mut Frame<'_>, area: Rect, row: &Row) {
     let file_rows = row.files_by_growth().into_iter().map(|f| {
         TableRow::new(vec![
             signed_bytes(f64_of(f.net_bytes())),
@@ -286,7 +318,10 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, row: &Row) {
     )
     .header(TableRow::new(["NET", "ADDED", "REMOVED", "FILE"]).style(HEADING))
     .block(Block::bordered().title(format!("page cache by file ({})", row.files.len())));
-    frame.render_widget(files_table, files);
+    frame.render_widget(files_table, area);
+}
+
+fn draw_slab(frame: &mut Frame<'_>, area: Rect, row: &Row) {
     let slab_rows = row
         .slab_by_growth()
         .into_iter()
@@ -294,27 +329,7 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, row: &Row) {
     let slab_table = Table::new(slab_rows, [Constraint::Length(10), Constraint::Min(12)])
         .header(TableRow::new(["NET", "SLAB CACHE"]).style(HEADING))
         .block(Block::bordered().title(format!("slab caches ({})", row.slab.len())));
-    frame.render_widget(slab_table, slab);
-    let shown = usize::from(recent.height.saturating_sub(2));
-    let events: Vec<TextLine<'static>> = row
-        .recent
-        .iter()
-        .rev()
-        .take(shown)
-        .map(|e| {
-            TextLine::from(format!(
-                "{} {}",
-                time_of(clock, e.timestamp_ns),
-                describe(e)
-            ))
-        })
-        .collect();
-    frame.render_widget(
-        Paragraph::new(events).block(
-            Block::bordered().title(format!("recent events (latest first, last {RECENT} kept)")),
-        ),
-        recent,
-    );
+    frame.render_widget(slab_table, area);
 }
 
 #[expect(clippy::cast_precision_loss, reason = "sizes for people")]
