@@ -109,6 +109,12 @@ impl App {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Action::Quit;
         }
+        if key.modifiers.contains(KeyModifiers::ALT) {
+            // A terminal sends Alt+x as Esc then x: Esc typed just before a key arrives as one
+            // chord, and is meant as both.
+            let _ = self.key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+            return self.key(KeyEvent::new(key.code, key.modifiers - KeyModifiers::ALT));
+        }
         if let Some(typed) = self.editing.as_mut() {
             match key.code {
                 KeyCode::Enter => {
@@ -308,6 +314,15 @@ mod tests {
         }
         assert_eq!(app.filter, "b");
         assert_eq!(app.lines.len(), 1);
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.detail.as_deref(), Some("/b"));
+        // Esc and `/` read as one Alt chord: back to the table, then the filter prompt.
+        app.key(KeyEvent::new(KeyCode::Char('/'), KeyModifiers::ALT));
+        assert_eq!(
+            (app.detail.as_deref(), app.editing.as_deref()),
+            (None, Some("b"))
+        );
+        press(&mut app, KeyCode::Esc);
         assert_eq!(press(&mut app, KeyCode::Char('q')), Action::Quit);
         let ctrl_c = app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
         assert_eq!(ctrl_c, Action::Quit);
