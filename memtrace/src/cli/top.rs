@@ -50,7 +50,7 @@ pub struct Args {
     #[command(flatten)]
     pub live: LiveArgs,
     /// Play this trace file (written by `memtrace record`) through the same screen instead of
-    /// watching the node.
+    /// watching the node; --cgroup, --container and --pod select from it as in `replay`.
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
 }
@@ -60,13 +60,14 @@ pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
         anyhow::bail!(screen::NO_TERMINAL);
     }
     match &args.replay {
-        Some(file) => replay(file),
+        Some(file) => replay(file, &args.live),
         None => live(&args.live, started),
     }
 }
 
-fn replay(file: &Path) -> anyhow::Result<ExitCode> {
-    let player = Player::open(file)?;
+/// Of the live options, the filters apply (as in `replay`); the others are the recorder's.
+fn replay(file: &Path, live: &LiveArgs) -> anyhow::Result<ExitCode> {
+    let player = Player::open(file, live.filter.filter())?;
     let mut app = App::new(Model::new(player.clock), Source::Replay(Box::new(player)));
     let mut screen = Screen::take()?;
     app.run(&mut screen)?;

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::{
+    attribution::Filter,
     event::{Event, HostClock},
     trace::{TraceItem, TraceReader, cut_short},
 };
@@ -28,15 +29,17 @@ pub struct Player {
     pub file: String,
     pub clock: HostClock,
     pub host: String,
+    /// `--cgroup`, `--container`, `--pod`: as `replay` applies them.
+    filter: Filter,
 }
 
 impl Player {
-    /// Opens `file` and reads up to its first event.
+    /// Opens `file` and reads up to its first event; plays only what `filter` wants.
     ///
     /// # Errors
     ///
     /// When the file cannot be read or is not a trace.
-    pub fn open(file: &Path) -> anyhow::Result<Self> {
+    pub fn open(file: &Path, filter: Filter) -> anyhow::Result<Self> {
         let reader = TraceReader::open(file)?;
         let header = reader.header().clone();
         let mut player = Self {
@@ -52,6 +55,7 @@ impl Player {
                 page_size: header.page_size,
             },
             host: header.host,
+            filter,
         };
         player.read_next();
         player.at_ns = player.next.as_ref().map_or(0, |e| e.timestamp_ns);
@@ -86,9 +90,23 @@ impl Player {
     fn play_to(&mut self, at_ns: u64, model: &mut Model) {
         self.at_ns = self.at_ns.max(at_ns);
         while let Some(event) = self.next.take_if(|e| e.timestamp_ns <= self.at_ns) {
-            model.apply(&event);
+            if self.wants(&event) {
+                model.apply(&event);
+            }
             self.read_next();
         }
+    }
+
+    /// An event about a memcg the filter wants, or an OOM kill whose limit is one's (a pod's
+    /// limit fired on its container), as `replay` selects.
+    fn wants(&self, event: &Event) -> bool {
+        let filter = &self.filter;
+        filter.matches(
+            event.memcg.cgroup.as_deref(),
+            event.memcg.container.as_ref(),
+        ) || event
+            .limit_cgroup()
+            .is_some_and(|(cgroup, container)| filter.matches(cgroup, container))
     }
 
     /// `elapsed_ns` of wall time went by on the screen: plays that much of the recording
