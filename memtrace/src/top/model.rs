@@ -330,6 +330,10 @@ impl Model {
         let cgroup = cgroup_key(event);
         if let What::Cgroup(change) = &event.what {
             self.dying_change(event, change.action, change.dying);
+            if change.action == CgroupAction::Freed {
+                // Its kills are judged already; a churning node must not keep every history.
+                self.samples.remove(&cgroup);
+            }
         }
         if let What::Stats(m) = &event.what {
             let history = self.samples.entry(cgroup.clone()).or_default();
@@ -836,13 +840,15 @@ mod tests {
                 dying_ns: None,
             })
         };
-        model.apply(&event(SEC, &c, stats(MIB, None, MIB, 0)));
+        model.apply(&event(SEC, &c, stats(MIB, Some(64 * MIB), MIB, 0)));
         model.apply(&event(2 * SEC, &c, change(CgroupAction::Removed, true)));
+        assert_eq!(model.limit(&c), Some((64 * MIB, None)));
         assert_eq!(model.dying.seen.len(), 1);
         assert_eq!(model.row(&c).expect("row").removed, Some(true));
         model.apply(&event(3 * SEC, &c, change(CgroupAction::Freed, false)));
         assert_eq!((model.dying.seen.len(), model.dying.freed), (0, 1));
         assert!(model.row(&c).is_none(), "a clean exit leaves the table");
+        assert!(model.limit(&c).is_none(), "and its samples go");
         // Host cgroups without a sample or a kill get no row.
         model.apply(&event(
             4 * SEC,
