@@ -20,8 +20,10 @@ use crate::{
     event::Event,
 };
 
-/// The screen is redrawn at least this often.
+/// Events are taken in (and the screen redrawn, when they changed it) this often.
 const FRAME: Duration = Duration::from_millis(250);
+/// The screen is redrawn at least this often.
+const IDLE_REDRAW: Duration = Duration::from_secs(1);
 /// The node's dying memcgs are counted this often (a walk of the hierarchy).
 const DYING_EVERY: Duration = Duration::from_secs(5);
 
@@ -204,21 +206,34 @@ impl App {
     pub fn run(&mut self, screen: &mut Screen) -> anyhow::Result<()> {
         let mut last = Instant::now();
         let mut last_dying = None;
+        // Drawn again when events came, a key was pressed, or the terminal changed; else once
+        // a second (rates age): an idle node costs next to nothing.
+        let mut drawn: Option<(Instant, u64)> = None;
+        let mut input = true;
         loop {
             let now = Instant::now();
             if !self.pump(now - last, &mut last_dying) {
                 return Ok(());
             }
             last = now;
-            self.refresh();
-            screen.terminal.draw(|frame| view::draw(frame, self))?;
+            let stale = drawn.is_none_or(|(at, events)| {
+                events != self.model.events || at.elapsed() >= IDLE_REDRAW
+            });
+            if input || stale {
+                self.refresh();
+                screen.terminal.draw(|frame| view::draw(frame, self))?;
+                drawn = Some((Instant::now(), self.model.events));
+                input = false;
+            }
             if event::poll(FRAME)? {
                 match event::read()? {
-                    TermEvent::Key(key)
-                        if key.kind != KeyEventKind::Release && self.key(key) == Action::Quit =>
-                    {
-                        return Ok(());
+                    TermEvent::Key(key) if key.kind != KeyEventKind::Release => {
+                        if self.key(key) == Action::Quit {
+                            return Ok(());
+                        }
+                        input = true;
                     }
+                    TermEvent::Resize(..) => input = true,
                     _ => {}
                 }
             }
