@@ -118,3 +118,39 @@ fn live(args: &LiveArgs, started: Instant) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn top_samples_every_second_and_takes_a_replay_file() {
+        let cli = Cli::try_parse_from(["memtrace", "top"]).expect("parses");
+        let Command::Top(args) = cli.command else {
+            panic!("not top")
+        };
+        assert_eq!(args.live.stats_interval.as_secs(), 1);
+        assert!(args.replay.is_none());
+        let cli = Cli::try_parse_from(["memtrace", "run"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            args.live.stats_interval.as_secs(),
+            10,
+            "run keeps its own default"
+        );
+        let cli = Cli::try_parse_from(["memtrace", "top", "--replay", "f.mtrace", "--pod", "p"])
+            .expect("parses");
+        let Command::Top(args) = cli.command else {
+            panic!("not top")
+        };
+        assert_eq!(
+            args.replay.as_deref(),
+            Some(std::path::Path::new("f.mtrace"))
+        );
+        assert_eq!(args.live.filter.pod.as_deref(), Some("p"));
+    }
+}
