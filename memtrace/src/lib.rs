@@ -7,6 +7,7 @@
 //! - `sinks`: terminal (text, JSON Lines); `trace`: the trace file format.
 //! - `report`: a recorded trace analysed per container; `export`: it for other tools.
 //! - `metrics`: `--metrics`, the live events as Prometheus metrics.
+//! - `top`: the full-screen live view, a model of events and its drawing.
 //! - `cli`: the subcommands.
 
 pub mod attribution;
@@ -20,5 +21,6 @@ pub mod pipeline;
 pub mod probes;
 pub mod report;
 pub mod sinks;
+pub mod top;
 pub mod trace;
 pub mod units;

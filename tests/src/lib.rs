@@ -23,6 +23,7 @@ use memtrace::attribution::{CgroupVersion, MemoryHierarchy};
 
 pub mod prometheus;
 pub mod runtimes;
+pub mod tmux;
 
 /// The memtrace binary under test: `MEMTRACE_BIN` (set by `cargo xtask test`), else the debug
 /// build next to this test binary.

@@ -275,6 +275,15 @@ impl Session {
 
     /// Streams into `sink` until Ctrl-C, SIGTERM or the duration; then detaches.
     pub fn stream(self, sink: &mut dyn Sink) -> anyhow::Result<Summary> {
+        self.stream_until(sink, std::future::pending())
+    }
+
+    /// As [`Session::stream`], and also stops when `until` completes (`top`: the user quit).
+    pub fn stream_until(
+        self,
+        sink: &mut dyn Sink,
+        until: impl Future<Output = ()>,
+    ) -> anyhow::Result<Summary> {
         let Self {
             runtime,
             probes,
@@ -298,7 +307,12 @@ impl Session {
             .block_on(async {
                 let forwarder = tokio::spawn(pipeline::forward_logs(logger));
                 let settings = Settings { intervals, sources };
-                let stop = stop(interrupt, terminate, duration);
+                let stop = async {
+                    tokio::select! {
+                        () = stop(interrupt, terminate, duration) => {}
+                        () = until => {}
+                    }
+                };
                 let stats = match metrics {
                     None => pipeline::run(ring, aggregates, context, settings, sink, stop).await,
                     Some(SessionMetrics {

@@ -11,6 +11,7 @@ mod report;
 mod run;
 pub mod select;
 mod stream;
+mod top;
 mod trace_input;
 
 use std::{io, process::ExitCode, time::Instant};
@@ -21,6 +22,8 @@ const EXAMPLES: &str = "\
 Examples:
   memtrace run                              stream OOM kills live until Ctrl-C
   memtrace run --format json --duration 10m JSON Lines for 10 minutes
+  memtrace top                              full screen: containers, limits, reclaim, OOM kills
+  memtrace top --replay node1.mtrace        a recording played through the same screen
   memtrace record -o node1.mtrace           record to a trace file until Ctrl-C
   memtrace record -o n1.mtrace --max-size 100M --rotate 5
                                             at most 5 files of at most 100 MiB each
@@ -52,6 +55,7 @@ pub enum Command {
     Replay(replay::Args),
     Report(report::Args),
     Export(export::Args),
+    Top(top::Args),
     Probes(probes::Args),
     /// For `cargo xtask bench` only
     #[command(hide = true)]
@@ -67,6 +71,7 @@ pub fn main(cli: Cli, started: Instant) -> ExitCode {
         Command::Replay(args) => replay::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Top(args) => top::run(&args, started),
         Command::Probes(args) => probes::run(&args),
         Command::BenchFloor(args) => floor::run(&args),
     };

@@ -422,6 +422,12 @@ impl FileCache {
             net_bytes: net(added_bytes, removed_bytes),
         }
     }
+
+    /// What every output shows for the file: `dev 254:0 inode 12` until files carry paths.
+    #[must_use]
+    pub fn name(&self) -> impl std::fmt::Display + '_ {
+        format!("dev {} inode {}", self.device, self.inode)
+    }
 }
 
 /// Growth: what came minus what went, saturating.
