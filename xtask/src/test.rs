@@ -17,8 +17,10 @@ use crate::{
 };
 
 /// What the host's integration tests need besides memtrace: Chromium, to open the HTML report
-/// headless the way a person would (`tests/report_html.rs`).
-pub const TEST_PACKAGES: &[&str] = &["chromium"];
+/// headless the way a person would (`tests/report_html.rs`); podman (with runc: crun refuses
+/// hybrid cgroup hosts) and busybox-static, to build memtrace's image and run it beside a real
+/// container (`tests/deploy.rs`).
+pub const TEST_PACKAGES: &[&str] = &["chromium", "podman", "runc", "conmon", "busybox-static"];
 
 #[derive(Args)]
 pub struct Options {

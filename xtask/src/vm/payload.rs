@@ -16,9 +16,9 @@ use crate::{
 };
 
 /// Integration tests that run on the host only: they need programs the guests' initramfs does
-/// not carry (Chromium, for `report_html`), and what they add does not depend on the kernel (the
+/// not carry (Chromium, for `report_html`; podman, for `deploy`), and what they add does not depend on the kernel (the
 /// recording under them is exercised in the guests by `report`).
-const HOST_ONLY_TESTS: &[&str] = &["report_html"];
+const HOST_ONLY_TESTS: &[&str] = &["report_html", "deploy"];
 
 /// The host's target, named explicitly: with `--target`, cargo applies the target's `RUSTFLAGS`
 /// to the target's code only, so build scripts and proc macros stay dynamically linked and
