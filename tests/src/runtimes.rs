@@ -63,10 +63,13 @@ pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
 }
 
 /// Rootful podman with its storage under `host_root` (`var/lib/containers/storage`,
-/// `run/containers/storage`), as it would be under `/`: runc (crun refuses hybrid cgroups),
-/// cgroupfs, no network.
+/// `run/containers/storage`), as it would be under `/`, or the node's own (`system`): runc (crun
+/// refuses hybrid cgroups), cgroupfs, no network.
 pub struct Podman {
-    host_root: PathBuf,
+    /// `None`: the node's own storage, where a `DaemonSet`'s mounts find it.
+    host_root: Option<PathBuf>,
+    /// Where podman runs: conmon leaves a stray `oom` file in its working directory.
+    work_dir: PathBuf,
 }
 
 impl Podman {
@@ -78,7 +81,8 @@ impl Podman {
     #[must_use]
     pub fn with_image(host_root: &Path) -> Self {
         let podman = Self {
-            host_root: host_root.to_owned(),
+            host_root: Some(host_root.to_owned()),
+            work_dir: host_root.to_owned(),
         };
         let tar = busybox_rootfs_tar(host_root);
         let tar = tar.to_str().expect("utf-8 path");
@@ -86,28 +90,38 @@ impl Podman {
         podman
     }
 
+    /// The node's own podman (its default storage), run from `work_dir`. Its drop removes
+    /// nothing: the test removes the containers it made.
+    #[must_use]
+    pub fn system(work_dir: &Path) -> Self {
+        Self {
+            host_root: None,
+            work_dir: work_dir.to_owned(),
+        }
+    }
+
     /// `podman ARGS` with this instance's state.
     #[must_use]
     pub fn command(&self, args: &[&str]) -> Command {
-        let dir = |d: &str| self.host_root.join(d);
         let mut cmd = Command::new("podman");
-        cmd.arg("--root")
-            .arg(dir("var/lib/containers/storage"))
-            .arg("--runroot")
-            .arg(dir("run/containers/storage"))
-            .arg("--tmpdir")
-            .arg(dir("run/libpod"))
-            .args([
-                "--runtime",
-                "runc",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-            ])
-            .args(args)
-            // conmon leaves a stray `oom` file in its working directory.
-            .current_dir(&self.host_root);
+        if let Some(root) = &self.host_root {
+            cmd.arg("--root")
+                .arg(root.join("var/lib/containers/storage"))
+                .arg("--runroot")
+                .arg(root.join("run/containers/storage"))
+                .arg("--tmpdir")
+                .arg(root.join("run/libpod"));
+        }
+        cmd.args([
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ])
+        .args(args)
+        .current_dir(&self.work_dir);
         cmd
     }
 
@@ -132,25 +146,26 @@ impl Podman {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// `podman run ARGS` with what this host needs: no network, rlimits it can grant.
+    /// The rlimits `podman run` must ask for here: its defaults are above what this host grants.
     #[must_use]
-    pub fn run_container(&self, args: &[&str]) -> Output {
+    pub fn rlimits() -> [String; 2] {
         // SAFETY: getrlimit writes into the struct it is given.
         let nofile = unsafe {
             let mut limit = std::mem::zeroed::<libc::rlimit>();
             libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit);
             limit.rlim_max
         };
-        let nofile = format!("nofile={nofile}:{nofile}");
-        let mut all = vec![
-            "run",
-            "--network",
-            "none",
-            "--ulimit",
-            &nofile,
-            "--ulimit",
-            "nproc=32768:32768",
-        ];
+        [
+            format!("--ulimit=nofile={nofile}:{nofile}"),
+            "--ulimit=nproc=32768:32768".to_owned(),
+        ]
+    }
+
+    /// `podman run ARGS` with what this host needs: no network, rlimits it can grant.
+    #[must_use]
+    pub fn run_container(&self, args: &[&str]) -> Output {
+        let rlimits = Self::rlimits();
+        let mut all = vec!["run", "--network", "none", &rlimits[0], &rlimits[1]];
         all.extend_from_slice(args);
         self.run(&all)
     }
@@ -162,7 +177,7 @@ impl Podman {
     /// When podman cannot.
     #[must_use]
     pub fn save_oci_archive(&self) -> PathBuf {
-        let archive = self.host_root.join("image-oci.tar");
+        let archive = self.work_dir.join("image-oci.tar");
         self.ok(&[
             "save",
             "--format",
@@ -177,6 +192,9 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
+        if self.host_root.is_none() {
+            return;
+        }
         let _ = self.run(&["rm", "--all", "--force"]);
         // Unmounts the store's overlay mounts so the directory can be removed.
         let _ = self.run(&["system", "reset", "--force"]);

@@ -24,9 +24,9 @@ pub const TEST_PACKAGES: &[&str] = &[
     "chromium",
     "prometheus",
     "tmux",
-    // Real container runtimes (tests/runtimes.rs, tests/deploy.rs): podman with runc (crun
-    // refuses hybrid cgroup hosts), containerd with ctr, and busybox-static for the images
-    // they run.
+    // Real container runtimes (tests/runtimes.rs), and memtrace's own image run beside one
+    // (tests/deploy.rs): podman with runc (crun refuses hybrid cgroup hosts), containerd with
+    // ctr, and busybox-static for the images they run.
     "podman",
     "runc",
     "conmon",
