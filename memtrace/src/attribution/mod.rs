@@ -8,6 +8,7 @@ mod container;
 mod context;
 mod dying;
 mod failcnt;
+mod files;
 mod filter;
 mod kmsg;
 mod memstat;
@@ -19,6 +20,7 @@ pub use cgroupfs::{
 pub use container::{ContainerIdentity, IdentityKind, QosClass, runtime};
 pub use context::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival};
 pub use dying::{DyingTracker, MEMCG_ID_LIMIT, Removed, count_dying};
+pub use files::FileNames;
 pub use filter::Filter;
 pub use kmsg::{KmsgOomLines, OomKillLine};
 pub use memstat::MemoryStats;

@@ -12,10 +12,12 @@
 //! and its line in `sinks::text`. The trace format stores `What` with postcard as it is.
 
 pub(crate) mod compact;
+mod file;
 mod kernel;
 
 use serde::{Deserialize, Serialize};
 
+pub use file::{FileName, Named};
 pub use kernel::{Context, OomContext};
 
 use crate::{
@@ -409,7 +411,9 @@ pub struct PageCache {
     /// Growth over the interval (negative: the cache shrank).
     #[serde(with = "compact::derived")]
     pub net_bytes: i64,
-    /// The files that grew most, largest net growth first.
+    /// The files that changed most (largest growth or shrinkage first), then, when some were
+    /// left out, an "other files" row ([`FileName::other`]) with the rest: the rows add up to
+    /// `added_bytes` and `removed_bytes`.
     pub top_files: Vec<FileCache>,
 }
 
@@ -424,6 +428,9 @@ pub struct FileCache {
     pub removed_bytes: u64,
     #[serde(with = "compact::derived")]
     pub net_bytes: i64,
+    /// Its path and state; trace files store it once per file, apart from events.
+    #[serde(default, with = "compact::apart")]
+    pub name: FileName,
 }
 
 impl PageCache {
@@ -448,7 +455,21 @@ impl FileCache {
             added_bytes,
             removed_bytes,
             net_bytes: net(added_bytes, removed_bytes),
+            name: FileName::default(),
         }
+    }
+
+    /// The same, with its name.
+    #[must_use]
+    pub fn named(mut self, name: FileName) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// What every output shows for the file ([`Named`]).
+    #[must_use]
+    pub fn name(&self) -> Named<'_> {
+        self.name.display(self.device, self.inode)
     }
 }
 
