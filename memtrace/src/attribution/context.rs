@@ -299,7 +299,11 @@ impl LiveContext {
         }
         let mut files: HashMap<u64, Vec<(Option<InodeId>, CacheDelta)>> = HashMap::new();
         for (memcg_id, inode, delta) in &drain.by_file {
-            files.entry(*memcg_id).or_default().push((*inode, *delta));
+            // A file whose inode the kernel could not read has no row of its own: it is in
+            // the memcg's "other files".
+            if inode.is_some() {
+                files.entry(*memcg_id).or_default().push((*inode, *delta));
+            }
         }
         let mut events = Vec::new();
         for (&memcg_id, delta) in &drain.by_memcg {

@@ -47,6 +47,12 @@ impl FileName {
         }
     }
 
+    /// Nothing is known (a file from a trace recorded before names).
+    #[must_use]
+    pub fn is_unknown(&self) -> bool {
+        *self == Self::default()
+    }
+
     #[must_use]
     pub fn is_other(&self) -> bool {
         self.other_files.is_some()
@@ -75,11 +81,12 @@ pub struct Named<'a> {
 impl fmt::Display for Named<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.name;
-        match n.other_files {
-            Some(0) => return f.write_str("other files (pages not counted per file)"),
-            Some(1) => return f.write_str("other files (1 file)"),
-            Some(files) => return write!(f, "other files ({files} files)"),
-            None => {}
+        match (n.other_files, &n.note) {
+            (Some(_), Some(note)) => return write!(f, "other files ({note})"),
+            (Some(0), None) => return f.write_str("other files (pages not counted per file)"),
+            (Some(1), None) => return f.write_str("other files (1 file)"),
+            (Some(files), None) => return write!(f, "other files ({files} files)"),
+            (None, _) => {}
         }
         match (&n.container_path, &n.path) {
             (Some(inside), Some(host)) => write!(f, "{inside} (host {host})")?,

@@ -429,7 +429,11 @@ pub struct FileCache {
     #[serde(with = "compact::derived")]
     pub net_bytes: i64,
     /// Its path and state; trace files store it once per file, apart from events.
-    #[serde(default, with = "compact::apart")]
+    #[serde(
+        default,
+        with = "compact::apart",
+        skip_serializing_if = "FileName::is_unknown"
+    )]
     pub name: FileName,
 }
 
@@ -505,6 +509,19 @@ impl std::fmt::Display for Device {
     }
 }
 
+impl std::str::FromStr for Device {
+    type Err = &'static str;
+
+    /// `MAJOR:MINOR`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (major, minor) = s
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or("a device is MAJOR:MINOR")?;
+        Ok(Self { major, minor })
+    }
+}
+
 /// `"254:0"` for people and JSON; two integers in trace files.
 impl Serialize for Device {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -519,12 +536,9 @@ impl Serialize for Device {
 impl<'de> Deserialize<'de> for Device {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         if deserializer.is_human_readable() {
-            let s = String::deserialize(deserializer)?;
-            let (major, minor) = s
-                .split_once(':')
-                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-                .ok_or_else(|| serde::de::Error::custom("a device is MAJOR:MINOR"))?;
-            Ok(Self { major, minor })
+            String::deserialize(deserializer)?
+                .parse()
+                .map_err(serde::de::Error::custom)
         } else {
             let (major, minor) = <(u32, u32)>::deserialize(deserializer)?;
             Ok(Self { major, minor })

@@ -314,13 +314,12 @@ fn files(files: &[FileGrowth]) -> Markup {
         @if !files.is_empty() {
             table {
                 tr {
-                    th { "device" } th { "inode" } th { "peak growth" } th { "at the end" }
+                    th { "file" } th { "peak growth" } th { "at the end" }
                     th { "added" } th { "removed" }
                 }
                 @for f in files {
                     tr {
-                        td { (f.device) }
-                        td { (f.inode) }
+                        td { (f.name) }
                         td { (signed(f.peak_net_bytes)) }
                         td { (signed(f.net_bytes)) }
                         td { (human_bytes(f.added_bytes)) }
@@ -408,7 +407,7 @@ mod tests {
         c.reclaim.listed_failures[0].cgroup = Some(cgroup.clone());
         c.slab.caches[0].cache = HOSTILE.to_owned();
         r.page_cache_growers[0].name = HOSTILE.to_owned();
-        r.page_cache_growers[0].top_files[0].device = HOSTILE.to_owned();
+        r.page_cache_growers[0].top_files[0].name = HOSTILE.to_owned();
         r.dying.still_dying[0].cgroup = Some(cgroup);
         r.dying.still_dying[0].container = Some(HOSTILE.to_owned());
 

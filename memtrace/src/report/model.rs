@@ -14,8 +14,8 @@ use super::verdict::{self, Evidence, Verdict};
 use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemoryStats},
     event::{
-        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, HostClock, Memcg,
-        MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
+        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, FileName, HostClock,
+        Memcg, MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
         Slab as SlabInterval, What,
     },
     units::{micros, seconds},
@@ -158,13 +158,73 @@ pub struct PageCache {
     pub top_files: Vec<FileGrowth>,
 }
 
+/// The "other files" row of a report: each interval's files beyond its top ones, and the
+/// files a report does not list.
+fn other_files() -> FileName {
+    FileName {
+        note: Some("files not listed on their own".into()),
+        ..FileName::other(0)
+    }
+}
+
+/// The files a container's section lists, largest peak first, at most [`LISTED_FILES`] with
+/// the rest summed into the "other files" row (last): the rows still add up to the totals.
+fn listed_files(mut files: Vec<FileGrowth>) -> Vec<FileGrowth> {
+    let (mut other, mut files): (Vec<FileGrowth>, Vec<FileGrowth>) =
+        files.drain(..).partition(|f| f.file.is_other());
+    files.sort_by(|a, b| {
+        b.peak_net_bytes
+            .cmp(&a.peak_net_bytes)
+            .then_with(|| b.added_bytes.cmp(&a.added_bytes))
+            .then_with(|| (&a.device, a.inode).cmp(&(&b.device, b.inode)))
+    });
+    let keep = if files.len() + other.len() > LISTED_FILES {
+        LISTED_FILES - 1
+    } else {
+        files.len()
+    };
+    let cut = files.split_off(keep.min(files.len()));
+    if !cut.is_empty() && other.is_empty() {
+        other.push(FileGrowth {
+            name: String::new(),
+            file: other_files(),
+            device: crate::event::Device::default().to_string(),
+            inode: 0,
+            added_bytes: 0,
+            removed_bytes: 0,
+            net_bytes: 0,
+            peak_net_bytes: 0,
+        });
+    }
+    if let Some(rest) = other.first_mut() {
+        for f in cut {
+            rest.added_bytes = rest.added_bytes.saturating_add(f.added_bytes);
+            rest.removed_bytes = rest.removed_bytes.saturating_add(f.removed_bytes);
+            rest.net_bytes = rest.net_bytes.saturating_add(f.net_bytes);
+        }
+        // A lower bound: the files cut peaked at times of their own.
+        rest.peak_net_bytes = rest.peak_net_bytes.max(rest.net_bytes);
+    }
+    files.extend(other);
+    for f in &mut files {
+        let device = f.device.parse().unwrap_or_default();
+        f.name = f.file.display(device, f.inode).to_string();
+    }
+    files
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FileGrowth {
+    /// What every output shows for the file (`FileCache::name`): its path, marked shmem or
+    /// deleted, or "other files" for the row that sums the files not listed.
+    pub name: String,
+    /// The same, in parts: the file's state at its last interval.
+    pub file: FileName,
     /// `major:minor`.
     pub device: String,
     pub inode: u64,
-    /// Summed over the intervals where the file was among the top files (the kernel side
-    /// reports only those), so a lower bound.
+    /// Summed over the recording: the intervals where a file was not among its memcg's top
+    /// files count in "other files", so the rows add up to the container's totals.
     pub added_bytes: u64,
     pub removed_bytes: u64,
     pub net_bytes: i64,
@@ -525,6 +585,8 @@ impl ReportBuilder {
                 .files
                 .entry((f.device.to_string(), f.inode))
                 .or_insert_with(|| FileGrowth {
+                    name: String::new(),
+                    file: FileName::default(),
                     device: f.device.to_string(),
                     inode: f.inode,
                     added_bytes: 0,
@@ -536,6 +598,12 @@ impl ReportBuilder {
             file.removed_bytes = file.removed_bytes.saturating_add(f.removed_bytes);
             file.net_bytes = file.net_bytes.saturating_add(f.net_bytes);
             file.peak_net_bytes = file.peak_net_bytes.max(file.net_bytes);
+            // Its newest state (deleted since), or, over intervals, every "other files" row.
+            file.file = if f.name.is_other() {
+                other_files()
+            } else {
+                f.name.clone()
+            };
         }
     }
 
@@ -809,14 +877,7 @@ impl ContainerAcc {
             caches,
             ..self.slab
         };
-        let mut files: Vec<FileGrowth> = self.files.into_values().collect();
-        files.sort_by(|a, b| {
-            b.peak_net_bytes
-                .cmp(&a.peak_net_bytes)
-                .then_with(|| b.added_bytes.cmp(&a.added_bytes))
-                .then_with(|| (&a.device, a.inode).cmp(&(&b.device, b.inode)))
-        });
-        files.truncate(LISTED_FILES);
+        let files = listed_files(self.files.into_values().collect());
         ContainerReport {
             name,
             container: self.container,

@@ -296,9 +296,8 @@ fn files(s: &mut String, files: &[FileGrowth], indent: &str) {
     for f in files {
         let _ = writeln!(
             s,
-            "{indent}dev {} inode {} {} at the peak, {} at the end (added {}, removed {})",
-            f.device,
-            f.inode,
+            "{indent}{} {} at the peak, {} at the end (added {}, removed {})",
+            f.name,
             signed(f.peak_net_bytes),
             signed(f.net_bytes),
             human_bytes(f.added_bytes),
