@@ -430,7 +430,7 @@ mod tests {
             format!("<td><code>{cgroup_by_maud}</code></td><td>0</td>"),
             format!("<td><code>{by_maud}</code></td>"),
             format!("<td>1</td><td>{by_maud}</td>"),
-            format!("dev {by_maud} inode"),
+            format!("<td>{by_maud}</td><td>+"),
             format!("<td><code>{cgroup_by_maud}</code></td><td>{by_maud}</td>"),
             format!(">\n{by_plotters} (/kubepods/pod{by_plotters}/{by_plotters})\n</text>"),
         ] {

@@ -1078,13 +1078,47 @@ pub(crate) mod tests {
 
     fn cache_delta(ns: u64, cgroup: Option<&str>, inode: u64, added: u64, removed: u64) -> Event {
         let mut cache = CacheInterval::new(1_000_000_000, added, removed);
-        cache.top_files = vec![FileCache::new(
-            Device { major: 8, minor: 1 },
-            inode,
-            added,
-            removed,
-        )];
+        cache.top_files = vec![
+            FileCache::new(Device { major: 8, minor: 1 }, inode, added, removed).named(FileName {
+                path: Some(format!("/data/file{inode}")),
+                ..FileName::default()
+            }),
+        ];
         at(ns, Some(9), cgroup, What::Cache(cache))
+    }
+
+    /// A file read in one interval and dropped in a later one ends at zero; past
+    /// `LISTED_FILES` files, the rest are one "other files" row; the rows add up to the
+    /// container's totals.
+    #[test]
+    fn a_dropped_file_ends_at_zero_and_files_add_up_to_the_totals() {
+        let mut events = vec![cache_delta(1_000, Some("/c"), 1, 200 * MIB, 0)];
+        for inode in 2..20 {
+            events.push(cache_delta(2_000 + inode, Some("/c"), inode, MIB * inode, 0));
+        }
+        events.push(cache_delta(30_000, Some("/c"), 1, 0, 200 * MIB));
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in &events {
+            b.add(e);
+        }
+        let r = b.finish(TraceInfo::default());
+        let c = &r.containers[0];
+        let files = &c.page_cache.top_files;
+        assert_eq!(files.len(), LISTED_FILES);
+        let dropped = files
+            .iter()
+            .find(|f| f.name == "/data/file1")
+            .expect("the dropped file is listed by its peak");
+        assert_eq!((dropped.peak_net_bytes, dropped.net_bytes), (200 << 20, 0));
+        let other = files.last().expect("rows");
+        assert!(other.file.is_other(), "{other:?}");
+        assert_eq!(other.name, "other files (files not listed on their own)");
+        let added: u64 = files.iter().map(|f| f.added_bytes).sum();
+        let removed: u64 = files.iter().map(|f| f.removed_bytes).sum();
+        assert_eq!(
+            (added, removed),
+            (c.page_cache.added_bytes, c.page_cache.removed_bytes)
+        );
     }
 
     pub(crate) fn slab(ns: u64, cgroup: &str, caches: &[(&str, u64, u64)]) -> Event {

@@ -353,7 +353,7 @@ mod tests {
             "verdict: anon growth: anon memory grew by 61.0MiB",
             "reclaim: 3 episodes, 2 freed nothing",
             "== top page-cache growers\n  1. backup.service +47.0MiB at the peak",
-            "dev 8:1 inode 11 +40.0MiB at the peak",
+            "/data/file11 +40.0MiB at the peak",
             "2 removed while charged, 1 freed later (longest 2.5s dying); at most 1 dying",
             "still dying at the end: /gone-102",
             "charged: 60.0MiB over 2 intervals; busiest 31.0MiB",
