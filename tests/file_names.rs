@@ -1,0 +1,278 @@
+//! Page-cache files by name, and complete per-file accounting, in every output: a file read
+//! from disk is its full path, a tmpfs file is marked shmem and its adds are counted (against
+//! `memory.stat`'s `shmem`), a deleted file says so, a file read and then dropped
+//! (`posix_fadvise(DONTNEED)`) ends at about zero, and each `cache` event's rows (with "other
+//! files") add up to its memcg's totals: live JSON and text, a trace file's replay, `report`
+//! (text, JSON, HTML) and the Perfetto export.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
+
+use memtrace_tests::{Memtrace, TestCgroup, events_in, json_lines, memtrace_output};
+use serde_json::Value;
+
+const MIB: i64 = 1 << 20;
+const READ_MIB: usize = 64;
+const SHM_MIB: usize = 16;
+
+/// A file on the disk the tests build on (not tmpfs: its cache must be droppable), written,
+/// synced and evicted, so the next read charges it to whoever reads it.
+fn cold_file(dir: &Path, name: &str, mib: usize) -> PathBuf {
+    let file = dir.join(name);
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut out = fs::File::create(&file).expect("create file");
+    for _ in 0..mib {
+        std::io::Write::write_all(&mut out, &chunk).expect("write file");
+    }
+    out.sync_all().expect("sync file");
+    drop(out);
+    drop_file_cache(&file);
+    file
+}
+
+/// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file: its clean pages leave the cache.
+fn drop_file_cache(file: &Path) {
+    let f = fs::File::open(file).expect("open");
+    // SAFETY: a valid descriptor; the call only advises the kernel.
+    let rc = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(rc, 0, "posix_fadvise on {}", file.display());
+}
+
+/// `memory.stat`'s own (not hierarchical) shmem bytes.
+fn stat_shmem(cgroup: &TestCgroup) -> i64 {
+    let stat = fs::read_to_string(cgroup.dir.join("memory.stat")).expect("memory.stat");
+    stat.lines()
+        .find_map(|l| l.strip_prefix("shmem "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no shmem line in memory.stat:\n{stat}"))
+}
+
+fn run_in(cgroup: &TestCgroup, program: &str, args: &[&str]) {
+    let (_, status) = cgroup.run_inside(program, args);
+    assert!(status.success(), "{program} {args:?}: {status}");
+}
+
+/// Every file row of the cgroup's `cache` events: (event, row).
+fn rows<'a>(cache: &[&'a Value]) -> Vec<(&'a Value, &'a Value)> {
+    cache
+        .iter()
+        .flat_map(|e| {
+            e["top_files"]
+                .as_array()
+                .expect("top_files")
+                .iter()
+                .map(move |f| (*e, f))
+        })
+        .collect()
+}
+
+fn sum(rows: &[&Value], field: &str) -> i64 {
+    rows.iter()
+        .map(|f| f[field].as_i64().unwrap_or_else(|| panic!("{field} in {f}")))
+        .sum()
+}
+
+fn named<'a>(rows: &[(&'a Value, &'a Value)], path: &str) -> Vec<&'a Value> {
+    rows.iter()
+        .filter(|(_, f)| f["name"]["path"] == path)
+        .map(|(_, f)| *f)
+        .collect()
+}
+
+fn output_ok(args: &[&str]) -> String {
+    let out = memtrace_output(args);
+    assert!(
+        out.status.success(),
+        "memtrace {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn files_are_named_and_accounted_completely_in_every_output() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let dir_path = fs::canonicalize(dir.path()).expect("canonical");
+    let read = cold_file(&dir_path, "read-then-dropped", READ_MIB);
+    let read_path = read.to_str().expect("utf-8").to_owned();
+    let shm_path = format!("/dev/shm/memtrace-file-names-{}", std::process::id());
+    let cgroup = TestCgroup::new("filenames", 1 << 30);
+    let trace = dir_path.join("names.mtrace");
+    let trace_path = trace.to_str().expect("utf-8").to_owned();
+    let only = ["--interval", "300ms", "--events", "page_cache,cgroup"];
+    let mut cgroup_args = only.to_vec();
+    cgroup_args.extend(["--cgroup", &cgroup.path]);
+    let json = Memtrace::json(&cgroup_args);
+    let mut text_args = vec!["run"];
+    text_args.extend(&cgroup_args);
+    let text = Memtrace::start(&text_args);
+    let mut record_args = vec!["record", "-o", &trace_path];
+    record_args.extend(&cgroup_args);
+    let record = Memtrace::start(&record_args);
+
+    // Read from disk, then dropped; a tmpfs file written, then deleted.
+    run_in(&cgroup, "dd", &[&format!("if={read_path}"), "of=/dev/null", "bs=1M", "status=none"]);
+    let shmem_before = stat_shmem(&cgroup);
+    run_in(
+        &cgroup,
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={shm_path}"),
+            "bs=1M",
+            &format!("count={SHM_MIB}"),
+            "status=none",
+        ],
+    );
+    let shmem_written = stat_shmem(&cgroup) - shmem_before;
+    thread::sleep(Duration::from_millis(700));
+    drop_file_cache(&read);
+    fs::remove_file(&shm_path).expect("rm the tmpfs file");
+    thread::sleep(Duration::from_millis(900));
+    let json = json.stop_ok();
+    let text = text.stop_ok();
+    let _ = record.stop_ok();
+
+    // Live JSON.
+    let events = json_lines(&json.stdout);
+    let cache = events_in(&events, "cache", &cgroup.path);
+    let all = rows(&cache);
+    let read_rows = named(&all, &read_path);
+    assert!(
+        !read_rows.is_empty(),
+        "no row names {read_path}: {cache:#?}\nmemtrace said:\n{}",
+        json.stderr
+    );
+    let added = sum(&read_rows, "added_bytes");
+    assert!(added >= 60 * MIB, "{read_path}: {added} bytes added: {read_rows:#?}");
+    let net = sum(&read_rows, "net_bytes");
+    assert!(
+        net.abs() <= MIB,
+        "{read_path} was dropped, so it ends at about zero: {net}: {read_rows:#?}"
+    );
+    let shm_rows = named(&all, &shm_path);
+    assert!(
+        shm_rows.iter().all(|f| f["name"]["shmem"] == true),
+        "tmpfs is shmem: {shm_rows:#?}"
+    );
+    let shm_added = sum(&shm_rows, "added_bytes");
+    assert!(
+        (shm_added - shmem_written).abs() <= shmem_written / 20,
+        "tmpfs adds {shm_added} against memory.stat's shmem delta {shmem_written}: {shm_rows:#?}"
+    );
+    assert!(shmem_written >= 15 * MIB, "memory.stat's shmem grew {shmem_written}");
+    assert!(
+        shm_rows.iter().any(|f| f["name"]["deleted"] == true),
+        "its removal says deleted: {shm_rows:#?}"
+    );
+    assert!(
+        sum(&shm_rows, "net_bytes").abs() <= MIB,
+        "{shm_path} was deleted: {shm_rows:#?}"
+    );
+    eprintln!(
+        "{read_path}: {added} bytes added, {net} at the end; {shm_path}: {shm_added} bytes \
+         added, memory.stat shmem +{shmem_written}"
+    );
+    for e in &cache {
+        let files: Vec<&Value> = e["top_files"].as_array().expect("files").iter().collect();
+        for field in ["added_bytes", "removed_bytes"] {
+            assert_eq!(sum(&files, field), e[field].as_i64().expect("total"), "{field}: {e}");
+        }
+    }
+
+    // Live text: the top file of an interval by name.
+    assert!(
+        text.stdout.contains(&format!("top file {read_path} +"))
+            || text.stdout.contains(&format!("top file {read_path} -")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(&format!("top file {shm_path} (shmem")),
+        "{}",
+        text.stdout
+    );
+
+    // The trace replays with the same names and rows.
+    let replayed = json_lines(&output_ok(&["replay", "--format", "json", &trace_path]));
+    let replayed_cache = events_in(&replayed, "cache", &cgroup.path);
+    let replayed_rows = rows(&replayed_cache);
+    let replayed_read = named(&replayed_rows, &read_path);
+    assert_eq!(
+        (
+            sum(&replayed_read, "added_bytes"),
+            sum(&replayed_read, "removed_bytes")
+        ),
+        (added, sum(&read_rows, "removed_bytes")),
+        "recorded and live saw the same"
+    );
+    assert!(named(&replayed_rows, &shm_path).iter().any(|f| f["name"]["deleted"] == true));
+    let replay_text = output_ok(&["replay", &trace_path]);
+    assert!(replay_text.contains(&format!("top file {read_path}")), "{replay_text}");
+
+    // Report: the dropped file at its peak and at about zero at the end, rows add up.
+    let report: Value =
+        serde_json::from_str(&output_ok(&["report", "--format", "json", &trace_path]))
+            .expect("report json");
+    let container = report["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["cgroups"].as_array().is_some_and(|g| g.iter().any(|p| p == &cgroup.path)))
+        .unwrap_or_else(|| panic!("no section for {}: {report:#}", cgroup.path));
+    let cache = &container["page_cache"];
+    let files: Vec<&Value> = cache["top_files"].as_array().expect("files").iter().collect();
+    let file = files
+        .iter()
+        .find(|f| f["name"] == read_path.as_str())
+        .unwrap_or_else(|| panic!("report lists no {read_path}: {files:#?}"));
+    assert!(file["peak_net_bytes"].as_i64() >= Some(60 * MIB), "{file:#}");
+    assert!(file["net_bytes"].as_i64().is_some_and(|n| n.abs() <= MIB), "{file:#}");
+    for field in ["added_bytes", "removed_bytes"] {
+        assert_eq!(sum(&files, field), cache[field].as_i64().expect(field), "{field}: {cache:#}");
+    }
+    let report_text = output_ok(&["report", &trace_path]);
+    assert!(report_text.contains(&read_path), "{report_text}");
+    let html = dir_path.join("report.html");
+    let _ = output_ok(&["report", "--html", html.to_str().expect("utf-8"), &trace_path]);
+    assert!(
+        fs::read_to_string(&html).expect("html").contains(&read_path),
+        "the HTML report names {read_path}"
+    );
+
+    // Perfetto: the file's track ends at about zero.
+    let exported = dir_path.join("perfetto.json");
+    let _ = output_ok(&[
+        "export",
+        "--perfetto",
+        "-o",
+        exported.to_str().expect("utf-8"),
+        &trace_path,
+    ]);
+    let doc: Value =
+        serde_json::from_str(&fs::read_to_string(&exported).expect("export")).expect("json");
+    let track = format!("file: {read_path}");
+    let last = doc["traceEvents"]
+        .as_array()
+        .expect("traceEvents")
+        .iter()
+        .filter(|e| e["ph"] == "C" && e["name"] == track.as_str())
+        .next_back()
+        .unwrap_or_else(|| panic!("no {track} counter"));
+    assert!(
+        last["args"]["bytes"].as_i64().is_some_and(|b| b.abs() <= MIB),
+        "{last}"
+    );
+}
