@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use memtrace_tests::{Memtrace, TestCgroup, events_in, json_lines, memtrace_output};
+use memtrace_tests::{Finished, Memtrace, TestCgroup, events_in, json_lines, memtrace_output};
 use serde_json::Value;
 
 const MIB: i64 = 1 << 20;
@@ -79,7 +79,11 @@ fn rows<'a>(cache: &[&'a Value]) -> Vec<(&'a Value, &'a Value)> {
 
 fn sum(rows: &[&Value], field: &str) -> i64 {
     rows.iter()
-        .map(|f| f[field].as_i64().unwrap_or_else(|| panic!("{field} in {f}")))
+        .map(|f| {
+            f[field]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{field} in {f}"))
+        })
         .sum()
 }
 
@@ -101,40 +105,49 @@ fn output_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-#[test]
-fn files_are_named_and_accounted_completely_in_every_output() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let dir_path = fs::canonicalize(dir.path()).expect("canonical");
-    let read = cold_file(&dir_path, "read-then-dropped", READ_MIB);
+/// What the scenario did and what the live outputs printed.
+struct Scenario {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    cgroup: TestCgroup,
+    read_path: String,
+    shm_path: String,
+    trace_path: String,
+    /// `memory.stat`'s shmem growth while the tmpfs file was written.
+    shmem_written: i64,
+    json: Finished,
+    text: Finished,
+}
+
+/// Under three memtraces (live JSON, live text, a recording): reads a cold file in a memcg,
+/// writes a tmpfs file there, then drops the first from the cache and deletes the second.
+fn run_scenario() -> Scenario {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let dir = fs::canonicalize(tmp.path()).expect("canonical");
+    let read = cold_file(&dir, "read-then-dropped", READ_MIB);
     let read_path = read.to_str().expect("utf-8").to_owned();
     let shm_path = format!("/dev/shm/memtrace-file-names-{}", std::process::id());
     let cgroup = TestCgroup::new("filenames", 1 << 30);
-    let trace = dir_path.join("names.mtrace");
-    let trace_path = trace.to_str().expect("utf-8").to_owned();
-    let only = ["--interval", "300ms", "--events", "page_cache,cgroup"];
-    let mut cgroup_args = only.to_vec();
-    cgroup_args.extend(["--cgroup", &cgroup.path]);
-    let json = Memtrace::json(&cgroup_args);
-    let mut text_args = vec!["run"];
-    text_args.extend(&cgroup_args);
-    let text = Memtrace::start(&text_args);
-    let mut record_args = vec!["record", "-o", &trace_path];
-    record_args.extend(&cgroup_args);
-    let record = Memtrace::start(&record_args);
+    let trace_path = dir.join("names.mtrace").to_str().expect("utf-8").to_owned();
+    let mut args = vec!["--interval", "300ms", "--events", "page_cache,cgroup"];
+    args.extend(["--cgroup", &cgroup.path]);
+    let json = Memtrace::json(&args);
+    let text = Memtrace::start(&[&["run"], &args[..]].concat());
+    let record = Memtrace::start(&[&["record", "-o", &trace_path], &args[..]].concat());
 
-    // Read from disk, then dropped; a tmpfs file written, then deleted.
-    run_in(&cgroup, "dd", &[&format!("if={read_path}"), "of=/dev/null", "bs=1M", "status=none"]);
-    let shmem_before = stat_shmem(&cgroup);
+    let input = format!("if={read_path}");
     run_in(
         &cgroup,
         "dd",
-        &[
-            "if=/dev/zero",
-            &format!("of={shm_path}"),
-            "bs=1M",
-            &format!("count={SHM_MIB}"),
-            "status=none",
-        ],
+        &[&input, "of=/dev/null", "bs=1M", "status=none"],
+    );
+    let shmem_before = stat_shmem(&cgroup);
+    let output = format!("of={shm_path}");
+    let count = format!("count={SHM_MIB}");
+    run_in(
+        &cgroup,
+        "dd",
+        &["if=/dev/zero", &output, "bs=1M", &count, "status=none"],
     );
     let shmem_written = stat_shmem(&cgroup) - shmem_before;
     thread::sleep(Duration::from_millis(700));
@@ -144,35 +157,63 @@ fn files_are_named_and_accounted_completely_in_every_output() {
     let json = json.stop_ok();
     let text = text.stop_ok();
     let _ = record.stop_ok();
+    Scenario {
+        _dir: tmp,
+        dir,
+        cgroup,
+        read_path,
+        shm_path,
+        trace_path,
+        shmem_written,
+        json,
+        text,
+    }
+}
 
-    // Live JSON.
-    let events = json_lines(&json.stdout);
-    let cache = events_in(&events, "cache", &cgroup.path);
+#[test]
+fn files_are_named_and_accounted_completely_in_every_output() {
+    let s = run_scenario();
+    let (added, removed) = live_json(&s);
+    live_text(&s);
+    replay(&s, (added, removed));
+    report(&s);
+    perfetto(&s);
+}
+
+/// Returns the bytes the read file added and removed.
+fn live_json(s: &Scenario) -> (i64, i64) {
+    let (read_path, shm_path) = (&s.read_path, &s.shm_path);
+    let events = json_lines(&s.json.stdout);
+    let cache = events_in(&events, "cache", &s.cgroup.path);
     let all = rows(&cache);
-    let read_rows = named(&all, &read_path);
+    let read_rows = named(&all, read_path);
     assert!(
         !read_rows.is_empty(),
         "no row names {read_path}: {cache:#?}\nmemtrace said:\n{}",
-        json.stderr
+        s.json.stderr
     );
     let added = sum(&read_rows, "added_bytes");
-    assert!(added >= 60 * MIB, "{read_path}: {added} bytes added: {read_rows:#?}");
+    assert!(
+        added >= 60 * MIB,
+        "{read_path}: {added} bytes added: {read_rows:#?}"
+    );
     let net = sum(&read_rows, "net_bytes");
     assert!(
         net.abs() <= MIB,
         "{read_path} was dropped, so it ends at about zero: {net}: {read_rows:#?}"
     );
-    let shm_rows = named(&all, &shm_path);
+    let shm_rows = named(&all, shm_path);
     assert!(
         shm_rows.iter().all(|f| f["name"]["shmem"] == true),
         "tmpfs is shmem: {shm_rows:#?}"
     );
     let shm_added = sum(&shm_rows, "added_bytes");
+    let written = s.shmem_written;
+    assert!(written >= 15 * MIB, "memory.stat's shmem grew {written}");
     assert!(
-        (shm_added - shmem_written).abs() <= shmem_written / 20,
-        "tmpfs adds {shm_added} against memory.stat's shmem delta {shmem_written}: {shm_rows:#?}"
+        (shm_added - written).abs() <= written / 20,
+        "tmpfs adds {shm_added} against memory.stat's shmem delta {written}: {shm_rows:#?}"
     );
-    assert!(shmem_written >= 15 * MIB, "memory.stat's shmem grew {shmem_written}");
     assert!(
         shm_rows.iter().any(|f| f["name"]["deleted"] == true),
         "its removal says deleted: {shm_rows:#?}"
@@ -183,96 +224,134 @@ fn files_are_named_and_accounted_completely_in_every_output() {
     );
     eprintln!(
         "{read_path}: {added} bytes added, {net} at the end; {shm_path}: {shm_added} bytes \
-         added, memory.stat shmem +{shmem_written}"
+         added, memory.stat shmem +{written}"
     );
     for e in &cache {
         let files: Vec<&Value> = e["top_files"].as_array().expect("files").iter().collect();
         for field in ["added_bytes", "removed_bytes"] {
-            assert_eq!(sum(&files, field), e[field].as_i64().expect("total"), "{field}: {e}");
+            assert_eq!(
+                sum(&files, field),
+                e[field].as_i64().expect("total"),
+                "{field}: {e}"
+            );
         }
     }
+    (added, sum(&read_rows, "removed_bytes"))
+}
 
-    // Live text: the top file of an interval by name.
+/// The top file of an interval, by name.
+fn live_text(s: &Scenario) {
+    let (read_path, shm_path, out) = (&s.read_path, &s.shm_path, &s.text.stdout);
     assert!(
-        text.stdout.contains(&format!("top file {read_path} +"))
-            || text.stdout.contains(&format!("top file {read_path} -")),
-        "{}",
-        text.stdout
+        out.contains(&format!("top file {read_path} +"))
+            || out.contains(&format!("top file {read_path} -")),
+        "{out}"
     );
     assert!(
-        text.stdout.contains(&format!("top file {shm_path} (shmem")),
-        "{}",
-        text.stdout
+        out.contains(&format!("top file {shm_path} (shmem")),
+        "{out}"
     );
+}
 
-    // The trace replays with the same names and rows.
-    let replayed = json_lines(&output_ok(&["replay", "--format", "json", &trace_path]));
-    let replayed_cache = events_in(&replayed, "cache", &cgroup.path);
-    let replayed_rows = rows(&replayed_cache);
-    let replayed_read = named(&replayed_rows, &read_path);
+/// The trace replays with the same names and rows.
+fn replay(s: &Scenario, (added, removed): (i64, i64)) {
+    let replayed = json_lines(&output_ok(&["replay", "--format", "json", &s.trace_path]));
+    let cache = events_in(&replayed, "cache", &s.cgroup.path);
+    let all = rows(&cache);
+    let read = named(&all, &s.read_path);
     assert_eq!(
-        (
-            sum(&replayed_read, "added_bytes"),
-            sum(&replayed_read, "removed_bytes")
-        ),
-        (added, sum(&read_rows, "removed_bytes")),
+        (sum(&read, "added_bytes"), sum(&read, "removed_bytes")),
+        (added, removed),
         "recorded and live saw the same"
     );
-    assert!(named(&replayed_rows, &shm_path).iter().any(|f| f["name"]["deleted"] == true));
-    let replay_text = output_ok(&["replay", &trace_path]);
-    assert!(replay_text.contains(&format!("top file {read_path}")), "{replay_text}");
+    assert!(
+        named(&all, &s.shm_path)
+            .iter()
+            .any(|f| f["name"]["deleted"] == true)
+    );
+    let text = output_ok(&["replay", &s.trace_path]);
+    assert!(
+        text.contains(&format!("top file {}", s.read_path)),
+        "{text}"
+    );
+}
 
-    // Report: the dropped file at its peak and at about zero at the end, rows add up.
+/// The dropped file at its peak and at about zero at the end; the rows add up.
+fn report(s: &Scenario) {
+    let read_path = &s.read_path;
     let report: Value =
-        serde_json::from_str(&output_ok(&["report", "--format", "json", &trace_path]))
+        serde_json::from_str(&output_ok(&["report", "--format", "json", &s.trace_path]))
             .expect("report json");
     let container = report["containers"]
         .as_array()
         .expect("containers")
         .iter()
-        .find(|c| c["cgroups"].as_array().is_some_and(|g| g.iter().any(|p| p == &cgroup.path)))
-        .unwrap_or_else(|| panic!("no section for {}: {report:#}", cgroup.path));
+        .find(|c| {
+            c["cgroups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|p| p == &s.cgroup.path))
+        })
+        .unwrap_or_else(|| panic!("no section for {}: {report:#}", s.cgroup.path));
     let cache = &container["page_cache"];
-    let files: Vec<&Value> = cache["top_files"].as_array().expect("files").iter().collect();
+    let files: Vec<&Value> = cache["top_files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .collect();
     let file = files
         .iter()
         .find(|f| f["name"] == read_path.as_str())
         .unwrap_or_else(|| panic!("report lists no {read_path}: {files:#?}"));
-    assert!(file["peak_net_bytes"].as_i64() >= Some(60 * MIB), "{file:#}");
-    assert!(file["net_bytes"].as_i64().is_some_and(|n| n.abs() <= MIB), "{file:#}");
-    for field in ["added_bytes", "removed_bytes"] {
-        assert_eq!(sum(&files, field), cache[field].as_i64().expect(field), "{field}: {cache:#}");
-    }
-    let report_text = output_ok(&["report", &trace_path]);
-    assert!(report_text.contains(&read_path), "{report_text}");
-    let html = dir_path.join("report.html");
-    let _ = output_ok(&["report", "--html", html.to_str().expect("utf-8"), &trace_path]);
     assert!(
-        fs::read_to_string(&html).expect("html").contains(&read_path),
+        file["peak_net_bytes"].as_i64() >= Some(60 * MIB),
+        "{file:#}"
+    );
+    assert!(
+        file["net_bytes"].as_i64().is_some_and(|n| n.abs() <= MIB),
+        "{file:#}"
+    );
+    for field in ["added_bytes", "removed_bytes"] {
+        assert_eq!(
+            sum(&files, field),
+            cache[field].as_i64().expect(field),
+            "{field}: {cache:#}"
+        );
+    }
+    let text = output_ok(&["report", &s.trace_path]);
+    assert!(text.contains(read_path.as_str()), "{text}");
+    let html = s.dir.join("report.html");
+    let _ = output_ok(&[
+        "report",
+        "--html",
+        html.to_str().expect("utf-8"),
+        &s.trace_path,
+    ]);
+    assert!(
+        fs::read_to_string(&html)
+            .expect("html")
+            .contains(read_path.as_str()),
         "the HTML report names {read_path}"
     );
+}
 
-    // Perfetto: the file's track ends at about zero.
-    let exported = dir_path.join("perfetto.json");
-    let _ = output_ok(&[
-        "export",
-        "--perfetto",
-        "-o",
-        exported.to_str().expect("utf-8"),
-        &trace_path,
-    ]);
+/// The file's track ends at about zero.
+fn perfetto(s: &Scenario) {
+    let exported = s.dir.join("perfetto.json");
+    let out = exported.to_str().expect("utf-8");
+    let _ = output_ok(&["export", "--perfetto", "-o", out, &s.trace_path]);
     let doc: Value =
         serde_json::from_str(&fs::read_to_string(&exported).expect("export")).expect("json");
-    let track = format!("file: {read_path}");
+    let counter = format!("file: {}", s.read_path);
     let last = doc["traceEvents"]
         .as_array()
         .expect("traceEvents")
         .iter()
-        .filter(|e| e["ph"] == "C" && e["name"] == track.as_str())
-        .next_back()
-        .unwrap_or_else(|| panic!("no {track} counter"));
+        .rfind(|e| e["ph"] == "C" && e["name"] == counter.as_str())
+        .unwrap_or_else(|| panic!("no {counter} counter"));
     assert!(
-        last["args"]["bytes"].as_i64().is_some_and(|b| b.abs() <= MIB),
+        last["args"]["bytes"]
+            .as_i64()
+            .is_some_and(|b| b.abs() <= MIB),
         "{last}"
     );
 }

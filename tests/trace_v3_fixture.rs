@@ -30,8 +30,9 @@ fn the_v3_fixture_replays_as_the_same_events() {
     let now = json_lines(&String::from_utf8_lossy(&out.stdout));
     let then = json_lines(REPLAYED_THEN);
     assert!(
-        then.iter().any(|e| e["type"] == "cache"
-            && e["top_files"].as_array().is_some_and(|f| !f.is_empty())),
+        then.iter()
+            .any(|e| e["type"] == "cache"
+                && e["top_files"].as_array().is_some_and(|f| !f.is_empty())),
         "the fixture lists files"
     );
     assert_eq!(now.len(), then.len(), "events");

@@ -58,7 +58,7 @@ impl InodeId {
 }
 
 /// `TMPFS_MAGIC` (`include/uapi/linux/magic.h`): the `s_magic` of tmpfs and of the kernel's
-/// internal shmem mount (SysV shm, memfd, shared anonymous mappings).
+/// internal shmem mount (System V shared memory, memfd, shared anonymous mappings).
 pub const TMPFS_MAGIC: u64 = 0x0102_1994;
 
 /// Ancestors a [`FilePath`] holds, and bytes per name (longer names are cut).
@@ -85,7 +85,7 @@ const _: () = assert!(size_of::<FilePath>() == 24 + FILE_PATH_DEPTH * FILE_PATH_
 
 impl FilePath {
     /// The inode had no dentry (a file whose dentries the kernel dropped, or that never had
-    /// one: SysV shm, memfd without a name).
+    /// one: System V shared memory).
     pub const NO_DENTRY: u32 = 1;
     /// The path is deeper than [`FILE_PATH_DEPTH`]: the names nearest the root are missing.
     pub const TRUNCATED: u32 = 2;

@@ -69,8 +69,12 @@ impl Inode {
             return;
         }
         // SAFETY: an `i_dentry` entry is a `struct dentry`'s `d_u.d_alias`.
-        let mut dentry = unsafe { Dentry::from_addr(first.wrapping_sub(u64::from(o.dentry_alias))) };
-        if dentry.read::<u64>(o.dentry_hash_pprev).is_ok_and(|p| p == 0) {
+        let mut dentry =
+            unsafe { Dentry::from_addr(first.wrapping_sub(u64::from(o.dentry_alias))) };
+        if dentry
+            .read::<u64>(o.dentry_hash_pprev)
+            .is_ok_and(|p| p == 0)
+        {
             path.flags |= FilePath::UNHASHED;
         }
         let mut level = 0;

@@ -21,8 +21,7 @@ use super::{
 use crate::{
     event::{
         ChargeSource, Charges, ChargesFromPageCache, Context, Device, Event, FileCache, FileName,
-        Memcg,
-        MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
+        Memcg, MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
     },
     probes::{CacheDrain, Drain, ProbeError, derived::ChargesFrom, filter::KernelFilter},
 };

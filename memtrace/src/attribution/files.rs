@@ -30,7 +30,7 @@ struct Mount {
     device: Device,
     /// The directory of the filesystem mounted there (`/` unless a bind mount).
     root: String,
-    mount_point: String,
+    point: String,
 }
 
 /// Files' names, resolved once per file.
@@ -125,7 +125,7 @@ impl FileNames {
         let Some(in_fs) = known.in_fs else {
             name.note = Some(
                 if name.shmem {
-                    "no name: SysV shared memory or an unlinked file whose names the kernel dropped"
+                    "no name: System V shared memory or an unlinked file whose names the kernel dropped"
                 } else {
                     "no dentry: the kernel dropped the file's names"
                 }
@@ -172,7 +172,7 @@ impl FileNames {
             .filter(|m| m.device == device)
             .filter_map(|m| {
                 let rest = below(in_fs, &m.root)?;
-                Some((m.root.len(), join(&m.mount_point, rest)))
+                Some((m.root.len(), join(&m.point, rest)))
             })
             .max_by_key(|(root_len, _)| *root_len)
             .map(|(_, path)| path)
@@ -249,7 +249,7 @@ fn parse_mountinfo_line(line: &str) -> Option<(Mount, Vec<String>)> {
         minor: minor.parse().ok()?,
     };
     let root = unescape(fields.get(3)?);
-    let mount_point = unescape(fields.get(4)?);
+    let point = unescape(fields.get(4)?);
     let dash = fields.iter().position(|f| *f == "-")?;
     let fstype = *fields.get(dash + 1)?;
     let mut layers = Vec::new();
@@ -262,11 +262,7 @@ fn parse_mountinfo_line(line: &str) -> Option<(Mount, Vec<String>)> {
                 .or_else(|| option.strip_prefix("upperdir="))
                 .or_else(|| option.strip_prefix("lowerdir+="))
             {
-                layers.extend(
-                    dirs.split(':')
-                        .filter(|d| !d.is_empty())
-                        .map(|d| unescape(d)),
-                );
+                layers.extend(dirs.split(':').filter(|d| !d.is_empty()).map(unescape));
             }
         }
     }
@@ -274,7 +270,7 @@ fn parse_mountinfo_line(line: &str) -> Option<(Mount, Vec<String>)> {
         Mount {
             device,
             root,
-            mount_point,
+            point,
         },
         layers,
     ))
@@ -378,7 +374,17 @@ mod tests {
         n.learn(&path(
             DISK,
             11,
-            &["libc.so.6", "lib", "usr", "diff", "abc", "overlay2", "docker", "lib", "var"],
+            &[
+                "libc.so.6",
+                "lib",
+                "usr",
+                "diff",
+                "abc",
+                "overlay2",
+                "docker",
+                "lib",
+                "var",
+            ],
             0,
         ));
         let name = n.name(Some(path(DISK, 11, &[], 0).id));
@@ -402,20 +408,35 @@ mod tests {
         id.flags |= InodeId::SHMEM;
         let name = n.name(Some(id));
         assert_eq!(name.path, None);
-        assert!(name.note.as_deref().is_some_and(|r| r.contains("no name")), "{name:?}");
+        assert!(
+            name.note.as_deref().is_some_and(|r| r.contains("no name")),
+            "{name:?}"
+        );
         let unseen = n.name(Some(path(DISK, 99, &[], 0).id));
         assert!(
-            unseen.note.as_deref().is_some_and(|r| r.contains("forgotten")),
+            unseen
+                .note
+                .as_deref()
+                .is_some_and(|r| r.contains("forgotten")),
             "{unseen:?}"
         );
         let unmounted = FilePath {
-            id: InodeId { ino: 5, dev: 7 << 20, flags: 0 },
+            id: InodeId {
+                ino: 5,
+                dev: 7 << 20,
+                flags: 0,
+            },
             ..path(7 << 20, 5, &["f"], 0)
         };
         n.learn(&unmounted);
         let name = n.name(Some(unmounted.id));
         assert_eq!(name.path.as_deref(), Some("/f"));
-        assert!(name.note.as_deref().is_some_and(|r| r.contains("not mounted")), "{name:?}");
+        assert!(
+            name.note
+                .as_deref()
+                .is_some_and(|r| r.contains("not mounted")),
+            "{name:?}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct FileName {
     /// The path a container sees, for a file in an overlay layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_path: Option<String>,
-    /// In tmpfs/shmem (`/dev/shm`, a memory-backed `emptyDir`, memfd, SysV shm): memory that
+    /// In tmpfs/shmem (`/dev/shm`, a memory-backed `emptyDir`, memfd, System V shared memory): memory that
     /// reclaim can only swap, not drop.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shmem: bool,

@@ -616,11 +616,23 @@ mod tests {
         assert_eq!(o.slab_obj_exts, o.folio_memcg_data, "{o:?}");
         assert!(o.page_size >= 64 && o.page_compound_head == 8, "{o:?}");
         assert!(o.slab_obj_ext_size >= 8 && o.slab_cache > 0, "{o:?}");
-        assert!(o.inode_nlink > 0 && o.inode_dentry > 0 && o.sb_magic > 0, "{o:?}");
-        assert!(o.dentry_parent > 0 && o.dentry_name > o.dentry_parent, "{o:?}");
+        assert!(
+            o.inode_nlink > 0 && o.inode_dentry > 0 && o.sb_magic > 0,
+            "{o:?}"
+        );
+        assert!(
+            o.dentry_parent > 0 && o.dentry_name > o.dentry_parent,
+            "{o:?}"
+        );
         assert!(o.dentry_alias > o.dentry_name, "{o:?}");
-        assert!(o.dentry_hash_pprev >= 16 && o.dentry_hash_pprev < o.dentry_parent, "{o:?}");
-        assert!(o.pg_swapbacked_mask.is_power_of_two() && o.pg_swapbacked_mask > 1, "{o:?}");
+        assert!(
+            o.dentry_hash_pprev >= 16 && o.dentry_hash_pprev < o.dentry_parent,
+            "{o:?}"
+        );
+        assert!(
+            o.pg_swapbacked_mask.is_power_of_two() && o.pg_swapbacked_mask > 1,
+            "{o:?}"
+        );
         // The kernel constants, as `include/linux/memcontrol.h` and `gfp_types.h` have had them
         // on every kernel so far.
         assert_eq!((o.memcg_data_objexts, o.memcg_data_kmem), (1, 2), "{o:?}");

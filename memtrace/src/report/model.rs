@@ -1094,7 +1094,13 @@ pub(crate) mod tests {
     fn a_dropped_file_ends_at_zero_and_files_add_up_to_the_totals() {
         let mut events = vec![cache_delta(1_000, Some("/c"), 1, 200 * MIB, 0)];
         for inode in 2..20 {
-            events.push(cache_delta(2_000 + inode, Some("/c"), inode, MIB * inode, 0));
+            events.push(cache_delta(
+                2_000 + inode,
+                Some("/c"),
+                inode,
+                MIB * inode,
+                0,
+            ));
         }
         events.push(cache_delta(30_000, Some("/c"), 1, 0, 200 * MIB));
         let mut b = ReportBuilder::new(CLOCK);

@@ -88,7 +88,12 @@ fn cache(s: &mut String, e: &PageCache) {
     let counts = [("added", e.added_bytes), ("removed", e.removed_bytes)];
     growth(s, e.net_bytes, counts, e.interval_ns);
     if let Some(top) = e.top_files.first() {
-        let _ = write!(s, " top file {} {}", top.name(), signed_bytes(top.net_bytes));
+        let _ = write!(
+            s,
+            " top file {} {}",
+            top.name(),
+            signed_bytes(top.net_bytes)
+        );
     }
 }
 

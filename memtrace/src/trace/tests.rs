@@ -11,8 +11,8 @@ use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
         CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeProbe, ChargeSource,
-        Charges, ChargesFromPageCache, Device, Event, FileCache, FileName, HostClock, Memcg, MemorySource,
-        OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
+        Charges, ChargesFromPageCache, Device, Event, FileCache, FileName, HostClock, Memcg,
+        MemorySource, OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
     },
 };
 
@@ -92,7 +92,16 @@ pub(super) fn every_kind() -> Vec<Event> {
     let mut cache = PageCache::new(1_000_000_000, 49_152, 8192);
     cache.top_files = vec![
         FileCache::new(Device { major: 8, minor: 1 }, 1234, 40_960, 8192),
-        FileCache::new(Device { major: 0, minor: 27 }, 7, 4096, 0).named(FileName {
+        FileCache::new(
+            Device {
+                major: 0,
+                minor: 27,
+            },
+            7,
+            4096,
+            0,
+        )
+        .named(FileName {
             path: Some("/dev/shm/cache".into()),
             shmem: true,
             deleted: true,
