@@ -188,11 +188,11 @@ fn the_v2_fixture_replays_as_text_and_reports() {
     assert_eq!(kills, recorded, "OOM kills in the report");
 }
 
-/// Version 2 in, version 3 out: the events read back unchanged. With
-/// `MEMTRACE_WRITE_FUZZ_SEED=FILE` the version 3 file is kept there (the fuzz seed
+/// Version 2 in, today's version out: the events read back unchanged. With
+/// `MEMTRACE_WRITE_FUZZ_SEED=FILE` the new file is kept there (the fuzz seed
 /// `fuzz/seeds/trace_reader/v3-from-v2-main-b63de0b.mtrace` is made so).
 #[test]
-fn the_v2_fixture_rewritten_as_version_3_reads_back_the_same() {
+fn the_v2_fixture_rewritten_in_todays_format_reads_back_the_same() {
     let (_dir, file) = fixture();
     let mut reader = TraceReader::open(&file).expect("open");
     let header = reader.header().clone();
