@@ -355,3 +355,78 @@ fn perfetto(s: &Scenario) {
         "{last}"
     );
 }
+
+/// An overlay mounted for the test, unmounted when dropped.
+struct Overlay {
+    merged: PathBuf,
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.merged)
+            .status();
+    }
+}
+
+/// A file read through an overlay (as a container reads its image) is cached as the lower
+/// layer's file: named by its host path, with the path the container sees.
+#[test]
+fn overlay_files_show_the_path_the_container_sees() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let dir = fs::canonicalize(tmp.path()).expect("canonical");
+    let (lower, upper, work, merged) = (
+        dir.join("lower"),
+        dir.join("upper"),
+        dir.join("work"),
+        dir.join("merged"),
+    );
+    for d in [&lower, &upper, &work, &merged] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    fs::create_dir_all(lower.join("usr/lib")).expect("mkdir");
+    let host = cold_file(&lower.join("usr/lib"), "libimage.so", 8);
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let status = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(&merged)
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "mount -t overlay -o {options}: {status}");
+    let overlay = Overlay { merged };
+    let cgroup = TestCgroup::new("overlayfile", 1 << 30);
+    let memtrace = Memtrace::json(&["--interval", "300ms", "--cgroup", &cgroup.path]);
+    let input = format!(
+        "if={}",
+        overlay.merged.join("usr/lib/libimage.so").display()
+    );
+    run_in(
+        &cgroup,
+        "dd",
+        &[&input, "of=/dev/null", "bs=1M", "status=none"],
+    );
+    thread::sleep(Duration::from_millis(700));
+    let out = memtrace.stop_ok();
+    let events = json_lines(&out.stdout);
+    let cache = events_in(&events, "cache", &cgroup.path);
+    let all = rows(&cache);
+    let host_path = host.to_str().expect("utf-8");
+    let file = named(&all, host_path);
+    assert!(
+        !file.is_empty(),
+        "no row names {host_path}: {cache:#?}\nmemtrace said:\n{}",
+        out.stderr
+    );
+    assert!(
+        file.iter()
+            .all(|f| f["name"]["container_path"] == "/usr/lib/libimage.so"),
+        "{file:#?}"
+    );
+    assert!(sum(&file, "added_bytes") >= 8 * MIB, "{file:#?}");
+    drop(overlay);
+}

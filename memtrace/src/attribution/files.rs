@@ -4,7 +4,10 @@
 //! `/proc/self/mountinfo`, and for a file in a container's overlay layer the path the container
 //! sees.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
 
 use memtrace_common::{FilePath, InodeId, aggregate::FILE_PATH_DEPTH};
 
@@ -14,6 +17,9 @@ use crate::event::{Device, FileName};
 /// file (its `INODE_IDS` map), so past this a long-lived file can lose its name.
 const KEPT: usize = 65_536;
 const MOUNTINFO: &str = "/proc/self/mountinfo";
+/// How old the mounts may be when a new file comes: containers mount their overlays as they
+/// start.
+const MOUNTS_FRESH: Duration = Duration::from_secs(5);
 
 /// What the kernel said of a file, as a path in its filesystem.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +50,7 @@ pub struct FileNames {
     /// Devices mountinfo did not list when last read: it is read again for a new one.
     unmounted: Vec<Device>,
     mountinfo: String,
+    read_at: Instant,
 }
 
 impl Default for FileNames {
@@ -62,6 +69,7 @@ impl FileNames {
             layers: Vec::new(),
             unmounted: Vec::new(),
             mountinfo: mountinfo.to_owned(),
+            read_at: Instant::now(),
         };
         names.read_mounts();
         names
@@ -69,6 +77,9 @@ impl FileNames {
 
     /// Keeps what the kernel sent of a file.
     pub fn learn(&mut self, path: &FilePath) {
+        if self.read_at.elapsed() >= MOUNTS_FRESH {
+            self.read_mounts();
+        }
         let key = (path.id.dev, path.id.ino);
         let depth = (path.depth as usize).min(FILE_PATH_DEPTH);
         let in_fs = (path.flags & FilePath::NO_DENTRY == 0).then(|| {
@@ -187,6 +198,7 @@ impl FileNames {
     }
 
     fn read_mounts(&mut self) {
+        self.read_at = Instant::now();
         let Ok(text) = std::fs::read_to_string(&self.mountinfo) else {
             return;
         };
