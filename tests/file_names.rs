@@ -105,8 +105,42 @@ fn output_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// A filesystem mounted for a test, unmounted when dropped (also when the test fails).
+struct Mounted {
+    point: PathBuf,
+}
+
+impl Mounted {
+    fn new(args: &[&str], point: &Path) -> Self {
+        fs::create_dir_all(point).expect("mkdir");
+        let status = std::process::Command::new("mount")
+            .args(args)
+            .arg(point)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount {args:?} {}: {status}",
+            point.display()
+        );
+        Self {
+            point: point.to_owned(),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.point)
+            .status();
+    }
+}
+
 /// What the scenario did and what the live outputs printed.
 struct Scenario {
+    /// Dropped before the directory it is in.
+    _shm: Mounted,
     _dir: tempfile::TempDir,
     dir: PathBuf,
     cgroup: TestCgroup,
@@ -126,7 +160,12 @@ fn run_scenario() -> Scenario {
     let dir = fs::canonicalize(tmp.path()).expect("canonical");
     let read = cold_file(&dir, "read-then-dropped", READ_MIB);
     let read_path = read.to_str().expect("utf-8").to_owned();
-    let shm_path = format!("/dev/shm/memtrace-file-names-{}", std::process::id());
+    // A tmpfs of its own, as `/dev/shm` or a memory-backed `emptyDir` is.
+    let shm = Mounted::new(
+        &["-t", "tmpfs", "-o", "size=64m", "memtrace-test"],
+        &dir.join("shm"),
+    );
+    let shm_path = shm.point.join("cache").to_str().expect("utf-8").to_owned();
     let cgroup = TestCgroup::new("filenames", 1 << 30);
     let trace_path = dir.join("names.mtrace").to_str().expect("utf-8").to_owned();
     let mut args = vec!["--interval", "300ms", "--events", "page_cache,cgroup"];
@@ -158,6 +197,7 @@ fn run_scenario() -> Scenario {
     let text = text.stop_ok();
     let _ = record.stop_ok();
     Scenario {
+        _shm: shm,
         _dir: tmp,
         dir,
         cgroup,
@@ -356,19 +396,6 @@ fn perfetto(s: &Scenario) {
     );
 }
 
-/// An overlay mounted for the test, unmounted when dropped.
-struct Overlay {
-    merged: PathBuf,
-}
-
-impl Drop for Overlay {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(&self.merged)
-            .status();
-    }
-}
-
 /// A file read through an overlay (as a container reads its image) is cached as the lower
 /// layer's file: named by its host path, with the path the container sees.
 #[test]
@@ -392,19 +419,10 @@ fn overlay_files_show_the_path_the_container_sees() {
         upper.display(),
         work.display()
     );
-    let status = std::process::Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &options])
-        .arg(&merged)
-        .status()
-        .expect("run mount");
-    assert!(status.success(), "mount -t overlay -o {options}: {status}");
-    let overlay = Overlay { merged };
+    let overlay = Mounted::new(&["-t", "overlay", "overlay", "-o", &options], &merged);
     let cgroup = TestCgroup::new("overlayfile", 1 << 30);
     let memtrace = Memtrace::json(&["--interval", "300ms", "--cgroup", &cgroup.path]);
-    let input = format!(
-        "if={}",
-        overlay.merged.join("usr/lib/libimage.so").display()
-    );
+    let input = format!("if={}", overlay.point.join("usr/lib/libimage.so").display());
     run_in(
         &cgroup,
         "dd",
