@@ -180,6 +180,8 @@ fn run_scenario() -> Scenario {
         "dd",
         &[&input, "of=/dev/null", "bs=1M", "status=none"],
     );
+    // Past the interval, so that the tmpfs file is the top file of one of its own.
+    thread::sleep(Duration::from_millis(700));
     let shmem_before = stat_shmem(&cgroup);
     let output = format!("of={shm_path}");
     let count = format!("count={SHM_MIB}");
