@@ -102,6 +102,12 @@ fn page_cache_growth_matches_memory_stat_and_names_the_file() {
         "{biggest}"
     );
     assert_eq!(top["device"], device_of(&file).as_str(), "{biggest}");
+    let path = fs::canonicalize(&file).expect("canonical");
+    assert_eq!(
+        top["name"]["path"],
+        path.to_str().expect("utf-8"),
+        "the file by its full path: {biggest}"
+    );
 }
 
 #[test]

@@ -115,9 +115,22 @@ pub struct KernelOffsets {
     /// Flag bits of `slab.obj_exts` (`OBJEXTS_FLAGS_MASK`: `__NR_OBJEXTS_FLAGS - 1`, 6.10+), or
     /// of `slab.memcg_data` before (`__NR_MEMCG_DATA_FLAGS - 1`).
     pub obj_exts_flags: u32,
+    /// `inode.i_nlink` (0: deleted), `inode.i_dentry` (the `hlist_head` of its dentries),
+    /// `super_block.s_magic`.
+    pub inode_nlink: u32,
+    pub inode_dentry: u32,
+    pub sb_magic: u32,
+    /// `dentry.d_u.d_alias` (the `hlist_node` in its inode's `i_dentry`), `dentry.d_parent`,
+    /// `dentry.d_name.name` (`const unsigned char *`), `dentry.d_hash.pprev` (null: unhashed).
+    pub dentry_alias: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    pub dentry_hash_pprev: u32,
+    /// `1 << PG_swapbacked`: with a file mapping, a tmpfs/shmem folio.
+    pub pg_swapbacked_mask: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 212);
+const _: () = assert!(size_of::<KernelOffsets>() == 244);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -174,6 +187,14 @@ impl KernelOffsets {
         memcg_data_objexts: 0,
         memcg_data_kmem: 0,
         obj_exts_flags: 0,
+        inode_nlink: 0,
+        inode_dentry: 0,
+        sb_magic: 0,
+        dentry_alias: 0,
+        dentry_parent: 0,
+        dentry_name: 0,
+        dentry_hash_pprev: 0,
+        pg_swapbacked_mask: 0,
     };
 }
 

@@ -6,7 +6,7 @@ use std::{
 };
 
 use memtrace_common::{
-    CgroupRecord, ChargeDelta, OomKillRecord,
+    CacheDelta, CgroupRecord, ChargeDelta, InodeId, OomKillRecord,
     event::{
         CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RELEASE, CGROUP_RMDIR, OOM_FLAG_CONTROL,
         OOM_FLAG_MEMCG, Record,
@@ -14,20 +14,21 @@ use memtrace_common::{
 };
 
 use super::{
-    ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
+    ContainerIdentity, DyingTracker, FileNames, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
     MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups, RuntimeNames,
     failcnt::FailureCounts, memcg_path_of_pid,
 };
 use crate::{
     event::{
-        ChargeSource, Charges, ChargesFromPageCache, Context, Device, Event, FileCache, Memcg,
-        MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
+        ChargeSource, Charges, ChargesFromPageCache, Context, Device, Event, FileCache, FileName,
+        Memcg, MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
     },
     probes::{CacheDrain, Drain, ProbeError, derived::ChargesFrom, filter::KernelFilter},
 };
 
-/// Files listed per memcg and interval in `cache` events.
-const TOP_FILES: usize = 5;
+/// Files listed per memcg and interval in `cache` events; the others are summed in one "other
+/// files" row.
+const TOP_FILES: usize = 10;
 /// Caches listed per memcg and interval in `slab` events.
 const TOP_SLAB_CACHES: usize = 10;
 
@@ -73,6 +74,8 @@ pub struct LiveContext {
     /// The kernel's copy of the filter, kept current as matching cgroups appear.
     kernel_filter: Option<KernelFilter>,
     failure_counts: FailureCounts,
+    /// Page-cache files' names, resolved once per file.
+    files: FileNames,
 }
 
 impl LiveContext {
@@ -102,6 +105,7 @@ impl LiveContext {
             oom_constraints,
             kernel_filter: None,
             failure_counts: FailureCounts::default(),
+            files: FileNames::default(),
         }
     }
 
@@ -343,7 +347,7 @@ impl LiveContext {
     }
 
     /// One interval of the kernel's page-cache aggregates as a `cache` event per memcg, with
-    /// each memcg's files that grew most.
+    /// each memcg's files that changed most, by name, and one row that sums the others.
     pub fn cache_events(
         &mut self,
         drain: &CacheDrain,
@@ -352,25 +356,56 @@ impl LiveContext {
     ) -> Vec<Event> {
         let page_size = self.page_size;
         let bytes = |pages: u64| pages.saturating_mul(page_size);
-        let mut files: HashMap<u64, Vec<FileCache>> = HashMap::new();
+        for path in &drain.paths {
+            self.files.learn(path);
+        }
+        let mut files: HashMap<u64, Vec<(Option<InodeId>, CacheDelta)>> = HashMap::new();
         for (memcg_id, inode, delta) in &drain.by_file {
-            // An inode whose id the kernel could not read shows as 0:0 inode 0.
-            let inode = inode.unwrap_or_default();
-            files.entry(*memcg_id).or_default().push(FileCache::new(
-                Device::from_kernel(inode.dev),
-                inode.ino,
-                bytes(delta.added_pages),
-                bytes(delta.removed_pages),
-            ));
+            // A file whose inode the kernel could not read has no row of its own: it is in
+            // the memcg's "other files".
+            if inode.is_some() {
+                files.entry(*memcg_id).or_default().push((*inode, *delta));
+            }
         }
         let mut events = Vec::new();
         for (&memcg_id, delta) in &drain.by_memcg {
             let Some(memcg) = self.wanted_memcg(memcg_id) else {
                 continue;
             };
-            let mut top_files = files.remove(&memcg_id).unwrap_or_default();
-            top_files.sort_by_key(|f| std::cmp::Reverse((f.net_bytes, f.added_bytes)));
-            top_files.truncate(TOP_FILES);
+            let mut top = files.remove(&memcg_id).unwrap_or_default();
+            // Largest change either way first: a file dropped matters as much as one read.
+            top.sort_by_key(|(_, d)| {
+                std::cmp::Reverse((
+                    d.added_pages.abs_diff(d.removed_pages),
+                    d.added_pages + d.removed_pages,
+                ))
+            });
+            let cut = top.len().saturating_sub(TOP_FILES);
+            top.truncate(TOP_FILES);
+            let mut top_files: Vec<FileCache> = top
+                .into_iter()
+                .map(|(inode, d)| {
+                    let id = inode.unwrap_or_default();
+                    FileCache::new(
+                        Device::from_kernel(id.dev),
+                        id.ino,
+                        bytes(d.added_pages),
+                        bytes(d.removed_pages),
+                    )
+                    .named(self.files.name(inode))
+                })
+                .collect();
+            // The rest: the files cut, and pages the kernel could not count per file.
+            let shown_added: u64 = top_files.iter().map(|f| f.added_bytes).sum();
+            let shown_removed: u64 = top_files.iter().map(|f| f.removed_bytes).sum();
+            let other_added = bytes(delta.added_pages).saturating_sub(shown_added);
+            let other_removed = bytes(delta.removed_pages).saturating_sub(shown_removed);
+            if other_added > 0 || other_removed > 0 {
+                top_files.push(
+                    FileCache::new(Device::default(), 0, other_added, other_removed)
+                        .named(FileName::other(cut as u64)),
+                );
+            }
             let mut cache = PageCache::new(
                 interval_ns,
                 bytes(delta.added_pages),

@@ -131,7 +131,7 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
                                 td { (human_bytes(g.removed_bytes)) }
                                 td {
                                     @for f in &g.top_files {
-                                        (f.name()) " " (signed(f.peak_net_bytes)) " at the peak"
+                                        (f.name) " " (signed(f.peak_net_bytes)) " at the peak"
                                         br;
                                     }
                                 }
@@ -349,13 +349,12 @@ fn files(files: &[FileGrowth]) -> Markup {
         @if !files.is_empty() {
             table {
                 tr {
-                    th { "device" } th { "inode" } th { "peak growth" } th { "at the end" }
+                    th { "file" } th { "peak growth" } th { "at the end" }
                     th { "added" } th { "removed" }
                 }
                 @for f in files {
                     tr {
-                        td { (f.device) }
-                        td { (f.inode) }
+                        td { (f.name) }
                         td { (signed(f.peak_net_bytes)) }
                         td { (signed(f.net_bytes)) }
                         td { (human_bytes(f.added_bytes)) }
@@ -443,7 +442,7 @@ mod tests {
         c.reclaim.listed_failures[0].cgroup = Some(cgroup.clone());
         c.slab.caches[0].cache = HOSTILE.to_owned();
         r.page_cache_growers[0].name = HOSTILE.to_owned();
-        r.page_cache_growers[0].top_files[0].device = HOSTILE.to_owned();
+        r.page_cache_growers[0].top_files[0].name = HOSTILE.to_owned();
         r.dying.still_dying[0].cgroup = Some(cgroup);
         r.dying.still_dying[0].container = Some(HOSTILE.to_owned());
         r.summary.kill_groups[0].container = HOSTILE.to_owned();
@@ -468,7 +467,7 @@ mod tests {
             format!("<td><code>{cgroup_by_maud}</code></td><td>0</td>"),
             format!("<td><code>{by_maud}</code></td>"),
             format!("<td>1</td><td>{by_maud}</td>"),
-            format!("dev {by_maud} inode"),
+            format!("<td>{by_maud}</td><td>+"),
             format!("<td><code>{cgroup_by_maud}</code></td><td>{by_maud}</td>"),
             format!(">\n{by_plotters} (/kubepods/pod{by_plotters}/{by_plotters})\n</text>"),
             format!("memhog (pid 42) in {by_maud}; the limit"),

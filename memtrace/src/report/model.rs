@@ -17,8 +17,8 @@ use super::{
 use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemcgCensus, MemoryStats},
     event::{
-        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, HostClock, Memcg,
-        MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
+        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, FileName, HostClock,
+        Memcg, MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
         Slab as SlabInterval, What,
     },
     units::{micros, seconds},
@@ -202,25 +202,77 @@ pub struct PageCache {
     pub top_files: Vec<FileGrowth>,
 }
 
+/// The "other files" row of a report: each interval's files beyond its top ones, and the
+/// files a report does not list.
+fn other_files() -> FileName {
+    FileName {
+        note: Some("files not listed on their own".into()),
+        ..FileName::other(0)
+    }
+}
+
+/// The files a container's section lists, largest peak first, at most [`LISTED_FILES`] with
+/// the rest summed into the "other files" row (last): the rows still add up to the totals.
+fn listed_files(mut files: Vec<FileGrowth>) -> Vec<FileGrowth> {
+    let (mut other, mut files): (Vec<FileGrowth>, Vec<FileGrowth>) =
+        files.drain(..).partition(|f| f.file.is_other());
+    files.sort_by(|a, b| {
+        b.peak_net_bytes
+            .cmp(&a.peak_net_bytes)
+            .then_with(|| b.added_bytes.cmp(&a.added_bytes))
+            .then_with(|| (&a.device, a.inode).cmp(&(&b.device, b.inode)))
+    });
+    let keep = if files.len() + other.len() > LISTED_FILES {
+        LISTED_FILES - 1
+    } else {
+        files.len()
+    };
+    let cut = files.split_off(keep.min(files.len()));
+    if !cut.is_empty() && other.is_empty() {
+        other.push(FileGrowth {
+            name: String::new(),
+            file: other_files(),
+            device: crate::event::Device::default().to_string(),
+            inode: 0,
+            added_bytes: 0,
+            removed_bytes: 0,
+            net_bytes: 0,
+            peak_net_bytes: 0,
+        });
+    }
+    if let Some(rest) = other.first_mut() {
+        for f in cut {
+            rest.added_bytes = rest.added_bytes.saturating_add(f.added_bytes);
+            rest.removed_bytes = rest.removed_bytes.saturating_add(f.removed_bytes);
+            rest.net_bytes = rest.net_bytes.saturating_add(f.net_bytes);
+        }
+        // A lower bound: the files cut peaked at times of their own.
+        rest.peak_net_bytes = rest.peak_net_bytes.max(rest.net_bytes);
+    }
+    files.extend(other);
+    for f in &mut files {
+        let device = f.device.parse().unwrap_or_default();
+        f.name = f.file.display(device, f.inode).to_string();
+    }
+    files
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FileGrowth {
+    /// What every output shows for the file (`FileCache::name`): its path, marked shmem or
+    /// deleted, or "other files" for the row that sums the files not listed.
+    pub name: String,
+    /// The same, in parts: the file's state at its last interval.
+    pub file: FileName,
     /// `major:minor`.
     pub device: String,
     pub inode: u64,
-    /// Summed over the intervals where the file was among the top files (the kernel side
-    /// reports only those), so a lower bound.
+    /// Summed over the recording: the intervals where a file was not among its memcg's top
+    /// files count in "other files", so the rows add up to the container's totals.
     pub added_bytes: u64,
     pub removed_bytes: u64,
     pub net_bytes: i64,
     pub peak_net_bytes: i64,
-}
-
-impl FileGrowth {
-    /// The file for people.
-    #[must_use]
-    pub fn name(&self) -> String {
-        format!("dev {} inode {}", self.device, self.inode)
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -611,6 +663,8 @@ impl ReportBuilder {
                 .files
                 .entry((f.device.to_string(), f.inode))
                 .or_insert_with(|| FileGrowth {
+                    name: String::new(),
+                    file: FileName::default(),
                     device: f.device.to_string(),
                     inode: f.inode,
                     added_bytes: 0,
@@ -622,6 +676,12 @@ impl ReportBuilder {
             file.removed_bytes = file.removed_bytes.saturating_add(f.removed_bytes);
             file.net_bytes = file.net_bytes.saturating_add(f.net_bytes);
             file.peak_net_bytes = file.peak_net_bytes.max(file.net_bytes);
+            // Its newest state (deleted since), or, over intervals, every "other files" row.
+            file.file = if f.name.is_other() {
+                other_files()
+            } else {
+                f.name.clone()
+            };
         }
     }
 
@@ -972,14 +1032,7 @@ impl ContainerAcc {
             caches,
             ..self.slab
         };
-        let mut files: Vec<FileGrowth> = self.files.into_values().collect();
-        files.sort_by(|a, b| {
-            b.peak_net_bytes
-                .cmp(&a.peak_net_bytes)
-                .then_with(|| b.added_bytes.cmp(&a.added_bytes))
-                .then_with(|| (&a.device, a.inode).cmp(&(&b.device, b.inode)))
-        });
-        files.truncate(LISTED_FILES);
+        let files = listed_files(self.files.into_values().collect());
         ContainerReport {
             name,
             kind: self
@@ -1203,13 +1256,53 @@ pub(crate) mod tests {
 
     fn cache_delta(ns: u64, cgroup: Option<&str>, inode: u64, added: u64, removed: u64) -> Event {
         let mut cache = CacheInterval::new(1_000_000_000, added, removed);
-        cache.top_files = vec![FileCache::new(
-            Device { major: 8, minor: 1 },
-            inode,
-            added,
-            removed,
-        )];
+        cache.top_files = vec![
+            FileCache::new(Device { major: 8, minor: 1 }, inode, added, removed).named(FileName {
+                path: Some(format!("/data/file{inode}")),
+                ..FileName::default()
+            }),
+        ];
         at(ns, Some(9), cgroup, What::Cache(cache))
+    }
+
+    /// A file read in one interval and dropped in a later one ends at zero; past
+    /// `LISTED_FILES` files, the rest are one "other files" row; the rows add up to the
+    /// container's totals.
+    #[test]
+    fn a_dropped_file_ends_at_zero_and_files_add_up_to_the_totals() {
+        let mut events = vec![cache_delta(1_000, Some("/c"), 1, 200 * MIB, 0)];
+        for inode in 2..20 {
+            events.push(cache_delta(
+                2_000 + inode,
+                Some("/c"),
+                inode,
+                MIB * inode,
+                0,
+            ));
+        }
+        events.push(cache_delta(30_000, Some("/c"), 1, 0, 200 * MIB));
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in &events {
+            b.add(e);
+        }
+        let r = b.finish(TraceInfo::default());
+        let c = &r.containers[0];
+        let files = &c.page_cache.top_files;
+        assert_eq!(files.len(), LISTED_FILES);
+        let dropped = files
+            .iter()
+            .find(|f| f.name == "/data/file1")
+            .expect("the dropped file is listed by its peak");
+        assert_eq!((dropped.peak_net_bytes, dropped.net_bytes), (200 << 20, 0));
+        let other = files.last().expect("rows");
+        assert!(other.file.is_other(), "{other:?}");
+        assert_eq!(other.name, "other files (files not listed on their own)");
+        let added: u64 = files.iter().map(|f| f.added_bytes).sum();
+        let removed: u64 = files.iter().map(|f| f.removed_bytes).sum();
+        assert_eq!(
+            (added, removed),
+            (c.page_cache.added_bytes, c.page_cache.removed_bytes)
+        );
     }
 
     pub(crate) fn slab(ns: u64, cgroup: &str, caches: &[(&str, u64, u64)]) -> Event {

@@ -444,7 +444,7 @@ fn growth_list(growths: &[Growth]) -> String {
         .iter()
         .map(|g| {
             let detail = match (g.form, g.source, &g.file, &g.slab_cache) {
-                (GrowthForm::PageCache, _, Some(f), _) => format!(", most in {}", f.name()),
+                (GrowthForm::PageCache, _, Some(f), _) => format!(", most in {}", f.name),
                 (GrowthForm::Kernel, _, _, Some(s)) => format!(
                     ", most in {} +{}",
                     s.cache,
@@ -589,8 +589,7 @@ mod tests {
         assert_eq!(lines[2], "grew most: container:4c01db0b339c anon +61.0MiB");
         assert_eq!(
             lines[3],
-            "host cgroups that grew most: backup.service page cache +47.0MiB, most in dev 8:1 \
-             inode 11"
+            "host cgroups that grew most: backup.service page cache +47.0MiB, most in /data/file11"
         );
         assert_eq!(
             lines[4],

@@ -77,7 +77,7 @@ pub fn render(r: &Report) -> String {
                 human_bytes(g.removed_bytes),
                 g.top_files.first().map_or_else(String::new, |f| format!(
                     "; most in {} {} at the peak",
-                    f.name(),
+                    f.name,
                     signed(f.peak_net_bytes)
                 ))
             );
@@ -390,7 +390,7 @@ fn files(s: &mut String, files: &[FileGrowth], indent: &str) {
         let _ = writeln!(
             s,
             "{indent}{} {} at the peak, {} at the end (added {}, removed {})",
-            f.name(),
+            f.name,
             signed(f.peak_net_bytes),
             signed(f.net_bytes),
             human_bytes(f.added_bytes),
@@ -446,7 +446,7 @@ mod tests {
             "verdict: anon growth: anon memory grew by 61.0MiB",
             "reclaim: 3 episodes, 2 freed nothing",
             "== top page-cache growers\n  1. backup.service +47.0MiB at the peak",
-            "dev 8:1 inode 11 +40.0MiB at the peak",
+            "/data/file11 +40.0MiB at the peak",
             "2 removed while charged, 1 freed later (longest 2.5s dying); at most 1 dying",
             "still dying at the end: /gone-102",
             "charged: 60.0MiB over 2 intervals; busiest 31.0MiB",

@@ -154,9 +154,8 @@ fn cache(s: &mut String, e: &PageCache) {
     if let Some(top) = e.top_files.first() {
         let _ = write!(
             s,
-            " top file dev {} inode {} {}",
-            top.device,
-            top.inode,
+            " top file {} {}",
+            top.name(),
             signed_bytes(top.net_bytes)
         );
     }

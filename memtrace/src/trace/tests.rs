@@ -11,8 +11,8 @@ use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
         CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeProbe, ChargeSource,
-        Charges, ChargesFromPageCache, Device, Event, FileCache, HostClock, Memcg, MemorySource,
-        OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
+        Charges, ChargesFromPageCache, Device, Event, FileCache, FileName, HostClock, Memcg,
+        MemorySource, OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
     },
 };
 
@@ -93,13 +93,26 @@ fn oom(pid: u32, cgroup: Option<&str>) -> Event {
     reason = "one sample of every kind of event, side by side"
 )]
 pub(super) fn every_kind() -> Vec<Event> {
-    let mut cache = PageCache::new(1_000_000_000, 40_960, 8192);
-    cache.top_files = vec![FileCache::new(
-        Device { major: 8, minor: 1 },
-        1234,
-        40_960,
-        8192,
-    )];
+    let mut cache = PageCache::new(1_000_000_000, 49_152, 8192);
+    cache.top_files = vec![
+        FileCache::new(Device { major: 8, minor: 1 }, 1234, 40_960, 8192),
+        FileCache::new(
+            Device {
+                major: 0,
+                minor: 27,
+            },
+            7,
+            4096,
+            0,
+        )
+        .named(FileName {
+            path: Some("/dev/shm/cache".into()),
+            shmem: true,
+            deleted: true,
+            ..FileName::default()
+        }),
+        FileCache::new(Device::default(), 0, 4096, 0).named(FileName::other(3)),
+    ];
     vec![
         oom(1, Some("/a")),
         oom(2, None),
@@ -546,9 +559,10 @@ fn times_read_from_a_file_never_overflow() {
 fn the_version_3_encoding_of_every_kind_is_pinned_and_still_read() {
     let mut encoder = records::Encoder::default();
     let mut bytes = Vec::new();
+    let events = every_kind_as_version_3_had_them();
     crate::attribution::with_version_3_layout(|| {
-        for e in every_kind() {
-            encoder.event(&e, &mut bytes).expect("encode");
+        for e in &events {
+            encoder.event(e, &mut bytes).expect("encode");
         }
     });
     assert_eq!(
@@ -556,7 +570,29 @@ fn the_version_3_encoding_of_every_kind_is_pinned_and_still_read() {
         (1052, 2_591_213_029),
         "the version 3 encoding changed"
     );
-    assert_eq!(decode_all(3, &bytes), every_kind());
+    assert_eq!(decode_all(3, &bytes), events);
+}
+
+/// [`every_kind`] as version 3 recorded it: files without names (no FILE records) and no
+/// "other files" row.
+fn every_kind_as_version_3_had_them() -> Vec<Event> {
+    let mut events = every_kind();
+    for e in &mut events {
+        // The sample with named files and an "other files" row; the other `cache` sample has
+        // no files.
+        if let What::Cache(cache) = &mut e.what
+            && !cache.top_files.is_empty()
+        {
+            *cache = PageCache::new(1_000_000_000, 40_960, 8192);
+            cache.top_files = vec![FileCache::new(
+                Device { major: 8, minor: 1 },
+                1234,
+                40_960,
+                8192,
+            )];
+        }
+    }
+    events
 }
 
 /// A container identity as a runtime names it: with its name and image.
@@ -594,8 +630,8 @@ fn decode_all(version: u16, bytes: &[u8]) -> Vec<Event> {
     events
 }
 
-/// Version 4 stores an identity inside an event as its JSON: names and images round-trip, and
-/// the bytes are pinned like version 3's.
+/// Version 4 stores an identity inside an event as its JSON, and files' names in FILE records:
+/// names, images and file paths round-trip, and the bytes are pinned like version 3's.
 #[test]
 fn the_version_4_encoding_of_every_kind_is_pinned() {
     let mut encoder = records::Encoder::default();
@@ -607,7 +643,7 @@ fn the_version_4_encoding_of_every_kind_is_pinned() {
     assert_eq!(decode_all(4, &bytes), events);
     assert_eq!(
         (bytes.len(), crc32fast::hash(&bytes)),
-        (1824, 3_954_324_328),
+        (1872, 563_282_956),
         "the version 4 encoding changed"
     );
 }
