@@ -12,42 +12,16 @@ use std::{
     time::Duration,
 };
 
-use memtrace_tests::{Finished, Memtrace, TestCgroup, events_in, json_lines, memtrace_output};
+use memtrace_tests::{
+    Finished, Memtrace, TestCgroup, events_in,
+    files::{cold_file, drop_file_cache},
+    json_lines, memtrace_output,
+};
 use serde_json::Value;
 
 const MIB: i64 = 1 << 20;
 const READ_MIB: usize = 64;
 const SHM_MIB: usize = 16;
-
-/// A file on the disk the tests build on (not tmpfs: its cache must be droppable), written,
-/// synced and evicted, so the next read charges it to whoever reads it.
-fn cold_file(dir: &Path, name: &str, mib: usize) -> PathBuf {
-    let file = dir.join(name);
-    let chunk = vec![0x5au8; 1 << 20];
-    let mut out = fs::File::create(&file).expect("create file");
-    for _ in 0..mib {
-        std::io::Write::write_all(&mut out, &chunk).expect("write file");
-    }
-    out.sync_all().expect("sync file");
-    drop(out);
-    drop_file_cache(&file);
-    file
-}
-
-/// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file: its clean pages leave the cache.
-fn drop_file_cache(file: &Path) {
-    let f = fs::File::open(file).expect("open");
-    // SAFETY: a valid descriptor; the call only advises the kernel.
-    let rc = unsafe {
-        libc::posix_fadvise(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            0,
-            0,
-            libc::POSIX_FADV_DONTNEED,
-        )
-    };
-    assert_eq!(rc, 0, "posix_fadvise on {}", file.display());
-}
 
 /// `memory.stat`'s own (not hierarchical) shmem bytes.
 fn stat_shmem(cgroup: &TestCgroup) -> i64 {

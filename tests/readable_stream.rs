@@ -7,14 +7,15 @@
 use std::{
     collections::HashMap,
     fs,
-    io::Write as _,
-    os::fd::AsRawFd as _,
     process::Command,
     thread,
     time::{Duration, Instant},
 };
 
-use memtrace_tests::{Finished, Memtrace, TestCgroup, TextLine, assert_oom_killed};
+use memtrace_tests::{
+    Finished, Memtrace, TestCgroup, TextLine, assert_oom_killed,
+    files::{Tmpfs, cold_file, drop_file_cache},
+};
 
 const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
 const MKFILES: &str = env!("CARGO_BIN_EXE_mkfiles");
@@ -30,43 +31,6 @@ const MAX_LINES_PER_CONTAINER_PER_SECOND: f64 = 5.0;
 const ROUNDS: usize = 3;
 /// memtrace's default `--dying-grace`.
 const DYING_GRACE: Duration = Duration::from_secs(2);
-
-/// A tmpfs of its own, unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=512m", "memtrace-test"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "cannot mount a tmpfs: {status}");
-        Self(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
-}
-
-/// A 200 MiB file whose pages are not in the page cache, so that reading it charges them all.
-fn cold_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("cold-200m");
-    let chunk = vec![0x5au8; 1 << 20];
-    let mut file = fs::File::create(&path).expect("create file");
-    for _ in 0..FILE_MIB {
-        file.write_all(&chunk).expect("write file");
-    }
-    file.sync_all().expect("sync file");
-    // SAFETY: the fd is open for the call; fadvise only drops this file's clean pages.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise(DONTNEED) on {}", path.display());
-    path
-}
 
 /// `memtrace: detached after …: N events seen, M lost (…)`: N and M.
 fn seen_and_lost(out: &Finished) -> (u64, u64) {
@@ -120,10 +84,7 @@ fn one_round(
     tmpfs: &Tmpfs,
     [grower, reader, tmpfs_user]: [&TestCgroup; 3],
 ) -> u32 {
-    let cold = fs::File::open(file).expect("open file");
-    // SAFETY: the fd is open for the call; fadvise only drops this file's clean pages.
-    let rc = unsafe { libc::posix_fadvise(cold.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise(DONTNEED) on {}", file.display());
+    drop_file_cache(file);
     let reading = {
         let input = format!("if={}", file.display());
         let procs = reader.procs_file();
@@ -172,9 +133,9 @@ struct Scenario {
 
 /// The pod, the two sessions, [`ROUNDS`] rounds, then the containers removed.
 fn run_scenario() -> Scenario {
-    let tmpfs = Tmpfs::new();
+    let tmpfs = Tmpfs::new("512m");
     let cold_dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
-    let file = cold_file(cold_dir.path());
+    let file = cold_file(cold_dir.path(), "cold-200m", FILE_MIB);
 
     let base = TestCgroup::new("readable", 1 << 30);
     let kubepods = base.child("kubepods", None);
@@ -353,10 +314,7 @@ fn a_removal_that_outlives_the_grace_is_dying_once_then_freed_with_how_long() {
     fs::File::open(&file)
         .and_then(|f| f.sync_all())
         .expect("sync file");
-    let cold = fs::File::open(&file).expect("open file");
-    // SAFETY: the fd is open for the call; fadvise only drops this file's clean pages.
-    let rc = unsafe { libc::posix_fadvise(cold.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise(DONTNEED) on {}", file.display());
+    drop_file_cache(&file);
 
     let parent = TestCgroup::new("grace", 1 << 30);
     let container = parent.child(READER, None);
@@ -371,9 +329,7 @@ fn a_removal_that_outlives_the_grace_is_dying_once_then_freed_with_how_long() {
     thread::sleep(Duration::from_millis(2500));
     // What is left charged to the dying memcg counts in its parent: reclaiming the parent frees
     // it for good.
-    // SAFETY: the fd is open for the call.
-    let rc = unsafe { libc::posix_fadvise(cold.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise(DONTNEED) on {}", file.display());
+    drop_file_cache(&file);
     parent.reclaim_all();
     let freed = parent.wait_for_dying_children(Duration::from_secs(10));
     thread::sleep(Duration::from_millis(500));

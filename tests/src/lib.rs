@@ -21,6 +21,7 @@ use std::{
 
 use memtrace::attribution::{CgroupVersion, MemoryHierarchy};
 
+pub mod files;
 pub mod prometheus;
 pub mod runtimes;
 pub mod tmux;

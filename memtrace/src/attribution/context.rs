@@ -359,12 +359,12 @@ impl LiveContext {
         for path in &drain.paths {
             self.files.learn(path);
         }
-        let mut files: HashMap<u64, Vec<(Option<InodeId>, CacheDelta)>> = HashMap::new();
+        let mut files: HashMap<u64, FileRows> = HashMap::new();
         for (memcg_id, inode, delta) in &drain.by_file {
             // A file whose inode the kernel could not read has no row of its own: it is in
             // the memcg's "other files".
-            if inode.is_some() {
-                files.entry(*memcg_id).or_default().push((*inode, *delta));
+            if let Some(id) = inode {
+                add_file_row(files.entry(*memcg_id).or_default(), *id, *delta);
             }
         }
         let mut events = Vec::new();
@@ -372,7 +372,12 @@ impl LiveContext {
             let Some(memcg) = self.wanted_memcg(memcg_id) else {
                 continue;
             };
-            let mut top = files.remove(&memcg_id).unwrap_or_default();
+            let mut top: Vec<(Option<InodeId>, CacheDelta)> = files
+                .remove(&memcg_id)
+                .unwrap_or_default()
+                .into_values()
+                .map(|(id, delta)| (Some(id), delta))
+                .collect();
             // Largest change either way first: a file dropped matters as much as one read.
             top.sort_by_key(|(_, d)| {
                 std::cmp::Reverse((
@@ -796,5 +801,62 @@ impl MemoryScan {
             .filter_map(|(_, path)| Some((path.clone(), MemoryStats::read(hierarchy, path)?)))
             .collect();
         Self { found, samples }
+    }
+}
+
+/// A memcg's files in an interval, by (device, inode).
+type FileRows = HashMap<(u32, u64), (InodeId, CacheDelta)>;
+
+/// Adds a file's counts to a memcg's rows, one row per file (device, inode): the kernel counts
+/// per mapping, so an inode number reused within the interval (a file deleted, another created
+/// in its place) comes twice; it is one row, deleted only if both were, as trace files name a
+/// file by (device, inode).
+fn add_file_row(rows: &mut FileRows, id: InodeId, delta: CacheDelta) {
+    let (row, sum) = rows.entry((id.dev, id.ino)).or_insert((
+        id,
+        CacheDelta {
+            added_pages: 0,
+            removed_pages: 0,
+        },
+    ));
+    if row.flags != id.flags {
+        let unlinked = row.flags & id.flags & InodeId::UNLINKED;
+        row.flags = ((row.flags | id.flags) & !InodeId::UNLINKED) | unlinked;
+    }
+    sum.added_pages += delta.added_pages;
+    sum.removed_pages += delta.removed_pages;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inode_number_reused_in_an_interval_is_one_row_deleted_only_if_both_were() {
+        let id = |flags| InodeId {
+            ino: 7,
+            dev: 254 << 20,
+            flags,
+        };
+        let delta = |added_pages, removed_pages| CacheDelta {
+            added_pages,
+            removed_pages,
+        };
+        let mut rows = FileRows::new();
+        add_file_row(
+            &mut rows,
+            id(InodeId::UNLINKED | InodeId::PATH_SENT),
+            delta(0, 1),
+        );
+        add_file_row(&mut rows, id(InodeId::PATH_SENT), delta(3, 3));
+        let (row, sum) = rows[&(254 << 20, 7)];
+        assert_eq!((sum.added_pages, sum.removed_pages), (3, 4));
+        assert_eq!(
+            row.flags,
+            InodeId::PATH_SENT,
+            "the file there now is not deleted"
+        );
+        add_file_row(&mut rows, id(InodeId::UNLINKED), delta(1, 0));
+        assert_eq!(rows.len(), 1);
     }
 }
