@@ -17,11 +17,20 @@ use crate::{
 
 /// Integration tests that run on the host only: they need programs the guests' initramfs does
 /// not carry (Chromium for `report_html`; Prometheus for `metrics`; tmux for `top`; podman,
-/// containerd and runc for `runtimes` and `deploy`), and what they add does not depend on the
-/// kernel (the recording under `report_html` and `top --replay` is exercised in the guests by
-/// `report`; the OOM kills and cgroup lifecycles under `runtimes`, `metrics`, `top` and `deploy`
-/// by `oom_kill` and `containers`).
-const HOST_ONLY_TESTS: &[&str] = &["report_html", "runtimes", "deploy", "metrics", "top"];
+/// containerd and runc for `runtimes` and `deploy`), or they check what userspace makes of the
+/// events (`readable_stream`: the text stream's summaries, a few hundred MiB of page cache and
+/// 30 000 tmpfs files per round, minutes under emulation), and what they add does not depend on
+/// the kernel: the recording under `report_html` and `top --replay` is exercised in the guests
+/// by `report`; the OOM kills, reclaim, page cache and cgroup lifecycles under the others by
+/// `oom_kill`, `probe_points`, `file_names` and `containers`.
+const HOST_ONLY_TESTS: &[&str] = &[
+    "report_html",
+    "runtimes",
+    "deploy",
+    "metrics",
+    "top",
+    "readable_stream",
+];
 
 /// The host's target, named explicitly: with `--target`, cargo applies the target's `RUSTFLAGS`
 /// to the target's code only, so build scripts and proc macros stay dynamically linked and
