@@ -46,13 +46,20 @@ impl Inode {
         let sb: *const u8 = self.read(o.inode_sb).ok()?;
         let dev: u32 = read_at(sb, o.sb_dev).ok()?;
         let mut flags = 0;
-        if self.read::<u32>(o.inode_nlink).is_ok_and(|n| n == 0) {
+        if self.unlinked() {
             flags |= InodeId::UNLINKED;
         }
         if read_at::<u64>(sb, o.sb_magic).is_ok_and(|m| m == TMPFS_MAGIC) {
             flags |= InodeId::SHMEM;
         }
         Some(InodeId { ino, dev, flags })
+    }
+
+    /// Whether the file is deleted (`i_nlink == 0`): its pages live while it is open or mapped.
+    #[inline(always)]
+    pub fn unlinked(self) -> bool {
+        self.read::<u32>(offsets().inode_nlink)
+            .is_ok_and(|n| n == 0)
     }
 
     /// Fills `path` with the names from the inode's first dentry up to its filesystem's root

@@ -78,7 +78,12 @@ fn account(charge: FolioCharge, added: bool) {
             file: file.addr(),
         };
         match bump(by_file, &key, |d: &mut CacheDelta| count(d, added, pages)) {
-            Bumped::Counted => return,
+            Bumped::Counted => {
+                if !added {
+                    note_unlinked(file);
+                }
+                return;
+            }
             Bumped::NewKey => {
                 // Once per file and interval, not per event: what userspace shows of the file
                 // and of the memcg.
@@ -115,6 +120,22 @@ fn remember_file(file: AddressSpace) {
         id.flags |= InodeId::PATH_SENT;
     }
     let _ = INODE_IDS.insert(&file.addr(), &id, 0);
+}
+
+/// A removal from a file already counted this interval: a file deleted since its first event
+/// says so (a tmpfs file's last folios reach the LRU late, in the drain its deletion makes, so
+/// its first event in that interval is often an add, read while the file was still linked).
+#[inline(always)]
+fn note_unlinked(file: AddressSpace) {
+    let Some(known) = INODE_IDS.get_ptr_mut(&file.addr()) else {
+        return;
+    };
+    // SAFETY: a value of this map, valid while the program runs; flags only ever gain bits, so
+    // a racing update on another CPU loses nothing that matters.
+    let known = unsafe { &mut *known };
+    if known.flags & InodeId::UNLINKED == 0 && file.host().is_some_and(Inode::unlinked) {
+        known.flags |= InodeId::UNLINKED;
+    }
 }
 
 /// Whether the path went out; a full ring buffer is tried again the next interval.

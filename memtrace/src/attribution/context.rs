@@ -807,10 +807,10 @@ impl MemoryScan {
 /// A memcg's files in an interval, by (device, inode).
 type FileRows = HashMap<(u32, u64), (InodeId, CacheDelta)>;
 
-/// Adds a file's counts to a memcg's rows, one row per file (device, inode): the kernel counts
-/// per mapping, so an inode number reused within the interval (a file deleted, another created
-/// in its place) comes twice; it is one row, deleted only if both were, as trace files name a
-/// file by (device, inode).
+/// Adds a file's counts to a memcg's rows, one row per file (device, inode), as trace files name
+/// a file by (device, inode): the kernel counts per key, so one file can come twice (a tmpfs
+/// file's adds seen on the LRU and its removal at deletion; an inode number reused within the
+/// interval). The row is deleted when either was: a file deleted during the interval.
 fn add_file_row(rows: &mut FileRows, id: InodeId, delta: CacheDelta) {
     let (row, sum) = rows.entry((id.dev, id.ino)).or_insert((
         id,
@@ -819,10 +819,7 @@ fn add_file_row(rows: &mut FileRows, id: InodeId, delta: CacheDelta) {
             removed_pages: 0,
         },
     ));
-    if row.flags != id.flags {
-        let unlinked = row.flags & id.flags & InodeId::UNLINKED;
-        row.flags = ((row.flags | id.flags) & !InodeId::UNLINKED) | unlinked;
-    }
+    row.flags |= id.flags;
     sum.added_pages += delta.added_pages;
     sum.removed_pages += delta.removed_pages;
 }
@@ -832,7 +829,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_inode_number_reused_in_an_interval_is_one_row_deleted_only_if_both_were() {
+    fn a_file_counted_twice_in_an_interval_is_one_row_deleted_if_either_was() {
         let id = |flags| InodeId {
             ino: 7,
             dev: 254 << 20,
@@ -853,8 +850,8 @@ mod tests {
         assert_eq!((sum.added_pages, sum.removed_pages), (3, 4));
         assert_eq!(
             row.flags,
-            InodeId::PATH_SENT,
-            "the file there now is not deleted"
+            InodeId::UNLINKED | InodeId::PATH_SENT,
+            "deleted during the interval"
         );
         add_file_row(&mut rows, id(InodeId::UNLINKED), delta(1, 0));
         assert_eq!(rows.len(), 1);
