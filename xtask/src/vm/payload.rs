@@ -36,9 +36,12 @@ const HOST_ONLY_TESTS: &[&str] = &[
 /// to the target's code only, so build scripts and proc macros stay dynamically linked and
 /// shared with the normal build's configuration.
 const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Without debug info: the guests unpack every test binary into RAM from the initramfs, and with
+/// it the payload passed 1.4 GB, more than a guest could unpack (`Initramfs unpacking failed:
+/// write error`). Symbols stay, so a panic's backtrace still names its functions.
 const STATIC_RUSTFLAGS: (&str, &str) = (
     "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-    "-C target-feature=+crt-static",
+    "-C target-feature=+crt-static -C strip=debuginfo",
 );
 /// The workloads the tests run in their cgroups (OOM kills, tmpfs files); `[[bin]]`s of the
 /// tests package.
