@@ -4,8 +4,8 @@
 use std::{fs, process::Command};
 
 use memtrace_tests::{
-    Finished, Memtrace, TestCgroup, assert_attached, assert_within_percent, events_in, json_lines,
-    required_strategies,
+    Finished, Memtrace, TestCgroup, assert_attached, assert_within_percent, events_in,
+    files::Tmpfs, json_lines, required_strategies,
 };
 
 const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
@@ -44,28 +44,6 @@ fn kernel_memory_bytes(cgroup: &TestCgroup) -> u64 {
     line("kernel")
         .or_else(|| line("slab"))
         .unwrap_or_else(|| panic!("no kernel memory in memory.stat:\n{stat}"))
-}
-
-/// A tmpfs of its own, unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1g", "memtrace-test"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "cannot mount a tmpfs: {status}");
-        Self(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
 }
 
 /// Accounted slab bytes memtrace saw the memcg gain (net of frees), and per cache.
@@ -111,7 +89,7 @@ fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
         .iter()
         .flat_map(|s| [(s.clone(), true), (s.clone(), false)])
     {
-        let tmpfs = Tmpfs::new();
+        let tmpfs = Tmpfs::new("1g");
         let cgroup = TestCgroup::new(&format!("slab-{strategy}-{filtered}"), 2 << 30);
         let memtrace = run_forced("slab", "slab", &strategy, filtered.then_some(&cgroup));
         let before = kernel_memory_bytes(&cgroup);
@@ -149,7 +127,7 @@ fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
 #[test]
 fn slab_frees_of_objects_older_than_memtrace_are_counted() {
     const FILES: usize = 50_000;
-    let tmpfs = Tmpfs::new();
+    let tmpfs = Tmpfs::new("1g");
     let cgroup = TestCgroup::new("slab-frees", 2 << 30);
     mkfiles(&cgroup, tmpfs.0.path(), FILES);
     let memtrace = run_forced("slab", "slab", "raw_tp", Some(&cgroup));

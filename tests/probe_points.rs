@@ -8,7 +8,7 @@ use std::{
     sync::Mutex,
 };
 
-use memtrace_tests::{Memtrace, TestCgroup, assert_within_percent, events_in, json_lines};
+use memtrace_tests::{Memtrace, TestCgroup, assert_within_percent, events_in, files, json_lines};
 
 /// Tests that drop caches or measure the page cache run one at a time: a `drop_caches` in one
 /// would empty the cache another is counting.
@@ -20,19 +20,10 @@ fn page_cache_to_myself() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A file on a disk filesystem (not tmpfs: its cache must be droppable), written once, synced
-/// and evicted from the page cache, so the next read charges it to whoever reads it.
+/// A cold file (see [`files::cold_file`]) in a directory of its own, removed with it.
 fn cold_file(name: &str, mib: usize) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let file = dir.path().join(name);
-    let chunk = vec![0x5au8; 1 << 20];
-    let mut out = fs::File::create(&file).expect("create file");
-    for _ in 0..mib {
-        std::io::Write::write_all(&mut out, &chunk).expect("write file");
-    }
-    out.sync_all().expect("sync file");
-    drop(out);
-    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+    let file = files::cold_file(dir.path(), name, mib);
     (dir, file)
 }
 
@@ -102,6 +93,12 @@ fn page_cache_growth_matches_memory_stat_and_names_the_file() {
         "{biggest}"
     );
     assert_eq!(top["device"], device_of(&file).as_str(), "{biggest}");
+    let path = fs::canonicalize(&file).expect("canonical");
+    assert_eq!(
+        top["name"]["path"],
+        path.to_str().expect("utf-8"),
+        "the file by its full path: {biggest}"
+    );
 }
 
 #[test]

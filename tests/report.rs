@@ -1,9 +1,11 @@
 //! `memtrace report` and `memtrace export --perfetto` on a recorded real incident: an OOM kill
 //! in one container, page cache grown and reclaimed in another, a dying memcg.
 
+use std::{thread, time::Duration};
+
 use memtrace_tests::{
-    CACHE_CONTAINER_ID, Incident, OOM_CONTAINER_ID, kernel_oom_line, memtrace_output,
-    oom_line_field, record_incident,
+    CACHE_CONTAINER_ID, Incident, Memtrace, OOM_CONTAINER_ID, TestCgroup, assert_oom_killed,
+    kernel_oom_line, memtrace_output, oom_line_field, record_incident,
 };
 use serde_json::Value;
 
@@ -47,8 +49,9 @@ fn check_text(incident: &Incident, trace: &str) {
     );
     for needle in [
         "OOM kills: 1".to_owned(),
+        // The section's heading names its only cgroup: the kill's line need not repeat it.
         format!(
-            "pid {} (memhog) in {}",
+            "pid {} (memhog); limit of {} fired",
             incident.victim_pid, incident.oom_cgroup
         ),
         "usage 64.0MiB of 64.0MiB".to_owned(),
@@ -281,4 +284,206 @@ fn bad_input_is_one_line_and_a_failure() {
         !out_json.exists(),
         "no export is left behind for a bad input"
     );
+}
+
+const POD_UID: &str = "5e1ec7ed-0f0f-4a4a-9b9b-c0ffee000001";
+/// A container without a limit of its own in the pod: the pod's limit is the one that fires.
+const HOG_ID: &str = "4077a1c0ffee4077a1c0ffee4077a1c0ffee4077a1c0ffee4077a1c0ffee4077";
+const POD_LIMIT: u64 = 128 << 20;
+
+/// Sections of a text report, by their `== ` headings (the trailing lists are not sections).
+fn sections(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("== ") && !l.starts_with("== top page-cache growers"))
+        .filter(|l| !l.starts_with("== dying memory cgroups"))
+        .collect()
+}
+
+/// What [`record_pod_oom`] recorded.
+struct PodOom {
+    dir: tempfile::TempDir,
+    trace: String,
+    victim: u32,
+    pod_cgroup: String,
+    recorder_stderr: String,
+}
+
+/// Records, under `memtrace record`, a pod with a 128 MiB limit whose container (no limit of
+/// its own) allocates until the pod's limit fires, next to a host service that reads a file.
+fn record_pod_oom() -> PodOom {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let trace = dir.path().join("pod.mtrace");
+    let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
+    let file = dir.path().join("host-read-32m");
+    std::fs::write(&file, vec![0x5a_u8; 32 << 20]).expect("write file");
+    std::fs::File::open(&file)
+        .and_then(|f| f.sync_all())
+        .expect("sync file");
+    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+
+    let base = TestCgroup::new("report-answer", 1 << 30);
+    let kubepods = base.child("kubepods", None);
+    let burstable = kubepods.child("burstable", None);
+    let pod = burstable.child(&format!("pod{POD_UID}"), Some(POD_LIMIT));
+    let hog = pod.child(HOG_ID, None);
+    let host = base.child("worker.service", None);
+    let memtrace = Memtrace::start(&[
+        "record",
+        "-o",
+        &trace_arg,
+        "--cgroup",
+        &base.path,
+        "--stats-interval",
+        "200ms",
+        "--interval",
+        "200ms",
+    ]);
+    thread::sleep(Duration::from_millis(500));
+    let input = format!("if={}", file.display());
+    let (_, status) = host.run_inside("dd", &[&input, "of=/dev/null", "bs=1M", "status=none"]);
+    assert!(status.success(), "dd failed: {status}");
+    let (victim, status) = hog.run_memhog(MEMHOG, 1024);
+    assert_oom_killed(victim, status);
+    thread::sleep(Duration::from_millis(1500));
+    let out = memtrace.stop();
+    assert!(out.status.success(), "record failed: {out:?}");
+    let line = kernel_oom_line(victim).expect("the kernel's oom-kill line");
+    assert_eq!(
+        oom_line_field(&line, "oom_memcg"),
+        Some(pod.path.as_str()),
+        "the pod's limit fired: {line}"
+    );
+    PodOom {
+        dir,
+        trace: trace_arg,
+        victim,
+        pod_cgroup: pod.path.clone(),
+        recorder_stderr: out.stderr,
+    }
+}
+
+/// The first 10 lines name the killed container, the limit that fired and the verdict;
+/// containers and pods come before host cgroups. Returns the first 10 lines and the sections.
+fn check_answer_text(oom: &PodOom) -> (String, Vec<String>) {
+    let text = run_ok(&["report", &oom.trace]);
+    let head = text.lines().take(10).collect::<Vec<_>>().join("\n");
+    let hog_name = format!("container:{}", &HOG_ID[..12]);
+    let pod_name = format!("pod:{POD_UID}");
+    for needle in [
+        "OOM kill at ".to_owned(),
+        format!("memhog (pid {}) in {hog_name}; ", oom.victim),
+        format!("the limit that fired: {pod_name}'s, 128.0MiB"),
+        format!("cgroup {}", oom.pod_cgroup),
+        "  verdict: anon growth: ".to_owned(),
+        format!("grew most: {hog_name} anon +"),
+        "of the kernel's 65535 memcg ids in use".to_owned(),
+    ] {
+        assert!(
+            head.contains(&needle),
+            "no {needle:?} in the first 10 lines:\n{head}\n\nwhole report:\n{text}\nrecorder: {}",
+            oom.recorder_stderr
+        );
+    }
+    let all = sections(&text);
+    let at = |heading: &str| {
+        all.iter()
+            .position(|s| s.starts_with(heading))
+            .unwrap_or_else(|| panic!("no section {heading:?} in {all:#?}"))
+    };
+    let host_at = at("== worker.service");
+    assert!(at(&format!("== {hog_name}")) < host_at, "{all:#?}");
+    assert!(at(&format!("== {pod_name}")) < host_at, "{all:#?}");
+    assert!(
+        text.find("\n-- host and system cgroups") < text.find("\n== worker.service"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "of 128.0MiB limit (none of its own: {pod_name}'s applies)"
+        )),
+        "the container's memory is set against the pod's limit:\n{text}"
+    );
+    (head, all.into_iter().map(str::to_owned).collect())
+}
+
+/// `--top 1` keeps the first section and says how many were left out; the answer stays.
+fn check_top(oom: &PodOom, head: &str, all: &[String]) {
+    let top = run_ok(&["report", &oom.trace, "--top", "1"]);
+    assert_eq!(sections(&top), [all[0].as_str()], "{top}");
+    assert!(
+        top.contains(&format!(
+            "\n… {} more sections left out by --top",
+            all.len() - 1
+        )),
+        "{top}"
+    );
+    assert!(
+        top.starts_with(head),
+        "the answer is the same with --top:\n{top}"
+    );
+
+    let json: Value = serde_json::from_str(&run_ok(&[
+        "report", &oom.trace, "--format", "json", "--top", "1",
+    ]))
+    .expect("JSON");
+    let kill = &json["summary"]["kill_groups"][0];
+    assert_eq!(kill["pid"], oom.victim, "{kill:#}");
+    assert_eq!(kill["limit_cgroup"], oom.pod_cgroup.as_str(), "{kill:#}");
+    assert_eq!(
+        kill["limit_owner"],
+        format!("pod:{POD_UID}").as_str(),
+        "{kill:#}"
+    );
+    assert_eq!(kill["limit_bytes"], POD_LIMIT, "{kill:#}");
+    assert_eq!(kill["verdict"]["kind"], "anon_growth", "{kill:#}");
+    assert_eq!(json["containers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(json["containers_left_out"], all.len() - 1);
+    let first = &json["containers"][0];
+    assert_eq!(first["kind"], "container", "{first:#}");
+    assert_eq!(
+        first["applied_limit"]["cgroup"],
+        oom.pod_cgroup.as_str(),
+        "{first:#}"
+    );
+    assert!(
+        json["summary"]["dying"]["headroom_at_start"].as_u64() > Some(0),
+        "{:#}",
+        json["summary"]
+    );
+}
+
+/// The same answer leads the HTML report.
+fn check_answer_html(oom: &PodOom) {
+    let out = oom.dir.path().join("pod.html");
+    run_ok(&[
+        "report",
+        &oom.trace,
+        "--html",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let html = std::fs::read_to_string(&out).expect("read html");
+    let start = html
+        .find("<section class=\"answer\">")
+        .expect("answer section");
+    let answer = &html[start..];
+    let answer = &answer[..answer.find("</section>").expect("its end")];
+    let kill = format!(
+        "memhog (pid {}) in container:{}; the limit that fired",
+        oom.victim,
+        &HOG_ID[..12]
+    );
+    assert!(answer.contains(&kill), "{answer}");
+    assert!(
+        Some(start) < html.find("<section class=\"container\""),
+        "the answer leads the HTML report"
+    );
+}
+
+/// A pod's OOM kill recorded and reported: the report opens with the answer.
+#[test]
+fn report_opens_with_the_answer() {
+    let oom = record_pod_oom();
+    let (head, all) = check_answer_text(&oom);
+    check_top(&oom, &head, &all);
+    check_answer_html(&oom);
 }

@@ -1,9 +1,10 @@
 //! Any bytes given to the trace reader end in events, an end marker, a cut tail or an error:
 //! never a panic, a hang or an allocation the input's lengths could make unbounded. With
 //! `cfg(fuzzing)` the reader skips checksum comparisons, so mutations reach the decoders behind
-//! them instead of stopping at the first CRC. Both formats the reader takes are fuzzed: the
-//! seeds (`fuzz/seeds/trace_reader/`) hold version 3 files (the event model, postcard) and
-//! version 2 files (per-kind records).
+//! them instead of stopping at the first CRC. Every format the reader takes is fuzzed: the
+//! seeds (`fuzz/seeds/trace_reader/`) hold version 4 and 3 files (the event model, postcard;
+//! identities inside events as JSON in 4, as fixed fields in 3) and version 2 files (per-kind
+//! records).
 #![no_main]
 
 use std::{io::Cursor, path::Path};

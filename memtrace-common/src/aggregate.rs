@@ -29,17 +29,77 @@ pub struct FileKey {
 
 const _: () = assert!(size_of::<FileKey>() == 16);
 
-/// What userspace shows of a file: `inode.i_ino` and `super_block.s_dev`.
+/// What userspace shows of a file: `inode.i_ino` and `super_block.s_dev`, and what the kernel
+/// knew of it when the key was new ([`InodeId::UNLINKED`], …).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct InodeId {
     pub ino: u64,
     /// Kernel encoding: `major << 20 | minor`.
     pub dev: u32,
-    pub pad: u32,
+    pub flags: u32,
 }
 
 const _: () = assert!(size_of::<InodeId>() == 16);
+
+impl InodeId {
+    /// `inode.i_nlink == 0`: the file was deleted (its pages live while it is open or mapped).
+    pub const UNLINKED: u32 = 1;
+    /// The file is in tmpfs/shmem (`s_magic == TMPFS_MAGIC`): memory, not reclaimable cache.
+    pub const SHMEM: u32 = 2;
+    /// The kernel sent this file's [`FilePath`] (so it does not walk its dentries again).
+    pub const PATH_SENT: u32 = 4;
+
+    /// The same file, whatever the flags say.
+    #[must_use]
+    pub const fn same_file(&self, other: &Self) -> bool {
+        self.ino == other.ino && self.dev == other.dev
+    }
+}
+
+/// `TMPFS_MAGIC` (`include/uapi/linux/magic.h`): the `s_magic` of tmpfs and of the kernel's
+/// internal shmem mount (System V shared memory, memfd, shared anonymous mappings).
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// Ancestors a [`FilePath`] holds, and bytes per name (longer names are cut).
+pub const FILE_PATH_DEPTH: usize = 16;
+pub const FILE_PATH_NAME: usize = 64;
+
+/// A file's names from its dentry up to its filesystem's root, read once per file when the
+/// kernel first counts it (the `FILE_PATHS` ring buffer): `names[0]` is the file's own name,
+/// `names[depth - 1]` the one below the root. Userspace joins them and maps the filesystem
+/// (`id.dev`) to where it is mounted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct FilePath {
+    pub id: InodeId,
+    /// Names read (at most [`FILE_PATH_DEPTH`]).
+    pub depth: u32,
+    /// [`FilePath::NO_DENTRY`], [`FilePath::TRUNCATED`], [`FilePath::UNHASHED`].
+    pub flags: u32,
+    /// [`FILE_PATH_DEPTH`] NUL-padded names of [`FILE_PATH_NAME`] bytes each.
+    pub names: [u8; FILE_PATH_DEPTH * FILE_PATH_NAME],
+}
+
+const _: () = assert!(size_of::<FilePath>() == 24 + FILE_PATH_DEPTH * FILE_PATH_NAME);
+
+impl FilePath {
+    /// The inode had no dentry (a file whose dentries the kernel dropped, or that never had
+    /// one: System V shared memory).
+    pub const NO_DENTRY: u32 = 1;
+    /// The path is deeper than [`FILE_PATH_DEPTH`]: the names nearest the root are missing.
+    pub const TRUNCATED: u32 = 2;
+    /// The dentry was unhashed (`d_hash.pprev == NULL`): deleted or invalidated.
+    pub const UNHASHED: u32 = 4;
+
+    /// The name at `level` (0: the file's own), without its NUL padding.
+    #[must_use]
+    pub fn name(&self, level: usize) -> &[u8] {
+        let slot = &self.names[level * FILE_PATH_NAME..(level + 1) * FILE_PATH_NAME];
+        let len = slot.iter().position(|&b| b == 0).unwrap_or(slot.len());
+        &slot[..len]
+    }
+}
 
 /// A reclaim episode in progress, per task, until its end tracepoint.
 #[repr(C)]
@@ -203,6 +263,10 @@ pub const FILTER_ENTRIES: u32 = 65_536;
 /// File (`address_space`) pointer → inode id, refreshed whenever a file key is new (each interval), so an LRU
 /// twice the size of a file map keeps what a drain needs.
 pub const INODE_IDS_ENTRIES: u32 = 2 * CACHE_FILE_ENTRIES;
+/// The `FILE_PATHS` ring buffer: a [`FilePath`] per file the kernel has not named before (2 000
+/// new files between two drains before it is full; a file whose path was lost is sent again
+/// the next interval it is counted in).
+pub const FILE_PATHS_BYTES: u32 = 2 * 1024 * 1024;
 /// Memcg pointer → memcg id, refreshed likewise.
 pub const MEMCG_IDS_ENTRIES: u32 = 2 * CACHE_MEMCG_ENTRIES;
 
@@ -210,6 +274,7 @@ crate::aya_pod!(
     CacheDelta,
     FileKey,
     InodeId,
+    FilePath,
     ReclaimBegin,
     ChargeDelta,
     SlabKey,

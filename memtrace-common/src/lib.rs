@@ -20,7 +20,7 @@ pub mod names;
 pub mod offsets;
 
 pub use aggregate::{
-    CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, MemoryMap,
+    CacheDelta, CacheName, ChargeDelta, FileKey, FilePath, IgnoredCallers, InodeId, MemoryMap,
     MemoryMapSample, ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
 };
 pub use event::{

@@ -25,6 +25,8 @@ pub const CACHE_FILE_MAPS: [&str; 2] = ["CACHE_FILE_0", "CACHE_FILE_1"];
 pub const MEMCG_IDS_MAP: &str = "MEMCG_IDS";
 /// Inode pointer → (inode number, device), for the per-file aggregate.
 pub const INODE_IDS_MAP: &str = "INODE_IDS";
+/// A [`crate::FilePath`] per file the kernel names for the first time (`RingBuf`).
+pub const FILE_PATHS_MAP: &str = "FILE_PATHS";
 /// Reclaim episodes in progress, per task.
 pub const RECLAIM_BEGIN_MAP: &str = "RECLAIM_BEGIN";
 /// Memcg ids the user's filter selects (`HashMap<u64, u8>`), and the global that turns it on.
@@ -34,6 +36,9 @@ pub const FILTER_ENABLED_GLOBAL: &str = "FILTER_ENABLED";
 /// Raw tracepoints on the page cache and on memcg reclaim.
 pub const PROG_FILEMAP_ADD: &str = "filemap_add";
 pub const PROG_FILEMAP_DELETE: &str = "filemap_delete";
+/// tmpfs/shmem pages never pass `mm_filemap_add_to_page_cache`: they are counted when they
+/// first go on an LRU list (`pagemap:mm_lru_insertion`).
+pub const PROG_LRU_INSERTION: &str = "lru_insertion";
 pub const PROG_RECLAIM_BEGIN: &str = "memcg_reclaim_begin";
 pub const PROG_RECLAIM_END: &str = "memcg_reclaim_end";
 

@@ -127,9 +127,22 @@ pub struct KernelOffsets {
     /// `struct kmem_cache *` as their third argument (6.0+), which the slab programs read; 0
     /// when they do not (5.10), and the slab strategies on them are refused.
     pub kmem_tracepoints_pass_cache: u32,
+    /// `inode.i_nlink` (0: deleted), `inode.i_dentry` (the `hlist_head` of its dentries),
+    /// `super_block.s_magic`.
+    pub inode_nlink: u32,
+    pub inode_dentry: u32,
+    pub sb_magic: u32,
+    /// `dentry.d_u.d_alias` (the `hlist_node` in its inode's `i_dentry`), `dentry.d_parent`,
+    /// `dentry.d_name.name` (`const unsigned char *`), `dentry.d_hash.pprev` (null: unhashed).
+    pub dentry_alias: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    pub dentry_hash_pprev: u32,
+    /// `1 << PG_swapbacked`: with a file mapping, a tmpfs/shmem folio.
+    pub pg_swapbacked_mask: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 220);
+const _: () = assert!(size_of::<KernelOffsets>() == 252);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -188,6 +201,14 @@ impl KernelOffsets {
         memcg_data_kmem: 0,
         obj_exts_flags: 0,
         kmem_tracepoints_pass_cache: 0,
+        inode_nlink: 0,
+        inode_dentry: 0,
+        sb_magic: 0,
+        dentry_alias: 0,
+        dentry_parent: 0,
+        dentry_name: 0,
+        dentry_hash_pprev: 0,
+        pg_swapbacked_mask: 0,
     };
 }
 

@@ -11,7 +11,7 @@ use memtrace_common::{
     ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
     aggregate::{
         CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, CACHE_NAME_ENTRIES, CHARGE_ENTRIES,
-        FILTER_ENTRIES, INODE_IDS_ENTRIES, MEMCG_IDS_ENTRIES, PENDING_ENTRIES,
+        FILE_PATHS_BYTES, FILTER_ENTRIES, INODE_IDS_ENTRIES, MEMCG_IDS_ENTRIES, PENDING_ENTRIES,
         RECLAIM_BEGIN_ENTRIES, SLAB_ENTRIES, SLAB_OBJECT_ENTRIES,
     },
 };
@@ -76,6 +76,9 @@ double_buffered!([CACHE_FILE_0, CACHE_FILE_1]: FileKey => CacheDelta, CACHE_FILE
 
 #[map]
 pub static INODE_IDS: LruHashMap<u64, InodeId> = LruHashMap::with_max_entries(INODE_IDS_ENTRIES, 0);
+/// A `FilePath` per file named for the first time, for userspace.
+#[map]
+pub static FILE_PATHS: RingBuf = RingBuf::with_byte_size(FILE_PATHS_BYTES, 0);
 #[map]
 pub static MEMCG_IDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MEMCG_IDS_ENTRIES, 0);
 

@@ -44,6 +44,7 @@ use std::{
 use memtrace::{
     attribution::{
         CgroupVersion, Filter, LiveContext, MemcgResolver, MemoryHierarchy, PodDirectory,
+        RuntimeLookups, RuntimeState,
     },
     event::HostClock,
     sinks::{JsonSink, Sink, Tee},
@@ -287,6 +288,8 @@ fn live_context(root: &Path) -> LiveContext {
         PAGE,
         vec![(3, "CONSTRAINT_MEMCG".to_owned())],
     )
+    // The containers' runtime state: none, under the bench's own directory, not the host's.
+    .with_runtime_lookups(RuntimeLookups::new(RuntimeState::new(root.join("host"))))
 }
 
 fn trace_header() -> TraceHeader {
@@ -300,6 +303,7 @@ fn trace_header() -> TraceHeader {
         started_wall_ns: CLOCK.boot_time_wall_ns + 3_600 * SECOND,
         probes: Vec::new(),
         cgroup_version: "v2".into(),
+        memcgs_at_start: None,
     }
 }
 

@@ -233,6 +233,7 @@ fn write_trace(path: &Path, events: &[Event]) {
         started_wall_ns: CLOCK.boot_time_wall_ns,
         probes: Vec::new(),
         cgroup_version: "v1".into(),
+        memcgs_at_start: None,
     };
     let mut writer = TraceWriter::create(path, &header).expect("create the trace");
     for e in events {

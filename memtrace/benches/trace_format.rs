@@ -277,6 +277,7 @@ fn header() -> TraceHeader {
         started_wall_ns: 1_795_003_600 * SECOND,
         probes: Vec::new(),
         cgroup_version: "v2".into(),
+        memcgs_at_start: None,
     }
 }
 

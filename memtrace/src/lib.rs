@@ -6,6 +6,8 @@
 //! - `pipeline`: ring buffer → records → events → sinks.
 //! - `sinks`: terminal (text, JSON Lines); `trace`: the trace file format.
 //! - `report`: a recorded trace analysed per container; `export`: it for other tools.
+//! - `metrics`: `--metrics`, the live events as Prometheus metrics.
+//! - `top`: the full-screen live view, a model of events and its drawing.
 //! - `cli`: the subcommands.
 
 pub mod attribution;
@@ -13,10 +15,12 @@ pub mod cli;
 pub mod clock;
 pub mod event;
 pub mod export;
+pub mod metrics;
 mod named;
 pub mod pipeline;
 pub mod probes;
 pub mod report;
 pub mod sinks;
+pub mod top;
 pub mod trace;
 pub mod units;

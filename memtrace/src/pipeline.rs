@@ -249,6 +249,7 @@ impl Consumer<'_> {
         for event in &events {
             self.emit(event)?;
         }
+        self.sink.interval_end(now)?;
         self.sink.flush()
     }
 
@@ -408,7 +409,7 @@ pub async fn run(
             consumer.poll_ooms(false)?;
             tokio::time::sleep(OOM_POLL).await;
         }
-        consumer.sink.flush()?;
+        consumer.sink.end()?;
         Ok::<_, io::Error>((consumer.events, consumer.context.still_dying()))
     };
     tokio::pin!(consume, stop);

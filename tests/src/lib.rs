@@ -21,6 +21,11 @@ use std::{
 
 use memtrace::attribution::{CgroupVersion, MemoryHierarchy};
 
+pub mod files;
+pub mod prometheus;
+pub mod runtimes;
+pub mod tmux;
+
 /// The memtrace binary under test: `MEMTRACE_BIN` (set by `cargo xtask test`), else the debug
 /// build next to this test binary.
 #[must_use]
@@ -255,6 +260,9 @@ pub fn assert_oom_killed(pid: u32, status: ExitStatus) {
 /// A running memtrace, started like a user starts it and stopped with Ctrl-C (SIGINT).
 pub struct Memtrace {
     child: Child,
+    /// Read as it comes: a stream that waited for the test to read it would fill the pipe, and
+    /// memtrace, blocked on it, would lose events.
+    stdout: Option<thread::JoinHandle<String>>,
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
 }
@@ -282,6 +290,12 @@ impl Memtrace {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn memtrace");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let stdout = thread::spawn(move || {
+            let mut text = String::new();
+            stdout.read_to_string(&mut text).expect("read stdout");
+            text
+        });
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -293,6 +307,7 @@ impl Memtrace {
         });
         let mut me = Self {
             child,
+            stdout: Some(stdout),
             stderr: rx,
             stderr_seen: Vec::new(),
         };
@@ -330,6 +345,18 @@ impl Memtrace {
         let mut args = vec!["run", "--format", "json", "--stats-interval", "0"];
         args.extend_from_slice(extra);
         Self::start(&args)
+    }
+
+    /// The process id, e.g. to read its memory from `/proc`.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What memtrace printed on stderr up to its "attached" line.
+    #[must_use]
+    pub fn stderr_at_start(&self) -> &[String] {
+        &self.stderr_seen
     }
 
     /// Sends SIGINT (Ctrl-C) and collects the output.
@@ -371,13 +398,12 @@ impl Memtrace {
     /// When it does not exit within 10 s.
     #[must_use]
     pub fn finish(mut self) -> Finished {
-        let mut stdout = String::new();
-        self.child
+        let stdout = self
             .stdout
             .take()
             .expect("stdout")
-            .read_to_string(&mut stdout)
-            .expect("read stdout");
+            .join()
+            .expect("stdout reader");
         let status = wait_timeout(&mut self.child, Duration::from_secs(10))
             .expect("memtrace did not exit within 10 s of SIGINT");
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
@@ -686,4 +712,56 @@ pub fn memtrace_output(args: &[&str]) -> std::process::Output {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running memtrace {args:?}: {e}"))
+}
+
+/// A line of `memtrace run`'s text stream: `TIME TYPE CGROUP …`, an OOM kill's after `!!! `.
+#[derive(Clone, Copy, Debug)]
+pub struct TextLine<'a> {
+    pub line: &'a str,
+    /// `reclaim`, `oom_kill`, `cgroup`, …
+    pub kind: &'a str,
+    pub cgroup: &'a str,
+    /// The line began with `!!! `.
+    pub alarm: bool,
+}
+
+impl<'a> TextLine<'a> {
+    /// `None` for a line that is not `TIME TYPE CGROUP …`.
+    #[must_use]
+    pub fn parse(line: &'a str) -> Option<Self> {
+        let (alarm, rest) = match line.strip_prefix("!!! ") {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let mut fields = rest.split_whitespace();
+        fields.next()?;
+        Some(Self {
+            line,
+            kind: fields.next()?,
+            cgroup: fields.next()?,
+            alarm,
+        })
+    }
+
+    /// How many reclaim episodes a `reclaim` line stands for: `N episodes` on a summary, 1 on
+    /// a single episode's line.
+    ///
+    /// # Panics
+    ///
+    /// When the count is not a number.
+    #[must_use]
+    pub fn reclaim_episodes(&self) -> usize {
+        if self.kind != "reclaim" {
+            return 0;
+        }
+        let words: Vec<&str> = self.line.split_whitespace().collect();
+        words
+            .iter()
+            .position(|w| *w == "episodes" || *w == "episode")
+            .map_or(1, |i| {
+                words[i - 1]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("no count in {}", self.line))
+            })
+    }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bpf_linker;
 mod build;
 mod fuzz;
+mod image;
 mod process;
 mod run;
 mod setup;
@@ -32,7 +33,9 @@ Examples:
   sudo -E cargo xtask bench --runs 3    memtrace's cost next to bpftrace's (table, and JSON in
                                         target/bench/latest.json)
   cargo xtask bench trace               trace files: write and read events/s, bytes per event
-  cargo xtask fuzz --seconds 300        fuzz the trace reader for 5 minutes (cargo-fuzz)";
+  cargo xtask fuzz --seconds 300        fuzz the trace reader for 5 minutes (cargo-fuzz)
+  cargo xtask image --tag REGISTRY/memtrace:0.1.0
+                                        the container image, built with podman (deploy/)";
 
 /// Developer tasks for memtrace: install the toolchains, build, run and test.
 ///
@@ -63,6 +66,8 @@ enum Command {
     Bench(bench::Options),
     /// Set up, install cargo-fuzz, then fuzz the trace reader for a bounded time
     Fuzz(fuzz::Options),
+    /// Set up, install podman, build memtrace (release), then its container image
+    Image(image::Options),
 }
 
 fn main() -> ExitCode {
@@ -87,5 +92,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::VmTest(options) => vm::run(&workspace, &options),
         Command::Bench(options) => bench::run(&workspace, &options),
         Command::Fuzz(options) => fuzz::run(&workspace, &options),
+        Command::Image(options) => image::run(&workspace, &options),
     }
 }

@@ -17,8 +17,24 @@ use crate::{
 };
 
 /// What the host's integration tests need besides memtrace: Chromium, to open the HTML report
-/// headless the way a person would (`tests/report_html.rs`).
-pub const TEST_PACKAGES: &[&str] = &["chromium"];
+/// headless the way a person would (`tests/report_html.rs`); Prometheus (with `promtool`), to
+/// scrape `--metrics` as a cluster would (`tests/metrics.rs`); tmux, a terminal to drive
+/// `memtrace top` in (`tests/top.rs`); real container runtimes.
+pub const TEST_PACKAGES: &[&str] = &[
+    "chromium",
+    "prometheus",
+    "tmux",
+    // Real container runtimes (tests/runtimes.rs), and memtrace's own image run beside one
+    // (tests/deploy.rs): podman with runc (crun refuses hybrid cgroup hosts), containerd with
+    // ctr, and busybox-static for the images they run.
+    "podman",
+    "runc",
+    "conmon",
+    "catatonit",
+    "uidmap",
+    "containerd",
+    "busybox-static",
+];
 
 #[derive(Args)]
 pub struct Options {

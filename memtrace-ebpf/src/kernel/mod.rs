@@ -10,6 +10,7 @@
 //! 512-byte stack limit of the 6.1 verifier.
 
 mod cgroup;
+mod file;
 pub mod functions;
 mod memcg;
 mod mm;
@@ -21,6 +22,7 @@ pub mod tracepoints;
 
 use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
 pub use cgroup::{Cgroup, KernfsNode};
+pub use file::{AddressSpace, Inode};
 pub use memcg::{Memcg, ObjCgroup, StatItem};
 use memtrace_common::KernelOffsets;
 pub use oom::OomControl;

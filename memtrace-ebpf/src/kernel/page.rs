@@ -1,10 +1,7 @@
-//! `struct folio` (and `struct page`, which it overlays), and the file a page-cache folio
-//! belongs to: `struct address_space` → `struct inode`. On kernels without folios (5.10) the
+//! `struct folio` (and `struct page`, which it overlays). On kernels without folios (5.10) the
 //! same pointers are `struct page *` and the loader gives the page's offsets (`folio_order`).
 
-use memtrace_common::InodeId;
-
-use super::{Block, Memcg, kernel_ptr, offsets, read_at};
+use super::{AddressSpace, Block, Memcg, kernel_ptr, offsets};
 
 kernel_ptr!(
     /// `struct folio *`
@@ -12,18 +9,20 @@ kernel_ptr!(
     "struct folio *"
 );
 
-kernel_ptr!(
-    /// `struct address_space *`: a file's page cache.
-    AddressSpace,
-    "struct address_space *"
-);
+/// The low bits of `folio.mapping` that make it something other than a file's
+/// (`include/linux/page-flags.h`: `PAGE_MAPPING_ANON | PAGE_MAPPING_MOVABLE`, or
+/// `FOLIO_MAPPING_ANON | FOLIO_MAPPING_KSM` on recent kernels; `#define`s, not in BTF).
+const PAGE_MAPPING_FLAGS: u64 = 3;
 
 /// What a folio is charged to.
 pub struct FolioCharge {
     pub memcg: Memcg,
     pub pages: u64,
-    /// `folio->mapping`: its file, when it has one.
+    /// `folio->mapping`: its file, when it has one (for a folio not known to be in the page
+    /// cache: when the low bits say it is not an `anon_vma`).
     pub mapping: Option<AddressSpace>,
+    /// `PG_swapbacked`: with a file mapping, a tmpfs/shmem folio.
+    pub swapbacked: bool,
 }
 
 impl Folio {
@@ -51,15 +50,22 @@ impl Folio {
     #[inline(always)]
     fn charge_in<const N: usize>(self, block: &Block<N>) -> Option<FolioCharge> {
         let (memcg, pages) = self.memcg_charge_in(block)?;
+        let o = offsets();
         let mapping = block
-            .u64_at(self.0, offsets().folio_mapping)
-            // SAFETY: `folio.mapping` of a page-cache folio is its `struct address_space *`.
+            .u64_at(self.0, o.folio_mapping)
+            // Anonymous and movable folios tag their `mapping` in its low bits.
+            .filter(|&mapping| mapping & PAGE_MAPPING_FLAGS == 0)
+            // SAFETY: an untagged `folio.mapping` is the folio's `struct address_space *`.
             .map(|mapping| unsafe { AddressSpace::from_addr(mapping) })
             .and_then(AddressSpace::non_null);
+        let swapbacked = block
+            .u64_at(self.0, o.folio_flags)
+            .is_some_and(|flags| flags & u64::from(o.pg_swapbacked_mask) != 0);
         Some(FolioCharge {
             memcg,
             pages,
             mapping,
+            swapbacked,
         })
     }
 
@@ -86,19 +92,5 @@ impl Folio {
             block.u32_at(self.0, o.folio_nr_pages).map_or(1, u64::from)
         };
         Some((memcg, pages))
-    }
-}
-
-impl AddressSpace {
-    /// The inode number and device of the file: `mapping->host->i_ino` and
-    /// `->i_sb->s_dev`.
-    #[inline(always)]
-    pub fn file_id(self) -> Option<InodeId> {
-        let o = offsets();
-        let inode: *const u8 = self.read(o.mapping_host).ok()?;
-        let ino: u64 = read_at(inode, o.inode_ino).ok()?;
-        let sb: *const u8 = read_at(inode, o.inode_sb).ok()?;
-        let dev: u32 = read_at(sb, o.sb_dev).ok()?;
-        Some(InodeId { ino, dev, pad: 0 })
     }
 }

@@ -128,6 +128,27 @@ impl FilemapOp {
     }
 }
 
+/// `pagemap:mm_lru_insertion`, fired for every folio put on an LRU list (when a per-CPU batch
+/// is drained), tmpfs/shmem folios included.
+///
+/// ```text
+/// include/trace/events/pagemap.h:
+///     TRACE_EVENT(mm_lru_insertion, TP_PROTO(struct folio *folio), …)
+/// ```
+pub struct LruInsertion {
+    pub folio: Folio,
+}
+
+impl LruInsertion {
+    #[inline(always)]
+    pub fn from_ctx(ctx: &RawTracePointContext) -> Self {
+        Self {
+            // SAFETY: the only argument is the `struct folio *`.
+            folio: unsafe { Folio::from_addr(arg(ctx, 0)) },
+        }
+    }
+}
+
 /// `vmscan:mm_vmscan_memcg_reclaim_begin`.
 ///
 /// ```text

@@ -1,46 +1,66 @@
 //! Page cache, attributed to the memcg each folio is charged to (not to whoever happens to be
 //! running), with the file it belongs to, aggregated per CPU in the kernel, from the
 //! `filemap:mm_filemap_add_to_page_cache/delete_from_page_cache` raw tracepoints
-//! ([`FilemapOp`]).
+//! ([`FilemapOp`]). tmpfs/shmem folios never pass the add tracepoint (`shmem_add_to_page_cache`
+//! has none), though their removal passes the delete one: they are counted as added when they
+//! first go on an LRU list (`pagemap:mm_lru_insertion`, [`LruInsertion`]).
 //!
 //! `folio->memcg_data` holds the `mem_cgroup *` (flag bits clear for page cache), whose first
 //! member is its css. Hot path: no strings, one read and one per-CPU hash update keyed by
-//! pointers; ids are read once per key and interval.
+//! pointers; ids are read once per key and interval, a file's path once per file.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use memtrace_common::{CacheDelta, FileKey, LostKind};
+use memtrace_common::{CacheDelta, FileKey, FilePath, InodeId, LostKind};
 
 use crate::{
-    kernel::{FolioCharge, tracepoints::FilemapOp},
+    kernel::{
+        AddressSpace, FolioCharge, Inode,
+        tracepoints::{FilemapOp, LruInsertion},
+    },
     maps::{
-        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, INODE_IDS, active_half,
-        bump, count_lost, remember_memcg_id, wanted_memcg,
+        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, FILE_PATHS, INODE_IDS,
+        active_half, bump, count_lost, remember_memcg_id, wanted_memcg,
     },
 };
 
 #[raw_tracepoint(tracepoint = "mm_filemap_add_to_page_cache")]
 pub fn filemap_add(ctx: RawTracePointContext) -> i32 {
-    account(&ctx, true);
+    if let Some(charge) = FilemapOp::from_ctx(&ctx).folio.charge() {
+        account(charge, true);
+    }
     0
 }
 
 #[raw_tracepoint(tracepoint = "mm_filemap_delete_from_page_cache")]
 pub fn filemap_delete(ctx: RawTracePointContext) -> i32 {
-    account(&ctx, false);
+    if let Some(charge) = FilemapOp::from_ctx(&ctx).folio.charge() {
+        account(charge, false);
+    }
     0
 }
 
+/// A tmpfs/shmem folio (swap-backed, with a file mapping) going on an LRU list for the first
+/// time: its add. Anonymous folios and other files' folios leave at the flag test.
+#[raw_tracepoint(tracepoint = "mm_lru_insertion")]
+pub fn lru_insertion(ctx: RawTracePointContext) -> i32 {
+    if let Some(charge) = LruInsertion::from_ctx(&ctx).folio.charge()
+        && charge.swapbacked
+        && charge.mapping.is_some()
+    {
+        account(charge, true);
+    }
+    0
+}
+
+/// Counts a charged folio's pages as added to or removed from its memcg and file.
 #[inline(always)]
-fn account(ctx: &RawTracePointContext, added: bool) {
-    // `None` for folios not charged to a memcg (nothing to attribute).
-    let Some(FolioCharge {
+fn account(charge: FolioCharge, added: bool) {
+    let FolioCharge {
         memcg,
         pages,
         mapping,
-    }) = FilemapOp::from_ctx(ctx).folio.charge()
-    else {
-        return;
-    };
+        ..
+    } = charge;
     if !wanted_memcg(memcg) {
         return;
     }
@@ -58,13 +78,16 @@ fn account(ctx: &RawTracePointContext, added: bool) {
             file: file.addr(),
         };
         match bump(by_file, &key, |d: &mut CacheDelta| count(d, added, pages)) {
-            Bumped::Counted => return,
+            Bumped::Counted => {
+                if !added {
+                    note_unlinked(file);
+                }
+                return;
+            }
             Bumped::NewKey => {
                 // Once per file and interval, not per event: what userspace shows of the file
                 // and of the memcg.
-                if let Some(id) = file.file_id() {
-                    let _ = INODE_IDS.insert(&key.file, &id, 0);
-                }
+                remember_file(file);
                 remember_memcg_id(memcg);
                 return;
             }
@@ -78,6 +101,56 @@ fn account(ctx: &RawTracePointContext, added: bool) {
         Bumped::Counted => {}
         Bumped::Full => count_lost(LostKind::PageCache),
     }
+}
+
+/// The file's id and state for this interval, and its path the first time the file is seen
+/// (the walk up its dentries happens once per file, not per interval).
+#[inline(always)]
+fn remember_file(file: AddressSpace) {
+    let Some(inode) = file.host() else {
+        return;
+    };
+    let Some(mut id) = inode.id() else {
+        return;
+    };
+    // SAFETY: a plain lookup; the value is copied.
+    let sent = unsafe { INODE_IDS.get(&file.addr()) }
+        .is_some_and(|known| known.same_file(&id) && known.flags & InodeId::PATH_SENT != 0);
+    if sent || send_path(inode, id) {
+        id.flags |= InodeId::PATH_SENT;
+    }
+    let _ = INODE_IDS.insert(&file.addr(), &id, 0);
+}
+
+/// A removal from a file already counted this interval: a file deleted since its first event
+/// says so (a tmpfs file's last folios reach the LRU late, in the drain its deletion makes, so
+/// its first event in that interval is often an add, read while the file was still linked).
+#[inline(always)]
+fn note_unlinked(file: AddressSpace) {
+    let Some(known) = INODE_IDS.get_ptr_mut(&file.addr()) else {
+        return;
+    };
+    // SAFETY: a value of this map, valid while the program runs; flags only ever gain bits, so
+    // a racing update on another CPU loses nothing that matters.
+    let known = unsafe { &mut *known };
+    if known.flags & InodeId::UNLINKED == 0 && file.host().is_some_and(Inode::unlinked) {
+        known.flags |= InodeId::UNLINKED;
+    }
+}
+
+/// Whether the path went out; a full ring buffer is tried again the next interval.
+#[inline(always)]
+fn send_path(inode: Inode, id: InodeId) -> bool {
+    let Some(mut entry) = FILE_PATHS.reserve::<FilePath>(0) else {
+        return false;
+    };
+    // SAFETY: the reserved entry is ours until submitted; every member the reader uses is
+    // written below (names up to `depth`, each NUL-terminated by the helper).
+    let path = unsafe { &mut *entry.as_mut_ptr() };
+    path.id = id;
+    inode.read_path(path);
+    entry.submit(0);
+    true
 }
 
 #[inline(always)]

@@ -10,6 +10,10 @@
 //! kind or k3d node (itself a Docker container) is attributed to the pod, not to the node. A
 //! cgroup below a recognised container (crun's `container` sub-cgroup, systemd running inside the
 //! container) still belongs to that container.
+//!
+//! The path gives ids; the names people know (the container's name, its image, its pod) are
+//! added from the runtime's own state on the node ([`RuntimeState`](super::RuntimeState)) and,
+//! failing that, the kubelet's log directories ([`PodDirectory`](super::PodDirectory)).
 
 use std::fmt;
 
@@ -91,8 +95,9 @@ pub enum IdentityKind {
 /// The container, pod or systemd unit a memcg belongs to.
 ///
 /// Fields that are not known are left out of the JSON rather than written as `null`, so an event
-/// for a plain systemd service does not carry six empty Kubernetes fields; trace files
-/// (postcard, not self-describing) get every field.
+/// for a plain systemd service does not carry six empty Kubernetes fields. Trace files store
+/// the same JSON, also inside postcard (as a string), so that adding a field keeps old files
+/// readable; version 3 files used a fixed binary layout ([`with_version_3_layout`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerIdentity {
     /// One of the [`runtime`] constants; `None` for a bare container id whose parent does not
@@ -107,11 +112,40 @@ pub struct ContainerIdentity {
     /// The innermost systemd unit, systemd's escaping undone; only for memcgs that are not a
     /// container or pod.
     pub systemd_unit: Option<String>,
-    /// From the kubelet's log directories ([`PodDirectory`](super::PodDirectory)), not from
-    /// the path.
+    /// From the runtime's own state on the node (the CRI labels `io.kubernetes.pod.*`, see
+    /// [`RuntimeState`](super::RuntimeState)) or the kubelet's log directories
+    /// ([`PodDirectory`](super::PodDirectory)), not from the path.
     pub pod_namespace: Option<String>,
     pub pod_name: Option<String>,
+    /// The Kubernetes container name (`io.kubernetes.container.name`) in a pod; outside
+    /// Kubernetes, the name the runtime gave the container (`podman run --name hog`).
     pub container_name: Option<String>,
+    /// The image the container runs, as the runtime names it (`docker.io/library/nginx:1.27`).
+    pub image: Option<String>,
+}
+
+thread_local! {
+    /// Whether identities are (de)serialized in trace format 3's binary layout: while a
+    /// version 3 file is read, or its encoding is pinned.
+    static VERSION_3_LAYOUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with identities in binary (postcard) form laid out as trace format 3 wrote them:
+/// the eight fields before `image`, one after another. From version 4 on, the binary form is
+/// the JSON object as a string, so that a field added later does not change the format again.
+pub(crate) fn with_version_3_layout<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            VERSION_3_LAYOUT.with(|v| v.set(self.0));
+        }
+    }
+    let _reset = Reset(VERSION_3_LAYOUT.with(|v| v.replace(true)));
+    f()
+}
+
+fn version_3_layout() -> bool {
+    VERSION_3_LAYOUT.with(std::cell::Cell::get)
 }
 
 /// [`ContainerIdentity`] as read back, with an owned runtime name: a derived `Deserialize` would
@@ -127,13 +161,31 @@ struct StoredIdentity {
     pod_namespace: Option<String>,
     pod_name: Option<String>,
     container_name: Option<String>,
+    image: Option<String>,
+}
+
+/// Trace format 3's binary layout of an identity: every field but `image`, in order.
+#[derive(serde::Deserialize)]
+struct Version3Identity {
+    runtime: Option<String>,
+    container_id: Option<String>,
+    pod_uid: Option<String>,
+    qos_class: Option<QosClass>,
+    systemd_unit: Option<String>,
+    pod_namespace: Option<String>,
+    pod_name: Option<String>,
+    container_name: Option<String>,
 }
 
 impl serde::Serialize for ContainerIdentity {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
         let human = serializer.is_human_readable();
-        let mut s = serializer.serialize_struct("ContainerIdentity", 8)?;
+        if !human && !version_3_layout() {
+            let json = serde_json::to_string(self).map_err(serde::ser::Error::custom)?;
+            return serializer.serialize_str(&json);
+        }
+        let mut s = serializer.serialize_struct("ContainerIdentity", 9)?;
         macro_rules! fields {
             ($($name:ident),+) => {$(
                 if human && self.$name.is_none() {
@@ -153,13 +205,36 @@ impl serde::Serialize for ContainerIdentity {
             pod_name,
             container_name
         );
+        if human {
+            fields!(image);
+        }
         s.end()
     }
 }
 
 impl<'de> serde::Deserialize<'de> for ContainerIdentity {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        StoredIdentity::deserialize(deserializer).map(Self::from)
+        if deserializer.is_human_readable() {
+            return StoredIdentity::deserialize(deserializer).map(Self::from);
+        }
+        if version_3_layout() {
+            let v3 = Version3Identity::deserialize(deserializer)?;
+            return Ok(Self::from(StoredIdentity {
+                runtime: v3.runtime,
+                container_id: v3.container_id,
+                pod_uid: v3.pod_uid,
+                qos_class: v3.qos_class,
+                systemd_unit: v3.systemd_unit,
+                pod_namespace: v3.pod_namespace,
+                pod_name: v3.pod_name,
+                container_name: v3.container_name,
+                image: None,
+            }));
+        }
+        let json = String::deserialize(deserializer)?;
+        serde_json::from_str::<StoredIdentity>(&json)
+            .map(Self::from)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -174,6 +249,7 @@ impl From<StoredIdentity> for ContainerIdentity {
             pod_namespace: stored.pod_namespace,
             pod_name: stored.pod_name,
             container_name: stored.container_name,
+            image: stored.image,
         }
     }
 }
@@ -255,34 +331,71 @@ impl ContainerIdentity {
             .map(|id| id.get(..12).unwrap_or(id))
     }
 
-    /// A short name for people: `namespace/pod/container` when the kubelet's files named the
-    /// pod, else `runtime:shortid`, `pod:<uid>`, the systemd unit, or `-`.
+    /// A short name for people, with the image the container runs: `namespace/pod/container`
+    /// when the runtime's labels or the kubelet's files named the pod, else the container's own
+    /// name (`hog`), `runtime:shortid`, `pod:<uid>`, the systemd unit, or `-`; then
+    /// ` (image)` when the runtime said which.
     #[must_use]
     pub fn display_name(&self) -> String {
         self.to_string()
     }
-}
 
-impl fmt::Display for ContainerIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// How many of the names people know (pod namespace and name, container name, image) the
+    /// identity has: names read from a runtime's state after a container's first events make
+    /// later identities of the same container know more.
+    #[must_use]
+    pub fn known_names(&self) -> usize {
+        [
+            &self.pod_namespace,
+            &self.pod_name,
+            &self.container_name,
+            &self.image,
+        ]
+        .into_iter()
+        .filter(|name| name.is_some())
+        .count()
+    }
+
+    /// [`display_name`](Self::display_name) without the image.
+    #[must_use]
+    pub fn name(&self) -> String {
+        let mut name = String::new();
+        let _ = self.write_name(&mut name);
+        name
+    }
+
+    fn write_name(&self, f: &mut impl fmt::Write) -> fmt::Result {
         if let (Some(namespace), Some(pod)) = (&self.pod_namespace, &self.pod_name) {
             write!(f, "{namespace}/{pod}")?;
             if let Some(container) = self.container_name.as_deref().or(self.short_id()) {
                 write!(f, "/{container}")?;
             }
-            if self.is_conmon() {
-                f.write_str(" (conmon)")?;
-            }
-            Ok(())
+        } else if let (Some(name), Some(_)) = (&self.container_name, &self.container_id) {
+            f.write_str(name)?;
         } else if let Some(short_id) = self.short_id() {
-            write!(f, "{}:{short_id}", self.runtime.unwrap_or("container"))
+            write!(f, "{}:{short_id}", self.runtime.unwrap_or("container"))?;
         } else if let Some(uid) = &self.pod_uid {
-            write!(f, "pod:{uid}")
+            write!(f, "pod:{uid}")?;
         } else if let Some(unit) = &self.systemd_unit {
-            f.write_str(unit)
+            f.write_str(unit)?;
         } else {
-            f.write_str("-")
+            f.write_str("-")?;
         }
+        if self.is_conmon() && (self.pod_name.is_some() || self.container_name.is_some()) {
+            f.write_str(" (conmon)")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ContainerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_name(f)?;
+        // conmon runs no image: the one named is its container's.
+        if let Some(image) = self.image.as_deref().filter(|_| !self.is_conmon()) {
+            write!(f, " ({image})")?;
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
 };
 
 use memtrace_common::{
-    CgroupRecord, ChargeDelta, OomKillRecord,
+    CacheDelta, CgroupRecord, ChargeDelta, InodeId, OomKillRecord,
     event::{
         CGROUP_FLAG_CHARGED, CGROUP_MKDIR, CGROUP_RELEASE, CGROUP_RMDIR, OOM_FLAG_CONTROL,
         OOM_FLAG_MEMCG, Record,
@@ -14,20 +14,21 @@ use memtrace_common::{
 };
 
 use super::{
-    ContainerIdentity, DyingTracker, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
-    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, failcnt::FailureCounts,
-    memcg_path_of_pid,
+    ContainerIdentity, DyingTracker, FileNames, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
+    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups, RuntimeNames,
+    failcnt::FailureCounts, memcg_path_of_pid,
 };
 use crate::{
     event::{
-        ChargeSource, Charges, ChargesFromPageCache, Context, Device, Event, FileCache, Memcg,
-        MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
+        ChargeSource, Charges, ChargesFromPageCache, Context, Device, Event, FileCache, FileName,
+        Memcg, MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
     },
     probes::{CacheDrain, Drain, ProbeError, derived::ChargesFrom, filter::KernelFilter},
 };
 
-/// Files listed per memcg and interval in `cache` events.
-const TOP_FILES: usize = 5;
+/// Files listed per memcg and interval in `cache` events; the others are summed in one "other
+/// files" row.
+const TOP_FILES: usize = 10;
 /// Caches listed per memcg and interval in `slab` events.
 const TOP_SLAB_CACHES: usize = 10;
 
@@ -35,6 +36,11 @@ const TOP_SLAB_CACHES: usize = 10;
 /// the victim is marked but read by another thread (and rate-limited in an OOM storm). The
 /// pipeline holds the kill, not the events behind it.
 pub const KMSG_WAIT: Duration = Duration::from_millis(150);
+
+/// Containers whose runtime names are kept: far more than a node runs at once, so a name is
+/// still there when a memcg that stayed dying for a long time is freed; past it the oldest
+/// half is dropped.
+const RUNTIME_NAMES_KEPT: usize = 16_384;
 
 /// How long a freed memcg's name is kept for events still on their way (an interval's
 /// aggregates name memcgs freed during it).
@@ -51,6 +57,14 @@ pub struct LiveContext {
     names: HashMap<u64, Memcg>,
     released: VecDeque<(u64, Instant)>,
     pods: PodDirectory,
+    runtimes: RuntimeLookups,
+    /// What the runtimes' state says about each container id asked about (`None`: asked, no
+    /// answer yet or never), in the order asked.
+    runtime_names: HashMap<String, Option<RuntimeNames>>,
+    runtime_asked: VecDeque<String>,
+    /// Pods named by their containers' CRI labels (`io.kubernetes.pod.uid`), by UID: they
+    /// name the pod's own memcg, which no runtime knows.
+    runtime_pods: HashMap<String, RuntimeNames>,
     kmsg: Option<KmsgOomLines>,
     dying: DyingTracker,
     filter: Filter,
@@ -60,6 +74,8 @@ pub struct LiveContext {
     /// The kernel's copy of the filter, kept current as matching cgroups appear.
     kernel_filter: Option<KernelFilter>,
     failure_counts: FailureCounts,
+    /// Page-cache files' names, resolved once per file.
+    files: FileNames,
 }
 
 impl LiveContext {
@@ -78,6 +94,10 @@ impl LiveContext {
             names: HashMap::new(),
             released: VecDeque::new(),
             pods,
+            runtimes: RuntimeLookups::default(),
+            runtime_names: HashMap::new(),
+            runtime_asked: VecDeque::new(),
+            runtime_pods: HashMap::new(),
             kmsg,
             dying: DyingTracker::default(),
             filter,
@@ -85,6 +105,7 @@ impl LiveContext {
             oom_constraints,
             kernel_filter: None,
             failure_counts: FailureCounts::default(),
+            files: FileNames::default(),
         }
     }
 
@@ -232,9 +253,55 @@ impl LiveContext {
         }
     }
 
+    /// Reads the runtimes' state through `lookups` instead of the host's (another root, or
+    /// none for tests).
+    #[must_use]
+    pub fn with_runtime_lookups(mut self, lookups: RuntimeLookups) -> Self {
+        self.runtimes = lookups;
+        self
+    }
+
+    /// Takes in what the runtimes' state said since the last call; never waits.
+    fn take_runtime_answers(&mut self) {
+        for (id, names) in self.runtimes.answers() {
+            if let Some(uid) = names.pod_uid.clone().filter(|_| names.pod_name.is_some()) {
+                if self.runtime_pods.len() >= RUNTIME_NAMES_KEPT {
+                    self.runtime_pods.clear();
+                }
+                self.runtime_pods.insert(uid, names.clone());
+            }
+            self.runtime_names.insert(id, Some(names));
+        }
+    }
+
+    /// Names a container from its runtime's state: known already, or asked for now (a new
+    /// container: its cgroup just appeared). A pod's own memcg is named by its containers.
+    fn name_from_runtime(&mut self, identity: &mut ContainerIdentity) {
+        if let Some(id) = identity.container_id.as_deref()
+            && !self.runtime_names.contains_key(id)
+        {
+            if self.runtime_asked.len() >= RUNTIME_NAMES_KEPT {
+                for old in self.runtime_asked.drain(..RUNTIME_NAMES_KEPT / 2) {
+                    self.runtime_names.remove(&old);
+                }
+            }
+            self.runtime_names.insert(id.to_owned(), None);
+            self.runtime_asked.push_back(id.to_owned());
+            self.runtimes.ask(identity.runtime, id);
+        }
+        // Until the runtime answers, a container in a known pod has the pod's names.
+        apply_runtime_names(&self.runtime_names, &self.runtime_pods, identity);
+    }
+
     /// A memcg id as events name it: with its path and owner, resolved once.
     fn memcg(&mut self, memcg_id: u64) -> Memcg {
+        self.take_runtime_answers();
         if let Some(known) = self.names.get_mut(&memcg_id) {
+            // The runtime's state is read off the pipeline: its names come after the first
+            // events.
+            if let Some(c) = known.container.as_mut() {
+                apply_runtime_names(&self.runtime_names, &self.runtime_pods, c);
+            }
             // The kubelet may write a pod's log directory after its first event.
             if let Some(c) = known.container.as_mut()
                 && c.pod_uid.is_some()
@@ -280,7 +347,7 @@ impl LiveContext {
     }
 
     /// One interval of the kernel's page-cache aggregates as a `cache` event per memcg, with
-    /// each memcg's files that grew most.
+    /// each memcg's files that changed most, by name, and one row that sums the others.
     pub fn cache_events(
         &mut self,
         drain: &CacheDrain,
@@ -289,25 +356,61 @@ impl LiveContext {
     ) -> Vec<Event> {
         let page_size = self.page_size;
         let bytes = |pages: u64| pages.saturating_mul(page_size);
-        let mut files: HashMap<u64, Vec<FileCache>> = HashMap::new();
+        for path in &drain.paths {
+            self.files.learn(path);
+        }
+        let mut files: HashMap<u64, FileRows> = HashMap::new();
         for (memcg_id, inode, delta) in &drain.by_file {
-            // An inode whose id the kernel could not read shows as 0:0 inode 0.
-            let inode = inode.unwrap_or_default();
-            files.entry(*memcg_id).or_default().push(FileCache::new(
-                Device::from_kernel(inode.dev),
-                inode.ino,
-                bytes(delta.added_pages),
-                bytes(delta.removed_pages),
-            ));
+            // A file whose inode the kernel could not read has no row of its own: it is in
+            // the memcg's "other files".
+            if let Some(id) = inode {
+                add_file_row(files.entry(*memcg_id).or_default(), *id, *delta);
+            }
         }
         let mut events = Vec::new();
         for (&memcg_id, delta) in &drain.by_memcg {
             let Some(memcg) = self.wanted_memcg(memcg_id) else {
                 continue;
             };
-            let mut top_files = files.remove(&memcg_id).unwrap_or_default();
-            top_files.sort_by_key(|f| std::cmp::Reverse((f.net_bytes, f.added_bytes)));
-            top_files.truncate(TOP_FILES);
+            let mut top: Vec<(Option<InodeId>, CacheDelta)> = files
+                .remove(&memcg_id)
+                .unwrap_or_default()
+                .into_values()
+                .map(|(id, delta)| (Some(id), delta))
+                .collect();
+            // Largest change either way first: a file dropped matters as much as one read.
+            top.sort_by_key(|(_, d)| {
+                std::cmp::Reverse((
+                    d.added_pages.abs_diff(d.removed_pages),
+                    d.added_pages + d.removed_pages,
+                ))
+            });
+            let cut = top.len().saturating_sub(TOP_FILES);
+            top.truncate(TOP_FILES);
+            let mut top_files: Vec<FileCache> = top
+                .into_iter()
+                .map(|(inode, d)| {
+                    let id = inode.unwrap_or_default();
+                    FileCache::new(
+                        Device::from_kernel(id.dev),
+                        id.ino,
+                        bytes(d.added_pages),
+                        bytes(d.removed_pages),
+                    )
+                    .named(self.files.name(inode))
+                })
+                .collect();
+            // The rest: the files cut, and pages the kernel could not count per file.
+            let shown_added: u64 = top_files.iter().map(|f| f.added_bytes).sum();
+            let shown_removed: u64 = top_files.iter().map(|f| f.removed_bytes).sum();
+            let other_added = bytes(delta.added_pages).saturating_sub(shown_added);
+            let other_removed = bytes(delta.removed_pages).saturating_sub(shown_removed);
+            if other_added > 0 || other_removed > 0 {
+                top_files.push(
+                    FileCache::new(Device::default(), 0, other_added, other_removed)
+                        .named(FileName::other(cut as u64)),
+                );
+            }
             let mut cache = PageCache::new(
                 interval_ns,
                 bytes(delta.added_pages),
@@ -412,9 +515,12 @@ impl LiveContext {
         events
     }
 
-    /// Who a cgroup belongs to: container and pod from the path, names from kubelet's files.
+    /// Who a cgroup belongs to: container and pod from the path, names from the runtime's
+    /// state, else from the kubelet's log directories.
     fn identity(&mut self, cgroup: Option<&str>) -> Option<ContainerIdentity> {
         let mut identity = ContainerIdentity::from_cgroup_path(cgroup?);
+        self.take_runtime_answers();
+        self.name_from_runtime(&mut identity);
         self.pods.enrich(&mut identity);
         (identity.kind() != IdentityKind::Unknown).then_some(identity)
     }
@@ -641,6 +747,24 @@ impl LiveContext {
     }
 }
 
+/// Fills an identity with what the runtimes' state said about its container, or about its pod
+/// through another container's labels.
+fn apply_runtime_names(
+    containers: &HashMap<String, Option<RuntimeNames>>,
+    pods: &HashMap<String, RuntimeNames>,
+    identity: &mut ContainerIdentity,
+) {
+    if let Some(Some(names)) = identity
+        .container_id
+        .as_deref()
+        .and_then(|id| containers.get(id))
+    {
+        names.apply(identity);
+    } else if let Some(names) = identity.pod_uid.as_deref().and_then(|uid| pods.get(uid)) {
+        names.apply_pod(identity);
+    }
+}
+
 /// Events of one interval in cgroup order, so a terminal shows them in a stable order.
 fn sort_by_cgroup(events: &mut [Event]) {
     events.sort_by(|a, b| a.memcg.cgroup.cmp(&b.memcg.cgroup));
@@ -677,5 +801,59 @@ impl MemoryScan {
             .filter_map(|(_, path)| Some((path.clone(), MemoryStats::read(hierarchy, path)?)))
             .collect();
         Self { found, samples }
+    }
+}
+
+/// A memcg's files in an interval, by (device, inode).
+type FileRows = HashMap<(u32, u64), (InodeId, CacheDelta)>;
+
+/// Adds a file's counts to a memcg's rows, one row per file (device, inode), as trace files name
+/// a file by (device, inode): the kernel counts per key, so one file can come twice (a tmpfs
+/// file's adds seen on the LRU and its removal at deletion; an inode number reused within the
+/// interval). The row is deleted when either was: a file deleted during the interval.
+fn add_file_row(rows: &mut FileRows, id: InodeId, delta: CacheDelta) {
+    let (row, sum) = rows.entry((id.dev, id.ino)).or_insert((
+        id,
+        CacheDelta {
+            added_pages: 0,
+            removed_pages: 0,
+        },
+    ));
+    row.flags |= id.flags;
+    sum.added_pages += delta.added_pages;
+    sum.removed_pages += delta.removed_pages;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_counted_twice_in_an_interval_is_one_row_deleted_if_either_was() {
+        let id = |flags| InodeId {
+            ino: 7,
+            dev: 254 << 20,
+            flags,
+        };
+        let delta = |added_pages, removed_pages| CacheDelta {
+            added_pages,
+            removed_pages,
+        };
+        let mut rows = FileRows::new();
+        add_file_row(
+            &mut rows,
+            id(InodeId::UNLINKED | InodeId::PATH_SENT),
+            delta(0, 1),
+        );
+        add_file_row(&mut rows, id(InodeId::PATH_SENT), delta(3, 3));
+        let (row, sum) = rows[&(254 << 20, 7)];
+        assert_eq!((sum.added_pages, sum.removed_pages), (3, 4));
+        assert_eq!(
+            row.flags,
+            InodeId::UNLINKED | InodeId::PATH_SENT,
+            "deleted during the interval"
+        );
+        add_file_row(&mut rows, id(InodeId::UNLINKED), delta(1, 0));
+        assert_eq!(rows.len(), 1);
     }
 }

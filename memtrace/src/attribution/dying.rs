@@ -9,6 +9,28 @@ use super::{CgroupVersion, MemoryHierarchy};
 /// The kernel's limit on memcg ids (`MEM_CGROUP_ID_MAX`).
 pub const MEMCG_ID_LIMIT: u64 = 65_535;
 
+/// The memory cgroups a host has at one moment. Each, live or dying, holds one of the kernel's
+/// [`MEMCG_ID_LIMIT`] ids; a trace header keeps the count at its start so that a report made
+/// elsewhere can say how close the node was to running out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemcgCensus {
+    pub live: u64,
+    pub dying: u64,
+}
+
+impl MemcgCensus {
+    #[must_use]
+    pub const fn ids_in_use(&self) -> u64 {
+        self.live.saturating_add(self.dying)
+    }
+
+    /// Ids left before the kernel refuses to create a memory cgroup.
+    #[must_use]
+    pub const fn headroom(&self) -> u64 {
+        MEMCG_ID_LIMIT.saturating_sub(self.ids_in_use())
+    }
+}
+
 /// How many memcgs are dying right now, from the kernel's counters.
 ///
 /// v2: the root's `cgroup.stat` `nr_dying_descendants`. v1: `/proc/cgroups` counts every memcg
@@ -79,6 +101,26 @@ impl DyingTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headroom_counts_live_and_dying() {
+        assert_eq!(
+            MemcgCensus {
+                live: 100,
+                dying: 35
+            }
+            .headroom(),
+            65_400
+        );
+        assert_eq!(
+            MemcgCensus {
+                live: 70_000,
+                dying: 1
+            }
+            .headroom(),
+            0
+        );
+    }
 
     #[test]
     fn reads_nr_dying_descendants() {

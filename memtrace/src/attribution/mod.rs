@@ -8,18 +8,23 @@ mod container;
 mod context;
 mod dying;
 mod failcnt;
+mod files;
 mod filter;
 mod kmsg;
 mod memstat;
 mod pods;
+mod runtimes;
 
 pub use cgroupfs::{
     CgroupVersion, HierarchyError, MemcgResolver, MemoryHierarchy, memcg_path_of_pid,
 };
+pub(crate) use container::with_version_3_layout;
 pub use container::{ContainerIdentity, IdentityKind, QosClass, runtime};
 pub use context::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival};
-pub use dying::{DyingTracker, MEMCG_ID_LIMIT, Removed, count_dying};
+pub use dying::{DyingTracker, MEMCG_ID_LIMIT, MemcgCensus, Removed, count_dying};
+pub use files::FileNames;
 pub use filter::Filter;
 pub use kmsg::{KmsgOomLines, OomKillLine};
 pub use memstat::MemoryStats;
 pub use pods::{PodDirectory, PodName};
+pub use runtimes::{RuntimeLookups, RuntimeNames, RuntimeState};

@@ -1,4 +1,5 @@
-//! Pod and container names from the kubelet's log directories.
+//! Pod and container names from the kubelet's log directories: the fallback when the
+//! runtime's own state ([`RuntimeState`](super::RuntimeState)) does not name them.
 //!
 //! The cgroup path carries only a pod UID and a container id. The names an operator knows are in
 //! the API server, but memtrace makes no network calls: the kubelet already writes them to the

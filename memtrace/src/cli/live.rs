@@ -1,6 +1,11 @@
 //! A live session: attach, stream until stopped, detach, report what was seen and lost.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -9,11 +14,12 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     attribution::{
-        Filter, KmsgOomLines, LiveContext, MEMCG_ID_LIMIT, MemcgResolver, MemoryHierarchy,
-        PodDirectory, Removed, count_dying,
+        Filter, KmsgOomLines, LiveContext, MEMCG_ID_LIMIT, MemcgCensus, MemcgResolver,
+        MemoryHierarchy, PodDirectory, Removed, RuntimeLookups, RuntimeState, count_dying,
     },
     clock,
     event::HostClock,
+    metrics::{self, Endpoint, Tap},
     pipeline::{self, Intervals, Settings},
     probes::{
         Aggregates, AttachOptions, AttachedPoint, DEFAULT_RING_BUFFER_BYTES, ProbePoint, Probes,
@@ -29,11 +35,13 @@ pub struct LiveArgs {
     /// Stop after this long (e.g. 30s, 10m, 1h30m); default: until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Report page cache, charges and slab per container (counted in the kernel) this often.
+    /// Report page cache, charges and slab per container (counted in the kernel) this often;
+    /// the text stream counts reclaim episodes and charge failures over the same interval.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub interval: Duration,
     /// Sample each active container's memory (usage, limit, working set, anon, file, kernel)
-    /// from cgroupfs this often, as `stats` events; 0 turns it off.
+    /// from cgroupfs this often, as `stats` events; 0 turns it off. (With --metrics, gauges
+    /// are sampled every second regardless; this is how often the output gets them.)
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub stats_interval: Duration,
     /// Warn at start-up when this many memory cgroups are dying (removed but still pinned by
@@ -54,8 +62,30 @@ pub struct LiveArgs {
     /// points.
     #[arg(long, value_name = "POINT=STRATEGY", value_parser = parse_forced)]
     pub probe_strategy: Vec<(ProbePoint, Strategy)>,
+    /// Where the host's root directory is: container names and images are read from the
+    /// runtimes' state under it (podman, CRI-O, Docker, containerd), pod names also from the
+    /// kubelet's `var/log/pods`. In a container, mount the host's `/` (or those directories)
+    /// there, e.g. `/host`.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Prometheus metrics of the session.
+#[derive(Debug, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on ADDR, path /metrics: a bare PORT or :PORT listens on
+    /// 127.0.0.1 only; give an address (0.0.0.0:PORT) to be scraped from the network.
+    #[arg(long, value_name = "ADDR", value_parser = metrics::parse_listen_address)]
+    pub metrics: Option<SocketAddr>,
+    /// With --metrics: how long the series of a removed container stay, so that scrapes see
+    /// its final counts; then they go.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          default_value = "2m")]
+    pub metrics_grace: Duration,
 }
 
 /// Which containers to report on; all given must match.
@@ -91,11 +121,20 @@ pub struct Session {
     outputs: ProgramOutputs,
     context: LiveContext,
     hierarchy: MemoryHierarchy,
+    /// The host's memcgs when the session started; `None` when they could not be counted.
+    memcgs_at_start: Option<MemcgCensus>,
     clock: HostClock,
     duration: Option<Duration>,
     intervals: Intervals,
     interrupt: Signal,
     terminate: Signal,
+    metrics: Option<SessionMetrics>,
+}
+
+/// `--metrics`: the endpoint, and how often the session's own sink wants `stats` samples.
+struct SessionMetrics {
+    endpoint: Endpoint,
+    stats_every: Option<Duration>,
 }
 
 /// The ring buffer, the per-interval aggregates and the programs' log.
@@ -120,6 +159,17 @@ impl Session {
     /// (tests and people wait for that line before they trigger anything).
     pub fn start(args: &LiveArgs, started: Instant) -> anyhow::Result<Self> {
         let hierarchy = MemoryHierarchy::discover()?;
+        let page_size = page_size();
+        let clock = HostClock {
+            boot_time_wall_ns: clock::boot_time_wall_ns(),
+            page_size,
+        };
+        // Before attaching: an address in use fails the start, not the session.
+        let metrics = args
+            .metrics
+            .metrics
+            .map(|addr| Endpoint::bind(addr, args.metrics.metrics_grace, hierarchy.clone(), clock))
+            .transpose()?;
         let runtime = super::runtime()?;
         // Listen for Ctrl-C and SIGTERM before saying "attached": whoever waits for that line
         // may signal at once, and must get a clean detach, not the default kill.
@@ -144,7 +194,7 @@ impl Session {
             .take_aggregates()
             .context("aggregates already taken")?;
         let resolver = MemcgResolver::new(hierarchy.clone());
-        report_dying(&hierarchy, &resolver, args.dying_warn);
+        let memcgs_at_start = report_dying(&hierarchy, &resolver, args.dying_warn);
         let kmsg = KmsgOomLines::follow()
             .inspect_err(|e| {
                 eprintln!(
@@ -152,15 +202,15 @@ impl Session {
                 );
             })
             .ok();
-        let page_size = page_size();
         let mut context = LiveContext::new(
             resolver,
-            PodDirectory::default(),
+            PodDirectory::new(args.host_root.join("var/log")),
             kmsg,
             args.filter.filter(),
             page_size,
             probes.oom_constraints.clone(),
-        );
+        )
+        .with_runtime_lookups(RuntimeLookups::new(RuntimeState::new(&args.host_root)));
         if let Some(kernel) = probes.take_kernel_filter() {
             let matching = context.filter_in_kernel(kernel)?;
             eprintln!(
@@ -187,17 +237,19 @@ impl Session {
             },
             context,
             hierarchy,
-            clock: HostClock {
-                boot_time_wall_ns: clock::boot_time_wall_ns(),
-                page_size,
-            },
+            memcgs_at_start,
+            clock,
             duration: args.duration,
             intervals: Intervals {
                 aggregate: args.interval,
-                stats: Some(args.stats_interval).filter(|d| !d.is_zero()),
+                stats: stats_interval(args.stats_interval, metrics.is_some()),
             },
             interrupt,
             terminate,
+            metrics: metrics.map(|endpoint| SessionMetrics {
+                endpoint,
+                stats_every: Some(args.stats_interval).filter(|d| !d.is_zero()),
+            }),
         })
     }
 
@@ -212,12 +264,26 @@ impl Session {
     }
 
     #[must_use]
+    pub fn memcgs_at_start(&self) -> Option<MemcgCensus> {
+        self.memcgs_at_start
+    }
+
+    #[must_use]
     pub fn clock(&self) -> HostClock {
         self.clock
     }
 
     /// Streams into `sink` until Ctrl-C, SIGTERM or the duration; then detaches.
     pub fn stream(self, sink: &mut dyn Sink) -> anyhow::Result<Summary> {
+        self.stream_until(sink, std::future::pending())
+    }
+
+    /// As [`Session::stream`], and also stops when `until` completes (`top`: the user quit).
+    pub fn stream_until(
+        self,
+        sink: &mut dyn Sink,
+        until: impl Future<Output = ()>,
+    ) -> anyhow::Result<Summary> {
         let Self {
             runtime,
             probes,
@@ -232,6 +298,7 @@ impl Session {
             intervals,
             interrupt,
             terminate,
+            metrics,
             ..
         } = self;
         let sources = Sources::of(&probes.attached);
@@ -239,15 +306,33 @@ impl Session {
         let stats = runtime
             .block_on(async {
                 let forwarder = tokio::spawn(pipeline::forward_logs(logger));
-                let stats = pipeline::run(
-                    ring,
-                    aggregates,
-                    context,
-                    Settings { intervals, sources },
-                    sink,
-                    stop(interrupt, terminate, duration),
-                )
-                .await;
+                let settings = Settings { intervals, sources };
+                let stop = async {
+                    tokio::select! {
+                        () = stop(interrupt, terminate, duration) => {}
+                        () = until => {}
+                    }
+                };
+                let stats = match metrics {
+                    None => pipeline::run(ring, aggregates, context, settings, sink, stop).await,
+                    Some(SessionMetrics {
+                        endpoint,
+                        stats_every,
+                    }) => {
+                        let exporter = Arc::clone(&endpoint.exporter);
+                        let server = endpoint.spawn();
+                        let sampled = intervals.stats.unwrap_or(metrics::STATS_INTERVAL);
+                        let mut tap = Tap::new(&exporter, sink, stats_every, sampled);
+                        let run =
+                            pipeline::run(ring, aggregates, context, settings, &mut tap, stop);
+                        let stats = tokio::select! {
+                            stats = run => stats,
+                            () = count_lost(&probes, &exporter) => unreachable!("never ends"),
+                        };
+                        server.abort();
+                        stats
+                    }
+                };
                 forwarder.abort();
                 stats
             })
@@ -302,6 +387,29 @@ impl Summary {
     }
 }
 
+/// The pipeline's stats interval: the user's, or with `--metrics` at least every
+/// [`metrics::STATS_INTERVAL`]; `None`: no samples.
+fn stats_interval(user: Duration, metrics: bool) -> Option<Duration> {
+    let user = Some(user).filter(|d| !d.is_zero());
+    if metrics {
+        Some(user.map_or(metrics::STATS_INTERVAL, |u| u.min(metrics::STATS_INTERVAL)))
+    } else {
+        user
+    }
+}
+
+/// Hands the kernel side's lost-event counters to the exporter every second; never ends.
+async fn count_lost(probes: &Probes, exporter: &metrics::Exporter) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        match probes.lost() {
+            Ok(lost) => exporter.set_lost(&lost),
+            Err(e) => log::warn!("metrics: reading lost-event counters: {e}"),
+        }
+    }
+}
+
 /// Completes on Ctrl-C, SIGTERM or when `duration` has passed.
 async fn stop(mut interrupt: Signal, mut terminate: Signal, duration: Option<Duration>) {
     let timeout = async {
@@ -318,15 +426,31 @@ async fn stop(mut interrupt: Signal, mut terminate: Signal, duration: Option<Dur
 }
 
 /// Says how many memcgs are dying now, and warns when that nears the kernel's id limit: the
-/// slow leak behind "cannot create cgroup" failures on long-lived nodes.
-fn report_dying(hierarchy: &MemoryHierarchy, resolver: &MemcgResolver, warn_at: u64) {
-    match count_dying(hierarchy, resolver.count_live()) {
-        Ok(dying) if dying >= warn_at => eprintln!(
-            "memtrace: WARNING: {dying} memory cgroups are dying (removed, still pinned by \
-             charged page cache or slab); the kernel cannot create more than {MEMCG_ID_LIMIT}"
-        ),
-        Ok(dying) => eprintln!("memtrace: {dying} dying memory cgroups at start-up"),
-        Err(e) => eprintln!("memtrace: cannot count dying memory cgroups: {e}"),
+/// slow leak behind "cannot create cgroup" failures on long-lived nodes. Returns the count, for
+/// a recording's header.
+fn report_dying(
+    hierarchy: &MemoryHierarchy,
+    resolver: &MemcgResolver,
+    warn_at: u64,
+) -> Option<MemcgCensus> {
+    let live = resolver.count_live();
+    match count_dying(hierarchy, live) {
+        Ok(dying) => {
+            if dying >= warn_at {
+                eprintln!(
+                    "memtrace: WARNING: {dying} memory cgroups are dying (removed, still pinned \
+                     by charged page cache or slab); the kernel cannot create more than \
+                     {MEMCG_ID_LIMIT}"
+                );
+            } else {
+                eprintln!("memtrace: {dying} dying memory cgroups at start-up");
+            }
+            Some(MemcgCensus { live, dying })
+        }
+        Err(e) => {
+            eprintln!("memtrace: cannot count dying memory cgroups: {e}");
+            None
+        }
     }
 }
 

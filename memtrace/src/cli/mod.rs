@@ -10,6 +10,8 @@ mod replay;
 mod report;
 mod run;
 pub mod select;
+mod stream;
+mod top;
 mod trace_input;
 
 use std::{io, process::ExitCode, time::Instant};
@@ -20,9 +22,13 @@ const EXAMPLES: &str = "\
 Examples:
   memtrace run                              stream OOM kills live until Ctrl-C
   memtrace run --format json --duration 10m JSON Lines for 10 minutes
+  memtrace top                              full screen: containers, limits, reclaim, OOM kills
+  memtrace top --replay node1.mtrace        a recording played through the same screen
   memtrace record -o node1.mtrace           record to a trace file until Ctrl-C
   memtrace record -o n1.mtrace --max-size 100M --rotate 5
                                             at most 5 files of at most 100 MiB each
+  memtrace run --metrics 9750               also serve Prometheus metrics at
+                                            http://127.0.0.1:9750/metrics
   memtrace replay node1.mtrace              print a recorded trace like `run` did
   memtrace replay node1.mtrace --type oom_kill --since 5m
                                             only OOM kills from 5 minutes into the recording
@@ -49,6 +55,7 @@ pub enum Command {
     Replay(replay::Args),
     Report(report::Args),
     Export(export::Args),
+    Top(top::Args),
     Probes(probes::Args),
     /// For `cargo xtask bench` only
     #[command(hide = true)]
@@ -64,6 +71,7 @@ pub fn main(cli: Cli, started: Instant) -> ExitCode {
         Command::Replay(args) => replay::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Top(args) => top::run(&args, started),
         Command::Probes(args) => probes::run(&args),
         Command::BenchFloor(args) => floor::run(&args),
     };
@@ -99,11 +107,12 @@ mod tests {
     #[test]
     fn report_and_export_take_their_options() {
         let cli = Cli::try_parse_from([
-            "memtrace", "report", "f", "--format", "json", "--html", "o.html",
+            "memtrace", "report", "f", "--format", "json", "--html", "o.html", "--top", "5",
         ])
         .expect("ok");
         assert!(matches!(cli.command, Command::Report(a)
-            if a.format == report::ReportFormat::Json && a.html.is_some()));
+            if a.format == report::ReportFormat::Json && a.html.is_some() && a.top == Some(5)));
+        assert!(Cli::try_parse_from(["memtrace", "report", "f", "--top", "-1"]).is_err());
         let cli = Cli::try_parse_from(["memtrace", "export", "--perfetto", "f", "-o", "o.json"])
             .expect("ok");
         assert!(
@@ -136,6 +145,37 @@ mod tests {
         };
         assert_eq!(args.format, crate::sinks::Format::Json);
         assert_eq!(args.live.duration.map(|d| d.as_secs()), Some(90));
+    }
+
+    #[test]
+    fn metrics_options_parse_for_every_live_subcommand() {
+        let cli = Cli::try_parse_from(["memtrace", "run", "--metrics", "9750"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let m = &args.live.metrics;
+        assert_eq!(m.metrics, Some("127.0.0.1:9750".parse().expect("addr")));
+        assert_eq!(m.metrics_grace, crate::metrics::DEFAULT_GRACE);
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "record",
+            "-o",
+            "x",
+            "--metrics",
+            "0.0.0.0:9750",
+            "--metrics-grace",
+            "5s",
+        ])
+        .expect("parses");
+        let Command::Record(args) = cli.command else {
+            panic!("not record")
+        };
+        let m = &args.live.metrics;
+        assert_eq!(m.metrics, Some("0.0.0.0:9750".parse().expect("addr")));
+        assert_eq!(m.metrics_grace.as_secs(), 5);
+        let none = Cli::try_parse_from(["memtrace", "run"]).expect("parses");
+        assert!(matches!(none.command, Command::Run(a) if a.live.metrics.metrics.is_none()));
+        assert!(Cli::try_parse_from(["memtrace", "run", "--metrics", "localhost"]).is_err());
     }
 
     #[test]

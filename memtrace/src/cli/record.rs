@@ -4,7 +4,10 @@ use std::{io, path::PathBuf, process::ExitCode, time::Instant};
 
 use anyhow::Context as _;
 
-use super::live::{LiveArgs, Session};
+use super::{
+    live::{LiveArgs, Session},
+    stream::TextArgs,
+};
 use crate::{
     clock,
     sinks::{self, Tee},
@@ -22,6 +25,7 @@ use crate::{
     memtrace record -o node1.mtrace\n  \
     memtrace record -o oom.mtrace --duration 1h\n  \
     memtrace record -o oom.mtrace --print json   also stream JSON Lines on stdout\n  \
+    memtrace record -o oom.mtrace --print text   also the text stream, summarised as `run` prints it\n  \
     memtrace record -o node1.mtrace --max-size 100M              stop at 100 MiB\n  \
     memtrace record -o node1.mtrace --max-size 100M --rotate 5   node1.mtrace.000001, …\n    \
                  (each file at most 100 MiB; the newest 5 are kept)")]
@@ -45,6 +49,8 @@ pub struct Args {
     pub print: Option<sinks::Format>,
     #[command(flatten)]
     pub live: LiveArgs,
+    #[command(flatten)]
+    pub text: TextArgs,
 }
 
 fn parse_max_size(value: &str) -> Result<u64, String> {
@@ -75,6 +81,7 @@ pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
         started_wall_ns,
         probes: session.attached().iter().map(ToString::to_string).collect(),
         cgroup_version: format!("{:?}", session.hierarchy().version).to_lowercase(),
+        memcgs_at_start: session.memcgs_at_start(),
     };
     let limits = Limits {
         max_size: args.max_size,
@@ -85,7 +92,8 @@ pub fn run(args: &Args, started: Instant) -> anyhow::Result<ExitCode> {
     eprintln!("memtrace: recording to {}", recording.current().display());
     let streamed = match args.print {
         Some(format) => {
-            let mut terminal = sinks::terminal(format, io::stdout(), session.clock());
+            let text = args.text.options();
+            let mut terminal = sinks::terminal(format, io::stdout(), session.clock(), &text);
             session.stream(&mut Tee {
                 first: &mut recording,
                 second: terminal.as_mut(),

@@ -4,6 +4,7 @@ use std::{io, path::PathBuf, process::ExitCode};
 
 use super::{
     select::{SelectArgs, Selection, TIME_HELP},
+    stream::TextArgs,
     trace_input::TraceInput,
 };
 use crate::sinks;
@@ -20,6 +21,7 @@ the last second of the recording missing, was printed, and a warning says where 
 
 Examples:
   memtrace replay node1.mtrace
+  memtrace replay node1.mtrace --each          every reclaim and charge failure on its own line
   memtrace replay node1.mtrace --type oom_kill,reclaim --pod shop/cart-7d9f
   memtrace replay node1.mtrace --since 10m --until 2026-11-27T16:00:00Z --format json
   memtrace replay node1.mtrace --format json | jq 'select(.type==\"oom_kill\")'";
@@ -36,13 +38,20 @@ pub struct Args {
     pub format: sinks::Format,
     #[command(flatten)]
     pub select: SelectArgs,
+    #[command(flatten)]
+    pub text: TextArgs,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let input = TraceInput::open(&args.file, "replay", true)?;
     let header = input.header().clone();
     let selection = Selection::new(&args.select, &header);
-    let mut sink = sinks::terminal(args.format, io::stdout(), input.clock());
+    let mut sink = sinks::terminal(
+        args.format,
+        io::stdout(),
+        input.clock(),
+        &args.text.options(),
+    );
     let result = input.for_each(|event| {
         if selection.wants(event) {
             sink.write(event)?;
@@ -50,7 +59,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Ok(())
     });
     // What was read is printed before any error about what follows it.
-    sink.flush()?;
+    sink.end()?;
     let info = result?;
     if info.cut_short.is_some() {
         return Ok(ExitCode::from(EXIT_TAIL_CUT));

@@ -13,10 +13,12 @@ use anyhow::Context as _;
 use super::trace_input::TraceInput;
 use crate::report::{self, ReportBuilder};
 
-/// Per container: OOM kills with a verdict, page-cache growth, reclaim, slab; dying memcgs.
+/// The answer first (OOM kills with the limit that fired and a verdict, what grew most, dying
+/// memcgs), then per container: OOM kills, page-cache growth, reclaim, slab.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  memtrace report node1.mtrace\n  \
-                        memtrace report node1.mtrace --format json | jq '.containers[0].oom_kills'\n  \
+                        memtrace report node1.mtrace --top 5\n  \
+                        memtrace report node1.mtrace --format json | jq .summary\n  \
                         memtrace report node1.mtrace --html node1.html")]
 pub struct Args {
     /// Trace file written by `memtrace record`.
@@ -27,6 +29,10 @@ pub struct Args {
     /// Also write the report with timeline charts to this HTML file (one self-contained file).
     #[arg(long, value_name = "OUT")]
     pub html: Option<PathBuf>,
+    /// At most N container sections (containers and pods first, then host cgroups) in every
+    /// output; the summary at the top still counts all of them.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,7 +51,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         builder.add(event);
         Ok(())
     })?;
-    let report = builder.finish(info);
+    let mut report = builder.finish(info);
+    if let Some(n) = args.top {
+        report.keep_top(n);
+    }
     if let Some(out) = &args.html {
         let html = report::html(&report)?;
         // 0600 like the trace: the report names every container and cgroup on the node.

@@ -167,6 +167,7 @@ mod tests {
             started_wall_ns: 1_000_000_000_000 + 50_000_000_000,
             probes: Vec::new(),
             cgroup_version: String::new(),
+            memcgs_at_start: None,
         };
         let reclaim = |at_s: u64, cgroup: &str| Event {
             timestamp_ns: at_s * 1_000_000_000,

@@ -46,6 +46,7 @@ impl TraceInput {
                 kernel_release: header.kernel_release.clone(),
                 memtrace_version: header.memtrace_version.clone(),
                 probes: header.probes.clone(),
+                memcgs_at_start: header.memcgs_at_start,
                 ..TraceInfo::default()
             },
             header,

@@ -12,10 +12,12 @@
 //! and its line in `sinks::text`. The trace format stores `What` with postcard as it is.
 
 pub(crate) mod compact;
+mod file;
 mod kernel;
 
 use serde::{Deserialize, Serialize};
 
+pub use file::{FileName, Named};
 pub use kernel::{Context, OomContext};
 
 use crate::{
@@ -381,7 +383,9 @@ pub struct PageCache {
     /// Growth over the interval (negative: the cache shrank).
     #[serde(with = "compact::derived")]
     pub net_bytes: i64,
-    /// The files that grew most, largest net growth first.
+    /// The files that changed most (largest growth or shrinkage first), then, when some were
+    /// left out, an "other files" row ([`FileName::other`]) with the rest: the rows add up to
+    /// `added_bytes` and `removed_bytes`.
     pub top_files: Vec<FileCache>,
 }
 
@@ -396,6 +400,13 @@ pub struct FileCache {
     pub removed_bytes: u64,
     #[serde(with = "compact::derived")]
     pub net_bytes: i64,
+    /// Its path and state; trace files store it once per file, apart from events.
+    #[serde(
+        default,
+        with = "compact::apart",
+        skip_serializing_if = "FileName::is_unknown"
+    )]
+    pub name: FileName,
 }
 
 impl PageCache {
@@ -420,7 +431,21 @@ impl FileCache {
             added_bytes,
             removed_bytes,
             net_bytes: net(added_bytes, removed_bytes),
+            name: FileName::default(),
         }
+    }
+
+    /// The same, with its name.
+    #[must_use]
+    pub fn named(mut self, name: FileName) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// What every output shows for the file ([`Named`]).
+    #[must_use]
+    pub fn name(&self) -> Named<'_> {
+        self.name.display(self.device, self.inode)
     }
 }
 
@@ -456,6 +481,19 @@ impl std::fmt::Display for Device {
     }
 }
 
+impl std::str::FromStr for Device {
+    type Err = &'static str;
+
+    /// `MAJOR:MINOR`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (major, minor) = s
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or("a device is MAJOR:MINOR")?;
+        Ok(Self { major, minor })
+    }
+}
+
 /// `"254:0"` for people and JSON; two integers in trace files.
 impl Serialize for Device {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -470,12 +508,9 @@ impl Serialize for Device {
 impl<'de> Deserialize<'de> for Device {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         if deserializer.is_human_readable() {
-            let s = String::deserialize(deserializer)?;
-            let (major, minor) = s
-                .split_once(':')
-                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-                .ok_or_else(|| serde::de::Error::custom("a device is MAJOR:MINOR"))?;
-            Ok(Self { major, minor })
+            String::deserialize(deserializer)?
+                .parse()
+                .map_err(serde::de::Error::custom)
         } else {
             let (major, minor) = <(u32, u32)>::deserialize(deserializer)?;
             Ok(Self { major, minor })

@@ -3,7 +3,9 @@
 //!
 //! Each container is a process (named by `process_name` metadata) with:
 //! - counter (`C`) tracks for its memory samples (usage, limit, working set, anon, page cache,
-//!   kernel) and page cache added/removed per interval;
+//!   kernel), page cache added/removed per interval, and a track per file the `cache` events
+//!   list, named as every output names it, with the file's page cache growth since the start
+//!   of the recording (a file read and then dropped ends at 0; "other files" sums the rest);
 //! - a `reclaim` thread of complete (`X`) slices, one per limit reclaim, with its duration;
 //! - counter tracks of what was charged and what accounted slab allocated and freed per
 //!   interval;
@@ -21,9 +23,10 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    attribution::MemoryStats,
+    attribution::{ContainerIdentity, MemoryStats},
     event::{
-        CgroupAction, CgroupChange, Charges, ChargesFromPageCache, Event, Memcg, Reclaim, What,
+        CgroupAction, CgroupChange, Charges, ChargesFromPageCache, Event, Memcg, PageCache,
+        Reclaim, What,
     },
     report::{Owner, TraceInfo},
     units::{micros, seconds},
@@ -39,9 +42,13 @@ pub struct PerfettoWriter<W: Write> {
     out: io::BufWriter<W>,
     /// Whether an element has been written to `traceEvents` (for the commas).
     any: bool,
-    pids: HashMap<String, u32>,
+    /// Each owner's process, and how many names the identity it was last named after knew.
+    pids: HashMap<String, (u32, usize)>,
     dying: HashSet<u64>,
     written: u64,
+    /// Each file's growth so far and its track's name (as first named: a file deleted later
+    /// stays on its track), per container: (pid, major, minor, inode).
+    files: HashMap<(u32, u32, u32, u64), (i64, String)>,
 }
 
 impl<W: Write> PerfettoWriter<W> {
@@ -57,6 +64,7 @@ impl<W: Write> PerfettoWriter<W> {
             pids: HashMap::new(),
             dying: HashSet::new(),
             written: 0,
+            files: HashMap::new(),
         };
         me.out
             .write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n")?;
@@ -83,11 +91,24 @@ impl<W: Write> PerfettoWriter<W> {
     /// The process of a container, named the first time it is seen.
     fn pid(&mut self, m: &Memcg) -> io::Result<u32> {
         let Owner { key, name } = Owner::of(m.cgroup.as_deref(), m.container.as_ref());
-        if let Some(&pid) = self.pids.get(&key) {
+        let known = m
+            .container
+            .as_ref()
+            .map_or(0, ContainerIdentity::known_names);
+        if let Some(&(pid, known_before)) = self.pids.get(&key) {
+            // The runtime's names (container name, image, pod) may come after a container's
+            // first events: the process is renamed once they do.
+            if known > known_before {
+                self.element(
+                    &json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                                     "args": {"name": name}}),
+                )?;
+                self.pids.insert(key, (pid, known));
+            }
             return Ok(pid);
         }
         let pid = NODE_PID + 1 + u32::try_from(self.pids.len()).unwrap_or(u32::MAX - 2);
-        self.pids.insert(key, pid);
+        self.pids.insert(key, (pid, known));
         self.element(
             &json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
                              "args": {"name": name}}),
@@ -116,12 +137,7 @@ impl<W: Write> PerfettoWriter<W> {
         // Every kind by name: a new event kind does not compile until it has a track here.
         match &event.what {
             What::Stats(e) => self.stats(m, ts, e),
-            What::Cache(e) => self.memcg_counter(
-                m,
-                "page cache per interval",
-                ts,
-                &json!({"added bytes": e.added_bytes, "removed bytes": e.removed_bytes}),
-            ),
+            What::Cache(e) => self.cache(m, ts, e),
             What::Reclaim(e) => self.reclaim(m, ts, e),
             What::OomKill(e) => {
                 let name = format!(
@@ -179,6 +195,34 @@ impl<W: Write> PerfettoWriter<W> {
             if let Some(bytes) = value {
                 self.counter(pid, name, ts, &json!({ "bytes": bytes }))?;
             }
+        }
+        Ok(())
+    }
+
+    fn cache(&mut self, m: &Memcg, ts: f64, e: &PageCache) -> io::Result<()> {
+        let pid = self.pid(m)?;
+        self.counter(
+            pid,
+            "page cache per interval",
+            ts,
+            &json!({"added bytes": e.added_bytes, "removed bytes": e.removed_bytes}),
+        )?;
+        for f in &e.top_files {
+            let (growth, track) = self
+                .files
+                .entry((pid, f.device.major, f.device.minor, f.inode))
+                .or_insert_with(|| {
+                    let track = if f.name.is_other() {
+                        "file: other files".to_owned()
+                    } else {
+                        format!("file: {}", f.name())
+                    };
+                    (0, track)
+                });
+            *growth = growth.saturating_add(f.net_bytes);
+            let args = json!({ "bytes": *growth });
+            let track = track.clone();
+            self.counter(pid, &track, ts, &args)?;
         }
         Ok(())
     }

@@ -6,9 +6,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues, RingBuf};
 use memtrace_common::{
-    CacheDelta, CacheName, ChargeDelta, FileKey, InodeId, SlabDelta, SlabKey,
+    CacheDelta, CacheName, ChargeDelta, FileKey, FilePath, InodeId, SlabDelta, SlabKey,
     aggregate::SLAB_KMALLOC_MAX_KEY,
 };
 
@@ -22,8 +22,10 @@ const SWITCH_GRACE: Duration = Duration::from_millis(2);
 pub struct CacheDrain {
     /// Per memcg id, its files' counts included.
     pub by_memcg: HashMap<u64, CacheDelta>,
-    /// (memcg id, the file's inode id when the kernel could read it, delta).
+    /// (memcg id, the file's inode id and state when the kernel could read it, delta).
     pub by_file: Vec<(u64, Option<InodeId>, CacheDelta)>,
+    /// The paths of files the kernel named for the first time.
+    pub paths: Vec<FilePath>,
 }
 
 /// A slab cache as users know it: `dentry`, `shmem_inode_cache`, `kmalloc-cg-512`.
@@ -45,6 +47,7 @@ pub struct Aggregates {
     pub(super) cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
     pub(super) cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
     pub(super) inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
+    pub(super) file_paths: RingBuf<MapData>,
     pub(super) memcg_ids: aya::maps::HashMap<MapData, u64, u64>,
     pub(super) charge: [PerCpuHashMap<MapData, u64, ChargeDelta>; 2],
     pub(super) slab: [PerCpuHashMap<MapData, SlabKey, SlabDelta>; 2],
@@ -88,7 +91,19 @@ impl Aggregates {
             let total = by_memcg.entry(*memcg).or_insert_with(CacheDelta::default);
             *total = sum_cache(total, delta);
         }
-        let cache = CacheDrain { by_memcg, by_file };
+        let mut paths = Vec::new();
+        while let Some(item) = self.file_paths.next() {
+            if item.len() >= size_of::<FilePath>() {
+                // SAFETY: the programs write whole `FilePath`s; the length is checked and the
+                // read is unaligned.
+                paths.push(unsafe { item.as_ptr().cast::<FilePath>().read_unaligned() });
+            }
+        }
+        let cache = CacheDrain {
+            by_memcg,
+            by_file,
+            paths,
+        };
         let add_charges = |a: &ChargeDelta, b: &ChargeDelta| ChargeDelta {
             pages: a.pages + b.pages,
             charges: a.charges + b.charges,

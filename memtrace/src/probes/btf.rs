@@ -195,6 +195,17 @@ impl KernelBtf {
                     .iter()
                     .all(|tp| self.tracepoint_arg_points_to(tp, 2, "kmem_cache")),
             ),
+            inode_nlink: self.member("inode", "i_nlink")?.offset,
+            inode_dentry: self.member("inode", "i_dentry")?.offset,
+            sb_magic: self.member("super_block", "s_magic")?.offset,
+            // `d_alias` is the first member of the `d_u` union on every kernel.
+            dentry_alias: self.member("dentry", "d_u")?.offset,
+            dentry_parent: self.member("dentry", "d_parent")?.offset,
+            dentry_name: self.member("dentry", "d_name")?.offset
+                + self.member("qstr", "name")?.offset,
+            dentry_hash_pprev: self.member("dentry", "d_hash")?.offset
+                + self.member("hlist_bl_node", "pprev")?.offset,
+            pg_swapbacked_mask: c.pg_swapbacked_mask,
             ..self.slab_charge_offsets().unwrap_or_else(|e| {
                 // The `charged` slab strategy checks for them and says why it cannot run.
                 log::debug!("slab charge records: {e}");
@@ -214,6 +225,7 @@ impl KernelBtf {
             shmem,
             nr_memcg_data_flags,
             pg_head,
+            pg_swapbacked,
             memcg_data_objexts,
             memcg_data_kmem,
             gfp_account_bit,
@@ -223,6 +235,7 @@ impl KernelBtf {
             &["MM_SHMEMPAGES"],
             &["__NR_MEMCG_DATA_FLAGS"],
             &["PG_head"],
+            &["PG_swapbacked"],
             // Renamed in 6.10, when slabs' per-object records became `slabobj_ext`.
             &["MEMCG_DATA_OBJEXTS", "MEMCG_DATA_OBJCGS"],
             &["MEMCG_DATA_KMEM"],
@@ -252,6 +265,7 @@ impl KernelBtf {
             mm_anonpages: found(anon, "MM_ANONPAGES")?,
             mm_shmempages: found(shmem, "MM_SHMEMPAGES")?,
             pg_head_mask: 1 << found(pg_head, "PG_head")?,
+            pg_swapbacked_mask: 1 << found(pg_swapbacked, "PG_swapbacked")?,
             memcg_data_flags,
             memcg_data_objexts,
             memcg_data_kmem,
@@ -624,6 +638,7 @@ struct Constants {
     mm_anonpages: u32,
     mm_shmempages: u32,
     pg_head_mask: u32,
+    pg_swapbacked_mask: u32,
     memcg_data_flags: u32,
     memcg_data_objexts: u32,
     memcg_data_kmem: u32,
@@ -666,6 +681,23 @@ mod tests {
         assert_eq!(o.slab_obj_exts, o.folio_memcg_data, "{o:?}");
         assert!(o.page_size >= 64 && o.page_compound_head == 8, "{o:?}");
         assert!(o.slab_obj_ext_size >= 8 && o.slab_cache > 0, "{o:?}");
+        assert!(
+            o.inode_nlink > 0 && o.inode_dentry > 0 && o.sb_magic > 0,
+            "{o:?}"
+        );
+        assert!(
+            o.dentry_parent > 0 && o.dentry_name > o.dentry_parent,
+            "{o:?}"
+        );
+        assert!(o.dentry_alias > o.dentry_name, "{o:?}");
+        assert!(
+            o.dentry_hash_pprev >= 16 && o.dentry_hash_pprev < o.dentry_parent,
+            "{o:?}"
+        );
+        assert!(
+            o.pg_swapbacked_mask.is_power_of_two() && o.pg_swapbacked_mask > 1,
+            "{o:?}"
+        );
         // The kernel constants, as `include/linux/memcontrol.h` and `gfp_types.h` have had them
         // on every kernel so far.
         assert_eq!((o.memcg_data_objexts, o.memcg_data_kmem), (1, 2), "{o:?}");

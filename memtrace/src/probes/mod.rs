@@ -21,8 +21,8 @@ use memtrace_common::{
     IgnoredCallers, LostKind,
     names::{
         AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, CACHE_NAMES_MAP, CHARGE_MAPS,
-        EVENTS_MAP, FILTER_ENABLED_GLOBAL, FILTER_MAP, IGNORED_CALLERS_GLOBAL, INODE_IDS_MAP,
-        LOST_MAP, MEMCG_IDS_MAP, MEMMAP_TGID_GLOBAL, OFFSETS_GLOBAL, SLAB_MAPS,
+        EVENTS_MAP, FILE_PATHS_MAP, FILTER_ENABLED_GLOBAL, FILTER_MAP, IGNORED_CALLERS_GLOBAL,
+        INODE_IDS_MAP, LOST_MAP, MEMCG_IDS_MAP, MEMMAP_TGID_GLOBAL, OFFSETS_GLOBAL, SLAB_MAPS,
     },
 };
 
@@ -224,6 +224,7 @@ impl Probes {
             cache_memcg: typed_map_pair(&mut ebpf, CACHE_MEMCG_MAPS)?,
             cache_file: typed_map_pair(&mut ebpf, CACHE_FILE_MAPS)?,
             inode_ids: typed_map(&mut ebpf, INODE_IDS_MAP)?,
+            file_paths: typed_map(&mut ebpf, FILE_PATHS_MAP)?,
             memcg_ids: typed_map(&mut ebpf, MEMCG_IDS_MAP)?,
             charge: typed_map_pair(&mut ebpf, CHARGE_MAPS)?,
             slab: typed_map_pair(&mut ebpf, SLAB_MAPS)?,

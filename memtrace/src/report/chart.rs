@@ -99,9 +99,12 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
         .iter()
         .flat_map(|s| s.3.iter().map(|p| p.1))
         .fold(0.0, f64::max);
-    let limit = points(|m| m.limit);
+    let (limit, limit_label) = limit_series(c, origin_ns);
     let limit_max = limit.iter().map(|p| p.1).fold(0.0, f64::max);
-    let show_limit = !limit.is_empty() && limit_max <= highest.max(1.0) * LIMIT_SCALE_CAP;
+    // An OOM kill happened at the limit: it is drawn however far above the samples it is.
+    let killed = c.marks.iter().any(|m| m.kind == MarkKind::OomKill);
+    let show_limit =
+        !limit.is_empty() && (killed || limit_max <= highest.max(1.0) * LIMIT_SCALE_CAP);
     let y_max = (if show_limit {
         highest.max(limit_max)
     } else {
@@ -114,15 +117,7 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let caption = match &c.memory_cgroup {
-            Some(cgroup) if c.memory.is_empty() => format!("{} ({cgroup}): no samples", c.name),
-            Some(cgroup) => format!("{} ({cgroup})", c.name),
-            None => format!(
-                "{}: no stats samples (record with --stats-interval)",
-                c.name
-            ),
-        };
-        let mut chart = chart(&root, &caption, x_max, y_max)?;
+        let mut chart = chart(&root, &caption(c), x_max, y_max)?;
         chart
             .configure_mesh()
             .x_desc("seconds since the first event")
@@ -136,11 +131,18 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
                 .label(name)
                 .legend(move |(x, y)| legend_line(x, y, color.stroke_width(width)));
         }
-        if show_limit {
+        if !limit.is_empty() {
+            // A limit far above what the container uses would flatten its lines: it is named
+            // in the legend but not drawn.
+            let (drawn, label) = if show_limit {
+                (limit, limit_label)
+            } else {
+                (Vec::new(), format!("{limit_label}, above this scale"))
+            };
             chart
-                .draw_series(LineSeries::new(limit, LIMIT.stroke_width(1)))
+                .draw_series(LineSeries::new(drawn, LIMIT.stroke_width(1)))
                 .map_err(err)?
-                .label("limit")
+                .label(label)
                 .legend(|(x, y)| legend_line(x, y, LIMIT.stroke_width(1)));
         }
         for kind in [
@@ -178,6 +180,45 @@ pub fn memory_svg(c: &ContainerReport, origin_ns: u64, span_s: f64) -> Result<St
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// The container and the cgroup its samples are of.
+fn caption(c: &ContainerReport) -> String {
+    match &c.memory_cgroup {
+        Some(cgroup) if c.memory.is_empty() => format!("{} ({cgroup}): no samples", c.name),
+        Some(cgroup) => format!("{} ({cgroup})", c.name),
+        None => format!(
+            "{}: no stats samples (record with --stats-interval)",
+            c.name
+        ),
+    }
+}
+
+/// The container's own limit, else the one that applies to it (the nearest ancestor's, e.g.
+/// the pod's), as points (seconds, MiB), and its legend label with the last value.
+fn limit_series(c: &ContainerReport, origin_ns: u64) -> (Vec<(f64, f64)>, String) {
+    let (limit, label): (Vec<(f64, f64)>, String) = match &c.applied_limit {
+        Some(applied) if c.memory.iter().all(|m| m.limit.is_none()) => (
+            applied
+                .timeline
+                .iter()
+                .map(|p| (seconds(p.timestamp_ns, origin_ns), mib(p.bytes)))
+                .collect(),
+            format!("limit ({}'s)", applied.owner),
+        ),
+        _ => (
+            c.memory
+                .iter()
+                .filter_map(|m| Some((seconds(m.timestamp_ns, origin_ns), mib(m.limit?))))
+                .collect(),
+            "limit".to_owned(),
+        ),
+    };
+    let label = match limit.last() {
+        Some(&(_, last)) => format!("{label} {last:.0} MiB"),
+        None => label,
+    };
+    (limit, label)
 }
 
 /// How many memcgs were dying (removed, still charged) over the recording.
@@ -294,6 +335,54 @@ mod tests {
             ),
             "{svg}"
         );
+    }
+
+    /// A container without a limit of its own is drawn against the pod's.
+    #[test]
+    fn a_container_without_a_limit_shows_the_one_that_applies() {
+        use crate::report::model::tests::{CLOCK, pod_path, stats_with_limit};
+        let container = format!("{}/{}", pod_path(), "c".repeat(64));
+        let mut b = crate::report::ReportBuilder::new(CLOCK);
+        for at in [0, 1_000_000_000] {
+            b.add(&stats_with_limit(
+                at,
+                &pod_path(),
+                40 << 20,
+                Some(256 << 20),
+            ));
+            b.add(&stats_with_limit(at, &container, 30 << 20, None));
+        }
+        let r = b.finish(crate::report::TraceInfo::default());
+        let c = r
+            .containers
+            .iter()
+            .find(|c| c.memory_cgroup.as_deref() == Some(container.as_str()))
+            .expect("the container");
+        let applied = c.applied_limit.as_ref().expect("the pod's limit applies");
+        assert_eq!(applied.cgroup, pod_path());
+        assert_eq!(applied.last_bytes(), Some(256 << 20));
+        let svg = memory_svg(c, 0, 1.0).expect("svg");
+        assert!(
+            svg.contains(
+                "limit (pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0&apos;s) 256 MiB, above this scale"
+            ),
+            "{svg}"
+        );
+        let mut near = c.clone();
+        for p in &mut near.applied_limit.as_mut().expect("applied").timeline {
+            p.bytes = 40 << 20;
+        }
+        let svg = memory_svg(&near, 0, 1.0).expect("svg");
+        assert!(
+            svg.contains("limit (pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0&apos;s) 40 MiB\n"),
+            "a limit near the usage is drawn: {svg}"
+        );
+        let pod = r
+            .containers
+            .iter()
+            .find(|c| c.memory_cgroup.as_deref() == Some(pod_path().as_str()))
+            .expect("the pod");
+        assert_eq!(pod.applied_limit, None, "it has its own");
     }
 
     #[test]

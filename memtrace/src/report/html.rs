@@ -10,7 +10,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::{
     chart::{self, ChartError},
-    model::{ChargeFailures, Charges, ContainerReport, FileGrowth, Reclaim, Report, Slab},
+    model::{ChargeFailures, Charges, ContainerReport, FileGrowth, Reclaim, Report, Slab, is_host},
+    summary::LineKind,
     text::breakdown,
 };
 use crate::units::human_bytes;
@@ -25,7 +26,9 @@ h1{font-size:1.5em}h2{margin-top:2em;border-bottom:1px solid #ccc}\
 section.container{margin:1.5em 0;padding:.5em 1em;border:1px solid #ddd;border-radius:6px}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.2em .5em;\
 text-align:left;vertical-align:top;font-size:.9em}th{background:#f4f4f4}\
-.verdict{font-weight:bold;color:#b00}.meta{color:#555}code{font-size:.85em;word-break:break-all}\
+.verdict{font-weight:bold;color:#b00}\
+section.answer{margin:1em 0;padding:.6em 1em;border:2px solid #b00;border-radius:6px;background:#fff8f8}\
+section.answer p{margin:.3em 0}section.answer p.oom{font-weight:bold}section.answer p.why{margin-left:1.5em}.meta{color:#555}code{font-size:.85em;word-break:break-all}\
 figure{margin:.5em 0}svg{max-width:100%;height:auto}";
 
 fn opt(n: Option<u64>) -> String {
@@ -53,8 +56,12 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
         .containers
         .iter()
         .enumerate()
-        .map(|(i, c)| container(i, c, (i < MAX_CHARTS).then_some((origin, span))))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(i, c)| {
+            let section = container(i, c, (i < MAX_CHARTS).then_some((origin, span)))?;
+            Ok((is_host(c.kind), section))
+        })
+        .collect::<Result<Vec<_>, ChartError>>()?;
+    let first_host = containers.iter().position(|(host, _)| *host);
     let dying = dying(r, origin, span)?;
     let page = html! {
         (DOCTYPE)
@@ -77,15 +84,27 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
                         (None, None) => {}
                     }
                 }
+                (answer(r))
                 @if !t.probes.is_empty() {
                     p.meta { "probes: " code { (t.probes.join(" ")) } }
                 }
 
-                h2 { "Containers" }
-                @if r.containers.is_empty() {
-                    p { "No container events in this trace." }
+                h2 { "Containers and pods" }
+                @if first_host == Some(0) || r.containers.is_empty() {
+                    p { "No container or pod events in this trace." }
                 }
-                @for c in containers { (c) }
+                @for (i, (_, c)) in containers.into_iter().enumerate() {
+                    @if first_host == Some(i) {
+                        h2 { "Host and system cgroups" }
+                    }
+                    (c)
+                }
+                @if r.containers_left_out > 0 {
+                    p {
+                        (r.containers_left_out) " more sections left out by --top (the summary at "
+                        "the top counts them)."
+                    }
+                }
                 @if r.containers.len() > MAX_CHARTS {
                     p {
                         "Charts are drawn for the first " (MAX_CHARTS) " of " (r.containers.len())
@@ -112,8 +131,8 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
                                 td { (human_bytes(g.removed_bytes)) }
                                 td {
                                     @for f in &g.top_files {
-                                        "dev " (f.device) " inode " (f.inode) " "
-                                        (signed(f.peak_net_bytes)) " at the peak" br;
+                                        (f.name) " " (signed(f.peak_net_bytes)) " at the peak"
+                                        br;
                                     }
                                 }
                             }
@@ -128,6 +147,22 @@ pub fn render(r: &Report) -> Result<String, ChartError> {
     let mut page = page.into_string();
     page.push('\n');
     Ok(page)
+}
+
+/// The summary, in the text report's words, before anything else.
+fn answer(r: &Report) -> Markup {
+    html! {
+        section.answer {
+            @for line in r.summary.lines() {
+                @match line.kind {
+                    LineKind::OomKill => p.oom { (line.text) },
+                    LineKind::Verdict => p.why.verdict { (line.text) },
+                    LineKind::MoreKills | LineKind::NoKills | LineKind::Growth
+                    | LineKind::Dying => p { (line.text) },
+                }
+            }
+        }
+    }
 }
 
 fn container(
@@ -314,13 +349,12 @@ fn files(files: &[FileGrowth]) -> Markup {
         @if !files.is_empty() {
             table {
                 tr {
-                    th { "device" } th { "inode" } th { "peak growth" } th { "at the end" }
+                    th { "file" } th { "peak growth" } th { "at the end" }
                     th { "added" } th { "removed" }
                 }
                 @for f in files {
                     tr {
-                        td { (f.device) }
-                        td { (f.inode) }
+                        td { (f.name) }
                         td { (signed(f.peak_net_bytes)) }
                         td { (signed(f.net_bytes)) }
                         td { (human_bytes(f.added_bytes)) }
@@ -408,9 +442,11 @@ mod tests {
         c.reclaim.listed_failures[0].cgroup = Some(cgroup.clone());
         c.slab.caches[0].cache = HOSTILE.to_owned();
         r.page_cache_growers[0].name = HOSTILE.to_owned();
-        r.page_cache_growers[0].top_files[0].device = HOSTILE.to_owned();
+        r.page_cache_growers[0].top_files[0].name = HOSTILE.to_owned();
         r.dying.still_dying[0].cgroup = Some(cgroup);
         r.dying.still_dying[0].container = Some(HOSTILE.to_owned());
+        r.summary.kill_groups[0].container = HOSTILE.to_owned();
+        r.summary.grew_most[0].name = HOSTILE.to_owned();
 
         let html = render(&r).expect("html");
         assert!(!html.to_lowercase().contains("<script"), "{html}");
@@ -431,9 +467,11 @@ mod tests {
             format!("<td><code>{cgroup_by_maud}</code></td><td>0</td>"),
             format!("<td><code>{by_maud}</code></td>"),
             format!("<td>1</td><td>{by_maud}</td>"),
-            format!("dev {by_maud} inode"),
+            format!("<td>{by_maud}</td><td>+"),
             format!("<td><code>{cgroup_by_maud}</code></td><td>{by_maud}</td>"),
             format!(">\n{by_plotters} (/kubepods/pod{by_plotters}/{by_plotters})\n</text>"),
+            format!("memhog (pid 42) in {by_maud}; the limit"),
+            format!("grew most: {by_maud} anon"),
         ] {
             assert!(html.contains(&fragment), "no {fragment:?} in {html}");
         }

@@ -2,6 +2,7 @@
 //! page-cache growth, reclaim, slab, dying memcgs.
 //!
 //! - `model`: events folded into a [`Report`] (pure, unit-tested).
+//! - `summary`: the answer the report opens with, from the finished sections.
 //! - `verdict`: why an OOM kill happened, with its thresholds.
 //! - `text`, `html` (with `chart` for its SVG timelines): renderers; JSON is the model
 //!   serialized.
@@ -15,6 +16,7 @@
 mod chart;
 mod html;
 mod model;
+mod summary;
 mod text;
 mod verdict;
 
@@ -24,9 +26,13 @@ pub use model::{
     LISTED_GROWERS, MARK_BUCKET_NS, MEMORY_FROM_SAMPLE, Mark, MarkKind, MemoryPoint, OomReport,
     Owner, PageCache, Reclaim, ReclaimFailure, Report, ReportBuilder, Slab, TraceInfo,
 };
+pub use summary::{
+    DyingSummary, Growth, GrowthForm, GrowthSource, KillGroup, LISTED_HOST_GROWERS,
+    LISTED_KILL_GROUPS, LISTED_WORKLOAD_GROWERS, Summary,
+};
 pub use text::render as text;
 pub use verdict::{
-    CACHE_SHARE, GROWTH_SHARE, SLAB_SHARE, STEADY_SHARE, Verdict, VerdictKind, judge,
+    CACHE_SHARE, Evidence, GROWTH_SHARE, SLAB_SHARE, STEADY_SHARE, Verdict, VerdictKind, judge,
 };
 
 #[cfg(test)]

@@ -10,12 +10,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use super::verdict::{self, Evidence, Verdict};
+use super::{
+    summary::{self, Summary},
+    verdict::{self, Evidence, Verdict},
+};
 use crate::{
-    attribution::{ContainerIdentity, IdentityKind, MemoryStats},
+    attribution::{ContainerIdentity, IdentityKind, MemcgCensus, MemoryStats},
     event::{
-        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, HostClock, Memcg,
-        MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
+        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, FileName, HostClock,
+        Memcg, MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
         Slab as SlabInterval, What,
     },
     units::{micros, seconds},
@@ -51,11 +54,16 @@ pub struct TraceInfo {
     pub lost_events: Option<u64>,
     /// Why the file ended early (the reader's message), if it did.
     pub cut_short: Option<String>,
+    /// The recording host's memory cgroups at the start (from the header), if counted.
+    pub memcgs_at_start: Option<MemcgCensus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
     pub trace: TraceInfo,
+    /// The answer first: OOM kills with the limit that fired and the verdict, what grew most,
+    /// dying memcgs. Made from every container, before `--top` leaves any out.
+    pub summary: Summary,
     /// Events read.
     pub events: u64,
     pub first_event: Option<String>,
@@ -63,8 +71,11 @@ pub struct Report {
     /// Timelines count from here (`CLOCK_BOOTTIME` ns).
     pub first_timestamp_ns: Option<u64>,
     pub last_timestamp_ns: Option<u64>,
-    /// Containers with OOM kills first, then by peak usage.
+    /// Containers and pods before host and system cgroups; in each, those with OOM kills
+    /// first, then by peak usage. `--top N` keeps the first N.
     pub containers: Vec<ContainerReport>,
+    /// How many containers `--top` left out of `containers`.
+    pub containers_left_out: usize,
     /// Containers whose page cache grew most at its peak, largest first.
     pub page_cache_growers: Vec<CacheGrower>,
     pub dying: DyingReport,
@@ -75,6 +86,8 @@ pub struct Report {
 pub struct ContainerReport {
     /// The container's name for people, or its cgroup path.
     pub name: String,
+    /// `container` or `pod` (a workload), `systemd_unit` or `unknown` (the host's own cgroups).
+    pub kind: IdentityKind,
     pub container: Option<ContainerIdentity>,
     /// Every cgroup of this container that an event named.
     pub cgroups: Vec<String>,
@@ -82,6 +95,9 @@ pub struct ContainerReport {
     /// The cgroup whose samples make `memory` (the container's outermost).
     pub memory_cgroup: Option<String>,
     pub memory: Vec<MemoryPoint>,
+    /// When `memory_cgroup` has no limit of its own: the nearest sampled ancestor's (e.g. the
+    /// pod's), the limit its memory counts against.
+    pub applied_limit: Option<AppliedLimit>,
     pub page_cache: PageCache,
     pub reclaim: Reclaim,
     pub charges: Charges,
@@ -89,6 +105,30 @@ pub struct ContainerReport {
     pub slab: Slab,
     /// Reclaims, charge failures and OOM kills, for the timeline.
     pub marks: Vec<Mark>,
+}
+
+/// The limit of an ancestor cgroup that applies to a container without one of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AppliedLimit {
+    pub cgroup: String,
+    /// Who the cgroup belongs to (`pod:<uid>`, …) or its path.
+    pub owner: String,
+    /// The ancestor's limit at its samples, oldest first.
+    pub timeline: Vec<LimitPoint>,
+}
+
+impl AppliedLimit {
+    /// The limit at the last sample.
+    #[must_use]
+    pub fn last_bytes(&self) -> Option<u64> {
+        self.timeline.last().map(|p| p.bytes)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LimitPoint {
+    pub timestamp_ns: u64,
+    pub bytes: u64,
 }
 
 /// A `stats` sample, the parts the report uses.
@@ -130,6 +170,8 @@ pub struct OomReport {
     pub cgroup: Option<String>,
     /// The memcg whose limit fired (the victim's or an ancestor's); `None`: global or unknown.
     pub limit_cgroup: Option<String>,
+    /// Who `limit_cgroup` belongs to (`pod:<uid>`, …), or its path.
+    pub limit_owner: Option<String>,
     pub constraint: Option<String>,
     pub usage_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
@@ -160,13 +202,73 @@ pub struct PageCache {
     pub top_files: Vec<FileGrowth>,
 }
 
+/// The "other files" row of a report: each interval's files beyond its top ones, and the
+/// files a report does not list.
+fn other_files() -> FileName {
+    FileName {
+        note: Some("files not listed on their own".into()),
+        ..FileName::other(0)
+    }
+}
+
+/// The files a container's section lists, largest peak first, at most [`LISTED_FILES`] with
+/// the rest summed into the "other files" row (last): the rows still add up to the totals.
+fn listed_files(mut files: Vec<FileGrowth>) -> Vec<FileGrowth> {
+    let (mut other, mut files): (Vec<FileGrowth>, Vec<FileGrowth>) =
+        files.drain(..).partition(|f| f.file.is_other());
+    files.sort_by(|a, b| {
+        b.peak_net_bytes
+            .cmp(&a.peak_net_bytes)
+            .then_with(|| b.added_bytes.cmp(&a.added_bytes))
+            .then_with(|| (&a.device, a.inode).cmp(&(&b.device, b.inode)))
+    });
+    let keep = if files.len() + other.len() > LISTED_FILES {
+        LISTED_FILES - 1
+    } else {
+        files.len()
+    };
+    let cut = files.split_off(keep.min(files.len()));
+    if !cut.is_empty() && other.is_empty() {
+        other.push(FileGrowth {
+            name: String::new(),
+            file: other_files(),
+            device: crate::event::Device::default().to_string(),
+            inode: 0,
+            added_bytes: 0,
+            removed_bytes: 0,
+            net_bytes: 0,
+            peak_net_bytes: 0,
+        });
+    }
+    if let Some(rest) = other.first_mut() {
+        for f in cut {
+            rest.added_bytes = rest.added_bytes.saturating_add(f.added_bytes);
+            rest.removed_bytes = rest.removed_bytes.saturating_add(f.removed_bytes);
+            rest.net_bytes = rest.net_bytes.saturating_add(f.net_bytes);
+        }
+        // A lower bound: the files cut peaked at times of their own.
+        rest.peak_net_bytes = rest.peak_net_bytes.max(rest.net_bytes);
+    }
+    files.extend(other);
+    for f in &mut files {
+        let device = f.device.parse().unwrap_or_default();
+        f.name = f.file.display(device, f.inode).to_string();
+    }
+    files
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FileGrowth {
+    /// What every output shows for the file (`FileCache::name`): its path, marked shmem or
+    /// deleted, or "other files" for the row that sums the files not listed.
+    pub name: String,
+    /// The same, in parts: the file's state at its last interval.
+    pub file: FileName,
     /// `major:minor`.
     pub device: String,
     pub inode: u64,
-    /// Summed over the intervals where the file was among the top files (the kernel side
-    /// reports only those), so a lower bound.
+    /// Summed over the recording: the intervals where a file was not among its memcg's top
+    /// files count in "other files", so the rows add up to the container's totals.
     pub added_bytes: u64,
     pub removed_bytes: u64,
     pub net_bytes: i64,
@@ -386,14 +488,41 @@ struct DyingAcc {
 }
 
 /// Who owns a cgroup in the report (and a track in the Perfetto export): its container, pod or
-/// unit, else the cgroup itself.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// unit, else the cgroup itself. Two owners are the same when their keys are: a container's
+/// name may be learned after its first events.
+#[derive(Clone, Debug)]
 pub struct Owner {
     /// Unique: the full container id, the pod UID, the unit, or the cgroup path. Two containers
     /// whose names read the same (a restarted pod's container) stay apart.
     pub key: String,
     /// For people: `namespace/pod/container`, `runtime:shortid`, … or the cgroup path.
     pub name: String,
+}
+
+impl PartialEq for Owner {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Owner {}
+
+impl PartialOrd for Owner {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Owner {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+impl std::hash::Hash for Owner {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
 }
 
 impl Owner {
@@ -468,14 +597,21 @@ impl ReportBuilder {
         cgroup: Option<&str>,
         container: Option<&ContainerIdentity>,
     ) -> &mut ContainerAcc {
-        let acc = self
+        let owner = Owner::of(cgroup, container);
+        let container = container.filter(|c| c.kind() != IdentityKind::Unknown);
+        // The runtime's names (container name, image, pod) may come after a container's first
+        // events: an identity that knows more replaces one that knows less, under the same key.
+        let known = |c: Option<&ContainerIdentity>| c.map_or(0, ContainerIdentity::known_names);
+        let renamed = self
             .containers
-            .entry(Owner::of(cgroup, container))
-            .or_default();
-        if acc.container.is_none() {
-            acc.container = container
-                .filter(|c| c.kind() != IdentityKind::Unknown)
-                .cloned();
+            .get(&owner)
+            .is_some_and(|acc| known(container) > known(acc.container.as_ref()));
+        if renamed && let Some(acc) = self.containers.remove(&owner) {
+            self.containers.insert(owner.clone(), acc);
+        }
+        let acc = self.containers.entry(owner).or_default();
+        if acc.container.is_none() || renamed {
+            acc.container = container.cloned();
         }
         if let Some(cgroup) = cgroup
             && !acc.cgroups.contains(cgroup)
@@ -527,6 +663,8 @@ impl ReportBuilder {
                 .files
                 .entry((f.device.to_string(), f.inode))
                 .or_insert_with(|| FileGrowth {
+                    name: String::new(),
+                    file: FileName::default(),
                     device: f.device.to_string(),
                     inode: f.inode,
                     added_bytes: 0,
@@ -538,6 +676,12 @@ impl ReportBuilder {
             file.removed_bytes = file.removed_bytes.saturating_add(f.removed_bytes);
             file.net_bytes = file.net_bytes.saturating_add(f.net_bytes);
             file.peak_net_bytes = file.peak_net_bytes.max(file.net_bytes);
+            // Its newest state (deleted since), or, over intervals, every "other files" row.
+            file.file = if f.name.is_other() {
+                other_files()
+            } else {
+                f.name.clone()
+            };
         }
     }
 
@@ -705,15 +849,19 @@ impl ReportBuilder {
             samples,
             dying,
         } = self;
+        let owners: HashMap<String, String> = containers
+            .iter()
+            .flat_map(|(owner, acc)| acc.cgroups.iter().map(|c| (c.clone(), owner.name.clone())))
+            .collect();
         let mut containers: Vec<ContainerReport> = containers
             .into_iter()
-            .map(|(owner, acc)| acc.finish(owner.name, &samples, clock))
+            .map(|(owner, acc)| acc.finish(owner.name, &samples, &owners, clock))
             .collect();
         let peak = |c: &ContainerReport| c.memory.iter().filter_map(|m| m.usage).max();
         containers.sort_by(|a, b| {
-            b.oom_kills
-                .len()
-                .cmp(&a.oom_kills.len())
+            is_host(a.kind)
+                .cmp(&is_host(b.kind))
+                .then_with(|| b.oom_kills.len().cmp(&a.oom_kills.len()))
                 .then_with(|| peak(b).cmp(&peak(a)))
                 .then_with(|| a.name.cmp(&b.name))
         });
@@ -738,6 +886,8 @@ impl ReportBuilder {
         report.still_dying = current.into_values().collect();
         report.still_dying.sort_by_key(|d| d.removed_ns);
         Report {
+            summary: summary::summarize(&containers, &report, trace.memcgs_at_start),
+            containers_left_out: 0,
             trace,
             events,
             first_timestamp_ns: first.as_ref().map(|(t, _)| *t),
@@ -751,11 +901,78 @@ impl ReportBuilder {
     }
 }
 
+/// Whether a cgroup of this kind is the host's own (a systemd unit, the root, a path in no
+/// shape memtrace knows) rather than a container or pod.
+#[must_use]
+pub const fn is_host(kind: IdentityKind) -> bool {
+    !matches!(kind, IdentityKind::Container | IdentityKind::Pod)
+}
+
+impl Report {
+    /// Keeps the first `n` container sections (the summary keeps speaking of all of them) and
+    /// says how many were left out.
+    pub fn keep_top(&mut self, n: usize) {
+        if self.containers.len() > n {
+            self.containers_left_out += self.containers.len() - n;
+            self.containers.truncate(n);
+        }
+    }
+}
+
+/// The nearest ancestor of `cgroup` with a sampled limit, for a cgroup without its own.
+fn applied_limit(
+    cgroup: &str,
+    samples: &HashMap<String, Vec<MemoryPoint>>,
+    owners: &HashMap<String, String>,
+) -> Option<AppliedLimit> {
+    let mut ancestor = cgroup;
+    while let Some(cut) = ancestor.rfind('/') {
+        ancestor = &ancestor[..cut];
+        let key = if ancestor.is_empty() { "/" } else { ancestor };
+        let timeline: Vec<LimitPoint> = samples
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                Some(LimitPoint {
+                    timestamp_ns: m.timestamp_ns,
+                    bytes: m.limit?,
+                })
+            })
+            .collect();
+        if !timeline.is_empty() {
+            return Some(AppliedLimit {
+                cgroup: key.to_owned(),
+                owner: owner_name(key, None, owners),
+                timeline,
+            });
+        }
+    }
+    None
+}
+
+/// Who a cgroup belongs to, for people: the report's own name for it when events named it,
+/// else its identity as the event gave it or as its path says, else the path.
+fn owner_name(
+    cgroup: &str,
+    identity: Option<&ContainerIdentity>,
+    owners: &HashMap<String, String>,
+) -> String {
+    if let Some(name) = owners.get(cgroup) {
+        return name.clone();
+    }
+    let identity = identity
+        .cloned()
+        .unwrap_or_else(|| ContainerIdentity::from_cgroup_path(cgroup));
+    Owner::of(Some(cgroup), Some(&identity)).name
+}
+
 impl ContainerAcc {
     fn finish(
         self,
         name: String,
         samples: &HashMap<String, Vec<MemoryPoint>>,
+        owners: &HashMap<String, String>,
         clock: HostClock,
     ) -> ContainerReport {
         // The outermost sampled cgroup: on v1 its numbers are hierarchical totals, so it holds
@@ -774,8 +991,12 @@ impl ContainerAcc {
         let oom_kills: Vec<OomReport> = self
             .ooms
             .iter()
-            .map(|p| oom_report(p, samples, clock))
+            .map(|p| oom_report(p, samples, owners, clock))
             .collect();
+        let applied_limit = memory_cgroup
+            .as_deref()
+            .filter(|_| memory.iter().all(|m| m.limit.is_none()))
+            .and_then(|c| applied_limit(c, samples, owners));
         // The kernel's report is a sample too, at the moment that matters most: a workload
         // that allocates to its limit between two samples would otherwise never reach it on
         // the chart.
@@ -811,21 +1032,19 @@ impl ContainerAcc {
             caches,
             ..self.slab
         };
-        let mut files: Vec<FileGrowth> = self.files.into_values().collect();
-        files.sort_by(|a, b| {
-            b.peak_net_bytes
-                .cmp(&a.peak_net_bytes)
-                .then_with(|| b.added_bytes.cmp(&a.added_bytes))
-                .then_with(|| (&a.device, a.inode).cmp(&(&b.device, b.inode)))
-        });
-        files.truncate(LISTED_FILES);
+        let files = listed_files(self.files.into_values().collect());
         ContainerReport {
             name,
+            kind: self
+                .container
+                .as_ref()
+                .map_or(IdentityKind::Unknown, ContainerIdentity::kind),
             container: self.container,
             cgroups: self.cgroups.into_iter().collect(),
             oom_kills,
             memory_cgroup,
             memory,
+            applied_limit,
             page_cache: PageCache {
                 top_files: files,
                 ..self.cache
@@ -858,6 +1077,7 @@ enum Failure<'a> {
 fn oom_report(
     p: &PendingOom,
     samples: &HashMap<String, Vec<MemoryPoint>>,
+    owners: &HashMap<String, String>,
     clock: HostClock,
 ) -> OomReport {
     let e = &p.event;
@@ -908,6 +1128,10 @@ fn oom_report(
         comm: e.comm.clone(),
         cgroup: p.cgroup.clone(),
         limit_cgroup: e.limit_cgroup.clone(),
+        limit_owner: e
+            .limit_cgroup
+            .as_deref()
+            .map(|c| owner_name(c, e.limit_container.as_ref(), owners)),
         constraint: e.constraint.as_ref().map(|c| c.name().to_owned()),
         usage_bytes: at_kill.as_ref().and_then(|m| m.usage),
         limit_bytes: at_kill.as_ref().and_then(|m| m.limit),
@@ -934,8 +1158,12 @@ pub(crate) mod tests {
     pub(crate) const CONTAINER_ID: &str =
         "4c01db0b339c5c5ba5f8e1b2a9d3e4f5061728394a5b6c7d8e9f0a1b2c3d4e5f";
 
+    pub(crate) fn pod_path() -> String {
+        "/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".to_owned()
+    }
+
     pub(crate) fn container_path() -> String {
-        format!("/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/{CONTAINER_ID}")
+        format!("{}/{CONTAINER_ID}", pod_path())
     }
 
     pub(crate) const CLOCK: HostClock = HostClock {
@@ -943,7 +1171,7 @@ pub(crate) mod tests {
         page_size: 4096,
     };
 
-    fn at(ns: u64, memcg_id: Option<u64>, cgroup: Option<&str>, what: What) -> Event {
+    pub(crate) fn at(ns: u64, memcg_id: Option<u64>, cgroup: Option<&str>, what: What) -> Event {
         Event {
             timestamp_ns: ns,
             memcg: Memcg {
@@ -956,13 +1184,22 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn stats(ns: u64, cgroup: &str, anon: u64, file: u64) -> Event {
+        stats_full(ns, cgroup, anon, file, Some(64 * MIB))
+    }
+
+    /// A sample with only anon (and 1 MiB of kernel memory).
+    pub(crate) fn stats_with_limit(ns: u64, cgroup: &str, anon: u64, limit: Option<u64>) -> Event {
+        stats_full(ns, cgroup, anon, 0, limit)
+    }
+
+    fn stats_full(ns: u64, cgroup: &str, anon: u64, file: u64, limit: Option<u64>) -> Event {
         at(
             ns,
             None,
             Some(cgroup),
             What::Stats(MemoryStats {
                 usage_bytes: Some(anon + file + MIB),
-                limit_bytes: Some(64 * MIB),
+                limit_bytes: limit,
                 working_set_bytes: Some(anon + MIB),
                 anon_bytes: Some(anon),
                 file_bytes: Some(file),
@@ -1019,13 +1256,53 @@ pub(crate) mod tests {
 
     fn cache_delta(ns: u64, cgroup: Option<&str>, inode: u64, added: u64, removed: u64) -> Event {
         let mut cache = CacheInterval::new(1_000_000_000, added, removed);
-        cache.top_files = vec![FileCache::new(
-            Device { major: 8, minor: 1 },
-            inode,
-            added,
-            removed,
-        )];
+        cache.top_files = vec![
+            FileCache::new(Device { major: 8, minor: 1 }, inode, added, removed).named(FileName {
+                path: Some(format!("/data/file{inode}")),
+                ..FileName::default()
+            }),
+        ];
         at(ns, Some(9), cgroup, What::Cache(cache))
+    }
+
+    /// A file read in one interval and dropped in a later one ends at zero; past
+    /// `LISTED_FILES` files, the rest are one "other files" row; the rows add up to the
+    /// container's totals.
+    #[test]
+    fn a_dropped_file_ends_at_zero_and_files_add_up_to_the_totals() {
+        let mut events = vec![cache_delta(1_000, Some("/c"), 1, 200 * MIB, 0)];
+        for inode in 2..20 {
+            events.push(cache_delta(
+                2_000 + inode,
+                Some("/c"),
+                inode,
+                MIB * inode,
+                0,
+            ));
+        }
+        events.push(cache_delta(30_000, Some("/c"), 1, 0, 200 * MIB));
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in &events {
+            b.add(e);
+        }
+        let r = b.finish(TraceInfo::default());
+        let c = &r.containers[0];
+        let files = &c.page_cache.top_files;
+        assert_eq!(files.len(), LISTED_FILES);
+        let dropped = files
+            .iter()
+            .find(|f| f.name == "/data/file1")
+            .expect("the dropped file is listed by its peak");
+        assert_eq!((dropped.peak_net_bytes, dropped.net_bytes), (200 << 20, 0));
+        let other = files.last().expect("rows");
+        assert!(other.file.is_other(), "{other:?}");
+        assert_eq!(other.name, "other files (files not listed on their own)");
+        let added: u64 = files.iter().map(|f| f.added_bytes).sum();
+        let removed: u64 = files.iter().map(|f| f.removed_bytes).sum();
+        assert_eq!(
+            (added, removed),
+            (c.page_cache.added_bytes, c.page_cache.removed_bytes)
+        );
     }
 
     pub(crate) fn slab(ns: u64, cgroup: &str, caches: &[(&str, u64, u64)]) -> Event {
@@ -1346,6 +1623,84 @@ pub(crate) mod tests {
         let r = b.finish(TraceInfo::default());
         assert_eq!(r.containers.len(), 2);
         assert!(r.containers.iter().all(|c| c.name == "docker:abababababab"));
+    }
+
+    /// A host service using more memory than any container still comes after the containers
+    /// and pods; `--top` keeps the first sections and counts the rest, and the summary still
+    /// speaks of all of them.
+    #[test]
+    fn containers_and_pods_come_before_host_cgroups_and_top_bounds_them() {
+        let mut events = scenario();
+        events.push(stats(0, "/system.slice/big.service", 900 * MIB, MIB));
+        events.push(stats(0, &pod_path(), 10 * MIB, MIB));
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in &events {
+            b.add(e);
+        }
+        let mut r = b.finish(TraceInfo::default());
+        let order: Vec<(&str, IdentityKind)> = r
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("container:4c01db0b339c", IdentityKind::Container),
+                (
+                    "pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                    IdentityKind::Pod
+                ),
+                ("big.service", IdentityKind::SystemdUnit),
+                ("backup.service", IdentityKind::SystemdUnit),
+            ]
+        );
+        let summary = r.summary.clone();
+        r.keep_top(1);
+        assert_eq!(r.containers.len(), 1);
+        assert_eq!(r.containers_left_out, 3);
+        assert_eq!(r.summary, summary);
+        r.keep_top(5);
+        assert_eq!((r.containers.len(), r.containers_left_out), (1, 3));
+    }
+
+    #[test]
+    fn a_container_named_after_its_first_events_is_one_container_under_its_name() {
+        let c = format!(
+            "/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/{}",
+            "ab".repeat(32)
+        );
+        // Unnamed; its pod named (from another container's labels); named by its runtime; a
+        // late event that knows less does not take the name back.
+        let mut in_pod = stats(2, &c, MIB, MIB);
+        if let Some(identity) = in_pod.memcg.container.as_mut() {
+            identity.pod_namespace = Some("shop".into());
+            identity.pod_name = Some("hog-7f9c6d5b4-x2v8q".into());
+        }
+        let mut named = in_pod.clone();
+        named.timestamp_ns = 3;
+        if let Some(identity) = named.memcg.container.as_mut() {
+            identity.container_name = Some("hog".into());
+            identity.image = Some("localhost/busybox:test".into());
+        }
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in [
+            stats(1, &c, MIB, MIB),
+            in_pod,
+            named,
+            stats(4, &c, MIB, MIB),
+        ] {
+            b.add(&e);
+        }
+        let r = b.finish(TraceInfo::default());
+        assert_eq!(r.containers.len(), 1, "{:?}", r.containers);
+        assert_eq!(
+            r.containers[0].name,
+            "shop/hog-7f9c6d5b4-x2v8q/hog (localhost/busybox:test)"
+        );
+        let identity = r.containers[0].container.as_ref().expect("identity");
+        assert_eq!(identity.container_name.as_deref(), Some("hog"));
+        assert_eq!(r.containers[0].memory.len(), 4);
     }
 
     #[test]

@@ -2,8 +2,16 @@
 
 use std::fmt::Write as _;
 
-use super::model::{ChargeFailures, Charges, ContainerReport, FileGrowth, OomReport, Report, Slab};
-use crate::{attribution::MemoryStats, units::human_bytes};
+use super::{
+    model::{
+        ChargeFailures, Charges, ContainerReport, FileGrowth, OomReport, Report, Slab, is_host,
+    },
+    summary::LineKind,
+};
+use crate::{
+    attribution::MemoryStats,
+    units::{human_bytes, seconds},
+};
 
 /// Reclaims that freed nothing, shown one by one (JSON and HTML list more).
 const TEXT_FAILURES: usize = 5;
@@ -17,59 +25,101 @@ fn opt_bytes(n: Option<u64>) -> String {
     n.map_or_else(|| "?".to_owned(), human_bytes)
 }
 
-/// The whole report as text.
+/// The whole report as text: the answer in about ten lines ([`Summary::lines`]), then a
+/// section per container, containers and pods before the host's own cgroups.
 #[must_use]
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
+    title(&mut s, r);
+    for line in r.summary.lines() {
+        let indent = if line.kind == LineKind::Verdict {
+            "  "
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "{indent}{}", line.text);
+    }
     let t = &r.trace;
-    let _ = writeln!(
-        s,
-        "memtrace report: {} (host {}, kernel {}, recorded by memtrace {})",
-        t.file, t.host, t.kernel_release, t.memtrace_version
-    );
-    let _ = write!(
-        s,
-        "{} events from {} to {}",
-        r.events,
-        r.first_event.as_deref().unwrap_or("-"),
-        r.last_event.as_deref().unwrap_or("-"),
-    );
-    match (t.lost_events, &t.cut_short) {
-        (_, Some(why)) => {
-            let _ = writeln!(s, "; cut short: {why}");
-        }
-        (Some(lost), None) => {
-            let _ = writeln!(s, "; {lost} lost");
-        }
-        (None, None) => s.push('\n'),
-    }
     if !t.probes.is_empty() {
-        let _ = writeln!(s, "probes: {}", t.probes.join(" "));
+        let _ = writeln!(s, "\nprobes: {}", t.probes.join(" "));
     }
-    if r.containers.is_empty() {
+    if r.containers.is_empty() && r.containers_left_out == 0 {
         s.push_str("\nno container events in this trace\n");
     }
+    let mut host_heading = false;
     for c in &r.containers {
+        if is_host(c.kind) && !host_heading {
+            s.push_str("\n-- host and system cgroups (not in a container or pod)\n");
+            host_heading = true;
+        }
         container(&mut s, c);
     }
+    if r.containers_left_out > 0 {
+        let _ = writeln!(
+            s,
+            "\n… {} more section{} left out by --top (the summary at the top counts them)",
+            r.containers_left_out,
+            if r.containers_left_out == 1 { "" } else { "s" }
+        );
+    }
     if !r.page_cache_growers.is_empty() {
+        // A line each: their files are in their sections.
         s.push_str("\n== top page-cache growers\n");
         for (i, g) in r.page_cache_growers.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "  {}. {} {} at the peak, {} at the end (added {}, removed {})",
+                "  {}. {} {} at the peak, {} at the end (added {}, removed {}){}",
                 i + 1,
                 g.name,
                 signed(g.peak_net_bytes),
                 signed(g.net_bytes),
                 human_bytes(g.added_bytes),
-                human_bytes(g.removed_bytes)
+                human_bytes(g.removed_bytes),
+                g.top_files.first().map_or_else(String::new, |f| format!(
+                    "; most in {} {} at the peak",
+                    f.name,
+                    signed(f.peak_net_bytes)
+                ))
             );
-            files(&mut s, &g.top_files, "       ");
         }
     }
     dying(&mut s, r);
     s
+}
+
+/// `memtrace report: FILE — host, kernel, when, how many events, lost or cut short`.
+fn title(s: &mut String, r: &Report) {
+    let t = &r.trace;
+    let _ = write!(
+        s,
+        "memtrace report: {} (host {}, kernel {}, memtrace {}): ",
+        t.file, t.host, t.kernel_release, t.memtrace_version
+    );
+    match (
+        &r.first_event,
+        &r.last_event,
+        r.first_timestamp_ns,
+        r.last_timestamp_ns,
+    ) {
+        (Some(first), Some(last), Some(start_ns), Some(end_ns)) => {
+            let _ = write!(
+                s,
+                "{first} to {last} ({:.1}s), {} events",
+                seconds(end_ns.saturating_sub(start_ns)),
+                r.events
+            );
+        }
+        _ => s.push_str("no events"),
+    }
+    match (t.lost_events, &t.cut_short) {
+        (_, Some(why)) => {
+            let _ = writeln!(s, "; CUT SHORT: {why}");
+        }
+        (Some(lost), None) => {
+            let _ = writeln!(s, ", {lost} lost");
+        }
+        (None, None) => s.push('\n'),
+    }
 }
 
 fn container(s: &mut String, c: &ContainerReport) {
@@ -80,22 +130,41 @@ fn container(s: &mut String, c: &ContainerReport) {
         let _ = write!(s, " (cgroups {})", c.cgroups.join(", "));
     }
     s.push('\n');
+    // The heading names a container's only cgroup: its lines need not repeat it.
+    let only = (c.cgroups.len() == 1).then(|| c.cgroups[0].as_str());
+    let in_cgroup = |cgroup: Option<&str>| match cgroup {
+        Some(cgroup) if Some(cgroup) == only => String::new(),
+        other => format!(" in {}", other.unwrap_or("?")),
+    };
     if !c.oom_kills.is_empty() {
         let _ = writeln!(s, "  OOM kills: {}", c.oom_kills.len());
         for kill in &c.oom_kills {
-            oom(s, kill);
+            oom(s, kill, &in_cgroup(kill.cgroup.as_deref()));
         }
     }
     if let Some(cgroup) = &c.memory_cgroup {
         let peak = c.memory.iter().filter_map(|m| m.usage).max();
-        let limit = c.memory.iter().rev().find_map(|m| m.limit);
+        let own = c.memory.iter().rev().find_map(|m| m.limit);
+        let limit = match (own, &c.applied_limit) {
+            (Some(l), _) => format!(" of {} limit", human_bytes(l)),
+            (None, Some(applied)) => format!(
+                " of {} limit (none of its own: {}'s applies)",
+                opt_bytes(applied.last_bytes()),
+                applied.owner
+            ),
+            (None, None) => " (no limit)".to_owned(),
+        };
         let ws = c.memory.iter().filter_map(|m| m.working_set).max();
+        let of = if only == Some(cgroup.as_str()) {
+            String::new()
+        } else {
+            format!(" of {cgroup}")
+        };
         let _ = writeln!(
             s,
-            "  memory: {} samples of {cgroup}; peak usage {}{}, peak working set {}",
+            "  memory: {} samples{of}; peak usage {}{limit}, peak working set {}",
             c.memory.len(),
             opt_bytes(peak),
-            limit.map_or_else(String::new, |l| format!(" of {} limit", human_bytes(l))),
             opt_bytes(ws),
         );
     }
@@ -126,10 +195,10 @@ fn container(s: &mut String, c: &ContainerReport) {
         );
         list_some(s, &reclaim.listed_failures, reclaim.failures, |f| {
             format!(
-                "freed nothing: {} pid {} in {} order {} gfp {} ({:.0}µs)",
+                "freed nothing: {} pid {}{} order {} gfp {} ({:.0}µs)",
                 f.time,
                 f.pid,
-                f.cgroup.as_deref().unwrap_or("?"),
+                in_cgroup(f.cgroup.as_deref()),
                 f.order,
                 f.gfp_flags,
                 f.duration_us
@@ -164,7 +233,14 @@ fn charges(s: &mut String, charges: &Charges, failures: &ChargeFailures) {
             charges.busiest_interval.as_deref().unwrap_or("?")
         );
     }
-    if failures.count > 0 {
+    if failures.count > 0 && failures.derived == failures.count {
+        // Each one is a limit reclaim, listed above: counting them says it all.
+        let _ = writeln!(
+            s,
+            "  charge failures: {} (all derived from the limit reclaims above)",
+            failures.count
+        );
+    } else if failures.count > 0 {
         let _ = writeln!(
             s,
             "  charge failures: {}{}",
@@ -194,7 +270,9 @@ fn charges(s: &mut String, charges: &Charges, failures: &ChargeFailures) {
 }
 
 fn slab(s: &mut String, slab: &Slab) {
-    if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes) {
+    if let (Some(first), Some(last)) = (slab.first_kernel_bytes, slab.last_kernel_bytes)
+        && slab.peak_kernel_bytes != Some(0)
+    {
         let _ = writeln!(
             s,
             "  kernel memory: {} at the first sample, {} at the last ({}), peak {}",
@@ -215,7 +293,12 @@ fn slab(s: &mut String, slab: &Slab) {
             human_bytes(slab.freed_bytes),
             slab.intervals
         );
-        for c in &slab.caches {
+        // Caches that allocated and freed as much: counted, not listed.
+        let (grew, even): (Vec<_>, Vec<_>) = slab
+            .caches
+            .iter()
+            .partition(|c| c.peak_net_bytes != 0 || c.net_bytes != 0);
+        for c in grew {
             let _ = writeln!(
                 s,
                 "    {} {} at the peak, {} at the end (allocated {}, freed {})",
@@ -226,17 +309,27 @@ fn slab(s: &mut String, slab: &Slab) {
                 human_bytes(c.freed_bytes)
             );
         }
+        if !even.is_empty() {
+            let _ = writeln!(
+                s,
+                "    and {} that freed all they allocated ({})",
+                even.len(),
+                even.iter()
+                    .map(|c| c.cache.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
 }
 
-fn oom(s: &mut String, k: &OomReport) {
+fn oom(s: &mut String, k: &OomReport, in_cgroup: &str) {
     let _ = writeln!(
         s,
-        "    {} pid {} ({}) in {}; limit of {} fired: usage {} of {} ({})",
+        "    {} pid {} ({}){in_cgroup}; limit of {} fired: usage {} of {} ({})",
         k.time,
         k.pid,
         k.comm.as_deref().unwrap_or("?"),
-        k.cgroup.as_deref().unwrap_or("?"),
         k.limit_cgroup
             .as_deref()
             .unwrap_or("? (global OOM or not reported)"),
@@ -296,9 +389,8 @@ fn files(s: &mut String, files: &[FileGrowth], indent: &str) {
     for f in files {
         let _ = writeln!(
             s,
-            "{indent}dev {} inode {} {} at the peak, {} at the end (added {}, removed {})",
-            f.device,
-            f.inode,
+            "{indent}{} {} at the peak, {} at the end (added {}, removed {})",
+            f.name,
             signed(f.peak_net_bytes),
             signed(f.net_bytes),
             human_bytes(f.added_bytes),
@@ -354,7 +446,7 @@ mod tests {
             "verdict: anon growth: anon memory grew by 61.0MiB",
             "reclaim: 3 episodes, 2 freed nothing",
             "== top page-cache growers\n  1. backup.service +47.0MiB at the peak",
-            "dev 8:1 inode 11 +40.0MiB at the peak",
+            "/data/file11 +40.0MiB at the peak",
             "2 removed while charged, 1 freed later (longest 2.5s dying); at most 1 dying",
             "still dying at the end: /gone-102",
             "charged: 60.0MiB over 2 intervals; busiest 31.0MiB",
@@ -365,5 +457,43 @@ mod tests {
         ] {
             assert!(text.contains(needle), "no {needle:?} in:\n{text}");
         }
+    }
+
+    /// The answer comes before anything else, and host cgroups after the containers.
+    #[test]
+    fn the_first_lines_are_the_answer() {
+        let mut r = scenario_report();
+        let text = render(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("memtrace report: test.mtrace (host node1"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "OOM kill at 2026-11-27T15:47:03.500000Z: memhog (pid 42) in \
+                                  container:4c01db0b339c; the limit that fired: its own, 64.0MiB"
+            ),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("  verdict: anon growth: "), "{text}");
+        assert!(lines[3].starts_with("grew most: container:4c01db0b339c anon +61.0MiB"));
+        assert!(lines[5].starts_with("dying memcgs: "), "{text}");
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+        };
+        assert!(at("== container:4c01db0b339c") < at("-- host and system cgroups"));
+        assert!(at("-- host and system cgroups") < at("== backup.service"));
+
+        r.keep_top(1);
+        let text = render(&r);
+        assert!(!text.contains("== backup.service"), "{text}");
+        assert!(
+            text.contains(
+                "\n… 1 more section left out by --top (the summary at the top counts them)\n"
+            ),
+            "{text}"
+        );
     }
 }

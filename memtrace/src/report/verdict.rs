@@ -34,7 +34,7 @@ pub const GROWTH_SHARE: f64 = 0.25;
 /// Usage at the first sample, as a share of the limit, that counts as running at the limit.
 pub const STEADY_SHARE: f64 = 0.75;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictKind {
     AnonGrowth,

@@ -16,6 +16,16 @@ impl Sink for Tee<'_> {
         self.second.write(event)
     }
 
+    fn interval_end(&mut self, end_ns: u64) -> io::Result<()> {
+        self.first.interval_end(end_ns)?;
+        self.second.interval_end(end_ns)
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        self.first.end()?;
+        self.second.end()
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.first.flush()?;
         self.second.flush()

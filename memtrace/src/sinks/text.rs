@@ -5,12 +5,16 @@ use std::{
     io::{self, Write},
 };
 
-use super::Sink;
+use super::{
+    Sink, TextOptions,
+    summary::{Line, Summariser},
+};
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
         CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeSource, Charges,
-        ChargesFromPageCache, Event, HostClock, OomKill, PageCache, Reclaim, Slab, What,
+        ChargesFromPageCache, Event, HostClock, MemorySource, OomKill, PageCache, Reclaim, Slab,
+        What,
     },
     units::{human_bytes, micros, seconds},
 };
@@ -18,20 +22,80 @@ use crate::{
 pub struct TextSink<W: Write> {
     out: io::BufWriter<W>,
     clock: HostClock,
+    /// Bold red OOM kills (a terminal).
+    color: bool,
+    /// `None`: every event on its own line (`--each`).
+    summariser: Option<Summariser>,
+    /// Lines due, reused.
+    due: Vec<Line>,
 }
 
 impl<W: Write> TextSink<W> {
+    /// Every event on its own line, without colour.
     pub fn new(out: W, clock: HostClock) -> Self {
+        Self::with_options(
+            out,
+            clock,
+            &TextOptions {
+                each: true,
+                ..TextOptions::default()
+            },
+        )
+    }
+
+    pub fn with_options(out: W, clock: HostClock, options: &TextOptions) -> Self {
+        let grace_ns = u64::try_from(options.dying_grace.as_nanos()).unwrap_or(u64::MAX);
         Self {
             out: io::BufWriter::new(out),
             clock,
+            color: options.color,
+            summariser: (!options.each).then(|| Summariser::new(clock, grace_ns)),
+            due: Vec::new(),
         }
+    }
+
+    fn write_due(&mut self) -> io::Result<()> {
+        for l in self.due.drain(..) {
+            match l {
+                Line::Plain(s) => writeln!(self.out, "{s}")?,
+                Line::Alarm(s) if self.color => {
+                    writeln!(self.out, "\x1b[1;31m{ALARM_PREFIX}{s}\x1b[0m")?;
+                }
+                Line::Alarm(s) => writeln!(self.out, "{ALARM_PREFIX}{s}")?,
+            }
+        }
+        Ok(())
     }
 }
 
+/// Before an OOM kill's line, so an eye scanning the left edge finds it among timestamps.
+pub const ALARM_PREFIX: &str = "!!! ";
+
 impl<W: Write> Sink for TextSink<W> {
     fn write(&mut self, event: &Event) -> io::Result<()> {
-        writeln!(self.out, "{}", line(event, self.clock))
+        match &mut self.summariser {
+            Some(summariser) => summariser.event(event, &mut self.due),
+            None if matches!(event.what, What::OomKill(_)) => {
+                self.due.push(Line::Alarm(line(event, self.clock)));
+            }
+            None => self.due.push(Line::Plain(line(event, self.clock))),
+        }
+        self.write_due()
+    }
+
+    fn interval_end(&mut self, end_ns: u64) -> io::Result<()> {
+        if let Some(summariser) = &mut self.summariser {
+            summariser.interval_end(end_ns, &mut self.due);
+        }
+        self.write_due()
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        if let Some(summariser) = &mut self.summariser {
+            summariser.end(&mut self.due);
+        }
+        self.write_due()?;
+        self.out.flush()
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -90,9 +154,8 @@ fn cache(s: &mut String, e: &PageCache) {
     if let Some(top) = e.top_files.first() {
         let _ = write!(
             s,
-            " top file dev {} inode {} {}",
-            top.device,
-            top.inode,
+            " top file {} {}",
+            top.name(),
             signed_bytes(top.net_bytes)
         );
     }
@@ -194,7 +257,7 @@ fn bytes_or(value: Option<u64>, missing: &str) -> String {
 }
 
 /// ` [ns/pod/container]` when the cgroup belongs to one.
-fn who(s: &mut String, container: Option<&ContainerIdentity>) {
+pub(super) fn who(s: &mut String, container: Option<&ContainerIdentity>) {
     if let Some(c) = container {
         let _ = write!(s, " [{c}]");
     }
@@ -283,6 +346,11 @@ fn oom_kill(s: &mut String, e: &OomKill) {
         who(s, e.limit_container.as_ref());
     }
     if let Some(m) = &e.memory {
+        // Read after the kill, the victim's memory may be freed already: say so, or the numbers
+        // read as if the container had been small.
+        if e.memory_source == Some(MemorySource::CgroupfsAfterKill) {
+            s.push_str(" | after the kill:");
+        }
         memory(s, m);
     }
 }
@@ -306,6 +374,63 @@ mod tests {
         };
         assert!(line(&freed(35_240_000), CLOCK).ends_with(" freed id=42 after 35ms dying"));
         assert!(line(&freed(2_040_000_000), CLOCK).ends_with(" freed id=42 after 2.0s dying"));
+    }
+
+    #[test]
+    fn oom_kills_stand_out_and_are_red_only_on_a_terminal() {
+        let event = oom_kill();
+        for (options, expected) in [
+            (
+                TextOptions::default(),
+                format!("!!! {}\n", line(&event, CLOCK)),
+            ),
+            (
+                TextOptions {
+                    each: true,
+                    ..TextOptions::default()
+                },
+                format!("!!! {}\n", line(&event, CLOCK)),
+            ),
+            (
+                TextOptions {
+                    color: true,
+                    ..TextOptions::default()
+                },
+                format!("\x1b[1;31m!!! {}\x1b[0m\n", line(&event, CLOCK)),
+            ),
+        ] {
+            let mut out = Vec::new();
+            let mut sink = TextSink::with_options(&mut out, CLOCK, &options);
+            sink.write(&event).expect("write");
+            sink.end().expect("end");
+            drop(sink);
+            assert_eq!(String::from_utf8(out).expect("utf-8"), expected);
+        }
+    }
+
+    #[test]
+    fn each_writes_every_event_as_it_comes() {
+        let reclaim = Event {
+            what: What::Reclaim(Reclaim {
+                pid: 9,
+                duration_ns: 1_000,
+                reclaimed_bytes: 0,
+                order: 0,
+                gfp_flags: 0,
+                ineffective: true,
+            }),
+            ..oom_kill()
+        };
+        let mut out = Vec::new();
+        let mut sink = TextSink::new(&mut out, CLOCK);
+        for _ in 0..3 {
+            sink.write(&reclaim).expect("write");
+        }
+        sink.flush().expect("flush");
+        drop(sink);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().all(|l| l == line(&reclaim, CLOCK)), "{text}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Trace file layout, version 3 (version 2 differs only inside blocks, see `records`);
+//! Trace file layout, version 4 (versions 2 and 3 differ only inside blocks, see `records`);
 //! docs/trace-format.md is the byte-by-byte description. All integers little-endian.
 //!
 //! ```text
@@ -27,8 +27,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attribution::MemcgCensus;
+
 pub const MAGIC: &[u8; 8] = b"MEMTRACE";
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The oldest version this memtrace reads.
 pub const OLDEST_READABLE: u16 = 2;
 pub const PREAMBLE_LEN: usize = 16;
@@ -67,6 +69,11 @@ pub struct TraceHeader {
     pub probes: Vec<String>,
     /// `v1` or `v2`: the memory controller's cgroup version on the recording host.
     pub cgroup_version: String,
+    /// Memory cgroups on the host (live and dying) when the recording started, for the report's
+    /// headroom to the kernel's 65 535 memcg ids. Absent in files from before it was recorded,
+    /// or when they could not be counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memcgs_at_start: Option<MemcgCensus>,
 }
 
 /// Whether a stored checksum matches. Fuzzing builds (`cargo fuzz` sets `cfg(fuzzing)`) accept

@@ -150,6 +150,7 @@ impl TraceReader {
                 started_wall_ns: 0,
                 probes: Vec::new(),
                 cgroup_version: String::new(),
+                memcgs_at_start: None,
             },
             decoder: Decoder::new(VERSION, 1),
             block: Vec::new(),

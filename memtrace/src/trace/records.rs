@@ -6,11 +6,25 @@
 //!               | identity (JSON `ContainerIdentity`; empty: none; rest of body)
 //! EVENT  (7) := cgroup_ref varint | postcard((timestamp_ns − previous event's i64,
 //!               memcg_id + 1 (0: none) u64, What))
+//! FILE   (8) := postcard((major u32, minor u32, inode u64, path Option<String>,
+//!               container_path Option<String>, shmem bool, deleted bool,
+//!               note Option<String>, other_files Option<u64>))       (version 4)
 //! cgroup_ref := 0: no cgroup and no container; n: table entry n − 1
 //! ```
 //!
-//! Version 3 stores the event model itself ([`crate::event::What`], postcard), so an event
-//! kind added to the model is in trace files without a change here. A cgroup and its container
+//! Versions 3 and 4 store the event model itself ([`crate::event::What`], postcard), so an event
+//! kind added to the model is in trace files without a change here. Version 4 differs in two
+//! things:
+//!
+//! - a container identity inside an event (an OOM kill's `limit_container`) is its JSON as a
+//!   postcard string, where version 3 had a fixed list of fields, which a new field (the image)
+//!   would have broken; version 3 files are read with that layout ([`with_version_3_layout`]);
+//! - FILE records: a page-cache file's name (`FileName`), written before the first event that
+//!   lists the file and again when it changes (deleted since); events do not store names, and
+//!   the reader gives each listed file the name its last FILE record said. Version 3 files have
+//!   none: their files are `dev:inode`.
+//!
+//! A cgroup and its container
 //! identity are written once per file, as a table record before the first event that names
 //! them; events carry the table reference. That is most of what makes an event small, and it
 //! lets a reader list every container without decoding events. Tags 2–6 are version 2's
@@ -19,12 +33,37 @@
 use std::collections::HashMap;
 
 use crate::{
-    attribution::ContainerIdentity,
-    event::{Event, Memcg, What},
+    attribution::{ContainerIdentity, with_version_3_layout},
+    event::{Event, FileCache, FileName, Memcg, What},
 };
 
 pub const TAG_CGROUP: u8 = 1;
 pub const TAG_EVENT: u8 = 7;
+pub const TAG_FILE: u8 = 8;
+
+/// File names an encoder remembers having written: past this it forgets them all (and writes
+/// each again when next listed).
+const MAX_FILES: usize = 1 << 18;
+
+/// A file, as FILE records and the events that list it name it: (major, minor, inode).
+type FileKey = (u32, u32, u64);
+
+/// A FILE record's body.
+type FileRecord = (
+    u32,
+    u32,
+    u64,
+    Option<String>,
+    Option<String>,
+    bool,
+    bool,
+    Option<String>,
+    Option<u64>,
+);
+
+fn file_key(f: &FileCache) -> FileKey {
+    (f.device.major, f.device.minor, f.inode)
+}
 
 /// A file naming more distinct cgroups than this is damaged (a node has at most 65535 live
 /// memcgs; identities change rarely).
@@ -43,6 +82,8 @@ pub struct Encoder {
     /// The previous event's time: each event stores its distance from it.
     last_ns: u64,
     body: Vec<u8>,
+    /// Each file's name as its last FILE record wrote it.
+    files: HashMap<FileKey, FileName>,
 }
 
 impl Encoder {
@@ -58,6 +99,11 @@ impl Encoder {
             event.memcg.container.as_ref(),
             out,
         )?;
+        if let What::Cache(cache) = &event.what {
+            for f in &cache.top_files {
+                self.file(f, out)?;
+            }
+        }
         put_varint(&mut self.body, u64::from(cgroup_ref));
         self.body = postcard::to_extend(
             &(
@@ -70,6 +116,34 @@ impl Encoder {
         .map_err(|e| e.to_string())?;
         self.last_ns = event.timestamp_ns;
         put_record(out, TAG_EVENT, &self.body);
+        Ok(())
+    }
+
+    /// A FILE record for a file whose name is new or changed (none for an unnamed one).
+    fn file(&mut self, f: &FileCache, out: &mut Vec<u8>) -> Result<(), String> {
+        let key = file_key(f);
+        let known = self.files.get(&key);
+        if known == Some(&f.name) || (known.is_none() && f.name == FileName::default()) {
+            return Ok(());
+        }
+        let n = &f.name;
+        let record: FileRecord = (
+            key.0,
+            key.1,
+            key.2,
+            n.path.clone(),
+            n.container_path.clone(),
+            n.shmem,
+            n.deleted,
+            n.note.clone(),
+            n.other_files,
+        );
+        let body = postcard::to_allocvec(&record).map_err(|e| e.to_string())?;
+        put_record(out, TAG_FILE, &body);
+        if self.files.len() >= MAX_FILES {
+            self.files.clear();
+        }
+        self.files.insert(key, f.name.clone());
         Ok(())
     }
 
@@ -180,6 +254,8 @@ pub struct Decoder {
     page_size: u64,
     /// The previous event's time, which the next is stored relative to.
     last_ns: u64,
+    /// Files' names from FILE records (version 4).
+    files: HashMap<FileKey, FileName>,
 }
 
 impl Decoder {
@@ -190,6 +266,7 @@ impl Decoder {
             version,
             page_size,
             last_ns: 0,
+            files: HashMap::new(),
         }
     }
 
@@ -211,6 +288,8 @@ impl Decoder {
             *pos += body.len();
             if tag == TAG_CGROUP {
                 self.cgroup(body)?;
+            } else if tag == TAG_FILE && self.version >= 4 {
+                self.file(body)?;
             } else {
                 return self.event(tag, body).map(Some);
             }
@@ -255,6 +334,26 @@ impl Decoder {
         Ok(())
     }
 
+    fn file(&mut self, body: &[u8]) -> Result<(), String> {
+        let (major, minor, inode, path, container_path, shmem, deleted, note, other_files): FileRecord =
+            postcard::from_bytes(body).map_err(|e| format!("file record is not valid: {e}"))?;
+        if self.files.len() >= MAX_FILES {
+            self.files.clear();
+        }
+        self.files.insert(
+            (major, minor, inode),
+            FileName {
+                path,
+                container_path,
+                shmem,
+                deleted,
+                note,
+                other_files,
+            },
+        );
+        Ok(())
+    }
+
     pub(super) fn entry(&self, reference: u64) -> Result<Entry, String> {
         if reference == 0 {
             return Ok((None, None));
@@ -268,14 +367,26 @@ impl Decoder {
 
     fn event(&mut self, tag: u8, body: &[u8]) -> Result<Event, String> {
         match (self.version, tag) {
-            (3, TAG_EVENT) => {
+            (version @ (3 | 4), TAG_EVENT) => {
                 let mut pos = 0;
                 let cgroup_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
                 let (cgroup, container) = self.entry(cgroup_ref)?;
+                let decode = || postcard::take_from_bytes(&body[pos..]);
+                let decoded = if version == 3 {
+                    with_version_3_layout(decode)
+                } else {
+                    decode()
+                };
                 let ((delta, id, mut what), rest): ((i64, u64, What), _) =
-                    postcard::take_from_bytes(&body[pos..])
-                        .map_err(|e| format!("event is not valid: {e}"))?;
+                    decoded.map_err(|e| format!("event is not valid: {e}"))?;
                 what.restore_derived();
+                if let What::Cache(cache) = &mut what {
+                    for f in &mut cache.top_files {
+                        if let Some(name) = self.files.get(&file_key(f)) {
+                            f.name = name.clone();
+                        }
+                    }
+                }
                 let timestamp_ns = self.last_ns.wrapping_add_signed(delta);
                 self.last_ns = timestamp_ns;
                 let id = id.checked_sub(1);

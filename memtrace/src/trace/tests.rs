@@ -11,8 +11,8 @@ use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
         CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeProbe, ChargeSource,
-        Charges, ChargesFromPageCache, Device, Event, FileCache, HostClock, Memcg, MemorySource,
-        OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
+        Charges, ChargesFromPageCache, Device, Event, FileCache, FileName, HostClock, Memcg,
+        MemorySource, OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
     },
 };
 
@@ -27,6 +27,10 @@ fn header() -> TraceHeader {
         started_wall_ns: 1_795_000_100_000_000_000,
         probes: vec!["oom_kill=raw_tp/mark_victim".into()],
         cgroup_version: "v1".into(),
+        memcgs_at_start: Some(crate::attribution::MemcgCensus {
+            live: 130,
+            dying: 14,
+        }),
     }
 }
 
@@ -89,13 +93,26 @@ fn oom(pid: u32, cgroup: Option<&str>) -> Event {
     reason = "one sample of every kind of event, side by side"
 )]
 pub(super) fn every_kind() -> Vec<Event> {
-    let mut cache = PageCache::new(1_000_000_000, 40_960, 8192);
-    cache.top_files = vec![FileCache::new(
-        Device { major: 8, minor: 1 },
-        1234,
-        40_960,
-        8192,
-    )];
+    let mut cache = PageCache::new(1_000_000_000, 49_152, 8192);
+    cache.top_files = vec![
+        FileCache::new(Device { major: 8, minor: 1 }, 1234, 40_960, 8192),
+        FileCache::new(
+            Device {
+                major: 0,
+                minor: 27,
+            },
+            7,
+            4096,
+            0,
+        )
+        .named(FileName {
+            path: Some("/dev/shm/cache".into()),
+            shmem: true,
+            deleted: true,
+            ..FileName::default()
+        }),
+        FileCache::new(Device::default(), 0, 4096, 0).named(FileName::other(3)),
+    ];
     vec![
         oom(1, Some("/a")),
         oom(2, None),
@@ -381,13 +398,13 @@ fn rejects_garbage_empty_old_and_future_files_by_name() {
     }
     write_sample(&path);
     let mut bytes = fs::read(&path).expect("read");
-    bytes[8..10].copy_from_slice(&4u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
     fs::write(&path, &bytes).expect("write");
     let err = TraceReader::open(&path).err().expect("must fail");
     assert_eq!(
         err.to_string(),
         format!(
-            "{} is a version 4 trace; this memtrace reads versions 2 to 3: use a newer memtrace",
+            "{} is a version 5 trace; this memtrace reads versions 2 to 4: use a newer memtrace",
             path.display()
         )
     );
@@ -535,18 +552,98 @@ fn times_read_from_a_file_never_overflow() {
 }
 
 /// The version 3 encoding is the model's declaration order: a reordered variant or field reads
-/// every older file wrongly. This pins the bytes of one event of every kind; when it fails on
-/// purpose, the format changed: bump `VERSION` and keep a reader for the old one.
+/// every older file wrongly. This pins the bytes of one event of every kind as version 3 wrote
+/// them (identities in its fixed layout), and reads them back; when it fails on purpose, the
+/// format changed: bump `VERSION` and keep a reader for the old one.
 #[test]
-fn the_version_3_encoding_of_every_kind_is_pinned() {
+fn the_version_3_encoding_of_every_kind_is_pinned_and_still_read() {
     let mut encoder = records::Encoder::default();
     let mut bytes = Vec::new();
-    for e in every_kind() {
-        encoder.event(&e, &mut bytes).expect("encode");
-    }
+    let events = every_kind_as_version_3_had_them();
+    crate::attribution::with_version_3_layout(|| {
+        for e in &events {
+            encoder.event(e, &mut bytes).expect("encode");
+        }
+    });
     assert_eq!(
         (bytes.len(), crc32fast::hash(&bytes)),
         (1052, 2_591_213_029),
         "the version 3 encoding changed"
+    );
+    assert_eq!(decode_all(3, &bytes), events);
+}
+
+/// [`every_kind`] as version 3 recorded it: files without names (no FILE records) and no
+/// "other files" row.
+fn every_kind_as_version_3_had_them() -> Vec<Event> {
+    let mut events = every_kind();
+    for e in &mut events {
+        // The sample with named files and an "other files" row; the other `cache` sample has
+        // no files.
+        if let What::Cache(cache) = &mut e.what
+            && !cache.top_files.is_empty()
+        {
+            *cache = PageCache::new(1_000_000_000, 40_960, 8192);
+            cache.top_files = vec![FileCache::new(
+                Device { major: 8, minor: 1 },
+                1234,
+                40_960,
+                8192,
+            )];
+        }
+    }
+    events
+}
+
+/// A container identity as a runtime names it: with its name and image.
+fn named_container() -> ContainerIdentity {
+    ContainerIdentity {
+        pod_namespace: Some("shop".into()),
+        pod_name: Some("hog-pod".into()),
+        container_name: Some("hog".into()),
+        image: Some("localhost/memtrace-busybox:test".into()),
+        ..container()
+    }
+}
+
+/// Every kind, with the OOM kill's limit identity (the one stored inside an event) named.
+fn every_kind_named() -> Vec<Event> {
+    let mut events = every_kind();
+    for e in &mut events {
+        if e.memcg.container.is_some() {
+            e.memcg.container = Some(named_container());
+        }
+        if let What::OomKill(k) = &mut e.what {
+            k.limit_container = Some(named_container());
+        }
+    }
+    events
+}
+
+fn decode_all(version: u16, bytes: &[u8]) -> Vec<Event> {
+    let mut decoder = records::Decoder::new(version, header().page_size);
+    let mut pos = 0;
+    let mut events = Vec::new();
+    while let Some(e) = decoder.next(bytes, &mut pos).expect("decode") {
+        events.push(e);
+    }
+    events
+}
+
+/// Version 4 stores an identity inside an event as its JSON, and files' names in FILE records:
+/// names, images and file paths round-trip, and the bytes are pinned like version 3's.
+#[test]
+fn the_version_4_encoding_of_every_kind_is_pinned() {
+    let mut encoder = records::Encoder::default();
+    let mut bytes = Vec::new();
+    let events = every_kind_named();
+    for e in &events {
+        encoder.event(e, &mut bytes).expect("encode");
+    }
+    assert_eq!(decode_all(4, &bytes), events);
+    assert_eq!(
+        (bytes.len(), crc32fast::hash(&bytes)),
+        (1872, 563_282_956),
+        "the version 4 encoding changed"
     );
 }

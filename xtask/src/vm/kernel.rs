@@ -159,12 +159,16 @@ const MODULES: &str = "modules";
 const LOAD_ORDER: &str = "load-order";
 
 /// Whether `dir` holds everything [`download_and_extract`] puts there (a cache written by an
-/// older xtask may lack the modules).
+/// older xtask may lack the modules, or some of those it needs now).
 fn is_complete(dir: &Path) -> bool {
     dir.join(VMLINUX).is_file()
         && dir.join(CONFIG).is_file()
         && dir.join(RELEASE).is_file()
-        && dir.join(MODULES).join(LOAD_ORDER).is_file()
+        && fs::read_to_string(dir.join(MODULES).join(LOAD_ORDER)).is_ok_and(|order| {
+            modules::NEEDED
+                .iter()
+                .all(|needed| order.split_whitespace().any(|m| m == *needed))
+        })
 }
 
 /// Whether a kernel built with `config` has the memory controller on cgroup v1: it has memcg,

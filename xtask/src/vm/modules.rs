@@ -1,6 +1,7 @@
 //! The few kernel modules the guests load. Debian builds every block driver and disk file system
 //! as a module; the tests' `CARGO_TARGET_TMPDIR` must be on a disk file system (page cache there
-//! can be dropped, unlike tmpfs's), which takes `loop` and `ext4` with what they depend on.
+//! can be dropped, unlike tmpfs's), which takes `loop` and `ext4` with what they depend on;
+//! `overlay` for the test that reads a file through an overlay as a container does.
 
 use std::{
     collections::BTreeMap,
@@ -17,7 +18,7 @@ use crate::process::{self, Shown};
 /// The modules /init needs; their dependencies are found from their `.modinfo`. ext4 also has a
 /// soft dependency (`softdep=pre: crc32c`, a crypto algorithm it allocates at mount time, which
 /// fails with "Cannot load crc32c driver" without it), provided by `crc32c_generic`.
-pub const NEEDED: &[&str] = &["loop", "crc32c_generic", "ext4"];
+pub const NEEDED: &[&str] = &["loop", "crc32c_generic", "ext4", "overlay"];
 
 /// A module file as the package has it: plain (Debian's 6.1) or compressed (6.12's `.ko.xz`).
 #[derive(Debug, PartialEq, Eq)]

@@ -1,0 +1,462 @@
+//! Names page-cache files: the kernel sends a file's names up to its filesystem's root once
+//! (`FilePath`, when it first counts the file); this keeps them per (device, inode), within a
+//! bound, and makes them paths people know: the filesystem's mount point from
+//! `/proc/self/mountinfo`, and for a file in a container's overlay layer the path the container
+//! sees.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use memtrace_common::{FilePath, InodeId, aggregate::FILE_PATH_DEPTH};
+
+use crate::event::{Device, FileName};
+
+/// Files whose names are kept: the kernel sends a path once per file while it remembers the
+/// file (its `INODE_IDS` map), so past this a long-lived file can lose its name.
+const KEPT: usize = 65_536;
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+/// How old the mounts may be when a new file comes: containers mount their overlays as they
+/// start.
+const MOUNTS_FRESH: Duration = Duration::from_secs(5);
+
+/// What the kernel said of a file, as a path in its filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Known {
+    /// From the filesystem's root, `/`-separated; `None` when the file had no dentry.
+    in_fs: Option<String>,
+    truncated: bool,
+    unhashed: bool,
+}
+
+/// A mounted filesystem, from one line of mountinfo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Mount {
+    device: Device,
+    /// The directory of the filesystem mounted there (`/` unless a bind mount).
+    root: String,
+    point: String,
+}
+
+/// Files' names, resolved once per file.
+pub struct FileNames {
+    known: HashMap<(u32, u64), Known>,
+    order: VecDeque<(u32, u64)>,
+    mounts: Vec<Mount>,
+    /// Overlay layer directories (`lowerdir`, `upperdir`) of the mounted overlays: below one, a
+    /// file is at the path a container sees.
+    layers: Vec<String>,
+    /// Devices mountinfo did not list when last read: it is read again for a new one.
+    unmounted: Vec<Device>,
+    mountinfo: String,
+    read_at: Instant,
+}
+
+impl Default for FileNames {
+    fn default() -> Self {
+        Self::new(MOUNTINFO)
+    }
+}
+
+impl FileNames {
+    #[must_use]
+    pub fn new(mountinfo: &str) -> Self {
+        let mut names = Self {
+            known: HashMap::new(),
+            order: VecDeque::new(),
+            mounts: Vec::new(),
+            layers: Vec::new(),
+            unmounted: Vec::new(),
+            mountinfo: mountinfo.to_owned(),
+            read_at: Instant::now(),
+        };
+        names.read_mounts();
+        names
+    }
+
+    /// Keeps what the kernel sent of a file.
+    pub fn learn(&mut self, path: &FilePath) {
+        if self.read_at.elapsed() >= MOUNTS_FRESH {
+            self.read_mounts();
+        }
+        let key = (path.id.dev, path.id.ino);
+        let depth = (path.depth as usize).min(FILE_PATH_DEPTH);
+        let in_fs = (path.flags & FilePath::NO_DENTRY == 0).then(|| {
+            let mut s = String::new();
+            for level in (0..depth).rev() {
+                s.push('/');
+                s.push_str(&String::from_utf8_lossy(path.name(level)));
+            }
+            if s.is_empty() {
+                s.push('/');
+            }
+            s
+        });
+        let known = Known {
+            in_fs,
+            truncated: path.flags & FilePath::TRUNCATED != 0,
+            unhashed: path.flags & FilePath::UNHASHED != 0,
+        };
+        if self.known.insert(key, known).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.known.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The name of a file the kernel counted, with its state this interval.
+    pub fn name(&mut self, id: Option<InodeId>) -> FileName {
+        let Some(id) = id else {
+            return FileName {
+                note: Some("the kernel could not read its inode".into()),
+                ..FileName::default()
+            };
+        };
+        let mut name = FileName {
+            shmem: id.flags & InodeId::SHMEM != 0,
+            deleted: id.flags & InodeId::UNLINKED != 0,
+            ..FileName::default()
+        };
+        let Some(known) = self.known.get(&(id.dev, id.ino)).cloned() else {
+            name.note = Some(
+                if id.flags & InodeId::PATH_SENT == 0 {
+                    "path not read yet: the kernel's path buffer was full"
+                } else {
+                    "path forgotten: more files than memtrace keeps names of"
+                }
+                .into(),
+            );
+            return name;
+        };
+        name.deleted |= known.unhashed;
+        let Some(in_fs) = known.in_fs else {
+            name.note = Some(
+                if name.shmem {
+                    "no name: System V shared memory or an unlinked file whose names the kernel dropped"
+                } else {
+                    "no dentry: the kernel dropped the file's names"
+                }
+                .into(),
+            );
+            return name;
+        };
+        let device = Device::from_kernel(id.dev);
+        let prefix = if known.truncated { "…" } else { "" };
+        if known.truncated {
+            name.note = Some(format!(
+                "more than {FILE_PATH_DEPTH} directories deep: the start of the path is cut"
+            ));
+        }
+        match self.host_path(device, &in_fs) {
+            Some(host) if !known.truncated => {
+                name.container_path = self.container_path(&host);
+                name.path = Some(host);
+            }
+            _ => {
+                name.container_path = container_part(&in_fs);
+                name.path = Some(format!("{prefix}{in_fs}"));
+                if !known.truncated {
+                    name.note = Some(format!(
+                        "path in filesystem {device}, which is not mounted where memtrace runs"
+                    ));
+                }
+            }
+        }
+        name
+    }
+
+    /// The path on the host of a path in `device`'s filesystem, from the mount that shows it.
+    fn host_path(&mut self, device: Device, in_fs: &str) -> Option<String> {
+        if !self.mounts.iter().any(|m| m.device == device) && !self.unmounted.contains(&device) {
+            // Mounted since start-up, or never: read mountinfo once more for this device.
+            self.read_mounts();
+            if !self.mounts.iter().any(|m| m.device == device) {
+                self.unmounted.push(device);
+            }
+        }
+        self.mounts
+            .iter()
+            .filter(|m| m.device == device)
+            .filter_map(|m| {
+                let rest = below(in_fs, &m.root)?;
+                Some((m.root.len(), join(&m.point, rest)))
+            })
+            .max_by_key(|(root_len, _)| *root_len)
+            .map(|(_, path)| path)
+    }
+
+    /// The path a container sees of a host path under an overlay layer.
+    fn container_path(&self, host: &str) -> Option<String> {
+        self.layers
+            .iter()
+            .find_map(|layer| below(host, layer).map(|rest| join("/", rest)))
+            .or_else(|| container_part(host))
+    }
+
+    fn read_mounts(&mut self) {
+        self.read_at = Instant::now();
+        let Ok(text) = std::fs::read_to_string(&self.mountinfo) else {
+            return;
+        };
+        self.mounts.clear();
+        self.layers.clear();
+        for line in text.lines() {
+            if let Some((mount, layers)) = parse_mountinfo_line(line) {
+                self.mounts.push(mount);
+                self.layers.extend(layers);
+            }
+        }
+        self.layers.sort();
+        self.layers.dedup();
+        self.unmounted.clear();
+    }
+}
+
+/// `path` relative to `dir` (`""` when equal), when it is `dir` or below it.
+fn below<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
+    if dir == "/" {
+        return Some(path.trim_start_matches('/'));
+    }
+    let rest = path.strip_prefix(dir.trim_end_matches('/'))?;
+    if rest.is_empty() {
+        Some("")
+    } else {
+        rest.strip_prefix('/')
+    }
+}
+
+fn join(dir: &str, rest: &str) -> String {
+    match (dir.trim_end_matches('/'), rest) {
+        ("", "") => "/".to_owned(),
+        (dir, "") => dir.to_owned(),
+        (dir, rest) => format!("{dir}/{rest}"),
+    }
+}
+
+/// The path inside a container image layer on the host's disk, by the runtimes' layouts:
+/// Docker's `…/overlay2/<id>/diff/…`, containerd's `…/snapshots/<n>/fs/…`.
+fn container_part(host: &str) -> Option<String> {
+    let parts: Vec<&str> = host.split('/').collect();
+    for (i, window) in parts.windows(3).enumerate() {
+        let inside = match window {
+            ["overlay2", _, "diff"] | ["snapshots", _, "fs"] => &parts[i + 3..],
+            _ => continue,
+        };
+        return Some(format!("/{}", inside.join("/")));
+    }
+    None
+}
+
+/// A mount, and the layer directories of an overlay: fields are `id parent major:minor root
+/// mount_point options [optional…] - fstype source super_options`, with `\NNN` octal escapes.
+fn parse_mountinfo_line(line: &str) -> Option<(Mount, Vec<String>)> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let (major, minor) = fields.get(2)?.split_once(':')?;
+    let device = Device {
+        major: major.parse().ok()?,
+        minor: minor.parse().ok()?,
+    };
+    let root = unescape(fields.get(3)?);
+    let point = unescape(fields.get(4)?);
+    let dash = fields.iter().position(|f| *f == "-")?;
+    let fstype = *fields.get(dash + 1)?;
+    let mut layers = Vec::new();
+    if fstype == "overlay"
+        && let Some(options) = fields.get(dash + 3)
+    {
+        for option in options.split(',') {
+            if let Some(dirs) = option
+                .strip_prefix("lowerdir=")
+                .or_else(|| option.strip_prefix("upperdir="))
+                .or_else(|| option.strip_prefix("lowerdir+="))
+            {
+                layers.extend(dirs.split(':').filter(|d| !d.is_empty()).map(unescape));
+            }
+        }
+    }
+    Some((
+        Mount {
+            device,
+            root,
+            point,
+        },
+        layers,
+    ))
+}
+
+/// mountinfo's `\040`-style escapes (space, tab, newline, backslash).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(code) = field
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            out.push(code);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::aggregate::FILE_PATH_NAME;
+
+    use super::*;
+
+    const MOUNTINFO_TEXT: &str = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+30 22 0:25 / /dev/shm rw,nosuid,nodev shared:5 - tmpfs tmpfs rw
+31 22 254:0 /srv/data /mnt/my\\040data rw shared:1 - ext4 /dev/vda1 rw
+40 22 0:50 / /var/lib/docker/overlay2/abc/merged rw - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/X:/var/lib/docker/overlay2/l/Y,upperdir=/var/lib/docker/overlay2/abc/diff,workdir=/var/lib/docker/overlay2/abc/work
+";
+
+    fn names() -> FileNames {
+        let dir = std::env::temp_dir().join(format!("memtrace-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("mountinfo");
+        std::fs::write(&file, MOUNTINFO_TEXT).expect("write");
+        FileNames::new(file.to_str().expect("utf-8"))
+    }
+
+    fn path(dev: u32, ino: u64, leaf_first: &[&str], flags: u32) -> FilePath {
+        let mut p = FilePath {
+            id: InodeId {
+                ino,
+                dev,
+                flags: InodeId::PATH_SENT,
+            },
+            depth: u32::try_from(leaf_first.len()).expect("small"),
+            flags,
+            names: [0; FILE_PATH_DEPTH * FILE_PATH_NAME],
+        };
+        for (level, name) in leaf_first.iter().enumerate() {
+            p.names[level * FILE_PATH_NAME..][..name.len()].copy_from_slice(name.as_bytes());
+        }
+        p
+    }
+
+    const DISK: u32 = 254 << 20;
+    const SHM: u32 = 25;
+
+    #[test]
+    fn a_file_on_the_root_filesystem_is_its_path() {
+        let mut n = names();
+        n.learn(&path(DISK, 7, &["app.log", "log", "var"], 0));
+        let name = n.name(Some(path(DISK, 7, &[], 0).id));
+        assert_eq!(name.path.as_deref(), Some("/var/log/app.log"));
+        assert_eq!(name.container_path, None);
+        assert_eq!(name.note, None);
+    }
+
+    #[test]
+    fn tmpfs_files_are_shmem_and_deleted_ones_say_so() {
+        let mut n = names();
+        n.learn(&path(SHM, 3, &["cache"], 0));
+        let mut id = path(SHM, 3, &[], 0).id;
+        id.flags |= InodeId::SHMEM | InodeId::UNLINKED;
+        let name = n.name(Some(id));
+        assert_eq!(name.path.as_deref(), Some("/dev/shm/cache"));
+        assert!(name.shmem && name.deleted, "{name:?}");
+    }
+
+    #[test]
+    fn a_bind_mount_maps_its_root_and_escapes_are_undone() {
+        let mut n = names();
+        n.learn(&path(DISK, 9, &["x", "data", "srv"], 0));
+        let name = n.name(Some(path(DISK, 9, &[], 0).id));
+        // Two mounts show the file; the one whose root is deeper names it.
+        assert_eq!(name.path.as_deref(), Some("/mnt/my data/x"));
+    }
+
+    #[test]
+    fn overlay_layers_give_the_path_the_container_sees() {
+        let mut n = names();
+        n.learn(&path(
+            DISK,
+            11,
+            &[
+                "libc.so.6",
+                "lib",
+                "usr",
+                "diff",
+                "abc",
+                "overlay2",
+                "docker",
+                "lib",
+                "var",
+            ],
+            0,
+        ));
+        let name = n.name(Some(path(DISK, 11, &[], 0).id));
+        assert_eq!(
+            name.path.as_deref(),
+            Some("/var/lib/docker/overlay2/abc/diff/usr/lib/libc.so.6")
+        );
+        assert_eq!(name.container_path.as_deref(), Some("/usr/lib/libc.so.6"));
+        assert_eq!(
+            container_part("/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/12/fs/etc/hosts")
+                .as_deref(),
+            Some("/etc/hosts")
+        );
+    }
+
+    #[test]
+    fn files_without_a_name_say_why() {
+        let mut n = names();
+        n.learn(&path(SHM, 4, &[], FilePath::NO_DENTRY));
+        let mut id = path(SHM, 4, &[], 0).id;
+        id.flags |= InodeId::SHMEM;
+        let name = n.name(Some(id));
+        assert_eq!(name.path, None);
+        assert!(
+            name.note.as_deref().is_some_and(|r| r.contains("no name")),
+            "{name:?}"
+        );
+        let unseen = n.name(Some(path(DISK, 99, &[], 0).id));
+        assert!(
+            unseen
+                .note
+                .as_deref()
+                .is_some_and(|r| r.contains("forgotten")),
+            "{unseen:?}"
+        );
+        let unmounted = FilePath {
+            id: InodeId {
+                ino: 5,
+                dev: 7 << 20,
+                flags: 0,
+            },
+            ..path(7 << 20, 5, &["f"], 0)
+        };
+        n.learn(&unmounted);
+        let name = n.name(Some(unmounted.id));
+        assert_eq!(name.path.as_deref(), Some("/f"));
+        assert!(
+            name.note
+                .as_deref()
+                .is_some_and(|r| r.contains("not mounted")),
+            "{name:?}"
+        );
+    }
+
+    #[test]
+    fn deep_paths_are_cut_at_the_start() {
+        let mut n = names();
+        n.learn(&path(DISK, 12, &["leaf", "d"], FilePath::TRUNCATED));
+        let name = n.name(Some(path(DISK, 12, &[], 0).id));
+        assert_eq!(name.path.as_deref(), Some("…/d/leaf"));
+        assert!(name.note.is_some());
+    }
+}
