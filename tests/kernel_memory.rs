@@ -121,22 +121,29 @@ fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
     }
 }
 
-/// The `raw_tp` slab strategy reads each freed object's memcg from its slab, so the frees of
-/// objects allocated before memtrace started count too: files made before it starts and
-/// removed while it runs show as the memcg's slab shrinking, as the kernel's own count does.
+/// The slab strategies that read each freed object's memcg from its slab (`raw_tp`, or
+/// `fexit` where the tracepoints do not pass the cache), so the frees of objects allocated
+/// before memtrace started count too: files made before it starts and removed while it runs
+/// show as the memcg's slab shrinking, as the kernel's own count does.
 #[test]
 fn slab_frees_of_objects_older_than_memtrace_are_counted() {
+    for strategy in required_strategies("MEMTRACE_TEST_SLAB_CHARGED_STRATEGIES", "raw_tp") {
+        slab_frees_are_counted(&strategy);
+    }
+}
+
+fn slab_frees_are_counted(strategy: &str) {
     const FILES: usize = 50_000;
     let tmpfs = Tmpfs::new("1g");
     let cgroup = TestCgroup::new("slab-frees", 2 << 30);
     mkfiles(&cgroup, tmpfs.0.path(), FILES);
-    let memtrace = run_forced("slab", "slab", "raw_tp", Some(&cgroup));
+    let memtrace = run_forced("slab", "slab", strategy, Some(&cgroup));
     let before = kernel_memory_bytes(&cgroup);
     // Unmounting frees every inode and dentry of the tmpfs (after an RCU grace period).
     drop(tmpfs);
     std::thread::sleep(std::time::Duration::from_secs(2));
     let after = kernel_memory_bytes(&cgroup);
-    let out = stop_forced(memtrace, "slab", "raw_tp");
+    let out = stop_forced(memtrace, "slab", strategy);
 
     let (traced, top) = slab_net(&out.stdout, &cgroup);
     let kernel = i64::try_from(after).expect("bytes") - i64::try_from(before).expect("bytes");
@@ -194,7 +201,7 @@ fn every_try_charge_strategy_reports_the_charges_a_limit_refused() {
     for strategy in required_strategies("MEMTRACE_TEST_TRY_CHARGE_STRATEGIES", "derived") {
         let cgroup = TestCgroup::new(&format!("trycharge-{strategy}"), 64 << 20);
         let memtrace = run_forced("reclaim,try_charge", "try_charge", &strategy, Some(&cgroup));
-        let _ = cgroup.oom_kill_memhog(MEMHOG, 512);
+        let _ = cgroup.oom_kill_huge_memhog(MEMHOG, 512);
         let failcnt = cgroup_failures(&cgroup);
         let out = stop_forced(memtrace, "try_charge", &strategy);
         let events = json_lines(&out.stdout);

@@ -98,6 +98,22 @@ pub const PROG_SLAB_CACHE_ALLOC_TRACKED: &str = "slab_cache_alloc_tracked";
 pub const PROG_SLAB_KMALLOC_TRACKED: &str = "slab_kmalloc_tracked";
 pub const PROG_SLAB_CACHE_FREE_TRACKED: &str = "slab_cache_free_tracked";
 pub const PROG_SLAB_KFREE_TRACKED: &str = "slab_kfree_tracked";
+/// Slab where the `kmem_cache_*` tracepoints do not pass the cache (5.10): fexit on the
+/// allocating functions and fentry on the freeing one, next to the `kmalloc` raw tracepoints
+/// (the NUMA ones too: 5.10 fires `kmalloc_node` for `kmalloc_node()`). Counted by the kernel's
+/// charge records, or tracked.
+pub const PROG_SLAB_CACHE_ALLOC_FEXIT: &str = "slab_cache_alloc_fexit";
+pub const PROG_SLAB_CACHE_ALLOC_NODE_FEXIT: &str = "slab_cache_alloc_node_fexit";
+pub const PROG_SLAB_CACHE_FREE_FENTRY: &str = "slab_cache_free_fentry";
+pub const PROG_SLAB_KMALLOC_NODE: &str = "slab_kmalloc_node";
+pub const PROG_SLAB_CACHE_ALLOC_FEXIT_TRACKED: &str = "slab_cache_alloc_fexit_tracked";
+pub const PROG_SLAB_CACHE_ALLOC_NODE_FEXIT_TRACKED: &str = "slab_cache_alloc_node_fexit_tracked";
+pub const PROG_SLAB_CACHE_FREE_FENTRY_TRACKED: &str = "slab_cache_free_fentry_tracked";
+pub const PROG_SLAB_KMALLOC_NODE_TRACKED: &str = "slab_kmalloc_node_tracked";
+/// The functions those programs attach to.
+pub const KMEM_CACHE_ALLOC_FUNCTION: &str = "kmem_cache_alloc";
+pub const KMEM_CACHE_ALLOC_NODE_FUNCTION: &str = "kmem_cache_alloc_node";
+pub const KMEM_CACHE_FREE_FUNCTION: &str = "kmem_cache_free";
 /// Measuring the memory map at start-up: raw and classic `kmem:mm_page_alloc`, raw `kmalloc`.
 pub const PROG_MEMMAP_PAGE: &str = "memmap_page";
 pub const PROG_MEMMAP_PFN: &str = "memmap_pfn";

@@ -210,6 +210,32 @@ impl TestCgroup {
         )
     }
 
+    /// [`Self::oom_kill_memhog`] with memory advised as transparent huge pages (memhog's
+    /// `huge`): every huge-page charge at the limit is refused with `-ENOMEM` before the fault
+    /// falls back to small pages.
+    ///
+    /// # Panics
+    ///
+    /// When memhog was not OOM-killed, or transparent huge pages are off (`never`).
+    #[must_use]
+    pub fn oom_kill_huge_memhog(&self, memhog: &str, cap_mib: u64) -> u32 {
+        let thp = "/sys/kernel/mm/transparent_hugepage/enabled";
+        let enabled = fs::read_to_string(thp).unwrap_or_else(|e| panic!("{thp}: {e}"));
+        assert!(
+            !enabled.contains("[never]"),
+            "transparent huge pages are off ({thp}: {enabled}): no huge-page charge to refuse"
+        );
+        let (pid, status) = run_to_end(
+            Command::new(memhog)
+                .arg(self.procs_file())
+                .arg(cap_mib.to_string())
+                .arg("huge"),
+            "memhog",
+        );
+        assert_oom_killed(pid, status);
+        pid
+    }
+
     /// Runs memhog (see [`Self::run_memhog`]) until the kernel OOM-kills it; returns its pid.
     ///
     /// # Panics

@@ -4,7 +4,7 @@
 
 use aya_ebpf::programs::{FEntryContext, FExitContext, ProbeContext};
 
-use super::{Folio, Gfp, Memcg, OomControl};
+use super::{Folio, Gfp, KmemCache, Memcg, OomControl, tracepoints::KmemCacheAlloc};
 
 /// ```text
 /// mm/oom_kill.c (6.1 … 6.18):
@@ -99,5 +99,49 @@ impl TryChargeMemcg {
             gfp_mask: Gfp(gfp.into()),
             nr_pages,
         })
+    }
+}
+
+/// ```text
+/// mm/slub.c, mm/slab.c (5.10):
+///     void *kmem_cache_alloc(struct kmem_cache *s, gfp_t gfpflags)
+///     void *kmem_cache_alloc_node(struct kmem_cache *s, gfp_t gfpflags, int node)
+/// ```
+///
+/// Read into the `kmem:kmem_cache_alloc` tracepoint's shape, which on 5.10 does not pass the
+/// cache. There is no call site: the BPF allocator does not use these functions on such kernels.
+pub struct KmemCacheAllocFn;
+
+impl KmemCacheAllocFn {
+    /// The arguments and the returned object, whose index is the function's argument count.
+    #[inline(always)]
+    pub fn from_fexit(ctx: &FExitContext, returned: usize) -> KmemCacheAlloc {
+        KmemCacheAlloc {
+            object: super::tracepoints::KmemCacheFree {
+                call_site: 0,
+                ptr: ctx.arg(returned),
+                // SAFETY: the first argument is the `struct kmem_cache *`.
+                s: unsafe { KmemCache::from_ptr(ctx.arg(0)) },
+            },
+            gfp_flags: Gfp(ctx.arg::<u32>(1).into()),
+        }
+    }
+}
+
+/// ```text
+/// mm/slub.c, mm/slab.c (5.10):
+///     void kmem_cache_free(struct kmem_cache *s, void *x)
+/// ```
+pub struct KmemCacheFreeFn;
+
+impl KmemCacheFreeFn {
+    #[inline(always)]
+    pub fn from_fentry(ctx: &FEntryContext) -> super::tracepoints::KmemCacheFree {
+        super::tracepoints::KmemCacheFree {
+            call_site: 0,
+            ptr: ctx.arg(1),
+            // SAFETY: the first argument is the `struct kmem_cache *`.
+            s: unsafe { KmemCache::from_ptr(ctx.arg(0)) },
+        }
     }
 }

@@ -6,22 +6,27 @@
 use aya::{
     Btf, Ebpf,
     programs::{
-        FEntry, FExit, KProbe, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
+        FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint, fentry::FEntryLinkId,
+        fexit::FExitLinkId, raw_trace_point::RawTracePointLinkId,
     },
 };
 use memtrace_common::{
     KernelOffsets,
     names::{
-        CHARGE_FUNCTION, CHARGE_PAGE_FUNCTION, OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR,
-        PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR, PROG_CHARGE_FEXIT, PROG_CHARGE_KPROBE,
-        PROG_CHARGE_KRETPROBE, PROG_CHARGE_STAT, PROG_FILEMAP_ADD, PROG_FILEMAP_DELETE,
-        PROG_LRU_INSERTION,
-        PROG_OOM_FENTRY, PROG_OOM_KPROBE, PROG_OOM_MARK_VICTIM, PROG_RECLAIM_BEGIN,
-        PROG_RECLAIM_END, PROG_SLAB_CACHE_ALLOC, PROG_SLAB_CACHE_ALLOC_TRACKED,
-        PROG_SLAB_CACHE_FREE, PROG_SLAB_CACHE_FREE_TRACKED, PROG_SLAB_KFREE,
-        PROG_SLAB_KFREE_TRACKED, PROG_SLAB_KMALLOC, PROG_SLAB_KMALLOC_TRACKED,
-        PROG_TRY_CHARGE_FEXIT, PROG_TRY_CHARGE_KPROBE, PROG_TRY_CHARGE_KRETPROBE,
-        TRY_CHARGE_FUNCTION, TRY_CHARGE_OLD_FUNCTION,
+        CHARGE_FUNCTION, CHARGE_PAGE_FUNCTION, KMEM_CACHE_ALLOC_FUNCTION,
+        KMEM_CACHE_ALLOC_NODE_FUNCTION, KMEM_CACHE_FREE_FUNCTION, OOM_KILL_FUNCTION,
+        PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR, PROG_CHARGE_FEXIT,
+        PROG_CHARGE_KPROBE, PROG_CHARGE_KRETPROBE, PROG_CHARGE_STAT, PROG_FILEMAP_ADD,
+        PROG_FILEMAP_DELETE, PROG_LRU_INSERTION, PROG_OOM_FENTRY, PROG_OOM_KPROBE,
+        PROG_OOM_MARK_VICTIM, PROG_RECLAIM_BEGIN, PROG_RECLAIM_END, PROG_SLAB_CACHE_ALLOC,
+        PROG_SLAB_CACHE_ALLOC_FEXIT, PROG_SLAB_CACHE_ALLOC_FEXIT_TRACKED,
+        PROG_SLAB_CACHE_ALLOC_NODE_FEXIT, PROG_SLAB_CACHE_ALLOC_NODE_FEXIT_TRACKED,
+        PROG_SLAB_CACHE_ALLOC_TRACKED, PROG_SLAB_CACHE_FREE, PROG_SLAB_CACHE_FREE_FENTRY,
+        PROG_SLAB_CACHE_FREE_FENTRY_TRACKED, PROG_SLAB_CACHE_FREE_TRACKED, PROG_SLAB_KFREE,
+        PROG_SLAB_KFREE_TRACKED, PROG_SLAB_KMALLOC, PROG_SLAB_KMALLOC_NODE,
+        PROG_SLAB_KMALLOC_NODE_TRACKED, PROG_SLAB_KMALLOC_TRACKED, PROG_TRY_CHARGE_FEXIT,
+        PROG_TRY_CHARGE_KPROBE, PROG_TRY_CHARGE_KRETPROBE, TRY_CHARGE_FUNCTION,
+        TRY_CHARGE_OLD_FUNCTION,
     },
 };
 
@@ -56,6 +61,14 @@ pub enum Attach {
     /// The same, for programs that need the kernel's memory map, measured first
     /// ([`super::memory_map`]).
     RawTracepointsWithMemoryMap(&'static [(&'static str, &'static str)]),
+    /// fentry and fexit programs (each attached as its own program type says) on
+    /// (program, function) pairs, and raw tracepoint programs, all needed; with the memory map
+    /// measured first when `memory_map`.
+    Functions {
+        functions: &'static [(&'static str, &'static str)],
+        raw: &'static [(&'static str, &'static str)],
+        memory_map: bool,
+    },
     /// A classic tracepoint (needs tracefs, which is mounted if missing).
     Tracepoint {
         program: &'static str,
@@ -94,6 +107,10 @@ impl Attach {
                 names.join("+")
             }
             Self::Tracepoint { category, name, .. } => format!("{category}:{name}"),
+            Self::Functions { functions, raw, .. } => {
+                let names: Vec<&str> = functions.iter().chain(*raw).map(|(_, f)| *f).collect();
+                names.join("+")
+            }
         }
     }
 }
@@ -264,6 +281,27 @@ const SLAB: &[Candidate] = &[
             (PROG_SLAB_KFREE, "kfree"),
         ]),
     },
+    // The same, where the kmem_cache_* tracepoints do not pass the cache (5.10): the cache
+    // from the functions' own arguments.
+    Candidate {
+        strategy: Strategy::Fexit,
+        attach: Attach::Functions {
+            functions: &[
+                (PROG_SLAB_CACHE_ALLOC_FEXIT, KMEM_CACHE_ALLOC_FUNCTION),
+                (
+                    PROG_SLAB_CACHE_ALLOC_NODE_FEXIT,
+                    KMEM_CACHE_ALLOC_NODE_FUNCTION,
+                ),
+                (PROG_SLAB_CACHE_FREE_FENTRY, KMEM_CACHE_FREE_FUNCTION),
+            ],
+            raw: &[
+                (PROG_SLAB_KMALLOC, "kmalloc"),
+                (PROG_SLAB_KMALLOC_NODE, "kmalloc_node"),
+                (PROG_SLAB_KFREE, "kfree"),
+            ],
+            memory_map: true,
+        },
+    },
     // The allocating task's memcg, each object remembered until its free: twice the
     // cost, for kernels whose memory map cannot be measured.
     Candidate {
@@ -274,6 +312,31 @@ const SLAB: &[Candidate] = &[
             (PROG_SLAB_CACHE_FREE_TRACKED, "kmem_cache_free"),
             (PROG_SLAB_KFREE_TRACKED, "kfree"),
         ]),
+    },
+    Candidate {
+        strategy: Strategy::Tracked,
+        attach: Attach::Functions {
+            functions: &[
+                (
+                    PROG_SLAB_CACHE_ALLOC_FEXIT_TRACKED,
+                    KMEM_CACHE_ALLOC_FUNCTION,
+                ),
+                (
+                    PROG_SLAB_CACHE_ALLOC_NODE_FEXIT_TRACKED,
+                    KMEM_CACHE_ALLOC_NODE_FUNCTION,
+                ),
+                (
+                    PROG_SLAB_CACHE_FREE_FENTRY_TRACKED,
+                    KMEM_CACHE_FREE_FUNCTION,
+                ),
+            ],
+            raw: &[
+                (PROG_SLAB_KMALLOC_TRACKED, "kmalloc"),
+                (PROG_SLAB_KMALLOC_NODE_TRACKED, "kmalloc_node"),
+                (PROG_SLAB_KFREE_TRACKED, "kfree"),
+            ],
+            memory_map: false,
+        },
     },
 ];
 
@@ -446,6 +509,16 @@ pub fn attach(
             super::memory_map::install(ebpf, offsets)?;
             attach_all_raw(ebpf, pairs)?;
         }
+        Attach::Functions {
+            functions,
+            raw,
+            memory_map,
+        } => {
+            if *memory_map {
+                super::memory_map::install(ebpf, offsets)?;
+            }
+            attach_functions_and_raw(ebpf, functions, raw, btf)?;
+        }
         Attach::Tracepoint {
             program,
             category,
@@ -494,6 +567,68 @@ fn attach_all_raw(
     Ok(())
 }
 
+/// One attached program, to detach again when a later one of its strategy is refused.
+enum Link {
+    Fentry(&'static str, FEntryLinkId),
+    Fexit(&'static str, FExitLinkId),
+    Raw(&'static str, RawTracePointLinkId),
+}
+
+/// [`attach_all_raw`] for a strategy with fentry and fexit programs too: all attached, or none.
+fn attach_functions_and_raw(
+    ebpf: &mut Ebpf,
+    functions: &[(&'static str, &'static str)],
+    raw: &[(&'static str, &'static str)],
+    btf: &mut Option<Result<Btf, String>>,
+) -> Result<(), ProbeError> {
+    let mut links = Vec::new();
+    let result = (|| {
+        for &(program, function) in functions {
+            let btf = aya_btf(btf, "fentry/fexit", function)?;
+            let link = match program_mut(ebpf, program)? {
+                Program::FEntry(p) => {
+                    let error = |source| program_error(format!("fentry {function}"), &source);
+                    p.load(function, btf).map_err(error)?;
+                    Link::Fentry(program, p.attach().map_err(error)?)
+                }
+                Program::FExit(p) => {
+                    let error = |source| program_error(format!("fexit {function}"), &source);
+                    p.load(function, btf).map_err(error)?;
+                    Link::Fexit(program, p.attach().map_err(error)?)
+                }
+                _ => return Err(ProbeError::Missing(program)),
+            };
+            links.push(link);
+        }
+        for &(program, tracepoint) in raw {
+            links.push(Link::Raw(program, attach_raw(ebpf, program, tracepoint)?));
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for link in links {
+            // Best effort: a program that cannot be detached is unloaded with memtrace.
+            let _ = detach(ebpf, link);
+        }
+    }
+    result
+}
+
+fn detach(ebpf: &mut Ebpf, link: Link) -> Result<(), Box<dyn std::error::Error>> {
+    match link {
+        Link::Fentry(program, id) => {
+            <&mut FEntry>::try_from(program_mut(ebpf, program)?)?.detach(id)?
+        }
+        Link::Fexit(program, id) => {
+            <&mut FExit>::try_from(program_mut(ebpf, program)?)?.detach(id)?
+        }
+        Link::Raw(program, id) => {
+            <&mut RawTracePoint>::try_from(program_mut(ebpf, program)?)?.detach(id)?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads `program` and attaches it to the raw tracepoint.
 ///
 /// # Errors
@@ -524,10 +659,7 @@ fn aya_btf<'a>(
         })
 }
 
-fn program_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut aya::programs::Program, ProbeError> {
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Program, ProbeError> {
     ebpf.program_mut(name).ok_or(ProbeError::Missing(name))
 }
 

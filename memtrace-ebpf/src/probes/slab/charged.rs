@@ -3,58 +3,102 @@
 //! counts against the memcg and cache that paid for it, also for objects allocated before
 //! memtrace attached, and no per-object state is kept. Needs `MEMORY_MAP`.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    macros::{fentry, fexit, raw_tracepoint},
+    programs::{FEntryContext, FExitContext, RawTracePointContext},
+};
 use memtrace_common::SlabKey;
 
 use super::{cache_alloc_args, count, remember_name};
 use crate::{
     kernel::{
         KmemCache, Memcg, SlabOwner,
-        tracepoints::{Kfree, Kmalloc, KmemCacheFree},
+        functions::{KmemCacheAllocFn, KmemCacheFreeFn},
+        tracepoints::{Kfree, Kmalloc, KmemCacheAlloc, KmemCacheFree},
     },
     maps::{Bumped, FILTER_ENABLED, MEMCG_IDS, MEMORY_MAP, ignored_callers, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
 pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
-    let Some(args) = cache_alloc_args(&ctx) else {
-        return 0;
-    };
-    // The tracepoint's `accounted`, before any slab is looked at.
-    let Some((slab_account, size)) = args.object.s.account_and_size() else {
-        return 0;
-    };
-    if !args.gfp_flags.accounted() && !slab_account {
-        return 0;
-    }
-    let Some(owner) = owner(args.object.ptr, args.object.s, size) else {
-        return 0;
-    };
-    if counted(&owner, args.object.s.addr(), true) == Bumped::NewKey {
-        remember_name(args.object.s);
+    if let Some(args) = cache_alloc_args(&ctx) {
+        cache_alloc(&args);
     }
     0
 }
 
+#[fexit(function = "kmem_cache_alloc")]
+pub fn slab_cache_alloc_fexit(ctx: FExitContext) -> i32 {
+    cache_alloc(&KmemCacheAllocFn::from_fexit(&ctx, 2));
+    0
+}
+
+#[fexit(function = "kmem_cache_alloc_node")]
+pub fn slab_cache_alloc_node_fexit(ctx: FExitContext) -> i32 {
+    cache_alloc(&KmemCacheAllocFn::from_fexit(&ctx, 3));
+    0
+}
+
+#[inline(always)]
+fn cache_alloc(args: &KmemCacheAlloc) {
+    if args.object.ptr == 0 {
+        return;
+    }
+    // The tracepoint's `accounted`, before any slab is looked at.
+    let Some((slab_account, size)) = args.object.s.account_and_size() else {
+        return;
+    };
+    if !args.gfp_flags.accounted() && !slab_account {
+        return;
+    }
+    let Some(owner) = owner(args.object.ptr, args.object.s, size) else {
+        return;
+    };
+    if counted(&owner, args.object.s.addr(), true) == Bumped::NewKey {
+        remember_name(args.object.s);
+    }
+}
+
 #[raw_tracepoint(tracepoint = "kmalloc")]
 pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
-    let args = Kmalloc::from_ctx(&ctx);
+    kmalloc(&Kmalloc::from_ctx(&ctx));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kmalloc_node")]
+pub fn slab_kmalloc_node(ctx: RawTracePointContext) -> i32 {
+    kmalloc(&Kmalloc::from_ctx(&ctx));
+    0
+}
+
+#[inline(always)]
+fn kmalloc(args: &Kmalloc) {
     if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_callers().contains(args.call_site) {
-        return 0;
+        return;
     }
     if let Some(owner) = owner(args.ptr, KmemCache::NULL, 0) {
         // Its size class (`bytes_alloc`, the cache's size) stands in for the unnamed cache.
         counted(&owner, owner.bytes, true);
     }
-    0
 }
 
 #[raw_tracepoint(tracepoint = "kmem_cache_free")]
 pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
-    let args = KmemCacheFree::from_ctx(&ctx);
+    cache_free(&KmemCacheFree::from_ctx(&ctx));
+    0
+}
+
+#[fentry(function = "kmem_cache_free")]
+pub fn slab_cache_free_fentry(ctx: FEntryContext) -> i32 {
+    cache_free(&KmemCacheFreeFn::from_fentry(&ctx));
+    0
+}
+
+#[inline(always)]
+fn cache_free(args: &KmemCacheFree) {
     // The BPF allocator's frees, like its allocations, are memtrace's own map memory.
     if args.ptr == 0 || ignored_callers().contains(args.call_site) {
-        return 0;
+        return;
     }
     if let Some(owner) = owner(args.ptr, args.s, 0)
         && counted(&owner, args.s.addr(), false) == Bumped::NewKey
@@ -62,7 +106,6 @@ pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
         // A cache may shrink in an interval it grows nowhere.
         remember_name(args.s);
     }
-    0
 }
 
 #[raw_tracepoint(tracepoint = "kfree")]

@@ -3,51 +3,90 @@
 //! free, which is then attributed to the same memcg and cache. Objects allocated before memtrace
 //! attached are not remembered: their frees are not counted.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    macros::{fentry, fexit, raw_tracepoint},
+    programs::{FEntryContext, FExitContext, RawTracePointContext},
+};
 use memtrace_common::{LostKind, SlabKey, SlabObject};
 
 use super::{cache_alloc_args, count, remember_name};
 use crate::{
     kernel::{
         Task,
-        tracepoints::{Kfree, Kmalloc, KmemCacheFree},
+        functions::{KmemCacheAllocFn, KmemCacheFreeFn},
+        tracepoints::{Kfree, Kmalloc, KmemCacheAlloc, KmemCacheFree},
     },
     maps::{Bumped, SLAB_OBJECTS, count_lost, ignored_callers, remember_memcg_id, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
 pub fn slab_cache_alloc_tracked(ctx: RawTracePointContext) -> i32 {
-    let Some(args) = cache_alloc_args(&ctx) else {
-        return 0;
-    };
-    let Some(slab_account) = args.object.s.slab_account() else {
-        return 0;
-    };
-    if !args.gfp_flags.accounted() && !slab_account {
-        return 0;
-    }
-    let Some(size) = args.object.s.size() else {
-        return 0;
-    };
-    if allocated(args.object.ptr, args.object.s.addr(), u64::from(size)) == Bumped::NewKey {
-        remember_name(args.object.s);
+    if let Some(args) = cache_alloc_args(&ctx) {
+        cache_alloc(&args);
     }
     0
 }
 
+#[fexit(function = "kmem_cache_alloc")]
+pub fn slab_cache_alloc_fexit_tracked(ctx: FExitContext) -> i32 {
+    cache_alloc(&KmemCacheAllocFn::from_fexit(&ctx, 2));
+    0
+}
+
+#[fexit(function = "kmem_cache_alloc_node")]
+pub fn slab_cache_alloc_node_fexit_tracked(ctx: FExitContext) -> i32 {
+    cache_alloc(&KmemCacheAllocFn::from_fexit(&ctx, 3));
+    0
+}
+
+#[inline(always)]
+fn cache_alloc(args: &KmemCacheAlloc) {
+    if args.object.ptr == 0 {
+        return;
+    }
+    let Some(slab_account) = args.object.s.slab_account() else {
+        return;
+    };
+    if !args.gfp_flags.accounted() && !slab_account {
+        return;
+    }
+    let Some(size) = args.object.s.size() else {
+        return;
+    };
+    if allocated(args.object.ptr, args.object.s.addr(), u64::from(size)) == Bumped::NewKey {
+        remember_name(args.object.s);
+    }
+}
+
 #[raw_tracepoint(tracepoint = "kmalloc")]
 pub fn slab_kmalloc_tracked(ctx: RawTracePointContext) -> i32 {
-    let args = Kmalloc::from_ctx(&ctx);
+    kmalloc(&Kmalloc::from_ctx(&ctx));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kmalloc_node")]
+pub fn slab_kmalloc_node_tracked(ctx: RawTracePointContext) -> i32 {
+    kmalloc(&Kmalloc::from_ctx(&ctx));
+    0
+}
+
+#[inline(always)]
+fn kmalloc(args: &Kmalloc) {
     if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_callers().contains(args.call_site) {
-        return 0;
+        return;
     }
     allocated(args.ptr, args.bytes_alloc, args.bytes_alloc);
-    0
 }
 
 #[raw_tracepoint(tracepoint = "kmem_cache_free")]
 pub fn slab_cache_free_tracked(ctx: RawTracePointContext) -> i32 {
     freed(KmemCacheFree::from_ctx(&ctx).ptr);
+    0
+}
+
+#[fentry(function = "kmem_cache_free")]
+pub fn slab_cache_free_fentry_tracked(ctx: FEntryContext) -> i32 {
+    freed(KmemCacheFreeFn::from_fentry(&ctx).ptr);
     0
 }
 
