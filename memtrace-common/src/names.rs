@@ -118,6 +118,8 @@ pub const KMEM_CACHE_FREE_FUNCTION: &str = "kmem_cache_free";
 pub const PROG_MEMMAP_PAGE: &str = "memmap_page";
 pub const PROG_MEMMAP_PFN: &str = "memmap_pfn";
 pub const PROG_MEMMAP_KMALLOC: &str = "memmap_kmalloc";
+/// The same on `kmalloc_node`, where the kernel has it (before 6.1).
+pub const PROG_MEMMAP_KMALLOC_NODE: &str = "memmap_kmalloc_node";
 /// What they saw ([`crate::aggregate::MemoryMapSample`]s).
 pub const MEMMAP_SAMPLES_MAP: &str = "MEMMAP_SAMPLES";
 /// The thread group they watch.

@@ -68,12 +68,25 @@ pub fn memmap_pfn(ctx: TracePointContext) -> u32 {
 
 #[raw_tracepoint(tracepoint = "kmalloc")]
 pub fn memmap_kmalloc(ctx: RawTracePointContext) -> i32 {
+    large_kmalloc(&ctx);
+    0
+}
+
+/// Before 6.1, `kmalloc_node()` (and `kvmalloc()`, which the trigger uses) fire this one.
+#[raw_tracepoint(tracepoint = "kmalloc_node")]
+pub fn memmap_kmalloc_node(ctx: RawTracePointContext) -> i32 {
+    large_kmalloc(&ctx);
+    0
+}
+
+#[inline(always)]
+fn large_kmalloc(ctx: &RawTracePointContext) {
     if !watched() {
-        return 0;
+        return;
     }
     let Kmalloc {
         ptr, bytes_alloc, ..
-    } = Kmalloc::from_ctx(&ctx);
+    } = Kmalloc::from_ctx(ctx);
     // Large allocations take whole pages: the address is the page's.
     if bytes_alloc > 8192
         && ptr.trailing_zeros() >= 12
@@ -81,5 +94,4 @@ pub fn memmap_kmalloc(ctx: RawTracePointContext) -> i32 {
     {
         sample(MemoryMapSample::PAGE_ADDRESS, last[0], ptr);
     }
-    0
 }

@@ -289,13 +289,24 @@ impl KernelBtf {
         let obj_exts = self.member("slab", "obj_exts");
         let (slab_obj_exts, slab_obj_ext_size) = match obj_exts {
             Ok(member) => (member.offset, self.struct_size("slabobj_ext")?),
-            // Before 6.10: an array of `struct obj_cgroup *`.
-            Err(_) => (self.member("slab", "memcg_data")?.offset, 8),
+            // Before 6.10: an array of `struct obj_cgroup *`, in `slab.memcg_data`; before
+            // `struct slab` (5.17), in the slab's head page: `page.memcg_data` (5.11+), or
+            // `page.obj_cgroups` (5.9, 5.10).
+            Err(_) => (
+                self.member("slab", "memcg_data")
+                    .or_else(|_| self.member("page", "memcg_data"))
+                    .or_else(|_| self.member("page", "obj_cgroups"))?
+                    .offset,
+                8,
+            ),
         };
         Ok(KernelOffsets {
             page_size: self.struct_size("page")?,
             page_compound_head: self.member("page", "compound_head")?.offset,
-            slab_cache: self.member("slab", "slab_cache")?.offset,
+            slab_cache: self
+                .member("slab", "slab_cache")
+                .or_else(|_| self.member("page", "slab_cache"))?
+                .offset,
             slab_obj_exts,
             slab_obj_ext_size,
             obj_cgroup_memcg: self.member("obj_cgroup", "memcg")?.offset,

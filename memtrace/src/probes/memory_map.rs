@@ -5,7 +5,8 @@
 //!
 //! - raw and classic `kmem:mm_page_alloc` pair a `struct page *` with its pfn:
 //!   `vmemmap_base = page - pfn × sizeof(struct page)`;
-//! - a large `kmalloc()` is whole pages: `page_offset_base = address - pfn × PAGE_SIZE`.
+//! - a large `kmalloc()` is whole pages: `page_offset_base = address - pfn × PAGE_SIZE`
+//!   (raw `kmalloc`, and `kmalloc_node` where the kernel has it: before 6.1).
 //!
 //! Each value is the one most samples agree on (the two `mm_page_alloc` programs may run in
 //! either order, so half the pairs are noise), and needs [`MIN_VOTES`] of them.
@@ -20,7 +21,8 @@ use aya::{
 use memtrace_common::{
     KernelOffsets, MemoryMap, MemoryMapSample,
     names::{
-        MEMMAP_SAMPLES_MAP, MEMORY_MAP_MAP, PROG_MEMMAP_KMALLOC, PROG_MEMMAP_PAGE, PROG_MEMMAP_PFN,
+        MEMMAP_SAMPLES_MAP, MEMORY_MAP_MAP, PROG_MEMMAP_KMALLOC, PROG_MEMMAP_KMALLOC_NODE,
+        PROG_MEMMAP_PAGE, PROG_MEMMAP_PFN,
     },
 };
 
@@ -48,7 +50,7 @@ pub fn install(ebpf: &mut Ebpf, offsets: &KernelOffsets) -> Result<(), ProbeErro
     };
     if offsets.slab_obj_exts == 0 || offsets.page_size == 0 {
         return Err(refused(
-            "kernel BTF has no struct slab obj_exts or memcg_data (RUST_LOG=debug says which)"
+            "kernel BTF has no slab obj_cgroup vector (struct slab obj_exts or memcg_data, struct page memcg_data or obj_cgroups; RUST_LOG=debug says which)"
                 .into(),
         ));
     }
@@ -127,6 +129,21 @@ fn watch(ebpf: &mut Ebpf) -> Result<Vec<MemoryMapSample>, ProbeError> {
             .try_into()
             .map_err(error)?;
         raw_links.push(p.take_link(link).map_err(error)?);
+    }
+    // Kernels before 6.1 trace `kmalloc_node()` apart, the trigger's allocations among them;
+    // later ones have no such tracepoint, and need none.
+    match plan::attach_raw(ebpf, PROG_MEMMAP_KMALLOC_NODE, "kmalloc_node") {
+        Ok(link) => {
+            let error =
+                |source| super::program_error("raw tracepoint kmalloc_node".into(), &source);
+            let p: &mut RawTracePoint = ebpf
+                .program_mut(PROG_MEMMAP_KMALLOC_NODE)
+                .ok_or(ProbeError::Missing(PROG_MEMMAP_KMALLOC_NODE))?
+                .try_into()
+                .map_err(error)?;
+            raw_links.push(p.take_link(link).map_err(error)?);
+        }
+        Err(e) => log::debug!("memory map: no kmalloc_node tracepoint to watch: {e}"),
     }
 
     trigger();
