@@ -411,12 +411,13 @@ echo "{MARKER} init started"
 step mount -t tmpfs tmpfs /tmp
 step mount -t tmpfs tmpfs /run
 {CGROUP_MOUNTS}step mount -t tracefs tracefs /sys/kernel/tracing
-# The kmem_cache_* tracepoints name their cache from 6.0 on (a `name` field); before, the slab
+# The kmem_cache_* tracepoints pass the struct kmem_cache * since 6.1, whose same series folded
+# kmem_cache_alloc_node into kmem_cache_alloc; where the _node event is still apart, the slab
 # strategies take the cache from fexit/fentry on the kmem_cache_* functions instead.
-if grep -q ' name;' /sys/kernel/tracing/events/kmem/kmem_cache_alloc/format; then
-    export MEMTRACE_TEST_SLAB_STRATEGIES=raw_tp,tracked MEMTRACE_TEST_SLAB_CHARGED_STRATEGIES=raw_tp
-else
+if [ -d /sys/kernel/tracing/events/kmem/kmem_cache_alloc_node ]; then
     export MEMTRACE_TEST_SLAB_STRATEGIES=fexit,tracked MEMTRACE_TEST_SLAB_CHARGED_STRATEGIES=fexit
+else
+    export MEMTRACE_TEST_SLAB_STRATEGIES=raw_tp,tracked MEMTRACE_TEST_SLAB_CHARGED_STRATEGIES=raw_tp
 fi
 step mount -t debugfs debugfs /sys/kernel/debug
 step mount -t bpf bpf /sys/fs/bpf
