@@ -107,24 +107,12 @@ impl KernelBtf {
         let memcg_usage = self.member("mem_cgroup", "memory")?.offset
             + self.member("page_counter", "usage")?.offset;
 
-        // 5.10 has no `struct folio`: its filemap tracepoints and charge function pass the
-        // `struct page *` a folio would overlay, and the same members are the page's.
-        let page_shape = !self.has_type("folio");
-        let folio = if page_shape { "page" } else { "folio" };
-        let (folio_nr_pages, folio_order) = if page_shape {
-            let order = self.member("page", "compound_order")?.offset;
-            (0, self.struct_size("page")? + order)
-        } else {
-            let nr_pages = self
-                .member("folio", "_nr_pages")
-                .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
-            (nr_pages.offset, 0)
-        };
-        let folio_memcg_data = self
-            .member(folio, "memcg_data")
-            // Before 5.11: the union of `mem_cgroup` and `obj_cgroups`.
-            .or_else(|_| self.member("page", "mem_cgroup"))?
-            .offset;
+        let FolioShape {
+            folio,
+            folio_nr_pages,
+            folio_order,
+            folio_memcg_data,
+        } = self.folio_shape()?;
         let c = self.constants()?;
         let nr_anon_mapped = self.enum_value("node_stat_item", "NR_ANON_MAPPED");
         let nr_file_pages = self.enum_value("node_stat_item", "NR_FILE_PAGES");
@@ -285,6 +273,33 @@ impl KernelBtf {
 
     /// Where the kernel keeps each slab object's charge (`struct slab`'s `obj_exts`, or
     /// `memcg_data` before 6.10), for the `charged` slab strategy. Only these six fields are set.
+    /// 5.10 has no `struct folio`: its filemap tracepoints and charge function pass the
+    /// `struct page *` a folio would overlay, and the same members are the page's.
+    fn folio_shape(&self) -> Result<FolioShape, BtfError> {
+        let page_shape = !self.has_type("folio");
+        let folio = if page_shape { "page" } else { "folio" };
+        let (folio_nr_pages, folio_order) = if page_shape {
+            let order = self.member("page", "compound_order")?.offset;
+            (0, self.struct_size("page")? + order)
+        } else {
+            let nr_pages = self
+                .member("folio", "_nr_pages")
+                .or_else(|_| self.member("folio", "_folio_nr_pages"))?;
+            (nr_pages.offset, 0)
+        };
+        let folio_memcg_data = self
+            .member(folio, "memcg_data")
+            // Before 5.11: the union of `mem_cgroup` and `obj_cgroups`.
+            .or_else(|_| self.member("page", "mem_cgroup"))?
+            .offset;
+        Ok(FolioShape {
+            folio,
+            folio_nr_pages,
+            folio_order,
+            folio_memcg_data,
+        })
+    }
+
     fn slab_charge_offsets(&self) -> Result<KernelOffsets, BtfError> {
         let obj_exts = self.member("slab", "obj_exts");
         let (slab_obj_exts, slab_obj_ext_size) = match obj_exts {
@@ -640,6 +655,15 @@ impl KernelBtf {
     fn name_of(&self, t: &dyn BtfType) -> String {
         self.btf.resolve_name(t).unwrap_or_default()
     }
+}
+
+/// Which struct the folio programs read, and where its page count and memcg are.
+struct FolioShape {
+    /// `folio`, or `page` before folios (5.10).
+    folio: &'static str,
+    folio_nr_pages: u32,
+    folio_order: u32,
+    folio_memcg_data: u32,
 }
 
 /// Kernel constants from BTF (see [`KernelOffsets`] for each).

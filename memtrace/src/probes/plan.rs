@@ -617,10 +617,10 @@ fn attach_functions_and_raw(
 fn detach(ebpf: &mut Ebpf, link: Link) -> Result<(), Box<dyn std::error::Error>> {
     match link {
         Link::Fentry(program, id) => {
-            <&mut FEntry>::try_from(program_mut(ebpf, program)?)?.detach(id)?
+            <&mut FEntry>::try_from(program_mut(ebpf, program)?)?.detach(id)?;
         }
         Link::Fexit(program, id) => {
-            <&mut FExit>::try_from(program_mut(ebpf, program)?)?.detach(id)?
+            <&mut FExit>::try_from(program_mut(ebpf, program)?)?.detach(id)?;
         }
         Link::Raw(program, id) => {
             <&mut RawTracePoint>::try_from(program_mut(ebpf, program)?)?.detach(id)?;
