@@ -10,9 +10,12 @@ use bytemuck::{Pod, Zeroable};
 pub struct CacheDelta {
     pub added_pages: u64,
     pub removed_pages: u64,
+    /// Of `added_pages`, those that were refaults: read again soon after their eviction (the
+    /// kernel's `WORKINGSET_REFAULT_FILE`). 0 where the strategy does not count them.
+    pub refault_pages: u64,
 }
 
-const _: () = assert!(size_of::<CacheDelta>() == 16);
+const _: () = assert!(size_of::<CacheDelta>() == 24);
 
 /// A file's pages charged to a memcg. Both are keyed by kernel pointers (`struct mem_cgroup *`,
 /// the file's `struct address_space *`): the hot path then reads neither; the memcg's id and

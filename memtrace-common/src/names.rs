@@ -39,6 +39,18 @@ pub const PROG_FILEMAP_DELETE: &str = "filemap_delete";
 /// tmpfs/shmem pages never pass `mm_filemap_add_to_page_cache`: they are counted when they
 /// first go on an LRU list (`pagemap:mm_lru_insertion`).
 pub const PROG_LRU_INSERTION: &str = "lru_insertion";
+/// Refaults (a page-cache add over a shadow entry: a folio evicted not long ago, read again):
+/// fentry or kprobe on [`REFAULT_FUNCTION`], which has the folio; or, where neither is allowed,
+/// the add program that remembers per CPU the (memcg, file) of its folio
+/// ([`PROG_FILEMAP_ADD_REFAULT`]) and the memcg stat update that counts the refault right
+/// after it ([`PROG_REFAULT_STAT`]).
+pub const PROG_REFAULT_FENTRY: &str = "workingset_refault_fentry";
+pub const PROG_REFAULT_KPROBE: &str = "workingset_refault_kprobe";
+pub const PROG_FILEMAP_ADD_REFAULT: &str = "filemap_add_refault";
+pub const PROG_REFAULT_STAT: &str = "refault_stat";
+/// Counts a refault (`mm/workingset.c`), called by `filemap_add_folio()` right after the add
+/// tracepoint when the add replaced a shadow entry (and from swap-in, for anon and shmem).
+pub const REFAULT_FUNCTION: &str = "workingset_refault";
 pub const PROG_RECLAIM_BEGIN: &str = "memcg_reclaim_begin";
 pub const PROG_RECLAIM_END: &str = "memcg_reclaim_end";
 

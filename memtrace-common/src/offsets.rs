@@ -102,6 +102,9 @@ pub struct KernelOffsets {
     /// `memcg:mod_memcg_lruvec_state` charge fallback counts.
     pub nr_anon_mapped: u32,
     pub nr_file_pages: u32,
+    /// `enum node_stat_item` value `WORKINGSET_REFAULT_FILE` (5.9+): the stat update whose
+    /// increase is a page-cache refault, which the `raw_tp` page-cache strategy counts.
+    pub workingset_refault_file: u32,
     /// `sizeof(struct page)`, and `page.compound_head` (a tail page's head, plus 1).
     pub page_size: u32,
     pub page_compound_head: u32,
@@ -142,7 +145,7 @@ pub struct KernelOffsets {
     pub pg_swapbacked_mask: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 252);
+const _: () = assert!(size_of::<KernelOffsets>() == 256);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -191,6 +194,7 @@ impl KernelOffsets {
         gfp_account_flag: 0,
         nr_anon_mapped: u32::MAX,
         nr_file_pages: u32::MAX,
+        workingset_refault_file: u32::MAX,
         page_size: 0,
         page_compound_head: 0,
         slab_cache: 0,

@@ -74,6 +74,11 @@ pub static AGG_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 double_buffered!([CACHE_MEMCG_0, CACHE_MEMCG_1]: u64 => CacheDelta, CACHE_MEMCG_ENTRIES);
 double_buffered!([CACHE_FILE_0, CACHE_FILE_1]: FileKey => CacheDelta, CACHE_FILE_ENTRIES);
 
+/// Per CPU: the (memcg, file) of the last page-cache add, for the refault stat update that
+/// follows it (the `raw_tp` strategy's refaults); `memcg` 0 once taken.
+#[map]
+pub static LAST_ADD: PerCpuArray<FileKey> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static INODE_IDS: LruHashMap<u64, InodeId> = LruHashMap::with_max_entries(INODE_IDS_ENTRIES, 0);
 /// A `FilePath` per file named for the first time, for userspace.

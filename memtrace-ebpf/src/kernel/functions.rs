@@ -58,6 +58,34 @@ impl MemCgroupCharge {
 }
 
 /// ```text
+/// mm/workingset.c (6.0 … 6.18; a `struct page *` in 5.10, which `Folio` reads alike):
+///     void workingset_refault(struct folio *folio, void *shadow)
+/// ```
+///
+/// Called by `filemap_add_folio()` right after the add tracepoint when the folio replaced a
+/// shadow entry (it was evicted not long ago), and by swap-in for anon and shmem folios. The
+/// folio is charged and in its file's mapping already.
+pub struct WorkingsetRefault {
+    pub folio: Folio,
+}
+
+impl WorkingsetRefault {
+    #[inline(always)]
+    pub fn from_fentry(ctx: &FEntryContext) -> Self {
+        // SAFETY: the first argument is the `struct folio *`.
+        let folio = unsafe { Folio::from_ptr(ctx.arg(0)) };
+        Self { folio }
+    }
+
+    #[inline(always)]
+    pub fn from_kprobe(ctx: &ProbeContext) -> Option<Self> {
+        // SAFETY: as above.
+        let folio = unsafe { Folio::from_ptr(ctx.arg(0)?) };
+        Some(Self { folio })
+    }
+}
+
+/// ```text
 /// mm/memcontrol.c (5.17 … 6.18; `try_charge` before, static in both):
 ///     static int try_charge_memcg(struct mem_cgroup *memcg, gfp_t gfp_mask,
 ///                                 unsigned int nr_pages)

@@ -88,4 +88,10 @@ impl StatItem {
         let o = offsets();
         self.0 == o.nr_anon_mapped || self.0 == o.nr_file_pages
     }
+
+    /// `WORKINGSET_REFAULT_FILE`: increases are page-cache refaults.
+    #[inline(always)]
+    pub fn counts_file_refaults(self) -> bool {
+        self.0 == offsets().workingset_refault_file
+    }
 }

@@ -8,5 +8,6 @@ mod memmap;
 mod oom;
 mod pagecache;
 mod reclaim;
+mod refault;
 mod slab;
 mod trycharge;

@@ -5,6 +5,8 @@
 //! has none), though their removal passes the delete one: they are counted as added when they
 //! first go on an LRU list (`pagemap:mm_lru_insertion`, [`LruInsertion`]).
 //!
+//! Refaults are counted beside the adds, by [`super::refault`].
+//!
 //! `folio->memcg_data` holds the `mem_cgroup *` (flag bits clear for page cache), whose first
 //! member is its css. Hot path: no strings, one read and one per-CPU hash update keyed by
 //! pointers; ids are read once per key and interval, a file's path once per file.
@@ -12,6 +14,7 @@
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use memtrace_common::{CacheDelta, FileKey, FilePath, InodeId, LostKind};
 
+use super::refault;
 use crate::{
     kernel::{
         AddressSpace, FolioCharge, Inode,
@@ -23,10 +26,31 @@ use crate::{
     },
 };
 
+/// What happened to a folio's pages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Removed,
+    /// Added again soon after their eviction (already counted as added).
+    Refaulted,
+}
+
 #[raw_tracepoint(tracepoint = "mm_filemap_add_to_page_cache")]
 pub fn filemap_add(ctx: RawTracePointContext) -> i32 {
     if let Some(charge) = FilemapOp::from_ctx(&ctx).folio.charge() {
-        account(charge, true);
+        account(charge, Change::Added);
+    }
+    0
+}
+
+/// [`filemap_add`] for the strategy that learns refaults from memcg stat updates: it also
+/// remembers the folio's memcg and file for the refault count that may follow on this CPU. A
+/// program of its own, so that the other strategies' adds do not pay for it.
+#[raw_tracepoint(tracepoint = "mm_filemap_add_to_page_cache")]
+pub fn filemap_add_refault(ctx: RawTracePointContext) -> i32 {
+    if let Some(charge) = FilemapOp::from_ctx(&ctx).folio.charge() {
+        refault::remember_add(&charge);
+        account(charge, Change::Added);
     }
     0
 }
@@ -34,7 +58,7 @@ pub fn filemap_add(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "mm_filemap_delete_from_page_cache")]
 pub fn filemap_delete(ctx: RawTracePointContext) -> i32 {
     if let Some(charge) = FilemapOp::from_ctx(&ctx).folio.charge() {
-        account(charge, false);
+        account(charge, Change::Removed);
     }
     0
 }
@@ -47,14 +71,15 @@ pub fn lru_insertion(ctx: RawTracePointContext) -> i32 {
         && charge.swapbacked
         && charge.mapping.is_some()
     {
-        account(charge, true);
+        account(charge, Change::Added);
     }
     0
 }
 
-/// Counts a charged folio's pages as added to or removed from its memcg and file.
+/// Counts a charged folio's pages as added to, removed from or refaulted into its memcg and
+/// file.
 #[inline(always)]
-fn account(charge: FolioCharge, added: bool) {
+pub fn account(charge: FolioCharge, change: Change) {
     let FolioCharge {
         memcg,
         pages,
@@ -77,9 +102,9 @@ fn account(charge: FolioCharge, added: bool) {
             memcg: memcg_key,
             file: file.addr(),
         };
-        match bump(by_file, &key, |d: &mut CacheDelta| count(d, added, pages)) {
+        match bump(by_file, &key, |d: &mut CacheDelta| count(d, change, pages)) {
             Bumped::Counted => {
-                if !added {
+                if change == Change::Removed {
                     note_unlinked(file);
                 }
                 return;
@@ -95,7 +120,7 @@ fn account(charge: FolioCharge, added: bool) {
         }
     }
     match bump(by_memcg, &memcg_key, |d: &mut CacheDelta| {
-        count(d, added, pages);
+        count(d, change, pages);
     }) {
         Bumped::NewKey => remember_memcg_id(memcg),
         Bumped::Counted => {}
@@ -154,10 +179,10 @@ fn send_path(inode: Inode, id: InodeId) -> bool {
 }
 
 #[inline(always)]
-fn count(d: &mut CacheDelta, added: bool, pages: u64) {
-    if added {
-        d.added_pages += pages;
-    } else {
-        d.removed_pages += pages;
+fn count(d: &mut CacheDelta, change: Change, pages: u64) {
+    match change {
+        Change::Added => d.added_pages += pages,
+        Change::Removed => d.removed_pages += pages,
+        Change::Refaulted => d.refault_pages += pages,
     }
 }

@@ -356,6 +356,7 @@ impl LiveContext {
     ) -> Vec<Event> {
         let page_size = self.page_size;
         let bytes = |pages: u64| pages.saturating_mul(page_size);
+        let refaults = |pages: u64| drain.refaults.then(|| bytes(pages));
         for path in &drain.paths {
             self.files.learn(path);
         }
@@ -391,13 +392,15 @@ impl LiveContext {
                 .into_iter()
                 .map(|(inode, d)| {
                     let id = inode.unwrap_or_default();
-                    FileCache::new(
+                    let mut file = FileCache::new(
                         Device::from_kernel(id.dev),
                         id.ino,
                         bytes(d.added_pages),
                         bytes(d.removed_pages),
                     )
-                    .named(self.files.name(inode))
+                    .named(self.files.name(inode));
+                    file.refault_bytes = refaults(d.refault_pages);
+                    file
                 })
                 .collect();
             // The rest: the files cut, and pages the kernel could not count per file.
@@ -405,11 +408,13 @@ impl LiveContext {
             let shown_removed: u64 = top_files.iter().map(|f| f.removed_bytes).sum();
             let other_added = bytes(delta.added_pages).saturating_sub(shown_added);
             let other_removed = bytes(delta.removed_pages).saturating_sub(shown_removed);
-            if other_added > 0 || other_removed > 0 {
-                top_files.push(
-                    FileCache::new(Device::default(), 0, other_added, other_removed)
-                        .named(FileName::other(cut as u64)),
-                );
+            let shown_refaults: u64 = top_files.iter().filter_map(|f| f.refault_bytes).sum();
+            let other_refaults = bytes(delta.refault_pages).saturating_sub(shown_refaults);
+            if other_added > 0 || other_removed > 0 || other_refaults > 0 {
+                let mut other = FileCache::new(Device::default(), 0, other_added, other_removed)
+                    .named(FileName::other(cut as u64));
+                other.refault_bytes = refaults(other_refaults);
+                top_files.push(other);
             }
             let mut cache = PageCache::new(
                 interval_ns,
@@ -417,6 +422,7 @@ impl LiveContext {
                 bytes(delta.removed_pages),
             );
             cache.top_files = top_files;
+            cache.refault_bytes = refaults(delta.refault_pages);
             events.push(Event {
                 timestamp_ns,
                 memcg,
@@ -814,14 +820,12 @@ type FileRows = HashMap<(u32, u64), (InodeId, CacheDelta)>;
 fn add_file_row(rows: &mut FileRows, id: InodeId, delta: CacheDelta) {
     let (row, sum) = rows.entry((id.dev, id.ino)).or_insert((
         id,
-        CacheDelta {
-            added_pages: 0,
-            removed_pages: 0,
-        },
+        CacheDelta::default(),
     ));
     row.flags |= id.flags;
     sum.added_pages += delta.added_pages;
     sum.removed_pages += delta.removed_pages;
+    sum.refault_pages += delta.refault_pages;
 }
 
 #[cfg(test)]
@@ -838,6 +842,7 @@ mod tests {
         let delta = |added_pages, removed_pages| CacheDelta {
             added_pages,
             removed_pages,
+            refault_pages: 0,
         };
         let mut rows = FileRows::new();
         add_file_row(

@@ -387,6 +387,11 @@ pub struct PageCache {
     /// left out, an "other files" row ([`FileName::other`]) with the rest: the rows add up to
     /// `added_bytes` and `removed_bytes`.
     pub top_files: Vec<FileCache>,
+    /// Of `added_bytes`, what was read again soon after reclaim evicted it (the kernel's
+    /// `workingset_refault_file`): thrashing. `None` where the probe strategy does not count
+    /// refaults, and in trace files before version 5.
+    #[serde(default, with = "compact::since_v5")]
+    pub refault_bytes: Option<u64>,
 }
 
 /// One file's page cache in a memcg during an interval.
@@ -407,6 +412,9 @@ pub struct FileCache {
         skip_serializing_if = "FileName::is_unknown"
     )]
     pub name: FileName,
+    /// Of `added_bytes`, the refaults ([`PageCache::refault_bytes`]).
+    #[serde(default, with = "compact::since_v5")]
+    pub refault_bytes: Option<u64>,
 }
 
 impl PageCache {
@@ -418,6 +426,7 @@ impl PageCache {
             removed_bytes,
             net_bytes: net(added_bytes, removed_bytes),
             top_files: Vec::new(),
+            refault_bytes: None,
         }
     }
 }
@@ -432,6 +441,7 @@ impl FileCache {
             removed_bytes,
             net_bytes: net(added_bytes, removed_bytes),
             name: FileName::default(),
+            refault_bytes: None,
         }
     }
 

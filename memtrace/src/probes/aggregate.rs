@@ -26,6 +26,8 @@ pub struct CacheDrain {
     pub by_file: Vec<(u64, Option<InodeId>, CacheDelta)>,
     /// The paths of files the kernel named for the first time.
     pub paths: Vec<FilePath>,
+    /// The attached strategy counts refaults (`refault_pages`); without, they are unknown.
+    pub refaults: bool,
 }
 
 /// A slab cache as users know it: `dentry`, `shmem_inode_cache`, `kmalloc-cg-512`.
@@ -52,6 +54,8 @@ pub struct Aggregates {
     pub(super) charge: [PerCpuHashMap<MapData, u64, ChargeDelta>; 2],
     pub(super) slab: [PerCpuHashMap<MapData, SlabKey, SlabDelta>; 2],
     pub(super) cache_names: aya::maps::HashMap<MapData, u64, CacheName>,
+    /// The `page_cache` strategy attached counts refaults.
+    pub(super) refaults: bool,
 }
 
 impl Aggregates {
@@ -103,6 +107,7 @@ impl Aggregates {
             by_memcg,
             by_file,
             paths,
+            refaults: self.refaults,
         };
         let add_charges = |a: &ChargeDelta, b: &ChargeDelta| ChargeDelta {
             pages: a.pages + b.pages,
@@ -153,6 +158,7 @@ fn sum_cache(a: &CacheDelta, b: &CacheDelta) -> CacheDelta {
     CacheDelta {
         added_pages: a.added_pages + b.added_pages,
         removed_pages: a.removed_pages + b.removed_pages,
+        refault_pages: a.refault_pages + b.refault_pages,
     }
 }
 

@@ -173,6 +173,10 @@ impl KernelBtf {
             gfp_account_flag: c.gfp_account_flag,
             nr_anon_mapped: nr_anon_mapped?,
             nr_file_pages: nr_file_pages?,
+            // Absent before 5.9 (one WORKINGSET_REFAULT for both): no refault stat to count.
+            workingset_refault_file: self
+                .enum_value("node_stat_item", "WORKINGSET_REFAULT_FILE")
+                .unwrap_or(u32::MAX),
             memcg_data_objexts: c.memcg_data_objexts,
             memcg_data_kmem: c.memcg_data_kmem,
             obj_exts_flags: c.obj_exts_flags,

@@ -122,6 +122,7 @@ mod tests {
         let delta = |added_pages, removed_pages| memtrace_common::CacheDelta {
             added_pages,
             removed_pages,
+            refault_pages: 0,
         };
         // The per-memcg totals include the files'.
         let cache = CacheDrain {

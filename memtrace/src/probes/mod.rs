@@ -229,6 +229,10 @@ impl Probes {
             charge: typed_map_pair(&mut ebpf, CHARGE_MAPS)?,
             slab: typed_map_pair(&mut ebpf, SLAB_MAPS)?,
             cache_names: typed_map(&mut ebpf, CACHE_NAMES_MAP)?,
+            refaults: attached.iter().any(|a| {
+                a.point == ProbePoint::PageCache
+                    && plan::counts_refaults(a.point, a.strategy, a.variant)
+            }),
         };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;

@@ -7,7 +7,7 @@ use aya::{
     Btf, Ebpf,
     programs::{
         FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint, fentry::FEntryLinkId,
-        fexit::FExitLinkId, raw_trace_point::RawTracePointLinkId,
+        fexit::FExitLinkId, kprobe::KProbeLinkId, raw_trace_point::RawTracePointLinkId,
     },
 };
 use memtrace_common::{
@@ -17,7 +17,8 @@ use memtrace_common::{
         KMEM_CACHE_ALLOC_NODE_FUNCTION, KMEM_CACHE_FREE_FUNCTION, OOM_KILL_FUNCTION,
         PROG_CGROUP_MKDIR, PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR, PROG_CHARGE_FEXIT,
         PROG_CHARGE_KPROBE, PROG_CHARGE_KRETPROBE, PROG_CHARGE_STAT, PROG_FILEMAP_ADD,
-        PROG_FILEMAP_DELETE, PROG_LRU_INSERTION, PROG_OOM_FENTRY, PROG_OOM_KPROBE,
+        PROG_FILEMAP_ADD_REFAULT, PROG_FILEMAP_DELETE, PROG_LRU_INSERTION, PROG_REFAULT_FENTRY,
+        PROG_REFAULT_KPROBE, PROG_REFAULT_STAT, REFAULT_FUNCTION, PROG_OOM_FENTRY, PROG_OOM_KPROBE,
         PROG_OOM_MARK_VICTIM, PROG_RECLAIM_BEGIN, PROG_RECLAIM_END, PROG_SLAB_CACHE_ALLOC,
         PROG_SLAB_CACHE_ALLOC_FEXIT, PROG_SLAB_CACHE_ALLOC_FEXIT_TRACKED,
         PROG_SLAB_CACHE_ALLOC_NODE_FEXIT, PROG_SLAB_CACHE_ALLOC_NODE_FEXIT_TRACKED,
@@ -61,7 +62,7 @@ pub enum Attach {
     /// The same, for programs that need the kernel's memory map, measured first
     /// ([`super::memory_map`]).
     RawTracepointsWithMemoryMap(&'static [(&'static str, &'static str)]),
-    /// fentry and fexit programs (each attached as its own program type says) on
+    /// fentry, fexit and kprobe programs (each attached as its own program type says) on
     /// (program, function) pairs, and raw tracepoint programs, all needed; with the memory map
     /// measured first when `memory_map`.
     Functions {
@@ -163,14 +164,67 @@ const CGROUP: &[Candidate] = &[Candidate {
     ]),
 }];
 
-const PAGE_CACHE: &[Candidate] = &[Candidate {
-    strategy: Strategy::RawTp,
-    attach: Attach::RawTracepoints(&[
-        (PROG_FILEMAP_ADD, "mm_filemap_add_to_page_cache"),
-        (PROG_FILEMAP_DELETE, "mm_filemap_delete_from_page_cache"),
-        (PROG_LRU_INSERTION, "mm_lru_insertion"),
-    ]),
-}];
+/// The page-cache tracepoints every `page_cache` strategy attaches.
+const PAGE_CACHE_TRACEPOINTS: &[(&str, &str)] = &[
+    (PROG_FILEMAP_ADD, "mm_filemap_add_to_page_cache"),
+    (PROG_FILEMAP_DELETE, "mm_filemap_delete_from_page_cache"),
+    (PROG_LRU_INSERTION, "mm_lru_insertion"),
+];
+
+/// Programs that count refaults: a `page_cache` strategy with one of them fills in
+/// `refault_bytes`.
+const REFAULT_PROGRAMS: [&str; 3] = [PROG_REFAULT_FENTRY, PROG_REFAULT_KPROBE, PROG_REFAULT_STAT];
+
+const PAGE_CACHE: &[Candidate] = &[
+    // Refaults from the folio `workingset_refault()` is handed: no cost on the adds.
+    Candidate {
+        strategy: Strategy::Fentry,
+        attach: Attach::Functions {
+            functions: &[(PROG_REFAULT_FENTRY, REFAULT_FUNCTION)],
+            raw: PAGE_CACHE_TRACEPOINTS,
+            memory_map: false,
+        },
+    },
+    Candidate {
+        strategy: Strategy::Kprobe,
+        attach: Attach::Functions {
+            functions: &[(PROG_REFAULT_KPROBE, REFAULT_FUNCTION)],
+            raw: PAGE_CACHE_TRACEPOINTS,
+            memory_map: false,
+        },
+    },
+    // 6.16+ without fentry or kprobes: refaults from the memcg stat update that follows each
+    // add, which remembers its file per CPU.
+    Candidate {
+        strategy: Strategy::RawTp,
+        attach: Attach::RawTracepoints(&[
+            (PROG_FILEMAP_ADD_REFAULT, "mm_filemap_add_to_page_cache"),
+            (PROG_FILEMAP_DELETE, "mm_filemap_delete_from_page_cache"),
+            (PROG_LRU_INSERTION, "mm_lru_insertion"),
+            (PROG_REFAULT_STAT, "mod_memcg_lruvec_state"),
+        ]),
+    },
+    // Adds and removals only; `refault_bytes` is absent.
+    Candidate {
+        strategy: Strategy::RawTp,
+        attach: Attach::RawTracepoints(PAGE_CACHE_TRACEPOINTS),
+    },
+];
+
+/// Whether `point`'s candidate counts page-cache refaults.
+#[must_use]
+pub fn counts_refaults(point: ProbePoint, strategy: Strategy, variant: usize) -> bool {
+    candidate(point, strategy, variant).is_some_and(|c| match c.attach {
+        Attach::Functions { functions, raw, .. } => functions
+            .iter()
+            .chain(raw)
+            .any(|(program, _)| REFAULT_PROGRAMS.contains(program)),
+        Attach::RawTracepoints(pairs) => pairs
+            .iter()
+            .any(|(program, _)| REFAULT_PROGRAMS.contains(program)),
+        _ => false,
+    })
+}
 
 const RECLAIM: &[Candidate] = &[Candidate {
     strategy: Strategy::RawTp,
@@ -571,6 +625,7 @@ fn attach_all_raw(
 enum Link {
     Fentry(&'static str, FEntryLinkId),
     Fexit(&'static str, FExitLinkId),
+    Kprobe(&'static str, KProbeLinkId),
     Raw(&'static str, RawTracePointLinkId),
 }
 
@@ -584,17 +639,23 @@ fn attach_functions_and_raw(
     let mut links = Vec::new();
     let result = (|| {
         for &(program, function) in functions {
-            let btf = aya_btf(btf, "fentry/fexit", function)?;
             let link = match program_mut(ebpf, program)? {
                 Program::FEntry(p) => {
+                    let btf = aya_btf(btf, "fentry", function)?;
                     let error = |source| program_error(format!("fentry {function}"), &source);
                     p.load(function, btf).map_err(error)?;
                     Link::Fentry(program, p.attach().map_err(error)?)
                 }
                 Program::FExit(p) => {
+                    let btf = aya_btf(btf, "fexit", function)?;
                     let error = |source| program_error(format!("fexit {function}"), &source);
                     p.load(function, btf).map_err(error)?;
                     Link::Fexit(program, p.attach().map_err(error)?)
+                }
+                Program::KProbe(p) => {
+                    let error = |source| program_error(format!("kprobe {function}"), &source);
+                    load_once(p).map_err(error)?;
+                    Link::Kprobe(program, p.attach(function, 0).map_err(error)?)
                 }
                 _ => return Err(ProbeError::Missing(program)),
             };
@@ -621,6 +682,9 @@ fn detach(ebpf: &mut Ebpf, link: Link) -> Result<(), Box<dyn std::error::Error>>
         }
         Link::Fexit(program, id) => {
             <&mut FExit>::try_from(program_mut(ebpf, program)?)?.detach(id)?;
+        }
+        Link::Kprobe(program, id) => {
+            <&mut KProbe>::try_from(program_mut(ebpf, program)?)?.detach(id)?;
         }
         Link::Raw(program, id) => {
             <&mut RawTracePoint>::try_from(program_mut(ebpf, program)?)?.detach(id)?;

@@ -139,10 +139,12 @@ fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
         removed_bytes,
         net_bytes: _,
         top_files,
+        refault_bytes,
     } = b;
     a.interval_ns = interval_ns;
     a.added_bytes += added_bytes;
     a.removed_bytes += removed_bytes;
+    a.refault_bytes = add_known(a.refault_bytes, *refault_bytes);
     a.net_bytes = net(a.added_bytes, a.removed_bytes);
     for file in top_files {
         let FileCache {
@@ -150,6 +152,7 @@ fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
             inode,
             added_bytes,
             removed_bytes,
+            refault_bytes,
             ..
         } = file;
         match a
@@ -160,6 +163,7 @@ fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
             Some(f) => {
                 f.added_bytes += added_bytes;
                 f.removed_bytes += removed_bytes;
+                f.refault_bytes = add_known(f.refault_bytes, *refault_bytes);
                 f.net_bytes = net(f.added_bytes, f.removed_bytes);
             }
             None => a.top_files.push(file.clone()),
@@ -168,6 +172,14 @@ fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
     // Not cut: what an interval's rows add up to, the merged rows add up to.
     a.top_files
         .sort_by_key(|f| std::cmp::Reverse((f.net_bytes, f.added_bytes)));
+}
+
+/// Refaults are known when either interval counted them.
+fn add_known(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        _ => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
 }
 
 fn merge_slab(a: &mut Slab, b: &Slab, interval_ns: u64) {

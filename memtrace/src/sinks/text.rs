@@ -151,13 +151,39 @@ fn growth(s: &mut String, net: i64, [(came, added), (went, removed)]: [(&str, u6
 fn cache(s: &mut String, e: &PageCache) {
     let counts = [("added", e.added_bytes), ("removed", e.removed_bytes)];
     growth(s, e.net_bytes, counts, e.interval_ns);
-    if let Some(top) = e.top_files.first() {
+    refaults(s, e.refault_bytes);
+    let Some(top) = e.top_files.first() else {
+        return;
+    };
+    let _ = write!(
+        s,
+        " top file {} {}",
+        top.name(),
+        signed_bytes(top.net_bytes)
+    );
+    refaults(s, top.refault_bytes);
+    // Thrashing is the news: name the file re-read most when it is not the top one.
+    let most = e
+        .top_files
+        .iter()
+        .filter(|f| f.refault_bytes.unwrap_or(0) > 0)
+        .max_by_key(|f| f.refault_bytes);
+    if let Some(most) = most
+        && (most.device, most.inode) != (top.device, top.inode)
+    {
         let _ = write!(
             s,
-            " top file {} {}",
-            top.name(),
-            signed_bytes(top.net_bytes)
+            ", most refaults in {} {}",
+            most.name(),
+            human_bytes(most.refault_bytes.unwrap_or(0))
         );
+    }
+}
+
+/// ` (48.0MiB refaults)`: of the pages added, those read again soon after their eviction.
+fn refaults(s: &mut String, bytes: Option<u64>) {
+    if let Some(bytes) = bytes.filter(|&b| b > 0) {
+        let _ = write!(s, " ({} refaults)", human_bytes(bytes));
     }
 }
 

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::attribution::MemcgCensus;
 
 pub const MAGIC: &[u8; 8] = b"MEMTRACE";
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// The oldest version this memtrace reads.
 pub const OLDEST_READABLE: u16 = 2;
 pub const PREAMBLE_LEN: usize = 16;

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 
 use crate::{
     attribution::{ContainerIdentity, with_version_3_layout},
-    event::{Event, FileCache, FileName, Memcg, What},
+    event::{Event, FileCache, FileName, Memcg, What, compact::since_v5::with_version_4_layout},
 };
 
 pub const TAG_CGROUP: u8 = 1;
@@ -367,15 +367,15 @@ impl Decoder {
 
     fn event(&mut self, tag: u8, body: &[u8]) -> Result<Event, String> {
         match (self.version, tag) {
-            (version @ (3 | 4), TAG_EVENT) => {
+            (version @ (3..=5), TAG_EVENT) => {
                 let mut pos = 0;
                 let cgroup_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
                 let (cgroup, container) = self.entry(cgroup_ref)?;
                 let decode = || postcard::take_from_bytes(&body[pos..]);
-                let decoded = if version == 3 {
-                    with_version_3_layout(decode)
-                } else {
-                    decode()
+                let decoded = match version {
+                    3 => with_version_4_layout(|| with_version_3_layout(decode)),
+                    4 => with_version_4_layout(decode),
+                    _ => decode(),
                 };
                 let ((delta, id, mut what), rest): ((i64, u64, What), _) =
                     decoded.map_err(|e| format!("event is not valid: {e}"))?;

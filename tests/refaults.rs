@@ -1,0 +1,97 @@
+//! Refaults per container and per file: a memcg whose limit is half the size of a file it
+//! re-reads in a loop evicts the file's pages and reads them back, again and again. The
+//! refaults memtrace counts for the memcg must be within 20 % of what the kernel counted
+//! (`memory.stat`'s `workingset_refault_file`, in pages), and the file must be the memcg's
+//! top refaulting file, by path. Run with each `page_cache` strategy this kernel must support
+//! (`MEMTRACE_TEST_PAGE_CACHE_STRATEGIES`; on this host: `raw_tp`, the memcg stat updates).
+
+use std::{collections::HashMap, fs, thread, time::Duration};
+
+use memtrace_tests::{
+    Memtrace, TestCgroup, assert_attached, assert_within_percent, events_in, files::cold_file,
+    json_lines, required_strategies,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const LIMIT_MIB: u64 = 64;
+const FILE_MIB: usize = 128;
+const PASSES: usize = 4;
+
+/// `memory.stat`'s own (not hierarchical) `workingset_refault_file`: pages, on v1 and v2.
+fn refault_pages(cgroup: &TestCgroup) -> i64 {
+    let stat = fs::read_to_string(cgroup.dir.join("memory.stat")).expect("memory.stat");
+    stat.lines()
+        .find_map(|l| l.strip_prefix("workingset_refault_file "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no workingset_refault_file in memory.stat:\n{stat}"))
+}
+
+fn page_size() -> i64 {
+    // SAFETY: sysconf has no preconditions.
+    i64::from(i32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size"))
+}
+
+#[test]
+fn refaults_are_counted_per_memcg_and_file() {
+    let strategies = required_strategies("MEMTRACE_TEST_PAGE_CACHE_STRATEGIES", "raw_tp");
+    for strategy in &strategies {
+        refaults_with(strategy);
+    }
+}
+
+fn refaults_with(strategy: &str) {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let dir = fs::canonicalize(tmp.path()).expect("canonical");
+    let file = cold_file(&dir, "reread", FILE_MIB);
+    let path = file.to_str().expect("utf-8").to_owned();
+    let cgroup = TestCgroup::new(&format!("refaults-{strategy}"), LIMIT_MIB * MIB);
+    let forced = format!("page_cache={strategy}");
+    let memtrace = Memtrace::json(&["--events", "page_cache", "--probe-strategy", &forced]);
+    assert_attached(&memtrace.stderr_at_start().join("\n"), "page_cache", strategy);
+
+    let before = refault_pages(&cgroup);
+    let script = format!("for i in $(seq {PASSES}); do cat '{path}' >/dev/null; done");
+    let (_, status) = cgroup.run_inside("sh", &["-c", &script]);
+    assert!(status.success(), "{script}: {status}");
+    let kernel = (refault_pages(&cgroup) - before) * page_size();
+    // Two intervals: the last counts are drained.
+    thread::sleep(Duration::from_millis(2500));
+    let finished = memtrace.stop_ok();
+
+    assert!(
+        kernel >= i64::try_from(FILE_MIB as u64 * MIB).expect("size"),
+        "the kernel counted only {kernel} bytes of refaults: the scenario did not thrash"
+    );
+    let events = json_lines(&finished.stdout);
+    let cache = events_in(&events, "cache", &cgroup.path);
+    let traced: i64 = cache
+        .iter()
+        .map(|e| {
+            e["refault_bytes"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{strategy} counts refaults: {e}"))
+        })
+        .sum();
+    let mut by_file: HashMap<String, i64> = HashMap::new();
+    for row in cache.iter().flat_map(|e| e["top_files"].as_array().expect("rows")) {
+        let name = match &row["name"]["path"] {
+            Value::String(p) => p.clone(),
+            other => other.to_string(),
+        };
+        *by_file.entry(name).or_default() += row["refault_bytes"].as_i64().expect("row refaults");
+    }
+    let top = by_file.iter().max_by_key(|(_, b)| **b);
+    eprintln!(
+        "{strategy}: memtrace {traced} bytes of refaults ({} MiB), kernel {kernel} ({} MiB); \
+         by file: {by_file:?}",
+        traced >> 20,
+        kernel >> 20
+    );
+    assert_eq!(
+        top.map(|(p, _)| p.as_str()),
+        Some(path.as_str()),
+        "the re-read file is the top refaulting file: {by_file:?}"
+    );
+    assert_within_percent("refaults", traced, kernel, 20);
+}
