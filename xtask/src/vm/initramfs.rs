@@ -388,6 +388,8 @@ export HOME=/root TMPDIR=/tmp CI=true RUST_BACKTRACE=1 MEMTRACE_BIN=/{GUEST_MEMT
 export MEMTRACE_TEST_OOM_STRATEGIES=fentry,kprobe,raw_tp
 export MEMTRACE_TEST_CHARGE_STRATEGIES=fexit,kprobe
 export MEMTRACE_TEST_TRY_CHARGE_STRATEGIES=fexit,kprobe,derived
+# Refaults from workingset_refault(); the raw_tp one needs the 6.16+ memcg tracepoint too.
+export MEMTRACE_TEST_PAGE_CACHE_STRATEGIES=fentry,kprobe
 
 # Stops the guest, telling the host how it went (the marker it waits for).
 finish() {{
