@@ -48,7 +48,11 @@ fn refaults_with(strategy: &str) {
     let cgroup = TestCgroup::new(&format!("refaults-{strategy}"), LIMIT_MIB * MIB);
     let forced = format!("page_cache={strategy}");
     let memtrace = Memtrace::json(&["--events", "page_cache", "--probe-strategy", &forced]);
-    assert_attached(&memtrace.stderr_at_start().join("\n"), "page_cache", strategy);
+    assert_attached(
+        &memtrace.stderr_at_start().join("\n"),
+        "page_cache",
+        strategy,
+    );
 
     let before = refault_pages(&cgroup);
     let script = format!("for i in $(seq {PASSES}); do cat '{path}' >/dev/null; done");
@@ -74,7 +78,10 @@ fn refaults_with(strategy: &str) {
         })
         .sum();
     let mut by_file: HashMap<String, i64> = HashMap::new();
-    for row in cache.iter().flat_map(|e| e["top_files"].as_array().expect("rows")) {
+    for row in cache
+        .iter()
+        .flat_map(|e| e["top_files"].as_array().expect("rows"))
+    {
         let name = match &row["name"]["path"] {
             Value::String(p) => p.clone(),
             other => other.to_string(),

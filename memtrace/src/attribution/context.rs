@@ -818,10 +818,9 @@ type FileRows = HashMap<(u32, u64), (InodeId, CacheDelta)>;
 /// file's adds seen on the LRU and its removal at deletion; an inode number reused within the
 /// interval). The row is deleted when either was: a file deleted during the interval.
 fn add_file_row(rows: &mut FileRows, id: InodeId, delta: CacheDelta) {
-    let (row, sum) = rows.entry((id.dev, id.ino)).or_insert((
-        id,
-        CacheDelta::default(),
-    ));
+    let (row, sum) = rows
+        .entry((id.dev, id.ino))
+        .or_insert((id, CacheDelta::default()));
     row.flags |= id.flags;
     sum.added_pages += delta.added_pages;
     sum.removed_pages += delta.removed_pages;

@@ -129,6 +129,7 @@ mod tests {
             by_memcg: HashMap::from([(1, delta(13, 9)), (2, delta(0, 5)), (3, delta(7, 7))]),
             by_file: vec![(1, None, delta(10, 0)), (3, None, delta(7, 7))],
             paths: Vec::new(),
+            refaults: false,
         };
         let charges = charges_from_page_cache(&cache);
         let pages = |memcg| charges.get(&memcg).map(|c| (c.pages, c.charges));

@@ -13,6 +13,7 @@ use crate::{
         CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeProbe, ChargeSource,
         Charges, ChargesFromPageCache, Device, Event, FileCache, FileName, HostClock, Memcg,
         MemorySource, OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
+        compact::since_v5::with_version_4_layout,
     },
 };
 
@@ -398,13 +399,13 @@ fn rejects_garbage_empty_old_and_future_files_by_name() {
     }
     write_sample(&path);
     let mut bytes = fs::read(&path).expect("read");
-    bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&6u16.to_le_bytes());
     fs::write(&path, &bytes).expect("write");
     let err = TraceReader::open(&path).err().expect("must fail");
     assert_eq!(
         err.to_string(),
         format!(
-            "{} is a version 5 trace; this memtrace reads versions 2 to 4: use a newer memtrace",
+            "{} is a version 6 trace; this memtrace reads versions 2 to 5: use a newer memtrace",
             path.display()
         )
     );
@@ -560,10 +561,12 @@ fn the_version_3_encoding_of_every_kind_is_pinned_and_still_read() {
     let mut encoder = records::Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_as_version_3_had_them();
-    crate::attribution::with_version_3_layout(|| {
-        for e in &events {
-            encoder.event(e, &mut bytes).expect("encode");
-        }
+    with_version_4_layout(|| {
+        crate::attribution::with_version_3_layout(|| {
+            for e in &events {
+                encoder.event(e, &mut bytes).expect("encode");
+            }
+        });
     });
     assert_eq!(
         (bytes.len(), crc32fast::hash(&bytes)),
@@ -637,13 +640,40 @@ fn the_version_4_encoding_of_every_kind_is_pinned() {
     let mut encoder = records::Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_named();
-    for e in &events {
-        encoder.event(e, &mut bytes).expect("encode");
-    }
+    with_version_4_layout(|| {
+        for e in &events {
+            encoder.event(e, &mut bytes).expect("encode");
+        }
+    });
     assert_eq!(decode_all(4, &bytes), events);
     assert_eq!(
         (bytes.len(), crc32fast::hash(&bytes)),
         (1872, 563_282_956),
         "the version 4 encoding changed"
+    );
+}
+
+/// Version 5 adds refaults at the end of a `cache` event and of each of its file rows.
+#[test]
+fn the_version_5_encoding_of_every_kind_is_pinned() {
+    let mut encoder = records::Encoder::default();
+    let mut bytes = Vec::new();
+    let mut events = every_kind_named();
+    for e in &mut events {
+        if let What::Cache(c) = &mut e.what {
+            c.refault_bytes = Some(48 << 20);
+            for f in &mut c.top_files {
+                f.refault_bytes = Some(16 << 20);
+            }
+        }
+    }
+    for e in &events {
+        encoder.event(e, &mut bytes).expect("encode");
+    }
+    assert_eq!(decode_all(5, &bytes), events);
+    assert_eq!(
+        (bytes.len(), crc32fast::hash(&bytes)),
+        (1889, 2_735_644_435),
+        "the version 5 encoding changed"
     );
 }
