@@ -79,7 +79,7 @@ pub fn lru_insertion(ctx: RawTracePointContext) -> i32 {
 /// Counts a charged folio's pages as added to, removed from or refaulted into its memcg and
 /// file.
 #[inline(always)]
-pub fn account(charge: FolioCharge, change: Change) {
+pub fn account(charge: FolioCharge, what: Change) {
     let FolioCharge {
         memcg,
         pages,
@@ -102,9 +102,9 @@ pub fn account(charge: FolioCharge, change: Change) {
             memcg: memcg_key,
             file: file.addr(),
         };
-        match bump(by_file, &key, |d: &mut CacheDelta| count(d, change, pages)) {
+        match bump(by_file, &key, |d: &mut CacheDelta| count(d, what, pages)) {
             Bumped::Counted => {
-                if change == Change::Removed {
+                if what == Change::Removed {
                     note_unlinked(file);
                 }
                 return;
@@ -120,7 +120,7 @@ pub fn account(charge: FolioCharge, change: Change) {
         }
     }
     match bump(by_memcg, &memcg_key, |d: &mut CacheDelta| {
-        count(d, change, pages);
+        count(d, what, pages);
     }) {
         Bumped::NewKey => remember_memcg_id(memcg),
         Bumped::Counted => {}
