@@ -45,6 +45,9 @@ fn refaults_with(strategy: &str) {
     let dir = fs::canonicalize(tmp.path()).expect("canonical");
     let file = cold_file(&dir, "reread", FILE_MIB);
     let path = file.to_str().expect("utf-8").to_owned();
+    // `cold_file`'s fadvise leaves pages still being written back in the cache (charged to
+    // the test, not the memcg): the memcg would read them without a fault. Drop them all.
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
     let cgroup = TestCgroup::new(&format!("refaults-{strategy}"), LIMIT_MIB * MIB);
     let forced = format!("page_cache={strategy}");
     let memtrace = Memtrace::json(&["--events", "page_cache", "--probe-strategy", &forced]);
