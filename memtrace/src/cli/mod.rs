@@ -27,6 +27,8 @@ Examples:
   memtrace record -o node1.mtrace           record to a trace file until Ctrl-C
   memtrace record -o n1.mtrace --max-size 100M --rotate 5
                                             at most 5 files of at most 100 MiB each
+  memtrace record --flight 2m --out DIR     flight recorder: a trace file per OOM kill with
+                                            the 2 minutes before it
   memtrace run --metrics 9750               also serve Prometheus metrics at
                                             http://127.0.0.1:9750/metrics
   memtrace replay node1.mtrace              print a recorded trace like `run` did
@@ -263,7 +265,7 @@ mod tests {
     fn record_and_replay_take_files() {
         let cli = Cli::try_parse_from(["memtrace", "record", "-o", "/tmp/x.mtrace"]).expect("ok");
         assert!(
-            matches!(cli.command, Command::Record(a) if a.output.to_str() == Some("/tmp/x.mtrace"))
+            matches!(cli.command, Command::Record(a) if a.output.as_deref() == Some(std::path::Path::new("/tmp/x.mtrace")))
         );
         let cli = Cli::try_parse_from(["memtrace", "replay", "f", "--format", "json"]).expect("ok");
         assert!(

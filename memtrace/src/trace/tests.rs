@@ -31,6 +31,7 @@ fn header() -> TraceHeader {
             live: 130,
             dying: 14,
         }),
+        flight: None,
     }
 }
 
