@@ -3,9 +3,11 @@
 //! file comes out, named for the container, mode 0600, holding the activity from well before
 //! the kill, and `memtrace report` on it tells the kill and its verdict.
 //!
-//! The scenario is two minutes of activity before the kill; the test keeps the window
-//! at `--flight 2m` but shortens the activity to [`activity`] (20 s by default,
-//! `MEMTRACE_FLIGHT_ACTIVITY_SECS` to change it), so that CI stays fast.
+//! The scenario is two minutes of activity before a kill, with `--flight 2m`; the test
+//! shortens the activity to [`activity`] (20 s by default, `MEMTRACE_FLIGHT_ACTIVITY_SECS` to
+//! change it, e.g. 150 for the issue's own) and the window to three quarters of it, so that CI
+//! stays fast and the file must both start well before the kill and leave out what came before
+//! its window.
 
 use std::{
     fs,
@@ -36,6 +38,10 @@ fn activity() -> Duration {
     Duration::from_secs(secs)
 }
 
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).expect("ns in u64")
+}
+
 /// The finished flight files in `dir` (not the hidden ones being written).
 fn flight_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
@@ -54,17 +60,19 @@ fn flight_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn an_oom_kill_writes_one_file_with_the_minutes_before_it() {
     let activity = activity();
+    let window = activity * 3 / 4;
     let out_dir = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
     let base = TestCgroup::new("flight", 1 << 30);
     let docker = base.child("docker", None);
     let container = docker.child(OOM_CONTAINER_ID, Some(LIMIT));
     let after = format!("{AFTER_SECS}s");
+    let flight = format!("{}s", window.as_secs());
     // Only the test's cgroups: other tests on this machine OOM-kill their own.
     let recorder = Memtrace::start(&[
         "record",
         "--flight",
-        "2m",
+        &flight,
         "--flight-after",
         &after,
         "--out",
@@ -152,9 +160,21 @@ fn an_oom_kill_writes_one_file_with_the_minutes_before_it() {
         .min()
         .expect("page-cache or charge events of the container");
     let before = Duration::from_nanos(kill_ns.saturating_sub(first_cache_ns));
+    // The container was busy all along: its page cache is there from the window's start (give
+    // or take an --interval and a round of its work).
     assert!(
-        before + Duration::from_secs(3) >= activity,
-        "the file starts {before:?} before the kill; the container was busy {activity:?} before it"
+        before <= window && before + Duration::from_secs(2) >= window,
+        "the file's first page-cache event is {before:?} before the kill; --flight {window:?}"
+    );
+    let first_ns = events
+        .iter()
+        .filter_map(|e| e["timestamp_ns"].as_u64())
+        .min()
+        .expect("events");
+    assert!(
+        kill_ns.saturating_sub(first_ns) <= ns(window),
+        "nothing from before the window: first event {:?} before the kill",
+        Duration::from_nanos(kill_ns.saturating_sub(first_ns))
     );
     let last_ns = events
         .iter()
@@ -162,7 +182,7 @@ fn an_oom_kill_writes_one_file_with_the_minutes_before_it() {
         .max()
         .expect("events");
     assert!(
-        last_ns <= kill_ns + Duration::from_secs(AFTER_SECS + 1).as_nanos() as u64,
+        last_ns <= kill_ns + ns(Duration::from_secs(AFTER_SECS + 1)),
         "nothing after --flight-after: last event {}s after the kill",
         last_ns.saturating_sub(kill_ns) / 1_000_000_000
     );
@@ -177,8 +197,10 @@ fn an_oom_kill_writes_one_file_with_the_minutes_before_it() {
     );
     assert!(text.contains("verdict: anon growth"), "{text}");
     assert!(
-        text.contains("flight recording: the 2m before the OOM kill at")
-            && text.contains(&format!("and {AFTER_SECS}s after")),
+        text.contains(&format!(
+            "flight recording: the {}s before the OOM kill at",
+            window.as_secs()
+        )) && text.contains(&format!("and {AFTER_SECS}s after")),
         "{text}"
     );
     assert!(text.contains(", 0 lost"), "{text}");
@@ -202,7 +224,11 @@ fn no_kill_no_file() {
     ]);
     let out = recorder.finish();
     assert!(out.status.success(), "{out:?}");
-    assert!(out.stderr.contains("no OOM kill, no file written"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no OOM kill, no file written"),
+        "{}",
+        out.stderr
+    );
     let left: Vec<_> = fs::read_dir(out_dir.path()).expect("dir").collect();
     assert!(left.is_empty(), "{left:?}");
 }
@@ -218,11 +244,21 @@ fn bad_flight_options_are_clear_errors() {
         ),
         (&["record", "--flight", "2m"], "--out <DIR>"),
         (
-            &["record", "--flight", "2m", "--out", dir_arg, "--flight-bytes", "10K"],
+            &[
+                "record",
+                "--flight",
+                "2m",
+                "--out",
+                dir_arg,
+                "--flight-bytes",
+                "10K",
+            ],
             "below the minimum",
         ),
         (
-            &["record", "--flight", "2m", "-o", "x.mtrace", "--out", dir_arg],
+            &[
+                "record", "--flight", "2m", "-o", "x.mtrace", "--out", dir_arg,
+            ],
             "cannot be used with",
         ),
     ];
@@ -230,7 +266,10 @@ fn bad_flight_options_are_clear_errors() {
         let out = memtrace_output(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expect), "{args:?}: expected {expect:?} in {stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{args:?}: expected {expect:?} in {stderr}"
+        );
     }
     // A file where the directory should be: an error before anything is attached.
     let not_a_dir = dir.path().join("file");

@@ -285,7 +285,9 @@ impl Session {
 
     /// Lost-event counters kept up to date (every second) while the session streams.
     pub fn watch_lost(&mut self) -> LostWatch {
-        self.lost_watch.get_or_insert_with(LostWatch::default).clone()
+        self.lost_watch
+            .get_or_insert_with(LostWatch::default)
+            .clone()
     }
 
     #[must_use]

@@ -44,7 +44,12 @@ use crate::{
     memtrace report /var/lib/memtrace/oom/oom-hog-20261129T080604Z.mtrace")]
 pub struct Args {
     /// Trace file to write (created with mode 0600; replaced if it exists).
-    #[arg(short, long, required_unless_present = "flight", conflicts_with = "flight")]
+    #[arg(
+        short,
+        long,
+        required_unless_present = "flight",
+        conflicts_with = "flight"
+    )]
     pub output: Option<PathBuf>,
     /// Never let a file grow past SIZE (e.g. 100M, 2G; at least 64K): without --rotate, the
     /// recording ends there (exit status 0).
@@ -262,7 +267,12 @@ fn run_flight(
 /// Creates `dir` if missing (mode 0700: the files name every container on the node) and
 /// checks that a file can be created in it.
 fn writable_dir(dir: &Path) -> anyhow::Result<()> {
-    let hint = || format!("--out {}: give a directory memtrace can write to", dir.display());
+    let hint = || {
+        format!(
+            "--out {}: give a directory memtrace can write to",
+            dir.display()
+        )
+    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

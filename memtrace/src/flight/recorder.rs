@@ -350,9 +350,7 @@ impl FlightRecorder {
                 s,
                 "; WINDOW CUT SHORT: memtrace started {} before the kill, not {} (--flight)",
                 humantime::format_duration(secs(
-                    window.kills[0]
-                        .at_ns
-                        .saturating_sub(self.session_start_ns)
+                    window.kills[0].at_ns.saturating_sub(self.session_start_ns)
                 )),
                 humantime::format_duration(self.settings.before)
             );

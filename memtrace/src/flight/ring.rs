@@ -157,15 +157,10 @@ impl Ring {
     ///
     /// A compression error.
     pub fn maintain(&mut self, now_ns: u64, horizon_ns: u64) -> io::Result<()> {
-        if self.open.events > 0 && now_ns.saturating_sub(self.open.opened_ns) >= SEGMENT_SPAN_NS
-        {
+        if self.open.events > 0 && now_ns.saturating_sub(self.open.opened_ns) >= SEGMENT_SPAN_NS {
             self.seal()?;
         }
-        while self
-            .sealed
-            .front()
-            .is_some_and(|s| s.last_ns < horizon_ns)
-        {
+        while self.sealed.front().is_some_and(|s| s.last_ns < horizon_ns) {
             self.pop();
         }
         Ok(())
@@ -358,10 +353,18 @@ mod tests {
         let mut pushed = 0u64;
         for i in 0..200_000u64 {
             let mut e = cache_event(i * 1000, i);
-            e.memcg.cgroup = Some(format!("/c/{:x}/{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i));
+            e.memcg.cgroup = Some(format!(
+                "/c/{:x}/{:x}",
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                i
+            ));
             ring.push(&e, i * 1000).expect("push");
             pushed += 1;
-            assert!(ring.bytes() <= (1 << 20), "{} bytes at event {i}", ring.bytes());
+            assert!(
+                ring.bytes() <= (1 << 20),
+                "{} bytes at event {i}",
+                ring.bytes()
+            );
         }
         let cut = ring.cut().expect("bytes dropped some");
         assert_eq!(cut.events + ring.events(), pushed);

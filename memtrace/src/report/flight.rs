@@ -108,8 +108,14 @@ mod tests {
         });
         w.session_start_ns = 890 * s;
         let line = FlightInfo::new(&w, CLOCK).line();
-        assert!(line.contains("WINDOW CUT SHORT: memtrace started at"), "{line}");
+        assert!(
+            line.contains("WINDOW CUT SHORT: memtrace started at"),
+            "{line}"
+        );
         assert!(line.contains("1m 50s before the kill"), "{line}");
-        assert!(line.contains("--flight-bytes 64.0MiB dropped the events up to"), "{line}");
+        assert!(
+            line.contains("--flight-bytes 64.0MiB dropped the events up to"),
+            "{line}"
+        );
     }
 }

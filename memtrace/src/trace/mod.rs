@@ -14,6 +14,6 @@ mod tests;
 
 pub use format::{FlightCut, FlightWindow, MAX_BLOCK, TraceHeader, VERSION};
 pub use reader::{TraceError, TraceItem, TraceReader, cut_short};
-pub use records::{Decoder, Encoder};
 pub use recording::{FileFull, Limits, Recording, rotated_name};
+pub use records::{Decoder, Encoder};
 pub use writer::{SEAL_AGE, TraceWriter};

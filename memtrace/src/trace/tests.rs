@@ -558,7 +558,7 @@ fn times_read_from_a_file_never_overflow() {
 /// format changed: bump `VERSION` and keep a reader for the old one.
 #[test]
 fn the_version_3_encoding_of_every_kind_is_pinned_and_still_read() {
-    let mut encoder = records::Encoder::default();
+    let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_as_version_3_had_them();
     crate::attribution::with_version_3_layout(|| {
@@ -635,7 +635,7 @@ fn decode_all(version: u16, bytes: &[u8]) -> Vec<Event> {
 /// names, images and file paths round-trip, and the bytes are pinned like version 3's.
 #[test]
 fn the_version_4_encoding_of_every_kind_is_pinned() {
-    let mut encoder = records::Encoder::default();
+    let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_named();
     for e in &events {
