@@ -30,11 +30,10 @@ const AFTER_SECS: u64 = 3;
 fn activity() -> Duration {
     let secs = std::env::var("MEMTRACE_FLIGHT_ACTIVITY_SECS")
         .ok()
-        .map(|s| {
+        .map_or(20, |s| {
             s.parse()
                 .unwrap_or_else(|_| panic!("MEMTRACE_FLIGHT_ACTIVITY_SECS={s}: not a number"))
-        })
-        .unwrap_or(20);
+        });
     Duration::from_secs(secs)
 }
 

@@ -531,7 +531,7 @@ fn unused_path(dir: &Path, name: &str) -> PathBuf {
         return path;
     }
     let stem = name.trim_end_matches(".mtrace");
-    (2..)
+    (2..u32::MAX)
         .map(|n| dir.join(format!("{stem}-{n}.mtrace")))
         .find(|p| !p.exists())
         .unwrap_or(path)

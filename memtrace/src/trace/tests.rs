@@ -622,7 +622,7 @@ fn every_kind_named() -> Vec<Event> {
 }
 
 fn decode_all(version: u16, bytes: &[u8]) -> Vec<Event> {
-    let mut decoder = records::Decoder::new(version, header().page_size);
+    let mut decoder = Decoder::new(version, header().page_size);
     let mut pos = 0;
     let mut events = Vec::new();
     while let Some(e) = decoder.next(bytes, &mut pos).expect("decode") {
