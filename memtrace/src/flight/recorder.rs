@@ -561,7 +561,156 @@ impl Sink for FlightRecorder {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
+    use crate::{
+        attribution::ContainerIdentity,
+        event::{Memcg, OomKill, PageCache},
+        trace::{TraceItem, TraceReader},
+    };
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn memcg(id: &str) -> Memcg {
+        let path = format!("/docker/{id}");
+        Memcg {
+            id: Some(7),
+            container: Some(ContainerIdentity::from_cgroup_path(&path)),
+            cgroup: Some(path),
+        }
+    }
+
+    fn header() -> TraceHeader {
+        TraceHeader {
+            memtrace_version: "test".into(),
+            host: "node1".into(),
+            kernel_release: "6.18".into(),
+            boot_time_wall_ns: 1_795_794_421_000_000_000,
+            clock: clock::EVENT_CLOCK.into(),
+            page_size: 4096,
+            started_wall_ns: 0,
+            probes: Vec::new(),
+            cgroup_version: "v1".into(),
+            memcgs_at_start: None,
+            flight: None,
+        }
+    }
+
+    /// Reads a written file back: its header and events.
+    fn read(path: &Path) -> (TraceHeader, Vec<Event>, Vec<u64>) {
+        let mut reader = TraceReader::open(path).expect("open");
+        let header = reader.header().clone();
+        let (mut events, mut lost) = (Vec::new(), Vec::new());
+        while let Some(item) = reader.next_item().expect("read") {
+            match item {
+                TraceItem::Event(e) => events.push(e),
+                TraceItem::End { lost: l, .. } => lost = l,
+                TraceItem::TailCut { .. } => panic!("cut"),
+            }
+        }
+        (header, events, lost)
+    }
+
+    #[test]
+    fn kills_close_together_share_a_file_and_a_later_one_gets_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = ("a1".repeat(32), "b2".repeat(32));
+        let clock = HostClock {
+            boot_time_wall_ns: header().boot_time_wall_ns,
+            page_size: 4096,
+        };
+        let mut lost_reads = 0u64;
+        let mut recorder = FlightRecorder::new(
+            Settings {
+                dir: dir.path().to_owned(),
+                before: Duration::from_secs(4),
+                after: Duration::from_secs(1),
+                max_bytes: 8 << 20,
+            },
+            header(),
+            clock,
+            CensusHistory::start(None, Duration::from_secs(60), || None),
+            // One event of the page-cache kind lost per read: the file's END says how many.
+            Box::new(move || {
+                lost_reads += 1;
+                vec![(LostKind::PageCache, lost_reads)]
+            }),
+        )
+        .expect("recorder");
+        // The recorder's clock is the real one: the events are stamped in the recent past.
+        let now = clock::boot_ns();
+        let start = now - 10 * SECOND;
+        for i in 0..70 {
+            let e = Event {
+                timestamp_ns: start + i * SECOND / 10,
+                memcg: memcg(&a),
+                what: What::Cache(PageCache::new(SECOND / 10, 4096, 0)),
+            };
+            recorder.write(&e).expect("write");
+        }
+        let kill = |id: &str, at_ns| Event {
+            timestamp_ns: at_ns,
+            memcg: memcg(id),
+            what: What::OomKill(OomKill {
+                pid: 42,
+                comm: Some("memhog".into()),
+                ..OomKill::default()
+            }),
+        };
+        // 7 s ago, and half a second later in another container: one file for both.
+        recorder.write(&kill(&a, start + 3 * SECOND)).expect("kill");
+        recorder
+            .write(&kill(&b, start + 3 * SECOND + SECOND / 2))
+            .expect("kill");
+        recorder.flush().expect("flush");
+        // Just now: its window is still open when the recording stops.
+        recorder.write(&kill(&b, now)).expect("kill");
+        recorder.end().expect("end");
+
+        let written = recorder.written().to_vec();
+        assert_eq!(written.len(), 2, "{written:?}");
+        let first = written
+            .iter()
+            .find(|p| p.to_string_lossy().contains("+docker_b2b2b2b2b2b2-"))
+            .expect("a file named for both containers");
+        let (h, events, lost) = read(first);
+        let w = h.flight.expect("flight window");
+        assert_eq!(
+            w.kills_ns,
+            vec![start + 3 * SECOND, start + 3 * SECOND + SECOND / 2]
+        );
+        assert_eq!(
+            (w.from_ns, w.to_ns),
+            (start - SECOND, start + 4 * SECOND + SECOND / 2)
+        );
+        assert!(!w.stopped_early && w.cut_by_bytes.is_none(), "{w:?}");
+        assert!(
+            events
+                .iter()
+                .all(|e| (w.from_ns..=w.to_ns).contains(&e.timestamp_ns))
+        );
+        // The page cache from the window's start to its end (every 100 ms), and both kills.
+        assert_eq!(events.len(), 46 + 2, "{}", events.len());
+        assert!(
+            lost.iter().sum::<u64>() > 0,
+            "lost in the window are counted: {lost:?}"
+        );
+        let mode = fs::metadata(first).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let second = written.iter().find(|p| *p != first).expect("second file");
+        let (h, events, _) = read(second);
+        let w = h.flight.expect("flight window");
+        assert!(w.stopped_early, "{w:?}");
+        assert_eq!(w.kills_ns, vec![now]);
+        assert!(events.iter().any(|e| matches!(e.what, What::Cache(_))));
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "no partial files left: {left:?}");
+    }
 
     #[test]
     fn names_files_for_their_containers_and_time() {
