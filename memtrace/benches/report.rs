@@ -234,6 +234,7 @@ fn write_trace(path: &Path, events: &[Event]) {
         probes: Vec::new(),
         cgroup_version: "v1".into(),
         memcgs_at_start: None,
+        flight: None,
     };
     let mut writer = TraceWriter::create(path, &header).expect("create the trace");
     for e in events {

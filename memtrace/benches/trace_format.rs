@@ -278,6 +278,7 @@ fn header() -> TraceHeader {
         probes: Vec::new(),
         cgroup_version: "v2".into(),
         memcgs_at_start: None,
+        flight: None,
     }
 }
 

@@ -4,7 +4,8 @@
 //! - `probes`: capability detection, BTF offsets, load/attach.
 //! - `attribution`: memcg id → cgroup path, limits.
 //! - `pipeline`: ring buffer → records → events → sinks.
-//! - `sinks`: terminal (text, JSON Lines); `trace`: the trace file format.
+//! - `sinks`: terminal (text, JSON Lines); `trace`: the trace file format; `flight`: the
+//!   flight recorder (the minutes before each OOM kill, in memory, written per kill).
 //! - `report`: a recorded trace analysed per container; `export`: it for other tools.
 //! - `metrics`: `--metrics`, the live events as Prometheus metrics.
 //! - `top`: the full-screen live view, a model of events and its drawing.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod event;
 pub mod export;
+pub mod flight;
 pub mod metrics;
 mod named;
 pub mod pipeline;

@@ -3,7 +3,10 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -129,6 +132,32 @@ pub struct Session {
     interrupt: Signal,
     terminate: Signal,
     metrics: Option<SessionMetrics>,
+    lost_watch: Option<LostWatch>,
+}
+
+/// The kernel side's lost-event counters, read every second while a session streams, for a
+/// sink that needs them before the session ends (the flight recorder says what a window lost).
+#[derive(Clone, Debug, Default)]
+pub struct LostWatch(Arc<[AtomicU64; LostKind::COUNT as usize]>);
+
+impl LostWatch {
+    /// The counts as last read, per kind (totals since the programs were loaded).
+    #[must_use]
+    pub fn totals(&self) -> Vec<(LostKind, u64)> {
+        LostKind::ALL
+            .iter()
+            .zip(self.0.iter())
+            .map(|(&kind, n)| (kind, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    fn set(&self, lost: &[(LostKind, u64)]) {
+        for &(kind, n) in lost {
+            if let Some(slot) = self.0.get(kind as usize) {
+                slot.store(n, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// `--metrics`: the endpoint, and how often the session's own sink wants `stats` samples.
@@ -250,7 +279,15 @@ impl Session {
                 endpoint,
                 stats_every: Some(args.stats_interval).filter(|d| !d.is_zero()),
             }),
+            lost_watch: None,
         })
+    }
+
+    /// Lost-event counters kept up to date (every second) while the session streams.
+    pub fn watch_lost(&mut self) -> LostWatch {
+        self.lost_watch
+            .get_or_insert_with(LostWatch::default)
+            .clone()
     }
 
     #[must_use]
@@ -299,6 +336,7 @@ impl Session {
             interrupt,
             terminate,
             metrics,
+            lost_watch,
             ..
         } = self;
         let sources = Sources::of(&probes.attached);
@@ -314,6 +352,15 @@ impl Session {
                     }
                 };
                 let stats = match metrics {
+                    None if lost_watch.is_some() => {
+                        let run = pipeline::run(ring, aggregates, context, settings, sink, stop);
+                        tokio::select! {
+                            stats = run => stats,
+                            () = count_lost(&probes, None, lost_watch.as_ref()) => {
+                                unreachable!("never ends")
+                            }
+                        }
+                    }
                     None => pipeline::run(ring, aggregates, context, settings, sink, stop).await,
                     Some(SessionMetrics {
                         endpoint,
@@ -327,7 +374,9 @@ impl Session {
                             pipeline::run(ring, aggregates, context, settings, &mut tap, stop);
                         let stats = tokio::select! {
                             stats = run => stats,
-                            () = count_lost(&probes, &exporter) => unreachable!("never ends"),
+                            () = count_lost(&probes, Some(&exporter), lost_watch.as_ref()) => {
+                                unreachable!("never ends")
+                            }
                         };
                         server.abort();
                         stats
@@ -398,14 +447,26 @@ fn stats_interval(user: Duration, metrics: bool) -> Option<Duration> {
     }
 }
 
-/// Hands the kernel side's lost-event counters to the exporter every second; never ends.
-async fn count_lost(probes: &Probes, exporter: &metrics::Exporter) {
+/// Hands the kernel side's lost-event counters to the exporter and the watch every second;
+/// never ends.
+async fn count_lost(
+    probes: &Probes,
+    exporter: Option<&metrics::Exporter>,
+    watch: Option<&LostWatch>,
+) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
         every.tick().await;
         match probes.lost() {
-            Ok(lost) => exporter.set_lost(&lost),
-            Err(e) => log::warn!("metrics: reading lost-event counters: {e}"),
+            Ok(lost) => {
+                if let Some(exporter) = exporter {
+                    exporter.set_lost(&lost);
+                }
+                if let Some(watch) = watch {
+                    watch.set(&lost);
+                }
+            }
+            Err(e) => log::warn!("reading lost-event counters: {e}"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! page-cache growth, reclaim, slab, dying memcgs.
 //!
 //! - `model`: events folded into a [`Report`] (pure, unit-tested).
+//! - `flight`: what a flight recorder's file says of its window.
 //! - `summary`: the answer the report opens with, from the finished sections.
 //! - `verdict`: why an OOM kill happened, with its thresholds.
 //! - `text`, `html` (with `chart` for its SVG timelines): renderers; JSON is the model
@@ -14,12 +15,14 @@
 //! renderers show that section, and the Perfetto export gives it a track (`crate::export`).
 
 mod chart;
+mod flight;
 mod html;
 mod model;
 mod summary;
 mod text;
 mod verdict;
 
+pub use flight::FlightInfo;
 pub use html::render as html;
 pub use model::{
     CacheGrower, ContainerReport, DyingReport, FileGrowth, LISTED_FAILURES, LISTED_FILES,

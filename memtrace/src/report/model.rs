@@ -56,6 +56,9 @@ pub struct TraceInfo {
     pub cut_short: Option<String>,
     /// The recording host's memory cgroups at the start (from the header), if counted.
     pub memcgs_at_start: Option<MemcgCensus>,
+    /// A flight recorder's file: the window around the OOM kill it keeps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flight: Option<super::FlightInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

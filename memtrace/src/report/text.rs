@@ -120,6 +120,9 @@ fn title(s: &mut String, r: &Report) {
         }
         (None, None) => s.push('\n'),
     }
+    if let Some(flight) = &t.flight {
+        let _ = writeln!(s, "{}", flight.line());
+    }
 }
 
 fn container(s: &mut String, c: &ContainerReport) {

@@ -31,6 +31,7 @@ fn header() -> TraceHeader {
             live: 130,
             dying: 14,
         }),
+        flight: None,
     }
 }
 
@@ -557,7 +558,7 @@ fn times_read_from_a_file_never_overflow() {
 /// format changed: bump `VERSION` and keep a reader for the old one.
 #[test]
 fn the_version_3_encoding_of_every_kind_is_pinned_and_still_read() {
-    let mut encoder = records::Encoder::default();
+    let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_as_version_3_had_them();
     crate::attribution::with_version_3_layout(|| {
@@ -621,7 +622,7 @@ fn every_kind_named() -> Vec<Event> {
 }
 
 fn decode_all(version: u16, bytes: &[u8]) -> Vec<Event> {
-    let mut decoder = records::Decoder::new(version, header().page_size);
+    let mut decoder = Decoder::new(version, header().page_size);
     let mut pos = 0;
     let mut events = Vec::new();
     while let Some(e) = decoder.next(bytes, &mut pos).expect("decode") {
@@ -634,7 +635,7 @@ fn decode_all(version: u16, bytes: &[u8]) -> Vec<Event> {
 /// names, images and file paths round-trip, and the bytes are pinned like version 3's.
 #[test]
 fn the_version_4_encoding_of_every_kind_is_pinned() {
-    let mut encoder = records::Encoder::default();
+    let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_named();
     for e in &events {
