@@ -541,9 +541,14 @@ impl LiveContext {
         move || MemoryScan::new(&hierarchy, named.as_deref(), with_counters)
     }
 
-    /// Reads counters too, into `stats` samples and `counters` events.
+    /// Reads counters too, into `stats` samples and `counters` events, from now: the memcgs'
+    /// counters are read once here, before the session says it is attached, so that every
+    /// change after that is told.
     pub fn follow_counters(&mut self) {
         self.follows_counters = true;
+        let scan = self.counter_scanner()();
+        let baseline = self.counter_events(scan, crate::clock::boot_ns());
+        debug_assert!(baseline.is_empty(), "the first pass is the baseline");
     }
 
     /// A walk of the hierarchy that reads the counters of every memcg `stats` samples, to run
