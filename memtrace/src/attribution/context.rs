@@ -605,7 +605,7 @@ impl LiveContext {
         let identity = self.identity(Some(&cgroup));
         self.filter
             .matches(Some(&cgroup), identity.as_ref())
-            .then(|| Event {
+            .then_some(Event {
                 timestamp_ns,
                 memcg: Memcg {
                     id,

@@ -140,7 +140,7 @@ mod tests {
     fn the_first_pass_is_the_baseline_and_only_changes_follow() {
         let mut t = CounterTracker::default();
         let a = values(&[(Counter::Failcnt, 5), (Counter::DirtyBytes, 8192)]);
-        assert!(t.pass(1_000, vec![("/a".into(), a.clone())]).is_empty());
+        assert_eq!(t.pass(1_000, vec![("/a".into(), a.clone())]), Vec::new());
         assert!(
             t.pass(2_000, vec![("/a".into(), a)]).is_empty(),
             "nothing changed"
@@ -164,9 +164,9 @@ mod tests {
     #[test]
     fn a_memcg_created_later_counts_from_zero_and_gone_ones_are_forgotten() {
         let mut t = CounterTracker::default();
-        assert!(
-            t.pass(1, vec![("/a".into(), CounterValues::default())])
-                .is_empty()
+        assert_eq!(
+            t.pass(1, vec![("/a".into(), CounterValues::default())]),
+            Vec::new()
         );
         let b = values(&[(Counter::OomKill, 1), (Counter::UnderOom, 0)]);
         let changes = t.pass(2, vec![("/b".into(), b)]);
@@ -210,6 +210,6 @@ mod tests {
             (Counter::Max, 0),
             (Counter::DirtyBytes, 10),
         ]);
-        assert!(t.pass(2_000, vec![("/a".into(), a)]).is_empty());
+        assert_eq!(t.pass(2_000, vec![("/a".into(), a)]), Vec::new());
     }
 }

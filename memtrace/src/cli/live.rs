@@ -44,10 +44,10 @@ pub struct LiveArgs {
     /// are sampled every second regardless; this is how often the output gets them.)
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub stats_interval: Duration,
-    /// Read the same containers' kernel counters (memory.events or memory.failcnt and
-    /// memory.oom_control, PSI stall time, refaults, scans, dirty, writeback, shmem, mapped
+    /// Read the same containers' kernel counters (`memory.events`, or `memory.failcnt` and
+    /// `memory.oom_control`; PSI stall time, refaults, scans, dirty, writeback, shmem, mapped
     /// file) this often, and emit a `counters` event for each container whose counters changed;
-    /// `stats` samples carry them too. On cgroup v2 a change of memory.events (high, max, OOM)
+    /// `stats` samples carry them too. On cgroup v2 a change of `memory.events` (high, max, OOM)
     /// is read at once, as the kernel notifies it. 0 turns counters off. (A pass costs about
     /// 0.1 ms per container on cgroup v1: `cargo xtask bench counters`.)
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]

@@ -1,6 +1,8 @@
 //! Counters as people read them: `oom_kill 2 (+1), dirty 4.0MiB (-8.0MiB), pressure_some 1.25s
 //! (+300ms)`. Byte counters in bytes units and times in seconds, by their names' suffixes.
 
+use std::fmt::Write as _;
+
 use crate::{
     event::{Counter, CounterChanges, CounterSource, CounterValues},
     units::{human_bytes, seconds},
@@ -63,9 +65,10 @@ pub fn counter_changes(e: &CounterChanges) -> String {
 /// ` name=value …` for a `stats` line.
 #[must_use]
 pub fn counter_values(v: &CounterValues) -> String {
-    v.0.iter()
-        .map(|&(c, v)| format!(" {}={}", name(c), value(c, v)))
-        .collect()
+    v.0.iter().fold(String::new(), |mut s, &(c, v)| {
+        let _ = write!(s, " {}={}", name(c), value(c, v));
+        s
+    })
 }
 
 #[cfg(test)]

@@ -241,6 +241,8 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     drop(node);
     let ms: Vec<f64> = on.passes.iter().map(|&(ms, _)| ms).collect();
     let memcgs = on.passes.iter().map(|&(_, n)| n).max().unwrap_or(0);
+    let per_memcg_us = median(&ms).unwrap_or(f64::NAN) * 1000.0
+        / f64::from(u32::try_from(memcgs.max(1)).unwrap_or(u32::MAX));
     println!(
         "counters on {} memcgs ({} hierarchy), {} s each:",
         options.memcgs, hierarchy.version, options.seconds
@@ -259,7 +261,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         ms.len(),
         median(&ms).unwrap_or(f64::NAN),
         ms.iter().copied().fold(f64::NAN, f64::max),
-        median(&ms).unwrap_or(f64::NAN) * 1000.0 / memcgs.max(1) as f64,
+        per_memcg_us,
     );
     Ok(())
 }
