@@ -17,9 +17,9 @@ use super::{
 use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemcgCensus, MemoryStats},
     event::{
-        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, FileName, HostClock,
-        Memcg, MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
-        Slab as SlabInterval, What,
+        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Counter, CounterChanges,
+        Event, FileName, HostClock, Memcg, MemorySource, OomKill, PageCache as CacheInterval,
+        Reclaim as ReclaimEpisode, Slab as SlabInterval, What,
     },
     units::{micros, seconds},
 };
@@ -106,8 +106,23 @@ pub struct ContainerReport {
     pub charges: Charges,
     pub charge_failures: ChargeFailures,
     pub slab: Slab,
+    /// The kernel's own counters that changed during the recording (`counters` events), in
+    /// counter order.
+    pub counters: Vec<CounterTotal>,
     /// Reclaims, charge failures and OOM kills, for the timeline.
     pub marks: Vec<Mark>,
+}
+
+/// How much one of the kernel's counters of a container moved during the recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CounterTotal {
+    pub counter: Counter,
+    /// The sum of its changes (a level such as `dirty_bytes` may end where it began).
+    pub delta: i64,
+    /// Its value at its last change.
+    pub last: u64,
+    /// `counters` events that changed it.
+    pub changes: u64,
 }
 
 /// The limit of an ancestor cgroup that applies to a container without one of its own.
@@ -451,6 +466,7 @@ struct ContainerAcc {
     charge_failures: ChargeFailures,
     slab: Slab,
     slab_caches: HashMap<String, SlabCacheGrowth>,
+    counters: Vec<CounterTotal>,
     /// Per bucket and kind: the first timestamp in the bucket and how many.
     marks: BTreeMap<(u64, MarkKind), (u64, u32)>,
 }
@@ -586,6 +602,7 @@ impl ReportBuilder {
             What::ChargeFail(e) => self.charge_fail(at, m, Failure::Kernel(e)),
             What::ChargeFailFromReclaim(e) => self.charge_fail(at, m, Failure::Derived(e)),
             What::Slab(e) => self.slab(m, e),
+            What::Counters(e) => self.counters(m, e),
         }
         if self.first.as_ref().is_none_or(|(t, _)| at < *t) {
             self.first = Some((at, self.clock.wall(at)));
@@ -772,6 +789,30 @@ impl ReportBuilder {
                 outcome,
                 source,
             });
+        }
+    }
+
+    fn counters(&mut self, m: &Memcg, e: &CounterChanges) {
+        let acc = self.container(m.cgroup.as_deref(), m.container.as_ref());
+        for &(counter, change) in &e.changed {
+            let at = acc
+                .counters
+                .partition_point(|t| (t.counter as usize) < counter as usize);
+            if acc.counters.get(at).is_none_or(|t| t.counter != counter) {
+                acc.counters.insert(
+                    at,
+                    CounterTotal {
+                        counter,
+                        delta: 0,
+                        last: 0,
+                        changes: 0,
+                    },
+                );
+            }
+            let total = &mut acc.counters[at];
+            total.delta = total.delta.saturating_add(change.delta);
+            total.last = change.value;
+            total.changes += 1;
         }
     }
 
@@ -1056,6 +1097,7 @@ impl ContainerAcc {
             charges: self.charges,
             charge_failures: self.charge_failures,
             slab,
+            counters: self.counters,
             marks: self
                 .marks
                 .into_iter()
@@ -1200,15 +1242,18 @@ pub(crate) mod tests {
             ns,
             None,
             Some(cgroup),
-            What::Stats(MemoryStats {
-                usage_bytes: Some(anon + file + MIB),
-                limit_bytes: limit,
-                working_set_bytes: Some(anon + MIB),
-                anon_bytes: Some(anon),
-                file_bytes: Some(file),
-                kernel_bytes: Some(MIB),
-                ..MemoryStats::default()
-            }),
+            What::Stats(
+                MemoryStats {
+                    usage_bytes: Some(anon + file + MIB),
+                    limit_bytes: limit,
+                    working_set_bytes: Some(anon + MIB),
+                    anon_bytes: Some(anon),
+                    file_bytes: Some(file),
+                    kernel_bytes: Some(MIB),
+                    ..MemoryStats::default()
+                }
+                .into(),
+            ),
         )
     }
 

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use super::{
     model::{
-        ChargeFailures, Charges, ContainerReport, FileGrowth, OomReport, Report, Slab, is_host,
+        ChargeFailures, Charges, ContainerReport, CounterTotal, FileGrowth, OomReport, Report,
+        Slab, is_host,
     },
     summary::LineKind,
 };
@@ -210,6 +211,27 @@ fn container(s: &mut String, c: &ContainerReport) {
     }
     charges(s, &c.charges, &c.charge_failures);
     slab(s, &c.slab);
+    counters(s, &c.counters);
+}
+
+/// `  kernel counters: oom_kill +1 (now 1), failcnt +120 (now 340), …`
+fn counters(s: &mut String, counters: &[CounterTotal]) {
+    if counters.is_empty() {
+        return;
+    }
+    let listed: Vec<String> = counters
+        .iter()
+        .map(|t| {
+            let name = t.counter.name();
+            let (delta, last) = if name.ends_with("_bytes") {
+                (signed(t.delta), human_bytes(t.last))
+            } else {
+                (format!("{:+}", t.delta), t.last.to_string())
+            };
+            format!("{name} {delta} (now {last})")
+        })
+        .collect();
+    let _ = writeln!(s, "  kernel counters: {}", listed.join(", "));
 }
 
 /// Writes the first [`TEXT_FAILURES`] of `listed`, one `line` each, then how many of `total`

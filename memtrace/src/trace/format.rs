@@ -1,4 +1,4 @@
-//! Trace file layout, version 4 (versions 2 and 3 differ only inside blocks, see `records`);
+//! Trace file layout, version 5 (versions 2 to 4 differ only inside blocks, see `records`);
 //! docs/trace-format.md is the byte-by-byte description. All integers little-endian.
 //!
 //! ```text
@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::attribution::MemcgCensus;
 
 pub const MAGIC: &[u8; 8] = b"MEMTRACE";
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// The oldest version this memtrace reads.
 pub const OLDEST_READABLE: u16 = 2;
 pub const PREAMBLE_LEN: usize = 16;

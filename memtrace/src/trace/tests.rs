@@ -10,9 +10,10 @@ use super::*;
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
-        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeProbe, ChargeSource,
-        Charges, ChargesFromPageCache, Device, Event, FileCache, FileName, HostClock, Memcg,
-        MemorySource, OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
+        CgroupAction, CgroupChange, Change, ChargeFail, ChargeFailFromReclaim, ChargeProbe,
+        ChargeSource, Charges, ChargesFromPageCache, Counter, CounterChanges, CounterSource,
+        CounterValues, Device, Event, FileCache, FileName, HostClock, Memcg, MemorySource,
+        OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
     },
 };
 
@@ -143,29 +144,35 @@ pub(super) fn every_kind() -> Vec<Event> {
             10,
             None,
             Some(POD),
-            What::Stats(MemoryStats {
-                usage_bytes: Some(1 << 30),
-                limit_bytes: Some(2 << 30),
-                working_set_bytes: Some(900 << 20),
-                anon_bytes: Some(800 << 20),
-                file_bytes: Some(100 << 20),
-                active_file_bytes: Some(60 << 20),
-                inactive_file_bytes: Some(40 << 20),
-                shmem_bytes: Some(0),
-                kernel_bytes: Some(12 << 20),
-                slab_reclaimable_bytes: Some(3 << 20),
-                slab_unreclaimable_bytes: Some(1 << 20),
-            }),
+            What::Stats(
+                MemoryStats {
+                    usage_bytes: Some(1 << 30),
+                    limit_bytes: Some(2 << 30),
+                    working_set_bytes: Some(900 << 20),
+                    anon_bytes: Some(800 << 20),
+                    file_bytes: Some(100 << 20),
+                    active_file_bytes: Some(60 << 20),
+                    inactive_file_bytes: Some(40 << 20),
+                    shmem_bytes: Some(0),
+                    kernel_bytes: Some(12 << 20),
+                    slab_reclaimable_bytes: Some(3 << 20),
+                    slab_unreclaimable_bytes: Some(1 << 20),
+                }
+                .into(),
+            ),
         ),
         event(
             10,
             None,
             Some("/b/c"),
-            What::Stats(MemoryStats {
-                usage_bytes: Some(4096),
-                limit_bytes: None,
-                ..MemoryStats::default()
-            }),
+            What::Stats(
+                MemoryStats {
+                    usage_bytes: Some(4096),
+                    limit_bytes: None,
+                    ..MemoryStats::default()
+                }
+                .into(),
+            ),
         ),
         event(11, Some(5), Some("/a"), What::Cache(cache)),
         event(
@@ -266,13 +273,13 @@ fn varied(i: u64) -> Event {
     let mut e = every_kind().swap_remove(4);
     e.timestamp_ns = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
     if let What::Stats(m) = &mut e.what {
-        m.usage_bytes = Some(i.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 24);
+        m.memory.usage_bytes = Some(i.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 24);
     }
     e
 }
 
 fn write_sample(path: &Path) -> Vec<Event> {
-    let events = every_kind();
+    let events = every_kind_with_counters();
     let mut w = TraceWriter::create(path, &header()).expect("create");
     for (i, e) in events.iter().enumerate() {
         w.append(e).expect("append");
@@ -399,13 +406,13 @@ fn rejects_garbage_empty_old_and_future_files_by_name() {
     }
     write_sample(&path);
     let mut bytes = fs::read(&path).expect("read");
-    bytes[8..10].copy_from_slice(&5u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&6u16.to_le_bytes());
     fs::write(&path, &bytes).expect("write");
     let err = TraceReader::open(&path).err().expect("must fail");
     assert_eq!(
         err.to_string(),
         format!(
-            "{} is a version 5 trace; this memtrace reads versions 2 to 4: use a newer memtrace",
+            "{} is a version 6 trace; this memtrace reads versions 2 to 5: use a newer memtrace",
             path.display()
         )
     );
@@ -561,10 +568,12 @@ fn the_version_3_encoding_of_every_kind_is_pinned_and_still_read() {
     let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_as_version_3_had_them();
-    crate::attribution::with_version_3_layout(|| {
-        for e in &events {
-            encoder.event(e, &mut bytes).expect("encode");
-        }
+    crate::event::with_layout_before_version_5(|| {
+        crate::attribution::with_version_3_layout(|| {
+            for e in &events {
+                encoder.event(e, &mut bytes).expect("encode");
+            }
+        });
     });
     assert_eq!(
         (bytes.len(), crc32fast::hash(&bytes)),
@@ -638,13 +647,66 @@ fn the_version_4_encoding_of_every_kind_is_pinned() {
     let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_named();
-    for e in &events {
-        encoder.event(e, &mut bytes).expect("encode");
-    }
+    crate::event::with_layout_before_version_5(|| {
+        for e in &events {
+            encoder.event(e, &mut bytes).expect("encode");
+        }
+    });
     assert_eq!(decode_all(4, &bytes), events);
     assert_eq!(
         (bytes.len(), crc32fast::hash(&bytes)),
         (1872, 563_282_956),
         "the version 4 encoding changed"
+    );
+}
+
+/// Every kind as version 5 writes it: `stats` samples with the memcg's counters, and
+/// `counters` events.
+fn every_kind_with_counters() -> Vec<Event> {
+    let mut events = every_kind_named();
+    let mut counters = CounterValues::default();
+    counters.set(Counter::Failcnt, 12);
+    counters.set(Counter::OomKill, 1);
+    counters.set(Counter::DirtyBytes, 8192);
+    if let What::Stats(sample) = &mut events[4].what {
+        sample.counters = counters;
+    }
+    events.push(event(
+        20,
+        Some(5),
+        Some("/a"),
+        What::Counters(CounterChanges {
+            interval_ns: 1_000_000_000,
+            source: CounterSource::Sampled,
+            changed: vec![
+                (Counter::OomKill, Change { value: 1, delta: 1 }),
+                (
+                    Counter::DirtyBytes,
+                    Change {
+                        value: 8192,
+                        delta: -4096,
+                    },
+                ),
+            ],
+        }),
+    ));
+    events
+}
+
+/// Version 5 stores a sample's counters after its memory, and `counters` events: pinned like
+/// the versions before.
+#[test]
+fn the_version_5_encoding_of_every_kind_is_pinned() {
+    let mut encoder = records::Encoder::default();
+    let mut bytes = Vec::new();
+    let events = every_kind_with_counters();
+    for e in &events {
+        encoder.event(e, &mut bytes).expect("encode");
+    }
+    assert_eq!(decode_all(5, &bytes), events);
+    assert_eq!(
+        (bytes.len(), crc32fast::hash(&bytes)),
+        (1903, 3_202_388_971),
+        "the version 5 encoding changed"
     );
 }

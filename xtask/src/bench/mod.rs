@@ -6,6 +6,7 @@
 
 mod bpf_stats;
 mod cgroup;
+mod counters;
 mod interrupt;
 mod pipeline;
 mod report;
@@ -61,14 +62,21 @@ enum What {
     /// The userspace pipeline: ring-buffer records decoded, attributed and written as JSON
     /// Lines and a trace file, events/s on one core (target: 1 M/s)
     Pipeline,
+    /// Following containers' kernel counters on a node with many memory cgroups (root):
+    /// memtrace's CPU with counters off and on, and the time per counters pass
+    Counters(counters::Options),
 }
 
 /// Sets up, builds memtrace (release), installs bpftrace and bpftool, runs the workloads under
 /// each configuration, then prints the table and writes `<target>/bench/latest.json`. Misses
 /// against the targets are reported, not failed: only what could not be measured fails.
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
-    match options.what {
+    match &options.what {
         Some(What::Trace) => return trace::run(workspace),
+        Some(What::Counters(counters)) => {
+            setup::run(workspace)?;
+            return counters::run(workspace, counters);
+        }
         Some(What::Pipeline) => {
             setup::run(workspace)?;
             return pipeline::run(workspace);
