@@ -194,7 +194,13 @@ pub fn judge(evidence: &Evidence<'_>) -> Verdict {
         });
         if let Some((f, _)) = refined {
             verdict.kind = f.kind;
-            verdict.reason = format!("{}; {}", verdict.reason, f.text);
+            // Shmem and dirty pages are not the cache the reader thinks of: said by their name
+            // alone. Thrashing is page cache, re-read.
+            verdict.reason = if f.kind == VerdictKind::Thrashing {
+                format!("{}; {}", verdict.reason, f.text)
+            } else {
+                f.text.clone()
+            };
         }
     }
     verdict.evidence = findings
@@ -367,8 +373,8 @@ fn shmem(signals: &Signals, context: &Context) -> Option<(Finding, u64)> {
         return None;
     }
     let mut text = format!(
-        "shmem/tmpfs held {} ({} of the {} in use), which reclaim cannot drop without swap \
-         (not page cache that could be freed)",
+        "shmem/tmpfs held {} ({} of the {} in use): memory, not cache, which reclaim cannot \
+         drop without swap",
         human_bytes(bytes),
         percent(bytes, context.usage),
         human_bytes(context.usage)
@@ -376,12 +382,12 @@ fn shmem(signals: &Signals, context: &Context) -> Option<(Finding, u64)> {
     if let Some(f) = &signals.shmem_file {
         let _ = write!(
             text,
-            "; most in {} (+{} at its peak{})",
+            "; most in {}: +{} at its peak{}",
             f.name,
             human_bytes(f.peak_bytes),
             f.mount
                 .as_deref()
-                .map_or_else(String::new, |m| format!(", tmpfs mounted at {m}"))
+                .map_or_else(String::new, |m| format!(", on the tmpfs mounted at {m}"))
         );
     }
     Some((
@@ -673,8 +679,9 @@ mod tests {
         assert_says(&v, "shmem/tmpfs held 57.0MiB (89% of the 64.0MiB in use)");
         assert_says(
             &v,
-            "most in /dev/shm/t/f (shmem) (+56.0MiB at its peak, tmpfs mounted at /dev/shm)",
+            "most in /dev/shm/t/f (shmem): +56.0MiB at its peak, on the tmpfs mounted at /dev/shm",
         );
+        assert!(!v.reason.contains("page cache"), "{v:?}");
         assert!(v.evidence.is_empty(), "{v:?}");
     }
 
