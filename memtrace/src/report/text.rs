@@ -8,6 +8,7 @@ use super::{
         Slab, is_host,
     },
     summary::LineKind,
+    verdict::Finding,
 };
 use crate::{
     attribution::MemoryStats,
@@ -145,6 +146,15 @@ fn container(s: &mut String, c: &ContainerReport) {
         for kill in &c.oom_kills {
             oom(s, kill, &in_cgroup(kill.cgroup.as_deref()));
         }
+    }
+    if let Some(risk) = &c.at_risk {
+        let _ = writeln!(
+            s,
+            "  at risk (not OOM-killed): {}: {}",
+            risk.kind.label(),
+            risk.reason
+        );
+        evidence(s, &risk.evidence, "    ");
     }
     if let Some(cgroup) = &c.memory_cgroup {
         let peak = c.memory.iter().filter_map(|m| m.usage).max();
@@ -376,6 +386,14 @@ fn oom(s: &mut String, k: &OomReport, in_cgroup: &str) {
         k.verdict.kind.label(),
         k.verdict.reason
     );
+    evidence(s, &k.verdict.evidence, "        ");
+}
+
+/// `evidence: thrashing: file refaults …`, a line each.
+fn evidence(s: &mut String, findings: &[Finding], indent: &str) {
+    for f in findings {
+        let _ = writeln!(s, "{indent}evidence: {}: {}", f.kind.label(), f.text);
+    }
 }
 
 /// `anon 62.0MiB, file 1.0MiB (active …, inactive …), kernel 1.0MiB, shmem 0B`, what is known.

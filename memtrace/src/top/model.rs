@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemoryStats},
     event::{CgroupAction, Device, Event, FileCache, HostClock, MemorySource, OomKill, What},
-    report::{Evidence, MemoryPoint, Verdict, judge},
+    report::{Evidence, MemoryPoint, Signals, Verdict, judge},
 };
 
 /// Rates (page-cache growth, reclaim, stall) are averaged over this much of the latest events.
@@ -479,6 +479,7 @@ impl Model {
             reclaims: row.map_or(0, |r| r.reclaims_total),
             ineffective_reclaims: row.map_or(0, |r| r.ineffective_reclaims),
             top_slab_cache,
+            signals: Signals::default(),
         })
     }
 
