@@ -63,6 +63,82 @@ fn read_kernel(cgroup: &TestCgroup, version: CgroupVersion) -> BTreeMap<&'static
         .collect()
 }
 
+/// A file of `mib` MiB on disk, not in the page cache.
+fn cold_file(dir: &std::path::Path, name: &str, mib: usize) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut out = fs::File::create(&path).expect("create");
+    for _ in 0..mib {
+        std::io::Write::write_all(&mut out, &chunk).expect("write");
+    }
+    out.sync_all().expect("sync");
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+    path
+}
+
+/// `stats` samples carry the counters too; the last one agrees with the files around it.
+fn check_stats_samples(
+    events: &[serde_json::Value],
+    cgroup: &str,
+    version: CgroupVersion,
+    before: &BTreeMap<&'static str, u64>,
+    after: &BTreeMap<&'static str, u64>,
+) {
+    let samples = events_in(events, "stats", cgroup);
+    let last = samples.last().expect("stats samples");
+    for (name, _, _) in sources(version) {
+        let v = last["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} not in the stats sample: {last}"));
+        let (lo, hi) = (before[name].min(after[name]), before[name].max(after[name]));
+        assert!((lo..=hi).contains(&v), "{name}: {v} in {last}");
+    }
+}
+
+/// Each counter the kernel changed is in the events: its last value between the kernel's two
+/// readings around memtrace's last pass, the deltas adding up from the baseline.
+fn check_changes(
+    counters: &[&serde_json::Value],
+    version: CgroupVersion,
+    before: &BTreeMap<&'static str, u64>,
+    after_1: &BTreeMap<&'static str, u64>,
+    after_2: &BTreeMap<&'static str, u64>,
+) {
+    for (name, _, _) in sources(version) {
+        let (b, a1, a2) = (before[name], after_1[name], after_2[name]);
+        assert!(a1 != b, "{name} did not change in the kernel: {b} → {a1}");
+        let changes: Vec<(u64, i64)> = counters
+            .iter()
+            .filter_map(|e| {
+                let c = &e["changed"][name];
+                Some((c["value"].as_u64()?, c["delta"].as_i64()?))
+            })
+            .collect();
+        let &(last, _) = changes
+            .last()
+            .unwrap_or_else(|| panic!("{name} never in a counters event: {counters:?}"));
+        let (lo, hi) = (a1.min(a2), a1.max(a2));
+        assert!(
+            (lo..=hi).contains(&last),
+            "{name}: memtrace's last value {last}, the kernel's {a1} then {a2}"
+        );
+        let moved: i64 = changes.iter().map(|&(_, d)| d).sum();
+        assert_eq!(
+            i128::from(moved),
+            i128::from(last) - i128::from(b),
+            "{name}: the deltas add up to the change since the baseline ({b})"
+        );
+        // Each event says the value after its change.
+        for pair in changes.windows(2) {
+            assert_eq!(
+                i128::from(pair[1].0) - i128::from(pair[0].0),
+                i128::from(pair[1].1),
+                "{name}: {changes:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn counters_agree_with_cgroupfs_and_absent_ones_are_not_zero() {
     let base = TestCgroup::new("counters", 1 << 30);
@@ -72,18 +148,9 @@ fn counters_agree_with_cgroupfs_and_absent_ones_are_not_zero() {
         .expect("memory hierarchy")
         .version;
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let big = tmp.path().join("cold-128m");
+    let big = cold_file(tmp.path(), "cold-128m", 128);
     let dirty = tmp.path().join("dirty-16m");
     let shm = tempfile::tempdir_in("/dev/shm").expect("tmpfs dir");
-    {
-        let chunk = vec![0x5au8; 1 << 20];
-        let mut out = fs::File::create(&big).expect("create");
-        for _ in 0..128 {
-            std::io::Write::write_all(&mut out, &chunk).expect("write");
-        }
-        out.sync_all().expect("sync");
-    }
-    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
 
     let memtrace = Memtrace::start(&[
         "run",
@@ -138,53 +205,9 @@ fn counters_agree_with_cgroupfs_and_absent_ones_are_not_zero() {
     let counters = events_in(&events, "counters", &c.path);
     assert!(!counters.is_empty(), "no counters events: {}", out.stdout);
 
-    for (name, _, _) in sources(version) {
-        let (b, a1, a2) = (before[name], after_1[name], after_2[name]);
-        assert!(a1 != b, "{name} did not change in the kernel: {b} → {a1}");
-        let changes: Vec<(u64, i64)> = counters
-            .iter()
-            .filter_map(|e| {
-                let c = &e["changed"][name];
-                Some((c["value"].as_u64()?, c["delta"].as_i64()?))
-            })
-            .collect();
-        let &(last, _) = changes
-            .last()
-            .unwrap_or_else(|| panic!("{name} never in a counters event: {counters:?}"));
-        let (lo, hi) = (a1.min(a2), a1.max(a2));
-        assert!(
-            (lo..=hi).contains(&last),
-            "{name}: memtrace's last value {last}, the kernel's {a1} then {a2}"
-        );
-        let moved: i64 = changes.iter().map(|&(_, d)| d).sum();
-        assert_eq!(
-            i128::from(moved),
-            i128::from(last) - i128::from(b),
-            "{name}: the deltas add up to the change since the baseline ({b})"
-        );
-        // Each event says the value after its change.
-        for pair in changes.windows(2) {
-            assert_eq!(
-                i128::from(pair[1].0) - i128::from(pair[0].0),
-                i128::from(pair[1].1),
-                "{name}: {changes:?}"
-            );
-        }
-    }
+    check_changes(&counters, version, &before, &after_1, &after_2);
 
-    // `stats` samples carry the counters too; the last one agrees with the files around it.
-    let samples = events_in(&events, "stats", &c.path);
-    let last = samples.last().expect("stats samples");
-    for (name, _, _) in sources(version) {
-        let v = last["counters"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name} not in the stats sample: {last}"));
-        let (lo, hi) = (
-            before[name].min(after_2[name]),
-            before[name].max(after_2[name]),
-        );
-        assert!((lo..=hi).contains(&v), "{name}: {v} in {last}");
-    }
+    check_stats_samples(&events, &c.path, version, &before, &after_2);
 
     // What the kernel does not have on this hierarchy is absent, never zero.
     let absent: &[&str] = match version {
@@ -198,7 +221,10 @@ fn counters_agree_with_cgroupfs_and_absent_ones_are_not_zero() {
         ],
         CgroupVersion::V2 => &["failcnt", "under_oom"],
     };
-    for e in counters.iter().chain(samples.iter()) {
+    for e in counters
+        .iter()
+        .chain(events_in(&events, "stats", &c.path).iter())
+    {
         for name in absent {
             assert!(
                 e["changed"].get(name).is_none() && e["counters"].get(name).is_none(),

@@ -138,53 +138,7 @@ fn an_oom_kill_writes_one_file_with_the_minutes_before_it() {
     );
     assert!(out.stderr.contains("1 file written"), "{}", out.stderr);
 
-    // The file holds the activity from well before the kill, and the kill.
-    let replay = memtrace_output(&["replay", file.to_str().expect("utf-8"), "--format", "json"]);
-    assert!(replay.status.success(), "replay: {replay:?}");
-    let events = json_lines(&String::from_utf8_lossy(&replay.stdout));
-    let ours = |e: &&serde_json::Value| e["cgroup"] == container.path.as_str();
-    let kills: Vec<&serde_json::Value> = events
-        .iter()
-        .filter(ours)
-        .filter(|e| e["type"] == "oom_kill")
-        .collect();
-    assert_eq!(kills.len(), 1, "one kill in the file");
-    assert_eq!(kills[0]["pid"], victim);
-    let kill_ns = kills[0]["timestamp_ns"].as_u64().expect("timestamp");
-    let first_cache_ns = events
-        .iter()
-        .filter(ours)
-        .filter(|e| matches!(e["type"].as_str(), Some("cache" | "charge")))
-        .filter_map(|e| e["timestamp_ns"].as_u64())
-        .min()
-        .expect("page-cache or charge events of the container");
-    let before = Duration::from_nanos(kill_ns.saturating_sub(first_cache_ns));
-    // The container was busy all along: its page cache is there from the window's start (give
-    // or take an --interval and a round of its work).
-    assert!(
-        before <= window && before + Duration::from_secs(2) >= window,
-        "the file's first page-cache event is {before:?} before the kill; --flight {window:?}"
-    );
-    let first_ns = events
-        .iter()
-        .filter_map(|e| e["timestamp_ns"].as_u64())
-        .min()
-        .expect("events");
-    assert!(
-        kill_ns.saturating_sub(first_ns) <= ns(window),
-        "nothing from before the window: first event {:?} before the kill",
-        Duration::from_nanos(kill_ns.saturating_sub(first_ns))
-    );
-    let last_ns = events
-        .iter()
-        .filter_map(|e| e["timestamp_ns"].as_u64())
-        .max()
-        .expect("events");
-    assert!(
-        last_ns <= kill_ns + ns(Duration::from_secs(AFTER_SECS + 1)),
-        "nothing after --flight-after: last event {}s after the kill",
-        last_ns.saturating_sub(kill_ns) / 1_000_000_000
-    );
+    check_window(file, &container.path, victim, window);
 
     // `report` tells the kill, its verdict, and the window.
     let report = memtrace_output(&["report", file.to_str().expect("utf-8")]);
@@ -286,5 +240,56 @@ fn bad_flight_options_are_clear_errors() {
     assert!(
         stderr.starts_with("memtrace: error: --out ") && stderr.contains("give a directory"),
         "{stderr}"
+    );
+}
+
+/// The file holds the activity from well before the kill, the kill, and nothing outside the
+/// window.
+fn check_window(file: &Path, container_path: &str, victim: u32, window: Duration) {
+    let replay = memtrace_output(&["replay", file.to_str().expect("utf-8"), "--format", "json"]);
+    assert!(replay.status.success(), "replay: {replay:?}");
+    let events = json_lines(&String::from_utf8_lossy(&replay.stdout));
+    let ours = |e: &&serde_json::Value| e["cgroup"] == container_path;
+    let kills: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(ours)
+        .filter(|e| e["type"] == "oom_kill")
+        .collect();
+    assert_eq!(kills.len(), 1, "one kill in the file");
+    assert_eq!(kills[0]["pid"], victim);
+    let kill_ns = kills[0]["timestamp_ns"].as_u64().expect("timestamp");
+    let first_cache_ns = events
+        .iter()
+        .filter(ours)
+        .filter(|e| matches!(e["type"].as_str(), Some("cache" | "charge")))
+        .filter_map(|e| e["timestamp_ns"].as_u64())
+        .min()
+        .expect("page-cache or charge events of the container");
+    let before = Duration::from_nanos(kill_ns.saturating_sub(first_cache_ns));
+    // The container was busy all along: its page cache is there from the window's start (give
+    // or take an --interval and a round of its work).
+    assert!(
+        before <= window && before + Duration::from_secs(2) >= window,
+        "the file's first page-cache event is {before:?} before the kill; --flight {window:?}"
+    );
+    let first_ns = events
+        .iter()
+        .filter_map(|e| e["timestamp_ns"].as_u64())
+        .min()
+        .expect("events");
+    assert!(
+        kill_ns.saturating_sub(first_ns) <= ns(window),
+        "nothing from before the window: first event {:?} before the kill",
+        Duration::from_nanos(kill_ns.saturating_sub(first_ns))
+    );
+    let last_ns = events
+        .iter()
+        .filter_map(|e| e["timestamp_ns"].as_u64())
+        .max()
+        .expect("events");
+    assert!(
+        last_ns <= kill_ns + ns(Duration::from_secs(AFTER_SECS + 1)),
+        "nothing after --flight-after: last event {}s after the kill",
+        last_ns.saturating_sub(kill_ns) / 1_000_000_000
     );
 }

@@ -135,9 +135,16 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
         "tmpfs is memory, not page cache: {verdict_line}"
     );
 
+    check_json(&trace_arg, &shmem_name, &thrash_name, writer, file_path);
+    drop(tmpfs);
+}
+
+/// The JSON report: the kill's verdict is `shmem`, the other container is at risk of
+/// thrashing, with refaults against adds as the report counted them.
+fn check_json(trace_arg: &str, shmem_name: &str, thrash_name: &str, writer: u32, file_path: &str) {
     let report: Value =
-        serde_json::from_str(&run_ok(&["report", &trace_arg, "--format", "json"])).expect("JSON");
-    let killed = container(&report, &shmem_name);
+        serde_json::from_str(&run_ok(&["report", trace_arg, "--format", "json"])).expect("JSON");
+    let killed = container(&report, shmem_name);
     let kill = &killed["oom_kills"][0];
     assert_eq!(kill["pid"], writer, "{kill:#}");
     assert_eq!(kill["verdict"]["kind"], "shmem", "{kill:#}");
@@ -146,7 +153,7 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
         "a killed container has a kill verdict"
     );
 
-    let thrashing = container(&report, &thrash_name);
+    let thrashing = container(&report, thrash_name);
     assert!(thrashing["oom_kills"].as_array().is_some_and(Vec::is_empty));
     let risk = &thrashing["at_risk"];
     assert_eq!(risk["kind"], "thrashing", "{thrashing:#}");
@@ -173,10 +180,5 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
     let reason = risk["reason"].as_str().expect("reason");
     assert!(reason.contains(file_path), "{reason}");
     let summary_risk = &report["summary"]["at_risk"][0];
-    assert_eq!(
-        summary_risk["container"],
-        thrash_name.as_str(),
-        "{summary_risk:#}"
-    );
-    drop(tmpfs);
+    assert_eq!(summary_risk["container"], thrash_name, "{summary_risk:#}");
 }

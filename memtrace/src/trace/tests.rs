@@ -697,7 +697,7 @@ fn every_kind_with_counters() -> Vec<Event> {
 /// the versions before.
 #[test]
 fn the_version_5_encoding_of_every_kind_is_pinned() {
-    let mut encoder = records::Encoder::default();
+    let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_with_counters();
     for e in &events {
