@@ -27,6 +27,7 @@ use crate::{
         point::{events_help, parse_forced, parse_point},
     },
     sinks::Sink,
+    startup::Timeline,
 };
 
 /// Options shared by `run` and `record`.
@@ -158,18 +159,22 @@ impl Session {
     /// Discovers the memory hierarchy, loads and attaches the programs, and says so on stderr
     /// (tests and people wait for that line before they trigger anything).
     pub fn start(args: &LiveArgs, started: Instant) -> anyhow::Result<Self> {
+        let mut timeline = Timeline::new(started);
+        timeline.phase("arguments");
         let hierarchy = MemoryHierarchy::discover()?;
         let page_size = page_size();
         let clock = HostClock {
             boot_time_wall_ns: clock::boot_time_wall_ns(),
             page_size,
         };
+        timeline.phase("memory hierarchy");
         // Before attaching: an address in use fails the start, not the session.
         let metrics = args
             .metrics
             .metrics
             .map(|addr| Endpoint::bind(addr, args.metrics.metrics_grace, hierarchy.clone(), clock))
             .transpose()?;
+        timeline.phase("metrics endpoint");
         let runtime = super::runtime()?;
         // Listen for Ctrl-C and SIGTERM before saying "attached": whoever waits for that line
         // may signal at once, and must get a clean detach, not the default kill.
@@ -180,12 +185,16 @@ impl Session {
                 signal(SignalKind::terminate()).context("listening for SIGTERM")?,
             )
         };
-        let mut probes = Probes::attach(&AttachOptions {
-            ring_buffer_bytes: args.ring_buffer_size,
-            forced: args.probe_strategy.clone(),
-            points: args.events.clone(),
-            kernel_filter: !args.filter.filter().is_empty(),
-        })?;
+        timeline.phase("runtime, signals");
+        let mut probes = Probes::attach(
+            &AttachOptions {
+                ring_buffer_bytes: args.ring_buffer_size,
+                forced: args.probe_strategy.clone(),
+                points: args.events.clone(),
+                kernel_filter: !args.filter.filter().is_empty(),
+            },
+            &mut timeline,
+        )?;
         let ring = probes.take_ring().context("ring buffer already taken")?;
         let logger = probes
             .take_logger()
@@ -194,7 +203,9 @@ impl Session {
             .take_aggregates()
             .context("aggregates already taken")?;
         let resolver = MemcgResolver::new(hierarchy.clone());
+        timeline.phase("cgroup walk");
         let memcgs_at_start = report_dying(&hierarchy, &resolver, args.dying_warn);
+        timeline.phase("dying census");
         let kmsg = KmsgOomLines::follow()
             .inspect_err(|e| {
                 eprintln!(
@@ -211,19 +222,22 @@ impl Session {
             probes.oom_constraints.clone(),
         )
         .with_runtime_lookups(RuntimeLookups::new(RuntimeState::new(&args.host_root)));
+        timeline.phase("kmsg, context");
         if let Some(kernel) = probes.take_kernel_filter() {
             let matching = context.filter_in_kernel(kernel)?;
             eprintln!(
                 "memtrace: filtering in the kernel: {matching} memory cgroup{} match now",
                 if matching == 1 { "" } else { "s" }
             );
+            timeline.phase("kernel filter");
         }
         // Last: once this line is out, everything is in place (filters included).
         let attached: Vec<String> = probes.attached.iter().map(ToString::to_string).collect();
+        timeline.summary();
         eprintln!(
             "memtrace: attached {} in {} ms (memory cgroup {:?} at {}); Ctrl-C to stop",
             attached.join(" "),
-            started.elapsed().as_millis(),
+            timeline.elapsed().as_millis(),
             hierarchy.version,
             hierarchy.root.display(),
         );

@@ -26,6 +26,8 @@ use memtrace_common::{
     },
 };
 
+use crate::startup::{Timeline, timed};
+
 pub use self::{
     aggregate::{Aggregates, CacheDrain, Drain, SlabCache},
     btf::{BtfError, KernelBtf},
@@ -172,30 +174,29 @@ impl Probes {
     /// # Errors
     ///
     /// Not root, no BTF, a member missing from BTF, or a program the kernel refuses.
-    pub fn attach(options: &AttachOptions) -> Result<Self, ProbeError> {
-        let begun = std::time::Instant::now();
-        let phase = |what: &str| log::debug!("start-up: {what} after {:?}", begun.elapsed());
+    pub fn attach(options: &AttachOptions, timeline: &mut Timeline) -> Result<Self, ProbeError> {
         privileges::require_root()?;
         support::check()?;
         privileges::raise_memlock();
+        timeline.phase("kernel checks");
         // Read while BTF is parsed: kallsyms costs tens of milliseconds of kernel time.
-        let callers = std::thread::spawn(kallsyms::bpf_memalloc_callers);
+        let callers = std::thread::spawn(|| timed(kallsyms::bpf_memalloc_callers));
         let kernel_btf = KernelBtf::from_sys()?;
+        timeline.phase("btf open");
         let offsets = kernel_btf.kernel_offsets()?;
         let oom_constraints = kernel_btf.enum_names("oom_constraint")?;
         log::debug!("kernel offsets: {offsets:?}");
-        phase("BTF offsets");
-        let ignored_callers = callers
+        timeline.phase("btf offsets");
+        let (callers, took) = callers
             .join()
-            .map_err(|_| ProbeError::Missing("kallsyms reader"))?
-            .unwrap_or_else(|e| {
-                log::warn!(
-                    "cannot read /proc/kallsyms ({e}): slab counts may include BPF map memory"
-                );
-                IgnoredCallers::default()
-            });
+            .map_err(|_| ProbeError::Missing("kallsyms reader"))?;
+        timeline.beside("kallsyms", took);
+        let ignored_callers = callers.unwrap_or_else(|e| {
+            log::warn!("cannot read /proc/kallsyms ({e}): slab counts may include BPF map memory");
+            IgnoredCallers::default()
+        });
         log::debug!("slab ignores allocations from {ignored_callers:?}");
-        phase("kallsyms");
+        timeline.phase("kallsyms wait");
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
             .override_global(IGNORED_CALLERS_GLOBAL, &ignored_callers, true)
@@ -208,10 +209,9 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
-        phase("maps created, object loaded");
+        timeline.phase("object load (maps)");
 
-        let (attached, outcomes) = attach_points(&mut ebpf, options, &offsets)?;
-        phase("programs attached");
+        let (attached, outcomes) = attach_points(&mut ebpf, options, &offsets, timeline)?;
         if attached.is_empty() {
             return Err(ProbeError::NothingAttached);
         }
@@ -232,6 +232,7 @@ impl Probes {
         };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;
+        timeline.phase("maps taken, log forwarder");
         Ok(Self {
             _ebpf: ebpf,
             logger: Some(logger),
@@ -292,6 +293,7 @@ fn attach_points(
     ebpf: &mut Ebpf,
     options: &AttachOptions,
     offsets: &memtrace_common::KernelOffsets,
+    timeline: &mut Timeline,
 ) -> Result<(Vec<AttachedPoint>, Vec<plan::PointOutcome>), ProbeError> {
     let mut attached: Vec<AttachedPoint> = Vec::new();
     let mut outcomes = Vec::new();
@@ -331,6 +333,7 @@ fn attach_points(
             ),
         }
         outcomes.push(outcome);
+        timeline.phase(&format!("attach {point}"));
     }
     Ok((attached, outcomes))
 }

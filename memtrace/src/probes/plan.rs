@@ -15,9 +15,8 @@ use memtrace_common::{
         CHARGE_FUNCTION, CHARGE_PAGE_FUNCTION, OOM_KILL_FUNCTION, PROG_CGROUP_MKDIR,
         PROG_CGROUP_RELEASE, PROG_CGROUP_RMDIR, PROG_CHARGE_FEXIT, PROG_CHARGE_KPROBE,
         PROG_CHARGE_KRETPROBE, PROG_CHARGE_STAT, PROG_FILEMAP_ADD, PROG_FILEMAP_DELETE,
-        PROG_LRU_INSERTION,
-        PROG_OOM_FENTRY, PROG_OOM_KPROBE, PROG_OOM_MARK_VICTIM, PROG_RECLAIM_BEGIN,
-        PROG_RECLAIM_END, PROG_SLAB_CACHE_ALLOC, PROG_SLAB_CACHE_ALLOC_TRACKED,
+        PROG_LRU_INSERTION, PROG_OOM_FENTRY, PROG_OOM_KPROBE, PROG_OOM_MARK_VICTIM,
+        PROG_RECLAIM_BEGIN, PROG_RECLAIM_END, PROG_SLAB_CACHE_ALLOC, PROG_SLAB_CACHE_ALLOC_TRACKED,
         PROG_SLAB_CACHE_FREE, PROG_SLAB_CACHE_FREE_TRACKED, PROG_SLAB_KFREE,
         PROG_SLAB_KFREE_TRACKED, PROG_SLAB_KMALLOC, PROG_SLAB_KMALLOC_TRACKED,
         PROG_TRY_CHARGE_FEXIT, PROG_TRY_CHARGE_KPROBE, PROG_TRY_CHARGE_KRETPROBE,
@@ -26,6 +25,7 @@ use memtrace_common::{
 };
 
 use super::{ProbeError, ProbePoint, Strategy, program_error};
+use crate::startup::{self, timed};
 
 /// How one strategy attaches its programs.
 pub enum Attach {
@@ -443,7 +443,9 @@ pub fn attach(
         Attach::Derived { .. } => {}
         Attach::RawTracepoints(pairs) => attach_all_raw(ebpf, pairs)?,
         Attach::RawTracepointsWithMemoryMap(pairs) => {
-            super::memory_map::install(ebpf, offsets)?;
+            let (installed, took) = timed(|| super::memory_map::install(ebpf, offsets));
+            startup::within("memory map", took, "its raw_tp strategy");
+            installed?;
             attach_all_raw(ebpf, pairs)?;
         }
         Attach::Tracepoint {
@@ -516,12 +518,16 @@ fn aya_btf<'a>(
     kind: &str,
     function: &str,
 ) -> Result<&'a Btf, ProbeError> {
-    btf.get_or_insert_with(|| Btf::from_sys_fs().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| ProbeError::Program {
-            what: format!("{kind} {function}"),
-            reason: format!("kernel BTF: {e}"),
-        })
+    btf.get_or_insert_with(|| {
+        let (parsed, took) = timed(Btf::from_sys_fs);
+        startup::within("aya btf", took, &format!("{kind} {function}"));
+        parsed.map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| ProbeError::Program {
+        what: format!("{kind} {function}"),
+        reason: format!("kernel BTF: {e}"),
+    })
 }
 
 fn program_mut<'a>(
