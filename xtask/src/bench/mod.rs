@@ -9,6 +9,7 @@ mod cgroup;
 mod interrupt;
 mod pipeline;
 mod report;
+mod startup;
 mod stats;
 mod trace;
 mod tracer;
@@ -61,6 +62,14 @@ enum What {
     /// The userspace pipeline: ring-buffer records decoded, attributed and written as JSON
     /// Lines and a trace file, events/s on one core (target: 1 M/s)
     Pipeline,
+    /// Start-up: exec of `memtrace run` to "attached", idle and with a busy loop on every CPU,
+    /// with memtrace's own phases (target: 150 ms; as root)
+    Startup {
+        /// Launches under each load, each paired with one of `memtrace --version`
+        #[arg(long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u16).range(1..=1000))]
+        runs: u16,
+    },
 }
 
 /// Sets up, builds memtrace (release), installs bpftrace and bpftool, runs the workloads under
@@ -69,6 +78,10 @@ enum What {
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     match options.what {
         Some(What::Trace) => return trace::run(workspace),
+        Some(What::Startup { runs }) => {
+            setup::run(workspace)?;
+            return startup::run(workspace, usize::from(runs));
+        }
         Some(What::Pipeline) => {
             setup::run(workspace)?;
             return pipeline::run(workspace);
