@@ -44,12 +44,6 @@ impl Timeline {
         self.phases.push((name.to_owned(), took));
     }
 
-    /// A phase that ran on a thread of its own beside the others: logged, not counted in the
-    /// sum (the total covers it).
-    pub fn beside(&self, name: &str, took: Duration) {
-        log::debug!(target: LOG_TARGET, "start-up: {name} {} ms (beside)", millis(took));
-    }
-
     /// From `main` until now.
     #[must_use]
     pub fn elapsed(&self) -> Duration {
@@ -71,6 +65,12 @@ impl Timeline {
             listed.join(", ")
         );
     }
+}
+
+/// A phase that ran on a thread of its own beside the others: logged, not counted in the sum
+/// (the total covers it).
+pub fn beside(name: &str, took: Duration) {
+    log::debug!(target: LOG_TARGET, "start-up: {name} {} ms (beside)", millis(took));
 }
 
 /// A part of the phase now running (the kernel BTF aya parses to load fentry programs, within

@@ -3,10 +3,13 @@
 //! kernel version), and every attempt is kept so `memtrace probes` can say why a strategy was
 //! refused.
 
+use std::{fs, io};
+
 use aya::{
-    Btf, Ebpf,
+    Ebpf,
     programs::{
-        FEntry, FExit, KProbe, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
+        FEntry, FExit, KProbe, KProbeError, RawTracePoint, TracePoint,
+        raw_trace_point::RawTracePointLinkId,
     },
 };
 use memtrace_common::{
@@ -24,7 +27,7 @@ use memtrace_common::{
     },
 };
 
-use super::{ProbeError, ProbePoint, Strategy, program_error};
+use super::{ProbeError, ProbePoint, Strategy, aya_btf::AyaBtf, program_error};
 use crate::startup::{self, timed};
 
 /// How one strategy attaches its programs.
@@ -326,7 +329,7 @@ pub fn attach_point(
     ebpf: &mut Ebpf,
     point: ProbePoint,
     forced: Option<Strategy>,
-    btf: &mut Option<Result<Btf, String>>,
+    btf: &mut AyaBtf,
     offsets: &KernelOffsets,
     attached: &[ProbePoint],
 ) -> PointOutcome {
@@ -390,14 +393,14 @@ pub fn attach_point(
 pub fn attach(
     ebpf: &mut Ebpf,
     attach: &Attach,
-    btf: &mut Option<Result<Btf, String>>,
+    btf: &mut AyaBtf,
     offsets: &KernelOffsets,
 ) -> Result<(), ProbeError> {
     // fentry and fexit load against the function's BTF and attach alike; aya gives them no
     // common trait, so one macro serves both types.
     macro_rules! attach_btf_traced {
         ($ty:ty, $kind:literal, $program:expr, $function:expr) => {{
-            let btf = aya_btf(btf, $kind, $function)?;
+            let btf = btf.get($kind, $function)?;
             let error = |source| program_error(format!("{} {}", $kind, $function), &source);
             let p: &mut $ty = program_mut(ebpf, $program)?.try_into().map_err(error)?;
             p.load($function, btf).map_err(error)?;
@@ -413,6 +416,7 @@ pub fn attach(
         }
         Attach::Kprobe { program, function } => {
             let error = |source| program_error(format!("kprobe {function}"), &source);
+            kprobe_pmu().map_err(|e| error(e.into()))?;
             let p: &mut KProbe = program_mut(ebpf, program)?.try_into().map_err(error)?;
             load_once(p).map_err(error)?;
             p.attach(*function, 0).map_err(error)?;
@@ -423,6 +427,7 @@ pub fn attach(
             function,
         } => {
             let error = |source| program_error(format!("kretprobe {function}"), &source);
+            kprobe_pmu().map_err(|e| error(e.into()))?;
             let r: &mut KProbe = program_mut(ebpf, ret)?.try_into().map_err(error)?;
             load_once(r).map_err(error)?;
             let ret_link = r.attach(*function, 0).map_err(error)?;
@@ -461,6 +466,23 @@ pub fn attach(
         }
     }
     Ok(())
+}
+
+/// Where the kernel's kprobe PMU says its perf event type; absent without CONFIG_KPROBES.
+const KPROBE_PMU_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+/// Whether kprobes can attach at all, asked before a kprobe program is loaded: aya attaches
+/// them through the kprobe PMU (on every kernel memtrace runs on, 4.17+) and fails when there
+/// is none, after the verifier spent 5 ms on the program (several times that on a busy
+/// machine). The error is the one aya's attach gives.
+fn kprobe_pmu() -> Result<(), KProbeError> {
+    fs::read_to_string(KPROBE_PMU_TYPE)
+        .and_then(|ty| ty.trim().parse::<u32>().map_err(io::Error::other))
+        .map(drop)
+        .map_err(|io_error| KProbeError::FileError {
+            filename: KPROBE_PMU_TYPE.into(),
+            io_error,
+        })
 }
 
 /// Loads a kprobe program unless an earlier candidate did: a kprobe loads the same for any
@@ -510,24 +532,6 @@ pub fn attach_raw(
     let p: &mut RawTracePoint = program_mut(ebpf, program)?.try_into().map_err(error)?;
     p.load().map_err(error)?;
     p.attach(tracepoint).map_err(error)
-}
-
-/// aya's own BTF parse, needed to load fentry and fexit programs; once, and only if needed.
-fn aya_btf<'a>(
-    btf: &'a mut Option<Result<Btf, String>>,
-    kind: &str,
-    function: &str,
-) -> Result<&'a Btf, ProbeError> {
-    btf.get_or_insert_with(|| {
-        let (parsed, took) = timed(Btf::from_sys_fs);
-        startup::within("aya btf", took, &format!("{kind} {function}"));
-        parsed.map_err(|e| e.to_string())
-    })
-    .as_ref()
-    .map_err(|e| ProbeError::Program {
-        what: format!("{kind} {function}"),
-        reason: format!("kernel BTF: {e}"),
-    })
 }
 
 fn program_mut<'a>(

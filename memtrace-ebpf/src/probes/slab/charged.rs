@@ -12,7 +12,7 @@ use crate::{
         KmemCache, Memcg, SlabOwner,
         tracepoints::{Kfree, Kmalloc, KmemCacheFree},
     },
-    maps::{Bumped, FILTER_ENABLED, MEMCG_IDS, MEMORY_MAP, ignored_callers, wanted_memcg},
+    maps::{Bumped, FILTER_ENABLED, MEMCG_IDS, MEMORY_MAP, ignored_caller, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
@@ -39,7 +39,7 @@ pub fn slab_cache_alloc(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "kmalloc")]
 pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
     let args = Kmalloc::from_ctx(&ctx);
-    if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_callers().contains(args.call_site) {
+    if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_caller(args.call_site) {
         return 0;
     }
     if let Some(owner) = owner(args.ptr, KmemCache::NULL, 0) {
@@ -53,7 +53,7 @@ pub fn slab_kmalloc(ctx: RawTracePointContext) -> i32 {
 pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
     let args = KmemCacheFree::from_ctx(&ctx);
     // The BPF allocator's frees, like its allocations, are memtrace's own map memory.
-    if args.ptr == 0 || ignored_callers().contains(args.call_site) {
+    if args.ptr == 0 || ignored_caller(args.call_site) {
         return 0;
     }
     if let Some(owner) = owner(args.ptr, args.s, 0)
@@ -68,7 +68,7 @@ pub fn slab_cache_free(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "kfree")]
 pub fn slab_kfree(ctx: RawTracePointContext) -> i32 {
     let args = Kfree::from_ctx(&ctx);
-    if args.ptr == 0 || ignored_callers().contains(args.call_site) {
+    if args.ptr == 0 || ignored_caller(args.call_site) {
         return 0;
     }
     if let Some(owner) = owner(args.ptr, KmemCache::NULL, 0) {

@@ -12,7 +12,7 @@ use crate::{
         Task,
         tracepoints::{Kfree, Kmalloc, KmemCacheFree},
     },
-    maps::{Bumped, SLAB_OBJECTS, count_lost, ignored_callers, remember_memcg_id, wanted_memcg},
+    maps::{Bumped, SLAB_OBJECTS, count_lost, ignored_caller, remember_memcg_id, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
@@ -38,7 +38,7 @@ pub fn slab_cache_alloc_tracked(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "kmalloc")]
 pub fn slab_kmalloc_tracked(ctx: RawTracePointContext) -> i32 {
     let args = Kmalloc::from_ctx(&ctx);
-    if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_callers().contains(args.call_site) {
+    if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_caller(args.call_site) {
         return 0;
     }
     allocated(args.ptr, args.bytes_alloc, args.bytes_alloc);
