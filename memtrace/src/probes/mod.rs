@@ -12,6 +12,7 @@ pub mod kallsyms;
 pub mod memory_map;
 pub mod plan;
 pub mod point;
+mod preload;
 pub mod privileges;
 pub mod support;
 
@@ -197,18 +198,22 @@ impl Probes {
         let oom_constraints = kernel_btf.enum_names("oom_constraint")?;
         log::debug!("kernel offsets: {offsets:?}");
         timeline.phase("btf offsets");
-        let mut ebpf = EbpfLoader::new()
+        let (tgid, filter_enabled) = (std::process::id(), u32::from(options.kernel_filter));
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(OFFSETS_GLOBAL, &offsets, true)
-            .override_global(MEMMAP_TGID_GLOBAL, &std::process::id(), true)
-            .override_global(
-                FILTER_ENABLED_GLOBAL,
-                &u32::from(options.kernel_filter),
-                true,
-            )
-            .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
-            .load(EBPF_OBJECT)
-            .map_err(ProbeError::Load)?;
+            .override_global(MEMMAP_TGID_GLOBAL, &tgid, true)
+            .override_global(FILTER_ENABLED_GLOBAL, &filter_enabled, true)
+            .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes);
+        if !options.kernel_filter {
+            // Never read without a filter: a hash map's buckets cost creation time (a
+            // millisecond for the 65 536 of a full one) even where no entry is ever made.
+            loader.map_max_entries(FILTER_MAP, 1);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
         timeline.phase("object load (maps)");
+        preload::preload(&mut ebpf, options, &offsets);
+        timeline.phase("preload (verifier, on every CPU)");
 
         let (attached, outcomes) = attach_points(
             &mut ebpf,

@@ -342,10 +342,7 @@ pub fn attach_point(
         }
         let result = match candidate.attach {
             Attach::RawTracepoints(pairs) | Attach::RawTracepointsWithMemoryMap(pairs)
-                if offsets.kmem_tracepoints_pass_cache == 0
-                    && pairs
-                        .iter()
-                        .any(|(_, tp)| KMEM_CACHE_TRACEPOINTS.contains(tp)) =>
+                if refused_before_loading(pairs, offsets) =>
             {
                 Err(
                     "this kernel's kmem_cache_alloc and kmem_cache_free tracepoints do not pass \
@@ -485,6 +482,16 @@ fn kprobe_pmu() -> Result<(), KProbeError> {
         })
 }
 
+/// Whether these raw tracepoints are refused without trying: the slab programs read the
+/// `struct kmem_cache *` that `kmem_cache_alloc` and `kmem_cache_free` pass only since 6.0.
+#[must_use]
+pub fn refused_before_loading(pairs: &[(&str, &str)], offsets: &KernelOffsets) -> bool {
+    offsets.kmem_tracepoints_pass_cache == 0
+        && pairs
+            .iter()
+            .any(|(_, tp)| KMEM_CACHE_TRACEPOINTS.contains(tp))
+}
+
 /// Loads a kprobe program unless an earlier candidate did: a kprobe loads the same for any
 /// function, and the next candidate tries the function's older name with it.
 fn load_once(p: &mut KProbe) -> Result<(), aya::programs::ProgramError> {
@@ -518,7 +525,8 @@ fn attach_all_raw(
     Ok(())
 }
 
-/// Loads `program` and attaches it to the raw tracepoint.
+/// Loads `program`, unless it was loaded already ([`super::preload`]), and attaches it to the
+/// raw tracepoint.
 ///
 /// # Errors
 ///
@@ -530,7 +538,9 @@ pub fn attach_raw(
 ) -> Result<RawTracePointLinkId, ProbeError> {
     let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
     let p: &mut RawTracePoint = program_mut(ebpf, program)?.try_into().map_err(error)?;
-    p.load().map_err(error)?;
+    if p.fd().is_err() {
+        p.load().map_err(error)?;
+    }
     p.attach(tracepoint).map_err(error)
 }
 
