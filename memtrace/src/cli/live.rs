@@ -176,15 +176,7 @@ impl Session {
             .transpose()?;
         timeline.phase("metrics endpoint");
         let runtime = super::runtime()?;
-        // Listen for Ctrl-C and SIGTERM before saying "attached": whoever waits for that line
-        // may signal at once, and must get a clean detach, not the default kill.
-        let (interrupt, terminate) = {
-            let _in_runtime = runtime.enter();
-            (
-                signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
-                signal(SignalKind::terminate()).context("listening for SIGTERM")?,
-            )
-        };
+        let (interrupt, terminate) = listen_for_stop(&runtime)?;
         timeline.phase("runtime, signals");
         let mut probes = Probes::attach(
             &AttachOptions {
@@ -422,6 +414,16 @@ async fn count_lost(probes: &Probes, exporter: &metrics::Exporter) {
             Err(e) => log::warn!("metrics: reading lost-event counters: {e}"),
         }
     }
+}
+
+/// Listens for Ctrl-C and SIGTERM, before saying "attached": whoever waits for that line may
+/// signal at once, and must get a clean detach, not the default kill.
+fn listen_for_stop(runtime: &tokio::runtime::Runtime) -> anyhow::Result<(Signal, Signal)> {
+    let _in_runtime = runtime.enter();
+    Ok((
+        signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
+        signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+    ))
 }
 
 /// Completes on Ctrl-C, SIGTERM or when `duration` has passed.

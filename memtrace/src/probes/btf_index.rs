@@ -13,9 +13,10 @@ use std::collections::HashMap;
 
 /// `BTF_MAGIC` as the file's first two bytes on a little-endian host (`0xeB9F`).
 const MAGIC: u16 = 0xeb9f;
-/// `struct btf_header`: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len.
+/// `struct btf_header`: `magic`, `version`, `flags`, then five `u32`s: `hdr_len`, `type_off`,
+/// `type_len`, `str_off`, `str_len`.
 const HEADER_LEN: usize = 24;
-/// `struct btf_type`: name_off, info, size/type.
+/// `struct btf_type`: `name_off`, `info`, `size` or `type`.
 const TYPE_LEN: usize = 12;
 const KIND_ENUM: u32 = 6;
 

@@ -465,7 +465,7 @@ pub fn attach(
     Ok(())
 }
 
-/// Where the kernel's kprobe PMU says its perf event type; absent without CONFIG_KPROBES.
+/// Where the kernel's kprobe PMU says its perf event type; absent without `CONFIG_KPROBES`.
 const KPROBE_PMU_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
 
 /// Whether kprobes can attach at all, asked before a kprobe program is loaded: aya attaches

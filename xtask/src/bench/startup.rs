@@ -255,9 +255,9 @@ fn version(memtrace: &Path) -> anyhow::Result<f64> {
     Ok(took.as_secs_f64() * 1e3)
 }
 
-/// `start-up: btf offsets 32.5 ms` → ("btf offsets", 32.5); a part names its place:
-/// `start-up: aya btf 14.1 ms (within fentry oom_kill_process)` → ("aya btf (within fentry
-/// oom_kill_process)", 14.1); the total is ("total", ms).
+/// `start-up: btf offsets 32.5 ms` → `("btf offsets", 32.5)`; a part names its place:
+/// `start-up: aya btf 14.1 ms (within fentry f)` → `("aya btf (within fentry f)", 14.1)`; the
+/// total is `("total", ms)`.
 fn parse_phase(line: &str) -> Option<(String, f64)> {
     let rest = &line[line.find(PHASE_PREFIX)? + PHASE_PREFIX.len()..];
     let (head, tail) = rest.split_once(" ms")?;
