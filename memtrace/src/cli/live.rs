@@ -449,7 +449,8 @@ fn report_dying(
     resolver: &MemcgResolver,
     warn_at: u64,
 ) -> Option<MemcgCensus> {
-    let live = resolver.count_live();
+    // The resolver has just walked the hierarchy.
+    let live = resolver.known();
     match count_dying(hierarchy, live) {
         Ok(dying) => {
             if dying >= warn_at {
