@@ -69,6 +69,10 @@ enum What {
         #[arg(long, value_name = "N", default_value_t = 10,
               value_parser = clap::value_parser!(u16).range(1..=1000))]
         runs: u16,
+        /// Another build of memtrace to launch in the same rounds, e.g. one built from the
+        /// commit before a change: compared on the same moments of the same machine
+        #[arg(long, value_name = "BINARY")]
+        against: Option<std::path::PathBuf>,
     },
 }
 
@@ -78,9 +82,9 @@ enum What {
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     match options.what {
         Some(What::Trace) => return trace::run(workspace),
-        Some(What::Startup { runs }) => {
+        Some(What::Startup { runs, ref against }) => {
             setup::run(workspace)?;
-            return startup::run(workspace, usize::from(runs));
+            return startup::run(workspace, usize::from(runs), against.as_deref());
         }
         Some(What::Pipeline) => {
             setup::run(workspace)?;

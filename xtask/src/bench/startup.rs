@@ -8,7 +8,10 @@
 //! as much as for the workloads (shared/BENCHMARKING.md): each launch is paired with a launch of
 //! `memtrace --version` (exec, dynamic linking, argument parsing: what any start costs on this
 //! machine at that moment), interleaved, and medians are reported with min and max. One launch
-//! of each before the measured ones warms the page cache.
+//! of each before the measured ones warms the page cache. With `--against BINARY` another build
+//! of memtrace (one of the commit before a change, say) is launched in the same rounds,
+//! alternately before and after this one, so that a change is judged on the same moments of
+//! the same machine, not on two runs minutes apart.
 //!
 //! The load is one `sh` busy loop per CPU, in this process's session: with the scheduler's
 //! autogroups (on in Debian's kernels) memtrace then competes with each loop alone, not with
@@ -48,7 +51,7 @@ const PHASE_PREFIX: &str = "start-up: ";
 
 /// Builds memtrace (release), measures `runs` launches idle and `runs` under load, prints both
 /// and writes `<target>/bench/startup.json`. A missed target is reported, not failed.
-pub fn run(workspace: &Workspace, runs: usize) -> anyhow::Result<()> {
+pub fn run(workspace: &Workspace, runs: usize, against: Option<&Path>) -> anyhow::Result<()> {
     let proc_self = fs::metadata("/proc/self").context("reading /proc/self")?;
     if proc_self.uid() != 0 {
         bail!("bench startup must run as root (memtrace loads BPF programs)");
@@ -63,14 +66,15 @@ pub fn run(workspace: &Workspace, runs: usize) -> anyhow::Result<()> {
     interrupt::catch();
 
     let cpus = thread::available_parallelism().map_or(1, usize::from);
-    let idle = Condition::measure("idle", &memtrace, runs)?;
+    let idle = Condition::measure("idle", &memtrace, against, runs)?;
     let loaded = {
         let _load = BusyLoops::start(cpus)?;
-        Condition::measure(&format!("{cpus} busy loops"), &memtrace, runs)?
+        Condition::measure(&format!("{cpus} busy loops"), &memtrace, against, runs)?
     };
     let report = Report {
         target_ms: TARGET_MS,
         runs,
+        against: against.map(|path| path.display().to_string()),
         conditions: vec![idle, loaded],
     };
     println!("{}", report.render());
@@ -87,6 +91,8 @@ pub fn run(workspace: &Workspace, runs: usize) -> anyhow::Result<()> {
 struct Report {
     target_ms: f64,
     runs: usize,
+    /// The other build launched in the same rounds (`--against`).
+    against: Option<String>,
     conditions: Vec<Condition>,
 }
 
@@ -98,25 +104,52 @@ struct Condition {
     attached_ms: Vec<f64>,
     /// Exec of `memtrace --version` to its exit, per launch.
     version_ms: Vec<f64>,
+    /// Exec of the `--against` build's `run` to its "attached" line, per launch.
+    against_ms: Vec<f64>,
     /// Each phase memtrace logged, in the order first seen, with its duration per launch.
     phases: Vec<(String, Vec<f64>)>,
 }
 
 impl Condition {
-    fn measure(name: &str, memtrace: &Path, runs: usize) -> anyhow::Result<Self> {
+    fn measure(
+        name: &str,
+        memtrace: &Path,
+        against: Option<&Path>,
+        runs: usize,
+    ) -> anyhow::Result<Self> {
         let mut condition = Self {
             name: name.to_owned(),
             attached_ms: Vec::new(),
             version_ms: Vec::new(),
+            against_ms: Vec::new(),
             phases: Vec::new(),
         };
-        // Warm-up: the binary and its libraries into the page cache.
+        // Warm-up: the binaries and their libraries into the page cache.
         version(memtrace)?;
         launch(memtrace).context("the warm-up launch of memtrace run failed")?;
+        if let Some(other) = against {
+            launch(other).context("the warm-up launch of the --against build failed")?;
+        }
         for run in 1..=runs {
             interrupt::check()?;
             let floor = version(memtrace)?;
+            // The other build first in every other round: neither always gets the quieter slot.
+            let other_first = run % 2 == 0;
+            let other = |condition: &mut Self| -> anyhow::Result<()> {
+                if let Some(other) = against {
+                    let launched = launch(other)
+                        .with_context(|| format!("{name}: launch {run} of the --against build"))?;
+                    condition.against_ms.push(launched.attached_ms);
+                }
+                Ok(())
+            };
+            if other_first {
+                other(&mut condition)?;
+            }
             let launched = launch(memtrace).with_context(|| format!("{name}: launch {run}"))?;
+            if !other_first {
+                other(&mut condition)?;
+            }
             eprintln!(
                 "bench startup: {name} {run}/{runs}: attached after {:.1} ms (--version {:.1} ms)",
                 launched.attached_ms, floor
@@ -309,8 +342,11 @@ impl Report {
         let _ = writeln!(
             out,
             "\nStart-up of `memtrace run`: exec to its \"attached\" line (release build, {} \
-             launches each, interleaved with `memtrace --version`)",
-            self.runs
+             launches each, interleaved with `memtrace --version`{})",
+            self.runs,
+            self.against
+                .as_ref()
+                .map_or_else(String::new, |other| format!(" and {other} run"))
         );
         for c in &self.conditions {
             let attached = Spread::of(&c.attached_ms);
@@ -334,6 +370,25 @@ impl Report {
                 version.min,
                 version.max,
             );
+            if !c.against_ms.is_empty() {
+                let other = Spread::of(&c.against_ms);
+                let faster = c
+                    .attached_ms
+                    .iter()
+                    .zip(&c.against_ms)
+                    .filter(|(this, other)| this < other)
+                    .count();
+                let _ = writeln!(
+                    out,
+                    "  --against       median {:6.1} ms   min {:6.1}   max {:6.1}   this build \
+                     faster in {faster} of {} rounds, median ×{:.2} of it",
+                    other.median,
+                    other.min,
+                    other.max,
+                    c.attached_ms.len(),
+                    attached.median / other.median,
+                );
+            }
             let _ = writeln!(
                 out,
                 "  phases (median ms; memtrace's own clock, from main):"
@@ -396,11 +451,13 @@ mod tests {
             name: name.into(),
             attached_ms: attached,
             version_ms: vec![2.0, 3.0, 2.5],
+            against_ms: vec![200.0, 180.0, 190.0],
             phases: vec![("btf offsets".into(), vec![5.0, 7.0, 6.0])],
         };
         let report = Report {
             target_ms: TARGET_MS,
             runs: 3,
+            against: Some("old/memtrace".into()),
             conditions: vec![
                 condition("idle", vec![90.0, 110.0, 100.0]),
                 condition("2 busy loops", vec![140.0, 170.0, 160.0]),
@@ -413,6 +470,10 @@ mod tests {
         );
         assert!(text.contains("target ≤ 150 ms: met"), "{text}");
         assert!(text.contains("target ≤ 150 ms: MISSED"), "{text}");
+        assert!(
+            text.contains("faster in 3 of 3 rounds, median ×0.53"),
+            "{text}"
+        );
         assert!(text.contains("btf offsets"), "{text}");
         assert!(
             text.contains("btf offsets                                             6.0"),
