@@ -16,20 +16,43 @@ use aya::{Btf, Endianness};
 use super::{ProbeError, btf};
 use crate::startup::{self, timed};
 
+/// aya's parse, and the functions memtrace's own BTF lookups found missing.
+#[derive(Default)]
+pub struct AyaBtf {
+    parse: Parse,
+    /// Functions the kernel's BTF has no `FUNC` of: aya would scan all ~130 000 types to say
+    /// so, a few milliseconds each on the start-up's own thread.
+    absent: Vec<&'static str>,
+}
+
 /// The parse, not started, running, or done (`Err`: why aya could not parse, one line).
 #[derive(Default)]
-pub enum AyaBtf {
+enum Parse {
     #[default]
     NotStarted,
-    Parsing(JoinHandle<(Result<Btf, String>, Duration)>),
-    Parsed(Result<Btf, String>),
+    Running(JoinHandle<(Result<Btf, String>, Duration)>),
+    Done(Result<Btf, String>),
 }
 
 impl AyaBtf {
-    /// Starts parsing on a thread of its own.
+    /// Starts parsing on a thread of its own; `absent` are the functions the kernel lacks.
     #[must_use]
-    pub fn in_background() -> Self {
-        Self::Parsing(thread::spawn(|| timed(parse)))
+    pub fn in_background(absent: Vec<&'static str>) -> Self {
+        Self {
+            parse: Parse::Running(thread::spawn(|| timed(parse))),
+            absent,
+        }
+    }
+
+    /// aya's error for loading against `function` where the kernel's BTF has none, when
+    /// memtrace's own lookups already know it has none.
+    #[must_use]
+    pub fn known_absent(&self, function: &str) -> Option<aya::BtfError> {
+        self.absent
+            .contains(&function)
+            .then(|| aya::BtfError::UnknownBtfTypeName {
+                type_name: function.to_owned(),
+            })
     }
 
     /// The parsed BTF, parsing it now (or waiting for the thread) the first time; for `kind
@@ -40,13 +63,13 @@ impl AyaBtf {
     /// Why aya could not parse the kernel's BTF.
     pub fn get(&mut self, kind: &str, function: &str) -> Result<&Btf, ProbeError> {
         let within = || format!("{kind} {function}");
-        let parsed = match std::mem::take(self) {
-            Self::NotStarted => {
+        let parsed = match std::mem::take(&mut self.parse) {
+            Parse::NotStarted => {
                 let (parsed, took) = timed(parse);
                 startup::within("aya btf", took, &within());
                 parsed
             }
-            Self::Parsing(thread) => {
+            Parse::Running(thread) => {
                 let ((parsed, took), waited) = timed(|| {
                     thread
                         .join()
@@ -56,10 +79,10 @@ impl AyaBtf {
                 startup::within("aya btf wait", waited, &within());
                 parsed
             }
-            Self::Parsed(parsed) => parsed,
+            Parse::Done(parsed) => parsed,
         };
-        *self = Self::Parsed(parsed);
-        let Self::Parsed(parsed) = self else {
+        self.parse = Parse::Done(parsed);
+        let Parse::Done(parsed) = &self.parse else {
             unreachable!("just set")
         };
         parsed.as_ref().map_err(|e| ProbeError::Program {

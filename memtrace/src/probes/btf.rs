@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use btf_rs::{Backend, Btf, BtfType, Struct, Type};
 use fallible_iterator::FallibleIterator as _;
 use memtrace_common::{
-    KernelOffsets,
+    KernelOffsets, names,
     offsets::{MARK_VICTIM_ARG_PID, MARK_VICTIM_ARG_TASK},
 };
 
@@ -64,6 +64,12 @@ const TYPE_NAMES: &[&str] = &[
     "slabobj_ext",
     "super_block",
     "task_struct",
+    // The functions fentry and fexit strategies load against (`KernelBtf::has_function`).
+    names::OOM_KILL_FUNCTION,
+    names::CHARGE_FUNCTION,
+    names::CHARGE_PAGE_FUNCTION,
+    names::TRY_CHARGE_FUNCTION,
+    names::TRY_CHARGE_OLD_FUNCTION,
 ];
 
 /// The enum members [`KernelBtf::kernel_offsets`] finds by name in any enum, named or not.
@@ -683,6 +689,14 @@ impl KernelBtf {
         !self.types_named(name).is_empty()
     }
 
+    /// Whether the kernel has a function of that name (a `FUNC` in its BTF).
+    #[must_use]
+    pub fn has_function(&self, name: &str) -> bool {
+        self.types_named(name)
+            .iter()
+            .any(|t| matches!(t, Type::Func(_)))
+    }
+
     fn named(
         &self,
         what: &str,
@@ -830,11 +844,14 @@ mod tests {
         assert!(btf.index.is_some(), "the index could not be built");
         btf.kernel_offsets().expect("offsets");
         btf.enum_names("oom_constraint").expect("oom_constraint");
+        assert!(btf.has_function(names::OOM_KILL_FUNCTION));
         assert_eq!(
             btf.scans.get(),
             0,
             "a name outside TYPE_NAMES or ENUM_MEMBERS"
         );
+        assert!(!btf.has_function("no_such_function"), "a scan");
+        assert_eq!(btf.scans.get(), 1);
 
         let scanned = KernelBtf {
             index: None,

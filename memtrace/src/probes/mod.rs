@@ -185,15 +185,19 @@ impl Probes {
         support::check()?;
         privileges::raise_memlock();
         timeline.phase("kernel checks");
-        // Parsed beside the rest, and only where a strategy that needs it may be tried.
-        let aya_btf = if may_try_btf_traced(options) {
-            AyaBtf::in_background()
-        } else {
-            AyaBtf::default()
-        };
         let mut callers = CallersReader::start(may_attach(options, ProbePoint::Slab));
         let kernel_btf = KernelBtf::from_sys()?;
         timeline.phase("btf open");
+        // Parsed beside the rest, and only where a strategy that needs it may be tried.
+        let aya_btf = if may_try_btf_traced(options) {
+            AyaBtf::in_background(
+                plan::btf_traced_functions()
+                    .filter(|f| !kernel_btf.has_function(f))
+                    .collect(),
+            )
+        } else {
+            AyaBtf::default()
+        };
         let offsets = kernel_btf.kernel_offsets()?;
         let oom_constraints = kernel_btf.enum_names("oom_constraint")?;
         log::debug!("kernel offsets: {offsets:?}");

@@ -280,6 +280,23 @@ const SLAB: &[Candidate] = &[
     },
 ];
 
+/// The functions fentry and fexit strategies load against, each once.
+pub fn btf_traced_functions() -> impl Iterator<Item = &'static str> {
+    let mut seen = Vec::new();
+    ProbePoint::ALL
+        .iter()
+        .flat_map(|&point| strategies(point))
+        .filter_map(|c| match c.attach {
+            Attach::Fentry { function, .. } | Attach::Fexit { function, .. } => Some(function),
+            _ => None,
+        })
+        .filter(move |function| {
+            let new = !seen.contains(function);
+            seen.push(function);
+            new
+        })
+}
+
 /// `point`'s strategy `strategy`, if its plan has it: the `variant`th of its candidates (0
 /// names a function by its current name, 1 by its older one).
 #[must_use]
@@ -397,8 +414,12 @@ pub fn attach(
     // common trait, so one macro serves both types.
     macro_rules! attach_btf_traced {
         ($ty:ty, $kind:literal, $program:expr, $function:expr) => {{
+            let absent = btf.known_absent($function);
             let btf = btf.get($kind, $function)?;
             let error = |source| program_error(format!("{} {}", $kind, $function), &source);
+            if let Some(absent) = absent {
+                return Err(error(absent.into()));
+            }
             let p: &mut $ty = program_mut(ebpf, $program)?.try_into().map_err(error)?;
             p.load($function, btf).map_err(error)?;
             p.attach().map_err(error)?;
