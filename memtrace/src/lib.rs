@@ -9,7 +9,7 @@
 //! - `report`: a recorded trace analysed per container; `export`: it for other tools.
 //! - `metrics`: `--metrics`, the live events as Prometheus metrics.
 //! - `top`: the full-screen live view, a model of events and its drawing.
-//! - `cli`: the subcommands.
+//! - `cli`: the subcommands; `startup`: where start-up time goes, on the debug log.
 
 pub mod attribution;
 pub mod cli;
@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod probes;
 pub mod report;
 pub mod sinks;
+pub mod startup;
 pub mod top;
 pub mod trace;
 pub mod units;

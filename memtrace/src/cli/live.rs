@@ -30,6 +30,7 @@ use crate::{
         point::{events_help, parse_forced, parse_point},
     },
     sinks::Sink,
+    startup::Timeline,
 };
 
 /// Options shared by `run` and `record`.
@@ -195,34 +196,34 @@ impl Session {
     /// Discovers the memory hierarchy, loads and attaches the programs, and says so on stderr
     /// (tests and people wait for that line before they trigger anything).
     pub fn start(args: &LiveArgs, started: Instant) -> anyhow::Result<Self> {
+        let mut timeline = Timeline::new(started);
+        timeline.phase("arguments");
         let hierarchy = MemoryHierarchy::discover()?;
         let page_size = page_size();
         let clock = HostClock {
             boot_time_wall_ns: clock::boot_time_wall_ns(),
             page_size,
         };
+        timeline.phase("memory hierarchy");
         // Before attaching: an address in use fails the start, not the session.
         let metrics = args
             .metrics
             .metrics
             .map(|addr| Endpoint::bind(addr, args.metrics.metrics_grace, hierarchy.clone(), clock))
             .transpose()?;
+        timeline.phase("metrics endpoint");
         let runtime = super::runtime()?;
-        // Listen for Ctrl-C and SIGTERM before saying "attached": whoever waits for that line
-        // may signal at once, and must get a clean detach, not the default kill.
-        let (interrupt, terminate) = {
-            let _in_runtime = runtime.enter();
-            (
-                signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
-                signal(SignalKind::terminate()).context("listening for SIGTERM")?,
-            )
-        };
-        let mut probes = Probes::attach(&AttachOptions {
-            ring_buffer_bytes: args.ring_buffer_size,
-            forced: args.probe_strategy.clone(),
-            points: args.events.clone(),
-            kernel_filter: !args.filter.filter().is_empty(),
-        })?;
+        let (interrupt, terminate) = listen_for_stop(&runtime)?;
+        timeline.phase("runtime, signals");
+        let mut probes = Probes::attach(
+            &AttachOptions {
+                ring_buffer_bytes: args.ring_buffer_size,
+                forced: args.probe_strategy.clone(),
+                points: args.events.clone(),
+                kernel_filter: !args.filter.filter().is_empty(),
+            },
+            &mut timeline,
+        )?;
         let ring = probes.take_ring().context("ring buffer already taken")?;
         let logger = probes
             .take_logger()
@@ -231,39 +232,26 @@ impl Session {
             .take_aggregates()
             .context("aggregates already taken")?;
         let resolver = MemcgResolver::new(hierarchy.clone());
+        timeline.phase("cgroup walk");
         let memcgs_at_start = report_dying(&hierarchy, &resolver, args.dying_warn);
-        let kmsg = KmsgOomLines::follow()
-            .inspect_err(|e| {
-                eprintln!(
-                    "memtrace: cannot read /dev/kmsg ({e}): OOM kills will not say which limit fired"
-                );
-            })
-            .ok();
-        let mut context = LiveContext::new(
-            resolver,
-            PodDirectory::new(args.host_root.join("var/log")),
-            kmsg,
-            args.filter.filter(),
-            page_size,
-            probes.oom_constraints.clone(),
-        )
-        .with_runtime_lookups(RuntimeLookups::new(RuntimeState::new(&args.host_root)));
-        if !args.counters_interval.is_zero() {
-            context.follow_counters();
-        }
+        timeline.phase("dying census");
+        let mut context = live_context(args, resolver, page_size, &probes);
+        timeline.phase("kmsg, context");
         if let Some(kernel) = probes.take_kernel_filter() {
             let matching = context.filter_in_kernel(kernel)?;
             eprintln!(
                 "memtrace: filtering in the kernel: {matching} memory cgroup{} match now",
                 if matching == 1 { "" } else { "s" }
             );
+            timeline.phase("kernel filter");
         }
         // Last: once this line is out, everything is in place (filters included).
         let attached: Vec<String> = probes.attached.iter().map(ToString::to_string).collect();
+        timeline.summary();
         eprintln!(
             "memtrace: attached {} in {} ms (memory cgroup {:?} at {}); Ctrl-C to stop",
             attached.join(" "),
-            started.elapsed().as_millis(),
+            timeline.elapsed().as_millis(),
             hierarchy.version,
             hierarchy.root.display(),
         );
@@ -483,6 +471,16 @@ async fn count_lost(
     }
 }
 
+/// Listens for Ctrl-C and SIGTERM, before saying "attached": whoever waits for that line may
+/// signal at once, and must get a clean detach, not the default kill.
+fn listen_for_stop(runtime: &tokio::runtime::Runtime) -> anyhow::Result<(Signal, Signal)> {
+    let _in_runtime = runtime.enter();
+    Ok((
+        signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
+        signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+    ))
+}
+
 /// Completes on Ctrl-C, SIGTERM or when `duration` has passed.
 async fn stop(mut interrupt: Signal, mut terminate: Signal, duration: Option<Duration>) {
     let timeout = async {
@@ -506,7 +504,8 @@ fn report_dying(
     resolver: &MemcgResolver,
     warn_at: u64,
 ) -> Option<MemcgCensus> {
-    let live = resolver.count_live();
+    // The resolver has just walked the hierarchy.
+    let live = resolver.known();
     match count_dying(hierarchy, live) {
         Ok(dying) => {
             if dying >= warn_at {
@@ -531,4 +530,34 @@ fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size).unwrap_or(4096)
+}
+
+/// Attribution for a live session: cgroups, pods, runtimes, the kernel's OOM lines and, unless
+/// turned off, the containers' kernel counters.
+fn live_context(
+    args: &LiveArgs,
+    resolver: MemcgResolver,
+    page_size: u64,
+    probes: &Probes,
+) -> LiveContext {
+    let kmsg = KmsgOomLines::follow()
+        .inspect_err(|e| {
+            eprintln!(
+                "memtrace: cannot read /dev/kmsg ({e}): OOM kills will not say which limit fired"
+            );
+        })
+        .ok();
+    let mut context = LiveContext::new(
+        resolver,
+        PodDirectory::new(args.host_root.join("var/log")),
+        kmsg,
+        args.filter.filter(),
+        page_size,
+        probes.oom_constraints.clone(),
+    )
+    .with_runtime_lookups(RuntimeLookups::new(RuntimeState::new(&args.host_root)));
+    if !args.counters_interval.is_zero() {
+        context.follow_counters();
+    }
+    context
 }
