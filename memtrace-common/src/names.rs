@@ -142,8 +142,9 @@ pub const MEMORY_MAP_MAP: &str = "MEMORY_MAP";
 pub const SLAB_MAPS: [&str; 2] = ["SLAB_0", "SLAB_1"];
 /// Live accounted objects → what their free is attributed to.
 pub const SLAB_OBJECTS_MAP: &str = "SLAB_OBJECTS";
-/// The [`crate::aggregate::IgnoredCallers`] global.
-pub const IGNORED_CALLERS_GLOBAL: &str = "IGNORED_CALLERS";
+/// `IGNORED_CALLERS[0]`: the [`crate::aggregate::IgnoredCallers`], written before the slab
+/// programs attach.
+pub const IGNORED_CALLERS_MAP: &str = "IGNORED_CALLERS";
 /// Functions of the BPF memory allocator (`kernel/bpf/memalloc.c`) that call `kmalloc()` or
 /// `kfree()` (the others, where the compiler inlined them, are not in kallsyms).
 pub const BPF_MEMALLOC_FUNCTIONS: [&str; 8] = [

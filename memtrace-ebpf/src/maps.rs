@@ -43,18 +43,19 @@ macro_rules! double_buffered {
     };
 }
 
-#[unsafe(no_mangle)]
-pub static IGNORED_CALLERS: Global<IgnoredCallers> = Global::new(IgnoredCallers {
-    ranges: [[0; 2]; 8],
-});
+/// `IGNORED_CALLERS[0]`: whose allocations the slab programs skip. Userspace reads them from
+/// kallsyms (tens of milliseconds) beside the rest of start-up and writes them here before the
+/// slab programs attach; a map, not a global, so that loading need not wait for them. Array
+/// lookups are inlined by the verifier: a few instructions more than a global.
+#[map]
+pub static IGNORED_CALLERS: Array<IgnoredCallers> = Array::with_max_entries(1, 0);
 
-/// [`IGNORED_CALLERS`] by reference, as `crate::kernel` reads its offsets.
+/// Whether an allocation or free made at `call_site` is one the slab programs skip.
 #[inline(always)]
-pub fn ignored_callers() -> &'static IgnoredCallers {
-    // SAFETY: `Global<T>` is transparent over `T`, and the loader initialised it. The address
-    // goes through a volatile read so that the compiler cannot fold the loads into the
-    // initial value the loader overrides.
-    unsafe { &*core::ptr::read_volatile(&(&raw const IGNORED_CALLERS).cast::<IgnoredCallers>()) }
+pub fn ignored_caller(call_site: u64) -> bool {
+    IGNORED_CALLERS
+        .get(0)
+        .is_some_and(|callers| callers.contains(call_site))
 }
 
 /// Counts one event of `kind` that could not be reported. Per-CPU, so no atomics are needed.

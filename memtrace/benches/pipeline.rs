@@ -304,6 +304,7 @@ fn trace_header() -> TraceHeader {
         probes: Vec::new(),
         cgroup_version: "v2".into(),
         memcgs_at_start: None,
+        flight: None,
     }
 }
 

@@ -115,18 +115,21 @@ fn node_hour() -> Vec<Event> {
                         cgroup: Some(path.clone()),
                         container: identity.clone(),
                     },
-                    what: What::Stats(MemoryStats {
-                        usage_bytes: Some(anon + 100 * MIB),
-                        limit_bytes: Some(512 * MIB),
-                        working_set_bytes: Some(anon + 60 * MIB),
-                        anon_bytes: Some(anon),
-                        file_bytes: Some(90 * MIB),
-                        active_file_bytes: Some(50 * MIB),
-                        inactive_file_bytes: Some(40 * MIB),
-                        shmem_bytes: Some(0),
-                        kernel_bytes: Some(10 * MIB),
-                        ..MemoryStats::default()
-                    }),
+                    what: What::Stats(
+                        MemoryStats {
+                            usage_bytes: Some(anon + 100 * MIB),
+                            limit_bytes: Some(512 * MIB),
+                            working_set_bytes: Some(anon + 60 * MIB),
+                            anon_bytes: Some(anon),
+                            file_bytes: Some(90 * MIB),
+                            active_file_bytes: Some(50 * MIB),
+                            inactive_file_bytes: Some(40 * MIB),
+                            shmem_bytes: Some(0),
+                            kernel_bytes: Some(10 * MIB),
+                            ..MemoryStats::default()
+                        }
+                        .into(),
+                    ),
                 });
             }
             // A reclaim storm in one container in ten, a few seconds in every minute.
@@ -234,6 +237,7 @@ fn write_trace(path: &Path, events: &[Event]) {
         probes: Vec::new(),
         cgroup_version: "v1".into(),
         memcgs_at_start: None,
+        flight: None,
     };
     let mut writer = TraceWriter::create(path, &header).expect("create the trace");
     for e in events {

@@ -174,19 +174,22 @@ fn node_events(seconds: u64) -> Vec<Event> {
                     timestamp_ns: now + dice.below(1_000_000),
                     // A sample is read by path: the kernel's id is not known.
                     memcg: c.memcg(false),
-                    what: What::Stats(MemoryStats {
-                        usage_bytes: Some(c.usage),
-                        limit_bytes: Some(1 << 30),
-                        working_set_bytes: Some(c.usage - inactive.min(c.usage)),
-                        anon_bytes: Some(c.usage.saturating_sub(c.file)),
-                        file_bytes: Some(c.file),
-                        active_file_bytes: Some(c.file - inactive),
-                        inactive_file_bytes: Some(inactive),
-                        shmem_bytes: Some(0),
-                        kernel_bytes: Some((c.usage / 40) & !(PAGE - 1)),
-                        slab_reclaimable_bytes: None,
-                        slab_unreclaimable_bytes: None,
-                    }),
+                    what: What::Stats(
+                        MemoryStats {
+                            usage_bytes: Some(c.usage),
+                            limit_bytes: Some(1 << 30),
+                            working_set_bytes: Some(c.usage - inactive.min(c.usage)),
+                            anon_bytes: Some(c.usage.saturating_sub(c.file)),
+                            file_bytes: Some(c.file),
+                            active_file_bytes: Some(c.file - inactive),
+                            inactive_file_bytes: Some(inactive),
+                            shmem_bytes: Some(0),
+                            kernel_bytes: Some((c.usage / 40) & !(PAGE - 1)),
+                            slab_reclaimable_bytes: None,
+                            slab_unreclaimable_bytes: None,
+                        }
+                        .into(),
+                    ),
                 });
             }
             // A container restarts: the old memcg is removed (still charged: dying), later
@@ -278,6 +281,7 @@ fn header() -> TraceHeader {
         probes: Vec::new(),
         cgroup_version: "v2".into(),
         memcgs_at_start: None,
+        flight: None,
     }
 }
 

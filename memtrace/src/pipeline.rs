@@ -29,7 +29,10 @@ use tokio::{
 };
 
 use crate::{
-    attribution::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival, OomKillLine, Removed},
+    attribution::{
+        CgroupVersion, CounterScan, KMSG_WAIT, LiveContext, MemoryEventsWatch, MemoryScan,
+        OomArrival, OomKillLine, Removed,
+    },
     clock,
     event::{Event, What},
     probes::{
@@ -68,6 +71,8 @@ pub struct Intervals {
     pub aggregate: Duration,
     /// Sample active containers' memory from cgroupfs into `stats` events; `None`: never.
     pub stats: Option<Duration>,
+    /// Read the same memcgs' counters into `counters` events (what changed); `None`: never.
+    pub counters: Option<Duration>,
 }
 
 /// How the pipeline turns what it reads into events.
@@ -253,6 +258,30 @@ impl Consumer<'_> {
         self.sink.flush()
     }
 
+    /// A pass over the followed memcgs' counters: what changed since the last.
+    fn counted(&mut self, scan: CounterScan, now: u64) -> io::Result<()> {
+        log::debug!(
+            "counters: {} memcgs read in {:.2} ms",
+            scan.memcgs(),
+            scan.took.as_secs_f64() * 1000.0
+        );
+        for event in self.context.counter_events(scan, now) {
+            self.emit(&event)?;
+        }
+        self.sink.flush()
+    }
+
+    /// The kernel said these memcgs' `memory.events` changed.
+    fn notified(&mut self, cgroups: &[String]) -> io::Result<()> {
+        let now = clock::boot_ns();
+        for cgroup in cgroups {
+            if let Some(event) = self.context.notified_counters(cgroup, now) {
+                self.emit(&event)?;
+            }
+        }
+        self.sink.flush()
+    }
+
     fn sampled(&mut self, scan: MemoryScan, now: u64) -> io::Result<()> {
         for event in self.context.stats_events(scan, now) {
             self.emit(&event)?;
@@ -267,6 +296,45 @@ fn spawn_drain(mut aggregates: Aggregates) -> DrainJob {
         let drain = aggregates.drain();
         (aggregates, drain, clock::boot_ns())
     })
+}
+
+/// Watches v2 `memory.events` for the kernel's change notifications, when counters are read
+/// (v1 has no such notification: its counters are read on the interval only).
+fn watch_memory_events(
+    context: &LiveContext,
+    counters: Option<Duration>,
+) -> Option<AsyncFd<MemoryEventsWatch>> {
+    let hierarchy = context.resolver().hierarchy();
+    if counters.is_none() || hierarchy.version != CgroupVersion::V2 {
+        return None;
+    }
+    let watch = MemoryEventsWatch::new(hierarchy.clone())
+        .and_then(|watch| {
+            // SAFETY: the fd belongs to `watch`, which the AsyncFd owns (and so keeps open,
+            // unchanged) until it is dropped.
+            unsafe { AsyncFd::register_with_interest(watch, Interest::READABLE) }
+                .map_err(|e| io::Error::other(e.to_string()))
+        })
+        .inspect_err(|e| {
+            log::warn!(
+                "memory.events changes are read on the counters interval only (inotify: {e})"
+            );
+        })
+        .ok()?;
+    Some(watch)
+}
+
+/// The cgroups whose `memory.events` changed; never completes without a watch.
+async fn memory_events_changed(
+    watch: Option<&mut AsyncFd<MemoryEventsWatch>>,
+) -> io::Result<Vec<String>> {
+    let Some(watch) = watch else {
+        return std::future::pending().await;
+    };
+    let mut guard = watch.readable_mut().await?;
+    let changed = guard.get_inner_mut().changed()?;
+    guard.clear_ready();
+    Ok(changed)
 }
 
 /// Awaits a job when there is one; never completes when there is none.
@@ -325,6 +393,9 @@ pub async fn run(
         let mut drain_job: Option<DrainJob> = None;
         let mut walk_job: Option<JoinHandle<Vec<(u64, String)>>> = None;
         let mut stats_job: Option<JoinHandle<MemoryScan>> = None;
+        let mut counters_ticker = intervals.counters.map(ticker);
+        let mut counters_job: Option<JoinHandle<CounterScan>> = None;
+        let mut memory_events = watch_memory_events(&consumer.context, intervals.counters);
         let mut want_walk = false;
         loop {
             if want_walk && walk_job.is_none() {
@@ -380,6 +451,30 @@ pub async fn run(
                 scan = join(&mut stats_job) => {
                     stats_job = None;
                     consumer.sampled(scan?, clock::boot_ns())?;
+                }
+                () = async {
+                    match counters_ticker.as_mut() {
+                        Some(t) => {
+                            t.tick().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                }, if counters_job.is_none() => {
+                    counters_job =
+                        Some(tokio::task::spawn_blocking(consumer.context.counter_scanner()));
+                }
+                scan = join(&mut counters_job) => {
+                    counters_job = None;
+                    consumer.counted(scan?, clock::boot_ns())?;
+                    if let Some(watch) = memory_events.as_mut() {
+                        let failed = watch.get_mut().follow(consumer.context.counter_cgroups());
+                        if failed > 0 {
+                            log::debug!("{failed} memory.events files could not be watched");
+                        }
+                    }
+                }
+                changed = memory_events_changed(memory_events.as_mut()) => {
+                    consumer.notified(&changed?)?;
                 }
             }
         }

@@ -33,6 +33,8 @@ Examples:
   sudo -E cargo xtask bench --runs 3    memtrace's cost next to bpftrace's (table, and JSON in
                                         target/bench/latest.json)
   cargo xtask bench trace               trace files: write and read events/s, bytes per event
+  sudo -E cargo xtask bench startup --runs 20
+                                        exec to attached, idle and under load, per phase
   cargo xtask fuzz --seconds 300        fuzz the trace reader for 5 minutes (cargo-fuzz)
   cargo xtask image --tag REGISTRY/memtrace:0.1.0
                                         the container image, built with podman (deploy/)";

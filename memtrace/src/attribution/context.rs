@@ -16,12 +16,14 @@ use memtrace_common::{
 use super::{
     ContainerIdentity, DyingTracker, FileNames, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
     MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups, RuntimeNames,
-    failcnt::FailureCounts, memcg_path_of_pid,
+    counter_changes::CounterTracker, counter_scan::CounterScan, counters, failcnt::FailureCounts,
+    memcg_path_of_pid,
 };
 use crate::{
     event::{
-        ChargeSource, Charges, ChargesFromPageCache, Context, Device, Event, FileCache, FileName,
-        Memcg, MemorySource, OomConstraint, OomContext, PageCache, Slab, SlabCache, What, c_str,
+        ChargeSource, Charges, ChargesFromPageCache, Context, CounterChanges, CounterValues,
+        Device, Event, FileCache, FileName, Memcg, MemorySource, OomConstraint, OomContext,
+        PageCache, Sample, Slab, SlabCache, What, c_str,
     },
     probes::{CacheDrain, Drain, ProbeError, derived::ChargesFrom, filter::KernelFilter},
 };
@@ -76,6 +78,9 @@ pub struct LiveContext {
     failure_counts: FailureCounts,
     /// Page-cache files' names, resolved once per file.
     files: FileNames,
+    /// Whether counters are read (`--counters-interval` not 0).
+    follows_counters: bool,
+    counters: CounterTracker,
 }
 
 impl LiveContext {
@@ -106,6 +111,8 @@ impl LiveContext {
             kernel_filter: None,
             failure_counts: FailureCounts::default(),
             files: FileNames::default(),
+            follows_counters: false,
+            counters: CounterTracker::default(),
         }
     }
 
@@ -536,7 +543,83 @@ impl LiveContext {
     pub fn memory_scanner(&self) -> impl FnOnce() -> MemoryScan + Send + 'static {
         let hierarchy = self.resolver.hierarchy().clone();
         let named = self.filter.cgroup.clone();
-        move || MemoryScan::new(&hierarchy, named.as_deref())
+        let with_counters = self.follows_counters;
+        move || MemoryScan::new(&hierarchy, named.as_deref(), with_counters)
+    }
+
+    /// Reads counters too, into `stats` samples and `counters` events, from now: the memcgs'
+    /// counters are read once here, before the session says it is attached, so that every
+    /// change after that is told.
+    pub fn follow_counters(&mut self) {
+        self.follows_counters = true;
+        let scan = self.counter_scanner()();
+        let baseline = self.counter_events(scan, crate::clock::boot_ns());
+        debug_assert!(baseline.is_empty(), "the first pass is the baseline");
+    }
+
+    /// A walk of the hierarchy that reads the counters of every memcg `stats` samples, to run
+    /// off the consumer.
+    pub fn counter_scanner(&self) -> impl FnOnce() -> CounterScan + Send + 'static {
+        let hierarchy = self.resolver.hierarchy().clone();
+        let named = self.filter.cgroup.clone();
+        move || CounterScan::new(&hierarchy, named.as_deref())
+    }
+
+    /// A `counters` event per followed memcg whose counters changed since the last scan (or
+    /// notification), that the user's filter wants.
+    pub fn counter_events(&mut self, scan: CounterScan, timestamp_ns: u64) -> Vec<Event> {
+        self.resolver.learn(scan.found, &[]);
+        let ids: HashMap<String, u64> = scan
+            .counters
+            .iter()
+            .map(|(id, path, _)| (path.clone(), *id))
+            .collect();
+        let read = scan
+            .counters
+            .into_iter()
+            .map(|(_, path, values)| (path, values))
+            .collect();
+        let mut events = Vec::new();
+        for (cgroup, changes) in self.counters.pass(timestamp_ns, read) {
+            let id = ids.get(&cgroup).copied();
+            events.extend(self.counter_event(id, cgroup, changes, timestamp_ns));
+        }
+        sort_by_cgroup(&mut events);
+        events
+    }
+
+    /// The cgroups whose counters are followed, as of the last scan.
+    pub fn counter_cgroups(&self) -> impl Iterator<Item = &str> {
+        self.counters.cgroups()
+    }
+
+    /// A `counters` event for a memcg's `memory.events` the kernel said changed, read now.
+    pub fn notified_counters(&mut self, cgroup: &str, timestamp_ns: u64) -> Option<Event> {
+        let dir = self.resolver.hierarchy().dir(cgroup);
+        let values = counters::read_memory_events(&dir)?;
+        let changes = self.counters.notified(timestamp_ns, cgroup, &values)?;
+        self.counter_event(None, cgroup.to_owned(), changes, timestamp_ns)
+    }
+
+    fn counter_event(
+        &mut self,
+        id: Option<u64>,
+        cgroup: String,
+        changes: CounterChanges,
+        timestamp_ns: u64,
+    ) -> Option<Event> {
+        let identity = self.identity(Some(&cgroup));
+        self.filter
+            .matches(Some(&cgroup), identity.as_ref())
+            .then_some(Event {
+                timestamp_ns,
+                memcg: Memcg {
+                    id,
+                    cgroup: Some(cgroup),
+                    container: identity,
+                },
+                what: What::Counters(changes),
+            })
     }
 
     /// One `stats` event per active container and pod (and the `--cgroup` the user named)
@@ -790,24 +873,36 @@ pub struct OomArrival {
 /// What a walk of the hierarchy found, with the memory of its containers and pods.
 pub struct MemoryScan {
     found: Vec<(u64, String)>,
-    samples: Vec<(String, MemoryStats)>,
+    samples: Vec<(String, Sample)>,
 }
 
 impl MemoryScan {
-    fn new(hierarchy: &MemoryHierarchy, named: Option<&str>) -> Self {
+    fn new(hierarchy: &MemoryHierarchy, named: Option<&str>, with_counters: bool) -> Self {
         let found = hierarchy.walk();
         let samples = found
             .iter()
-            .filter(|(_, path)| {
-                let identity = ContainerIdentity::from_cgroup_path(path);
-                let active = matches!(identity.kind(), IdentityKind::Container | IdentityKind::Pod)
-                    && !identity.is_conmon();
-                active || named == Some(path.as_str())
+            .filter(|(_, path)| is_sampled(path, named))
+            .filter_map(|(_, path)| {
+                let memory = MemoryStats::read(hierarchy, path)?;
+                let counters = if with_counters {
+                    counters::read(hierarchy, path).unwrap_or_default()
+                } else {
+                    CounterValues::default()
+                };
+                Some((path.clone(), Sample { memory, counters }))
             })
-            .filter_map(|(_, path)| Some((path.clone(), MemoryStats::read(hierarchy, path)?)))
             .collect();
         Self { found, samples }
     }
+}
+
+/// Whether `stats` samples and `counters` follow a cgroup: a container's or a pod's (not
+/// conmon's), or the one `--cgroup` names.
+pub(super) fn is_sampled(path: &str, named: Option<&str>) -> bool {
+    let identity = ContainerIdentity::from_cgroup_path(path);
+    let active = matches!(identity.kind(), IdentityKind::Container | IdentityKind::Pod)
+        && !identity.is_conmon();
+    active || named == Some(path)
 }
 
 /// A memcg's files in an interval, by (device, inode).

@@ -6,11 +6,15 @@
 mod cgroupfs;
 mod container;
 mod context;
+mod counter_changes;
+mod counter_scan;
+pub mod counters;
 mod dying;
 mod failcnt;
 mod files;
 mod filter;
 mod kmsg;
+mod memory_events;
 mod memstat;
 mod pods;
 mod runtimes;
@@ -21,10 +25,12 @@ pub use cgroupfs::{
 pub(crate) use container::with_version_3_layout;
 pub use container::{ContainerIdentity, IdentityKind, QosClass, runtime};
 pub use context::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival};
+pub use counter_scan::CounterScan;
 pub use dying::{DyingTracker, MEMCG_ID_LIMIT, MemcgCensus, Removed, count_dying};
 pub use files::FileNames;
 pub use filter::Filter;
 pub use kmsg::{KmsgOomLines, OomKillLine};
+pub use memory_events::MemoryEventsWatch;
 pub use memstat::MemoryStats;
 pub use pods::{PodDirectory, PodName};
 pub use runtimes::{RuntimeLookups, RuntimeNames, RuntimeState};

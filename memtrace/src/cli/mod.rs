@@ -27,6 +27,8 @@ Examples:
   memtrace record -o node1.mtrace           record to a trace file until Ctrl-C
   memtrace record -o n1.mtrace --max-size 100M --rotate 5
                                             at most 5 files of at most 100 MiB each
+  memtrace record --flight 2m --out DIR     flight recorder: a trace file per OOM kill with
+                                            the 2 minutes before it
   memtrace run --metrics 9750               also serve Prometheus metrics at
                                             http://127.0.0.1:9750/metrics
   memtrace replay node1.mtrace              print a recorded trace like `run` did
@@ -260,10 +262,55 @@ mod tests {
     }
 
     #[test]
+    fn record_flight_takes_a_window_and_a_directory() {
+        let cli = Cli::try_parse_from(["memtrace", "record", "--flight", "2m", "--out", "/d"])
+            .expect("parses");
+        let Command::Record(a) = cli.command else {
+            panic!("not record")
+        };
+        assert_eq!(a.flight.map(|d| d.as_secs()), Some(120));
+        assert_eq!(a.out.as_deref(), Some(std::path::Path::new("/d")));
+        assert_eq!(a.flight_after.as_secs(), 5);
+        assert_eq!(a.flight_bytes, crate::flight::DEFAULT_MAX_BYTES);
+        assert!(a.output.is_none());
+        for argv in [
+            &["memtrace", "record", "--flight", "0", "--out", "/d"][..],
+            &["memtrace", "record", "--flight", "2m"],
+            &["memtrace", "record", "--out", "/d"],
+            &[
+                "memtrace", "record", "-o", "f", "--flight", "2m", "--out", "/d",
+            ],
+            &[
+                "memtrace",
+                "record",
+                "--flight",
+                "2m",
+                "--out",
+                "/d",
+                "--max-size",
+                "1M",
+            ],
+            &[
+                "memtrace",
+                "record",
+                "--flight",
+                "2m",
+                "--out",
+                "/d",
+                "--flight-bytes",
+                "1K",
+            ],
+            &["memtrace", "record", "-o", "f", "--flight-after", "3s"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?}");
+        }
+    }
+
+    #[test]
     fn record_and_replay_take_files() {
         let cli = Cli::try_parse_from(["memtrace", "record", "-o", "/tmp/x.mtrace"]).expect("ok");
         assert!(
-            matches!(cli.command, Command::Record(a) if a.output.to_str() == Some("/tmp/x.mtrace"))
+            matches!(cli.command, Command::Record(a) if a.output.as_deref() == Some(std::path::Path::new("/tmp/x.mtrace")))
         );
         let cli = Cli::try_parse_from(["memtrace", "replay", "f", "--format", "json"]).expect("ok");
         assert!(

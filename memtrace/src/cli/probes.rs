@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::{
     attribution::MemoryHierarchy,
     probes::{AttachOptions, KernelBtf, Probes, btf::VMLINUX_BTF, capability},
+    startup::Timeline,
 };
 
 /// Show the kernel, its BTF, which program types it allows (tested by loading) and what each
@@ -43,7 +44,10 @@ pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
     println!(
         "\nprobe points (strategies tried best first; --probe-strategy POINT=NAME forces one):"
     );
-    match Probes::attach(&AttachOptions::default()) {
+    match Probes::attach(
+        &AttachOptions::default(),
+        &mut Timeline::new(std::time::Instant::now()),
+    ) {
         Ok(probes) => {
             for outcome in &probes.outcomes {
                 let events: Vec<&str> = outcome.point.events().iter().map(|e| e.name()).collect();

@@ -168,6 +168,7 @@ mod tests {
             probes: Vec::new(),
             cgroup_version: String::new(),
             memcgs_at_start: None,
+            flight: None,
         };
         let reclaim = |at_s: u64, cgroup: &str| Event {
             timestamp_ns: at_s * 1_000_000_000,

@@ -5,7 +5,7 @@ use std::path::Path;
 use super::progress::Progress;
 use crate::{
     event::{Event, HostClock},
-    report::TraceInfo,
+    report::{FlightInfo, TraceInfo},
     trace::{TraceHeader, TraceItem, TraceReader, cut_short},
 };
 
@@ -47,6 +47,15 @@ impl TraceInput {
                 memtrace_version: header.memtrace_version.clone(),
                 probes: header.probes.clone(),
                 memcgs_at_start: header.memcgs_at_start,
+                flight: header.flight.as_ref().map(|w| {
+                    FlightInfo::new(
+                        w,
+                        HostClock {
+                            boot_time_wall_ns: header.boot_time_wall_ns,
+                            page_size: header.page_size,
+                        },
+                    )
+                }),
                 ..TraceInfo::default()
             },
             header,

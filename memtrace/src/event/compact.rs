@@ -134,35 +134,18 @@ pub mod apart {
 
 /// An `Option<u64>` byte count added in trace format version 5, at the end of its struct:
 /// stored as [`option`], but read as `None` without consuming anything from files of
-/// earlier versions ([`with_version_4_layout`]). JSON always has the field (`null`: unknown).
+/// earlier versions ([`crate::event::with_layout_before_version_5`]). JSON always has the field (`null`: unknown).
 pub mod since_v5 {
-    use std::cell::Cell;
-
     use super::{Deserializer, Serializer, option};
-
-    thread_local! {
-        static BEFORE_V5: Cell<bool> = const { Cell::new(false) };
-    }
-
-    /// Runs `f` (a decode of a version 3 or 4 file's event, or an encode in version 4's
-    /// layout) with these fields absent.
-    pub fn with_version_4_layout<T>(f: impl FnOnce() -> T) -> T {
-        struct Reset(bool);
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                BEFORE_V5.with(|v| v.set(self.0));
-            }
-        }
-        let _reset = Reset(BEFORE_V5.with(|v| v.replace(true)));
-        f()
-    }
+    // One switch for everything version 5 added, samples' counters too.
+    use crate::event::before_version_5;
 
     #[expect(
         clippy::ref_option,
         reason = "serde's `with` hands the field by reference"
     )]
     pub fn serialize<S: Serializer>(bytes: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
-        if !serializer.is_human_readable() && BEFORE_V5.with(Cell::get) {
+        if !serializer.is_human_readable() && before_version_5() {
             // Only the tests write version 4, to pin that it still reads.
             return serializer.serialize_unit();
         }
@@ -172,7 +155,7 @@ pub mod since_v5 {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<u64>, D::Error> {
-        if !deserializer.is_human_readable() && BEFORE_V5.with(Cell::get) {
+        if !deserializer.is_human_readable() && before_version_5() {
             return Ok(None);
         }
         option::deserialize(deserializer)

@@ -12,13 +12,18 @@
 //! and its line in `sinks::text`. The trace format stores `What` with postcard as it is.
 
 pub(crate) mod compact;
+mod counters;
 mod file;
 mod kernel;
+mod sample;
 
 use serde::{Deserialize, Serialize};
 
+pub use counters::{Change, Counter, CounterChanges, CounterSource, CounterValues};
 pub use file::{FileName, Named};
 pub use kernel::{Context, OomContext};
+pub use sample::Sample;
+pub(crate) use sample::{before_version_5, with_layout_before_version_5};
 
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
@@ -111,8 +116,8 @@ macro_rules! what {
 what! {
     OomKill(OomKill) => OomKill,
     Cgroup(CgroupChange) => Cgroup,
-    /// A periodic sample of the memcg's memory, from cgroupfs.
-    Stats(MemoryStats) => Stats,
+    /// A periodic sample of the memcg's memory and counters, from cgroupfs.
+    Stats(Sample) => Stats,
     Cache(PageCache) => Cache,
     Reclaim(Reclaim) => Reclaim,
     Charge(Charges) => Charge,
@@ -120,6 +125,8 @@ what! {
     ChargeFail(ChargeFail) => ChargeFail,
     ChargeFailFromReclaim(ChargeFailFromReclaim) => ChargeFail,
     Slab(Slab) => Slab,
+    /// A memcg's own kernel counters that changed.
+    Counters(CounterChanges) => Counters,
 }
 
 snake_case_enum! {
@@ -134,6 +141,7 @@ snake_case_enum! {
         Charge,
         ChargeFail,
         Slab,
+        Counters,
     }
 }
 
@@ -148,6 +156,7 @@ impl What {
         "charge",
         "charge_fail",
         "slab",
+        "counters",
     ];
 
     /// The `"type"` users see.
@@ -784,7 +793,7 @@ mod tests {
                 charged_bytes: None,
                 dying_ns: None,
             }),
-            What::Stats(MemoryStats::default()),
+            What::Stats(MemoryStats::default().into()),
             What::Cache(PageCache::new(1, 2, 3)),
             What::Charge(Charges {
                 interval_ns: 1,
@@ -793,6 +802,11 @@ mod tests {
                 source: ChargeSource::StatUpdates,
             }),
             What::Slab(Slab::new(1, Vec::new())),
+            What::Counters(CounterChanges {
+                interval_ns: 1,
+                source: CounterSource::Sampled,
+                changed: Vec::new(),
+            }),
         ];
         for what in whats {
             assert!(What::TYPES.contains(&what.type_name()), "{what:?}");

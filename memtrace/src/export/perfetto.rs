@@ -164,6 +164,13 @@ impl<W: Write> PerfettoWriter<W> {
                 let name = "charge failure: limit reclaim (derived)".to_owned();
                 self.instant(m, ts, ("charge_fail", "t", name), e)
             }
+            What::Counters(e) => {
+                for (counter, change) in &e.changed {
+                    let name = format!("counter {counter}");
+                    self.memcg_counter(m, &name, ts, &json!({ "value": change.value }))?;
+                }
+                Ok(())
+            }
             What::Slab(e) => self.memcg_counter(
                 m,
                 "slab per interval",

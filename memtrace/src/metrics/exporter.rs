@@ -299,6 +299,7 @@ impl Exporter {
             | What::ChargeFromPageCache(_)
             | What::OomKill(_)
             | What::Stats(_)
+            | What::Counters(_)
             | What::Cgroup(_) => {}
         }
     }
@@ -494,17 +495,20 @@ mod tests {
     fn stats(at: u64, anon: u64) -> Event {
         event(
             at,
-            What::Stats(MemoryStats {
-                usage_bytes: Some(anon + MIB),
-                limit_bytes: Some(64 * MIB),
-                working_set_bytes: Some(anon),
-                anon_bytes: Some(anon),
-                file_bytes: Some(MIB),
-                inactive_file_bytes: Some(MIB),
-                shmem_bytes: Some(0),
-                kernel_bytes: Some(0),
-                ..MemoryStats::default()
-            }),
+            What::Stats(
+                MemoryStats {
+                    usage_bytes: Some(anon + MIB),
+                    limit_bytes: Some(64 * MIB),
+                    working_set_bytes: Some(anon),
+                    anon_bytes: Some(anon),
+                    file_bytes: Some(MIB),
+                    inactive_file_bytes: Some(MIB),
+                    shmem_bytes: Some(0),
+                    kernel_bytes: Some(0),
+                    ..MemoryStats::default()
+                }
+                .into(),
+            ),
         )
     }
 

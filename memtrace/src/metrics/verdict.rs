@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use crate::{
     event::{HostClock, MemorySource, OomKill},
-    report::{Evidence, MemoryPoint, VerdictKind, judge},
+    report::{Evidence, MemoryPoint, Signals, VerdictKind, judge},
 };
 
 /// Samples kept per cgroup: the first (growth since), and the latest few, from which the last
@@ -49,6 +49,13 @@ pub const fn label(kind: VerdictKind) -> &'static str {
         VerdictKind::SlabGrowth => "slab_growth",
         VerdictKind::LimitTooLow => "limit_too_low",
         VerdictKind::Unknown => "unknown",
+        VerdictKind::Shmem => "shmem",
+        VerdictKind::DirtyCache => "dirty_cache",
+        VerdictKind::Thrashing => "thrashing",
+        VerdictKind::Throttled => "throttled",
+        VerdictKind::NearLimit => "near_limit",
+        VerdictKind::PodLimitBelowContainers => "pod_limit_below_containers",
+        VerdictKind::MemcgIdsRunningOut => "memcg_ids_running_out",
     }
 }
 
@@ -85,6 +92,7 @@ pub fn judge_kill(
         reclaims,
         ineffective_reclaims: freed_nothing,
         top_slab_cache: None,
+        signals: Signals::default(),
     })
     .kind
 }

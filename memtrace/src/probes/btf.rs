@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use btf_rs::{Backend, Btf, BtfType, Struct, Type};
 use fallible_iterator::FallibleIterator as _;
 use memtrace_common::{
-    KernelOffsets,
+    KernelOffsets, names,
     offsets::{MARK_VICTIM_ARG_PID, MARK_VICTIM_ARG_TASK},
 };
+
+use super::btf_index::NameIndex;
 
 /// `SLAB_ACCOUNT` before it became a config-dependent enum bit (6.9), from `include/linux/slab.h`:
 /// the fallback for kernels whose BTF has no `_SLAB_ACCOUNT`.
@@ -26,6 +28,66 @@ const OBJ_CGROUPS_TAG: u32 = 0x1;
 
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Every type name [`KernelBtf::kernel_offsets`] and [`KernelBtf::enum_names`] look up, found in
+/// one pass when BTF is opened ([`NameIndex`]); a name missing here still resolves, by a scan
+/// of every type, which the debug log reports (and a test forbids for the offsets).
+const TYPE_NAMES: &[&str] = &[
+    "_slab_flag_bits",
+    "address_space",
+    "btf_trace_kmem_cache_alloc",
+    "btf_trace_kmem_cache_free",
+    "btf_trace_mark_victim",
+    "btf_trace_mm_vmscan_memcg_reclaim_begin",
+    "cgroup",
+    "cgroup_root",
+    "cgroup_subsys_id",
+    "cgroup_subsys_state",
+    "css_set",
+    "dentry",
+    "folio",
+    "hlist_bl_node",
+    "inode",
+    "kernfs_node",
+    "kmem_cache",
+    "mem_cgroup",
+    "mm_struct",
+    "node_stat_item",
+    "obj_cgroup",
+    "objext_flags",
+    "oom_constraint",
+    "oom_control",
+    "page",
+    "page_counter",
+    "qstr",
+    "slab",
+    "slabobj_ext",
+    "super_block",
+    "task_struct",
+    // The functions fentry and fexit strategies load against (`KernelBtf::has_function`).
+    names::OOM_KILL_FUNCTION,
+    names::CHARGE_FUNCTION,
+    names::CHARGE_PAGE_FUNCTION,
+    names::TRY_CHARGE_FUNCTION,
+    names::TRY_CHARGE_OLD_FUNCTION,
+    names::KMEM_CACHE_ALLOC_FUNCTION,
+    names::KMEM_CACHE_ALLOC_NODE_FUNCTION,
+    names::KMEM_CACHE_FREE_FUNCTION,
+];
+
+/// The enum members [`KernelBtf::kernel_offsets`] finds by name in any enum, named or not.
+const ENUM_MEMBERS: &[&str] = &[
+    "MM_FILEPAGES",
+    "MM_ANONPAGES",
+    "MM_SHMEMPAGES",
+    "__NR_MEMCG_DATA_FLAGS",
+    "PG_head",
+    "PG_swapbacked",
+    "MEMCG_DATA_OBJEXTS",
+    "MEMCG_DATA_OBJCGS",
+    "MEMCG_DATA_KMEM",
+    "___GFP_ACCOUNT_BIT",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -47,6 +109,11 @@ pub enum BtfError {
 /// The kernel's BTF, with the lookups memtrace needs.
 pub struct KernelBtf {
     btf: Btf,
+    /// The names memtrace looks up, found in one pass; `None` when that pass failed (btf-rs
+    /// then scans for each name).
+    index: Option<NameIndex>,
+    /// Lookups that scanned every type (names not in the index).
+    scans: std::cell::Cell<usize>,
 }
 
 /// Where a struct member lives: byte offset from the start of the outer struct, and its type.
@@ -80,16 +147,21 @@ impl KernelBtf {
             path: path.to_owned(),
             source,
         };
-        let btf = match Btf::from_file_with_backend(path, Backend::Mmap) {
-            Ok(btf) => btf,
+        let (btf, index) = match Btf::from_file_with_backend(path, Backend::Mmap) {
+            Ok(btf) => (btf, index_mapped(path)),
             Err(e) => {
                 log::debug!("cannot mmap {}: {e}; reading it", path.display());
                 let bytes =
                     std::fs::read(path).map_err(|source| parse_error(btf_rs::Error::IO(source)))?;
-                Btf::from_bytes(&bytes).map_err(parse_error)?
+                let index = index_of(&bytes);
+                (Btf::from_bytes(&bytes).map_err(parse_error)?, index)
             }
         };
-        Ok(Self { btf })
+        Ok(Self {
+            btf,
+            index,
+            scans: std::cell::Cell::new(0),
+        })
     }
 
     /// Resolves every offset the programs need.
@@ -561,6 +633,15 @@ impl KernelBtf {
     /// member's names across kernels (first found wins); a slot none of whose names exists is
     /// `None` (and costs a scan of every type).
     fn enum_values_by_member<const N: usize>(&self, slots: [&[&str]; N]) -> [Option<u32>; N] {
+        if let Some(index) = &self.index
+            && slots
+                .iter()
+                .flat_map(|names| names.iter())
+                .all(|n| ENUM_MEMBERS.contains(n))
+        {
+            return slots.map(|names| index.first_enum_value(names));
+        }
+        self.scans.set(self.scans.get() + 1);
         let mut found = [None; N];
         let mut types = self.btf.type_iter();
         while let Ok(Some(t)) = types.next() {
@@ -638,9 +719,15 @@ impl KernelBtf {
     /// Whether BTF has a type of that name (`btf_trace_kfree`: the kernel has the tracepoint).
     #[must_use]
     pub fn has_type(&self, name: &str) -> bool {
-        self.btf
-            .resolve_types_by_name(name)
-            .is_ok_and(|types| !types.is_empty())
+        !self.types_named(name).is_empty()
+    }
+
+    /// Whether the kernel has a function of that name (a `FUNC` in its BTF).
+    #[must_use]
+    pub fn has_function(&self, name: &str) -> bool {
+        self.types_named(name)
+            .iter()
+            .any(|t| matches!(t, Type::Func(_)))
     }
 
     fn named(
@@ -649,11 +736,26 @@ impl KernelBtf {
         name: &str,
         want: impl Fn(&Type) -> bool,
     ) -> Result<Type, BtfError> {
-        self.btf
-            .resolve_types_by_name(name)
-            .ok()
-            .and_then(|types| types.into_iter().find(want))
+        self.types_named(name)
+            .into_iter()
+            .find(want)
             .ok_or_else(|| BtfError::NotFound(what.to_owned()))
+    }
+
+    /// Every type called `name`, in id order: from the index when it has the name, else by a
+    /// scan of every type.
+    fn types_named(&self, name: &str) -> Vec<Type> {
+        if let Some(ids) = self.index.as_ref().and_then(|index| index.ids(name)) {
+            return ids
+                .iter()
+                .filter_map(|&id| self.btf.resolve_type_by_id(id).ok())
+                .collect();
+        }
+        if self.index.is_some() {
+            log::debug!("BTF: {name} is not among the names indexed at start-up: a scan");
+        }
+        self.scans.set(self.scans.get() + 1);
+        self.btf.resolve_types_by_name(name).unwrap_or_default()
     }
 
     fn name_of(&self, t: &dyn BtfType) -> String {
@@ -668,6 +770,38 @@ struct FolioShape {
     folio_nr_pages: u32,
     folio_order: u32,
     folio_memcg_data: u32,
+}
+
+/// Indexes the names memtrace looks up, reading the file through a memory map (sysfs maps the
+/// kernel's BTF since 6.16; before, the caller reads it whole).
+fn index_mapped(path: &Path) -> Option<NameIndex> {
+    let map = map_file(path)
+        .inspect_err(|e| log::debug!("BTF index: mapping {}: {e}", path.display()))
+        .ok()?;
+    index_of(&map)
+}
+
+/// The kernel's BTF as memory (sysfs allows it since 6.16).
+///
+/// # Errors
+///
+/// When the file cannot be opened or mapped (ENODEV before 6.16).
+pub fn map_vmlinux() -> std::io::Result<memmap2::Mmap> {
+    map_file(Path::new(VMLINUX_BTF))
+}
+
+fn map_file(path: &Path) -> std::io::Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path)?;
+    // Private and read-only, as btf-rs maps it: sysfs refuses a shared mapping of it.
+    // SAFETY: the kernel's BTF is read-only and does not change while the kernel runs, and
+    // the map is only read.
+    unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }
+}
+
+fn index_of(data: &[u8]) -> Option<NameIndex> {
+    NameIndex::build(data, TYPE_NAMES, ENUM_MEMBERS)
+        .inspect_err(|e| log::debug!("BTF index: {e}; looking each name up by a scan"))
+        .ok()
 }
 
 /// Kernel constants from BTF (see [`KernelOffsets`] for each).
@@ -743,6 +877,36 @@ mod tests {
         assert_eq!(o.memcg_data_flags, 3, "{o:?}");
         assert!(o.obj_exts_flags >= o.memcg_data_flags, "{o:?}");
         assert_eq!(o.gfp_account_flag, 0x40_0000, "{o:?}");
+    }
+
+    /// The index answers as btf-rs's own scans do, and the offsets need no scan at all.
+    #[test]
+    fn the_index_finds_what_scans_find_and_leaves_none_to_scan() {
+        let btf = KernelBtf::from_sys().expect("this test needs /sys/kernel/btf/vmlinux");
+        assert!(btf.index.is_some(), "the index could not be built");
+        btf.kernel_offsets().expect("offsets");
+        btf.enum_names("oom_constraint").expect("oom_constraint");
+        assert!(btf.has_function(names::OOM_KILL_FUNCTION));
+        assert_eq!(
+            btf.scans.get(),
+            0,
+            "a name outside TYPE_NAMES or ENUM_MEMBERS"
+        );
+        assert!(!btf.has_function("no_such_function"), "a scan");
+        assert_eq!(btf.scans.get(), 1);
+
+        let scanned = KernelBtf {
+            index: None,
+            ..KernelBtf::from_sys().expect("BTF")
+        };
+        assert_eq!(
+            format!("{:?}", btf.kernel_offsets().expect("offsets")),
+            format!("{:?}", scanned.kernel_offsets().expect("offsets"))
+        );
+        assert!(scanned.scans.get() > 0);
+        for name in TYPE_NAMES {
+            assert_eq!(btf.types_named(name), scanned.types_named(name), "{name}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use memtrace_common::{
 
 use super::{
     EBPF_OBJECT, ProbeError,
+    aya_btf::AyaBtf,
     plan::{self, Attach},
     privileges, support,
 };
@@ -74,7 +75,7 @@ pub fn probe_all() -> Result<Vec<Capability>, ProbeError> {
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .map_err(ProbeError::Load)?;
-    let mut btf = None;
+    let mut btf = AyaBtf::default();
     Ok(CHECKS
         .iter()
         .map(|(program_type, target, attach)| Capability {

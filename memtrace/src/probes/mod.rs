@@ -1,7 +1,9 @@
 //! Capability detection, BTF offsets, loading and attaching the programs.
 
 pub mod aggregate;
+mod aya_btf;
 pub mod btf;
+mod btf_index;
 pub mod capability;
 pub mod derived;
 pub mod filter;
@@ -10,22 +12,28 @@ pub mod kallsyms;
 pub mod memory_map;
 pub mod plan;
 pub mod point;
+mod preload;
 pub mod privileges;
 pub mod support;
 
+use std::{io, thread::JoinHandle, time::Duration};
+
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
 };
 use memtrace_common::{
     IgnoredCallers, LostKind,
     names::{
         AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, CACHE_NAMES_MAP, CHARGE_MAPS,
-        EVENTS_MAP, FILE_PATHS_MAP, FILTER_ENABLED_GLOBAL, FILTER_MAP, IGNORED_CALLERS_GLOBAL,
+        EVENTS_MAP, FILE_PATHS_MAP, FILTER_ENABLED_GLOBAL, FILTER_MAP, IGNORED_CALLERS_MAP,
         INODE_IDS_MAP, LOST_MAP, MEMCG_IDS_MAP, MEMMAP_TGID_GLOBAL, OFFSETS_GLOBAL, SLAB_MAPS,
     },
 };
 
+use crate::startup::{self, Timeline, timed};
+
+use self::aya_btf::AyaBtf;
 pub use self::{
     aggregate::{Aggregates, CacheDrain, Drain, SlabCache},
     btf::{BtfError, KernelBtf},
@@ -172,46 +180,55 @@ impl Probes {
     /// # Errors
     ///
     /// Not root, no BTF, a member missing from BTF, or a program the kernel refuses.
-    pub fn attach(options: &AttachOptions) -> Result<Self, ProbeError> {
-        let begun = std::time::Instant::now();
-        let phase = |what: &str| log::debug!("start-up: {what} after {:?}", begun.elapsed());
+    pub fn attach(options: &AttachOptions, timeline: &mut Timeline) -> Result<Self, ProbeError> {
         privileges::require_root()?;
         support::check()?;
         privileges::raise_memlock();
-        // Read while BTF is parsed: kallsyms costs tens of milliseconds of kernel time.
-        let callers = std::thread::spawn(kallsyms::bpf_memalloc_callers);
+        timeline.phase("kernel checks");
+        let mut callers = CallersReader::start(may_attach(options, ProbePoint::Slab));
         let kernel_btf = KernelBtf::from_sys()?;
+        timeline.phase("btf open");
+        // Parsed beside the rest, and only where a strategy that needs it may be tried.
+        let aya_btf = if may_try_btf_traced(options) {
+            AyaBtf::in_background(
+                plan::btf_traced_functions()
+                    .filter(|f| !kernel_btf.has_function(f))
+                    .collect(),
+            )
+        } else {
+            AyaBtf::default()
+        };
         let offsets = kernel_btf.kernel_offsets()?;
         let oom_constraints = kernel_btf.enum_names("oom_constraint")?;
         log::debug!("kernel offsets: {offsets:?}");
-        phase("BTF offsets");
-        let ignored_callers = callers
-            .join()
-            .map_err(|_| ProbeError::Missing("kallsyms reader"))?
-            .unwrap_or_else(|e| {
-                log::warn!(
-                    "cannot read /proc/kallsyms ({e}): slab counts may include BPF map memory"
-                );
-                IgnoredCallers::default()
-            });
-        log::debug!("slab ignores allocations from {ignored_callers:?}");
-        phase("kallsyms");
-        let mut ebpf = EbpfLoader::new()
+        timeline.phase("btf offsets");
+        let (tgid, filter_enabled) = (std::process::id(), u32::from(options.kernel_filter));
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(OFFSETS_GLOBAL, &offsets, true)
-            .override_global(IGNORED_CALLERS_GLOBAL, &ignored_callers, true)
-            .override_global(MEMMAP_TGID_GLOBAL, &std::process::id(), true)
-            .override_global(
-                FILTER_ENABLED_GLOBAL,
-                &u32::from(options.kernel_filter),
-                true,
-            )
-            .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
-            .load(EBPF_OBJECT)
-            .map_err(ProbeError::Load)?;
-        phase("maps created, object loaded");
+            .override_global(MEMMAP_TGID_GLOBAL, &tgid, true)
+            .override_global(FILTER_ENABLED_GLOBAL, &filter_enabled, true)
+            .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes);
+        if !options.kernel_filter {
+            // Never read without a filter: a hash map's buckets cost creation time (a
+            // millisecond for the 65 536 of a full one) even where no entry is ever made.
+            loader.map_max_entries(FILTER_MAP, 1);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+        timeline.phase("object load (maps)");
+        preload::preload(&mut ebpf, options, &offsets);
+        timeline.phase("preload (verifier, on every CPU)");
 
-        let (attached, outcomes) = attach_points(&mut ebpf, options, &offsets)?;
-        phase("programs attached");
+        let (attached, outcomes) = attach_points(
+            &mut ebpf,
+            options,
+            &offsets,
+            &mut Beside {
+                aya_btf,
+                callers: &mut callers,
+            },
+            timeline,
+        )?;
         if attached.is_empty() {
             return Err(ProbeError::NothingAttached);
         }
@@ -236,6 +253,7 @@ impl Probes {
         };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;
+        timeline.phase("maps taken, log forwarder");
         Ok(Self {
             _ebpf: ebpf,
             logger: Some(logger),
@@ -296,10 +314,11 @@ fn attach_points(
     ebpf: &mut Ebpf,
     options: &AttachOptions,
     offsets: &memtrace_common::KernelOffsets,
+    beside: &mut Beside<'_>,
+    timeline: &mut Timeline,
 ) -> Result<(Vec<AttachedPoint>, Vec<plan::PointOutcome>), ProbeError> {
     let mut attached: Vec<AttachedPoint> = Vec::new();
     let mut outcomes = Vec::new();
-    let mut aya_btf = None;
     for &point in ProbePoint::ALL {
         if options
             .points
@@ -314,8 +333,17 @@ fn attach_points(
             .find(|(p, _)| *p == point)
             .map(|&(_, s)| s);
         let attached_points: Vec<ProbePoint> = attached.iter().map(|a| a.point).collect();
-        let outcome =
-            plan::attach_point(ebpf, point, forced, &mut aya_btf, offsets, &attached_points);
+        if point == ProbePoint::Slab {
+            beside.callers.install(ebpf)?;
+        }
+        let outcome = plan::attach_point(
+            ebpf,
+            point,
+            forced,
+            &mut beside.aya_btf,
+            offsets,
+            &attached_points,
+        );
         match outcome.chosen {
             Some(strategy) => attached.push(AttachedPoint {
                 point,
@@ -335,8 +363,70 @@ fn attach_points(
             ),
         }
         outcomes.push(outcome);
+        timeline.phase(&format!("attach {point}"));
     }
     Ok((attached, outcomes))
+}
+
+/// What start-up prepares on threads of its own, beside loading, for the points that need it.
+struct Beside<'a> {
+    aya_btf: AyaBtf,
+    callers: &'a mut CallersReader,
+}
+
+/// The kallsyms reader, started with start-up and waited for only before the slab programs
+/// attach, the only ones that need what it finds: kallsyms costs tens of milliseconds of kernel
+/// time, which this way overlaps BTF, loading and the other points.
+struct CallersReader(Option<JoinHandle<(io::Result<IgnoredCallers>, Duration)>>);
+
+impl CallersReader {
+    fn start(wanted: bool) -> Self {
+        Self(wanted.then(|| std::thread::spawn(|| timed(kallsyms::bpf_memalloc_callers))))
+    }
+
+    /// Waits for the reader and writes what it found to `IGNORED_CALLERS`, once.
+    fn install(&mut self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+        let Some(reader) = self.0.take() else {
+            return Ok(());
+        };
+        let (joined, waited) = timed(|| reader.join());
+        let (callers, took) = joined.map_err(|_| ProbeError::Missing("kallsyms reader"))?;
+        startup::beside("kallsyms", took);
+        startup::within("kallsyms wait", waited, "attach slab");
+        let ignored_callers = callers.unwrap_or_else(|e| {
+            log::warn!("cannot read /proc/kallsyms ({e}): slab counts may include BPF map memory");
+            IgnoredCallers::default()
+        });
+        log::debug!("slab ignores allocations from {ignored_callers:?}");
+        let mut map: Array<_, IgnoredCallers> = typed_map_mut(ebpf, IGNORED_CALLERS_MAP)?;
+        map.set(0, &ignored_callers, 0)
+            .map_err(|source| ProbeError::Map {
+                what: IGNORED_CALLERS_MAP.into(),
+                source,
+            })
+    }
+}
+
+/// Whether `point` is asked for (`--events`).
+fn may_attach(options: &AttachOptions, point: ProbePoint) -> bool {
+    options.points.as_ref().is_none_or(|p| p.contains(&point))
+}
+
+/// Whether a strategy that loads against aya's BTF (fentry, fexit) may be tried for a point
+/// asked for.
+fn may_try_btf_traced(options: &AttachOptions) -> bool {
+    ProbePoint::ALL
+        .iter()
+        .filter(|&&point| may_attach(options, point))
+        .any(|&point| {
+            let forced = options.forced.iter().find(|(p, _)| *p == point);
+            plan::strategies(point).iter().any(|c| {
+                matches!(
+                    c.attach,
+                    plan::Attach::Fentry { .. } | plan::Attach::Fexit { .. }
+                ) && forced.is_none_or(|&(_, s)| s == c.strategy)
+            })
+        })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -3,11 +3,14 @@
 //! kernel version), and every attempt is kept so `memtrace probes` can say why a strategy was
 //! refused.
 
+use std::{fs, io};
+
 use aya::{
-    Btf, Ebpf,
+    Ebpf,
     programs::{
-        FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint, fentry::FEntryLinkId,
-        fexit::FExitLinkId, kprobe::KProbeLinkId, raw_trace_point::RawTracePointLinkId,
+        FEntry, FExit, KProbe, KProbeError, Program, RawTracePoint, TracePoint,
+        fentry::FEntryLinkId, fexit::FExitLinkId, kprobe::KProbeLinkId,
+        raw_trace_point::RawTracePointLinkId,
     },
 };
 use memtrace_common::{
@@ -31,7 +34,8 @@ use memtrace_common::{
     },
 };
 
-use super::{ProbeError, ProbePoint, Strategy, program_error};
+use super::{ProbeError, ProbePoint, Strategy, aya_btf::AyaBtf, program_error};
+use crate::startup::{self, timed};
 
 /// How one strategy attaches its programs.
 pub enum Attach {
@@ -394,6 +398,24 @@ const SLAB: &[Candidate] = &[
     },
 ];
 
+/// The functions fentry and fexit strategies load against, each once.
+pub fn btf_traced_functions() -> impl Iterator<Item = &'static str> {
+    let mut seen = Vec::new();
+    ProbePoint::ALL
+        .iter()
+        .flat_map(|&point| strategies(point))
+        .flat_map(|c| match c.attach {
+            Attach::Fentry { function, .. } | Attach::Fexit { function, .. } => vec![function],
+            Attach::Functions { functions, .. } => functions.iter().map(|(_, f)| *f).collect(),
+            _ => Vec::new(),
+        })
+        .filter(move |function| {
+            let new = !seen.contains(function);
+            seen.push(function);
+            new
+        })
+}
+
 /// `point`'s strategy `strategy`, if its plan has it: the `variant`th of its candidates (0
 /// names a function by its current name, 1 by its older one).
 #[must_use]
@@ -443,7 +465,7 @@ pub fn attach_point(
     ebpf: &mut Ebpf,
     point: ProbePoint,
     forced: Option<Strategy>,
-    btf: &mut Option<Result<Btf, String>>,
+    btf: &mut AyaBtf,
     offsets: &KernelOffsets,
     attached: &[ProbePoint],
 ) -> PointOutcome {
@@ -456,10 +478,7 @@ pub fn attach_point(
         }
         let result = match candidate.attach {
             Attach::RawTracepoints(pairs) | Attach::RawTracepointsWithMemoryMap(pairs)
-                if offsets.kmem_tracepoints_pass_cache == 0
-                    && pairs
-                        .iter()
-                        .any(|(_, tp)| KMEM_CACHE_TRACEPOINTS.contains(tp)) =>
+                if refused_before_loading(pairs, offsets) =>
             {
                 Err(
                     "this kernel's kmem_cache_alloc and kmem_cache_free tracepoints do not pass \
@@ -507,15 +526,19 @@ pub fn attach_point(
 pub fn attach(
     ebpf: &mut Ebpf,
     attach: &Attach,
-    btf: &mut Option<Result<Btf, String>>,
+    btf: &mut AyaBtf,
     offsets: &KernelOffsets,
 ) -> Result<(), ProbeError> {
     // fentry and fexit load against the function's BTF and attach alike; aya gives them no
     // common trait, so one macro serves both types.
     macro_rules! attach_btf_traced {
         ($ty:ty, $kind:literal, $program:expr, $function:expr) => {{
-            let btf = aya_btf(btf, $kind, $function)?;
+            let absent = btf.known_absent($function);
+            let btf = btf.get($kind, $function)?;
             let error = |source| program_error(format!("{} {}", $kind, $function), &source);
+            if let Some(absent) = absent {
+                return Err(error(absent.into()));
+            }
             let p: &mut $ty = program_mut(ebpf, $program)?.try_into().map_err(error)?;
             p.load($function, btf).map_err(error)?;
             p.attach().map_err(error)?;
@@ -530,6 +553,7 @@ pub fn attach(
         }
         Attach::Kprobe { program, function } => {
             let error = |source| program_error(format!("kprobe {function}"), &source);
+            kprobe_pmu().map_err(|e| error(e.into()))?;
             let p: &mut KProbe = program_mut(ebpf, program)?.try_into().map_err(error)?;
             load_once(p).map_err(error)?;
             p.attach(*function, 0).map_err(error)?;
@@ -540,6 +564,7 @@ pub fn attach(
             function,
         } => {
             let error = |source| program_error(format!("kretprobe {function}"), &source);
+            kprobe_pmu().map_err(|e| error(e.into()))?;
             let r: &mut KProbe = program_mut(ebpf, ret)?.try_into().map_err(error)?;
             load_once(r).map_err(error)?;
             let ret_link = r.attach(*function, 0).map_err(error)?;
@@ -560,7 +585,9 @@ pub fn attach(
         Attach::Derived { .. } => {}
         Attach::RawTracepoints(pairs) => attach_all_raw(ebpf, pairs)?,
         Attach::RawTracepointsWithMemoryMap(pairs) => {
-            super::memory_map::install(ebpf, offsets)?;
+            let (installed, took) = timed(|| super::memory_map::install(ebpf, offsets));
+            startup::within("memory map", took, "its raw_tp strategy");
+            installed?;
             attach_all_raw(ebpf, pairs)?;
         }
         Attach::Functions {
@@ -569,7 +596,9 @@ pub fn attach(
             memory_map,
         } => {
             if *memory_map {
-                super::memory_map::install(ebpf, offsets)?;
+                let (installed, took) = timed(|| super::memory_map::install(ebpf, offsets));
+                startup::within("memory map", took, "its fexit strategy");
+                installed?;
             }
             attach_functions_and_raw(ebpf, functions, raw, btf)?;
         }
@@ -586,6 +615,33 @@ pub fn attach(
         }
     }
     Ok(())
+}
+
+/// Where the kernel's kprobe PMU says its perf event type; absent without `CONFIG_KPROBES`.
+const KPROBE_PMU_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+/// Whether kprobes can attach at all, asked before a kprobe program is loaded: aya attaches
+/// them through the kprobe PMU (on every kernel memtrace runs on, 4.17+) and fails when there
+/// is none, after the verifier spent 5 ms on the program (several times that on a busy
+/// machine). The error is the one aya's attach gives.
+fn kprobe_pmu() -> Result<(), KProbeError> {
+    fs::read_to_string(KPROBE_PMU_TYPE)
+        .and_then(|ty| ty.trim().parse::<u32>().map_err(io::Error::other))
+        .map(drop)
+        .map_err(|io_error| KProbeError::FileError {
+            filename: KPROBE_PMU_TYPE.into(),
+            io_error,
+        })
+}
+
+/// Whether these raw tracepoints are refused without trying: the slab programs read the
+/// `struct kmem_cache *` that `kmem_cache_alloc` and `kmem_cache_free` pass only since 6.0.
+#[must_use]
+pub fn refused_before_loading(pairs: &[(&str, &str)], offsets: &KernelOffsets) -> bool {
+    offsets.kmem_tracepoints_pass_cache == 0
+        && pairs
+            .iter()
+            .any(|(_, tp)| KMEM_CACHE_TRACEPOINTS.contains(tp))
 }
 
 /// Loads a kprobe program unless an earlier candidate did: a kprobe loads the same for any
@@ -634,26 +690,42 @@ fn attach_functions_and_raw(
     ebpf: &mut Ebpf,
     functions: &[(&'static str, &'static str)],
     raw: &[(&'static str, &'static str)],
-    btf: &mut Option<Result<Btf, String>>,
+    btf: &mut AyaBtf,
 ) -> Result<(), ProbeError> {
     let mut links = Vec::new();
     let result = (|| {
         for &(program, function) in functions {
-            let link = match program_mut(ebpf, program)? {
-                Program::FEntry(p) => {
-                    let btf = aya_btf(btf, "fentry", function)?;
+            // fentry and fexit load against aya's BTF; a function it knows absent is refused
+            // before aya scans for it.
+            let traced = matches!(
+                program_mut(ebpf, program)?,
+                Program::FEntry(_) | Program::FExit(_)
+            );
+            let aya = if traced {
+                if let Some(absent) = btf.known_absent(function) {
+                    return Err(program_error(
+                        format!("fentry/fexit {function}"),
+                        &absent.into(),
+                    ));
+                }
+                Some(btf.get("fentry/fexit", function)?)
+            } else {
+                None
+            };
+            let link = match (program_mut(ebpf, program)?, aya) {
+                (Program::FEntry(p), Some(btf)) => {
                     let error = |source| program_error(format!("fentry {function}"), &source);
                     p.load(function, btf).map_err(error)?;
                     Link::Fentry(program, p.attach().map_err(error)?)
                 }
-                Program::FExit(p) => {
-                    let btf = aya_btf(btf, "fexit", function)?;
+                (Program::FExit(p), Some(btf)) => {
                     let error = |source| program_error(format!("fexit {function}"), &source);
                     p.load(function, btf).map_err(error)?;
                     Link::Fexit(program, p.attach().map_err(error)?)
                 }
-                Program::KProbe(p) => {
+                (Program::KProbe(p), _) => {
                     let error = |source| program_error(format!("kprobe {function}"), &source);
+                    kprobe_pmu().map_err(|e| error(e.into()))?;
                     load_once(p).map_err(error)?;
                     Link::Kprobe(program, p.attach(function, 0).map_err(error)?)
                 }
@@ -693,7 +765,8 @@ fn detach(ebpf: &mut Ebpf, link: Link) -> Result<(), Box<dyn std::error::Error>>
     Ok(())
 }
 
-/// Loads `program` and attaches it to the raw tracepoint.
+/// Loads `program`, unless it was loaded already ([`super::preload`]), and attaches it to the
+/// raw tracepoint.
 ///
 /// # Errors
 ///
@@ -705,22 +778,10 @@ pub fn attach_raw(
 ) -> Result<RawTracePointLinkId, ProbeError> {
     let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
     let p: &mut RawTracePoint = program_mut(ebpf, program)?.try_into().map_err(error)?;
-    p.load().map_err(error)?;
+    if p.fd().is_err() {
+        p.load().map_err(error)?;
+    }
     p.attach(tracepoint).map_err(error)
-}
-
-/// aya's own BTF parse, needed to load fentry and fexit programs; once, and only if needed.
-fn aya_btf<'a>(
-    btf: &'a mut Option<Result<Btf, String>>,
-    kind: &str,
-    function: &str,
-) -> Result<&'a Btf, ProbeError> {
-    btf.get_or_insert_with(|| Btf::from_sys_fs().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| ProbeError::Program {
-            what: format!("{kind} {function}"),
-            reason: format!("kernel BTF: {e}"),
-        })
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Program, ProbeError> {

@@ -32,8 +32,8 @@ snake_case_enum! {
 
 impl ProbePoint {
     /// The event types this point produces, whichever strategy attached it (a derived strategy
-    /// produces its own point's events from another point's data). `stats` comes from
-    /// cgroupfs, not from a probe point.
+    /// produces its own point's events from another point's data). `stats` and `counters` come
+    /// from cgroupfs, not from a probe point.
     #[must_use]
     pub const fn events(self) -> &'static [EventType] {
         match self {
@@ -122,7 +122,8 @@ pub fn events_help() -> String {
         .collect();
     format!(
         "Attach only these probe points (comma-separated): {}; the others produce the events of \
-         their own name, and `stats` come from cgroupfs (--stats-interval). Default: all that \
+         their own name; `stats` and `counters` come from cgroupfs (--stats-interval, \
+         --counters-interval). Default: all that \
          this kernel allows (a point it refuses is left out with a warning; one named here must \
          attach).",
         points.join(", ")
@@ -142,6 +143,9 @@ pub fn parse_point(value: &str) -> Result<ProbePoint, String> {
     let hint = match EventType::from_name(value) {
         Some(EventType::Stats) => {
             " (`stats` come from cgroupfs: --stats-interval sets how often)".to_owned()
+        }
+        Some(EventType::Counters) => {
+            " (`counters` come from cgroupfs: --counters-interval sets how often)".to_owned()
         }
         Some(event) => ProbePoint::ALL
             .iter()
@@ -214,14 +218,14 @@ mod tests {
     }
 
     #[test]
-    fn every_event_type_but_stats_has_exactly_one_point() {
+    fn every_event_type_but_those_from_cgroupfs_has_exactly_one_point() {
         for &event in EventType::ALL {
             let points: Vec<ProbePoint> = ProbePoint::ALL
                 .iter()
                 .copied()
                 .filter(|p| p.events().contains(&event))
                 .collect();
-            let expected = usize::from(event != EventType::Stats);
+            let expected = usize::from(!matches!(event, EventType::Stats | EventType::Counters));
             assert_eq!(points.len(), expected, "{event:?}: {points:?}");
         }
         assert_eq!(ProbePoint::TryCharge.events(), [EventType::ChargeFail]);

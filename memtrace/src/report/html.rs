@@ -157,6 +157,7 @@ fn answer(r: &Report) -> Markup {
                 @match line.kind {
                     LineKind::OomKill => p.oom { (line.text) },
                     LineKind::Verdict => p.why.verdict { (line.text) },
+                    LineKind::AtRisk | LineKind::Node => p.why { (line.text) },
                     LineKind::MoreKills | LineKind::NoKills | LineKind::Growth
                     | LineKind::Dying => p { (line.text) },
                 }

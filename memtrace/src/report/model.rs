@@ -11,15 +11,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use super::{
+    signals::{PodLimit, Signals, Throttling, ThrottlingAcc},
     summary::{self, Summary},
-    verdict::{self, Evidence, Verdict},
+    verdict::{self, Evidence, RiskEvidence, Verdict},
 };
 use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemcgCensus, MemoryStats},
     event::{
-        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Event, FileName, HostClock,
-        Memcg, MemorySource, OomKill, PageCache as CacheInterval, Reclaim as ReclaimEpisode,
-        Slab as SlabInterval, What,
+        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Counter, CounterChanges,
+        Event, FileName, HostClock, Memcg, MemorySource, OomKill, PageCache as CacheInterval,
+        Reclaim as ReclaimEpisode, Slab as SlabInterval, What,
     },
     units::{micros, seconds},
 };
@@ -56,6 +57,9 @@ pub struct TraceInfo {
     pub cut_short: Option<String>,
     /// The recording host's memory cgroups at the start (from the header), if counted.
     pub memcgs_at_start: Option<MemcgCensus>,
+    /// A flight recorder's file: the window around the OOM kill it keeps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flight: Option<super::FlightInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -103,8 +107,28 @@ pub struct ContainerReport {
     pub charges: Charges,
     pub charge_failures: ChargeFailures,
     pub slab: Slab,
+    /// The kernel's own counters that changed during the recording (`counters` events), in
+    /// counter order.
+    pub counters: Vec<CounterTotal>,
+    /// Held at `memory.high` (v2): how often, how long, how much its tasks stalled.
+    pub throttling: Option<Throttling>,
+    /// Not OOM-killed but in trouble: throttled, thrashing, or at its limit with reclaim
+    /// failing; with the evidence.
+    pub at_risk: Option<Verdict>,
     /// Reclaims, charge failures and OOM kills, for the timeline.
     pub marks: Vec<Mark>,
+}
+
+/// How much one of the kernel's counters of a container moved during the recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CounterTotal {
+    pub counter: Counter,
+    /// The sum of its changes (a level such as `dirty_bytes` may end where it began).
+    pub delta: i64,
+    /// Its value at its last change.
+    pub last: u64,
+    /// `counters` events that changed it.
+    pub changes: u64,
 }
 
 /// The limit of an ancestor cgroup that applies to a container without one of its own.
@@ -142,6 +166,9 @@ pub struct MemoryPoint {
     pub anon: Option<u64>,
     pub file: Option<u64>,
     pub kernel: Option<u64>,
+    /// tmpfs/shmem (part of `file`), when the source said it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shmem: Option<u64>,
 }
 
 impl MemoryPoint {
@@ -156,6 +183,7 @@ impl MemoryPoint {
             anon: m.anon_bytes,
             file: m.file_bytes,
             kernel: m.kernel_bytes,
+            shmem: m.shmem_bytes,
         }
     }
 }
@@ -448,6 +476,8 @@ struct ContainerAcc {
     charge_failures: ChargeFailures,
     slab: Slab,
     slab_caches: HashMap<String, SlabCacheGrowth>,
+    counters: Vec<CounterTotal>,
+    throttling: ThrottlingAcc,
     /// Per bucket and kind: the first timestamp in the bucket and how many.
     marks: BTreeMap<(u64, MarkKind), (u64, u32)>,
 }
@@ -583,6 +613,7 @@ impl ReportBuilder {
             What::ChargeFail(e) => self.charge_fail(at, m, Failure::Kernel(e)),
             What::ChargeFailFromReclaim(e) => self.charge_fail(at, m, Failure::Derived(e)),
             What::Slab(e) => self.slab(m, e),
+            What::Counters(e) => self.counters(at, m, e),
         }
         if self.first.as_ref().is_none_or(|(t, _)| at < *t) {
             self.first = Some((at, self.clock.wall(at)));
@@ -772,6 +803,33 @@ impl ReportBuilder {
         }
     }
 
+    fn counters(&mut self, at_ns: u64, m: &Memcg, e: &CounterChanges) {
+        let acc = self.container(m.cgroup.as_deref(), m.container.as_ref());
+        for &(counter, change) in &e.changed {
+            if counter == Counter::High {
+                acc.throttling.high(at_ns, e.interval_ns, change.delta);
+            }
+            let at = acc
+                .counters
+                .partition_point(|t| (t.counter as usize) < counter as usize);
+            if acc.counters.get(at).is_none_or(|t| t.counter != counter) {
+                acc.counters.insert(
+                    at,
+                    CounterTotal {
+                        counter,
+                        delta: 0,
+                        last: 0,
+                        changes: 0,
+                    },
+                );
+            }
+            let total = &mut acc.counters[at];
+            total.delta = total.delta.saturating_add(change.delta);
+            total.last = change.value;
+            total.changes += 1;
+        }
+    }
+
     fn slab(&mut self, m: &Memcg, e: &SlabInterval) {
         let acc = self.container(m.cgroup.as_deref(), m.container.as_ref());
         let s = &mut acc.slab;
@@ -853,9 +911,10 @@ impl ReportBuilder {
             .iter()
             .flat_map(|(owner, acc)| acc.cgroups.iter().map(|c| (c.clone(), owner.name.clone())))
             .collect();
+        let pod_limits = pod_limits(&samples, &owners);
         let mut containers: Vec<ContainerReport> = containers
             .into_iter()
-            .map(|(owner, acc)| acc.finish(owner.name, &samples, &owners, clock))
+            .map(|(owner, acc)| acc.finish(owner.name, &samples, &owners, &pod_limits, clock))
             .collect();
         let peak = |c: &ContainerReport| c.memory.iter().filter_map(|m| m.usage).max();
         containers.sort_by(|a, b| {
@@ -919,6 +978,45 @@ impl Report {
     }
 }
 
+/// Pods whose own limit (at their last sample) is below the sum of their containers' own
+/// limits (the cgroups right below them, at their last samples), by the pod's cgroup.
+fn pod_limits(
+    samples: &HashMap<String, Vec<MemoryPoint>>,
+    owners: &HashMap<String, String>,
+) -> HashMap<String, PodLimit> {
+    let last_limit = |c: &str| samples.get(c)?.iter().rev().find_map(|m| m.limit);
+    let mut children: HashMap<&str, (u64, u64)> = HashMap::new();
+    for cgroup in samples.keys() {
+        if let Some((parent, _)) = cgroup.rsplit_once('/')
+            && !parent.is_empty()
+            && let Some(limit) = last_limit(cgroup)
+        {
+            let sum = children.entry(parent).or_default();
+            sum.0 = sum.0.saturating_add(limit);
+            sum.1 += 1;
+        }
+    }
+    children
+        .into_iter()
+        .filter(|(pod, _)| ContainerIdentity::from_cgroup_path(pod).kind() == IdentityKind::Pod)
+        .filter_map(|(pod, (sum, n))| {
+            let limit = last_limit(pod)?;
+            (sum > limit).then(|| {
+                (
+                    pod.to_owned(),
+                    PodLimit {
+                        cgroup: pod.to_owned(),
+                        owner: owner_name(pod, None, owners),
+                        limit_bytes: limit,
+                        children_limit_bytes: sum,
+                        children: n,
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
 /// The nearest ancestor of `cgroup` with a sampled limit, for a cgroup without its own.
 fn applied_limit(
     cgroup: &str,
@@ -973,8 +1071,20 @@ impl ContainerAcc {
         name: String,
         samples: &HashMap<String, Vec<MemoryPoint>>,
         owners: &HashMap<String, String>,
+        pod_limits: &HashMap<String, PodLimit>,
         clock: HostClock,
     ) -> ContainerReport {
+        let files = listed_files(self.files.into_values().collect());
+        let mut signals = Signals::gather(
+            &files,
+            self.cache.added_bytes,
+            &self.counters,
+            clock.page_size,
+        );
+        let throttling = self
+            .throttling
+            .finish(&self.counters, self.reclaim.episodes);
+        signals.throttling.clone_from(&throttling);
         // The outermost sampled cgroup: on v1 its numbers are hierarchical totals, so it holds
         // the sub-cgroups a runtime may create inside the container.
         let memory_cgroup = self
@@ -991,7 +1101,14 @@ impl ContainerAcc {
         let oom_kills: Vec<OomReport> = self
             .ooms
             .iter()
-            .map(|p| oom_report(p, samples, owners, clock))
+            .map(|p| {
+                let limit_memcg = p.event.limit_cgroup.as_ref().or(p.cgroup.as_ref());
+                let signals = Signals {
+                    pod_limit: limit_memcg.and_then(|c| pod_limits.get(c)).cloned(),
+                    ..signals.clone()
+                };
+                oom_report(p, samples, owners, clock, signals)
+            })
             .collect();
         let applied_limit = memory_cgroup
             .as_deref()
@@ -1013,26 +1130,19 @@ impl ContainerAcc {
                 );
             }
         }
-        let kernel: Vec<u64> = memory.iter().filter_map(|m| m.kernel).collect();
-        let mut caches: Vec<SlabCacheGrowth> = self.slab_caches.into_values().collect();
-        caches.sort_by(|a, b| {
-            b.peak_net_bytes
-                .cmp(&a.peak_net_bytes)
-                .then_with(|| b.allocated_bytes.cmp(&a.allocated_bytes))
-                .then_with(|| a.cache.cmp(&b.cache))
+        let slab = slab_section(&self.slab, self.slab_caches, &memory);
+        let at_risk = oom_kills.is_empty().then(|| {
+            let acc = (&self.reclaim, &self.charge_failures);
+            judge_risk(
+                &memory,
+                memory_cgroup.as_deref(),
+                applied_limit.as_ref(),
+                acc,
+                pod_limits,
+                signals,
+            )
         });
-        caches.truncate(LISTED_CACHES);
-        let slab = Slab {
-            first_kernel_bytes: kernel.first().copied(),
-            last_kernel_bytes: kernel.last().copied(),
-            peak_kernel_bytes: kernel.iter().copied().max(),
-            growth_bytes: kernel.first().zip(kernel.last()).map(|(&a, &b)| {
-                i64::try_from(b).unwrap_or(i64::MAX) - i64::try_from(a).unwrap_or(i64::MAX)
-            }),
-            caches,
-            ..self.slab
-        };
-        let files = listed_files(self.files.into_values().collect());
+        let at_risk = at_risk.flatten();
         ContainerReport {
             name,
             kind: self
@@ -1053,6 +1163,9 @@ impl ContainerAcc {
             charges: self.charges,
             charge_failures: self.charge_failures,
             slab,
+            counters: self.counters,
+            throttling,
+            at_risk,
             marks: self
                 .marks
                 .into_iter()
@@ -1064,6 +1177,68 @@ impl ContainerAcc {
                 .collect(),
         }
     }
+}
+
+/// The slab section: kernel memory from the samples, the caches that grew most.
+fn slab_section(
+    slab: &Slab,
+    caches_acc: HashMap<String, SlabCacheGrowth>,
+    memory: &[MemoryPoint],
+) -> Slab {
+    let kernel: Vec<u64> = memory.iter().filter_map(|m| m.kernel).collect();
+    let mut caches: Vec<SlabCacheGrowth> = caches_acc.into_values().collect();
+    caches.sort_by(|a, b| {
+        b.peak_net_bytes
+            .cmp(&a.peak_net_bytes)
+            .then_with(|| b.allocated_bytes.cmp(&a.allocated_bytes))
+            .then_with(|| a.cache.cmp(&b.cache))
+    });
+    caches.truncate(LISTED_CACHES);
+    Slab {
+        first_kernel_bytes: kernel.first().copied(),
+        last_kernel_bytes: kernel.last().copied(),
+        peak_kernel_bytes: kernel.iter().copied().max(),
+        growth_bytes: kernel.first().zip(kernel.last()).map(|(&a, &b)| {
+            i64::try_from(b).unwrap_or(i64::MAX) - i64::try_from(a).unwrap_or(i64::MAX)
+        }),
+        caches,
+        ..*slab
+    }
+}
+
+/// The at-risk verdict of a container that was not OOM-killed, from its samples (of
+/// `memory_cgroup`), the limit that applies, its reclaims and charge failures and its signals.
+fn judge_risk(
+    memory: &[MemoryPoint],
+    memory_cgroup: Option<&str>,
+    applied_limit: Option<&AppliedLimit>,
+    (reclaim, charge_failures): (&Reclaim, &ChargeFailures),
+    pod_limits: &HashMap<String, PodLimit>,
+    mut signals: Signals,
+) -> Option<Verdict> {
+    // Its own pod's, or its parent pod's when it is a container in one.
+    signals.pod_limit = memory_cgroup
+        .and_then(|c| {
+            pod_limits.get(c).or_else(|| {
+                c.rsplit_once('/')
+                    .and_then(|(parent, _)| pod_limits.get(parent))
+            })
+        })
+        .cloned();
+    verdict::judge_risk(&RiskEvidence {
+        peak_working_set: memory.iter().filter_map(|m| m.working_set).max(),
+        peak_usage: memory.iter().filter_map(|m| m.usage).max(),
+        limit: memory
+            .iter()
+            .rev()
+            .find_map(|m| m.limit)
+            .or_else(|| applied_limit.and_then(AppliedLimit::last_bytes)),
+        limit_owner: applied_limit.map(|a| a.owner.clone()),
+        reclaims: reclaim.episodes,
+        ineffective_reclaims: reclaim.failures,
+        charge_failures: charge_failures.count,
+        signals,
+    })
 }
 
 /// A charge failure the kernel saw, or one derived from a limit reclaim.
@@ -1079,6 +1254,7 @@ fn oom_report(
     samples: &HashMap<String, Vec<MemoryPoint>>,
     owners: &HashMap<String, String>,
     clock: HostClock,
+    signals: Signals,
 ) -> OomReport {
     let e = &p.event;
     let limit_memcg = e.limit_cgroup.as_ref().or(p.cgroup.as_ref());
@@ -1100,6 +1276,7 @@ fn oom_report(
                 anon_bytes: last.anon,
                 file_bytes: last.file,
                 kernel_bytes: last.kernel,
+                shmem_bytes: last.shmem,
                 ..MemoryStats::default()
             }),
             Some(MEMORY_FROM_SAMPLE.to_owned()),
@@ -1120,6 +1297,7 @@ fn oom_report(
         reclaims: p.reclaims,
         ineffective_reclaims: p.failures,
         top_slab_cache: p.top_slab_cache.clone(),
+        signals,
     });
     OomReport {
         time,
@@ -1148,8 +1326,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         event::{
-            ChargeProbe, ChargeSource, Charges, Device, FileCache, OomConstraint, OomProbe,
-            SlabCache,
+            Change, ChargeProbe, ChargeSource, Charges, CounterSource, Device, FileCache,
+            OomConstraint, OomProbe, SlabCache,
         },
         report::verdict::VerdictKind,
     };
@@ -1197,15 +1375,18 @@ pub(crate) mod tests {
             ns,
             None,
             Some(cgroup),
-            What::Stats(MemoryStats {
-                usage_bytes: Some(anon + file + MIB),
-                limit_bytes: limit,
-                working_set_bytes: Some(anon + MIB),
-                anon_bytes: Some(anon),
-                file_bytes: Some(file),
-                kernel_bytes: Some(MIB),
-                ..MemoryStats::default()
-            }),
+            What::Stats(
+                MemoryStats {
+                    usage_bytes: Some(anon + file + MIB),
+                    limit_bytes: limit,
+                    working_set_bytes: Some(anon + MIB),
+                    anon_bytes: Some(anon),
+                    file_bytes: Some(file),
+                    kernel_bytes: Some(MIB),
+                    ..MemoryStats::default()
+                }
+                .into(),
+            ),
         )
     }
 
@@ -1701,6 +1882,119 @@ pub(crate) mod tests {
         let identity = r.containers[0].container.as_ref().expect("identity");
         assert_eq!(identity.container_name.as_deref(), Some("hog"));
         assert_eq!(r.containers[0].memory.len(), 4);
+    }
+
+    fn counters(ns: u64, cgroup: &str, changed: &[(Counter, u64, i64)]) -> Event {
+        at(
+            ns,
+            Some(7),
+            Some(cgroup),
+            What::Counters(CounterChanges {
+                interval_ns: 1_000_000_000,
+                source: CounterSource::Sampled,
+                changed: changed
+                    .iter()
+                    .map(|&(c, value, delta)| (c, Change { value, delta }))
+                    .collect(),
+            }),
+        )
+    }
+
+    /// memory.high exists only on cgroup v2 and this project's test hosts are v1: synthetic
+    /// `counters` events, as a v2 host records them, make a throttled container.
+    #[test]
+    fn a_container_held_at_memory_high_is_throttled_and_at_risk() {
+        let c = container_path();
+        let mut b = ReportBuilder::new(CLOCK);
+        for e in [
+            stats(0, &c, 40 * MIB, MIB),
+            counters(
+                2_000_000_000,
+                &c,
+                &[
+                    (Counter::High, 10, 10),
+                    (Counter::PressureSomeNs, 900_000_000, 900_000_000),
+                    (Counter::PressureFullNs, 200_000_000, 200_000_000),
+                ],
+            ),
+            reclaim(2_500_000_000, &c, MIB),
+            counters(
+                4_000_000_000,
+                &c,
+                &[
+                    (Counter::High, 25, 15),
+                    (Counter::PressureSomeNs, 2_400_000_000, 1_500_000_000),
+                ],
+            ),
+            stats(4_000_000_000, &c, 44 * MIB, MIB),
+        ] {
+            b.add(&e);
+        }
+        let r = b.finish(TraceInfo::default());
+        let c0 = &r.containers[0];
+        let t = c0.throttling.as_ref().expect("throttled");
+        assert_eq!(
+            (t.high_events, t.first_ns, t.last_ns, t.reclaims),
+            (25, 1_000_000_000, 4_000_000_000, 1)
+        );
+        assert_eq!(
+            (t.stall_some_seconds, t.stall_full_seconds),
+            (Some(2.4), Some(0.2))
+        );
+        let risk = c0.at_risk.as_ref().expect("at risk");
+        assert_eq!(risk.kind, VerdictKind::Throttled, "{risk:?}");
+        assert!(
+            risk.reason
+                .contains("went over memory.high 25 times over 3.0s"),
+            "{risk:?}"
+        );
+        assert_eq!(r.summary.at_risk[0].verdict.kind, VerdictKind::Throttled);
+        let text = crate::report::text(&r);
+        assert!(
+            text.contains("\nat risk (not OOM-killed): container:4c01db0b339c: throttled at memory.high: usage went over memory.high 25 times"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["containers"][0]["at_risk"]["kind"], "throttled");
+        assert_eq!(json["containers"][0]["throttling"]["high_events"], 25);
+    }
+
+    /// A pod whose limit is below its two containers' limits: the kill by the pod's limit
+    /// names it as evidence.
+    #[test]
+    fn a_kill_by_a_pod_limit_below_its_containers_limits_says_so() {
+        let pod = pod_path();
+        let other = format!("{pod}/{}", "a".repeat(64));
+        let hog = container_path();
+        let mut builder = ReportBuilder::new(CLOCK);
+        builder.add(&stats_with_limit(0, &pod, 10 * MIB, Some(128 * MIB)));
+        builder.add(&stats_with_limit(0, &other, MIB, Some(96 * MIB)));
+        builder.add(&stats_with_limit(0, &hog, MIB, Some(96 * MIB)));
+        let mut kill = oom(1_000, &hog, None);
+        if let What::OomKill(k) = &mut kill.what {
+            k.limit_cgroup = Some(pod.clone());
+        }
+        builder.add(&kill);
+        let r = builder.finish(TraceInfo::default());
+        let killed = r
+            .containers
+            .iter()
+            .find(|x| !x.oom_kills.is_empty())
+            .expect("the killed container");
+        let v = &killed.oom_kills[0].verdict;
+        let f = v
+            .evidence
+            .iter()
+            .find(|f| f.kind == VerdictKind::PodLimitBelowContainers)
+            .unwrap_or_else(|| panic!("{v:?}"));
+        assert!(
+            f.text.starts_with(
+                "pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0's limit 128.0MiB (cgroup \
+                 /kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0) is below the sum \
+                 of its 2 containers' limits, 192.0MiB"
+            ),
+            "{f:?}"
+        );
     }
 
     #[test]

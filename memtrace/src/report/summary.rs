@@ -1,7 +1,8 @@
 //! The answer first: what an operator woken at 3 a.m. needs before any detail. Each OOM kill
-//! with its container, the limit that fired and the verdict; the containers whose memory grew
-//! most and in what form (anon, which file, which slab cache); dying memcgs and the node's
-//! headroom to the kernel's 65 535 memcg ids.
+//! with its container, the limit that fired and the verdict; the containers not killed but at
+//! risk, with theirs; the containers whose memory grew most and in what form (anon, which file,
+//! which slab cache); dying memcgs and the node's headroom to the kernel's 65 535 memcg ids,
+//! with a verdict when it runs out.
 //!
 //! Made from the finished per-container sections (pure, so unit-tested from events), said in
 //! the same words by the text and HTML reports ([`Summary::lines`]), and serialized as the JSON
@@ -16,7 +17,7 @@ use super::{
     model::{
         ContainerReport, DyingReport, FileGrowth, MemoryPoint, OomReport, SlabCacheGrowth, is_host,
     },
-    verdict::{Verdict, VerdictKind},
+    verdict::{self, Verdict, VerdictKind},
 };
 use crate::{
     attribution::{IdentityKind, MEMCG_ID_LIMIT, MemcgCensus},
@@ -30,6 +31,8 @@ pub const LISTED_KILL_GROUPS: usize = 3;
 pub const LISTED_WORKLOAD_GROWERS: usize = 3;
 /// Host and system cgroups listed as those whose memory grew most.
 pub const LISTED_HOST_GROWERS: usize = 2;
+/// Containers at risk (not killed) listed; the rest are counted.
+pub const LISTED_AT_RISK: usize = 3;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
@@ -41,6 +44,12 @@ pub struct Summary {
     /// Kills in the groups not listed, and how many containers they were in.
     pub kills_not_listed: u64,
     pub containers_with_kills_not_listed: u64,
+    /// Containers and pods not OOM-killed but at risk, workloads first, at most
+    /// [`LISTED_AT_RISK`]; and how many more there were.
+    pub at_risk: Vec<AtRisk>,
+    pub at_risk_not_listed: u64,
+    /// The node's own trouble (its memcg ids running out).
+    pub node: Vec<Verdict>,
     /// Containers and pods whose memory grew most, largest first.
     pub grew_most: Vec<Growth>,
     /// Host and system cgroups whose memory grew most, largest first.
@@ -69,6 +78,14 @@ pub struct KillGroup {
     pub usage_bytes: Option<u64>,
     pub constraint: Option<String>,
     /// The first kill's verdict.
+    pub verdict: Verdict,
+}
+
+/// A container not OOM-killed, at risk.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AtRisk {
+    pub container: String,
+    pub kind: IdentityKind,
     pub verdict: Verdict,
 }
 
@@ -144,6 +161,7 @@ pub fn summarize(
 ) -> Summary {
     let mut summary = Summary::default();
     kills(&mut summary, containers);
+    at_risk(&mut summary, containers);
     growers(&mut summary, containers);
     summary.dying = DyingSummary {
         at_start: at_start.map(|c| c.dying),
@@ -154,7 +172,43 @@ pub fn summarize(
         still_dying_at_end: dying.still_dying.len() as u64,
         most_at_once: dying.timeline.iter().map(|p| p.dying).max().unwrap_or(0),
     };
+    summary.node = at_start
+        .and_then(|c| {
+            verdict::judge_memcg_ids(c.ids_in_use(), c.dying, dying.still_dying.len() as u64)
+        })
+        .into_iter()
+        .collect();
     summary
+}
+
+/// Containers with an at-risk verdict: workloads before the host's cgroups, the most serious
+/// kind first (the order of [`VerdictKind`]'s at-risk kinds is not that, so it is said here).
+fn at_risk(summary: &mut Summary, containers: &[ContainerReport]) {
+    let rank = |k: VerdictKind| match k {
+        VerdictKind::NearLimit => 0,
+        VerdictKind::Throttled => 1,
+        VerdictKind::Thrashing => 2,
+        _ => 3,
+    };
+    let mut all: Vec<AtRisk> = containers
+        .iter()
+        .filter_map(|c| {
+            Some(AtRisk {
+                container: c.name.clone(),
+                kind: c.kind,
+                verdict: c.at_risk.clone()?,
+            })
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        is_host(a.kind)
+            .cmp(&is_host(b.kind))
+            .then_with(|| rank(a.verdict.kind).cmp(&rank(b.verdict.kind)))
+            .then_with(|| a.container.cmp(&b.container))
+    });
+    summary.at_risk_not_listed = all.len().saturating_sub(LISTED_AT_RISK) as u64;
+    all.truncate(LISTED_AT_RISK);
+    summary.at_risk = all;
 }
 
 fn kills(summary: &mut Summary, containers: &[ContainerReport]) {
@@ -340,6 +394,10 @@ pub enum LineKind {
     Verdict,
     MoreKills,
     NoKills,
+    /// A container not killed, at risk, with its verdict.
+    AtRisk,
+    /// The node's own trouble.
+    Node,
     Growth,
     Dying,
 }
@@ -380,6 +438,32 @@ impl Summary {
                     self.containers_with_kills_not_listed,
                     plural(self.containers_with_kills_not_listed),
                 ),
+            );
+        }
+        for r in &self.at_risk {
+            push(
+                LineKind::AtRisk,
+                format!(
+                    "at risk (not OOM-killed): {}: {}: {}",
+                    r.container,
+                    r.verdict.kind.label(),
+                    r.verdict.reason
+                ),
+            );
+        }
+        if self.at_risk_not_listed > 0 {
+            push(
+                LineKind::AtRisk,
+                format!(
+                    "… and {} more at risk (in their sections below)",
+                    self.at_risk_not_listed
+                ),
+            );
+        }
+        for v in &self.node {
+            push(
+                LineKind::Node,
+                format!("node at risk: {}: {}", v.kind.label(), v.reason),
             );
         }
         push(

@@ -4,9 +4,11 @@ use std::fmt::Write as _;
 
 use super::{
     model::{
-        ChargeFailures, Charges, ContainerReport, FileGrowth, OomReport, Report, Slab, is_host,
+        ChargeFailures, Charges, ContainerReport, CounterTotal, FileGrowth, OomReport, Report,
+        Slab, is_host,
     },
     summary::LineKind,
+    verdict::Finding,
 };
 use crate::{
     attribution::MemoryStats,
@@ -120,6 +122,9 @@ fn title(s: &mut String, r: &Report) {
         }
         (None, None) => s.push('\n'),
     }
+    if let Some(flight) = &t.flight {
+        let _ = writeln!(s, "{}", flight.line());
+    }
 }
 
 fn container(s: &mut String, c: &ContainerReport) {
@@ -141,6 +146,15 @@ fn container(s: &mut String, c: &ContainerReport) {
         for kill in &c.oom_kills {
             oom(s, kill, &in_cgroup(kill.cgroup.as_deref()));
         }
+    }
+    if let Some(risk) = &c.at_risk {
+        let _ = writeln!(
+            s,
+            "  at risk (not OOM-killed): {}: {}",
+            risk.kind.label(),
+            risk.reason
+        );
+        evidence(s, &risk.evidence, "    ");
     }
     if let Some(cgroup) = &c.memory_cgroup {
         let peak = c.memory.iter().filter_map(|m| m.usage).max();
@@ -207,6 +221,27 @@ fn container(s: &mut String, c: &ContainerReport) {
     }
     charges(s, &c.charges, &c.charge_failures);
     slab(s, &c.slab);
+    counters(s, &c.counters);
+}
+
+/// `  kernel counters: oom_kill +1 (now 1), failcnt +120 (now 340), …`
+fn counters(s: &mut String, counters: &[CounterTotal]) {
+    if counters.is_empty() {
+        return;
+    }
+    let listed: Vec<String> = counters
+        .iter()
+        .map(|t| {
+            let name = t.counter.name();
+            let (delta, last) = if name.ends_with("_bytes") {
+                (signed(t.delta), human_bytes(t.last))
+            } else {
+                (format!("{:+}", t.delta), t.last.to_string())
+            };
+            format!("{name} {delta} (now {last})")
+        })
+        .collect();
+    let _ = writeln!(s, "  kernel counters: {}", listed.join(", "));
 }
 
 /// Writes the first [`TEXT_FAILURES`] of `listed`, one `line` each, then how many of `total`
@@ -351,6 +386,14 @@ fn oom(s: &mut String, k: &OomReport, in_cgroup: &str) {
         k.verdict.kind.label(),
         k.verdict.reason
     );
+    evidence(s, &k.verdict.evidence, "        ");
+}
+
+/// `evidence: thrashing: file refaults …`, a line each.
+fn evidence(s: &mut String, findings: &[Finding], indent: &str) {
+    for f in findings {
+        let _ = writeln!(s, "{indent}evidence: {}: {}", f.kind.label(), f.text);
+    }
 }
 
 /// `anon 62.0MiB, file 1.0MiB (active …, inactive …), kernel 1.0MiB, shmem 0B`, what is known.

@@ -1,6 +1,7 @@
 //! Where events go: the terminal (text or JSON Lines) or a trace file.
 
 mod carry;
+mod counter_text;
 mod json;
 mod summary;
 mod tee;
@@ -8,6 +9,7 @@ mod text;
 
 use std::{io, time::Duration};
 
+pub use counter_text::{counter_changes, counter_values};
 pub use json::JsonSink;
 pub use tee::Tee;
 pub use text::{ALARM_PREFIX, TextSink};

@@ -119,7 +119,14 @@ pub fn line(event: &Event, clock: HostClock) -> String {
     match &event.what {
         What::OomKill(e) => oom_kill(&mut s, e),
         What::Cgroup(e) => cgroup(&mut s, e, event.memcg.id),
-        What::Stats(m) => memory(&mut s, m),
+        What::Stats(m) => {
+            memory(&mut s, m);
+            s.push_str(&super::counter_values(&m.counters));
+        }
+        What::Counters(e) => {
+            s.push(' ');
+            s.push_str(&super::counter_changes(e));
+        }
         What::Cache(e) => cache(&mut s, e),
         What::Reclaim(e) => reclaim(&mut s, e),
         What::Charge(e) => charge(&mut s, e),

@@ -277,11 +277,14 @@ mod tests {
                     cgroup: Some((*name).to_owned()),
                     container: None,
                 },
-                what: What::Stats(MemoryStats {
-                    usage_bytes: Some(i as u64 + 1),
-                    limit_bytes: Some(10),
-                    ..MemoryStats::default()
-                }),
+                what: What::Stats(
+                    MemoryStats {
+                        usage_bytes: Some(i as u64 + 1),
+                        limit_bytes: Some(10),
+                        ..MemoryStats::default()
+                    }
+                    .into(),
+                ),
             });
         }
         App::new(

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemoryStats},
     event::{CgroupAction, Device, Event, FileCache, HostClock, MemorySource, OomKill, What},
-    report::{Evidence, MemoryPoint, Verdict, judge},
+    report::{Evidence, MemoryPoint, Signals, Verdict, judge},
 };
 
 /// Rates (page-cache growth, reclaim, stall) are averaged over this much of the latest events.
@@ -361,7 +361,7 @@ impl Model {
             row.container.clone_from(&event.memcg.container);
         }
         match &event.what {
-            What::Stats(m) => row.memory = Some(m.clone()),
+            What::Stats(m) => row.memory = Some(m.memory.clone()),
             What::Cache(c) => {
                 row.cache.push_back((event.timestamp_ns, c.net_bytes));
                 for f in &c.top_files {
@@ -407,7 +407,7 @@ impl Model {
                 CgroupAction::Removed => row.removed = Some(change.dying),
                 CgroupAction::Freed => row.removed = Some(false),
             },
-            What::Charge(_) | What::ChargeFromPageCache(_) => {}
+            What::Charge(_) | What::ChargeFromPageCache(_) | What::Counters(_) => {}
         }
         if !matches!(event.what, What::Stats(_)) {
             row.recent.push_back(event.clone());
@@ -479,6 +479,7 @@ impl Model {
             reclaims: row.map_or(0, |r| r.reclaims_total),
             ineffective_reclaims: row.map_or(0, |r| r.ineffective_reclaims),
             top_slab_cache,
+            signals: Signals::default(),
         })
     }
 
@@ -634,18 +635,21 @@ mod tests {
     }
 
     fn stats(usage: u64, limit: Option<u64>, anon: u64, file: u64) -> What {
-        What::Stats(MemoryStats {
-            usage_bytes: Some(usage),
-            limit_bytes: limit,
-            working_set_bytes: Some(usage),
-            anon_bytes: Some(anon),
-            file_bytes: Some(file),
-            active_file_bytes: Some(file / 2),
-            inactive_file_bytes: Some(file / 2),
-            shmem_bytes: Some(0),
-            kernel_bytes: Some(MIB),
-            ..MemoryStats::default()
-        })
+        What::Stats(
+            MemoryStats {
+                usage_bytes: Some(usage),
+                limit_bytes: limit,
+                working_set_bytes: Some(usage),
+                anon_bytes: Some(anon),
+                file_bytes: Some(file),
+                active_file_bytes: Some(file / 2),
+                inactive_file_bytes: Some(file / 2),
+                shmem_bytes: Some(0),
+                kernel_bytes: Some(MIB),
+                ..MemoryStats::default()
+            }
+            .into(),
+        )
     }
 
     fn reclaim(ineffective: bool) -> What {

@@ -375,6 +375,7 @@ fn describe(event: &Event) -> String {
                 .map_or_else(String::new, |b| format!(", {} charged", human_bytes(b))),
         ),
         What::Stats(m) => format!("stats usage {}", bytes(m.usage_bytes)),
+        What::Counters(c) => format!("counters {}", crate::sinks::counter_changes(c)),
         What::Cache(c) => format!(
             "cache +{} -{} ({} files)",
             human_bytes(c.added_bytes),
@@ -442,12 +443,15 @@ mod tests {
         model.apply(&Event {
             timestamp_ns: 1_000,
             memcg: memcg.clone(),
-            what: What::Stats(MemoryStats {
-                usage_bytes: Some(60 << 20),
-                limit_bytes: Some(64 << 20),
-                anon_bytes: Some(59 << 20),
-                ..MemoryStats::default()
-            }),
+            what: What::Stats(
+                MemoryStats {
+                    usage_bytes: Some(60 << 20),
+                    limit_bytes: Some(64 << 20),
+                    anon_bytes: Some(59 << 20),
+                    ..MemoryStats::default()
+                }
+                .into(),
+            ),
         });
         model.apply(&Event {
             timestamp_ns: 2_000,

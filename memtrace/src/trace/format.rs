@@ -1,4 +1,4 @@
-//! Trace file layout, version 4 (versions 2 and 3 differ only inside blocks, see `records`);
+//! Trace file layout, version 5 (versions 2 to 4 differ only inside blocks, see `records`);
 //! docs/trace-format.md is the byte-by-byte description. All integers little-endian.
 //!
 //! ```text
@@ -74,6 +74,45 @@ pub struct TraceHeader {
     /// or when they could not be counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memcgs_at_start: Option<MemcgCensus>,
+    /// A flight recorder's file (`record --flight`): the window it was to keep around an OOM
+    /// kill and what it could not keep. For such a file `memcgs_at_start` was counted at or
+    /// before the window's start. Absent in continuous recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flight: Option<FlightWindow>,
+}
+
+/// What a flight recorder's file covers. Times are `CLOCK_BOOTTIME` ns, as event times.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlightWindow {
+    /// `--flight`: how much before the (first) kill the file was to keep.
+    pub before_ns: u64,
+    /// `--flight-after`: how much after the (last) kill.
+    pub after_ns: u64,
+    /// The OOM kills the file was written for, in order.
+    pub kills_ns: Vec<u64>,
+    /// The window asked for: `first kill − before` to `last kill + after`.
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// When memtrace started: a window asked to start earlier starts here.
+    pub session_start_ns: u64,
+    /// `--flight-bytes`: the memory bound of the events kept.
+    pub max_bytes: u64,
+    /// Events of the window dropped to stay within `max_bytes`: the newest time dropped, and
+    /// how many events (since the session started, for the whole ring) were dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_by_bytes: Option<FlightCut>,
+    /// The recording stopped before `to_ns`: the file ends where it stopped.
+    #[serde(default)]
+    pub stopped_early: bool,
+}
+
+/// The start of a flight window dropped to stay within `--flight-bytes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlightCut {
+    /// Events up to this time (`CLOCK_BOOTTIME` ns) are not in the file.
+    pub until_ns: u64,
+    /// Events the ring dropped for bytes, in all.
+    pub events: u64,
 }
 
 /// Whether a stored checksum matches. Fuzzing builds (`cargo fuzz` sets `cfg(fuzzing)`) accept

@@ -12,7 +12,8 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use format::{MAX_BLOCK, TraceHeader, VERSION};
+pub use format::{FlightCut, FlightWindow, MAX_BLOCK, TraceHeader, VERSION};
 pub use reader::{TraceError, TraceItem, TraceReader, cut_short};
 pub use recording::{FileFull, Limits, Recording, rotated_name};
+pub use records::{Decoder, Encoder};
 pub use writer::{SEAL_AGE, TraceWriter};

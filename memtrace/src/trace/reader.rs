@@ -151,6 +151,7 @@ impl TraceReader {
                 probes: Vec::new(),
                 cgroup_version: String::new(),
                 memcgs_at_start: None,
+                flight: None,
             },
             decoder: Decoder::new(VERSION, 1),
             block: Vec::new(),

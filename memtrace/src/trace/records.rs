@@ -24,6 +24,10 @@
 //!   the reader gives each listed file the name its last FILE record said. Version 3 files have
 //!   none: their files are `dev:inode`.
 //!
+//! Version 5 differs from 4 in one thing: a `stats` sample ([`crate::event::Sample`]) stores the
+//! memcg's counters after its memory; versions 3 and 4 are read with the memory alone
+//! ([`with_layout_before_version_5`]).
+//!
 //! A cgroup and its container
 //! identity are written once per file, as a table record before the first event that names
 //! them; events carry the table reference. That is most of what makes an event small, and it
@@ -34,7 +38,7 @@ use std::collections::HashMap;
 
 use crate::{
     attribution::{ContainerIdentity, with_version_3_layout},
-    event::{Event, FileCache, FileName, Memcg, What, compact::since_v5::with_version_4_layout},
+    event::{Event, FileCache, FileName, Memcg, What, with_layout_before_version_5},
 };
 
 pub const TAG_CGROUP: u8 = 1;
@@ -367,14 +371,14 @@ impl Decoder {
 
     fn event(&mut self, tag: u8, body: &[u8]) -> Result<Event, String> {
         match (self.version, tag) {
-            (version @ (3..=5), TAG_EVENT) => {
+            (version @ 3..=5, TAG_EVENT) => {
                 let mut pos = 0;
                 let cgroup_ref = get_varint(body, &mut pos).ok_or("cut event record")?;
                 let (cgroup, container) = self.entry(cgroup_ref)?;
                 let decode = || postcard::take_from_bytes(&body[pos..]);
                 let decoded = match version {
-                    3 => with_version_4_layout(|| with_version_3_layout(decode)),
-                    4 => with_version_4_layout(decode),
+                    3 => with_layout_before_version_5(|| with_version_3_layout(decode)),
+                    4 => with_layout_before_version_5(decode),
                     _ => decode(),
                 };
                 let ((delta, id, mut what), rest): ((i64, u64, What), _) =

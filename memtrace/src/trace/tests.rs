@@ -10,10 +10,10 @@ use super::*;
 use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
-        CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeProbe, ChargeSource,
-        Charges, ChargesFromPageCache, Device, Event, FileCache, FileName, HostClock, Memcg,
-        MemorySource, OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
-        compact::since_v5::with_version_4_layout,
+        CgroupAction, CgroupChange, Change, ChargeFail, ChargeFailFromReclaim, ChargeProbe,
+        ChargeSource, Charges, ChargesFromPageCache, Counter, CounterChanges, CounterSource,
+        CounterValues, Device, Event, FileCache, FileName, HostClock, Memcg, MemorySource,
+        OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
     },
 };
 
@@ -32,6 +32,7 @@ fn header() -> TraceHeader {
             live: 130,
             dying: 14,
         }),
+        flight: None,
     }
 }
 
@@ -143,29 +144,35 @@ pub(super) fn every_kind() -> Vec<Event> {
             10,
             None,
             Some(POD),
-            What::Stats(MemoryStats {
-                usage_bytes: Some(1 << 30),
-                limit_bytes: Some(2 << 30),
-                working_set_bytes: Some(900 << 20),
-                anon_bytes: Some(800 << 20),
-                file_bytes: Some(100 << 20),
-                active_file_bytes: Some(60 << 20),
-                inactive_file_bytes: Some(40 << 20),
-                shmem_bytes: Some(0),
-                kernel_bytes: Some(12 << 20),
-                slab_reclaimable_bytes: Some(3 << 20),
-                slab_unreclaimable_bytes: Some(1 << 20),
-            }),
+            What::Stats(
+                MemoryStats {
+                    usage_bytes: Some(1 << 30),
+                    limit_bytes: Some(2 << 30),
+                    working_set_bytes: Some(900 << 20),
+                    anon_bytes: Some(800 << 20),
+                    file_bytes: Some(100 << 20),
+                    active_file_bytes: Some(60 << 20),
+                    inactive_file_bytes: Some(40 << 20),
+                    shmem_bytes: Some(0),
+                    kernel_bytes: Some(12 << 20),
+                    slab_reclaimable_bytes: Some(3 << 20),
+                    slab_unreclaimable_bytes: Some(1 << 20),
+                }
+                .into(),
+            ),
         ),
         event(
             10,
             None,
             Some("/b/c"),
-            What::Stats(MemoryStats {
-                usage_bytes: Some(4096),
-                limit_bytes: None,
-                ..MemoryStats::default()
-            }),
+            What::Stats(
+                MemoryStats {
+                    usage_bytes: Some(4096),
+                    limit_bytes: None,
+                    ..MemoryStats::default()
+                }
+                .into(),
+            ),
         ),
         event(11, Some(5), Some("/a"), What::Cache(cache)),
         event(
@@ -266,13 +273,13 @@ fn varied(i: u64) -> Event {
     let mut e = every_kind().swap_remove(4);
     e.timestamp_ns = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
     if let What::Stats(m) = &mut e.what {
-        m.usage_bytes = Some(i.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 24);
+        m.memory.usage_bytes = Some(i.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 24);
     }
     e
 }
 
 fn write_sample(path: &Path) -> Vec<Event> {
-    let events = every_kind();
+    let events = every_kind_with_counters();
     let mut w = TraceWriter::create(path, &header()).expect("create");
     for (i, e) in events.iter().enumerate() {
         w.append(e).expect("append");
@@ -558,10 +565,10 @@ fn times_read_from_a_file_never_overflow() {
 /// format changed: bump `VERSION` and keep a reader for the old one.
 #[test]
 fn the_version_3_encoding_of_every_kind_is_pinned_and_still_read() {
-    let mut encoder = records::Encoder::default();
+    let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_as_version_3_had_them();
-    with_version_4_layout(|| {
+    crate::event::with_layout_before_version_5(|| {
         crate::attribution::with_version_3_layout(|| {
             for e in &events {
                 encoder.event(e, &mut bytes).expect("encode");
@@ -624,7 +631,7 @@ fn every_kind_named() -> Vec<Event> {
 }
 
 fn decode_all(version: u16, bytes: &[u8]) -> Vec<Event> {
-    let mut decoder = records::Decoder::new(version, header().page_size);
+    let mut decoder = Decoder::new(version, header().page_size);
     let mut pos = 0;
     let mut events = Vec::new();
     while let Some(e) = decoder.next(bytes, &mut pos).expect("decode") {
@@ -637,10 +644,10 @@ fn decode_all(version: u16, bytes: &[u8]) -> Vec<Event> {
 /// names, images and file paths round-trip, and the bytes are pinned like version 3's.
 #[test]
 fn the_version_4_encoding_of_every_kind_is_pinned() {
-    let mut encoder = records::Encoder::default();
+    let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
     let events = every_kind_named();
-    with_version_4_layout(|| {
+    crate::event::with_layout_before_version_5(|| {
         for e in &events {
             encoder.event(e, &mut bytes).expect("encode");
         }
@@ -653,12 +660,47 @@ fn the_version_4_encoding_of_every_kind_is_pinned() {
     );
 }
 
-/// Version 5 adds refaults at the end of a `cache` event and of each of its file rows.
+/// Every kind as version 5 writes it: `stats` samples with the memcg's counters, and
+/// `counters` events.
+fn every_kind_with_counters() -> Vec<Event> {
+    let mut events = every_kind_named();
+    let mut counters = CounterValues::default();
+    counters.set(Counter::Failcnt, 12);
+    counters.set(Counter::OomKill, 1);
+    counters.set(Counter::DirtyBytes, 8192);
+    if let What::Stats(sample) = &mut events[4].what {
+        sample.counters = counters;
+    }
+    events.push(event(
+        20,
+        Some(5),
+        Some("/a"),
+        What::Counters(CounterChanges {
+            interval_ns: 1_000_000_000,
+            source: CounterSource::Sampled,
+            changed: vec![
+                (Counter::OomKill, Change { value: 1, delta: 1 }),
+                (
+                    Counter::DirtyBytes,
+                    Change {
+                        value: 8192,
+                        delta: -4096,
+                    },
+                ),
+            ],
+        }),
+    ));
+    events
+}
+
+/// Version 5 stores a sample's counters after its memory, and `counters` events: pinned like
+/// the versions before.
 #[test]
 fn the_version_5_encoding_of_every_kind_is_pinned() {
-    let mut encoder = records::Encoder::default();
+    let mut encoder = Encoder::default();
     let mut bytes = Vec::new();
-    let mut events = every_kind_named();
+    let mut events = every_kind_with_counters();
+    // And refaults at the end of a `cache` event and of each of its file rows.
     for e in &mut events {
         if let What::Cache(c) = &mut e.what {
             c.refault_bytes = Some(48 << 20);
@@ -673,7 +715,7 @@ fn the_version_5_encoding_of_every_kind_is_pinned() {
     assert_eq!(decode_all(5, &bytes), events);
     assert_eq!(
         (bytes.len(), crc32fast::hash(&bytes)),
-        (1889, 2_735_644_435),
+        (1920, 1_448_662_045),
         "the version 5 encoding changed"
     );
 }

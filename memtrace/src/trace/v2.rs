@@ -171,7 +171,7 @@ pub fn event(decoder: &Decoder, tag: u8, body: &[u8], page_size: u64) -> Result<
             Ok(Event {
                 timestamp_ns,
                 memcg: memcg(None),
-                what: What::Stats(stats(memory)),
+                what: What::Stats(stats(memory).into()),
             })
         }
         TAG_CACHE => {

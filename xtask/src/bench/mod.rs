@@ -6,9 +6,11 @@
 
 mod bpf_stats;
 mod cgroup;
+mod counters;
 mod interrupt;
 mod pipeline;
 mod report;
+mod startup;
 mod stats;
 mod trace;
 mod tracer;
@@ -61,14 +63,37 @@ enum What {
     /// The userspace pipeline: ring-buffer records decoded, attributed and written as JSON
     /// Lines and a trace file, events/s on one core (target: 1 M/s)
     Pipeline,
+    /// Following containers' kernel counters on a node with many memory cgroups (root):
+    /// memtrace's CPU with counters off and on, and the time per counters pass
+    Counters(counters::Options),
+    /// Start-up: exec of `memtrace run` to "attached", idle and with a busy loop on every CPU,
+    /// with memtrace's own phases (target: 150 ms; as root)
+    Startup {
+        /// Launches under each load, each paired with one of `memtrace --version`
+        #[arg(long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u16).range(1..=1000))]
+        runs: u16,
+        /// Another build of memtrace to launch in the same rounds, e.g. one built from the
+        /// commit before a change: compared on the same moments of the same machine
+        #[arg(long, value_name = "BINARY")]
+        against: Option<std::path::PathBuf>,
+    },
 }
 
 /// Sets up, builds memtrace (release), installs bpftrace and bpftool, runs the workloads under
 /// each configuration, then prints the table and writes `<target>/bench/latest.json`. Misses
 /// against the targets are reported, not failed: only what could not be measured fails.
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
-    match options.what {
+    match &options.what {
         Some(What::Trace) => return trace::run(workspace),
+        Some(What::Counters(counters)) => {
+            setup::run(workspace)?;
+            return counters::run(workspace, counters);
+        }
+        Some(What::Startup { runs, against }) => {
+            setup::run(workspace)?;
+            return startup::run(workspace, usize::from(*runs), against.as_deref());
+        }
         Some(What::Pipeline) => {
             setup::run(workspace)?;
             return pipeline::run(workspace);

@@ -16,7 +16,7 @@ use crate::{
         functions::{KmemCacheAllocFn, KmemCacheFreeFn},
         tracepoints::{Kfree, Kmalloc, KmemCacheAlloc, KmemCacheFree},
     },
-    maps::{Bumped, FILTER_ENABLED, MEMCG_IDS, MEMORY_MAP, ignored_callers, wanted_memcg},
+    maps::{Bumped, FILTER_ENABLED, MEMCG_IDS, MEMORY_MAP, ignored_caller, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
@@ -73,7 +73,7 @@ pub fn slab_kmalloc_node(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn kmalloc(args: &Kmalloc) {
-    if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_callers().contains(args.call_site) {
+    if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_caller(args.call_site) {
         return;
     }
     if let Some(owner) = owner(args.ptr, KmemCache::NULL, 0) {
@@ -97,7 +97,7 @@ pub fn slab_cache_free_fentry(ctx: FEntryContext) -> i32 {
 #[inline(always)]
 fn cache_free(args: &KmemCacheFree) {
     // The BPF allocator's frees, like its allocations, are memtrace's own map memory.
-    if args.ptr == 0 || ignored_callers().contains(args.call_site) {
+    if args.ptr == 0 || ignored_caller(args.call_site) {
         return;
     }
     if let Some(owner) = owner(args.ptr, args.s, 0)
@@ -111,7 +111,7 @@ fn cache_free(args: &KmemCacheFree) {
 #[raw_tracepoint(tracepoint = "kfree")]
 pub fn slab_kfree(ctx: RawTracePointContext) -> i32 {
     let args = Kfree::from_ctx(&ctx);
-    if args.ptr == 0 || ignored_callers().contains(args.call_site) {
+    if args.ptr == 0 || ignored_caller(args.call_site) {
         return 0;
     }
     if let Some(owner) = owner(args.ptr, KmemCache::NULL, 0) {

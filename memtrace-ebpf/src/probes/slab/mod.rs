@@ -19,7 +19,7 @@ use memtrace_common::{CacheName, LostKind, SlabDelta, SlabKey};
 
 use crate::{
     kernel::{KmemCache, tracepoints::KmemCacheAlloc},
-    maps::{Bumped, CACHE_NAMES, SLAB_0, SLAB_1, active_half, bump, count_lost, ignored_callers},
+    maps::{Bumped, CACHE_NAMES, SLAB_0, SLAB_1, active_half, bump, count_lost, ignored_caller},
 };
 
 /// `kmem_cache_alloc`'s arguments, `None` for a failed allocation or one made by the BPF
@@ -27,7 +27,7 @@ use crate::{
 #[inline(always)]
 fn cache_alloc_args(ctx: &RawTracePointContext) -> Option<KmemCacheAlloc> {
     let args = KmemCacheAlloc::from_ctx(ctx);
-    (args.object.ptr != 0 && !ignored_callers().contains(args.object.call_site)).then_some(args)
+    (args.object.ptr != 0 && !ignored_caller(args.object.call_site)).then_some(args)
 }
 
 /// Counts into this interval's half of the aggregate; a full map is counted lost.

@@ -16,7 +16,7 @@ use crate::{
         functions::{KmemCacheAllocFn, KmemCacheFreeFn},
         tracepoints::{Kfree, Kmalloc, KmemCacheAlloc, KmemCacheFree},
     },
-    maps::{Bumped, SLAB_OBJECTS, count_lost, ignored_callers, remember_memcg_id, wanted_memcg},
+    maps::{Bumped, SLAB_OBJECTS, count_lost, ignored_caller, remember_memcg_id, wanted_memcg},
 };
 
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
@@ -72,7 +72,7 @@ pub fn slab_kmalloc_node_tracked(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn kmalloc(args: &Kmalloc) {
-    if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_callers().contains(args.call_site) {
+    if args.ptr == 0 || !args.gfp_flags.accounted() || ignored_caller(args.call_site) {
         return;
     }
     allocated(args.ptr, args.bytes_alloc, args.bytes_alloc);

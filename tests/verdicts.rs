@@ -1,0 +1,184 @@
+//! `memtrace report`'s verdicts on real incidents recorded with `memtrace record`, the ones a
+//! cgroup v1 host can make happen:
+//!
+//! - a container fills a tmpfs until its limit OOM-kills the writer: the verdict is shmem/tmpfs,
+//!   naming the file and its mount, not "page cache";
+//! - a container re-reads a file larger than its limit in a loop: not killed, but at risk,
+//!   thrashing, with its refaults against the page cache it added, naming the file.
+//!
+//! memory.high throttling needs cgroup v2: it is unit-tested with synthetic events
+//! (`report::model`, `report::verdict`, `sinks::counter_text`).
+
+use std::{fs, thread, time::Duration};
+
+use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed, memtrace_output};
+use serde_json::Value;
+
+const LIMIT: u64 = 64 << 20;
+const SHMEM_ID: &str = "5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e";
+const THRASH_ID: &str = "7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a";
+
+fn docker_name(id: &str) -> String {
+    format!("docker:{}", &id[..12])
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = memtrace_output(args);
+    assert!(
+        out.status.success(),
+        "memtrace {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn container<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {report:#}"))
+}
+
+/// A cold file of `mib` MiB on disk, not in the page cache.
+fn cold_file(dir: &std::path::Path, mib: usize) -> std::path::PathBuf {
+    let file = dir.join(format!("cold-{mib}m"));
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut out = fs::File::create(&file).expect("create file");
+    for _ in 0..mib {
+        std::io::Write::write_all(&mut out, &chunk).expect("write file");
+    }
+    out.sync_all().expect("sync file");
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+    file
+}
+
+#[test]
+fn shmem_and_thrashing_verdicts_name_their_evidence() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let trace = dir.path().join("verdicts.mtrace");
+    let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
+    let file = cold_file(dir.path(), 128);
+
+    let base = TestCgroup::new("verdicts", 1 << 30);
+    let docker = base.child("docker", None);
+    let shmem = docker.child(SHMEM_ID, Some(LIMIT));
+    let thrash = docker.child(THRASH_ID, Some(LIMIT));
+    // Declared after the cgroups, so dropped (its pages uncharged) before they are removed.
+    let tmpfs = tempfile::tempdir_in("/dev/shm").expect("a directory on the /dev/shm tmpfs");
+    let shm_file = tmpfs.path().join("fill");
+
+    let recorder = Memtrace::start(&[
+        "record",
+        "-o",
+        &trace_arg,
+        "--cgroup",
+        &base.path,
+        "--stats-interval",
+        "200ms",
+        "--interval",
+        "200ms",
+        "--counters-interval",
+        "200ms",
+    ]);
+    thread::sleep(Duration::from_millis(500));
+
+    // Writes 256 MiB to tmpfs under a 64 MiB limit: shmem is not reclaimable without swap, so
+    // the writer is OOM-killed with the tmpfs file holding the memory.
+    let of = format!("of={}", shm_file.display());
+    let (writer, status) = shmem.run_inside(
+        "dd",
+        &["if=/dev/zero", &of, "bs=1M", "count=256", "status=none"],
+    );
+    assert_oom_killed(writer, status);
+
+    // Re-reads a 128 MiB file four times under a 64 MiB limit: each read evicts what the next
+    // one needs first.
+    let script = format!(
+        "for i in 1 2 3 4; do dd if='{}' of=/dev/null bs=1M status=none || exit 1; done",
+        file.display()
+    );
+    let (_, status) = thrash.run_inside("sh", &["-c", &script]);
+    assert!(status.success(), "the re-reading loop failed: {status}");
+    // Counters are read every 200 ms, and the recorder writes at least every second.
+    thread::sleep(Duration::from_millis(1500));
+    let out = recorder.stop();
+    assert!(out.status.success(), "record failed: {out:?}");
+    let recorder_stderr = out.stderr;
+
+    let text = run_ok(&["report", &trace_arg]);
+    let shm_path = shm_file.to_str().expect("utf-8");
+    let file_path = file.to_str().expect("utf-8");
+    let shmem_name = docker_name(SHMEM_ID);
+    let thrash_name = docker_name(THRASH_ID);
+    for needle in [
+        "OOM kill at ".to_owned(),
+        format!("dd (pid {writer}) in {shmem_name}"),
+        "  verdict: shmem/tmpfs holding memory: ".to_owned(),
+        format!("most in {shm_path}"),
+        "on the tmpfs mounted at /dev/shm".to_owned(),
+        format!("at risk (not OOM-killed): {thrash_name}: thrashing: file refaults "),
+        format!("the file it added most is {file_path} ("),
+    ] {
+        assert!(
+            text.contains(&needle),
+            "no {needle:?} in:\n{text}\nrecorder's stderr:\n{recorder_stderr}"
+        );
+    }
+    let verdict_line = text
+        .lines()
+        .find(|l| l.starts_with("  verdict: "))
+        .expect("a verdict line");
+    assert!(
+        !verdict_line.contains("page cache"),
+        "tmpfs is memory, not page cache: {verdict_line}"
+    );
+
+    check_json(&trace_arg, &shmem_name, &thrash_name, writer, file_path);
+    drop(tmpfs);
+}
+
+/// The JSON report: the kill's verdict is `shmem`, the other container is at risk of
+/// thrashing, with refaults against adds as the report counted them.
+fn check_json(trace_arg: &str, shmem_name: &str, thrash_name: &str, writer: u32, file_path: &str) {
+    let report: Value =
+        serde_json::from_str(&run_ok(&["report", trace_arg, "--format", "json"])).expect("JSON");
+    let killed = container(&report, shmem_name);
+    let kill = &killed["oom_kills"][0];
+    assert_eq!(kill["pid"], writer, "{kill:#}");
+    assert_eq!(kill["verdict"]["kind"], "shmem", "{kill:#}");
+    assert!(
+        killed["at_risk"].is_null(),
+        "a killed container has a kill verdict"
+    );
+
+    let thrashing = container(&report, thrash_name);
+    assert!(thrashing["oom_kills"].as_array().is_some_and(Vec::is_empty));
+    let risk = &thrashing["at_risk"];
+    assert_eq!(risk["kind"], "thrashing", "{thrashing:#}");
+    // Refaults against adds, both as the report counted them.
+    let added = thrashing["page_cache"]["added_bytes"]
+        .as_u64()
+        .expect("page cache added");
+    assert!(
+        added >= 256 << 20,
+        "four reads of 128 MiB add page cache: {thrashing:#}"
+    );
+    let refault_pages = thrashing["counters"]
+        .as_array()
+        .expect("counters")
+        .iter()
+        .find(|t| t["counter"] == "workingset_refault_file")
+        .and_then(|t| t["delta"].as_u64())
+        .unwrap_or_else(|| panic!("no refaults counted: {thrashing:#}"));
+    assert!(
+        refault_pages * 4096 >= added / 4,
+        "re-reads of evicted pages are at least a quarter of what was added: {refault_pages} \
+         pages against {added} bytes"
+    );
+    let reason = risk["reason"].as_str().expect("reason");
+    assert!(reason.contains(file_path), "{reason}");
+    let summary_risk = &report["summary"]["at_risk"][0];
+    assert_eq!(summary_risk["container"], thrash_name, "{summary_risk:#}");
+}
