@@ -37,6 +37,9 @@ fn the_v3_fixture_replays_as_the_same_events() {
     );
     assert_eq!(now.len(), then.len(), "events");
     for (i, (now, then)) in now.iter().zip(&then).enumerate() {
-        assert_eq!(now, then, "event {i}");
+        // Refaults came in version 5: unknown here.
+        let mut now = now.as_object().expect("object").clone();
+        memtrace_tests::without_refaults(&mut now);
+        assert_eq!(serde_json::Value::Object(now), *then, "event {i}");
     }
 }

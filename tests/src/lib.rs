@@ -791,3 +791,31 @@ impl<'a> TextLine<'a> {
             })
     }
 }
+
+/// A `cache` event of a trace file older than version 5 as the memtrace that wrote it printed
+/// it: without `refault_bytes`, which such files cannot have (asserted `null`), on the event and
+/// its file rows. Other events unchanged.
+///
+/// # Panics
+///
+/// When such a file's event says it counted refaults.
+pub fn without_refaults(event: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::Value;
+    if event.get("type").and_then(Value::as_str) != Some("cache") {
+        return;
+    }
+    assert_eq!(
+        event.remove("refault_bytes"),
+        Some(Value::Null),
+        "{event:?}"
+    );
+    for file in event
+        .get_mut("top_files")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let file = file.as_object_mut().expect("file row");
+        assert_eq!(file.remove("refault_bytes"), Some(Value::Null), "{file:?}");
+    }
+}
