@@ -65,6 +65,46 @@ fn whole(value: f64) -> u64 {
     value.round() as u64
 }
 
+/// The charges the limit refused: v1's `memory.failcnt`, v2's `memory.events` `max`.
+fn cgroupfs_max_events(cgroup: &TestCgroup) -> u64 {
+    let read = |file: &str| fs::read_to_string(cgroup.dir.join(file)).expect(file);
+    match MemoryHierarchy::discover()
+        .expect("memory hierarchy")
+        .version
+    {
+        CgroupVersion::V1 => read("memory.failcnt").trim().parse().expect("failcnt"),
+        CgroupVersion::V2 => read("memory.events")
+            .lines()
+            .find_map(|l| l.strip_prefix("max ")?.trim().parse().ok())
+            .expect("max in memory.events"),
+    }
+}
+
+/// `memtrace_memcg_events_total` as the kernel counts it in the container's cgroupfs files, once
+/// the OOM kills are over (nothing charges at the limit any more: the counts stand still).
+fn kernel_counters_agree_with_cgroupfs(prometheus: &Prometheus, cgroup: &TestCgroup) {
+    let id = &cgroup.path;
+    for (event, kernel) in [
+        (
+            "oom_kill",
+            TestCgroup::kernel_oom_kills as fn(&TestCgroup) -> u64,
+        ),
+        ("max", cgroupfs_max_events),
+    ] {
+        let promql = format!("memtrace_memcg_events_total{{id=\"{id}\",event=\"{event}\"}}");
+        let seen = prometheus.wait(
+            &format!("{promql} to be cgroupfs' count"),
+            Duration::from_secs(10),
+            || {
+                let value = prometheus.value(&promql).map(whole);
+                value.filter(|&v| v == kernel(cgroup))
+            },
+        );
+        eprintln!("Prometheus: {promql} = {seen}, as cgroupfs says");
+        assert!(seen > 0, "{promql}");
+    }
+}
+
 #[test]
 fn prometheus_sees_the_kernels_oom_kill_count_and_working_set() {
     let base = TestCgroup::new("prometheus", 1 << 30);
@@ -115,6 +155,7 @@ fn prometheus_sees_the_kernels_oom_kill_count_and_working_set() {
         reclaims >= 2.0,
         "limit reclaims before the kills: {reclaims}"
     );
+    kernel_counters_agree_with_cgroupfs(&prometheus, &container);
 
     // A steady 32 MiB: sampled every second, scraped every second.
     let mut holder = hold(&container, 32);
@@ -178,6 +219,7 @@ fn the_exposition_passes_promtool_during_an_oom_kill() {
         let text = fetch_metrics(&addr);
         if text.contains("memtrace_oom_kills_total{")
             && text.contains("memtrace_memory_usage_bytes{")
+            && text.contains("memtrace_memcg_events_total{")
         {
             break text;
         }
@@ -199,6 +241,8 @@ fn the_exposition_passes_promtool_during_an_oom_kill() {
         "memtrace_memory_limit_bytes",
         "memtrace_memcgs_dying",
         "memtrace_memcg_ids_free",
+        "memtrace_memcg_events_total",
+        "memtrace_memcg_dirty_bytes",
     ] {
         assert!(
             exposition.contains(&format!("# TYPE {name} ")),

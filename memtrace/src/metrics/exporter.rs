@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     attribution::{MEMCG_ID_LIMIT, MemoryHierarchy, MemoryStats},
-    event::{CgroupAction, Event, HostClock, OomKill, What},
+    event::{CgroupAction, Event, HostClock, OomKill, Sample, What},
     report::MemoryPoint,
     sinks::Sink,
 };
@@ -223,17 +223,8 @@ impl Exporter {
         if !path.is_empty() && state.gone.contains(&path) {
             return;
         }
-        if let What::Stats(memory) = &event.what {
-            self.stats_batch(&mut state, event.timestamp_ns, now);
-            let series = self.series(&mut state, &path, event);
-            // Read from cgroupfs: the cgroup exists (a walk that misses it marks it again).
-            series.removed = None;
-            series.stats_batch = Some(event.timestamp_ns);
-            series
-                .samples
-                .push(MemoryPoint::new(event.timestamp_ns, String::new(), memory));
-            let labels = series.labels.clone();
-            self.set_gauges(&labels, memory);
+        if let What::Stats(sample) = &event.what {
+            self.sample(&mut state, &path, event, sample, now);
             return;
         }
         if let What::OomKill(kill) = &event.what {
@@ -293,14 +284,32 @@ impl Exporter {
                     .get_or_create(labels)
                     .inc_by(s.freed_bytes);
             }
+            What::Counters(changes) => f.memcg.changed(labels, changes),
             // Charges are not a metric of their own (page cache and slab are, and failures);
             // the others were handled above.
             What::Charge(_)
             | What::ChargeFromPageCache(_)
             | What::OomKill(_)
             | What::Stats(_)
-            | What::Counters(_)
             | What::Cgroup(_) => {}
+        }
+    }
+
+    /// A `stats` sample: the gauges, and the memcg's counters read with it.
+    fn sample(&self, state: &mut State, path: &str, event: &Event, sample: &Sample, now: Instant) {
+        self.stats_batch(state, event.timestamp_ns, now);
+        let series = self.series(state, path, event);
+        // Read from cgroupfs: the cgroup exists (a walk that misses it marks it again).
+        series.removed = None;
+        series.stats_batch = Some(event.timestamp_ns);
+        series
+            .samples
+            .push(MemoryPoint::new(event.timestamp_ns, String::new(), sample));
+        let labels = series.labels.clone();
+        self.set_gauges(&labels, sample);
+        if !sample.counters.is_empty() {
+            // Empty when counters are not read (`--counters-interval 0`): then no series.
+            self.families.memcg.sample(&labels, &sample.counters);
         }
     }
 
@@ -363,7 +372,7 @@ impl Exporter {
             }
             f.oom_kills.remove(&at(&old));
         }
-        // Gauges come back with the next sample.
+        // Gauges and the kernel's counters come back with the next sample.
         f.remove(&old);
     }
 
@@ -465,7 +474,10 @@ mod tests {
     use super::*;
     use crate::{
         attribution::{CgroupVersion, ContainerIdentity},
-        event::{CgroupChange, Memcg, PageCache, Reclaim, samples::CLOCK},
+        event::{
+            CgroupChange, Change, Counter, CounterChanges, CounterSource, Memcg, PageCache,
+            Reclaim, samples::CLOCK,
+        },
     };
 
     const MIB: u64 = 1 << 20;
@@ -670,6 +682,43 @@ mod tests {
             lines[0].contains("container=\"hog\"") && lines[0].ends_with(" 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn kernel_counters_follow_samples_and_events_and_go_with_the_container() {
+        let (e, _root) = exporter(Duration::ZERO);
+        let mut sample = stats(1, MIB);
+        if let What::Stats(s) = &mut sample.what {
+            s.counters.set(Counter::OomKill, 1);
+        }
+        e.observe(&sample);
+        let kill = |at| {
+            event(
+                at,
+                What::Counters(CounterChanges {
+                    interval_ns: 1,
+                    source: CounterSource::Sampled,
+                    changed: vec![(Counter::OomKill, Change { value: 2, delta: 1 })],
+                }),
+            )
+        };
+        e.observe(&kill(2));
+        let text = e.encode().expect("encode");
+        let labels = format!("namespace=\"\",pod=\"\",container=\"\",image=\"\",id=\"{PATH}\"");
+        assert_eq!(
+            samples(&text, "memtrace_memcg_events_total"),
+            [format!(
+                "memtrace_memcg_events_total{{{labels},event=\"oom_kill\"}} 2"
+            )]
+        );
+        assert!(
+            samples(&text, "memtrace_memcg_pressure_seconds_total").is_empty(),
+            "absent, not 0: {text}"
+        );
+        e.observe(&cgroup(3, CgroupAction::Removed));
+        // A dying memcg's late read does not bring them back.
+        e.observe(&kill(4));
+        assert_eq!(container_series(&e.encode().expect("encode")), 0);
     }
 
     #[test]

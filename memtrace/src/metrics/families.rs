@@ -13,6 +13,7 @@ use prometheus_client::{
 
 use super::{
     labels::{ContainerLabels, LostLabels, OomLabels},
+    memcg::MemcgFamilies,
     node::NodeMemcgs,
 };
 use crate::attribution::MemoryHierarchy;
@@ -42,6 +43,8 @@ pub struct Families {
     pub file_bytes: Gauges,
     pub shmem_bytes: Gauges,
     pub kernel_bytes: Gauges,
+    /// The memcg's own kernel counters (`counters`).
+    pub memcg: MemcgFamilies,
 }
 
 impl Families {
@@ -148,6 +151,7 @@ impl Families {
             "memory_kernel",
             "Kernel memory charged to the container (slab, stacks, page tables)",
         );
+        let memcg = MemcgFamilies::register(&mut registry);
         registry.register_collector(Box::new(NodeMemcgs::new(hierarchy)));
         Self {
             registry,
@@ -169,6 +173,7 @@ impl Families {
             file_bytes,
             shmem_bytes,
             kernel_bytes,
+            memcg,
         }
     }
 
@@ -191,6 +196,7 @@ impl Families {
             family.remove(labels);
         }
         self.reclaim_seconds.remove(labels);
+        self.memcg.remove(labels);
     }
 
     fn gauges(&self) -> [&Gauges; 7] {

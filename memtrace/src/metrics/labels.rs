@@ -46,6 +46,32 @@ pub struct OomLabels {
     pub verdict: &'static str,
 }
 
+/// A memcg's kernel counter that comes in a few kinds, one series each: the container's labels
+/// and one label from a fixed set (`event`, `kind` or `type`, as the kernel's file splits it).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    #[prometheus(flatten)]
+    pub container: ContainerLabels,
+    /// `memory.events`' key: `low`, `high`, `max`, `oom`, `oom_kill`, `oom_group_kill`.
+    pub event: &'static str,
+}
+
+/// PSI's `some` or `full` line.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PressureLabels {
+    #[prometheus(flatten)]
+    pub container: ContainerLabels,
+    pub kind: &'static str,
+}
+
+/// The working set's `anon` or `file` pages.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PageTypeLabels {
+    #[prometheus(flatten)]
+    pub container: ContainerLabels,
+    pub r#type: &'static str,
+}
+
 /// Lost events, per kind of event (a fixed set: `LostKind`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LostLabels {

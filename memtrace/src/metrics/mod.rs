@@ -4,8 +4,8 @@
 //! - [`Exporter`]: a consumer of the one event stream (a [`Sink`](crate::sinks::Sink)) that
 //!   keeps counters and gauges per container and forgets a removed container's series after a
 //!   grace period; `families` declares every metric, `labels` the label set (cAdvisor's),
-//!   `verdict` why a kill happened (as `memtrace report` judges it), `node` the node's memcg
-//!   counts read at each scrape.
+//!   `verdict` why a kill happened (as `memtrace report` judges it), `memcg` the memcgs' own
+//!   kernel counters (`counters`), `node` the node's memcg counts read at each scrape.
 //! - [`Endpoint`]: the bound address and its HTTP server (`server`), started by the live
 //!   session (`cli::live`), which taps the exporter into its output (`tap`).
 
@@ -13,6 +13,7 @@ mod address;
 mod exporter;
 mod families;
 mod labels;
+mod memcg;
 mod node;
 mod server;
 mod tap;
@@ -24,7 +25,9 @@ use anyhow::Context as _;
 
 pub use address::parse_listen_address;
 pub use exporter::{DEFAULT_GRACE, Exporter};
-pub use labels::{ContainerLabels, LostLabels, OomLabels};
+pub use labels::{
+    ContainerLabels, EventLabels, LostLabels, OomLabels, PageTypeLabels, PressureLabels,
+};
 pub use tap::Tap;
 
 use crate::{attribution::MemoryHierarchy, event::HostClock};
