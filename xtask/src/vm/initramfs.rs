@@ -412,6 +412,9 @@ stty -F /dev/ttyS1 raw -echo 115200 && exec </dev/null >/dev/ttyS1 2>&1 || {{
 echo "{MARKER} init started"
 step mount -t tmpfs tmpfs /tmp
 step mount -t tmpfs tmpfs /run
+# POSIX shared memory, as on every node (tests fill it from inside a memcg).
+step mkdir -p /dev/shm
+step mount -t tmpfs tmpfs /dev/shm
 {CGROUP_MOUNTS}step mount -t tracefs tracefs /sys/kernel/tracing
 # The kmem_cache_* tracepoints pass the struct kmem_cache * since 6.1, whose same series folded
 # kmem_cache_alloc_node into kmem_cache_alloc; where the _node event is still apart, the slab
