@@ -226,6 +226,9 @@ pub struct PageCache {
     /// The most it had grown at any point of the recording: cache that grew to the limit and
     /// was then reclaimed or dropped with its cgroup still counts as the growth it was.
     pub peak_net_bytes: i64,
+    /// Of `added_bytes`, pages read again soon after reclaim evicted them, as memtrace counted
+    /// them in the kernel (`null` when the strategy that attached could not count them).
+    pub refault_bytes: Option<u64>,
     /// Largest peak growth first.
     pub top_files: Vec<FileGrowth>,
 }
@@ -689,6 +692,14 @@ impl ReportBuilder {
         acc.cache.removed_bytes = acc.cache.removed_bytes.saturating_add(e.removed_bytes);
         acc.cache.net_bytes = acc.cache.net_bytes.saturating_add(e.net_bytes);
         acc.cache.peak_net_bytes = acc.cache.peak_net_bytes.max(acc.cache.net_bytes);
+        if let Some(refaults) = e.refault_bytes {
+            acc.cache.refault_bytes = Some(
+                acc.cache
+                    .refault_bytes
+                    .unwrap_or(0)
+                    .saturating_add(refaults),
+            );
+        }
         for f in &e.top_files {
             let file = acc
                 .files
@@ -1077,7 +1088,7 @@ impl ContainerAcc {
         let files = listed_files(self.files.into_values().collect());
         let mut signals = Signals::gather(
             &files,
-            self.cache.added_bytes,
+            (self.cache.added_bytes, self.cache.refault_bytes),
             &self.counters,
             clock.page_size,
         );

@@ -93,12 +93,13 @@ pub fn tmpfs_mount(path: &str) -> Option<String> {
 }
 
 impl Signals {
-    /// Gathers the signals of a container from its finished page-cache rows and counters;
-    /// `page_size` turns refaults (pages) into bytes.
+    /// Gathers the signals of a container from its finished page-cache rows, the page cache
+    /// added and the refaults memtrace counted in the kernel, and its counters; `page_size`
+    /// turns the counters' refaults (pages) into bytes.
     #[must_use]
     pub fn gather(
         files: &[FileGrowth],
-        cache_added_bytes: u64,
+        (cache_added_bytes, counted_refaults): (u64, Option<u64>),
         counters: &[CounterTotal],
         page_size: u64,
     ) -> Self {
@@ -117,10 +118,12 @@ impl Signals {
                 mount: f.file.path.as_deref().and_then(tmpfs_mount),
                 peak_bytes: f.peak_net_bytes.unsigned_abs(),
             });
-        // Kernels before 5.9 count file and anon refaults together.
+        // Kernels before 5.9 count file and anon refaults together; v1's `memory.stat` of
+        // older kernels (5.10) has none: then memtrace's own count.
         let refaults = counter(Counter::WorkingsetRefaultFile)
             .or_else(|| counter(Counter::WorkingsetRefault))
-            .map(|t| t.delta.unsigned_abs().saturating_mul(page_size));
+            .map(|t| t.delta.unsigned_abs().saturating_mul(page_size))
+            .or(counted_refaults);
         Self {
             cache_added_bytes,
             most_added_file,
@@ -185,6 +188,16 @@ impl ThrottlingAcc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memcg's own refault counter when the kernel has it; memtrace's count where its
+    /// `memory.stat` has none (5.10 on v1); unknown when neither.
+    #[test]
+    fn refaults_come_from_the_counter_or_else_from_memtraces_count() {
+        let counted = Signals::gather(&[], (100, Some(64)), &[], 4096);
+        assert_eq!(counted.refault_file_bytes, Some(64));
+        let neither = Signals::gather(&[], (100, None), &[], 4096);
+        assert_eq!(neither.refault_file_bytes, None);
+    }
 
     #[test]
     fn tmpfs_mounts_are_named_from_the_path() {
