@@ -46,11 +46,19 @@ fn page_size() -> i64 {
 fn refaults_are_counted_per_memcg_and_file() {
     let strategies = required_strategies("MEMTRACE_TEST_PAGE_CACHE_STRATEGIES", "raw_tp");
     for strategy in &strategies {
-        refaults_with(strategy);
+        // The kernel's own refault detection varies (MGLRU's generations, writeback): a run
+        // in which the kernel itself saw no thrashing is run again, up to three times.
+        let mut misses = Vec::new();
+        while let Err(why) = refaults_with(strategy) {
+            eprintln!("{strategy}: {why}");
+            misses.push(why);
+            assert!(misses.len() < 3, "{strategy}: {misses:?}");
+        }
     }
 }
 
-fn refaults_with(strategy: &str) {
+/// `Err`: the scenario did not thrash by the kernel's own count; a disagreement panics.
+fn refaults_with(strategy: &str) -> Result<(), String> {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let dir = fs::canonicalize(tmp.path()).expect("canonical");
     let file = cold_file(&dir, "reread", FILE_MIB);
@@ -76,10 +84,11 @@ fn refaults_with(strategy: &str) {
     thread::sleep(Duration::from_millis(2500));
     let finished = memtrace.stop_ok();
 
-    assert!(
-        kernel >= i64::try_from(FILE_MIB as u64 * MIB).expect("size"),
-        "the kernel counted only {kernel} bytes of refaults: the scenario did not thrash"
-    );
+    if kernel < i64::try_from(FILE_MIB as u64 * MIB).expect("size") {
+        return Err(format!(
+            "the kernel counted only {kernel} bytes of refaults: the scenario did not thrash"
+        ));
+    }
     let events = json_lines(&finished.stdout);
     let cache = events_in(&events, "cache", &cgroup.path);
     let traced: i64 = cache
@@ -114,4 +123,5 @@ fn refaults_with(strategy: &str) {
         "the re-read file is the top refaulting file: {by_file:?}"
     );
     assert_within_percent("refaults", traced, kernel, 20);
+    Ok(())
 }
