@@ -11,28 +11,7 @@ use serde_json::Value;
 
 const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
 
-fn docker_name(id: &str) -> String {
-    format!("docker:{}", &id[..12])
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = memtrace_output(args);
-    assert!(
-        out.status.success(),
-        "memtrace {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-fn container<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["containers"]
-        .as_array()
-        .expect("containers")
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no container {name} in {report:#}"))
-}
+use memtrace_tests::report::{container, docker_name, run_ok};
 
 fn check_text(incident: &Incident, trace: &str) {
     let text = run_ok(&["report", trace]);
@@ -168,7 +147,7 @@ fn check_json(incident: &Incident, trace: &str) {
 fn check_perfetto(incident: &Incident, trace: &str) {
     let out = incident.dir.path().join("incident.json");
     let out_arg = out.to_str().expect("utf-8 path");
-    run_ok(&["export", "--perfetto", trace, "-o", out_arg]);
+    let _ = run_ok(&["export", "--perfetto", trace, "-o", out_arg]);
     let doc: Value =
         serde_json::from_slice(&std::fs::read(&out).expect("read export")).expect("JSON");
     let events = doc["traceEvents"].as_array().expect("traceEvents");
@@ -455,7 +434,7 @@ fn check_top(oom: &PodOom, head: &str, all: &[String]) {
 /// The same answer leads the HTML report.
 fn check_answer_html(oom: &PodOom) {
     let out = oom.dir.path().join("pod.html");
-    run_ok(&[
+    let _ = run_ok(&[
         "report",
         &oom.trace,
         "--html",

@@ -11,35 +11,14 @@
 
 use std::{fs, thread, time::Duration};
 
-use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed, memtrace_output};
+use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed};
 use serde_json::Value;
 
 const LIMIT: u64 = 64 << 20;
 const SHMEM_ID: &str = "5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e";
 const THRASH_ID: &str = "7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a";
 
-fn docker_name(id: &str) -> String {
-    format!("docker:{}", &id[..12])
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = memtrace_output(args);
-    assert!(
-        out.status.success(),
-        "memtrace {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-fn container<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["containers"]
-        .as_array()
-        .expect("containers")
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no container {name} in {report:#}"))
-}
+use memtrace_tests::report::{container, docker_name, run_ok};
 
 /// A cold file of `mib` MiB on disk, not in the page cache.
 fn cold_file(dir: &std::path::Path, mib: usize) -> std::path::PathBuf {

@@ -23,6 +23,7 @@ use memtrace::attribution::{CgroupVersion, MemoryHierarchy};
 
 pub mod files;
 pub mod prometheus;
+pub mod report;
 pub mod runtimes;
 pub mod tmux;
 
