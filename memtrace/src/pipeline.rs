@@ -34,7 +34,7 @@ use crate::{
         OomArrival, OomKillLine, Removed,
     },
     clock,
-    event::{Event, What},
+    event::{Event, OomConstraint, What},
     probes::{
         Aggregates, Drain, ProbeError, Sources,
         derived::{ChargesFrom, charges_from_page_cache},
@@ -106,6 +106,9 @@ struct Consumer<'a> {
     ooms: VecDeque<OomArrival>,
     /// Until when the kernel is taken to be rate-limiting its OOM report.
     kmsg_quiet_until: Option<Instant>,
+    /// A global OOM kill was emitted: sample every container's memory now (a census), not at
+    /// the next `stats` tick, so the report can say who held the node's memory at the kill.
+    census_wanted: bool,
 }
 
 impl Consumer<'_> {
@@ -172,7 +175,13 @@ impl Consumer<'_> {
             }
         );
         match self.context.oom_event(arrival, line) {
-            Some(event) => self.emit(&event),
+            Some(event) => {
+                self.census_wanted |= matches!(
+                    &event.what,
+                    What::OomKill(kill) if kill.constraint == Some(OomConstraint::None)
+                );
+                self.emit(&event)
+            }
             None => Ok(()),
         }
     }
@@ -376,6 +385,7 @@ pub async fn run(
         asked: Vec::new(),
         ooms: VecDeque::new(),
         kmsg_quiet_until: None,
+        census_wanted: false,
     };
     let consume = async move {
         let ticker = |every: Duration| {
@@ -406,6 +416,13 @@ pub async fn run(
                 walk_job = Some(tokio::task::spawn_blocking(consumer.context.walker()));
             }
             want_walk = false;
+            if consumer.census_wanted && stats_job.is_none() && intervals.stats.is_some() {
+                log::debug!("global OOM kill: sampling every container's memory now");
+                consumer.census_wanted = false;
+                stats_job = Some(tokio::task::spawn_blocking(
+                    consumer.context.memory_scanner(),
+                ));
+            }
             tokio::select! {
                 _ = flush_ticker.tick() => consumer.sink.flush()?,
                 batch = rx.recv() => {
@@ -503,6 +520,19 @@ pub async fn run(
         while !consumer.ooms.is_empty() {
             consumer.poll_ooms(false)?;
             tokio::time::sleep(OOM_POLL).await;
+        }
+        // A last pass over the counters: what changed since the last interval (a stall, the
+        // `high` events of a workload that just ended) belongs to the session, so the
+        // recording's deltas cover it up to its end, not to its last tick.
+        if intervals.counters.is_some() {
+            if let Some(job) = counters_job.take() {
+                let scan = job.await.map_err(io::Error::other)?;
+                consumer.counted(scan, clock::boot_ns())?;
+            }
+            let scan = tokio::task::spawn_blocking(consumer.context.counter_scanner())
+                .await
+                .map_err(io::Error::other)?;
+            consumer.counted(scan, clock::boot_ns())?;
         }
         consumer.sink.end()?;
         Ok::<_, io::Error>((consumer.events, consumer.context.still_dying()))

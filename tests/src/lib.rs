@@ -69,6 +69,18 @@ impl TestCgroup {
         Self::create(hierarchy, path, Some(limit_bytes))
     }
 
+    /// A cgroup for one test without a limit of its own (`memory.max` stays `max`).
+    ///
+    /// # Panics
+    ///
+    /// As [`Self::new`].
+    #[must_use]
+    pub fn unlimited(name: &str) -> Self {
+        let hierarchy = MemoryHierarchy::discover().expect("a memory cgroup hierarchy");
+        let path = format!("/memtrace-test-{name}-{}", std::process::id());
+        Self::create(hierarchy, path, None)
+    }
+
     /// A cgroup below this one (`name` may hold several levels, e.g. `kubepods/burstable`: each
     /// must be created with its own `child` call so that each is removed).
     #[must_use]

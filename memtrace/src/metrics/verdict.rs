@@ -56,6 +56,7 @@ pub const fn label(kind: VerdictKind) -> &'static str {
         VerdictKind::NearLimit => "near_limit",
         VerdictKind::PodLimitBelowContainers => "pod_limit_below_containers",
         VerdictKind::MemcgIdsRunningOut => "memcg_ids_running_out",
+        VerdictKind::NodeOutOfMemory => "node_out_of_memory",
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! - `model`: events folded into a [`Report`] (pure, unit-tested).
 //! - `flight`: what a flight recorder's file says of its window.
+//! - `global`: who held the node's memory at a global OOM kill (`CONSTRAINT_NONE`).
 //! - `summary`: the answer the report opens with, from the finished sections.
 //! - `verdict`: why an OOM kill happened, or why a container not killed is at risk, with its
 //!   thresholds; `signals`: the counters and cache rows those verdicts read.
@@ -17,6 +18,7 @@
 
 mod chart;
 mod flight;
+mod global;
 mod html;
 mod model;
 mod signals;
@@ -25,6 +27,7 @@ mod text;
 mod verdict;
 
 pub use flight::FlightInfo;
+pub use global::{CENSUS_WINDOW_NS, Holder, LISTED_HOLDERS};
 pub use html::render as html;
 pub use model::{
     CacheGrower, ContainerReport, DyingReport, FileGrowth, LISTED_FAILURES, LISTED_FILES,

@@ -19,8 +19,8 @@ use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemcgCensus, MemoryStats},
     event::{
         CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Counter, CounterChanges,
-        Event, FileName, HostClock, Memcg, MemorySource, OomKill, PageCache as CacheInterval,
-        Reclaim as ReclaimEpisode, Slab as SlabInterval, What,
+        Event, FileName, HostClock, Memcg, MemorySource, OomConstraint, OomKill,
+        PageCache as CacheInterval, Reclaim as ReclaimEpisode, Slab as SlabInterval, What,
     },
     units::{micros, seconds},
 };
@@ -210,6 +210,10 @@ pub struct OomReport {
     pub memory_source: Option<String>,
     pub victim_anon_rss_bytes: Option<u64>,
     pub victim_file_rss_bytes: Option<u64>,
+    /// A global OOM (`CONSTRAINT_NONE`): the containers' and pods' memory at the kill, largest
+    /// first (`report/global.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_holders: Vec<super::Holder>,
     pub verdict: Verdict,
 }
 
@@ -1302,14 +1306,32 @@ fn oom_report(
         point.limit = point.limit.or(e.memcg_limit_bytes);
         point
     });
-    let verdict = verdict::judge(&Evidence {
-        at_kill: at_kill.clone(),
-        history,
-        reclaims: p.reclaims,
-        ineffective_reclaims: p.failures,
-        top_slab_cache: p.top_slab_cache.clone(),
-        signals,
-    });
+    let global = e.constraint == Some(OomConstraint::None);
+    let node_holders = if global {
+        super::global::holders(samples, owners, p.timestamp_ns)
+    } else {
+        Vec::new()
+    };
+    let verdict = if global {
+        super::global::verdict(
+            &super::global::Victim {
+                pid: e.pid,
+                comm: e.comm.as_deref(),
+                anon_rss_bytes: e.anon_rss_bytes,
+                node_bytes: e.oom_total_bytes,
+            },
+            &node_holders,
+        )
+    } else {
+        verdict::judge(&Evidence {
+            at_kill: at_kill.clone(),
+            history,
+            reclaims: p.reclaims,
+            ineffective_reclaims: p.failures,
+            top_slab_cache: p.top_slab_cache.clone(),
+            signals,
+        })
+    };
     OomReport {
         time,
         timestamp_ns: p.timestamp_ns,
@@ -1328,6 +1350,7 @@ fn oom_report(
         memory_source: source,
         victim_anon_rss_bytes: e.anon_rss_bytes,
         victim_file_rss_bytes: e.file_rss_bytes,
+        node_holders,
         verdict,
     }
 }

@@ -83,6 +83,8 @@ pub enum VerdictKind {
     PodLimitBelowContainers,
     /// The node's memcg ids (65 535) running out, mostly to dying memcgs.
     MemcgIdsRunningOut,
+    /// A global OOM (`CONSTRAINT_NONE`): no memcg limit fired, the node ran out of memory.
+    NodeOutOfMemory,
 }
 
 impl VerdictKind {
@@ -101,6 +103,7 @@ impl VerdictKind {
             Self::NearLimit => "working set at the limit with reclaim failing",
             Self::PodLimitBelowContainers => "pod limit below its containers' limits",
             Self::MemcgIdsRunningOut => "memcg ids running out",
+            Self::NodeOutOfMemory => "node out of memory",
         }
     }
 }

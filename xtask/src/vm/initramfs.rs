@@ -14,7 +14,10 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use cpio::newc::Builder;
 
-use super::{elf::Elf, payload::Payload};
+use super::{
+    elf::Elf,
+    payload::{GLOBAL_OOM_TEST, Payload},
+};
 use crate::process::quote;
 
 /// Where Debian's `busybox-static` installs busybox.
@@ -364,7 +367,7 @@ fn init_script(tests: &[&str], host_paths: &HostPaths, run: &Run<'_>) -> String 
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let tests = words(&mut tests.iter().copied());
+    let tests = words(&mut tests.iter().copied().filter(|t| *t != GLOBAL_OOM_TEST));
     let test_args = words(
         &mut ["--test-threads=1", "--color=never"]
             .into_iter()
@@ -434,10 +437,22 @@ step mount -t bpf bpf /sys/fs/bpf
 /{GUEST_MEMTRACE} probes >/tmp/probes 2>&1
 sed 's/^/{MARKER}{PROBES_PREFIX}/' /tmp/probes
 
+tests="{tests}"
+ignored=
+if [ "$MEMTRACE_VM_EXPECT" = global_oom ]; then
+    # The global OOM guest (little RAM) runs that test alone: it is #[ignore]d everywhere
+    # else, as it exhausts the node's memory. The other test binaries are deleted from the
+    # root file system, which is RAM.
+    tests={GLOBAL_OOM_TEST} ignored=--ignored
+    for file in /{GUEST_TESTS}/*; do
+        [ "$file" = /{GUEST_TESTS}/{GLOBAL_OOM_TEST} ] || rm -f "$file"
+    done
+    echo "{MARKER} global OOM guest: $(awk '/^MemAvailable:/ {{ print $2 }}' /proc/meminfo) KiB available"
+fi
 status=0
-for name in {tests}; do
+for name in $tests; do
     echo "{MARKER} running /{GUEST_TESTS}/$name"
-    /{GUEST_TESTS}/"$name" {test_args}
+    /{GUEST_TESTS}/"$name" {test_args} $ignored
     code=$?
     echo "{MARKER} binary $name exit=$code"
     if [ "$code" -ne 0 ]; then
@@ -733,7 +748,7 @@ mod tests {
             "it's".to_owned(),
         ];
         let script = init_script(
-            &["oom_kill", "session"],
+            &["global_oom", "oom_kill", "session"],
             &HostPaths {
                 workloads: vec![("memhog".to_owned(), "/bin/memhog".to_owned())],
                 target_tmpdir: "/r/tmp".to_owned(),
@@ -744,9 +759,12 @@ mod tests {
             },
         );
         assert!(script.starts_with("#!/bin/sh\n"));
-        assert!(script.contains("for name in oom_kill session; do"));
+        // The global OOM test runs alone, in its own guest.
+        assert!(script.contains("tests=\"oom_kill session\"\n"), "{script}");
+        assert!(script.contains("tests=global_oom ignored=--ignored"));
+        assert!(script.contains("for name in $tests; do"));
         assert!(script.contains(
-            r#"/tests/"$name" '--test-threads=1' '--color=never' oom_kill_is --exact "it's""#
+            r#"/tests/"$name" '--test-threads=1' '--color=never' oom_kill_is --exact "it's" $ignored"#
         ));
         assert!(script.contains("[ yes = yes ] || break"));
         assert!(script.contains("MEMTRACE_BIN=/bin/memtrace"));

@@ -130,7 +130,18 @@ enum Mode {
     /// Boots with `lockdown=confidentiality` and checks that memtrace refuses to start with a
     /// one-line error naming it (initramfs.rs's /init does the check).
     Lockdown,
+    /// Boots with [`GLOBAL_OOM_MIB`] of RAM (cgroup v2) and runs only
+    /// [`payload::GLOBAL_OOM_TEST`], which exhausts it: a global OOM kill.
+    GlobalOom,
 }
+
+/// RAM of the guests that run the tests: the initramfs (~120 MiB, unpacked into RAM) and tests
+/// that fill tmpfs and page cache.
+const TESTS_MIB: u32 = 4096;
+/// RAM of the global OOM guest: little, so that one process exhausts it in seconds under TCG,
+/// and enough for the kernel, its root file system in RAM (/init deletes the other test
+/// binaries from it first), memtrace, and the test's containers.
+const GLOBAL_OOM_MIB: u32 = 768;
 
 /// One guest of the matrix.
 struct Boot<'a> {
@@ -144,6 +155,7 @@ impl Boot<'_> {
         let mode = match self.mode {
             Mode::Tests(cgroup) => cgroup.label(),
             Mode::Lockdown => "lockdown",
+            Mode::GlobalOom => "global-oom",
         };
         format!("{}/{mode}", self.image.kernel.label())
     }
@@ -153,13 +165,21 @@ impl Boot<'_> {
         match self.mode {
             Mode::Tests(cgroup) => format!("MEMTRACE_VM_CGROUP={}", cgroup.label()),
             Mode::Lockdown => "lockdown=confidentiality MEMTRACE_VM_EXPECT=lockdown".to_owned(),
+            Mode::GlobalOom => "MEMTRACE_VM_CGROUP=v2 MEMTRACE_VM_EXPECT=global_oom".to_owned(),
+        }
+    }
+
+    fn memory_mib(&self) -> u32 {
+        match self.mode {
+            Mode::GlobalOom => GLOBAL_OOM_MIB,
+            Mode::Tests(_) | Mode::Lockdown => TESTS_MIB,
         }
     }
 }
 
 /// Sets up, installs QEMU, fetches the kernels, builds the static payload and boots each kernel
-/// with each cgroup hierarchy, `--jobs` guests at a time, and one kernel with lockdown on; fails
-/// unless every guest booted and passed.
+/// with each cgroup hierarchy and once with little RAM for the global OOM test, `--jobs` guests
+/// at a time, and one kernel with lockdown on; fails unless every guest booted and passed.
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     let begun = Instant::now();
     setup::run(workspace)?;
@@ -229,6 +249,14 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
             boots.push(Boot {
                 image,
                 mode: Mode::Tests(cgroup),
+            });
+        }
+        // The global OOM test's own guest, on each kernel: an OOM of the whole node goes
+        // through the kernel's own path (no memcg), which this host cannot show safely.
+        if options.cgroups().contains(&Cgroup::V2) {
+            boots.push(Boot {
+                image,
+                mode: Mode::GlobalOom,
             });
         }
     }
@@ -385,6 +413,7 @@ fn boot(
         timeout: Duration::from_secs(timeout),
         accel,
         sharing,
+        memory_mib: one.memory_mib(),
     })
     .with_context(|| format!("vm-test step `boot {label}` failed"))?;
     match report.outcome {

@@ -32,6 +32,12 @@ const HOST_ONLY_TESTS: &[&str] = &[
     "readable_stream",
 ];
 
+/// The integration test that exhausts the node's memory (a global OOM, `tests/global_oom.rs`):
+/// its test is `#[ignore]`d, so the host's `cargo test` lists it as ignored and never runs it,
+/// and the guests run it only in a boot of their own with little RAM ([`super::Mode::GlobalOom`],
+/// with `--ignored`), never in the others.
+pub const GLOBAL_OOM_TEST: &str = "global_oom";
+
 /// The host's target, named explicitly: with `--target`, cargo applies the target's `RUSTFLAGS`
 /// to the target's code only, so build scripts and proc macros stay dynamically linked and
 /// shared with the normal build's configuration.
@@ -43,9 +49,9 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
     "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
     "-C target-feature=+crt-static -C strip=debuginfo",
 );
-/// The workloads the tests run in their cgroups (OOM kills, tmpfs files); `[[bin]]`s of the
-/// tests package.
-pub const WORKLOADS: [&str; 2] = ["memhog", "mkfiles"];
+/// The workloads the tests run in their cgroups (OOM kills, tmpfs files, memory held by a
+/// container); `[[bin]]`s of the tests package.
+pub const WORKLOADS: [&str; 3] = ["memhog", "mkfiles", "memhold"];
 
 /// The static executables for the guests.
 pub struct Payload {

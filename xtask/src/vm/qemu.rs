@@ -100,6 +100,8 @@ pub struct Guest<'a> {
     pub accel: Accel,
     /// How many guests run at once, sharing the host's cores: each runs that much slower.
     pub sharing: u32,
+    /// The guest's RAM.
+    pub memory_mib: u32,
 }
 
 /// How a boot ended.
@@ -219,7 +221,7 @@ pub fn boot(guest: &Guest<'_>) -> anyhow::Result<Report> {
 fn command(guest: &Guest<'_>) -> Command {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(guest.accel.args())
-        .args(["-m", "4096", "-smp", "2"])
+        .args(["-m", &guest.memory_mib.to_string(), "-smp", "2"])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-no-reboot", "-net", "none"])
         .arg("-chardev")
