@@ -238,7 +238,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         for cgroup in options.cgroups() {
             if cgroup == Cgroup::V1 && !image.memcg_v1 {
                 not_possible.push(format!(
-                    "  {:<13} not possible: {} {} is built without the memory controller on \
+                    "  {:<15} not possible: {} {} is built without the memory controller on \
                      cgroup v1 (# CONFIG_MEMCG_V1 is not set)",
                     format!("{}/v1", image.kernel.label()),
                     image.package,
@@ -451,7 +451,7 @@ fn summarize(
     for (one, report) in boots.iter().zip(reports) {
         let label = one.label();
         let Some(report) = report else {
-            println!("  {label:<13} not run: an earlier guest failed (--keep-going runs it)");
+            println!("  {label:<15} not run: an earlier guest failed (--keep-going runs it)");
             failed.push(format!("{label} (not run)"));
             continue;
         };
@@ -477,7 +477,7 @@ fn summarize(
 fn summary_line(one: &Boot<'_>, report: &Report, timeout: u64) -> String {
     let image = one.image;
     let mut line = format!(
-        "{:<13} {} {}: {}: {} passed, {} failed",
+        "{:<15} {} {}: {}: {} passed, {} failed",
         one.label(),
         image.package,
         image.version,
