@@ -56,6 +56,18 @@ pub struct Aggregates {
     pub(super) cache_names: aya::maps::HashMap<MapData, u64, CacheName>,
     /// The `page_cache` strategy attached counts refaults.
     pub(super) refaults: bool,
+    /// The ids drains found under each memcg pointer in `MEMCG_IDS`, so that the entries of
+    /// memcgs the kernel freed can be deleted ([`forget_memcgs`](Self::forget_memcgs)).
+    pub(super) memcg_pointers: HashMap<u64, u64>,
+}
+
+/// How many entries the kernel's and this side's tables hold after a drain.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Entries of the kernel's `MEMCG_IDS` (memcg pointer → id).
+    pub kernel_memcg_ids: usize,
+    /// Memcg pointers this side remembers.
+    pub memcg_pointers: usize,
 }
 
 impl Aggregates {
@@ -72,8 +84,14 @@ impl Aggregates {
             .map_err(|source| map_error("AGG_ACTIVE", source))?;
         std::thread::sleep(SWITCH_GRACE);
         // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
+        // What each pointer named, kept for [`forget_memcgs`](Self::forget_memcgs).
+        let learned = std::cell::RefCell::new(Vec::new());
         let memcg_id = |ids: &aya::maps::HashMap<MapData, u64, u64>, memcg: u64| {
-            ids.get(&memcg, 0).unwrap_or(0)
+            let id = ids.get(&memcg, 0).unwrap_or(0);
+            if id != 0 {
+                learned.borrow_mut().push((memcg, id));
+            }
+            id
         };
         let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> =
             drain(&mut self.cache_file[old], "CACHE_FILE", sum_cache)?
@@ -135,11 +153,43 @@ impl Aggregates {
             )
         })
         .collect();
+        self.memcg_pointers.extend(learned.into_inner());
         Ok(Drain {
             cache,
             charge,
             slab,
         })
+    }
+
+    /// Deletes the kernel's `MEMCG_IDS` entries of memcgs the kernel freed, so that neither
+    /// side keeps what a node's container churn leaves behind. An entry whose pointer now
+    /// names another memcg (the kernel reused the memory) is kept.
+    pub fn forget_memcgs(&mut self, freed: &[u64]) {
+        if freed.is_empty() {
+            return;
+        }
+        let freed: std::collections::HashSet<u64> = freed.iter().copied().collect();
+        let ids = &mut self.memcg_ids;
+        self.memcg_pointers.retain(|pointer, id| {
+            if !freed.contains(id) {
+                return true;
+            }
+            if ids.get(pointer, 0).is_ok_and(|now| now == *id) {
+                // Gone already (the LRU evicted it) is fine.
+                let _ = ids.remove(pointer);
+            }
+            false
+        });
+    }
+
+    /// The tables' sizes now; counting the kernel's map costs a system call per entry, so
+    /// callers ask only when someone reads the answer (debug logging).
+    #[must_use]
+    pub fn sizes(&self) -> MapSizes {
+        MapSizes {
+            kernel_memcg_ids: self.memcg_ids.keys().count(),
+            memcg_pointers: self.memcg_pointers.len(),
+        }
     }
 
     fn cache_name(&self, cache: u64) -> SlabCache {
