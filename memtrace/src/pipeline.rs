@@ -243,6 +243,7 @@ impl Consumer<'_> {
     /// One interval of the kernel's aggregates as `cache`, `charge` and `slab` events.
     fn aggregates(&mut self, drain: &Drain, now: u64, interval: u64) -> io::Result<()> {
         let started = Instant::now();
+        let cpu = clock::thread_cpu_ns();
         let context = &mut self.context;
         let mut events = context.cache_events(&drain.cache, now, interval);
         let from_page_cache;
@@ -260,8 +261,10 @@ impl Consumer<'_> {
         }
         self.sink.interval_end(now)?;
         self.sink.flush()?;
+        #[expect(clippy::cast_precision_loss, reason = "milliseconds for people")]
+        let cpu_ms = clock::thread_cpu_ns().saturating_sub(cpu) as f64 / 1e6;
         log::debug!(
-            "aggregates: {} events made in {:.2} ms; tables: {:?}",
+            "aggregates: {} events made in {:.2} ms (CPU {cpu_ms:.2} ms); tables: {:?}",
             events.len(),
             started.elapsed().as_secs_f64() * 1000.0,
             self.context.table_sizes()
@@ -306,16 +309,20 @@ impl Consumer<'_> {
 fn spawn_drain(mut aggregates: Aggregates, forget: Vec<u64>) -> DrainJob {
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
+        let cpu = clock::thread_cpu_ns();
         aggregates.forget_memcgs(&forget);
         let drain = aggregates.drain();
         let took = started.elapsed();
         if log::log_enabled!(log::Level::Debug) {
+            let cpu = clock::thread_cpu_ns().saturating_sub(cpu);
             let keys = drain.as_ref().map_or(0, |d| {
                 d.cache.by_file.len() + d.cache.by_memcg.len() + d.charge.len() + d.slab.len()
             });
+            #[expect(clippy::cast_precision_loss, reason = "milliseconds for people")]
+            let cpu_ms = cpu as f64 / 1e6;
             log::debug!(
-                "aggregates: kernel maps drained in {:.2} ms ({keys} keys, {} memcgs freed \
-                 forgotten); {:?}",
+                "aggregates: kernel maps drained in {:.2} ms (CPU {cpu_ms:.2} ms; {keys} keys, \
+                 {} memcgs freed forgotten); {:?}",
                 took.as_secs_f64() * 1000.0,
                 forget.len(),
                 aggregates.sizes()

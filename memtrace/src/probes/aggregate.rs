@@ -56,10 +56,27 @@ pub struct Aggregates {
     pub(super) cache_names: aya::maps::HashMap<MapData, u64, CacheName>,
     /// The `page_cache` strategy attached counts refaults.
     pub(super) refaults: bool,
-    /// The ids drains found under each memcg pointer in `MEMCG_IDS`, so that the entries of
-    /// memcgs the kernel freed can be deleted ([`forget_memcgs`](Self::forget_memcgs)).
-    pub(super) memcg_pointers: HashMap<u64, u64>,
+    /// What this side knows of `MEMCG_IDS`, so that neither side keeps what a node's
+    /// container churn leaves behind.
+    pub(super) memcg_pointers: MemcgPointers,
 }
+
+/// The id drains found under each pointer in `MEMCG_IDS`, and the drain that last did.
+#[derive(Default)]
+pub struct MemcgPointers {
+    ids: HashMap<u64, (u64, u64)>,
+    /// Drains so far.
+    drains: u64,
+    /// Entries deleted for being unused, for the next drain only: a program may have put one
+    /// back (a memcg busy again) between the switch of halves and the delete.
+    deleted: HashMap<u64, u64>,
+}
+
+/// Drains after which a `MEMCG_IDS` entry no drain used is deleted. The programs put a key's
+/// id there again in each interval the key is counted in; an entry unused this long is kept
+/// only by a memcg (or an `obj_cgroup` whose memcg is gone: its objects are the parent's now)
+/// that stopped allocating.
+const UNUSED_DRAINS: u64 = 30;
 
 /// How many entries the kernel's and this side's tables hold after a drain.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -86,8 +103,13 @@ impl Aggregates {
         // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
         // What each pointer named, kept for [`forget_memcgs`](Self::forget_memcgs).
         let learned = std::cell::RefCell::new(Vec::new());
+        let deleted = std::mem::take(&mut self.memcg_pointers.deleted);
         let memcg_id = |ids: &aya::maps::HashMap<MapData, u64, u64>, memcg: u64| {
-            let id = ids.get(&memcg, 0).unwrap_or(0);
+            let id = ids
+                .get(&memcg, 0)
+                .ok()
+                .or_else(|| deleted.get(&memcg).copied())
+                .unwrap_or(0);
             if id != 0 {
                 learned.borrow_mut().push((memcg, id));
             }
@@ -153,7 +175,8 @@ impl Aggregates {
             )
         })
         .collect();
-        self.memcg_pointers.extend(learned.into_inner());
+        self.memcg_pointers
+            .learn(learned.into_inner(), &mut self.memcg_ids);
         Ok(Drain {
             cache,
             charge,
@@ -170,15 +193,24 @@ impl Aggregates {
         }
         let freed: std::collections::HashSet<u64> = freed.iter().copied().collect();
         let ids = &mut self.memcg_ids;
-        self.memcg_pointers.retain(|pointer, id| {
+        self.memcg_pointers.ids.retain(|pointer, (id, _)| {
             if !freed.contains(id) {
                 return true;
             }
-            if ids.get(pointer, 0).is_ok_and(|now| now == *id) {
-                // Gone already (the LRU evicted it) is fine.
-                let _ = ids.remove(pointer);
+            match ids.get(pointer, 0) {
+                Ok(now) if now == *id => {
+                    // Gone already (the LRU evicted it) is fine.
+                    let _ = ids.remove(pointer);
+                    false
+                }
+                // The pointer names another memcg now: an `obj_cgroup` reparented when its
+                // memcg went offline, or memory the kernel reused.
+                Ok(now) => {
+                    *id = now;
+                    true
+                }
+                Err(_) => false,
             }
-            false
         });
     }
 
@@ -188,7 +220,7 @@ impl Aggregates {
     pub fn sizes(&self) -> MapSizes {
         MapSizes {
             kernel_memcg_ids: self.memcg_ids.keys().count(),
-            memcg_pointers: self.memcg_pointers.len(),
+            memcg_pointers: self.memcg_pointers.ids.len(),
         }
     }
 
@@ -201,6 +233,29 @@ impl Aggregates {
             Ok(name) => crate::event::c_str(&name.name),
             Err(_) => format!("cache@{cache:#x}"),
         }
+    }
+}
+
+impl MemcgPointers {
+    /// Takes in what a drain found, and deletes the kernel's entries no drain has used for
+    /// [`UNUSED_DRAINS`].
+    fn learn(&mut self, found: Vec<(u64, u64)>, ids: &mut aya::maps::HashMap<MapData, u64, u64>) {
+        self.drains += 1;
+        let drains = self.drains;
+        for (pointer, id) in found {
+            self.ids.insert(pointer, (id, drains));
+        }
+        let deleted = &mut self.deleted;
+        self.ids.retain(|pointer, &mut (id, seen)| {
+            if drains - seen < UNUSED_DRAINS {
+                return true;
+            }
+            if ids.get(pointer, 0).is_ok_and(|now| now == id) {
+                let _ = ids.remove(pointer);
+                deleted.insert(*pointer, id);
+            }
+            false
+        });
     }
 }
 

@@ -250,7 +250,7 @@ impl Probes {
                 a.point == ProbePoint::PageCache
                     && plan::counts_refaults(a.point, a.strategy, a.variant)
             }),
-            memcg_pointers: std::collections::HashMap::new(),
+            memcg_pointers: aggregate::MemcgPointers::default(),
         };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;

@@ -110,12 +110,14 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     eprintln!("bench node: removing the containers");
     let removed = Instant::now();
     containers.remove();
+    // Their files' page cache would keep the memcgs dying (charged), not freed.
+    let _ = fs::remove_dir_all(&work);
+    let _ = fs::write("/proc/sys/vm/drop_caches", "1");
     let (after, forgotten_in) = forgotten(&watched, &before, removed)?;
     let after_bpftool = memcg_ids_entries(watched.pid())?;
     let (_, hwm) = memory(watched.pid())?;
     let stderr = watched.stop()?;
     let lost = watched::lost(&stderr)?;
-    let _ = fs::remove_dir_all(&work);
 
     println!(
         "memtrace on a node of {} containers ({memcgs} memcgs, {} hierarchy), {} s a phase:",
@@ -140,13 +142,17 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         let max = drain.iter().copied().fold(0.0, f64::max);
         let kernel: Vec<f64> = p.intervals.iter().map(|i| i.kernel_ms).collect();
         let events: Vec<f64> = p.intervals.iter().map(|i| i.events_ms).collect();
+        let cpu: Vec<f64> = p.intervals.iter().map(|i| i.cpu_ms).collect();
+        let cpu_max = cpu.iter().copied().fold(0.0, f64::max);
         println!(
             "  drain {name}: {} intervals, median {:.1} ms, max {max:.1} ms (kernel maps median \
-             {:.1} ms, events median {:.1} ms; target ≤ {DRAIN_TARGET_MS} ms) {}",
+             {:.1} ms, events median {:.1} ms); its CPU time median {:.1} ms, max {cpu_max:.1} ms \
+             (target ≤ {DRAIN_TARGET_MS} ms) {}",
             drain.len(),
             median(&drain).unwrap_or(f64::NAN),
             median(&kernel).unwrap_or(f64::NAN),
             median(&events).unwrap_or(f64::NAN),
+            median(&cpu).unwrap_or(f64::NAN),
             verdict(max <= DRAIN_TARGET_MS)
         );
     }
@@ -236,6 +242,7 @@ fn forgotten(
 
 /// Entries of the `MEMCG_IDS` map of memtrace `pid`, counted by `bpftool`.
 fn memcg_ids_entries(pid: u32) -> anyhow::Result<usize> {
+    let ids = map_ids(pid)?;
     let maps: serde_json::Value = serde_json::from_str(&process::output(
         Command::new("bpftool").args(["map", "show", "-j"]),
     )?)
@@ -244,12 +251,7 @@ fn memcg_ids_entries(pid: u32) -> anyhow::Result<usize> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|m| {
-            m["name"] == "MEMCG_IDS"
-                && m["pids"]
-                    .as_array()
-                    .is_some_and(|p| p.iter().any(|p| p["pid"] == pid))
-        })
+        .find(|m| m["name"] == "MEMCG_IDS" && m["id"].as_u64().is_some_and(|id| ids.contains(&id)))
         .and_then(|m| m["id"].as_u64())
         .with_context(|| format!("bpftool shows no MEMCG_IDS map of memtrace (pid {pid})"))?;
     let dump: serde_json::Value =
@@ -265,6 +267,27 @@ fn memcg_ids_entries(pid: u32) -> anyhow::Result<usize> {
         bail!("bpftool map dump -j gave no list");
     };
     Ok(entries.len())
+}
+
+/// The ids of the BPF maps process `pid` holds open (`map_id` in each map fd's fdinfo): this
+/// machine's bpftool cannot tell which process holds a map.
+fn map_ids(pid: u32) -> anyhow::Result<Vec<u64>> {
+    let fds = PathBuf::from(format!("/proc/{pid}/fd"));
+    let mut ids = Vec::new();
+    for fd in fs::read_dir(&fds).with_context(|| format!("reading {}", fds.display()))? {
+        let fd = fd.context("reading /proc/PID/fd")?;
+        if fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:bpf-map") {
+            let info =
+                fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().display()))
+                    .unwrap_or_default();
+            ids.extend(
+                info.lines()
+                    .find_map(|l| l.strip_prefix("map_id:"))
+                    .and_then(|id| id.trim().parse::<u64>().ok()),
+            );
+        }
+    }
+    Ok(ids)
 }
 
 fn verdict(met: bool) -> &'static str {

@@ -27,6 +27,8 @@ pub struct Interval {
     pub kernel_ms: f64,
     /// Making and writing the interval's events (the consumer).
     pub events_ms: f64,
+    /// The CPU time of both (apart from waiting for a CPU on a busy machine).
+    pub cpu_ms: f64,
     /// The kernel's `MEMCG_IDS` entries after it.
     pub kernel_memcg_ids: u64,
     /// memtrace's own tables after it: memcgs named, cgroup paths, containers' runtime names.
@@ -99,22 +101,25 @@ impl Watched {
     pub fn intervals(&self) -> Vec<Interval> {
         let lines = self.lines.lock().expect("not poisoned");
         let mut intervals = Vec::new();
-        let mut kernel: Option<(f64, u64, u64)> = None;
+        let mut kernel: Option<(f64, f64, u64, u64)> = None;
         for (at, line) in lines.iter() {
             // `aggregates: kernel maps drained in 1.23 ms (…); MapSizes { kernel_memcg_ids: 5, memcg_pointers: 5 }`
             if let Some(rest) = after(line, "kernel maps drained in ") {
                 kernel = Some((
                     number_before(rest, " ms").unwrap_or(f64::NAN),
+                    cpu_ms(rest),
                     field(rest, "kernel_memcg_ids").unwrap_or(0),
                     field(rest, "memcg_pointers").unwrap_or(0),
                 ));
             } else if let Some(rest) = after(line, " events made in ")
-                && let Some((kernel_ms, kernel_memcg_ids, memcg_pointers)) = kernel.take()
+                && let Some((kernel_ms, kernel_cpu_ms, kernel_memcg_ids, memcg_pointers)) =
+                    kernel.take()
             {
                 intervals.push(Interval {
                     at: *at,
                     kernel_ms,
                     events_ms: number_before(rest, " ms").unwrap_or(f64::NAN),
+                    cpu_ms: kernel_cpu_ms + cpu_ms(rest),
                     kernel_memcg_ids,
                     names: field(rest, "names").unwrap_or(0),
                     paths: field(rest, "paths").unwrap_or(0),
@@ -190,6 +195,13 @@ pub fn lost(stderr: &str) -> anyhow::Result<u64> {
 
 fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.split_once(marker).map(|(_, rest)| rest)
+}
+
+/// `(CPU 1.23 ms` in a debug line.
+fn cpu_ms(text: &str) -> f64 {
+    after(text, "(CPU ")
+        .and_then(|rest| number_before(rest, " ms"))
+        .unwrap_or(f64::NAN)
 }
 
 fn number_before(text: &str, unit: &str) -> Option<f64> {
