@@ -294,7 +294,10 @@ impl LiveContext {
                 }
                 self.runtime_pods.insert(uid, names.clone());
             }
-            self.runtime_names.insert(id, Some(names));
+            // An answer for a container forgotten meanwhile (its memcg freed) is dropped.
+            if let Some(slot) = self.runtime_names.get_mut(&id) {
+                *slot = Some(names);
+            }
         }
     }
 
@@ -361,11 +364,15 @@ impl LiveContext {
             && at.elapsed() >= RELEASED_GRACE
         {
             self.released.pop_front();
-            if let Some(memcg) = self.names.remove(&id)
-                && let Some(container) = memcg.container.and_then(|c| c.container_id)
-            {
-                containers.push(container);
-            }
+            // A memcg no event named (an idle container) has its container in its path only.
+            let container = match self.names.remove(&id) {
+                Some(memcg) => memcg.container.and_then(|c| c.container_id),
+                None => self
+                    .resolver
+                    .path(id)
+                    .and_then(|path| ContainerIdentity::from_cgroup_path(path).container_id),
+            };
+            containers.extend(container);
             self.resolver.forget(id);
             forgotten.push(id);
         }

@@ -102,16 +102,20 @@ impl Aggregates {
         std::thread::sleep(SWITCH_GRACE);
         // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
         // What each pointer named, kept for [`forget_memcgs`](Self::forget_memcgs).
-        let learned = std::cell::RefCell::new(Vec::new());
+        // Looked up once per pointer and drain: a busy memcg has thousands of keys.
+        let learned = std::cell::RefCell::new(HashMap::new());
         let deleted = std::mem::take(&mut self.memcg_pointers.deleted);
         let memcg_id = |ids: &aya::maps::HashMap<MapData, u64, u64>, memcg: u64| {
+            if let Some(&id) = learned.borrow().get(&memcg) {
+                return id;
+            }
             let id = ids
                 .get(&memcg, 0)
                 .ok()
                 .or_else(|| deleted.get(&memcg).copied())
                 .unwrap_or(0);
             if id != 0 {
-                learned.borrow_mut().push((memcg, id));
+                learned.borrow_mut().insert(memcg, id);
             }
             id
         };
@@ -239,7 +243,7 @@ impl Aggregates {
 impl MemcgPointers {
     /// Takes in what a drain found, and deletes the kernel's entries no drain has used for
     /// [`UNUSED_DRAINS`].
-    fn learn(&mut self, found: Vec<(u64, u64)>, ids: &mut aya::maps::HashMap<MapData, u64, u64>) {
+    fn learn(&mut self, found: HashMap<u64, u64>, ids: &mut aya::maps::HashMap<MapData, u64, u64>) {
         self.drains += 1;
         let drains = self.drains;
         for (pointer, id) in found {

@@ -38,6 +38,12 @@ impl Container {
         self.process.id()
     }
 
+    /// Kills the process and waits for it.
+    fn process_kill(&mut self) -> std::io::Result<()> {
+        self.process.kill()?;
+        self.process.wait().map(drop)
+    }
+
     /// Kills the process and removes the memcg (and nothing else).
     fn stop(mut self) {
         let _ = self.process.kill();
@@ -171,8 +177,15 @@ impl Containers {
 
     /// Stops the container in `slot` (killing its process, removing its memcg).
     pub fn stop(&mut self, slot: usize) {
-        if let Some(container) = self.containers.get_mut(slot).and_then(Option::take) {
+        if let Some(mut container) = self.containers.get_mut(slot).and_then(Option::take) {
             let parent = container.dir.parent().map(Path::to_owned);
+            let _ = container.process_kill();
+            // What stays charged (page cache) would keep the memcg dying after its removal,
+            // not freed; a kubelet's node reclaims it later, this one at once.
+            let _ = match self.hierarchy.version {
+                CgroupVersion::V1 => fs::write(container.dir.join("memory.force_empty"), "0"),
+                CgroupVersion::V2 => fs::write(container.dir.join("memory.reclaim"), "1G"),
+            };
             container.stop();
             // A pod goes with its last container, as the kubelet removes it.
             if let Some(pod) = parent

@@ -73,8 +73,10 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     let busy_flag = work.join("busy");
     let ticks = clock_ticks()?;
 
+    let launched = Instant::now();
     let watched = Watched::start(&memtrace, &["run", "--format", "json"])?;
     let before = watched.interval_after(Instant::now(), Duration::from_secs(10))?;
+    let memcgs_before = kernel_memcgs()?;
     eprintln!(
         "bench node: creating {} containers ({} hierarchy), a process in each",
         options.containers, hierarchy.version
@@ -106,6 +108,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     fs::remove_file(&busy_flag).context("ending the busy phase")?;
     let full = watched.interval_after(Instant::now(), Duration::from_secs(10))?;
     let full_bpftool = memcg_ids_entries(watched.pid())?;
+    let memcgs_full = kernel_memcgs()?;
 
     eprintln!("bench node: removing the containers");
     let removed = Instant::now();
@@ -115,7 +118,13 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     let _ = fs::write("/proc/sys/vm/drop_caches", "1");
     let (after, forgotten_in) = forgotten(&watched, &before, removed)?;
     let after_bpftool = memcg_ids_entries(watched.pid())?;
+    let memcgs_after = kernel_memcgs()?;
     let (_, hwm) = memory(watched.pid())?;
+    let log = workspace
+        .target_dir()
+        .join("bench")
+        .join("node-memtrace.log");
+    watched.write_log(launched, &log)?;
     let stderr = watched.stop()?;
     let lost = watched::lost(&stderr)?;
 
@@ -177,7 +186,15 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         "    {:<34} {:>6} → {:>6} → {:>6}",
         "MEMCG_IDS entries (bpftool)", "", full_bpftool, after_bpftool
     );
+    println!(
+        "    {:<34} {:>6} → {:>6} → {:>6}",
+        "memcgs in the kernel, dying too", memcgs_before, memcgs_full, memcgs_after
+    );
     println!("  lost events: {lost} {}", verdict(lost == 0));
+    if let Some(line) = stderr.lines().find(|l| l.starts_with("memtrace: detached")) {
+        println!("  {line}");
+    }
+    println!("  memtrace's stderr (debug): {}", log.display());
     Ok(())
 }
 
@@ -288,6 +305,18 @@ fn map_ids(pid: u32) -> anyhow::Result<Vec<u64>> {
         }
     }
     Ok(ids)
+}
+
+/// Memory cgroups the kernel has, dying ones included (`num_cgroups` in `/proc/cgroups`).
+fn kernel_memcgs() -> anyhow::Result<u64> {
+    fs::read_to_string("/proc/cgroups")
+        .context("reading /proc/cgroups")?
+        .lines()
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields.first() == Some(&"memory")).then(|| fields.get(2)?.parse().ok())?
+        })
+        .context("/proc/cgroups has no memory line")
 }
 
 fn verdict(met: bool) -> &'static str {

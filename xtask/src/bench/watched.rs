@@ -96,6 +96,24 @@ impl Watched {
             .collect()
     }
 
+    /// Writes everything it printed on stderr so far, debug lines with the seconds since
+    /// `since`, to `path`.
+    pub fn write_log(&self, since: Instant, path: &Path) -> anyhow::Result<()> {
+        let text: String = self
+            .lines
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(at, l)| {
+                format!(
+                    "{:9.3} {l}\n",
+                    at.saturating_duration_since(since).as_secs_f64()
+                )
+            })
+            .collect();
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
     /// The intervals drained so far, oldest first.
     #[must_use]
     pub fn intervals(&self) -> Vec<Interval> {

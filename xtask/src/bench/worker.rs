@@ -24,9 +24,12 @@ pub struct Options {
     /// Directory for its files
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
-    /// Busy while this file exists, a round every 100 ms
+    /// Busy while this file exists, a round every --round-ms
     #[arg(long, value_name = "FILE")]
     busy_when: Option<PathBuf>,
+    /// Milliseconds between two busy rounds
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    round_ms: u64,
     /// Allocate and touch this many MiB (its memcg's limit is meant to OOM-kill it first)
     #[arg(long, value_name = "MIB")]
     hog_mib: Option<usize>,
@@ -44,7 +47,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         if options.busy_when.as_deref().is_some_and(Path::exists) {
             churn(&options.dir, round)?;
             round += 1;
-            thread::sleep(Duration::from_millis(100));
+            thread::sleep(Duration::from_millis(options.round_ms));
         } else {
             thread::sleep(Duration::from_millis(500));
         }
