@@ -1,7 +1,7 @@
 //! A node with many containers, smaller than `cargo xtask bench node`: 200 memcgs shaped like
 //! podman's (`machine.slice/libpod-<id>.scope`), each with a process that adds page cache and
 //! slab, so memtrace names them and the kernel side keeps their memcg pointers. memtrace's
-//! memory stays bounded (VmHWM), and once the containers are gone both sides forget them:
+//! memory stays bounded (`VmHWM`), and once the containers are gone both sides forget them:
 //! memtrace's tables and the kernel's `MEMCG_IDS` map, as memtrace's debug log counts them
 //! after each interval's drain.
 

@@ -59,7 +59,7 @@ pub struct Containers {
     base: PathBuf,
     /// Parents created (base, slices, pods), in creation order.
     parents: Vec<PathBuf>,
-    containers: Vec<Option<Container>>,
+    slots: Vec<Option<Container>>,
     /// Containers started so far: each gets a new id.
     started: usize,
 }
@@ -75,7 +75,7 @@ impl Containers {
             shape,
             base: base.clone(),
             parents: Vec::new(),
-            containers: Vec::new(),
+            slots: Vec::new(),
             started: 0,
         };
         containers.parent(&base)?;
@@ -161,7 +161,7 @@ impl Containers {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {:?}", command.get_program()))?;
+            .with_context(|| format!("starting {}", command.get_program().display()))?;
         let container = Container { dir, process };
         if let Err(e) = fs::write(
             container.dir.join("cgroup.procs"),
@@ -171,13 +171,13 @@ impl Containers {
             container.stop();
             bail!("moving a process into {dir}: {e}");
         }
-        self.containers.push(Some(container));
-        Ok(self.containers.len() - 1)
+        self.slots.push(Some(container));
+        Ok(self.slots.len() - 1)
     }
 
     /// Stops the container in `slot` (killing its process, removing its memcg).
     pub fn stop(&mut self, slot: usize) {
-        if let Some(mut container) = self.containers.get_mut(slot).and_then(Option::take) {
+        if let Some(mut container) = self.slots.get_mut(slot).and_then(Option::take) {
             let parent = container.dir.parent().map(Path::to_owned);
             let _ = container.process_kill();
             // What stays charged (page cache) would keep the memcg dying after its removal,
@@ -201,12 +201,12 @@ impl Containers {
 
     #[must_use]
     pub fn get(&self, slot: usize) -> Option<&Container> {
-        self.containers.get(slot)?.as_ref()
+        self.slots.get(slot)?.as_ref()
     }
 
     /// Whether the process of the container in `slot` has ended (an OOM kill, say).
     pub fn exited(&mut self, slot: usize) -> bool {
-        self.containers
+        self.slots
             .get_mut(slot)
             .and_then(Option::as_mut)
             .is_some_and(|c| c.process.try_wait().is_ok_and(|s| s.is_some()))
@@ -239,12 +239,12 @@ impl Containers {
             .filter(|p| p.is_dir())
             .count()
             .saturating_sub(1)
-            + self.containers.iter().flatten().count()
+            + self.slots.iter().flatten().count()
     }
 
     /// Stops every container and removes every cgroup.
     pub fn remove(&mut self) {
-        for slot in 0..self.containers.len() {
+        for slot in 0..self.slots.len() {
             self.stop(slot);
         }
         for dir in self.parents.drain(..).rev() {

@@ -1,5 +1,5 @@
 //! `cargo xtask bench node`: memtrace on a node with many containers (root). Starts memtrace
-//! (release, every event, JSON Lines to /dev/null, as a DaemonSet would run), then creates N
+//! (release, every event, JSON Lines to /dev/null, as a `DaemonSet` would run), then creates N
 //! containers' memory cgroups shaped like a kubelet's (containerd, two per pod) and podman's, a
 //! worker process in each; measures memtrace's CPU (`/proc/PID/stat`) while they idle, then
 //! while half of them write, read and delete files and churn slab; each interval's drain and
@@ -132,6 +132,44 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         "memtrace on a node of {} containers ({memcgs} memcgs, {} hierarchy), {} s a phase:",
         options.containers, hierarchy.version, options.seconds
     );
+    print_phases(&idle, &busy, hwm);
+    println!("  tables (before containers → with them → {forgotten_in:.1} s after removing them):");
+    for (name, get) in TABLES {
+        println!(
+            "    {name:<34} {:>6} → {:>6} → {:>6}",
+            get(&before),
+            get(&full),
+            get(&after)
+        );
+    }
+    println!(
+        "    {:<34} {:>6} → {:>6} → {:>6}",
+        "MEMCG_IDS entries (bpftool)", "", full_bpftool, after_bpftool
+    );
+    println!(
+        "    {:<34} {:>6} → {:>6} → {:>6}",
+        "memcgs in the kernel, dying too", memcgs_before, memcgs_full, memcgs_after
+    );
+    println!("  lost events: {lost} {}", verdict(lost == 0));
+    if let Some(line) = stderr.lines().find(|l| l.starts_with("memtrace: detached")) {
+        println!("  {line}");
+    }
+    println!("  memtrace's stderr (debug): {}", log.display());
+    Ok(())
+}
+
+type Table = (&'static str, fn(&Interval) -> u64);
+
+const TABLES: [Table; 5] = [
+    ("memcgs named (names)", |i| i.names),
+    ("cgroup paths (paths)", |i| i.paths),
+    ("containers' runtime names", |i| i.runtime_names),
+    ("memcg pointers (userspace)", |i| i.memcg_pointers),
+    ("MEMCG_IDS entries (memtrace)", |i| i.kernel_memcg_ids),
+];
+
+/// memtrace's CPU, drains and memory in the idle and the busy phase, against the targets.
+fn print_phases(idle: &Phase, busy: &Phase, hwm: u64) {
     println!(
         "  CPU idle: {:.2} % of a core (target ≤ {IDLE_CPU_TARGET} %) {}",
         idle.cpu_percent,
@@ -173,40 +211,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         mb(RSS_TARGET),
         verdict(hwm <= RSS_TARGET)
     );
-    println!("  tables (before containers → with them → {forgotten_in:.1} s after removing them):");
-    for (name, get) in TABLES {
-        println!(
-            "    {name:<34} {:>6} → {:>6} → {:>6}",
-            get(&before),
-            get(&full),
-            get(&after)
-        );
-    }
-    println!(
-        "    {:<34} {:>6} → {:>6} → {:>6}",
-        "MEMCG_IDS entries (bpftool)", "", full_bpftool, after_bpftool
-    );
-    println!(
-        "    {:<34} {:>6} → {:>6} → {:>6}",
-        "memcgs in the kernel, dying too", memcgs_before, memcgs_full, memcgs_after
-    );
-    println!("  lost events: {lost} {}", verdict(lost == 0));
-    if let Some(line) = stderr.lines().find(|l| l.starts_with("memtrace: detached")) {
-        println!("  {line}");
-    }
-    println!("  memtrace's stderr (debug): {}", log.display());
-    Ok(())
 }
-
-type Table = (&'static str, fn(&Interval) -> u64);
-
-const TABLES: [Table; 5] = [
-    ("memcgs named (names)", |i| i.names),
-    ("cgroup paths (paths)", |i| i.paths),
-    ("containers' runtime names", |i| i.runtime_names),
-    ("memcg pointers (userspace)", |i| i.memcg_pointers),
-    ("MEMCG_IDS entries (memtrace)", |i| i.kernel_memcg_ids),
-];
 
 /// A container's process: idle, or busy while `busy` exists.
 fn worker(dir: &Path, busy: Option<&PathBuf>) -> Command {

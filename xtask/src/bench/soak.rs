@@ -77,7 +77,26 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     let watched = Watched::start(&memtrace, &["record", "-o", &trace_arg])?;
     let started = Instant::now();
     let churned = churn(&hierarchy, &work, &watched, options.minutes)?;
+    let log = workspace
+        .target_dir()
+        .join("bench")
+        .join("soak-memtrace.log");
+    watched.write_log(started, &log)?;
+    let tables = watched.intervals().last().copied();
     let stderr = watched.stop()?;
+    if let Some(last) = tables {
+        println!(
+            "  memtrace's tables at the end: {} memcgs named, {} cgroup paths, {} containers' \
+             runtime names, {} page-cache files named, {} memcg pointers, {} MEMCG_IDS entries",
+            last.names,
+            last.paths,
+            last.runtime_names,
+            last.files,
+            last.memcg_pointers,
+            last.kernel_memcg_ids
+        );
+    }
+    println!("  memtrace's stderr (debug): {}", log.display());
     let elapsed = started.elapsed();
     let lost = watched::lost(&stderr)?;
     let size = fs::metadata(&trace)
@@ -114,7 +133,7 @@ fn churn(
             .arg(work.join(n.to_string()));
         if hog {
             command.args(["--hog-mib", HOG_MIB]);
-        } else if n % 2 == 0 {
+        } else if n.is_multiple_of(2) {
             command.arg("--busy-when").arg(&busy);
         }
         command

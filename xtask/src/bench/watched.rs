@@ -3,6 +3,7 @@
 //! (`memtrace::pipeline` at debug level).
 
 use std::{
+    fmt::Write as _,
     io::{BufRead as _, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
@@ -36,6 +37,8 @@ pub struct Interval {
     pub paths: u64,
     pub runtime_names: u64,
     pub memcg_pointers: u64,
+    /// Page-cache files named.
+    pub files: u64,
 }
 
 impl Watched {
@@ -92,25 +95,21 @@ impl Watched {
             .expect("not poisoned")
             .iter()
             .filter(|(_, l)| !l.contains("DEBUG"))
-            .map(|(_, l)| format!("{l}\n"))
-            .collect()
+            .fold(String::new(), |mut text, (_, l)| {
+                text.push_str(l);
+                text.push('\n');
+                text
+            })
     }
 
     /// Writes everything it printed on stderr so far, debug lines with the seconds since
     /// `since`, to `path`.
     pub fn write_log(&self, since: Instant, path: &Path) -> anyhow::Result<()> {
-        let text: String = self
-            .lines
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .map(|(at, l)| {
-                format!(
-                    "{:9.3} {l}\n",
-                    at.saturating_duration_since(since).as_secs_f64()
-                )
-            })
-            .collect();
+        let mut text = String::new();
+        for (at, l) in self.lines.lock().expect("not poisoned").iter() {
+            let seconds = at.saturating_duration_since(since).as_secs_f64();
+            let _ = writeln!(text, "{seconds:9.3} {l}");
+        }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
 
@@ -143,6 +142,7 @@ impl Watched {
                     paths: field(rest, "paths").unwrap_or(0),
                     runtime_names: field(rest, "runtime_names").unwrap_or(0),
                     memcg_pointers,
+                    files: field(rest, "files").unwrap_or(0),
                 });
             }
         }

@@ -58,7 +58,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 
 fn churn(dir: &Path, round: usize) -> anyhow::Result<()> {
     let file = dir.join(format!("cache-{}", round % 4));
-    fs::write(&file, [0x5a; FILE_BYTES]).with_context(|| format!("writing {}", file.display()))?;
+    fs::write(&file, vec![0x5a; FILE_BYTES])
+        .with_context(|| format!("writing {}", file.display()))?;
     let read = fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     std::hint::black_box(read);
     fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
