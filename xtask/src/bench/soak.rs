@@ -193,6 +193,10 @@ fn churn(
         }
         thread::sleep(Duration::from_secs(1));
     }
+    // The last minute's sample when the loop ended just before it.
+    if churned.rss.len() < usize::try_from(minutes).unwrap_or(usize::MAX) {
+        churned.rss.push(memory(watched.pid())?.0);
+    }
     for hog in hogs {
         churned.oom_kills += containers.oom_kills(hog);
     }
