@@ -10,7 +10,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; both clocks exist on every Linux ≥ 2.6.39.
+    // SAFETY: `ts` is a valid, writable timespec; these clocks exist on every Linux ≥ 2.6.39.
     let rc = unsafe { libc::clock_gettime(clock, &raw mut ts) };
     debug_assert_eq!(rc, 0);
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
@@ -20,6 +20,13 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 #[must_use]
 pub fn boot_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)
+}
+
+/// CPU time the calling thread has used, ns: what a step cost, apart from the time it waited
+/// for a CPU on a busy machine.
+#[must_use]
+pub fn thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// Wall-clock time now, ns since the Unix epoch.

@@ -109,6 +109,8 @@ struct Consumer<'a> {
     /// A global OOM kill was emitted: sample every container's memory now (a census), not at
     /// the next `stats` tick, so the report can say who held the node's memory at the kill.
     census_wanted: bool,
+    /// Memcgs freed whose kernel-side entries the next drain deletes.
+    forget: Vec<u64>,
 }
 
 impl Consumer<'_> {
@@ -231,7 +233,8 @@ impl Consumer<'_> {
 
     /// Takes in an interval of aggregates (`true`: start a walk to name its memcgs).
     fn drained(&mut self, drain: Drain, now: u64, interval: u64) -> io::Result<bool> {
-        self.context.expire_released();
+        let forgotten = self.context.expire_released();
+        self.forget.extend(forgotten);
         if !self.held.is_empty() {
             self.held.push_back(Held::Drain(drain, now, interval));
             return Ok(false);
@@ -248,6 +251,8 @@ impl Consumer<'_> {
 
     /// One interval of the kernel's aggregates as `cache`, `charge` and `slab` events.
     fn aggregates(&mut self, drain: &Drain, now: u64, interval: u64) -> io::Result<()> {
+        let started = Instant::now();
+        let cpu = clock::thread_cpu_ns();
         let context = &mut self.context;
         let mut events = context.cache_events(&drain.cache, now, interval);
         let from_page_cache;
@@ -264,7 +269,16 @@ impl Consumer<'_> {
             self.emit(event)?;
         }
         self.sink.interval_end(now)?;
-        self.sink.flush()
+        self.sink.flush()?;
+        #[expect(clippy::cast_precision_loss, reason = "milliseconds for people")]
+        let cpu_ms = clock::thread_cpu_ns().saturating_sub(cpu) as f64 / 1e6;
+        log::debug!(
+            "aggregates: {} events made in {:.2} ms (CPU {cpu_ms:.2} ms); tables: {:?}",
+            events.len(),
+            started.elapsed().as_secs_f64() * 1000.0,
+            self.context.table_sizes()
+        );
+        Ok(())
     }
 
     /// A pass over the followed memcgs' counters: what changed since the last.
@@ -299,10 +313,30 @@ impl Consumer<'_> {
     }
 }
 
-/// Drains the aggregates on a blocking thread; the maps come back with the result.
-fn spawn_drain(mut aggregates: Aggregates) -> DrainJob {
+/// Drains the aggregates on a blocking thread, first deleting the kernel-side entries of the
+/// memcgs in `forget` (freed); the maps come back with the result.
+fn spawn_drain(mut aggregates: Aggregates, forget: Vec<u64>) -> DrainJob {
     tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let cpu = clock::thread_cpu_ns();
+        aggregates.forget_memcgs(&forget);
         let drain = aggregates.drain();
+        let took = started.elapsed();
+        if log::log_enabled!(log::Level::Debug) {
+            let cpu = clock::thread_cpu_ns().saturating_sub(cpu);
+            let keys = drain.as_ref().map_or(0, |d| {
+                d.cache.by_file.len() + d.cache.by_memcg.len() + d.charge.len() + d.slab.len()
+            });
+            #[expect(clippy::cast_precision_loss, reason = "milliseconds for people")]
+            let cpu_ms = cpu as f64 / 1e6;
+            log::debug!(
+                "aggregates: kernel maps drained in {:.2} ms (CPU {cpu_ms:.2} ms; {keys} keys, \
+                 {} memcgs freed forgotten); {:?}",
+                took.as_secs_f64() * 1000.0,
+                forget.len(),
+                aggregates.sizes()
+            );
+        }
         (aggregates, drain, clock::boot_ns())
     })
 }
@@ -386,6 +420,7 @@ pub async fn run(
         ooms: VecDeque::new(),
         kmsg_quiet_until: None,
         census_wanted: false,
+        forget: Vec::new(),
     };
     let consume = async move {
         let ticker = |every: Duration| {
@@ -444,7 +479,7 @@ pub async fn run(
                 }
                 _ = aggregate_ticker.tick(), if aggregates.is_some() => {
                     if let Some(maps) = aggregates.take() {
-                        drain_job = Some(spawn_drain(maps));
+                        drain_job = Some(spawn_drain(maps, std::mem::take(&mut consumer.forget)));
                     }
                 }
                 done = join(&mut drain_job) => {
@@ -504,7 +539,9 @@ pub async fn run(
             last_drain = now;
         }
         if let Some(maps) = aggregates.take() {
-            let (_, drain, now) = spawn_drain(maps).await.map_err(io::Error::other)?;
+            let (_, drain, now) = spawn_drain(maps, Vec::new())
+                .await
+                .map_err(io::Error::other)?;
             consumer.drained(drain.map_err(io::Error::other)?, now, now - last_drain)?;
         }
         while !consumer.held.is_empty() {

@@ -304,6 +304,8 @@ pub struct Memtrace {
     stdout: Option<thread::JoinHandle<String>>,
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
+    /// Lines of `stderr_seen` that [`Memtrace::new_stderr`] returned already.
+    stderr_read: usize,
 }
 
 /// What a stopped memtrace printed.
@@ -322,8 +324,19 @@ impl Memtrace {
     /// When it exits or does not attach within 30 s.
     #[must_use]
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Memtrace::start`] with these environment variables set (e.g. `RUST_LOG`).
+    ///
+    /// # Panics
+    ///
+    /// When it exits or does not attach within 30 s.
+    #[must_use]
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(memtrace_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -349,6 +362,7 @@ impl Memtrace {
             stdout: Some(stdout),
             stderr: rx,
             stderr_seen: Vec::new(),
+            stderr_read: 0,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -390,6 +404,17 @@ impl Memtrace {
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What memtrace printed on stderr since the last call (its "attached" line and those
+    /// before it the first time), without waiting.
+    pub fn new_stderr(&mut self) -> Vec<String> {
+        let from = self.stderr_read;
+        while let Ok(line) = self.stderr.try_recv() {
+            self.stderr_seen.push(line);
+        }
+        self.stderr_read = self.stderr_seen.len();
+        self.stderr_seen[from..].to_vec()
     }
 
     /// What memtrace printed on stderr up to its "attached" line.

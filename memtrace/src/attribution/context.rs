@@ -48,6 +48,23 @@ const RUNTIME_NAMES_KEPT: usize = 16_384;
 /// aggregates name memcgs freed during it).
 const RELEASED_GRACE: Duration = Duration::from_secs(5);
 
+/// Entries of [`LiveContext`]'s tables (see [`LiveContext::table_sizes`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Memcgs named, as events name them.
+    pub names: usize,
+    /// Cgroup paths known by memcg id.
+    pub paths: usize,
+    /// Freed memcgs whose names are kept a little longer.
+    pub released: usize,
+    /// Containers whose runtime's names were asked for.
+    pub runtime_names: usize,
+    /// Memcgs removed and not freed yet.
+    pub dying: usize,
+    /// Page-cache files named.
+    pub files: usize,
+}
+
 /// Resolves a record's memcg to its cgroup path and reads what cgroupfs says now, while the
 /// cgroup still exists; follows cgroup lifecycles. Never walks the cgroup hierarchy itself:
 /// [`LiveContext::unknown_ids`] says when a walk would tell more, the pipeline walks off its
@@ -277,7 +294,10 @@ impl LiveContext {
                 }
                 self.runtime_pods.insert(uid, names.clone());
             }
-            self.runtime_names.insert(id, Some(names));
+            // An answer for a container forgotten meanwhile (its memcg freed) is dropped.
+            if let Some(slot) = self.runtime_names.get_mut(&id) {
+                *slot = Some(names);
+            }
         }
     }
 
@@ -334,14 +354,55 @@ impl LiveContext {
         memcg
     }
 
-    /// Forgets the names of memcgs freed more than [`RELEASED_GRACE`] ago.
-    pub fn expire_released(&mut self) {
+    /// Forgets the names of memcgs freed more than [`RELEASED_GRACE`] ago, and the runtime's
+    /// names of their containers when no other memcg known is theirs. Returns the ids
+    /// forgotten, for the kernel side's tables.
+    pub fn expire_released(&mut self) -> Vec<u64> {
+        let mut forgotten = Vec::new();
+        let mut containers = Vec::new();
         while let Some(&(id, at)) = self.released.front()
             && at.elapsed() >= RELEASED_GRACE
         {
             self.released.pop_front();
-            self.names.remove(&id);
+            // A memcg no event named (an idle container) has its container in its path only.
+            let container = match self.names.remove(&id) {
+                Some(memcg) => memcg.container.and_then(|c| c.container_id),
+                None => self
+                    .resolver
+                    .path(id)
+                    .and_then(|path| ContainerIdentity::from_cgroup_path(path).container_id),
+            };
+            containers.extend(container);
             self.resolver.forget(id);
+            forgotten.push(id);
+        }
+        if !containers.is_empty() {
+            // A podman container's conmon has a memcg of its own with the container's id.
+            let named: std::collections::HashSet<&str> = self
+                .names
+                .values()
+                .filter_map(|m| m.container.as_ref()?.container_id.as_deref())
+                .collect();
+            for container in containers {
+                if !named.contains(container.as_str()) {
+                    self.runtime_names.remove(&container);
+                }
+            }
+        }
+        forgotten
+    }
+
+    /// How many entries this side's per-memcg and per-container tables hold: they must
+    /// stay bounded on a node where containers come and go.
+    #[must_use]
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            names: self.names.len(),
+            paths: usize::try_from(self.resolver.known()).unwrap_or(usize::MAX),
+            released: self.released.len(),
+            runtime_names: self.runtime_names.len(),
+            dying: self.dying.dying().len(),
+            files: self.files.count(),
         }
     }
 
@@ -791,6 +852,12 @@ impl LiveContext {
         if r.action == CGROUP_RELEASE {
             context.removed_ns = self.dying.freed(r.memcg_id).map(|d| d.removed_ns);
             self.released.push_back((r.memcg_id, Instant::now()));
+            // A freed memcg is counted no more: the kernel's copy of the filter forgets it.
+            if let Some(kernel) = self.kernel_filter.as_mut()
+                && let Err(e) = kernel.forget(r.memcg_id)
+            {
+                log::debug!("{e}");
+            }
         }
         // The kernel's own word for the path wins; it is also how a cgroup created before
         // memtrace started and removed since gets its name.

@@ -60,6 +60,12 @@ impl Default for FileNames {
 }
 
 impl FileNames {
+    /// Files named so far (at most 65 536 are kept).
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.known.len()
+    }
+
     #[must_use]
     pub fn new(mountinfo: &str) -> Self {
         let mut names = Self {

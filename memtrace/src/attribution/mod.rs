@@ -24,7 +24,7 @@ pub use cgroupfs::{
 };
 pub(crate) use container::with_version_3_layout;
 pub use container::{ContainerIdentity, IdentityKind, QosClass, runtime};
-pub use context::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival};
+pub use context::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival, TableSizes};
 pub use counter_scan::CounterScan;
 pub use dying::{DyingTracker, MEMCG_ID_LIMIT, MemcgCensus, Removed, count_dying};
 pub use files::FileNames;

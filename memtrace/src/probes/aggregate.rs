@@ -56,6 +56,35 @@ pub struct Aggregates {
     pub(super) cache_names: aya::maps::HashMap<MapData, u64, CacheName>,
     /// The `page_cache` strategy attached counts refaults.
     pub(super) refaults: bool,
+    /// What this side knows of `MEMCG_IDS`, so that neither side keeps what a node's
+    /// container churn leaves behind.
+    pub(super) memcg_pointers: MemcgPointers,
+}
+
+/// The id drains found under each pointer in `MEMCG_IDS`, and the drain that last did.
+#[derive(Default)]
+pub struct MemcgPointers {
+    ids: HashMap<u64, (u64, u64)>,
+    /// Drains so far.
+    drains: u64,
+    /// Entries deleted for being unused, for the next drain only: a program may have put one
+    /// back (a memcg busy again) between the switch of halves and the delete.
+    deleted: HashMap<u64, u64>,
+}
+
+/// Drains after which a `MEMCG_IDS` entry no drain used is deleted. The programs put a key's
+/// id there again in each interval the key is counted in; an entry unused this long is kept
+/// only by a memcg (or an `obj_cgroup` whose memcg is gone: its objects are the parent's now)
+/// that stopped allocating.
+const UNUSED_DRAINS: u64 = 30;
+
+/// How many entries the kernel's and this side's tables hold after a drain.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Entries of the kernel's `MEMCG_IDS` (memcg pointer → id).
+    pub kernel_memcg_ids: usize,
+    /// Memcg pointers this side remembers.
+    pub memcg_pointers: usize,
 }
 
 impl Aggregates {
@@ -72,8 +101,23 @@ impl Aggregates {
             .map_err(|source| map_error("AGG_ACTIVE", source))?;
         std::thread::sleep(SWITCH_GRACE);
         // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
+        // What each pointer named, kept for [`forget_memcgs`](Self::forget_memcgs).
+        // Looked up once per pointer and drain: a busy memcg has thousands of keys.
+        let learned = std::cell::RefCell::new(HashMap::new());
+        let deleted = std::mem::take(&mut self.memcg_pointers.deleted);
         let memcg_id = |ids: &aya::maps::HashMap<MapData, u64, u64>, memcg: u64| {
-            ids.get(&memcg, 0).unwrap_or(0)
+            if let Some(&id) = learned.borrow().get(&memcg) {
+                return id;
+            }
+            let id = ids
+                .get(&memcg, 0)
+                .ok()
+                .or_else(|| deleted.get(&memcg).copied())
+                .unwrap_or(0);
+            if id != 0 {
+                learned.borrow_mut().insert(memcg, id);
+            }
+            id
         };
         let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> =
             drain(&mut self.cache_file[old], "CACHE_FILE", sum_cache)?
@@ -135,11 +179,53 @@ impl Aggregates {
             )
         })
         .collect();
+        self.memcg_pointers
+            .learn(learned.into_inner(), &mut self.memcg_ids);
         Ok(Drain {
             cache,
             charge,
             slab,
         })
+    }
+
+    /// Deletes the kernel's `MEMCG_IDS` entries of memcgs the kernel freed, so that neither
+    /// side keeps what a node's container churn leaves behind. An entry whose pointer now
+    /// names another memcg (the kernel reused the memory) is kept.
+    pub fn forget_memcgs(&mut self, freed: &[u64]) {
+        if freed.is_empty() {
+            return;
+        }
+        let freed: std::collections::HashSet<u64> = freed.iter().copied().collect();
+        let ids = &mut self.memcg_ids;
+        self.memcg_pointers.ids.retain(|pointer, (id, _)| {
+            if !freed.contains(id) {
+                return true;
+            }
+            match ids.get(pointer, 0) {
+                Ok(now) if now == *id => {
+                    // Gone already (the LRU evicted it) is fine.
+                    let _ = ids.remove(pointer);
+                    false
+                }
+                // The pointer names another memcg now: an `obj_cgroup` reparented when its
+                // memcg went offline, or memory the kernel reused.
+                Ok(now) => {
+                    *id = now;
+                    true
+                }
+                Err(_) => false,
+            }
+        });
+    }
+
+    /// The tables' sizes now; counting the kernel's map costs a system call per entry, so
+    /// callers ask only when someone reads the answer (debug logging).
+    #[must_use]
+    pub fn sizes(&self) -> MapSizes {
+        MapSizes {
+            kernel_memcg_ids: self.memcg_ids.keys().count(),
+            memcg_pointers: self.memcg_pointers.ids.len(),
+        }
     }
 
     fn cache_name(&self, cache: u64) -> SlabCache {
@@ -151,6 +237,29 @@ impl Aggregates {
             Ok(name) => crate::event::c_str(&name.name),
             Err(_) => format!("cache@{cache:#x}"),
         }
+    }
+}
+
+impl MemcgPointers {
+    /// Takes in what a drain found, and deletes the kernel's entries no drain has used for
+    /// [`UNUSED_DRAINS`].
+    fn learn(&mut self, found: HashMap<u64, u64>, ids: &mut aya::maps::HashMap<MapData, u64, u64>) {
+        self.drains += 1;
+        let drains = self.drains;
+        for (pointer, id) in found {
+            self.ids.insert(pointer, (id, drains));
+        }
+        let deleted = &mut self.deleted;
+        self.ids.retain(|pointer, &mut (id, seen)| {
+            if drains - seen < UNUSED_DRAINS {
+                return true;
+            }
+            if ids.get(pointer, 0).is_ok_and(|now| now == id) {
+                let _ = ids.remove(pointer);
+                deleted.insert(*pointer, id);
+            }
+            false
+        });
     }
 }
 

@@ -27,4 +27,25 @@ impl KernelFilter {
                 source,
             })
     }
+
+    /// Stops the programs counting `memcg_id` (the kernel freed it).
+    ///
+    /// # Errors
+    ///
+    /// When the map cannot be written.
+    pub fn forget(&mut self, memcg_id: u64) -> Result<(), ProbeError> {
+        match self.memcgs.remove(&memcg_id) {
+            Ok(()) => Ok(()),
+            // Not in the map: the filter never selected it.
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(ProbeError::Map {
+                what: memtrace_common::names::FILTER_MAP.into(),
+                source,
+            }),
+        }
+    }
 }

@@ -35,7 +35,7 @@ use crate::startup::{self, Timeline, timed};
 
 use self::aya_btf::AyaBtf;
 pub use self::{
-    aggregate::{Aggregates, CacheDrain, Drain, SlabCache},
+    aggregate::{Aggregates, CacheDrain, Drain, MapSizes, SlabCache},
     btf::{BtfError, KernelBtf},
     derived::Sources,
     filter::KernelFilter,
@@ -250,6 +250,7 @@ impl Probes {
                 a.point == ProbePoint::PageCache
                     && plan::counts_refaults(a.point, a.strategy, a.variant)
             }),
+            memcg_pointers: aggregate::MemcgPointers::default(),
         };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;

@@ -6,10 +6,9 @@
 //! The cgroups and their processes are removed at the end, also on failure.
 
 use std::{
-    fs,
     io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
@@ -17,9 +16,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use memtrace_common::cgroup::{CgroupVersion, MemoryHierarchy};
+use memtrace_common::cgroup::MemoryHierarchy;
 
-use super::stats::median;
+use super::{
+    memcgs::{Containers, Shape, clock_ticks, cpu_ticks},
+    stats::median,
+};
 use crate::{
     process,
     workspace::{MEMTRACE, Workspace},
@@ -38,98 +40,11 @@ pub struct Options {
     interval: String,
 }
 
-/// The bench's cgroups and their processes; removed on drop.
-struct Node {
-    base: PathBuf,
-    dirs: Vec<PathBuf>,
-    sleepers: Vec<Child>,
-}
-
-impl Node {
-    fn create(hierarchy: &MemoryHierarchy, memcgs: usize) -> anyhow::Result<Self> {
-        let name = format!("memtrace-bench-counters-{}", std::process::id());
-        let base = hierarchy.root.join(&name);
-        let mut node = Self {
-            base: base.clone(),
-            dirs: Vec::new(),
-            sleepers: Vec::new(),
-        };
-        let docker = base.join("docker");
-        for dir in [&base, &docker] {
-            fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-            node.dirs.push(dir.clone());
-            if hierarchy.version == CgroupVersion::V2 {
-                fs::write(dir.join("cgroup.subtree_control"), "+memory")
-                    .with_context(|| format!("enabling memory below {}", dir.display()))?;
-            }
-        }
-        for i in 0..memcgs {
-            let dir = docker.join(format!("{i:064x}"));
-            fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            node.dirs.push(dir.clone());
-            let sleeper = Command::new("sleep")
-                .arg("3600")
-                .stdin(Stdio::null())
-                .spawn()
-                .context("starting sleep")?;
-            fs::write(dir.join("cgroup.procs"), sleeper.id().to_string())
-                .with_context(|| format!("moving a process into {}", dir.display()))?;
-            node.sleepers.push(sleeper);
-        }
-        Ok(node)
-    }
-
-    /// The path memtrace names the base by.
-    fn path(&self, hierarchy: &MemoryHierarchy) -> String {
-        format!(
-            "/{}",
-            self.base
-                .strip_prefix(&hierarchy.root)
-                .unwrap_or(&self.base)
-                .display()
-        )
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        for s in &mut self.sleepers {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-        for dir in self.dirs.iter().rev() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(20));
-            }
-            if dir.exists() {
-                eprintln!("bench: could not remove {}: rmdir it", dir.display());
-            }
-        }
-    }
-}
-
 /// What one configuration measured.
 struct Measured {
     cpu_percent: f64,
     /// Milliseconds per counters pass, and memcgs read per pass.
     passes: Vec<(f64, usize)>,
-}
-
-/// User + system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/PID/stat")?;
-    // The command name may hold spaces: count fields after its closing parenthesis.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .context("malformed /proc/PID/stat")
-    };
-    // After `)`: state is field 3, utime 14, stime 15.
-    Ok(field(11)? + field(12)?)
 }
 
 fn run_memtrace(
@@ -219,17 +134,23 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     .context("bench step `build memtrace` failed")?;
     let memtrace = workspace.target_dir().join("release").join(MEMTRACE);
     let hierarchy = MemoryHierarchy::discover().context("the bench creates memory cgroups")?;
-    let clock_ticks: f64 = process::output(Command::new("getconf").arg("CLK_TCK"))
-        .context("getconf CLK_TCK")?
-        .trim()
-        .parse()
-        .context("CLK_TCK")?;
+    let clock_ticks = clock_ticks()?;
     eprintln!(
         "bench counters: creating {} memory cgroups ({} hierarchy), a process in each",
         options.memcgs, hierarchy.version
     );
-    let node = Node::create(&hierarchy, options.memcgs)?;
-    let cgroup = node.path(&hierarchy);
+    let node = Containers::create(
+        &hierarchy,
+        "counters",
+        Shape::Docker,
+        options.memcgs,
+        |_| {
+            let mut sleep = Command::new("sleep");
+            sleep.arg("3600");
+            sleep
+        },
+    )?;
+    let cgroup = node.path();
     let off = run_memtrace(&memtrace, &cgroup, "0", options.seconds, clock_ticks)?;
     let on = run_memtrace(
         &memtrace,

@@ -8,12 +8,17 @@ mod bpf_stats;
 mod cgroup;
 mod counters;
 mod interrupt;
+mod memcgs;
+mod node;
 mod pipeline;
 mod report;
+mod soak;
 mod startup;
 mod stats;
 mod trace;
 mod tracer;
+mod watched;
+mod worker;
 mod workload;
 
 use std::{
@@ -66,6 +71,15 @@ enum What {
     /// Following containers' kernel counters on a node with many memory cgroups (root):
     /// memtrace's CPU with counters off and on, and the time per counters pass
     Counters(counters::Options),
+    /// A node with many containers (root): memtrace's CPU idle and busy, each interval's
+    /// drain, its memory, and its tables and kernel maps after the containers are gone
+    Node(node::Options),
+    /// Hours of a node's life in minutes (root): `memtrace record` under container churn,
+    /// OOM kills, page cache and slab; RSS each minute, loss, trace file size per hour
+    Soak(soak::Options),
+    /// The process in each container of `node` and `soak`
+    #[command(hide = true)]
+    Worker(worker::Options),
     /// Start-up: exec of `memtrace run` to "attached", idle and with a busy loop on every CPU,
     /// with memtrace's own phases (target: 150 ms; as root)
     Startup {
@@ -94,6 +108,15 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
             setup::run(workspace)?;
             return startup::run(workspace, usize::from(*runs), against.as_deref());
         }
+        Some(What::Node(node)) => {
+            setup::run(workspace)?;
+            return node::run(workspace, node);
+        }
+        Some(What::Soak(soak)) => {
+            setup::run(workspace)?;
+            return soak::run(workspace, soak);
+        }
+        Some(What::Worker(worker)) => return worker::run(worker),
         Some(What::Pipeline) => {
             setup::run(workspace)?;
             return pipeline::run(workspace);
