@@ -258,7 +258,10 @@ impl Tracer {
             startup: Duration::ZERO,
             programs: BTreeMap::new(),
         };
-        let probes = tracer.wait_ready()?;
+        // bpftrace counts its END block, which is no attachment bpftool lists.
+        let probes = tracer
+            .wait_ready()?
+            .map(|probes| probes.saturating_sub(usize::from(tool == Tool::Bpftrace)));
         tracer.startup = started.elapsed();
         tracer.programs = tracer.find_programs(&before, probes)?;
         Ok(tracer)
