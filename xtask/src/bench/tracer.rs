@@ -85,8 +85,10 @@ pub fn bpftrace_script() -> String {
         );
         maps.push("@memcg_stat");
     }
-    let clears: String = maps.iter().map(|map| format!(" clear({map});")).collect();
-    script.push_str(&format!("\nEND {{{clears} }}"));
+    let clears: Vec<String> = maps.iter().map(|map| format!("clear({map});")).collect();
+    script.push_str("\nEND { ");
+    script.push_str(&clears.join(" "));
+    script.push_str(" }");
     script
 }
 
