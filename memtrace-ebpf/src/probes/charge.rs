@@ -78,17 +78,25 @@ fn count(memcg: Memcg, pages: u64, charges: u64) {
     if memcg.is_null() || !wanted_memcg(memcg) {
         return;
     }
-    let map = if active_half() == 0 {
-        &CHARGE_0
+    if active_half() == 0 {
+        count_in::<0>(memcg.addr(), pages, charges);
     } else {
-        &CHARGE_1
-    };
-    match bump(map, &memcg.addr(), |d: &mut ChargeDelta| {
+        count_in::<1>(memcg.addr(), pages, charges);
+    }
+}
+
+/// [`count`] into one half: a function per half, so that the verifier inlines its map
+/// lookups (as `pagecache::account_in` explains).
+#[inline(never)]
+fn count_in<const HALF: u32>(memcg: u64, pages: u64, charges: u64) {
+    let map = if HALF == 0 { &CHARGE_0 } else { &CHARGE_1 };
+    match bump(map, &memcg, |d: &mut ChargeDelta| {
         d.pages += pages;
         d.charges += charges;
     }) {
         Bumped::Counted => {}
-        Bumped::NewKey => remember_memcg_id(memcg),
+        // SAFETY: `count` passed a `struct mem_cgroup *`.
+        Bumped::NewKey => remember_memcg_id(unsafe { Memcg::from_addr(memcg) }),
         Bumped::Full => count_lost(LostKind::Charge),
     }
 }

@@ -10,6 +10,7 @@ mod counters;
 mod interrupt;
 mod memcgs;
 mod node;
+mod per_event;
 mod pipeline;
 mod report;
 mod soak;
@@ -252,13 +253,20 @@ fn traced(
         .entry(tool)
         .or_default()
         .push(tracer.startup.as_secs_f64());
-    Workloads::before(kind)?;
+    // The statistics cover what comes before the timed run too: the cold read's drop of the
+    // page cache is where the page-cache removals are.
     let start = bpf_stats::usage(&bpf_stats::programs()?, &tracer.programs);
+    Workloads::before(kind)?;
     let elapsed = timed(kind, workloads, cgroup)?;
     let end = bpf_stats::usage(&bpf_stats::programs()?, &tracer.programs);
     let used = bpf_stats::delta(&start, &end, &tracer.programs)?;
     let stdout = tracer.stop()?;
     for (key, usage) in used {
+        samples
+            .per_run
+            .entry((kind, tool, key.clone()))
+            .or_default()
+            .push(usage);
         let total = samples.programs.entry((kind, tool, key)).or_default();
         total.run_time_ns += usage.run_time_ns;
         total.run_cnt += usage.run_cnt;

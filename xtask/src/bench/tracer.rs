@@ -1,5 +1,5 @@
-//! The tracers: memtrace as it ships; bpftrace counting per cgroup on the tracepoints memtrace
-//! uses for these workloads plus the slab ones, as the peer in shared/BENCHMARKING.md does; and
+//! The tracers: memtrace as it ships; bpftrace doing the same per-memcg aggregation on the
+//! tracepoints memtrace's hot paths use for these workloads ([`bpftrace_script`]); and
 //! the floor, `memtrace bench-floor`: empty programs on the raw tracepoints memtrace's hot paths
 //! use, what attaching anything there costs. Each is started, waited for until its probes are
 //! attached, and stopped with SIGINT.
@@ -22,21 +22,42 @@ use super::{
 };
 use crate::process::{self, Shown};
 
-/// bpftrace's program: per-cgroup counts on the tracepoints memtrace's hot paths attach to for
-/// these workloads: the page cache, the slab allocations and frees, and, where the kernel has it
-/// (6.16+), the memcg stat update memtrace counts charges from when it cannot hook the charge
-/// function.
+/// bpftrace's program: the same aggregation as memtrace's on the tracepoints memtrace's hot
+/// paths attach to for these workloads, one probe (one program) per tracepoint so that each is
+/// measured on its own:
+///
+/// - page cache added and removed: counted per memcg and file (device, inode), as memtrace
+///   counts per memcg and `address_space`;
+/// - slab: accounted allocations counted per memcg and size (memtrace: per memcg and cache;
+///   a size costs bpftrace less than the cache's name, which it would have to copy), frees per
+///   memcg;
+/// - where the kernel has it (6.16+), `count()` per memcg on the memcg stat update memtrace
+///   counts charges from when it cannot hook the charge function.
+///
+/// bpftrace 0.17 has no raw tracepoints, so the folio or object is not at hand: the memcg is
+/// the current task's (`task->cgroups->subsys[memory_cgrp_id]`), which is the one charged for
+/// these workloads. `{memcg}` and `{account}` are filled in for this kernel. The maps are
+/// cleared at exit rather than printed: tens of thousands of per-file keys take bpftrace longer
+/// to print than the bench waits, and printing is no part of what is measured.
 const BPFTRACE_SCRIPT: &str = "\
-tracepoint:filemap:mm_filemap_add_to_page_cache,
-tracepoint:filemap:mm_filemap_delete_from_page_cache { @[cgroup] = count(); }
-tracepoint:kmem:kmem_cache_alloc,
-tracepoint:kmem:kmalloc,
-tracepoint:kmem:kmem_cache_free,
-tracepoint:kmem:kfree { @[cgroup] = count(); }";
+tracepoint:filemap:mm_filemap_add_to_page_cache {
+  @cache_add[{memcg}, args->s_dev, args->i_ino] = count(); }
+tracepoint:filemap:mm_filemap_delete_from_page_cache {
+  @cache_delete[{memcg}, args->s_dev, args->i_ino] = count(); }
+tracepoint:kmem:kmem_cache_alloc /args->accounted/ {
+  @slab_alloc[{memcg}, args->bytes_alloc] = count(); }
+tracepoint:kmem:kmalloc /args->gfp_flags & {account}/ {
+  @slab_alloc[{memcg}, args->bytes_alloc] = count(); }
+tracepoint:kmem:kmem_cache_free { @slab_free[{memcg}] = count(); }
+tracepoint:kmem:kfree { @slab_free[{memcg}] = count(); }";
 
 const MEMCG_STAT_TRACEPOINT: &str = "memcg/mod_memcg_lruvec_state";
 
-/// The script for this kernel: bpftrace refuses a tracepoint the kernel lacks.
+/// `__GFP_ACCOUNT` on kernels whose BTF does not name its bit (before 6.10: a `#define`).
+const GFP_ACCOUNT_DEFAULT: u64 = 0x40_0000;
+
+/// The script for this kernel: bpftrace refuses a tracepoint the kernel lacks, and the memory
+/// controller's index and `__GFP_ACCOUNT` are the kernel's.
 pub fn bpftrace_script() -> String {
     let has_memcg_stat = [
         "/sys/kernel/tracing/events",
@@ -44,11 +65,69 @@ pub fn bpftrace_script() -> String {
     ]
     .iter()
     .any(|events| Path::new(events).join(MEMCG_STAT_TRACEPOINT).exists());
-    let mut script = BPFTRACE_SCRIPT.to_owned();
+    let enums = btf_enum_values();
+    let memory_id = enums
+        .get("memory_cgrp_id")
+        .copied()
+        .or_else(memory_subsys_from_proc)
+        .unwrap_or(4);
+    let account = enums
+        .get("___GFP_ACCOUNT_BIT")
+        .map_or(GFP_ACCOUNT_DEFAULT, |bit| 1 << bit);
+    let memcg = format!("curtask->cgroups->subsys[{memory_id}]");
+    let mut script = BPFTRACE_SCRIPT
+        .replace("{memcg}", &memcg)
+        .replace("{account}", &format!("{account:#x}"));
+    let mut maps = vec!["@cache_add", "@cache_delete", "@slab_alloc", "@slab_free"];
     if has_memcg_stat {
-        script.push_str("\ntracepoint:memcg:mod_memcg_lruvec_state { @[cgroup] = count(); }");
+        script.push_str(
+            "\ntracepoint:memcg:mod_memcg_lruvec_state { @memcg_stat[args->id] = count(); }",
+        );
+        maps.push("@memcg_stat");
     }
+    let clears: Vec<String> = maps.iter().map(|map| format!("clear({map});")).collect();
+    script.push_str("\nEND { ");
+    script.push_str(&clears.join(" "));
+    script.push_str(" }");
     script
+}
+
+/// The enum constants bpftrace's script needs, from the kernel's BTF (`bpftool btf dump`).
+fn btf_enum_values() -> BTreeMap<String, u64> {
+    let Ok(dump) = process::output(Command::new("bpftool").args([
+        "btf",
+        "dump",
+        "file",
+        "/sys/kernel/btf/vmlinux",
+        "format",
+        "raw",
+    ])) else {
+        return BTreeMap::new();
+    };
+    parse_enum_values(&dump, &["memory_cgrp_id", "___GFP_ACCOUNT_BIT"])
+}
+
+/// `'NAME' val=N` lines of a raw BTF dump, for `names`.
+fn parse_enum_values(dump: &str, names: &[&str]) -> BTreeMap<String, u64> {
+    dump.lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().strip_prefix('\'')?.split_once("' val=")?;
+            names
+                .contains(&name)
+                .then(|| Some((name.to_owned(), value.trim().parse().ok()?)))?
+        })
+        .collect()
+}
+
+/// The memory controller's index: its line in `/proc/cgroups`, which lists the controllers in
+/// id order.
+fn memory_subsys_from_proc() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/cgroups").ok()?;
+    let index = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .position(|line| line.split_whitespace().next() == Some("memory"))?;
+    u64::try_from(index).ok()
 }
 
 /// How long a tracer may take to say it is attached (bpftrace compiles first).
@@ -181,7 +260,10 @@ impl Tracer {
             startup: Duration::ZERO,
             programs: BTreeMap::new(),
         };
-        let probes = tracer.wait_ready()?;
+        // bpftrace counts its END block, which is no attachment bpftool lists.
+        let probes = tracer
+            .wait_ready()?
+            .map(|probes| probes.saturating_sub(usize::from(tool == Tool::Bpftrace)));
         tracer.startup = started.elapsed();
         tracer.programs = tracer.find_programs(&before, probes)?;
         Ok(tracer)
@@ -372,7 +454,7 @@ pub fn attributed_cache_bytes(stdout: &[String], cgroup: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{Ready, Tool, attributed_cache_bytes};
+    use super::{Ready, Tool, attributed_cache_bytes, parse_enum_values};
 
     #[test]
     fn recognises_each_tracer_s_attached_line() {
@@ -398,6 +480,18 @@ mod tests {
             probes(Some(1))
         );
         assert_eq!(Tool::Bpftrace.ready("@[1234]: 5"), None);
+    }
+
+    #[test]
+    fn reads_enum_values_from_a_raw_btf_dump() {
+        let dump = "[12] ENUM 'cgroup_subsys_id' encoding=UNSIGNED size=4 vlen=14\n\
+                    \t'cpuset_cgrp_id' val=0\n\t'memory_cgrp_id' val=4\n\
+                    [99] ENUM '(anon)' encoding=UNSIGNED size=4 vlen=27\n\
+                    \t'___GFP_ACCOUNT_BIT' val=22\n\t'___GFP_ACCOUNT_BITS' val=x\n";
+        let values = parse_enum_values(dump, &["memory_cgrp_id", "___GFP_ACCOUNT_BIT"]);
+        assert_eq!(values.get("memory_cgrp_id"), Some(&4));
+        assert_eq!(values.get("___GFP_ACCOUNT_BIT"), Some(&22));
+        assert_eq!(values.len(), 2);
     }
 
     #[test]
