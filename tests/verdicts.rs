@@ -3,14 +3,17 @@
 //!
 //! - a container fills a tmpfs until its limit OOM-kills the writer: the verdict is shmem/tmpfs,
 //!   naming the file and its mount, not "page cache";
-//! - a container re-reads a file larger than its limit in a loop: not killed, but at risk,
-//!   thrashing, with its refaults against the page cache it added, naming the file.
+//! - a container re-reads a file in a loop, each time after streaming through a slice of a
+//!   larger file it reads only once: not killed, but at risk, thrashing, with its refaults
+//!   against the page cache it added, naming the file re-read (not the larger file it added
+//!   most).
 //!
 //! memory.high throttling needs cgroup v2: it is unit-tested with synthetic events
 //! (`report::model`, `report::verdict`, `sinks::counter_text`).
 
 use std::{fs, thread, time::Duration};
 
+use memtrace::units::human_bytes;
 use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed};
 use serde_json::Value;
 
@@ -20,9 +23,14 @@ const THRASH_ID: &str = "7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5
 
 use memtrace_tests::report::{container, docker_name, run_ok};
 
+/// The file re-read, and the slices of the file read once (MiB) streamed between its reads.
+const REREAD_MIB: usize = 56;
+const SLICE_MIB: usize = 60;
+const READS: usize = 5;
+
 /// A cold file of `mib` MiB on disk, not in the page cache.
-fn cold_file(dir: &std::path::Path, mib: usize) -> std::path::PathBuf {
-    let file = dir.join(format!("cold-{mib}m"));
+fn cold_file(dir: &std::path::Path, name: &str, mib: usize) -> std::path::PathBuf {
+    let file = dir.join(format!("{name}-{mib}m"));
     let chunk = vec![0x5au8; 1 << 20];
     let mut out = fs::File::create(&file).expect("create file");
     for _ in 0..mib {
@@ -38,7 +46,8 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let trace = dir.path().join("verdicts.mtrace");
     let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
-    let file = cold_file(dir.path(), 128);
+    let file = cold_file(dir.path(), "reread", REREAD_MIB);
+    let once = cold_file(dir.path(), "once", SLICE_MIB * READS);
 
     let base = TestCgroup::new("verdicts", 1 << 30);
     let docker = base.child("docker", None);
@@ -72,11 +81,17 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
     );
     assert_oom_killed(writer, status);
 
-    // Re-reads a 128 MiB file four times under a 64 MiB limit: each read evicts what the next
-    // one needs first.
+    // Under a 64 MiB limit, reads a 56 MiB file five times, each read followed by a 60 MiB
+    // slice of a file read once: each slice evicts the re-read file, which comes back as
+    // refaults (up to 4 × 56 MiB), while the file read once adds more (300 MiB) and refaults
+    // nothing: the verdict must name the file re-read, not the file added most.
     let script = format!(
-        "for i in 1 2 3 4; do dd if='{}' of=/dev/null bs=1M status=none || exit 1; done",
-        file.display()
+        "for i in $(seq 0 {last}); do dd if='{reread}' of=/dev/null bs=1M status=none || exit 1; \
+         dd if='{once}' of=/dev/null bs=1M skip=$((i * {SLICE_MIB})) count={SLICE_MIB} \
+         status=none || exit 1; done",
+        last = READS - 1,
+        reread = file.display(),
+        once = once.display(),
     );
     let (_, status) = thrash.run_inside("sh", &["-c", &script]);
     assert!(status.success(), "the re-reading loop failed: {status}");
@@ -98,7 +113,7 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
         format!("most in {shm_path}"),
         "on the tmpfs mounted at /dev/shm".to_owned(),
         format!("at risk (not OOM-killed): {thrash_name}: thrashing: file refaults "),
-        format!("the file it added most is {file_path} ("),
+        format!("the file re-read most is {file_path} ("),
     ] {
         assert!(
             text.contains(&needle),
@@ -114,13 +129,34 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
         "tmpfs is memory, not page cache: {verdict_line}"
     );
 
-    check_json(&trace_arg, &shmem_name, &thrash_name, writer, file_path);
+    for line in text
+        .lines()
+        .filter(|l| l.contains("verdict: ") || l.starts_with("at risk"))
+    {
+        eprintln!("{line}");
+    }
+    let once_path = once.to_str().expect("utf-8");
+    assert!(
+        !text.contains(&format!("re-read most is {once_path}")),
+        "the file read once is not the one re-read:\n{text}"
+    );
+    check_json(
+        &trace_arg,
+        (&shmem_name, &thrash_name),
+        writer,
+        (file_path, once_path),
+    );
     drop(tmpfs);
 }
 
 /// The JSON report: the kill's verdict is `shmem`, the other container is at risk of
 /// thrashing, with refaults against adds as the report counted them.
-fn check_json(trace_arg: &str, shmem_name: &str, thrash_name: &str, writer: u32, file_path: &str) {
+fn check_json(
+    trace_arg: &str,
+    (shmem_name, thrash_name): (&str, &str),
+    writer: u32,
+    (file_path, once_path): (&str, &str),
+) {
     let report: Value =
         serde_json::from_str(&run_ok(&["report", trace_arg, "--format", "json"])).expect("JSON");
     let killed = container(&report, shmem_name);
@@ -162,6 +198,54 @@ fn check_json(trace_arg: &str, shmem_name: &str, thrash_name: &str, writer: u32,
     );
     let reason = risk["reason"].as_str().expect("reason");
     assert!(reason.contains(file_path), "{reason}");
+    check_files(thrashing, (file_path, once_path), reason);
     let summary_risk = &report["summary"]["at_risk"][0];
     assert_eq!(summary_risk["container"], thrash_name, "{summary_risk:#}");
+}
+
+/// Per file, as the report counted them: the file read once added more, the file re-read has
+/// the refaults, and the verdict's numbers are that file's row.
+fn check_files(thrashing: &Value, (file_path, once_path): (&str, &str), reason: &str) {
+    let rows = thrashing["page_cache"]["top_files"]
+        .as_array()
+        .expect("top_files");
+    let row = |path: &str| {
+        rows.iter()
+            .find(|r| r["file"]["path"] == path)
+            .unwrap_or_else(|| panic!("no row for {path}: {rows:#?}"))
+    };
+    let bytes = |r: &Value, key: &str| {
+        r[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key} in {r:#}"))
+    };
+    let (reread, once) = (row(file_path), row(once_path));
+    eprintln!(
+        "re-read file: added {} refaults {}; file read once: added {} refaults {}",
+        bytes(reread, "added_bytes"),
+        bytes(reread, "refault_bytes"),
+        bytes(once, "added_bytes"),
+        bytes(once, "refault_bytes")
+    );
+    assert!(
+        bytes(once, "added_bytes") > bytes(reread, "added_bytes"),
+        "the file read once is the file added most: {rows:#?}"
+    );
+    assert!(
+        bytes(reread, "refault_bytes") >= (REREAD_MIB as u64) << 20,
+        "the re-read file's refaults: at least one read's worth: {rows:#?}"
+    );
+    // Not nothing: under a limit this tight, pages read ahead of the slice being read are
+    // evicted before dd reaches them and are read again (measured here: 40 MiB of 340 MiB
+    // added, against the re-read file's 224 of 280).
+    assert!(
+        bytes(once, "refault_bytes") < bytes(reread, "refault_bytes") / 2,
+        "the file read once refaults far less than the file re-read: {rows:#?}"
+    );
+    let said = format!(
+        "the file re-read most is {file_path} ({} of refaults against {} added",
+        human_bytes(bytes(reread, "refault_bytes")),
+        human_bytes(bytes(reread, "added_bytes"))
+    );
+    assert!(reason.contains(&said), "no {said:?} in {reason}");
 }
