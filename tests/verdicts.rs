@@ -6,7 +6,10 @@
 //! - a container re-reads a file in a loop, each time after streaming through a slice of a
 //!   larger file it reads only once: not killed, but at risk, thrashing, with its refaults
 //!   against the page cache it added, naming the file re-read (not the larger file it added
-//!   most).
+//!   most);
+//! - a pod limited below the sum of its two containers' limits: one container is OOM-killed by
+//!   the pod's limit while under its own; the kill's evidence names the pod limit, with the
+//!   limits the kernel's files hold.
 //!
 //! memory.high throttling needs cgroup v2: it is unit-tested with synthetic events
 //! (`report::model`, `report::verdict`, `sinks::counter_text`).
@@ -14,11 +17,13 @@
 use std::{fs, thread, time::Duration};
 
 use memtrace::units::human_bytes;
-use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed};
+use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed, kernel_oom_line, oom_line_field};
 use serde_json::Value;
 
 const LIMIT: u64 = 64 << 20;
 const SHMEM_ID: &str = "5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e";
+const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
+const MEMHOLD: &str = env!("CARGO_BIN_EXE_memhold");
 const THRASH_ID: &str = "7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a";
 
 use memtrace_tests::report::{container, docker_name, run_ok};
@@ -248,4 +253,99 @@ fn check_files(thrashing: &Value, (file_path, once_path): (&str, &str), reason: 
         human_bytes(bytes(reread, "added_bytes"))
     );
     assert!(reason.contains(&said), "no {said:?} in {reason}");
+}
+
+const POD_UID: &str = "5b0d5b0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d";
+const POD_LIMIT: u64 = 64 << 20;
+const CONTAINER_LIMIT: u64 = 48 << 20;
+const HOLDER_ID: &str = "c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0";
+const HOG_ID: &str = "d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1";
+
+/// A pod limited to 64 MiB whose two containers are limited to 48 MiB each: one holds 24 MiB,
+/// the other allocates until the pod's limit (not its own) OOM-kills it. The kill's verdict
+/// names the pod limit below the sum of its containers' limits, with the limits the kernel's
+/// files hold.
+#[test]
+fn a_pod_limit_below_its_containers_limits_is_named_at_the_kill() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let trace = dir.path().join("pod.mtrace");
+    let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
+    let base = TestCgroup::new("podverdict", 1 << 30);
+    let kubepods = base.child("kubepods", None);
+    let burstable = kubepods.child("burstable", None);
+    let pod = burstable.child(&format!("pod{POD_UID}"), Some(POD_LIMIT));
+    let holder = pod.child(HOLDER_ID, Some(CONTAINER_LIMIT));
+    let hog = pod.child(HOG_ID, Some(CONTAINER_LIMIT));
+    let limit = |c: &TestCgroup| {
+        let file = ["memory.limit_in_bytes", "memory.max"]
+            .iter()
+            .map(|f| c.dir.join(f))
+            .find(|f| f.exists())
+            .expect("a limit file");
+        let text = fs::read_to_string(&file).expect("read the limit");
+        text.trim()
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{text}"))
+    };
+    // What the kernel holds, for the verdict's numbers: the pod's limit, and its containers'.
+    let (pod_limit, children_limit) = (limit(&pod), limit(&holder) + limit(&hog));
+    assert!(pod_limit < children_limit, "{pod_limit} {children_limit}");
+
+    let recorder = Memtrace::start(&[
+        "record",
+        "-o",
+        &trace_arg,
+        "--cgroup",
+        &base.path,
+        "--stats-interval",
+        "200ms",
+    ]);
+    let mut held = holder.hold(MEMHOLD, 24);
+    // Samples of the pod and both containers, with their limits.
+    thread::sleep(Duration::from_millis(1500));
+    let victim = hog.oom_kill_memhog(MEMHOG, 1024);
+    thread::sleep(Duration::from_millis(1500));
+    let out = recorder.stop();
+    let _ = held.kill();
+    let _ = held.wait();
+    assert!(out.status.success(), "record failed: {out:?}");
+    let line = kernel_oom_line(victim).expect("the kernel's oom-kill line");
+    assert_eq!(
+        oom_line_field(&line, "oom_memcg"),
+        Some(pod.path.as_str()),
+        "the pod's limit fired, not the container's: {line}"
+    );
+
+    let said = format!(
+        "pod:{POD_UID}'s limit {} (cgroup {}) is below the sum of its 2 containers' limits, {}",
+        human_bytes(pod_limit),
+        pod.path,
+        human_bytes(children_limit)
+    );
+    let text = run_ok(&["report", &trace_arg]);
+    assert!(
+        text.contains(&format!(
+            "evidence: pod limit below its containers' limits: {said}"
+        )),
+        "no {said:?} in:\n{text}\nrecorder's stderr:\n{}",
+        out.stderr
+    );
+    let report: Value =
+        serde_json::from_str(&run_ok(&["report", &trace_arg, "--format", "json"])).expect("JSON");
+    let kill = &container(&report, &format!("container:{}", &HOG_ID[..12]))["oom_kills"][0];
+    assert_eq!(kill["pid"], victim, "{kill:#}");
+    assert_eq!(kill["limit_cgroup"], pod.path.as_str(), "{kill:#}");
+    let finding = kill["verdict"]["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .find(|f| f["kind"] == "pod_limit_below_containers")
+        .unwrap_or_else(|| panic!("no pod limit evidence: {kill:#}"));
+    assert!(
+        finding["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&said)),
+        "{finding:#}"
+    );
+    drop((hog, holder, pod, burstable, kubepods));
 }
