@@ -497,6 +497,9 @@ pub async fn run(
                 changed = counters_notified(counter_watch.as_mut()) => {
                     let (changed, again) = changed?;
                     let now = tokio::time::Instant::now();
+                    // A new notification restarts a cgroup's re-reads: at most a few pending
+                    // per cgroup, however often an OOM storm notifies.
+                    rechecks.retain(|(_, cgroup)| !changed.contains(cgroup));
                     for cgroup in &changed {
                         rechecks.extend(again.iter().map(|after| (now + *after, cgroup.clone())));
                     }
