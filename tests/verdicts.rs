@@ -46,8 +46,15 @@ fn cold_file(dir: &std::path::Path, name: &str, mib: usize) -> std::path::PathBu
     file
 }
 
+/// The incidents run one at a time: each fills memory up to a limit, and the thrashing one
+/// measures what the kernel evicts.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn shmem_and_thrashing_verdicts_name_their_evidence() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let trace = dir.path().join("verdicts.mtrace");
     let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
@@ -267,6 +274,9 @@ const HOG_ID: &str = "d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1
 /// files hold.
 #[test]
 fn a_pod_limit_below_its_containers_limits_is_named_at_the_kill() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let trace = dir.path().join("pod.mtrace");
     let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
