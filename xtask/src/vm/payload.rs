@@ -45,7 +45,7 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
 );
 /// The workloads the tests run in their cgroups (OOM kills, tmpfs files); `[[bin]]`s of the
 /// tests package.
-pub const WORKLOADS: [&str; 2] = ["memhog", "mkfiles"];
+pub const WORKLOADS: [&str; 3] = ["memhog", "memhold", "mkfiles"];
 
 /// The static executables for the guests.
 pub struct Payload {
