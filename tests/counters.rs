@@ -241,3 +241,71 @@ fn counters_agree_with_cgroupfs_and_absent_ones_are_not_zero() {
     }
     let _ = fs::remove_file(&dirty);
 }
+
+/// The counters interval of the notification test: long, so that only the kernel's
+/// notification can bring the kill's count in time.
+const SLOW_INTERVAL: Duration = Duration::from_secs(10);
+
+/// An OOM kill's count arrives at once, from the kernel's notification (v2 `memory.events`
+/// through inotify, v1 `memory.oom_control` through an eventfd on `cgroup.event_control`),
+/// not at the next counters interval: a `notified` counters event carries the kernel's
+/// `oom_kill` count within a few seconds of the kill, long before the interval ends.
+#[test]
+fn an_oom_kill_is_notified_at_once_not_at_the_next_interval() {
+    let base = TestCgroup::new("notified", 1 << 30);
+    let docker = base.child("docker", None);
+    let c = docker.child(OOM_CONTAINER_ID, Some(LIMIT));
+    let version = memtrace::attribution::MemoryHierarchy::discover()
+        .expect("memory hierarchy")
+        .version;
+    let interval = format!("{}s", SLOW_INTERVAL.as_secs());
+    let memtrace = Memtrace::start(&[
+        "run",
+        "--format",
+        "json",
+        "--events",
+        "oom_kill",
+        "--cgroup",
+        &base.path,
+        "--counters-interval",
+        &interval,
+    ]);
+    // The first counters pass (one interval in) follows the memcg and registers the
+    // notification; the kill comes half an interval after it (time for a slow guest's pass to
+    // finish), half an interval before the next pass.
+    thread::sleep(SLOW_INTERVAL * 3 / 2);
+    let victim = c.oom_kill_memhog(MEMHOG, 1024);
+    let kernel = read_kernel(&c, version)["oom_kill"];
+    thread::sleep(Duration::from_secs(3));
+    let out = memtrace.stop_ok();
+    let events = json_lines(&out.stdout);
+    let kill = events
+        .iter()
+        .find(|e| e["type"] == "oom_kill" && e["pid"] == victim)
+        .unwrap_or_else(|| panic!("no oom_kill of {victim}: {}", out.stdout));
+    let kill_ns = kill["timestamp_ns"].as_u64().expect("timestamp");
+    let counters = events_in(&events, "counters", &c.path);
+    let notified = counters
+        .iter()
+        .find(|e| e["source"] == "notified" && e["changed"]["oom_kill"]["value"] == kernel)
+        .unwrap_or_else(|| {
+            panic!(
+                "no notified counters event with the kernel's oom_kill {kernel} ({version:?}): \
+                 {counters:#?}\nstderr:\n{}",
+                out.stderr
+            )
+        });
+    let after = Duration::from_nanos(
+        notified["timestamp_ns"]
+            .as_u64()
+            .expect("timestamp")
+            .saturating_sub(kill_ns),
+    );
+    eprintln!("{version:?}: the kill's count came {after:?} after the kill");
+    // `notified` says where it came from; the bound says "at once", well before the next
+    // pass (the last re-read after a v1 notification is 2 s after it).
+    assert!(
+        after < SLOW_INTERVAL / 2,
+        "notified {after:?} after the kill: not at once"
+    );
+}

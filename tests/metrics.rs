@@ -4,10 +4,7 @@
 
 use std::{
     collections::BTreeSet,
-    fs,
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-    thread,
+    fs, thread,
     time::{Duration, Instant},
 };
 
@@ -22,23 +19,6 @@ const LIMIT: u64 = 64 << 20;
 const CAP_MIB: u64 = 1024;
 const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
 const MEMHOLD: &str = env!("CARGO_BIN_EXE_memhold");
-
-/// Starts memhold in `cgroup`, holding `mib` MiB, and waits until it has touched all of it.
-fn hold(cgroup: &TestCgroup, mib: u64) -> Child {
-    let mut child = Command::new(MEMHOLD)
-        .arg(cgroup.procs_file())
-        .arg(mib.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn memhold");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read memhold's output");
-    assert_eq!(line.trim(), "held", "memhold did not hold its memory");
-    child
-}
 
 /// The working set as the kubelet computes it from cgroupfs: usage − inactive file pages.
 fn cgroupfs_working_set(cgroup: &TestCgroup) -> u64 {
@@ -158,7 +138,7 @@ fn prometheus_sees_the_kernels_oom_kill_count_and_working_set() {
     kernel_counters_agree_with_cgroupfs(&prometheus, &container);
 
     // A steady 32 MiB: sampled every second, scraped every second.
-    let mut holder = hold(&container, 32);
+    let mut holder = container.hold(MEMHOLD, 32);
     let working_set = format!("memtrace_memory_working_set_bytes{{id=\"{id}\"}}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let (traced, kernel) = loop {

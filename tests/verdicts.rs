@@ -3,26 +3,39 @@
 //!
 //! - a container fills a tmpfs until its limit OOM-kills the writer: the verdict is shmem/tmpfs,
 //!   naming the file and its mount, not "page cache";
-//! - a container re-reads a file larger than its limit in a loop: not killed, but at risk,
-//!   thrashing, with its refaults against the page cache it added, naming the file.
+//! - a container re-reads a file in a loop, each time after streaming through a slice of a
+//!   larger file it reads only once: not killed, but at risk, thrashing, with its refaults
+//!   against the page cache it added, naming the file re-read (not the larger file it added
+//!   most);
+//! - a pod limited below the sum of its two containers' limits: one container is OOM-killed by
+//!   the pod's limit while under its own; the kill's evidence names the pod limit, with the
+//!   limits the kernel's files hold.
 //!
 //! memory.high throttling needs cgroup v2: it is unit-tested with synthetic events
 //! (`report::model`, `report::verdict`, `sinks::counter_text`).
 
 use std::{fs, thread, time::Duration};
 
-use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed};
+use memtrace::units::human_bytes;
+use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed, kernel_oom_line, oom_line_field};
 use serde_json::Value;
 
 const LIMIT: u64 = 64 << 20;
 const SHMEM_ID: &str = "5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e5e3e";
+const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
+const MEMHOLD: &str = env!("CARGO_BIN_EXE_memhold");
 const THRASH_ID: &str = "7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a";
 
 use memtrace_tests::report::{container, docker_name, run_ok};
 
+/// The file re-read, and the slices of the file read once (MiB) streamed between its reads.
+const REREAD_MIB: usize = 56;
+const SLICE_MIB: usize = 60;
+const READS: usize = 5;
+
 /// A cold file of `mib` MiB on disk, not in the page cache.
-fn cold_file(dir: &std::path::Path, mib: usize) -> std::path::PathBuf {
-    let file = dir.join(format!("cold-{mib}m"));
+fn cold_file(dir: &std::path::Path, name: &str, mib: usize) -> std::path::PathBuf {
+    let file = dir.join(format!("{name}-{mib}m"));
     let chunk = vec![0x5au8; 1 << 20];
     let mut out = fs::File::create(&file).expect("create file");
     for _ in 0..mib {
@@ -33,12 +46,20 @@ fn cold_file(dir: &std::path::Path, mib: usize) -> std::path::PathBuf {
     file
 }
 
+/// The incidents run one at a time: each fills memory up to a limit, and the thrashing one
+/// measures what the kernel evicts.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn shmem_and_thrashing_verdicts_name_their_evidence() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let trace = dir.path().join("verdicts.mtrace");
     let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
-    let file = cold_file(dir.path(), 128);
+    let file = cold_file(dir.path(), "reread", REREAD_MIB);
+    let once = cold_file(dir.path(), "once", SLICE_MIB * READS);
 
     let base = TestCgroup::new("verdicts", 1 << 30);
     let docker = base.child("docker", None);
@@ -72,11 +93,17 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
     );
     assert_oom_killed(writer, status);
 
-    // Re-reads a 128 MiB file four times under a 64 MiB limit: each read evicts what the next
-    // one needs first.
+    // Under a 64 MiB limit, reads a 56 MiB file five times, each read followed by a 60 MiB
+    // slice of a file read once: each slice evicts the re-read file, which comes back as
+    // refaults (up to 4 × 56 MiB), while the file read once adds more (300 MiB) and refaults
+    // nothing: the verdict must name the file re-read, not the file added most.
     let script = format!(
-        "for i in 1 2 3 4; do dd if='{}' of=/dev/null bs=1M status=none || exit 1; done",
-        file.display()
+        "for i in $(seq 0 {last}); do dd if='{reread}' of=/dev/null bs=1M status=none || exit 1; \
+         dd if='{once}' of=/dev/null bs=1M skip=$((i * {SLICE_MIB})) count={SLICE_MIB} \
+         status=none || exit 1; done",
+        last = READS - 1,
+        reread = file.display(),
+        once = once.display(),
     );
     let (_, status) = thrash.run_inside("sh", &["-c", &script]);
     assert!(status.success(), "the re-reading loop failed: {status}");
@@ -98,7 +125,7 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
         format!("most in {shm_path}"),
         "on the tmpfs mounted at /dev/shm".to_owned(),
         format!("at risk (not OOM-killed): {thrash_name}: thrashing: file refaults "),
-        format!("the file it added most is {file_path} ("),
+        format!("the file re-read most is {file_path} ("),
     ] {
         assert!(
             text.contains(&needle),
@@ -114,13 +141,34 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
         "tmpfs is memory, not page cache: {verdict_line}"
     );
 
-    check_json(&trace_arg, &shmem_name, &thrash_name, writer, file_path);
+    for line in text
+        .lines()
+        .filter(|l| l.contains("verdict: ") || l.starts_with("at risk"))
+    {
+        eprintln!("{line}");
+    }
+    let once_path = once.to_str().expect("utf-8");
+    assert!(
+        !text.contains(&format!("re-read most is {once_path}")),
+        "the file read once is not the one re-read:\n{text}"
+    );
+    check_json(
+        &trace_arg,
+        (&shmem_name, &thrash_name),
+        writer,
+        (file_path, once_path),
+    );
     drop(tmpfs);
 }
 
 /// The JSON report: the kill's verdict is `shmem`, the other container is at risk of
 /// thrashing, with refaults against adds as the report counted them.
-fn check_json(trace_arg: &str, shmem_name: &str, thrash_name: &str, writer: u32, file_path: &str) {
+fn check_json(
+    trace_arg: &str,
+    (shmem_name, thrash_name): (&str, &str),
+    writer: u32,
+    (file_path, once_path): (&str, &str),
+) {
     let report: Value =
         serde_json::from_str(&run_ok(&["report", trace_arg, "--format", "json"])).expect("JSON");
     let killed = container(&report, shmem_name);
@@ -162,6 +210,152 @@ fn check_json(trace_arg: &str, shmem_name: &str, thrash_name: &str, writer: u32,
     );
     let reason = risk["reason"].as_str().expect("reason");
     assert!(reason.contains(file_path), "{reason}");
+    check_files(thrashing, (file_path, once_path), reason);
     let summary_risk = &report["summary"]["at_risk"][0];
     assert_eq!(summary_risk["container"], thrash_name, "{summary_risk:#}");
+}
+
+/// Per file, as the report counted them: the file read once added more, the file re-read has
+/// the refaults, and the verdict's numbers are that file's row.
+fn check_files(thrashing: &Value, (file_path, once_path): (&str, &str), reason: &str) {
+    let rows = thrashing["page_cache"]["top_files"]
+        .as_array()
+        .expect("top_files");
+    let row = |path: &str| {
+        rows.iter()
+            .find(|r| r["file"]["path"] == path)
+            .unwrap_or_else(|| panic!("no row for {path}: {rows:#?}"))
+    };
+    let bytes = |r: &Value, key: &str| {
+        r[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key} in {r:#}"))
+    };
+    let (reread, once) = (row(file_path), row(once_path));
+    eprintln!(
+        "re-read file: added {} refaults {}; file read once: added {} refaults {}",
+        bytes(reread, "added_bytes"),
+        bytes(reread, "refault_bytes"),
+        bytes(once, "added_bytes"),
+        bytes(once, "refault_bytes")
+    );
+    assert!(
+        bytes(once, "added_bytes") > bytes(reread, "added_bytes"),
+        "the file read once is the file added most: {rows:#?}"
+    );
+    assert!(
+        bytes(reread, "refault_bytes") >= (REREAD_MIB as u64) << 20,
+        "the re-read file's refaults: at least one read's worth: {rows:#?}"
+    );
+    // Not nothing: under a limit this tight, pages read ahead of the slice being read are
+    // evicted before dd reaches them and are read again (measured here: 40 MiB of 340 MiB
+    // added, against the re-read file's 224 of 280).
+    assert!(
+        bytes(once, "refault_bytes") < bytes(reread, "refault_bytes") / 2,
+        "the file read once refaults far less than the file re-read: {rows:#?}"
+    );
+    let said = format!(
+        "the file re-read most is {file_path} ({} of refaults against {} added",
+        human_bytes(bytes(reread, "refault_bytes")),
+        human_bytes(bytes(reread, "added_bytes"))
+    );
+    assert!(reason.contains(&said), "no {said:?} in {reason}");
+}
+
+const POD_UID: &str = "5b0d5b0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d";
+const POD_LIMIT: u64 = 64 << 20;
+const CONTAINER_LIMIT: u64 = 48 << 20;
+const HOLDER_ID: &str = "c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0c0c0a0a0";
+const HOG_ID: &str = "d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1d1d1b1b1";
+
+/// A pod limited to 64 MiB whose two containers are limited to 48 MiB each: one holds 24 MiB,
+/// the other allocates until the pod's limit (not its own) OOM-kills it. The kill's verdict
+/// names the pod limit below the sum of its containers' limits, with the limits the kernel's
+/// files hold.
+#[test]
+fn a_pod_limit_below_its_containers_limits_is_named_at_the_kill() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let trace = dir.path().join("pod.mtrace");
+    let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
+    let base = TestCgroup::new("podverdict", 1 << 30);
+    let kubepods = base.child("kubepods", None);
+    let burstable = kubepods.child("burstable", None);
+    let pod = burstable.child(&format!("pod{POD_UID}"), Some(POD_LIMIT));
+    let holder = pod.child(HOLDER_ID, Some(CONTAINER_LIMIT));
+    let hog = pod.child(HOG_ID, Some(CONTAINER_LIMIT));
+    let limit = |c: &TestCgroup| {
+        let file = ["memory.limit_in_bytes", "memory.max"]
+            .iter()
+            .map(|f| c.dir.join(f))
+            .find(|f| f.exists())
+            .expect("a limit file");
+        let text = fs::read_to_string(&file).expect("read the limit");
+        text.trim()
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{text}"))
+    };
+    // What the kernel holds, for the verdict's numbers: the pod's limit, and its containers'.
+    let (pod_limit, children_limit) = (limit(&pod), limit(&holder) + limit(&hog));
+    assert!(pod_limit < children_limit, "{pod_limit} {children_limit}");
+
+    let recorder = Memtrace::start(&[
+        "record",
+        "-o",
+        &trace_arg,
+        "--cgroup",
+        &base.path,
+        "--stats-interval",
+        "200ms",
+    ]);
+    let mut held = holder.hold(MEMHOLD, 24);
+    // Samples of the pod and both containers, with their limits.
+    thread::sleep(Duration::from_millis(1500));
+    let victim = hog.oom_kill_memhog(MEMHOG, 1024);
+    thread::sleep(Duration::from_millis(1500));
+    let out = recorder.stop();
+    let _ = held.kill();
+    let _ = held.wait();
+    assert!(out.status.success(), "record failed: {out:?}");
+    let line = kernel_oom_line(victim).expect("the kernel's oom-kill line");
+    assert_eq!(
+        oom_line_field(&line, "oom_memcg"),
+        Some(pod.path.as_str()),
+        "the pod's limit fired, not the container's: {line}"
+    );
+
+    let said = format!(
+        "pod:{POD_UID}'s limit {} (cgroup {}) is below the sum of its 2 containers' limits, {}",
+        human_bytes(pod_limit),
+        pod.path,
+        human_bytes(children_limit)
+    );
+    let text = run_ok(&["report", &trace_arg]);
+    assert!(
+        text.contains(&format!(
+            "evidence: pod limit below its containers' limits: {said}"
+        )),
+        "no {said:?} in:\n{text}\nrecorder's stderr:\n{}",
+        out.stderr
+    );
+    let report: Value =
+        serde_json::from_str(&run_ok(&["report", &trace_arg, "--format", "json"])).expect("JSON");
+    let kill = &container(&report, &format!("container:{}", &HOG_ID[..12]))["oom_kills"][0];
+    assert_eq!(kill["pid"], victim, "{kill:#}");
+    assert_eq!(kill["limit_cgroup"], pod.path.as_str(), "{kill:#}");
+    let finding = kill["verdict"]["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .find(|f| f["kind"] == "pod_limit_below_containers")
+        .unwrap_or_else(|| panic!("no pod limit evidence: {kill:#}"));
+    assert!(
+        finding["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&said)),
+        "{finding:#}"
+    );
+    drop((hog, holder, pod, burstable, kubepods));
 }

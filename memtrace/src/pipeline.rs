@@ -30,8 +30,8 @@ use tokio::{
 
 use crate::{
     attribution::{
-        CgroupVersion, CounterScan, KMSG_WAIT, LiveContext, MemoryEventsWatch, MemoryScan,
-        OomArrival, OomKillLine, Removed,
+        CounterScan, CounterWatch, KMSG_WAIT, LiveContext, MemoryScan, OomArrival, OomKillLine,
+        Removed,
     },
     clock,
     event::{Event, OomConstraint, What},
@@ -341,17 +341,15 @@ fn spawn_drain(mut aggregates: Aggregates, forget: Vec<u64>) -> DrainJob {
     })
 }
 
-/// Watches v2 `memory.events` for the kernel's change notifications, when counters are read
-/// (v1 has no such notification: its counters are read on the interval only).
-fn watch_memory_events(
+/// Watches for the kernel's own notifications that counters changed, when counters are read:
+/// v2 `memory.events` (inotify), v1 `memory.oom_control` (eventfds).
+fn watch_counters(
     context: &LiveContext,
     counters: Option<Duration>,
-) -> Option<AsyncFd<MemoryEventsWatch>> {
+) -> Option<AsyncFd<CounterWatch>> {
+    counters?;
     let hierarchy = context.resolver().hierarchy();
-    if counters.is_none() || hierarchy.version != CgroupVersion::V2 {
-        return None;
-    }
-    let watch = MemoryEventsWatch::new(hierarchy.clone())
+    let watch = CounterWatch::new(hierarchy.clone())
         .and_then(|watch| {
             // SAFETY: the fd belongs to `watch`, which the AsyncFd owns (and so keeps open,
             // unchanged) until it is dropped.
@@ -359,25 +357,46 @@ fn watch_memory_events(
                 .map_err(|e| io::Error::other(e.to_string()))
         })
         .inspect_err(|e| {
-            log::warn!(
-                "memory.events changes are read on the counters interval only (inotify: {e})"
-            );
+            log::warn!("counters are read on the counters interval only (no notification: {e})");
         })
         .ok()?;
     Some(watch)
 }
 
-/// The cgroups whose `memory.events` changed; never completes without a watch.
-async fn memory_events_changed(
-    watch: Option<&mut AsyncFd<MemoryEventsWatch>>,
-) -> io::Result<Vec<String>> {
+/// The cgroups the kernel notified, each with when to read it again; never completes without
+/// a watch.
+async fn counters_notified(
+    watch: Option<&mut AsyncFd<CounterWatch>>,
+) -> io::Result<(Vec<String>, &'static [Duration])> {
     let Some(watch) = watch else {
         return std::future::pending().await;
     };
     let mut guard = watch.readable_mut().await?;
     let changed = guard.get_inner_mut().changed()?;
+    let rechecks = guard.get_inner().rechecks();
     guard.clear_ready();
-    Ok(changed)
+    Ok((changed, rechecks))
+}
+
+/// Waits until the earliest re-read is due, and returns the cgroups due; never completes
+/// without one.
+async fn rechecks_due(rechecks: &mut Vec<(tokio::time::Instant, String)>) -> Vec<String> {
+    let Some(next) = rechecks.iter().map(|(at, _)| *at).min() else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep_until(next).await;
+    let now = tokio::time::Instant::now();
+    let mut due = Vec::new();
+    rechecks.retain(|(at, cgroup)| {
+        if *at > now {
+            return true;
+        }
+        if !due.contains(cgroup) {
+            due.push(cgroup.clone());
+        }
+        false
+    });
+    due
 }
 
 /// Awaits a job when there is one; never completes when there is none.
@@ -440,7 +459,8 @@ pub async fn run(
         let mut stats_job: Option<JoinHandle<MemoryScan>> = None;
         let mut counters_ticker = intervals.counters.map(ticker);
         let mut counters_job: Option<JoinHandle<CounterScan>> = None;
-        let mut memory_events = watch_memory_events(&consumer.context, intervals.counters);
+        let mut counter_watch = watch_counters(&consumer.context, intervals.counters);
+        let mut rechecks: Vec<(tokio::time::Instant, String)> = Vec::new();
         let mut want_walk = false;
         loop {
             if want_walk && walk_job.is_none() {
@@ -518,16 +538,26 @@ pub async fn run(
                 scan = join(&mut counters_job) => {
                     counters_job = None;
                     consumer.counted(scan?, clock::boot_ns())?;
-                    if let Some(watch) = memory_events.as_mut() {
-                        let failed = watch.get_mut().follow(consumer.context.counter_cgroups());
+                    if let Some(watch) = counter_watch.as_mut() {
+                        let watch = watch.get_mut();
+                        let failed = watch.follow(consumer.context.counter_cgroups());
                         if failed > 0 {
-                            log::debug!("{failed} memory.events files could not be watched");
+                            log::debug!("{failed} {} files could not be watched", watch.what());
                         }
                     }
                 }
-                changed = memory_events_changed(memory_events.as_mut()) => {
-                    consumer.notified(&changed?)?;
+                changed = counters_notified(counter_watch.as_mut()) => {
+                    let (changed, again) = changed?;
+                    let now = tokio::time::Instant::now();
+                    // A new notification restarts a cgroup's re-reads: at most a few pending
+                    // per cgroup, however often an OOM storm notifies.
+                    rechecks.retain(|(_, cgroup)| !changed.contains(cgroup));
+                    for cgroup in &changed {
+                        rechecks.extend(again.iter().map(|after| (now + *after, cgroup.clone())));
+                    }
+                    consumer.notified(&changed)?;
                 }
+                due = rechecks_due(&mut rechecks) => consumer.notified(&due)?,
             }
         }
         // The channel is closed: finish what is in flight, then what the kernel counted since

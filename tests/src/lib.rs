@@ -223,6 +223,25 @@ impl TestCgroup {
         )
     }
 
+    /// Starts memhold (its path is `memhold`) in this cgroup, holding `mib` MiB, and waits
+    /// until it has touched all of it; kill the child to free it.
+    #[must_use]
+    pub fn hold(&self, memhold: &str, mib: u64) -> Child {
+        let mut child = Command::new(memhold)
+            .arg(self.procs_file())
+            .arg(mib.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn memhold");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read memhold's output");
+        assert_eq!(line.trim(), "held", "memhold did not hold its memory");
+        child
+    }
+
     /// [`Self::oom_kill_memhog`] with memory advised as transparent huge pages (memhog's
     /// `huge`): every huge-page charge at the limit is refused with `-ENOMEM` before the fault
     /// falls back to small pages.

@@ -654,10 +654,10 @@ impl LiveContext {
         self.counters.cgroups()
     }
 
-    /// A `counters` event for a memcg's `memory.events` the kernel said changed, read now.
+    /// A `counters` event for a memcg whose counters the kernel said changed (v2
+    /// `memory.events`, v1 `memory.oom_control`), read now; `None` when nothing changed.
     pub fn notified_counters(&mut self, cgroup: &str, timestamp_ns: u64) -> Option<Event> {
-        let dir = self.resolver.hierarchy().dir(cgroup);
-        let values = counters::read_memory_events(&dir)?;
+        let values = counters::read_notified(self.resolver.hierarchy(), cgroup)?;
         let changes = self.counters.notified(timestamp_ns, cgroup, &values)?;
         self.counter_event(None, cgroup.to_owned(), changes, timestamp_ns)
     }

@@ -41,6 +41,25 @@ pub fn read(hierarchy: &MemoryHierarchy, cgroup: &str) -> Option<CounterValues> 
     Some(values)
 }
 
+/// The counters the kernel notifies changes of ([`super::CounterWatch`]), read now: v2
+/// `memory.events`; v1 `memory.oom_control` and `memory.failcnt`. `None` when the cgroup is
+/// gone.
+#[must_use]
+pub fn read_notified(hierarchy: &MemoryHierarchy, cgroup: &str) -> Option<CounterValues> {
+    let dir = hierarchy.dir(cgroup);
+    match hierarchy.version {
+        CgroupVersion::V2 => read_memory_events(&dir),
+        CgroupVersion::V1 => {
+            let mut values =
+                from_oom_control(&fs::read_to_string(dir.join("memory.oom_control")).ok()?);
+            if let Some(failcnt) = read_u64(&dir.join("memory.failcnt")) {
+                values.set(Counter::Failcnt, failcnt);
+            }
+            Some(values)
+        }
+    }
+}
+
 /// v2 `memory.events` of the cgroup directory `dir`; `None` when it cannot be read.
 #[must_use]
 pub fn read_memory_events(dir: &Path) -> Option<CounterValues> {

@@ -153,8 +153,9 @@ impl CounterChanges {
 pub enum CounterSource {
     /// Read on the counters interval (`--counters-interval`).
     Sampled,
-    /// The kernel notified a change of `memory.events` (v2: `cgroup_file_notify`, seen with
-    /// inotify), read at once.
+    /// The kernel notified a change, read at once: v2 `memory.events` (`cgroup_file_notify`,
+    /// seen with inotify); v1 an OOM in `memory.oom_control` (an eventfd registered through
+    /// `cgroup.event_control`), read at once and again shortly after, as the kill follows.
     Notified,
 }
 

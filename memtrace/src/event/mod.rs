@@ -468,6 +468,16 @@ impl FileCache {
     }
 }
 
+/// Refaults summed over intervals: known once any interval counted them (`None` is "not
+/// counted", not zero).
+#[must_use]
+pub fn add_known(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        _ => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+    }
+}
+
 /// Growth: what came minus what went, saturating.
 #[must_use]
 pub fn net(added: u64, removed: u64) -> i64 {

@@ -256,6 +256,11 @@ impl Exporter {
                 f.page_cache_removed_bytes
                     .get_or_create(labels)
                     .inc_by(c.removed_bytes);
+                if let Some(refaults) = c.refault_bytes {
+                    f.page_cache_refault_bytes
+                        .get_or_create(labels)
+                        .inc_by(refaults);
+                }
             }
             What::Reclaim(r) => {
                 f.reclaims.get_or_create(labels).inc();
@@ -352,6 +357,7 @@ impl Exporter {
             &f.charge_failures,
             &f.page_cache_added_bytes,
             &f.page_cache_removed_bytes,
+            &f.page_cache_refault_bytes,
             &f.slab_allocated_bytes,
             &f.slab_freed_bytes,
         ] {
@@ -572,6 +578,13 @@ mod tests {
         e.observe(&reclaim(4, true));
         e.observe(&event(5, What::Cache(PageCache::new(1, 3 * MIB, MIB))));
         e.observe(&event(
+            5,
+            What::Cache(PageCache {
+                refault_bytes: Some(MIB),
+                ..PageCache::new(1, 0, 0)
+            }),
+        ));
+        e.observe(&event(
             6,
             What::OomKill(OomKill {
                 pid: 9,
@@ -606,6 +619,13 @@ mod tests {
                 "memtrace_page_cache_added_bytes_total{{{labels}}} {}",
                 3 * MIB
             )]
+        );
+        assert_eq!(
+            samples(&text, "memtrace_page_cache_refaults_bytes_total"),
+            [format!(
+                "memtrace_page_cache_refaults_bytes_total{{{labels}}} {MIB}"
+            )],
+            "a series per container, none per file"
         );
         assert_eq!(
             samples(&text, "memtrace_memory_working_set_bytes"),

@@ -33,6 +33,7 @@ pub struct Families {
     pub charge_failures: Counters,
     pub page_cache_added_bytes: Counters,
     pub page_cache_removed_bytes: Counters,
+    pub page_cache_refault_bytes: Counters,
     pub slab_allocated_bytes: Counters,
     pub slab_freed_bytes: Counters,
     pub lost_events: Family<LostLabels, Counter>,
@@ -93,6 +94,16 @@ impl Families {
         let page_cache_removed_bytes = counter(
             "page_cache_removed",
             "Page cache removed from the container (reclaimed, truncated or deleted)",
+            Some(Unit::Bytes),
+        );
+        let page_cache_refault_bytes = counter(
+            "page_cache_refaults",
+            "Page cache added to the container that had been evicted shortly before (a \
+             workingset refault: re-read after eviction, i.e. thrashing), as memtrace counts it \
+             in the kernel beside the adds; no series where the probe strategy cannot count \
+             refaults. Per container only: the file re-read most is in `memtrace report`, \
+             `top` and the event stream, not here, as a series per file would grow without \
+             bound",
             Some(Unit::Bytes),
         );
         let slab_allocated_bytes = counter(
@@ -163,6 +174,7 @@ impl Families {
             charge_failures,
             page_cache_added_bytes,
             page_cache_removed_bytes,
+            page_cache_refault_bytes,
             slab_allocated_bytes,
             slab_freed_bytes,
             lost_events,
@@ -187,6 +199,7 @@ impl Families {
             &self.charge_failures,
             &self.page_cache_added_bytes,
             &self.page_cache_removed_bytes,
+            &self.page_cache_refault_bytes,
             &self.slab_allocated_bytes,
             &self.slab_freed_bytes,
         ] {

@@ -217,7 +217,11 @@ fn container(
                 p {
                     (signed(cache.peak_net_bytes)) " at the peak, " (signed(cache.net_bytes))
                     " at the end (added " (human_bytes(cache.added_bytes)) ", removed "
-                    (human_bytes(cache.removed_bytes)) ") over " (cache.intervals) " intervals."
+                    (human_bytes(cache.removed_bytes))
+                    @if let Some(r) = cache.refault_bytes {
+                        ", re-read after eviction " (human_bytes(r))
+                    }
+                    ") over " (cache.intervals) " intervals."
                 }
                 (files(&cache.top_files))
             }
@@ -352,6 +356,8 @@ fn files(files: &[FileGrowth]) -> Markup {
                 tr {
                     th { "file" } th { "peak growth" } th { "at the end" }
                     th { "added" } th { "removed" }
+                    th title="pages read again soon after reclaim evicted them, as memtrace \
+                              counted them" { "re-read after eviction" }
                 }
                 @for f in files {
                     tr {
@@ -360,6 +366,7 @@ fn files(files: &[FileGrowth]) -> Markup {
                         td { (signed(f.net_bytes)) }
                         td { (human_bytes(f.added_bytes)) }
                         td { (human_bytes(f.removed_bytes)) }
+                        td { (f.refault_bytes.map_or_else(|| "not counted".to_owned(), human_bytes)) }
                     }
                 }
             }

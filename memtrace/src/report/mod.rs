@@ -34,7 +34,7 @@ pub use model::{
     LISTED_GROWERS, MARK_BUCKET_NS, MEMORY_FROM_SAMPLE, Mark, MarkKind, MemoryPoint, OomReport,
     Owner, PageCache, Reclaim, ReclaimFailure, Report, ReportBuilder, Slab, TraceInfo,
 };
-pub use signals::{PodLimit, ShmemFile, Signals, Throttling, tmpfs_mount};
+pub use signals::{PodLimit, RefaultedFile, ShmemFile, Signals, Throttling, tmpfs_mount};
 pub use summary::{
     DyingSummary, Growth, GrowthForm, GrowthSource, KillGroup, LISTED_HOST_GROWERS,
     LISTED_KILL_GROUPS, LISTED_WORKLOAD_GROWERS, Summary,

@@ -21,6 +21,7 @@ use crate::{
         CgroupAction, CgroupChange, ChargeFail, ChargeFailFromReclaim, Counter, CounterChanges,
         Event, FileName, HostClock, Memcg, MemorySource, OomConstraint, OomKill,
         PageCache as CacheInterval, Reclaim as ReclaimEpisode, Slab as SlabInterval, What,
+        add_known,
     },
     units::{micros, seconds},
 };
@@ -273,10 +274,12 @@ fn listed_files(mut files: Vec<FileGrowth>) -> Vec<FileGrowth> {
             removed_bytes: 0,
             net_bytes: 0,
             peak_net_bytes: 0,
+            refault_bytes: None,
         });
     }
     if let Some(rest) = other.first_mut() {
         for f in cut {
+            rest.refault_bytes = add_known(rest.refault_bytes, f.refault_bytes);
             rest.added_bytes = rest.added_bytes.saturating_add(f.added_bytes);
             rest.removed_bytes = rest.removed_bytes.saturating_add(f.removed_bytes);
             rest.net_bytes = rest.net_bytes.saturating_add(f.net_bytes);
@@ -285,11 +288,16 @@ fn listed_files(mut files: Vec<FileGrowth>) -> Vec<FileGrowth> {
         rest.peak_net_bytes = rest.peak_net_bytes.max(rest.net_bytes);
     }
     files.extend(other);
-    for f in &mut files {
+    name_files(&mut files);
+    files
+}
+
+/// Sets each row's name from its parts (`FileName::display`).
+fn name_files(files: &mut [FileGrowth]) {
+    for f in files {
         let device = f.device.parse().unwrap_or_default();
         f.name = f.file.display(device, f.inode).to_string();
     }
-    files
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -308,6 +316,9 @@ pub struct FileGrowth {
     pub removed_bytes: u64,
     pub net_bytes: i64,
     pub peak_net_bytes: i64,
+    /// Of `added_bytes`, what was read again soon after reclaim evicted it, as memtrace
+    /// counted it in the kernel (`null` when the strategy could not count refaults).
+    pub refault_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -317,6 +328,8 @@ pub struct CacheGrower {
     pub net_bytes: i64,
     pub added_bytes: u64,
     pub removed_bytes: u64,
+    /// Of `added_bytes`, the refaults memtrace counted (`PageCache::refault_bytes`).
+    pub refault_bytes: Option<u64>,
     pub top_files: Vec<FileGrowth>,
 }
 
@@ -696,14 +709,7 @@ impl ReportBuilder {
         acc.cache.removed_bytes = acc.cache.removed_bytes.saturating_add(e.removed_bytes);
         acc.cache.net_bytes = acc.cache.net_bytes.saturating_add(e.net_bytes);
         acc.cache.peak_net_bytes = acc.cache.peak_net_bytes.max(acc.cache.net_bytes);
-        if let Some(refaults) = e.refault_bytes {
-            acc.cache.refault_bytes = Some(
-                acc.cache
-                    .refault_bytes
-                    .unwrap_or(0)
-                    .saturating_add(refaults),
-            );
-        }
+        acc.cache.refault_bytes = add_known(acc.cache.refault_bytes, e.refault_bytes);
         for f in &e.top_files {
             let file = acc
                 .files
@@ -717,7 +723,9 @@ impl ReportBuilder {
                     removed_bytes: 0,
                     net_bytes: 0,
                     peak_net_bytes: 0,
+                    refault_bytes: None,
                 });
+            file.refault_bytes = add_known(file.refault_bytes, f.refault_bytes);
             file.added_bytes = file.added_bytes.saturating_add(f.added_bytes);
             file.removed_bytes = file.removed_bytes.saturating_add(f.removed_bytes);
             file.net_bytes = file.net_bytes.saturating_add(f.net_bytes);
@@ -948,6 +956,7 @@ impl ReportBuilder {
                 net_bytes: c.page_cache.net_bytes,
                 added_bytes: c.page_cache.added_bytes,
                 removed_bytes: c.page_cache.removed_bytes,
+                refault_bytes: c.page_cache.refault_bytes,
                 top_files: c.page_cache.top_files.iter().take(5).cloned().collect(),
             })
             .collect();
@@ -1089,13 +1098,15 @@ impl ContainerAcc {
         pod_limits: &HashMap<String, PodLimit>,
         clock: HostClock,
     ) -> ContainerReport {
-        let files = listed_files(self.files.into_values().collect());
+        let mut files: Vec<FileGrowth> = self.files.into_values().collect();
+        name_files(&mut files);
         let mut signals = Signals::gather(
             &files,
             (self.cache.added_bytes, self.cache.refault_bytes),
             &self.counters,
             clock.page_size,
         );
+        let files = listed_files(files);
         let throttling = self
             .throttling
             .finish(&self.counters, self.reclaim.episodes);

@@ -18,6 +18,10 @@ pub struct Signals {
     /// that added most (its name as the report shows it, and how much).
     pub cache_added_bytes: u64,
     pub most_added_file: Option<(String, u64)>,
+    /// The file memtrace counted most refaults for (`cache` rows' `refault_bytes`): the one
+    /// re-read after eviction, which is not always the one added most. Absent where the probe
+    /// strategy does not count refaults, or none were counted.
+    pub most_refaulted_file: Option<RefaultedFile>,
     /// The tmpfs/shmem file whose page cache grew most (`cache` rows marked shmem).
     pub shmem_file: Option<ShmemFile>,
     /// Workingset refaults of file pages during the recording, in bytes (counters; absent when
@@ -29,6 +33,15 @@ pub struct Signals {
     pub writeback_bytes: Option<u64>,
     pub throttling: Option<Throttling>,
     pub pod_limit: Option<PodLimit>,
+}
+
+/// The file re-read most after reclaim evicted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RefaultedFile {
+    pub name: String,
+    pub refault_bytes: u64,
+    /// Its page cache added during the recording, refaults included.
+    pub added_bytes: u64,
 }
 
 /// A tmpfs/shmem file holding a container's memory.
@@ -93,7 +106,8 @@ pub fn tmpfs_mount(path: &str) -> Option<String> {
 }
 
 impl Signals {
-    /// Gathers the signals of a container from its finished page-cache rows, the page cache
+    /// Gathers the signals of a container from its page-cache rows (all of them, before the
+    /// report cuts the list: the file re-read most may not be among the largest), the page cache
     /// added and the refaults memtrace counted in the kernel, and its counters; `page_size`
     /// turns the counters' refaults (pages) into bytes.
     #[must_use]
@@ -109,6 +123,16 @@ impl Signals {
             .filter(|f| !f.file.is_other() && f.added_bytes > 0)
             .max_by_key(|f| f.added_bytes)
             .map(|f| (f.name.clone(), f.added_bytes));
+        let most_refaulted_file = files
+            .iter()
+            .filter(|f| !f.file.is_other())
+            .filter_map(|f| Some((f, f.refault_bytes.filter(|&r| r > 0)?)))
+            .max_by_key(|&(f, refaults)| (refaults, std::cmp::Reverse(&f.name)))
+            .map(|(f, refault_bytes)| RefaultedFile {
+                name: f.name.clone(),
+                refault_bytes,
+                added_bytes: f.added_bytes,
+            });
         let shmem_file = files
             .iter()
             .filter(|f| f.file.shmem && f.peak_net_bytes > 0)
@@ -127,6 +151,7 @@ impl Signals {
         Self {
             cache_added_bytes,
             most_added_file,
+            most_refaulted_file,
             shmem_file,
             refault_file_bytes: refaults,
             shmem_bytes: counter(Counter::ShmemBytes).map(|t| t.last),
@@ -197,6 +222,45 @@ mod tests {
         assert_eq!(counted.refault_file_bytes, Some(64));
         let neither = Signals::gather(&[], (100, None), &[], 4096);
         assert_eq!(neither.refault_file_bytes, None);
+    }
+
+    fn row(name: &str, added_bytes: u64, refault_bytes: Option<u64>) -> FileGrowth {
+        FileGrowth {
+            name: name.into(),
+            file: crate::event::FileName::default(),
+            device: "8:1".into(),
+            inode: 1,
+            added_bytes,
+            removed_bytes: 0,
+            net_bytes: 0,
+            peak_net_bytes: 0,
+            refault_bytes,
+        }
+    }
+
+    /// The file re-read most, not the one added most; the "other files" row is no file.
+    #[test]
+    fn the_refaulted_file_is_the_one_with_most_refaults() {
+        let mut other = row("other files", 900, Some(800));
+        other.file = crate::event::FileName::other(3);
+        let files = [
+            row("/data/big", 500, Some(10)),
+            row("/data/hot", 200, Some(150)),
+            row("/data/new", 300, None),
+            other,
+        ];
+        let s = Signals::gather(&files, (1900, Some(960)), &[], 4096);
+        assert_eq!(s.most_added_file, Some(("/data/big".into(), 500)));
+        assert_eq!(
+            s.most_refaulted_file,
+            Some(RefaultedFile {
+                name: "/data/hot".into(),
+                refault_bytes: 150,
+                added_bytes: 200,
+            })
+        );
+        let none = Signals::gather(&[row("/data/big", 500, None)], (500, None), &[], 4096);
+        assert_eq!(none.most_refaulted_file, None, "not counted: absent");
     }
 
     #[test]

@@ -70,13 +70,14 @@ pub fn render(r: &Report) -> String {
         for (i, g) in r.page_cache_growers.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "  {}. {} {} at the peak, {} at the end (added {}, removed {}){}",
+                "  {}. {} {} at the peak, {} at the end (added {}, removed {}{}){}",
                 i + 1,
                 g.name,
                 signed(g.peak_net_bytes),
                 signed(g.net_bytes),
                 human_bytes(g.added_bytes),
                 human_bytes(g.removed_bytes),
+                refaulted(g.refault_bytes),
                 g.top_files.first().map_or_else(String::new, |f| format!(
                     "; most in {} {} at the peak",
                     f.name,
@@ -186,11 +187,13 @@ fn container(s: &mut String, c: &ContainerReport) {
     if cache.intervals > 0 {
         let _ = writeln!(
             s,
-            "  page cache: {} at the peak, {} at the end (added {}, removed {}) over {} intervals",
+            "  page cache: {} at the peak, {} at the end (added {}, removed {}{}) over {} \
+             intervals",
             signed(cache.peak_net_bytes),
             signed(cache.net_bytes),
             human_bytes(cache.added_bytes),
             human_bytes(cache.removed_bytes),
+            refaulted(cache.refault_bytes),
             cache.intervals
         );
         files(s, &cache.top_files, "    ");
@@ -432,14 +435,24 @@ fn files(s: &mut String, files: &[FileGrowth], indent: &str) {
     for f in files {
         let _ = writeln!(
             s,
-            "{indent}{} {} at the peak, {} at the end (added {}, removed {})",
+            "{indent}{} {} at the peak, {} at the end (added {}, removed {}{})",
             f.name,
             signed(f.peak_net_bytes),
             signed(f.net_bytes),
             human_bytes(f.added_bytes),
-            human_bytes(f.removed_bytes)
+            human_bytes(f.removed_bytes),
+            refaulted(f.refault_bytes)
         );
     }
+}
+
+/// `, re-read after eviction N` where memtrace counted refaults and some were; else nothing.
+fn refaulted(refault_bytes: Option<u64>) -> String {
+    refault_bytes
+        .filter(|&r| r > 0)
+        .map_or_else(String::new, |r| {
+            format!(", re-read after eviction {}", human_bytes(r))
+        })
 }
 
 fn dying(s: &mut String, r: &Report) {

@@ -440,10 +440,21 @@ fn thrashing(signals: &Signals) -> Option<(Finding, u64)> {
         human_bytes(added),
         percent(refaults, added)
     );
-    if let Some((file, bytes)) = &signals.most_added_file {
+    // The file re-read most, where memtrace counted refaults per file; else (a strategy that
+    // cannot count them, the counters' totals only) the file added most, said as such.
+    if let Some(f) = &signals.most_refaulted_file {
         let _ = write!(
             text,
-            "; the file it added most is {file} ({} added)",
+            "; the file re-read most is {} ({} of refaults against {} added, {})",
+            f.name,
+            human_bytes(f.refault_bytes),
+            human_bytes(f.added_bytes),
+            percent(f.refault_bytes, f.added_bytes)
+        );
+    } else if let Some((file, bytes)) = &signals.most_added_file {
+        let _ = write!(
+            text,
+            "; the file it added most is {file} ({} added; refaults were not counted per file)",
             human_bytes(*bytes)
         );
     }
@@ -603,7 +614,7 @@ pub fn judge_memcg_ids(in_use: u64, dying: u64, dying_at_end: u64) -> Option<Ver
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::signals::{PodLimit, ShmemFile, Throttling};
+    use crate::report::signals::{PodLimit, RefaultedFile, ShmemFile, Throttling};
 
     const MIB: u64 = 1 << 20;
     const LIMIT: u64 = 64 * MIB;
@@ -656,6 +667,11 @@ mod tests {
         Signals {
             cache_added_bytes: 400 * MIB,
             most_added_file: Some(("/data/cold-128m".into(), 380 * MIB)),
+            most_refaulted_file: Some(RefaultedFile {
+                name: "/data/hot-64m".into(),
+                refault_bytes: 200 * MIB,
+                added_bytes: 260 * MIB,
+            }),
             refault_file_bytes: Some(250 * MIB),
             ..Signals::default()
         }
@@ -713,7 +729,26 @@ mod tests {
         assert_says(&v, "against 400.0MiB of page cache added (62%)");
         assert_says(
             &v,
-            "the file it added most is /data/cold-128m (380.0MiB added)",
+            "the file re-read most is /data/hot-64m (200.0MiB of refaults against 260.0MiB \
+             added, 77%)",
+        );
+        assert!(!v.reason.contains("cold-128m"), "{v:?}");
+    }
+
+    /// Where refaults were not counted per file, the file added most, said as such.
+    #[test]
+    fn without_per_file_refaults_the_file_added_most_is_named() {
+        let v = judge_signals(
+            point(LIMIT, 20 * MIB, 40 * MIB, 4 * MIB),
+            Signals {
+                most_refaulted_file: None,
+                ..thrash_signals()
+            },
+        );
+        assert_says(
+            &v,
+            "the file it added most is /data/cold-128m (380.0MiB added; refaults were not \
+             counted per file)",
         );
     }
 
@@ -816,7 +851,7 @@ mod tests {
     fn thrashing_without_a_kill_is_at_risk() {
         let v = judge_risk(&risk(thrash_signals())).expect("at risk");
         assert_eq!(v.kind, VerdictKind::Thrashing);
-        assert_says(&v, "/data/cold-128m");
+        assert_says(&v, "the file re-read most is /data/hot-64m");
     }
 
     #[test]

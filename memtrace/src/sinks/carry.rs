@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 
 use crate::event::{
-    Charges, ChargesFromPageCache, Event, FileCache, PageCache, Slab, SlabCache, What, net,
+    Charges, ChargesFromPageCache, Event, FileCache, PageCache, Slab, SlabCache, What, add_known,
+    net,
 };
 
 /// Below this much movement (added or removed, allocated or freed, charged), an interval event
@@ -172,14 +173,6 @@ fn merge_cache(a: &mut PageCache, b: &PageCache, interval_ns: u64) {
     // Not cut: what an interval's rows add up to, the merged rows add up to.
     a.top_files
         .sort_by_key(|f| std::cmp::Reverse((f.net_bytes, f.added_bytes)));
-}
-
-/// Refaults are known when either interval counted them.
-fn add_known(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (None, None) => None,
-        _ => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-    }
 }
 
 fn merge_slab(a: &mut Slab, b: &Slab, interval_ns: u64) {

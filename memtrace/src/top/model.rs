@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::{
     attribution::{ContainerIdentity, IdentityKind, MemoryStats},
-    event::{CgroupAction, Device, Event, FileCache, HostClock, MemorySource, OomKill, What},
-    report::{Evidence, MemoryPoint, Signals, Verdict, judge},
+    event::{
+        CgroupAction, Device, Event, FileCache, HostClock, MemorySource, OomKill, What, add_known,
+    },
+    report::{Evidence, MemoryPoint, RefaultedFile, Signals, Verdict, judge},
 };
 
 /// Rates (page-cache growth, reclaim, stall) are averaged over this much of the latest events.
@@ -138,6 +140,8 @@ pub struct FileTotal {
     pub file: FileCache,
     pub added_bytes: u64,
     pub removed_bytes: u64,
+    /// Of `added_bytes`, what was re-read after eviction (`None`: not counted).
+    pub refault_bytes: Option<u64>,
 }
 
 impl FileTotal {
@@ -176,6 +180,9 @@ pub struct Row {
     pub ineffective_reclaims: u64,
     pub charge_failures: u64,
     pub kills: Vec<Kill>,
+    /// Page cache added since `top` started, and of it the refaults memtrace counted.
+    pub cache_added_bytes: u64,
+    pub refault_bytes: Option<u64>,
     pub files: HashMap<(Device, u64), FileTotal>,
     pub slab: HashMap<String, SlabTotal>,
     /// Latest last, at most [`RECENT`]; `stats` samples are not kept here.
@@ -200,6 +207,32 @@ impl Row {
         let mut files: Vec<&FileTotal> = self.files.values().collect();
         files.sort_by_key(|f| std::cmp::Reverse(f.net_bytes()));
         files
+    }
+
+    /// What the page cache says for a verdict (`report::Signals`): added, refaulted, and the
+    /// files added and re-read most.
+    #[must_use]
+    pub fn signals(&self) -> Signals {
+        let named = || self.files.values().filter(|f| !f.file.name.is_other());
+        let most_added_file = named()
+            .filter(|f| f.added_bytes > 0)
+            .max_by_key(|f| (f.added_bytes, f.file.inode))
+            .map(|f| (f.file.name().to_string(), f.added_bytes));
+        let most_refaulted_file = named()
+            .filter_map(|f| Some((f, f.refault_bytes.filter(|&r| r > 0)?)))
+            .max_by_key(|&(f, r)| (r, f.file.inode))
+            .map(|(f, refault_bytes)| RefaultedFile {
+                name: f.file.name().to_string(),
+                refault_bytes,
+                added_bytes: f.added_bytes,
+            });
+        Signals {
+            cache_added_bytes: self.cache_added_bytes,
+            most_added_file,
+            most_refaulted_file,
+            refault_file_bytes: self.refault_bytes,
+            ..Signals::default()
+        }
     }
 
     /// Slab caches, largest net growth first.
@@ -364,6 +397,8 @@ impl Model {
             What::Stats(m) => row.memory = Some(m.memory.clone()),
             What::Cache(c) => {
                 row.cache.push_back((event.timestamp_ns, c.net_bytes));
+                row.cache_added_bytes = row.cache_added_bytes.saturating_add(c.added_bytes);
+                row.refault_bytes = add_known(row.refault_bytes, c.refault_bytes);
                 for f in &c.top_files {
                     let total = row
                         .files
@@ -372,8 +407,10 @@ impl Model {
                             file: f.clone(),
                             added_bytes: 0,
                             removed_bytes: 0,
+                            refault_bytes: None,
                         });
                     total.file = f.clone();
+                    total.refault_bytes = add_known(total.refault_bytes, f.refault_bytes);
                     total.added_bytes = total.added_bytes.saturating_add(f.added_bytes);
                     total.removed_bytes = total.removed_bytes.saturating_add(f.removed_bytes);
                 }
@@ -479,7 +516,7 @@ impl Model {
             reclaims: row.map_or(0, |r| r.reclaims_total),
             ineffective_reclaims: row.map_or(0, |r| r.ineffective_reclaims),
             top_slab_cache,
-            signals: Signals::default(),
+            signals: row.map(Row::signals).unwrap_or_default(),
         })
     }
 
@@ -790,6 +827,35 @@ mod tests {
         let row = model.row(&c).expect("row");
         assert_eq!((row.reclaims_total, row.ineffective_reclaims), (10, 5));
         assert_eq!(row.files_by_growth()[0].net_bytes(), 10 << 20);
+    }
+
+    /// The verdict's page-cache signals: the file re-read most, not the one added most.
+    #[test]
+    fn refaults_are_summed_per_file_for_the_verdict() {
+        let mut model = Model::new(clock());
+        let c = container();
+        let dev = Device::from_kernel(8 << 20 | 1);
+        for _ in 0..2 {
+            let mut cache = PageCache::new(SEC, 30 * MIB, 30 * MIB);
+            cache.refault_bytes = Some(8 * MIB);
+            cache
+                .top_files
+                .push(FileCache::new(dev, 11, 20 * MIB, 20 * MIB));
+            let mut hot = FileCache::new(dev, 12, 10 * MIB, 10 * MIB);
+            hot.refault_bytes = Some(8 * MIB);
+            cache.top_files.push(hot);
+            model.apply(&event(SEC, &c, What::Cache(cache)));
+        }
+        let signals = model.row(&c).expect("row").signals();
+        assert_eq!(
+            (signals.cache_added_bytes, signals.refault_file_bytes),
+            (60 * MIB, Some(16 * MIB))
+        );
+        let hot = signals.most_refaulted_file.expect("a file re-read");
+        assert_eq!((hot.refault_bytes, hot.added_bytes), (16 * MIB, 20 * MIB));
+        assert!(hot.name.contains("12"), "inode 12: {hot:?}");
+        let added = signals.most_added_file.expect("a file added");
+        assert!(added.0.contains("11"), "inode 11: {added:?}");
     }
 
     #[test]

@@ -304,6 +304,8 @@ fn draw_files(frame: &mut Frame<'_>, area: Rect, row: &Row) {
             signed_bytes(f64_of(f.net_bytes())),
             human_bytes(f.added_bytes),
             human_bytes(f.removed_bytes),
+            // Re-read after eviction; `-` where the probe strategy does not count refaults.
+            f.refault_bytes.map_or_else(|| "-".to_owned(), human_bytes),
             f.file.name().to_string(),
         ])
     });
@@ -313,10 +315,11 @@ fn draw_files(frame: &mut Frame<'_>, area: Rect, row: &Row) {
             Constraint::Length(10),
             Constraint::Length(9),
             Constraint::Length(9),
+            Constraint::Length(9),
             Constraint::Min(20),
         ],
     )
-    .header(TableRow::new(["NET", "ADDED", "REMOVED", "FILE"]).style(HEADING))
+    .header(TableRow::new(["NET", "ADDED", "REMOVED", "RE-READ", "FILE"]).style(HEADING))
     .block(Block::bordered().title(format!("page cache by file ({})", row.files.len())));
     frame.render_widget(files_table, area);
 }
