@@ -11,8 +11,10 @@
 //!   the pod's limit while under its own; the kill's evidence names the pod limit, with the
 //!   limits the kernel's files hold.
 //!
-//! memory.high throttling needs cgroup v2: it is unit-tested with synthetic events
-//! (`report::model`, `report::verdict`, `sinks::counter_text`).
+//! memory.high throttling needs cgroup v2: `tests/throttling.rs` makes it happen in the v2 VM
+//! guests; a global OOM needs a node without memory: `tests/global_oom.rs`, in a small-RAM guest.
+//! Dirty/writeback cache at a kill and memcg ids running out cannot be made to happen here (no
+//! slow block device; ~59 000 memcgs): they are unit-tested (`report::verdict`).
 
 use std::{fs, thread, time::Duration};
 
