@@ -584,12 +584,13 @@ pub fn attach(
     // common trait, so one macro serves both types.
     macro_rules! attach_btf_traced {
         ($ty:ty, $kind:literal, $program:expr, $function:expr) => {{
-            let absent = btf.known_absent($function);
-            let btf = btf.get($kind, $function)?;
             let error = |source| program_error(format!("{} {}", $kind, $function), &source);
-            if let Some(absent) = absent {
+            // Absent first: of two reasons, the function's absence is the one that holds on
+            // every kernel.
+            if let Some(absent) = btf.known_absent($function) {
                 return Err(error(absent.into()));
             }
+            let btf = btf.get($kind, $function)?;
             let p: &mut $ty = program_to_load(ebpf, $program)?.try_into().map_err(error)?;
             p.load($function, btf).map_err(error)?;
             p.attach().map_err(error)?;
