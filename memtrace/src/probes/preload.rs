@@ -12,10 +12,12 @@
 //! is refused. A program the kernel refuses here is loaded again when its strategy is tried,
 //! so that the refusal is reported where it always was.
 
-use std::thread;
+use std::{sync::Mutex, thread};
 
 use aya::{Ebpf, programs::Program};
 use memtrace_common::KernelOffsets;
+
+use crate::startup::timed;
 
 use super::{
     AttachOptions, ProbePoint,
@@ -39,29 +41,32 @@ pub fn preload(ebpf: &mut Ebpf, options: &AttachOptions, offsets: &KernelOffsets
         .collect();
     // The order the points attach in, so that the first points' programs are ready first.
     programs.sort_by_key(|(name, _)| wanted.iter().position(|w| w == name));
+    // One queue that every thread takes the next program from: the programs' verification
+    // times differ tenfold, and a thread that drew the short ones would idle while the other
+    // verified the long ones.
+    let queue = Mutex::new(programs.into_iter());
+    let next = || queue.lock().ok()?.next();
     let threads = thread::available_parallelism().map_or(1, usize::from);
-    let mut shares: Vec<Vec<(&str, &mut Program)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, program) in programs.into_iter().enumerate() {
-        shares[i % threads].push(program);
-    }
     thread::scope(|scope| {
-        let mut shares = shares.into_iter();
-        let mine = shares.next().unwrap_or_default();
-        for share in shares.filter(|share| !share.is_empty()) {
-            scope.spawn(move || load(share));
+        for _ in 1..threads {
+            scope.spawn(|| load(next));
         }
-        load(mine);
+        load(next);
     });
 }
 
-fn load(programs: Vec<(&str, &mut Program)>) {
-    for (name, program) in programs {
-        let loaded = match program {
-            Program::RawTracePoint(p) => p.load(),
+/// Loads programs from `next` until it has none left.
+fn load<'a>(next: impl Fn() -> Option<(&'a str, &'a mut Program)>) {
+    while let Some((name, program)) = next() {
+        let (loaded, took) = match program {
+            Program::RawTracePoint(p) => timed(|| p.load()),
             _ => continue,
         };
-        if let Err(e) = loaded {
-            log::debug!("preloading {name}: {e}; loaded again when its strategy is tried");
+        match loaded {
+            Ok(()) => log::debug!("preloaded {name} in {took:.1?} (the verifier, mostly)"),
+            Err(e) => {
+                log::debug!("preloading {name}: {e}; loaded again when its strategy is tried");
+            }
         }
     }
 }
