@@ -5,6 +5,12 @@
 //! parsed on a thread of its own from the start instead, beside the rest of start-up, when a
 //! strategy that needs it may be tried, and read through a memory map where sysfs allows one
 //! (6.16+) rather than in the 1 300 page-sized reads `Btf::from_sys_fs` makes.
+//!
+//! Where the kernel refuses fentry programs altogether (this host: `EPERM`), parsing is wasted
+//! work that competes with start-up for the CPUs (15 ms of CPU time, 60–150 ms on a busy
+//! machine, and 4 ms more to free it). The kernel is asked first, with the smallest fentry
+//! program ([`bpf_sys::try_fentry`], well under a millisecond), and where it says no, every
+//! fentry and fexit strategy is refused with that answer and nothing is parsed.
 
 use std::{
     thread::{self, JoinHandle},
@@ -13,7 +19,7 @@ use std::{
 
 use aya::{Btf, Endianness};
 
-use super::{ProbeError, btf};
+use super::{KernelBtf, ProbeError, bpf_sys, btf, plan};
 use crate::startup::{self, timed};
 
 /// aya's parse, and the functions memtrace's own BTF lookups found missing.
@@ -25,22 +31,47 @@ pub struct AyaBtf {
     absent: Vec<&'static str>,
 }
 
-/// The parse, not started, running, or done (`Err`: why aya could not parse, one line).
+/// The parse, not started, running, or done (`Err`: why aya could not parse, one line); or
+/// not needed, the kernel refusing fentry programs (why, one line).
 #[derive(Default)]
 enum Parse {
     #[default]
     NotStarted,
     Running(JoinHandle<(Result<Btf, String>, Duration)>),
     Done(Result<Btf, String>),
+    Refused(String),
 }
 
 impl AyaBtf {
-    /// Starts parsing on a thread of its own; `absent` are the functions the kernel lacks.
+    /// Asks the kernel whether it loads fentry programs, then starts parsing on a thread of its
+    /// own where it does. `kernel` says which functions the kernel has.
     #[must_use]
-    pub fn in_background(absent: Vec<&'static str>) -> Self {
-        Self {
-            parse: Parse::Running(thread::spawn(|| timed(parse))),
-            absent,
+    pub fn in_background(kernel: &KernelBtf) -> Self {
+        let absent: Vec<&'static str> = plan::btf_traced_functions()
+            .filter(|f| !kernel.has_function(f))
+            .collect();
+        let parse = match tracing_refused(kernel) {
+            Some(why) => Parse::Refused(why),
+            // Every function absent: each attempt is refused before aya is asked.
+            None if plan::btf_traced_functions().all(|f| absent.contains(&f)) => Parse::NotStarted,
+            None => Parse::Running(thread::spawn(|| timed(parse))),
+        };
+        Self { parse, absent }
+    }
+
+    /// Why the kernel refuses every fentry and fexit program, when it was asked and said so.
+    #[must_use]
+    pub fn refused(&self) -> Option<&str> {
+        match &self.parse {
+            Parse::Refused(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Drops the parse on a thread of its own: freeing aya's types costs milliseconds.
+    pub fn drop_beside(self) {
+        if matches!(self.parse, Parse::Done(Ok(_))) {
+            thread::spawn(move || drop(self));
         }
     }
 
@@ -80,6 +111,14 @@ impl AyaBtf {
                 parsed
             }
             Parse::Done(parsed) => parsed,
+            Parse::Refused(why) => {
+                let error = ProbeError::Program {
+                    what: within(),
+                    reason: why.clone(),
+                };
+                self.parse = Parse::Refused(why);
+                return Err(error);
+            }
         };
         self.parse = Parse::Done(parsed);
         let Parse::Done(parsed) = &self.parse else {
@@ -90,6 +129,29 @@ impl AyaBtf {
             reason: format!("kernel BTF: {e}"),
         })
     }
+}
+
+/// Why the kernel refuses fentry programs, asked with the smallest one on the first traced
+/// function it has; `None` when it loads it, or when the answer does not tell (a refusal of
+/// that one function, not of fentry programs: the strategies are then tried one by one).
+fn tracing_refused(kernel: &KernelBtf) -> Option<String> {
+    let (function, id) =
+        plan::btf_traced_functions().find_map(|f| Some((f, kernel.function_id(f)?)))?;
+    let (tried, took) = timed(|| bpf_sys::try_fentry(id));
+    log::debug!("a test fentry program on {function}: {tried:?} in {took:?}");
+    let error = tried.err()?;
+    // EPERM, EACCES: not allowed (lockdown, an LSM, a sysctl); ENOTSUPP (524, the kernel's
+    // own), EOPNOTSUPP: no BPF trampolines on this architecture or build.
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EPERM | libc::EACCES | libc::EOPNOTSUPP | 524)
+    )
+    .then(|| {
+        format!(
+            "this kernel refuses fentry and fexit programs (the smallest one, on {function}: \
+             {error})"
+        )
+    })
 }
 
 /// Parses `/sys/kernel/btf/vmlinux` as `Btf::from_sys_fs` does, through a memory map when

@@ -73,6 +73,7 @@ const TYPE_NAMES: &[&str] = &[
     names::KMEM_CACHE_ALLOC_FUNCTION,
     names::KMEM_CACHE_ALLOC_NODE_FUNCTION,
     names::KMEM_CACHE_FREE_FUNCTION,
+    names::REFAULT_FUNCTION,
 ];
 
 /// The enum members [`KernelBtf::kernel_offsets`] finds by name in any enum, named or not.
@@ -730,6 +731,20 @@ impl KernelBtf {
             .any(|t| matches!(t, Type::Func(_)))
     }
 
+    /// The BTF id of the kernel's function of that name (its `FUNC`), which an fentry
+    /// program names to attach to.
+    #[must_use]
+    pub fn function_id(&self, name: &str) -> Option<u32> {
+        let ids = if let Some(ids) = self.index.as_ref().and_then(|index| index.ids(name)) {
+            ids.to_vec()
+        } else {
+            self.scans.set(self.scans.get() + 1);
+            self.btf.resolve_ids_by_name(name).unwrap_or_default()
+        };
+        ids.into_iter()
+            .find(|&id| matches!(self.btf.resolve_type_by_id(id), Ok(Type::Func(_))))
+    }
+
     fn named(
         &self,
         what: &str,
@@ -887,6 +902,11 @@ mod tests {
         btf.kernel_offsets().expect("offsets");
         btf.enum_names("oom_constraint").expect("oom_constraint");
         assert!(btf.has_function(names::OOM_KILL_FUNCTION));
+        // What start-up asks of every function an fentry or fexit strategy loads against.
+        for function in super::super::plan::btf_traced_functions() {
+            let _ = btf.has_function(function);
+            let _ = btf.function_id(function);
+        }
         assert_eq!(
             btf.scans.get(),
             0,
@@ -907,6 +927,21 @@ mod tests {
         for name in TYPE_NAMES {
             assert_eq!(btf.types_named(name), scanned.types_named(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_function_id_is_its_func() {
+        let btf = KernelBtf::from_sys().expect("this test needs /sys/kernel/btf/vmlinux");
+        let id = btf
+            .function_id(names::OOM_KILL_FUNCTION)
+            .expect("every kernel has oom_kill_process");
+        let Ok(Type::Func(func)) = btf.btf.resolve_type_by_id(id) else {
+            panic!("{id} is not a FUNC");
+        };
+        assert_eq!(btf.name_of(&func), names::OOM_KILL_FUNCTION);
+        assert_eq!(btf.function_id("no_such_function"), None);
+        // A struct of that name is not a function.
+        assert_eq!(btf.function_id("task_struct"), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use memtrace_common::{
 use super::{
     EBPF_OBJECT, ProbeError,
     aya_btf::AyaBtf,
+    deferred_maps,
     plan::{self, Attach},
     privileges, support,
 };
@@ -72,9 +73,9 @@ pub fn probe_all() -> Result<Vec<Capability>, ProbeError> {
     privileges::require_root()?;
     support::check()?;
     privileges::raise_memlock();
-    let mut ebpf = EbpfLoader::new()
-        .load(EBPF_OBJECT)
-        .map_err(ProbeError::Load)?;
+    let mut loader = EbpfLoader::new();
+    deferred_maps::shrink(&mut loader);
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
     let mut btf = AyaBtf::default();
     Ok(CHECKS
         .iter()

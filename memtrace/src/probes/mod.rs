@@ -2,9 +2,11 @@
 
 pub mod aggregate;
 mod aya_btf;
+mod bpf_sys;
 pub mod btf;
 mod btf_index;
 pub mod capability;
+mod deferred_maps;
 pub mod derived;
 pub mod filter;
 pub mod floor;
@@ -188,13 +190,10 @@ impl Probes {
         let mut callers = CallersReader::start(may_attach(options, ProbePoint::Slab));
         let kernel_btf = KernelBtf::from_sys()?;
         timeline.phase("btf open");
-        // Parsed beside the rest, and only where a strategy that needs it may be tried.
+        // Parsed beside the rest, and only where a strategy that needs it may be tried and the
+        // kernel loads fentry programs.
         let aya_btf = if may_try_btf_traced(options) {
-            AyaBtf::in_background(
-                plan::btf_traced_functions()
-                    .filter(|f| !kernel_btf.has_function(f))
-                    .collect(),
-            )
+            AyaBtf::in_background(&kernel_btf)
         } else {
             AyaBtf::default()
         };
@@ -214,21 +213,19 @@ impl Probes {
             // millisecond for the 65 536 of a full one) even where no entry is ever made.
             loader.map_max_entries(FILTER_MAP, 1);
         }
+        deferred_maps::shrink(&mut loader);
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
         timeline.phase("object load (maps)");
-        preload::preload(&mut ebpf, options, &offsets);
+        preload::preload(&mut ebpf, options, &offsets, &aya_btf);
         timeline.phase("preload (verifier, on every CPU)");
 
-        let (attached, outcomes) = attach_points(
-            &mut ebpf,
-            options,
-            &offsets,
-            &mut Beside {
-                aya_btf,
-                callers: &mut callers,
-            },
-            timeline,
-        )?;
+        let mut beside = Beside {
+            aya_btf,
+            callers: &mut callers,
+        };
+        let attached_points = attach_points(&mut ebpf, options, &offsets, &mut beside, timeline);
+        beside.aya_btf.drop_beside();
+        let (attached, outcomes) = attached_points?;
         if attached.is_empty() {
             return Err(ProbeError::NothingAttached);
         }

@@ -118,6 +118,27 @@ impl Attach {
             }
         }
     }
+
+    /// The programs it loads (the memory map's calibration programs aside).
+    #[must_use]
+    pub fn programs(&self) -> Vec<&'static str> {
+        match self {
+            Self::Fentry { program, .. }
+            | Self::Kprobe { program, .. }
+            | Self::Fexit { program, .. }
+            | Self::Tracepoint { program, .. } => vec![program],
+            Self::KprobeReturn { entry, ret, .. } => vec![entry, ret],
+            Self::Derived { .. } => Vec::new(),
+            Self::RawTracepoints(pairs) | Self::RawTracepointsWithMemoryMap(pairs) => {
+                pairs.iter().map(|(program, _)| *program).collect()
+            }
+            Self::Functions { functions, raw, .. } => functions
+                .iter()
+                .chain(*raw)
+                .map(|(program, _)| *program)
+                .collect(),
+        }
+    }
 }
 
 /// The tracepoints whose third argument the slab programs read as the `struct kmem_cache *`.
@@ -518,6 +539,36 @@ pub fn attach_point(
     }
 }
 
+/// Whether start-up knows, before loading anything, that the kernel refuses this strategy:
+/// the function is not in its BTF, it refused the test fentry program ([`AyaBtf::refused`]),
+/// it has no kprobe PMU, or its `kmem_cache_*` tracepoints do not pass the cache. Trying it
+/// then costs nothing: [`attach`] says no at once, for the same reason.
+#[must_use]
+pub fn known_refused(ebpf: &Ebpf, attach: &Attach, btf: &AyaBtf, offsets: &KernelOffsets) -> bool {
+    let refused = |program: &str, function: &str| match ebpf.program(program) {
+        Some(Program::FEntry(_) | Program::FExit(_)) => {
+            btf.refused().is_some() || btf.known_absent(function).is_some()
+        }
+        Some(Program::KProbe(_)) => kprobe_pmu().is_err(),
+        _ => false,
+    };
+    match attach {
+        Attach::Fentry { program, function }
+        | Attach::Fexit { program, function }
+        | Attach::Kprobe { program, function }
+        | Attach::KprobeReturn {
+            entry: program,
+            function,
+            ..
+        } => refused(program, function),
+        Attach::Functions { functions, .. } => functions.iter().any(|(p, f)| refused(p, f)),
+        Attach::RawTracepoints(pairs) | Attach::RawTracepointsWithMemoryMap(pairs) => {
+            refused_before_loading(pairs, offsets)
+        }
+        Attach::Derived { .. } | Attach::Tracepoint { .. } => false,
+    }
+}
+
 /// Loads and attaches one strategy's programs.
 ///
 /// # Errors
@@ -533,13 +584,14 @@ pub fn attach(
     // common trait, so one macro serves both types.
     macro_rules! attach_btf_traced {
         ($ty:ty, $kind:literal, $program:expr, $function:expr) => {{
-            let absent = btf.known_absent($function);
-            let btf = btf.get($kind, $function)?;
             let error = |source| program_error(format!("{} {}", $kind, $function), &source);
-            if let Some(absent) = absent {
+            // Absent first: of two reasons, the function's absence is the one that holds on
+            // every kernel.
+            if let Some(absent) = btf.known_absent($function) {
                 return Err(error(absent.into()));
             }
-            let p: &mut $ty = program_mut(ebpf, $program)?.try_into().map_err(error)?;
+            let btf = btf.get($kind, $function)?;
+            let p: &mut $ty = program_to_load(ebpf, $program)?.try_into().map_err(error)?;
             p.load($function, btf).map_err(error)?;
             p.attach().map_err(error)?;
         }};
@@ -554,7 +606,7 @@ pub fn attach(
         Attach::Kprobe { program, function } => {
             let error = |source| program_error(format!("kprobe {function}"), &source);
             kprobe_pmu().map_err(|e| error(e.into()))?;
-            let p: &mut KProbe = program_mut(ebpf, program)?.try_into().map_err(error)?;
+            let p: &mut KProbe = program_to_load(ebpf, program)?.try_into().map_err(error)?;
             load_once(p).map_err(error)?;
             p.attach(*function, 0).map_err(error)?;
         }
@@ -565,12 +617,12 @@ pub fn attach(
         } => {
             let error = |source| program_error(format!("kretprobe {function}"), &source);
             kprobe_pmu().map_err(|e| error(e.into()))?;
-            let r: &mut KProbe = program_mut(ebpf, ret)?.try_into().map_err(error)?;
+            let r: &mut KProbe = program_to_load(ebpf, ret)?.try_into().map_err(error)?;
             load_once(r).map_err(error)?;
             let ret_link = r.attach(*function, 0).map_err(error)?;
             let entered = (|| {
                 let error = |source| program_error(format!("kprobe {function}"), &source);
-                let p: &mut KProbe = program_mut(ebpf, entry)?.try_into().map_err(error)?;
+                let p: &mut KProbe = program_to_load(ebpf, entry)?.try_into().map_err(error)?;
                 load_once(p).map_err(error)?;
                 p.attach(*function, 0).map_err(error)
             })();
@@ -609,7 +661,7 @@ pub fn attach(
         } => {
             super::privileges::ensure_tracefs()?;
             let error = |source| program_error(format!("tracepoint {category}:{name}"), &source);
-            let p: &mut TracePoint = program_mut(ebpf, program)?.try_into().map_err(error)?;
+            let p: &mut TracePoint = program_to_load(ebpf, program)?.try_into().map_err(error)?;
             p.load().map_err(error)?;
             p.attach(category, name).map_err(error)?;
         }
@@ -712,7 +764,7 @@ fn attach_functions_and_raw(
             } else {
                 None
             };
-            let link = match (program_mut(ebpf, program)?, aya) {
+            let link = match (program_to_load(ebpf, program)?, aya) {
                 (Program::FEntry(p), Some(btf)) => {
                     let error = |source| program_error(format!("fentry {function}"), &source);
                     p.load(function, btf).map_err(error)?;
@@ -777,7 +829,7 @@ pub fn attach_raw(
     tracepoint: &'static str,
 ) -> Result<RawTracePointLinkId, ProbeError> {
     let error = |source| program_error(format!("raw tracepoint {tracepoint}"), &source);
-    let p: &mut RawTracePoint = program_mut(ebpf, program)?.try_into().map_err(error)?;
+    let p: &mut RawTracePoint = program_to_load(ebpf, program)?.try_into().map_err(error)?;
     if p.fd().is_err() {
         p.load().map_err(error)?;
     }
@@ -786,6 +838,16 @@ pub fn attach_raw(
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Program, ProbeError> {
     ebpf.program_mut(name).ok_or(ProbeError::Missing(name))
+}
+
+/// [`program_mut`] for a program about to be loaded: the deferred maps it uses get their full
+/// size first ([`super::deferred_maps`]).
+fn program_to_load<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut Program, ProbeError> {
+    super::deferred_maps::grow_for(ebpf, [name])?;
+    program_mut(ebpf, name)
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 
 use std::{fs, io, path::Path};
 
-use super::btf::VMLINUX_BTF;
+use super::{
+    bpf_sys::{self, MapSpec},
+    btf::VMLINUX_BTF,
+};
 
-/// `bpf(2)` commands and map types used here (`include/uapi/linux/bpf.h`).
-const BPF_MAP_CREATE: libc::c_long = 0;
+/// `enum bpf_map_type` (`include/uapi/linux/bpf.h`).
 const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 /// Where securityfs shows the lockdown mode: `none integrity [confidentiality]`.
 const SECURITYFS: &str = "/sys/kernel/security";
@@ -71,26 +73,15 @@ pub fn check() -> Result<(), Unsupported> {
 
 /// Creates and closes a one-page BPF ring buffer.
 fn create_ring_buffer() -> io::Result<()> {
-    // The first fields of `union bpf_attr` for BPF_MAP_CREATE: map_type, key_size, value_size,
-    // max_entries; the kernel reads the size given and requires nothing else.
-    let mut attr = [0_u32; 8];
-    attr[0] = BPF_MAP_TYPE_RINGBUF;
-    attr[3] = 4096;
-    // SAFETY: `attr` is a valid, initialised buffer of the size passed, alive for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            attr.as_ptr(),
-            size_of_val(&attr),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us; nothing else holds it.
-    unsafe { libc::close(i32::try_from(fd).unwrap_or(-1)) };
-    Ok(())
+    bpf_sys::create_map(&MapSpec {
+        map_type: BPF_MAP_TYPE_RINGBUF,
+        key_size: 0,
+        value_size: 0,
+        max_entries: 4096,
+        map_flags: 0,
+        name: String::new(),
+    })
+    .map(drop)
 }
 
 /// The selected lockdown mode (`none`, `integrity`, `confidentiality`), mounting securityfs
