@@ -12,6 +12,7 @@ mod pipeline;
 mod report;
 mod startup;
 mod stats;
+mod storms;
 mod trace;
 mod tracer;
 mod workload;
@@ -63,6 +64,10 @@ enum What {
     /// The userspace pipeline: ring-buffer records decoded, attributed and written as JSON
     /// Lines and a trace file, events/s on one core (target: 1 M/s)
     Pipeline,
+    /// Storms with nothing lost (root): 200 OOM kills across 20 memcgs, 5 000 memcgs created
+    /// and removed under a filter, a pod held at its limit for 10 s; for each its rate, events
+    /// expected vs. seen, lost, memtrace's CPU and peak RSS, and how late events came
+    Storms(storms::Options),
     /// Following containers' kernel counters on a node with many memory cgroups (root):
     /// memtrace's CPU with counters off and on, and the time per counters pass
     Counters(counters::Options),
@@ -93,6 +98,10 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         Some(What::Startup { runs, against }) => {
             setup::run(workspace)?;
             return startup::run(workspace, usize::from(*runs), against.as_deref());
+        }
+        Some(What::Storms(storms)) => {
+            setup::run(workspace)?;
+            return storms::run(workspace, storms);
         }
         Some(What::Pipeline) => {
             setup::run(workspace)?;

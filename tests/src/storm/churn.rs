@@ -1,0 +1,71 @@
+//! The cgroup storm: `count` memory cgroups created and removed as fast as the kernel allows,
+//! in waves of [`WAVE`] (containers come and go in bursts), below a parent that memtrace is
+//! filtered to (`--cgroup`). Every creation and every removal must be reported, with its path.
+
+use std::{collections::HashMap, fs, thread, time::Instant};
+
+use super::{Outcome, Streaming, lag, slowdown};
+use crate::TestCgroup;
+
+/// Cgroups that exist at once.
+const WAVE: usize = 100;
+
+/// Runs the storm under `memtrace run --cgroup PARENT`; expected are the `mkdir`s and `rmdir`s
+/// that succeeded.
+///
+/// # Panics
+///
+/// When a cgroup cannot be created or removed: the storm cannot run.
+#[must_use]
+pub fn cgroup_storm(count: usize) -> Outcome {
+    let parent = TestCgroup::new("churn", 1 << 30);
+    parent.delegate_memory();
+    let memtrace = Streaming::start(&["--cgroup", &parent.path]);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < count {
+        let wave: Vec<usize> = (done..count.min(done + WAVE)).collect();
+        for i in &wave {
+            let dir = parent.dir.join(format!("c{i}"));
+            fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        }
+        for i in &wave {
+            let dir = parent.dir.join(format!("c{i}"));
+            fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+        }
+        done += wave.len();
+    }
+    let took = started.elapsed();
+    thread::sleep(std::time::Duration::from_secs(1) * slowdown());
+    let streamed = memtrace.stop();
+
+    // Per path: (created, removed) events seen.
+    let mut seen: HashMap<String, (u32, u32)> = HashMap::new();
+    let mut lags = Vec::new();
+    for (read_ns, event) in streamed.events() {
+        if event["type"] != "cgroup" {
+            continue;
+        }
+        let path = event["cgroup"].as_str().unwrap_or_default().to_owned();
+        let slot = seen.entry(path).or_default();
+        match event["action"].as_str() {
+            Some("created") => slot.0 += 1,
+            Some("removed") => slot.1 += 1,
+            _ => continue,
+        }
+        lags.push(lag(read_ns, &event));
+    }
+    let mut outcome = Outcome::new("cgroup", took, &streamed, &mut lags);
+    outcome.expected = 2 * count as u64;
+    for i in 0..count {
+        let path = format!("{}/c{i}", parent.path);
+        let (created, removed) = seen.get(&path).copied().unwrap_or_default();
+        outcome.seen += u64::from(created.min(1) + removed.min(1));
+        if (created, removed) != (1, 1) {
+            outcome.problem(format!(
+                "{path}: {created} creation(s) and {removed} removal(s) reported, not one each"
+            ));
+        }
+    }
+    outcome
+}
