@@ -2,9 +2,10 @@
 //! JSON object: what `cargo xtask bench storms` runs. memtrace is `MEMTRACE_BIN`; the workloads
 //! (`memhog`, `readloop`) are the ones built beside this binary.
 //!
-//! Usage: `storm oom MEMCGS KILLS_EACH` | `storm cgroup COUNT` | `storm reclaim SECONDS`
+//! Usage: `storm oom MEMCGS KILLS_EACH` | `storm cgroup COUNT [STALL_SECONDS]` |
+//! `storm reclaim SECONDS`
 
-use std::{path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode, time::Duration};
 
 use memtrace_tests::storm::{self, Workloads};
 
@@ -22,11 +23,14 @@ fn main() -> ExitCode {
         (Some("oom"), Some(memcgs), Some(kills_each)) => {
             storm::oom_storm(memcgs, kills_each, &workloads)
         }
-        (Some("cgroup"), Some(count), None) => storm::cgroup_storm(count),
+        (Some("cgroup"), Some(count), stall) => {
+            storm::cgroup_storm(count, Duration::from_secs(stall.unwrap_or(0) as u64), &[])
+        }
         (Some("reclaim"), Some(seconds), None) => storm::reclaim_storm(seconds as u64, &workloads),
         _ => {
             eprintln!(
-                "usage: storm oom MEMCGS KILLS_EACH | storm cgroup COUNT | storm reclaim SECONDS"
+                "usage: storm oom MEMCGS KILLS_EACH | storm cgroup COUNT [STALL_SECONDS] | \
+                 storm reclaim SECONDS"
             );
             return ExitCode::from(2);
         }

@@ -2,7 +2,11 @@
 //! in waves of [`WAVE`] (containers come and go in bursts), below a parent that memtrace is
 //! filtered to (`--cgroup`). Every creation and every removal must be reported, with its path.
 
-use std::{collections::HashMap, fs, thread, time::Instant};
+use std::{
+    collections::HashMap,
+    fs, thread,
+    time::{Duration, Instant},
+};
 
 use super::{Outcome, Streaming, lag, slowdown};
 use crate::TestCgroup;
@@ -10,17 +14,20 @@ use crate::TestCgroup;
 /// Cgroups that exist at once.
 const WAVE: usize = 100;
 
-/// Runs the storm under `memtrace run --cgroup PARENT`; expected are the `mkdir`s and `rmdir`s
-/// that succeeded.
+/// Runs the storm under `memtrace run --cgroup PARENT EXTRA…` whose stdout is not read for
+/// `stall` after it attached (a log shipper that stops reading; zero: read as it comes);
+/// expected are the `mkdir`s and `rmdir`s that succeeded.
 ///
 /// # Panics
 ///
 /// When a cgroup cannot be created or removed: the storm cannot run.
 #[must_use]
-pub fn cgroup_storm(count: usize) -> Outcome {
+pub fn cgroup_storm(count: usize, stall: Duration, extra: &[&str]) -> Outcome {
     let parent = TestCgroup::new("churn", 1 << 30);
     parent.delegate_memory();
-    let memtrace = Streaming::start(&["--cgroup", &parent.path]);
+    let mut args = vec!["--cgroup", &parent.path];
+    args.extend_from_slice(extra);
+    let memtrace = Streaming::start_stalled(&args, stall);
     let started = Instant::now();
     let mut done = 0;
     while done < count {
@@ -36,7 +43,8 @@ pub fn cgroup_storm(count: usize) -> Outcome {
         done += wave.len();
     }
     let took = started.elapsed();
-    thread::sleep(std::time::Duration::from_secs(1) * slowdown());
+    // What the stall held back comes out once it ends; then a second for the last events.
+    thread::sleep(stall.saturating_sub(started.elapsed()) + Duration::from_secs(1) * slowdown());
     let streamed = memtrace.stop();
 
     // Per path: (created, removed) events seen.
@@ -55,7 +63,12 @@ pub fn cgroup_storm(count: usize) -> Outcome {
         }
         lags.push(lag(read_ns, &event));
     }
-    let mut outcome = Outcome::new("cgroup", took, &streamed, &mut lags);
+    let name = if stall.is_zero() {
+        "cgroup"
+    } else {
+        "cgroup, stdout stalled"
+    };
+    let mut outcome = Outcome::new(name, took, &streamed, &mut lags);
     outcome.expected = 2 * count as u64;
     for i in 0..count {
         let path = format!("{}/c{i}", parent.path);

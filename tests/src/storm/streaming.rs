@@ -73,6 +73,17 @@ impl Streaming {
     /// When it cannot be started or does not attach within 30 s.
     #[must_use]
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_stalled(extra, Duration::ZERO)
+    }
+
+    /// As [`Self::start`], and its stdout is not read for `stall` after it attached: a log
+    /// shipper that stops reading for a while (the pipe fills, memtrace's writes block).
+    ///
+    /// # Panics
+    ///
+    /// As [`Self::start`].
+    #[must_use]
+    pub fn start_stalled(extra: &[&str], stall: Duration) -> Self {
         let mut child = Command::new(memtrace_bin())
             .args(["run", "--format", "json", "--stats-interval", "0"])
             .args(extra)
@@ -83,7 +94,11 @@ impl Streaming {
             .expect("spawn memtrace");
         let (lines_tx, lines) = mpsc::channel::<(u64, String)>();
         let stdout = child.stdout.take().expect("stdout");
+        let (attached_tx, attached_rx) = mpsc::channel::<()>();
         let out_reader = thread::spawn(move || {
+            if !stall.is_zero() && attached_rx.recv().is_ok() {
+                thread::sleep(stall);
+            }
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if lines_tx.send((boot_ns(), line)).is_err() {
                     break;
@@ -117,6 +132,7 @@ impl Streaming {
             me.stderr_seen.push(line);
             if attached {
                 me.cpu_at_attach = cpu_time(me.child.id());
+                let _ = attached_tx.send(());
                 return me;
             }
             assert!(

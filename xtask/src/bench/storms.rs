@@ -1,6 +1,7 @@
 //! `cargo xtask bench storms`: the storms where tools lose data (issue 14), at full size, each
 //! under a fresh `memtrace run` with its default settings: 200 OOM kills across 20 memcgs,
-//! 5 000 memcgs created and removed under a `--cgroup` filter, a pod held at its limit for 10 s.
+//! 5 000 memcgs created and removed under a `--cgroup` filter (also while memtrace's stdout is
+//! not read for 5 s), a pod held at its limit for 10 s.
 //! For each: its rate, events the kernel says happened vs. those memtrace reported, memtrace's
 //! lost counters, its CPU and peak RSS, and how late events were read from its stdout.
 //!
@@ -102,7 +103,7 @@ fn run_storm(storm: &Path, memtrace: &Path, args: &[&str]) -> anyhow::Result<Val
 /// The table: a row per storm and build.
 fn render(rows: &[(String, Value)]) -> String {
     let mut out = String::from(
-        "storm     memtrace      rate/s  expected      seen  lost   CPU s  peak RSS  lag median  \
+        "storm                   memtrace      rate/s  expected      seen  lost   CPU s  peak RSS  lag median  \
          lag max  problems\n",
     );
     for (label, o) in rows {
@@ -113,7 +114,7 @@ fn render(rows: &[(String, Value)]) -> String {
         let problems = o["problems"].as_array().map_or(0, Vec::len);
         let _ = writeln!(
             out,
-            "{:<9} {label:<12} {:>7.0} {:>9} {:>9} {lost:>5} {:>7.2} {:>6.1} MB {:>8.1} ms \
+            "{:<23} {label:<12} {:>7.0} {:>9} {:>9} {lost:>5} {:>7.2} {:>6.1} MB {:>8.1} ms \
              {:>6.0} ms  {problems}",
             o["storm"].as_str().unwrap_or("?"),
             f("rate_per_s"),
