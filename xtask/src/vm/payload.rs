@@ -43,9 +43,9 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
     "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
     "-C target-feature=+crt-static -C strip=debuginfo",
 );
-/// The workloads the tests run in their cgroups (OOM kills, tmpfs files); `[[bin]]`s of the
-/// tests package.
-pub const WORKLOADS: [&str; 2] = ["memhog", "mkfiles"];
+/// The workloads the tests run in their cgroups (OOM kills, tmpfs files, a reclaim storm);
+/// `[[bin]]`s of the tests package.
+pub const WORKLOADS: [&str; 3] = ["memhog", "mkfiles", "readloop"];
 
 /// The static executables for the guests.
 pub struct Payload {
