@@ -4,7 +4,9 @@
 
 use std::{
     collections::HashMap,
-    fs, thread,
+    fs,
+    sync::atomic::{AtomicUsize, Ordering},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -23,7 +25,12 @@ const WAVE: usize = 100;
 /// When a cgroup cannot be created or removed: the storm cannot run.
 #[must_use]
 pub fn cgroup_storm(count: usize, stall: Duration, extra: &[&str]) -> Outcome {
-    let parent = TestCgroup::new("churn", 1 << 30);
+    // Storms run side by side in one test process: each its own parent.
+    static STORMS: AtomicUsize = AtomicUsize::new(0);
+    let parent = TestCgroup::new(
+        &format!("churn{}", STORMS.fetch_add(1, Ordering::Relaxed)),
+        1 << 30,
+    );
     parent.delegate_memory();
     let mut args = vec!["--cgroup", &parent.path];
     args.extend_from_slice(extra);

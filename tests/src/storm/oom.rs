@@ -2,7 +2,11 @@
 //! kernel rate-limits its OOM report (ten a burst), so most kills come without the `oom-kill:`
 //! line memtrace waits for: every kill must still be reported, once, in its memcg.
 
-use std::{collections::HashMap, thread, time::Instant};
+use std::{
+    collections::HashMap,
+    thread,
+    time::{Duration, Instant},
+};
 
 use super::{Outcome, Streaming, Workloads, lag, slowdown};
 use crate::TestCgroup;
@@ -24,7 +28,7 @@ pub fn oom_storm(memcgs: usize, kills_each: usize, workloads: &Workloads) -> Out
         .collect();
     let memhog = workloads.memhog.to_str().expect("UTF-8 path");
 
-    let memtrace = Streaming::start(&[]);
+    let mut memtrace = Streaming::start(&[]);
     let started = Instant::now();
     let killed: Vec<(String, u32)> = thread::scope(|s| {
         let workers: Vec<_> = cgroups
@@ -44,8 +48,15 @@ pub fn oom_storm(memcgs: usize, kills_each: usize, workloads: &Workloads) -> Out
     });
     let took = started.elapsed();
     let kernel_kills: u64 = cgroups.iter().map(TestCgroup::kernel_oom_kills).sum();
-    // A kill held for the kernel's line waits 150 ms at most: give the last ones a second.
-    thread::sleep(std::time::Duration::from_millis(1500) * slowdown());
+    // Until every kill's event is out (a kill held for the kernel's line waits 150 ms at most;
+    // how late each was is measured, and bounded by the test, separately), then a moment for
+    // any reported twice.
+    let mut kills = 0;
+    memtrace.wait_for(Duration::from_secs(10) * slowdown(), |line| {
+        kills += usize::from(line.contains("\"type\":\"oom_kill\""));
+        kills >= killed.len()
+    });
+    thread::sleep(Duration::from_millis(300) * slowdown());
     let streamed = memtrace.stop();
 
     let mut reported: HashMap<u32, String> = HashMap::new();

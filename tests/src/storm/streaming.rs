@@ -17,6 +17,8 @@ use crate::{boot_ns, memtrace_bin};
 pub struct Streaming {
     child: Child,
     lines: mpsc::Receiver<(u64, String)>,
+    /// Lines taken from `lines` by [`Self::wait_for`].
+    read: Vec<(u64, String)>,
     stderr_lines: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
     readers: [thread::JoinHandle<()>; 2],
@@ -117,6 +119,7 @@ impl Streaming {
         let mut me = Self {
             child,
             lines,
+            read: Vec::new(),
             stderr_lines,
             stderr_seen: Vec::new(),
             readers: [out_reader, err_reader],
@@ -143,6 +146,28 @@ impl Streaming {
         }
     }
 
+    /// Reads stdout lines as they come until `enough` says so of a line, or `timeout` passes;
+    /// whether it did.
+    pub fn wait_for(&mut self, timeout: Duration, mut enough: impl FnMut(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if let Ok(line) = self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
+                let done = enough(&line.1);
+                self.read.push(line);
+                if done {
+                    return true;
+                }
+            }
+        }
+    }
+
     /// Stops it with Ctrl-C: its exit status, stamped stdout lines, stderr and cost.
     ///
     /// # Panics
@@ -160,9 +185,10 @@ impl Streaming {
             reader.join().expect("reader");
         }
         self.stderr_seen.extend(self.stderr_lines.try_iter());
+        self.read.extend(self.lines.try_iter());
         Streamed {
             status,
-            lines: self.lines.try_iter().collect(),
+            lines: self.read,
             stderr: self.stderr_seen.join("\n"),
             cpu,
             peak_rss_kib,
