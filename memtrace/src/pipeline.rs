@@ -1,8 +1,10 @@
 //! Ring buffer → decoded records → events → sinks, without ever blocking.
 //!
-//! - The reader task drains the ring buffer into owned records and hands them over an
-//!   unbounded channel: it never waits for the consumer, and never awaits while it holds a
-//!   ring-buffer item.
+//! - The reader drains the ring buffer into owned records and hands them over an unbounded
+//!   channel: it never waits for the consumer, and never awaits while it holds a ring-buffer
+//!   item. It runs on a thread of its own: a consumer blocked on its output (a stdout pipe that
+//!   a log shipper stopped reading) would otherwise stop the draining too, and the kernel would
+//!   drop what no longer fits in the ring buffer. Back-pressure is held in memory instead.
 //! - The consumer turns records into events and writes them to the sink. What would make it
 //!   wait runs elsewhere: an OOM kill whose kernel report line has not arrived is held with a
 //!   deadline ([`KMSG_WAIT`]) while the events behind it go on; draining the kernel's
@@ -427,7 +429,7 @@ pub async fn run(
     let Settings { intervals, sources } = settings;
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Record>>();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reader = tokio::spawn(read_ring(ring, tx, stop_rx));
+    let reader = spawn_reader(ring, tx, stop_rx)?;
 
     let mut consumer = Consumer {
         context,
@@ -618,13 +620,33 @@ pub async fn run(
     };
     // A sink error ends consumption early; tell the reader in case it is still running.
     let _ = stop_tx.send(true);
-    let undecodable = reader.await.map_err(io::Error::other)??;
+    let undecodable = tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .map_err(io::Error::other)?
+        .map_err(|_| io::Error::other("the ring-buffer reader panicked"))??;
     let (events, still_dying) = outcome?;
     Ok(Stats {
         events,
         undecodable,
         still_dying,
     })
+}
+
+/// Runs [`read_ring`] on a thread of its own, with a runtime of its own: nothing the consumer
+/// waits for can stop it.
+fn spawn_reader(
+    ring: RingBuf<MapData>,
+    tx: mpsc::UnboundedSender<Vec<Record>>,
+    stop: watch::Receiver<bool>,
+) -> io::Result<std::thread::JoinHandle<io::Result<u64>>> {
+    std::thread::Builder::new()
+        .name("ring-reader".into())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()?
+                .block_on(read_ring(ring, tx, stop))
+        })
 }
 
 async fn read_ring(

@@ -25,6 +25,7 @@ pub mod files;
 pub mod prometheus;
 pub mod report;
 pub mod runtimes;
+pub mod storm;
 pub mod tmux;
 
 /// The memtrace binary under test: `MEMTRACE_BIN` (set by `cargo xtask test`), else the debug
@@ -85,15 +86,20 @@ impl TestCgroup {
     /// must be created with its own `child` call so that each is removed).
     #[must_use]
     pub fn child(&self, name: &str, limit_bytes: Option<u64>) -> Self {
-        if self.hierarchy.version == CgroupVersion::V2 {
-            // A v2 child has its own memcg only when its parent delegates the controller.
-            self.write("cgroup.subtree_control", "+memory");
-        }
+        self.delegate_memory();
         Self::create(
             self.hierarchy.clone(),
             format!("{}/{name}", self.path),
             limit_bytes,
         )
+    }
+
+    /// On cgroup v2, gives children made below this cgroup a memcg of their own (a v2 child has
+    /// one only when its parent delegates the controller); v1 children always have one.
+    pub fn delegate_memory(&self) {
+        if self.hierarchy.version == CgroupVersion::V2 {
+            self.write("cgroup.subtree_control", "+memory");
+        }
     }
 
     fn create(hierarchy: MemoryHierarchy, path: String, limit_bytes: Option<u64>) -> Self {

@@ -352,7 +352,7 @@ impl Session {
                     }
                 };
                 let stats = match metrics {
-                    None if lost_watch.is_some() => {
+                    None => {
                         let run = pipeline::run(ring, aggregates, context, settings, sink, stop);
                         tokio::select! {
                             stats = run => stats,
@@ -361,7 +361,6 @@ impl Session {
                             }
                         }
                     }
-                    None => pipeline::run(ring, aggregates, context, settings, sink, stop).await,
                     Some(SessionMetrics {
                         endpoint,
                         stats_every,
@@ -447,18 +446,21 @@ fn stats_interval(user: Duration, metrics: bool) -> Option<Duration> {
     }
 }
 
-/// Hands the kernel side's lost-event counters to the exporter and the watch every second;
-/// never ends.
+/// Reads the kernel side's lost-event counters every second: says on stderr, at once, what a
+/// second lost (a loss is never silent, also before the summary), and hands the totals to the
+/// exporter and the watch; never ends.
 async fn count_lost(
     probes: &Probes,
     exporter: Option<&metrics::Exporter>,
     watch: Option<&LostWatch>,
 ) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut before = vec![0; LostKind::ALL.len()];
     loop {
         every.tick().await;
         match probes.lost() {
             Ok(lost) => {
+                warn_of_losses(&lost, &mut before);
                 if let Some(exporter) = exporter {
                     exporter.set_lost(&lost);
                 }
@@ -467,6 +469,38 @@ async fn count_lost(
                 }
             }
             Err(e) => log::warn!("reading lost-event counters: {e}"),
+        }
+    }
+}
+
+/// One stderr line per kind whose lost counter grew since `before` (then updated).
+fn warn_of_losses(lost: &[(LostKind, u64)], before: &mut [u64]) {
+    for (&(kind, total), seen) in lost.iter().zip(before.iter_mut()) {
+        if total > *seen {
+            eprintln!(
+                "memtrace: lost {} {} event{} ({total} in all): {}",
+                total - *seen,
+                kind.name(),
+                if total - *seen == 1 { "" } else { "s" },
+                loss_advice(kind),
+            );
+            *seen = total;
+        }
+    }
+}
+
+/// What to do about a loss of this kind.
+fn loss_advice(kind: LostKind) -> &'static str {
+    match kind {
+        LostKind::OomKill | LostKind::Cgroup => {
+            "the ring buffer was full; a larger --ring-buffer-size holds more"
+        }
+        LostKind::Reclaim | LostKind::ChargeFail => {
+            "the ring buffer (or the map pairing an episode's begin and end) was full; a larger \
+             --ring-buffer-size holds more"
+        }
+        LostKind::PageCache | LostKind::Charge | LostKind::Slab => {
+            "an aggregation map was full; a shorter --interval empties it more often"
         }
     }
 }

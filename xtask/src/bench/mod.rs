@@ -16,6 +16,7 @@ mod report;
 mod soak;
 mod startup;
 mod stats;
+mod storms;
 mod trace;
 mod tracer;
 mod watched;
@@ -69,6 +70,10 @@ enum What {
     /// The userspace pipeline: ring-buffer records decoded, attributed and written as JSON
     /// Lines and a trace file, events/s on one core (target: 1 M/s)
     Pipeline,
+    /// Storms with nothing lost (root): 200 OOM kills across 20 memcgs, 5 000 memcgs created
+    /// and removed under a filter, a pod held at its limit for 10 s; for each its rate, events
+    /// expected vs. seen, lost, memtrace's CPU and peak RSS, and how late events came
+    Storms(storms::Options),
     /// Following containers' kernel counters on a node with many memory cgroups (root):
     /// memtrace's CPU with counters off and on, and the time per counters pass
     Counters(counters::Options),
@@ -118,6 +123,10 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
             return soak::run(workspace, soak);
         }
         Some(What::Worker(worker)) => return worker::run(worker),
+        Some(What::Storms(storms)) => {
+            setup::run(workspace)?;
+            return storms::run(workspace, storms);
+        }
         Some(What::Pipeline) => {
             setup::run(workspace)?;
             return pipeline::run(workspace);

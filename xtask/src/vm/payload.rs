@@ -50,8 +50,8 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
     "-C target-feature=+crt-static -C strip=debuginfo",
 );
 /// The workloads the tests run in their cgroups (OOM kills, tmpfs files, memory held by a
-/// container); `[[bin]]`s of the tests package.
-pub const WORKLOADS: [&str; 3] = ["memhog", "mkfiles", "memhold"];
+/// container, a reclaim storm); `[[bin]]`s of the tests package.
+pub const WORKLOADS: [&str; 4] = ["memhog", "mkfiles", "memhold", "readloop"];
 
 /// The static executables for the guests.
 pub struct Payload {
