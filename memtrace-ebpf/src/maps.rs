@@ -18,7 +18,8 @@ use memtrace_common::{
 
 use crate::kernel::Memcg;
 
-/// 256 KiB: OOM kills are rare; the loader may resize it (`map_max_entries`).
+/// The object's size; the loader always sets it (`--ring-buffer-size`, default
+/// `DEFAULT_RING_BUFFER_BYTES` in memtrace/src/probes, 1 MiB).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
