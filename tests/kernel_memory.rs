@@ -30,22 +30,6 @@ fn stop_forced(memtrace: Memtrace, point: &str, strategy: &str) -> Finished {
     out
 }
 
-/// The memcg's kernel memory: v1 `memory.kmem.usage_in_bytes`, v2 the `kernel` line of
-/// `memory.stat` (`slab` on kernels without it).
-fn kernel_memory_bytes(cgroup: &TestCgroup) -> u64 {
-    if let Ok(v1) = fs::read_to_string(cgroup.dir.join("memory.kmem.usage_in_bytes")) {
-        return v1.trim().parse().expect("kmem usage");
-    }
-    let stat = fs::read_to_string(cgroup.dir.join("memory.stat")).expect("memory.stat");
-    let line = |name: &str| {
-        stat.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-    };
-    line("kernel")
-        .or_else(|| line("slab"))
-        .unwrap_or_else(|| panic!("no kernel memory in memory.stat:\n{stat}"))
-}
-
 /// Accounted slab bytes memtrace saw the memcg gain (net of frees), and per cache.
 fn slab_net(stdout: &str, cgroup: &TestCgroup) -> (i64, Vec<(String, i64)>) {
     let events = json_lines(stdout);
@@ -92,9 +76,9 @@ fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
         let tmpfs = Tmpfs::new("1g");
         let cgroup = TestCgroup::new(&format!("slab-{strategy}-{filtered}"), 2 << 30);
         let memtrace = run_forced("slab", "slab", &strategy, filtered.then_some(&cgroup));
-        let before = kernel_memory_bytes(&cgroup);
+        let before = cgroup.kernel_memory_bytes();
         mkfiles(&cgroup, tmpfs.0.path(), FILES);
-        let after = kernel_memory_bytes(&cgroup);
+        let after = cgroup.kernel_memory_bytes();
         let out = stop_forced(memtrace, "slab", &strategy);
 
         let (traced, top) = slab_net(&out.stdout, &cgroup);
@@ -138,11 +122,11 @@ fn slab_frees_are_counted(strategy: &str) {
     let cgroup = TestCgroup::new("slab-frees", 2 << 30);
     mkfiles(&cgroup, tmpfs.0.path(), FILES);
     let memtrace = run_forced("slab", "slab", strategy, Some(&cgroup));
-    let before = kernel_memory_bytes(&cgroup);
+    let before = cgroup.kernel_memory_bytes();
     // Unmounting frees every inode and dentry of the tmpfs (after an RCU grace period).
     drop(tmpfs);
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let after = kernel_memory_bytes(&cgroup);
+    let after = cgroup.kernel_memory_bytes();
     let out = stop_forced(memtrace, "slab", strategy);
 
     let (traced, top) = slab_net(&out.stdout, &cgroup);

@@ -9,7 +9,9 @@
 //!   most);
 //! - a pod limited below the sum of its two containers' limits: one container is OOM-killed by
 //!   the pod's limit while under its own; the kill's evidence names the pod limit, with the
-//!   limits the kernel's files hold.
+//!   limits the kernel's files hold;
+//! - a container creates empty tmpfs files until its limit OOM-kills it: the verdict is slab
+//!   growth, naming the cache that grew most, with the kernel memory the kernel counted.
 //!
 //! memory.high throttling needs cgroup v2: `tests/throttling.rs` makes it happen in the v2 VM
 //! guests; a global OOM needs a node without memory: `tests/global_oom.rs`, in a small-RAM guest.
@@ -360,4 +362,96 @@ fn a_pod_limit_below_its_containers_limits_is_named_at_the_kill() {
         "{finding:#}"
     );
     drop((hog, holder, pod, burstable, kubepods));
+}
+
+const SLAB_ID: &str = "51ab51ab51ab51ab51ab51ab51ab51ab51ab51ab51ab51ab51ab51ab51ab51ab";
+const SLAB_LIMIT: u64 = 32 << 20;
+/// Empty tmpfs files: ≈ 1 KiB of slab each (a tmpfs inode and a dentry), no page: 32 MiB of
+/// them take ≈ 35 000, and the kernel OOM-kills the creator long before this many.
+const SLAB_FILES: &str = "1000000";
+const MKFILES: &str = env!("CARGO_BIN_EXE_mkfiles");
+
+/// A container creating empty files on tmpfs until its limit OOM-kills it: the memory is
+/// kernel memory (inodes and dentries), not page cache nor anon, and the verdict says slab
+/// growth and names the caches that grew, with the kernel memory the kernel counted.
+#[test]
+fn slab_growth_at_a_kill_names_the_caches() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let trace = dir.path().join("slab.mtrace");
+    let trace_arg = trace.to_str().expect("utf-8 path").to_owned();
+    let base = TestCgroup::new("verdicts-slab", 1 << 30);
+    let docker = base.child("docker", None);
+    let slab = docker.child(SLAB_ID, Some(SLAB_LIMIT));
+    // Declared after the cgroups, so its files (their slab) go before the cgroups are removed.
+    let tmpfs = tempfile::tempdir_in("/dev/shm").expect("a directory on the /dev/shm tmpfs");
+
+    let recorder = Memtrace::start(&[
+        "record",
+        "-o",
+        &trace_arg,
+        "--cgroup",
+        &base.path,
+        "--stats-interval",
+        "200ms",
+        "--interval",
+        "200ms",
+    ]);
+    thread::sleep(Duration::from_millis(500));
+    let procs = slab.procs_file();
+    let procs = procs.to_str().expect("utf-8 path");
+    let files = tmpfs.path().to_str().expect("utf-8 path");
+    let (creator, status) = slab.run_inside(MKFILES, &[procs, files, SLAB_FILES]);
+    assert_oom_killed(creator, status);
+    // What the kernel holds: the files stay, so their inodes and dentries do too.
+    let kernel_after = slab.kernel_memory_bytes();
+    // The recorder writes the slab intervals at least every second.
+    thread::sleep(Duration::from_millis(1500));
+    let out = recorder.stop();
+    assert!(out.status.success(), "record failed: {out:?}");
+
+    let name = docker_name(SLAB_ID);
+    let text = run_ok(&["report", &trace_arg]);
+    for needle in [
+        format!("mkfiles (pid {creator}) in {name}"),
+        "  verdict: slab (kernel memory) growth: ".to_owned(),
+        "the slab cache that grew most is ".to_owned(),
+    ] {
+        assert!(
+            text.contains(&needle),
+            "no {needle:?} in:\n{text}\nrecorder's stderr:\n{}",
+            out.stderr
+        );
+    }
+    let report: Value =
+        serde_json::from_str(&run_ok(&["report", &trace_arg, "--format", "json"])).expect("JSON");
+    let kill = &container(&report, &name)["oom_kills"][0];
+    assert_eq!(kill["pid"], creator, "{kill:#}");
+    assert_eq!(kill["verdict"]["kind"], "slab_growth", "{kill:#}");
+    let reason = kill["verdict"]["reason"].as_str().expect("a reason");
+    assert!(
+        ["shmem_inode_cache", "dentry"]
+            .iter()
+            .any(|cache| reason.contains(&format!("the slab cache that grew most is {cache} "))),
+        "the caches of a tmpfs file are its inode and its dentry: {reason}"
+    );
+    // The kernel memory at the kill, as memtrace says it, against the kernel's own count just
+    // after (the creator's few pages freed, the files' slab still charged).
+    let at_kill = kill["memory"]["kernel_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no kernel memory at the kill: {kill:#}"));
+    let diff = at_kill.abs_diff(kernel_after);
+    assert!(
+        diff <= kernel_after / 10,
+        "kernel memory at the kill {} vs the kernel's {} after it",
+        human_bytes(at_kill),
+        human_bytes(kernel_after)
+    );
+    eprintln!(
+        "slab verdict: {reason}; kernel's count after the kill {}",
+        human_bytes(kernel_after)
+    );
+    drop(tmpfs);
 }

@@ -202,6 +202,27 @@ impl TestCgroup {
         self.dir.join("cgroup.procs")
     }
 
+    /// The memcg's kernel memory as the kernel counts it: v1 `memory.kmem.usage_in_bytes`, v2
+    /// `memory.stat`'s `kernel` (5.18+), or its `slab` before.
+    ///
+    /// # Panics
+    ///
+    /// When neither file says it.
+    #[must_use]
+    pub fn kernel_memory_bytes(&self) -> u64 {
+        if let Ok(v1) = fs::read_to_string(self.dir.join("memory.kmem.usage_in_bytes")) {
+            return v1.trim().parse().expect("kmem usage");
+        }
+        let stat = fs::read_to_string(self.dir.join("memory.stat")).expect("memory.stat");
+        let line = |name: &str| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        };
+        line("kernel")
+            .or_else(|| line("slab"))
+            .unwrap_or_else(|| panic!("no kernel memory in memory.stat:\n{stat}"))
+    }
+
     /// The kernel's own OOM-kill count for this memcg (v1 `memory.oom_control`, v2
     /// `memory.events`).
     #[must_use]
