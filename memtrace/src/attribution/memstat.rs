@@ -109,7 +109,10 @@ impl MemoryStats {
                 inactive_file_bytes: get("inactive_file"),
                 shmem_bytes: get("shmem"),
                 // A v1 memcg's report in v2's keys (5.10) has no `kernel` line: v1's counter.
-                kernel_bytes: get("kernel").or(v1_kmem),
+                // v2 before 5.18 has none either: the parts it sums.
+                kernel_bytes: get("kernel")
+                    .or(v1_kmem)
+                    .or_else(|| kernel_from_parts(&get)),
                 slab_reclaimable_bytes: get("slab_reclaimable"),
                 slab_unreclaimable_bytes: get("slab_unreclaimable"),
                 ..Self::default()
@@ -121,6 +124,19 @@ impl MemoryStats {
         s.working_set_bytes = usage.map(|u| u.saturating_sub(s.inactive_file_bytes.unwrap_or(0)));
         s
     }
+}
+
+/// Kernel memory from a v2 `memory.stat` without the `kernel` line (before 5.18, which added
+/// it as the memcg's `MEMCG_KMEM` pages): slab, kernel stacks, page tables and per-CPU memory,
+/// the accounted kernel memory that memory.stat breaks down. `None` without a slab line.
+fn kernel_from_parts(get: &impl Fn(&str) -> Option<u64>) -> Option<u64> {
+    let slab =
+        get("slab").or_else(|| Some(get("slab_reclaimable")? + get("slab_unreclaimable")?))?;
+    let rest: u64 = ["kernel_stack", "pagetables", "percpu"]
+        .iter()
+        .filter_map(|k| get(k))
+        .sum();
+    Some(slab + rest)
 }
 
 #[cfg(test)]
@@ -153,6 +169,17 @@ mod tests {
         assert_eq!(s.kernel_bytes, Some(500));
         assert_eq!(s.working_set_bytes, Some(20_000 - 3072));
         assert_eq!(s.slab_reclaimable_bytes, None);
+    }
+
+    /// 5.10's v2 memory.stat and OOM report: no `kernel` line, its parts.
+    #[test]
+    fn v2_before_5_18_sums_the_kernel_parts() {
+        let stat = "anon 0\nfile 0\nkernel_stack 16384\npercpu 1000\nsock 0\n\
+                    slab_reclaimable 20000\nslab_unreclaimable 30000\nslab 50000\n";
+        let s = MemoryStats::from_stat(CgroupVersion::V2, stat, Some(60_000), None, None);
+        assert_eq!(s.kernel_bytes, Some(50_000 + 16_384 + 1000));
+        let no_slab = MemoryStats::from_stat(CgroupVersion::V2, "anon 1\n", None, None, None);
+        assert_eq!(no_slab.kernel_bytes, None, "absent, not zero");
     }
 
     #[test]

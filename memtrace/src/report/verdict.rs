@@ -43,6 +43,9 @@ pub const SLAB_SHARE: f64 = 0.30;
 pub const GROWTH_SHARE: f64 = 0.25;
 /// Usage at the first sample, as a share of the limit, that counts as running at the limit.
 pub const STEADY_SHARE: f64 = 0.75;
+/// Anon below this share of usage at the kill, with neither cache nor slab heavy, is not called
+/// the cause: the breakdown does not explain the usage (a part the source did not give).
+pub const ANON_EXPLAINS_SHARE: f64 = 0.40;
 /// Shmem/tmpfs share of the page cache at a kill from which the kill is blamed on shmem, and
 /// share of usage from which shmem is named as evidence.
 pub const SHMEM_SHARE: f64 = 0.50;
@@ -313,6 +316,17 @@ fn anon_or_limit(at: &MemoryPoint, evidence: &Evidence<'_>) -> Verdict {
                 ),
             }
         }
+        _ if share(anon, usage) < ANON_EXPLAINS_SHARE => Verdict {
+            kind: VerdictKind::Unknown,
+            evidence: Vec::new(),
+            reason: format!(
+                "no part of the memory at the kill explains its {} in use: anon {}, page cache                  {}, kernel {} (a part the kernel's report did not break down)",
+                human_bytes(usage),
+                human_bytes(anon),
+                at.file.map_or_else(|| "unknown".to_owned(), human_bytes),
+                at.kernel.map_or_else(|| "unknown".to_owned(), human_bytes),
+            ),
+        },
         (None, _) => Verdict {
             kind: VerdictKind::AnonGrowth,
             evidence: Vec::new(),
@@ -920,6 +934,22 @@ mod tests {
         );
         assert_eq!(v.kind, VerdictKind::AnonGrowth, "{v:?}");
         assert_says(&v, "grew by 61.0MiB");
+    }
+
+    /// 5.10's v2 `memory.stat` had no `kernel` line: a breakdown without the part that holds
+    /// the memory must not be called anon growth.
+    #[test]
+    fn a_breakdown_that_does_not_explain_usage_is_unknown() {
+        let mut at = point(32 * MIB, 0, 0, 0);
+        at.kernel = None;
+        let v = judge_with(at.clone(), &[point(MIB, 0, 0, 0)]);
+        assert_eq!(v.kind, VerdictKind::Unknown);
+        assert_says(
+            &v,
+            "no part of the memory at the kill explains its 32.0MiB in use",
+        );
+        assert_says(&v, "kernel unknown");
+        assert_eq!(judge_with(at, &[]).kind, VerdictKind::Unknown);
     }
 
     #[test]
