@@ -50,8 +50,8 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
     "-C target-feature=+crt-static -C strip=debuginfo",
 );
 /// The workloads the tests run in their cgroups (OOM kills, tmpfs files, memory held by a
-/// container, a reclaim storm); `[[bin]]`s of the tests package.
-pub const WORKLOADS: [&str; 4] = ["memhog", "mkfiles", "memhold", "readloop"];
+/// container, a reclaim storm, a node's tenants); `[[bin]]`s of the tests package.
+pub const WORKLOADS: [&str; 5] = ["memhog", "mkfiles", "memhold", "readloop", "tenant"];
 
 /// The static executables for the guests.
 pub struct Payload {
