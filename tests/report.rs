@@ -4,14 +4,14 @@
 use std::{thread, time::Duration};
 
 use memtrace_tests::{
-    CACHE_CONTAINER_ID, Incident, Memtrace, OOM_CONTAINER_ID, TestCgroup, assert_oom_killed,
-    kernel_oom_line, memtrace_output, oom_line_field, record_incident,
+    CACHE_CONTAINER_ID, Incident, OOM_CONTAINER_ID, TestCgroup, assert_oom_killed, kernel_oom_line,
+    memtrace_output, oom_line_field, record_incident,
 };
 use serde_json::Value;
 
 const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
 
-use memtrace_tests::report::{container, docker_name, run_ok};
+use memtrace_tests::report::{container, docker_name, record, run_ok};
 
 fn check_text(incident: &Incident, trace: &str) {
     let text = run_ok(&["report", trace]);
@@ -306,17 +306,7 @@ fn record_pod_oom() -> PodOom {
     let pod = burstable.child(&format!("pod{POD_UID}"), Some(POD_LIMIT));
     let hog = pod.child(HOG_ID, None);
     let host = base.child("worker.service", None);
-    let memtrace = Memtrace::start(&[
-        "record",
-        "-o",
-        &trace_arg,
-        "--cgroup",
-        &base.path,
-        "--stats-interval",
-        "200ms",
-        "--interval",
-        "200ms",
-    ]);
+    let memtrace = record(&trace_arg, &base.path, &[]);
     thread::sleep(Duration::from_millis(500));
     let input = format!("if={}", file.display());
     let (_, status) = host.run_inside("dd", &[&input, "of=/dev/null", "bs=1M", "status=none"]);

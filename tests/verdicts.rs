@@ -21,7 +21,7 @@
 use std::{fs, thread, time::Duration};
 
 use memtrace::units::human_bytes;
-use memtrace_tests::{Memtrace, TestCgroup, assert_oom_killed, kernel_oom_line, oom_line_field};
+use memtrace_tests::{TestCgroup, assert_oom_killed, kernel_oom_line, oom_line_field};
 use serde_json::Value;
 
 const LIMIT: u64 = 64 << 20;
@@ -30,7 +30,7 @@ const MEMHOG: &str = env!("CARGO_BIN_EXE_memhog");
 const MEMHOLD: &str = env!("CARGO_BIN_EXE_memhold");
 const THRASH_ID: &str = "7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a";
 
-use memtrace_tests::report::{container, docker_name, run_ok};
+use memtrace_tests::report::{container, docker_name, record, run_ok};
 
 /// The file re-read, and the slices of the file read once (MiB) streamed between its reads.
 const REREAD_MIB: usize = 56;
@@ -73,19 +73,7 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
     let tmpfs = tempfile::tempdir_in("/dev/shm").expect("a directory on the /dev/shm tmpfs");
     let shm_file = tmpfs.path().join("fill");
 
-    let recorder = Memtrace::start(&[
-        "record",
-        "-o",
-        &trace_arg,
-        "--cgroup",
-        &base.path,
-        "--stats-interval",
-        "200ms",
-        "--interval",
-        "200ms",
-        "--counters-interval",
-        "200ms",
-    ]);
+    let recorder = record(&trace_arg, &base.path, &["--counters-interval", "200ms"]);
     thread::sleep(Duration::from_millis(500));
 
     // Writes 256 MiB to tmpfs under a 64 MiB limit: shmem is not reclaimable without swap, so
@@ -305,15 +293,7 @@ fn a_pod_limit_below_its_containers_limits_is_named_at_the_kill() {
     let (pod_limit, children_limit) = (limit(&pod), limit(&holder) + limit(&hog));
     assert!(pod_limit < children_limit, "{pod_limit} {children_limit}");
 
-    let recorder = Memtrace::start(&[
-        "record",
-        "-o",
-        &trace_arg,
-        "--cgroup",
-        &base.path,
-        "--stats-interval",
-        "200ms",
-    ]);
+    let recorder = record(&trace_arg, &base.path, &[]);
     let mut held = holder.hold(MEMHOLD, 24);
     // Samples of the pod and both containers, with their limits.
     thread::sleep(Duration::from_millis(1500));
@@ -388,17 +368,7 @@ fn slab_growth_at_a_kill_names_the_caches() {
     // Declared after the cgroups, so its files (their slab) go before the cgroups are removed.
     let tmpfs = tempfile::tempdir_in("/dev/shm").expect("a directory on the /dev/shm tmpfs");
 
-    let recorder = Memtrace::start(&[
-        "record",
-        "-o",
-        &trace_arg,
-        "--cgroup",
-        &base.path,
-        "--stats-interval",
-        "200ms",
-        "--interval",
-        "200ms",
-    ]);
+    let recorder = record(&trace_arg, &base.path, &[]);
     thread::sleep(Duration::from_millis(500));
     let procs = slab.procs_file();
     let procs = procs.to_str().expect("utf-8 path");

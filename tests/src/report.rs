@@ -3,12 +3,31 @@
 
 use serde_json::Value;
 
-use crate::memtrace_output;
+use crate::{Memtrace, memtrace_output};
 
 /// The name a report gives the Docker container with this id.
 #[must_use]
 pub fn docker_name(id: &str) -> String {
     format!("docker:{}", &id[..12])
+}
+
+/// `memtrace record -o TRACE --cgroup CGROUP` sampling every 200 ms (`--stats-interval`,
+/// `--interval`), with `extra` arguments: an incident's recording for `report` to explain.
+#[must_use]
+pub fn record(trace: &str, cgroup: &str, extra: &[&str]) -> Memtrace {
+    let mut args = vec![
+        "record",
+        "-o",
+        trace,
+        "--cgroup",
+        cgroup,
+        "--stats-interval",
+        "200ms",
+        "--interval",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    Memtrace::start(&args)
 }
 
 /// The stdout of `memtrace ARGS`, which must succeed.
