@@ -22,10 +22,7 @@ use super::{
     memcgs::{Containers, Shape, clock_ticks, cpu_ticks},
     stats::median,
 };
-use crate::{
-    process,
-    workspace::{MEMTRACE, Workspace},
-};
+use crate::workspace::Workspace;
 
 #[derive(Args)]
 pub struct Options {
@@ -126,13 +123,7 @@ fn run_memtrace(
 }
 
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
-    process::run(
-        workspace
-            .cargo()
-            .args(["build", "--release", "-p", MEMTRACE]),
-    )
-    .context("bench step `build memtrace` failed")?;
-    let memtrace = workspace.target_dir().join("release").join(MEMTRACE);
+    let memtrace = super::build_memtrace(workspace)?;
     let hierarchy = MemoryHierarchy::discover().context("the bench creates memory cgroups")?;
     let clock_ticks = clock_ticks()?;
     eprintln!(

@@ -142,13 +142,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         );
     }
     setup::run(workspace)?;
-    process::run(
-        workspace
-            .cargo()
-            .args(["build", "--release", "-p", MEMTRACE]),
-    )
-    .context("bench step `build memtrace` failed")?;
-    let memtrace = workspace.target_dir().join("release").join(MEMTRACE);
+    let memtrace = build_memtrace(workspace)?;
     Apt::system(&workspace.tools_dir().join("bench"))
         .for_task("bench")
         .ensure_installed(PACKAGES)?;
@@ -198,6 +192,17 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
     println!("JSON: {}", json.display());
     // The userspace side's cost, on the same build settings: a few seconds more.
     pipeline::run(workspace)
+}
+
+/// Builds memtrace as a node runs it (release) and returns the binary's path.
+fn build_memtrace(workspace: &Workspace) -> anyhow::Result<std::path::PathBuf> {
+    process::run(
+        workspace
+            .cargo()
+            .args(["build", "--release", "-p", MEMTRACE]),
+    )
+    .context("bench step `build memtrace` failed")?;
+    Ok(workspace.target_dir().join("release").join(MEMTRACE))
 }
 
 /// Runs each workload `runs` times under each configuration, interleaved, with the kernel's BPF

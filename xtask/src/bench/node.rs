@@ -25,11 +25,7 @@ use super::{
     stats::median,
     watched::{self, Interval, Watched},
 };
-use crate::{
-    process,
-    vm::apt::Apt,
-    workspace::{MEMTRACE, Workspace},
-};
+use crate::{process, vm::apt::Apt, workspace::Workspace};
 
 const RSS_TARGET: u64 = 40_000_000;
 const IDLE_CPU_TARGET: f64 = 1.0;
@@ -56,16 +52,10 @@ struct Phase {
 }
 
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
-    process::run(
-        workspace
-            .cargo()
-            .args(["build", "--release", "-p", MEMTRACE]),
-    )
-    .context("bench step `build memtrace` failed")?;
+    let memtrace = super::build_memtrace(workspace)?;
     Apt::system(&workspace.tools_dir().join("bench"))
         .for_task("bench")
         .ensure_installed(&["bpftool"])?;
-    let memtrace = workspace.target_dir().join("release").join(MEMTRACE);
     let hierarchy = MemoryHierarchy::discover().context("the bench creates memory cgroups")?;
     let work = workspace.target_dir().join("bench").join("node");
     let _ = fs::remove_dir_all(&work);

@@ -22,10 +22,7 @@ use super::{
     memcgs::{Containers, Shape, memory},
     watched::{self, Watched},
 };
-use crate::{
-    process,
-    workspace::{MEMTRACE, Workspace},
-};
+use crate::{process, workspace::Workspace};
 
 /// Containers running at any time, but the hogs.
 const STEADY: usize = 100;
@@ -60,13 +57,7 @@ struct Churned {
 }
 
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
-    process::run(
-        workspace
-            .cargo()
-            .args(["build", "--release", "-p", MEMTRACE]),
-    )
-    .context("bench step `build memtrace` failed")?;
-    let memtrace = workspace.target_dir().join("release").join(MEMTRACE);
+    let memtrace = super::build_memtrace(workspace)?;
     let hierarchy = MemoryHierarchy::discover().context("the bench creates memory cgroups")?;
     let work = workspace.target_dir().join("bench").join("soak");
     let _ = fs::remove_dir_all(&work);

@@ -33,10 +33,7 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use super::{interrupt, stats::median};
-use crate::{
-    process,
-    workspace::{MEMTRACE, Workspace},
-};
+use crate::{process, workspace::Workspace};
 
 /// The start-up memtrace must stay under (issue 14), idle and under load.
 const TARGET_MS: f64 = 150.0;
@@ -56,13 +53,7 @@ pub fn run(workspace: &Workspace, runs: usize, against: Option<&Path>) -> anyhow
     if proc_self.uid() != 0 {
         bail!("bench startup must run as root (memtrace loads BPF programs)");
     }
-    process::run(
-        workspace
-            .cargo()
-            .args(["build", "--release", "-p", MEMTRACE]),
-    )
-    .context("bench step `build memtrace` failed")?;
-    let memtrace = workspace.target_dir().join("release").join(MEMTRACE);
+    let memtrace = super::build_memtrace(workspace)?;
     interrupt::catch();
 
     let cpus = thread::available_parallelism().map_or(1, usize::from);
