@@ -154,10 +154,13 @@ fn memory_of_the_limit_that_fired_is_captured_at_the_kill() {
     );
     let anon = memory["anon_bytes"].as_u64().expect("anon");
     assert!(anon > LIMIT / 2, "the pod's memory was anon: {memory}");
-    // Kernel memory as the kernel counts it: v2's memory.stat `kernel` line (5.18+) or v1's
-    // kmem counter. A kernel with neither (5.10 on v2) gives none, and memtrace makes none up.
+    // Kernel memory as the kernel counts it: v2's memory.stat `kernel` line (5.18+), its
+    // parts before 5.18 (`slab`, `kernel_stack`, ...), or v1's kmem counter. A kernel with none
+    // of them gives none, and memtrace makes none up.
     let stat = fs::read_to_string(pod.pod.dir.join("memory.stat")).expect("the pod's memory.stat");
-    let kernel_counts_it = stat.lines().any(|line| line.starts_with("kernel "))
+    let kernel_counts_it = stat
+        .lines()
+        .any(|line| line.starts_with("kernel ") || line.starts_with("slab "))
         || pod.pod.dir.join("memory.kmem.usage_in_bytes").exists();
     assert_eq!(
         memory["kernel_bytes"].as_u64().is_some(),

@@ -463,6 +463,9 @@ fn summarize(
         total.passed += report.transcript.tally.passed;
         total.failed += report.transcript.tally.failed;
         println!("  {}", summary_line(one, report, timeout));
+        for panic in &report.transcript.panics {
+            println!("      {panic}");
+        }
         if report.outcome != Outcome::Passed {
             failed.push(format!("{label} ({})", describe(report, timeout)));
         }

@@ -276,7 +276,15 @@ pub struct Transcript {
     pub exit: Option<i32>,
     /// What `memtrace probes` printed in the guest, line by line.
     pub probes: Vec<String>,
+    /// Each panic of a test: its `panicked at` line and the first line of its message, so the
+    /// summary (the end of a CI log, often all of it that is kept) says why a test failed.
+    pub panics: Vec<String>,
+    /// A `panicked at` line whose message line comes next.
+    panic_pending: Option<String>,
 }
+
+/// How much of a panic's message the summary keeps.
+const PANIC_MESSAGE_CHARS: usize = 600;
 
 /// A line /init writes for the host.
 #[derive(Debug, PartialEq, Eq)]
@@ -296,6 +304,7 @@ enum Marker<'a> {
 impl Transcript {
     fn add<'a>(&mut self, line: &'a str) -> Option<Marker<'a>> {
         self.tally.add(line);
+        self.note_panic(line);
         let marker = parse_marker(line)?;
         match marker {
             Marker::Binary { name, status } if status != 0 => {
@@ -307,6 +316,17 @@ impl Transcript {
             _ => {}
         }
         Some(marker)
+    }
+
+    /// Keeps a test's `panicked at` line with the line after it (the assertion's message).
+    fn note_panic(&mut self, line: &str) {
+        if let Some(at) = self.panic_pending.take() {
+            let message: String = line.trim().chars().take(PANIC_MESSAGE_CHARS).collect();
+            self.panics.push(format!("{at} {message}"));
+        } else if let Some(at) = line.find("panicked at ") {
+            let from = line[..at].rfind("thread '").unwrap_or(at);
+            self.panic_pending = Some(line[from..].trim().to_owned());
+        }
     }
 }
 
@@ -414,6 +434,28 @@ mod tests {
         assert_eq!(transcript.failed_binaries, [("oom_kill".to_owned(), 101)]);
         assert_eq!(transcript.exit, Some(101));
         assert_eq!(transcript.setup_failure, None);
+        assert_eq!(transcript.panics, Vec::<String>::new());
+    }
+
+    #[test]
+    fn keeps_each_panic_with_its_message() {
+        let mut transcript = Transcript::default();
+        for line in [
+            "test x ... FAILED",
+            "---- x stdout ----",
+            "thread 'x' (238) panicked at tests/containers.rs:162:5:",
+            "assertion `left == right` failed: kernel memory: {}",
+            "  left: true",
+        ] {
+            transcript.add(line);
+        }
+        assert_eq!(
+            transcript.panics,
+            [
+                "thread 'x' (238) panicked at tests/containers.rs:162:5: assertion `left == right` \
+                 failed: kernel memory: {}"
+            ]
+        );
     }
 
     #[test]
