@@ -6,13 +6,18 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues, RingBuf};
+use std::os::fd::AsFd as _;
+
+use aya::maps::{Array, IterableMap as _, MapData, PerCpuHashMap, PerCpuValues, RingBuf};
 use memtrace_common::{
     CacheDelta, CacheName, ChargeDelta, FileKey, FilePath, InodeId, SlabDelta, SlabKey,
     aggregate::SLAB_KMALLOC_MAX_KEY,
 };
 
-use super::ProbeError;
+use super::{
+    ProbeError,
+    map_batch::{self, Read},
+};
 
 /// Programs run to completion in microseconds; this is far longer.
 const SWITCH_GRACE: Duration = Duration::from_millis(2);
@@ -59,6 +64,7 @@ pub struct Aggregates {
     /// What this side knows of `MEMCG_IDS`, so that neither side keeps what a node's
     /// container churn leaves behind.
     pub(super) memcg_pointers: MemcgPointers,
+    pub(super) reader: DrainReader,
 }
 
 /// The id drains found under each pointer in `MEMCG_IDS`, and the drain that last did.
@@ -119,17 +125,26 @@ impl Aggregates {
             }
             id
         };
-        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> =
-            drain(&mut self.cache_file[old], "CACHE_FILE", sum_cache)?
-                .into_iter()
-                .map(|(key, delta)| {
-                    let id = self.inode_ids.get(&key.file, 0).ok();
-                    (memcg_id(&self.memcg_ids, key.memcg), id, delta)
-                })
-                .collect();
+        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> = drain(
+            &mut self.cache_file[old],
+            "CACHE_FILE",
+            &mut self.reader,
+            sum_cache,
+        )?
+        .into_iter()
+        .map(|(key, delta)| {
+            let id = self.inode_ids.get(&key.file, 0).ok();
+            (memcg_id(&self.memcg_ids, key.memcg), id, delta)
+        })
+        .collect();
         // The per-memcg map holds only what had no file key: the totals add the files'.
         let mut by_memcg = HashMap::new();
-        for (memcg, delta) in drain(&mut self.cache_memcg[old], "CACHE_MEMCG", sum_cache)? {
+        for (memcg, delta) in drain(
+            &mut self.cache_memcg[old],
+            "CACHE_MEMCG",
+            &mut self.reader,
+            sum_cache,
+        )? {
             let total = by_memcg
                 .entry(memcg_id(&self.memcg_ids, memcg))
                 .or_insert_with(CacheDelta::default);
@@ -158,23 +173,35 @@ impl Aggregates {
             charges: a.charges + b.charges,
         };
         let mut charge = HashMap::new();
-        for (memcg, delta) in drain(&mut self.charge[old], "CHARGE", add_charges)? {
+        for (memcg, delta) in drain(
+            &mut self.charge[old],
+            "CHARGE",
+            &mut self.reader,
+            add_charges,
+        )? {
             let total = charge
                 .entry(memcg_id(&self.memcg_ids, memcg))
                 .or_insert_with(ChargeDelta::default);
             *total = add_charges(total, &delta);
         }
-        let slab = drain(&mut self.slab[old], "SLAB", |a, b| SlabDelta {
-            alloc_bytes: a.alloc_bytes + b.alloc_bytes,
-            alloc_objects: a.alloc_objects + b.alloc_objects,
-            free_bytes: a.free_bytes + b.free_bytes,
-            free_objects: a.free_objects + b.free_objects,
+        // Looked up once per cache and drain: every busy memcg counts in the same few caches.
+        let mut names: HashMap<u64, SlabCache> = HashMap::new();
+        let slab = drain(&mut self.slab[old], "SLAB", &mut self.reader, |a, b| {
+            SlabDelta {
+                alloc_bytes: a.alloc_bytes + b.alloc_bytes,
+                alloc_objects: a.alloc_objects + b.alloc_objects,
+                free_bytes: a.free_bytes + b.free_bytes,
+                free_objects: a.free_objects + b.free_objects,
+            }
         })?
         .into_iter()
         .map(|(key, delta)| {
             (
                 memcg_id(&self.memcg_ids, key.memcg),
-                self.cache_name(key.cache),
+                names
+                    .entry(key.cache)
+                    .or_insert_with(|| self.cache_name(key.cache))
+                    .clone(),
                 delta,
             )
         })
@@ -271,10 +298,37 @@ fn sum_cache(a: &CacheDelta, b: &CacheDelta) -> CacheDelta {
     }
 }
 
-/// Reads every key's per-CPU values, sums them with `add`, and deletes the keys.
+/// How [`drain`] reads the maps.
+pub struct DrainReader {
+    /// Possible CPUs: the per-CPU values of a key.
+    cpus: usize,
+    /// This kernel has batch operations for per-CPU hash maps (5.6+); unknown until the first
+    /// drain asks.
+    batch: bool,
+}
+
+impl DrainReader {
+    /// # Errors
+    ///
+    /// When the possible CPUs cannot be read from sysfs.
+    pub fn new() -> Result<Self, ProbeError> {
+        let cpus = aya::util::nr_cpus().map_err(|(path, source)| ProbeError::Io {
+            what: format!("reading {path}"),
+            source,
+        })?;
+        Ok(Self {
+            cpus: cpus.get() as usize,
+            batch: true,
+        })
+    }
+}
+
+/// Reads every key's per-CPU values, sums them with `add`, and deletes the keys: many keys a
+/// system call ([`map_batch`]), or key by key where the kernel has no batch operations.
 fn drain<K, V>(
     map: &mut PerCpuHashMap<MapData, K, V>,
     name: &str,
+    reader: &mut DrainReader,
     add: impl Fn(&V, &V) -> V,
 ) -> Result<HashMap<K, V>, ProbeError>
 where
@@ -282,6 +336,23 @@ where
     V: aya::Pod + Default,
 {
     let mut sums = HashMap::new();
+    if reader.batch {
+        let fd = map.map().fd().as_fd();
+        let read =
+            map_batch::read_per_cpu(fd, reader.cpus, Read::Delete, |key: K, per_cpu: &[V]| {
+                let sum = per_cpu.iter().fold(V::default(), |acc, d| add(&acc, d));
+                sums.insert(key, sum);
+            })
+            .map_err(|source| ProbeError::Io {
+                what: format!("draining {name} in batches"),
+                source,
+            })?;
+        if read {
+            return Ok(sums);
+        }
+        reader.batch = false;
+        log::debug!("no batch operations for per-CPU hash maps: drained key by key");
+    }
     for entry in map.iter() {
         let (key, per_cpu): (K, PerCpuValues<V>) =
             entry.map_err(|source| map_error(name, source))?;
