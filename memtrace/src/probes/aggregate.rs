@@ -111,6 +111,7 @@ impl Aggregates {
         // Looked up once per pointer and drain: a busy memcg has thousands of keys.
         let learned = std::cell::RefCell::new(HashMap::new());
         let deleted = std::mem::take(&mut self.memcg_pointers.deleted);
+        let pointers = &self.memcg_pointers.ids;
         let memcg_id = |ids: &aya::maps::HashMap<MapData, u64, u64>, memcg: u64| {
             if let Some(&id) = learned.borrow().get(&memcg) {
                 return id;
@@ -119,6 +120,9 @@ impl Aggregates {
                 .get(&memcg, 0)
                 .ok()
                 .or_else(|| deleted.get(&memcg).copied())
+                // Gone from the kernel's LRU map while the key stayed (a zeroed key is not
+                // new: the programs do not put its id back).
+                .or_else(|| pointers.get(&memcg).map(|&(id, _)| id))
                 .unwrap_or(0);
             if id != 0 {
                 learned.borrow_mut().insert(memcg, id);
@@ -129,6 +133,7 @@ impl Aggregates {
             &mut self.cache_file[old],
             "CACHE_FILE",
             &mut self.reader,
+            (Empty::Delete, |key| key.memcg),
             sum_cache,
         )?
         .into_iter()
@@ -143,6 +148,7 @@ impl Aggregates {
             &mut self.cache_memcg[old],
             "CACHE_MEMCG",
             &mut self.reader,
+            (Empty::Zero, |&memcg| memcg),
             sum_cache,
         )? {
             let total = by_memcg
@@ -177,6 +183,7 @@ impl Aggregates {
             &mut self.charge[old],
             "CHARGE",
             &mut self.reader,
+            (Empty::Zero, |&memcg| memcg),
             add_charges,
         )? {
             let total = charge
@@ -186,14 +193,18 @@ impl Aggregates {
         }
         // Looked up once per cache and drain: every busy memcg counts in the same few caches.
         let mut names: HashMap<u64, SlabCache> = HashMap::new();
-        let slab = drain(&mut self.slab[old], "SLAB", &mut self.reader, |a, b| {
-            SlabDelta {
+        let slab = drain(
+            &mut self.slab[old],
+            "SLAB",
+            &mut self.reader,
+            (Empty::Zero, |key| key.memcg),
+            |a, b| SlabDelta {
                 alloc_bytes: a.alloc_bytes + b.alloc_bytes,
                 alloc_objects: a.alloc_objects + b.alloc_objects,
                 free_bytes: a.free_bytes + b.free_bytes,
                 free_objects: a.free_objects + b.free_objects,
-            }
-        })?
+            },
+        )?
         .into_iter()
         .map(|(key, delta)| {
             (
@@ -206,6 +217,7 @@ impl Aggregates {
             )
         })
         .collect();
+        self.reader.drained();
         self.memcg_pointers
             .learn(learned.into_inner(), &mut self.memcg_ids);
         Ok(Drain {
@@ -224,14 +236,18 @@ impl Aggregates {
         }
         let freed: std::collections::HashSet<u64> = freed.iter().copied().collect();
         let ids = &mut self.memcg_ids;
+        let stale = &mut self.reader.stale;
         self.memcg_pointers.ids.retain(|pointer, (id, _)| {
             if !freed.contains(id) {
                 return true;
             }
+            // The aggregates' keys of the pointer go too, in each half, so that a count under
+            // it makes a new key, which names the memcg's id again.
             match ids.get(pointer, 0) {
                 Ok(now) if now == *id => {
                     // Gone already (the LRU evicted it) is fine.
                     let _ = ids.remove(pointer);
+                    stale.insert(*pointer, 2);
                     false
                 }
                 // The pointer names another memcg now: an `obj_cgroup` reparented when its
@@ -240,7 +256,10 @@ impl Aggregates {
                     *id = now;
                     true
                 }
-                Err(_) => false,
+                Err(_) => {
+                    stale.insert(*pointer, 2);
+                    false
+                }
             }
         });
     }
@@ -298,13 +317,17 @@ fn sum_cache(a: &CacheDelta, b: &CacheDelta) -> CacheDelta {
     }
 }
 
-/// How [`drain`] reads the maps.
+/// How [`drain`] reads the maps. `MEMTRACE_DRAIN_KEY_BY_KEY` in the environment makes it read
+/// them key by key, as on kernels without batch operations.
 pub struct DrainReader {
     /// Possible CPUs: the per-CPU values of a key.
     cpus: usize,
     /// This kernel has batch operations for per-CPU hash maps (5.6+); unknown until the first
     /// drain asks.
     batch: bool,
+    /// Memcg pointers [`Aggregates::forget_memcgs`] forgot, and the drains left that delete
+    /// their keys (one per half): counted anew, a key names its memcg's id again.
+    stale: HashMap<u64, u8>,
 }
 
 impl DrainReader {
@@ -318,35 +341,88 @@ impl DrainReader {
         })?;
         Ok(Self {
             cpus: cpus.get() as usize,
-            batch: true,
+            // The key-by-key path of kernels before 5.6, on any kernel: for tests of it, and
+            // for A/B measurements (`cargo xtask bench node`).
+            batch: std::env::var_os("MEMTRACE_DRAIN_KEY_BY_KEY").is_none(),
+            stale: HashMap::new(),
         })
+    }
+
+    /// One drain fewer for the stale pointers.
+    fn drained(&mut self) {
+        self.stale.retain(|_, left| {
+            *left -= 1;
+            *left > 0
+        });
     }
 }
 
-/// Reads every key's per-CPU values, sums them with `add`, and deletes the keys: many keys a
-/// system call ([`map_batch`]), or key by key where the kernel has no batch operations.
+/// How [`drain`] empties a map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    /// Every key is deleted: a file's key names its file anew each interval (the kernel frees
+    /// and reuses `address_space`s as files come and go).
+    Delete,
+    /// The keys counted in are zeroed in place, the idle ones and those of stale memcg
+    /// pointers deleted. A busy memcg's keys stay, so the programs count into them the next
+    /// time this half is active instead of inserting them again: an insert allocates the
+    /// key's per-CPU values, and since Linux 6.8 ("bpf: Use smaller low/high marks for percpu
+    /// allocation") the BPF allocator keeps one to three of them per CPU, refilled one at a
+    /// time from an irq_work; the burst of new keys after each switch of halves failed inserts
+    /// (events lost) at a node's 1 000 memcgs.
+    Zero,
+}
+
+/// Reads every key's per-CPU values, sums them with `add`, and empties the map as `empty`
+/// says (`pointer`: a key's memcg pointer): many keys a system call ([`map_batch`]), or key by
+/// key, deleting, where the kernel has no batch operations.
 fn drain<K, V>(
     map: &mut PerCpuHashMap<MapData, K, V>,
     name: &str,
     reader: &mut DrainReader,
+    (empty, pointer): (Empty, fn(&K) -> u64),
     add: impl Fn(&V, &V) -> V,
 ) -> Result<HashMap<K, V>, ProbeError>
 where
     K: aya::Pod + Eq + std::hash::Hash,
-    V: aya::Pod + Default,
+    V: aya::Pod + Default + PartialEq,
 {
     let mut sums = HashMap::new();
     if reader.batch {
+        let io = |source| ProbeError::Io {
+            what: format!("draining {name} in batches"),
+            source,
+        };
         let fd = map.map().fd().as_fd();
-        let read =
+        let sum = |per_cpu: &[V]| per_cpu.iter().fold(V::default(), |acc, d| add(&acc, d));
+        let read = if empty == Empty::Delete {
             map_batch::read_per_cpu(fd, reader.cpus, Read::Delete, |key: K, per_cpu: &[V]| {
-                let sum = per_cpu.iter().fold(V::default(), |acc, d| add(&acc, d));
-                sums.insert(key, sum);
+                sums.insert(key, sum(per_cpu));
             })
-            .map_err(|source| ProbeError::Io {
-                what: format!("draining {name} in batches"),
-                source,
-            })?;
+            .map_err(io)?
+        } else {
+            let (mut counted, mut idle) = (Vec::new(), Vec::new());
+            let stale = &reader.stale;
+            let read =
+                map_batch::read_per_cpu(fd, reader.cpus, Read::Keep, |key: K, per_cpu: &[V]| {
+                    let sum = sum(per_cpu);
+                    if sum == V::default() || stale.contains_key(&pointer(&key)) {
+                        idle.push(key);
+                    } else {
+                        counted.push(key);
+                    }
+                    if sum != V::default() {
+                        sums.insert(key, sum);
+                    }
+                })
+                .map_err(io)?;
+            // A kernel with lookup batches has the others (all four came in 5.6).
+            if read {
+                map_batch::set_per_cpu(fd, reader.cpus, &counted, &V::default()).map_err(io)?;
+                map_batch::delete(fd, &idle).map_err(io)?;
+            }
+            read
+        };
         if read {
             return Ok(sums);
         }
