@@ -111,7 +111,6 @@ impl Aggregates {
         // Looked up once per pointer and drain: a busy memcg has thousands of keys.
         let learned = std::cell::RefCell::new(HashMap::new());
         let deleted = std::mem::take(&mut self.memcg_pointers.deleted);
-        let pointers = &self.memcg_pointers.ids;
         let memcg_id = |ids: &aya::maps::HashMap<MapData, u64, u64>, memcg: u64| {
             if let Some(&id) = learned.borrow().get(&memcg) {
                 return id;
@@ -120,9 +119,8 @@ impl Aggregates {
                 .get(&memcg, 0)
                 .ok()
                 .or_else(|| deleted.get(&memcg).copied())
-                // Gone from the kernel's LRU map while the key stayed (a zeroed key is not
-                // new: the programs do not put its id back).
-                .or_else(|| pointers.get(&memcg).map(|&(id, _)| id))
+                // Evicted while its key stayed: zeroed keys do not put their ids back.
+                .or_else(|| self.memcg_pointers.ids.get(&memcg).map(|&(id, _)| id))
                 .unwrap_or(0);
             if id != 0 {
                 learned.borrow_mut().insert(memcg, id);
@@ -160,23 +158,11 @@ impl Aggregates {
             let total = by_memcg.entry(*memcg).or_insert_with(CacheDelta::default);
             *total = sum_cache(total, delta);
         }
-        let mut paths = Vec::new();
-        while let Some(item) = self.file_paths.next() {
-            if item.len() >= size_of::<FilePath>() {
-                // SAFETY: the programs write whole `FilePath`s; the length is checked and the
-                // read is unaligned.
-                paths.push(unsafe { item.as_ptr().cast::<FilePath>().read_unaligned() });
-            }
-        }
         let cache = CacheDrain {
             by_memcg,
             by_file,
-            paths,
+            paths: take_paths(&mut self.file_paths),
             refaults: self.refaults,
-        };
-        let add_charges = |a: &ChargeDelta, b: &ChargeDelta| ChargeDelta {
-            pages: a.pages + b.pages,
-            charges: a.charges + b.charges,
         };
         let mut charge = HashMap::new();
         for (memcg, delta) in drain(
@@ -184,12 +170,12 @@ impl Aggregates {
             "CHARGE",
             &mut self.reader,
             (Empty::Zero, |&memcg| memcg),
-            add_charges,
+            sum_charges,
         )? {
             let total = charge
                 .entry(memcg_id(&self.memcg_ids, memcg))
                 .or_insert_with(ChargeDelta::default);
-            *total = add_charges(total, &delta);
+            *total = sum_charges(total, &delta);
         }
         // Looked up once per cache and drain: every busy memcg counts in the same few caches.
         let mut names: HashMap<u64, SlabCache> = HashMap::new();
@@ -198,12 +184,7 @@ impl Aggregates {
             "SLAB",
             &mut self.reader,
             (Empty::Zero, |key| key.memcg),
-            |a, b| SlabDelta {
-                alloc_bytes: a.alloc_bytes + b.alloc_bytes,
-                alloc_objects: a.alloc_objects + b.alloc_objects,
-                free_bytes: a.free_bytes + b.free_bytes,
-                free_objects: a.free_objects + b.free_objects,
-            },
+            sum_slab,
         )?
         .into_iter()
         .map(|(key, delta)| {
@@ -309,6 +290,35 @@ impl MemcgPointers {
     }
 }
 
+/// The paths the programs sent since the last drain.
+fn take_paths(file_paths: &mut RingBuf<MapData>) -> Vec<FilePath> {
+    let mut paths = Vec::new();
+    while let Some(item) = file_paths.next() {
+        if item.len() >= size_of::<FilePath>() {
+            // SAFETY: the programs write whole `FilePath`s; the length is checked and the
+            // read is unaligned.
+            paths.push(unsafe { item.as_ptr().cast::<FilePath>().read_unaligned() });
+        }
+    }
+    paths
+}
+
+fn sum_charges(a: &ChargeDelta, b: &ChargeDelta) -> ChargeDelta {
+    ChargeDelta {
+        pages: a.pages + b.pages,
+        charges: a.charges + b.charges,
+    }
+}
+
+fn sum_slab(a: &SlabDelta, b: &SlabDelta) -> SlabDelta {
+    SlabDelta {
+        alloc_bytes: a.alloc_bytes + b.alloc_bytes,
+        alloc_objects: a.alloc_objects + b.alloc_objects,
+        free_bytes: a.free_bytes + b.free_bytes,
+        free_objects: a.free_objects + b.free_objects,
+    }
+}
+
 fn sum_cache(a: &CacheDelta, b: &CacheDelta) -> CacheDelta {
     CacheDelta {
         added_pages: a.added_pages + b.added_pages,
@@ -368,7 +378,7 @@ enum Empty {
     /// time this half is active instead of inserting them again: an insert allocates the
     /// key's per-CPU values, and since Linux 6.8 ("bpf: Use smaller low/high marks for percpu
     /// allocation") the BPF allocator keeps one to three of them per CPU, refilled one at a
-    /// time from an irq_work; the burst of new keys after each switch of halves failed inserts
+    /// time from an `irq_work`; the burst of new keys after each switch of halves failed inserts
     /// (events lost) at a node's 1 000 memcgs.
     Zero,
 }

@@ -176,8 +176,8 @@ pub fn set_per_cpu<K: aya::Pod, V: aya::Pod>(
             value_bytes
                 .add(slot * stride)
                 .cast::<V>()
-                .write_unaligned(*value)
-        };
+                .write_unaligned(*value);
+        }
     }
     for (n, part) in keys.chunks(chunk).enumerate() {
         // SAFETY: `part` holds `part.len()` keys and `values` as many per-CPU values, as the
