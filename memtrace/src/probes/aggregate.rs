@@ -6,13 +6,18 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues, RingBuf};
+use std::os::fd::AsFd as _;
+
+use aya::maps::{Array, IterableMap as _, MapData, PerCpuHashMap, PerCpuValues, RingBuf};
 use memtrace_common::{
     CacheDelta, CacheName, ChargeDelta, FileKey, FilePath, InodeId, SlabDelta, SlabKey,
     aggregate::SLAB_KMALLOC_MAX_KEY,
 };
 
-use super::ProbeError;
+use super::{
+    ProbeError,
+    map_batch::{self, Read},
+};
 
 /// Programs run to completion in microseconds; this is far longer.
 const SWITCH_GRACE: Duration = Duration::from_millis(2);
@@ -59,6 +64,7 @@ pub struct Aggregates {
     /// What this side knows of `MEMCG_IDS`, so that neither side keeps what a node's
     /// container churn leaves behind.
     pub(super) memcg_pointers: MemcgPointers,
+    pub(super) reader: DrainReader,
 }
 
 /// The id drains found under each pointer in `MEMCG_IDS`, and the drain that last did.
@@ -113,23 +119,36 @@ impl Aggregates {
                 .get(&memcg, 0)
                 .ok()
                 .or_else(|| deleted.get(&memcg).copied())
+                // Evicted while its key stayed: zeroed keys do not put their ids back.
+                .or_else(|| self.memcg_pointers.ids.get(&memcg).map(|&(id, _)| id))
                 .unwrap_or(0);
             if id != 0 {
                 learned.borrow_mut().insert(memcg, id);
             }
             id
         };
-        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> =
-            drain(&mut self.cache_file[old], "CACHE_FILE", sum_cache)?
-                .into_iter()
-                .map(|(key, delta)| {
-                    let id = self.inode_ids.get(&key.file, 0).ok();
-                    (memcg_id(&self.memcg_ids, key.memcg), id, delta)
-                })
-                .collect();
+        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> = drain(
+            &mut self.cache_file[old],
+            "CACHE_FILE",
+            &mut self.reader,
+            (Empty::Delete, |key| key.memcg),
+            sum_cache,
+        )?
+        .into_iter()
+        .map(|(key, delta)| {
+            let id = self.inode_ids.get(&key.file, 0).ok();
+            (memcg_id(&self.memcg_ids, key.memcg), id, delta)
+        })
+        .collect();
         // The per-memcg map holds only what had no file key: the totals add the files'.
         let mut by_memcg = HashMap::new();
-        for (memcg, delta) in drain(&mut self.cache_memcg[old], "CACHE_MEMCG", sum_cache)? {
+        for (memcg, delta) in drain(
+            &mut self.cache_memcg[old],
+            "CACHE_MEMCG",
+            &mut self.reader,
+            (Empty::Zero, |&memcg| memcg),
+            sum_cache,
+        )? {
             let total = by_memcg
                 .entry(memcg_id(&self.memcg_ids, memcg))
                 .or_insert_with(CacheDelta::default);
@@ -139,46 +158,47 @@ impl Aggregates {
             let total = by_memcg.entry(*memcg).or_insert_with(CacheDelta::default);
             *total = sum_cache(total, delta);
         }
-        let mut paths = Vec::new();
-        while let Some(item) = self.file_paths.next() {
-            if item.len() >= size_of::<FilePath>() {
-                // SAFETY: the programs write whole `FilePath`s; the length is checked and the
-                // read is unaligned.
-                paths.push(unsafe { item.as_ptr().cast::<FilePath>().read_unaligned() });
-            }
-        }
         let cache = CacheDrain {
             by_memcg,
             by_file,
-            paths,
+            paths: take_paths(&mut self.file_paths),
             refaults: self.refaults,
         };
-        let add_charges = |a: &ChargeDelta, b: &ChargeDelta| ChargeDelta {
-            pages: a.pages + b.pages,
-            charges: a.charges + b.charges,
-        };
         let mut charge = HashMap::new();
-        for (memcg, delta) in drain(&mut self.charge[old], "CHARGE", add_charges)? {
+        for (memcg, delta) in drain(
+            &mut self.charge[old],
+            "CHARGE",
+            &mut self.reader,
+            (Empty::Zero, |&memcg| memcg),
+            sum_charges,
+        )? {
             let total = charge
                 .entry(memcg_id(&self.memcg_ids, memcg))
                 .or_insert_with(ChargeDelta::default);
-            *total = add_charges(total, &delta);
+            *total = sum_charges(total, &delta);
         }
-        let slab = drain(&mut self.slab[old], "SLAB", |a, b| SlabDelta {
-            alloc_bytes: a.alloc_bytes + b.alloc_bytes,
-            alloc_objects: a.alloc_objects + b.alloc_objects,
-            free_bytes: a.free_bytes + b.free_bytes,
-            free_objects: a.free_objects + b.free_objects,
-        })?
+        // Looked up once per cache and drain: every busy memcg counts in the same few caches.
+        let mut names: HashMap<u64, SlabCache> = HashMap::new();
+        let slab = drain(
+            &mut self.slab[old],
+            "SLAB",
+            &mut self.reader,
+            (Empty::Zero, |key| key.memcg),
+            sum_slab,
+        )?
         .into_iter()
         .map(|(key, delta)| {
             (
                 memcg_id(&self.memcg_ids, key.memcg),
-                self.cache_name(key.cache),
+                names
+                    .entry(key.cache)
+                    .or_insert_with(|| self.cache_name(key.cache))
+                    .clone(),
                 delta,
             )
         })
         .collect();
+        self.reader.drained();
         self.memcg_pointers
             .learn(learned.into_inner(), &mut self.memcg_ids);
         Ok(Drain {
@@ -197,14 +217,18 @@ impl Aggregates {
         }
         let freed: std::collections::HashSet<u64> = freed.iter().copied().collect();
         let ids = &mut self.memcg_ids;
+        let stale = &mut self.reader.stale;
         self.memcg_pointers.ids.retain(|pointer, (id, _)| {
             if !freed.contains(id) {
                 return true;
             }
+            // The aggregates' keys of the pointer go too, in each half, so that a count under
+            // it makes a new key, which names the memcg's id again.
             match ids.get(pointer, 0) {
                 Ok(now) if now == *id => {
                     // Gone already (the LRU evicted it) is fine.
                     let _ = ids.remove(pointer);
+                    stale.insert(*pointer, 2);
                     false
                 }
                 // The pointer names another memcg now: an `obj_cgroup` reparented when its
@@ -213,7 +237,10 @@ impl Aggregates {
                     *id = now;
                     true
                 }
-                Err(_) => false,
+                Err(_) => {
+                    stale.insert(*pointer, 2);
+                    false
+                }
             }
         });
     }
@@ -263,6 +290,35 @@ impl MemcgPointers {
     }
 }
 
+/// The paths the programs sent since the last drain.
+fn take_paths(file_paths: &mut RingBuf<MapData>) -> Vec<FilePath> {
+    let mut paths = Vec::new();
+    while let Some(item) = file_paths.next() {
+        if item.len() >= size_of::<FilePath>() {
+            // SAFETY: the programs write whole `FilePath`s; the length is checked and the
+            // read is unaligned.
+            paths.push(unsafe { item.as_ptr().cast::<FilePath>().read_unaligned() });
+        }
+    }
+    paths
+}
+
+fn sum_charges(a: &ChargeDelta, b: &ChargeDelta) -> ChargeDelta {
+    ChargeDelta {
+        pages: a.pages + b.pages,
+        charges: a.charges + b.charges,
+    }
+}
+
+fn sum_slab(a: &SlabDelta, b: &SlabDelta) -> SlabDelta {
+    SlabDelta {
+        alloc_bytes: a.alloc_bytes + b.alloc_bytes,
+        alloc_objects: a.alloc_objects + b.alloc_objects,
+        free_bytes: a.free_bytes + b.free_bytes,
+        free_objects: a.free_objects + b.free_objects,
+    }
+}
+
 fn sum_cache(a: &CacheDelta, b: &CacheDelta) -> CacheDelta {
     CacheDelta {
         added_pages: a.added_pages + b.added_pages,
@@ -271,17 +327,118 @@ fn sum_cache(a: &CacheDelta, b: &CacheDelta) -> CacheDelta {
     }
 }
 
-/// Reads every key's per-CPU values, sums them with `add`, and deletes the keys.
+/// How [`drain`] reads the maps. `MEMTRACE_DRAIN_KEY_BY_KEY` in the environment makes it read
+/// them key by key, as on kernels without batch operations.
+pub struct DrainReader {
+    /// Possible CPUs: the per-CPU values of a key.
+    cpus: usize,
+    /// This kernel has batch operations for per-CPU hash maps (5.6+); unknown until the first
+    /// drain asks.
+    batch: bool,
+    /// Memcg pointers [`Aggregates::forget_memcgs`] forgot, and the drains left that delete
+    /// their keys (one per half): counted anew, a key names its memcg's id again.
+    stale: HashMap<u64, u8>,
+}
+
+impl DrainReader {
+    /// # Errors
+    ///
+    /// When the possible CPUs cannot be read from sysfs.
+    pub fn new() -> Result<Self, ProbeError> {
+        let cpus = aya::util::nr_cpus().map_err(|(path, source)| ProbeError::Io {
+            what: format!("reading {path}"),
+            source,
+        })?;
+        Ok(Self {
+            cpus: cpus.get() as usize,
+            // The key-by-key path of kernels before 5.6, on any kernel: for tests of it, and
+            // for A/B measurements (`cargo xtask bench node`).
+            batch: std::env::var_os("MEMTRACE_DRAIN_KEY_BY_KEY").is_none(),
+            stale: HashMap::new(),
+        })
+    }
+
+    /// One drain fewer for the stale pointers.
+    fn drained(&mut self) {
+        self.stale.retain(|_, left| {
+            *left -= 1;
+            *left > 0
+        });
+    }
+}
+
+/// How [`drain`] empties a map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    /// Every key is deleted: a file's key names its file anew each interval (the kernel frees
+    /// and reuses `address_space`s as files come and go).
+    Delete,
+    /// The keys counted in are zeroed in place, the idle ones and those of stale memcg
+    /// pointers deleted. A busy memcg's keys stay, so the programs count into them the next
+    /// time this half is active instead of inserting them again: an insert allocates the
+    /// key's per-CPU values, and since Linux 6.8 ("bpf: Use smaller low/high marks for percpu
+    /// allocation") the BPF allocator keeps one to three of them per CPU, refilled one at a
+    /// time from an `irq_work`; the burst of new keys after each switch of halves failed inserts
+    /// (events lost) at a node's 1 000 memcgs.
+    Zero,
+}
+
+/// Reads every key's per-CPU values, sums them with `add`, and empties the map as `empty`
+/// says (`pointer`: a key's memcg pointer): many keys a system call ([`map_batch`]), or key by
+/// key, deleting, where the kernel has no batch operations.
 fn drain<K, V>(
     map: &mut PerCpuHashMap<MapData, K, V>,
     name: &str,
+    reader: &mut DrainReader,
+    (empty, pointer): (Empty, fn(&K) -> u64),
     add: impl Fn(&V, &V) -> V,
 ) -> Result<HashMap<K, V>, ProbeError>
 where
     K: aya::Pod + Eq + std::hash::Hash,
-    V: aya::Pod + Default,
+    V: aya::Pod + Default + PartialEq,
 {
     let mut sums = HashMap::new();
+    if reader.batch {
+        let io = |source| ProbeError::Io {
+            what: format!("draining {name} in batches"),
+            source,
+        };
+        let fd = map.map().fd().as_fd();
+        let sum = |per_cpu: &[V]| per_cpu.iter().fold(V::default(), |acc, d| add(&acc, d));
+        let read = if empty == Empty::Delete {
+            map_batch::read_per_cpu(fd, reader.cpus, Read::Delete, |key: K, per_cpu: &[V]| {
+                sums.insert(key, sum(per_cpu));
+            })
+            .map_err(io)?
+        } else {
+            let (mut counted, mut idle) = (Vec::new(), Vec::new());
+            let stale = &reader.stale;
+            let read =
+                map_batch::read_per_cpu(fd, reader.cpus, Read::Keep, |key: K, per_cpu: &[V]| {
+                    let sum = sum(per_cpu);
+                    if sum == V::default() || stale.contains_key(&pointer(&key)) {
+                        idle.push(key);
+                    } else {
+                        counted.push(key);
+                    }
+                    if sum != V::default() {
+                        sums.insert(key, sum);
+                    }
+                })
+                .map_err(io)?;
+            // A kernel with lookup batches has the others (all four came in 5.6).
+            if read {
+                map_batch::set_per_cpu(fd, reader.cpus, &counted, &V::default()).map_err(io)?;
+                map_batch::delete(fd, &idle).map_err(io)?;
+            }
+            read
+        };
+        if read {
+            return Ok(sums);
+        }
+        reader.batch = false;
+        log::debug!("no batch operations for per-CPU hash maps: drained key by key");
+    }
     for entry in map.iter() {
         let (key, per_cpu): (K, PerCpuValues<V>) =
             entry.map_err(|source| map_error(name, source))?;

@@ -1,7 +1,8 @@
 //! The few `bpf(2)` commands memtrace issues itself, where aya has no public call for them: a
 //! map created apart from the object (the one-page ring buffer [`super::support`] tries, a
 //! deferred map at its full size, [`super::deferred_maps`]), and the smallest fentry program,
-//! which asks whether the kernel loads fentry programs at all ([`super::aya_btf`]).
+//! which asks whether the kernel loads fentry programs at all ([`super::aya_btf`]). The batch
+//! map commands are [`super::map_batch`]'s, over [`bpf_command`].
 //!
 //! Each attribute struct is the head of `union bpf_attr` for its command
 //! (`include/uapi/linux/bpf.h`): the kernel reads the size given and takes the fields after
@@ -132,13 +133,30 @@ pub fn try_fentry(btf_id: u32) -> io::Result<()> {
 /// whatever those attributes point to, for the duration of the call.
 unsafe fn bpf(cmd: libc::c_long, attr: *const libc::c_void, size: usize) -> io::Result<OwnedFd> {
     // SAFETY: the caller vouches for `attr` and `size`.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = unsafe { bpf_command(cmd, attr.cast_mut(), size) }?;
     let fd = i32::try_from(fd).map_err(io::Error::other)?;
     // SAFETY: the kernel just returned this descriptor to us; nothing else holds it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `bpf(cmd, attr, size)`, returning what the kernel returned.
+///
+/// # Safety
+///
+/// `attr` must point to `size` initialised bytes that are valid attributes for `cmd`, and to
+/// whatever those attributes point to, for the duration of the call; commands that write
+/// back into their attributes (the batch commands' `count`) write there.
+pub unsafe fn bpf_command(
+    cmd: libc::c_long,
+    attr: *mut libc::c_void,
+    size: usize,
+) -> io::Result<libc::c_long> {
+    // SAFETY: the caller vouches for `attr` and `size`.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod derived;
 pub mod filter;
 pub mod floor;
 pub mod kallsyms;
+mod map_batch;
 pub mod memory_map;
 pub mod plan;
 pub mod point;
@@ -73,6 +74,13 @@ pub enum ProbeError {
         what: String,
         #[source]
         source: aya::maps::MapError,
+    },
+    /// A system call memtrace makes itself (batch map reads) or a file it reads failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
     },
 }
 
@@ -252,6 +260,7 @@ impl Probes {
                     && plan::counts_refaults(a.point, a.strategy, a.variant)
             }),
             memcg_pointers: aggregate::MemcgPointers::default(),
+            reader: aggregate::DrainReader::new()?,
         };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;
