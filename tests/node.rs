@@ -200,7 +200,10 @@ fn start_tenant(machine: &TestCgroup, files: &std::path::Path, i: u64) -> (TestC
     match rx.recv_timeout(timeout) {
         Ok(Ok(ready)) => assert_eq!(ready.trim(), "ready", "tenant {i} failed"),
         Ok(Err(e)) => panic!("tenant {i}'s ready line: {e}"),
-        Err(_) => panic!("tenant {i} was not ready within {timeout:?}"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("tenant {i} was not ready within {timeout:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("tenant {i}'s reader ended"),
     }
     (cgroup, child)
 }
