@@ -11,6 +11,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -58,15 +59,18 @@ fn field(line: &str, name: &str) -> Option<u64> {
 }
 
 /// Reads memtrace's new debug lines until an interval's sizes satisfy `done`, for up to
-/// `timeout`; returns the last sizes seen and whether they did.
+/// `timeout`, calling `meanwhile` about every five seconds; returns the last sizes seen and
+/// whether they did.
 fn wait_sizes(
     memtrace: &mut Memtrace,
     timeout: Duration,
     done: impl Fn(&Sizes) -> bool,
+    mut meanwhile: impl FnMut(),
 ) -> (Sizes, bool) {
-    let deadline = Instant::now() + timeout;
+    let begun = Instant::now();
     let mut last = None;
     let mut sizes = Sizes::default();
+    let mut nudged = Instant::now();
     loop {
         for line in memtrace.new_stderr() {
             if line.contains("kernel maps drained in ") {
@@ -82,11 +86,81 @@ fn wait_sizes(
                 }
             }
         }
-        if Instant::now() > deadline {
-            return (last.expect("memtrace drained no interval"), false);
+        if begun.elapsed() > timeout {
+            let last = last.unwrap_or_else(|| {
+                panic!("memtrace drained no interval within {timeout:?} (no debug line)")
+            });
+            return (last, false);
+        }
+        if nudged.elapsed() >= Duration::from_secs(5) {
+            meanwhile();
+            nudged = Instant::now();
+            eprintln!("node: waiting, last interval: {last:?}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Progress on stderr (seen with `--nocapture`), so a slow guest shows which step it is in.
+fn step(begun: Instant, what: &str) {
+    eprintln!("node: {:6.1} s  {what}", begun.elapsed().as_secs_f64());
+}
+
+/// `nr_dying_descendants` of a v2 cgroup, for the failure message.
+fn dying(cgroup: &TestCgroup) -> String {
+    fs::read_to_string(cgroup.dir.join("cgroup.stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix("nr_dying_descendants ").map(str::to_owned))
+        })
+        .map_or_else(|| "not counted (v1)".to_owned(), |n| n.trim().to_owned())
+}
+
+/// Where a process's resident memory is, from `/proc/PID/smaps`: the resident kB of each kind
+/// of mapping (heap and anonymous, the executable, BPF maps such as ring buffers, the rest),
+/// with `smaps_rollup`'s totals, for the peak RSS line.
+fn rss_breakdown(pid: u32) -> String {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let exe = exe.to_string_lossy();
+    let mut kinds: Vec<(String, u64)> = Vec::new();
+    let mut kind = String::new();
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Rss:") {
+            let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, total)) => *total += kb,
+                None => kinds.push((kind.clone(), kb)),
+            }
+        } else if line
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|perms| perms.len() == 4)
+            && line.contains('-')
+        {
+            let name = line.split_whitespace().nth(5).unwrap_or("");
+            kind = match name {
+                "" | "[heap]" => "heap and anonymous".to_owned(),
+                n if n == exe => "memtrace's executable".to_owned(),
+                n if n.contains("bpf") => format!("{n} (BPF maps: ring buffers, arrays)"),
+                n => n.to_owned(),
+            };
+        }
+    }
+    kinds.sort_by_key(|(_, kb)| std::cmp::Reverse(*kb));
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let totals: Vec<String> = status
+        .lines()
+        .filter(|l| l.starts_with("Rss"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let kinds: Vec<String> = kinds
+        .iter()
+        .filter(|(_, kb)| *kb > 0)
+        .map(|(k, kb)| format!("  {kb:>8} kB  {k}"))
+        .collect();
+    format!("{}\n{}", totals.join("; "), kinds.join("\n"))
 }
 
 fn peak_rss(pid: u32) -> u64 {
@@ -115,22 +189,44 @@ fn start_tenant(machine: &TestCgroup, files: &std::path::Path, i: u64) -> (TestC
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn tenant");
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut ready)
-        .expect("tenant's ready line");
-    assert_eq!(ready.trim(), "ready", "tenant {i} failed");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = String::new();
+        let read = BufReader::new(stdout).read_line(&mut ready);
+        let _ = tx.send(read.map(|_| ready));
+    });
+    let timeout = Duration::from_secs(30 * u64::from(slowdown()));
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(ready)) => assert_eq!(ready.trim(), "ready", "tenant {i} failed"),
+        Ok(Err(e)) => panic!("tenant {i}'s ready line: {e}"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("tenant {i} was not ready within {timeout:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("tenant {i}'s reader ended"),
+    }
     (cgroup, child)
 }
 
 #[test]
 fn released_containers_are_forgotten_on_both_sides() {
-    let slow = slowdown();
+    let slow = u64::from(slowdown());
+    let begun = Instant::now();
     let mut memtrace = Memtrace::start_with_env(
         &["run", "--format", "json", "--stats-interval", "0"],
-        &[("RUST_LOG", "memtrace::pipeline=debug")],
+        &[(
+            "RUST_LOG",
+            "memtrace::pipeline=debug,memtrace::startup=debug",
+        )],
     );
-    let (before, _) = wait_sizes(&mut memtrace, Duration::from_secs(30), |_| true);
+    // Where the memory went while starting (it differs with what the kernel allows).
+    for line in memtrace.stderr_at_start() {
+        if line.contains("start-up memory:") || line.contains("aya btf") {
+            eprintln!("node: {line}");
+        }
+    }
+    let (before, _) = wait_sizes(&mut memtrace, Duration::from_secs(30), |_| true, || {});
+    step(begun, &format!("memtrace attached, before: {before:?}"));
 
     let base = TestCgroup::new("node", 4 << 30);
     let machine = base.child("machine.slice", None);
@@ -138,22 +234,26 @@ fn released_containers_are_forgotten_on_both_sides() {
     let mut containers: Vec<(TestCgroup, Child)> = (0..CONTAINERS)
         .map(|i| start_tenant(&machine, files.path(), i))
         .collect();
+    step(begun, &format!("{CONTAINERS} tenants ready"));
     let (full, named) = wait_sizes(
         &mut memtrace,
-        Duration::from_secs(60 * u64::from(slow)),
+        Duration::from_secs(30 * slow).max(Duration::from_secs(60)),
         |s| {
             s.names >= before.names + CONTAINERS - SLACK
                 && s.kernel_memcg_ids >= before.kernel_memcg_ids + CONTAINERS - SLACK
         },
+        || {},
     );
+    step(begun, &format!("with the tenants: {full:?}"));
     assert!(
         named,
         "memtrace did not name the {CONTAINERS} containers: before {before:?}, now {full:?}"
     );
     let rss = peak_rss(memtrace.pid());
     eprintln!(
-        "memtrace's peak RSS with {CONTAINERS} containers: {} kB",
-        rss / 1000
+        "memtrace's peak RSS with {CONTAINERS} containers: {} kB; resident now:\n{}",
+        rss / 1000,
+        rss_breakdown(memtrace.pid())
     );
 
     // Gone as a runtime removes them: processes killed, files deleted (their page cache with
@@ -165,22 +265,32 @@ fn released_containers_are_forgotten_on_both_sides() {
     }
     drop(files);
     drop(machine);
-    base.reclaim_all();
+    step(begun, "tenants and their cgroups removed");
+    // What stays charged to a removed memcg (the file system's metadata it read first, a
+    // CPU's charge stock) keeps it dying: reclaiming the parent again and again frees them.
+    // Not dropping caches again and again: each time frees slab objects that charged the
+    // removed memcgs' (reparented) obj_cgroups, whose MEMCG_IDS entries that keeps in use.
+    fs::write("/proc/sys/vm/drop_caches", "1").expect("drop caches");
+    let reclaim = || base.reclaim_all();
+    reclaim();
     let (after, forgotten) = wait_sizes(
         &mut memtrace,
-        Duration::from_secs(90 * u64::from(slow)),
+        Duration::from_secs(30 * slow).max(Duration::from_secs(90)),
         |s| {
             s.all()
                 .iter()
                 .zip(before.all())
                 .all(|((_, now), (_, then))| *now <= then + SLACK)
         },
+        reclaim,
     );
+    step(begun, &format!("after: {after:?}"));
+    let dying = dying(&base);
     let finished = memtrace.stop_ok();
     assert!(
         forgotten,
         "memtrace still holds the removed containers: before {before:?}, with them {full:?}, \
-         after {after:?}\n{}",
+         after {after:?}; dying memcgs below the test's cgroup: {dying}\n{}",
         finished
             .stderr
             .lines()

@@ -41,6 +41,7 @@ impl Timeline {
         let took = now - self.mark;
         self.mark = now;
         log::debug!(target: LOG_TARGET, "start-up: {name} {} ms", millis(took));
+        log_memory(name);
         self.phases.push((name.to_owned(), took));
     }
 
@@ -64,6 +65,7 @@ impl Timeline {
             millis(self.elapsed()),
             listed.join(", ")
         );
+        log_memory("attached");
     }
 }
 
@@ -80,6 +82,31 @@ pub fn within(name: &str, took: Duration, phase: &str) {
         target: LOG_TARGET,
         "start-up: {name} {} ms (within {phase})",
         millis(took)
+    );
+}
+
+/// Resident memory after a phase, on the debug log (`start-up memory: after NAME: VmRSS …,
+/// VmHWM …`): where the peak comes from differs with what the kernel allows (aya parses the
+/// kernel's BTF only where fentry programs load). Read only when the line is logged.
+fn log_memory(phase: &str) {
+    if !log::log_enabled!(target: LOG_TARGET, log::Level::Debug) {
+        return;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or("?", str::trim)
+            .to_owned()
+    };
+    log::debug!(
+        target: LOG_TARGET,
+        "start-up memory: after {phase}: VmRSS {}, VmHWM {}",
+        field("VmRSS:"),
+        field("VmHWM:")
     );
 }
 

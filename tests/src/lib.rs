@@ -129,14 +129,25 @@ impl TestCgroup {
     }
 
     /// Reclaims everything charged to this cgroup and its descendants, dying ones included
-    /// (v1 `memory.force_empty`, v2 `memory.reclaim`).
+    /// (v1 `memory.force_empty`, v2 `memory.reclaim`, or `memory.high` before 5.19).
     pub fn reclaim_all(&self) {
         match self.hierarchy.version {
             CgroupVersion::V1 => self.write("memory.force_empty", "0"),
             CgroupVersion::V2 => {
                 // memory.reclaim fails with EAGAIN when it cannot reclaim all it was asked for;
                 // what it did reclaim is what matters here.
-                let _ = fs::write(self.dir.join("memory.reclaim"), "1G");
+                let reclaim = self.dir.join("memory.reclaim");
+                if reclaim.exists() {
+                    let _ = fs::write(reclaim, "1G");
+                    return;
+                }
+                // Before 5.19 there is no memory.reclaim. A write to memory.high reclaims the
+                // subtree (dying children too) down to it and drains the CPUs' charge stocks
+                // before it returns, without the OOM kill a lower memory.max could bring.
+                let high = self.dir.join("memory.high");
+                let was = fs::read_to_string(&high).unwrap_or_else(|_| "max".to_owned());
+                let _ = fs::write(&high, "0");
+                let _ = fs::write(&high, was.trim());
             }
         }
     }
@@ -498,24 +509,34 @@ impl Memtrace {
         let pid = i32::try_from(self.child.id()).expect("pid");
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(pid, signal) };
-        self.finish()
+        self.collect(Duration::from_secs(10), "of the signal")
     }
 
     /// Waits for memtrace to exit by itself (e.g. `--duration`) and collects the output.
     ///
     /// # Panics
     ///
-    /// When it does not exit within 10 s.
+    /// When it does not exit within 60 s.
     #[must_use]
-    pub fn finish(mut self) -> Finished {
+    pub fn finish(self) -> Finished {
+        self.collect(Duration::from_secs(60), "of waiting for it to end")
+    }
+
+    fn collect(mut self, timeout: Duration, after: &str) -> Finished {
+        // The exit first: the stdout reader ends only when memtrace does, so joining it first
+        // would wait forever for a memtrace that does not exit.
+        let Some(status) = wait_timeout(&mut self.child, timeout) else {
+            panic!(
+                "memtrace did not exit within {timeout:?} {after} (killed); its stderr:\n{}",
+                self.new_stderr().join("\n")
+            );
+        };
         let stdout = self
             .stdout
             .take()
             .expect("stdout")
             .join()
             .expect("stdout reader");
-        let status = wait_timeout(&mut self.child, Duration::from_secs(10))
-            .expect("memtrace did not exit within 10 s of SIGINT");
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
             self.stderr_seen.push(line);
         }

@@ -428,6 +428,11 @@ impl LiveContext {
         for path in &drain.paths {
             self.files.learn(path);
         }
+        self.files.counted(
+            timestamp_ns,
+            drain.by_file.iter().filter_map(|(_, inode, _)| *inode),
+        );
+        self.files.forget_deleted();
         let mut files: HashMap<u64, FileRows> = HashMap::new();
         for (memcg_id, inode, delta) in &drain.by_file {
             // A file whose inode the kernel could not read has no row of its own: it is in

@@ -16,6 +16,13 @@ use crate::event::{Device, FileName};
 /// Files whose names are kept: the kernel sends a path once per file while it remembers the
 /// file (its `INODE_IDS` map), so past this a long-lived file can lose its name.
 const KEPT: usize = 65_536;
+/// How long the name of a deleted file is kept after the kernel last counted its pages. A
+/// deleted file's pages go when its last user closes it, and it gets no new ones unless still
+/// open and written: a node that writes and deletes files all day (logs rotated, temporary
+/// files, builds) would otherwise fill the table with the names of files that are gone, and
+/// memtrace's memory with it (a soak with 100 such files a second grew it by 14 MB in ten
+/// minutes).
+const DELETED_KEPT_NS: u64 = 30_000_000_000;
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// How old the mounts may be when a new file comes: containers mount their overlays as they
 /// start.
@@ -39,10 +46,29 @@ struct Mount {
     point: String,
 }
 
+/// A file's name, and when its pages were last counted.
+#[derive(Debug)]
+struct Entry {
+    known: Known,
+    /// Of this entry: `order` and `deleted` may still hold the key of an earlier entry for
+    /// the same (device, inode).
+    seq: u64,
+    /// The kernel said the file was deleted (at its last count, or its path was unhashed).
+    deleted: bool,
+    /// The interval's timestamp when the kernel last counted the file's pages.
+    counted_ns: u64,
+}
+
 /// Files' names, resolved once per file.
 pub struct FileNames {
-    known: HashMap<(u32, u64), Known>,
-    order: VecDeque<(u32, u64)>,
+    known: HashMap<(u32, u64), Entry>,
+    /// Oldest first, for the [`KEPT`] bound: (key, the entry's `seq`).
+    order: VecDeque<((u32, u64), u64)>,
+    /// Deleted files, by when they were seen deleted: (key, `seq`, the time).
+    deleted: VecDeque<((u32, u64), u64, u64)>,
+    next_seq: u64,
+    /// The timestamp of the latest interval counted.
+    now_ns: u64,
     mounts: Vec<Mount>,
     /// Overlay layer directories (`lowerdir`, `upperdir`) of the mounted overlays: below one, a
     /// file is at the path a container sees.
@@ -71,6 +97,9 @@ impl FileNames {
         let mut names = Self {
             known: HashMap::new(),
             order: VecDeque::new(),
+            deleted: VecDeque::new(),
+            next_seq: 0,
+            now_ns: 0,
             mounts: Vec::new(),
             layers: Vec::new(),
             unmounted: Vec::new(),
@@ -104,13 +133,83 @@ impl FileNames {
             truncated: path.flags & FilePath::TRUNCATED != 0,
             unhashed: path.flags & FilePath::UNHASHED != 0,
         };
-        if self.known.insert(key, known).is_none() {
-            self.order.push_back(key);
-            while self.order.len() > KEPT {
-                if let Some(old) = self.order.pop_front() {
-                    self.known.remove(&old);
-                }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let deleted = known.unhashed || path.id.flags & InodeId::UNLINKED != 0;
+        let entry = Entry {
+            known,
+            seq,
+            deleted,
+            counted_ns: self.now_ns,
+        };
+        // The same (device, inode) again is a new file where a deleted one was: the old
+        // entry's places in `order` and `deleted` no longer match its `seq`.
+        self.known.insert(key, entry);
+        self.order.push_back((key, seq));
+        if deleted {
+            self.deleted.push_back((key, seq, self.now_ns));
+        }
+        while self.known.len() > KEPT {
+            let Some((old, seq)) = self.order.pop_front() else {
+                break;
+            };
+            self.remove(old, seq);
+        }
+    }
+
+    /// The kernel counted these files' pages in the interval that ended at `timestamp_ns`:
+    /// their names stay, unless deleted and not counted again for a while (see
+    /// [`FileNames::forget_deleted`]).
+    pub fn counted(&mut self, timestamp_ns: u64, ids: impl IntoIterator<Item = InodeId>) {
+        self.now_ns = self.now_ns.max(timestamp_ns);
+        for id in ids {
+            let Some(entry) = self.known.get_mut(&(id.dev, id.ino)) else {
+                continue;
+            };
+            entry.counted_ns = self.now_ns;
+            if id.flags & InodeId::UNLINKED != 0 && !entry.deleted {
+                entry.deleted = true;
+                self.deleted
+                    .push_back(((id.dev, id.ino), entry.seq, self.now_ns));
             }
+        }
+    }
+
+    /// Forgets the names of deleted files the kernel has not counted for 30 s, and gives the
+    /// memory of a table that shrank back to the allocator.
+    pub fn forget_deleted(&mut self) {
+        while let Some(&(key, seq, seen_ns)) = self.deleted.front() {
+            if self.now_ns.saturating_sub(seen_ns) < DELETED_KEPT_NS {
+                break;
+            }
+            self.deleted.pop_front();
+            let Some(entry) = self.known.get(&key).filter(|e| e.seq == seq) else {
+                continue;
+            };
+            if self.now_ns.saturating_sub(entry.counted_ns) >= DELETED_KEPT_NS {
+                self.remove(key, seq);
+            } else {
+                // Counted since: still open and written; looked at again later.
+                self.deleted.push_back((key, seq, entry.counted_ns));
+            }
+        }
+        // `order` keeps the keys of forgotten entries until they reach its front: drop them
+        // when they are most of it.
+        if self.order.len() > 2 * self.known.len() + 1024 {
+            let known = &self.known;
+            self.order
+                .retain(|(key, seq)| known.get(key).is_some_and(|e| e.seq == *seq));
+        }
+        if self.known.capacity() > 4 * self.known.len() + 1024 {
+            self.known.shrink_to_fit();
+            self.order.shrink_to_fit();
+            self.deleted.shrink_to_fit();
+        }
+    }
+
+    fn remove(&mut self, key: (u32, u64), seq: u64) {
+        if self.known.get(&key).is_some_and(|e| e.seq == seq) {
+            self.known.remove(&key);
         }
     }
 
@@ -127,10 +226,12 @@ impl FileNames {
             deleted: id.flags & InodeId::UNLINKED != 0,
             ..FileName::default()
         };
-        let Some(known) = self.known.get(&(id.dev, id.ino)).cloned() else {
+        let Some(known) = self.known.get(&(id.dev, id.ino)).map(|e| e.known.clone()) else {
             name.note = Some(
                 if id.flags & InodeId::PATH_SENT == 0 {
                     "path not read yet: the kernel's path buffer was full"
+                } else if name.deleted {
+                    "path forgotten: a deleted file whose pages were not counted for 30 s"
                 } else {
                     "path forgotten: more files than memtrace keeps names of"
                 }
@@ -375,6 +476,53 @@ mod tests {
         let name = n.name(Some(id));
         assert_eq!(name.path.as_deref(), Some("/dev/shm/cache"));
         assert!(name.shmem && name.deleted, "{name:?}");
+    }
+
+    #[test]
+    fn deleted_files_are_forgotten_once_not_counted_for_a_while() {
+        const S: u64 = 1_000_000_000;
+        let mut n = names();
+        n.counted(100 * S, []);
+        n.learn(&path(DISK, 1, &["kept"], 0));
+        n.learn(&path(DISK, 2, &["gone"], 0));
+        n.learn(&path(DISK, 3, &["still-open"], 0));
+        n.learn(&path(DISK, 4, &["unhashed"], FilePath::UNHASHED));
+        let id = |ino, flags| InodeId {
+            ino,
+            dev: DISK,
+            flags: InodeId::PATH_SENT | flags,
+        };
+        n.counted(
+            101 * S,
+            [id(1, 0), id(2, InodeId::UNLINKED), id(3, InodeId::UNLINKED)],
+        );
+        n.forget_deleted();
+        assert_eq!(n.count(), 4);
+        // Still open and written: counted again before its 30 s are up.
+        n.counted(120 * S, [id(3, InodeId::UNLINKED)]);
+        n.counted(131 * S, []);
+        n.forget_deleted();
+        assert_eq!(
+            n.count(),
+            2,
+            "the deleted files not counted since 101 s and 100 s"
+        );
+        let gone = n.name(Some(id(2, InodeId::UNLINKED)));
+        assert_eq!(gone.path, None);
+        assert!(
+            gone.note.as_deref().is_some_and(|t| t.contains("deleted")),
+            "{gone:?}"
+        );
+        assert!(n.name(Some(id(3, InodeId::UNLINKED))).path.is_some());
+        n.counted(151 * S, []);
+        n.forget_deleted();
+        assert_eq!(n.count(), 1);
+        assert_eq!(n.name(Some(id(1, 0))).path.as_deref(), Some("/kept"));
+        // A new file where a forgotten one was is named again.
+        n.learn(&path(DISK, 2, &["new"], 0));
+        n.counted(1_000 * S, [id(2, 0)]);
+        n.forget_deleted();
+        assert_eq!(n.name(Some(id(2, 0))).path.as_deref(), Some("/new"));
     }
 
     #[test]

@@ -52,6 +52,9 @@ struct Churned {
     oom_kills: u64,
     /// memtrace's RSS at the end of each minute, in bytes.
     rss: Vec<u64>,
+    /// The page-cache files memtrace named, as its last interval before each RSS sample said:
+    /// the table that grew with the RSS before deleted files were forgotten.
+    files: Vec<u64>,
     /// The containers' base cgroup (`/memtrace-bench-soak-1234`).
     base: String,
 }
@@ -175,8 +178,11 @@ fn churn(
             next_minute += Duration::from_secs(60);
             let (rss, _) = memory(watched.pid())?;
             churned.rss.push(rss);
+            let files = watched.intervals().last().map_or(0, |i| i.files);
+            churned.files.push(files);
             eprintln!(
-                "bench soak: minute {}: memtrace RSS {:.1} MB, {} containers started",
+                "bench soak: minute {}: memtrace RSS {:.1} MB, {files} page-cache files named, \
+                 {} containers started",
                 churned.rss.len(),
                 mb(rss),
                 churned.started
@@ -187,6 +193,9 @@ fn churn(
     // The last minute's sample when the loop ended just before it.
     if churned.rss.len() < usize::try_from(minutes).unwrap_or(usize::MAX) {
         churned.rss.push(memory(watched.pid())?.0);
+        churned
+            .files
+            .push(watched.intervals().last().map_or(0, |i| i.files));
     }
     for hog in hogs {
         churned.oom_kills += containers.oom_kills(hog);
@@ -227,6 +236,8 @@ fn report(
         .map(|&r| format!("{:.1}", mb(r)))
         .collect();
     println!("  memtrace RSS each minute (MB): {}", minutes.join(" "));
+    let files: Vec<String> = churned.files.iter().map(u64::to_string).collect();
+    println!("  page-cache files named each minute: {}", files.join(" "));
     println!(
         "  growth after the first minute: {:+.1} % (limit {:.0} %)",
         growth * 100.0,

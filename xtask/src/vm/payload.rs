@@ -30,11 +30,6 @@ const HOST_ONLY_TESTS: &[&str] = &[
     "metrics",
     "top",
     "readable_stream",
-    // A node of 200 containers, forgotten on both sides once gone: passed in the 5.10/v1, 6.1
-    // v1/v2 and 6.12 guests (38–72 s), but on 5.10/v2 it had not finished after 15 minutes
-    // (a wait for names or for the kernel map's entries that never came; not yet found why).
-    // Host-only until that is understood: issue 14.
-    "node",
 ];
 
 /// The integration test that exhausts the node's memory (a global OOM, `tests/global_oom.rs`):
