@@ -3,6 +3,7 @@
 //! itself (CPU from "attached" to the stop, peak RSS), read from `/proc` before it is stopped.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::{BufRead as _, BufReader},
     process::{Child, Command, ExitStatus, Stdio},
@@ -47,6 +48,39 @@ impl Streamed {
             let (before, _) = line.split_once(" lost (")?;
             before.rsplit(' ').next()?.parse().ok()
         })
+    }
+
+    /// One kind's lost count in memtrace's summary line (`… lost (oom_kill=0 cgroup=12 …)`).
+    #[must_use]
+    pub fn lost_of(&self, kind: &str) -> Option<u64> {
+        self.stderr.lines().find_map(|line| {
+            let (_, per_kind) = line.split_once(" lost (")?;
+            per_kind
+                .split([' ', ')'])
+                .find_map(|pair| pair.strip_prefix(kind)?.strip_prefix('=')?.parse().ok())
+        })
+    }
+
+    /// What the stream's own `lost` events counted, per `"kind/cause"`.
+    ///
+    /// # Panics
+    ///
+    /// On a line that is not JSON, or a `lost` event without its fields.
+    #[must_use]
+    pub fn lost_in_stream(&self) -> BTreeMap<String, u64> {
+        let mut counted = BTreeMap::new();
+        for (_, event) in self.events() {
+            if event["type"] != "lost" {
+                continue;
+            }
+            let key = format!(
+                "{}/{}",
+                event["kind"].as_str().expect("kind"),
+                event["cause"].as_str().expect("cause")
+            );
+            *counted.entry(key).or_default() += event["count"].as_u64().expect("count");
+        }
+        counted
     }
 
     /// The stdout lines as JSON events, each with when it was read.
