@@ -57,6 +57,9 @@ pub struct Stats {
     pub undecodable: u64,
     /// Memcgs removed during the session and still dying at its end.
     pub still_dying: Vec<Removed>,
+    /// The kernel side's lost counters as the stream's last `lost` events said them, after
+    /// the reader's last drain: what the session lost in the kernel.
+    pub kernel_lost: Vec<(LostKind, u64)>,
 }
 
 /// The sink is flushed at least this often, also when no event arrives: a trace writer writes
@@ -102,6 +105,11 @@ struct Said<'a> {
     losses: Losses<'a>,
     kernel: LossTally,
     blocked: LossTally,
+    /// The kernel's counters as last read.
+    kernel_totals: Vec<(LostKind, u64)>,
+    /// When the backlog's drops were last said: while the consumer stays slower than the
+    /// kernel, not after every batch.
+    drops_told: Option<Instant>,
 }
 
 /// What waits for a walk of the cgroup hierarchy, in arrival order.
@@ -138,13 +146,24 @@ struct Consumer<'a> {
 
 impl Consumer<'_> {
     /// A `lost` event per kind whose lost count grew since the last: the kernel's (with
-    /// `kernel`) and the backlog's.
+    /// `kernel`, at intervals) and the backlog's (at most every [`FLUSH_EVERY`] between them).
     fn say_losses(&mut self, kernel: bool) -> io::Result<()> {
         let mut lost = Vec::new();
         if kernel {
-            lost = self.said.kernel.grown(&(self.said.losses.kernel)());
+            self.said.kernel_totals = (self.said.losses.kernel)();
+            lost = self.said.kernel.grown(&self.said.kernel_totals);
         }
-        lost.extend(self.said.blocked.grown(&self.said.losses.backlog.dropped()));
+        let due = self
+            .said
+            .drops_told
+            .is_none_or(|at| at.elapsed() >= FLUSH_EVERY);
+        if kernel || due {
+            let dropped = self.said.blocked.grown(&self.said.losses.backlog.dropped());
+            if !dropped.is_empty() {
+                self.said.drops_told = Some(Instant::now());
+            }
+            lost.extend(dropped);
+        }
         for lost in lost {
             let event = Event {
                 timestamp_ns: clock::boot_ns(),
@@ -488,6 +507,8 @@ pub async fn run(
             losses,
             kernel: LossTally::kernel(),
             blocked: LossTally::of(LossCause::OutputBlocked),
+            kernel_totals: Vec::new(),
+            drops_told: None,
         },
     };
     let consume = async move {
@@ -657,7 +678,11 @@ pub async fn run(
         // The reader has drained the ring buffer for the last time: the counts are final.
         consumer.say_losses(true)?;
         consumer.sink.end()?;
-        Ok::<_, io::Error>((consumer.events, consumer.context.still_dying()))
+        Ok::<_, io::Error>((
+            consumer.events,
+            consumer.context.still_dying(),
+            consumer.said.kernel_totals,
+        ))
     };
     tokio::pin!(consume, stop);
     let mut stopping = false;
@@ -677,11 +702,12 @@ pub async fn run(
         .await
         .map_err(io::Error::other)?
         .map_err(|_| io::Error::other("the ring-buffer reader panicked"))??;
-    let (events, still_dying) = outcome?;
+    let (events, still_dying, kernel_lost) = outcome?;
     Ok(Stats {
         events,
         undecodable,
         still_dying,
+        kernel_lost,
     })
 }
 

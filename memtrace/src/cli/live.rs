@@ -427,13 +427,15 @@ impl Session {
                 stats
             })
             .context("streaming events")?;
-        let (lost, dropped) = counted.totals()?;
+        // What the stream's last `lost` events said, which the reader's last drain ended.
+        let dropped = backlog.dropped();
+        let lost = added(&stats.kernel_lost, &dropped);
         drop(probes);
         Ok(Summary {
             still_dying: stats.still_dying,
             events: stats.events,
             lost,
-            dropped,
+            dropped: dropped.iter().map(|(_, n)| n).sum(),
             undecodable: stats.undecodable,
             elapsed: begun.elapsed(),
         })
@@ -511,16 +513,6 @@ impl Counted<'_> {
             log::warn!("reading lost-event counters: {e}");
             Vec::new()
         })
-    }
-
-    /// Per kind, lost in the kernel and dropped by the backlog; and how many were dropped.
-    fn totals(&self) -> anyhow::Result<(Vec<(LostKind, u64)>, u64)> {
-        let dropped = self.backlog.dropped();
-        let kernel = self.probes.lost().context("reading lost-event counters")?;
-        Ok((
-            added(&kernel, &dropped),
-            dropped.iter().map(|(_, n)| n).sum(),
-        ))
     }
 }
 
