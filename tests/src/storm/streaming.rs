@@ -106,7 +106,7 @@ impl Streaming {
     ///
     /// # Panics
     ///
-    /// When it cannot be started or does not attach within 30 s.
+    /// When it cannot be started or does not attach within 30 s (× `MEMTRACE_TEST_SLOWDOWN`).
     #[must_use]
     pub fn start(extra: &[&str]) -> Self {
         Self::start_stalled(extra, Duration::ZERO)
@@ -159,7 +159,8 @@ impl Streaming {
             readers: [out_reader, err_reader],
             cpu_at_attach: Duration::ZERO,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Several sessions attach side by side in one test process: slow under emulation.
+        let deadline = Instant::now() + Duration::from_secs(30) * super::slowdown();
         loop {
             let line = me
                 .stderr_lines
@@ -174,7 +175,7 @@ impl Streaming {
             }
             assert!(
                 Instant::now() < deadline,
-                "memtrace did not attach within 30 s:\n{}",
+                "memtrace did not attach within 30 s × slowdown:\n{}",
                 me.stderr_seen.join("\n")
             );
         }
