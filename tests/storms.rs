@@ -1,8 +1,10 @@
 //! Storms of cgroup churn and of limit reclaim, at a smaller size than `cargo xtask bench
 //! storms` runs them (`memtrace_tests::storm`): every event the kernel says happened is
 //! reported, and memtrace's lost counters stay at zero, also while its stdout is not read. When
-//! a storm does overflow (a ring buffer made too small on purpose), the user is told at once,
-//! and every event missing is one counted as lost. (The OOM storm is `oom_storm.rs`.)
+//! a storm does overflow (a ring buffer made too small on purpose, or a stdout not read while
+//! memtrace may hold only a few events), the user is told at once, in the stream itself (`lost`
+//! events) as well as on stderr, and the counts add up: what was delivered plus what was counted
+//! lost is what the kernel saw. (The OOM storm is `oom_storm.rs`.)
 
 use std::time::Duration;
 
@@ -42,6 +44,21 @@ fn a_storm_that_overflows_the_ring_buffer_is_not_silent() {
     let lost = outcome
         .lost
         .unwrap_or_else(|| panic!("no summary line:\n{}", outcome.stderr));
+    // The stream itself says it, with the kernel's own count: the `lost` events add up to the
+    // kernel's counter of cgroup events that found the ring buffer full (all of the node's
+    // cgroups share it, so that counter may hold other cgroups' events too).
+    let kernel = outcome.lost_by_kind.get("cgroup").copied();
+    let in_stream = outcome
+        .lost_in_stream
+        .get("cgroup/ring_buffer_full")
+        .copied();
+    assert!(
+        kernel > Some(0) && in_stream == kernel,
+        "the kernel lost {kernel:?} cgroup events, the stream's `lost` events say {in_stream:?} \
+         ({:?}):\n{}",
+        outcome.lost_in_stream,
+        outcome.stderr
+    );
     assert!(
         lost > 0 && outcome.seen < outcome.expected,
         "a 4 KiB ring buffer cannot hold a storm of {CGROUPS} cgroups: {} of {} seen, {lost} \
@@ -64,6 +81,57 @@ fn a_storm_that_overflows_the_ring_buffer_is_not_silent() {
     assert!(
         said.is_some() && said < summary,
         "the loss must be said while it happens, before the summary:\n{}",
+        outcome.stderr
+    );
+}
+
+/// A reclaim storm while stdout is not read and memtrace may hold only 20 events: past the
+/// bound it drops what the ring buffer brings (its memory stays bounded), counts it, and says
+/// so in the stream; the kernel's own count of the episodes is what memtrace delivered plus
+/// what it counted lost, exactly.
+#[test]
+fn a_reclaim_storm_while_stdout_is_blocked_drops_past_the_bound_and_counts_it() {
+    // The stall outlasts the storm; the pipe and memtrace's buffer take a few hundred lines.
+    let outcome = storm::reclaim_storm_stalled(
+        4,
+        &workloads(),
+        Duration::from_secs(6),
+        &["--max-held-events", "20"],
+    );
+    eprintln!("{}", outcome.to_json());
+    let in_stream = |key: &str| outcome.lost_in_stream.get(key).copied().unwrap_or(0);
+    let dropped = in_stream("reclaim/output_blocked");
+    let lost_in_kernel = in_stream("reclaim/ring_buffer_full");
+    assert!(
+        outcome.expected >= 100 && dropped > 0,
+        "{} reclaim episodes, {dropped} dropped: the stall did not overflow 20 held events",
+        outcome.expected
+    );
+    assert_eq!(
+        outcome.seen + dropped + lost_in_kernel,
+        outcome.expected,
+        "delivered {} + dropped {dropped} + lost in the kernel {lost_in_kernel} must be the \
+         kernel's count of episodes:\n{}",
+        outcome.seen,
+        outcome.stderr
+    );
+    assert_eq!(
+        outcome.lost_by_kind.get("reclaim").copied(),
+        Some(dropped + lost_in_kernel),
+        "the summary must count what the stream said was lost:\n{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome
+            .stderr
+            .contains("dropped while the output was blocked (--max-held-events)"),
+        "the summary must say what memtrace dropped itself:\n{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.problems.is_empty(),
+        "{:#?}\n{}",
+        outcome.problems,
         outcome.stderr
     );
 }

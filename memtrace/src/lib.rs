@@ -12,6 +12,7 @@
 //! - `cli`: the subcommands; `startup`: where start-up time goes, on the debug log.
 
 pub mod attribution;
+pub mod backlog;
 pub mod cli;
 pub mod clock;
 pub mod event;

@@ -1,10 +1,14 @@
 //! Ring buffer → decoded records → events → sinks, without ever blocking.
 //!
-//! - The reader drains the ring buffer into owned records and hands them over an unbounded
-//!   channel: it never waits for the consumer, and never awaits while it holds a ring-buffer
-//!   item. It runs on a thread of its own: a consumer blocked on its output (a stdout pipe that
-//!   a log shipper stopped reading) would otherwise stop the draining too, and the kernel would
-//!   drop what no longer fits in the ring buffer. Back-pressure is held in memory instead.
+//! - The reader drains the ring buffer into owned records and hands them over a channel: it
+//!   never waits for the consumer, and never awaits while it holds a ring-buffer item. It runs
+//!   on a thread of its own: a consumer blocked on its output (a stdout pipe that a log shipper
+//!   stopped reading) would otherwise stop the draining too, and the kernel would drop what no
+//!   longer fits in the ring buffer. Back-pressure is held in memory instead, up to
+//!   `--max-held-events` ([`Backlog`]); past that the reader drops new records and counts them.
+//! - Losses are said in the stream: at each interval (and at the end) a `lost` event per kind
+//!   whose count grew, from the kernel's counters (a full ring buffer or map) and the
+//!   backlog's (a blocked output), and at once after a batch the backlog had to cut.
 //! - The consumer turns records into events and writes them to the sink. What would make it
 //!   wait runs elsewhere: an OOM kill whose kernel report line has not arrived is held with a
 //!   deadline ([`KMSG_WAIT`]) while the events behind it go on; draining the kernel's
@@ -23,7 +27,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use memtrace_common::event::Record;
+use memtrace_common::{LostKind, event::Record};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::{mpsc, watch},
@@ -35,8 +39,9 @@ use crate::{
         CounterScan, CounterWatch, KMSG_WAIT, LiveContext, MemoryScan, OomArrival, OomKillLine,
         Removed,
     },
+    backlog::Backlog,
     clock,
-    event::{Event, OomConstraint, What},
+    event::{Event, LossCause, LossTally, Memcg, OomConstraint, What},
     probes::{
         Aggregates, Drain, ProbeError, Sources,
         derived::{ChargesFrom, charges_from_page_cache},
@@ -52,6 +57,9 @@ pub struct Stats {
     pub undecodable: u64,
     /// Memcgs removed during the session and still dying at its end.
     pub still_dying: Vec<Removed>,
+    /// The kernel side's lost counters as the stream's last `lost` events said them, after
+    /// the reader's last drain: what the session lost in the kernel.
+    pub kernel_lost: Vec<(LostKind, u64)>,
 }
 
 /// The sink is flushed at least this often, also when no event arrives: a trace writer writes
@@ -84,6 +92,26 @@ pub struct Settings {
     pub sources: Sources,
 }
 
+/// Where the pipeline learns what was lost, to say it in the stream.
+pub struct Losses<'a> {
+    /// The kernel side's lost counters, totals per kind.
+    pub kernel: &'a dyn Fn() -> Vec<(LostKind, u64)>,
+    /// What the reader hands on and the consumer has not taken; what it dropped.
+    pub backlog: Backlog,
+}
+
+/// The `lost` events said so far, per source.
+struct Said<'a> {
+    losses: Losses<'a>,
+    kernel: LossTally,
+    blocked: LossTally,
+    /// The kernel's counters as last read.
+    kernel_totals: Vec<(LostKind, u64)>,
+    /// When the backlog's drops were last said: while the consumer stays slower than the
+    /// kernel, not after every batch.
+    drops_told: Option<Instant>,
+}
+
 /// What waits for a walk of the cgroup hierarchy, in arrival order.
 enum Held {
     Record(Record),
@@ -113,9 +141,40 @@ struct Consumer<'a> {
     census_wanted: bool,
     /// Memcgs freed whose kernel-side entries the next drain deletes.
     forget: Vec<u64>,
+    said: Said<'a>,
 }
 
 impl Consumer<'_> {
+    /// A `lost` event per kind whose lost count grew since the last: the kernel's (with
+    /// `kernel`, at intervals) and the backlog's (at most every [`FLUSH_EVERY`] between them).
+    fn say_losses(&mut self, kernel: bool) -> io::Result<()> {
+        let mut lost = Vec::new();
+        if kernel {
+            self.said.kernel_totals = (self.said.losses.kernel)();
+            lost = self.said.kernel.grown(&self.said.kernel_totals);
+        }
+        let due = self
+            .said
+            .drops_told
+            .is_none_or(|at| at.elapsed() >= FLUSH_EVERY);
+        if kernel || due {
+            let dropped = self.said.blocked.grown(&self.said.losses.backlog.dropped());
+            if !dropped.is_empty() {
+                self.said.drops_told = Some(Instant::now());
+            }
+            lost.extend(dropped);
+        }
+        for lost in lost {
+            let event = Event {
+                timestamp_ns: clock::boot_ns(),
+                memcg: Memcg::default(),
+                what: What::Lost(lost),
+            };
+            self.emit(&event)?;
+        }
+        Ok(())
+    }
+
     fn emit(&mut self, event: &Event) -> io::Result<()> {
         self.events += 1;
         self.sink.write(event)
@@ -423,13 +482,15 @@ pub async fn run(
     aggregates: Aggregates,
     context: LiveContext,
     settings: Settings,
-    sink: &mut dyn Sink,
+    (sink, losses): (&mut dyn Sink, Losses<'_>),
     stop: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
     let Settings { intervals, sources } = settings;
+    // Unbounded as a channel, bounded in records by the backlog.
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Record>>();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reader = spawn_reader(ring, tx, stop_rx)?;
+    let backlog = losses.backlog.clone();
+    let reader = spawn_reader(ring, (tx, backlog.clone()), stop_rx)?;
 
     let mut consumer = Consumer {
         context,
@@ -442,6 +503,13 @@ pub async fn run(
         kmsg_quiet_until: None,
         census_wanted: false,
         forget: Vec::new(),
+        said: Said {
+            losses,
+            kernel: LossTally::kernel(),
+            blocked: LossTally::of(LossCause::OutputBlocked),
+            kernel_totals: Vec::new(),
+            drops_told: None,
+        },
     };
     let consume = async move {
         let ticker = |every: Duration| {
@@ -484,9 +552,12 @@ pub async fn run(
                 _ = flush_ticker.tick() => consumer.sink.flush()?,
                 batch = rx.recv() => {
                     let Some(batch) = batch else { break };
+                    let taken = batch.len();
                     for record in batch {
                         want_walk |= consumer.record(record)?;
                     }
+                    backlog.taken(taken);
+                    consumer.say_losses(false)?;
                     // A write per batch: what the kernel said is out before the next batch.
                     consumer.sink.flush()?;
                 }
@@ -511,6 +582,7 @@ pub async fn run(
                     let drain = drain.map_err(io::Error::other)?;
                     want_walk = consumer.drained(drain, now, now - last_drain)?;
                     last_drain = now;
+                    consumer.say_losses(true)?;
                 }
                 () = async {
                     match stats_ticker.as_mut() {
@@ -603,8 +675,14 @@ pub async fn run(
                 .map_err(io::Error::other)?;
             consumer.counted(scan, clock::boot_ns())?;
         }
+        // The reader has drained the ring buffer for the last time: the counts are final.
+        consumer.say_losses(true)?;
         consumer.sink.end()?;
-        Ok::<_, io::Error>((consumer.events, consumer.context.still_dying()))
+        Ok::<_, io::Error>((
+            consumer.events,
+            consumer.context.still_dying(),
+            consumer.said.kernel_totals,
+        ))
     };
     tokio::pin!(consume, stop);
     let mut stopping = false;
@@ -624,11 +702,12 @@ pub async fn run(
         .await
         .map_err(io::Error::other)?
         .map_err(|_| io::Error::other("the ring-buffer reader panicked"))??;
-    let (events, still_dying) = outcome?;
+    let (events, still_dying, kernel_lost) = outcome?;
     Ok(Stats {
         events,
         undecodable,
         still_dying,
+        kernel_lost,
     })
 }
 
@@ -636,7 +715,7 @@ pub async fn run(
 /// waits for can stop it.
 fn spawn_reader(
     ring: RingBuf<MapData>,
-    tx: mpsc::UnboundedSender<Vec<Record>>,
+    to_consumer: (mpsc::UnboundedSender<Vec<Record>>, Backlog),
     stop: watch::Receiver<bool>,
 ) -> io::Result<std::thread::JoinHandle<io::Result<u64>>> {
     std::thread::Builder::new()
@@ -645,13 +724,13 @@ fn spawn_reader(
             tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .build()?
-                .block_on(read_ring(ring, tx, stop))
+                .block_on(read_ring(ring, to_consumer, stop))
         })
 }
 
 async fn read_ring(
     ring: RingBuf<MapData>,
-    tx: mpsc::UnboundedSender<Vec<Record>>,
+    (tx, backlog): (mpsc::UnboundedSender<Vec<Record>>, Backlog),
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<u64> {
     // SAFETY: the fd belongs to `ring`, which the AsyncFd owns (and so keeps open, unchanged)
@@ -663,14 +742,14 @@ async fn read_ring(
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let batch = drain(guard.get_inner_mut(), &mut undecodable);
+                let batch = backlog.admit(drain(guard.get_inner_mut(), &mut undecodable));
                 guard.clear_ready();
                 if !batch.is_empty() && tx.send(batch).is_err() {
                     break;
                 }
             }
             _ = stop.changed() => {
-                let batch = drain(fd.get_mut(), &mut undecodable);
+                let batch = backlog.admit(drain(fd.get_mut(), &mut undecodable));
                 if !batch.is_empty() {
                     let _ = tx.send(batch);
                 }

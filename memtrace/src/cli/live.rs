@@ -20,10 +20,12 @@ use crate::{
         Filter, KmsgOomLines, LiveContext, MEMCG_ID_LIMIT, MemcgCensus, MemcgResolver,
         MemoryHierarchy, PodDirectory, Removed, RuntimeLookups, RuntimeState, count_dying,
     },
+    backlog::{Backlog, DEFAULT_MAX_HELD, added},
     clock,
     event::HostClock,
+    event::{LossCause, LossTally},
     metrics::{self, Endpoint, Tap},
-    pipeline::{self, Intervals, Settings},
+    pipeline::{self, Intervals, Losses, Settings},
     probes::{
         Aggregates, AttachOptions, AttachedPoint, DEFAULT_RING_BUFFER_BYTES, ProbePoint, Probes,
         Sources, Strategy, parse_ring_buffer_size,
@@ -61,10 +63,20 @@ pub struct LiveArgs {
     #[arg(long, default_value_t = 50_000, value_name = "COUNT")]
     pub dying_warn: u64,
     /// Ring buffer for one-by-one events (OOM kills, reclaim, cgroup lifecycle), in bytes: a
-    /// power of two of at least 4096. Events that do not fit are counted as lost, per kind.
+    /// power of two of at least 4096. Events that do not fit are counted, per kind, and said
+    /// in the stream as `lost` events (and on stderr, in the summary and in metrics). E.g.
+    /// `--ring-buffer-size 4M` for a node where thousands of containers start at once.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES,
           value_parser = parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
+    /// At most this many one-by-one events held in memory while the output is blocked (stdout
+    /// piped to a reader that stopped reading); past it, new ones are dropped (OOM kills never)
+    /// and counted, and a `lost` event (cause `output_blocked`) says how many once the output
+    /// moves again. Bounds memtrace's memory: about 300 bytes an event. E.g.
+    /// `--max-held-events 200000` to ride out a log shipper that stalls for a minute.
+    #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_MAX_HELD,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_held_events: u64,
     // The help lists each point with the event types it produces (`ProbePoint::events`).
     #[arg(long, value_name = "POINT,...", value_delimiter = ',', value_parser = parse_point,
           help = events_help())]
@@ -142,6 +154,8 @@ pub struct Session {
     terminate: Signal,
     metrics: Option<SessionMetrics>,
     lost_watch: Option<LostWatch>,
+    /// Events held while the output is blocked, and what was dropped past the bound.
+    backlog: Backlog,
 }
 
 /// The kernel side's lost-event counters, read every second while a session streams, for a
@@ -187,7 +201,10 @@ pub struct Summary {
     pub events: u64,
     /// Memcgs removed during the session that were still dying when it ended.
     pub still_dying: Vec<Removed>,
+    /// Per kind: lost in the kernel and dropped while the output was blocked.
     pub lost: Vec<(LostKind, u64)>,
+    /// Of `lost`, what memtrace dropped itself (`--max-held-events`).
+    pub dropped: u64,
     pub undecodable: u64,
     pub elapsed: Duration,
 }
@@ -280,6 +297,7 @@ impl Session {
                 stats_every: Some(args.stats_interval).filter(|d| !d.is_zero()),
             }),
             lost_watch: None,
+            backlog: Backlog::new(args.max_held_events),
         })
     }
 
@@ -337,8 +355,19 @@ impl Session {
             terminate,
             metrics,
             lost_watch,
+            backlog,
             ..
         } = self;
+        let counted = Counted {
+            probes: &probes,
+            backlog: &backlog,
+            watch: lost_watch.as_ref(),
+        };
+        let kernel_lost = || counted.kernel();
+        let losses = || Losses {
+            kernel: &kernel_lost,
+            backlog: backlog.clone(),
+        };
         let sources = Sources::of(&probes.attached);
         let begun = Instant::now();
         let stats = runtime
@@ -353,10 +382,17 @@ impl Session {
                 };
                 let stats = match metrics {
                     None => {
-                        let run = pipeline::run(ring, aggregates, context, settings, sink, stop);
+                        let run = pipeline::run(
+                            ring,
+                            aggregates,
+                            context,
+                            settings,
+                            (sink, losses()),
+                            stop,
+                        );
                         tokio::select! {
                             stats = run => stats,
-                            () = count_lost(&probes, None, lost_watch.as_ref()) => {
+                            () = count_lost(&counted, None) => {
                                 unreachable!("never ends")
                             }
                         }
@@ -369,11 +405,17 @@ impl Session {
                         let server = endpoint.spawn();
                         let sampled = intervals.stats.unwrap_or(metrics::STATS_INTERVAL);
                         let mut tap = Tap::new(&exporter, sink, stats_every, sampled);
-                        let run =
-                            pipeline::run(ring, aggregates, context, settings, &mut tap, stop);
+                        let run = pipeline::run(
+                            ring,
+                            aggregates,
+                            context,
+                            settings,
+                            (&mut tap, losses()),
+                            stop,
+                        );
                         let stats = tokio::select! {
                             stats = run => stats,
-                            () = count_lost(&probes, Some(&exporter), lost_watch.as_ref()) => {
+                            () = count_lost(&counted, Some(&exporter)) => {
                                 unreachable!("never ends")
                             }
                         };
@@ -385,12 +427,15 @@ impl Session {
                 stats
             })
             .context("streaming events")?;
-        let lost = probes.lost().context("reading lost-event counters")?;
+        // What the stream's last `lost` events said, which the reader's last drain ended.
+        let dropped = backlog.dropped();
+        let lost = added(&stats.kernel_lost, &dropped);
         drop(probes);
         Ok(Summary {
             still_dying: stats.still_dying,
             events: stats.events,
             lost,
+            dropped: dropped.iter().map(|(_, n)| n).sum(),
             undecodable: stats.undecodable,
             elapsed: begun.elapsed(),
         })
@@ -409,12 +454,20 @@ impl Summary {
             .map(|(kind, n)| format!("{}={n}", kind.name()))
             .collect();
         eprintln!(
-            "memtrace: detached after {:.1}s: {} event{} seen, {} lost ({}){}",
+            "memtrace: detached after {:.1}s: {} event{} seen, {} lost ({}){}{}",
             self.elapsed.as_secs_f64(),
             self.events,
             if self.events == 1 { "" } else { "s" },
             self.total_lost(),
             per_kind.join(" "),
+            if self.dropped > 0 {
+                format!(
+                    ", of which {} dropped while the output was blocked (--max-held-events)",
+                    self.dropped
+                )
+            } else {
+                String::new()
+            },
             if self.undecodable > 0 {
                 format!(", {} undecodable", self.undecodable)
             } else {
@@ -446,25 +499,42 @@ fn stats_interval(user: Duration, metrics: bool) -> Option<Duration> {
     }
 }
 
-/// Reads the kernel side's lost-event counters every second: says on stderr, at once, what a
-/// second lost (a loss is never silent, also before the summary), and hands the totals to the
-/// exporter and the watch; never ends.
-async fn count_lost(
-    probes: &Probes,
-    exporter: Option<&metrics::Exporter>,
-    watch: Option<&LostWatch>,
-) {
+/// Where the session's losses are counted.
+struct Counted<'a> {
+    probes: &'a Probes,
+    backlog: &'a Backlog,
+    watch: Option<&'a LostWatch>,
+}
+
+impl Counted<'_> {
+    /// The kernel side's lost counters (none when they cannot be read, with a warning).
+    fn kernel(&self) -> Vec<(LostKind, u64)> {
+        self.probes.lost().unwrap_or_else(|e| {
+            log::warn!("reading lost-event counters: {e}");
+            Vec::new()
+        })
+    }
+}
+
+/// Reads the lost-event counters (the kernel side's and the backlog's) every second: says on
+/// stderr, at once, what a second lost (a loss is never silent, also before the summary), and
+/// hands the totals to the exporter and the watch; never ends.
+async fn count_lost(counted: &Counted<'_>, exporter: Option<&metrics::Exporter>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
-    let mut before = vec![0; LostKind::ALL.len()];
+    let mut kernel = LossTally::kernel();
+    let mut blocked = LossTally::of(LossCause::OutputBlocked);
     loop {
         every.tick().await;
-        match probes.lost() {
+        match counted.probes.lost() {
             Ok(lost) => {
-                warn_of_losses(&lost, &mut before);
+                let dropped = counted.backlog.dropped();
+                warn_of_losses(&mut kernel, &lost);
+                warn_of_losses(&mut blocked, &dropped);
+                let lost = added(&lost, &dropped);
                 if let Some(exporter) = exporter {
                     exporter.set_lost(&lost);
                 }
-                if let Some(watch) = watch {
+                if let Some(watch) = counted.watch {
                     watch.set(&lost);
                 }
             }
@@ -473,35 +543,17 @@ async fn count_lost(
     }
 }
 
-/// One stderr line per kind whose lost counter grew since `before` (then updated).
-fn warn_of_losses(lost: &[(LostKind, u64)], before: &mut [u64]) {
-    for (&(kind, total), seen) in lost.iter().zip(before.iter_mut()) {
-        if total > *seen {
-            eprintln!(
-                "memtrace: lost {} {} event{} ({total} in all): {}",
-                total - *seen,
-                kind.name(),
-                if total - *seen == 1 { "" } else { "s" },
-                loss_advice(kind),
-            );
-            *seen = total;
-        }
-    }
-}
-
-/// What to do about a loss of this kind.
-fn loss_advice(kind: LostKind) -> &'static str {
-    match kind {
-        LostKind::OomKill | LostKind::Cgroup => {
-            "the ring buffer was full; a larger --ring-buffer-size holds more"
-        }
-        LostKind::Reclaim | LostKind::ChargeFail => {
-            "the ring buffer (or the map pairing an episode's begin and end) was full; a larger \
-             --ring-buffer-size holds more"
-        }
-        LostKind::PageCache | LostKind::Charge | LostKind::Slab => {
-            "an aggregation map was full; a shorter --interval empties it more often"
-        }
+/// One stderr line per kind whose lost counter grew since the tally's last reading.
+fn warn_of_losses(tally: &mut LossTally, totals: &[(LostKind, u64)]) {
+    for lost in tally.grown(totals) {
+        eprintln!(
+            "memtrace: lost {} {} event{} ({} in all): {}",
+            lost.count,
+            lost.kind,
+            if lost.count == 1 { "" } else { "s" },
+            lost.total,
+            lost.advice,
+        );
     }
 }
 

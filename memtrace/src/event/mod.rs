@@ -15,6 +15,7 @@ pub(crate) mod compact;
 mod counters;
 mod file;
 mod kernel;
+mod lost;
 mod sample;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use counters::{Change, Counter, CounterChanges, CounterSource, CounterValues};
 pub use file::{FileName, Named};
 pub use kernel::{Context, OomContext};
+pub use lost::{LossCause, LossTally, Lost};
 pub use sample::Sample;
 pub(crate) use sample::{before_version_5, with_layout_before_version_5};
 
@@ -127,6 +129,8 @@ what! {
     Slab(Slab) => Slab,
     /// A memcg's own kernel counters that changed.
     Counters(CounterChanges) => Counters,
+    /// Events counted instead of delivered (a full ring buffer or map, a blocked output).
+    Lost(Lost) => Lost,
 }
 
 snake_case_enum! {
@@ -142,6 +146,7 @@ snake_case_enum! {
         ChargeFail,
         Slab,
         Counters,
+        Lost,
     }
 }
 
@@ -157,6 +162,7 @@ impl What {
         "charge_fail",
         "slab",
         "counters",
+        "lost",
     ];
 
     /// The `"type"` users see.
@@ -816,6 +822,13 @@ mod tests {
                 interval_ns: 1,
                 source: CounterSource::Sampled,
                 changed: Vec::new(),
+            }),
+            What::Lost(Lost {
+                kind: EventType::Cgroup,
+                count: 1,
+                total: 1,
+                cause: LossCause::RingBufferFull,
+                advice: String::new(),
             }),
         ];
         for what in whats {

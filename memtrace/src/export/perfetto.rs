@@ -148,6 +148,10 @@ impl<W: Write> PerfettoWriter<W> {
                 self.instant(m, ts, ("oom", "p", name), e)
             }
             What::Cgroup(e) => self.cgroup(m, ts, e),
+            What::Lost(e) => {
+                let name = format!("lost: {} {} events ({})", e.count, e.kind, e.cause.name());
+                self.instant(m, ts, ("lost", "g", name), e)
+            }
             What::Charge(Charges { charged_bytes, .. })
             | What::ChargeFromPageCache(ChargesFromPageCache { charged_bytes, .. }) => self
                 .memcg_counter(

@@ -196,6 +196,14 @@ impl Exporter {
 
     /// Folds one event into the series.
     pub fn observe(&self, event: &Event) {
+        // memtrace's own, of no memcg: `memtrace_lost_events_total` is set from the counters
+        // themselves (`set_lost`).
+        if !matches!(event.what, What::Lost(_)) {
+            self.observe_memcg(event);
+        }
+    }
+
+    fn observe_memcg(&self, event: &Event) {
         let now = Instant::now();
         self.expire(now);
         let mut state = self.state();
@@ -296,7 +304,8 @@ impl Exporter {
             | What::ChargeFromPageCache(_)
             | What::OomKill(_)
             | What::Stats(_)
-            | What::Cgroup(_) => {}
+            | What::Cgroup(_)
+            | What::Lost(_) => {}
         }
     }
 

@@ -147,6 +147,9 @@ pub fn parse_point(value: &str) -> Result<ProbePoint, String> {
         Some(EventType::Counters) => {
             " (`counters` come from cgroupfs: --counters-interval sets how often)".to_owned()
         }
+        Some(EventType::Lost) => {
+            " (`lost` events come whenever events of any point are lost)".to_owned()
+        }
         Some(event) => ProbePoint::ALL
             .iter()
             .find(|p| p.events().contains(&event))
@@ -225,7 +228,10 @@ mod tests {
                 .copied()
                 .filter(|p| p.events().contains(&event))
                 .collect();
-            let expected = usize::from(!matches!(event, EventType::Stats | EventType::Counters));
+            let expected = usize::from(!matches!(
+                event,
+                EventType::Stats | EventType::Counters | EventType::Lost
+            ));
             assert_eq!(points.len(), expected, "{event:?}: {points:?}");
         }
         assert_eq!(ProbePoint::TryCharge.events(), [EventType::ChargeFail]);

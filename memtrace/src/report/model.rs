@@ -482,6 +482,9 @@ pub struct ReportBuilder {
     /// Samples per cgroup (not per container): an OOM's history is its limit memcg's.
     samples: HashMap<String, Vec<MemoryPoint>>,
     dying: DyingAcc,
+    /// What `lost` events counted: the loss when the file has no end marker to say it (a
+    /// recorder killed before its end).
+    lost_in_stream: u64,
 }
 
 #[derive(Default)]
@@ -612,6 +615,7 @@ impl ReportBuilder {
             containers: BTreeMap::new(),
             samples: HashMap::new(),
             dying: DyingAcc::default(),
+            lost_in_stream: 0,
         }
     }
 
@@ -634,6 +638,7 @@ impl ReportBuilder {
             What::ChargeFailFromReclaim(e) => self.charge_fail(at, m, Failure::Derived(e)),
             What::Slab(e) => self.slab(m, e),
             What::Counters(e) => self.counters(at, m, e),
+            What::Lost(e) => self.lost_in_stream += e.count,
         }
         if self.first.as_ref().is_none_or(|(t, _)| at < *t) {
             self.first = Some((at, self.clock.wall(at)));
@@ -920,7 +925,7 @@ impl ReportBuilder {
 
     /// The report of everything added.
     #[must_use]
-    pub fn finish(self, trace: TraceInfo) -> Report {
+    pub fn finish(self, mut trace: TraceInfo) -> Report {
         let Self {
             clock,
             events,
@@ -929,7 +934,11 @@ impl ReportBuilder {
             containers,
             samples,
             dying,
+            lost_in_stream,
         } = self;
+        if trace.lost_events.is_none() && lost_in_stream > 0 {
+            trace.lost_events = Some(lost_in_stream);
+        }
         let owners: HashMap<String, String> = containers
             .iter()
             .flat_map(|(owner, acc)| acc.cgroups.iter().map(|c| (c.clone(), owner.name.clone())))

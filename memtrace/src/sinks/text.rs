@@ -13,8 +13,8 @@ use crate::{
     attribution::{ContainerIdentity, MemoryStats},
     event::{
         CgroupChange, ChargeFail, ChargeFailFromReclaim, ChargeSource, Charges,
-        ChargesFromPageCache, Event, HostClock, MemorySource, OomKill, PageCache, Reclaim, Slab,
-        What,
+        ChargesFromPageCache, Event, HostClock, Lost, MemorySource, OomKill, PageCache, Reclaim,
+        Slab, What,
     },
     units::{human_bytes, micros, seconds},
 };
@@ -108,6 +108,8 @@ impl<W: Write> Sink for TextSink<W> {
 pub fn line(event: &Event, clock: HostClock) -> String {
     let label = match &event.what {
         What::ChargeFail(_) | What::ChargeFailFromReclaim(_) => "chargefail",
+        // A loss is memtrace's own, of no memcg: said as such, not as a cgroup `?`.
+        What::Lost(e) => return format!("{} {}", clock.wall(event.timestamp_ns), lost(e)),
         what => what.type_name(),
     };
     let mut s = format!(
@@ -134,8 +136,22 @@ pub fn line(event: &Event, clock: HostClock) -> String {
         What::ChargeFail(e) => charge_fail(&mut s, e),
         What::ChargeFailFromReclaim(e) => charge_fail_from_reclaim(&mut s, e),
         What::Slab(e) => slab(&mut s, e),
+        What::Lost(_) => {}
     }
     s
+}
+
+/// `lost     1859 cgroup events (1859 in all): the ring buffer was full; …`
+fn lost(e: &Lost) -> String {
+    format!(
+        "lost      {} {} event{} ({} in all, {}): {}",
+        e.count,
+        e.kind.name(),
+        if e.count == 1 { "" } else { "s" },
+        e.total,
+        e.cause.name(),
+        e.advice
+    )
 }
 
 fn signed_bytes(n: i64) -> String {

@@ -327,6 +327,8 @@ pub struct Model {
     /// The latest event's time: what rates are measured back from.
     pub now_ns: u64,
     pub events: u64,
+    /// Events counted instead of delivered (`lost` events), all kinds and causes.
+    pub lost: u64,
 }
 
 impl Model {
@@ -339,6 +341,7 @@ impl Model {
             dying: Dying::default(),
             now_ns: 0,
             events: 0,
+            lost: 0,
         }
     }
 
@@ -360,6 +363,15 @@ impl Model {
     pub fn apply(&mut self, event: &Event) {
         self.events += 1;
         self.now_ns = self.now_ns.max(event.timestamp_ns);
+        match &event.what {
+            // memtrace's own, of no container: counted for the header.
+            What::Lost(lost) => self.lost += lost.count,
+            _ => self.apply_to_rows(event),
+        }
+    }
+
+    /// An event about a memcg: its container's row, samples and dying state.
+    fn apply_to_rows(&mut self, event: &Event) {
         let cgroup = cgroup_key(event);
         if let What::Cgroup(change) = &event.what {
             self.dying_change(event, change.action, change.dying);
@@ -444,7 +456,7 @@ impl Model {
                 CgroupAction::Removed => row.removed = Some(change.dying),
                 CgroupAction::Freed => row.removed = Some(false),
             },
-            What::Charge(_) | What::ChargeFromPageCache(_) | What::Counters(_) => {}
+            What::Charge(_) | What::ChargeFromPageCache(_) | What::Counters(_) | What::Lost(_) => {}
         }
         if !matches!(event.what, What::Stats(_)) {
             row.recent.push_back(event.clone());

@@ -91,6 +91,14 @@ fn header_lines(app: &App) -> Vec<TextLine<'static>> {
         TextLine::from(vec![
             Span::styled(source, Style::new().add_modifier(Modifier::BOLD)),
             Span::raw(format!("  at {when}  {} events", model.events)),
+            if model.lost > 0 {
+                Span::styled(
+                    format!("  {} lost", model.lost),
+                    Style::new().add_modifier(Modifier::BOLD),
+                )
+            } else {
+                Span::raw("")
+            },
         ]),
         TextLine::from(format!(
             "{} containers  {on_node} {} removed while watching still dying, {} freed  {sort}{filter}",
@@ -379,6 +387,7 @@ fn describe(event: &Event) -> String {
         ),
         What::Stats(m) => format!("stats usage {}", bytes(m.usage_bytes)),
         What::Counters(c) => format!("counters {}", crate::sinks::counter_changes(c)),
+        What::Lost(l) => format!("lost {} {} ({})", l.count, l.kind.name(), l.cause.name()),
         What::Cache(c) => format!(
             "cache +{} -{} ({} files)",
             human_bytes(c.added_bytes),

@@ -12,8 +12,8 @@ use crate::{
     event::{
         CgroupAction, CgroupChange, Change, ChargeFail, ChargeFailFromReclaim, ChargeProbe,
         ChargeSource, Charges, ChargesFromPageCache, Counter, CounterChanges, CounterSource,
-        CounterValues, Device, Event, FileCache, FileName, HostClock, Memcg, MemorySource,
-        OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
+        CounterValues, Device, Event, FileCache, FileName, HostClock, LossCause, LossTally, Memcg,
+        MemorySource, OomConstraint, OomKill, OomProbe, PageCache, Reclaim, Slab, SlabCache, What,
     },
 };
 
@@ -279,7 +279,8 @@ fn varied(i: u64) -> Event {
 }
 
 fn write_sample(path: &Path) -> Vec<Event> {
-    let events = every_kind_with_counters();
+    let mut events = every_kind_with_counters();
+    events.push(lost_event());
     let mut w = TraceWriter::create(path, &header()).expect("create");
     for (i, e) in events.iter().enumerate() {
         w.append(e).expect("append");
@@ -290,6 +291,19 @@ fn write_sample(path: &Path) -> Vec<Event> {
     }
     w.finish(&[(LostKind::OomKill, 5)]).expect("finish");
     events
+}
+
+/// A `lost` event, as the pipeline writes it: memtrace's own, of no memcg.
+fn lost_event() -> Event {
+    let lost = LossTally::of(LossCause::OutputBlocked)
+        .grown(&[(LostKind::Reclaim, 42)])
+        .pop()
+        .expect("grown");
+    Event {
+        timestamp_ns: 21,
+        memcg: Memcg::default(),
+        what: What::Lost(lost),
+    }
 }
 
 fn read_all(path: &Path) -> Result<(Vec<Event>, Option<TraceItem>), TraceError> {

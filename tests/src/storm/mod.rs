@@ -9,12 +9,12 @@ mod oom;
 mod reclaim;
 mod streaming;
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 pub use self::{
     churn::cgroup_storm,
     oom::oom_storm,
-    reclaim::reclaim_storm,
+    reclaim::{reclaim_storm, reclaim_storm_stalled},
     streaming::{Streamed, Streaming},
 };
 
@@ -50,6 +50,10 @@ pub struct Outcome {
     pub seen: u64,
     /// memtrace's own lost-event counters, all kinds (from its summary line).
     pub lost: Option<u64>,
+    /// The same per kind (`cgroup`, `reclaim`, …).
+    pub lost_by_kind: BTreeMap<&'static str, u64>,
+    /// What the stream's `lost` events counted, per `"kind/cause"`.
+    pub lost_in_stream: BTreeMap<String, u64>,
     /// memtrace's CPU time (user + system) from "attached" to the stop.
     pub cpu: Duration,
     pub peak_rss_kib: u64,
@@ -80,6 +84,11 @@ impl Outcome {
             expected: 0,
             seen: 0,
             lost: streamed.lost(),
+            lost_by_kind: KINDS
+                .iter()
+                .filter_map(|&kind| Some((kind, streamed.lost_of(kind)?)))
+                .collect(),
+            lost_in_stream: streamed.lost_in_stream(),
             cpu: streamed.cpu,
             peak_rss_kib: streamed.peak_rss_kib,
             lag_median: lags.get(lags.len() / 2).copied().unwrap_or_default(),
@@ -131,6 +140,7 @@ impl Outcome {
             "expected": self.expected,
             "seen": self.seen,
             "lost": self.lost,
+            "lost_in_stream": self.lost_in_stream,
             "cpu_s": self.cpu.as_secs_f64(),
             "peak_rss_kib": self.peak_rss_kib,
             "lag_median_ms": self.lag_median.as_secs_f64() * 1e3,
@@ -146,6 +156,17 @@ impl Outcome {
         }
     }
 }
+
+/// The kinds memtrace counts losses of, as its summary line names them.
+const KINDS: &[&str] = &[
+    "oom_kill",
+    "cgroup",
+    "reclaim",
+    "cache",
+    "charge",
+    "charge_fail",
+    "slab",
+];
 
 /// How long after `timestamp_ns` (`CLOCK_BOOTTIME`) an event was read at `read_ns`.
 fn lag(read_ns: u64, event: &serde_json::Value) -> Duration {

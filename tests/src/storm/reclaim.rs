@@ -9,6 +9,7 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -29,10 +30,31 @@ const EVENT: &str = "events/vmscan/mm_vmscan_memcg_reclaim_begin";
 /// When the pod, the file or the tracing instance cannot be set up: the storm cannot run.
 #[must_use]
 pub fn reclaim_storm(seconds: u64, workloads: &Workloads) -> Outcome {
+    reclaim_storm_stalled(seconds, workloads, Duration::ZERO, &[])
+}
+
+/// As [`reclaim_storm`], under `memtrace run --cgroup POD EXTRA…` whose stdout is not read for
+/// `stall` after it attached (a log shipper that stops reading).
+///
+/// # Panics
+///
+/// As [`reclaim_storm`].
+#[must_use]
+pub fn reclaim_storm_stalled(
+    seconds: u64,
+    workloads: &Workloads,
+    stall: Duration,
+    extra: &[&str],
+) -> Outcome {
+    // Storms run side by side in one test process: each its own pod and tracing instance.
+    static STORMS: AtomicUsize = AtomicUsize::new(0);
     let dir = tempfile::tempdir_in(&workloads.disk_dir).expect("tempdir on disk");
     let file = files::cold_file(dir.path(), "reclaim-storm", FILE_MIB);
-    let pod = TestCgroup::new("reclaim-storm", LIMIT_MIB << 20);
-    let memtrace = Streaming::start(&["--cgroup", &pod.path]);
+    let storm = STORMS.fetch_add(1, Ordering::Relaxed);
+    let pod = TestCgroup::new(&format!("reclaim-storm{storm}"), LIMIT_MIB << 20);
+    let mut args = vec!["--cgroup", pod.path.as_str()];
+    args.extend_from_slice(extra);
+    let memtrace = Streaming::start_stalled(&args, stall);
 
     let mut reader = Command::new(&workloads.readloop)
         .arg(pod.procs_file())
@@ -42,14 +64,15 @@ pub fn reclaim_storm(seconds: u64, workloads: &Workloads) -> Outcome {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn readloop");
-    let tracing = KernelCount::start(reader.id());
+    let tracing = KernelCount::start(reader.id(), storm);
     let started = Instant::now();
     writeln!(reader.stdin.take().expect("stdin"), "go").expect("start readloop");
     let output = reader.wait_with_output().expect("wait for readloop");
     let took = started.elapsed();
     assert!(output.status.success(), "readloop failed: {output:?}");
     let (episodes, overrun) = tracing.stop();
-    thread::sleep(Duration::from_secs(1) * slowdown());
+    // What the stall held back comes out once it ends; then a second for the last events.
+    thread::sleep(stall.saturating_sub(started.elapsed()) + Duration::from_secs(1) * slowdown());
     let streamed = memtrace.stop();
 
     let mut lags = Vec::new();
@@ -80,9 +103,12 @@ struct KernelCount {
 }
 
 impl KernelCount {
-    fn start(pid: u32) -> Self {
+    fn start(pid: u32, storm: usize) -> Self {
         let root = tracefs();
-        let dir = root.join(format!("instances/memtrace-storm-{}", std::process::id()));
+        let dir = root.join(format!(
+            "instances/memtrace-storm-{}-{storm}",
+            std::process::id()
+        ));
         if dir.exists() {
             let _ = fs::remove_dir(&dir);
         }

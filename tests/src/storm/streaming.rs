@@ -3,6 +3,7 @@
 //! itself (CPU from "attached" to the stop, peak RSS), read from `/proc` before it is stopped.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::{BufRead as _, BufReader},
     process::{Child, Command, ExitStatus, Stdio},
@@ -49,6 +50,39 @@ impl Streamed {
         })
     }
 
+    /// One kind's lost count in memtrace's summary line (`… lost (oom_kill=0 cgroup=12 …)`).
+    #[must_use]
+    pub fn lost_of(&self, kind: &str) -> Option<u64> {
+        self.stderr.lines().find_map(|line| {
+            let (_, per_kind) = line.split_once(" lost (")?;
+            per_kind
+                .split([' ', ')'])
+                .find_map(|pair| pair.strip_prefix(kind)?.strip_prefix('=')?.parse().ok())
+        })
+    }
+
+    /// What the stream's own `lost` events counted, per `"kind/cause"`.
+    ///
+    /// # Panics
+    ///
+    /// On a line that is not JSON, or a `lost` event without its fields.
+    #[must_use]
+    pub fn lost_in_stream(&self) -> BTreeMap<String, u64> {
+        let mut counted = BTreeMap::new();
+        for (_, event) in self.events() {
+            if event["type"] != "lost" {
+                continue;
+            }
+            let key = format!(
+                "{}/{}",
+                event["kind"].as_str().expect("kind"),
+                event["cause"].as_str().expect("cause")
+            );
+            *counted.entry(key).or_default() += event["count"].as_u64().expect("count");
+        }
+        counted
+    }
+
     /// The stdout lines as JSON events, each with when it was read.
     ///
     /// # Panics
@@ -72,7 +106,7 @@ impl Streaming {
     ///
     /// # Panics
     ///
-    /// When it cannot be started or does not attach within 30 s.
+    /// When it cannot be started or does not attach within 30 s (× `MEMTRACE_TEST_SLOWDOWN`).
     #[must_use]
     pub fn start(extra: &[&str]) -> Self {
         Self::start_stalled(extra, Duration::ZERO)
@@ -125,7 +159,8 @@ impl Streaming {
             readers: [out_reader, err_reader],
             cpu_at_attach: Duration::ZERO,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Several sessions attach side by side in one test process: slow under emulation.
+        let deadline = Instant::now() + Duration::from_secs(30) * super::slowdown();
         loop {
             let line = me
                 .stderr_lines
@@ -140,7 +175,7 @@ impl Streaming {
             }
             assert!(
                 Instant::now() < deadline,
-                "memtrace did not attach within 30 s:\n{}",
+                "memtrace did not attach within 30 s × slowdown:\n{}",
                 me.stderr_seen.join("\n")
             );
         }

@@ -28,12 +28,16 @@ use crate::{
 };
 
 /// Each storm as the `storm` binary takes it; the second cgroup storm happens while memtrace's
-/// stdout is not read for 5 s (a log shipper that stalls: memtrace's writes block).
-const STORMS: [&[&str]; 4] = [
+/// stdout is not read for 5 s (a log shipper that stalls: memtrace's writes block). The last
+/// one holds back more than `--max-held-events` (32 768 by default): 20 000 cgroups (up to
+/// 60 000 events with their frees) while stdout is not read for 15 s, where memtrace's memory
+/// stays bounded and what it drops is counted as lost.
+const STORMS: [&[&str]; 5] = [
     &["oom", "20", "10"],
     &["cgroup", "5000"],
     &["cgroup", "5000", "5"],
     &["reclaim", "10"],
+    &["cgroup", "20000", "15"],
 ];
 
 #[derive(clap::Args)]
