@@ -292,7 +292,7 @@ impl Consumer<'_> {
             scan.took.as_secs_f64() * 1000.0,
             scan.memcgs(),
             if scan.full { "full" } else { "changed only" },
-            if scan.walked { ", walked" } else { "" },
+            if scan.walked() { ", walked" } else { "" },
             self.context
                 .counter_files_open()
                 .map_or_else(|| "?".to_owned(), |n| n.to_string()),
@@ -484,7 +484,7 @@ pub async fn run(
                 log::debug!("global OOM kill: sampling every container's memory now");
                 consumer.census_wanted = false;
                 stats_job = Some(tokio::task::spawn_blocking(
-                    consumer.context.memory_scanner(),
+                    consumer.context.memory_scanner(true),
                 ));
             }
             tokio::select! {
@@ -527,7 +527,8 @@ pub async fn run(
                         None => std::future::pending().await,
                     }
                 }, if stats_job.is_none() => {
-                    stats_job = Some(tokio::task::spawn_blocking(consumer.context.memory_scanner()));
+                    stats_job =
+                        Some(tokio::task::spawn_blocking(consumer.context.memory_scanner(false)));
                 }
                 scan = join(&mut stats_job) => {
                     stats_job = None;

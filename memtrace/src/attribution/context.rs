@@ -17,7 +17,10 @@ use memtrace_common::{
 use super::{
     ContainerIdentity, DyingTracker, FileNames, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
     MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups, RuntimeNames,
-    counter_changes::CounterTracker, counter_gate::CounterGate, counter_scan::CounterScan, counters,
+    counter_changes::CounterTracker,
+    counter_gate::{CounterGate, Decision, Pass},
+    counter_scan::CounterScan,
+    counters,
     failcnt::FailureCounts,
     memcg_path_of_pid,
 };
@@ -100,7 +103,7 @@ pub struct LiveContext {
     /// Whether counters are read (`--counters-interval` not 0).
     follows_counters: bool,
     counters: CounterTracker,
-    /// Which memcgs a counters pass reads; with the pass while it runs.
+    /// Which memcgs a counters or `stats` pass reads; with the pass while it runs.
     counter_gate: Arc<Mutex<CounterGate>>,
     /// Memcg ids the kernel counted something for, and cgroups it notified, since the last
     /// pass began: the next one reads theirs.
@@ -610,10 +613,19 @@ impl LiveContext {
 
     /// A walk of the hierarchy that reads the memory of every container and pod (and of the
     /// `--cgroup` the user named), to run off the consumer.
-    pub fn memory_scanner(&self) -> impl FnOnce() -> MemoryScan + Send + 'static {
+    /// `full`: every memcg read anew (a global OOM kill's census); else only those something
+    /// says changed ([`CounterGate`]), the others sampled as they were.
+    pub fn memory_scanner(&mut self, full: bool) -> impl FnOnce() -> MemoryScan + Send + 'static {
         let hierarchy = self.resolver.hierarchy().clone();
         let named = self.filter.cgroup.clone();
-        move || MemoryScan::new(&hierarchy, named.as_deref())
+        let gate = Arc::clone(&self.counter_gate);
+        let active = std::mem::take(&mut self.counter_marks.0);
+        move || {
+            // The counters pass may hold it: a blocking thread waits.
+            let mut gate = gate.lock().unwrap_or_else(PoisonError::into_inner);
+            gate.mark_active(active);
+            MemoryScan::new(&hierarchy, named.as_deref(), &mut gate, full)
+        }
     }
 
     /// Reads counters too, into `stats` samples and `counters` events, from now: the memcgs'
@@ -637,7 +649,7 @@ impl LiveContext {
         let gate = Arc::clone(&self.counter_gate);
         let (active, notified) = std::mem::take(&mut self.counter_marks);
         move || {
-            // Only one pass runs at a time: the lock is free.
+            // A `stats` pass may hold it: a blocking thread waits.
             let mut gate = gate.lock().unwrap_or_else(PoisonError::into_inner);
             gate.mark_active(active);
             for cgroup in &notified {
@@ -650,8 +662,9 @@ impl LiveContext {
     /// The kernel's aggregates of an interval counted something for these memcgs: the next
     /// counters pass reads theirs.
     pub fn counted_activity(&mut self, drain: &Drain) {
-        if !self.follows_counters {
-            return;
+        // Taken by each pass; bounded should no pass run (counters and `stats` off).
+        if self.counter_marks.0.len() > 1 << 16 {
+            self.counter_marks.0.clear();
         }
         self.counter_marks.0.extend(
             drain
@@ -673,8 +686,8 @@ impl LiveContext {
     /// A `counters` event per followed memcg whose counters changed since the last scan (or
     /// notification), that the user's filter wants.
     pub fn counter_events(&mut self, scan: CounterScan, timestamp_ns: u64) -> Vec<Event> {
-        if scan.walked {
-            self.resolver.learn(scan.found, &[]);
+        if let Some(found) = scan.found {
+            self.resolver.learn(found, &[]);
         }
         let ids: HashMap<String, u64> = scan
             .counters
@@ -733,7 +746,9 @@ impl LiveContext {
     /// One `stats` event per active container and pod (and the `--cgroup` the user named)
     /// that the user's filter wants, from a [`MemoryScan`].
     pub fn stats_events(&mut self, scan: MemoryScan, timestamp_ns: u64) -> Vec<Event> {
-        self.resolver.learn(scan.found, &[]);
+        if let Some(found) = scan.found {
+            self.resolver.learn(found, &[]);
+        }
         let mut samples = Vec::new();
         for (cgroup, mut memory) in scan.samples {
             let identity = self.identity(Some(&cgroup));
@@ -992,25 +1007,48 @@ pub struct OomArrival {
     pub arrived: Instant,
 }
 
-/// What a walk of the hierarchy found, with the memory of its containers and pods.
+/// What a `stats` pass found: the memcgs of a walk of the hierarchy (when it walked), and the
+/// memory of its containers and pods.
 pub struct MemoryScan {
-    found: Vec<(u64, String)>,
+    found: Option<Vec<(u64, String)>>,
     samples: Vec<(String, Sample)>,
 }
 
 impl MemoryScan {
-    fn new(hierarchy: &MemoryHierarchy, named: Option<&str>) -> Self {
-        let found = hierarchy.walk();
-        let samples = found
-            .iter()
-            .filter(|(_, path)| is_sampled(path, named))
-            .filter_map(|(_, path)| {
-                let memory = MemoryStats::read(hierarchy, path)?;
-                // Filled from the counters passes (LiveContext::stats_events).
-                let counters = CounterValues::default();
-                Some((path.clone(), Sample { memory, counters }))
-            })
-            .collect();
+    fn new(
+        hierarchy: &MemoryHierarchy,
+        named: Option<&str>,
+        gate: &mut CounterGate,
+        full: bool,
+    ) -> Self {
+        let (full, found) = gate.begin(hierarchy, (Pass::Stats, full), |path| {
+            is_sampled(path, named)
+        });
+        let mut samples = Vec::with_capacity(gate.followed().len());
+        let mut gone = Vec::new();
+        for (id, path) in gate.followed().to_vec() {
+            let memory = match gate.decide(hierarchy, Pass::Stats, (id, &path), full) {
+                Decision::Unchanged => gate.last_sample(&path).cloned(),
+                Decision::Read => {
+                    let memory = MemoryStats::read(hierarchy, &path);
+                    if let Some(memory) = &memory {
+                        gate.sampled(&path, memory);
+                    }
+                    memory
+                }
+            };
+            let Some(memory) = memory else {
+                gone.push(path);
+                continue;
+            };
+            // The counters come from the counters passes (LiveContext::stats_events).
+            let counters = CounterValues::default();
+            samples.push((path, Sample { memory, counters }));
+        }
+        for path in gone {
+            gate.gone(&path);
+        }
+        gate.end(Pass::Stats);
         Self { found, samples }
     }
 }

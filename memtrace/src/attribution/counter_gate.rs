@@ -1,20 +1,25 @@
-//! Which followed memcgs a counters pass reads, so that a pass over an idle node is nearly free.
+//! Which followed memcgs a pass over cgroupfs reads — a counters pass or a `stats` pass — so
+//! that passes over an idle node are nearly free.
 //!
 //! Reading a memcg's counters costs four files (`memory.stat` and v1 `memory.failcnt` and
-//! `memory.oom_control`, or v2 `memory.events` and `memory.pressure`) and finding the memcgs a
-//! walk of the whole hierarchy: on a node with 1 000 containers 137–450 ms every pass. Most of
-//! them did nothing since the last pass, so a pass reads a memcg's files only when something says
-//! they may have changed:
+//! `memory.oom_control`, or v2 `memory.events` and `memory.pressure`), its `stats` sample four
+//! more, and finding the memcgs a walk of the whole hierarchy: on a node with 1 000 containers
+//! 137–450 ms every counters pass. Most of them did nothing since the last pass, so a pass reads
+//! a memcg's files only when something says they may have changed:
 //! - its usage (v1 `memory.usage_in_bytes`, v2 `memory.current`, hierarchical on both) moved,
 //!   read with one `pread` on a descriptor kept open;
 //! - the kernel's aggregates counted charges, page cache or slab for it since the last pass;
-//! - the kernel notified its `memory.events` or `memory.oom_control`;
-//! - its last reading had pages dirty or under writeback, or it was under OOM: those move
+//! - (counters) the kernel notified its `memory.events` or `memory.oom_control`;
+//! - its last counters had pages dirty or under writeback, or it was under OOM: those move
 //!   without a charge;
 //! - it is new;
 //! - and every memcg on each [`FULL_EVERY`]th pass, the first and the last: what moves without any
 //!   of the above (a clean page cache page dirtied again in place, a charge served from the
-//!   kernel's per-CPU stock) is said at most that many passes late.
+//!   kernel's per-CPU stock, the LRU's aging of active and inactive pages, a limit raised) is
+//!   said at most that many passes late.
+//!
+//! A memcg not read keeps what it was last read with: its counters stay (no `counters` event),
+//! its `stats` sample is the last one again.
 //!
 //! The hierarchy is walked on full passes and when the kernel's count of memory cgroups
 //! (`/proc/cgroups`) changed; in between, the memcgs of the last walk are the ones followed, and a
@@ -26,24 +31,31 @@ use std::{
     os::unix::fs::FileExt,
 };
 
-use super::{CgroupVersion, MemoryHierarchy};
+use super::{CgroupVersion, MemoryHierarchy, MemoryStats};
 use crate::event::{Counter, CounterValues};
 
 /// Every this many passes, a pass reads every followed memcg and walks the hierarchy.
 pub const FULL_EVERY: u64 = 12;
 
+/// The two passes over cgroupfs, each with its own idea of what changed since it last read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    Counters = 0,
+    Stats = 1,
+}
+
 /// What the last passes learnt, kept between passes.
 #[derive(Default)]
 pub struct CounterGate {
-    passes: u64,
+    passes: [u64; 2],
     /// `/proc/cgroups`' count of memory cgroups at the last walk.
     cgroups_counted: Option<u64>,
     /// The memcgs followed: (memcg id, cgroup path), as of the last walk.
     followed: Vec<(u64, String)>,
     memcgs: HashMap<String, Followed>,
-    /// Memcg ids the kernel's aggregates counted something for since the last pass.
-    active: HashSet<u64>,
-    /// Cgroups the kernel notified since the last pass.
+    /// Per pass, memcg ids the kernel's aggregates counted something for since it last ran.
+    active: [HashSet<u64>; 2],
+    /// Cgroups the kernel notified since the last counters pass.
     notified: HashSet<String>,
     /// How many descriptors may be kept open (`None`: not worked out yet).
     keep_open: Option<usize>,
@@ -53,25 +65,29 @@ pub struct CounterGate {
 struct Followed {
     /// The usage file, kept open when the descriptor limit allows.
     usage_file: Option<File>,
-    usage: Option<u64>,
-    /// Its last reading moves without charges (dirty, writeback, under OOM).
+    /// The usage each pass last saw.
+    usage: [Option<u64>; 2],
+    /// Its last counters move without charges (dirty, writeback, under OOM).
     unsettled: bool,
+    /// Its last `stats` sample.
+    sample: Option<MemoryStats>,
 }
 
 /// What a pass decided for a memcg.
 pub enum Decision {
-    /// Read its counters.
+    /// Read its files.
     Read,
     /// Nothing says they changed.
     Unchanged,
-    /// Its cgroup is gone.
-    Gone,
 }
 
 impl CounterGate {
     /// The kernel counted something for these memcgs.
     pub fn mark_active(&mut self, memcg_ids: impl IntoIterator<Item = u64>) {
-        self.active.extend(memcg_ids);
+        for id in memcg_ids {
+            self.active[0].insert(id);
+            self.active[1].insert(id);
+        }
     }
 
     /// The kernel notified a change of this cgroup's counters.
@@ -82,10 +98,33 @@ impl CounterGate {
     }
 
     /// Starts a pass: whether it reads every memcg (`force`, the first, or every
-    /// [`FULL_EVERY`]th), and whether it must walk the hierarchy.
-    pub fn begin(&mut self, force: bool) -> (bool, bool) {
-        let full = force || self.passes.is_multiple_of(FULL_EVERY);
-        self.passes += 1;
+    /// [`FULL_EVERY`]th), and what a walk of the hierarchy found when it walked (then the
+    /// memcgs it finds that `follows` are the ones followed).
+    pub fn begin(
+        &mut self,
+        hierarchy: &MemoryHierarchy,
+        (pass, force): (Pass, bool),
+        follows: impl Fn(&str) -> bool,
+    ) -> (bool, Option<Vec<(u64, String)>>) {
+        let (full, walk) = self.full_and_walk(pass, force);
+        if !walk {
+            return (full, None);
+        }
+        let found = hierarchy.walk();
+        self.set_followed(
+            found
+                .iter()
+                .filter(|(_, path)| follows(path))
+                .cloned()
+                .collect(),
+        );
+        (full, Some(found))
+    }
+
+    fn full_and_walk(&mut self, pass: Pass, force: bool) -> (bool, bool) {
+        let passes = &mut self.passes[pass as usize];
+        let full = force || passes.is_multiple_of(FULL_EVERY);
+        *passes += 1;
         let counted = memory_cgroups();
         let walk = full || counted.is_none() || counted != self.cgroups_counted;
         if walk {
@@ -95,7 +134,7 @@ impl CounterGate {
     }
 
     /// The memcgs a walk found that are followed.
-    pub fn set_followed(&mut self, followed: Vec<(u64, String)>) {
+    fn set_followed(&mut self, followed: Vec<(u64, String)>) {
         let keep: HashSet<&str> = followed.iter().map(|(_, p)| p.as_str()).collect();
         let open = &mut self.open;
         self.memcgs.retain(|path, f| {
@@ -114,22 +153,24 @@ impl CounterGate {
         &self.followed
     }
 
-    /// Whether to read `path`'s counters on this pass (`full`: read it anyway, if it exists).
+    /// Whether `pass` reads `path`'s files (`full`: read them anyway, if they exist).
     pub fn decide(
         &mut self,
         hierarchy: &MemoryHierarchy,
-        id: u64,
-        path: &str,
+        pass: Pass,
+        (id, path): (u64, &str),
         full: bool,
     ) -> Decision {
         let keep_open = *self.keep_open.get_or_insert_with(descriptors_to_keep);
-        let entry = self.memcgs.entry(path.to_owned());
-        let new = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
-        let followed = entry.or_insert_with(|| Followed {
-            usage_file: None,
-            usage: None,
-            unsettled: false,
-        });
+        let followed = self
+            .memcgs
+            .entry(path.to_owned())
+            .or_insert_with(|| Followed {
+                usage_file: None,
+                usage: [None; 2],
+                unsettled: false,
+                sample: None,
+            });
         if followed.usage_file.is_none() && self.open < keep_open {
             followed.usage_file = File::open(usage_path(hierarchy, path)).ok();
             self.open += usize::from(followed.usage_file.is_some());
@@ -141,24 +182,26 @@ impl CounterGate {
                 .and_then(|f| pread_u64(&f)),
         };
         let Some(usage) = usage else {
-            return Decision::Gone;
+            // Gone (`ENODEV`), or a cgroup without the file (v2's root): its files say which.
+            return Decision::Read;
         };
-        let moved = followed.usage.replace(usage) != Some(usage);
-        if new
-            || full
-            || moved
-            || followed.unsettled
-            || self.active.contains(&id)
-            || self.notified.contains(path)
-        {
+        let before = followed.usage[pass as usize].replace(usage);
+        let wanted = full
+            || before != Some(usage)
+            || self.active[pass as usize].contains(&id)
+            || match pass {
+                Pass::Counters => followed.unsettled || self.notified.contains(path),
+                Pass::Stats => followed.sample.is_none(),
+            };
+        if wanted {
             Decision::Read
         } else {
             Decision::Unchanged
         }
     }
 
-    /// What a read of `path`'s counters said.
-    pub fn read(&mut self, path: &str, values: &CounterValues) {
+    /// What a counters pass read of `path`'s counters.
+    pub fn counters_read(&mut self, path: &str, values: &CounterValues) {
         if let Some(followed) = self.memcgs.get_mut(path) {
             followed.unsettled = [
                 Counter::DirtyBytes,
@@ -170,7 +213,21 @@ impl CounterGate {
         }
     }
 
-    /// A memcg is gone: no longer followed; the next pass walks (another may have its path).
+    /// A `stats` pass read `path`'s memory: kept for the passes that find it unchanged.
+    pub fn sampled(&mut self, path: &str, sample: &MemoryStats) {
+        if let Some(followed) = self.memcgs.get_mut(path) {
+            followed.sample = Some(sample.clone());
+        }
+    }
+
+    /// `path`'s last `stats` sample.
+    #[must_use]
+    pub fn last_sample(&self, path: &str) -> Option<&MemoryStats> {
+        self.memcgs.get(path)?.sample.as_ref()
+    }
+
+    /// A memcg is gone (its files could not be read): no longer followed; the next pass walks
+    /// (another may have its path).
     pub fn gone(&mut self, path: &str) {
         self.cgroups_counted = None;
         if let Some(f) = self.memcgs.remove(path)
@@ -181,10 +238,12 @@ impl CounterGate {
         self.followed.retain(|(_, p)| p != path);
     }
 
-    /// Ends a pass: what was marked is taken into account.
-    pub fn end(&mut self) {
-        self.active.clear();
-        self.notified.clear();
+    /// Ends a pass: what was marked for it is taken into account.
+    pub fn end(&mut self, pass: Pass) {
+        self.active[pass as usize].clear();
+        if pass == Pass::Counters {
+            self.notified.clear();
+        }
     }
 
     /// Descriptors kept open.
@@ -275,45 +334,62 @@ mod tests {
             version: CgroupVersion::V1,
         };
         let mut gate = CounterGate::default();
-        let read = |gate: &mut CounterGate| {
-            matches!(gate.decide(&hierarchy, 7, "/c", false), Decision::Read)
+        let read = |gate: &mut CounterGate, pass| {
+            matches!(
+                gate.decide(&hierarchy, pass, (7, "/c"), false),
+                Decision::Read
+            )
         };
-        assert!(read(&mut gate), "new");
-        assert!(!read(&mut gate), "nothing moved");
+        assert!(read(&mut gate, Pass::Counters), "new");
+        assert!(!read(&mut gate, Pass::Counters), "nothing moved");
+        assert!(read(&mut gate, Pass::Stats), "new to the stats pass");
+        gate.sampled("/c", &MemoryStats::default());
+        assert!(!read(&mut gate, Pass::Stats));
         assert!(matches!(
-            gate.decide(&hierarchy, 7, "/c", true),
+            gate.decide(&hierarchy, Pass::Counters, (7, "/c"), true),
             Decision::Read
         ));
         fs::write(dir.join("memory.usage_in_bytes"), "8192\n").expect("write");
-        assert!(read(&mut gate), "usage moved");
-        assert!(!read(&mut gate));
+        assert!(read(&mut gate, Pass::Counters), "usage moved");
+        assert!(!read(&mut gate, Pass::Counters));
+        assert!(read(&mut gate, Pass::Stats), "each pass sees the move");
         gate.mark_active([7]);
-        assert!(read(&mut gate), "the kernel counted charges");
-        gate.end();
+        assert!(read(&mut gate, Pass::Counters), "the kernel counted charges");
+        gate.end(Pass::Counters);
+        assert!(!read(&mut gate, Pass::Counters));
+        assert!(read(&mut gate, Pass::Stats), "the stats pass too");
+        gate.end(Pass::Stats);
         gate.mark_notified("/c");
-        assert!(read(&mut gate), "notified");
-        gate.end();
-        assert!(!read(&mut gate));
-        gate.read("/c", &CounterValues(vec![(Counter::DirtyBytes, 4096)]));
-        assert!(read(&mut gate), "dirty pages move without charges");
-        gate.read("/c", &CounterValues(vec![(Counter::DirtyBytes, 0)]));
-        assert!(!read(&mut gate));
-        fs::remove_dir_all(&dir).expect("rm");
-        // A kept descriptor of a regular file still reads; cgroupfs says ENODEV. Reopened here:
+        assert!(read(&mut gate, Pass::Counters), "notified");
+        assert!(!read(&mut gate, Pass::Stats), "counters only");
+        gate.end(Pass::Counters);
+        assert!(!read(&mut gate, Pass::Counters));
+        gate.counters_read("/c", &CounterValues(vec![(Counter::DirtyBytes, 4096)]));
+        assert!(
+            read(&mut gate, Pass::Counters),
+            "dirty pages move without charges"
+        );
+        gate.counters_read("/c", &CounterValues(vec![(Counter::DirtyBytes, 0)]));
+        assert!(!read(&mut gate, Pass::Counters));
+        assert_eq!(gate.open_files(), 1);
         gate.gone("/c");
-        assert!(matches!(
-            gate.decide(&hierarchy, 7, "/c", false),
-            Decision::Gone
-        ));
         assert_eq!(gate.open_files(), 0);
+        fs::remove_dir_all(&dir).expect("rm");
+        // Unreadable: its files say whether it is gone.
+        assert!(read(&mut gate, Pass::Counters));
     }
 
     #[test]
     fn every_twelfth_pass_is_full() {
         let mut gate = CounterGate::default();
-        let fulls: Vec<bool> = (0..2 * FULL_EVERY).map(|_| gate.begin(false).0).collect();
+        let fulls: Vec<bool> = (0..2 * FULL_EVERY)
+            .map(|_| gate.full_and_walk(Pass::Counters, false).0).collect();
         assert_eq!(fulls.iter().filter(|&&f| f).count(), 2);
         assert!(fulls[0] && fulls[usize::try_from(FULL_EVERY).expect("small")]);
-        assert!(gate.begin(true).0);
+        assert!(gate.full_and_walk(Pass::Counters, true).0);
+        assert!(
+            gate.full_and_walk(Pass::Stats, false).0,
+            "each pass counts its own"
+        );
     }
 }

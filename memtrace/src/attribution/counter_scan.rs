@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::{
     MemoryHierarchy,
     context::is_sampled,
-    counter_gate::{CounterGate, Decision},
+    counter_gate::{CounterGate, Decision, Pass},
     counters,
 };
 use crate::event::CounterValues;
@@ -13,17 +13,16 @@ use crate::event::CounterValues;
 /// What a pass found: the memcgs of a walk of the hierarchy (when it walked), and the counters
 /// of the memcgs `stats` samples.
 pub struct CounterScan {
-    /// Empty when the pass did not walk.
-    pub(super) found: Vec<(u64, String)>,
+    /// `None` when the pass did not walk.
+    pub(super) found: Option<Vec<(u64, String)>>,
     /// Memcg id, cgroup path, counters (`None`: not read, nothing says they changed).
     pub(super) counters: Vec<(u64, String, Option<CounterValues>)>,
     /// How long the walk and the reads took.
     pub took: Duration,
     /// Memcgs whose files were read.
     pub read: usize,
-    /// Whether the pass read every memcg, and whether it walked.
+    /// Whether the pass read every memcg.
     pub full: bool,
-    pub walked: bool,
 }
 
 impl CounterScan {
@@ -35,37 +34,22 @@ impl CounterScan {
         full: bool,
     ) -> Self {
         let start = Instant::now();
-        let (full, walked) = gate.begin(full);
-        let found = if walked {
-            let found = hierarchy.walk();
-            gate.set_followed(
-                found
-                    .iter()
-                    .filter(|(_, path)| is_sampled(path, named))
-                    .cloned()
-                    .collect(),
-            );
-            found
-        } else {
-            Vec::new()
-        };
+        let (full, found) = gate.begin(hierarchy, (Pass::Counters, full), |path| {
+            is_sampled(path, named)
+        });
         let mut counters = Vec::with_capacity(gate.followed().len());
         let mut gone = Vec::new();
         let mut read = 0;
         for (id, path) in gate.followed().to_vec() {
-            let values = match gate.decide(hierarchy, id, &path, full) {
+            let values = match gate.decide(hierarchy, Pass::Counters, (id, &path), full) {
                 Decision::Unchanged => None,
-                Decision::Gone => {
-                    gone.push(path);
-                    continue;
-                }
                 Decision::Read => {
                     read += 1;
                     let Some(values) = counters::read(hierarchy, &path) else {
                         gone.push(path);
                         continue;
                     };
-                    gate.read(&path, &values);
+                    gate.counters_read(&path, &values);
                     Some(values)
                 }
             };
@@ -74,14 +58,13 @@ impl CounterScan {
         for path in gone {
             gate.gone(&path);
         }
-        gate.end();
+        gate.end(Pass::Counters);
         Self {
             found,
             counters,
             took: start.elapsed(),
             read,
             full,
-            walked,
         }
     }
 
@@ -89,5 +72,11 @@ impl CounterScan {
     #[must_use]
     pub fn memcgs(&self) -> usize {
         self.counters.len()
+    }
+
+    /// Whether the pass walked the hierarchy.
+    #[must_use]
+    pub fn walked(&self) -> bool {
+        self.found.is_some()
     }
 }
