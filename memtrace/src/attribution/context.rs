@@ -640,10 +640,7 @@ impl LiveContext {
 
     /// A pass over the counters of the memcgs `stats` samples, to run off the consumer: of
     /// each that something says changed, or of all when `full` (the first and the last pass).
-    pub fn counter_scanner(
-        &mut self,
-        full: bool,
-    ) -> impl FnOnce() -> CounterScan + Send + 'static {
+    pub fn counter_scanner(&mut self, full: bool) -> impl FnOnce() -> CounterScan + Send + 'static {
         let hierarchy = self.resolver.hierarchy().clone();
         let named = self.filter.cgroup.clone();
         let gate = Arc::clone(&self.counter_gate);

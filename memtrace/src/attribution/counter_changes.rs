@@ -152,7 +152,10 @@ mod tests {
     fn the_first_pass_is_the_baseline_and_only_changes_follow() {
         let mut t = CounterTracker::default();
         let a = values(&[(Counter::Failcnt, 5), (Counter::DirtyBytes, 8192)]);
-        assert_eq!(t.pass(1_000, vec![("/a".into(), Some(a.clone()))]), Vec::new());
+        assert_eq!(
+            t.pass(1_000, vec![("/a".into(), Some(a.clone()))]),
+            Vec::new()
+        );
         assert!(
             t.pass(2_000, vec![("/a".into(), Some(a))]).is_empty(),
             "nothing changed"
@@ -198,7 +201,10 @@ mod tests {
         t.pass(1_000, vec![("/a".into(), Some(a))]);
         assert!(t.pass(2_000, vec![("/a".into(), None)]).is_empty());
         assert_eq!(t.values("/a"), Some(&values(&[(Counter::Failcnt, 1)])));
-        let changes = t.pass(3_000, vec![("/a".into(), Some(values(&[(Counter::Failcnt, 4)])))]);
+        let changes = t.pass(
+            3_000,
+            vec![("/a".into(), Some(values(&[(Counter::Failcnt, 4)])))],
+        );
         assert_eq!(changes[0].1.interval_ns, 2_000, "since it was last read");
         assert_eq!(
             changes[0].1.get(Counter::Failcnt),

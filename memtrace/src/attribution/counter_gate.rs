@@ -10,8 +10,8 @@
 //!   read with one `pread` on a descriptor kept open;
 //! - the kernel's aggregates counted charges, page cache or slab for it since the last pass;
 //! - (counters) the kernel notified its `memory.events` or `memory.oom_control`;
-//! - its last counters had pages dirty or under writeback, or it was under OOM: those move
-//!   without a charge;
+//! - (counters) its last counters had pages dirty or under writeback, or it was under OOM —
+//!   those move without a charge —, on every [`UNSETTLED_EVERY`]th pass;
 //! - it is new;
 //! - and every memcg on each [`FULL_EVERY`]th pass, the first and the last: what moves without any
 //!   of the above (a clean page cache page dirtied again in place, a charge served from the
@@ -34,8 +34,12 @@ use std::{
 use super::{CgroupVersion, MemoryHierarchy, MemoryStats};
 use crate::event::{Counter, CounterValues};
 
-/// Every this many passes, a pass reads every followed memcg and walks the hierarchy.
-pub const FULL_EVERY: u64 = 12;
+/// Every this many passes, a pass reads every followed memcg and walks the hierarchy (2 minutes
+/// at the default 5 s counters interval; a full pass over 1 250 memcgs costs 100–400 ms).
+pub const FULL_EVERY: u64 = 24;
+/// Every this many passes, a counters pass reads the memcgs with dirty or writeback pages:
+/// every pass would read most of a busy node's.
+pub const UNSETTLED_EVERY: u64 = 4;
 
 /// The two passes over cgroupfs, each with its own idea of what changed since it last read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +61,8 @@ pub struct CounterGate {
     active: [HashSet<u64>; 2],
     /// Cgroups the kernel notified since the last counters pass.
     notified: HashSet<String>,
+    /// This pass reads the memcgs whose counters move without charges.
+    unsettled_due: bool,
     /// How many descriptors may be kept open (`None`: not worked out yet).
     keep_open: Option<usize>,
     open: usize,
@@ -107,6 +113,7 @@ impl CounterGate {
         follows: impl Fn(&str) -> bool,
     ) -> (bool, Option<Vec<(u64, String)>>) {
         let (full, walk) = self.full_and_walk(pass, force);
+        self.unsettled_due = self.passes[pass as usize].is_multiple_of(UNSETTLED_EVERY);
         if !walk {
             return (full, None);
         }
@@ -190,7 +197,9 @@ impl CounterGate {
             || before != Some(usage)
             || self.active[pass as usize].contains(&id)
             || match pass {
-                Pass::Counters => followed.unsettled || self.notified.contains(path),
+                Pass::Counters => {
+                    (followed.unsettled && self.unsettled_due) || self.notified.contains(path)
+                }
                 Pass::Stats => followed.sample.is_none(),
             };
         if wanted {
@@ -354,7 +363,10 @@ mod tests {
         assert!(!read(&mut gate, Pass::Counters));
         assert!(read(&mut gate, Pass::Stats), "each pass sees the move");
         gate.mark_active([7]);
-        assert!(read(&mut gate, Pass::Counters), "the kernel counted charges");
+        assert!(
+            read(&mut gate, Pass::Counters),
+            "the kernel counted charges"
+        );
         gate.end(Pass::Counters);
         assert!(!read(&mut gate, Pass::Counters));
         assert!(read(&mut gate, Pass::Stats), "the stats pass too");
@@ -365,6 +377,8 @@ mod tests {
         gate.end(Pass::Counters);
         assert!(!read(&mut gate, Pass::Counters));
         gate.counters_read("/c", &CounterValues(vec![(Counter::DirtyBytes, 4096)]));
+        assert!(!read(&mut gate, Pass::Counters));
+        gate.unsettled_due = true;
         assert!(
             read(&mut gate, Pass::Counters),
             "dirty pages move without charges"
@@ -383,7 +397,8 @@ mod tests {
     fn every_twelfth_pass_is_full() {
         let mut gate = CounterGate::default();
         let fulls: Vec<bool> = (0..2 * FULL_EVERY)
-            .map(|_| gate.full_and_walk(Pass::Counters, false).0).collect();
+            .map(|_| gate.full_and_walk(Pass::Counters, false).0)
+            .collect();
         assert_eq!(fulls.iter().filter(|&&f| f).count(), 2);
         assert!(fulls[0] && fulls[usize::try_from(FULL_EVERY).expect("small")]);
         assert!(gate.full_and_walk(Pass::Counters, true).0);
