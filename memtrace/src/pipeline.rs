@@ -315,6 +315,7 @@ impl Consumer<'_> {
         let started = Instant::now();
         let cpu = clock::thread_cpu_ns();
         let context = &mut self.context;
+        context.counted_activity(drain);
         let mut events = context.cache_events(&drain.cache, now, interval);
         let from_page_cache;
         let charges = match self.sources.charges {
@@ -345,9 +346,15 @@ impl Consumer<'_> {
     /// A pass over the followed memcgs' counters: what changed since the last.
     fn counted(&mut self, scan: CounterScan, now: u64) -> io::Result<()> {
         log::debug!(
-            "counters: {} memcgs read in {:.2} ms",
+            "counters: {} memcgs read in {:.2} ms (of {} followed; {}{}; usage files open: {})",
+            scan.read,
+            scan.took.as_secs_f64() * 1000.0,
             scan.memcgs(),
-            scan.took.as_secs_f64() * 1000.0
+            if scan.full { "full" } else { "changed only" },
+            if scan.walked() { ", walked" } else { "" },
+            self.context
+                .counter_files_open()
+                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
         );
         for event in self.context.counter_events(scan, now) {
             self.emit(&event)?;
@@ -545,7 +552,7 @@ pub async fn run(
                 log::debug!("global OOM kill: sampling every container's memory now");
                 consumer.census_wanted = false;
                 stats_job = Some(tokio::task::spawn_blocking(
-                    consumer.context.memory_scanner(),
+                    consumer.context.memory_scanner(true),
                 ));
             }
             tokio::select! {
@@ -592,7 +599,8 @@ pub async fn run(
                         None => std::future::pending().await,
                     }
                 }, if stats_job.is_none() => {
-                    stats_job = Some(tokio::task::spawn_blocking(consumer.context.memory_scanner()));
+                    stats_job =
+                        Some(tokio::task::spawn_blocking(consumer.context.memory_scanner(false)));
                 }
                 scan = join(&mut stats_job) => {
                     stats_job = None;
@@ -607,7 +615,7 @@ pub async fn run(
                     }
                 }, if counters_job.is_none() => {
                     counters_job =
-                        Some(tokio::task::spawn_blocking(consumer.context.counter_scanner()));
+                        Some(tokio::task::spawn_blocking(consumer.context.counter_scanner(false)));
                 }
                 scan = join(&mut counters_job) => {
                     counters_job = None;
@@ -670,7 +678,7 @@ pub async fn run(
                 let scan = job.await.map_err(io::Error::other)?;
                 consumer.counted(scan, clock::boot_ns())?;
             }
-            let scan = tokio::task::spawn_blocking(consumer.context.counter_scanner())
+            let scan = tokio::task::spawn_blocking(consumer.context.counter_scanner(true))
                 .await
                 .map_err(io::Error::other)?;
             consumer.counted(scan, clock::boot_ns())?;

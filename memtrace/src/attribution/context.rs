@@ -1,7 +1,8 @@
 //! The context userspace adds to a kernel record as it arrives.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -16,7 +17,11 @@ use memtrace_common::{
 use super::{
     ContainerIdentity, DyingTracker, FileNames, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
     MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups, RuntimeNames,
-    counter_changes::CounterTracker, counter_scan::CounterScan, counters, failcnt::FailureCounts,
+    counter_changes::CounterTracker,
+    counter_gate::{CounterGate, Decision, Pass},
+    counter_scan::CounterScan,
+    counters,
+    failcnt::FailureCounts,
     memcg_path_of_pid,
 };
 use crate::{
@@ -98,6 +103,11 @@ pub struct LiveContext {
     /// Whether counters are read (`--counters-interval` not 0).
     follows_counters: bool,
     counters: CounterTracker,
+    /// Which memcgs a counters or `stats` pass reads; with the pass while it runs.
+    counter_gate: Arc<Mutex<CounterGate>>,
+    /// Memcg ids the kernel counted something for, and cgroups it notified, since the last
+    /// pass began: the next one reads theirs.
+    counter_marks: (HashSet<u64>, HashSet<String>),
 }
 
 impl LiveContext {
@@ -130,6 +140,8 @@ impl LiveContext {
             files: FileNames::default(),
             follows_counters: false,
             counters: CounterTracker::default(),
+            counter_gate: Arc::default(),
+            counter_marks: (HashSet::new(), HashSet::new()),
         }
     }
 
@@ -378,7 +390,7 @@ impl LiveContext {
         }
         if !containers.is_empty() {
             // A podman container's conmon has a memcg of its own with the container's id.
-            let named: std::collections::HashSet<&str> = self
+            let named: HashSet<&str> = self
                 .names
                 .values()
                 .filter_map(|m| m.container.as_ref()?.container_id.as_deref())
@@ -606,11 +618,19 @@ impl LiveContext {
 
     /// A walk of the hierarchy that reads the memory of every container and pod (and of the
     /// `--cgroup` the user named), to run off the consumer.
-    pub fn memory_scanner(&self) -> impl FnOnce() -> MemoryScan + Send + 'static {
+    /// `full`: every memcg read anew (a global OOM kill's census); else only those something
+    /// says changed ([`CounterGate`]), the others sampled as they were.
+    pub fn memory_scanner(&mut self, full: bool) -> impl FnOnce() -> MemoryScan + Send + 'static {
         let hierarchy = self.resolver.hierarchy().clone();
         let named = self.filter.cgroup.clone();
-        let with_counters = self.follows_counters;
-        move || MemoryScan::new(&hierarchy, named.as_deref(), with_counters)
+        let gate = Arc::clone(&self.counter_gate);
+        let active = std::mem::take(&mut self.counter_marks.0);
+        move || {
+            // The counters pass may hold it: a blocking thread waits.
+            let mut gate = gate.lock().unwrap_or_else(PoisonError::into_inner);
+            gate.mark_active(active);
+            MemoryScan::new(&hierarchy, named.as_deref(), &mut gate, full)
+        }
     }
 
     /// Reads counters too, into `stats` samples and `counters` events, from now: the memcgs'
@@ -618,23 +638,59 @@ impl LiveContext {
     /// change after that is told.
     pub fn follow_counters(&mut self) {
         self.follows_counters = true;
-        let scan = self.counter_scanner()();
+        let scan = self.counter_scanner(true)();
         let baseline = self.counter_events(scan, crate::clock::boot_ns());
         debug_assert!(baseline.is_empty(), "the first pass is the baseline");
     }
 
-    /// A walk of the hierarchy that reads the counters of every memcg `stats` samples, to run
-    /// off the consumer.
-    pub fn counter_scanner(&self) -> impl FnOnce() -> CounterScan + Send + 'static {
+    /// A pass over the counters of the memcgs `stats` samples, to run off the consumer: of
+    /// each that something says changed, or of all when `full` (the first and the last pass).
+    pub fn counter_scanner(&mut self, full: bool) -> impl FnOnce() -> CounterScan + Send + 'static {
         let hierarchy = self.resolver.hierarchy().clone();
         let named = self.filter.cgroup.clone();
-        move || CounterScan::new(&hierarchy, named.as_deref())
+        let gate = Arc::clone(&self.counter_gate);
+        let (active, notified) = std::mem::take(&mut self.counter_marks);
+        move || {
+            // A `stats` pass may hold it: a blocking thread waits.
+            let mut gate = gate.lock().unwrap_or_else(PoisonError::into_inner);
+            gate.mark_active(active);
+            for cgroup in &notified {
+                gate.mark_notified(cgroup);
+            }
+            CounterScan::new(&hierarchy, named.as_deref(), &mut gate, full)
+        }
+    }
+
+    /// The kernel's aggregates of an interval counted something for these memcgs: the next
+    /// counters pass reads theirs.
+    pub fn counted_activity(&mut self, drain: &Drain) {
+        // Taken by each pass; bounded should no pass run (counters and `stats` off).
+        if self.counter_marks.0.len() > 1 << 16 {
+            self.counter_marks.0.clear();
+        }
+        self.counter_marks.0.extend(
+            drain
+                .cache
+                .by_memcg
+                .keys()
+                .chain(drain.charge.keys())
+                .chain(drain.slab.iter().map(|(id, _, _)| id))
+                .copied(),
+        );
+    }
+
+    /// Usage files the counters passes keep open; `None` while a pass runs.
+    #[must_use]
+    pub fn counter_files_open(&self) -> Option<usize> {
+        Some(self.counter_gate.try_lock().ok()?.open_files())
     }
 
     /// A `counters` event per followed memcg whose counters changed since the last scan (or
     /// notification), that the user's filter wants.
     pub fn counter_events(&mut self, scan: CounterScan, timestamp_ns: u64) -> Vec<Event> {
-        self.resolver.learn(scan.found, &[]);
+        if let Some(found) = scan.found {
+            self.resolver.learn(found, &[]);
+        }
         let ids: HashMap<String, u64> = scan
             .counters
             .iter()
@@ -663,6 +719,7 @@ impl LiveContext {
     /// `memory.events`, v1 `memory.oom_control`), read now; `None` when nothing changed.
     pub fn notified_counters(&mut self, cgroup: &str, timestamp_ns: u64) -> Option<Event> {
         let values = counters::read_notified(self.resolver.hierarchy(), cgroup)?;
+        self.counter_marks.1.insert(cgroup.to_owned());
         let changes = self.counters.notified(timestamp_ns, cgroup, &values)?;
         self.counter_event(None, cgroup.to_owned(), changes, timestamp_ns)
     }
@@ -691,12 +748,22 @@ impl LiveContext {
     /// One `stats` event per active container and pod (and the `--cgroup` the user named)
     /// that the user's filter wants, from a [`MemoryScan`].
     pub fn stats_events(&mut self, scan: MemoryScan, timestamp_ns: u64) -> Vec<Event> {
-        self.resolver.learn(scan.found, &[]);
+        if let Some(found) = scan.found {
+            self.resolver.learn(found, &[]);
+        }
         let mut samples = Vec::new();
-        for (cgroup, memory) in scan.samples {
+        for (cgroup, mut memory) in scan.samples {
             let identity = self.identity(Some(&cgroup));
             if !self.filter.matches(Some(&cgroup), identity.as_ref()) {
                 continue;
+            }
+            if self.follows_counters {
+                // The counters as the last pass (or notification) had them; a memcg no pass
+                // has seen yet is read now.
+                memory.counters = match self.counters.values(&cgroup) {
+                    Some(values) => values.clone(),
+                    None => counters::read(self.resolver.hierarchy(), &cgroup).unwrap_or_default(),
+                };
             }
             samples.push(Event {
                 timestamp_ns,
@@ -942,28 +1009,48 @@ pub struct OomArrival {
     pub arrived: Instant,
 }
 
-/// What a walk of the hierarchy found, with the memory of its containers and pods.
+/// What a `stats` pass found: the memcgs of a walk of the hierarchy (when it walked), and the
+/// memory of its containers and pods.
 pub struct MemoryScan {
-    found: Vec<(u64, String)>,
+    found: Option<Vec<(u64, String)>>,
     samples: Vec<(String, Sample)>,
 }
 
 impl MemoryScan {
-    fn new(hierarchy: &MemoryHierarchy, named: Option<&str>, with_counters: bool) -> Self {
-        let found = hierarchy.walk();
-        let samples = found
-            .iter()
-            .filter(|(_, path)| is_sampled(path, named))
-            .filter_map(|(_, path)| {
-                let memory = MemoryStats::read(hierarchy, path)?;
-                let counters = if with_counters {
-                    counters::read(hierarchy, path).unwrap_or_default()
-                } else {
-                    CounterValues::default()
-                };
-                Some((path.clone(), Sample { memory, counters }))
-            })
-            .collect();
+    fn new(
+        hierarchy: &MemoryHierarchy,
+        named: Option<&str>,
+        gate: &mut CounterGate,
+        full: bool,
+    ) -> Self {
+        let (full, found) = gate.begin(hierarchy, (Pass::Stats, full), |path| {
+            is_sampled(path, named)
+        });
+        let mut samples = Vec::with_capacity(gate.followed().len());
+        let mut gone = Vec::new();
+        for (id, path) in gate.followed().to_vec() {
+            let memory = match gate.decide(hierarchy, Pass::Stats, (id, &path), full) {
+                Decision::Unchanged => gate.last_sample(&path).cloned(),
+                Decision::Read => {
+                    let memory = MemoryStats::read(hierarchy, &path);
+                    if let Some(memory) = &memory {
+                        gate.sampled(&path, memory);
+                    }
+                    memory
+                }
+            };
+            let Some(memory) = memory else {
+                gone.push(path);
+                continue;
+            };
+            // The counters come from the counters passes (LiveContext::stats_events).
+            let counters = CounterValues::default();
+            samples.push((path, Sample { memory, counters }));
+        }
+        for path in gone {
+            gate.gone(&path);
+        }
+        gate.end(Pass::Stats);
         Self { found, samples }
     }
 }

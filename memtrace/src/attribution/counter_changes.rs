@@ -17,17 +17,24 @@ pub struct CounterTracker {
 }
 
 impl CounterTracker {
-    /// A full pass over the memcgs whose counters are followed; the ones it did not read are
+    /// A pass over the memcgs whose counters are followed: their values, or `None` for one not
+    /// read (nothing said they changed: they stay as they were); the ones it did not list are
     /// gone and forgotten. Returns what changed, per cgroup.
     pub fn pass(
         &mut self,
         now_ns: u64,
-        read: Vec<(String, CounterValues)>,
+        read: Vec<(String, Option<CounterValues>)>,
     ) -> Vec<(String, CounterChanges)> {
         let primed = std::mem::replace(&mut self.primed, true);
         let mut seen = HashMap::with_capacity(read.len());
         let mut changes = Vec::new();
         for (cgroup, values) in read {
+            let Some(values) = values else {
+                if let Some(kept) = self.last.remove(&cgroup) {
+                    seen.insert(cgroup, kept);
+                }
+                continue;
+            };
             let (change, entry) = match self.last.remove(&cgroup) {
                 Some((at, before)) => (
                     diff(
@@ -77,6 +84,11 @@ impl CounterTracker {
         before.merge(values);
         *at = now_ns;
         change
+    }
+
+    /// A followed cgroup's counters as last read or notified.
+    pub fn values(&self, cgroup: &str) -> Option<&CounterValues> {
+        self.last.get(cgroup).map(|(_, values)| values)
     }
 
     /// The cgroups followed.
@@ -140,13 +152,16 @@ mod tests {
     fn the_first_pass_is_the_baseline_and_only_changes_follow() {
         let mut t = CounterTracker::default();
         let a = values(&[(Counter::Failcnt, 5), (Counter::DirtyBytes, 8192)]);
-        assert_eq!(t.pass(1_000, vec![("/a".into(), a.clone())]), Vec::new());
+        assert_eq!(
+            t.pass(1_000, vec![("/a".into(), Some(a.clone()))]),
+            Vec::new()
+        );
         assert!(
-            t.pass(2_000, vec![("/a".into(), a)]).is_empty(),
+            t.pass(2_000, vec![("/a".into(), Some(a))]).is_empty(),
             "nothing changed"
         );
         let a = values(&[(Counter::Failcnt, 7), (Counter::DirtyBytes, 4096)]);
-        let changes = t.pass(3_000, vec![("/a".into(), a)]);
+        let changes = t.pass(3_000, vec![("/a".into(), Some(a))]);
         assert_eq!(changes.len(), 1);
         let (cgroup, c) = &changes[0];
         assert_eq!(cgroup, "/a");
@@ -165,11 +180,11 @@ mod tests {
     fn a_memcg_created_later_counts_from_zero_and_gone_ones_are_forgotten() {
         let mut t = CounterTracker::default();
         assert_eq!(
-            t.pass(1, vec![("/a".into(), CounterValues::default())]),
+            t.pass(1, vec![("/a".into(), Some(CounterValues::default()))]),
             Vec::new()
         );
         let b = values(&[(Counter::OomKill, 1), (Counter::UnderOom, 0)]);
-        let changes = t.pass(2, vec![("/b".into(), b)]);
+        let changes = t.pass(2, vec![("/b".into(), Some(b))]);
         assert_eq!(changes.len(), 1);
         assert_eq!(
             changes[0].1.changed,
@@ -180,6 +195,24 @@ mod tests {
     }
 
     #[test]
+    fn a_memcg_not_read_keeps_its_values_and_interval() {
+        let mut t = CounterTracker::default();
+        let a = values(&[(Counter::Failcnt, 1)]);
+        t.pass(1_000, vec![("/a".into(), Some(a))]);
+        assert!(t.pass(2_000, vec![("/a".into(), None)]).is_empty());
+        assert_eq!(t.values("/a"), Some(&values(&[(Counter::Failcnt, 1)])));
+        let changes = t.pass(
+            3_000,
+            vec![("/a".into(), Some(values(&[(Counter::Failcnt, 4)])))],
+        );
+        assert_eq!(changes[0].1.interval_ns, 2_000, "since it was last read");
+        assert_eq!(
+            changes[0].1.get(Counter::Failcnt),
+            Some(Change { value: 4, delta: 3 })
+        );
+    }
+
+    #[test]
     fn a_notification_compares_only_what_it_read() {
         let mut t = CounterTracker::default();
         let a = values(&[
@@ -187,7 +220,7 @@ mod tests {
             (Counter::Max, 0),
             (Counter::DirtyBytes, 10),
         ]);
-        t.pass(1_000, vec![("/a".into(), a)]);
+        t.pass(1_000, vec![("/a".into(), Some(a))]);
         assert!(
             t.notified(1_500, "/b", &values(&[(Counter::High, 3)]))
                 .is_none()
@@ -210,6 +243,6 @@ mod tests {
             (Counter::Max, 0),
             (Counter::DirtyBytes, 10),
         ]);
-        assert_eq!(t.pass(2_000, vec![("/a".into(), a)]), Vec::new());
+        assert_eq!(t.pass(2_000, vec![("/a".into(), Some(a))]), Vec::new());
     }
 }

@@ -2,37 +2,81 @@
 
 use std::time::{Duration, Instant};
 
-use super::{MemoryHierarchy, context::is_sampled, counters};
+use super::{
+    MemoryHierarchy,
+    context::is_sampled,
+    counter_gate::{CounterGate, Decision, Pass},
+    counters,
+};
 use crate::event::CounterValues;
 
-/// What a walk of the hierarchy found, with the counters of the memcgs `stats` samples.
+/// What a pass found: the memcgs of a walk of the hierarchy (when it walked), and the counters
+/// of the memcgs `stats` samples.
 pub struct CounterScan {
-    pub(super) found: Vec<(u64, String)>,
-    /// Memcg id, cgroup path, counters.
-    pub(super) counters: Vec<(u64, String, CounterValues)>,
+    /// `None` when the pass did not walk.
+    pub(super) found: Option<Vec<(u64, String)>>,
+    /// Memcg id, cgroup path, counters (`None`: not read, nothing says they changed).
+    pub(super) counters: Vec<(u64, String, Option<CounterValues>)>,
     /// How long the walk and the reads took.
     pub took: Duration,
+    /// Memcgs whose files were read.
+    pub read: usize,
+    /// Whether the pass read every memcg.
+    pub full: bool,
 }
 
 impl CounterScan {
-    pub(super) fn new(hierarchy: &MemoryHierarchy, named: Option<&str>) -> Self {
+    /// A pass; `full` reads every memcg (the first and the last pass of a session).
+    pub(super) fn new(
+        hierarchy: &MemoryHierarchy,
+        named: Option<&str>,
+        gate: &mut CounterGate,
+        full: bool,
+    ) -> Self {
         let start = Instant::now();
-        let found = hierarchy.walk();
-        let counters = found
-            .iter()
-            .filter(|(_, path)| is_sampled(path, named))
-            .filter_map(|(id, path)| Some((*id, path.clone(), counters::read(hierarchy, path)?)))
-            .collect();
+        let (full, found) = gate.begin(hierarchy, (Pass::Counters, full), |path| {
+            is_sampled(path, named)
+        });
+        let mut counters = Vec::with_capacity(gate.followed().len());
+        let mut gone = Vec::new();
+        let mut read = 0;
+        for (id, path) in gate.followed().to_vec() {
+            let values = match gate.decide(hierarchy, Pass::Counters, (id, &path), full) {
+                Decision::Unchanged => None,
+                Decision::Read => {
+                    read += 1;
+                    let Some(values) = counters::read(hierarchy, &path) else {
+                        gone.push(path);
+                        continue;
+                    };
+                    gate.counters_read(&path, &values);
+                    Some(values)
+                }
+            };
+            counters.push((id, path, values));
+        }
+        for path in gone {
+            gate.gone(&path);
+        }
+        gate.end(Pass::Counters);
         Self {
             found,
             counters,
             took: start.elapsed(),
+            read,
+            full,
         }
     }
 
-    /// Memcgs whose counters were read.
+    /// Memcgs followed.
     #[must_use]
     pub fn memcgs(&self) -> usize {
         self.counters.len()
+    }
+
+    /// Whether the pass walked the hierarchy.
+    #[must_use]
+    pub fn walked(&self) -> bool {
+        self.found.is_some()
     }
 }

@@ -7,6 +7,7 @@ mod cgroupfs;
 mod container;
 mod context;
 mod counter_changes;
+mod counter_gate;
 mod counter_scan;
 mod counter_watch;
 pub mod counters;

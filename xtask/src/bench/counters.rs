@@ -106,10 +106,11 @@ fn run_memtrace(
     let _ = child.wait();
     let mut passes = Vec::new();
     while let Ok(line) = rx.try_recv() {
-        // `… counters: 1000 memcgs read in 41.20 ms`
+        // `… counters: 1000 memcgs read in 41.20 ms (of 1000 followed; …)`
         if let Some(rest) = line.split_once("counters: ").map(|(_, r)| r)
             && let Some((n, ms)) = rest.split_once(" memcgs read in ")
-            && let (Ok(n), Ok(ms)) = (n.parse(), ms.trim_end_matches(" ms").parse())
+            && let Some((ms, _)) = ms.split_once(" ms")
+            && let (Ok(n), Ok(ms)) = (n.parse(), ms.parse())
         {
             passes.push((ms, n));
         }
