@@ -22,8 +22,8 @@
 //! 5. Otherwise whatever is largest at the kill, said as such.
 //!
 //! A container not killed is **at risk** ([`judge_risk`]) when it was throttled at
-//! `memory.high`, or thrashed (file refaults at least [`THRASH_SHARE`] of the page cache it
-//! added, and at least [`THRASH_MIN_BYTES`]), or its working set reached [`NEAR_LIMIT_SHARE`]
+//! `memory.high`, or thrashed (file refaults at least [`THRASH_MIN_BYTES`] and at least
+//! [`THRASH_SHARE`] of the page cache it added, in all or in the file re-read most), or its working set reached [`NEAR_LIMIT_SHARE`]
 //! of the limit that applies while reclaim failed. Shmem, dirty cache and a pod limit below the
 //! sum of its containers' limits are named as evidence of either kind of verdict; the node's
 //! memcg ids running out is a verdict of its own ([`judge_memcg_ids`]).
@@ -440,11 +440,21 @@ fn dirty(signals: &Signals, context: &Context) -> Option<(Finding, u64)> {
     ))
 }
 
-/// File refaults at least [`THRASH_SHARE`] of the page cache added and [`THRASH_MIN_BYTES`].
+/// File refaults at least [`THRASH_MIN_BYTES`], and at least [`THRASH_SHARE`] of the page
+/// cache added, in all or in the file re-read most: a container that streams a large file once
+/// (a backup, a log shipper) beside the file it keeps re-reading adds cache that would hide the
+/// thrashing of that file in the total; and a reclaim policy that protects a file once it
+/// refaults (MGLRU's tiers) keeps the total share low while that file still comes back.
 fn thrashing(signals: &Signals) -> Option<(Finding, u64)> {
     let refaults = signals.refault_file_bytes?;
     let added = signals.cache_added_bytes;
-    if refaults < THRASH_MIN_BYTES || added == 0 || share(refaults, added) < THRASH_SHARE {
+    let whole = added > 0 && share(refaults, added) >= THRASH_SHARE;
+    let one_file = signals.most_refaulted_file.as_ref().is_some_and(|f| {
+        f.refault_bytes >= THRASH_MIN_BYTES
+            && f.added_bytes > 0
+            && share(f.refault_bytes, f.added_bytes) >= THRASH_SHARE
+    });
+    if refaults < THRASH_MIN_BYTES || !(whole || one_file) {
         return None;
     }
     let mut text = format!(
@@ -786,6 +796,41 @@ mod tests {
             },
         );
         assert_eq!(v.kind, VerdictKind::PageCacheNotReclaimed, "{v:?}");
+    }
+
+    /// A file re-read after eviction is thrashing even when a file streamed once beside it
+    /// added so much cache that the refaults are a small share of the total (measured on 6.12
+    /// with MGLRU: 78.8MiB of refaults against 434.8MiB added, 66.8MiB of them in one file).
+    #[test]
+    fn one_file_re_read_after_eviction_is_thrashing() {
+        let signals = Signals {
+            cache_added_bytes: 435 * MIB,
+            refault_file_bytes: Some(79 * MIB),
+            most_refaulted_file: Some(RefaultedFile {
+                name: "/data/reread-56m".into(),
+                refault_bytes: 67 * MIB,
+                added_bytes: 123 * MIB,
+            }),
+            ..thrash_signals()
+        };
+        let v = judge_risk(&risk(signals.clone())).expect("at risk");
+        assert_eq!(v.kind, VerdictKind::Thrashing, "{v:?}");
+        assert_says(&v, "against 435.0MiB of page cache added (18%)");
+        assert_says(
+            &v,
+            "the file re-read most is /data/reread-56m (67.0MiB of refaults against 123.0MiB \
+             added, 54%)",
+        );
+        // The file's own refaults must be more than a few pages.
+        let few = Signals {
+            most_refaulted_file: Some(RefaultedFile {
+                name: "/data/small".into(),
+                refault_bytes: 4 * MIB,
+                added_bytes: 5 * MIB,
+            }),
+            ..signals
+        };
+        assert!(judge_risk(&risk(few)).is_none());
     }
 
     /// An anon kill keeps its verdict; what else held memory is its evidence.
