@@ -315,6 +315,19 @@ fn host_path(path: &Path) -> anyhow::Result<String> {
 
 /// /init's cgroup mounts: the memory controller on cgroup v2, or on a v1 hierarchy when the
 /// kernel command line says `MEMTRACE_VM_CGROUP=v1`.
+/// Keeps in `$tests` the binaries of this boot's part: a kernel's boots on one hierarchy share
+/// its test binaries, part i of n (`MEMTRACE_VM_PART`, `MEMTRACE_VM_PARTS`, the host's
+/// `--parts`) running every nth from the ith.
+const PART_FILTER: &str = r#"if [ "${MEMTRACE_VM_PARTS:-1}" -gt 1 ]; then
+    place=0 mine=
+    for name in $tests; do
+        [ $((place % MEMTRACE_VM_PARTS + 1)) -eq "$MEMTRACE_VM_PART" ] && mine="$mine $name"
+        place=$((place + 1))
+    done
+    tests=$mine
+fi
+"#;
+
 const CGROUP_MOUNTS: &str = r#"if [ "$MEMTRACE_VM_CGROUP" = v1 ]; then
     # Hybrid, as on many older nodes (and this project's own host): memory and pids on v1
     # hierarchies, cgroup2 with no controller at unified/. 5.10 still has v1's
@@ -438,6 +451,9 @@ step mount -t bpf bpf /sys/fs/bpf
 sed 's/^/{MARKER}{PROBES_PREFIX}/' /tmp/probes
 
 tests="{tests}"
+{PART_FILTER}if [ "${{MEMTRACE_VM_PARTS:-1}}" -gt 1 ]; then
+    echo "{MARKER} part $MEMTRACE_VM_PART of $MEMTRACE_VM_PARTS:$tests"
+fi
 ignored=
 if [ "$MEMTRACE_VM_EXPECT" = global_oom ]; then
     # The global OOM guest (little RAM) runs that test alone: it is #[ignore]d everywhere
@@ -521,8 +537,35 @@ fn add<W: io::Write>(out: W, inode: u32, entry: &Entry) -> anyhow::Result<W> {
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use super::{Entry, HostPaths, KernelModules, Kind, Run, add, host_path, init_script, layout};
+    use super::{
+        Entry, HostPaths, KernelModules, Kind, PART_FILTER, Run, add, host_path, init_script,
+        layout,
+    };
     use crate::vm::payload::{Executable, Payload};
+
+    /// The filter, run by a real shell: the parts of a list are disjoint and cover it.
+    #[test]
+    fn the_parts_of_the_test_binaries_share_them_out() {
+        let part = |part: &str, parts: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{PART_FILTER}echo $tests"))
+                .env("tests", "a b c d e")
+                .env("MEMTRACE_VM_PART", part)
+                .env("MEMTRACE_VM_PARTS", parts)
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout)
+                .expect("utf-8")
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(part("1", "2"), "a c e");
+        assert_eq!(part("2", "2"), "b d");
+        assert_eq!(part("3", "3"), "c");
+        assert_eq!(part("1", "1"), "a b c d e");
+    }
 
     fn payload(test_names: &[&str]) -> Payload {
         let debug = PathBuf::from("/r/target/vm/x86_64-unknown-linux-gnu/debug");

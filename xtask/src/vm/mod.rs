@@ -67,6 +67,11 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 2)]
     jobs: usize,
 
+    /// Boots each kernel and hierarchy this many times, each running every Nth test binary, so
+    /// that `--jobs` guests share the work evenly [default: 2 without a test filter, else 1]
+    #[arg(long, value_name = "N")]
+    parts: Option<u8>,
+
     /// After a failure, go on with the remaining test binaries and kernels (always on when
     /// CI=true)
     #[arg(long)]
@@ -119,6 +124,7 @@ impl Options {
             kernels: Vec::new(),
             cgroups: Vec::new(),
             jobs: 2,
+            parts: None,
             keep_going: false,
             readme: false,
             timeout: GUEST_TIMEOUT,
@@ -130,14 +136,24 @@ impl Options {
 /// What one boot does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
-    /// Runs every test binary with the memory controller on this hierarchy.
-    Tests(Cgroup),
+    /// Runs every test binary of its part with the memory controller on this hierarchy.
+    Tests(Cgroup, Part),
     /// Boots with `lockdown=confidentiality` and checks that memtrace refuses to start with a
     /// one-line error naming it (initramfs.rs's /init does the check).
     Lockdown,
     /// Boots with [`GLOBAL_OOM_MIB`] of RAM (cgroup v2) and runs only
     /// [`payload::GLOBAL_OOM_TEST`], which exhausts it: a global OOM kill.
     GlobalOom,
+}
+
+/// Which of a kernel's boots on one hierarchy this is: the `index`th (from 1) of `of`, running
+/// the test binaries whose place in the sorted list is `index` modulo `of`. Five boots of ~12
+/// minutes each, two at a time, leave one job running the fifth alone for a third of the run;
+/// ten halves even the two jobs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Part {
+    index: u8,
+    of: u8,
 }
 
 /// RAM of the guests that run the tests: the initramfs (~120 MiB, unpacked into RAM) and tests
@@ -155,10 +171,20 @@ struct Boot<'a> {
 }
 
 impl Boot<'_> {
-    /// `6.12/v1`, `6.12/lockdown`: prefixes its output lines and names its kernel log.
+    /// `6.12/v2:1of2`, `6.12/lockdown`: prefixes its output lines and names its kernel log.
     fn label(&self) -> String {
+        match self.mode {
+            Mode::Tests(_, Part { index, of }) if of > 1 => {
+                format!("{}:{index}of{of}", self.configuration())
+            }
+            _ => self.configuration(),
+        }
+    }
+
+    /// `6.12/v2`, `6.12/lockdown`: the kernel and what it boots with, whichever part.
+    fn configuration(&self) -> String {
         let mode = match self.mode {
-            Mode::Tests(cgroup) => cgroup.label(),
+            Mode::Tests(cgroup, _) => cgroup.label(),
             Mode::Lockdown => "lockdown",
             Mode::GlobalOom => "global-oom",
         };
@@ -168,7 +194,10 @@ impl Boot<'_> {
     /// What the kernel command line adds; unknown `NAME=value` words reach /init's environment.
     fn cmdline(&self) -> String {
         match self.mode {
-            Mode::Tests(cgroup) => format!("MEMTRACE_VM_CGROUP={}", cgroup.label()),
+            Mode::Tests(cgroup, Part { index, of }) => format!(
+                "MEMTRACE_VM_CGROUP={} MEMTRACE_VM_PART={index} MEMTRACE_VM_PARTS={of}",
+                cgroup.label()
+            ),
             Mode::Lockdown => "lockdown=confidentiality MEMTRACE_VM_EXPECT=lockdown".to_owned(),
             Mode::GlobalOom => "MEMTRACE_VM_CGROUP=v2 MEMTRACE_VM_EXPECT=global_oom".to_owned(),
         }
@@ -177,7 +206,7 @@ impl Boot<'_> {
     fn memory_mib(&self) -> u32 {
         match self.mode {
             Mode::GlobalOom => GLOBAL_OOM_MIB,
-            Mode::Tests(_) | Mode::Lockdown => TESTS_MIB,
+            Mode::Tests(..) | Mode::Lockdown => TESTS_MIB,
         }
     }
 }
@@ -237,41 +266,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         size >> 20
     );
 
-    let mut boots: Vec<Boot<'_>> = Vec::new();
-    let mut not_possible = Vec::new();
-    for image in &images {
-        for cgroup in options.cgroups() {
-            if cgroup == Cgroup::V1 && !image.memcg_v1 {
-                not_possible.push(format!(
-                    "  {:<15} not possible: {} {} is built without the memory controller on \
-                     cgroup v1 (# CONFIG_MEMCG_V1 is not set)",
-                    format!("{}/v1", image.kernel.label()),
-                    image.package,
-                    image.version
-                ));
-                continue;
-            }
-            boots.push(Boot {
-                image,
-                mode: Mode::Tests(cgroup),
-            });
-        }
-        // The global OOM test's own guest, on each kernel: an OOM of the whole node goes
-        // through the kernel's own path (no memcg), which this host cannot show safely.
-        if options.cgroups().contains(&Cgroup::V2) {
-            boots.push(Boot {
-                image,
-                mode: Mode::GlobalOom,
-            });
-        }
-    }
-    // Lockdown is the same check on every kernel: the newest one asked for does it.
-    if let Some(image) = images.last() {
-        boots.push(Boot {
-            image,
-            mode: Mode::Lockdown,
-        });
-    }
+    let (boots, not_possible) = plan(&images, options);
 
     let accel = Accel::detect();
     let jobs = options.jobs.clamp(1, boots.len().max(1));
@@ -301,10 +296,65 @@ impl Options {
         once_each(&self.kernels, &Kernel::ALL)
     }
 
+    /// How many boots share each kernel and hierarchy's test binaries: 2 for the whole suite,
+    /// 1 when a filter picks a few tests (a boot of its own costs more than they take).
+    fn parts(&self) -> u8 {
+        self.parts
+            .unwrap_or(if self.test_args.is_empty() { 2 } else { 1 })
+            .max(1)
+    }
+
     /// The hierarchies asked for, each once; both if none was.
     fn cgroups(&self) -> Vec<Cgroup> {
         once_each(&self.cgroups, &Cgroup::ALL)
     }
+}
+
+/// The guests to boot, in order: the long ones (every kernel and hierarchy asked for, in
+/// `--parts`) first, the short ones (global OOM, lockdown) after, to fill the gaps; and a line
+/// for each hierarchy a kernel cannot boot with.
+fn plan<'a>(images: &'a [Image], options: &Options) -> (Vec<Boot<'a>>, Vec<String>) {
+    let mut boots: Vec<Boot<'a>> = Vec::new();
+    let mut short: Vec<Boot<'a>> = Vec::new();
+    let parts = options.parts();
+    let mut not_possible = Vec::new();
+    for image in images {
+        for cgroup in options.cgroups() {
+            if cgroup == Cgroup::V1 && !image.memcg_v1 {
+                not_possible.push(format!(
+                    "  {:<15} not possible: {} {} is built without the memory controller on \
+                     cgroup v1 (# CONFIG_MEMCG_V1 is not set)",
+                    format!("{}/v1", image.kernel.label()),
+                    image.package,
+                    image.version
+                ));
+                continue;
+            }
+            for index in 1..=parts {
+                boots.push(Boot {
+                    image,
+                    mode: Mode::Tests(cgroup, Part { index, of: parts }),
+                });
+            }
+        }
+        // The global OOM test's own guest, on each kernel: an OOM of the whole node goes
+        // through the kernel's own path (no memcg), which this host cannot show safely.
+        if options.cgroups().contains(&Cgroup::V2) {
+            short.push(Boot {
+                image,
+                mode: Mode::GlobalOom,
+            });
+        }
+    }
+    // Lockdown is the same check on every kernel: the newest one asked for does it.
+    if let Some(image) = images.last() {
+        short.push(Boot {
+            image,
+            mode: Mode::Lockdown,
+        });
+    }
+    boots.append(&mut short);
+    (boots, not_possible)
 }
 
 /// `chosen` without repeats, in its order; `all` when empty.
@@ -333,11 +383,12 @@ fn write_matrix(
     let columns: Vec<matrix::Column> = boots
         .iter()
         .zip(reports)
-        .filter(|(one, _)| matches!(one.mode, Mode::Tests(_)))
+        // `memtrace probes` runs in every part of a kernel and hierarchy: the first says it.
+        .filter(|(one, _)| matches!(one.mode, Mode::Tests(_, Part { index: 1, .. })))
         .filter_map(|(one, report)| {
             let report = report.as_ref()?;
             (!report.transcript.probes.is_empty())
-                .then(|| matrix::column(&one.label(), &report.transcript.probes))
+                .then(|| matrix::column(&one.configuration(), &report.transcript.probes))
         })
         .collect();
     if columns.is_empty() {
