@@ -12,13 +12,13 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
 };
 
 use memtrace_tests::{
     Memtrace, TestCgroup, assert_oom_killed, json_lines, kernel_oom_line, oom_line_field,
     report::{docker_name, run_ok},
+    spawn_held,
 };
 use serde_json::Value;
 
@@ -84,20 +84,12 @@ fn sh_with_score(score: i32, script: &str) -> Command {
 
 /// A memhold holding `mib` MiB in `cgroup`, started and done touching.
 fn hold_anon(cgroup: &TestCgroup, mib: u64) -> Child {
-    let mut child = sh_with_score(0, "exec \"$@\"")
+    let mut command = sh_with_score(0, "exec \"$@\"");
+    command
         .args(["sh", env!("CARGO_BIN_EXE_memhold")])
         .arg(cgroup.procs_file())
-        .arg(mib.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn memhold");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read memhold");
-    assert_eq!(line.trim(), "held", "memhold did not hold {mib} MiB");
-    child
+        .arg(mib.to_string());
+    spawn_held(command)
 }
 
 /// Writes `mib` MiB into /dev/shm from inside `cgroup`: shmem charged to it, after the writer

@@ -265,19 +265,9 @@ impl TestCgroup {
     /// until it has touched all of it; kill the child to free it.
     #[must_use]
     pub fn hold(&self, memhold: &str, mib: u64) -> Child {
-        let mut child = Command::new(memhold)
-            .arg(self.procs_file())
-            .arg(mib.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn memhold");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read memhold's output");
-        assert_eq!(line.trim(), "held", "memhold did not hold its memory");
-        child
+        let mut command = Command::new(memhold);
+        command.arg(self.procs_file()).arg(mib.to_string());
+        spawn_held(command)
     }
 
     /// [`Self::oom_kill_memhog`] with memory advised as transparent huge pages (memhog's
@@ -925,4 +915,25 @@ pub fn without_refaults(event: &mut serde_json::Map<String, serde_json::Value>) 
         let file = file.as_object_mut().expect("file row");
         assert_eq!(file.remove("refault_bytes"), Some(Value::Null), "{file:?}");
     }
+}
+
+/// Starts `memhold` (`command`, with its arguments: a cgroup's procs file and MiB) and waits
+/// until it says it has touched all its memory; kill the child to free it.
+///
+/// # Panics
+///
+/// When it cannot be started or does not say `held`.
+#[must_use]
+pub fn spawn_held(mut command: Command) -> Child {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn memhold");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read memhold's output");
+    assert_eq!(line.trim(), "held", "memhold did not hold its memory");
+    child
 }
