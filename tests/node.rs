@@ -216,12 +216,16 @@ fn released_containers_are_forgotten_on_both_sides() {
         &["run", "--format", "json", "--stats-interval", "0"],
         &[(
             "RUST_LOG",
-            "memtrace::pipeline=debug,memtrace::startup=debug",
+            "memtrace::pipeline=debug,memtrace::startup=debug,memtrace::probes=debug",
         )],
     );
     // Where the memory went while starting (it differs with what the kernel allows).
     for line in memtrace.stderr_at_start() {
-        if line.contains("start-up memory:") || line.contains("aya btf") {
+        if line.contains("start-up memory:")
+            || line.contains("aya btf")
+            || line.contains("kernel offsets:")
+            || line.contains("memtrace::probes::plan")
+        {
             eprintln!("node: {line}");
         }
     }
