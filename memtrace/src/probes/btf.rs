@@ -4,7 +4,10 @@
 //! and handed to them as the `OFFSETS` global. Nothing is hard-coded: a kernel that renamed or
 //! dropped a member is a start-up error naming it.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsRawFd as _, FromRawFd as _},
+    path::{Path, PathBuf},
+};
 
 use btf_rs::{Backend, Btf, BtfType, Struct, Type};
 use fallible_iterator::FallibleIterator as _;
@@ -151,11 +154,28 @@ impl KernelBtf {
         let (btf, index) = match Btf::from_file_with_backend(path, Backend::Mmap) {
             Ok(btf) => (btf, index_mapped(path)),
             Err(e) => {
-                log::debug!("cannot mmap {}: {e}; reading it", path.display());
-                let bytes =
-                    std::fs::read(path).map_err(|source| parse_error(btf_rs::Error::IO(source)))?;
-                let index = index_of(&bytes);
-                (Btf::from_bytes(&bytes).map_err(parse_error)?, index)
+                log::debug!("cannot mmap {}: {e}; copying it to memory", path.display());
+                // Read whole, btf-rs would parse every type and string into maps of its own
+                // (tens of MB on 6.12, most of memtrace's peak RSS in the VM guests): a copy
+                // in a memfd is mapped and parsed lazily like the file itself.
+                match copy_to_memfd(path) {
+                    Ok(memfd) => {
+                        let copy = PathBuf::from(format!("/proc/self/fd/{}", memfd.as_raw_fd()));
+                        let btf = Btf::from_file_with_backend(&copy, Backend::Mmap)
+                            .map_err(parse_error)?;
+                        let index = index_mapped(&copy);
+                        // The maps keep the copy.
+                        drop(memfd);
+                        (btf, index)
+                    }
+                    Err(e) => {
+                        log::debug!("cannot copy {} to a memfd: {e}; reading it", path.display());
+                        let bytes = std::fs::read(path)
+                            .map_err(|source| parse_error(btf_rs::Error::IO(source)))?;
+                        let index = index_of(&bytes);
+                        (Btf::from_bytes(&bytes).map_err(parse_error)?, index)
+                    }
+                }
             }
         };
         Ok(Self {
@@ -813,6 +833,20 @@ fn map_file(path: &Path) -> std::io::Result<memmap2::Mmap> {
     unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }
 }
 
+/// A copy of `path` in memory, as a file that can be mapped (a memfd; closed with the
+/// returned `File`, its pages freed once no map of it is left).
+fn copy_to_memfd(path: &Path) -> std::io::Result<std::fs::File> {
+    // SAFETY: a NUL-terminated name and flags; the descriptor returned is checked.
+    let fd = unsafe { libc::memfd_create(c"memtrace-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just created and owned by nothing else.
+    let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
+    std::io::copy(&mut std::fs::File::open(path)?, &mut copy)?;
+    Ok(copy)
+}
+
 fn index_of(data: &[u8]) -> Option<NameIndex> {
     NameIndex::build(data, TYPE_NAMES, ENUM_MEMBERS)
         .inspect_err(|e| log::debug!("BTF index: {e}; looking each name up by a scan"))
@@ -927,6 +961,48 @@ mod tests {
         for name in TYPE_NAMES {
             assert_eq!(btf.types_named(name), scanned.types_named(name), "{name}");
         }
+    }
+
+    /// Where sysfs refuses to map the BTF (before 6.16), a copy in a memfd is mapped, and
+    /// btf-rs reads it lazily (its `Mmap` backend) instead of parsing it whole into maps (its
+    /// `Cache` backend, `Btf::from_bytes`): both must resolve the same offsets, enum names and
+    /// function ids. (In the 6.12 guest they did, `kernel offsets` on the debug log; the
+    /// `node` failure that had this change reverted was its tenants' memcgs going unused.)
+    #[test]
+    fn a_memfd_copy_reads_as_the_whole_parse() {
+        let memfd = copy_to_memfd(Path::new(VMLINUX_BTF)).expect("memfd copy");
+        let copy = PathBuf::from(format!("/proc/self/fd/{}", memfd.as_raw_fd()));
+        let btf = Btf::from_file_with_backend(&copy, Backend::Mmap).expect("btf-rs maps it");
+        let index = index_mapped(&copy);
+        drop(memfd);
+        assert!(index.is_some(), "the start-up index of the copy");
+        let mapped = KernelBtf {
+            btf,
+            index,
+            scans: std::cell::Cell::new(0),
+        };
+        let bytes = std::fs::read(VMLINUX_BTF).expect("this test needs /sys/kernel/btf/vmlinux");
+        let parsed = KernelBtf {
+            btf: Btf::from_bytes(&bytes).expect("btf-rs parses it"),
+            index: index_of(&bytes),
+            scans: std::cell::Cell::new(0),
+        };
+        assert_eq!(
+            mapped.kernel_offsets().expect("offsets"),
+            parsed.kernel_offsets().expect("offsets")
+        );
+        assert_eq!(
+            mapped.enum_names("oom_constraint").expect("oom_constraint"),
+            parsed.enum_names("oom_constraint").expect("oom_constraint")
+        );
+        for function in super::super::plan::btf_traced_functions() {
+            assert_eq!(
+                mapped.function_id(function),
+                parsed.function_id(function),
+                "{function}"
+            );
+        }
+        assert!(mapped.function_id(names::OOM_KILL_FUNCTION).is_some());
     }
 
     #[test]
