@@ -111,13 +111,7 @@ impl Aggregates {
     ///
     /// When a map cannot be read or written.
     pub fn drain(&mut self) -> Result<Drain, ProbeError> {
-        let old = self.half as usize;
-        self.half ^= 1;
-        self.reader.spilled = 0;
-        self.active
-            .set(0, &self.half, 0)
-            .map_err(|source| map_error("AGG_ACTIVE", source))?;
-        std::thread::sleep(SWITCH_GRACE);
+        let old = self.switch_halves()?;
         // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
         // What each pointer named, kept for [`forget_memcgs`](Self::forget_memcgs).
         // Looked up once per pointer and drain: a busy memcg has thousands of keys.
@@ -218,6 +212,19 @@ impl Aggregates {
             charge,
             slab,
         })
+    }
+
+    /// Points the programs at the other half, waits for those still counting in the old one,
+    /// and returns the old one.
+    fn switch_halves(&mut self) -> Result<usize, ProbeError> {
+        let old = self.half as usize;
+        self.half ^= 1;
+        self.reader.spilled = 0;
+        self.active
+            .set(0, &self.half, 0)
+            .map_err(|source| map_error("AGG_ACTIVE", source))?;
+        std::thread::sleep(SWITCH_GRACE);
+        Ok(old)
     }
 
     /// Deletes the kernel's `MEMCG_IDS` entries of memcgs the kernel freed, so that neither
@@ -510,7 +517,7 @@ fn map_error(name: &str, source: aya::maps::MapError) -> ProbeError {
 mod tests {
     use std::{collections::HashMap, ops::Range};
 
-    use aya::maps::{IterableMap as _, MapData, PerCpuHashMap, PerCpuValues};
+    use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
     use memtrace_common::CacheDelta;
 
     use super::{super::bpf_sys, DrainReader, Empty, drain_with_spill, sum_cache};
