@@ -227,6 +227,7 @@ impl Probes {
             loader.map_max_entries(FILTER_MAP, 1);
         }
         deferred_maps::shrink(&mut loader);
+        aggregate::entries_from_env(&mut loader);
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
         timeline.phase("object load (maps)");
         preload::preload(&mut ebpf, options, &offsets, &aya_btf);
