@@ -105,6 +105,70 @@ fn accounted_slab_growth_matches_kernel_memory_and_names_the_caches() {
     }
 }
 
+/// Counts whose key an aggregate cannot take go to its spill map and are not lost: with the
+/// aggregates made one entry small (`MEMTRACE_AGGREGATE_ENTRIES=1`, so that every insert but
+/// one fails), the slab a memcg gains is still counted in full, the drains say they found keys
+/// in the spill maps, and nothing is lost. Filtered to the test's memcg, so that other
+/// memcgs' keys do not fill the spill map too.
+#[test]
+fn slab_counts_an_aggregate_cannot_take_are_spilled_not_lost() {
+    const FILES: usize = 20_000;
+    let tmpfs = Tmpfs::new("1g");
+    let cgroup = TestCgroup::new("slab-spill", 2 << 30);
+    let memtrace = Memtrace::start_with_env(
+        &[
+            "run",
+            "--format",
+            "json",
+            "--stats-interval",
+            "0",
+            "--events",
+            "slab",
+            "--cgroup",
+            &cgroup.path,
+        ],
+        &[
+            ("MEMTRACE_AGGREGATE_ENTRIES", "1"),
+            ("RUST_LOG", "memtrace::pipeline=debug"),
+        ],
+    );
+    let before = cgroup.kernel_memory_bytes();
+    mkfiles(&cgroup, tmpfs.0.path(), FILES);
+    let after = cgroup.kernel_memory_bytes();
+    let out = memtrace.stop();
+    assert!(out.status.success(), "{out:?}");
+
+    let (traced, _) = slab_net(&out.stdout, &cgroup);
+    let kernel = i64::try_from(after - before).expect("delta");
+    assert!(
+        kernel > 10 << 20,
+        "the kernel itself should count {FILES} inodes and dentries: {kernel}"
+    );
+    assert_within_percent("accounted slab growth, spilled", traced, kernel, 20);
+    let spilled: u64 = out
+        .stderr
+        .lines()
+        .filter_map(|line| line.split(" spilled_keys: ").nth(1))
+        .filter_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        spilled > 0,
+        "no drain found keys in the spill maps:\n{}",
+        out.stderr
+    );
+    let lost: Vec<_> = json_lines(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "lost")
+        .collect();
+    assert!(lost.is_empty(), "lost events: {lost:?}");
+    drop(tmpfs);
+}
+
 /// The slab strategies that read each freed object's memcg from its slab (`raw_tp`, or
 /// `fexit` where the tracepoints do not pass the cache), so the frees of objects allocated
 /// before memtrace started count too: files made before it starts and removed while it runs

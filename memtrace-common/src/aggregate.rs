@@ -256,6 +256,16 @@ pub const CHARGE_ENTRIES: u32 = 16_384;
 /// Tasks between a kprobe and its kretprobe at once.
 pub const PENDING_ENTRIES: u32 = 16_384;
 pub const SLAB_ENTRIES: u32 = 65_536;
+/// Entries of each preallocated spill map, where the programs count a key whose insert into its
+/// aggregate failed: the aggregates allocate their per-CPU values as keys appear, and the
+/// kernel's BPF allocator keeps only one to three of them spare per CPU (since 6.8), refilled
+/// from an `irq_work` that cannot always get per-CPU memory without sleeping. Hundreds of memcgs
+/// turning busy at once (a node starting its pods) failed hundreds of inserts. Preallocated, a
+/// spill map cannot fail an insert until it is full; its size is what its creation costs at
+/// start-up (per entry a per-CPU allocation: 1 024 entries about 3 ms, 16 384 about 70 ms).
+pub const SLAB_SPILL_ENTRIES: u32 = 1024;
+pub const CHARGE_SPILL_ENTRIES: u32 = 256;
+pub const CACHE_MEMCG_SPILL_ENTRIES: u32 = 256;
 /// Live accounted objects tracked for attributing their frees: 100 000 files in tmpfs are about
 /// 300 000 objects. Entries are allocated as used; the kernel allocates the buckets (16 bytes
 /// each) up front.

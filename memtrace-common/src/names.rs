@@ -19,6 +19,8 @@ pub const OOM_KILL_FUNCTION: &str = "oom_kill_process";
 pub const AGG_ACTIVE_MAP: &str = "AGG_ACTIVE";
 /// Page-cache deltas per memcg, double-buffered.
 pub const CACHE_MEMCG_MAPS: [&str; 2] = ["CACHE_MEMCG_0", "CACHE_MEMCG_1"];
+/// Where a half of [`CACHE_MEMCG_MAPS`] counts a key it could not insert (preallocated).
+pub const CACHE_MEMCG_SPILL_MAPS: [&str; 2] = ["CACHE_MEMCG_SPILL_0", "CACHE_MEMCG_SPILL_1"];
 /// Page-cache deltas per (memcg, file), double-buffered.
 pub const CACHE_FILE_MAPS: [&str; 2] = ["CACHE_FILE_0", "CACHE_FILE_1"];
 /// Memcg pointer → memcg id, for the page-cache aggregates.
@@ -83,6 +85,8 @@ pub const CHARGE_FUNCTION: &str = "__mem_cgroup_charge";
 pub const CHARGE_PAGE_FUNCTION: &str = "mem_cgroup_charge";
 /// Pages charged per memcg, double-buffered.
 pub const CHARGE_MAPS: [&str; 2] = ["CHARGE_0", "CHARGE_1"];
+/// Where a half of [`CHARGE_MAPS`] counts a key it could not insert (preallocated).
+pub const CHARGE_SPILL_MAPS: [&str; 2] = ["CHARGE_SPILL_0", "CHARGE_SPILL_1"];
 /// Folios between the charge kprobe and its kretprobe, per task.
 pub const CHARGE_PENDING_MAP: &str = "CHARGE_PENDING";
 
@@ -140,6 +144,8 @@ pub const MEMMAP_TGID_GLOBAL: &str = "MEMMAP_TGID";
 pub const MEMORY_MAP_MAP: &str = "MEMORY_MAP";
 /// Accounted slab bytes per (memcg, cache), double-buffered.
 pub const SLAB_MAPS: [&str; 2] = ["SLAB_0", "SLAB_1"];
+/// Where a half of [`SLAB_MAPS`] counts a key it could not insert (preallocated).
+pub const SLAB_SPILL_MAPS: [&str; 2] = ["SLAB_SPILL_0", "SLAB_SPILL_1"];
 /// Live accounted objects → what their free is attributed to.
 pub const SLAB_OBJECTS_MAP: &str = "SLAB_OBJECTS";
 /// `IGNORED_CALLERS[0]`: the [`crate::aggregate::IgnoredCallers`], written before the slab

@@ -10,9 +10,10 @@ use memtrace_common::{
     CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, LostKind, MemoryMap,
     ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
     aggregate::{
-        CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, CACHE_NAME_ENTRIES, CHARGE_ENTRIES,
-        FILE_PATHS_BYTES, FILTER_ENTRIES, INODE_IDS_ENTRIES, MEMCG_IDS_ENTRIES, PENDING_ENTRIES,
-        RECLAIM_BEGIN_ENTRIES, SLAB_ENTRIES, SLAB_OBJECT_ENTRIES,
+        CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, CACHE_MEMCG_SPILL_ENTRIES, CACHE_NAME_ENTRIES,
+        CHARGE_ENTRIES, CHARGE_SPILL_ENTRIES, FILE_PATHS_BYTES, FILTER_ENTRIES, INODE_IDS_ENTRIES,
+        MEMCG_IDS_ENTRIES, PENDING_ENTRIES, RECLAIM_BEGIN_ENTRIES, SLAB_ENTRIES,
+        SLAB_OBJECT_ENTRIES, SLAB_SPILL_ENTRIES,
     },
 };
 
@@ -41,6 +42,19 @@ macro_rules! double_buffered {
         #[map]
         pub static $one: PerCpuHashMap<$key, $value> =
             PerCpuHashMap::with_max_entries($entries, BPF_F_NO_PREALLOC);
+    };
+}
+
+/// The two halves' spill maps of a double-buffered aggregate: preallocated (flags 0), so an
+/// insert allocates nothing and fails only when the map is full. [`bump`] counts a key there
+/// when its insert into the aggregate failed; userspace adds them up with the aggregate's.
+macro_rules! spill {
+    ([$zero:ident, $one:ident]: $key:ty => $value:ty, $entries:expr) => {
+        #[map]
+        pub static $zero: PerCpuHashMap<$key, $value> =
+            PerCpuHashMap::with_max_entries($entries, 0);
+        #[map]
+        pub static $one: PerCpuHashMap<$key, $value> = PerCpuHashMap::with_max_entries($entries, 0);
     };
 }
 
@@ -74,6 +88,7 @@ pub fn count_lost(kind: LostKind) {
 pub static AGG_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 double_buffered!([CACHE_MEMCG_0, CACHE_MEMCG_1]: u64 => CacheDelta, CACHE_MEMCG_ENTRIES);
+spill!([CACHE_MEMCG_SPILL_0, CACHE_MEMCG_SPILL_1]: u64 => CacheDelta, CACHE_MEMCG_SPILL_ENTRIES);
 double_buffered!([CACHE_FILE_0, CACHE_FILE_1]: FileKey => CacheDelta, CACHE_FILE_ENTRIES);
 
 /// Per CPU: the (memcg, file) of the last page-cache add, for the refault stat update that
@@ -95,6 +110,7 @@ pub static RECLAIM_BEGIN: HashMap<u64, ReclaimBegin> =
     HashMap::with_max_entries(RECLAIM_BEGIN_ENTRIES, BPF_F_NO_PREALLOC);
 
 double_buffered!([CHARGE_0, CHARGE_1]: u64 => ChargeDelta, CHARGE_ENTRIES);
+spill!([CHARGE_SPILL_0, CHARGE_SPILL_1]: u64 => ChargeDelta, CHARGE_SPILL_ENTRIES);
 /// `pid_tgid` → the folio being charged, from the kprobe to the kretprobe.
 #[map]
 pub static CHARGE_PENDING: HashMap<u64, u64> =
@@ -105,6 +121,7 @@ pub static TRY_CHARGE_PENDING: HashMap<u64, TryChargeArgs> =
     HashMap::with_max_entries(PENDING_ENTRIES, BPF_F_NO_PREALLOC);
 
 double_buffered!([SLAB_0, SLAB_1]: SlabKey => SlabDelta, SLAB_ENTRIES);
+spill!([SLAB_SPILL_0, SLAB_SPILL_1]: SlabKey => SlabDelta, SLAB_SPILL_ENTRIES);
 /// Object address → what its allocation was counted as.
 #[map]
 pub static SLAB_OBJECTS: HashMap<u64, SlabObject> =
@@ -170,15 +187,34 @@ pub fn wanted(memcg_id: u64) -> bool {
 #[derive(PartialEq, Eq)]
 pub enum Bumped {
     Counted,
-    /// The key was new: the first count of this interval.
+    /// The key was new (in the aggregate or its spill map): the first count of this interval.
     NewKey,
-    /// The map is full; the caller counts it lost.
+    /// Neither the aggregate nor its spill map could take the key; the caller counts it lost.
     Full,
 }
 
-/// Applies `update` to this CPU's value of `key`, creating the key when it is new.
+/// Applies `update` to this CPU's value of `key` in `map`, creating the key when it is new; when
+/// the key cannot be created there (the map is full, or the kernel could not allocate its
+/// per-CPU values), in `spill`, the preallocated map userspace adds to `map`'s counts.
 #[inline(always)]
-pub fn bump<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K, update: impl Fn(&mut V)) -> Bumped {
+pub fn bump<K, V: Default>(
+    (map, spill): (&PerCpuHashMap<K, V>, &PerCpuHashMap<K, V>),
+    key: &K,
+    update: impl Fn(&mut V),
+) -> Bumped {
+    match bump_in(map, key, &update) {
+        Bumped::Full => bump_in(spill, key, &update),
+        bumped => bumped,
+    }
+}
+
+/// [`bump`] in one map, with no spill map.
+#[inline(always)]
+pub fn bump_in<K, V: Default>(
+    map: &PerCpuHashMap<K, V>,
+    key: &K,
+    update: &impl Fn(&mut V),
+) -> Bumped {
     if let Some(value) = map.get_ptr_mut(key) {
         // SAFETY: a per-CPU slot of a successful lookup, ours for this program run.
         update(unsafe { &mut *value });

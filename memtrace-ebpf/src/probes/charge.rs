@@ -18,8 +18,8 @@ use memtrace_common::{ChargeDelta, LostKind};
 use crate::{
     kernel::{Folio, Memcg, functions::MemCgroupCharge, tracepoints::ModMemcgLruvecState},
     maps::{
-        Bumped, CHARGE_0, CHARGE_1, CHARGE_PENDING, active_half, bump, count_lost,
-        remember_memcg_id, wanted_memcg,
+        Bumped, CHARGE_0, CHARGE_1, CHARGE_PENDING, CHARGE_SPILL_0, CHARGE_SPILL_1, active_half,
+        bump, count_lost, remember_memcg_id, wanted_memcg,
     },
     paired,
 };
@@ -89,8 +89,12 @@ fn count(memcg: Memcg, pages: u64, charges: u64) {
 /// lookups (as `pagecache::account_in` explains).
 #[inline(never)]
 fn count_in<const HALF: u32>(memcg: u64, pages: u64, charges: u64) {
-    let map = if HALF == 0 { &CHARGE_0 } else { &CHARGE_1 };
-    match bump(map, &memcg, |d: &mut ChargeDelta| {
+    let maps = if HALF == 0 {
+        (&CHARGE_0, &CHARGE_SPILL_0)
+    } else {
+        (&CHARGE_1, &CHARGE_SPILL_1)
+    };
+    match bump(maps, &memcg, |d: &mut ChargeDelta| {
         d.pages += pages;
         d.charges += charges;
     }) {

@@ -21,8 +21,9 @@ use crate::{
         tracepoints::{FilemapOp, LruInsertion},
     },
     maps::{
-        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, FILE_PATHS, INODE_IDS,
-        active_half, bump, count_lost, remember_memcg_id, wanted_memcg,
+        Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, CACHE_MEMCG_SPILL_0,
+        CACHE_MEMCG_SPILL_1, FILE_PATHS, INODE_IDS, active_half, bump, bump_in, count_lost,
+        remember_memcg_id, wanted_memcg,
     },
 };
 
@@ -104,9 +105,9 @@ pub fn account(charge: FolioCharge, what: Change) {
 #[inline(never)]
 fn account_in<const HALF: u32>(memcg: u64, file: u64, pages: u64, what: Change) {
     let (by_memcg, by_file) = if HALF == 0 {
-        (&CACHE_MEMCG_0, &CACHE_FILE_0)
+        ((&CACHE_MEMCG_0, &CACHE_MEMCG_SPILL_0), &CACHE_FILE_0)
     } else {
-        (&CACHE_MEMCG_1, &CACHE_FILE_1)
+        ((&CACHE_MEMCG_1, &CACHE_MEMCG_SPILL_1), &CACHE_FILE_1)
     };
     // SAFETY: `account` passed the `struct mem_cgroup *` a folio is charged to.
     let memcg_ptr = unsafe { Memcg::from_addr(memcg) };
@@ -116,7 +117,8 @@ fn account_in<const HALF: u32>(memcg: u64, file: u64, pages: u64, what: Change) 
         // SAFETY: `account` passed the folio's `struct address_space *`.
         let mapping = unsafe { AddressSpace::from_addr(file) };
         let key = FileKey { memcg, file };
-        match bump(by_file, &key, |d: &mut CacheDelta| count(d, what, pages)) {
+        // No spill map of its own: what the file map cannot take counts per memcg below.
+        match bump_in(by_file, &key, &|d: &mut CacheDelta| count(d, what, pages)) {
             Bumped::Counted => {
                 if what == Change::Removed {
                     note_unlinked(mapping);

@@ -30,7 +30,8 @@ pub enum LossCause {
     /// In the kernel: the ring buffer (or the map pairing a reclaim episode's begin and end,
     /// or a kprobe with its kretprobe) was full, the reserve failed; the program counted it.
     RingBufferFull,
-    /// In the kernel: an aggregation map was full; the program counted it.
+    /// In the kernel: neither an aggregation map nor its spill map could take a new key; the
+    /// program counted it.
     AggregationMapFull,
     /// In memtrace: its output was blocked (stdout not read) and it already held
     /// `--max-held-events` events; it drained the ring buffer on and counted what it dropped.
@@ -70,7 +71,8 @@ impl LossCause {
                 "the ring buffer was full; a larger --ring-buffer-size holds more"
             }
             (Self::AggregationMapFull, _) => {
-                "an aggregation map was full; a shorter --interval empties it more often"
+                "an aggregation map and its spill map could not take a new key (full, or no \
+                 kernel memory at once); a shorter --interval empties them more often"
             }
             (Self::OutputBlocked, _) => {
                 "the output was not read and memtrace held --max-held-events already; read \

@@ -3,6 +3,11 @@
 //! The programs count into the half `AGG_ACTIVE[0]` names. To drain, userspace points them at
 //! the other half, waits for programs already running on the old half to finish, then reads
 //! and empties it: no increment is lost between the read and the delete.
+//!
+//! The slab, charge and per-memcg page-cache aggregates each have a small preallocated spill
+//! map per half, where the programs count a key they could not insert into the aggregate
+//! (`memtrace_common::aggregate::SLAB_SPILL_ENTRIES` says why inserts fail); a drain adds it to
+//! the aggregate's counts and empties it.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -12,6 +17,7 @@ use aya::maps::{Array, IterableMap as _, MapData, PerCpuHashMap, PerCpuValues, R
 use memtrace_common::{
     CacheDelta, CacheName, ChargeDelta, FileKey, FilePath, InodeId, SlabDelta, SlabKey,
     aggregate::SLAB_KMALLOC_MAX_KEY,
+    names::{CACHE_MEMCG_MAPS, CHARGE_MAPS, SLAB_MAPS},
 };
 
 use super::{
@@ -52,12 +58,15 @@ pub struct Aggregates {
     pub(super) active: Array<MapData, u32>,
     pub(super) half: u32,
     pub(super) cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
+    pub(super) cache_memcg_spill: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
     pub(super) cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
     pub(super) inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
     pub(super) file_paths: RingBuf<MapData>,
     pub(super) memcg_ids: aya::maps::HashMap<MapData, u64, u64>,
     pub(super) charge: [PerCpuHashMap<MapData, u64, ChargeDelta>; 2],
+    pub(super) charge_spill: [PerCpuHashMap<MapData, u64, ChargeDelta>; 2],
     pub(super) slab: [PerCpuHashMap<MapData, SlabKey, SlabDelta>; 2],
+    pub(super) slab_spill: [PerCpuHashMap<MapData, SlabKey, SlabDelta>; 2],
     pub(super) cache_names: aya::maps::HashMap<MapData, u64, CacheName>,
     /// The `page_cache` strategy attached counts refaults.
     pub(super) refaults: bool,
@@ -91,6 +100,9 @@ pub struct MapSizes {
     pub kernel_memcg_ids: usize,
     /// Memcg pointers this side remembers.
     pub memcg_pointers: usize,
+    /// Keys the last drain found in the spill maps: counts whose key the programs could not
+    /// insert into its aggregate (counted, not lost).
+    pub spilled_keys: usize,
 }
 
 impl Aggregates {
@@ -100,12 +112,7 @@ impl Aggregates {
     ///
     /// When a map cannot be read or written.
     pub fn drain(&mut self) -> Result<Drain, ProbeError> {
-        let old = self.half as usize;
-        self.half ^= 1;
-        self.active
-            .set(0, &self.half, 0)
-            .map_err(|source| map_error("AGG_ACTIVE", source))?;
-        std::thread::sleep(SWITCH_GRACE);
+        let old = self.switch_halves()?;
         // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
         // What each pointer named, kept for [`forget_memcgs`](Self::forget_memcgs).
         // Looked up once per pointer and drain: a busy memcg has thousands of keys.
@@ -142,8 +149,8 @@ impl Aggregates {
         .collect();
         // The per-memcg map holds only what had no file key: the totals add the files'.
         let mut by_memcg = HashMap::new();
-        for (memcg, delta) in drain(
-            &mut self.cache_memcg[old],
+        for (memcg, delta) in drain_with_spill(
+            [&mut self.cache_memcg[old], &mut self.cache_memcg_spill[old]],
             "CACHE_MEMCG",
             &mut self.reader,
             (Empty::Zero, |&memcg| memcg),
@@ -165,8 +172,8 @@ impl Aggregates {
             refaults: self.refaults,
         };
         let mut charge = HashMap::new();
-        for (memcg, delta) in drain(
-            &mut self.charge[old],
+        for (memcg, delta) in drain_with_spill(
+            [&mut self.charge[old], &mut self.charge_spill[old]],
             "CHARGE",
             &mut self.reader,
             (Empty::Zero, |&memcg| memcg),
@@ -179,8 +186,8 @@ impl Aggregates {
         }
         // Looked up once per cache and drain: every busy memcg counts in the same few caches.
         let mut names: HashMap<u64, SlabCache> = HashMap::new();
-        let slab = drain(
-            &mut self.slab[old],
+        let slab = drain_with_spill(
+            [&mut self.slab[old], &mut self.slab_spill[old]],
             "SLAB",
             &mut self.reader,
             (Empty::Zero, |key| key.memcg),
@@ -206,6 +213,19 @@ impl Aggregates {
             charge,
             slab,
         })
+    }
+
+    /// Points the programs at the other half, waits for those still counting in the old one,
+    /// and returns the old one.
+    fn switch_halves(&mut self) -> Result<usize, ProbeError> {
+        let old = self.half as usize;
+        self.half ^= 1;
+        self.reader.spilled = 0;
+        self.active
+            .set(0, &self.half, 0)
+            .map_err(|source| map_error("AGG_ACTIVE", source))?;
+        std::thread::sleep(SWITCH_GRACE);
+        Ok(old)
     }
 
     /// Deletes the kernel's `MEMCG_IDS` entries of memcgs the kernel freed, so that neither
@@ -252,6 +272,7 @@ impl Aggregates {
         MapSizes {
             kernel_memcg_ids: self.memcg_ids.keys().count(),
             memcg_pointers: self.memcg_pointers.ids.len(),
+            spilled_keys: self.reader.spilled,
         }
     }
 
@@ -338,6 +359,8 @@ pub struct DrainReader {
     /// Memcg pointers [`Aggregates::forget_memcgs`] forgot, and the drains left that delete
     /// their keys (one per half): counted anew, a key names its memcg's id again.
     stale: HashMap<u64, u8>,
+    /// Keys the current (or last) drain found in the spill maps.
+    spilled: usize,
 }
 
 impl DrainReader {
@@ -355,6 +378,7 @@ impl DrainReader {
             // for A/B measurements (`cargo xtask bench node`).
             batch: std::env::var_os("MEMTRACE_DRAIN_KEY_BY_KEY").is_none(),
             stale: HashMap::new(),
+            spilled: 0,
         })
     }
 
@@ -381,6 +405,57 @@ enum Empty {
     /// time from an `irq_work`; the burst of new keys after each switch of halves failed inserts
     /// (events lost) at a node's 1 000 memcgs.
     Zero,
+}
+
+/// `MEMTRACE_AGGREGATE_ENTRIES=N` in memtrace's environment creates the slab, charge and
+/// per-memcg page-cache aggregates with N entries instead of their full size, so that inserts
+/// fail and counts go to the spill maps: for tests of that path (the kernel's allocation
+/// failures, its usual cause, cannot be caused at will).
+pub(super) fn entries_from_env(loader: &mut aya::EbpfLoader<'_>) {
+    let Some(entries) = std::env::var("MEMTRACE_AGGREGATE_ENTRIES")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+    else {
+        return;
+    };
+    for name in SLAB_MAPS
+        .into_iter()
+        .chain(CHARGE_MAPS)
+        .chain(CACHE_MEMCG_MAPS)
+    {
+        loader.map_max_entries(name, entries.max(1));
+    }
+}
+
+/// [`drain`] of an aggregate and of its spill map (read and emptied; the keys its programs
+/// could not insert into the aggregate), added up.
+fn drain_with_spill<K, V>(
+    [map, spill]: [&mut PerCpuHashMap<MapData, K, V>; 2],
+    name: &str,
+    reader: &mut DrainReader,
+    (empty, pointer): (Empty, fn(&K) -> u64),
+    add: impl Fn(&V, &V) -> V,
+) -> Result<HashMap<K, V>, ProbeError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod + Default + PartialEq,
+{
+    let mut sums = drain(map, name, reader, (empty, pointer), &add)?;
+    let spilled = drain(
+        spill,
+        &format!("{name}_SPILL"),
+        reader,
+        (Empty::Delete, pointer),
+        &add,
+    )?;
+    reader.spilled += spilled.len();
+    for (key, delta) in spilled {
+        if delta != V::default() {
+            let sum = sums.entry(key).or_default();
+            *sum = add(sum, &delta);
+        }
+    }
+    Ok(sums)
 }
 
 /// Reads every key's per-CPU values, sums them with `add`, and empties the map as `empty`
@@ -456,5 +531,107 @@ fn map_error(name: &str, source: aya::maps::MapError) -> ProbeError {
     ProbeError::Map {
         what: name.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, ops::Range};
+
+    use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
+    use memtrace_common::CacheDelta;
+
+    use super::{super::bpf_sys, DrainReader, Empty, drain_with_spill, sum_cache};
+
+    /// `enum bpf_map_type`, and the flag of the aggregates (their spill maps have none).
+    const PERCPU_HASH: u32 = 5;
+    const NO_PREALLOC: u32 = 1;
+
+    fn cpus() -> usize {
+        aya::util::nr_cpus().expect("possible CPUs").get() as usize
+    }
+
+    /// What each CPU counted under `key`, in both maps.
+    fn counted(key: u64, cpu: u64) -> CacheDelta {
+        CacheDelta {
+            added_pages: key,
+            removed_pages: cpu,
+            refault_pages: 1,
+        }
+    }
+
+    fn filled_map(flags: u32, keys: Range<u64>) -> PerCpuHashMap<MapData, u64, CacheDelta> {
+        let spec = bpf_sys::MapSpec {
+            map_type: PERCPU_HASH,
+            key_size: 8,
+            value_size: u32::try_from(size_of::<CacheDelta>()).expect("a small value"),
+            max_entries: 4096,
+            map_flags: flags,
+            name: "memtrace_spill".into(),
+        };
+        let fd = bpf_sys::create_map(&spec).expect("root can create a per-CPU hash map");
+        let data = MapData::from_fd(fd).expect("a map");
+        let map = aya::maps::Map::from_map_data(data).expect("a map aya knows");
+        let mut map = PerCpuHashMap::try_from(map).expect("a per-CPU hash map");
+        for key in keys {
+            let values: Vec<CacheDelta> = (0..cpus() as u64).map(|cpu| counted(key, cpu)).collect();
+            let values = PerCpuValues::try_from(values).expect("one per CPU");
+            map.insert(&key, values, 0).expect("room in the map");
+        }
+        map
+    }
+
+    #[test]
+    fn a_drain_adds_the_spill_map_to_its_aggregate_and_empties_the_spill_map() {
+        let cpus = cpus();
+        for batch in [true, false] {
+            let mut aggregate = filled_map(NO_PREALLOC, 0..3000);
+            // Keys 2 000..3 000 in both: counted in the spill map while their insert failed,
+            // in the aggregate once it succeeded.
+            let mut spill = filled_map(0, 2000..4000);
+            let mut reader = DrainReader {
+                cpus,
+                batch,
+                stale: HashMap::new(),
+                spilled: 0,
+            };
+            let sums = drain_with_spill(
+                [&mut aggregate, &mut spill],
+                "TEST",
+                &mut reader,
+                (Empty::Zero, |&memcg| memcg),
+                sum_cache,
+            )
+            .expect("the drain");
+            assert_eq!(sums.len(), 4000, "batch {batch}");
+            for (key, sum) in &sums {
+                let once = (0..cpus as u64).fold(CacheDelta::default(), |acc, cpu| {
+                    sum_cache(&acc, &counted(*key, cpu))
+                });
+                let expected = if (2000..3000).contains(key) {
+                    sum_cache(&once, &once)
+                } else {
+                    once
+                };
+                assert_eq!(*sum, expected, "key {key}, batch {batch}");
+            }
+            assert_eq!(reader.spilled, 2000, "batch {batch}");
+            assert_eq!(
+                spill.keys().count(),
+                0,
+                "the spill map emptied, batch {batch}"
+            );
+            let left: Vec<PerCpuValues<CacheDelta>> = aggregate
+                .iter()
+                .map(|entry| entry.expect("an entry").1)
+                .collect();
+            // Batches keep the aggregate's keys, zeroed; key by key deletes them.
+            assert_eq!(left.len(), if batch { 3000 } else { 0 }, "batch {batch}");
+            assert!(
+                left.iter()
+                    .all(|values| values.iter().all(|v| *v == CacheDelta::default())),
+                "the aggregate's keys zeroed"
+            );
+        }
     }
 }

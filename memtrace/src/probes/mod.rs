@@ -28,9 +28,10 @@ use aya::{
 use memtrace_common::{
     IgnoredCallers, LostKind,
     names::{
-        AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, CACHE_NAMES_MAP, CHARGE_MAPS,
-        EVENTS_MAP, FILE_PATHS_MAP, FILTER_ENABLED_GLOBAL, FILTER_MAP, IGNORED_CALLERS_MAP,
-        INODE_IDS_MAP, LOST_MAP, MEMCG_IDS_MAP, MEMMAP_TGID_GLOBAL, OFFSETS_GLOBAL, SLAB_MAPS,
+        AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, CACHE_MEMCG_SPILL_MAPS, CACHE_NAMES_MAP,
+        CHARGE_MAPS, CHARGE_SPILL_MAPS, EVENTS_MAP, FILE_PATHS_MAP, FILTER_ENABLED_GLOBAL,
+        FILTER_MAP, IGNORED_CALLERS_MAP, INODE_IDS_MAP, LOST_MAP, MEMCG_IDS_MAP,
+        MEMMAP_TGID_GLOBAL, OFFSETS_GLOBAL, SLAB_MAPS, SLAB_SPILL_MAPS,
     },
 };
 
@@ -226,6 +227,7 @@ impl Probes {
             loader.map_max_entries(FILTER_MAP, 1);
         }
         deferred_maps::shrink(&mut loader);
+        aggregate::entries_from_env(&mut loader);
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
         timeline.phase("object load (maps)");
         preload::preload(&mut ebpf, options, &offsets, &aya_btf);
@@ -248,12 +250,15 @@ impl Probes {
             active: typed_map(&mut ebpf, AGG_ACTIVE_MAP)?,
             half: 0,
             cache_memcg: typed_map_pair(&mut ebpf, CACHE_MEMCG_MAPS)?,
+            cache_memcg_spill: typed_map_pair(&mut ebpf, CACHE_MEMCG_SPILL_MAPS)?,
             cache_file: typed_map_pair(&mut ebpf, CACHE_FILE_MAPS)?,
             inode_ids: typed_map(&mut ebpf, INODE_IDS_MAP)?,
             file_paths: typed_map(&mut ebpf, FILE_PATHS_MAP)?,
             memcg_ids: typed_map(&mut ebpf, MEMCG_IDS_MAP)?,
             charge: typed_map_pair(&mut ebpf, CHARGE_MAPS)?,
+            charge_spill: typed_map_pair(&mut ebpf, CHARGE_SPILL_MAPS)?,
             slab: typed_map_pair(&mut ebpf, SLAB_MAPS)?,
+            slab_spill: typed_map_pair(&mut ebpf, SLAB_SPILL_MAPS)?,
             cache_names: typed_map(&mut ebpf, CACHE_NAMES_MAP)?,
             refaults: attached.iter().any(|a| {
                 a.point == ProbePoint::PageCache

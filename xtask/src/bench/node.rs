@@ -115,6 +115,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         .join("bench")
         .join("node-memtrace.log");
     watched.write_log(launched, &log)?;
+    let spilled = watched.spilled_keys();
     let stderr = watched.stop()?;
     let lost = watched::lost(&stderr)?;
 
@@ -141,6 +142,9 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         "memcgs in the kernel, dying too", memcgs_before, memcgs_full, memcgs_after
     );
     println!("  lost events: {lost} {}", verdict(lost == 0));
+    println!(
+        "  keys counted in spill maps (inserts into an aggregate that failed, not lost): {spilled}"
+    );
     if let Some(line) = stderr.lines().find(|l| l.starts_with("memtrace: detached")) {
         println!("  {line}");
     }

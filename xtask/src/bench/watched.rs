@@ -149,6 +149,19 @@ impl Watched {
         intervals
     }
 
+    /// Keys the drains so far found in memtrace's spill maps: counts whose key the programs could
+    /// not insert into its aggregate map (`spilled_keys` of each drain's `MapSizes`).
+    #[must_use]
+    pub fn spilled_keys(&self) -> u64 {
+        let lines = self.lines.lock().expect("not poisoned");
+        lines
+            .iter()
+            .filter_map(|(_, line)| {
+                after(line, "kernel maps drained in ").and_then(|rest| field(rest, "spilled_keys"))
+            })
+            .sum()
+    }
+
     /// The latest interval drained after `since`, waiting up to `wait` for one.
     pub fn interval_after(&self, since: Instant, wait: Duration) -> anyhow::Result<Interval> {
         let deadline = Instant::now() + wait;

@@ -19,7 +19,10 @@ use memtrace_common::{CacheName, LostKind, SlabDelta, SlabKey};
 
 use crate::{
     kernel::{KmemCache, tracepoints::KmemCacheAlloc},
-    maps::{Bumped, CACHE_NAMES, SLAB_0, SLAB_1, active_half, bump, count_lost, ignored_caller},
+    maps::{
+        Bumped, CACHE_NAMES, SLAB_0, SLAB_1, SLAB_SPILL_0, SLAB_SPILL_1, active_half, bump,
+        count_lost, ignored_caller,
+    },
 };
 
 /// `kmem_cache_alloc`'s arguments, `None` for a failed allocation or one made by the BPF
@@ -30,11 +33,16 @@ fn cache_alloc_args(ctx: &RawTracePointContext) -> Option<KmemCacheAlloc> {
     (args.object.ptr != 0 && !ignored_caller(args.object.call_site)).then_some(args)
 }
 
-/// Counts into this interval's half of the aggregate; a full map is counted lost.
+/// Counts into this interval's half of the aggregate (or its spill map); what neither takes is
+/// counted lost.
 #[inline(always)]
 fn count(key: &SlabKey, update: impl Fn(&mut SlabDelta)) -> Bumped {
-    let map = if active_half() == 0 { &SLAB_0 } else { &SLAB_1 };
-    let bumped = bump(map, key, update);
+    let maps = if active_half() == 0 {
+        (&SLAB_0, &SLAB_SPILL_0)
+    } else {
+        (&SLAB_1, &SLAB_SPILL_1)
+    };
+    let bumped = bump(maps, key, update);
     if bumped == Bumped::Full {
         count_lost(LostKind::Slab);
     }
