@@ -87,6 +87,9 @@ pub struct Forgotten {
     pub freed: u64,
     /// Of those, files the kernel never said were deleted.
     pub freed_undeleted: u64,
+    /// Named, but no drain found the file under a key: the key the kernel sent its path for
+    /// named another file by the drain (the file lived less than an interval).
+    pub never_keyed: u64,
     /// Deleted, and not counted for 30 s.
     pub deleted: u64,
     /// Not counted for 5 minutes.
@@ -104,6 +107,11 @@ pub struct FileNames {
     by_key: HashMap<u64, File>,
     /// `INODE_IDS` entries the next drain deletes: (key, the file it must still name).
     unkeyed: Vec<(u64, InodeId)>,
+    /// Files named since the last drain, and those named the drain before and found under no
+    /// key by it: (file, the entry's `seq`). A path can come a drain before its key's counts
+    /// (a program sends it after the switch of halves, before the paths are read).
+    named: Vec<(File, u64)>,
+    named_before: Vec<(File, u64)>,
     next_seq: u64,
     /// The timestamp of the latest interval counted.
     now_ns: u64,
@@ -146,6 +154,8 @@ impl FileNames {
             order: VecDeque::new(),
             by_key: HashMap::new(),
             unkeyed: Vec::new(),
+            named: Vec::new(),
+            named_before: Vec::new(),
             next_seq: 0,
             now_ns: 0,
             swept_ns: 0,
@@ -203,6 +213,7 @@ impl FileNames {
         };
         self.known.insert(file, entry);
         self.order.push_back((file, seq));
+        self.named.push((file, seq));
         while self.known.len() > KEPT {
             let Some((old, seq)) = self.order.pop_front() else {
                 break;
@@ -242,6 +253,22 @@ impl FileNames {
                 taken.push((key, old));
             }
         }
+        let unkeyed = |names: &Self, (file, seq): &(File, u64)| {
+            names
+                .known
+                .get(file)
+                .is_some_and(|e| e.seq == *seq && e.keys.is_empty())
+        };
+        let named_before = std::mem::take(&mut self.named_before);
+        for named in named_before {
+            if unkeyed(self, &named) {
+                self.forgotten.never_keyed += 1;
+                self.remove(named.0);
+            }
+        }
+        let mut named = std::mem::take(&mut self.named);
+        named.retain(|n| unkeyed(self, n));
+        self.named_before = named;
         for (key, old) in taken {
             let Some(entry) = self.known.get_mut(&old) else {
                 continue;
@@ -583,7 +610,10 @@ mod tests {
     fn names() -> FileNames {
         let dir = std::env::temp_dir().join(format!("memtrace-files-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let file = dir.join("mountinfo");
+        // One file per test: tests run in parallel, and a file being written reads short.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nth = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = dir.join(format!("mountinfo-{nth}"));
         std::fs::write(&file, MOUNTINFO_TEXT).expect("write");
         FileNames::new(file.to_str().expect("utf-8"))
     }
@@ -675,7 +705,7 @@ mod tests {
         n.counted(131 * S, []);
         n.forget();
         // The unhashed file was never counted under a key: no kernel entry names it.
-        assert_eq!(n.count(), 3, "the unhashed file goes at once");
+        assert_eq!(n.count(), 3, "the unhashed file is gone");
         assert_eq!(n.unkeyed(), [entry(0x20, 2)]);
         // Kept until the drain that deleted its kernel entry says it did not count the file.
         assert_eq!(n.name(Some(id(2, 0))).path.as_deref(), Some("/gone"));
@@ -706,7 +736,11 @@ mod tests {
         assert_eq!(n.name(Some(id(2, 0))).path.as_deref(), Some("/new"));
         assert_eq!(n.count(), 3);
         let forgotten = n.forgotten();
-        assert_eq!((forgotten.deleted, forgotten.idle), (3, 0), "{forgotten:?}");
+        assert_eq!(
+            (forgotten.deleted, forgotten.never_keyed, forgotten.idle),
+            (2, 1, 0),
+            "{forgotten:?}"
+        );
     }
 
     #[test]
@@ -739,6 +773,25 @@ mod tests {
             "{forgotten:?}"
         );
         // Nothing for the kernel to delete: its entries name the new files.
+        n.forget();
+        assert_eq!(n.unkeyed(), []);
+    }
+
+    #[test]
+    fn a_file_no_drain_found_under_a_key_is_forgotten_at_the_second() {
+        let mut n = names();
+        // Both paths came with the first drain; one file's counts with the second, the
+        // other's key named another file by then (it lived less than an interval).
+        n.learn(&path(DISK, 1, &["late"], 0));
+        n.learn(&path(DISK, 2, &["brief"], 0));
+        n.counted(S, []);
+        assert_eq!(n.count(), 2);
+        n.counted(2 * S, [(0xA, id(1, 0))]);
+        assert_eq!(n.name(Some(id(1, 0))).path.as_deref(), Some("/late"));
+        assert_eq!(n.name(Some(id(2, 0))).path, None);
+        n.counted(3 * S, []);
+        assert_eq!(n.count(), 1);
+        assert_eq!(n.forgotten().never_keyed, 1);
         n.forget();
         assert_eq!(n.unkeyed(), []);
     }

@@ -119,6 +119,7 @@ impl Aggregates {
             .set(0, &self.half, 0)
             .map_err(|source| map_error("AGG_ACTIVE", source))?;
         std::thread::sleep(SWITCH_GRACE);
+        let (files, file_keys) = self.drain_files(old)?;
         // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
         // What each pointer named, kept for [`forget_memcgs`](Self::forget_memcgs).
         // Looked up once per pointer and drain: a busy memcg has thousands of keys.
@@ -140,27 +141,10 @@ impl Aggregates {
             }
             id
         };
-        let deleted_files = std::mem::take(&mut self.deleted_files);
-        // Looked up once per file and drain: a file read by many memcgs has a key in each.
-        let mut file_keys: HashMap<u64, Option<InodeId>> = HashMap::new();
-        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> = drain(
-            &mut self.cache_file[old],
-            "CACHE_FILE",
-            &mut self.reader,
-            (Empty::Delete, |key| key.memcg),
-            sum_cache,
-        )?
-        .into_iter()
-        .map(|(key, delta)| {
-            let id = *file_keys.entry(key.file).or_insert_with(|| {
-                self.inode_ids
-                    .get(&key.file, 0)
-                    .ok()
-                    .or_else(|| deleted_files.get(&key.file).copied())
-            });
-            (memcg_id(&self.memcg_ids, key.memcg), id, delta)
-        })
-        .collect();
+        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> = files
+            .into_iter()
+            .map(|(memcg, id, delta)| (memcg_id(&self.memcg_ids, memcg), id, delta))
+            .collect();
         // The per-memcg map holds only what had no file key: the totals add the files'.
         let mut by_memcg = HashMap::new();
         for (memcg, delta) in drain(
@@ -182,10 +166,7 @@ impl Aggregates {
         let cache = CacheDrain {
             by_memcg,
             by_file,
-            file_keys: file_keys
-                .into_iter()
-                .filter_map(|(key, id)| Some((key, id?)))
-                .collect(),
+            file_keys,
             unkeyed: std::mem::take(&mut self.unkeyed),
             paths: take_paths(&mut self.file_paths),
             refaults: self.refaults,
@@ -269,6 +250,44 @@ impl Aggregates {
                 }
             }
         });
+    }
+
+    /// Reads and empties the old half's per-file counts: (memcg pointer, the file `INODE_IDS`
+    /// names under its key, delta), and each key with the file it names.
+    #[expect(
+        clippy::type_complexity,
+        reason = "two lists, named in the doc comment"
+    )]
+    fn drain_files(
+        &mut self,
+        old: usize,
+    ) -> Result<(Vec<(u64, Option<InodeId>, CacheDelta)>, Vec<(u64, InodeId)>), ProbeError> {
+        let deleted_files = std::mem::take(&mut self.deleted_files);
+        // Looked up once per file and drain: a file read by many memcgs has a key in each.
+        let mut file_keys: HashMap<u64, Option<InodeId>> = HashMap::new();
+        let by_file = drain(
+            &mut self.cache_file[old],
+            "CACHE_FILE",
+            &mut self.reader,
+            (Empty::Delete, |key| key.memcg),
+            sum_cache,
+        )?
+        .into_iter()
+        .map(|(key, delta)| {
+            let id = *file_keys.entry(key.file).or_insert_with(|| {
+                self.inode_ids
+                    .get(&key.file, 0)
+                    .ok()
+                    .or_else(|| deleted_files.get(&key.file).copied())
+            });
+            (key.memcg, id, delta)
+        })
+        .collect();
+        let file_keys = file_keys
+            .into_iter()
+            .filter_map(|(key, id)| Some((key, id?)))
+            .collect();
+        Ok((by_file, file_keys))
     }
 
     /// Deletes the kernel's `INODE_IDS` entries of files whose names this side forgot, so
