@@ -608,10 +608,10 @@ mod tests {
 ";
 
     fn names() -> FileNames {
-        let dir = std::env::temp_dir().join(format!("memtrace-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
         // One file per test: tests run in parallel, and a file being written reads short.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("memtrace-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
         let nth = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let file = dir.join(format!("mountinfo-{nth}"));
         std::fs::write(&file, MOUNTINFO_TEXT).expect("write");
