@@ -26,9 +26,10 @@ const DELETED_KEPT_NS: u64 = 30_000_000_000;
 /// How long the name of any file is kept after the kernel last counted its pages. Most files
 /// whose inodes the kernel frees are seen go: another file's pages are counted under their
 /// `address_space` pointer. This bounds the table for those whose memory the kernel used for
-/// something else. A file counted again after this is named again: its `INODE_IDS` entries
-/// are deleted with its name, so the kernel sends its path anew.
-const IDLE_KEPT_NS: u64 = 300_000_000_000;
+/// something else, and for live files read once (a build reads and writes thousands a
+/// minute). A file counted again after this is named again: its `INODE_IDS` entries are
+/// deleted with its name, so the kernel sends its path anew (one walk up its dentries).
+const IDLE_KEPT_NS: u64 = 60_000_000_000;
 /// How often the table is looked through for names to forget.
 const SWEEP_EVERY_NS: u64 = 10_000_000_000;
 /// How long a name whose `INODE_IDS` entries were to be deleted waits for the drain that
@@ -92,7 +93,7 @@ pub struct Forgotten {
     pub never_keyed: u64,
     /// Deleted, and not counted for 30 s.
     pub deleted: u64,
-    /// Not counted for 5 minutes.
+    /// Not counted for a minute.
     pub idle: u64,
     /// The oldest, past the bound.
     pub overflow: u64,
@@ -306,7 +307,7 @@ impl FileNames {
     }
 
     /// Forgets the names of deleted files the kernel has not counted for 30 s and of any file
-    /// not counted for 5 minutes, and gives the memory of a table that shrank back to the
+    /// not counted for a minute, and gives the memory of a table that shrank back to the
     /// allocator.
     pub fn forget(&mut self) {
         if self.now_ns.saturating_sub(self.swept_ns) < SWEEP_EVERY_NS {
@@ -702,7 +703,7 @@ mod tests {
         assert_eq!(n.unkeyed(), []);
         // Still open and written: counted again before its 30 s are up.
         n.counted(120 * S, [(0x30, id(3, InodeId::UNLINKED))]);
-        n.counted(131 * S, []);
+        n.counted(131 * S, [(0x10, id(1, 0))]);
         n.forget();
         // The unhashed file was never counted under a key: no kernel entry names it.
         assert_eq!(n.count(), 3, "the unhashed file is gone");
@@ -718,7 +719,7 @@ mod tests {
             gone.note.as_deref().is_some_and(|t| t.contains("deleted")),
             "{gone:?}"
         );
-        n.counted(161 * S, []);
+        n.counted(161 * S, [(0x10, id(1, 0))]);
         n.forget();
         assert_eq!(n.unkeyed(), [entry(0x30, 3)]);
         // A program counted it, without sending its path, just before the delete: it stays.
@@ -797,20 +798,20 @@ mod tests {
     }
 
     #[test]
-    fn files_not_counted_for_minutes_are_forgotten_with_their_kernel_entries() {
+    fn files_not_counted_for_a_minute_are_forgotten_with_their_kernel_entries() {
         let mut n = names();
         n.learn(&path(DISK, 1, &["idle"], 0));
         n.learn(&path(DISK, 2, &["busy"], 0));
         n.counted(10 * S, [(0xA, id(1, 0)), (0xB, id(2, 0))]);
-        for t in (20..=300).step_by(10) {
+        for t in (20..=60).step_by(10) {
             n.counted(t * S, [(0xB, id(2, 0))]);
             n.forget();
             assert_eq!(n.unkeyed(), [], "at {t} s");
         }
-        n.counted(310 * S, [(0xB, id(2, 0))]);
+        n.counted(70 * S, [(0xB, id(2, 0))]);
         n.forget();
         assert_eq!(n.unkeyed(), [entry(0xA, 1)]);
-        n.counted(311 * S, [(0xB, id(2, 0))]);
+        n.counted(71 * S, [(0xB, id(2, 0))]);
         n.unkeyed_by_drain(&[entry(0xA, 1)]);
         assert_eq!(n.count(), 1);
         assert!(
@@ -821,7 +822,7 @@ mod tests {
         );
         // Counted again, with its kernel entry gone: the kernel sends the path anew.
         n.learn(&path(DISK, 1, &["idle"], 0));
-        n.counted(320 * S, [(0xA, id(1, 0)), (0xB, id(2, 0))]);
+        n.counted(80 * S, [(0xA, id(1, 0)), (0xB, id(2, 0))]);
         assert_eq!(n.name(Some(id(1, 0))).path.as_deref(), Some("/idle"));
         assert_eq!(n.name(Some(id(2, 0))).path.as_deref(), Some("/busy"));
         assert_eq!(n.forgotten().idle, 1);
