@@ -27,7 +27,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use memtrace_common::{LostKind, event::Record};
+use memtrace_common::{InodeId, LostKind, event::Record};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::{mpsc, watch},
@@ -141,6 +141,9 @@ struct Consumer<'a> {
     census_wanted: bool,
     /// Memcgs freed whose kernel-side entries the next drain deletes.
     forget: Vec<u64>,
+    /// `INODE_IDS` entries of files whose names were forgotten, which the next drain deletes:
+    /// (key, the file it must still name).
+    unkeyed: Vec<(u64, InodeId)>,
     said: Said<'a>,
 }
 
@@ -317,6 +320,7 @@ impl Consumer<'_> {
         let context = &mut self.context;
         context.counted_activity(drain);
         let mut events = context.cache_events(&drain.cache, now, interval);
+        self.unkeyed.extend(context.unkeyed_files());
         let from_page_cache;
         let charges = match self.sources.charges {
             ChargesFrom::Kernel(_) => &drain.charge,
@@ -382,12 +386,18 @@ impl Consumer<'_> {
 }
 
 /// Drains the aggregates on a blocking thread, first deleting the kernel-side entries of the
-/// memcgs in `forget` (freed); the maps come back with the result.
-fn spawn_drain(mut aggregates: Aggregates, forget: Vec<u64>) -> DrainJob {
+/// memcgs in `forget` (freed) and the `INODE_IDS` entries in `unkeyed` (files whose names were
+/// forgotten); the maps come back with the result.
+fn spawn_drain(
+    mut aggregates: Aggregates,
+    forget: Vec<u64>,
+    unkeyed: Vec<(u64, InodeId)>,
+) -> DrainJob {
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let cpu = clock::thread_cpu_ns();
         aggregates.forget_memcgs(&forget);
+        aggregates.forget_files(&unkeyed);
         let drain = aggregates.drain();
         let took = started.elapsed();
         if log::log_enabled!(log::Level::Debug) {
@@ -510,6 +520,7 @@ pub async fn run(
         kmsg_quiet_until: None,
         census_wanted: false,
         forget: Vec::new(),
+        unkeyed: Vec::new(),
         said: Said {
             losses,
             kernel: LossTally::kernel(),
@@ -579,7 +590,11 @@ pub async fn run(
                 }
                 _ = aggregate_ticker.tick(), if aggregates.is_some() => {
                     if let Some(maps) = aggregates.take() {
-                        drain_job = Some(spawn_drain(maps, std::mem::take(&mut consumer.forget)));
+                        drain_job = Some(spawn_drain(
+                            maps,
+                            std::mem::take(&mut consumer.forget),
+                            std::mem::take(&mut consumer.unkeyed),
+                        ));
                     }
                 }
                 done = join(&mut drain_job) => {
@@ -651,7 +666,7 @@ pub async fn run(
             last_drain = now;
         }
         if let Some(maps) = aggregates.take() {
-            let (_, drain, now) = spawn_drain(maps, Vec::new())
+            let (_, drain, now) = spawn_drain(maps, Vec::new(), Vec::new())
                 .await
                 .map_err(io::Error::other)?;
             consumer.drained(drain.map_err(io::Error::other)?, now, now - last_drain)?;

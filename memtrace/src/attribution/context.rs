@@ -15,8 +15,9 @@ use memtrace_common::{
 };
 
 use super::{
-    ContainerIdentity, DyingTracker, FileNames, Filter, IdentityKind, KmsgOomLines, MemcgResolver,
-    MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed, RuntimeLookups, RuntimeNames,
+    ContainerIdentity, DyingTracker, FileNames, Filter, Forgotten, IdentityKind, KmsgOomLines,
+    MemcgResolver, MemoryHierarchy, MemoryStats, OomKillLine, PodDirectory, Removed,
+    RuntimeLookups, RuntimeNames,
     counter_changes::CounterTracker,
     counter_gate::{CounterGate, Decision, Pass},
     counter_scan::CounterScan,
@@ -68,6 +69,8 @@ pub struct TableSizes {
     pub dying: usize,
     /// Page-cache files named.
     pub files: usize,
+    /// Page-cache files' names forgotten so far, by why.
+    pub forgotten: Forgotten,
 }
 
 /// Resolves a record's memcg to its cgroup path and reads what cgroupfs says now, while the
@@ -404,6 +407,12 @@ impl LiveContext {
         forgotten
     }
 
+    /// The kernel's `INODE_IDS` entries of files whose names were forgotten, for the next
+    /// drain to delete ([`Aggregates::forget_files`](crate::probes::aggregate::Aggregates::forget_files)).
+    pub fn unkeyed_files(&mut self) -> Vec<(u64, InodeId)> {
+        self.files.unkeyed()
+    }
+
     /// How many entries this side's per-memcg and per-container tables hold: they must
     /// stay bounded on a node where containers come and go.
     #[must_use]
@@ -415,6 +424,7 @@ impl LiveContext {
             runtime_names: self.runtime_names.len(),
             dying: self.dying.dying().len(),
             files: self.files.count(),
+            forgotten: self.files.forgotten(),
         }
     }
 
@@ -440,11 +450,10 @@ impl LiveContext {
         for path in &drain.paths {
             self.files.learn(path);
         }
-        self.files.counted(
-            timestamp_ns,
-            drain.by_file.iter().filter_map(|(_, inode, _)| *inode),
-        );
-        self.files.forget_deleted();
+        self.files
+            .counted(timestamp_ns, drain.file_keys.iter().copied());
+        self.files.unkeyed_by_drain(&drain.unkeyed);
+        self.files.forget();
         let mut files: HashMap<u64, FileRows> = HashMap::new();
         for (memcg_id, inode, delta) in &drain.by_file {
             // A file whose inode the kernel could not read has no row of its own: it is in

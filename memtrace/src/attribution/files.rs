@@ -13,8 +13,8 @@ use memtrace_common::{FilePath, InodeId, aggregate::FILE_PATH_DEPTH};
 
 use crate::event::{Device, FileName};
 
-/// Files whose names are kept: the kernel sends a path once per file while it remembers the
-/// file (its `INODE_IDS` map), so past this a long-lived file can lose its name.
+/// Files whose names are kept: past this the oldest name goes (and its `INODE_IDS` entries,
+/// so that the kernel sends its path again if it counts the file again).
 const KEPT: usize = 65_536;
 /// How long the name of a deleted file is kept after the kernel last counted its pages. A
 /// deleted file's pages go when its last user closes it, and it gets no new ones unless still
@@ -23,6 +23,18 @@ const KEPT: usize = 65_536;
 /// memtrace's memory with it (a soak with 100 such files a second grew it by 14 MB in ten
 /// minutes).
 const DELETED_KEPT_NS: u64 = 30_000_000_000;
+/// How long the name of any file is kept after the kernel last counted its pages. Most files
+/// whose inodes the kernel frees are seen go: another file's pages are counted under their
+/// `address_space` pointer. This bounds the table for those whose memory the kernel used for
+/// something else, and for live files read once (a build reads and writes thousands a
+/// minute). A file counted again after this is named again: its `INODE_IDS` entries are
+/// deleted with its name, so the kernel sends its path anew (one walk up its dentries).
+const IDLE_KEPT_NS: u64 = 60_000_000_000;
+/// How often the table is looked through for names to forget.
+const SWEEP_EVERY_NS: u64 = 10_000_000_000;
+/// How long a name whose `INODE_IDS` entries were to be deleted waits for the drain that
+/// confirms it ([`FileNames::unkeyed`]) before it goes anyway.
+const LEAVING_NS: u64 = 60_000_000_000;
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// How old the mounts may be when a new file comes: containers mount their overlays as they
 /// start.
@@ -46,29 +58,67 @@ struct Mount {
     point: String,
 }
 
+/// (device, inode): a file.
+type File = (u32, u64);
+
 /// A file's name, and when its pages were last counted.
 #[derive(Debug)]
 struct Entry {
     known: Known,
-    /// Of this entry: `order` and `deleted` may still hold the key of an earlier entry for
-    /// the same (device, inode).
+    /// Of this entry: `order` may still hold the key of an earlier entry for the same file.
     seq: u64,
-    /// The kernel said the file was deleted (at its last count, or its path was unhashed).
+    /// The kernel said the file was deleted (at a count, or its path was unhashed).
     deleted: bool,
     /// The interval's timestamp when the kernel last counted the file's pages.
     counted_ns: u64,
+    /// The kernel's `INODE_IDS` keys (`address_space` pointers) drains found naming this file,
+    /// and that no drain found naming another file since: where the kernel may still say it
+    /// sent the file's path.
+    keys: Vec<u64>,
+    /// Forgotten at this time: its `INODE_IDS` entries are deleted before the next drain, and
+    /// the name goes once that drain did not count the file (a program may have counted it,
+    /// without sending its path, just before the delete).
+    leaving_ns: Option<u64>,
+}
+
+/// How many names went, and why (for the debug log).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Another file took the last `INODE_IDS` key that named the file: its inode was freed.
+    pub freed: u64,
+    /// Of those, files the kernel never said were deleted.
+    pub freed_undeleted: u64,
+    /// Named, but no drain found the file under a key: the key the kernel sent its path for
+    /// named another file by the drain (the file lived less than an interval).
+    pub never_keyed: u64,
+    /// Deleted, and not counted for 30 s.
+    pub deleted: u64,
+    /// Not counted for a minute.
+    pub idle: u64,
+    /// The oldest, past the bound.
+    pub overflow: u64,
 }
 
 /// Files' names, resolved once per file.
 pub struct FileNames {
-    known: HashMap<(u32, u64), Entry>,
-    /// Oldest first, for the [`KEPT`] bound: (key, the entry's `seq`).
-    order: VecDeque<((u32, u64), u64)>,
-    /// Deleted files, by when they were seen deleted: (key, `seq`, the time).
-    deleted: VecDeque<((u32, u64), u64, u64)>,
+    known: HashMap<File, Entry>,
+    /// Oldest first, for the [`KEPT`] bound: (file, the entry's `seq`).
+    order: VecDeque<(File, u64)>,
+    /// The named file each `INODE_IDS` key named at the last drain that counted under it.
+    by_key: HashMap<u64, File>,
+    /// `INODE_IDS` entries the next drain deletes: (key, the file it must still name).
+    unkeyed: Vec<(u64, InodeId)>,
+    /// Files named since the last drain, and those named the drain before and found under no
+    /// key by it: (file, the entry's `seq`). A path can come a drain before its key's counts
+    /// (a program sends it after the switch of halves, before the paths are read).
+    named: Vec<(File, u64)>,
+    named_before: Vec<(File, u64)>,
     next_seq: u64,
     /// The timestamp of the latest interval counted.
     now_ns: u64,
+    /// When the table was last looked through for names to forget.
+    swept_ns: u64,
+    forgotten: Forgotten,
     mounts: Vec<Mount>,
     /// Overlay layer directories (`lowerdir`, `upperdir`) of the mounted overlays: below one, a
     /// file is at the path a container sees.
@@ -92,14 +142,25 @@ impl FileNames {
         self.known.len()
     }
 
+    /// Names forgotten so far, by why.
+    #[must_use]
+    pub fn forgotten(&self) -> Forgotten {
+        self.forgotten
+    }
+
     #[must_use]
     pub fn new(mountinfo: &str) -> Self {
         let mut names = Self {
             known: HashMap::new(),
             order: VecDeque::new(),
-            deleted: VecDeque::new(),
+            by_key: HashMap::new(),
+            unkeyed: Vec::new(),
+            named: Vec::new(),
+            named_before: Vec::new(),
             next_seq: 0,
             now_ns: 0,
+            swept_ns: 0,
+            forgotten: Forgotten::default(),
             mounts: Vec::new(),
             layers: Vec::new(),
             unmounted: Vec::new(),
@@ -115,7 +176,7 @@ impl FileNames {
         if self.read_at.elapsed() >= MOUNTS_FRESH {
             self.read_mounts();
         }
-        let key = (path.id.dev, path.id.ino);
+        let file = (path.id.dev, path.id.ino);
         let depth = (path.depth as usize).min(FILE_PATH_DEPTH);
         let in_fs = (path.flags & FilePath::NO_DENTRY == 0).then(|| {
             let mut s = String::new();
@@ -135,81 +196,199 @@ impl FileNames {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        let deleted = known.unhashed || path.id.flags & InodeId::UNLINKED != 0;
+        // The same file again (its entries deleted, or a new file where a deleted one was):
+        // the keys that name it stay its own; the old entry's place in `order` no longer
+        // matches its `seq`.
+        let keys = self
+            .known
+            .get_mut(&file)
+            .map(|e| std::mem::take(&mut e.keys))
+            .unwrap_or_default();
         let entry = Entry {
             known,
             seq,
-            deleted,
+            deleted: known_deleted(path),
             counted_ns: self.now_ns,
+            keys,
+            leaving_ns: None,
         };
-        // The same (device, inode) again is a new file where a deleted one was: the old
-        // entry's places in `order` and `deleted` no longer match its `seq`.
-        self.known.insert(key, entry);
-        self.order.push_back((key, seq));
-        if deleted {
-            self.deleted.push_back((key, seq, self.now_ns));
-        }
+        self.known.insert(file, entry);
+        self.order.push_back((file, seq));
+        self.named.push((file, seq));
         while self.known.len() > KEPT {
             let Some((old, seq)) = self.order.pop_front() else {
                 break;
             };
-            self.remove(old, seq);
+            if self.known.get(&old).is_some_and(|e| e.seq == seq) {
+                self.forgotten.overflow += 1;
+                self.unkey(old);
+                self.remove(old);
+            }
         }
     }
 
-    /// The kernel counted these files' pages in the interval that ended at `timestamp_ns`:
-    /// their names stay, unless deleted and not counted again for a while (see
-    /// [`FileNames::forget_deleted`]).
-    pub fn counted(&mut self, timestamp_ns: u64, ids: impl IntoIterator<Item = InodeId>) {
+    /// The kernel counted these files' pages in the interval that ended at `timestamp_ns`,
+    /// each under its `INODE_IDS` key: their names stay (see [`FileNames::forget`]). A key
+    /// that named another file before says that file's inode was freed: its name goes with
+    /// its last key.
+    pub fn counted(&mut self, timestamp_ns: u64, files: impl IntoIterator<Item = (u64, InodeId)>) {
         self.now_ns = self.now_ns.max(timestamp_ns);
-        for id in ids {
-            let Some(entry) = self.known.get_mut(&(id.dev, id.ino)) else {
+        let mut taken = Vec::new();
+        for (key, id) in files {
+            let file = (id.dev, id.ino);
+            let Some(entry) = self.known.get_mut(&file) else {
+                if let Some(old) = self.by_key.remove(&key) {
+                    taken.push((key, old));
+                }
                 continue;
             };
             entry.counted_ns = self.now_ns;
-            if id.flags & InodeId::UNLINKED != 0 && !entry.deleted {
-                entry.deleted = true;
-                self.deleted
-                    .push_back(((id.dev, id.ino), entry.seq, self.now_ns));
+            entry.leaving_ns = None;
+            entry.deleted |= id.flags & InodeId::UNLINKED != 0;
+            if !entry.keys.contains(&key) {
+                entry.keys.push(key);
+            }
+            if let Some(old) = self.by_key.insert(key, file)
+                && old != file
+            {
+                taken.push((key, old));
+            }
+        }
+        let unkeyed = |names: &Self, (file, seq): &(File, u64)| {
+            names
+                .known
+                .get(file)
+                .is_some_and(|e| e.seq == *seq && e.keys.is_empty())
+        };
+        let named_before = std::mem::take(&mut self.named_before);
+        for named in named_before {
+            if unkeyed(self, &named) {
+                self.forgotten.never_keyed += 1;
+                self.remove(named.0);
+            }
+        }
+        let mut named = std::mem::take(&mut self.named);
+        named.retain(|n| unkeyed(self, n));
+        self.named_before = named;
+        for (key, old) in taken {
+            let Some(entry) = self.known.get_mut(&old) else {
+                continue;
+            };
+            entry.keys.retain(|&k| k != key);
+            if entry.keys.is_empty() {
+                self.forgotten.freed += 1;
+                if !entry.deleted {
+                    self.forgotten.freed_undeleted += 1;
+                }
+                self.remove(old);
             }
         }
     }
 
-    /// Forgets the names of deleted files the kernel has not counted for 30 s, and gives the
-    /// memory of a table that shrank back to the allocator.
-    pub fn forget_deleted(&mut self) {
-        while let Some(&(key, seq, seen_ns)) = self.deleted.front() {
-            if self.now_ns.saturating_sub(seen_ns) < DELETED_KEPT_NS {
-                break;
+    /// The drain that just came deleted these `INODE_IDS` entries first (what
+    /// [`FileNames::unkeyed`] gave): the names still leaving, not counted by it, go.
+    pub fn unkeyed_by_drain(&mut self, entries: &[(u64, InodeId)]) {
+        for (_, id) in entries {
+            let file = (id.dev, id.ino);
+            if self
+                .known
+                .get(&file)
+                .is_some_and(|e| e.leaving_ns.is_some())
+            {
+                self.remove(file);
             }
-            self.deleted.pop_front();
-            let Some(entry) = self.known.get(&key).filter(|e| e.seq == seq) else {
+        }
+    }
+
+    /// The `INODE_IDS` entries of names forgotten since the last call, for the next drain to
+    /// delete: (key, the file the entry must still name).
+    pub fn unkeyed(&mut self) -> Vec<(u64, InodeId)> {
+        std::mem::take(&mut self.unkeyed)
+    }
+
+    /// Forgets the names of deleted files the kernel has not counted for 30 s and of any file
+    /// not counted for a minute, and gives the memory of a table that shrank back to the
+    /// allocator.
+    pub fn forget(&mut self) {
+        if self.now_ns.saturating_sub(self.swept_ns) < SWEEP_EVERY_NS {
+            return;
+        }
+        self.swept_ns = self.now_ns;
+        let now = self.now_ns;
+        let mut gone = Vec::new();
+        for (&file, entry) in &mut self.known {
+            if let Some(since) = entry.leaving_ns {
+                // The drain that deletes its entries never came back (or not through
+                // `unkeyed_by_drain`).
+                if now.saturating_sub(since) >= LEAVING_NS {
+                    gone.push(file);
+                }
                 continue;
-            };
-            if self.now_ns.saturating_sub(entry.counted_ns) >= DELETED_KEPT_NS {
-                self.remove(key, seq);
-            } else {
-                // Counted since: still open and written; looked at again later.
-                self.deleted.push_back((key, seq, entry.counted_ns));
             }
+            let idle = now.saturating_sub(entry.counted_ns);
+            if entry.deleted && idle >= DELETED_KEPT_NS {
+                self.forgotten.deleted += 1;
+            } else if idle >= IDLE_KEPT_NS {
+                self.forgotten.idle += 1;
+            } else {
+                continue;
+            }
+            if entry.keys.is_empty() {
+                gone.push(file);
+            } else {
+                entry.leaving_ns = Some(now);
+                self.unkeyed.extend(entry.keys.iter().map(|&key| {
+                    let (dev, ino) = file;
+                    (key, InodeId { ino, dev, flags: 0 })
+                }));
+            }
+        }
+        for file in gone {
+            self.remove(file);
         }
         // `order` keeps the keys of forgotten entries until they reach its front: drop them
         // when they are most of it.
         if self.order.len() > 2 * self.known.len() + 1024 {
             let known = &self.known;
             self.order
-                .retain(|(key, seq)| known.get(key).is_some_and(|e| e.seq == *seq));
+                .retain(|(file, seq)| known.get(file).is_some_and(|e| e.seq == *seq));
         }
         if self.known.capacity() > 4 * self.known.len() + 1024 {
             self.known.shrink_to_fit();
             self.order.shrink_to_fit();
-            self.deleted.shrink_to_fit();
+            self.by_key.shrink_to_fit();
+            // glibc keeps freed memory below the top of its heaps: without this, memtrace's
+            // RSS stays at the table's largest (a burst of files, such as a build, named).
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only gives free pages of the allocator back to the kernel.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 
-    fn remove(&mut self, key: (u32, u64), seq: u64) {
-        if self.known.get(&key).is_some_and(|e| e.seq == seq) {
-            self.known.remove(&key);
+    /// The file's `INODE_IDS` entries go with the next drain.
+    fn unkey(&mut self, file: File) {
+        if let Some(entry) = self.known.get(&file) {
+            let (dev, ino) = file;
+            self.unkeyed.extend(
+                entry
+                    .keys
+                    .iter()
+                    .map(|&key| (key, InodeId { ino, dev, flags: 0 })),
+            );
+        }
+    }
+
+    /// Forgets a file's name, and the keys that named it.
+    fn remove(&mut self, file: File) {
+        let Some(entry) = self.known.remove(&file) else {
+            return;
+        };
+        for key in entry.keys {
+            if self.by_key.get(&key) == Some(&file) {
+                self.by_key.remove(&key);
+            }
         }
     }
 
@@ -395,6 +574,11 @@ fn parse_mountinfo_line(line: &str) -> Option<(Mount, Vec<String>)> {
     ))
 }
 
+/// The kernel said the file was deleted when it sent its path.
+fn known_deleted(path: &FilePath) -> bool {
+    path.flags & FilePath::UNHASHED != 0 || path.id.flags & InodeId::UNLINKED != 0
+}
+
 /// mountinfo's `\040`-style escapes (space, tab, newline, backslash).
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
@@ -430,9 +614,12 @@ mod tests {
 ";
 
     fn names() -> FileNames {
+        // One file per test: tests run in parallel, and a file being written reads short.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!("memtrace-files-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let file = dir.join("mountinfo");
+        let nth = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = dir.join(format!("mountinfo-{nth}"));
         std::fs::write(&file, MOUNTINFO_TEXT).expect("write");
         FileNames::new(file.to_str().expect("utf-8"))
     }
@@ -478,51 +665,172 @@ mod tests {
         assert!(name.shmem && name.deleted, "{name:?}");
     }
 
+    const S: u64 = 1_000_000_000;
+
+    fn id(ino: u64, flags: u32) -> InodeId {
+        InodeId {
+            ino,
+            dev: DISK,
+            flags: InodeId::PATH_SENT | flags,
+        }
+    }
+
+    /// What [`FileNames::unkeyed`] gives for the file: flags are not compared.
+    fn entry(key: u64, ino: u64) -> (u64, InodeId) {
+        (
+            key,
+            InodeId {
+                ino,
+                dev: DISK,
+                flags: 0,
+            },
+        )
+    }
+
     #[test]
     fn deleted_files_are_forgotten_once_not_counted_for_a_while() {
-        const S: u64 = 1_000_000_000;
         let mut n = names();
         n.counted(100 * S, []);
         n.learn(&path(DISK, 1, &["kept"], 0));
         n.learn(&path(DISK, 2, &["gone"], 0));
         n.learn(&path(DISK, 3, &["still-open"], 0));
         n.learn(&path(DISK, 4, &["unhashed"], FilePath::UNHASHED));
-        let id = |ino, flags| InodeId {
-            ino,
-            dev: DISK,
-            flags: InodeId::PATH_SENT | flags,
-        };
         n.counted(
             101 * S,
-            [id(1, 0), id(2, InodeId::UNLINKED), id(3, InodeId::UNLINKED)],
+            [
+                (0x10, id(1, 0)),
+                (0x20, id(2, InodeId::UNLINKED)),
+                (0x30, id(3, InodeId::UNLINKED)),
+            ],
         );
-        n.forget_deleted();
+        n.forget();
         assert_eq!(n.count(), 4);
+        assert_eq!(n.unkeyed(), []);
         // Still open and written: counted again before its 30 s are up.
-        n.counted(120 * S, [id(3, InodeId::UNLINKED)]);
-        n.counted(131 * S, []);
-        n.forget_deleted();
-        assert_eq!(
-            n.count(),
-            2,
-            "the deleted files not counted since 101 s and 100 s"
-        );
+        n.counted(120 * S, [(0x30, id(3, InodeId::UNLINKED))]);
+        n.counted(131 * S, [(0x10, id(1, 0))]);
+        n.forget();
+        // The unhashed file was never counted under a key: no kernel entry names it.
+        assert_eq!(n.count(), 3, "the unhashed file is gone");
+        assert_eq!(n.unkeyed(), [entry(0x20, 2)]);
+        // Kept until the drain that deleted its kernel entry says it did not count the file.
+        assert_eq!(n.name(Some(id(2, 0))).path.as_deref(), Some("/gone"));
+        n.counted(132 * S, []);
+        n.unkeyed_by_drain(&[entry(0x20, 2)]);
+        assert_eq!(n.count(), 2);
         let gone = n.name(Some(id(2, InodeId::UNLINKED)));
         assert_eq!(gone.path, None);
         assert!(
             gone.note.as_deref().is_some_and(|t| t.contains("deleted")),
             "{gone:?}"
         );
-        assert!(n.name(Some(id(3, InodeId::UNLINKED))).path.is_some());
-        n.counted(151 * S, []);
-        n.forget_deleted();
-        assert_eq!(n.count(), 1);
+        n.counted(161 * S, [(0x10, id(1, 0))]);
+        n.forget();
+        assert_eq!(n.unkeyed(), [entry(0x30, 3)]);
+        // A program counted it, without sending its path, just before the delete: it stays.
+        n.counted(162 * S, [(0x30, id(3, InodeId::UNLINKED))]);
+        n.unkeyed_by_drain(&[entry(0x30, 3)]);
+        assert_eq!(
+            n.name(Some(id(3, InodeId::UNLINKED))).path.as_deref(),
+            Some("/still-open")
+        );
         assert_eq!(n.name(Some(id(1, 0))).path.as_deref(), Some("/kept"));
         // A new file where a forgotten one was is named again.
         n.learn(&path(DISK, 2, &["new"], 0));
-        n.counted(1_000 * S, [id(2, 0)]);
-        n.forget_deleted();
+        n.counted(170 * S, [(0x20, id(2, 0))]);
+        n.forget();
         assert_eq!(n.name(Some(id(2, 0))).path.as_deref(), Some("/new"));
+        assert_eq!(n.count(), 3);
+        let forgotten = n.forgotten();
+        assert_eq!(
+            (forgotten.deleted, forgotten.never_keyed, forgotten.idle),
+            (2, 1, 0),
+            "{forgotten:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_whose_key_another_file_took_is_forgotten() {
+        let mut n = names();
+        n.learn(&path(DISK, 1, &["a"], 0));
+        n.learn(&path(DISK, 2, &["b"], 0));
+        n.counted(S, [(0xA, id(1, 0)), (0xB, id(2, 0))]);
+        // File 2's inode was freed and read again at another address.
+        n.counted(2 * S, [(0xC, id(2, 0))]);
+        // The kernel reused both of file 1's and one of file 2's: new files there.
+        n.learn(&path(DISK, 3, &["c"], 0));
+        n.learn(&path(DISK, 4, &["d"], 0));
+        n.counted(3 * S, [(0xA, id(3, 0)), (0xB, id(4, 0))]);
+        assert_eq!(n.name(Some(id(1, 0))).path, None, "file 1 is forgotten");
+        assert_eq!(
+            n.name(Some(id(2, 0))).path.as_deref(),
+            Some("/b"),
+            "file 2 is still at 0xC"
+        );
+        // A file whose path the kernel did not send (yet) takes 0xC.
+        n.counted(4 * S, [(0xC, id(5, 0))]);
+        assert_eq!(n.name(Some(id(2, 0))).path, None);
+        assert_eq!(n.count(), 2);
+        assert_eq!(n.by_key.len(), 2, "{:?}", n.by_key);
+        let forgotten = n.forgotten();
+        assert_eq!(
+            (forgotten.freed, forgotten.freed_undeleted),
+            (2, 2),
+            "{forgotten:?}"
+        );
+        // Nothing for the kernel to delete: its entries name the new files.
+        n.forget();
+        assert_eq!(n.unkeyed(), []);
+    }
+
+    #[test]
+    fn a_file_no_drain_found_under_a_key_is_forgotten_at_the_second() {
+        let mut n = names();
+        // Both paths came with the first drain; one file's counts with the second, the
+        // other's key named another file by then (it lived less than an interval).
+        n.learn(&path(DISK, 1, &["late"], 0));
+        n.learn(&path(DISK, 2, &["brief"], 0));
+        n.counted(S, []);
+        assert_eq!(n.count(), 2);
+        n.counted(2 * S, [(0xA, id(1, 0))]);
+        assert_eq!(n.name(Some(id(1, 0))).path.as_deref(), Some("/late"));
+        assert_eq!(n.name(Some(id(2, 0))).path, None);
+        n.counted(3 * S, []);
+        assert_eq!(n.count(), 1);
+        assert_eq!(n.forgotten().never_keyed, 1);
+        n.forget();
+        assert_eq!(n.unkeyed(), []);
+    }
+
+    #[test]
+    fn files_not_counted_for_a_minute_are_forgotten_with_their_kernel_entries() {
+        let mut n = names();
+        n.learn(&path(DISK, 1, &["idle"], 0));
+        n.learn(&path(DISK, 2, &["busy"], 0));
+        n.counted(10 * S, [(0xA, id(1, 0)), (0xB, id(2, 0))]);
+        for t in (20..=60).step_by(10) {
+            n.counted(t * S, [(0xB, id(2, 0))]);
+            n.forget();
+            assert_eq!(n.unkeyed(), [], "at {t} s");
+        }
+        n.counted(70 * S, [(0xB, id(2, 0))]);
+        n.forget();
+        assert_eq!(n.unkeyed(), [entry(0xA, 1)]);
+        n.counted(71 * S, [(0xB, id(2, 0))]);
+        n.unkeyed_by_drain(&[entry(0xA, 1)]);
+        assert_eq!(n.count(), 1);
+        assert!(
+            n.name(Some(id(1, 0)))
+                .note
+                .as_deref()
+                .is_some_and(|t| t.contains("forgotten")),
+        );
+        // Counted again, with its kernel entry gone: the kernel sends the path anew.
+        n.learn(&path(DISK, 1, &["idle"], 0));
+        n.counted(80 * S, [(0xA, id(1, 0)), (0xB, id(2, 0))]);
+        assert_eq!(n.name(Some(id(1, 0))).path.as_deref(), Some("/idle"));
+        assert_eq!(n.name(Some(id(2, 0))).path.as_deref(), Some("/busy"));
+        assert_eq!(n.forgotten().idle, 1);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use context::{KMSG_WAIT, LiveContext, MemoryScan, OomArrival, TableSizes};
 pub use counter_scan::CounterScan;
 pub use counter_watch::CounterWatch;
 pub use dying::{DyingTracker, MEMCG_ID_LIMIT, MemcgCensus, Removed, count_dying};
-pub use files::FileNames;
+pub use files::{FileNames, Forgotten};
 pub use filter::Filter;
 pub use kmsg::{KmsgOomLines, OomKillLine};
 pub use memory_events::MemoryEventsWatch;

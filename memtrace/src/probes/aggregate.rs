@@ -35,6 +35,13 @@ pub struct CacheDrain {
     pub by_memcg: HashMap<u64, CacheDelta>,
     /// (memcg id, the file's inode id and state when the kernel could read it, delta).
     pub by_file: Vec<(u64, Option<InodeId>, CacheDelta)>,
+    /// Each file key counted (its `address_space` pointer, the `INODE_IDS` key) with the file
+    /// `INODE_IDS` names under it: the kernel frees and reuses `address_space`s, so a key that
+    /// names another file than at an earlier drain says the earlier file's inode is gone.
+    pub file_keys: Vec<(u64, InodeId)>,
+    /// The `INODE_IDS` entries [`Aggregates::forget_files`] was asked to delete before this
+    /// drain: (key, the file it had to name).
+    pub unkeyed: Vec<(u64, InodeId)>,
     /// The paths of files the kernel named for the first time.
     pub paths: Vec<FilePath>,
     /// The attached strategy counts refaults (`refault_pages`); without, they are unknown.
@@ -73,6 +80,12 @@ pub struct Aggregates {
     /// What this side knows of `MEMCG_IDS`, so that neither side keeps what a node's
     /// container churn leaves behind.
     pub(super) memcg_pointers: MemcgPointers,
+    /// `INODE_IDS` entries [`forget_files`](Self::forget_files) deleted, for the next drain
+    /// only: a program may have counted the file under its key, without sending its path,
+    /// between the switch of halves before and the delete.
+    pub(super) deleted_files: HashMap<u64, InodeId>,
+    /// What [`forget_files`](Self::forget_files) was asked since the last drain.
+    pub(super) unkeyed: Vec<(u64, InodeId)>,
     pub(super) reader: DrainReader,
 }
 
@@ -113,6 +126,7 @@ impl Aggregates {
     /// When a map cannot be read or written.
     pub fn drain(&mut self) -> Result<Drain, ProbeError> {
         let old = self.switch_halves()?;
+        let (files, file_keys) = self.drain_files(old)?;
         // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
         // What each pointer named, kept for [`forget_memcgs`](Self::forget_memcgs).
         // Looked up once per pointer and drain: a busy memcg has thousands of keys.
@@ -134,19 +148,10 @@ impl Aggregates {
             }
             id
         };
-        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> = drain(
-            &mut self.cache_file[old],
-            "CACHE_FILE",
-            &mut self.reader,
-            (Empty::Delete, |key| key.memcg),
-            sum_cache,
-        )?
-        .into_iter()
-        .map(|(key, delta)| {
-            let id = self.inode_ids.get(&key.file, 0).ok();
-            (memcg_id(&self.memcg_ids, key.memcg), id, delta)
-        })
-        .collect();
+        let by_file: Vec<(u64, Option<InodeId>, CacheDelta)> = files
+            .into_iter()
+            .map(|(memcg, id, delta)| (memcg_id(&self.memcg_ids, memcg), id, delta))
+            .collect();
         // The per-memcg map holds only what had no file key: the totals add the files'.
         let mut by_memcg = HashMap::new();
         for (memcg, delta) in drain_with_spill(
@@ -168,6 +173,8 @@ impl Aggregates {
         let cache = CacheDrain {
             by_memcg,
             by_file,
+            file_keys,
+            unkeyed: std::mem::take(&mut self.unkeyed),
             paths: take_paths(&mut self.file_paths),
             refaults: self.refaults,
         };
@@ -263,6 +270,60 @@ impl Aggregates {
                 }
             }
         });
+    }
+
+    /// Reads and empties the old half's per-file counts: (memcg pointer, the file `INODE_IDS`
+    /// names under its key, delta), and each key with the file it names.
+    #[expect(
+        clippy::type_complexity,
+        reason = "two lists, named in the doc comment"
+    )]
+    fn drain_files(
+        &mut self,
+        old: usize,
+    ) -> Result<(Vec<(u64, Option<InodeId>, CacheDelta)>, Vec<(u64, InodeId)>), ProbeError> {
+        let deleted_files = std::mem::take(&mut self.deleted_files);
+        // Looked up once per file and drain: a file read by many memcgs has a key in each.
+        let mut file_keys: HashMap<u64, Option<InodeId>> = HashMap::new();
+        let by_file = drain(
+            &mut self.cache_file[old],
+            "CACHE_FILE",
+            &mut self.reader,
+            (Empty::Delete, |key| key.memcg),
+            sum_cache,
+        )?
+        .into_iter()
+        .map(|(key, delta)| {
+            let id = *file_keys.entry(key.file).or_insert_with(|| {
+                self.inode_ids
+                    .get(&key.file, 0)
+                    .ok()
+                    .or_else(|| deleted_files.get(&key.file).copied())
+            });
+            (key.memcg, id, delta)
+        })
+        .collect();
+        let file_keys = file_keys
+            .into_iter()
+            .filter_map(|(key, id)| Some((key, id?)))
+            .collect();
+        Ok((by_file, file_keys))
+    }
+
+    /// Deletes the kernel's `INODE_IDS` entries of files whose names this side forgot, so
+    /// that the programs send a file's path again when they count it again: (`INODE_IDS` key,
+    /// the file it must still name; an entry that names another file now is kept).
+    pub fn forget_files(&mut self, files: &[(u64, InodeId)]) {
+        for (key, id) in files {
+            if let Ok(now) = self.inode_ids.get(key, 0)
+                && now.same_file(id)
+            {
+                // Gone already (the LRU evicted it) is fine.
+                let _ = self.inode_ids.remove(key);
+                self.deleted_files.insert(*key, now);
+            }
+        }
+        self.unkeyed.extend_from_slice(files);
     }
 
     /// The tables' sizes now; counting the kernel's map costs a system call per entry, so

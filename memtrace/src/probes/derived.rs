@@ -128,6 +128,8 @@ mod tests {
         let cache = CacheDrain {
             by_memcg: HashMap::from([(1, delta(13, 9)), (2, delta(0, 5)), (3, delta(7, 7))]),
             by_file: vec![(1, None, delta(10, 0)), (3, None, delta(7, 7))],
+            file_keys: Vec::new(),
+            unkeyed: Vec::new(),
             paths: Vec::new(),
             refaults: false,
         };

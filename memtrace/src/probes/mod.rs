@@ -265,6 +265,8 @@ impl Probes {
                     && plan::counts_refaults(a.point, a.strategy, a.variant)
             }),
             memcg_pointers: aggregate::MemcgPointers::default(),
+            deleted_files: std::collections::HashMap::new(),
+            unkeyed: Vec::new(),
             reader: aggregate::DrainReader::new()?,
         };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
