@@ -70,9 +70,15 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 const OOM_POLL: Duration = Duration::from_millis(10);
 
 /// The kernel rate-limits its OOM report (`oom_rs`: ten per five seconds). Once a kill's line
-/// did not come, kills in the next five seconds are not held for theirs: in an OOM storm the
-/// wait would be paid in full by every kill. A line already read is still used.
+/// did not come, kills in the next five seconds are held for theirs only [`KMSG_QUIET_WAIT`]:
+/// in an OOM storm the whole wait would be paid by every kill.
 const KMSG_QUIET: Duration = Duration::from_secs(5);
+
+/// The wait for a kill's line while the kernel rate-limits its report. Not none: a report the
+/// kernel did print comes before the kill it reports, but the thread reading `/dev/kmsg` may not
+/// have read it yet when the kill's record arrives (two memtraces on one node, one waiting and
+/// one not, disagreed on a kill's constraint).
+const KMSG_QUIET_WAIT: Duration = Duration::from_millis(30);
 
 /// How often the pipeline samples what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,8 +215,7 @@ impl Consumer<'_> {
         if let Record::OomKill(r) = record {
             let arrival = self.context.oom_arrived(r);
             let line = self.context.oom_report_line(r.pid);
-            let quiet = self.kmsg_quiet_until.is_some_and(|t| Instant::now() < t);
-            if line.is_none() && self.context.follows_kernel_log() && !quiet {
+            if line.is_none() && self.context.follows_kernel_log() {
                 self.ooms.push_back(arrival);
                 return Ok(());
             }
@@ -255,11 +260,13 @@ impl Consumer<'_> {
     /// Emits the held OOM kills whose kernel line arrived, or whose wait is over (all of them
     /// when `all`).
     fn poll_ooms(&mut self, all: bool) -> io::Result<()> {
+        let quiet = self.kmsg_quiet_until.is_some_and(|t| Instant::now() < t);
+        let wait = if quiet { KMSG_QUIET_WAIT } else { KMSG_WAIT };
         let mut i = 0;
         while i < self.ooms.len() {
             let pid = self.ooms[i].record.pid;
             let line = self.context.oom_report_line(pid);
-            if line.is_some() || all || self.ooms[i].arrived.elapsed() >= KMSG_WAIT {
+            if line.is_some() || all || self.ooms[i].arrived.elapsed() >= wait {
                 let arrival = self.ooms.remove(i).expect("index checked");
                 if line.is_none() && !all {
                     self.kmsg_quiet_until = Some(Instant::now() + KMSG_QUIET);

@@ -42,8 +42,10 @@ const TOP_SLAB_CACHES: usize = 10;
 
 /// How long an OOM kill is held for the kernel's `oom-kill:` line, which is printed just before
 /// the victim is marked but read by another thread (and rate-limited in an OOM storm). The
-/// pipeline holds the kill, not the events behind it.
-pub const KMSG_WAIT: Duration = Duration::from_millis(150);
+/// pipeline holds the kill, not the events behind it. 150 ms was too short on a 2-core node
+/// while other memtraces loaded their programs: a `run` stream gave a kill without the
+/// constraint that a `record` beside it got.
+pub const KMSG_WAIT: Duration = Duration::from_millis(500);
 
 /// Containers whose runtime names are kept: far more than a node runs at once, so a name is
 /// still there when a memcg that stayed dying for a long time is freed; past it the oldest
