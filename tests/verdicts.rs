@@ -3,10 +3,13 @@
 //!
 //! - a container fills a tmpfs until its limit OOM-kills the writer: the verdict is shmem/tmpfs,
 //!   naming the file and its mount, not "page cache";
-//! - a container re-reads a file in a loop, each time after streaming through a slice of a
-//!   larger file it reads only once: not killed, but at risk, thrashing, with its refaults
-//!   against the page cache it added, naming the file re-read (not the larger file it added
-//!   most);
+//! - a container re-reads a file larger than its limit in a loop, each time after streaming
+//!   through a slice of a file it reads only once: not killed, but at risk, thrashing, with its
+//!   refaults against the page cache it added, naming the file re-read. (A file that fits beside
+//!   the slices is no test: MGLRU, on in Debian's 6.12, keeps it once it refaults, so it comes
+//!   back from disk once or twice, not at every read: a CI run saw 15.7 MiB of refaults of a
+//!   56 MiB file read five times. Naming the file re-read rather than the file added most is
+//!   unit-tested, `report::verdict`.)
 //! - a pod limited below the sum of its two containers' limits: one container is OOM-killed by
 //!   the pod's limit while under its own; the kill's evidence names the pod limit, with the
 //!   limits the kernel's files hold;
@@ -32,10 +35,14 @@ const THRASH_ID: &str = "7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5a7a5
 
 use memtrace_tests::report::{container, docker_name, record, run_ok};
 
-/// The file re-read, and the slices of the file read once (MiB) streamed between its reads.
-const REREAD_MIB: usize = 56;
+/// The file re-read, larger than the limit so that no reclaim policy can keep it, and the slices
+/// of the file read once (MiB) streamed between its reads.
+const REREAD_MIB: usize = 80;
 const SLICE_MIB: usize = 60;
 const READS: usize = 5;
+/// What the re-reads bring back from disk as refaults whatever the reclaim policy: each time,
+/// at least the part of the file that cannot fit under the limit.
+const REREAD_FLOOR: u64 = (READS as u64 - 1) * (((REREAD_MIB as u64) << 20) - LIMIT);
 
 /// A cold file of `mib` MiB on disk, not in the page cache.
 fn cold_file(dir: &std::path::Path, name: &str, mib: usize) -> std::path::PathBuf {
@@ -85,10 +92,10 @@ fn shmem_and_thrashing_verdicts_name_their_evidence() {
     );
     assert_oom_killed(writer, status);
 
-    // Under a 64 MiB limit, reads a 56 MiB file five times, each read followed by a 60 MiB
-    // slice of a file read once: each slice evicts the re-read file, which comes back as
-    // refaults (up to 4 × 56 MiB), while the file read once adds more (300 MiB) and refaults
-    // nothing: the verdict must name the file re-read, not the file added most.
+    // Under a 64 MiB limit, reads an 80 MiB file five times, each read followed by a 60 MiB
+    // slice of a file read once: at least 16 MiB of the re-read file is evicted before each
+    // read comes back to it, and comes back as refaults (all of it with the classic LRU, up to
+    // 4 × 80 MiB), while the file read once refaults little: the verdict names the file re-read.
     let script = format!(
         "for i in $(seq 0 {last}); do dd if='{reread}' of=/dev/null bs=1M status=none || exit 1; \
          dd if='{once}' of=/dev/null bs=1M skip=$((i * {SLICE_MIB})) count={SLICE_MIB} \
@@ -181,8 +188,8 @@ fn check_json(
         .as_u64()
         .expect("page cache added");
     assert!(
-        added >= 256 << 20,
-        "four reads of 128 MiB add page cache: {thrashing:#}"
+        added >= (SLICE_MIB * READS) as u64 * (1 << 20),
+        "the file read once adds its size: {thrashing:#}"
     );
     // The memcg's own refault counter, or, where the kernel's memory.stat has none (5.10 on
     // v1), the refaults memtrace counted in the kernel.
@@ -196,9 +203,9 @@ fn check_json(
         .or_else(|| thrashing["page_cache"]["refault_bytes"].as_u64())
         .unwrap_or_else(|| panic!("no refaults counted: {thrashing:#}"));
     assert!(
-        refaults >= added / 4,
-        "re-reads of evicted pages are at least a quarter of what was added: {refaults} \
-         bytes against {added} bytes"
+        refaults >= REREAD_FLOOR,
+        "each re-read brings back at least what the limit cannot hold: {refaults} bytes of \
+         refaults, {added} bytes added"
     );
     let reason = risk["reason"].as_str().expect("reason");
     assert!(reason.contains(file_path), "{reason}");
@@ -207,8 +214,8 @@ fn check_json(
     assert_eq!(summary_risk["container"], thrash_name, "{summary_risk:#}");
 }
 
-/// Per file, as the report counted them: the file read once added more, the file re-read has
-/// the refaults, and the verdict's numbers are that file's row.
+/// Per file, as the report counted them: the file re-read has the refaults, and the verdict's
+/// numbers are that file's row.
 fn check_files(thrashing: &Value, (file_path, once_path): (&str, &str), reason: &str) {
     let rows = thrashing["page_cache"]["top_files"]
         .as_array()
@@ -232,19 +239,16 @@ fn check_files(thrashing: &Value, (file_path, once_path): (&str, &str), reason: 
         bytes(once, "refault_bytes")
     );
     assert!(
-        bytes(once, "added_bytes") > bytes(reread, "added_bytes"),
-        "the file read once is the file added most: {rows:#?}"
-    );
-    assert!(
-        bytes(reread, "refault_bytes") >= (REREAD_MIB as u64) << 20,
-        "the re-read file's refaults: at least one read's worth: {rows:#?}"
+        bytes(reread, "refault_bytes") >= REREAD_FLOOR,
+        "the re-read file's refaults: at least what the limit cannot hold, at each re-read: \
+         {rows:#?}"
     );
     // Not nothing: under a limit this tight, pages read ahead of the slice being read are
-    // evicted before dd reaches them and are read again (measured here: 40 MiB of 340 MiB
-    // added, against the re-read file's 224 of 280).
+    // evicted before dd reaches them and are read again (measured: 40 MiB of 340 MiB added
+    // on the host, 29.7 MiB of 329.7 MiB on 6.12).
     assert!(
-        bytes(once, "refault_bytes") < bytes(reread, "refault_bytes") / 2,
-        "the file read once refaults far less than the file re-read: {rows:#?}"
+        bytes(once, "refault_bytes") < bytes(reread, "refault_bytes"),
+        "the file read once refaults less than the file re-read: {rows:#?}"
     );
     let said = format!(
         "the file re-read most is {file_path} ({} of refaults against {} added",
