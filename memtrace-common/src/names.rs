@@ -177,3 +177,17 @@ pub const FLOOR_PROGRAMS: [(&str, &str); 7] = [
     ("floor_filemap_delete", "mm_filemap_delete_from_page_cache"),
     ("floor_memcg_lruvec_stat", "mod_memcg_lruvec_state"),
 ];
+/// The count floor's programs (one per-CPU hash count per event), on the same tracepoints as
+/// [`FLOOR_PROGRAMS`].
+pub const COUNT_FLOOR_PROGRAMS: [(&str, &str); 7] = [
+    ("count_floor_kmem_cache_alloc", "kmem_cache_alloc"),
+    ("count_floor_kmalloc", "kmalloc"),
+    ("count_floor_kmem_cache_free", "kmem_cache_free"),
+    ("count_floor_kfree", "kfree"),
+    ("count_floor_filemap_add", "mm_filemap_add_to_page_cache"),
+    (
+        "count_floor_filemap_delete",
+        "mm_filemap_delete_from_page_cache",
+    ),
+    ("count_floor_memcg_lruvec_stat", "mod_memcg_lruvec_state"),
+];

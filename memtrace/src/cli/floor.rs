@@ -1,5 +1,6 @@
 //! `memtrace bench-floor` (hidden): empty programs on the hot-path raw tracepoints until
-//! SIGINT or SIGTERM, for `cargo xtask bench` to measure what attaching anything there costs.
+//! SIGINT or SIGTERM, for `cargo xtask bench` to measure what attaching anything there costs;
+//! with `--count`, programs that only count each event per key in a per-CPU hash.
 
 use std::process::ExitCode;
 
@@ -8,10 +9,16 @@ use crate::probes::floor;
 /// Attach empty programs to the raw tracepoints memtrace's hot paths use, until Ctrl-C (for
 /// `cargo xtask bench`).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  memtrace bench-floor")]
-pub struct Args {}
+#[command(after_help = "Examples:\n  memtrace bench-floor\n  memtrace bench-floor --count")]
+pub struct Args {
+    /// Programs that count each event in a per-CPU hash (keyed by their first argument's 1 GiB
+    /// region) instead of empty ones: the map work of any per-key aggregation, with nothing
+    /// read from memory.
+    #[arg(long)]
+    count: bool,
+}
 
-pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // Blocked before attaching, so a signal that comes early waits for `sigwait`.
     // SAFETY: plain libc calls on a local, initialised signal set.
     let set = unsafe {
@@ -22,10 +29,11 @@ pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
         libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
         set
     };
-    let (_ebpf, attached) = floor::attach()?;
+    let (_ebpf, attached) = floor::attach(args.count)?;
     eprintln!(
-        "memtrace: attached {} empty programs: {}",
+        "memtrace: attached {} {} programs: {}",
         attached.len(),
+        if args.count { "count-floor" } else { "empty" },
         attached.join(", ")
     );
     let mut signal = 0;

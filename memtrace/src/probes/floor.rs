@@ -1,19 +1,20 @@
-//! The bench's floor: memtrace-ebpf's empty programs on the hot-path raw tracepoints, attached
-//! alone. What attaching anything to those tracepoints costs a workload.
+//! The bench's floors: memtrace-ebpf's empty programs on the hot-path raw tracepoints, attached
+//! alone (what attaching anything to those tracepoints costs a workload), or its count-floor
+//! programs (one per-CPU hash count per event: the least any per-key aggregation costs).
 
 use aya::{Ebpf, EbpfLoader};
-use memtrace_common::names::FLOOR_PROGRAMS;
+use memtrace_common::names::{COUNT_FLOOR_PROGRAMS, FLOOR_PROGRAMS};
 
 use super::{EBPF_OBJECT, ProbeError, plan, privileges, support};
 
-/// Loads the object and attaches every floor program whose tracepoint this kernel has
-/// (`mod_memcg_lruvec_state` is 6.16+). Returns the object, which owns the links, and the
+/// Loads the object and attaches every floor program (the count floor's when `count`) whose
+/// tracepoint this kernel has (`mod_memcg_lruvec_state` is 6.16+). Returns the object, which owns the links, and the
 /// tracepoints attached.
 ///
 /// # Errors
 ///
 /// Not root, or a program that could not be loaded or attached on a tracepoint the kernel has.
-pub fn attach() -> Result<(Ebpf, Vec<&'static str>), ProbeError> {
+pub fn attach(count: bool) -> Result<(Ebpf, Vec<&'static str>), ProbeError> {
     privileges::require_root()?;
     support::check()?;
     privileges::raise_memlock();
@@ -21,7 +22,12 @@ pub fn attach() -> Result<(Ebpf, Vec<&'static str>), ProbeError> {
         .load(EBPF_OBJECT)
         .map_err(ProbeError::Load)?;
     let mut attached = Vec::new();
-    for (program, tracepoint) in FLOOR_PROGRAMS {
+    let programs = if count {
+        COUNT_FLOOR_PROGRAMS
+    } else {
+        FLOOR_PROGRAMS
+    };
+    for (program, tracepoint) in programs {
         match plan::attach_raw(&mut ebpf, program, tracepoint) {
             Ok(_) => attached.push(tracepoint),
             Err(e) if !tracepoint_exists(tracepoint) => {

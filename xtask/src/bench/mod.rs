@@ -222,6 +222,7 @@ fn measure(
                 Some(Tool::Memtrace),
                 Some(Tool::Bpftrace),
                 Some(Tool::Floor),
+                Some(Tool::CountFloor),
             ] {
                 interrupt::check()?;
                 let label = tool.map_or("untraced", Tool::name);

@@ -101,6 +101,9 @@ pub struct PerEvent {
     pub memtrace_ns: Option<f64>,
     pub bpftrace_ns: Option<f64>,
     pub floor_ns: Option<f64>,
+    /// The count floor's: one per-CPU hash count per event, the least a per-key aggregation
+    /// costs there.
+    pub count_floor_ns: Option<f64>,
     /// Median events per memtrace run.
     pub events: Option<f64>,
     /// memtrace ÷ bpftrace.
@@ -112,6 +115,13 @@ pub struct PerEvent {
 impl PerEvent {
     pub fn pass(&self) -> bool {
         self.ratio.is_some_and(|ratio| ratio <= self.max_ratio)
+    }
+
+    /// The most memtrace may cost per event to meet the limit, when it is below what a per-key
+    /// count alone costs on this tracepoint (then no per-key aggregation can meet it here).
+    pub fn limit_below_count_floor(&self) -> Option<f64> {
+        let allowed = self.bpftrace_ns? * self.max_ratio;
+        (allowed < self.count_floor_ns?).then_some(allowed)
     }
 }
 
@@ -136,6 +146,7 @@ pub fn compare(per_run: &BTreeMap<(Kind, Tool, ProgramKey), Vec<Usage>>) -> Vec<
             let (memtrace_ns, events) = of(Tool::Memtrace);
             let (bpftrace_ns, _) = of(Tool::Bpftrace);
             let (floor_ns, _) = of(Tool::Floor);
+            let (count_floor_ns, _) = of(Tool::CountFloor);
             let ratio = memtrace_ns
                 .zip(bpftrace_ns)
                 .and_then(|(ours, theirs)| super::stats::ratio(ours, theirs));
@@ -146,6 +157,7 @@ pub fn compare(per_run: &BTreeMap<(Kind, Tool, ProgramKey), Vec<Usage>>) -> Vec<
                 memtrace_ns,
                 bpftrace_ns,
                 floor_ns,
+                count_floor_ns,
                 events,
                 ratio,
                 max_ratio: target.max_ratio,
@@ -278,5 +290,35 @@ mod tests {
         assert_eq!(stat.bpftrace_ns, Some(60.0));
         assert_eq!(stat.ratio, Some(0.5));
         assert!(stat.pass());
+    }
+
+    #[test]
+    fn a_limit_below_what_a_per_key_count_costs_is_out_of_reach() {
+        let mut per_run = BTreeMap::new();
+        let runs = |ns: u64| vec![usage(ns * 1000, 1000); 3];
+        let key = |name: &str| ProgramKey {
+            name: name.into(),
+            attach: "kmem_cache_free".into(),
+        };
+        per_run.insert(
+            (Kind::SlabChurn, Tool::Memtrace, key("slab_cache_free")),
+            runs(160),
+        );
+        per_run.insert(
+            (Kind::SlabChurn, Tool::Bpftrace, key("kmem_cache_free")),
+            runs(240),
+        );
+        per_run.insert(
+            (Kind::SlabChurn, Tool::CountFloor, key("count_floor_kme")),
+            runs(90),
+        );
+        let free = compare(&per_run)
+            .into_iter()
+            .find(|p| p.tracepoint == "kmem_cache_free")
+            .expect("the free target");
+        assert_eq!(free.count_floor_ns, Some(90.0));
+        // ⅓ of 240 ns is 80 ns, under the 90 ns a per-key count alone costs.
+        assert_eq!(free.limit_below_count_floor(), Some(80.0));
+        assert!(!free.pass());
     }
 }

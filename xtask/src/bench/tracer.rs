@@ -141,6 +141,9 @@ pub enum Tool {
     Memtrace,
     Bpftrace,
     Floor,
+    /// One per-CPU hash count per event (`memtrace bench-floor --count`): what the map work of
+    /// any per-key aggregation costs on each tracepoint. Measured per event only.
+    CountFloor,
 }
 
 impl Tool {
@@ -149,6 +152,7 @@ impl Tool {
             Self::Memtrace => "memtrace",
             Self::Bpftrace => "bpftrace",
             Self::Floor => "floor",
+            Self::CountFloor => "count floor",
         }
     }
 
@@ -177,13 +181,18 @@ impl Tool {
                 cmd.arg("bench-floor");
                 cmd
             }
+            Self::CountFloor => {
+                let mut cmd = Command::new(memtrace);
+                cmd.args(["bench-floor", "--count"]);
+                cmd
+            }
         }
     }
 
     /// Whether `line` is the tracer saying it is attached.
     fn ready(self, line: &str) -> Option<Ready> {
         match self {
-            Self::Memtrace | Self::Floor => line
+            Self::Memtrace | Self::Floor | Self::CountFloor => line
                 .starts_with("memtrace: attached ")
                 .then_some(Ready { probes: None }),
             // "Attaching 4 probes..." (or "1 probe...")
