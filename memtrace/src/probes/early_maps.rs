@@ -175,7 +175,7 @@ impl EarlyMaps {
                 let queue = Arc::clone(&queue);
                 thread::spawn(move || {
                     let mut made = Vec::new();
-                    let (_, took) = timed(|| {
+                    let ((), took) = timed(|| {
                         while let Some(spec) = queue.lock().ok().and_then(|mut q| q.next()) {
                             let fd = bpf_sys::create_map(&spec);
                             made.push((spec, fd));
@@ -228,9 +228,10 @@ fn install(ebpf: &Ebpf, spec: &MapSpec, made: std::io::Result<OwnedFd>) -> Resul
         what: format!("creating map {}", spec.name),
         reason,
     };
-    let small = match ebpf.map(&spec.name) {
-        Some(Map::HashMap(m) | Map::PerCpuHashMap(m) | Map::LruHashMap(m)) => m,
-        _ => return Err(ProbeError::Missing("an early map")),
+    let Some(Map::HashMap(small) | Map::PerCpuHashMap(small) | Map::LruHashMap(small)) =
+        ebpf.map(&spec.name)
+    else {
+        return Err(ProbeError::Missing("an early map"));
     };
     let info = small
         .info()
