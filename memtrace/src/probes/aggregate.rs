@@ -17,7 +17,6 @@ use aya::maps::{Array, IterableMap as _, MapData, PerCpuHashMap, PerCpuValues, R
 use memtrace_common::{
     CacheDelta, CacheName, ChargeDelta, FileKey, FilePath, InodeId, SlabDelta, SlabKey,
     aggregate::SLAB_KMALLOC_MAX_KEY,
-    names::{CACHE_MEMCG_MAPS, CHARGE_MAPS, SLAB_MAPS},
 };
 
 use super::{
@@ -469,23 +468,15 @@ enum Empty {
 }
 
 /// `MEMTRACE_AGGREGATE_ENTRIES=N` in memtrace's environment creates the slab, charge and
-/// per-memcg page-cache aggregates with N entries instead of their full size, so that inserts
-/// fail and counts go to the spill maps: for tests of that path (the kernel's allocation
-/// failures, its usual cause, cannot be caused at will).
-pub(super) fn entries_from_env(loader: &mut aya::EbpfLoader<'_>) {
-    let Some(entries) = std::env::var("MEMTRACE_AGGREGATE_ENTRIES")
+/// per-memcg page-cache aggregates with N entries (at least one) instead of their full size, so
+/// that inserts fail and counts go to the spill maps: for tests of that path (the kernel's
+/// allocation failures, its usual cause, cannot be caused at will). Those maps are created by
+/// [`super::early_maps`], which takes this size.
+pub(super) fn entries_from_env() -> Option<u32> {
+    std::env::var("MEMTRACE_AGGREGATE_ENTRIES")
         .ok()
         .and_then(|n| n.parse::<u32>().ok())
-    else {
-        return;
-    };
-    for name in SLAB_MAPS
-        .into_iter()
-        .chain(CHARGE_MAPS)
-        .chain(CACHE_MEMCG_MAPS)
-    {
-        loader.map_max_entries(name, entries.max(1));
-    }
+        .map(|n| n.max(1))
 }
 
 /// [`drain`] of an aggregate and of its spill map (read and emptied; the keys its programs

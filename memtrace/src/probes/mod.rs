@@ -8,6 +8,7 @@ mod btf_index;
 pub mod capability;
 mod deferred_maps;
 pub mod derived;
+mod early_maps;
 pub mod filter;
 pub mod floor;
 pub mod kallsyms;
@@ -146,6 +147,10 @@ impl Default for AttachOptions {
     }
 }
 
+/// Threads that create the costliest maps beside BTF and the object's parse
+/// ([`early_maps`]).
+const EARLY_MAP_THREADS: usize = 4;
+
 /// Room for thousands of OOM, reclaim and cgroup events between two reads: 3 449 cgroup
 /// records (304 bytes each with the ring's header, most of it the path), 16 384 reclaim
 /// episodes. 256 KiB held 862 cgroup records, and lost 138 of a thousand containers churned
@@ -200,6 +205,10 @@ impl Probes {
         support::check()?;
         privileges::raise_memlock();
         timeline.phase("kernel checks");
+        let early_maps = early_maps::EarlyMaps::start(
+            early_maps::specs(aggregate::entries_from_env(), options.kernel_filter),
+            EARLY_MAP_THREADS,
+        );
         let mut callers = CallersReader::start(may_attach(options, ProbePoint::Slab));
         let kernel_btf = KernelBtf::from_sys()?;
         timeline.phase("btf open");
@@ -227,8 +236,9 @@ impl Probes {
             loader.map_max_entries(FILTER_MAP, 1);
         }
         deferred_maps::shrink(&mut loader);
-        aggregate::entries_from_env(&mut loader);
+        early_maps.shrink(&mut loader);
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+        early_maps.install(&ebpf)?;
         timeline.phase("object load (maps)");
         preload::preload(&mut ebpf, options, &offsets, &aya_btf);
         timeline.phase("preload (verifier, on every CPU)");
