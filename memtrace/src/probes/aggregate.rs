@@ -67,6 +67,7 @@ pub struct Aggregates {
     pub(super) cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
     pub(super) cache_memcg_spill: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
     pub(super) cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
+    pub(super) cache_slots: super::cache_slots::CacheSlots,
     pub(super) inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
     pub(super) file_paths: RingBuf<MapData>,
     pub(super) memcg_ids: aya::maps::HashMap<MapData, u64, u64>,
@@ -272,8 +273,9 @@ impl Aggregates {
         });
     }
 
-    /// Reads and empties the old half's per-file counts: (memcg pointer, the file `INODE_IDS`
-    /// names under its key, delta), and each key with the file it names.
+    /// Reads and empties the old half's per-file counts, its map's and its slots' (memcg
+    /// pointer, the file `INODE_IDS` names under its key, delta), and each key with the file it
+    /// names.
     #[expect(
         clippy::type_complexity,
         reason = "two lists, named in the doc comment"
@@ -285,14 +287,18 @@ impl Aggregates {
         let deleted_files = std::mem::take(&mut self.deleted_files);
         // Looked up once per file and drain: a file read by many memcgs has a key in each.
         let mut file_keys: HashMap<u64, Option<InodeId>> = HashMap::new();
-        let by_file = drain(
+        let mut sums = drain(
             &mut self.cache_file[old],
             "CACHE_FILE",
             &mut self.reader,
             (Empty::Delete, |key| key.memcg),
             sum_cache,
-        )?
-        .into_iter()
+        )?;
+        // The slots' counts are the same half's, not yet in its map: drained with it, and
+        // their keys are files counted like the map's.
+        self.cache_slots.take(old, &mut sums, sum_cache)?;
+        let by_file = sums
+            .into_iter()
         .map(|(key, delta)| {
             let id = *file_keys.entry(key.file).or_insert_with(|| {
                 self.inode_ids
@@ -588,7 +594,7 @@ where
     Ok(sums)
 }
 
-fn map_error(name: &str, source: aya::maps::MapError) -> ProbeError {
+pub(super) fn map_error(name: &str, source: aya::maps::MapError) -> ProbeError {
     ProbeError::Map {
         what: name.to_owned(),
         source,
