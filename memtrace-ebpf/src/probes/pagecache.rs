@@ -176,7 +176,10 @@ fn account_in<const HALF: u32>(memcg: u64, file: u64, pages: u64, what: Change) 
 /// Counts into a memcg's entry of the per-memcg map or its spill map (what has no file key).
 #[inline(always)]
 fn count_memcg(
-    by_memcg: (&PerCpuHashMap<u64, CacheDelta>, &PerCpuHashMap<u64, CacheDelta>),
+    by_memcg: (
+        &PerCpuHashMap<u64, CacheDelta>,
+        &PerCpuHashMap<u64, CacheDelta>,
+    ),
     memcg: u64,
     update: impl Fn(&mut CacheDelta),
 ) {

@@ -299,16 +299,16 @@ impl Aggregates {
         self.cache_slots.take(old, &mut sums, sum_cache)?;
         let by_file = sums
             .into_iter()
-        .map(|(key, delta)| {
-            let id = *file_keys.entry(key.file).or_insert_with(|| {
-                self.inode_ids
-                    .get(&key.file, 0)
-                    .ok()
-                    .or_else(|| deleted_files.get(&key.file).copied())
-            });
-            (key.memcg, id, delta)
-        })
-        .collect();
+            .map(|(key, delta)| {
+                let id = *file_keys.entry(key.file).or_insert_with(|| {
+                    self.inode_ids
+                        .get(&key.file, 0)
+                        .ok()
+                        .or_else(|| deleted_files.get(&key.file).copied())
+                });
+                (key.memcg, id, delta)
+            })
+            .collect();
         let file_keys = file_keys
             .into_iter()
             .filter_map(|(key, id)| Some((key, id?)))

@@ -51,3 +51,100 @@ impl CacheSlots {
 fn half_index(half: usize) -> u32 {
     u32::from(half == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+    use memtrace_common::{CacheDelta, CacheSlot, FileKey};
+
+    use super::{super::bpf_sys, CacheSlots};
+
+    /// `enum bpf_map_type`.
+    const PERCPU_ARRAY: u32 = 6;
+
+    fn add(a: &CacheDelta, b: &CacheDelta) -> CacheDelta {
+        CacheDelta {
+            added_pages: a.added_pages + b.added_pages,
+            removed_pages: a.removed_pages + b.removed_pages,
+            refault_pages: a.refault_pages + b.refault_pages,
+        }
+    }
+
+    /// What CPU `cpu` holds in its slot of half 1: CPU 0's slot is empty, the others count
+    /// under one key each, CPUs 1 and 2 under the same one.
+    fn slot(cpu: u64) -> CacheSlot {
+        if cpu == 0 {
+            return CacheSlot::default();
+        }
+        CacheSlot {
+            key: FileKey {
+                memcg: 0x1000,
+                file: 0x2000 + cpu.max(2),
+            },
+            delta: CacheDelta {
+                added_pages: cpu,
+                removed_pages: 1,
+                refault_pages: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_drain_adds_its_halfs_slots_to_the_file_sums_and_empties_them() {
+        let cpus = aya::util::nr_cpus().expect("possible CPUs").get();
+        let spec = bpf_sys::MapSpec {
+            map_type: PERCPU_ARRAY,
+            key_size: 4,
+            value_size: u32::try_from(size_of::<CacheSlot>()).expect("a small value"),
+            max_entries: 2,
+            map_flags: 0,
+            name: "memtrace_slots".into(),
+        };
+        let fd = bpf_sys::create_map(&spec).expect("root can create a per-CPU array");
+        let data = MapData::from_fd(fd).expect("a map");
+        let map = aya::maps::Map::from_map_data(data).expect("a map aya knows");
+        let mut slots = CacheSlots(PerCpuArray::try_from(map).expect("a per-CPU array"));
+        let values: Vec<CacheSlot> = (0..cpus as u64).map(slot).collect();
+        let values = PerCpuValues::try_from(values).expect("one per CPU");
+        slots.0.set(1, values, 0).expect("the slots of half 1");
+        // The map's own count of one slot key: the slot's counts add to it.
+        let in_map = FileKey {
+            memcg: 0x1000,
+            file: 0x2002,
+        };
+        let mut sums = HashMap::from([(
+            in_map,
+            CacheDelta {
+                added_pages: 10,
+                removed_pages: 0,
+                refault_pages: 1,
+            },
+        )]);
+        slots.take(0, &mut sums, add).expect("half 0");
+        assert_eq!(sums.len(), 1, "half 0's slots are empty");
+        slots.take(1, &mut sums, add).expect("half 1");
+        let mut expected = HashMap::from([(
+            in_map,
+            CacheDelta {
+                added_pages: 10,
+                removed_pages: 0,
+                refault_pages: 1,
+            },
+        )]);
+        for cpu in 1..cpus as u64 {
+            let CacheSlot { key, delta } = slot(cpu);
+            let sum = expected.entry(key).or_default();
+            *sum = add(sum, &delta);
+        }
+        assert_eq!(sums, expected);
+        let left = slots.0.get(&1, 0).expect("half 1");
+        assert!(
+            left.iter().all(|slot| *slot == CacheSlot::default()),
+            "the slots emptied"
+        );
+        slots.take(1, &mut sums, add).expect("half 1 again");
+        assert_eq!(sums, expected, "an emptied slot adds nothing");
+    }
+}
