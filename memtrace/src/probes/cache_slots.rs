@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn a_drain_adds_its_halfs_slots_to_the_file_sums_and_empties_them() {
-        let cpus = aya::util::nr_cpus().expect("possible CPUs").get();
+        let cpus = u64::from(aya::util::nr_cpus().expect("possible CPUs").get());
         let spec = bpf_sys::MapSpec {
             map_type: PERCPU_ARRAY,
             key_size: 4,
@@ -106,7 +106,7 @@ mod tests {
         let data = MapData::from_fd(fd).expect("a map");
         let map = aya::maps::Map::from_map_data(data).expect("a map aya knows");
         let mut slots = CacheSlots(PerCpuArray::try_from(map).expect("a per-CPU array"));
-        let values: Vec<CacheSlot> = (0..cpus as u64).map(slot).collect();
+        let values: Vec<CacheSlot> = (0..cpus).map(slot).collect();
         let values = PerCpuValues::try_from(values).expect("one per CPU");
         slots.0.set(1, values, 0).expect("the slots of half 1");
         // The map's own count of one slot key: the slot's counts add to it.
@@ -133,7 +133,7 @@ mod tests {
                 refault_pages: 1,
             },
         )]);
-        for cpu in 1..cpus as u64 {
+        for cpu in 1..cpus {
             let CacheSlot { key, delta } = slot(cpu);
             let sum = expected.entry(key).or_default();
             *sum = add(sum, &delta);
