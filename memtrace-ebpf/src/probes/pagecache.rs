@@ -131,15 +131,33 @@ fn account_in<const HALF: u32>(memcg: u64, file: u64, pages: u64, what: Change) 
             return;
         }
     }
-    // No spill map of its own: what the file map cannot take counts per memcg.
-    match bump_in(by_file, &key, &|d: &mut CacheDelta| count(d, what, pages)) {
+    // Drains zero the keys counted in and keep them, so a file counted again in a later
+    // interval costs a lookup, not a per-CPU insert. Its first event on this CPU since the
+    // drain (a zero value) still takes what userspace shows of it: the kernel frees and reuses
+    // `address_space`s, and a key kept from an earlier file must name the one counted now.
+    let bumped = match by_file.get_ptr_mut(&key) {
+        Some(value) => {
+            // SAFETY: this CPU's value of a successful lookup, ours for this program run.
+            let value = unsafe { &mut *value };
+            let first = *value == CacheDelta::default();
+            count(value, what, pages);
+            if first {
+                Bumped::NewKey
+            } else {
+                Bumped::Counted
+            }
+        }
+        // No spill map of its own: what the file map cannot take counts per memcg.
+        None => bump_in(by_file, &key, &|d: &mut CacheDelta| count(d, what, pages)),
+    };
+    match bumped {
         Bumped::Counted => {
             if what == Change::Removed {
                 note_unlinked(mapping);
             }
         }
         Bumped::NewKey => {
-            // Once per file and interval, not per event: what userspace shows of the file
+            // Once per file, interval and CPU, not per event: what userspace shows of the file
             // and of the memcg.
             remember_file(mapping);
             // SAFETY: `account` passed the `struct mem_cgroup *` a folio is charged to.

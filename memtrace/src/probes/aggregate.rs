@@ -291,7 +291,7 @@ impl Aggregates {
             &mut self.cache_file[old],
             "CACHE_FILE",
             &mut self.reader,
-            (Empty::Delete, |key| key.memcg),
+            (Empty::Zero, |key| key.memcg),
             sum_cache,
         )?;
         // The slots' counts are the same half's, not yet in its map: drained with it, and
@@ -461,8 +461,8 @@ impl DrainReader {
 /// How [`drain`] empties a map.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Empty {
-    /// Every key is deleted: a file's key names its file anew each interval (the kernel frees
-    /// and reuses `address_space`s as files come and go).
+    /// Every key is deleted: the spill maps, small and preallocated, keep no key they do not
+    /// need.
     Delete,
     /// The keys counted in are zeroed in place, the idle ones and those of stale memcg
     /// pointers deleted. A busy memcg's keys stay, so the programs count into them the next
@@ -470,7 +470,10 @@ enum Empty {
     /// key's per-CPU values, and since Linux 6.8 ("bpf: Use smaller low/high marks for percpu
     /// allocation") the BPF allocator keeps one to three of them per CPU, refilled one at a
     /// time from an `irq_work`; the burst of new keys after each switch of halves failed inserts
-    /// (events lost) at a node's 1 000 memcgs.
+    /// (events lost) at a node's 1 000 memcgs. The per-file map too: a file counted again
+    /// costs the programs a lookup instead of an insert; they take what userspace shows of its
+    /// file again at its first event on a CPU after the drain (a zero value), because the
+    /// kernel frees and reuses `address_space`s as files come and go.
     Zero,
 }
 
