@@ -9,7 +9,9 @@
 //!
 //! `folio->memcg_data` holds the `mem_cgroup *` (flag bits clear for page cache), whose first
 //! member is its css. Hot path: no strings, one read and one per-CPU hash update keyed by
-//! pointers; ids are read once per key and interval, a file's path once per file.
+//! pointers; ids are read once per key, interval and CPU, a file's path once per file. Runs of
+//! one file's events on a CPU skip the hash ([`CACHE_SLOTS`]), and the drains keep the per-file
+//! keys counted in (zeroed), so a file counted again in a later interval is not inserted again.
 
 use aya_ebpf::{macros::raw_tracepoint, maps::PerCpuHashMap, programs::RawTracePointContext};
 use memtrace_common::{CacheDelta, FileKey, FilePath, InodeId, LostKind};
