@@ -32,6 +32,21 @@ pub struct FileKey {
 
 const _: () = assert!(size_of::<FileKey>() == 16);
 
+/// Per CPU and half (`CACHE_SLOTS[half]`): the last file key counted on this CPU and what it
+/// counted since, not yet in the per-file map. A run of events of one key (a sequential read,
+/// a truncate, a dropped cache) then costs a compare instead of a hash lookup each; the slot
+/// goes into the map when the CPU's next event has another key, and userspace reads and
+/// empties the old half's slots when it drains the maps. `key.memcg == 0`: empty. The key is
+/// always in the per-file map of the same half already, so its ids were taken when it was new.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CacheSlot {
+    pub key: FileKey,
+    pub delta: CacheDelta,
+}
+
+const _: () = assert!(size_of::<CacheSlot>() == 40);
+
 /// What userspace shows of a file: `inode.i_ino` and `super_block.s_dev`, and what the kernel
 /// knew of it when the key was new ([`InodeId::UNLINKED`], …).
 #[repr(C)]
@@ -286,6 +301,7 @@ pub const MEMCG_IDS_ENTRIES: u32 = 2 * CACHE_MEMCG_ENTRIES;
 crate::aya_pod!(
     CacheDelta,
     FileKey,
+    CacheSlot,
     InodeId,
     FilePath,
     ReclaimBegin,

@@ -20,8 +20,8 @@ pub mod names;
 pub mod offsets;
 
 pub use aggregate::{
-    CacheDelta, CacheName, ChargeDelta, FileKey, FilePath, IgnoredCallers, InodeId, MemoryMap,
-    MemoryMapSample, ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
+    CacheDelta, CacheName, CacheSlot, ChargeDelta, FileKey, FilePath, IgnoredCallers, InodeId,
+    MemoryMap, MemoryMapSample, ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
 };
 pub use event::{
     CgroupRecord, ChargeFailRecord, EventHeader, EventKind, LostKind, OomKillRecord, ReclaimRecord,

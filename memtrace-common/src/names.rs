@@ -23,6 +23,9 @@ pub const CACHE_MEMCG_MAPS: [&str; 2] = ["CACHE_MEMCG_0", "CACHE_MEMCG_1"];
 pub const CACHE_MEMCG_SPILL_MAPS: [&str; 2] = ["CACHE_MEMCG_SPILL_0", "CACHE_MEMCG_SPILL_1"];
 /// Page-cache deltas per (memcg, file), double-buffered.
 pub const CACHE_FILE_MAPS: [&str; 2] = ["CACHE_FILE_0", "CACHE_FILE_1"];
+/// Per CPU, per half: the last file key and its count not yet in `CACHE_FILE_<half>`
+/// (`PerCpuArray<CacheSlot>`, index: the half).
+pub const CACHE_SLOTS_MAP: &str = "CACHE_SLOTS";
 /// Memcg pointer → memcg id, for the page-cache aggregates.
 pub const MEMCG_IDS_MAP: &str = "MEMCG_IDS";
 /// Inode pointer → (inode number, device), for the per-file aggregate.

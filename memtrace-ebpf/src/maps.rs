@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use memtrace_common::{
-    CacheDelta, CacheName, ChargeDelta, FileKey, IgnoredCallers, InodeId, LostKind, MemoryMap,
-    ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
+    CacheDelta, CacheName, CacheSlot, ChargeDelta, FileKey, IgnoredCallers, InodeId, LostKind,
+    MemoryMap, ReclaimBegin, SlabDelta, SlabKey, SlabObject, TryChargeArgs,
     aggregate::{
         CACHE_FILE_ENTRIES, CACHE_MEMCG_ENTRIES, CACHE_MEMCG_SPILL_ENTRIES, CACHE_NAME_ENTRIES,
         CHARGE_ENTRIES, CHARGE_SPILL_ENTRIES, FILE_PATHS_BYTES, FILTER_ENTRIES, INODE_IDS_ENTRIES,
@@ -90,6 +90,10 @@ pub static AGG_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 double_buffered!([CACHE_MEMCG_0, CACHE_MEMCG_1]: u64 => CacheDelta, CACHE_MEMCG_ENTRIES);
 spill!([CACHE_MEMCG_SPILL_0, CACHE_MEMCG_SPILL_1]: u64 => CacheDelta, CACHE_MEMCG_SPILL_ENTRIES);
 double_buffered!([CACHE_FILE_0, CACHE_FILE_1]: FileKey => CacheDelta, CACHE_FILE_ENTRIES);
+/// Per CPU, index: the half. The last file key counted and its count not yet in
+/// `CACHE_FILE_<half>` ([`CacheSlot`]).
+#[map]
+pub static CACHE_SLOTS: PerCpuArray<CacheSlot> = PerCpuArray::with_max_entries(2, 0);
 
 /// Per CPU: the (memcg, file) of the last page-cache add, for the refault stat update that
 /// follows it (the `raw_tp` strategy's refaults); `memcg` 0 once taken.

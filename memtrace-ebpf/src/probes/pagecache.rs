@@ -9,9 +9,11 @@
 //!
 //! `folio->memcg_data` holds the `mem_cgroup *` (flag bits clear for page cache), whose first
 //! member is its css. Hot path: no strings, one read and one per-CPU hash update keyed by
-//! pointers; ids are read once per key and interval, a file's path once per file.
+//! pointers; ids are read once per key, interval and CPU, a file's path once per file. Runs of
+//! one file's events on a CPU skip the hash ([`CACHE_SLOTS`]), and the drains keep the per-file
+//! keys counted in (zeroed), so a file counted again in a later interval is not inserted again.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{macros::raw_tracepoint, maps::PerCpuHashMap, programs::RawTracePointContext};
 use memtrace_common::{CacheDelta, FileKey, FilePath, InodeId, LostKind};
 
 use super::refault;
@@ -22,8 +24,8 @@ use crate::{
     },
     maps::{
         Bumped, CACHE_FILE_0, CACHE_FILE_1, CACHE_MEMCG_0, CACHE_MEMCG_1, CACHE_MEMCG_SPILL_0,
-        CACHE_MEMCG_SPILL_1, FILE_PATHS, INODE_IDS, active_half, bump, bump_in, count_lost,
-        remember_memcg_id, wanted_memcg,
+        CACHE_MEMCG_SPILL_1, CACHE_SLOTS, FILE_PATHS, INODE_IDS, MEMCG_IDS, active_half, bump,
+        bump_in, count_lost, remember_memcg_id, wanted_memcg,
     },
 };
 
@@ -109,43 +111,123 @@ fn account_in<const HALF: u32>(memcg: u64, file: u64, pages: u64, what: Change) 
     } else {
         ((&CACHE_MEMCG_1, &CACHE_MEMCG_SPILL_1), &CACHE_FILE_1)
     };
-    // SAFETY: `account` passed the `struct mem_cgroup *` a folio is charged to.
-    let memcg_ptr = unsafe { Memcg::from_addr(memcg) };
     // Per-memcg totals are the sums of the per-file counts; the per-memcg map counts only what
     // has no file key (no file, or the file map is full), so one map update is the usual cost.
-    if file != 0 {
-        // SAFETY: `account` passed the folio's `struct address_space *`.
-        let mapping = unsafe { AddressSpace::from_addr(file) };
-        let key = FileKey { memcg, file };
-        // No spill map of its own: what the file map cannot take counts per memcg below.
-        match bump_in(by_file, &key, &|d: &mut CacheDelta| count(d, what, pages)) {
-            Bumped::Counted => {
-                if what == Change::Removed {
-                    note_unlinked(mapping);
-                }
-                return;
+    if file == 0 {
+        count_memcg(by_memcg, memcg, |d: &mut CacheDelta| count(d, what, pages));
+        return;
+    }
+    // SAFETY: `account` passed the folio's `struct address_space *`.
+    let mapping = unsafe { AddressSpace::from_addr(file) };
+    let key = FileKey { memcg, file };
+    let slot = CACHE_SLOTS.get_ptr_mut(HALF);
+    if let Some(slot) = slot {
+        // SAFETY: this CPU's slot of a per-CPU array, ours for this program run.
+        let slot = unsafe { &mut *slot };
+        // A run of one file's events on this CPU: no map lookup.
+        if slot.key == key {
+            count(&mut slot.delta, what, pages);
+            if what == Change::Removed {
+                note_unlinked(mapping);
             }
-            Bumped::NewKey => {
-                // Once per file and interval, not per event: what userspace shows of the file
-                // and of the memcg.
-                remember_file(mapping);
-                remember_memcg_id(memcg_ptr);
-                return;
-            }
-            Bumped::Full => {}
+            return;
         }
     }
-    match bump(by_memcg, &memcg, |d: &mut CacheDelta| {
-        count(d, what, pages);
-    }) {
-        Bumped::NewKey => remember_memcg_id(memcg_ptr),
+    // Drains zero the keys counted in and keep them, so a file counted again in a later
+    // interval costs a lookup, not a per-CPU insert. Its first event on this CPU since the
+    // drain (a zero value) still takes what userspace shows of it: the kernel frees and reuses
+    // `address_space`s, and a key kept from an earlier file must name the one counted now.
+    let bumped = match by_file.get_ptr_mut(&key) {
+        Some(value) => {
+            // SAFETY: this CPU's value of a successful lookup, ours for this program run.
+            let value = unsafe { &mut *value };
+            let first = *value == CacheDelta::default();
+            count(value, what, pages);
+            if first {
+                Bumped::NewKey
+            } else {
+                Bumped::Counted
+            }
+        }
+        // No spill map of its own: what the file map cannot take counts per memcg.
+        None => bump_in(by_file, &key, &|d: &mut CacheDelta| count(d, what, pages)),
+    };
+    match bumped {
+        Bumped::Counted => {
+            if what == Change::Removed {
+                note_unlinked(mapping);
+            }
+        }
+        Bumped::NewKey => {
+            // Once per file, interval and CPU, not per event: what userspace shows of the file
+            // and of the memcg.
+            remember_file(mapping);
+            // SAFETY: `account` passed the `struct mem_cgroup *` a folio is charged to.
+            know_memcg_id(unsafe { Memcg::from_addr(memcg) });
+        }
+        Bumped::Full => {
+            count_memcg(by_memcg, memcg, |d: &mut CacheDelta| count(d, what, pages));
+            return;
+        }
+    }
+    // The key is in the map now: it takes this CPU's slot, whose count goes to the map first.
+    if let Some(slot) = slot {
+        // SAFETY: as above.
+        let slot = unsafe { &mut *slot };
+        let pending = slot.delta;
+        let old = slot.key;
+        slot.key = key;
+        slot.delta = CacheDelta::default();
+        if old.memcg != 0 && pending != CacheDelta::default() {
+            let add = |d: &mut CacheDelta| {
+                d.added_pages += pending.added_pages;
+                d.removed_pages += pending.removed_pages;
+                d.refault_pages += pending.refault_pages;
+            };
+            // The old key went in the map when it took the slot, and a drain empties both:
+            // this is a lookup. Only a full map (it never lost the key) could fall through.
+            if bump_in(by_file, &old, &add) == Bumped::Full {
+                count_memcg(by_memcg, old.memcg, add);
+            }
+        }
+    }
+}
+
+/// Counts into a memcg's entry of the per-memcg map or its spill map (what has no file key).
+#[inline(always)]
+fn count_memcg(
+    by_memcg: (
+        &PerCpuHashMap<u64, CacheDelta>,
+        &PerCpuHashMap<u64, CacheDelta>,
+    ),
+    memcg: u64,
+    update: impl Fn(&mut CacheDelta),
+) {
+    match bump(by_memcg, &memcg, update) {
+        // SAFETY: every caller passes the `struct mem_cgroup *` a folio is charged to.
+        Bumped::NewKey => know_memcg_id(unsafe { Memcg::from_addr(memcg) }),
         Bumped::Counted => {}
         Bumped::Full => count_lost(LostKind::PageCache),
     }
 }
 
+/// [`remember_memcg_id`] unless the memcg's id is there already: its three reads and the LRU
+/// insert are most of what a key's first event of an interval costs. A pointer names one memcg
+/// until the kernel frees it, and userspace deletes a freed memcg's entry
+/// (`Aggregates::forget_memcgs`) so that a memcg the kernel puts at the same address later
+/// gets its own.
+#[inline(always)]
+fn know_memcg_id(memcg: Memcg) {
+    // SAFETY: a plain lookup; the value is not kept.
+    if unsafe { MEMCG_IDS.get(&memcg.addr()) }.is_none() {
+        remember_memcg_id(memcg);
+    }
+}
+
 /// The file's id and state for this interval, and its path the first time the file is seen
-/// (the walk up its dentries happens once per file, not per interval).
+/// (the walk up its dentries happens once per file, not per interval). The entry is written
+/// only when it changes: a file read interval after interval costs reads and a lookup, not
+/// an LRU insert each time.
 #[inline(always)]
 fn remember_file(file: AddressSpace) {
     let Some(inode) = file.host() else {
@@ -154,13 +236,20 @@ fn remember_file(file: AddressSpace) {
     let Some(mut id) = inode.id() else {
         return;
     };
-    // SAFETY: a plain lookup; the value is copied.
-    let sent = unsafe { INODE_IDS.get(&file.addr()) }
-        .is_some_and(|known| known.same_file(&id) && known.flags & InodeId::PATH_SENT != 0);
-    if sent || send_path(inode, id) {
+    // Scalars, not an `Option<InodeId>`: LLVM spills the payload of a `None` uninitialised,
+    // and the verifier refuses the read.
+    let (mut same_file, mut known_flags) = (false, 0);
+    // SAFETY: a plain lookup; the values are copied.
+    if let Some(known) = unsafe { INODE_IDS.get(&file.addr()) } {
+        same_file = known.same_file(&id);
+        known_flags = known.flags;
+    }
+    if (same_file && known_flags & InodeId::PATH_SENT != 0) || send_path(inode, id) {
         id.flags |= InodeId::PATH_SENT;
     }
-    let _ = INODE_IDS.insert(&file.addr(), &id, 0);
+    if !same_file || known_flags != id.flags {
+        let _ = INODE_IDS.insert(&file.addr(), &id, 0);
+    }
 }
 
 /// A removal from a file already counted this interval: a file deleted since its first event

@@ -66,6 +66,7 @@ pub struct Aggregates {
     pub(super) cache_memcg: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
     pub(super) cache_memcg_spill: [PerCpuHashMap<MapData, u64, CacheDelta>; 2],
     pub(super) cache_file: [PerCpuHashMap<MapData, FileKey, CacheDelta>; 2],
+    pub(super) cache_slots: super::cache_slots::CacheSlots,
     pub(super) inode_ids: aya::maps::HashMap<MapData, u64, InodeId>,
     pub(super) file_paths: RingBuf<MapData>,
     pub(super) memcg_ids: aya::maps::HashMap<MapData, u64, u64>,
@@ -271,8 +272,9 @@ impl Aggregates {
         });
     }
 
-    /// Reads and empties the old half's per-file counts: (memcg pointer, the file `INODE_IDS`
-    /// names under its key, delta), and each key with the file it names.
+    /// Reads and empties the old half's per-file counts, its map's and its slots' (memcg
+    /// pointer, the file `INODE_IDS` names under its key, delta), and each key with the file it
+    /// names.
     #[expect(
         clippy::type_complexity,
         reason = "two lists, named in the doc comment"
@@ -284,24 +286,28 @@ impl Aggregates {
         let deleted_files = std::mem::take(&mut self.deleted_files);
         // Looked up once per file and drain: a file read by many memcgs has a key in each.
         let mut file_keys: HashMap<u64, Option<InodeId>> = HashMap::new();
-        let by_file = drain(
+        let mut sums = drain(
             &mut self.cache_file[old],
             "CACHE_FILE",
             &mut self.reader,
-            (Empty::Delete, |key| key.memcg),
+            (Empty::Zero, |key| key.memcg),
             sum_cache,
-        )?
-        .into_iter()
-        .map(|(key, delta)| {
-            let id = *file_keys.entry(key.file).or_insert_with(|| {
-                self.inode_ids
-                    .get(&key.file, 0)
-                    .ok()
-                    .or_else(|| deleted_files.get(&key.file).copied())
-            });
-            (key.memcg, id, delta)
-        })
-        .collect();
+        )?;
+        // The slots' counts are the same half's, not yet in its map: drained with it, and
+        // their keys are files counted like the map's.
+        self.cache_slots.take(old, &mut sums, sum_cache)?;
+        let by_file = sums
+            .into_iter()
+            .map(|(key, delta)| {
+                let id = *file_keys.entry(key.file).or_insert_with(|| {
+                    self.inode_ids
+                        .get(&key.file, 0)
+                        .ok()
+                        .or_else(|| deleted_files.get(&key.file).copied())
+                });
+                (key.memcg, id, delta)
+            })
+            .collect();
         let file_keys = file_keys
             .into_iter()
             .filter_map(|(key, id)| Some((key, id?)))
@@ -454,8 +460,8 @@ impl DrainReader {
 /// How [`drain`] empties a map.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Empty {
-    /// Every key is deleted: a file's key names its file anew each interval (the kernel frees
-    /// and reuses `address_space`s as files come and go).
+    /// Every key is deleted: the spill maps, small and preallocated, keep no key they do not
+    /// need.
     Delete,
     /// The keys counted in are zeroed in place, the idle ones and those of stale memcg
     /// pointers deleted. A busy memcg's keys stay, so the programs count into them the next
@@ -463,7 +469,10 @@ enum Empty {
     /// key's per-CPU values, and since Linux 6.8 ("bpf: Use smaller low/high marks for percpu
     /// allocation") the BPF allocator keeps one to three of them per CPU, refilled one at a
     /// time from an `irq_work`; the burst of new keys after each switch of halves failed inserts
-    /// (events lost) at a node's 1 000 memcgs.
+    /// (events lost) at a node's 1 000 memcgs. The per-file map too: a file counted again
+    /// costs the programs a lookup instead of an insert; they take what userspace shows of its
+    /// file again at its first event on a CPU after the drain (a zero value), because the
+    /// kernel frees and reuses `address_space`s as files come and go.
     Zero,
 }
 
@@ -579,7 +588,7 @@ where
     Ok(sums)
 }
 
-fn map_error(name: &str, source: aya::maps::MapError) -> ProbeError {
+pub(super) fn map_error(name: &str, source: aya::maps::MapError) -> ProbeError {
     ProbeError::Map {
         what: name.to_owned(),
         source,

@@ -5,6 +5,7 @@ mod aya_btf;
 mod bpf_sys;
 pub mod btf;
 mod btf_index;
+mod cache_slots;
 pub mod capability;
 mod deferred_maps;
 pub mod derived;
@@ -30,9 +31,9 @@ use memtrace_common::{
     IgnoredCallers, LostKind,
     names::{
         AGG_ACTIVE_MAP, CACHE_FILE_MAPS, CACHE_MEMCG_MAPS, CACHE_MEMCG_SPILL_MAPS, CACHE_NAMES_MAP,
-        CHARGE_MAPS, CHARGE_SPILL_MAPS, EVENTS_MAP, FILE_PATHS_MAP, FILTER_ENABLED_GLOBAL,
-        FILTER_MAP, IGNORED_CALLERS_MAP, INODE_IDS_MAP, LOST_MAP, MEMCG_IDS_MAP,
-        MEMMAP_TGID_GLOBAL, OFFSETS_GLOBAL, SLAB_MAPS, SLAB_SPILL_MAPS,
+        CACHE_SLOTS_MAP, CHARGE_MAPS, CHARGE_SPILL_MAPS, EVENTS_MAP, FILE_PATHS_MAP,
+        FILTER_ENABLED_GLOBAL, FILTER_MAP, IGNORED_CALLERS_MAP, INODE_IDS_MAP, LOST_MAP,
+        MEMCG_IDS_MAP, MEMMAP_TGID_GLOBAL, OFFSETS_GLOBAL, SLAB_MAPS, SLAB_SPILL_MAPS,
     },
 };
 
@@ -262,6 +263,7 @@ impl Probes {
             cache_memcg: typed_map_pair(&mut ebpf, CACHE_MEMCG_MAPS)?,
             cache_memcg_spill: typed_map_pair(&mut ebpf, CACHE_MEMCG_SPILL_MAPS)?,
             cache_file: typed_map_pair(&mut ebpf, CACHE_FILE_MAPS)?,
+            cache_slots: cache_slots::CacheSlots(typed_map(&mut ebpf, CACHE_SLOTS_MAP)?),
             inode_ids: typed_map(&mut ebpf, INODE_IDS_MAP)?,
             file_paths: typed_map(&mut ebpf, FILE_PATHS_MAP)?,
             memcg_ids: typed_map(&mut ebpf, MEMCG_IDS_MAP)?,
