@@ -64,8 +64,8 @@ struct Phase {
 }
 
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
-    let memtrace = match &options.memtrace {
-        Some(path) => path.clone(),
+    let memtrace = match options.memtrace.clone() {
+        Some(path) => path,
         None => super::build_memtrace(workspace)?,
     };
     Apt::system(&workspace.tools_dir().join("bench"))
@@ -100,19 +100,13 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         created.elapsed().as_secs_f64()
     );
     settle(&hierarchy, &containers)?;
-    let at = launched.elapsed().as_secs_f64();
     eprintln!(
-        "bench node: idle for {} s (from {at:.1} s in memtrace's log)",
-        options.seconds
+        "bench node: idle for {} s (from {:.1} s in memtrace's log)",
+        options.seconds,
+        launched.elapsed().as_secs_f64()
     );
     let idle = phase(&watched, options.seconds, ticks)?;
-    fs::write(&busy_flag, "").context("starting the busy phase")?;
-    thread::sleep(Duration::from_secs(3));
-    eprintln!(
-        "bench node: {} containers busy for {} s",
-        options.containers.div_ceil(2),
-        options.seconds
-    );
+    start_busy(&busy_flag, options)?;
     let busy = phase(&watched, options.seconds, ticks)?;
     fs::remove_file(&busy_flag).context("ending the busy phase")?;
     let full = watched.interval_after(Instant::now(), Duration::from_secs(10))?;
@@ -225,6 +219,18 @@ fn print_phases(idle: &Phase, busy: &Phase, hwm: u64) {
         verdict(hwm <= RSS_TARGET)
     );
     print_node_activity(idle);
+}
+
+/// Makes half of the containers busy (their flag file), and says so once they are.
+fn start_busy(busy_flag: &Path, options: &Options) -> anyhow::Result<()> {
+    fs::write(busy_flag, "").context("starting the busy phase")?;
+    thread::sleep(Duration::from_secs(3));
+    eprintln!(
+        "bench node: {} containers busy for {} s",
+        options.containers.div_ceil(2),
+        options.seconds
+    );
+    Ok(())
 }
 
 /// What the node did while the containers idled: memtrace traces the whole node, so another
