@@ -239,9 +239,9 @@ fn print_node_activity(idle: &Phase) {
     #[expect(clippy::cast_precision_loss, reason = "a figure for people")]
     let keys: Vec<f64> = idle.intervals.iter().map(|i| i.keys as f64).collect();
     println!(
-        "  the node while idle: aggregate keys drained a second median {:.0}, max {:.0} (the idle \
-         containers alone: ~100–300; more is another workload on the machine, which memtrace \
-         traces too)",
+        "  the node while idle: aggregate keys drained a second median {:.0}, max {:.0} (memtrace \
+         traces the whole node: another workload on the machine shows here, and costs it CPU; \
+         idle containers alone were 58–118 here)",
         median(&keys).unwrap_or(f64::NAN),
         keys.iter().copied().fold(0.0, f64::max)
     );
