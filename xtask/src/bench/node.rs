@@ -241,7 +241,7 @@ fn print_node_activity(idle: &Phase) {
     println!(
         "  the node while idle: aggregate keys drained a second median {:.0}, max {:.0} (memtrace \
          traces the whole node: another workload on the machine shows here, and costs it CPU; \
-         idle containers alone were 58–118 here)",
+         idle containers alone were 8–118 here)",
         median(&keys).unwrap_or(f64::NAN),
         keys.iter().copied().fold(0.0, f64::max)
     );
