@@ -13,15 +13,20 @@
 //! - (counters) its last counters had [`UNSETTLED_MIN_BYTES`] dirty or under writeback, or it
 //!   was under OOM — those move without a charge —, on every [`UNSETTLED_EVERY`]th pass;
 //! - it is new;
-//! - and every memcg on each [`FULL_EVERY`]th pass, the first and the last: what moves without any
-//!   of the above (a clean page cache page dirtied again in place, a charge served from the
-//!   kernel's per-CPU stock, the LRU's aging of active and inactive pages, a limit raised) is
-//!   said at most that many passes late.
+//! - its turn came: each pass reads a [`FULL_EVERY`]th of the memcgs anyway (turns are dealt
+//!   in the order memcgs are first followed: memcg ids step unevenly, by a cgroup's files), so
+//!   that every memcg is read at least every that many passes; and the first pass and the last
+//!   read them all. What moves without any of the above (a clean page cache page dirtied again in
+//!   place, a charge served from the kernel's per-CPU stock, the LRU's aging of active and
+//!   inactive pages, a limit raised) is said at most that many passes late. The turns are spread
+//!   rather than all on one pass so that no pass costs a full read of the node (100–400 ms at
+//!   1 000 containers, every 2 minutes) and any stretch of time costs its share: the same reads in
+//!   all.
 //!
 //! A memcg not read keeps what it was last read with: its counters stay (no `counters` event),
 //! its `stats` sample is the last one again.
 //!
-//! The hierarchy is walked on full passes and when the kernel's count of memory cgroups
+//! The hierarchy is walked on the first and the last pass, every [`FULL_EVERY`]th, and when the kernel's count of memory cgroups
 //! (`/proc/cgroups`) changed; in between, the memcgs of the last walk are the ones followed, and a
 //! removed one is dropped when its usage can no longer be read.
 
@@ -34,8 +39,8 @@ use std::{
 use super::{CgroupVersion, MemoryHierarchy, MemoryStats};
 use crate::event::{Counter, CounterValues};
 
-/// Every this many passes, a pass reads every followed memcg and walks the hierarchy (2 minutes
-/// at the default 5 s counters interval; a full pass over 1 250 memcgs costs 100–400 ms).
+/// Every followed memcg is read at least every this many passes (2 minutes at the default 5 s
+/// counters interval), a share of them on each pass; the hierarchy is walked every this many.
 pub const FULL_EVERY: u64 = 24;
 /// Every this many passes, a counters pass reads the memcgs with dirty or writeback pages:
 /// every pass would read most of a busy node's.
@@ -57,6 +62,8 @@ pub enum Pass {
 #[derive(Default)]
 pub struct CounterGate {
     passes: [u64; 2],
+    /// Per pass, the number of the pass under way (which memcgs' turn it is).
+    current: [u64; 2],
     /// `/proc/cgroups`' count of memory cgroups at the last walk.
     cgroups_counted: Option<u64>,
     /// The memcgs followed: (memcg id, cgroup path), as of the last walk.
@@ -71,9 +78,14 @@ pub struct CounterGate {
     /// How many descriptors may be kept open (`None`: not worked out yet).
     keep_open: Option<usize>,
     open: usize,
+    /// Turns dealt so far (the next memcg followed gets this one, modulo [`FULL_EVERY`]).
+    turns_dealt: u64,
 }
 
 struct Followed {
+    /// Its turn: it is read on the passes whose number plus this is a multiple of
+    /// [`FULL_EVERY`].
+    turn: u64,
     /// The usage file, kept open when the descriptor limit allows.
     usage_file: Option<File>,
     /// The usage each pass last saw.
@@ -108,8 +120,7 @@ impl CounterGate {
         }
     }
 
-    /// Starts a pass: whether it reads every memcg (`force`, the first, or every
-    /// [`FULL_EVERY`]th), and what a walk of the hierarchy found when it walked (then the
+    /// Starts a pass: whether it reads every memcg (`force`, or the first), and what a walk of the hierarchy found when it walked (then the
     /// memcgs it finds that `follows` are the ones followed).
     pub fn begin(
         &mut self,
@@ -135,10 +146,12 @@ impl CounterGate {
 
     fn full_and_walk(&mut self, pass: Pass, force: bool) -> (bool, bool) {
         let passes = &mut self.passes[pass as usize];
-        let full = force || passes.is_multiple_of(FULL_EVERY);
+        self.current[pass as usize] = *passes;
+        let full = force || *passes == 0;
+        let walk_due = full || passes.is_multiple_of(FULL_EVERY);
         *passes += 1;
         let counted = memory_cgroups();
-        let walk = full || counted.is_none() || counted != self.cgroups_counted;
+        let walk = walk_due || counted.is_none() || counted != self.cgroups_counted;
         if walk {
             self.cgroups_counted = counted;
         }
@@ -165,7 +178,8 @@ impl CounterGate {
         &self.followed
     }
 
-    /// Whether `pass` reads `path`'s files (`full`: read them anyway, if they exist).
+    /// Whether `pass` reads `path`'s files (`full`: read them anyway, if they exist; so are they
+    /// on the passes of its turn).
     pub fn decide(
         &mut self,
         hierarchy: &MemoryHierarchy,
@@ -174,15 +188,17 @@ impl CounterGate {
         full: bool,
     ) -> Decision {
         let keep_open = *self.keep_open.get_or_insert_with(descriptors_to_keep);
-        let followed = self
-            .memcgs
-            .entry(path.to_owned())
-            .or_insert_with(|| Followed {
+        let turns_dealt = &mut self.turns_dealt;
+        let followed = self.memcgs.entry(path.to_owned()).or_insert_with(|| {
+            *turns_dealt += 1;
+            Followed {
+                turn: *turns_dealt % FULL_EVERY,
                 usage_file: None,
                 usage: [None; 2],
                 unsettled: false,
                 sample: None,
-            });
+            }
+        });
         if followed.usage_file.is_none() && self.open < keep_open {
             followed.usage_file = File::open(usage_path(hierarchy, path)).ok();
             self.open += usize::from(followed.usage_file.is_some());
@@ -198,7 +214,9 @@ impl CounterGate {
             return Decision::Read;
         };
         let before = followed.usage[pass as usize].replace(usage);
+        let turn = (followed.turn + self.current[pass as usize]).is_multiple_of(FULL_EVERY);
         let wanted = full
+            || turn
             || before != Some(usage)
             || self.active[pass as usize].contains(&id)
             || match pass {
@@ -408,17 +426,59 @@ mod tests {
     }
 
     #[test]
-    fn every_twelfth_pass_is_full() {
+    fn only_the_first_pass_or_a_forced_one_is_full() {
         let mut gate = CounterGate::default();
         let fulls: Vec<bool> = (0..2 * FULL_EVERY)
             .map(|_| gate.full_and_walk(Pass::Counters, false).0)
             .collect();
-        assert_eq!(fulls.iter().filter(|&&f| f).count(), 2);
-        assert!(fulls[0] && fulls[usize::try_from(FULL_EVERY).expect("small")]);
+        assert_eq!(fulls.iter().filter(|&&f| f).count(), 1);
+        assert!(fulls[0]);
         assert!(gate.full_and_walk(Pass::Counters, true).0);
         assert!(
             gate.full_and_walk(Pass::Stats, false).0,
             "each pass counts its own"
         );
+    }
+
+    #[test]
+    fn each_memcg_has_its_turn_every_full_every_passes() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let hierarchy = MemoryHierarchy {
+            root: root.path().to_owned(),
+            version: CgroupVersion::V1,
+        };
+        let memcgs: Vec<(u64, String)> = (100..148).map(|id| (id, format!("/c{id}"))).collect();
+        for (_, path) in &memcgs {
+            let dir = hierarchy.dir(path);
+            fs::create_dir(&dir).expect("mkdir");
+            fs::write(dir.join("memory.usage_in_bytes"), "4096\n").expect("write");
+        }
+        let mut gate = CounterGate::default();
+        let mut reads = vec![0u32; memcgs.len()];
+        for pass in 0..=2 * FULL_EVERY {
+            gate.current[Pass::Counters as usize] = pass;
+            let read: Vec<bool> = memcgs
+                .iter()
+                .map(|(id, path)| {
+                    matches!(
+                        gate.decide(&hierarchy, Pass::Counters, (*id, path), false),
+                        Decision::Read
+                    )
+                })
+                .collect();
+            if pass == 0 {
+                assert!(read.iter().all(|&r| r), "new ones are read");
+                continue;
+            }
+            assert_eq!(
+                read.iter().filter(|&&r| r).count(),
+                memcgs.len() / usize::try_from(FULL_EVERY).expect("small"),
+                "pass {pass} reads its share, no more"
+            );
+            for (n, r) in reads.iter_mut().zip(read) {
+                *n += u32::from(r);
+            }
+        }
+        assert!(reads.iter().all(|&n| n == 2), "{reads:?}");
     }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask bench node`: memtrace on a node with many containers (root). Starts memtrace
 //! (release, every event, JSON Lines to /dev/null, as a `DaemonSet` would run), then creates N
 //! containers' memory cgroups shaped like a kubelet's (containerd, two per pod) and podman's, a
-//! worker process in each; measures memtrace's CPU (`/proc/PID/stat`) while they idle, then
+//! worker process in each; once the node has settled (see [`settle`]), measures memtrace's CPU
+//! (`/proc/PID/stat`) while they idle, then
 //! while half of them write, read and delete files and churn slab; each interval's drain and
 //! memtrace's tables (its debug log); its memory (`VmRSS`, `VmHWM`). Then removes the
 //! containers and shows that both sides forget them: memtrace's tables, and the kernel's
@@ -18,7 +19,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use memtrace_common::cgroup::MemoryHierarchy;
+use memtrace_common::cgroup::{CgroupVersion, MemoryHierarchy};
 
 use super::{
     memcgs::{Containers, Shape, clock_ticks, cpu_ticks, memory},
@@ -31,6 +32,13 @@ const RSS_TARGET: u64 = 40_000_000;
 const IDLE_CPU_TARGET: f64 = 1.0;
 const BUSY_CPU_TARGET: f64 = 10.0;
 const DRAIN_TARGET_MS: f64 = 50.0;
+/// memtrace's `stats` interval (its default): the slower of its two passes over cgroupfs.
+const STATS_INTERVAL: Duration = Duration::from_secs(10);
+/// The containers' dirty and writeback pages below which the node counts as settled.
+const SETTLED_UNWRITTEN: u64 = 256 << 10;
+/// At most this long for the kernel to write the containers' dirty pages back (it writes pages
+/// dirty for 30 s, `vm.dirty_expire_centisecs`).
+const WRITEBACK_WAIT: Duration = Duration::from_secs(60);
 /// memtrace keeps a freed memcg's name this long (`RELEASED_GRACE`), then forgets it.
 const FORGET_WAIT: Duration = Duration::from_secs(60);
 
@@ -42,6 +50,10 @@ pub struct Options {
     /// How long to measure each phase (idle, busy)
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     seconds: u64,
+    /// A memtrace binary to measure instead of this workspace's release build: to compare two
+    /// builds back to back (e.g. `--memtrace /tmp/memtrace-main`)
+    #[arg(long, value_name = "PATH")]
+    memtrace: Option<PathBuf>,
 }
 
 /// memtrace's CPU over a phase, and its memory at the end of it.
@@ -52,7 +64,10 @@ struct Phase {
 }
 
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
-    let memtrace = super::build_memtrace(workspace)?;
+    let memtrace = match options.memtrace.clone() {
+        Some(path) => path,
+        None => super::build_memtrace(workspace)?,
+    };
     Apt::system(&workspace.tools_dir().join("bench"))
         .for_task("bench")
         .ensure_installed(&["bpftool"])?;
@@ -84,16 +99,14 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         "bench node: {memcgs} memcgs in {:.1} s",
         created.elapsed().as_secs_f64()
     );
-    thread::sleep(Duration::from_secs(5));
-    eprintln!("bench node: idle for {} s", options.seconds);
-    let idle = phase(&watched, options.seconds, ticks)?;
-    fs::write(&busy_flag, "").context("starting the busy phase")?;
-    thread::sleep(Duration::from_secs(3));
+    settle(&hierarchy, &containers)?;
     eprintln!(
-        "bench node: {} containers busy for {} s",
-        options.containers.div_ceil(2),
-        options.seconds
+        "bench node: idle for {} s (from {:.1} s in memtrace's log)",
+        options.seconds,
+        launched.elapsed().as_secs_f64()
     );
+    let idle = phase(&watched, options.seconds, ticks)?;
+    start_busy(&busy_flag, options)?;
     let busy = phase(&watched, options.seconds, ticks)?;
     fs::remove_file(&busy_flag).context("ending the busy phase")?;
     let full = watched.interval_after(Instant::now(), Duration::from_secs(10))?;
@@ -205,6 +218,76 @@ fn print_phases(idle: &Phase, busy: &Phase, hwm: u64) {
         mb(RSS_TARGET),
         verdict(hwm <= RSS_TARGET)
     );
+    print_node_activity(idle);
+}
+
+/// Makes half of the containers busy (their flag file), and says so once they are.
+fn start_busy(busy_flag: &Path, options: &Options) -> anyhow::Result<()> {
+    fs::write(busy_flag, "").context("starting the busy phase")?;
+    thread::sleep(Duration::from_secs(3));
+    eprintln!(
+        "bench node: {} containers busy for {} s",
+        options.containers.div_ceil(2),
+        options.seconds
+    );
+    Ok(())
+}
+
+/// What the node did while the containers idled: memtrace traces the whole node, so another
+/// workload on the machine costs it CPU in the idle phase too.
+fn print_node_activity(idle: &Phase) {
+    #[expect(clippy::cast_precision_loss, reason = "a figure for people")]
+    let keys: Vec<f64> = idle.intervals.iter().map(|i| i.keys as f64).collect();
+    println!(
+        "  the node while idle: aggregate keys drained a second median {:.0}, max {:.0} (memtrace \
+         traces the whole node: another workload on the machine shows here, and costs it CPU; \
+         idle containers alone were 8–118 here)",
+        median(&keys).unwrap_or(f64::NAN),
+        keys.iter().copied().fold(0.0, f64::max)
+    );
+}
+
+/// Waits until the node has settled after the containers' start, so that the idle phase measures
+/// a node whose containers do nothing, not their start: the kernel wrote back the pages their
+/// start dirtied (their work directories), and then a `stats` interval passed, so that each of
+/// memtrace's passes over cgroupfs has read each new memcg once (the cost of a container's
+/// start). Says what it waited for.
+fn settle(hierarchy: &MemoryHierarchy, containers: &Containers) -> anyhow::Result<()> {
+    let stat = hierarchy.dir(&containers.path()).join("memory.stat");
+    let keys: [&str; 2] = match hierarchy.version {
+        CgroupVersion::V1 => ["total_dirty", "total_writeback"],
+        CgroupVersion::V2 => ["file_dirty", "file_writeback"],
+    };
+    let unwritten = || -> anyhow::Result<u64> {
+        let text =
+            fs::read_to_string(&stat).with_context(|| format!("reading {}", stat.display()))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(k, _)| keys.contains(k))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum())
+    };
+    let started = Instant::now();
+    let first = unwritten()?;
+    let mut last = first;
+    while last > SETTLED_UNWRITTEN && started.elapsed() < WRITEBACK_WAIT {
+        thread::sleep(Duration::from_secs(1));
+        last = unwritten()?;
+    }
+    eprintln!(
+        "bench node: settling: the containers' dirty+writeback pages {} → {} KiB in {:.1} s \
+         (waits for ≤ {} KiB, at most {} s); then a stats interval ({} s), so that memtrace's \
+         passes have read each new memcg once",
+        first >> 10,
+        last >> 10,
+        started.elapsed().as_secs_f64(),
+        SETTLED_UNWRITTEN >> 10,
+        WRITEBACK_WAIT.as_secs(),
+        STATS_INTERVAL.as_secs()
+    );
+    thread::sleep(STATS_INTERVAL + Duration::from_secs(2));
+    Ok(())
 }
 
 /// A container's process: idle, or busy while `busy` exists.

@@ -30,6 +30,8 @@ pub struct Interval {
     pub events_ms: f64,
     /// The CPU time of both (apart from waiting for a CPU on a busy machine).
     pub cpu_ms: f64,
+    /// Keys the drain found: what the node did in the interval (memtrace traces all of it).
+    pub keys: u64,
     /// The kernel's `MEMCG_IDS` entries after it.
     pub kernel_memcg_ids: u64,
     /// memtrace's own tables after it: memcgs named, cgroup paths, containers' runtime names.
@@ -118,7 +120,7 @@ impl Watched {
     pub fn intervals(&self) -> Vec<Interval> {
         let lines = self.lines.lock().expect("not poisoned");
         let mut intervals = Vec::new();
-        let mut kernel: Option<(f64, f64, u64, u64)> = None;
+        let mut kernel: Option<(f64, f64, u64, u64, u64)> = None;
         for (at, line) in lines.iter() {
             // `aggregates: kernel maps drained in 1.23 ms (…); MapSizes { kernel_memcg_ids: 5, memcg_pointers: 5 }`
             if let Some(rest) = after(line, "kernel maps drained in ") {
@@ -127,9 +129,13 @@ impl Watched {
                     cpu_ms(rest),
                     field(rest, "kernel_memcg_ids").unwrap_or(0),
                     field(rest, "memcg_pointers").unwrap_or(0),
+                    after(rest, " ms; ")
+                        .and_then(|r| r.split_once(" keys"))
+                        .and_then(|(n, _)| n.trim().parse().ok())
+                        .unwrap_or(0),
                 ));
             } else if let Some(rest) = after(line, " events made in ")
-                && let Some((kernel_ms, kernel_cpu_ms, kernel_memcg_ids, memcg_pointers)) =
+                && let Some((kernel_ms, kernel_cpu_ms, kernel_memcg_ids, memcg_pointers, keys)) =
                     kernel.take()
             {
                 intervals.push(Interval {
@@ -137,6 +143,7 @@ impl Watched {
                     kernel_ms,
                     events_ms: number_before(rest, " ms").unwrap_or(f64::NAN),
                     cpu_ms: kernel_cpu_ms + cpu_ms(rest),
+                    keys,
                     kernel_memcg_ids,
                     names: field(rest, "names").unwrap_or(0),
                     paths: field(rest, "paths").unwrap_or(0),
