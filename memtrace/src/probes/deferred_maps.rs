@@ -11,7 +11,7 @@
 //! therefore creating it anew at full size and putting it under the descriptor of the small
 //! one (`dup3`), before the first program that uses it is loaded; the small map is freed.
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 
 use aya::{Ebpf, EbpfLoader, maps::Map};
 use memtrace_common::{
@@ -126,18 +126,20 @@ fn grow(ebpf: &Ebpf, deferred: &Deferred) -> Result<(), ProbeError> {
         deferred.map,
         deferred.entries
     );
+    put_in_place(small, &full).map_err(|e| failed(format!("putting it in place: {e}")))
+}
+
+/// Makes `small`'s descriptor refer to `full` (`dup3`). The descriptor stays owned by aya's
+/// `MapData`, which closes it once: from here on it refers to the full-size map (the small
+/// map's last reference is dropped, which frees it), of the same type, key and value, so every
+/// program loaded later with this descriptor in its instructions gets the full-size map and
+/// aya's handle keeps working. The callers do it before any program that uses the map loads.
+pub(super) fn put_in_place(small: &aya::maps::MapData, full: &OwnedFd) -> std::io::Result<()> {
     let target = small.fd().as_fd().as_raw_fd();
-    // SAFETY: both descriptors are open for the call. `target` stays owned by aya's `MapData`,
-    // which closes it once: from here on it refers to the full-size map (the small map's last
-    // reference is dropped, which frees it), with the same type, key and value, so every
-    // program loaded later with this descriptor in its instructions gets the full-size map and
-    // aya's handle keeps working. No program that uses it was loaded before (`grow_for`).
+    // SAFETY: both descriptors are open for the call; see above for what the target becomes.
     let duplicated = unsafe { libc::dup3(full.as_raw_fd(), target, libc::O_CLOEXEC) };
     if duplicated < 0 {
-        return Err(failed(format!(
-            "putting it in place: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -22,7 +22,7 @@
 //! created.
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    os::fd::OwnedFd,
     sync::{Arc, Mutex},
     thread::{self, JoinHandle},
     time::Duration,
@@ -260,20 +260,9 @@ fn install(ebpf: &Ebpf, spec: &MapSpec, made: std::io::Result<OwnedFd>) -> Resul
             bpf_sys::create_map(&object).map_err(|e| failed(e.to_string()))?
         }
     };
-    let target = small.fd().as_fd().as_raw_fd();
-    // SAFETY: both descriptors are open for the call. `target` stays owned by aya's `MapData`,
-    // which closes it once: from here on it refers to the full-size map (the small map's last
-    // reference is dropped, which frees it), of the same type, key, value and flags, so every
-    // program loaded later with this descriptor in its instructions gets the full-size map and
-    // aya's handle keeps working. No program of the object was loaded before (`install`).
-    let duplicated = unsafe { libc::dup3(full.as_raw_fd(), target, libc::O_CLOEXEC) };
-    if duplicated < 0 {
-        return Err(failed(format!(
-            "putting it in place: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
+    // No program of the object was loaded before (`install`).
+    super::deferred_maps::put_in_place(small, &full)
+        .map_err(|e| failed(format!("putting it in place: {e}")))
 }
 
 #[cfg(test)]
