@@ -26,8 +26,8 @@
 //! A memcg not read keeps what it was last read with: its counters stay (no `counters` event),
 //! its `stats` sample is the last one again.
 //!
-//! The hierarchy is walked on the first and the last pass, every [`FULL_EVERY`]th, and when the kernel's count of memory cgroups
-//! (`/proc/cgroups`) changed; in between, the memcgs of the last walk are the ones followed, and a
+//! The hierarchy is walked on the first and the last pass, every [`FULL_EVERY`]th, and when the
+//! kernel's count of memory cgroups (`/proc/cgroups`) changed; in between, the memcgs of the last walk are the ones followed, and a
 //! removed one is dropped when its usage can no longer be read.
 
 use std::{
@@ -120,8 +120,9 @@ impl CounterGate {
         }
     }
 
-    /// Starts a pass: whether it reads every memcg (`force`, or the first), and what a walk of the hierarchy found when it walked (then the
-    /// memcgs it finds that `follows` are the ones followed).
+    /// Starts a pass: whether it reads every memcg (`force`, or the first), and what a walk of
+    /// the hierarchy found when it walked (then the memcgs it finds that `follows` are the ones
+    /// followed).
     pub fn begin(
         &mut self,
         hierarchy: &MemoryHierarchy,
