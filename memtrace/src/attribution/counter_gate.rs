@@ -27,8 +27,9 @@
 //! its `stats` sample is the last one again.
 //!
 //! The hierarchy is walked on the first and the last pass, every [`FULL_EVERY`]th, and when the
-//! kernel's count of memory cgroups (`/proc/cgroups`) changed; in between, the memcgs of the last walk are the ones followed, and a
-//! removed one is dropped when its usage can no longer be read.
+//! kernel's count of memory cgroups (`/proc/cgroups`) changed; in between, the memcgs of the
+//! last walk are the ones followed, and a removed one is dropped when its usage can no longer be
+//! read.
 
 use std::{
     collections::{HashMap, HashSet},
