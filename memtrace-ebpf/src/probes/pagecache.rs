@@ -13,7 +13,7 @@
 //! one file's events on a CPU skip the hash ([`CACHE_SLOTS`]), and the drains keep the per-file
 //! keys counted in (zeroed), so a file counted again in a later interval is not inserted again.
 
-use aya_ebpf::{macros::raw_tracepoint, maps::PerCpuHashMap, programs::RawTracePointContext};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use memtrace_common::{CacheDelta, FileKey, FilePath, InodeId, LostKind};
 
 use super::refault;
@@ -93,28 +93,76 @@ pub fn account(charge: FolioCharge, what: Change) {
         return;
     }
     let file = mapping.map_or(0, AddressSpace::addr);
-    if active_half() == 0 {
-        account_in::<0>(memcg.addr(), file, pages, what);
-    } else {
-        account_in::<1>(memcg.addr(), file, pages, what);
+    // Each program counts one kind of change: a constant of its own body, so that neither the
+    // verifier nor the CPU meets the other kinds' branches.
+    let (memcg, first) = (memcg.addr(), active_half() == 0);
+    match what {
+        Change::Added if first => added_in_0(memcg, file, pages),
+        Change::Added => added_in_1(memcg, file, pages),
+        Change::Removed if first => removed_in_0(memcg, file, pages),
+        Change::Removed => removed_in_1(memcg, file, pages),
+        Change::Refaulted if first => refaulted_in_0(memcg, file, pages),
+        Change::Refaulted => refaulted_in_1(memcg, file, pages),
+    };
+}
+
+/// [`Change`] as a const generic argument.
+const ADDED: u8 = 0;
+const REMOVED: u8 = 1;
+const REFAULTED: u8 = 2;
+
+impl Change {
+    #[inline(always)]
+    const fn of(what: u8) -> Self {
+        match what {
+            ADDED => Self::Added,
+            REMOVED => Self::Removed,
+            _ => Self::Refaulted,
+        }
     }
+}
+
+/// [`account_in`] for each half and kind of change, as global functions (BTF linkage
+/// `global`): the verifier checks each once, on its own, not again for every path of its
+/// callers that reaches it, which halves the page-cache programs' verification (start-up).
+macro_rules! account_in_global {
+    ($($name:ident = <$half:literal, $what:ident>;)*) => {$(
+        #[unsafe(no_mangle)]
+        #[inline(never)]
+        pub extern "C" fn $name(memcg: u64, file: u64, pages: u64) -> u32 {
+            account_in::<$half, $what>(memcg, file, pages);
+            0
+        }
+    )*};
+}
+
+account_in_global! {
+    added_in_0 = <0, ADDED>;
+    added_in_1 = <1, ADDED>;
+    removed_in_0 = <0, REMOVED>;
+    removed_in_1 = <1, REMOVED>;
+    refaulted_in_0 = <0, REFAULTED>;
+    refaulted_in_1 = <1, REFAULTED>;
 }
 
 /// [`account`] into one half of the aggregate. A function of its own for each half, so that
 /// every map call in it names one map: the verifier then inlines the hash lookups. Chosen at
 /// run time in one body, the compiler merges both halves' calls into one whose map varies, and
 /// the verifier makes that an indirect call through the map's operations (about 2× the cost).
-#[inline(never)]
-fn account_in<const HALF: u32>(memcg: u64, file: u64, pages: u64, what: Change) {
-    let (by_memcg, by_file) = if HALF == 0 {
-        ((&CACHE_MEMCG_0, &CACHE_MEMCG_SPILL_0), &CACHE_FILE_0)
+#[inline(always)]
+fn account_in<const HALF: u32, const WHAT: u8>(memcg: u64, file: u64, pages: u64) {
+    let what = const { Change::of(WHAT) };
+    let by_file = if HALF == 0 {
+        &CACHE_FILE_0
     } else {
-        ((&CACHE_MEMCG_1, &CACHE_MEMCG_SPILL_1), &CACHE_FILE_1)
+        &CACHE_FILE_1
     };
+    let mut delta = CacheDelta::default();
+    count(&mut delta, what, pages);
     // Per-memcg totals are the sums of the per-file counts; the per-memcg map counts only what
     // has no file key (no file, or the file map is full), so one map update is the usual cost.
     if file == 0 {
-        count_memcg(by_memcg, memcg, |d: &mut CacheDelta| count(d, what, pages));
+        count_memcg::<HALF>(memcg, delta);
         return;
     }
     // SAFETY: `account` passed the folio's `struct address_space *`.
@@ -126,8 +174,11 @@ fn account_in<const HALF: u32>(memcg: u64, file: u64, pages: u64, what: Change) 
         let slot = unsafe { &mut *slot };
         // A run of one file's events on this CPU: no map lookup.
         if slot.key == key {
+            // A file's removals come in runs (reclaim, a dropped cache, a truncation): whether
+            // it was deleted is read at the run's first, not at each.
+            let first_removal = slot.delta.removed_pages == 0;
             count(&mut slot.delta, what, pages);
-            if what == Change::Removed {
+            if what == Change::Removed && first_removal {
                 note_unlinked(mapping);
             }
             return;
@@ -161,12 +212,10 @@ fn account_in<const HALF: u32>(memcg: u64, file: u64, pages: u64, what: Change) 
         Bumped::NewKey => {
             // Once per file, interval and CPU, not per event: what userspace shows of the file
             // and of the memcg.
-            remember_file(mapping);
-            // SAFETY: `account` passed the `struct mem_cgroup *` a folio is charged to.
-            know_memcg_id(unsafe { Memcg::from_addr(memcg) });
+            first_sight(memcg, file);
         }
         Bumped::Full => {
-            count_memcg(by_memcg, memcg, |d: &mut CacheDelta| count(d, what, pages));
+            count_memcg::<HALF>(memcg, delta);
             return;
         }
     }
@@ -187,28 +236,62 @@ fn account_in<const HALF: u32>(memcg: u64, file: u64, pages: u64, what: Change) 
             // The old key went in the map when it took the slot, and a drain empties both:
             // this is a lookup. Only a full map (it never lost the key) could fall through.
             if bump_in(by_file, &old, &add) == Bumped::Full {
-                count_memcg(by_memcg, old.memcg, add);
+                count_memcg::<HALF>(old.memcg, pending);
             }
         }
     }
 }
 
+/// A (memcg, file) key's first event of an interval on this CPU: what userspace shows of the
+/// file and of the memcg. A global function (own BTF linkage), so that the verifier checks it
+/// once, on its own, rather than again at every path of the callers that reaches it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn first_sight(memcg: u64, file: u64) -> u32 {
+    // SAFETY: `account` passed the folio's `struct address_space *` and the `struct mem_cgroup
+    // *` it is charged to.
+    remember_file(unsafe { AddressSpace::from_addr(file) });
+    // SAFETY: as above.
+    know_memcg_id(unsafe { Memcg::from_addr(memcg) });
+    0
+}
+
 /// Counts into a memcg's entry of the per-memcg map or its spill map (what has no file key).
 #[inline(always)]
-fn count_memcg(
-    by_memcg: (
-        &PerCpuHashMap<u64, CacheDelta>,
-        &PerCpuHashMap<u64, CacheDelta>,
-    ),
-    memcg: u64,
-    update: impl Fn(&mut CacheDelta),
-) {
-    match bump(by_memcg, &memcg, update) {
-        // SAFETY: every caller passes the `struct mem_cgroup *` a folio is charged to.
-        Bumped::NewKey => know_memcg_id(unsafe { Memcg::from_addr(memcg) }),
-        Bumped::Counted => {}
-        Bumped::Full => count_lost(LostKind::PageCache),
+fn count_memcg<const HALF: u32>(memcg: u64, delta: CacheDelta) {
+    let (added, removed, refaulted) = (delta.added_pages, delta.removed_pages, delta.refault_pages);
+    if HALF == 0 {
+        memcg_in_0(memcg, added, removed, refaulted);
+    } else {
+        memcg_in_1(memcg, added, removed, refaulted);
     }
+}
+
+/// [`count_memcg`] for each half, as global functions (as [`account_in_global`]).
+macro_rules! memcg_in_global {
+    ($($name:ident = ($memcg:ident, $spill:ident);)*) => {$(
+        #[unsafe(no_mangle)]
+        #[inline(never)]
+        pub extern "C" fn $name(memcg: u64, added: u64, removed: u64, refaulted: u64) -> u32 {
+            let update = |d: &mut CacheDelta| {
+                d.added_pages += added;
+                d.removed_pages += removed;
+                d.refault_pages += refaulted;
+            };
+            match bump((&$memcg, &$spill), &memcg, update) {
+                // SAFETY: every caller passes the `struct mem_cgroup *` a folio is charged to.
+                Bumped::NewKey => know_memcg_id(unsafe { Memcg::from_addr(memcg) }),
+                Bumped::Counted => {}
+                Bumped::Full => count_lost(LostKind::PageCache),
+            }
+            0
+        }
+    )*};
+}
+
+memcg_in_global! {
+    memcg_in_0 = (CACHE_MEMCG_0, CACHE_MEMCG_SPILL_0);
+    memcg_in_1 = (CACHE_MEMCG_1, CACHE_MEMCG_SPILL_1);
 }
 
 /// [`remember_memcg_id`] unless the memcg's id is there already: its three reads and the LRU
@@ -257,7 +340,10 @@ fn remember_file(file: AddressSpace) {
 /// its first event in that interval is often an add, read while the file was still linked).
 ///
 /// The inode is read first: most removals are of linked files (reclaim, a dropped cache), and
-/// two reads cost less than the lookup, which only a deleted file's removals pay.
+/// two reads cost less than the lookup, which only a deleted file's removals pay. A run of one
+/// file's events on a CPU (its slot) reads it at its first removal only: a file that reclaim
+/// took pages from and that is then deleted, on the same CPU with no other file's event in
+/// between and within one interval, is not marked deleted in that interval.
 #[inline(always)]
 fn note_unlinked(file: AddressSpace) {
     if !file.host().is_some_and(Inode::unlinked) {
