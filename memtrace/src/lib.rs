@@ -21,6 +21,7 @@ pub mod flight;
 pub mod metrics;
 mod named;
 pub mod pipeline;
+mod priority;
 pub mod probes;
 pub mod report;
 pub mod sinks;

@@ -42,6 +42,7 @@ use crate::{
     backlog::Backlog,
     clock,
     event::{Event, LossCause, LossTally, Memcg, OomConstraint, What},
+    priority,
     probes::{
         Aggregates, Drain, ProbeError, Sources,
         derived::{ChargesFrom, charges_from_page_cache},
@@ -401,6 +402,8 @@ fn spawn_drain(
     unkeyed: Vec<(u64, InodeId)>,
 ) -> DrainJob {
     tokio::task::spawn_blocking(move || {
+        // A pooled thread: raised for the drain only, put back before the next task.
+        let _raised = priority::Raised::to(priority::BURST_NICE);
         let started = Instant::now();
         let cpu = clock::thread_cpu_ns();
         aggregates.forget_memcgs(&forget);
