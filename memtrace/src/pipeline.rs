@@ -323,6 +323,9 @@ impl Consumer<'_> {
 
     /// One interval of the kernel's aggregates as `cache`, `charge` and `slab` events.
     fn aggregates(&mut self, drain: &Drain, now: u64, interval: u64) -> io::Result<()> {
+        // The second half of the interval's drain, on a runtime thread (no await in here): as
+        // raised as the first (`spawn_drain`), and put back before the thread runs anything else.
+        let _raised = priority::Raised::to(priority::BURST_NICE);
         let started = Instant::now();
         let cpu = clock::thread_cpu_ns();
         let context = &mut self.context;

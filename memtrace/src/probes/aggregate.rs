@@ -228,6 +228,7 @@ impl Aggregates {
         let old = self.half as usize;
         self.half ^= 1;
         self.reader.spilled = 0;
+        self.reader.idle_deletes = IDLE_DELETES_PER_DRAIN;
         self.active
             .set(0, &self.half, 0)
             .map_err(|source| map_error("AGG_ACTIVE", source))?;
@@ -427,6 +428,8 @@ pub struct DrainReader {
     stale: HashMap<u64, u8>,
     /// Keys the current (or last) drain found in the spill maps.
     spilled: usize,
+    /// Idle keys the current drain may still delete ([`IDLE_DELETES_PER_DRAIN`]).
+    idle_deletes: usize,
 }
 
 impl DrainReader {
@@ -445,6 +448,7 @@ impl DrainReader {
             batch: std::env::var_os("MEMTRACE_DRAIN_KEY_BY_KEY").is_none(),
             stale: HashMap::new(),
             spilled: 0,
+            idle_deletes: IDLE_DELETES_PER_DRAIN,
         })
     }
 
@@ -568,9 +572,13 @@ where
             if read {
                 map_batch::set_per_cpu(fd, reader.cpus, &counted, &V::default()).map_err(io)?;
                 let keys = counted.len() + stale_keys.len() + idle.len();
-                if idle.len() > IDLE_DELETES_PER_DRAIN && !half_full(map, keys) {
-                    idle.truncate(IDLE_DELETES_PER_DRAIN);
+                // A quarter of the idle keys at least: under a churn faster than the budget
+                // they would pile up until the map is half full, and go all at once.
+                let deletes = reader.idle_deletes.max(idle.len() / 4);
+                if idle.len() > deletes && !half_full(map, keys) {
+                    idle.truncate(deletes);
                 }
+                reader.idle_deletes = reader.idle_deletes.saturating_sub(idle.len());
                 stale_keys.append(&mut idle);
                 map_batch::delete(fd, &stale_keys).map_err(io)?;
             }
@@ -596,13 +604,14 @@ where
 }
 
 /// Idle keys (zero in every CPU: counted in the interval before, not in this one) a drain
-/// deletes from one map, at most, while the map is less than half full. A delete costs the
-/// kernel about 10 µs (it frees the key's per-CPU values): when hundreds of containers stop at
-/// once, deleting all their keys in one drain took 45 ms of CPU (`cargo xtask bench node`).
-/// An idle key left in place costs a read per drain and counts as kept (its next event
-/// re-reads what userspace shows of it); the next drains delete the rest. Keys of freed memcgs
-/// are always deleted at once.
-const IDLE_DELETES_PER_DRAIN: usize = 256;
+/// deletes, at most, from maps less than half full. A delete costs the kernel about 10 µs (it
+/// frees the key's per-CPU values): when hundreds of containers stop at once, deleting all
+/// their keys in one drain took 45 ms of CPU (`cargo xtask bench node`). An idle key left in
+/// place costs a read per drain and counts as kept (its next event re-reads what userspace
+/// shows of it); the next drains delete the rest, a quarter of a map's idle keys at least
+/// (a churn faster than the budget does not pile them up). Keys of freed memcgs, and the idle
+/// keys of a map half full, are always deleted at once.
+const IDLE_DELETES_PER_DRAIN: usize = 1024;
 
 /// Whether `keys` fill half of the map or more, when its size can be read (else: yes, so that
 /// every idle key is deleted).
@@ -682,6 +691,7 @@ mod tests {
                 batch,
                 stale: HashMap::new(),
                 spilled: 0,
+                idle_deletes: IDLE_DELETES_PER_DRAIN,
             };
             let sums = drain_with_spill(
                 [&mut aggregate, &mut spill],
@@ -724,17 +734,8 @@ mod tests {
     }
 
     #[test]
-    fn a_drain_deletes_a_few_hundred_idle_keys_while_the_map_is_less_than_half_full() {
+    fn a_drain_deletes_at_most_its_budget_of_idle_keys_from_maps_less_than_half_full() {
         let keys = |map: &PerCpuHashMap<MapData, u64, CacheDelta>| map.keys().count();
-        // 1 000 keys of 4 096: the first drain counts and zeroes them; each drain after deletes
-        // at most `IDLE_DELETES_PER_DRAIN` of them, and every key of a freed memcg at once.
-        let mut map = filled_map(NO_PREALLOC, 0..1000);
-        let mut reader = DrainReader {
-            cpus: cpus(),
-            batch: true,
-            stale: HashMap::new(),
-            spilled: 0,
-        };
         let drained = |map: &mut PerCpuHashMap<MapData, u64, CacheDelta>,
                        reader: &mut DrainReader| {
             drain(
@@ -747,21 +748,40 @@ mod tests {
             .expect("the drain")
             .len()
         };
-        assert_eq!(drained(&mut map, &mut reader), 1000, "every key counted");
-        assert_eq!(keys(&map), 1000, "kept, zeroed");
+        let mut reader = DrainReader {
+            cpus: cpus(),
+            batch: true,
+            stale: HashMap::new(),
+            spilled: 0,
+            idle_deletes: IDLE_DELETES_PER_DRAIN,
+        };
+        // 1 900 keys of 4 096: the first drain counts and zeroes them; the drains after delete
+        // at most `IDLE_DELETES_PER_DRAIN` of them each, and every key of a freed memcg at once.
+        let mut map = filled_map(NO_PREALLOC, 0..1900);
+        assert_eq!(drained(&mut map, &mut reader), 1900, "every key counted");
+        assert_eq!(keys(&map), 1900, "kept, zeroed");
         reader.stale = (0..100).map(|memcg| (memcg, 1)).collect();
+        reader.idle_deletes = IDLE_DELETES_PER_DRAIN;
         assert_eq!(drained(&mut map, &mut reader), 0, "nothing counted since");
         assert_eq!(
             keys(&map),
-            1000 - 100 - IDLE_DELETES_PER_DRAIN,
-            "the freed memcgs' keys and a few hundred idle ones deleted"
+            1900 - 100 - IDLE_DELETES_PER_DRAIN,
+            "the freed memcgs' keys and a budget of idle ones deleted"
         );
+        assert_eq!(reader.idle_deletes, 0, "the budget spent");
+        // A second map in the same drain: no budget left, a quarter of its idle keys go.
         reader.stale.clear();
+        let mut other = filled_map(NO_PREALLOC, 0..100);
+        drained(&mut other, &mut reader);
+        drained(&mut other, &mut reader);
+        assert_eq!(keys(&other), 75, "the rest kept for later drains");
+        reader.idle_deletes = IDLE_DELETES_PER_DRAIN;
         assert_eq!(drained(&mut map, &mut reader), 0);
-        assert_eq!(keys(&map), 1000 - 100 - 2 * IDLE_DELETES_PER_DRAIN);
+        assert_eq!(keys(&map), 0, "the rest in the next drain");
 
         // 3 000 of 4 096: more than half full, every idle key goes at once.
         let mut full = filled_map(NO_PREALLOC, 0..3000);
+        reader.idle_deletes = IDLE_DELETES_PER_DRAIN;
         assert_eq!(drained(&mut full, &mut reader), 3000);
         assert_eq!(drained(&mut full, &mut reader), 0);
         assert_eq!(keys(&full), 0, "a map half full keeps no idle key");
