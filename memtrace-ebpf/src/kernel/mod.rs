@@ -20,7 +20,12 @@ mod slab;
 mod task;
 pub mod tracepoints;
 
-use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
+use core::mem::MaybeUninit;
+
+use aya_ebpf::{
+    Global,
+    helpers::{bpf_probe_read_kernel, generated},
+};
 pub use cgroup::{Cgroup, KernfsNode};
 pub use file::{AddressSpace, Inode};
 pub use memcg::{Memcg, ObjCgroup, StatItem};
@@ -139,13 +144,20 @@ impl KernelStr {
 struct Block<const N: usize>([u64; N]);
 
 impl<const N: usize> Block<N> {
-    /// `base` is a kernel pointer (possibly null or stale: the helper checks).
+    /// `base` is a kernel pointer (possibly null or stale: the helper checks). Read into
+    /// `place`, the caller's stack, and used there: a block returned by value (an `Option` of
+    /// it) is copied word by word once more, on every event.
     #[inline(always)]
-    fn read(base: *const u8) -> Option<Self> {
-        // SAFETY: the helper validates the address; a bad one yields an error, never a fault.
-        unsafe { bpf_probe_read_kernel(base.cast::<[u64; N]>()) }
-            .ok()
-            .map(Block)
+    fn read(base: *const u8, place: &mut MaybeUninit<Self>) -> Option<&Self> {
+        #[expect(clippy::cast_possible_truncation, reason = "a block is 8 × N < 4 GiB")]
+        let size = size_of::<Self>() as u32;
+        // SAFETY: the helper validates the address; a bad one yields an error, never a fault,
+        // and it writes at most `size` bytes to `place`.
+        let failed = unsafe {
+            generated::bpf_probe_read_kernel(place.as_mut_ptr().cast(), size, base.cast())
+        };
+        // SAFETY: a successful read wrote every byte of the block.
+        (failed == 0).then(|| unsafe { place.assume_init_ref() })
     }
 
     /// The `u64` member at byte `offset` of `base`, the pointer the block was read from: from

@@ -1,6 +1,8 @@
 //! `struct folio` (and `struct page`, which it overlays). On kernels without folios (5.10) the
 //! same pointers are `struct page *` and the loader gives the page's offsets (`folio_order`).
 
+use core::mem::MaybeUninit;
+
 use super::{AddressSpace, Block, Memcg, kernel_ptr, offsets};
 
 kernel_ptr!(
@@ -32,7 +34,7 @@ impl Folio {
     /// kmem page). One read of its first 64 bytes.
     #[inline(always)]
     pub fn memcg_charge(self) -> Option<(Memcg, u64)> {
-        self.memcg_charge_in(&Block::<8>::read(self.0)?)
+        self.memcg_charge_in(Block::<8>::read(self.0, &mut MaybeUninit::uninit())?)
     }
 
     /// [`Self::memcg_charge`] and the folio's file, from its first 64 bytes. A large folio
@@ -41,7 +43,7 @@ impl Folio {
     /// costs more than the second read large folios (a page in hundreds) pay.
     #[inline(always)]
     pub fn charge(self) -> Option<FolioCharge> {
-        self.charge_in(&Block::<8>::read(self.0)?)
+        self.charge_in(Block::<8>::read(self.0, &mut MaybeUninit::uninit())?)
     }
 
     /// `block` was read from this folio.

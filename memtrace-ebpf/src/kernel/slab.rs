@@ -1,6 +1,8 @@
 //! Slab caches (`struct kmem_cache`), and whom the kernel charged a slab object to: read from
 //! its slab (`struct slab`, which overlays the head `struct page` of the object's pages).
 
+use core::mem::MaybeUninit;
+
 use memtrace_common::MemoryMap;
 
 use super::{Block, KernelStr, ObjCgroup, kernel_ptr, offsets, read_at};
@@ -34,7 +36,8 @@ impl KmemCache {
     #[inline(always)]
     pub fn account_and_size(self) -> Option<(bool, u32)> {
         let o = offsets();
-        let block = Block::<6>::read(self.0)?;
+        let mut place = MaybeUninit::uninit();
+        let block = Block::<6>::read(self.0, &mut place)?;
         Some((
             block.u32_at(self.0, o.kmem_cache_flags)? & o.slab_account_flag != 0,
             block.u32_at(self.0, o.kmem_cache_size)?,
@@ -98,11 +101,12 @@ impl SlabOwner {
         // in a tail page).
         let pfn = ptr.wrapping_sub(map.page_offset_base) >> PAGE_SHIFT;
         let mut head = map.vmemmap_base.wrapping_add(pfn.wrapping_mul(page_size)) as *const u8;
-        let mut block = Block::<8>::read(head)?;
+        let (mut place, mut tail_place) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+        let mut block = Block::<8>::read(head, &mut place)?;
         let compound = block.u64_at(head, o.page_compound_head)?;
         if compound & 1 != 0 {
             head = (compound - 1) as *const u8;
-            block = Block::<8>::read(head)?;
+            block = Block::<8>::read(head, &mut tail_place)?;
         }
         let data = block.u64_at(head, o.slab_obj_exts)?;
         let vector = data & !u64::from(o.obj_exts_flags);

@@ -93,9 +93,28 @@ pub fn account(charge: FolioCharge, what: Change) {
         return;
     }
     let file = mapping.map_or(0, AddressSpace::addr);
+    let (memcg, half) = (memcg.addr(), active_half());
+    // A run of one file's events on this CPU: counted in the CPU's slot, with no map lookup
+    // and no call.
+    if let Some(mapping) = mapping
+        && let Some(slot) = CACHE_SLOTS.get_ptr_mut(half)
+    {
+        // SAFETY: this CPU's slot of a per-CPU array, ours for this program run.
+        let slot = unsafe { &mut *slot };
+        if slot.key == (FileKey { memcg, file }) {
+            // A file's removals come in runs (reclaim, a dropped cache, a truncation): whether
+            // it was deleted is read at the run's first, not at each.
+            let first_removal = slot.delta.removed_pages == 0;
+            count(&mut slot.delta, what, pages);
+            if what == Change::Removed && first_removal {
+                note_unlinked(mapping);
+            }
+            return;
+        }
+    }
     // Each program counts one kind of change: a constant of its own body, so that neither the
     // verifier nor the CPU meets the other kinds' branches.
-    let (memcg, first) = (memcg.addr(), active_half() == 0);
+    let first = half == 0;
     match what {
         Change::Added if first => added_in_0(memcg, file, pages),
         Change::Added => added_in_1(memcg, file, pages),
@@ -168,22 +187,8 @@ fn account_in<const HALF: u32, const WHAT: u8>(memcg: u64, file: u64, pages: u64
     // SAFETY: `account` passed the folio's `struct address_space *`.
     let mapping = unsafe { AddressSpace::from_addr(file) };
     let key = FileKey { memcg, file };
+    // Not the key in this CPU's slot ([`account`] looked).
     let slot = CACHE_SLOTS.get_ptr_mut(HALF);
-    if let Some(slot) = slot {
-        // SAFETY: this CPU's slot of a per-CPU array, ours for this program run.
-        let slot = unsafe { &mut *slot };
-        // A run of one file's events on this CPU: no map lookup.
-        if slot.key == key {
-            // A file's removals come in runs (reclaim, a dropped cache, a truncation): whether
-            // it was deleted is read at the run's first, not at each.
-            let first_removal = slot.delta.removed_pages == 0;
-            count(&mut slot.delta, what, pages);
-            if what == Change::Removed && first_removal {
-                note_unlinked(mapping);
-            }
-            return;
-        }
-    }
     // Drains zero the keys counted in and keep them, so a file counted again in a later
     // interval costs a lookup, not a per-CPU insert. Its first event on this CPU since the
     // drain (a zero value) still takes what userspace shows of it: the kernel frees and reuses
@@ -221,7 +226,7 @@ fn account_in<const HALF: u32, const WHAT: u8>(memcg: u64, file: u64, pages: u64
     }
     // The key is in the map now: it takes this CPU's slot, whose count goes to the map first.
     if let Some(slot) = slot {
-        // SAFETY: as above.
+        // SAFETY: this CPU's slot of a per-CPU array, ours for this program run.
         let slot = unsafe { &mut *slot };
         let pending = slot.delta;
         let old = slot.key;
