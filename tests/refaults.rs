@@ -6,7 +6,11 @@
 //! must have (almost) no refaults: they are counted against the file re-read, not smeared. Run with each `page_cache` strategy this kernel must support
 //! (`MEMTRACE_TEST_PAGE_CACHE_STRATEGIES`; on this host: `raw_tp`, the memcg stat updates).
 
-use std::{collections::HashMap, fs, thread, time::Duration};
+use std::{
+    collections::HashMap,
+    fs, thread,
+    time::{Duration, Instant},
+};
 
 use memtrace_tests::{
     Memtrace, TestCgroup, assert_attached, assert_within_percent, events_in, files::cold_file,
@@ -37,6 +41,45 @@ fn refault_pages(cgroup: &TestCgroup) -> i64 {
             panic!("no workingset_refault_file in memory.stat nor /proc/vmstat:\n{stat}")
         })
     })
+}
+
+/// What says whether the reads were charged to the memcg and evicted by its limit, for the
+/// message of a run that did not thrash.
+fn memcg_state(cgroup: &TestCgroup) -> String {
+    let read = |name: &str| {
+        fs::read_to_string(cgroup.dir.join(name))
+            .map_or_else(|e| format!("({e})"), |v| v.trim().to_owned())
+    };
+    let (usage, limit) = if cgroup.dir.join("memory.max").exists() {
+        (read("memory.current"), read("memory.max"))
+    } else {
+        (read("memory.usage_in_bytes"), read("memory.limit_in_bytes"))
+    };
+    let stat = read("memory.stat");
+    let wanted = [
+        "file ",
+        "cache ",
+        "active_file",
+        "inactive_file",
+        "workingset_",
+        "pgscan ",
+        "pgsteal ",
+        "pgmajfault",
+        "total_pgmajfault",
+    ];
+    let lines: Vec<&str> = stat
+        .lines()
+        .filter(|l| wanted.iter().any(|w| l.starts_with(w)))
+        .collect();
+    let zone = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let free = zone
+        .lines()
+        .find(|l| l.starts_with("MemAvailable"))
+        .unwrap_or("");
+    format!(
+        "usage {usage}, limit {limit}; {}; node {free}",
+        lines.join(", ")
+    )
 }
 
 fn page_size() -> i64 {
@@ -83,16 +126,20 @@ fn refaults_with(strategy: &str) -> Result<(), String> {
     let script = format!(
         "cat '{once_path}' >/dev/null; for i in $(seq {PASSES}); do cat '{path}' >/dev/null; done"
     );
+    let started = Instant::now();
     let (_, status) = cgroup.run_inside("sh", &["-c", &script]);
     assert!(status.success(), "{script}: {status}");
+    let took = started.elapsed();
     let kernel = (refault_pages(&cgroup) - before) * page_size();
+    let state = memcg_state(&cgroup);
     // Two intervals: the last counts are drained.
     thread::sleep(Duration::from_millis(2500));
     let finished = memtrace.stop_ok();
 
     if kernel < i64::try_from(FILE_MIB as u64 * MIB).expect("size") {
         return Err(format!(
-            "the kernel counted only {kernel} bytes of refaults: the scenario did not thrash"
+            "the kernel counted only {kernel} bytes of refaults: the scenario did not thrash \
+             (the reads took {took:?}; the memcg then: {state})"
         ));
     }
     let events = json_lines(&finished.stdout);

@@ -28,6 +28,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::{InodeId, LostKind, event::Record};
+use tokio::sync::oneshot;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::{mpsc, watch},
@@ -126,8 +127,12 @@ enum Held {
     Drain(Drain, u64, u64),
 }
 
-/// A drain of the aggregates running on a blocking thread: it hands the maps back.
-type DrainJob = JoinHandle<(Aggregates, Result<Drain, ProbeError>, u64)>;
+/// A drain of the aggregates running on a blocking thread: the interval's counts (with when
+/// it ended) as soon as they are read, then the maps, once the keys it chose are deleted.
+struct DrainJob {
+    counts: Option<oneshot::Receiver<(Result<Drain, ProbeError>, u64)>>,
+    maps: JoinHandle<Result<Aggregates, ProbeError>>,
+}
 
 /// The consumer's state: what it turns records into and what waits.
 struct Consumer<'a> {
@@ -398,38 +403,91 @@ impl Consumer<'_> {
 
 /// Drains the aggregates on a blocking thread, first deleting the kernel-side entries of the
 /// memcgs in `forget` (freed) and the `INODE_IDS` entries in `unkeyed` (files whose names were
-/// forgotten); the maps come back with the result.
+/// forgotten); the counts come back as soon as they are read, the maps once the idle keys the
+/// drain chose are deleted (at the default weight: nothing waits for that).
 fn spawn_drain(
     mut aggregates: Aggregates,
     forget: Vec<u64>,
     unkeyed: Vec<(u64, InodeId)>,
 ) -> DrainJob {
-    tokio::task::spawn_blocking(move || {
-        // A pooled thread: raised for the drain only, put back before the next task.
-        let _raised = priority::Raised::to(priority::BURST_NICE);
+    let (send, counts) = oneshot::channel();
+    let maps = tokio::task::spawn_blocking(move || {
+        {
+            // A pooled thread: raised for the drain only, put back before the deletes.
+            let _raised = priority::Raised::to(priority::BURST_NICE);
+            let started = Instant::now();
+            let cpu = clock::thread_cpu_ns();
+            aggregates.forget_memcgs(&forget);
+            aggregates.forget_files(&unkeyed);
+            let drain = aggregates.drain();
+            let took = started.elapsed();
+            if log::log_enabled!(log::Level::Debug) {
+                let cpu = clock::thread_cpu_ns().saturating_sub(cpu);
+                let keys = drain.as_ref().map_or(0, |d| {
+                    d.cache.by_file.len() + d.cache.by_memcg.len() + d.charge.len() + d.slab.len()
+                });
+                log::debug!(
+                    "aggregates: kernel maps drained in {:.2} ms (CPU {:.2} ms; {keys} keys, \
+                     {} memcgs freed forgotten); {:?}",
+                    took.as_secs_f64() * 1000.0,
+                    ms(cpu),
+                    forget.len(),
+                    aggregates.sizes()
+                );
+            }
+            // The consumer gone (a write error) is said by its own result.
+            let _ = send.send((drain, clock::boot_ns()));
+        }
         let started = Instant::now();
         let cpu = clock::thread_cpu_ns();
-        aggregates.forget_memcgs(&forget);
-        aggregates.forget_files(&unkeyed);
-        let drain = aggregates.drain();
-        let took = started.elapsed();
-        if log::log_enabled!(log::Level::Debug) {
-            let cpu = clock::thread_cpu_ns().saturating_sub(cpu);
-            let keys = drain.as_ref().map_or(0, |d| {
-                d.cache.by_file.len() + d.cache.by_memcg.len() + d.charge.len() + d.slab.len()
-            });
-            #[expect(clippy::cast_precision_loss, reason = "milliseconds for people")]
-            let cpu_ms = cpu as f64 / 1e6;
+        let deleted = aggregates.delete_idle()?;
+        if deleted > 0 {
             log::debug!(
-                "aggregates: kernel maps drained in {:.2} ms (CPU {cpu_ms:.2} ms; {keys} keys, \
-                 {} memcgs freed forgotten); {:?}",
-                took.as_secs_f64() * 1000.0,
-                forget.len(),
-                aggregates.sizes()
+                "aggregates: {deleted} idle keys deleted in {:.2} ms (CPU {:.2} ms), after the \
+                 interval's counts went out",
+                started.elapsed().as_secs_f64() * 1000.0,
+                ms(clock::thread_cpu_ns().saturating_sub(cpu))
             );
         }
-        (aggregates, drain, clock::boot_ns())
-    })
+        Ok(aggregates)
+    });
+    DrainJob {
+        counts: Some(counts),
+        maps,
+    }
+}
+
+/// Nanoseconds as milliseconds, for people.
+#[expect(clippy::cast_precision_loss, reason = "milliseconds for people")]
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// What a drain in flight handed back.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "two a second, each moved once: a box would cost as much"
+)]
+enum DrainStep {
+    /// Its counts, with when the interval ended.
+    Counts(Drain, u64),
+    /// Its maps, once the counts came and the deletes are done: the job is over.
+    Maps(Aggregates),
+}
+
+/// The next step of the drain in flight; never completes without one.
+async fn drain_step(job: &mut Option<DrainJob>) -> io::Result<DrainStep> {
+    let Some(job) = job.as_mut() else {
+        return std::future::pending().await;
+    };
+    if let Some(counts) = job.counts.as_mut() {
+        let done = counts.await;
+        job.counts = None;
+        let (drain, now) = done.map_err(|_| io::Error::other("the drain thread stopped"))?;
+        return Ok(DrainStep::Counts(drain.map_err(io::Error::other)?, now));
+    }
+    let maps = (&mut job.maps).await.map_err(io::Error::other)?;
+    Ok(DrainStep::Maps(maps.map_err(io::Error::other)?))
 }
 
 /// Watches for the kernel's own notifications that counters changed, when counters are read:
@@ -610,15 +668,17 @@ pub async fn run(
                         ));
                     }
                 }
-                done = join(&mut drain_job) => {
-                    drain_job = None;
-                    let (maps, drain, now) = done?;
-                    aggregates = Some(maps);
-                    let drain = drain.map_err(io::Error::other)?;
-                    want_walk = consumer.drained(drain, now, now - last_drain)?;
-                    last_drain = now;
-                    consumer.say_losses(true)?;
-                }
+                next = drain_step(&mut drain_job) => match next? {
+                    DrainStep::Counts(drain, now) => {
+                        want_walk = consumer.drained(drain, now, now - last_drain)?;
+                        last_drain = now;
+                        consumer.say_losses(true)?;
+                    }
+                    DrainStep::Maps(maps) => {
+                        drain_job = None;
+                        aggregates = Some(maps);
+                    }
+                },
                 () = async {
                     match stats_ticker.as_mut() {
                         Some(t) => {
@@ -672,17 +732,26 @@ pub async fn run(
         }
         // The channel is closed: finish what is in flight, then what the kernel counted since
         // the last interval.
-        if let Some(job) = drain_job.take() {
-            let (maps, drain, now) = job.await.map_err(io::Error::other)?;
-            aggregates = Some(maps);
-            consumer.drained(drain.map_err(io::Error::other)?, now, now - last_drain)?;
-            last_drain = now;
-        }
-        if let Some(maps) = aggregates.take() {
-            let (_, drain, now) = spawn_drain(maps, Vec::new(), Vec::new())
-                .await
-                .map_err(io::Error::other)?;
-            consumer.drained(drain.map_err(io::Error::other)?, now, now - last_drain)?;
+        // Then one more drain, of what the kernel counted since the last.
+        let mut last_job = true;
+        while drain_job.is_some() || aggregates.is_some() {
+            if let Some(maps) = aggregates.take() {
+                if !last_job {
+                    break;
+                }
+                last_job = false;
+                drain_job = Some(spawn_drain(maps, Vec::new(), Vec::new()));
+            }
+            match drain_step(&mut drain_job).await? {
+                DrainStep::Counts(drain, now) => {
+                    consumer.drained(drain, now, now - last_drain)?;
+                    last_drain = now;
+                }
+                DrainStep::Maps(maps) => {
+                    drain_job = None;
+                    aggregates = Some(maps);
+                }
+            }
         }
         while !consumer.held.is_empty() {
             let found = match walk_job.take() {

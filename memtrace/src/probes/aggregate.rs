@@ -8,6 +8,11 @@
 //! map per half, where the programs count a key they could not insert into the aggregate
 //! (`memtrace_common::aggregate::SLAB_SPILL_ENTRIES` says why inserts fail); a drain adds it to
 //! the aggregate's counts and empties it.
+//!
+//! Deleting keys is the costly part of emptying a map (the kernel frees each key's per-CPU
+//! values), and nothing in an interval's output waits for it: a drain only chooses the keys to
+//! delete, and [`Aggregates::delete_idle`] deletes them once the interval's counts are out,
+//! before the next drain points the programs at that half again.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -87,6 +92,32 @@ pub struct Aggregates {
     /// What [`forget_files`](Self::forget_files) was asked since the last drain.
     pub(super) unkeyed: Vec<(u64, InodeId)>,
     pub(super) reader: DrainReader,
+    /// The keys the last drain chose to delete from its half, not yet deleted.
+    pub(super) idle: IdleKeys,
+}
+
+/// Keys of one half a drain chose to delete (idle, or of freed memcgs), per map; deleted by
+/// [`Aggregates::delete_idle`].
+#[derive(Default)]
+pub struct IdleKeys {
+    half: usize,
+    cache_memcg: Vec<u64>,
+    cache_file: Vec<FileKey>,
+    charge: Vec<u64>,
+    slab: Vec<SlabKey>,
+}
+
+impl IdleKeys {
+    /// How many keys wait.
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        self.cache_memcg.len() + self.cache_file.len() + self.charge.len() + self.slab.len()
+    }
+
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The id drains found under each pointer in `MEMCG_IDS`, and the drain that last did.
@@ -125,7 +156,12 @@ impl Aggregates {
     ///
     /// When a map cannot be read or written.
     pub fn drain(&mut self) -> Result<Drain, ProbeError> {
+        // The programs must not count into keys about to be deleted.
+        if !self.idle.is_empty() {
+            self.delete_idle()?;
+        }
         let old = self.switch_halves()?;
+        self.idle.half = old;
         let (files, file_keys) = self.drain_files(old)?;
         // Keyed by memcg pointers; the programs put each key's id in MEMCG_IDS (0: unknown).
         // What each pointer named, kept for [`forget_memcgs`](Self::forget_memcgs).
@@ -154,13 +190,15 @@ impl Aggregates {
             .collect();
         // The per-memcg map holds only what had no file key: the totals add the files'.
         let mut by_memcg = HashMap::new();
-        for (memcg, delta) in drain_with_spill(
+        let (memcg_sums, idle) = drain_with_spill(
             [&mut self.cache_memcg[old], &mut self.cache_memcg_spill[old]],
             "CACHE_MEMCG",
             &mut self.reader,
             (Empty::Zero, |&memcg| memcg),
             sum_cache,
-        )? {
+        )?;
+        self.idle.cache_memcg = idle;
+        for (memcg, delta) in memcg_sums {
             let total = by_memcg
                 .entry(memcg_id(&self.memcg_ids, memcg))
                 .or_insert_with(CacheDelta::default);
@@ -179,13 +217,15 @@ impl Aggregates {
             refaults: self.refaults,
         };
         let mut charge = HashMap::new();
-        for (memcg, delta) in drain_with_spill(
+        let (charge_sums, idle) = drain_with_spill(
             [&mut self.charge[old], &mut self.charge_spill[old]],
             "CHARGE",
             &mut self.reader,
             (Empty::Zero, |&memcg| memcg),
             sum_charges,
-        )? {
+        )?;
+        self.idle.charge = idle;
+        for (memcg, delta) in charge_sums {
             let total = charge
                 .entry(memcg_id(&self.memcg_ids, memcg))
                 .or_insert_with(ChargeDelta::default);
@@ -193,25 +233,27 @@ impl Aggregates {
         }
         // Looked up once per cache and drain: every busy memcg counts in the same few caches.
         let mut names: HashMap<u64, SlabCache> = HashMap::new();
-        let slab = drain_with_spill(
+        let (slab_sums, idle) = drain_with_spill(
             [&mut self.slab[old], &mut self.slab_spill[old]],
             "SLAB",
             &mut self.reader,
             (Empty::Zero, |key| key.memcg),
             sum_slab,
-        )?
-        .into_iter()
-        .map(|(key, delta)| {
-            (
-                memcg_id(&self.memcg_ids, key.memcg),
-                names
-                    .entry(key.cache)
-                    .or_insert_with(|| self.cache_name(key.cache))
-                    .clone(),
-                delta,
-            )
-        })
-        .collect();
+        )?;
+        self.idle.slab = idle;
+        let slab = slab_sums
+            .into_iter()
+            .map(|(key, delta)| {
+                (
+                    memcg_id(&self.memcg_ids, key.memcg),
+                    names
+                        .entry(key.cache)
+                        .or_insert_with(|| self.cache_name(key.cache))
+                        .clone(),
+                    delta,
+                )
+            })
+            .collect();
         self.reader.drained();
         self.memcg_pointers
             .learn(learned.into_inner(), &mut self.memcg_ids);
@@ -234,6 +276,28 @@ impl Aggregates {
             .map_err(|source| map_error("AGG_ACTIVE", source))?;
         std::thread::sleep(SWITCH_GRACE);
         Ok(old)
+    }
+
+    /// Deletes the keys the last drain chose (idle ones within its budget, those of freed
+    /// memcgs) from the half it drained, which the programs do not count into until the next
+    /// drain: after the interval's counts went out, not before. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel refuses a delete.
+    pub fn delete_idle(&mut self) -> Result<usize, ProbeError> {
+        let IdleKeys {
+            half,
+            cache_memcg,
+            cache_file,
+            charge,
+            slab,
+        } = std::mem::take(&mut self.idle);
+        delete_keys(&self.cache_memcg[half], "CACHE_MEMCG", &cache_memcg)?;
+        delete_keys(&self.cache_file[half], "CACHE_FILE", &cache_file)?;
+        delete_keys(&self.charge[half], "CHARGE", &charge)?;
+        delete_keys(&self.slab[half], "SLAB", &slab)?;
+        Ok(cache_memcg.len() + cache_file.len() + charge.len() + slab.len())
     }
 
     /// Deletes the kernel's `MEMCG_IDS` entries of memcgs the kernel freed, so that neither
@@ -287,13 +351,14 @@ impl Aggregates {
         let deleted_files = std::mem::take(&mut self.deleted_files);
         // Looked up once per file and drain: a file read by many memcgs has a key in each.
         let mut file_keys: HashMap<u64, Option<InodeId>> = HashMap::new();
-        let mut sums = drain(
+        let (mut sums, idle) = drain(
             &mut self.cache_file[old],
             "CACHE_FILE",
             &mut self.reader,
             (Empty::Zero, |key| key.memcg),
             sum_cache,
         )?;
+        self.idle.cache_file = idle;
         // The slots' counts are the same half's, not yet in its map: drained with it, and
         // their keys are files counted like the map's.
         self.cache_slots.take(old, &mut sums, sum_cache)?;
@@ -493,20 +558,20 @@ pub(super) fn entries_from_env() -> Option<u32> {
 }
 
 /// [`drain`] of an aggregate and of its spill map (read and emptied; the keys its programs
-/// could not insert into the aggregate), added up.
+/// could not insert into the aggregate), added up; and the aggregate's keys to delete.
 fn drain_with_spill<K, V>(
     [map, spill]: [&mut PerCpuHashMap<MapData, K, V>; 2],
     name: &str,
     reader: &mut DrainReader,
     (empty, pointer): (Empty, fn(&K) -> u64),
     add: impl Fn(&V, &V) -> V,
-) -> Result<HashMap<K, V>, ProbeError>
+) -> Result<(HashMap<K, V>, Vec<K>), ProbeError>
 where
     K: aya::Pod + Eq + std::hash::Hash,
     V: aya::Pod + Default + PartialEq,
 {
-    let mut sums = drain(map, name, reader, (empty, pointer), &add)?;
-    let spilled = drain(
+    let (mut sums, delete) = drain(map, name, reader, (empty, pointer), &add)?;
+    let (spilled, _) = drain(
         spill,
         &format!("{name}_SPILL"),
         reader,
@@ -520,24 +585,26 @@ where
             *sum = add(sum, &delta);
         }
     }
-    Ok(sums)
+    Ok((sums, delete))
 }
 
 /// Reads every key's per-CPU values, sums them with `add`, and empties the map as `empty`
 /// says (`pointer`: a key's memcg pointer): many keys a system call ([`map_batch`]), or key by
-/// key, deleting, where the kernel has no batch operations.
+/// key, deleting, where the kernel has no batch operations. Returns the sums and, for
+/// [`Empty::Zero`] in batches, the keys to delete ([`Aggregates::delete_idle`]).
 fn drain<K, V>(
     map: &mut PerCpuHashMap<MapData, K, V>,
     name: &str,
     reader: &mut DrainReader,
     (empty, pointer): (Empty, fn(&K) -> u64),
     add: impl Fn(&V, &V) -> V,
-) -> Result<HashMap<K, V>, ProbeError>
+) -> Result<(HashMap<K, V>, Vec<K>), ProbeError>
 where
     K: aya::Pod + Eq + std::hash::Hash,
     V: aya::Pod + Default + PartialEq,
 {
     let mut sums = HashMap::new();
+    let mut delete = Vec::new();
     if reader.batch {
         let io = |source| ProbeError::Io {
             what: format!("draining {name} in batches"),
@@ -580,12 +647,12 @@ where
                 }
                 reader.idle_deletes = reader.idle_deletes.saturating_sub(idle.len());
                 stale_keys.append(&mut idle);
-                map_batch::delete(fd, &stale_keys).map_err(io)?;
+                delete = stale_keys;
             }
             read
         };
         if read {
-            return Ok(sums);
+            return Ok((sums, delete));
         }
         reader.batch = false;
         log::debug!("no batch operations for per-CPU hash maps: drained key by key");
@@ -600,13 +667,30 @@ where
         // Gone already is fine: nothing else deletes, but be tolerant.
         let _ = map.remove(key);
     }
-    Ok(sums)
+    Ok((sums, delete))
+}
+
+/// Deletes `keys` from `map` ([`Aggregates::delete_idle`]), many a system call.
+fn delete_keys<K: aya::Pod, V: aya::Pod>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    name: &str,
+    keys: &[K],
+) -> Result<(), ProbeError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    map_batch::delete(map.map().fd().as_fd(), keys)
+        .map(|_| ())
+        .map_err(|source| ProbeError::Io {
+            what: format!("deleting idle keys of {name}"),
+            source,
+        })
 }
 
 /// Idle keys (zero in every CPU: counted in the interval before, not in this one) a drain
 /// deletes, at most, from maps less than half full. A delete costs the kernel about 10 µs (it
 /// frees the key's per-CPU values): when hundreds of containers stop at once, deleting all
-/// their keys in one drain took 45 ms of CPU (`cargo xtask bench node`). An idle key left in
+/// their keys after one drain took 45 ms of CPU (`cargo xtask bench node`). An idle key left in
 /// place costs a read per drain and counts as kept (its next event re-reads what userspace
 /// shows of it); the next drains delete the rest, a quarter of a map's idle keys at least
 /// (a churn faster than the budget does not pile them up). Keys of freed memcgs, and the idle
@@ -636,8 +720,8 @@ mod tests {
     use memtrace_common::CacheDelta;
 
     use super::{
-        super::bpf_sys, DrainReader, Empty, IDLE_DELETES_PER_DRAIN, drain, drain_with_spill,
-        sum_cache,
+        super::bpf_sys, DrainReader, Empty, IDLE_DELETES_PER_DRAIN, delete_keys, drain,
+        drain_with_spill, sum_cache,
     };
 
     /// `enum bpf_map_type`, and the flag of the aggregates (their spill maps have none).
@@ -693,7 +777,7 @@ mod tests {
                 spilled: 0,
                 idle_deletes: IDLE_DELETES_PER_DRAIN,
             };
-            let sums = drain_with_spill(
+            let (sums, idle) = drain_with_spill(
                 [&mut aggregate, &mut spill],
                 "TEST",
                 &mut reader,
@@ -701,6 +785,7 @@ mod tests {
                 sum_cache,
             )
             .expect("the drain");
+            assert!(idle.is_empty(), "every key counted: none to delete");
             assert_eq!(sums.len(), 4000, "batch {batch}");
             for (key, sum) in &sums {
                 let once = (0..cpus as u64).fold(CacheDelta::default(), |acc, cpu| {
@@ -736,17 +821,21 @@ mod tests {
     #[test]
     fn a_drain_deletes_at_most_its_budget_of_idle_keys_from_maps_less_than_half_full() {
         let keys = |map: &PerCpuHashMap<MapData, u64, CacheDelta>| map.keys().count();
+        // A drain, then the deletes it chose (`Aggregates::delete_idle`).
         let drained = |map: &mut PerCpuHashMap<MapData, u64, CacheDelta>,
                        reader: &mut DrainReader| {
-            drain(
+            let (sums, idle) = drain(
                 map,
                 "TEST",
                 reader,
                 (Empty::Zero, |&memcg| memcg),
                 sum_cache,
             )
-            .expect("the drain")
-            .len()
+            .expect("the drain");
+            let before = map.keys().count();
+            delete_keys(map, "TEST", &idle).expect("the deletes");
+            assert_eq!(map.keys().count(), before - idle.len(), "deleted after");
+            sums.len()
         };
         let mut reader = DrainReader {
             cpus: cpus(),

@@ -280,6 +280,7 @@ impl Probes {
             deleted_files: std::collections::HashMap::new(),
             unkeyed: Vec::new(),
             reader: aggregate::DrainReader::new()?,
+            idle: aggregate::IdleKeys::default(),
         };
         let kernel_filter = KernelFilter::new(typed_map(&mut ebpf, FILTER_MAP)?);
         let logger = aya_log::EbpfLogger::init(&mut ebpf).map_err(ProbeError::Logger)?;

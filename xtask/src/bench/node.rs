@@ -24,7 +24,7 @@ use memtrace_common::cgroup::{CgroupVersion, MemoryHierarchy};
 use super::{
     memcgs::{Containers, Shape, clock_ticks, cpu_ticks, memory},
     stats::median,
-    watched::{self, Interval, Watched},
+    watched::{self, Deletes, Interval, Watched},
 };
 use crate::{process, vm::apt::Apt, workspace::Workspace};
 
@@ -61,6 +61,8 @@ struct Phase {
     cpu_percent: f64,
     rss: u64,
     intervals: Vec<Interval>,
+    /// The idle keys deleted after each interval's output (not part of the drain).
+    deletes: Vec<Deletes>,
 }
 
 pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
@@ -209,6 +211,23 @@ fn print_phases(idle: &Phase, busy: &Phase, hwm: u64) {
             median(&cpu).unwrap_or(f64::NAN),
             verdict(max <= DRAIN_TARGET_MS)
         );
+        let ms: Vec<f64> = p.deletes.iter().map(|d| d.ms).collect();
+        let cpu: Vec<f64> = p.deletes.iter().map(|d| d.cpu_ms).collect();
+        #[expect(clippy::cast_precision_loss, reason = "a figure for people")]
+        let keys: Vec<f64> = p.deletes.iter().map(|d| d.keys as f64).collect();
+        println!(
+            "  idle-key deletes {name}, after the interval's output (not in the drain): {} \
+             intervals of {}, median {:.1} ms, max {:.1} ms; CPU median {:.1} ms, max {:.1} ms; \
+             keys median {:.0}, max {:.0}",
+            p.deletes.len(),
+            p.intervals.len(),
+            median(&ms).unwrap_or(0.0),
+            ms.iter().copied().fold(0.0, f64::max),
+            median(&cpu).unwrap_or(0.0),
+            cpu.iter().copied().fold(0.0, f64::max),
+            median(&keys).unwrap_or(0.0),
+            keys.iter().copied().fold(0.0, f64::max),
+        );
     }
     println!(
         "  RSS: idle {:.1} MB, busy {:.1} MB, peak (VmHWM) {:.1} MB (target ≤ {:.0} MB) {}",
@@ -317,6 +336,11 @@ fn phase(watched: &Watched, seconds: u64, ticks: f64) -> anyhow::Result<Phase> {
             .intervals()
             .into_iter()
             .filter(|i| i.at > start)
+            .collect(),
+        deletes: watched
+            .deletes()
+            .into_iter()
+            .filter(|d| d.at > start)
             .collect(),
     })
 }

@@ -43,6 +43,15 @@ pub struct Interval {
     pub files: u64,
 }
 
+/// The idle keys one drain deleted after its interval's counts went out, from the debug log.
+#[derive(Clone, Copy, Debug)]
+pub struct Deletes {
+    pub at: Instant,
+    pub keys: u64,
+    pub ms: f64,
+    pub cpu_ms: f64,
+}
+
 impl Watched {
     /// Starts `memtrace ARGS` (stdout to /dev/null unless `args` say otherwise) and waits
     /// until it is attached.
@@ -154,6 +163,26 @@ impl Watched {
             }
         }
         intervals
+    }
+
+    /// The idle-key deletes so far, oldest first.
+    #[must_use]
+    pub fn deletes(&self) -> Vec<Deletes> {
+        let lines = self.lines.lock().expect("not poisoned");
+        lines
+            .iter()
+            .filter_map(|(at, line)| {
+                // `aggregates: 812 idle keys deleted in 8.10 ms (CPU 7.90 ms), after …`
+                let rest = after(line, "aggregates: ")?;
+                let (keys, rest) = rest.split_once(" idle keys deleted in ")?;
+                Some(Deletes {
+                    at: *at,
+                    keys: keys.trim().parse().ok()?,
+                    ms: number_before(rest, " ms")?,
+                    cpu_ms: cpu_ms(rest),
+                })
+            })
+            .collect()
     }
 
     /// Keys the drains so far found in memtrace's spill maps: counts whose key the programs could
