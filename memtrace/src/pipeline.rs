@@ -128,10 +128,22 @@ enum Held {
 }
 
 /// A drain of the aggregates running on a blocking thread: the interval's counts (with when
-/// it ended) as soon as they are read, then the maps, once the keys it chose are deleted.
+/// it ended) as soon as they are read; then, once the consumer made the interval's events
+/// ([`DrainJob::counted`]), the deletes of the keys it chose, and the maps.
 struct DrainJob {
     counts: Option<oneshot::Receiver<(Result<Drain, ProbeError>, u64)>>,
+    events_made: Option<oneshot::Sender<()>>,
     maps: JoinHandle<Result<Aggregates, ProbeError>>,
+}
+
+impl DrainJob {
+    /// The interval's events are made: the deletes may run, not competing with them for a CPU.
+    fn counted(job: Option<&mut Self>) {
+        if let Some(made) = job.and_then(|job| job.events_made.take()) {
+            // A drain thread gone has said why in its result.
+            let _ = made.send(());
+        }
+    }
 }
 
 /// The consumer's state: what it turns records into and what waits.
@@ -403,14 +415,16 @@ impl Consumer<'_> {
 
 /// Drains the aggregates on a blocking thread, first deleting the kernel-side entries of the
 /// memcgs in `forget` (freed) and the `INODE_IDS` entries in `unkeyed` (files whose names were
-/// forgotten); the counts come back as soon as they are read, the maps once the idle keys the
-/// drain chose are deleted (at the default weight: nothing waits for that).
+/// forgotten); the counts come back as soon as they are read, the maps once the consumer made
+/// the interval's events and the idle keys the drain chose are deleted (at the default weight:
+/// nothing waits for that).
 fn spawn_drain(
     mut aggregates: Aggregates,
     forget: Vec<u64>,
     unkeyed: Vec<(u64, InodeId)>,
 ) -> DrainJob {
     let (send, counts) = oneshot::channel();
+    let (events_made, made) = oneshot::channel::<()>();
     let maps = tokio::task::spawn_blocking(move || {
         {
             // A pooled thread: raised for the drain only, put back before the deletes.
@@ -438,6 +452,8 @@ fn spawn_drain(
             // The consumer gone (a write error) is said by its own result.
             let _ = send.send((drain, clock::boot_ns()));
         }
+        // Dropped unsent (the consumer stopped) also lets the deletes run.
+        let _ = made.blocking_recv();
         let started = Instant::now();
         let cpu = clock::thread_cpu_ns();
         let deleted = aggregates.delete_idle()?;
@@ -453,6 +469,7 @@ fn spawn_drain(
     });
     DrainJob {
         counts: Some(counts),
+        events_made: Some(events_made),
         maps,
     }
 }
@@ -671,6 +688,7 @@ pub async fn run(
                 next = drain_step(&mut drain_job) => match next? {
                     DrainStep::Counts(drain, now) => {
                         want_walk = consumer.drained(drain, now, now - last_drain)?;
+                        DrainJob::counted(drain_job.as_mut());
                         last_drain = now;
                         consumer.say_losses(true)?;
                     }
@@ -745,6 +763,7 @@ pub async fn run(
             match drain_step(&mut drain_job).await? {
                 DrainStep::Counts(drain, now) => {
                     consumer.drained(drain, now, now - last_drain)?;
+                    DrainJob::counted(drain_job.as_mut());
                     last_drain = now;
                 }
                 DrainStep::Maps(maps) => {
