@@ -28,10 +28,9 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::{InodeId, LostKind, event::Record};
-use tokio::sync::oneshot;
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
@@ -460,7 +459,7 @@ fn spawn_drain(
         if deleted > 0 {
             log::debug!(
                 "aggregates: {deleted} idle keys deleted in {:.2} ms (CPU {:.2} ms), after the \
-                 interval's counts went out",
+                 interval's events",
                 started.elapsed().as_secs_f64() * 1000.0,
                 ms(clock::thread_cpu_ns().saturating_sub(cpu))
             );
@@ -748,17 +747,18 @@ pub async fn run(
                 due = rechecks_due(&mut rechecks) => consumer.notified(&due)?,
             }
         }
-        // The channel is closed: finish what is in flight, then what the kernel counted since
-        // the last interval.
-        // Then one more drain, of what the kernel counted since the last.
-        let mut last_job = true;
-        while drain_job.is_some() || aggregates.is_some() {
-            if let Some(maps) = aggregates.take() {
-                if !last_job {
-                    break;
+        // The channel is closed: finish the drain in flight, then drain once more what the
+        // kernel counted since.
+        let mut last_drain_started = false;
+        loop {
+            if drain_job.is_none() {
+                match aggregates.take() {
+                    Some(maps) if !last_drain_started => {
+                        last_drain_started = true;
+                        drain_job = Some(spawn_drain(maps, Vec::new(), Vec::new()));
+                    }
+                    _ => break,
                 }
-                last_job = false;
-                drain_job = Some(spawn_drain(maps, Vec::new(), Vec::new()));
             }
             match drain_step(&mut drain_job).await? {
                 DrainStep::Counts(drain, now) => {

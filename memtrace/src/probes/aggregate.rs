@@ -11,8 +11,8 @@
 //!
 //! Deleting keys is the costly part of emptying a map (the kernel frees each key's per-CPU
 //! values), and nothing in an interval's output waits for it: a drain only chooses the keys to
-//! delete, and [`Aggregates::delete_idle`] deletes them once the interval's counts are out,
-//! before the next drain points the programs at that half again.
+//! delete, and [`Aggregates::delete_idle`] deletes them once the interval's events are made
+//! (`pipeline`), before the next drain points the programs at that half again.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -280,7 +280,7 @@ impl Aggregates {
 
     /// Deletes the keys the last drain chose (idle ones within its budget, those of freed
     /// memcgs) from the half it drained, which the programs do not count into until the next
-    /// drain: after the interval's counts went out, not before. Returns how many.
+    /// drain: after the interval's events are made, not before. Returns how many.
     ///
     /// # Errors
     ///
