@@ -381,7 +381,7 @@ fn slab_growth_at_a_kill_names_the_caches() {
     // memcg is charged to it, and at the limit reclaim evicts it and the next fault brings it
     // back, so the memcg never runs out of what it can reclaim and the OOM kill never comes
     // (seen after a test that dropped the page cache: mkfiles at its limit for over 60 s).
-    std::fs::read(MKFILES).expect("mkfiles' binary is readable");
+    fs::read(MKFILES).expect("mkfiles' binary is readable");
     let (creator, status) = slab.run_inside(MKFILES, &[procs, files, SLAB_FILES]);
     assert_oom_killed(creator, status);
     // What the kernel holds: the files stay, so their inodes and dentries do too.
