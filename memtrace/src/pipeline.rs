@@ -252,10 +252,17 @@ impl Consumer<'_> {
     }
 
     fn emit_oom(&mut self, arrival: &OomArrival, line: Option<OomKillLine>) -> io::Result<()> {
+        let out = Duration::from_nanos(
+            clock::boot_ns().saturating_sub(arrival.record.header.timestamp_ns),
+        );
+        let held = arrival.arrived.elapsed();
         log::debug!(
-            "OOM kill of pid {}: out {} ms after the kill, {}",
+            "OOM kill of pid {}: out {} ms after the kill (reached the consumer after {} ms, \
+             held {} ms), {}",
             arrival.record.pid,
-            clock::boot_ns().saturating_sub(arrival.record.header.timestamp_ns) / 1_000_000,
+            out.as_millis(),
+            out.saturating_sub(held).as_millis(),
+            held.as_millis(),
             if line.is_some() {
                 "with the kernel's report line"
             } else {
@@ -339,9 +346,8 @@ impl Consumer<'_> {
 
     /// One interval of the kernel's aggregates as `cache`, `charge` and `slab` events.
     fn aggregates(&mut self, drain: &Drain, now: u64, interval: u64) -> io::Result<()> {
-        // The second half of the interval's drain, on a runtime thread (no await in here): as
-        // raised as the first (`spawn_drain`), and put back before the thread runs anything else.
-        let _raised = priority::Raised::to(priority::BURST_NICE);
+        // The second half of the interval's drain, on the consumer's thread (no await in here):
+        // as raised as the first (`spawn_drain`), as the whole event path is.
         let started = Instant::now();
         let cpu = clock::thread_cpu_ns();
         let context = &mut self.context;
@@ -427,7 +433,7 @@ fn spawn_drain(
     let maps = tokio::task::spawn_blocking(move || {
         {
             // A pooled thread: raised for the drain only, put back before the deletes.
-            let _raised = priority::Raised::to(priority::BURST_NICE);
+            let _raised = priority::Raised::to(priority::RAISED_NICE);
             let started = Instant::now();
             let cpu = clock::thread_cpu_ns();
             aggregates.forget_memcgs(&forget);
@@ -590,6 +596,8 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
     let Settings { intervals, sources } = settings;
+    // The consumer (this thread) and the reader it starts are the event path.
+    priority::raise_event_path();
     // Unbounded as a channel, bounded in records by the backlog.
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Record>>();
     let (stop_tx, stop_rx) = watch::channel(false);

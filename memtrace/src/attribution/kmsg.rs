@@ -210,6 +210,8 @@ impl KmsgOomLines {
         };
         let shared = Arc::clone(&me.shared);
         thread::Builder::new().name("kmsg".into()).spawn(move || {
+            // A kill waits for its report line: the follower is on the event path.
+            crate::priority::raise_event_path();
             // Each read(2) of /dev/kmsg returns one record: "prio,seq,ts,flags;message".
             let mut reader = BufReader::new(kmsg);
             let mut record = String::new();

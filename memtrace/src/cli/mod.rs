@@ -95,10 +95,13 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 /// A current-thread runtime: the pipeline is one reader and one consumer, and a single thread
-/// keeps memtrace's own footprint on the node small.
+/// keeps memtrace's own footprint on the node small. Its pooled threads (walks, scans, the drain)
+/// run at the niceness memtrace was started with, not the raised consumer's that starts them.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context as _;
+    let pooled = crate::priority::Pooled::now();
     tokio::runtime::Builder::new_current_thread()
+        .on_thread_start(move || pooled.put_back())
         .enable_all()
         .build()
         .context("starting the async runtime")

@@ -48,7 +48,7 @@ pub fn oom_storm(memcgs: usize, kills_each: usize, workloads: &Workloads) -> Out
     });
     let took = started.elapsed();
     let kernel_kills: u64 = cgroups.iter().map(TestCgroup::kernel_oom_kills).sum();
-    // Until every kill's event is out (a kill held for the kernel's line waits 150 ms at most;
+    // Until every kill's event is out (a kill held for the kernel's line waits 500 ms at most;
     // how late each was is measured, and bounded by the test, separately), then a moment for
     // any reported twice.
     let mut kills = 0;
