@@ -1004,9 +1004,15 @@ fn apply_runtime_names(
     }
 }
 
-/// Events of one interval in cgroup order, so a terminal shows them in a stable order.
-fn sort_by_cgroup(events: &mut [Event]) {
-    events.sort_by(|a, b| a.memcg.cgroup.cmp(&b.memcg.cgroup));
+/// Events of one interval in cgroup order, so a terminal shows them in a stable order. The
+/// order is found on indices and each event moved twice: an event is 792 bytes, and sorting the
+/// events themselves moved them n·log n times (a node with 1 000 containers makes thousands an
+/// interval).
+fn sort_by_cgroup(events: &mut Vec<Event>) {
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by(|&a, &b| events[a].memcg.cgroup.cmp(&events[b].memcg.cgroup));
+    let mut taken: Vec<Option<Event>> = std::mem::take(events).into_iter().map(Some).collect();
+    events.extend(order.into_iter().filter_map(|i| taken[i].take()));
 }
 
 /// An OOM kill waiting for the kernel's report line.
@@ -1095,6 +1101,29 @@ fn add_file_row(rows: &mut FileRows, id: InodeId, delta: CacheDelta) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interval_s_events_go_out_in_cgroup_order_equal_paths_as_they_came() {
+        let event = |cgroup: Option<&str>, id| Event {
+            timestamp_ns: 1,
+            memcg: Memcg {
+                id: Some(id),
+                cgroup: cgroup.map(str::to_owned),
+                container: None,
+            },
+            what: What::Cache(PageCache::new(1, 0, 0)),
+        };
+        let mut events = vec![
+            event(Some("/b"), 1),
+            event(None, 2),
+            event(Some("/a/x"), 3),
+            event(Some("/b"), 4),
+            event(Some("/a"), 5),
+        ];
+        sort_by_cgroup(&mut events);
+        let ids: Vec<_> = events.iter().filter_map(|e| e.memcg.id).collect();
+        assert_eq!(ids, [2, 5, 3, 1, 4]);
+    }
 
     #[test]
     fn a_file_counted_twice_in_an_interval_is_one_row_deleted_if_either_was() {

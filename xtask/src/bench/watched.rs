@@ -43,7 +43,7 @@ pub struct Interval {
     pub files: u64,
 }
 
-/// The idle keys one drain deleted after its interval's counts went out, from the debug log.
+/// The idle keys one drain deleted after its interval's events went out, from the debug log.
 #[derive(Clone, Copy, Debug)]
 pub struct Deletes {
     pub at: Instant,
