@@ -350,9 +350,20 @@ impl Consumer<'_> {
         // as raised as the first (`spawn_drain`), as the whole event path is.
         let started = Instant::now();
         let cpu = clock::thread_cpu_ns();
-        let context = &mut self.context;
+        let Self {
+            context,
+            sink,
+            events: emitted,
+            ..
+        } = self;
+        let before = *emitted;
+        // Each event is written as it is made: none are kept.
+        let mut emit = |event: &Event| {
+            *emitted += 1;
+            sink.write(event)
+        };
         context.counted_activity(drain);
-        let mut events = context.cache_events(&drain.cache, now, interval);
+        context.cache_events(&drain.cache, (now, interval), &mut emit)?;
         self.unkeyed.extend(context.unkeyed_files());
         let from_page_cache;
         let charges = match self.sources.charges {
@@ -362,18 +373,15 @@ impl Consumer<'_> {
                 &from_page_cache
             }
         };
-        events.extend(context.charge_events(charges, now, interval, self.sources.charges));
-        events.extend(context.slab_events(drain, now, interval));
-        for event in &events {
-            self.emit(event)?;
-        }
+        context.charge_events((charges, self.sources.charges), (now, interval), &mut emit)?;
+        context.slab_events(drain, (now, interval), &mut emit)?;
+        let made = *emitted - before;
         self.sink.interval_end(now)?;
         self.sink.flush()?;
         #[expect(clippy::cast_precision_loss, reason = "milliseconds for people")]
         let cpu_ms = clock::thread_cpu_ns().saturating_sub(cpu) as f64 / 1e6;
         log::debug!(
-            "aggregates: {} events made in {:.2} ms (CPU {cpu_ms:.2} ms); tables: {:?}",
-            events.len(),
+            "aggregates: {made} events made in {:.2} ms (CPU {cpu_ms:.2} ms); tables: {:?}",
             started.elapsed().as_secs_f64() * 1000.0,
             self.context.table_sizes()
         );
