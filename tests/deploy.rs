@@ -159,12 +159,14 @@ fn podman_run_options(pod: &Yaml, node_ip: &str) -> (Vec<String>, Vec<String>) {
     (options, args)
 }
 
-/// Removes the test's containers from the node's podman, also when the test fails.
+/// Removes the test's containers and images from the node's podman, also when the test fails:
+/// each run builds the image anew, and the last run's, untagged, would stay (150 MB a run).
 struct Containers<'a>(&'a Podman);
 
 impl Drop for Containers<'_> {
     fn drop(&mut self) {
         let _ = self.0.run(&["rm", "--force", "--time=2", DAEMON, HOG]);
+        let _ = self.0.run(&["rmi", "--force", IMAGE, runtimes::IMAGE]);
     }
 }
 
