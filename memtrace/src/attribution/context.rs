@@ -515,7 +515,8 @@ impl LiveContext {
             if other_added > 0 || other_removed > 0 || other_refaults > 0 {
                 let mut other = FileCache::new(Device::default(), 0, other_added, other_removed)
                     .named(FileName::other(cut as u64));
-                other.refault_bytes = refaults(other_refaults);
+                // Bytes already.
+                other.refault_bytes = drain.refaults.then_some(other_refaults);
                 top_files.push(other);
             }
             let mut cache = PageCache::new(
@@ -1132,6 +1133,85 @@ fn add_file_row(rows: &mut FileRows, id: InodeId, delta: CacheDelta) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::CgroupVersion;
+
+    /// A context that knows memcg 7 as `/pod` (its hierarchy is an empty directory).
+    fn context(root: &std::path::Path) -> LiveContext {
+        let hierarchy = MemoryHierarchy {
+            root: root.to_owned(),
+            version: CgroupVersion::V1,
+        };
+        let mut context = LiveContext::new(
+            MemcgResolver::new(hierarchy),
+            PodDirectory::new(root.join("no-logs")),
+            None,
+            Filter::default(),
+            4096,
+            Vec::new(),
+        );
+        context.learn(vec![(7, "/pod".to_owned())], &[7]);
+        context
+    }
+
+    #[test]
+    fn a_memcg_s_file_rows_add_up_to_its_totals_refaults_included() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut context = context(root.path());
+        let delta = |added_pages, removed_pages, refault_pages| CacheDelta {
+            added_pages,
+            removed_pages,
+            refault_pages,
+        };
+        // Twelve files, two more than a memcg lists: the two with the least change, and the
+        // pages counted without a file, are the "other files" row.
+        let by_file: Vec<_> = (1..=12)
+            .map(|ino| {
+                let id = InodeId {
+                    ino,
+                    dev: 8 << 20,
+                    flags: 0,
+                };
+                (7, Some(id), delta(10 * ino, 0, ino))
+            })
+            .collect();
+        let files: u64 = (1..=12).sum();
+        let drain = CacheDrain {
+            by_memcg: HashMap::from([(7, delta(10 * files + 5, 0, files + 2))]),
+            by_file,
+            refaults: true,
+            ..CacheDrain::default()
+        };
+        let mut events = Vec::new();
+        context
+            .cache_events(&drain, (1, 1_000_000_000), &mut |e: &Event| {
+                events.push(e.clone());
+                Ok(())
+            })
+            .expect("no output to fail");
+        let [event] = events.as_slice() else {
+            panic!("one cache event for the memcg: {events:?}")
+        };
+        assert_eq!(event.memcg.cgroup.as_deref(), Some("/pod"));
+        let What::Cache(cache) = &event.what else {
+            panic!("a cache event: {event:?}")
+        };
+        assert_eq!(
+            cache.top_files.len(),
+            TOP_FILES + 1,
+            "ten files and the others"
+        );
+        let other = cache.top_files.last().expect("the others' row");
+        assert_eq!(other.name.other_files, Some(2));
+        // Files 1 and 2 (30 pages added, 3 refaulted) and the 5 and 2 pages without a file.
+        assert_eq!(other.added_bytes, 35 * 4096);
+        assert_eq!(other.refault_bytes, Some(5 * 4096));
+        let sum = |f: fn(&FileCache) -> u64| cache.top_files.iter().map(f).sum::<u64>();
+        assert_eq!(sum(|f| f.added_bytes), cache.added_bytes);
+        assert_eq!(
+            Some(sum(|f| f.refault_bytes.unwrap_or(0))),
+            cache.refault_bytes
+        );
+    }
 
     #[test]
     fn an_interval_s_events_go_out_in_cgroup_order_equal_paths_as_they_came() {
