@@ -278,10 +278,15 @@ fn every_try_charge_strategy_reports_the_charges_a_limit_refused() {
     }
 }
 
-/// The kernel's own count of charges the memcg's limit refused.
+/// The kernel's own count of charges the memcg's limits refused (v1: the memory limit's and the
+/// memory+swap limit's).
 fn cgroup_failures(cgroup: &TestCgroup) -> u64 {
-    if let Ok(v1) = fs::read_to_string(cgroup.dir.join("memory.failcnt")) {
-        return v1.trim().parse().expect("failcnt");
+    let read = |file: &str| -> Option<u64> {
+        let text = fs::read_to_string(cgroup.dir.join(file)).ok()?;
+        Some(text.trim().parse().expect("a count"))
+    };
+    if let Some(memory) = read("memory.failcnt") {
+        return memory + read("memory.memsw.failcnt").unwrap_or(0);
     }
     let events = fs::read_to_string(cgroup.dir.join("memory.events")).expect("memory.events");
     events

@@ -45,14 +45,24 @@ fn whole(value: f64) -> u64 {
     value.round() as u64
 }
 
-/// The charges the limit refused: v1's `memory.failcnt`, v2's `memory.events` `max`.
+/// The charges the limit refused: v1's `memory.failcnt` and `memory.memsw.failcnt`, v2's
+/// `memory.events` `max`.
 fn cgroupfs_max_events(cgroup: &TestCgroup) -> u64 {
     let read = |file: &str| fs::read_to_string(cgroup.dir.join(file)).expect(file);
     match MemoryHierarchy::discover()
         .expect("memory hierarchy")
         .version
     {
-        CgroupVersion::V1 => read("memory.failcnt").trim().parse().expect("failcnt"),
+        CgroupVersion::V1 => {
+            let count = |file: &str| -> u64 { read(file).trim().parse().expect("failcnt") };
+            let memsw = cgroup.dir.join("memory.memsw.failcnt").exists();
+            count("memory.failcnt")
+                + if memsw {
+                    count("memory.memsw.failcnt")
+                } else {
+                    0
+                }
+        }
         CgroupVersion::V2 => read("memory.events")
             .lines()
             .find_map(|l| l.strip_prefix("max ")?.trim().parse().ok())

@@ -169,19 +169,31 @@ impl MemoryHierarchy {
         read_u64(&self.dir(cgroup).join(file))
     }
 
-    /// How often the memcg's page counter refused a charge: v1 `memory.failcnt`, v2 the `max`
+    /// How often the memcg's page counter refused a charge: v1 [`v1_failcnt`], v2 the `max`
     /// line of `memory.events`. `None` when unreadable (the cgroup is gone).
     #[must_use]
     pub fn charge_failures(&self, cgroup: &str) -> Option<u64> {
         let dir = self.dir(cgroup);
         match self.version {
-            CgroupVersion::V1 => read_u64(&dir.join("memory.failcnt")),
+            CgroupVersion::V1 => v1_failcnt(&dir),
             CgroupVersion::V2 => fs::read_to_string(dir.join("memory.events"))
                 .ok()?
                 .lines()
                 .find_map(|line| line.strip_prefix("max ")?.trim().parse().ok()),
         }
     }
+}
+
+/// The charges a v1 memcg's limits refused: `memory.failcnt` (the memory limit) plus, with swap
+/// accounting, `memory.memsw.failcnt` (the memory+swap limit). The kernel tries the memory+swap
+/// counter first, and a charge it refuses is counted there only: a container whose memory+swap
+/// limit is its memory limit (`--memory-swap` equal to `--memory`: no swap) hits that one, and its
+/// `memory.failcnt` stays 0 however often it is refused (on kernels that count it: 6.18 here
+/// counted neither). `None` when unreadable (the cgroup is gone).
+#[must_use]
+pub fn v1_failcnt(dir: &Path) -> Option<u64> {
+    let memory = read_u64(&dir.join("memory.failcnt"))?;
+    Some(memory.saturating_add(read_u64(&dir.join("memory.memsw.failcnt")).unwrap_or(0)))
 }
 
 /// Reads a cgroupfs number; `max` (v2's "unlimited") and errors are `None`.
@@ -290,6 +302,30 @@ garbage
             "9223372036854771712\n",
         )?;
         assert_eq!(v1.limit_bytes("/"), None, "v1 'unlimited' is not a limit");
+        Ok(())
+    }
+
+    #[test]
+    fn v1_charge_failures_count_both_limits_refusals() -> std::io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let h = MemoryHierarchy {
+            root: root.path().to_path_buf(),
+            version: CgroupVersion::V1,
+        };
+        for (dir, memory, memsw) in [("noswap", "0", Some("7")), ("plain", "3", None)] {
+            fs::create_dir(root.path().join(dir))?;
+            fs::write(root.path().join(dir).join("memory.failcnt"), memory)?;
+            if let Some(memsw) = memsw {
+                fs::write(root.path().join(dir).join("memory.memsw.failcnt"), memsw)?;
+            }
+        }
+        assert_eq!(
+            h.charge_failures("/noswap"),
+            Some(7),
+            "refused at memory+swap"
+        );
+        assert_eq!(h.charge_failures("/plain"), Some(3), "no swap accounting");
+        assert_eq!(h.charge_failures("/gone"), None);
         Ok(())
     }
 }

@@ -9,7 +9,7 @@
 
 use std::{fs, path::Path};
 
-use memtrace_common::cgroup::read_u64;
+use memtrace_common::cgroup::v1_failcnt;
 
 use super::{CgroupVersion, MemoryHierarchy};
 use crate::event::{Counter, CounterValues};
@@ -30,7 +30,7 @@ pub fn read(hierarchy: &MemoryHierarchy, cgroup: &str) -> Option<CounterValues> 
             }
         }
         CgroupVersion::V1 => {
-            if let Some(failcnt) = read_u64(&dir.join("memory.failcnt")) {
+            if let Some(failcnt) = v1_failcnt(&dir) {
                 values.set(Counter::Failcnt, failcnt);
             }
             if let Ok(oom) = fs::read_to_string(dir.join("memory.oom_control")) {
@@ -52,7 +52,7 @@ pub fn read_notified(hierarchy: &MemoryHierarchy, cgroup: &str) -> Option<Counte
         CgroupVersion::V1 => {
             let mut values =
                 from_oom_control(&fs::read_to_string(dir.join("memory.oom_control")).ok()?);
-            if let Some(failcnt) = read_u64(&dir.join("memory.failcnt")) {
+            if let Some(failcnt) = v1_failcnt(&dir) {
                 values.set(Counter::Failcnt, failcnt);
             }
             Some(values)

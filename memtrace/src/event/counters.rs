@@ -31,7 +31,8 @@ snake_case_enum! {
         OomKill,
         /// `memory.events` `oom_group_kill` (v2, 5.17+).
         OomGroupKill,
-        /// `memory.failcnt`: charges the page counter refused at the limit (v1).
+        /// Charges a limit refused (v1): `memory.failcnt` plus, with swap accounting,
+        /// `memory.memsw.failcnt` (`memtrace_common::cgroup::v1_failcnt`).
         Failcnt,
         /// `memory.oom_control` `under_oom`: 1 while the memcg is in OOM (v1).
         UnderOom,

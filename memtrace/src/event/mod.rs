@@ -613,8 +613,8 @@ pub struct ChargeFail {
     /// The errno returned (12: `ENOMEM`).
     pub errno: i32,
     pub probe: ChargeProbe,
-    /// The memcg's own count of failed charges when the event arrived (`memory.failcnt` on
-    /// v1, `max` in `memory.events` on v2).
+    /// The memcg's own count of failed charges when the event arrived (`memory.failcnt` plus
+    /// `memory.memsw.failcnt` on v1, `max` in `memory.events` on v2).
     pub charge_failures: Option<u64>,
 }
 

@@ -7,7 +7,8 @@
 //! 0): `oom_group_kill` before 5.17, PSI without `CONFIG_PSI`, v2's counters on v1.
 //!
 //! Where v1 and v2 count the same thing under another name, the series is the same, so that an
-//! alert works on both hierarchies: v1's `memory.failcnt` (charges refused at the limit) is
+//! alert works on both hierarchies: v1's `memory.failcnt` (charges refused at the limit; plus
+//! `memory.memsw.failcnt`, refused at the memory+swap limit, which the kernel tries first) is
 //! `event="max"`, as v2's `memory.events` `max` (both counted where `try_charge` finds the page
 //! counter full); `workingset_refault` of kernels before 5.9 is `type="file"` (only page cache
 //! was tracked then). `memory.stat`'s `shmem` is not repeated here: it is
@@ -116,7 +117,8 @@ impl MemcgFamilies {
             "Events of the container's memory cgroup, from memory.events (v2, hierarchical): \
              low (reclaimed below memory.low), high (over memory.high: throttled), max (a charge \
              hit memory.max), oom, oom_kill, oom_group_kill (5.17+). On v1, max is \
-             memory.failcnt and oom_kill memory.oom_control's oom_kill (4.13+)",
+             memory.failcnt plus memory.memsw.failcnt and oom_kill memory.oom_control's \
+             oom_kill (4.13+)",
             events.clone(),
         );
         let under_oom = Gauges::default();
