@@ -129,7 +129,8 @@ pub struct Change {
 /// The `counters` event: a memcg's counters that changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterChanges {
-    /// Since the memcg's counters were last read.
+    /// Since the memcg's counters were last read; 0 for a memcg created since the last pass
+    /// (its counters count from its creation).
     pub interval_ns: u64,
     /// How the change was noticed.
     pub source: CounterSource,

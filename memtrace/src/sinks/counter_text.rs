@@ -56,6 +56,8 @@ pub fn counter_changes(e: &CounterChanges) -> String {
         })
         .collect();
     let how = match e.source {
+        // A memcg created since the last pass: not "in 0.0s".
+        CounterSource::Sampled if e.interval_ns == 0 => "since the cgroup was created".to_owned(),
         CounterSource::Sampled => format!("in {:.1}s", seconds(e.interval_ns)),
         CounterSource::Notified => "(notified)".to_owned(),
     };
@@ -121,6 +123,15 @@ mod tests {
         assert_eq!(
             counter_changes(&e),
             "oom_kill 2 (+1), pressure_some 1.25s (+300ms), dirty 4.0MiB (-8.0MiB) in 1.0s"
+        );
+        let new_memcg = CounterChanges {
+            interval_ns: 0,
+            source: CounterSource::Sampled,
+            changed: vec![(Counter::OomKill, Change { value: 1, delta: 1 })],
+        };
+        assert_eq!(
+            counter_changes(&new_memcg),
+            "oom_kill 1 (+1) since the cgroup was created"
         );
         let v = CounterValues(vec![(Counter::Failcnt, 7), (Counter::ShmemBytes, 4096)]);
         assert_eq!(counter_values(&v), " failcnt=7 shmem=4.0KiB");
