@@ -745,7 +745,7 @@ impl LiveContext {
             .map(|(_, path, values)| (path, values))
             .collect();
         let mut events = Vec::new();
-        for (cgroup, changes) in self.counters.pass(timestamp_ns, read) {
+        for (cgroup, changes) in self.counters.pass(timestamp_ns, scan.started_ns, read) {
             let id = ids.get(&cgroup).copied();
             events.extend(self.counter_event(id, cgroup, changes, timestamp_ns));
         }

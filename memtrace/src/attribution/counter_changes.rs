@@ -10,57 +10,76 @@ use crate::event::{Change, CounterChanges, CounterSource, CounterValues};
 
 #[derive(Default)]
 pub struct CounterTracker {
-    /// Per cgroup path: when its counters were last read, and their values then.
-    last: HashMap<String, (u64, CounterValues)>,
+    /// Per cgroup path: what memtrace last said of its counters.
+    last: HashMap<String, Followed>,
     /// Whether a full pass has given the baseline.
     primed: bool,
 }
 
+/// A followed memcg's counters as last said.
+#[derive(Default)]
+struct Followed {
+    /// When they were last read (by a pass or a notification).
+    at: u64,
+    values: CounterValues,
+    /// The counters notifications read since the last pass, and when the last one was read.
+    notified: Option<(u64, CounterValues)>,
+}
+
 impl CounterTracker {
-    /// A pass over the memcgs whose counters are followed: their values, or `None` for one not
-    /// read (nothing said they changed: they stay as they were); the ones it did not list are
-    /// gone and forgotten. Returns what changed, per cgroup.
+    /// A pass over the memcgs whose counters are followed, which began reading at `read_ns`:
+    /// their values, or `None` for one not read (nothing said they changed: they stay as they
+    /// were); the ones it did not list are gone and forgotten. Returns what changed, per cgroup.
+    ///
+    /// A pass reads off the consumer, so notifications may be taken in while it reads: what
+    /// one read after `read_ns` is newer than the pass's value of the same counter, and is
+    /// kept (else a counter would seem to fall, then rise again, and be counted twice).
     pub fn pass(
         &mut self,
         now_ns: u64,
+        read_ns: u64,
         read: Vec<(String, Option<CounterValues>)>,
     ) -> Vec<(String, CounterChanges)> {
         let primed = std::mem::replace(&mut self.primed, true);
         let mut seen = HashMap::with_capacity(read.len());
         let mut changes = Vec::new();
         for (cgroup, values) in read {
-            let Some(values) = values else {
+            let Some(mut values) = values else {
                 if let Some(kept) = self.last.remove(&cgroup) {
                     seen.insert(cgroup, kept);
                 }
                 continue;
             };
-            let (change, entry) = match self.last.remove(&cgroup) {
-                Some((at, before)) => (
+            let change = match self.last.remove(&cgroup) {
+                Some(before) => {
+                    if let Some((_, newer)) = before.notified.filter(|(at, _)| *at >= read_ns) {
+                        values.merge(&newer);
+                    }
                     diff(
-                        now_ns.saturating_sub(at),
+                        now_ns.saturating_sub(before.at),
                         CounterSource::Sampled,
-                        &before,
+                        &before.values,
                         &values,
-                    ),
-                    values,
-                ),
+                    )
+                }
                 // Created since the last pass: from zero.
-                None if primed => (
-                    diff(
-                        0,
-                        CounterSource::Sampled,
-                        &CounterValues::default(),
-                        &values,
-                    ),
-                    values,
+                None if primed => diff(
+                    0,
+                    CounterSource::Sampled,
+                    &CounterValues::default(),
+                    &values,
                 ),
-                None => (None, values),
+                None => None,
             };
             if let Some(change) = change {
                 changes.push((cgroup.clone(), change));
             }
-            seen.insert(cgroup, (now_ns, entry));
+            let followed = Followed {
+                at: now_ns,
+                values,
+                notified: None,
+            };
+            seen.insert(cgroup, followed);
         }
         self.last = seen;
         changes
@@ -74,21 +93,26 @@ impl CounterTracker {
         cgroup: &str,
         values: &CounterValues,
     ) -> Option<CounterChanges> {
-        let (at, before) = self.last.get_mut(cgroup)?;
+        let followed = self.last.get_mut(cgroup)?;
         let change = diff(
-            now_ns.saturating_sub(*at),
+            now_ns.saturating_sub(followed.at),
             CounterSource::Notified,
-            before,
+            &followed.values,
             values,
         );
-        before.merge(values);
-        *at = now_ns;
+        followed.values.merge(values);
+        followed.at = now_ns;
+        let notified = followed
+            .notified
+            .get_or_insert_with(|| (now_ns, CounterValues::default()));
+        notified.0 = now_ns;
+        notified.1.merge(values);
         change
     }
 
     /// A followed cgroup's counters as last read or notified.
     pub fn values(&self, cgroup: &str) -> Option<&CounterValues> {
-        self.last.get(cgroup).map(|(_, values)| values)
+        self.last.get(cgroup).map(|followed| &followed.values)
     }
 
     /// The cgroups followed.
@@ -153,15 +177,16 @@ mod tests {
         let mut t = CounterTracker::default();
         let a = values(&[(Counter::Failcnt, 5), (Counter::DirtyBytes, 8192)]);
         assert_eq!(
-            t.pass(1_000, vec![("/a".into(), Some(a.clone()))]),
+            t.pass(1_000, 1_000, vec![("/a".into(), Some(a.clone()))]),
             Vec::new()
         );
         assert!(
-            t.pass(2_000, vec![("/a".into(), Some(a))]).is_empty(),
+            t.pass(2_000, 2_000, vec![("/a".into(), Some(a))])
+                .is_empty(),
             "nothing changed"
         );
         let a = values(&[(Counter::Failcnt, 7), (Counter::DirtyBytes, 4096)]);
-        let changes = t.pass(3_000, vec![("/a".into(), Some(a))]);
+        let changes = t.pass(3_000, 3_000, vec![("/a".into(), Some(a))]);
         assert_eq!(changes.len(), 1);
         let (cgroup, c) = &changes[0];
         assert_eq!(cgroup, "/a");
@@ -180,11 +205,11 @@ mod tests {
     fn a_memcg_created_later_counts_from_zero_and_gone_ones_are_forgotten() {
         let mut t = CounterTracker::default();
         assert_eq!(
-            t.pass(1, vec![("/a".into(), Some(CounterValues::default()))]),
+            t.pass(1, 1, vec![("/a".into(), Some(CounterValues::default()))]),
             Vec::new()
         );
         let b = values(&[(Counter::OomKill, 1), (Counter::UnderOom, 0)]);
-        let changes = t.pass(2, vec![("/b".into(), Some(b))]);
+        let changes = t.pass(2, 2, vec![("/b".into(), Some(b))]);
         assert_eq!(changes.len(), 1);
         assert_eq!(
             changes[0].1.changed,
@@ -198,8 +223,8 @@ mod tests {
     fn a_memcg_not_read_keeps_its_values_and_interval() {
         let mut t = CounterTracker::default();
         let a = values(&[(Counter::Failcnt, 1)]);
-        t.pass(1_000, vec![("/a".into(), Some(a))]);
-        let unread = t.pass(2_000, vec![("/a".into(), None)]);
+        t.pass(1_000, 1_000, vec![("/a".into(), Some(a))]);
+        let unread = t.pass(2_000, 2_000, vec![("/a".into(), None)]);
         assert_eq!(
             unread.len(),
             0,
@@ -207,6 +232,7 @@ mod tests {
         );
         assert_eq!(t.values("/a"), Some(&values(&[(Counter::Failcnt, 1)])));
         let changes = t.pass(
+            3_000,
             3_000,
             vec![("/a".into(), Some(values(&[(Counter::Failcnt, 4)])))],
         );
@@ -225,7 +251,7 @@ mod tests {
             (Counter::Max, 0),
             (Counter::DirtyBytes, 10),
         ]);
-        t.pass(1_000, vec![("/a".into(), Some(a))]);
+        t.pass(1_000, 1_000, vec![("/a".into(), Some(a))]);
         assert!(
             t.notified(1_500, "/b", &values(&[(Counter::High, 3)]))
                 .is_none()
@@ -248,6 +274,64 @@ mod tests {
             (Counter::Max, 0),
             (Counter::DirtyBytes, 10),
         ]);
-        assert_eq!(t.pass(2_000, vec![("/a".into(), Some(a))]), Vec::new());
+        assert_eq!(
+            t.pass(2_000, 2_000, vec![("/a".into(), Some(a))]),
+            Vec::new()
+        );
+    }
+
+    /// A pass that began reading before a notification is taken in after it: the notified
+    /// counters keep the notification's (newer) values, and nothing is counted twice.
+    #[test]
+    fn a_pass_read_before_a_notification_does_not_undo_it() {
+        let mut t = CounterTracker::default();
+        let a = |high, dirty| values(&[(Counter::High, high), (Counter::DirtyBytes, dirty)]);
+        t.pass(1_000, 1_000, vec![("/a".into(), Some(a(0, 0)))]);
+        // The pass reads high=490 at 2_000; a notification reads high=500 at 2_100; then the
+        // pass is taken in, at 2_200.
+        let n = t
+            .notified(2_100, "/a", &values(&[(Counter::High, 500)]))
+            .expect("changed");
+        assert_eq!(
+            n.get(Counter::High),
+            Some(Change {
+                value: 500,
+                delta: 500
+            })
+        );
+        let p = t.pass(2_200, 2_000, vec![("/a".into(), Some(a(490, 4096)))]);
+        assert_eq!(
+            p[0].1.changed,
+            vec![(
+                Counter::DirtyBytes,
+                Change {
+                    value: 4096,
+                    delta: 4096
+                }
+            )],
+            "high stays at the notification's 500"
+        );
+        let p = t.pass(3_200, 3_000, vec![("/a".into(), Some(a(507, 4096)))]);
+        assert_eq!(
+            p[0].1.changed,
+            vec![(
+                Counter::High,
+                Change {
+                    value: 507,
+                    delta: 7
+                }
+            )],
+            "507 high events in all, not 517"
+        );
+        // A notification read before the pass began is older than the pass's value.
+        t.notified(3_500, "/a", &values(&[(Counter::High, 510)]));
+        let p = t.pass(4_200, 4_000, vec![("/a".into(), Some(a(512, 4096)))]);
+        assert_eq!(
+            p[0].1.get(Counter::High),
+            Some(Change {
+                value: 512,
+                delta: 2
+            })
+        );
     }
 }

@@ -17,6 +17,9 @@ pub struct CounterScan {
     pub(super) found: Option<Vec<(u64, String)>>,
     /// Memcg id, cgroup path, counters (`None`: not read, nothing says they changed).
     pub(super) counters: Vec<(u64, String, Option<CounterValues>)>,
+    /// When the pass began reading (`CLOCK_BOOTTIME`): a notification read after that is newer
+    /// than what the pass read of the same counters.
+    pub(super) started_ns: u64,
     /// How long the walk and the reads took.
     pub took: Duration,
     /// Memcgs whose files were read.
@@ -34,6 +37,7 @@ impl CounterScan {
         full: bool,
     ) -> Self {
         let start = Instant::now();
+        let started_ns = crate::clock::boot_ns();
         let (full, found) = gate.begin(hierarchy, (Pass::Counters, full), |path| {
             is_sampled(path, named)
         });
@@ -62,6 +66,7 @@ impl CounterScan {
         Self {
             found,
             counters,
+            started_ns,
             took: start.elapsed(),
             read,
             full,

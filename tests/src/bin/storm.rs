@@ -24,7 +24,13 @@ fn main() -> ExitCode {
             storm::oom_storm(memcgs, kills_each, &workloads)
         }
         (Some("cgroup"), Some(count), stall) => {
-            storm::cgroup_storm(count, Duration::from_secs(stall.unwrap_or(0) as u64), &[])
+            let reader = match stall {
+                Some(seconds) if seconds > 0 => {
+                    storm::Reader::StdoutStalled(Duration::from_secs(seconds as u64))
+                }
+                _ => storm::Reader::Reading,
+            };
+            storm::cgroup_storm(count, reader, &[])
         }
         (Some("reclaim"), Some(seconds), None) => storm::reclaim_storm(seconds as u64, &workloads),
         _ => {

@@ -16,15 +16,28 @@ use crate::TestCgroup;
 /// Cgroups that exist at once.
 const WAVE: usize = 100;
 
-/// Runs the storm under `memtrace run --cgroup PARENT EXTRA…` whose stdout is not read for
-/// `stall` after it attached (a log shipper that stops reading; zero: read as it comes);
-/// expected are the `mkdir`s and `rmdir`s that succeeded.
+/// What memtrace's side does while the storm runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Reader {
+    /// Its stdout is read as it comes.
+    Reading,
+    /// Its stdout is not read for this long after it attached (a log shipper that stops
+    /// reading): its writes block, and the ring buffer must still be drained.
+    StdoutStalled(Duration),
+    /// memtrace itself is stopped (SIGSTOP) from the first `mkdir` to the last `rmdir`: nothing
+    /// drains the ring buffer, so a storm larger than it overflows it whatever the machine's
+    /// speed.
+    Stopped,
+}
+
+/// Runs the storm under `memtrace run --cgroup PARENT EXTRA…` with its `reader`; expected are
+/// the `mkdir`s and `rmdir`s that succeeded.
 ///
 /// # Panics
 ///
 /// When a cgroup cannot be created or removed: the storm cannot run.
 #[must_use]
-pub fn cgroup_storm(count: usize, stall: Duration, extra: &[&str]) -> Outcome {
+pub fn cgroup_storm(count: usize, reader: Reader, extra: &[&str]) -> Outcome {
     // Storms run side by side in one test process: each its own parent.
     static STORMS: AtomicUsize = AtomicUsize::new(0);
     let parent = TestCgroup::new(
@@ -32,10 +45,15 @@ pub fn cgroup_storm(count: usize, stall: Duration, extra: &[&str]) -> Outcome {
         1 << 30,
     );
     parent.delegate_memory();
+    let stall = match reader {
+        Reader::StdoutStalled(stall) => stall,
+        Reader::Reading | Reader::Stopped => Duration::ZERO,
+    };
     let mut args = vec!["--cgroup", &parent.path];
     args.extend_from_slice(extra);
     let memtrace = Streaming::start_stalled(&args, stall);
     let started = Instant::now();
+    let frozen = matches!(reader, Reader::Stopped).then(|| memtrace.frozen());
     let mut done = 0;
     while done < count {
         let wave: Vec<usize> = (done..count.min(done + WAVE)).collect();
@@ -50,6 +68,7 @@ pub fn cgroup_storm(count: usize, stall: Duration, extra: &[&str]) -> Outcome {
         done += wave.len();
     }
     let took = started.elapsed();
+    drop(frozen);
     // What the stall held back comes out once it ends; then a second for the last events.
     thread::sleep(stall.saturating_sub(started.elapsed()) + Duration::from_secs(1) * slowdown());
     let streamed = memtrace.stop();
@@ -70,10 +89,10 @@ pub fn cgroup_storm(count: usize, stall: Duration, extra: &[&str]) -> Outcome {
         }
         lags.push(lag(read_ns, &event));
     }
-    let name = if stall.is_zero() {
-        "cgroup"
-    } else {
-        "cgroup, stdout stalled"
+    let name = match reader {
+        Reader::Reading => "cgroup",
+        Reader::StdoutStalled(_) => "cgroup, stdout stalled",
+        Reader::Stopped => "cgroup, memtrace stopped",
     };
     let mut outcome = Outcome::new(name, took, &streamed, &mut lags);
     outcome.expected = 2 * count as u64;

@@ -12,7 +12,7 @@ mod streaming;
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 pub use self::{
-    churn::cgroup_storm,
+    churn::{Reader, cgroup_storm},
     oom::oom_storm,
     reclaim::{reclaim_storm, reclaim_storm_stalled},
     streaming::{Streamed, Streaming},

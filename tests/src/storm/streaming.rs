@@ -203,6 +203,17 @@ impl Streaming {
         }
     }
 
+    /// Stops memtrace (SIGSTOP) until the returned guard is dropped (SIGCONT): a reader that
+    /// gets no CPU for a while, as on a node whose CPUs are all taken, while the kernel side
+    /// goes on writing to the ring buffer.
+    #[must_use]
+    pub fn frozen(&self) -> Frozen {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Frozen { pid }
+    }
+
     /// Stops it with Ctrl-C: its exit status, stamped stdout lines, stderr and cost.
     ///
     /// # Panics
@@ -228,6 +239,18 @@ impl Streaming {
             cpu,
             peak_rss_kib,
         }
+    }
+}
+
+/// A memtrace stopped by [`Streaming::frozen`]; dropping it lets memtrace go on.
+pub struct Frozen {
+    pid: i32,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
     }
 }
 
