@@ -665,10 +665,10 @@ mod tests {
         // One file per test: tests run in parallel, and a file being written reads short.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!("memtrace-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        fs::create_dir_all(&dir).expect("dir");
         let nth = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let file = dir.join(format!("mountinfo-{nth}"));
-        std::fs::write(&file, MOUNTINFO_TEXT).expect("write");
+        fs::write(&file, MOUNTINFO_TEXT).expect("write");
         FileNames::new(file.to_str().expect("utf-8"))
     }
 
@@ -965,8 +965,8 @@ mod tests {
     fn a_block_device_s_own_page_cache_is_named_as_the_device() {
         let sys = tempfile::tempdir().expect("tempdir");
         let vda = sys.path().join("254:0");
-        std::fs::create_dir(&vda).expect("mkdir");
-        std::fs::write(
+        fs::create_dir(&vda).expect("mkdir");
+        fs::write(
             vda.join("uevent"),
             "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n",
         )
