@@ -6,6 +6,8 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    fs,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -36,6 +38,8 @@ const SWEEP_EVERY_NS: u64 = 10_000_000_000;
 /// confirms it ([`FileNames::unkeyed`]) before it goes anyway.
 const LEAVING_NS: u64 = 60_000_000_000;
 const MOUNTINFO: &str = "/proc/self/mountinfo";
+/// The block devices by `MAJOR:MINOR`, each with a `uevent` that says its `DEVNAME`.
+const SYS_DEV_BLOCK: &str = "/sys/dev/block";
 /// How old the mounts may be when a new file comes: containers mount their overlays as they
 /// start.
 const MOUNTS_FRESH: Duration = Duration::from_secs(5);
@@ -99,6 +103,13 @@ pub struct Forgotten {
     pub overflow: u64,
 }
 
+/// A block device found by its number.
+struct BlockDevice {
+    /// Its name under `/dev` (`vda`, `nvme0n1`).
+    name: String,
+    device: Device,
+}
+
 /// Files' names, resolved once per file.
 pub struct FileNames {
     known: HashMap<File, Entry>,
@@ -127,6 +138,8 @@ pub struct FileNames {
     unmounted: Vec<Device>,
     mountinfo: String,
     read_at: Instant,
+    /// Where block devices are listed ([`SYS_DEV_BLOCK`]), for a block device's own page cache.
+    block_devices: PathBuf,
 }
 
 impl Default for FileNames {
@@ -166,6 +179,7 @@ impl FileNames {
             unmounted: Vec::new(),
             mountinfo: mountinfo.to_owned(),
             read_at: Instant::now(),
+            block_devices: PathBuf::from(SYS_DEV_BLOCK),
         };
         names.read_mounts();
         names
@@ -442,6 +456,18 @@ impl FileNames {
                 name.container_path = self.container_path(&host);
                 name.path = Some(host);
             }
+            _ if in_fs == "/"
+                && let Some(block) = self.block_device(id.ino) =>
+            {
+                // Not deleted: the device's inode was never linked.
+                name.deleted = false;
+                name.path = Some(format!("/dev/{}", block.name));
+                name.note = Some(format!(
+                    "block device {}: filesystem metadata (directories, inodes, journal) cached \
+                     through the device",
+                    block.device
+                ));
+            }
             _ => {
                 name.container_path = container_part(&in_fs);
                 name.path = Some(format!("{prefix}{in_fs}"));
@@ -453,6 +479,28 @@ impl FileNames {
             }
         }
         name
+    }
+
+    /// The block device whose own page cache a file of the kernel's block-device pseudo
+    /// filesystem is: its inode number is the device's number as the kernel encodes it
+    /// (`major << 20 | minor`), and the device must exist. Filesystems read their metadata
+    /// (ext4's directories, inode tables and journal) through it, charged to whoever reads.
+    fn block_device(&self, ino: u64) -> Option<BlockDevice> {
+        let device = Device::from_kernel(u32::try_from(ino).ok()?);
+        let uevent =
+            fs::read_to_string(self.block_devices.join(device.to_string()).join("uevent")).ok()?;
+        let name = uevent
+            .lines()
+            .find_map(|line| line.strip_prefix("DEVNAME="))?
+            .to_owned();
+        Some(BlockDevice { name, device })
+    }
+
+    /// As [`Self::new`], with the block devices listed under `dir` instead of [`SYS_DEV_BLOCK`].
+    #[cfg(test)]
+    fn with_block_devices(mut self, dir: &std::path::Path) -> Self {
+        self.block_devices = dir.to_owned();
+        self
     }
 
     /// The path on the host of a path in `device`'s filesystem, from the mount that shows it.
@@ -485,7 +533,7 @@ impl FileNames {
 
     fn read_mounts(&mut self) {
         self.read_at = Instant::now();
-        let Ok(text) = std::fs::read_to_string(&self.mountinfo) else {
+        let Ok(text) = fs::read_to_string(&self.mountinfo) else {
             return;
         };
         self.mounts.clear();
@@ -617,10 +665,10 @@ mod tests {
         // One file per test: tests run in parallel, and a file being written reads short.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!("memtrace-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        fs::create_dir_all(&dir).expect("dir");
         let nth = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let file = dir.join(format!("mountinfo-{nth}"));
-        std::fs::write(&file, MOUNTINFO_TEXT).expect("write");
+        fs::write(&file, MOUNTINFO_TEXT).expect("write");
         FileNames::new(file.to_str().expect("utf-8"))
     }
 
@@ -910,6 +958,44 @@ mod tests {
                 .as_deref()
                 .is_some_and(|r| r.contains("not mounted")),
             "{name:?}"
+        );
+    }
+
+    #[test]
+    fn a_block_device_s_own_page_cache_is_named_as_the_device() {
+        let sys = tempfile::tempdir().expect("tempdir");
+        let vda = sys.path().join("254:0");
+        fs::create_dir(&vda).expect("mkdir");
+        fs::write(
+            vda.join("uevent"),
+            "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n",
+        )
+        .expect("write");
+        let mut n = names().with_block_devices(sys.path());
+        // The kernel's block-device pseudo filesystem (0:3 here): the device's inode is its
+        // number, its only dentry a root one (the path "/"), unhashed.
+        let bdev = 3;
+        let vda_ino = 254 << 20;
+        n.learn(&path(bdev, vda_ino, &[], FilePath::UNHASHED));
+        let name = n.name(Some(path(bdev, vda_ino, &[], 0).id));
+        assert_eq!(name.path.as_deref(), Some("/dev/vda"));
+        assert!(!name.deleted, "{name:?}");
+        assert!(
+            name.note
+                .as_deref()
+                .is_some_and(|n| n.contains("block device 254:0")),
+            "{name:?}"
+        );
+        // A root on a filesystem not mounted here, whose inode is no device: as before.
+        n.learn(&path(bdev, 77, &[], 0));
+        let other = n.name(Some(path(bdev, 77, &[], 0).id));
+        assert_eq!(other.path.as_deref(), Some("/"));
+        assert!(
+            other
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("not mounted")),
+            "{other:?}"
         );
     }
 
