@@ -441,7 +441,7 @@ impl LiveContext {
 
     /// One interval of the kernel's page-cache aggregates as a `cache` event per memcg, with
     /// each memcg's files that changed most, by name, and one row that sums the others; each
-    /// event is handed to `emit` as it is made, in cgroup order ([`Self::cgroup_order`]).
+    /// event is handed to `emit` as it is made, in cgroup order ([`Self::wanted_in_order`]).
     ///
     /// # Errors
     ///
@@ -470,10 +470,7 @@ impl LiveContext {
                 add_file_row(files.entry(*memcg_id).or_default(), *id, *delta);
             }
         }
-        for memcg_id in self.cgroup_order(drain.by_memcg.keys().copied()) {
-            let Some(memcg) = self.wanted_memcg(memcg_id) else {
-                continue;
-            };
+        for (memcg_id, memcg) in self.wanted_in_order(drain.by_memcg.keys().copied()) {
             let delta = &drain.by_memcg[&memcg_id];
             let mut top: Vec<(Option<InodeId>, CacheDelta)> = files
                 .remove(&memcg_id)
@@ -574,35 +571,28 @@ impl LiveContext {
         emit: &mut impl FnMut(&Event) -> io::Result<()>,
         what: impl Fn(&T) -> What,
     ) -> io::Result<()> {
-        for memcg_id in self.cgroup_order(per_memcg.keys().copied()) {
-            if let Some(memcg) = self.wanted_memcg(memcg_id) {
-                emit(&Event {
-                    timestamp_ns,
-                    memcg,
-                    what: what(&per_memcg[&memcg_id]),
-                })?;
-            }
+        for (memcg_id, memcg) in self.wanted_in_order(per_memcg.keys().copied()) {
+            emit(&Event {
+                timestamp_ns,
+                memcg,
+                what: what(&per_memcg[&memcg_id]),
+            })?;
         }
         Ok(())
     }
 
-    /// Memcg ids in the order their events of one interval go out: by cgroup path, so a
-    /// terminal shows them in a stable order (ids without a path first). Ids are sorted, not
-    /// events: an interval of a node with 1 000 containers is thousands of 792-byte events,
-    /// which made, sorted and kept until written were most of the consumer's time in the
-    /// interval (copies, and page faults on the megabytes allocated anew each interval).
-    fn cgroup_order(&mut self, ids: impl Iterator<Item = u64>) -> Vec<u64> {
-        let mut ids: Vec<u64> = ids.collect();
-        for &id in &ids {
-            if !self.names.contains_key(&id) {
-                // A memcg not named yet: named now (kept when it has a path).
-                self.memcg(id);
-            }
-        }
-        let names = &self.names;
-        let path = |id: &u64| names.get(id).and_then(|m| m.cgroup.as_deref());
-        ids.sort_by(|a, b| path(a).cmp(&path(b)));
-        ids
+    /// The memcgs of one interval's events that the user's filter wants, each named once, in
+    /// the order their events go out: by cgroup path, so a terminal shows them in a stable
+    /// order (ids without a path first). Memcgs are sorted, not events: an interval of a node
+    /// with 1 000 containers is thousands of 792-byte events, which made, sorted and kept until
+    /// written were most of the consumer's time in the interval (copies, and page faults on the
+    /// megabytes allocated anew each interval).
+    fn wanted_in_order(&mut self, ids: impl Iterator<Item = u64>) -> Vec<(u64, Memcg)> {
+        let mut wanted: Vec<(u64, Memcg)> = ids
+            .filter_map(|id| Some((id, self.wanted_memcg(id)?)))
+            .collect();
+        wanted.sort_by(|(_, a), (_, b)| a.cgroup.cmp(&b.cgroup));
+        wanted
     }
 
     /// One interval of the kernel's slab aggregates as a `slab` event per memcg, caches with
@@ -625,10 +615,7 @@ impl LiveContext {
                 (delta.free_bytes, delta.free_objects),
             ));
         }
-        for memcg_id in self.cgroup_order(by_memcg.keys().copied()) {
-            let Some(memcg) = self.wanted_memcg(memcg_id) else {
-                continue;
-            };
+        for (memcg_id, memcg) in self.wanted_in_order(by_memcg.keys().copied()) {
             let Some(mut caches) = by_memcg.remove(&memcg_id) else {
                 continue;
             };
@@ -744,12 +731,14 @@ impl LiveContext {
             .into_iter()
             .map(|(_, path, values)| (path, values))
             .collect();
-        let mut events = Vec::new();
-        for (cgroup, changes) in self.counters.pass(timestamp_ns, scan.started_ns, read) {
+        let mut changed = self.counters.pass(timestamp_ns, scan.started_ns, read);
+        // In cgroup order, as every interval's events.
+        changed.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let mut events = Vec::with_capacity(changed.len());
+        for (cgroup, changes) in changed {
             let id = ids.get(&cgroup).copied();
             events.extend(self.counter_event(id, cgroup, changes, timestamp_ns));
         }
-        sort_by_cgroup(&mut events);
         events
     }
 
@@ -795,7 +784,10 @@ impl LiveContext {
             self.resolver.learn(found, &[]);
         }
         let mut samples = Vec::new();
-        for (cgroup, mut memory) in scan.samples {
+        let mut by_path = scan.samples;
+        // In cgroup order, as every interval's events.
+        by_path.sort_by(|(a, _), (b, _)| a.cmp(b));
+        for (cgroup, mut memory) in by_path {
             let identity = self.identity(Some(&cgroup));
             if !self.filter.matches(Some(&cgroup), identity.as_ref()) {
                 continue;
@@ -818,7 +810,6 @@ impl LiveContext {
                 what: What::Stats(memory),
             });
         }
-        sort_by_cgroup(&mut samples);
         samples
     }
 
@@ -1036,17 +1027,6 @@ fn apply_runtime_names(
     }
 }
 
-/// Events of one interval in cgroup order, so a terminal shows them in a stable order. The
-/// order is found on indices and each event moved twice: an event is 792 bytes, and sorting the
-/// events themselves moved them n·log n times (a node with 1 000 containers makes thousands an
-/// interval).
-fn sort_by_cgroup(events: &mut Vec<Event>) {
-    let mut order: Vec<usize> = (0..events.len()).collect();
-    order.sort_by(|&a, &b| events[a].memcg.cgroup.cmp(&events[b].memcg.cgroup));
-    let mut taken: Vec<Option<Event>> = std::mem::take(events).into_iter().map(Some).collect();
-    events.extend(order.into_iter().filter_map(|i| taken[i].take()));
-}
-
 /// An OOM kill waiting for the kernel's report line.
 #[derive(Clone, Debug)]
 pub struct OomArrival {
@@ -1214,26 +1194,32 @@ mod tests {
     }
 
     #[test]
-    fn an_interval_s_events_go_out_in_cgroup_order_equal_paths_as_they_came() {
-        let event = |cgroup: Option<&str>, id| Event {
-            timestamp_ns: 1,
-            memcg: Memcg {
-                id: Some(id),
-                cgroup: cgroup.map(str::to_owned),
-                container: None,
-            },
-            what: What::Cache(PageCache::new(1, 0, 0)),
+    fn an_interval_s_memcgs_go_out_by_path_unnamed_first_and_only_those_wanted() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut context = context(root.path());
+        context.learn(
+            vec![
+                (1, "/b".to_owned()),
+                (3, "/a/x".to_owned()),
+                (5, "/a".to_owned()),
+            ],
+            &[1, 3, 5],
+        );
+        // Memcg 2 has no path (its hierarchy has no such cgroup).
+        let order = |context: &mut LiveContext| -> Vec<u64> {
+            let ids = [1, 2, 3, 5, 7].into_iter();
+            context
+                .wanted_in_order(ids)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()
         };
-        let mut events = vec![
-            event(Some("/b"), 1),
-            event(None, 2),
-            event(Some("/a/x"), 3),
-            event(Some("/b"), 4),
-            event(Some("/a"), 5),
-        ];
-        sort_by_cgroup(&mut events);
-        let ids: Vec<_> = events.iter().filter_map(|e| e.memcg.id).collect();
-        assert_eq!(ids, [2, 5, 3, 1, 4]);
+        assert_eq!(order(&mut context), [2, 5, 3, 1, 7]);
+        context.filter = Filter {
+            cgroup: Some("/a".to_owned()),
+            ..Filter::default()
+        };
+        assert_eq!(order(&mut context), [5, 3], "only /a and below");
     }
 
     #[test]

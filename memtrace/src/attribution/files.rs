@@ -572,12 +572,16 @@ fn join(dir: &str, rest: &str) -> String {
 }
 
 /// The path inside a container image layer on the host's disk, by the runtimes' layouts:
-/// Docker's `…/overlay2/<id>/diff/…`, containerd's `…/snapshots/<n>/fs/…`.
+/// Docker's `…/overlay2/<id>/diff/…`, containerd's `…/snapshots/<n>/fs/…`, and podman's and
+/// CRI-O's (containers/storage) `…/overlay/<64 hex digits>/diff/…`. A layer is still named so
+/// once its container is gone and the overlay mount that listed it with it.
 fn container_part(host: &str) -> Option<String> {
+    let layer_id = |id: &str| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
     let parts: Vec<&str> = host.split('/').collect();
     for (i, window) in parts.windows(3).enumerate() {
         let inside = match window {
             ["overlay2", _, "diff"] | ["snapshots", _, "fs"] => &parts[i + 3..],
+            ["overlay", id, "diff"] if layer_id(id) => &parts[i + 3..],
             _ => continue,
         };
         return Some(format!("/{}", inside.join("/")));
@@ -919,6 +923,20 @@ mod tests {
             container_part("/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/12/fs/etc/hosts")
                 .as_deref(),
             Some("/etc/hosts")
+        );
+        let layer = "5cc0a2b8d4e1f7a93b6c0d2e4f6a8b0c1d3e5f7a9b1c3d5e7f9a1b3c5d7e9f1a";
+        assert_eq!(
+            container_part(&format!(
+                "/var/lib/containers/storage/overlay/{layer}/diff/bin/busybox"
+            ))
+            .as_deref(),
+            Some("/bin/busybox"),
+            "podman, CRI-O"
+        );
+        assert_eq!(
+            container_part("/srv/backup/overlay/old/diff/notes.txt"),
+            None,
+            "not a layer id: an ordinary directory"
         );
     }
 
