@@ -79,9 +79,12 @@ impl InodeId {
 /// internal shmem mount (System V shared memory, memfd, shared anonymous mappings).
 pub const TMPFS_MAGIC: u64 = 0x0102_1994;
 
-/// Ancestors a [`FilePath`] holds, and bytes per name (longer names are cut).
+/// Ancestors a [`FilePath`] holds, and bytes per name with its NUL: names of up to 79 bytes
+/// are whole, longer ones are cut (and flagged [`FilePath::NAME_CUT`]). 79, not 63: the layer
+/// directories of Docker (`overlay2/<64 hex>/diff`, `<64 hex>-init`) and of containers/storage
+/// (podman, CRI-O) are 64 to 69 bytes, and a cut one no longer matches its layer.
 pub const FILE_PATH_DEPTH: usize = 16;
-pub const FILE_PATH_NAME: usize = 64;
+pub const FILE_PATH_NAME: usize = 80;
 
 /// A file's names from its dentry up to its filesystem's root, read once per file when the
 /// kernel first counts it (the `FILE_PATHS` ring buffer): `names[0]` is the file's own name,
@@ -109,6 +112,8 @@ impl FilePath {
     pub const TRUNCATED: u32 = 2;
     /// The dentry was unhashed (`d_hash.pprev == NULL`): deleted or invalidated.
     pub const UNHASHED: u32 = 4;
+    /// A name filled its [`FILE_PATH_NAME`] bytes: it may be longer, and its end cut.
+    pub const NAME_CUT: u32 = 8;
 
     /// The name at `level` (0: the file's own), without its NUL padding.
     #[must_use]
@@ -291,7 +296,7 @@ pub const FILTER_ENTRIES: u32 = 65_536;
 /// File (`address_space`) pointer → inode id, refreshed whenever a file key is new (each interval), so an LRU
 /// twice the size of a file map keeps what a drain needs.
 pub const INODE_IDS_ENTRIES: u32 = 2 * CACHE_FILE_ENTRIES;
-/// The `FILE_PATHS` ring buffer: a [`FilePath`] per file the kernel has not named before (2 000
+/// The `FILE_PATHS` ring buffer: a [`FilePath`] per file the kernel has not named before (1 600
 /// new files between two drains before it is full; a file whose path was lost is sent again
 /// the next interval it is counted in).
 pub const FILE_PATHS_BYTES: u32 = 2 * 1024 * 1024;

@@ -103,9 +103,13 @@ impl Inode {
             else {
                 return;
             };
-            if KernelStr(name).read_into(slot).is_err() {
-                path.flags |= FilePath::TRUNCATED;
-                return;
+            match KernelStr(name).read_into(slot) {
+                Ok(len) if len + 1 >= FILE_PATH_NAME => path.flags |= FilePath::NAME_CUT,
+                Ok(_) => {}
+                Err(_) => {
+                    path.flags |= FilePath::TRUNCATED;
+                    return;
+                }
             }
             level += 1;
             #[expect(clippy::cast_possible_truncation, reason = "at most FILE_PATH_DEPTH")]

@@ -125,16 +125,17 @@ use kernel_ptr;
 pub struct KernelStr(*const u8);
 
 impl KernelStr {
-    /// Copies the string into `buf` (NUL-terminated, truncated to fit).
+    /// Copies the string into `buf` (NUL-terminated, truncated to fit); its length without
+    /// the NUL (`buf.len() - 1`: it may have been cut).
     ///
     /// # Errors
     ///
     /// When the address cannot be read.
     #[inline(always)]
-    pub fn read_into(self, buf: &mut [u8]) -> Result<(), i64> {
+    pub fn read_into(self, buf: &mut [u8]) -> Result<usize, i64> {
         // SAFETY: the helper checks the address and writes at most `buf.len()` bytes.
         unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(self.0, buf) }
-            .map(|_| ())
+            .map(<[u8]>::len)
             .map_err(i64::from)
     }
 }

@@ -66,7 +66,9 @@ impl KmemCache {
     /// When the cache or its name cannot be read.
     #[inline(always)]
     pub fn read_name(self, buf: &mut [u8]) -> Result<(), i64> {
-        KernelStr(self.read(offsets().kmem_cache_name)?).read_into(buf)
+        KernelStr(self.read(offsets().kmem_cache_name)?)
+            .read_into(buf)
+            .map(|_| ())
     }
 }
 

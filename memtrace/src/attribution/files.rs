@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace_common::{FilePath, InodeId, aggregate::FILE_PATH_DEPTH};
+use memtrace_common::{
+    FilePath, InodeId,
+    aggregate::{FILE_PATH_DEPTH, FILE_PATH_NAME},
+};
 
 use crate::event::{Device, FileName};
 
@@ -51,6 +54,8 @@ struct Known {
     in_fs: Option<String>,
     truncated: bool,
     unhashed: bool,
+    /// A name may be longer than the kernel side reads ([`FILE_PATH_NAME`] bytes).
+    name_cut: bool,
 }
 
 /// A mounted filesystem, from one line of mountinfo.
@@ -207,6 +212,7 @@ impl FileNames {
             in_fs,
             truncated: path.flags & FilePath::TRUNCATED != 0,
             unhashed: path.flags & FilePath::UNHASHED != 0,
+            name_cut: path.flags & FilePath::NAME_CUT != 0,
         };
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -478,6 +484,12 @@ impl FileNames {
                 }
             }
         }
+        if known.name_cut && name.note.is_none() {
+            name.note = Some(format!(
+                "a name in the path is longer than {} bytes: its end is cut",
+                FILE_PATH_NAME - 1
+            ));
+        }
         name
     }
 
@@ -654,8 +666,6 @@ fn unescape(field: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use memtrace_common::aggregate::FILE_PATH_NAME;
-
     use super::*;
 
     const MOUNTINFO_TEXT: &str = "\
@@ -1014,6 +1024,30 @@ mod tests {
                 .as_deref()
                 .is_some_and(|n| n.contains("not mounted")),
             "{other:?}"
+        );
+    }
+
+    #[test]
+    fn a_layer_id_is_read_whole_and_a_name_that_fills_its_slot_says_it_may_be_cut() {
+        let layer = "fc89a6e53d96536ccd3967fca31cf781c8c9cdde7478e71821d26b59706b4780";
+        let mut n = names();
+        n.learn(&path(DISK, 21, &["big", "diff", layer, "overlay"], 0));
+        let name = n.name(Some(path(DISK, 21, &[], 0).id));
+        assert_eq!(
+            name.path.as_deref(),
+            Some(format!("/overlay/{layer}/diff/big").as_str())
+        );
+        assert_eq!(name.container_path.as_deref(), Some("/big"));
+        assert_eq!(name.note, None);
+        let long = "x".repeat(FILE_PATH_NAME - 1);
+        n.learn(&path(DISK, 22, &[&long], FilePath::NAME_CUT));
+        let name = n.name(Some(path(DISK, 22, &[], 0).id));
+        assert_eq!(name.path.as_deref(), Some(format!("/{long}").as_str()));
+        assert!(
+            name.note
+                .as_deref()
+                .is_some_and(|n| n.contains("longer than 79 bytes")),
+            "{name:?}"
         );
     }
 
