@@ -6,7 +6,6 @@ use std::{
     collections::HashMap,
     fs,
     sync::atomic::{AtomicUsize, Ordering},
-    thread,
     time::{Duration, Instant},
 };
 
@@ -51,7 +50,7 @@ pub fn cgroup_storm(count: usize, reader: Reader, extra: &[&str]) -> Outcome {
     };
     let mut args = vec!["--cgroup", &parent.path];
     args.extend_from_slice(extra);
-    let memtrace = Streaming::start_stalled(&args, stall);
+    let mut memtrace = Streaming::start_stalled(&args, stall);
     let started = Instant::now();
     let frozen = matches!(reader, Reader::Stopped).then(|| memtrace.frozen());
     let mut done = 0;
@@ -69,8 +68,28 @@ pub fn cgroup_storm(count: usize, reader: Reader, extra: &[&str]) -> Outcome {
     }
     let took = started.elapsed();
     drop(frozen);
-    // What the stall held back comes out once it ends; then a second for the last events.
-    thread::sleep(stall.saturating_sub(started.elapsed()) + Duration::from_secs(1) * slowdown());
+    // What the stall held back comes out once it ends; then up to a second (× the slowdown)
+    // for the last events: until every creation and removal is reported or, with memtrace
+    // stopped, until it says what it lost.
+    let wait = stall.saturating_sub(started.elapsed()) + Duration::from_secs(1) * slowdown();
+    if matches!(reader, Reader::Stopped) {
+        memtrace.wait_for_stderr(wait, |line| line.starts_with("memtrace: lost "));
+    } else {
+        let below = format!("{}/c", parent.path);
+        let mut reported = 0;
+        memtrace.wait_for(wait, |line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            if event["type"] == "cgroup"
+                && event["cgroup"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with(&below))
+                && (event["action"] == "created" || event["action"] == "removed")
+            {
+                reported += 1;
+            }
+            reported >= 2 * count
+        });
+    }
     let streamed = memtrace.stop();
 
     // Per path: (created, removed) events seen.

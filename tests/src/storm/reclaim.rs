@@ -10,7 +10,6 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
-    thread,
     time::{Duration, Instant},
 };
 
@@ -54,7 +53,7 @@ pub fn reclaim_storm_stalled(
     let pod = TestCgroup::new(&format!("reclaim-storm{storm}"), LIMIT_MIB << 20);
     let mut args = vec!["--cgroup", pod.path.as_str()];
     args.extend_from_slice(extra);
-    let memtrace = Streaming::start_stalled(&args, stall);
+    let mut memtrace = Streaming::start_stalled(&args, stall);
 
     let mut reader = Command::new(&workloads.readloop)
         .arg(pod.procs_file())
@@ -71,8 +70,19 @@ pub fn reclaim_storm_stalled(
     let took = started.elapsed();
     assert!(output.status.success(), "readloop failed: {output:?}");
     let (episodes, overrun) = tracing.stop();
-    // What the stall held back comes out once it ends; then a second for the last events.
-    thread::sleep(stall.saturating_sub(started.elapsed()) + Duration::from_secs(1) * slowdown());
+    // What the stall held back comes out once it ends; then up to a second (× the slowdown)
+    // for the last events: until every episode is reported or counted lost in the stream.
+    let wait = stall.saturating_sub(started.elapsed()) + Duration::from_secs(1) * slowdown();
+    let mut accounted = 0;
+    memtrace.wait_for(wait, |line| {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        if event["type"] == "reclaim" && event["cgroup"] == pod.path.as_str() {
+            accounted += 1;
+        } else if event["type"] == "lost" && event["kind"] == "reclaim" {
+            accounted += event["count"].as_u64().unwrap_or(0);
+        }
+        accounted >= episodes
+    });
     let streamed = memtrace.stop();
 
     let mut lags = Vec::new();

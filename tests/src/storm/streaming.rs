@@ -203,6 +203,32 @@ impl Streaming {
         }
     }
 
+    /// Reads stderr lines as they come until `enough` says so of a line, or `timeout` passes;
+    /// whether it did.
+    pub fn wait_for_stderr(
+        &mut self,
+        timeout: Duration,
+        mut enough: impl FnMut(&str) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if let Ok(line) = self
+                .stderr_lines
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
+                let done = enough(&line);
+                self.stderr_seen.push(line);
+                if done {
+                    return true;
+                }
+            }
+        }
+    }
+
     /// Stops memtrace (SIGSTOP) until the returned guard is dropped (SIGCONT): a reader that
     /// gets no CPU for a while, as on a node whose CPUs are all taken, while the kernel side
     /// goes on writing to the ring buffer.
