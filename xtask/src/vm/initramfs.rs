@@ -55,6 +55,9 @@ pub struct Run<'a> {
     pub test_args: &'a [String],
     /// Run the remaining test binaries after one fails.
     pub keep_going: bool,
+    /// How many boots share each kernel and hierarchy's test binaries (`--parts`): the list is
+    /// ordered for them to take about as long each ([`super::parts::balanced`]).
+    pub parts: u8,
 }
 
 /// Writes the initramfs for `payload` and the kernels whose modules are `kernels`, run as `run`
@@ -73,11 +76,16 @@ pub fn write(
             .has_interpreter(),
         "{BUSYBOX} is dynamically linked: install busybox-static, not busybox"
     );
-    let tests: Vec<&str> = payload
+    let mut tests: Vec<&str> = payload
         .tests
         .iter()
         .map(|test| test.name.as_str())
         .collect();
+    // Without the global OOM test, which /init leaves out of the list (it has a guest of its
+    // own): the positions the parts are counted by are those of the list /init keeps.
+    tests.retain(|test| *test != GLOBAL_OOM_TEST);
+    let tests = super::parts::balanced(&tests, run.parts);
+    let tests: Vec<&str> = tests.iter().map(String::as_str).collect();
     let host_paths = HostPaths::of(payload)?;
     let init = init_script(&tests, &host_paths, run);
     let entries = layout(payload, kernels, busybox, &init)?;
@@ -681,6 +689,7 @@ mod tests {
             &Run {
                 test_args: &[],
                 keep_going: false,
+                parts: 1,
             },
         );
         let linked = format!(
@@ -799,6 +808,7 @@ mod tests {
             &Run {
                 test_args: &args,
                 keep_going: true,
+                parts: 2,
             },
         );
         assert!(script.starts_with("#!/bin/sh\n"));

@@ -14,6 +14,7 @@ mod initramfs;
 mod kernel;
 mod matrix;
 mod modules;
+mod parts;
 mod payload;
 mod qemu;
 
@@ -255,6 +256,7 @@ pub fn run(workspace: &Workspace, options: &Options) -> anyhow::Result<()> {
         &initramfs::Run {
             test_args: &options.test_args,
             keep_going,
+            parts: options.parts(),
         },
     )
     .context("vm-test step `write the initramfs` failed")?;
