@@ -4,27 +4,27 @@
 //! as part 1 (6.1/v2: 496 s against 328 s), and every kernel waited for its longer half.
 
 /// Seconds each test binary took in an emulated guest (6.1, cgroup v2, `cargo xtask vm-test
-/// --kernel 6.1 --cgroup v2`, 2026-11-30), to balance the parts by. A binary not listed counts
+/// --kernel 6.1 --cgroup v2`, 2026-11-30, the mean of two runs), to balance the parts by. A binary not listed counts
 /// as [`UNKNOWN_SECONDS`]; the table needs to be only roughly right.
 const GUEST_SECONDS: &[(&str, u32)] = &[
-    ("storms", 144),
-    ("kernel_memory", 92),
-    ("probe_points", 85),
-    ("verdicts", 71),
-    ("trace_files", 50),
-    ("node", 50),
-    ("flight", 49),
-    ("report", 44),
-    ("refaults", 40),
-    ("oom_kill", 34),
-    ("counters", 33),
-    ("oom_storm", 32),
-    ("containers", 28),
-    ("file_names", 20),
-    ("throttling", 19),
-    ("cli_errors", 18),
+    ("kernel_memory", 96),
+    ("probe_points", 88),
+    ("verdicts", 73),
+    ("trace_files", 70),
+    ("storms", 51),
+    ("node", 48),
+    ("flight", 48),
+    ("report", 47),
+    ("refaults", 43),
+    ("oom_storm", 37),
+    ("counters", 34),
+    ("oom_kill", 32),
+    ("containers", 32),
+    ("file_names", 21),
+    ("cli_errors", 20),
+    ("throttling", 18),
     ("session", 10),
-    ("trace_v2_fixture", 6),
+    ("trace_v2_fixture", 5),
     ("trace_v3_fixture", 1),
 ];
 
