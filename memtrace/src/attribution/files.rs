@@ -486,7 +486,7 @@ impl FileNames {
         }
         if known.name_cut && name.note.is_none() {
             name.note = Some(format!(
-                "a name in the path is longer than {} bytes: its end is cut",
+                "a name in the path fills the {} bytes read of each: it may be longer, cut there",
                 FILE_PATH_NAME - 1
             ));
         }
@@ -1046,7 +1046,7 @@ mod tests {
         assert!(
             name.note
                 .as_deref()
-                .is_some_and(|n| n.contains("longer than 79 bytes")),
+                .is_some_and(|n| n.contains("fills the 79 bytes")),
             "{name:?}"
         );
     }
