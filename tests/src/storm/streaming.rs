@@ -184,23 +184,7 @@ impl Streaming {
     /// Reads stdout lines as they come until `enough` says so of a line, or `timeout` passes;
     /// whether it did.
     pub fn wait_for(&mut self, timeout: Duration, mut enough: impl FnMut(&str) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            if let Ok(line) = self
-                .lines
-                .recv_timeout(left.min(Duration::from_millis(100)))
-            {
-                let done = enough(&line.1);
-                self.read.push(line);
-                if done {
-                    return true;
-                }
-            }
-        }
+        read_until(&self.lines, &mut self.read, timeout, |line| enough(&line.1))
     }
 
     /// Reads stderr lines as they come until `enough` says so of a line, or `timeout` passes;
@@ -210,23 +194,9 @@ impl Streaming {
         timeout: Duration,
         mut enough: impl FnMut(&str) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            if let Ok(line) = self
-                .stderr_lines
-                .recv_timeout(left.min(Duration::from_millis(100)))
-            {
-                let done = enough(&line);
-                self.stderr_seen.push(line);
-                if done {
-                    return true;
-                }
-            }
-        }
+        read_until(&self.stderr_lines, &mut self.stderr_seen, timeout, |line| {
+            enough(line)
+        })
     }
 
     /// Stops memtrace (SIGSTOP) until the returned guard is dropped (SIGCONT): a reader that
@@ -264,6 +234,30 @@ impl Streaming {
             stderr: self.stderr_seen.join("\n"),
             cpu,
             peak_rss_kib,
+        }
+    }
+}
+
+/// Takes lines from `from` into `kept` as they come until `enough` says so of one, or `timeout`
+/// passes; whether it did.
+fn read_until<T>(
+    from: &mpsc::Receiver<T>,
+    kept: &mut Vec<T>,
+    timeout: Duration,
+    mut enough: impl FnMut(&T) -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        if let Ok(line) = from.recv_timeout(left.min(Duration::from_millis(100))) {
+            let done = enough(&line);
+            kept.push(line);
+            if done {
+                return true;
+            }
         }
     }
 }
