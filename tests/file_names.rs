@@ -378,8 +378,11 @@ fn perfetto(s: &Scenario) {
 fn overlay_files_show_the_path_the_container_sees() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let dir = fs::canonicalize(tmp.path()).expect("canonical");
+    // The lower layer where podman and CRI-O keep one (`overlay/<64 hex digits>/diff`): a name
+    // of 64 bytes, which the kernel side once cut to 63, and the path with it.
+    let layer = "5cc0a2b8d4e1f7a93b6c0d2e4f6a8b0c1d3e5f7a9b1c3d5e7f9a1b3c5d7e9f1a";
     let (lower, upper, work, merged) = (
-        dir.join("lower"),
+        dir.join("overlay").join(layer).join("diff"),
         dir.join("upper"),
         dir.join("work"),
         dir.join("merged"),
