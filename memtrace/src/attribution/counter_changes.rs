@@ -17,7 +17,6 @@ pub struct CounterTracker {
 }
 
 /// A followed memcg's counters as last said.
-#[derive(Default)]
 struct Followed {
     /// When they were last read (by a pass or a notification).
     at: u64,
@@ -102,11 +101,9 @@ impl CounterTracker {
         );
         followed.values.merge(values);
         followed.at = now_ns;
-        let notified = followed
-            .notified
-            .get_or_insert_with(|| (now_ns, CounterValues::default()));
-        notified.0 = now_ns;
-        notified.1.merge(values);
+        let (at, read) = followed.notified.get_or_insert_default();
+        *at = now_ns;
+        read.merge(values);
         change
     }
 
