@@ -15,6 +15,7 @@ extern crate std;
 pub mod cgroup;
 
 pub mod aggregate;
+pub mod direct;
 pub mod event;
 pub mod names;
 pub mod offsets;

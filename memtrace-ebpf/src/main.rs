@@ -1,6 +1,7 @@
 //! memtrace's eBPF programs: one module per probe family under `probes/`.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 #![expect(
     clippy::inline_always,
     reason = "BPF-to-BPF calls cost and older verifiers refuse some; small helpers are inlined"

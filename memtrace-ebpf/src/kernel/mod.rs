@@ -10,6 +10,7 @@
 //! 512-byte stack limit of the 6.1 verifier.
 
 mod cgroup;
+mod direct;
 mod file;
 pub mod functions;
 mod memcg;

@@ -17,6 +17,7 @@ use std::{
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
 /// `enum bpf_prog_type`, `enum bpf_attach_type`.
+const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_TRACE_FENTRY: u32 = 24;
 
@@ -120,6 +121,42 @@ pub fn try_fentry(btf_id: u32) -> io::Result<()> {
     // SAFETY: `attr` is a valid, initialised `repr(C)` head of `union bpf_attr` of the size
     // passed; the instructions and the license it points to outlive the call, and no log
     // buffer is given for the kernel to write.
+    let program = unsafe { bpf(BPF_PROG_LOAD, (&raw const attr).cast(), size_of_val(&attr)) }?;
+    drop(program);
+    Ok(())
+}
+
+/// Loads the smallest raw tracepoint program that casts its argument with the kfunc whose BTF id
+/// is `kfunc_id` (`bpf_rdonly_cast`) to the struct whose BTF id is `struct_id`, and loads a
+/// member of it in place: whether the kernel lets memtrace's programs read that struct so
+/// ([`super::direct`]).
+///
+/// # Errors
+///
+/// The kernel's refusal (`EINVAL` where it has no such kfunc for raw tracepoints, …).
+pub fn try_rdonly_cast(kfunc_id: u32, struct_id: u32) -> io::Result<()> {
+    // r1 = *(u64 *)(r1 + 0): the tracepoint's first argument.
+    // r2 = struct_id
+    // call kfunc_id (BPF_PSEUDO_KFUNC_CALL)
+    // r0 = *(u64 *)(r0 + 0): a member, in place.
+    // r0 = 0; exit
+    let insns: [u64; 6] = [
+        0x79 | 0x11 << 8,
+        0xb7 | 0x02 << 8 | u64::from(struct_id) << 32,
+        0x85 | 0x20 << 8 | u64::from(kfunc_id) << 32,
+        0x79,
+        0xb7,
+        0x95,
+    ];
+    let license = c"GPL";
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_RAW_TRACEPOINT,
+        insn_cnt: 6,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..ProgLoadAttr::default()
+    };
+    // SAFETY: as in `try_fentry`.
     let program = unsafe { bpf(BPF_PROG_LOAD, (&raw const attr).cast(), size_of_val(&attr)) }?;
     drop(program);
     Ok(())

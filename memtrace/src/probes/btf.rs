@@ -77,6 +77,8 @@ const TYPE_NAMES: &[&str] = &[
     names::KMEM_CACHE_ALLOC_NODE_FUNCTION,
     names::KMEM_CACHE_FREE_FUNCTION,
     names::REFAULT_FUNCTION,
+    // The kfunc the programs read folios in place with (`super::direct`).
+    names::RDONLY_CAST_KFUNC,
 ];
 
 /// The enum members [`KernelBtf::kernel_offsets`] finds by name in any enum, named or not.
@@ -755,6 +757,17 @@ impl KernelBtf {
     /// program names to attach to.
     #[must_use]
     pub fn function_id(&self, name: &str) -> Option<u32> {
+        self.id_of(name, |t| matches!(t, Type::Func(_)))
+    }
+
+    /// The BTF id of the kernel's struct of that name, which `bpf_rdonly_cast()` casts to.
+    #[must_use]
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        self.id_of(name, |t| matches!(t, Type::Struct(_)))
+    }
+
+    /// The id of the first type called `name` that is what `want` says.
+    fn id_of(&self, name: &str, want: impl Fn(&Type) -> bool) -> Option<u32> {
         let ids = if let Some(ids) = self.index.as_ref().and_then(|index| index.ids(name)) {
             ids.to_vec()
         } else {
@@ -762,7 +775,7 @@ impl KernelBtf {
             self.btf.resolve_ids_by_name(name).unwrap_or_default()
         };
         ids.into_iter()
-            .find(|&id| matches!(self.btf.resolve_type_by_id(id), Ok(Type::Func(_))))
+            .find(|&id| self.btf.resolve_type_by_id(id).is_ok_and(|t| want(&t)))
     }
 
     fn named(

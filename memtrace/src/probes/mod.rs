@@ -9,6 +9,7 @@ mod cache_slots;
 pub mod capability;
 mod deferred_maps;
 pub mod derived;
+mod direct;
 mod early_maps;
 pub mod filter;
 pub mod floor;
@@ -220,10 +221,12 @@ impl Probes {
         } else {
             AyaBtf::default()
         };
-        let offsets = kernel_btf.kernel_offsets()?;
+        let mut offsets = kernel_btf.kernel_offsets()?;
         let oom_constraints = kernel_btf.enum_names("oom_constraint")?;
-        log::debug!("kernel offsets: {offsets:?}");
         timeline.phase("btf offsets");
+        let object = direct::object(EBPF_OBJECT, &kernel_btf, &mut offsets);
+        log::debug!("kernel offsets: {offsets:?}");
+        timeline.phase("in-place reads tried");
         let (tgid, filter_enabled) = (std::process::id(), u32::from(options.kernel_filter));
         let mut loader = EbpfLoader::new();
         loader
@@ -238,7 +241,8 @@ impl Probes {
         }
         deferred_maps::shrink(&mut loader);
         early_maps.shrink(&mut loader);
-        let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+        let mut ebpf = loader.load(object.bytes()).map_err(ProbeError::Load)?;
+        drop(object);
         early_maps.install(&ebpf)?;
         timeline.phase("object load (maps)");
         preload::preload(&mut ebpf, options, &offsets, &aya_btf);
