@@ -1,5 +1,5 @@
-//! Kernel structs read in place (6.2+): `bpf_rdonly_cast()`, a kfunc, makes a raw pointer a
-//! read-only, untrusted pointer to a BTF type, whose members the program then loads directly.
+//! Kernel memory read in place (6.2+): `bpf_rdonly_cast()`, a kfunc, makes an address a
+//! read-only, untrusted pointer to a BTF type, which the program then loads from directly.
 //! The JIT makes each such load one instruction with a fault handler, where
 //! `bpf_probe_read_kernel` is a helper call (tens of nanoseconds on a CPU that mitigates
 //! return-stack attacks: every call and return of the helper pays it).
@@ -8,7 +8,7 @@
 //! the programs emit a placeholder: a helper call to [`PLACEHOLDER_HELPER`], a number no helper
 //! has. Where the kernel has the kfunc, the loader rewrites each placeholder into the kfunc call
 //! ([`kfunc_call`]) before aya reads the object, and sets
-//! [`crate::KernelOffsets::folio_btf_id`]; the programs test that value, which the verifier
+//! [`crate::KernelOffsets::in_place_btf_id`]; the programs test that value, which the verifier
 //! knows (read-only data), so it never visits the other path, and removes it. Where it does
 //! not, the placeholder stays and the value is 0: the programs read through the helper, and
 //! the placeholder is on the path the verifier removes.

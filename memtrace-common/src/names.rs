@@ -195,6 +195,6 @@ pub const COUNT_FLOOR_PROGRAMS: [(&str, &str); 7] = [
     ("count_floor_memcg_lruvec_stat", "mod_memcg_lruvec_state"),
 ];
 
-/// The kfunc the programs read folios in place with, where the kernel has it (6.2+:
+/// The kfunc the programs read kernel memory in place with, where the kernel has it (6.2+:
 /// [`crate::direct`]).
 pub const RDONLY_CAST_KFUNC: &str = "bpf_rdonly_cast";

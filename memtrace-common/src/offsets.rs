@@ -143,10 +143,11 @@ pub struct KernelOffsets {
     pub dentry_hash_pprev: u32,
     /// `1 << PG_swapbacked`: with a file mapping, a tmpfs/shmem folio.
     pub pg_swapbacked_mask: u32,
-    /// `struct folio`'s BTF id when the programs read folios in place (the kernel has
-    /// `bpf_rdonly_cast()`, 6.2+, and the loader patched its calls in: [`crate::direct`]); 0
-    /// where they read them through `bpf_probe_read_kernel`.
-    pub folio_btf_id: u32,
+    /// Where the programs read kernel memory in place (the kernel has `bpf_rdonly_cast()`,
+    /// 6.2+, and the loader patched its calls in: [`crate::direct`]), the BTF id of the struct
+    /// they cast an address to, to load the number there: `struct folio`, whose first member
+    /// is a 64-bit number (`flags`). 0 where they read through `bpf_probe_read_kernel`.
+    pub in_place_btf_id: u32,
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == 260);
@@ -217,7 +218,7 @@ impl KernelOffsets {
         dentry_name: 0,
         dentry_hash_pprev: 0,
         pg_swapbacked_mask: 0,
-        folio_btf_id: 0,
+        in_place_btf_id: 0,
     };
 }
 

@@ -1,15 +1,63 @@
-//! Kernel structs read in place (6.2+, where the loader enabled it: [`memtrace_common::direct`]).
+//! Kernel memory read in place (6.2+, where the loader enabled it: [`memtrace_common::direct`]).
 
 use core::arch::asm;
 
 use memtrace_common::direct::PLACEHOLDER_HELPER;
 
-/// `ptr` cast by `bpf_rdonly_cast()` to the kernel type whose BTF id is `btf_id`: the verifier
-/// then lets the program load its members directly (fault-safe loads, checked against the
-/// type's layout). Only on the path the programs take when the loader patched the call in:
-/// elsewhere the placeholder is a call the kernel refuses.
+use super::{Words, offsets};
+
+/// In-place reads, where the loader enabled them. The verifier knows the value tested
+/// (read-only data), so it checks only the path this selects, and removes the other.
 #[inline(always)]
-pub fn rdonly_cast(ptr: *const u8, btf_id: u32) -> *const u8 {
+pub fn in_place() -> Option<InPlace> {
+    let btf_id = offsets().in_place_btf_id;
+    (btf_id != 0).then_some(InPlace { btf_id })
+}
+
+/// Kernel memory loaded in place: each read one instruction, which the JIT makes fault-safe (an
+/// address it cannot read gives zero).
+///
+/// The address is cast by `bpf_rdonly_cast()` to a struct whose first member is a 64-bit number
+/// (the loader's choice, `struct folio`'s `flags`: `btf_id`), and loaded from at offset 0: the
+/// verifier takes what such a pointer holds as a number, where a member it knows to be a
+/// pointer would stay a pointer, on which it refuses the bit tests the programs make.
+#[derive(Clone, Copy)]
+pub struct InPlace {
+    btf_id: u32,
+}
+
+impl InPlace {
+    /// The `T` at kernel address `base + offset`.
+    #[inline(always)]
+    pub fn read<T: Copy>(self, base: *const u8, offset: u32) -> T {
+        let cast = rdonly_cast(base.wrapping_add(offset as usize), self.btf_id);
+        // SAFETY: the JIT makes the load fault-safe, as the cast allows; a volatile load, so
+        // that the compiler keeps its size (the verifier checks it against the struct).
+        unsafe { core::ptr::read_volatile(cast.cast::<T>()) }
+    }
+}
+
+impl Words for InPlace {
+    #[inline(always)]
+    fn u64_at(&self, base: *const u8, offset: u32) -> Option<u64> {
+        Some(self.read(base, offset))
+    }
+
+    #[inline(always)]
+    fn u32_at(&self, base: *const u8, offset: u32) -> Option<u32> {
+        Some(self.read(base, offset))
+    }
+
+    #[inline(always)]
+    fn word_at(&self, addr: *const u8) -> Option<u64> {
+        Some(self.read(addr, 0))
+    }
+}
+
+/// `ptr` cast by `bpf_rdonly_cast()` to the kernel type whose BTF id is `btf_id`. Elsewhere than
+/// where the loader patched it in, the placeholder is a call the kernel refuses.
+#[inline(always)]
+fn rdonly_cast(ptr: *const u8, btf_id: u32) -> *const u8 {
     let cast: *const u8;
     // SAFETY: the kfunc returns its first argument (an address, not dereferenced), typed; it
     // reads and writes no memory and clobbers the caller-saved registers of a call, as
@@ -28,44 +76,4 @@ pub fn rdonly_cast(ptr: *const u8, btf_id: u32) -> *const u8 {
         );
     }
     cast
-}
-
-/// The `T` at `base + offset` of a pointer [`rdonly_cast`] returned. A volatile load, so that
-/// the compiler keeps each member's own size and place (the verifier checks both against the
-/// type); a bad address reads as zero.
-///
-/// # Safety
-///
-/// `base` must come from [`rdonly_cast`], and `offset` must be a constant the verifier knows
-/// (a member's offset from [`super::OFFSETS`]).
-#[inline(always)]
-pub unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
-    // SAFETY: the JIT makes the load fault-safe, as the caller's cast allows.
-    unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) }
-}
-
-/// The address in the pointer member at `cast + offset`, as a number. The verifier types a
-/// loaded pointer member as a pointer, and refuses the bit tests the programs make on it (a
-/// folio's `mapping` tag); the difference of two pointers it takes as a number (a privileged
-/// program may see addresses): so, the member less the cast pointer, plus the address that was
-/// cast (`raw`, the same value).
-///
-/// # Safety
-///
-/// As [`load`]; `raw` is the address [`rdonly_cast`] was given.
-#[inline(always)]
-pub unsafe fn load_address(cast: *const u8, raw: *const u8, offset: u32) -> u64 {
-    // SAFETY: as the caller vouches.
-    let member = unsafe { load::<u64>(cast, offset) };
-    let past_cast: u64;
-    // SAFETY: a subtraction of registers.
-    unsafe {
-        asm!(
-            "{member} -= {cast}",
-            member = inout(reg) member => past_cast,
-            cast = in(reg) cast as u64,
-            options(pure, nomem, nostack),
-        );
-    }
-    past_cast.wrapping_add(raw as u64)
 }

@@ -161,7 +161,22 @@ impl<const N: usize> Block<N> {
         // SAFETY: a successful read wrote every byte of the block.
         (failed == 0).then(|| unsafe { place.assume_init_ref() })
     }
+}
 
+/// Words of kernel memory: from a [`Block`] read through the helper, or loaded in place
+/// ([`direct::InPlace`]).
+trait Words {
+    /// The `u64` member at byte `offset` of `base`.
+    fn u64_at(&self, base: *const u8, offset: u32) -> Option<u64>;
+
+    /// The `u32` member at byte `offset` of `base`.
+    fn u32_at(&self, base: *const u8, offset: u32) -> Option<u32>;
+
+    /// The `u64` at `addr`, anywhere.
+    fn word_at(&self, addr: *const u8) -> Option<u64>;
+}
+
+impl<const N: usize> Words for Block<N> {
     /// The `u64` member at byte `offset` of `base`, the pointer the block was read from: from
     /// the block when it holds it, else read on its own.
     #[inline(always)]
@@ -185,5 +200,10 @@ impl<const N: usize> Block<N> {
             Some(&word) if offset % 8 == 4 => Some((word >> 32) as u32),
             _ => read_at(base, offset).ok(),
         }
+    }
+
+    #[inline(always)]
+    fn word_at(&self, addr: *const u8) -> Option<u64> {
+        read_at(addr, 0).ok()
     }
 }

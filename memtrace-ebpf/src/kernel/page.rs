@@ -3,7 +3,7 @@
 
 use core::mem::MaybeUninit;
 
-use super::{AddressSpace, Block, Memcg, direct, kernel_ptr, offsets};
+use super::{AddressSpace, Block, Memcg, Words, direct, kernel_ptr, offsets};
 
 kernel_ptr!(
     /// `struct folio *`
@@ -34,9 +34,10 @@ impl Folio {
     /// kmem page). One read of its first 64 bytes.
     #[inline(always)]
     pub fn memcg_charge(self) -> Option<(Memcg, u64)> {
-        let btf_id = offsets().folio_btf_id;
-        if btf_id != 0 {
-            return Self::memcg_charge_in_place(direct::rdonly_cast(self.0, btf_id));
+        if let Some(memory) = direct::in_place() {
+            return self
+                .charge_in_place(memory)
+                .map(|(memcg, pages, _)| (memcg, pages));
         }
         self.memcg_charge_in(Block::<8>::read(self.0, &mut MaybeUninit::uninit())?)
     }
@@ -46,59 +47,41 @@ impl Folio {
     /// folio would touch the next `struct page`'s cache line on every small folio, a miss that
     /// costs more than the second read large folios (a page in hundreds) pay.
     ///
-    /// Where the loader enabled it (6.2+), the members are loaded in place instead, each with one
-    /// instruction: no helper call, and the page count from the second page only for a large
-    /// folio.
+    /// Where the loader enabled it (6.2+), each member is loaded in place instead, with one
+    /// instruction: no helper call.
     #[inline(always)]
     pub fn charge(self) -> Option<FolioCharge> {
-        let btf_id = offsets().folio_btf_id;
-        if btf_id != 0 {
-            return self.charge_in_place(direct::rdonly_cast(self.0, btf_id));
+        if let Some(memory) = direct::in_place() {
+            let (memcg, pages, flags) = self.charge_in_place(memory)?;
+            let o = offsets();
+            return Some(FolioCharge {
+                memcg,
+                pages,
+                mapping: file_mapping(memory.read(self.0, o.folio_mapping)),
+                swapbacked: flags & u64::from(o.pg_swapbacked_mask) != 0,
+            });
         }
         self.charge_in(Block::<8>::read(self.0, &mut MaybeUninit::uninit())?)
     }
 
-    /// [`Self::charge`] from `folio`, this folio cast by [`direct::rdonly_cast`].
+    /// [`Self::memcg_charge`], loaded in place (6.2+: always a `struct folio`, whose page count
+    /// is a member), and the folio's flags.
     #[inline(always)]
-    fn charge_in_place(self, folio: *const u8) -> Option<FolioCharge> {
-        let (memcg, pages) = Self::memcg_charge_in_place(folio)?;
+    fn charge_in_place(self, memory: direct::InPlace) -> Option<(Memcg, u64, u64)> {
         let o = offsets();
-        // SAFETY: `folio` is this folio cast, the offsets its members'.
-        let (mapping, flags) = unsafe {
-            (
-                direct::load_address(folio, self.0, o.folio_mapping),
-                direct::load::<u64>(folio, o.folio_flags),
-            )
-        };
-        Some(FolioCharge {
-            memcg,
-            pages,
-            mapping: file_mapping(mapping),
-            swapbacked: flags & u64::from(o.pg_swapbacked_mask) != 0,
-        })
-    }
-
-    /// [`Self::memcg_charge`] from `folio`, a folio cast by [`direct::rdonly_cast`] (6.2+:
-    /// always a `struct folio`, whose page count is a member).
-    #[inline(always)]
-    fn memcg_charge_in_place(folio: *const u8) -> Option<(Memcg, u64)> {
-        let o = offsets();
-        // SAFETY: `folio` is the cast folio, the offsets its members'.
-        let memcg_data = unsafe { direct::load::<u64>(folio, o.folio_memcg_data) };
+        let memcg_data: u64 = memory.read(self.0, o.folio_memcg_data);
         if memcg_data & u64::from(o.memcg_data_flags) != 0 || memcg_data == 0 {
             return None;
         }
         // SAFETY: without flag bits, `memcg_data` is the `struct mem_cgroup *`.
         let memcg = unsafe { Memcg::from_addr(memcg_data) };
-        // SAFETY: as above.
-        let flags = unsafe { direct::load::<u64>(folio, o.folio_flags) };
+        let flags: u64 = memory.read(self.0, o.folio_flags);
         let pages = if flags & u64::from(o.pg_head_mask) == 0 {
             1
         } else {
-            // SAFETY: as above.
-            u64::from(unsafe { direct::load::<u32>(folio, o.folio_nr_pages) })
+            u64::from(memory.read::<u32>(self.0, o.folio_nr_pages))
         };
-        Some((memcg, pages))
+        Some((memcg, pages, flags))
     }
 
     /// `block` was read from this folio.

@@ -5,7 +5,7 @@ use core::mem::MaybeUninit;
 
 use memtrace_common::MemoryMap;
 
-use super::{Block, KernelStr, ObjCgroup, kernel_ptr, offsets, read_at};
+use super::{Block, KernelStr, ObjCgroup, Words, direct, kernel_ptr, offsets};
 
 /// x86-64's 4 KiB pages: a macro (`PAGE_SHIFT`), which BTF does not carry, and the same on
 /// every x86-64 kernel.
@@ -36,6 +36,13 @@ impl KmemCache {
     #[inline(always)]
     pub fn account_and_size(self) -> Option<(bool, u32)> {
         let o = offsets();
+        if let Some(memory) = direct::in_place() {
+            let flags: u32 = memory.read(self.0, o.kmem_cache_flags);
+            return Some((
+                flags & o.slab_account_flag != 0,
+                memory.read(self.0, o.kmem_cache_size),
+            ));
+        }
         let mut place = MaybeUninit::uninit();
         let block = Block::<6>::read(self.0, &mut place)?;
         Some((
@@ -56,6 +63,9 @@ impl KmemCache {
     /// `size`, alone.
     #[inline(always)]
     pub fn size(self) -> Option<u32> {
+        if let Some(memory) = direct::in_place() {
+            return Some(memory.read(self.0, offsets().kmem_cache_size));
+        }
         self.read(offsets().kmem_cache_size).ok()
     }
 
@@ -102,15 +112,41 @@ impl SlabOwner {
         // `virt_to_page()`: the object's `struct page`, then its head (`compound_head`, plus 1
         // in a tail page).
         let pfn = ptr.wrapping_sub(map.page_offset_base) >> PAGE_SHIFT;
-        let mut head = map.vmemmap_base.wrapping_add(pfn.wrapping_mul(page_size)) as *const u8;
-        let (mut place, mut tail_place) = (MaybeUninit::uninit(), MaybeUninit::uninit());
-        let mut block = Block::<8>::read(head, &mut place)?;
-        let compound = block.u64_at(head, o.page_compound_head)?;
-        if compound & 1 != 0 {
-            head = (compound - 1) as *const u8;
-            block = Block::<8>::read(head, &mut tail_place)?;
+        let head = map.vmemmap_base.wrapping_add(pfn.wrapping_mul(page_size)) as *const u8;
+        if let Some(memory) = direct::in_place() {
+            let compound: u64 = memory.read(head, o.page_compound_head);
+            let head = if compound & 1 == 0 {
+                head
+            } else {
+                (compound - 1) as *const u8
+            };
+            return Self::of_object_at(ptr, head, &memory, cache, cache_size, map);
         }
-        let data = block.u64_at(head, o.slab_obj_exts)?;
+        let (mut place, mut tail_place) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+        let block = Block::<8>::read(head, &mut place)?;
+        let compound = block.u64_at(head, o.page_compound_head)?;
+        if compound & 1 == 0 {
+            return Self::of_object_at(ptr, head, block, cache, cache_size, map);
+        }
+        let head = (compound - 1) as *const u8;
+        let block = Block::<8>::read(head, &mut tail_place)?;
+        Self::of_object_at(ptr, head, block, cache, cache_size, map)
+    }
+
+    /// [`Self::of_object`] once the head page is found: `head`'s words are read from `words`
+    /// (a block of it read through the helper, or in place).
+    #[inline(always)]
+    fn of_object_at(
+        ptr: u64,
+        head: *const u8,
+        words: &impl Words,
+        cache: KmemCache,
+        cache_size: u32,
+        map: &MemoryMap,
+    ) -> Option<Self> {
+        let o = offsets();
+        let page_size = u64::from(o.page_size);
+        let data = words.u64_at(head, o.slab_obj_exts)?;
         let vector = data & !u64::from(o.obj_exts_flags);
         if vector == 0 {
             return None;
@@ -118,7 +154,7 @@ impl SlabOwner {
         let (objcg, bytes) = if data & u64::from(o.memcg_data_objexts) != 0 {
             let cache = if cache.is_null() {
                 // SAFETY: `slab.slab_cache` is a `struct kmem_cache *`.
-                unsafe { KmemCache::from_addr(block.u64_at(head, o.slab_cache)?) }
+                unsafe { KmemCache::from_addr(words.u64_at(head, o.slab_cache)?) }
             } else {
                 cache
             };
@@ -130,16 +166,20 @@ impl SlabOwner {
             if size == 0 {
                 return None;
             }
-            let head_pfn = (head as u64).wrapping_sub(map.vmemmap_base) / page_size;
+            // Not 0 ([`Self::of_object`] checked), which a re-read of the offsets hides from
+            // the compiler: `checked_div`, not a division with a panic.
+            let head_pfn = (head as u64)
+                .wrapping_sub(map.vmemmap_base)
+                .checked_div(page_size)?;
             let first = map.page_offset_base.wrapping_add(head_pfn << PAGE_SHIFT);
             let index = ptr.wrapping_sub(first) / size;
             let record = vector.wrapping_add(index.wrapping_mul(u64::from(o.slab_obj_ext_size)));
             // A record starts with the object's `struct obj_cgroup *`.
-            (read_at::<u64>(record as *const u8, 0).ok()?, size)
+            (words.word_at(record as *const u8)?, size)
         } else if data & u64::from(o.memcg_data_kmem) != 0 {
-            let flags = block.u64_at(head, o.folio_flags)?;
+            let flags = words.u64_at(head, o.folio_flags)?;
             let pages = if flags & u64::from(o.pg_head_mask) != 0 {
-                read_at::<u32>(head, o.folio_nr_pages).map_or(1, u64::from)
+                words.u32_at(head, o.folio_nr_pages).map_or(1, u64::from)
             } else {
                 1
             };

@@ -126,32 +126,33 @@ pub fn try_fentry(btf_id: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Loads the smallest raw tracepoint program that casts its argument with the kfunc whose BTF id
-/// is `kfunc_id` (`bpf_rdonly_cast`) to the struct whose BTF id is `struct_id`, and loads a
-/// member of it in place: whether the kernel lets memtrace's programs read that struct so
-/// ([`super::direct`]).
+/// Loads the smallest raw tracepoint program that reads kernel memory in place as the programs
+/// do ([`super::direct`]): it casts its argument with the kfunc whose BTF id is `kfunc_id`
+/// (`bpf_rdonly_cast`) to the struct whose BTF id is `struct_id`, loads the number at its start
+/// and tests its low bits.
 ///
 /// # Errors
 ///
-/// The kernel's refusal (`EINVAL` where it has no such kfunc for raw tracepoints, …).
+/// The kernel's refusal (`EINVAL` where it has no such kfunc for raw tracepoints, `EACCES`
+/// where the verifier refuses the load, …).
 pub fn try_rdonly_cast(kfunc_id: u32, struct_id: u32) -> io::Result<()> {
-    // r1 = *(u64 *)(r1 + 0): the tracepoint's first argument.
-    // r2 = struct_id
-    // call kfunc_id (BPF_PSEUDO_KFUNC_CALL)
-    // r0 = *(u64 *)(r0 + 0): a member, in place.
-    // r0 = 0; exit
-    let insns: [u64; 6] = [
+    let insns: [u64; 7] = [
+        // r1 = *(u64 *)(r1 + 0): the tracepoint's first argument.
         0x79 | 0x11 << 8,
+        // r2 = struct_id; call kfunc_id (BPF_PSEUDO_KFUNC_CALL): r0 = the cast pointer.
         0xb7 | 0x02 << 8 | u64::from(struct_id) << 32,
         0x85 | 0x20 << 8 | u64::from(kfunc_id) << 32,
-        0x79,
+        // r3 = *(u64 *)(r0 + 0), in place; r3 &= 3.
+        0x79 | 0x03 << 8,
+        0x57 | 0x03 << 8 | 3 << 32,
+        // r0 = 0; exit.
         0xb7,
         0x95,
     ];
     let license = c"GPL";
     let attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_RAW_TRACEPOINT,
-        insn_cnt: 6,
+        insn_cnt: 7,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         ..ProgLoadAttr::default()

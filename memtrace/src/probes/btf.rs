@@ -77,7 +77,7 @@ const TYPE_NAMES: &[&str] = &[
     names::KMEM_CACHE_ALLOC_NODE_FUNCTION,
     names::KMEM_CACHE_FREE_FUNCTION,
     names::REFAULT_FUNCTION,
-    // The kfunc the programs read folios in place with (`super::direct`).
+    // The kfunc the programs read in place with (`super::direct`).
     names::RDONLY_CAST_KFUNC,
 ];
 

@@ -1,6 +1,6 @@
-//! Folios read in place, where the kernel allows it ([`memtrace_common::direct`]): the loader
-//! tries the kfunc in a program of its own, then patches the programs' placeholder calls into
-//! calls of it and tells them the folio's BTF id ([`KernelOffsets::folio_btf_id`]).
+//! Kernel memory read in place, where the kernel allows it ([`memtrace_common::direct`]): the
+//! loader tries the kfunc in a program of its own, then patches the programs' placeholder calls
+//! into calls of it and tells them what to cast to ([`KernelOffsets::in_place_btf_id`]).
 
 use memtrace_common::{
     KernelOffsets,
@@ -10,7 +10,8 @@ use memtrace_common::{
 
 use super::{bpf_sys, btf::KernelBtf};
 
-/// What the programs need to read folios in place: the kfunc's and the struct's BTF ids.
+/// What the programs need to read in place: the kfunc's BTF id, and that of the struct they cast
+/// to (`struct folio`, whose first member, `flags`, is a 64-bit number).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InPlace {
     kfunc_id: u32,
@@ -18,9 +19,9 @@ pub struct InPlace {
 }
 
 impl InPlace {
-    /// Whether this kernel lets the programs read folios in place: its BTF has the kfunc and
-    /// `struct folio`, and it loads a raw tracepoint program that casts with it and reads a
-    /// member (found by trying). The reason when not, for the debug log.
+    /// Whether this kernel lets the programs read in place: its BTF has the kfunc and
+    /// `struct folio`, and it loads a raw tracepoint program that casts with it and reads as the
+    /// programs do (found by trying). The reason when not, for the debug log.
     ///
     /// # Errors
     ///
@@ -37,9 +38,9 @@ impl InPlace {
         Ok(Self { kfunc_id, folio_id })
     }
 
-    /// Tells the programs to read folios in place.
+    /// Tells the programs to read in place.
     pub fn enable(self, offsets: &mut KernelOffsets) {
-        offsets.folio_btf_id = self.folio_id;
+        offsets.in_place_btf_id = self.folio_id;
     }
 
     /// `object` with every placeholder call made a call of the kfunc, and how many there were.
@@ -89,11 +90,13 @@ pub fn object<'a>(built: &'a [u8], btf: &KernelBtf, offsets: &mut KernelOffsets)
         Ok(in_place) => {
             let (patched, calls) = in_place.patch(built);
             in_place.enable(offsets);
-            log::debug!("folios read in place: {calls} {RDONLY_CAST_KFUNC} calls patched in");
+            log::debug!(
+                "kernel memory read in place: {calls} {RDONLY_CAST_KFUNC} calls patched in"
+            );
             Object::Patched(patched)
         }
         Err(why) => {
-            log::debug!("folios read through bpf_probe_read_kernel: {why}");
+            log::debug!("kernel memory read through bpf_probe_read_kernel: {why}");
             Object::Built(built)
         }
     }
