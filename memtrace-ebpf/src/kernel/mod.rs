@@ -5,7 +5,8 @@
 //! aya cannot emit CO-RE relocations: the loader resolves every offset (and the kernel constants
 //! BTF gives) from the running kernel's BTF into the [`OFFSETS`] global, which only this module
 //! reads. A wrapper is a kernel address of one struct type; it may be null or stale, as every
-//! read goes through `bpf_probe_read_kernel`, which checks it. Everything here is
+//! read goes through `bpf_probe_read_kernel`, which checks it, or, on the hot paths where the
+//! kernel allows it (6.2+), is a fault-safe load in place ([`direct`]). Everything here is
 //! `#[inline(always)]`: BPF-to-BPF calls cost, and an outlined helper once broke the combined
 //! 512-byte stack limit of the 6.1 verifier.
 
