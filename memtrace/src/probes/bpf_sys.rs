@@ -107,23 +107,15 @@ pub fn create_map(spec: &MapSpec) -> io::Result<OwnedFd> {
 /// architecture has no BPF trampolines, …).
 pub fn try_fentry(btf_id: u32) -> io::Result<()> {
     // BPF_ALU64 | BPF_MOV | BPF_K into r0, imm 0; then BPF_JMP | BPF_EXIT.
-    let insns: [u64; 2] = [0xb7, 0x95];
-    let license = c"GPL";
-    let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_TRACING,
-        insn_cnt: 2,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        expected_attach_type: BPF_TRACE_FENTRY,
-        attach_btf_id: btf_id,
-        ..ProgLoadAttr::default()
-    };
-    // SAFETY: `attr` is a valid, initialised `repr(C)` head of `union bpf_attr` of the size
-    // passed; the instructions and the license it points to outlive the call, and no log
-    // buffer is given for the kernel to write.
-    let program = unsafe { bpf(BPF_PROG_LOAD, (&raw const attr).cast(), size_of_val(&attr)) }?;
-    drop(program);
-    Ok(())
+    try_load(
+        &ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_TRACING,
+            expected_attach_type: BPF_TRACE_FENTRY,
+            attach_btf_id: btf_id,
+            ..ProgLoadAttr::default()
+        },
+        &[0xb7, 0x95],
+    )
 }
 
 /// Loads the smallest raw tracepoint program that reads kernel memory in place as the programs
@@ -149,15 +141,27 @@ pub fn try_rdonly_cast(kfunc_id: u32, struct_id: u32) -> io::Result<()> {
         0xb7,
         0x95,
     ];
+    try_load(
+        &ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_RAW_TRACEPOINT,
+            ..ProgLoadAttr::default()
+        },
+        &insns,
+    )
+}
+
+/// Loads `insns` as a GPL program of the kind `attr` says, and closes it again.
+fn try_load(attr: &ProgLoadAttr, insns: &[u64]) -> io::Result<()> {
     let license = c"GPL";
     let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_RAW_TRACEPOINT,
-        insn_cnt: 7,
+        insn_cnt: u32::try_from(insns.len()).map_err(io::Error::other)?,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        ..ProgLoadAttr::default()
+        ..*attr
     };
-    // SAFETY: as in `try_fentry`.
+    // SAFETY: `attr` is a valid, initialised `repr(C)` head of `union bpf_attr` of the size
+    // passed; the instructions and the license it points to outlive the call, and no log
+    // buffer is given for the kernel to write.
     let program = unsafe { bpf(BPF_PROG_LOAD, (&raw const attr).cast(), size_of_val(&attr)) }?;
     drop(program);
     Ok(())
