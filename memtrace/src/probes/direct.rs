@@ -144,6 +144,15 @@ mod tests {
             placeholders > 0,
             "the programs that read folios have placeholder calls"
         );
+        // The patch looks at 8-byte-aligned words only: no placeholder may sit elsewhere.
+        let anywhere = EBPF_OBJECT
+            .windows(8)
+            .filter(|&window| window == placeholder_call())
+            .count();
+        assert_eq!(
+            anywhere, placeholders,
+            "every placeholder is 8-byte aligned"
+        );
         let (patched, calls) = in_place.patch(EBPF_OBJECT);
         assert_eq!(calls, placeholders);
         assert_eq!(count(patched.bytes(), placeholder_call()), 0);
