@@ -31,7 +31,7 @@ impl Folio {
     /// The memcg a user or page-cache folio is charged to, and its pages: `folio->memcg_data`
     /// holds the `struct mem_cgroup *` (no flag bits set for such folios), and a large folio
     /// keeps its page count in the folio. `None` when the folio is not charged (or is a slab or
-    /// kmem page). One read of its first 64 bytes.
+    /// kmem page). One helper read of its first 64 bytes, or its members loaded in place (6.2+).
     #[inline(always)]
     pub fn memcg_charge(self) -> Option<(Memcg, u64)> {
         if let Some(memory) = direct::in_place() {
